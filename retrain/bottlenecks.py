@@ -1,0 +1,272 @@
+"""The on-disk bottleneck cache and the batched pipeline that fills it.
+
+Layout: `<bottleneck_dir>/<module key>/shard-*.npz`, each shard holding many
+(key, vector) pairs. A key is the SHA-1 of the image file's bytes (plus, for
+distorted variants, the distortion settings), so a renamed or moved image
+reuses its vector and an edited one is recomputed; the module key covers the
+module's content, input size and our preprocessing, so two modules never
+share vectors. Shards are written to a temporary file and renamed into place:
+a run killed at any moment leaves only complete shards, and the next run
+recomputes just what is missing. Each run writes shards of its own, so
+several runs can share one folder. An unreadable shard is treated as missing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrain.config import RetrainError
+from retrain.images import ImageError, decode_rgb, read_bytes, resize
+from retrain.progress import Progress
+
+log = logging.getLogger(__name__)
+
+KEY_DTYPE = "S40"  # hex SHA-1
+COMPACT_ABOVE_SHARDS = 16
+FLUSH_EVERY_VECTORS = 2048
+FLUSH_EVERY_SECONDS = 30.0
+
+
+def content_key(data: bytes, *, variant: str = "") -> bytes:
+    """The cache key of an image's bytes (and an optional variant tag, e.g. a distortion)."""
+    digest = hashlib.sha1(data)
+    if variant:
+        digest.update(b"\0" + variant.encode())
+    return digest.hexdigest().encode()
+
+
+class BottleneckStore:
+    """Vectors of one module, in atomically written shard files."""
+
+    def __init__(self, root: Path, *, module_key: str, feature_dim: int) -> None:
+        self.dir = root / module_key
+        self.feature_dim = feature_dim
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RetrainError(f"cannot create --bottleneck_dir {root}: {error.strerror}") from None
+        self._index: dict[bytes, int] = {}
+        self._chunks: list[np.ndarray] = []
+        self._rows = 0
+        self._pending_keys: list[bytes] = []
+        self._pending_vectors: list[np.ndarray] = []
+        self._last_flush = time.monotonic()
+        self.shards_written = 0
+
+    def load(self) -> int:
+        """Read every complete shard; returns the number of distinct cached vectors."""
+        for _attempt in range(3):
+            paths = sorted(self.dir.glob("shard-*.npz"))
+            keys, vectors, vanished = [], [], False
+            for path in paths:
+                try:
+                    with np.load(path, allow_pickle=False) as shard:
+                        shard_keys, shard_vectors = shard["keys"], shard["vectors"]
+                except FileNotFoundError:
+                    vanished = True  # another run compacted it away; list again
+                    break
+                except Exception as error:  # noqa: BLE001 - any unreadable shard is just missing
+                    log.warning("ignoring unreadable bottleneck shard %s (%s)", path, error)
+                    continue
+                if shard_vectors.shape != (len(shard_keys), self.feature_dim):
+                    log.warning("ignoring bottleneck shard %s with shape %s", path, shard_vectors.shape)
+                    continue
+                keys.append(shard_keys)
+                vectors.append(shard_vectors.astype(np.float32, copy=False))
+            if not vanished:
+                break
+        all_keys = np.concatenate(keys) if keys else np.zeros((0,), KEY_DTYPE)
+        self._chunks = [np.concatenate(vectors)] if vectors else []
+        self._rows = len(all_keys)
+        self._index = {key: row for row, key in enumerate(all_keys.tolist())}
+        return len(self._index)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._index
+
+    def _all_vectors(self) -> np.ndarray:
+        """Every row, as one array (chunks added this run are merged on first use)."""
+        if len(self._chunks) != 1:
+            self._chunks = [np.concatenate(self._chunks) if self._chunks
+                            else np.zeros((0, self.feature_dim), np.float32)]
+        return self._chunks[0]
+
+    def get(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Vectors for keys that are all present (loaded or added this run)."""
+        return self._all_vectors()[[self._index[k] for k in keys]]
+
+    def add(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Add vectors; they reach the disk at the next flush (by size or time)."""
+        vectors = np.asarray(vectors, np.float32)
+        for offset, key in enumerate(keys):
+            self._index[key] = self._rows + offset
+        self._rows += len(keys)
+        self._chunks.append(vectors)
+        self._pending_keys.extend(keys)
+        self._pending_vectors.append(vectors)
+        if (len(self._pending_keys) >= FLUSH_EVERY_VECTORS
+                or time.monotonic() - self._last_flush >= FLUSH_EVERY_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write pending vectors as one new shard, atomically."""
+        self._last_flush = time.monotonic()
+        if not self._pending_keys:
+            return
+        keys = np.array(self._pending_keys, dtype=KEY_DTYPE)
+        vectors = np.concatenate(self._pending_vectors).astype(np.float32, copy=False)
+        self._write_shard(keys, vectors)
+        self._pending_keys, self._pending_vectors = [], []
+
+    def compact(self) -> None:
+        """Merge many small shards into one, so loading stays a few large reads."""
+        self.flush()
+        old = sorted(self.dir.glob("shard-*.npz"))
+        if len(old) <= COMPACT_ABOVE_SHARDS:
+            return
+        self.load()
+        keys = list(self._index)
+        self._write_shard(np.array(keys, dtype=KEY_DTYPE), self.get(keys))
+        for path in old:
+            path.unlink(missing_ok=True)
+        log.info("compacted %d bottleneck shards into one (%d vectors)", len(old), len(keys))
+
+    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, keys=keys, vectors=vectors)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.dir / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.shards_written += 1
+
+
+@dataclass(frozen=True)
+class BottleneckResult:
+    """Vectors for the usable images, in input order, and why the others were skipped."""
+
+    paths: tuple[Path, ...]  # the usable images, in input order
+    vectors: np.ndarray  # [len(paths), D]
+    skipped: tuple[tuple[Path, str], ...]
+    computed: int  # vectors computed by this call (the rest came from the cache)
+
+
+def _windowed(items: Iterable, submit: Callable, window: int) -> Iterator:
+    """Yield results of submit(item) in order, keeping at most `window` in flight."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(submit(item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _read_and_hash(path: Path) -> tuple[Path, bytes | None, str]:
+    """(path, key or None, reason)."""
+    try:
+        return path, content_key(read_bytes(path)), ""
+    except ImageError as error:
+        return path, None, str(error)
+
+
+def compute_bottlenecks(
+    paths: Sequence[Path],
+    *,
+    extractor: Callable,
+    height: int,
+    width: int,
+    store: BottleneckStore,
+    batch_size: int = 32,
+    label: str = "Bottlenecks",
+    workers: int | None = None,
+) -> BottleneckResult:
+    """Return the bottleneck vector of every decodable image, computing what the cache lacks.
+
+    Files are read and hashed in parallel; missing ones are decoded and resized
+    by a thread pool while the module runs on full batches of `batch_size`.
+    Undecodable files are skipped with their reason, never fatal.
+    """
+    workers = workers or min(4, os.cpu_count() or 2)
+    keys: dict[Path, bytes] = {}
+    skipped: dict[Path, str] = {}
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for path, key, reason in _windowed(paths, lambda p: pool.submit(_read_and_hash, p), 64):
+            if key is None:
+                skipped[path] = reason
+            else:
+                keys[path] = key
+        todo: dict[bytes, Path] = {}
+        for path, key in keys.items():
+            if key not in store and key not in todo:
+                todo[key] = path
+        failed: dict[bytes, str] = {}
+        if todo:
+            log.info("%s: %d cached, %d to compute", label, len(keys) - len(todo), len(todo))
+            failed = _fill(todo, extractor=extractor, height=height, width=width, store=store,
+                           batch_size=batch_size, label=label, pool=pool, window=4 * batch_size)
+        for path, key in list(keys.items()):
+            if key in failed:
+                skipped[path] = failed[key]
+                del keys[path]
+        store.flush()
+    for path, reason in skipped.items():
+        log.warning("skipping %s: %s", path, reason)
+    good = tuple(p for p in paths if p in keys)
+    return BottleneckResult(paths=good, vectors=store.get([keys[p] for p in good]),
+                            skipped=tuple((p, skipped[p]) for p in paths if p in skipped),
+                            computed=len(todo) - len(failed))
+
+
+def _fill(todo: dict[bytes, Path], *, extractor: Callable, height: int, width: int, store: BottleneckStore,
+          batch_size: int, label: str, pool: concurrent.futures.Executor, window: int) -> dict[bytes, str]:
+    """Decode, batch and run the module over `todo`; returns {key: reason} for failures."""
+    def prepare(item: tuple[bytes, Path]) -> tuple[bytes, np.ndarray | None, str]:
+        key, path = item
+        try:
+            return key, resize(decode_rgb(read_bytes(path), min_size=(height, width)), height=height, width=width), ""
+        except ImageError as error:
+            return key, None, str(error)
+
+    failed: dict[bytes, str] = {}
+    progress = Progress(len(todo), label)
+    batch_keys: list[bytes] = []
+    batch_images: list[np.ndarray] = []
+
+    def run_batch() -> None:
+        vectors = np.asarray(extractor(np.stack(batch_images)))
+        store.add(list(batch_keys), vectors)
+        progress.update(len(batch_keys))
+        batch_keys.clear()
+        batch_images.clear()
+
+    for key, image, reason in _windowed(todo.items(), lambda item: pool.submit(prepare, item), window):
+        if image is None:
+            failed[key] = reason
+            progress.update()
+            continue
+        batch_keys.append(key)
+        batch_images.append(image)
+        if len(batch_keys) == batch_size:
+            run_batch()
+    if batch_keys:
+        run_batch()
+    progress.close()
+    return failed

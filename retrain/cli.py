@@ -1,0 +1,119 @@
+"""The two console scripts. The only module that imports click: options -> config -> calls.
+
+TensorFlow is imported only once the arguments are known to be good, so
+`--help` and usage errors answer at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from retrain.config import LOGGING_LEVELS, LabelImageConfig, RetrainConfig, RetrainError
+
+_R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
+_L = LabelImageConfig
+
+
+class _OneLineErrors(click.Command):
+    """Report every error as `prog: error: message` on one line, with the right exit status."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        prog = self.name or "retrain"
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as error:
+            click.echo(f"{prog}: error: {error.format_message()} (see {prog} --help)", err=True)
+            sys.exit(error.exit_code)
+        except RetrainError as error:
+            click.echo(f"{prog}: error: {error}", err=True)
+            sys.exit(error.exit_code)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo(f"\n{prog}: interrupted; finished files and cached bottlenecks are kept, "
+                       "rerun to continue", err=True)
+            sys.exit(130)
+
+
+def _option(*names: str, **kwargs: Any):
+    """An option spelled the classic way (`--image_dir`) that also accepts `--image-dir`."""
+    dashed = [n.replace("_", "-") for n in names if "_" in n]
+    return click.option(*names, *dashed, show_default="default" in kwargs, **kwargs)
+
+
+def _setup_logging(verbosity: str) -> None:
+    level = {"WARN": logging.WARNING, "FATAL": logging.CRITICAL}.get(verbosity, getattr(logging, verbosity))
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(asctime)s: %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+
+
+@click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@_option("--image_dir", type=click.Path(path_type=Path), required=True, help="Folder with one sub-folder of images per class.")
+@_option("--output_graph", type=click.Path(path_type=Path), default=_R.output_graph, help="Where to save the trained frozen graph.")
+@_option("--output_labels", type=click.Path(path_type=Path), default=_R.output_labels, help="Where to save the labels, one per line.")
+@_option("--summaries_dir", type=click.Path(path_type=Path), default=_R.summaries_dir, help="TensorBoard logs; each run gets its own sub-folder.")
+@_option("--how_many_training_steps", type=int, default=_R.how_many_training_steps, help="Training steps.")
+@_option("--learning_rate", type=float, default=_R.learning_rate, help="SGD learning rate.")
+@_option("--testing_percentage", type=float, default=_R.testing_percentage, help="Percent of images used as the test set.")
+@_option("--validation_percentage", type=float, default=_R.validation_percentage, help="Percent of images used as the validation set.")
+@_option("--eval_step_interval", type=int, default=_R.eval_step_interval, help="Evaluate and log every this many steps.")
+@_option("--train_batch_size", type=int, default=_R.train_batch_size, help="Images per training step.")
+@_option("--test_batch_size", type=int, default=_R.test_batch_size, help="Test images to evaluate; -1 = whole test set.")
+@_option("--validation_batch_size", type=int, default=_R.validation_batch_size, help="Validation images per evaluation; -1 = whole set.")
+@_option("--print_misclassified_test_images", is_flag=True, default=False, help="Print the test images that were misclassified.")
+@_option("--bottleneck_dir", type=click.Path(path_type=Path), default=_R.bottleneck_dir, help="Bottleneck vector cache (safe to share between runs).")
+@_option("--final_tensor_name", default=_R.final_tensor_name, help="Name of the output softmax node.")
+@_option("--flip_left_right", is_flag=True, default=False, help="Randomly mirror training images horizontally.")
+@_option("--random_crop", type=float, default=_R.random_crop, help="Percent margin to randomly crop training images.")
+@_option("--random_scale", type=float, default=_R.random_scale, help="Percent to randomly scale training images up.")
+@_option("--random_brightness", type=float, default=_R.random_brightness, help="Percent to randomly scale brightness.")
+@_option("--tfhub_module", default=_R.tfhub_module, help="Feature-vector module: tfhub.dev/Kaggle handle or local SavedModel folder.")
+@_option("--saved_model_dir", type=click.Path(path_type=Path), default=None, help="Also export a SavedModel here.")
+@_option("--logging_verbosity", type=click.Choice(LOGGING_LEVELS, case_sensitive=False), default=_R.logging_verbosity, help="How much to log on stderr.")
+@_option("--intermediate_store_frequency", type=int, default=_R.intermediate_store_frequency, help="Save a frozen graph every this many steps; 0 = never.")
+@_option("--intermediate_output_graphs_dir", type=click.Path(path_type=Path), default=_R.intermediate_output_graphs_dir, help="Where intermediate graphs go.")
+@_option("--checkpoint_path", type=click.Path(path_type=Path), default=_R.checkpoint_path, help="Checkpoint prefix for the new layer's variables.")
+@_option("--seed", type=int, default=_R.seed, help="Random seed: the same seed gives the same results on the same machine.")
+@_option("--image_size", type=int, default=None, help="Input size for modules that do not fix one (e.g. 224).")
+@_option("--bottleneck_batch_size", type=int, default=_R.bottleneck_batch_size, help="Images per module call when computing bottlenecks.")
+def retrain_command(**options: Any) -> None:
+    """Retrain an image classifier's top layer on a folder of photos, one sub-folder per class.
+
+    Example: retrain --image_dir ~/flower_photos
+    """
+    options["logging_verbosity"] = options["logging_verbosity"].upper()
+    config = RetrainConfig(**options)
+    _setup_logging(config.logging_verbosity)
+    from retrain.tfenv import import_tensorflow
+
+    import_tensorflow(verbose=config.logging_verbosity == "DEBUG")
+    from retrain.pipeline import run
+
+    run(config)
+
+
+@click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@_option("--graph", type=click.Path(path_type=Path), default=_L.graph, help="Frozen graph (.pb) that retrain exported.")
+@_option("--labels", type=click.Path(path_type=Path), default=_L.labels, help="Labels file, one per line.")
+@_option("--image", "images", type=click.Path(path_type=Path), multiple=True, required=True, help="Image to classify (repeatable).")
+@_option("--input_height", type=int, default=None, help="Model input height (read from the model when omitted).")
+@_option("--input_width", type=int, default=None, help="Model input width (read from the model when omitted).")
+@_option("--input_mean", type=float, default=None, help="Subtracted from 0-255 pixel values (default 0).")
+@_option("--input_std", type=float, default=None, help="Pixel values are divided by this (default 255).")
+@_option("--input_layer", default=None, help="Input node name (read from the model when omitted).")
+@_option("--output_layer", default=None, help="Output node name (read from the model when omitted).")
+@_option("--top_k", type=int, default=_L.top_k, help="How many labels to print per image.")
+def label_image_command(**options: Any) -> None:
+    """Print the top labels for images, using a model that retrain exported."""
+    options["images"] = tuple(options["images"])
+    config = LabelImageConfig(**options)
+    _setup_logging("WARN")
+    from retrain.tfenv import import_tensorflow
+
+    import_tensorflow()
+    from retrain.label_image import run
+
+    run(config)

@@ -1,0 +1,151 @@
+"""Handle or path -> FeatureExtractor: a callable image feature-vector module.
+
+Accepts tfhub.dev and Kaggle handles (resolved by tensorflow_hub, which honours
+TFHUB_CACHE_DIR), local TF2 SavedModel folders, and classic TF1 Hub-format
+modules. The input size comes from the module's own signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retrain.config import RetrainError
+from retrain.tfenv import import_tensorflow
+
+log = logging.getLogger(__name__)
+
+# Bump when images.py changes how pixels are prepared: cached vectors then go stale.
+PREPROCESSING_VERSION = "pil-exif+tf-bilinear-aa/1"
+DOWNLOAD_TIMEOUT_SECONDS = 60
+_TF1_OUTPUTS = ("image_feature_vector", "default")
+
+
+@dataclass(frozen=True)
+class FeatureExtractor:
+    """A loaded module: float32 [N, H, W, 3] in [0, 1] -> float32 [N, D]."""
+
+    handle: str
+    path: Path
+    height: int
+    width: int
+    feature_dim: int
+    cache_key: str
+    model: Any
+    is_tf1: bool
+
+    def __call__(self, images: Any, *, training: bool = False) -> Any:
+        if self.is_tf1:
+            signature = self.model.signatures.get("image_feature_vector") or self.model.signatures["default"]
+            outputs = signature(images=images)
+            return next(outputs[k] for k in (*_TF1_OUTPUTS, *outputs) if k in outputs)
+        return self.model(images, training=training) if training else self.model(images)
+
+    @property
+    def trainable_variables(self) -> list[Any]:
+        return [] if self.is_tf1 else list(self.model.trainable_variables)
+
+
+def resolve_module_path(handle: str) -> Path:
+    """Turn a handle or local path into a local SavedModel folder, downloading if needed."""
+    local = Path(handle).expanduser()
+    if local.exists():
+        if not local.is_dir() or not (local / "saved_model.pb").is_file():
+            raise RetrainError(f"--tfhub_module {handle} is not a SavedModel folder (no saved_model.pb inside); "
+                               "expected a TF2 image feature-vector SavedModel or a tfhub.dev/Kaggle handle")
+        return local
+    if "://" not in handle:
+        raise RetrainError(f"--tfhub_module {handle} is neither an existing folder nor a handle; expected a local "
+                           "SavedModel folder or a https://tfhub.dev/... or https://www.kaggle.com/models/... handle")
+    import tensorflow_hub as hub
+
+    cache = os.environ.get("TFHUB_CACHE_DIR", "/tmp/tfhub_modules (default)")
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)  # hub's urllib download has no timeout of its own
+    try:
+        return Path(hub.resolve(handle))
+    except Exception as error:  # noqa: BLE001 - hub raises many kinds; all mean "could not fetch"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RetrainError(f"cannot fetch module --tfhub_module {handle} ({reason}); check the handle and the "
+                           f"network, or pre-fill TFHUB_CACHE_DIR={cache}, or pass a local SavedModel folder "
+                           "as --tfhub_module") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_feature_extractor(handle: str, *, image_size: int | None = None) -> FeatureExtractor:
+    """Load a module and check that it maps [N, H, W, 3] images to [N, D] vectors.
+
+    `image_size` is required for modules whose signature leaves the size open,
+    and must agree with modules that fix it.
+    """
+    tf = import_tensorflow()
+    import tensorflow_hub as hub
+
+    path = resolve_module_path(handle)
+    try:
+        model = hub.load(str(path))
+    except Exception as error:  # noqa: BLE001
+        raise RetrainError(f"--tfhub_module {handle}: cannot load the SavedModel at {path} "
+                           f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+    is_tf1 = not callable(model)
+    if is_tf1 and not any(k in model.signatures for k in ("default", "image_feature_vector")):
+        raise RetrainError(f"--tfhub_module {handle} is not callable and has no 'default' signature; "
+                           "expected an image feature-vector module")
+    height, width = _input_size(model, is_tf1=is_tf1, handle=handle, image_size=image_size)
+    extractor = FeatureExtractor(handle=handle, path=path, height=height, width=width, feature_dim=0,
+                                 cache_key="", model=model, is_tf1=is_tf1)
+    try:
+        probe = extractor(tf.zeros([1, height, width, 3], tf.float32))
+    except Exception as error:  # noqa: BLE001
+        raise RetrainError(f"--tfhub_module {handle} failed on a [1, {height}, {width}, 3] float image batch "
+                           f"({str(error).splitlines()[0]}); expected an image feature-vector module") from None
+    if probe.shape.rank != 2 or not probe.dtype.is_floating:
+        raise RetrainError(f"--tfhub_module {handle} outputs {probe.dtype.name} {probe.shape.as_list()}; expected a "
+                           "float feature vector [N, D] (use an image feature_vector module)")
+    feature_dim = int(probe.shape[1])
+    key = _cache_key(path, height=height, width=width, feature_dim=feature_dim)
+    log.info("module %s: input %dx%d, %d features%s", handle, height, width, feature_dim, " (TF1 Hub format)" if is_tf1 else "")
+    return FeatureExtractor(handle=handle, path=path, height=height, width=width, feature_dim=feature_dim,
+                            cache_key=key, model=model, is_tf1=is_tf1)
+
+
+def _input_size(model: Any, *, is_tf1: bool, handle: str, image_size: int | None) -> tuple[int, int]:
+    """Read (height, width) from the module's signature; fall back to --image_size."""
+    shapes = []
+    if not is_tf1:
+        for function in getattr(model.__call__, "concrete_functions", []):
+            args = function.structured_input_signature[0]
+            if args and hasattr(args[0], "shape"):
+                shapes.append(args[0].shape)
+    for name in ("image_feature_vector", "default", "serving_default"):
+        if name in model.signatures:
+            specs = list(model.signatures[name].structured_input_signature[1].values())
+            shapes += [s.shape for s in specs if s.shape.rank == 4]
+    fixed = [(int(s[1]), int(s[2])) for s in shapes if s.rank == 4 and s[1] is not None and s[2] is not None]
+    if fixed:
+        if image_size is not None and (image_size, image_size) != fixed[0]:
+            raise RetrainError(f"--image_size {image_size} does not match the input size "
+                               f"{fixed[0][0]}x{fixed[0][1]} fixed by --tfhub_module {handle}; drop --image_size")
+        return fixed[0]
+    if image_size is None:
+        raise RetrainError(f"--tfhub_module {handle} does not fix its input size; pass --image_size "
+                           "(e.g. --image_size 224)")
+    return image_size, image_size
+
+
+def _cache_key(path: Path, *, height: int, width: int, feature_dim: int) -> str:
+    """Identity of the module's content and our preprocessing, for the bottleneck cache."""
+    digest = hashlib.sha256()
+    for name in ("saved_model.pb", "tfhub_module.pb", "variables/variables.index"):
+        file = path / name
+        if file.is_file():
+            digest.update(name.encode())
+            digest.update(file.read_bytes())
+    digest.update(f"{height}x{width}:{feature_dim}:{PREPROCESSING_VERSION}".encode())
+    return digest.hexdigest()[:24]
