@@ -45,9 +45,14 @@ def _option(*names: str, **kwargs: Any):
 
 
 def _setup_logging(verbosity: str) -> None:
+    """Our log lines go to stderr at the chosen level; TensorFlow's own loggers stay quiet."""
     level = {"WARN": logging.WARNING, "FATAL": logging.CRITICAL}.get(verbosity, getattr(logging, verbosity))
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(asctime)s: %(message)s",
-                        datefmt="%H:%M:%S", force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s: %(message)s", datefmt="%H:%M:%S"))
+    logger = logging.getLogger("retrain")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

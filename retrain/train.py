@@ -151,9 +151,7 @@ def train_head(
                                           tf.float32))
         return accuracy, loss, logits
 
-    writers = None
-    if summaries_dir is not None:
-        writers = {name: tf.summary.create_file_writer(str(summaries_dir / name)) for name in ("train", "validation")}
+    summaries = _Summaries(tf, summaries_dir, weights=weights, biases=biases) if summaries_dir else None
     eval_rng = np.random.default_rng(seed + 1)
     done = 0
     for step in schedule(steps, eval_step_interval, intermediate_store_frequency):
@@ -166,28 +164,49 @@ def train_head(
             log.info("Step %d: Cross entropy = %f", step, float(loss))
             if valid.count:
                 log.info("Step %d: Validation accuracy = %.1f%% (N=%d)", step, 100 * valid.accuracy, valid.count)
-            if writers:
-                _write_summaries(tf, writers, step=step, accuracy=float(accuracy), loss=float(loss),
-                                 validation=valid, weights=weights, biases=biases, logits=logits)
+            if summaries:
+                summaries.write(step=step, accuracy=accuracy, loss=loss, logits=logits, validation=valid)
         if intermediate_store_frequency > 0 and step > 0 and step % intermediate_store_frequency == 0 and on_intermediate:
             on_intermediate(step, head)
-    if writers:
-        for writer in writers.values():
-            writer.close()
+    if summaries:
+        summaries.close()
     return Head(weights=weights.numpy(), biases=biases.numpy())
 
 
-def _write_summaries(tf, writers, *, step: int, accuracy: float, loss: float, validation: Evaluation,
-                     weights, biases, logits) -> None:
-    """The classic summaries: scalars per run, histograms of the new layer."""
-    with writers["train"].as_default(step=step):
-        tf.summary.scalar("accuracy", accuracy)
-        tf.summary.scalar("cross_entropy", loss)
-        tf.summary.histogram("final_layer/weights", weights)
-        tf.summary.histogram("final_layer/biases", biases)
-        tf.summary.histogram("final_layer/pre_activations", logits)
-        tf.summary.histogram("final_layer/activations", tf.nn.softmax(logits))
-    if validation.count:
-        with writers["validation"].as_default(step=step):
-            tf.summary.scalar("accuracy", validation.accuracy)
-            tf.summary.scalar("cross_entropy", validation.cross_entropy)
+class _Summaries:
+    """The classic summaries, compiled once: scalars per run, histograms of the new layer."""
+
+    def __init__(self, tf, summaries_dir: Path, *, weights, biases) -> None:
+        self.tf = tf
+        self.writers = {name: tf.summary.create_file_writer(str(summaries_dir / name))
+                        for name in ("train", "validation")}
+        writers = self.writers
+
+        @tf.function
+        def write_train(step, accuracy, loss, logits) -> None:
+            with writers["train"].as_default(step=step):
+                tf.summary.scalar("accuracy", accuracy)
+                tf.summary.scalar("cross_entropy", loss)
+                tf.summary.histogram("final_layer/weights", weights)
+                tf.summary.histogram("final_layer/biases", biases)
+                tf.summary.histogram("final_layer/pre_activations", logits)
+                tf.summary.histogram("final_layer/activations", tf.nn.softmax(logits))
+
+        @tf.function
+        def write_validation(step, accuracy, loss) -> None:
+            with writers["validation"].as_default(step=step):
+                tf.summary.scalar("accuracy", accuracy)
+                tf.summary.scalar("cross_entropy", loss)
+
+        self.write_train, self.write_validation = write_train, write_validation
+
+    def write(self, *, step: int, accuracy, loss, logits, validation: Evaluation) -> None:
+        step_t = self.tf.constant(step, self.tf.int64)
+        self.write_train(step_t, accuracy, loss, logits)
+        if validation.count:
+            self.write_validation(step_t, self.tf.constant(validation.accuracy, self.tf.float32),
+                                  self.tf.constant(validation.cross_entropy, self.tf.float32))
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()

@@ -1,0 +1,145 @@
+"""Shared test fixtures: tiny home-made images and module, the real fixtures, a CLI runner.
+
+No test touches the network. Tiny fixtures (Pillow-drawn colour photos and a
+home-made SavedModel feature-vector module) keep most tests fast; the real
+modules and photos in ../shared/fixtures prove accuracy and compatibility.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("RETRAIN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+MODULES = FIXTURES / "modules"
+FLOWERS = FIXTURES / "flower_photos"
+PHOTOS = FIXTURES / "images"
+
+COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
+TINY_SIZE = 32
+
+
+def colour_photo(path: Path, rgb: tuple[int, int, int], *, seed: int, size: tuple[int, int] = (48, 40),
+                 fmt: str | None = None) -> Path:
+    """A noisy photo dominated by one colour (and a random darker blob), saved with Pillow."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(rgb)[None, None, :] + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
+    y, x = rng.integers(0, size[1] // 2), rng.integers(0, size[0] // 2)
+    pixels[y:y + size[1] // 3, x:x + size[0] // 3] *= 0.6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path, format=fmt)
+    return path
+
+
+def make_colour_tree(root: Path, *, per_class: int = 12, classes: dict[str, tuple[int, int, int]] = COLOURS) -> Path:
+    """A folder-per-class tree of small colour photos: an easy, fast classification task."""
+    for index, (label, rgb) in enumerate(sorted(classes.items())):
+        for i in range(per_class):
+            colour_photo(root / label / f"{label}_{i:03d}.jpg", rgb, seed=1000 * index + i)
+    return root
+
+
+@pytest.fixture
+def colour_tree(tmp_path: Path) -> Path:
+    return make_colour_tree(tmp_path / "photos")
+
+
+def save_tiny_module(path: Path, *, size: int | None = TINY_SIZE, feature_dim: int = 8) -> Path:
+    """A home-made TF2 image feature-vector SavedModel: colour statistics through a small dense layer."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+
+    class TinyFeatures(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            rng = np.random.default_rng(7)
+            self.kernel = tf.Variable(rng.normal(0, 1, (6, feature_dim)).astype(np.float32), name="kernel")
+            self.bias = tf.Variable(np.zeros(feature_dim, np.float32), name="bias")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        def __call__(self, images):
+            stats = tf.concat([tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2])], axis=1)
+            return tf.nn.relu(tf.matmul(stats * 4.0 - 1.0, self.kernel) + self.bias)
+
+    module = TinyFeatures()
+    tf.saved_model.save(module, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_module(tmp_path_factory.mktemp("modules") / "tiny")
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> dict[str, Path]:
+    """Every output flag pointed into tmp_path, so no test writes to /tmp defaults."""
+    out = tmp_path / "out"
+    out.mkdir()
+    return {
+        "output_graph": out / "graph.pb",
+        "output_labels": out / "labels.txt",
+        "summaries_dir": out / "logs",
+        "bottleneck_dir": out / "bottlenecks",
+        "intermediate_output_graphs_dir": out / "intermediate",
+        "checkpoint_path": out / "checkpoint" / "ckpt",
+    }
+
+
+def flags(**values: object) -> list[str]:
+    """{'image_dir': p, 'flip_left_right': True} -> ['--image_dir', 'p', '--flip_left_right']."""
+    args: list[str] = []
+    for name, value in values.items():
+        if value is True:
+            args.append(f"--{name}")
+        elif value is not False and value is not None:
+            args += [f"--{name}", str(value)]
+    return args
+
+
+def invoke(command, args: list[str], *, expect: int = 0) -> Result:
+    """Run a click command in-process; on an unexpected exit status, show everything it printed."""
+    result = CliRunner().invoke(command, args, catch_exceptions=True)
+    if result.exit_code != expect:
+        detail = "".join(__import__("traceback").format_exception(*result.exc_info)) if result.exc_info else ""
+        pytest.fail(f"exit {result.exit_code} (expected {expect}) for {args}\n--- stdout\n{result.stdout}\n"
+                    f"--- stderr\n{result.stderr}\n{detail}")
+    return result
+
+
+def run_script(*args: str, timeout: float = 600, env: dict[str, str] | None = None,
+               check: int | None = 0) -> subprocess.CompletedProcess:
+    """Run `python -m retrain.<...>` or an installed console script in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check is not None and result.returncode != check:
+        pytest.fail(f"exit {result.returncode} (expected {check}) for {args}\n--- stdout\n{result.stdout}\n"
+                    f"--- stderr\n{result.stderr}")
+    return result
+
+
+def copy_tree(source: Path, destination: Path) -> Path:
+    """Fixtures are read-only: copy before anything writes or renames."""
+    shutil.copytree(source, destination)
+    for path in [destination, *destination.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return destination
+
+
+def require(path: Path) -> Path:
+    """A real fixture; its absence is a failure, never a silent skip."""
+    if not path.exists():
+        pytest.fail(f"fixture {path} is missing: put ../shared beside the clone or set RETRAIN_FIXTURES")
+    return path

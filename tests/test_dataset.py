@@ -1,0 +1,126 @@
+"""The image tree walk and the deterministic split (no TensorFlow)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pytest
+
+from retrain.config import RetrainError
+from retrain.dataset import MAX_NUM_IMAGES_PER_CLASS, scan_image_tree, split_of
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def scan(root: Path, validation: float = 10, testing: float = 10):
+    return scan_image_tree(root, validation_percentage=validation, testing_percentage=testing)
+
+
+def split_map(tree) -> dict[str, str]:
+    return {p.relative_to(tree.root).as_posix(): name
+            for c in tree.classes for name in ("training", "validation", "testing") for p in c.split(name)}
+
+
+def classic_split(name: str, validation: float, testing: float) -> str:
+    """The classic retrain.py formula, written out independently."""
+    value = int(hashlib.sha1(name.encode()).hexdigest(), 16)
+    percent = (value % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    return "validation" if percent < validation else "testing" if percent < validation + testing else "training"
+
+
+def test_split_matches_classic_formula_on_relative_path():
+    for i in range(200):
+        name = f"roses/img_{i}.jpg"
+        assert split_of(name, validation_percentage=10, testing_percentage=10) == classic_split(name, 10, 10)
+
+
+def test_classes_and_files_sorted_extensions_any_case(tmp_path: Path):
+    for name in ["b.JPG", "a.jpeg", "c.Png", "d.gif", "e.BMP", "f.webp", "notes.txt", ".DS_Store", "Thumbs.db"]:
+        touch(tmp_path / "zebra" / name)
+        touch(tmp_path / "apple" / name)
+    touch(tmp_path / "README.md")
+    tree = scan(tmp_path, 0, 0)
+    assert tree.labels == ["apple", "zebra"]
+    assert [p.name for p in tree.classes[0].training] == ["a.jpeg", "b.JPG", "c.Png", "d.gif", "e.BMP", "f.webp"]
+    assert any(i.endswith("notes.txt") for i in tree.ignored)
+
+
+def test_split_stable_when_files_are_added_and_independent_of_location(tmp_path: Path):
+    first = tmp_path / "one" / "images"
+    for i in range(60):
+        touch(first / "cats" / f"c{i}.jpg")
+        touch(first / "dogs" / f"d{i}.jpg")
+    before = split_map(scan(first))
+    for i in range(60, 200):
+        touch(first / "cats" / f"c{i}.jpg")
+    after = split_map(scan(first))
+    assert all(after[k] == v for k, v in before.items())
+    # Same tree elsewhere, spelled with a trailing slash and '..': same split.
+    moved = tmp_path / "two" / "deeper" / "images"
+    moved.parent.mkdir(parents=True)
+    first.rename(moved)
+    spelled = Path(str(moved.parent / ".." / "deeper" / "images") + "/")
+    assert split_map(scan(spelled)) == after
+    assert set(after.values()) == {"training", "validation", "testing"}
+
+
+def test_nohash_files_share_a_split(tmp_path: Path):
+    for i in range(40):
+        for variant in range(4):
+            touch(tmp_path / "speech" / f"clip{i}_nohash_{variant}.png")
+        touch(tmp_path / "noise" / f"n{i}.png")
+    tree = scan(tmp_path, 20, 20)
+    by_clip: dict[str, set[str]] = {}
+    for rel, split in split_map(tree).items():
+        if rel.startswith("speech/"):
+            by_clip.setdefault(rel.split("_nohash_")[0], set()).add(split)
+    assert all(len(splits) == 1 for splits in by_clip.values())
+    assert len({s for splits in by_clip.values() for s in splits}) == 3
+
+
+def test_small_class_is_trained_on_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    for i in range(30):
+        touch(tmp_path / "big" / f"{i}.jpg")
+    # Find a single file name that the hash puts in validation: the class has no training image.
+    name = next(f"{i}.jpg" for i in range(1000)
+                if split_of(f"tiny/{i}.jpg", validation_percentage=10, testing_percentage=10) == "validation")
+    touch(tmp_path / "tiny" / name)
+    with caplog.at_level(logging.WARNING):
+        tree = scan(tmp_path)
+    tiny = tree.classes[tree.labels.index("tiny")]
+    assert [p.name for p in tiny.training] == [name] and not tiny.validation
+    assert "tiny" in caplog.text and "training" in caplog.text
+
+
+def test_nested_folders_belong_to_their_class_and_hidden_ones_are_skipped(tmp_path: Path):
+    touch(tmp_path / "cats" / "2019" / "a.jpg")
+    touch(tmp_path / "cats" / "b.jpg")
+    touch(tmp_path / "cats" / ".thumbnails" / "c.jpg")
+    touch(tmp_path / "dogs" / "d.jpg")
+    tree = scan(tmp_path, 0, 0)
+    assert [p.relative_to(tmp_path).as_posix() for p in tree.classes[0].training] == ["cats/2019/a.jpg", "cats/b.jpg"]
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({}, "no class folders"),
+    ({"only/a.jpg": b"x"}, "1 class folder"),
+    ({"a/notes.txt": b"x", "b/x.jpg": b"x"}, "1 class folder"),
+])
+def test_fewer_than_two_classes_is_a_clear_error(tmp_path: Path, layout: dict[str, bytes], message: str):
+    for name, data in layout.items():
+        touch(tmp_path / name, data)
+    with pytest.raises(RetrainError, match=message):
+        scan(tmp_path)
+
+
+def test_missing_or_file_image_dir(tmp_path: Path):
+    with pytest.raises(RetrainError, match="does not exist"):
+        scan(tmp_path / "nope")
+    with pytest.raises(RetrainError, match="is a file"):
+        scan(touch(tmp_path / "file.jpg"))
