@@ -1,0 +1,73 @@
+"""Module loading: real tfhub.dev handles through tensorflow_hub's resolver, local folders, TF1 Hub modules."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrain.cli import retrain_command
+from retrain.config import RetrainError
+from retrain.modules import load_feature_extractor
+from tests.conftest import FIXTURES, MODULES, copy_tree, flags, invoke, require
+
+HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+
+
+def test_tfhub_handle_resolves_through_tfhub_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    cache = copy_tree(require(FIXTURES / "tfhub_cache"), tmp_path / "tfhub_cache")
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    extractor = load_feature_extractor(HANDLE)
+    assert extractor.path.resolve().parent == cache.resolve()
+    assert (extractor.height, extractor.width, extractor.feature_dim) == (224, 224, 1280)
+    assert not extractor.is_tf1
+    local = load_feature_extractor(str(require(MODULES / "mobilenet_v2_100_224")))
+    assert local.cache_key == extractor.cache_key  # same content, same cached vectors
+
+
+def test_retrain_with_a_handle_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, colour_tree: Path,
+                                          outputs: dict[str, Path]):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(copy_tree(require(FIXTURES / "tfhub_cache"), tmp_path / "cache")))
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=HANDLE, how_many_training_steps=20,
+                                           **outputs))
+    assert "Final test accuracy" in result.stdout
+    assert outputs["output_graph"].stat().st_size > 1_000_000
+
+
+def test_unreachable_handle_fails_fast_naming_handle_cache_and_local_path(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "empty_cache"))
+    handle = "https://invalid.invalid/google/no-such-module/1"
+    start = time.monotonic()
+    with pytest.raises(RetrainError) as error:
+        load_feature_extractor(handle)
+    assert time.monotonic() - start < 30
+    message = str(error.value)
+    assert handle in message and "TFHUB_CACHE_DIR" in message and "local" in message
+    assert "\n" not in message
+
+
+def test_tf1_hub_module_loads_and_trains(colour_tree: Path, outputs: dict[str, Path]):
+    module = require(MODULES / "tf1_tiny_32")
+    extractor = load_feature_extractor(str(module))
+    assert extractor.is_tf1 and (extractor.height, extractor.width, extractor.feature_dim) == (32, 32, 4)
+    vectors = extractor(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)).numpy()
+    assert vectors.shape == (2, 4)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=module, how_many_training_steps=30,
+                                           saved_model_dir=outputs["output_graph"].parent / "saved", **outputs))
+    assert "Final test accuracy" in result.stdout
+    assert outputs["output_graph"].exists() and (outputs["output_graph"].parent / "saved" / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "not a SavedModel"),
+    (lambda p: p.write_text("hi"), "not a SavedModel"),
+    (lambda p: None, "neither an existing folder nor a handle"),
+])
+def test_bad_local_module_paths(tmp_path: Path, make, message: str):
+    path = tmp_path / "module"
+    make(path)
+    with pytest.raises(RetrainError, match=message):
+        load_feature_extractor(str(path))
