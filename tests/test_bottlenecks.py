@@ -119,3 +119,23 @@ def test_many_shards_are_compacted_and_still_load(tmp_path: Path, extractor):
     fresh = BottleneckStore(tmp_path / "cache", module_key="k", feature_dim=3)
     assert fresh.load() == 20
     np.testing.assert_array_equal(fresh.get(list(expected)), np.stack(list(expected.values())))
+
+
+def test_file_index_skips_rereading_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import retrain.filekeys as filekeys
+
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
+    index = tmp_path / "keys.json"
+    first = filekeys.FileKeys(index)
+    keys = [first.key(p) for p in files]
+    assert keys == [filekeys.content_key(p.read_bytes()) for p in files]
+    first.save()
+
+    def no_reading(path: Path) -> bytes:
+        raise AssertionError(f"re-read unchanged {path}")
+
+    monkeypatch.setattr(filekeys, "read_bytes", no_reading)
+    assert [filekeys.FileKeys(index).key(p) for p in files] == keys
+    monkeypatch.undo()
+    colour_photo(files[0], COLOURS["red"], seed=4242, size=(50, 40))  # changed: read again
+    assert filekeys.FileKeys(index).key(files[0]) == filekeys.content_key(files[0].read_bytes()) != keys[0]

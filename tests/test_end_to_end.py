@@ -15,7 +15,7 @@ import pytest
 from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.pipeline import run
-from tests.conftest import FLOWERS, MODULES, flags, invoke, require, run_script
+from tests.conftest import FLOWERS, MODULES, PHOTOS, flags, invoke, require, run_script
 
 # The frozen graph, loaded the classic way in a separate Python: what label_image.py and serving stacks do.
 CLASSIC_LOADER = r"""
@@ -99,6 +99,14 @@ def test_saved_model_serving_default_matches(flowers_run):
     images = np.stack([load_image(p, height=224, width=224) for p in test.paths[:16]])
     prediction = serving(image=tf.constant(images))["prediction"].numpy()
     np.testing.assert_allclose(prediction, result.head.probabilities(test.vectors[:16]), atol=1e-4)
+
+
+def test_classic_example_script_classifies_a_bmp(flowers_run):
+    config, _ = flowers_run
+    example = Path(__file__).resolve().parents[1] / "examples" / "classify_frozen_graph.py"
+    result = run_script(str(example), str(config.output_graph), str(config.output_labels), str(PHOTOS / "sunflower.bmp"))
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 and lines[0].split()[0] == "sunflowers"
 
 
 def test_tensorboard_runs_hold_the_classic_summaries(flowers_run):
