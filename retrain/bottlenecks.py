@@ -14,7 +14,6 @@ several runs can share one folder. An unreadable shard is treated as missing.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import logging
 import os
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.config import RetrainError
+from retrain.filekeys import FileKeys, content_key  # noqa: F401  (content_key is part of this module's API)
 from retrain.images import ImageError, decode_rgb, read_bytes, resize
 from retrain.progress import Progress
 
@@ -35,16 +35,13 @@ log = logging.getLogger(__name__)
 
 KEY_DTYPE = "S40"  # hex SHA-1
 COMPACT_ABOVE_SHARDS = 16
-FLUSH_EVERY_VECTORS = 2048
+# A kill loses at most this much work: up to FLUSH_EVERY_VECTORS vectors or
+# FLUSH_EVERY_SECONDS of computing. The environment variable overrides the count
+# (tests use a small one to kill a run between shards).
+FLUSH_EVERY_VECTORS = 256
 FLUSH_EVERY_SECONDS = 30.0
-
-
-def content_key(data: bytes, *, variant: str = "") -> bytes:
-    """The cache key of an image's bytes (and an optional variant tag, e.g. a distortion)."""
-    digest = hashlib.sha1(data)
-    if variant:
-        digest.update(b"\0" + variant.encode())
-    return digest.hexdigest().encode()
+FLUSH_EVERY_ENV = "RETRAIN_BOTTLENECK_FLUSH_EVERY"
+STALE_TEMP_SECONDS = 3600.0  # a temporary shard this old was left by a killed run
 
 
 class BottleneckStore:
@@ -64,12 +61,16 @@ class BottleneckStore:
         self._pending_vectors: list[np.ndarray] = []
         self._last_flush = time.monotonic()
         self.shards_written = 0
+        self.flush_every = _flush_every()
+        self._loaded: set[Path] = set()  # shard files read (or found unreadable) by the last load()
 
     def load(self) -> int:
         """Read every complete shard; returns the number of distinct cached vectors."""
+        self._remove_stale_temps()
         for _attempt in range(3):
             paths = sorted(self.dir.glob("shard-*.npz"))
             keys, vectors, vanished = [], [], False
+            self._loaded = set()
             for path in paths:
                 try:
                     with np.load(path, allow_pickle=False) as shard:
@@ -79,10 +80,13 @@ class BottleneckStore:
                     break
                 except Exception as error:  # noqa: BLE001 - any unreadable shard is just missing
                     log.warning("ignoring unreadable bottleneck shard %s (%s)", path, error)
+                    self._loaded.add(path)  # nothing to keep: compaction may remove it
                     continue
                 if shard_vectors.shape != (len(shard_keys), self.feature_dim):
                     log.warning("ignoring bottleneck shard %s with shape %s", path, shard_vectors.shape)
+                    self._loaded.add(path)
                     continue
+                self._loaded.add(path)
                 keys.append(shard_keys)
                 vectors.append(shard_vectors.astype(np.float32, copy=False))
             if not vanished:
@@ -92,6 +96,16 @@ class BottleneckStore:
         self._rows = len(all_keys)
         self._index = {key: row for row, key in enumerate(all_keys.tolist())}
         return len(self._index)
+
+    def _remove_stale_temps(self) -> None:
+        """Delete half-written shards that killed runs left behind (never a running writer's)."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for path in self.dir.glob(".tmp-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                pass  # another run removed it first, or it is not ours to remove
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._index
@@ -116,7 +130,7 @@ class BottleneckStore:
         self._chunks.append(vectors)
         self._pending_keys.extend(keys)
         self._pending_vectors.append(vectors)
-        if (len(self._pending_keys) >= FLUSH_EVERY_VECTORS
+        if (len(self._pending_keys) >= self.flush_every
                 or time.monotonic() - self._last_flush >= FLUSH_EVERY_SECONDS):
             self.flush()
 
@@ -140,7 +154,8 @@ class BottleneckStore:
         keys = list(self._index)
         self._write_shard(np.array(keys, dtype=KEY_DTYPE), self.get(keys))
         for path in old:
-            path.unlink(missing_ok=True)
+            if path in self._loaded:  # never a shard whose vectors did not make it into the merged one
+                path.unlink(missing_ok=True)
         log.info("compacted %d bottleneck shards into one (%d vectors)", len(old), len(keys))
 
     def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> None:
@@ -156,6 +171,20 @@ class BottleneckStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         self.shards_written += 1
+
+
+def _flush_every() -> int:
+    """FLUSH_EVERY_VECTORS, or a positive count from the environment."""
+    value = os.environ.get(FLUSH_EVERY_ENV, "")
+    if not value:
+        return FLUSH_EVERY_VECTORS
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count <= 0:
+        raise RetrainError(f"{FLUSH_EVERY_ENV}={value!r} is not a positive whole number; unset it or fix it")
+    return count
 
 
 @dataclass(frozen=True)
@@ -179,10 +208,10 @@ def _windowed(items: Iterable, submit: Callable, window: int) -> Iterator:
         yield pending.popleft().result()
 
 
-def _read_and_hash(path: Path) -> tuple[Path, bytes | None, str]:
+def _read_and_hash(path: Path, file_keys: FileKeys) -> tuple[Path, bytes | None, str]:
     """(path, key or None, reason)."""
     try:
-        return path, content_key(read_bytes(path)), ""
+        return path, file_keys.key(path), ""
     except ImageError as error:
         return path, None, str(error)
 
@@ -197,6 +226,7 @@ def compute_bottlenecks(
     batch_size: int = 32,
     label: str = "Bottlenecks",
     workers: int | None = None,
+    file_keys: FileKeys | None = None,
 ) -> BottleneckResult:
     """Return the bottleneck vector of every decodable image, computing what the cache lacks.
 
@@ -208,7 +238,8 @@ def compute_bottlenecks(
     keys: dict[Path, bytes] = {}
     skipped: dict[Path, str] = {}
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for path, key, reason in _windowed(paths, lambda p: pool.submit(_read_and_hash, p), 64):
+        file_keys = file_keys or FileKeys(None)
+        for path, key, reason in _windowed(paths, lambda p: pool.submit(_read_and_hash, p, file_keys), 64):
             if key is None:
                 skipped[path] = reason
             else:
@@ -220,13 +251,17 @@ def compute_bottlenecks(
         failed: dict[bytes, str] = {}
         if todo:
             log.info("%s: %d cached, %d to compute", label, len(keys) - len(todo), len(todo))
-            failed = _fill(todo, extractor=extractor, height=height, width=width, store=store,
-                           batch_size=batch_size, label=label, pool=pool, window=4 * batch_size)
+            try:
+                failed = _fill(todo, extractor=extractor, height=height, width=width, store=store,
+                               batch_size=batch_size, label=label, pool=pool, window=4 * batch_size)
+            finally:
+                store.flush()  # keep finished work even when interrupted (Ctrl-C)
         for path, key in list(keys.items()):
             if key in failed:
                 skipped[path] = failed[key]
                 del keys[path]
         store.flush()
+        file_keys.save()
     for path, reason in skipped.items():
         log.warning("skipping %s: %s", path, reason)
     good = tuple(p for p in paths if p in keys)

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from retrain.config import LOGGING_LEVELS, LabelImageConfig, RetrainConfig, RetrainError
+from retrain.config import (DISTORTION_MODES, EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, LOGGING_LEVELS,
+                            LabelImageConfig, RetrainConfig, RetrainError)
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
 _L = LabelImageConfig
@@ -42,6 +43,21 @@ def _option(*names: str, **kwargs: Any):
     """An option spelled the classic way (`--image_dir`) that also accepts `--image-dir`."""
     dashed = [n.replace("_", "-") for n in names if "_" in n]
     return click.option(*names, *dashed, show_default="default" in kwargs, **kwargs)
+
+
+def _print_module_catalog(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """--list_modules: print the short module names and exit, before any other flag is checked."""
+    if not value or ctx.resilient_parsing:
+        return
+    from retrain.catalog import format_table
+
+    click.echo(format_table(), nl=False)
+    ctx.exit(0)
+
+
+def _comma_list(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """A repeatable option that also takes comma-separated values: ('a,b', 'c') -> ('a', 'b', 'c')."""
+    return tuple(part.strip().lower() for item in value for part in item.split(",") if part.strip())
 
 
 def _setup_logging(verbosity: str) -> None:
@@ -75,8 +91,11 @@ def _setup_logging(verbosity: str) -> None:
 @_option("--random_crop", type=float, default=_R.random_crop, help="Percent margin to randomly crop training images.")
 @_option("--random_scale", type=float, default=_R.random_scale, help="Percent to randomly scale training images up.")
 @_option("--random_brightness", type=float, default=_R.random_brightness, help="Percent to randomly scale brightness.")
-@_option("--tfhub_module", default=_R.tfhub_module, help="Feature-vector module: tfhub.dev/Kaggle handle or local SavedModel folder.")
-@_option("--saved_model_dir", type=click.Path(path_type=Path), default=None, help="Also export a SavedModel here.")
+@_option("--tfhub_module", default=_R.tfhub_module, help="Feature-vector module: a name from --list_modules (e.g. mobilenet_v2_100_224), a tfhub.dev/Kaggle handle, or a local SavedModel folder.")
+@_option("--list_modules", is_flag=True, expose_value=False, is_eager=True, callback=_print_module_catalog, help="Print the module names --tfhub_module accepts, with input sizes and handles, and exit.")
+@_option("--saved_model_dir", type=click.Path(path_type=Path), default=None, help="Also export a SavedModel here (signatures: serving_default takes float images, serving_bytes encoded image files).")
+@_option("--output_tflite", type=click.Path(path_type=Path), default=None, help="Also export a TFLite model here (e.g. model.tflite).")
+@_option("--tflite_quantization", multiple=True, default=_R.tflite_quantization, callback=_comma_list, metavar="Q[,Q...]", help="float32, float16, dynamic (int8 weights) or int8 (full integer, calibrated on training images). Several (comma-separated or repeated): the first goes to --output_tflite, each other to <stem>_<Q>.tflite beside it.")
 @_option("--logging_verbosity", type=click.Choice(LOGGING_LEVELS, case_sensitive=False), default=_R.logging_verbosity, help="How much to log on stderr.")
 @_option("--intermediate_store_frequency", type=int, default=_R.intermediate_store_frequency, help="Save a frozen graph every this many steps; 0 = never.")
 @_option("--intermediate_output_graphs_dir", type=click.Path(path_type=Path), default=_R.intermediate_output_graphs_dir, help="Where intermediate graphs go.")
@@ -84,6 +103,12 @@ def _setup_logging(verbosity: str) -> None:
 @_option("--seed", type=int, default=_R.seed, help="Random seed: the same seed gives the same results on the same machine.")
 @_option("--image_size", type=int, default=None, help="Input size for modules that do not fix one (e.g. 224).")
 @_option("--bottleneck_batch_size", type=int, default=_R.bottleneck_batch_size, help="Images per module call when computing bottlenecks.")
+@_option("--distortion_mode", type=click.Choice(DISTORTION_MODES), default=_R.distortion_mode, help="cached: train on precomputed distorted variants (fast); on_the_fly: distort every sample of every step (classic, slow).")
+@_option("--distorted_variants", type=int, default=_R.distorted_variants, help="Distorted copies per training image in cached mode.")
+@_option("--fine_tune", is_flag=True, default=False, help="After training the new layer, also train the module's own weights on images (slow on a CPU).")
+@_option("--fine_tune_steps", type=int, default=_R.fine_tune_steps, help="Fine-tuning steps.")
+@_option("--fine_tune_batch_size", type=int, default=_R.fine_tune_batch_size, help="Images per fine-tuning step.")
+@_option("--fine_tune_learning_rate", type=float, default=_R.fine_tune_learning_rate, help="Learning rate (SGD, momentum 0.9) of fine-tuning.")
 def retrain_command(**options: Any) -> None:
     """Retrain an image classifier's top layer on a folder of photos, one sub-folder per class.
 
@@ -92,33 +117,48 @@ def retrain_command(**options: Any) -> None:
     options["logging_verbosity"] = options["logging_verbosity"].upper()
     config = RetrainConfig(**options)
     _setup_logging(config.logging_verbosity)
+    from retrain.pipeline import run, scan
+
+    tree = scan(config)  # bad flags and image trees stop here, before the seconds TensorFlow's import costs
     from retrain.tfenv import import_tensorflow
 
     import_tensorflow(verbose=config.logging_verbosity == "DEBUG")
-    from retrain.pipeline import run
-
-    run(config)
+    run(config, tree=tree)
 
 
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@_option("--graph", type=click.Path(path_type=Path), default=_L.graph, help="Frozen graph (.pb) that retrain exported.")
+@_option("--graph", type=click.Path(path_type=Path), default=_L.graph,
+         help="Model retrain exported: frozen graph (.pb), SavedModel folder or .tflite file.")
 @_option("--labels", type=click.Path(path_type=Path), default=_L.labels, help="Labels file, one per line.")
-@_option("--image", "images", type=click.Path(path_type=Path), multiple=True, required=True, help="Image to classify (repeatable).")
+@_option("--image", "images", type=click.Path(path_type=Path), multiple=True,
+         help="Image file or folder of images to classify (repeatable; more may follow as arguments).")
 @_option("--input_height", type=int, default=None, help="Model input height (read from the model when omitted).")
 @_option("--input_width", type=int, default=None, help="Model input width (read from the model when omitted).")
-@_option("--input_mean", type=float, default=None, help="Subtracted from 0-255 pixel values (default 0).")
-@_option("--input_std", type=float, default=None, help="Pixel values are divided by this (default 255).")
-@_option("--input_layer", default=None, help="Input node name (read from the model when omitted).")
-@_option("--output_layer", default=None, help="Output node name (read from the model when omitted).")
+@_option("--input_mean", type=float, default=None,
+         help=f"Subtracted from 0-255 pixel values (default {EXPORT_INPUT_MEAN:g}, what retrain's models take).")
+@_option("--input_std", type=float, default=None,
+         help=f"Pixel values are then divided by this (default {EXPORT_INPUT_STD:g}, what retrain's models take).")
+@_option("--input_layer", default=None, help="Input node (or signature key) name (read from the model when omitted).")
+@_option("--output_layer", default=None, help="Output node (or signature key) name (read from the model when omitted).")
 @_option("--top_k", type=int, default=_L.top_k, help="How many labels to print per image.")
-def label_image_command(**options: Any) -> None:
-    """Print the top labels for images, using a model that retrain exported."""
-    options["images"] = tuple(options["images"])
+@_option("--json", is_flag=True, default=False, help="Print results as one JSON list instead of text lines.")
+@_option("--batch_size", type=int, default=_L.batch_size, help="Images per model call.")
+@click.argument("more_images", nargs=-1, type=click.Path(path_type=Path))
+def label_image_command(more_images: tuple[Path, ...], **options: Any) -> None:
+    """Print the top labels for images, using a model that retrain exported.
+
+    Example: label-image --image photo.jpg   (after a default retrain run)
+
+    An image that cannot be decoded among several is reported on stderr and
+    skipped; the exit status is then 1.
+    """
+    options["images"] = tuple(options["images"]) + tuple(more_images)
     config = LabelImageConfig(**options)
     _setup_logging("WARN")
+    from retrain.label_image import run, validate
+
+    validate(config)  # missing files and bad values fail before TensorFlow loads
     from retrain.tfenv import import_tensorflow
 
     import_tensorflow()
-    from retrain.label_image import run
-
     run(config)

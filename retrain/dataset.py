@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrain.config import RetrainError
+from retrain.config import RetrainError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,19 @@ def _is_hidden(name: str) -> bool:
 def _class_files(class_dir: Path, ignored: list[str]) -> list[Path]:
     """All image files under one class folder, nested folders included, sorted."""
     found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        try:
+            folder = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (folder.st_dev, folder.st_ino) in visited:
+            # A link back to a folder already walked (e.g. `loop -> ..`): following it would never end.
+            log.warning("not following %s: it leads back to a folder already scanned", dirpath)
+            dirnames[:] = []
+            continue
+        visited.add((folder.st_dev, folder.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for name in filenames:
             path = Path(dirpath) / name
@@ -93,6 +105,14 @@ def _class_files(class_dir: Path, ignored: list[str]) -> list[Path]:
             else:
                 ignored.append(str(path))
     return sorted(found, key=lambda p: p.relative_to(class_dir).as_posix())
+
+
+def check_image_dir(image_dir: Path) -> None:
+    """Raise UsageError unless `image_dir` is an existing folder (checked before any work)."""
+    if not image_dir.exists():
+        raise UsageError(f"--image_dir {image_dir} does not exist; expected a folder with one sub-folder per class")
+    if not image_dir.is_dir():
+        raise UsageError(f"--image_dir {image_dir} is a file; expected a folder with one sub-folder per class")
 
 
 def scan_image_tree(
@@ -106,10 +126,7 @@ def scan_image_tree(
     A class whose training split would be empty is trained on all its images,
     with a warning, so small classes never stop a run.
     """
-    if not image_dir.exists():
-        raise RetrainError(f"--image_dir {image_dir} does not exist; expected a folder with one sub-folder per class")
-    if not image_dir.is_dir():
-        raise RetrainError(f"--image_dir {image_dir} is a file; expected a folder with one sub-folder per class")
+    check_image_dir(image_dir)
     try:
         entries = sorted(os.scandir(image_dir), key=lambda e: e.name)
     except OSError as error:

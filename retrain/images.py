@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,22 +26,39 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
 class ImageError(Exception):
     """An image file that cannot be used; the message is the reason, for the user."""
 
 
 def read_bytes(path: Path) -> bytes:
-    """Read a whole file, turning OS errors into an ImageError with a readable reason."""
+    """Read a whole regular file, turning OS errors into an ImageError with a readable reason.
+
+    Opened non-blocking and checked with fstat first, so a pipe or device named
+    like an image is refused instead of hanging the run.
+    """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise ImageError("file not found (a broken link?)") from None
     except PermissionError:
-        raise ImageError("permission denied") from None
-    except IsADirectoryError:
-        raise ImageError("is a folder, not a file") from None
+        raise ImageError("permission denied (no read permission)") from None
     except OSError as error:
         raise ImageError(f"cannot read: {error.strerror or error}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError("is a folder, not a file")
+        if not stat.S_ISREG(mode):
+            raise ImageError("not a regular file (a pipe, socket or device)")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as error:
+        raise ImageError(f"cannot read: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
 
 
 def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -47,8 +66,9 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
 
     Greyscale, palette, alpha, CMYK and 16-bit images become RGB (alpha is
     dropped, as TensorFlow's decoders do); animated images give their first
-    frame. With `min_size` (height, width), a JPEG much larger than that is
-    decoded at a reduced scale (never below twice `min_size`), which keeps huge
+    frame. With `min_size` (height, width), an image much larger than that is
+    shrunk early (JPEGs are decoded at a reduced scale, others box-reduced
+    right after decoding), never below twice `min_size`, which keeps huge
     photos cheap in time and memory.
     """
     if not data:
@@ -58,26 +78,48 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
             if min_size is not None and image.format == "JPEG":
                 image.draft("RGB", (2 * min_size[1], 2 * min_size[0]))
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb_array(image)
+            rgb = _to_rgb(_upright(image))
+            if min_size is not None:
+                rgb = _shrink(rgb, min_size=min_size)
+            return np.asarray(rgb, dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
     except Image.DecompressionBombError as error:
         raise ImageError(f"too large to decode safely ({error})") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode it") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image data ({error})") from None
+    except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds; one bad file is never fatal
+        raise ImageError(f"cannot decode ({type(error).__name__}: {error})") from None
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Convert any Pillow mode to uint8 RGB, scaling 16- and 32-bit greyscale properly."""
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a malformed EXIF block leaves the pixels as stored."""
+    try:
+        if image.getexif().get(_ORIENTATION, 1) in (1, None):
+            return image  # exif_transpose would copy the whole image for nothing
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - broken metadata must not cost a good image
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB, scaling 16- and 32-bit greyscale properly."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image, dtype=np.float32)  # float32, not 64: huge 16-bit scans stay affordable
         top = 65535.0 if values.max(initial=0) > 255 else 255.0
-        grey = np.clip(values * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
+        grey = np.clip(values * np.float32(255.0 / top) + np.float32(0.5), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # the route Pillow asks for; converting straight to RGB warns
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _shrink(image: Image.Image, *, min_size: tuple[int, int]) -> Image.Image:
+    """Box-reduce by a whole factor while staying at least twice `min_size` (height, width)."""
+    factor = min(image.height // (2 * min_size[0]), image.width // (2 * min_size[1]))
+    return image.reduce(factor) if factor >= 2 else image
 
 
 def resize_tensor(rgb: Any, *, height: int, width: int) -> Any:

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrain.config import RetrainError
+from retrain import catalog
+from retrain.config import RetrainError, UsageError
 from retrain.tfenv import import_tensorflow
 
 log = logging.getLogger(__name__)
 
 # Bump when images.py changes how pixels are prepared: cached vectors then go stale.
-PREPROCESSING_VERSION = "pil-exif+tf-bilinear-aa/1"
+PREPROCESSING_VERSION = "pil-exif+tf-bilinear-aa/2"  # 2: huge non-JPEGs box-reduced before resizing
 DOWNLOAD_TIMEOUT_SECONDS = 60
 _TF1_OUTPUTS = ("image_feature_vector", "default")
 
@@ -59,9 +60,14 @@ def resolve_module_path(handle: str) -> Path:
             raise RetrainError(f"--tfhub_module {handle} is not a SavedModel folder (no saved_model.pb inside); "
                                "expected a TF2 image feature-vector SavedModel or a tfhub.dev/Kaggle handle")
         return local
+    entry = catalog.lookup(handle)
+    if entry is not None:
+        log.info("--tfhub_module %s is %s", handle, entry.handle)
+        handle = entry.handle
     if "://" not in handle:
-        raise RetrainError(f"--tfhub_module {handle} is neither an existing folder nor a handle; expected a local "
-                           "SavedModel folder or a https://tfhub.dev/... or https://www.kaggle.com/models/... handle")
+        raise RetrainError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
+                           "(see retrain --list_modules); expected a local SavedModel folder, a name such as "
+                           "mobilenet_v2_100_224, or a https://tfhub.dev/... or https://www.kaggle.com/models/... handle")
     import tensorflow_hub as hub
 
     cache = os.environ.get("TFHUB_CACHE_DIR", "/tmp/tfhub_modules (default)")
@@ -97,7 +103,10 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None) -> Fea
     if is_tf1 and not any(k in model.signatures for k in ("default", "image_feature_vector")):
         raise RetrainError(f"--tfhub_module {handle} is not callable and has no 'default' signature; "
                            "expected an image feature-vector module")
-    height, width = _input_size(model, is_tf1=is_tf1, handle=handle, image_size=image_size)
+    # A catalog name knows the size its module was trained at: the fallback when the signature leaves it open.
+    entry = None if Path(handle).expanduser().exists() else catalog.lookup(handle)
+    height, width = _input_size(model, is_tf1=is_tf1, handle=handle, image_size=image_size,
+                                fallback=entry.size if entry else None)
     extractor = FeatureExtractor(handle=handle, path=path, height=height, width=width, feature_dim=0,
                                  cache_key="", model=model, is_tf1=is_tf1)
     try:
@@ -115,8 +124,9 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None) -> Fea
                             cache_key=key, model=model, is_tf1=is_tf1)
 
 
-def _input_size(model: Any, *, is_tf1: bool, handle: str, image_size: int | None) -> tuple[int, int]:
-    """Read (height, width) from the module's signature; fall back to --image_size."""
+def _input_size(model: Any, *, is_tf1: bool, handle: str, image_size: int | None,
+                fallback: int | None = None) -> tuple[int, int]:
+    """Read (height, width) from the module's signature; fall back to --image_size, then `fallback`."""
     shapes = []
     if not is_tf1:
         for function in getattr(model.__call__, "concrete_functions", []):
@@ -130,12 +140,16 @@ def _input_size(model: Any, *, is_tf1: bool, handle: str, image_size: int | None
     fixed = [(int(s[1]), int(s[2])) for s in shapes if s.rank == 4 and s[1] is not None and s[2] is not None]
     if fixed:
         if image_size is not None and (image_size, image_size) != fixed[0]:
-            raise RetrainError(f"--image_size {image_size} does not match the input size "
-                               f"{fixed[0][0]}x{fixed[0][1]} fixed by --tfhub_module {handle}; drop --image_size")
+            raise UsageError(f"--image_size {image_size} does not match the input size "
+                             f"{fixed[0][0]}x{fixed[0][1]} fixed by --tfhub_module {handle}; drop --image_size")
         return fixed[0]
+    if image_size is None and fallback is not None:
+        log.info("--tfhub_module %s does not fix its input size; using %dx%d, the size it was trained at",
+                 handle, fallback, fallback)
+        return fallback, fallback
     if image_size is None:
-        raise RetrainError(f"--tfhub_module {handle} does not fix its input size; pass --image_size "
-                           "(e.g. --image_size 224)")
+        raise UsageError(f"--tfhub_module {handle} does not fix its input size (its signature leaves "
+                         "height and width open); pass --image_size, e.g. --image_size 224")
     return image_size, image_size
 
 

@@ -9,15 +9,20 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain import export
+from retrain import export, finetune
 from retrain.bottlenecks import BottleneckStore, compute_bottlenecks
-from retrain.config import RetrainConfig, RetrainError, UsageError
-from retrain.dataset import SPLITS, ImageTree, scan_image_tree
+from retrain.filekeys import FileKeys
+from retrain.config import TFLITE_QUANTIZATIONS, RetrainConfig, RetrainError, UsageError
+from retrain.dataset import SPLITS, ImageTree, check_image_dir, scan_image_tree
+from retrain.images import ImageError, load_image
 from retrain.modules import FeatureExtractor, load_feature_extractor
 from retrain.tfenv import import_tensorflow
 from retrain.train import Head, Split, evaluate, train_head
+from retrain.variants import compute_variant_split
 
 log = logging.getLogger(__name__)
+
+FILE_KEYS_NAME = "file_keys.json"
 
 
 @dataclass(frozen=True)
@@ -61,14 +66,36 @@ def validate(config: RetrainConfig) -> None:
     if not config.final_tensor_name.replace("_", "").replace("-", "").replace(".", "").isalnum():
         raise UsageError(f"--final_tensor_name {config.final_tensor_name!r} is not a valid node name; "
                          "use letters, digits and underscores")
+    finetune.check_flags(config)
+    check_image_dir(config.image_dir)
     export.check_output_file(config.output_graph, flag="--output_graph")
     export.check_output_file(config.output_labels, flag="--output_labels")
     export.check_output_dir(config.summaries_dir, flag="--summaries_dir")
     export.check_output_dir(config.bottleneck_dir, flag="--bottleneck_dir")
+    export.check_output_dir(config.checkpoint_path.parent, flag="--checkpoint_path")
     if config.intermediate_store_frequency > 0:
         export.check_output_dir(config.intermediate_output_graphs_dir, flag="--intermediate_output_graphs_dir")
     if config.saved_model_dir:
         export.check_saved_model_dir(config.saved_model_dir)
+    _validate_tflite(config)
+
+
+def _validate_tflite(config: RetrainConfig) -> None:
+    """--tflite_quantization names known variants, once each; every TFLite file can be written."""
+    quantizations = config.tflite_quantization
+    if config.output_tflite is None:
+        if tuple(quantizations) != RetrainConfig.tflite_quantization:
+            raise UsageError(f"--tflite_quantization {','.join(quantizations)} needs --output_tflite PATH")
+        return
+    unknown = [q for q in quantizations if q not in TFLITE_QUANTIZATIONS]
+    if unknown or not quantizations or len(set(quantizations)) != len(quantizations):
+        raise UsageError(f"--tflite_quantization {','.join(quantizations) or '(empty)'}: expected one or more of "
+                         f"{', '.join(TFLITE_QUANTIZATIONS)}, each once (comma-separated or repeated)")
+    for path in export.tflite_paths(config.output_tflite, quantizations).values():
+        if path in (config.output_graph, config.output_labels):
+            raise UsageError(f"--output_tflite would write {path}, which is also --output_graph or --output_labels; "
+                             "choose another --output_tflite")
+        export.check_output_file(path, flag="--output_tflite")
 
 
 def run_dir(summaries_dir: Path) -> Path:
@@ -117,25 +144,38 @@ def _splits(tree: ImageTree, vectors: dict[Path, np.ndarray]) -> tuple[list[str]
     return labels, splits
 
 
-def run(config: RetrainConfig) -> RetrainResult:
-    """Do a whole retrain run as the classic script did; returns what it produced."""
+def scan(config: RetrainConfig) -> ImageTree:
+    """Check the flags, then walk and split --image_dir: everything that can fail before TensorFlow loads."""
     validate(config)
-    tree = scan_image_tree(config.image_dir, validation_percentage=config.validation_percentage,
+    return scan_image_tree(config.image_dir, validation_percentage=config.validation_percentage,
                            testing_percentage=config.testing_percentage)
+
+
+def run(config: RetrainConfig, *, tree: ImageTree | None = None) -> RetrainResult:
+    """Do a whole retrain run as the classic script did; returns what it produced.
+
+    `tree` is what scan(config) returned, when the caller has already checked.
+    """
+    tree = tree or scan(config)
     counts = {name: sum(len(c.split(name)) for c in tree.classes) for name in SPLITS}
     log.info("found %d classes in %s: %d training, %d validation, %d testing images", len(tree.classes),
              config.image_dir, counts["training"], counts["validation"], counts["testing"])
     extractor = load_feature_extractor(config.tfhub_module, image_size=config.image_size)
+    if config.fine_tune:
+        finetune.check_fine_tunable(extractor)  # fail before the long part, not after
 
     store = BottleneckStore(config.bottleneck_dir, module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
     cached = store.load()
     log.info("bottleneck cache %s: %d vectors", store.dir, cached)
     files = [p for c in tree.classes for p in c.all_files]
     result = compute_bottlenecks(files, extractor=bottleneck_function(extractor), height=extractor.height,
-                                 width=extractor.width, store=store, batch_size=config.bottleneck_batch_size)
+                                 width=extractor.width, store=store, batch_size=config.bottleneck_batch_size,
+                                 file_keys=FileKeys(config.bottleneck_dir / FILE_KEYS_NAME))
+    log.info("computed %d new bottlenecks, %d from cache", result.computed, len(result.paths) - result.computed)
     store.compact()
     if result.skipped:
-        log.warning("skipped %d of %d images that could not be read or decoded", len(result.skipped), len(files))
+        log.warning("skipped %d images (of %d) that could not be read or decoded; each is named above with "
+                    "the reason", len(result.skipped), len(files))
     labels, splits = _splits(tree, dict(zip(result.paths, result.vectors)))
 
     summaries = run_dir(config.summaries_dir)
@@ -147,12 +187,27 @@ def run(config: RetrainConfig) -> RetrainResult:
                                                                 final_tensor_name=config.final_tensor_name))
         log.info("saved intermediate graph %s", path)
 
-    head = train_head(train=splits["training"], validation=splits["validation"], class_count=len(labels),
-                      steps=config.how_many_training_steps, learning_rate=config.learning_rate,
-                      train_batch_size=config.train_batch_size, validation_batch_size=config.validation_batch_size,
-                      eval_step_interval=config.eval_step_interval, seed=config.seed, summaries_dir=summaries,
-                      intermediate_store_frequency=config.intermediate_store_frequency,
-                      on_intermediate=store_intermediate)
+    distortions = finetune.distortions_of(config)
+    train_split = splits["training"]
+    if distortions.active and config.distortion_mode == "cached":
+        train_split = compute_variant_split(splits["training"], extractor=extractor, distortions=distortions,
+                                            variants=config.distorted_variants, seed=config.seed, store=store,
+                                            batch_size=config.bottleneck_batch_size)
+        store.compact()
+    if distortions.active and config.distortion_mode == "on_the_fly":
+        head = finetune.train_on_the_fly(config=config, extractor=extractor, splits=splits, class_count=len(labels),
+                                         summaries_dir=summaries, on_intermediate=store_intermediate)
+    else:
+        head = train_head(train=train_split, validation=splits["validation"], class_count=len(labels),
+                          steps=config.how_many_training_steps, learning_rate=config.learning_rate,
+                          train_batch_size=config.train_batch_size, validation_batch_size=config.validation_batch_size,
+                          eval_step_interval=config.eval_step_interval, seed=config.seed, summaries_dir=summaries,
+                          intermediate_store_frequency=config.intermediate_store_frequency,
+                          on_intermediate=store_intermediate)
+    if config.fine_tune:
+        head, splits = finetune.fine_tune(config=config, extractor=extractor, head=head, splits=splits,
+                                          class_count=len(labels), summaries_dir=summaries,
+                                          on_intermediate=store_intermediate)
 
     test = evaluate(head, splits["testing"], batch_size=config.test_batch_size,
                     rng=np.random.default_rng(config.seed + 2), class_count=len(labels))
@@ -174,10 +229,40 @@ def run(config: RetrainConfig) -> RetrainResult:
     if config.saved_model_dir:
         export.write_saved_model(config.saved_model_dir, classifier)
         written.append(config.saved_model_dir)
+    if config.output_tflite:
+        written += _write_tflite(config, classifier, training=splits["training"], extractor=extractor)
     for path in written:
         print(f"Wrote {path} ({_size(path)})")
+    if result.skipped:  # repeated at the end, where the user looks, after the training log
+        log.warning("skipped %d images that could not be read or decoded (listed above)", len(result.skipped))
     return RetrainResult(labels=labels, head=head, splits=splits, test_accuracy=test.accuracy,
                          test_count=test.count, skipped=result.skipped, extractor=extractor, written=tuple(written))
+
+
+def _write_tflite(config: RetrainConfig, classifier: object, *, training: Split,
+                  extractor: FeatureExtractor) -> list[Path]:
+    """Each requested TFLite variant; int8 is calibrated on a seeded sample of training images."""
+    representative = None
+    if "int8" in config.tflite_quantization:
+        rng = np.random.default_rng(config.seed)
+        count = min(config.tflite_representative_images, len(training.paths))
+        chosen = sorted(rng.choice(len(training.paths), size=count, replace=False))
+        images = []
+        for index in chosen:
+            try:  # prepared exactly as for training, so calibration sees the pixel ranges training saw
+                images.append(load_image(training.paths[index], height=extractor.height, width=extractor.width))
+            except ImageError as error:  # the file changed since its bottleneck was computed
+                log.warning("int8 calibration: skipping %s: %s", training.paths[index], error)
+        representative = np.stack(images) if images else None
+    written = []
+    for quantization, path in export.tflite_paths(config.output_tflite, config.tflite_quantization).items():
+        started = time.monotonic()
+        export.write_tflite(path, classifier, quantization=quantization, representative_images=representative)
+        log.info("converted to TFLite (%s%s) in %.1f s", quantization,
+                 f", calibrated on {len(representative)} training images" if quantization == "int8" else "",
+                 time.monotonic() - started)
+        written.append(path)
+    return written
 
 
 def _size(path: Path) -> str:

@@ -7,6 +7,7 @@ modules and photos in ../shared/fixtures prove accuracy and compatibility.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -48,6 +49,17 @@ def make_colour_tree(root: Path, *, per_class: int = 12, classes: dict[str, tupl
         for i in range(per_class):
             colour_photo(root / label / f"{label}_{i:03d}.jpg", rgb, seed=1000 * index + i)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _restore_retrain_logger():
+    """The CLI points the 'retrain' logger at stderr with propagate off; undo that so later caplog tests see logs."""
+    logger = logging.getLogger("retrain")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 @pytest.fixture

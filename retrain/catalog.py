@@ -1,0 +1,79 @@
+"""Short module names -> canonical TF2 image feature-vector handles, with each input size.
+
+`--tfhub_module mobilenet_v2_100_224` is shorthand for the full tfhub.dev
+handle below (tensorflow_hub resolves tfhub.dev handles through Kaggle Models
+now; the handles stay valid). Only TF2 SavedModel feature-vector modules are
+listed: each maps float32 [N, H, W, 3] RGB in [0, 1] to [N, D]. The size is the
+one the module was trained at; it is used when a module's signature leaves the
+size open and no --image_size is given. Pure Python: `retrain --list_modules`
+prints this table without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    handle: str
+    size: int  # input height = width, in pixels
+    note: str
+
+
+_IMAGENET = "https://tfhub.dev/google/imagenet/{}/feature_vector/5"
+_EFFICIENTNET = "https://tfhub.dev/tensorflow/efficientnet/{}/feature-vector/1"
+_EFFICIENTNET_V2 = "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet1k_{}/feature_vector/2"
+
+
+def _entries() -> tuple[CatalogEntry, ...]:
+    rows = [
+        CatalogEntry("inception_v3", _IMAGENET.format("inception_v3"), 299, "Inception V3 (the default), 2048-d"),
+        CatalogEntry("inception_resnet_v2", _IMAGENET.format("inception_resnet_v2"), 299, "Inception-ResNet V2, 1536-d"),
+        *(CatalogEntry(f"resnet_{v}_{d}", _IMAGENET.format(f"resnet_{v}_{d}"), 224, f"ResNet {v.upper()}-{d}, 2048-d")
+          for v in ("v1", "v2") for d in (50, 101, 152)),
+        CatalogEntry("nasnet_mobile", _IMAGENET.format("nasnet_mobile"), 224, "NASNet-A mobile, 1056-d"),
+        CatalogEntry("nasnet_large", _IMAGENET.format("nasnet_large"), 331, "NASNet-A large, 4032-d"),
+        CatalogEntry("pnasnet_large", _IMAGENET.format("pnasnet_large"), 331, "PNASNet-5 large, 4320-d"),
+        *(CatalogEntry(f"mobilenet_v1_{w}_224", _IMAGENET.format(f"mobilenet_v1_{w}_224"), 224,
+                       f"MobileNet V1, width {int(w) / 100}, {int(1024 * int(w) / 100)}-d")
+          for w in ("025", "050", "075", "100")),
+        *(CatalogEntry(f"mobilenet_v2_{w}_224", _IMAGENET.format(f"mobilenet_v2_{w}_224"), 224,
+                       f"MobileNet V2, width {int(w) / 100}, {1792 if w == '140' else 1664 if w == '130' else 1280}-d")
+          for w in ("035", "050", "075", "100", "130", "140")),
+        *(CatalogEntry(f"mobilenet_v3_{kind}_{w}_224", _IMAGENET.format(f"mobilenet_v3_{kind}_{w}_224"), 224,
+                       f"MobileNet V3 {kind}, width {int(w) / 100}, {1024 if kind == 'small' else 1280}-d")
+          for kind in ("small", "large") for w in ("075", "100")),
+        *(CatalogEntry(f"efficientnet_b{i}", _EFFICIENTNET.format(f"b{i}"), size, f"EfficientNet-B{i}")
+          for i, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))),
+        *(CatalogEntry(f"efficientnet_v2_{v}", _EFFICIENTNET_V2.format(v), size, f"EfficientNetV2-{v.upper()}, ImageNet-1k")
+          for v, size in (("b0", 224), ("b1", 240), ("b2", 260), ("b3", 300), ("s", 384), ("m", 480), ("l", 480))),
+        CatalogEntry("bit_s_r50x1", "https://tfhub.dev/google/bit/s-r50x1/1", 224, "BiT-S R50x1 (any input size), 2048-d"),
+        CatalogEntry("bit_m_r50x1", "https://tfhub.dev/google/bit/m-r50x1/1", 224, "BiT-M R50x1 (any input size), 2048-d"),
+    ]
+    return tuple(rows)
+
+
+CATALOG: tuple[CatalogEntry, ...] = _entries()
+_BY_NAME = {entry.name: entry for entry in CATALOG}
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def lookup(name: str) -> CatalogEntry | None:
+    """The entry for a short name (case and dashes ignored), or None if it is not one."""
+    return _BY_NAME.get(_normalise(name))
+
+
+def format_table() -> str:
+    """The catalog as a plain-text table for `retrain --list_modules`, newline-terminated."""
+    width = max(len(e.name) for e in CATALOG)
+    lines = [f"{'NAME':<{width}}  SIZE  HANDLE  (description)"]
+    lines += [f"{e.name:<{width}}  {e.size:>4}  {e.handle}  ({e.note})" for e in CATALOG]
+    lines.append("")
+    lines.append("Use a name with --tfhub_module NAME; full tfhub.dev/Kaggle handles and local SavedModel folders "
+                 "work too. SIZE is the input height and width in pixels.")
+    return "\n".join(lines) + "\n"

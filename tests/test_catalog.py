@@ -1,0 +1,168 @@
+"""Short module names, `retrain --list_modules`, and modules that leave their input size open."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from retrain import catalog
+from retrain.cli import retrain_command
+from retrain.config import RetrainConfig, RetrainError
+from tests.conftest import FIXTURES, MODULES, flags, invoke, make_colour_tree, require, run_script, save_tiny_module
+
+
+def test_names_map_to_canonical_tf2_feature_vector_handles() -> None:
+    expected = {
+        "mobilenet_v2_100_224": ("https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5", 224),
+        "inception_v3": ("https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5", 299),
+        "nasnet_large": ("https://tfhub.dev/google/imagenet/nasnet_large/feature_vector/5", 331),
+        "efficientnet_b0": ("https://tfhub.dev/tensorflow/efficientnet/b0/feature-vector/1", 224),
+        "efficientnet_b7": ("https://tfhub.dev/tensorflow/efficientnet/b7/feature-vector/1", 600),
+    }
+    for name, (handle, size) in expected.items():
+        entry = catalog.lookup(name)
+        assert entry is not None and (entry.handle, entry.size) == (handle, size), name
+    assert catalog.lookup("Inception-V3") == catalog.lookup("inception_v3")  # case and dashes do not matter
+    assert catalog.lookup("inception_v9") is None
+    assert catalog.lookup(RetrainConfig.tfhub_module) is None  # full handles are not names
+    names = [e.name for e in catalog.CATALOG]
+    assert len(names) == len(set(names))
+    assert all(e.handle.startswith("https://tfhub.dev/") and e.size > 0 for e in catalog.CATALOG)
+    assert RetrainConfig.tfhub_module in {e.handle for e in catalog.CATALOG}  # the default is listed
+
+
+def test_list_modules_prints_the_table_without_image_dir_or_tensorflow() -> None:
+    code = ("import sys; sys.argv = ['retrain', '--list-modules']\n"
+            "from retrain.cli import retrain_command\n"
+            "try:\n    retrain_command()\n"
+            "finally:\n    print('tensorflow imported:', 'tensorflow' in sys.modules, file=sys.stderr)\n")
+    result = run_script("-c", code)
+    assert result.stdout == catalog.format_table()
+    assert "tensorflow imported: False" in result.stderr
+    for entry in catalog.CATALOG:
+        line = next(line for line in result.stdout.splitlines() if line.startswith(entry.name + " "))
+        assert f" {entry.size} " in line and entry.handle in line
+
+
+def test_list_modules_via_console_script_exits_zero() -> None:
+    retrain = shutil.which("retrain")
+    assert retrain, "the retrain console script is installed (pip install -e .)"
+    result = run_script(retrain, "--list_modules", "--how_many_training_steps", "-5")  # eager: nothing else checked
+    assert "mobilenet_v2_100_224" in result.stdout and "299" in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the fixture TFHUB_CACHE_DIR, so handles resolve offline."""
+    cache = tmp_path / "tfhub_cache"
+    shutil.copytree(require(FIXTURES / "tfhub_cache"), cache)
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_a_name_resolves_and_loads_through_tensorflow_hub(hub_cache: Path) -> None:
+    from retrain.modules import load_feature_extractor, resolve_module_path
+
+    handle = catalog.lookup("mobilenet_v2_100_224").handle
+    # The name and the full handle are one folder (so they share bottleneck vectors, keyed by content).
+    assert resolve_module_path("mobilenet_v2_100_224") == hub_cache / hashlib.sha1(handle.encode()).hexdigest()
+    assert resolve_module_path(handle) == resolve_module_path("mobilenet_v2_100_224")
+    extractor = load_feature_extractor("mobilenet_v2_100_224")
+    assert (extractor.height, extractor.width, extractor.feature_dim) == (224, 224, 1280)
+
+
+def test_a_local_folder_wins_over_a_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_module: Path) -> None:
+    from retrain.modules import resolve_module_path
+
+    shutil.copytree(tiny_module, tmp_path / "inception_v3")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_module_path("inception_v3") == Path("inception_v3")
+
+
+def test_an_unknown_name_points_to_list_modules() -> None:
+    from retrain.modules import resolve_module_path
+
+    with pytest.raises(RetrainError, match=r"inception_v9 is neither an existing folder nor a handle, nor a module "
+                                           r"name \(see retrain --list_modules\)"):
+        resolve_module_path("inception_v9")
+
+
+def test_a_name_that_cannot_be_fetched_names_the_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrain.modules import resolve_module_path
+
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # never the network, even where there is one
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    with pytest.raises(RetrainError) as error:
+        resolve_module_path("nasnet_large")
+    message = str(error.value)
+    assert catalog.lookup("nasnet_large").handle in message and "TFHUB_CACHE_DIR" in message
+    assert "local SavedModel folder" in message
+
+
+@pytest.fixture(scope="module")
+def open_size_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home-made module whose signature is [None, None, None, 3]."""
+    return save_tiny_module(tmp_path_factory.mktemp("modules") / "open_size", size=None)
+
+
+def _outputs(root: Path) -> dict[str, Path]:
+    return {"output_graph": root / "graph.pb", "output_labels": root / "labels.txt", "summaries_dir": root / "logs",
+            "bottleneck_dir": root / "bottlenecks", "checkpoint_path": root / "ckpt" / "ckpt"}
+
+
+def test_variable_size_module_without_image_size_fails_clearly(tmp_path: Path, open_size_module: Path) -> None:
+    photos = make_colour_tree(tmp_path / "photos", per_class=4)
+    result = invoke(retrain_command, flags(image_dir=photos, tfhub_module=open_size_module, **_outputs(tmp_path)),
+                    expect=2)
+    assert (f"error: --tfhub_module {open_size_module} does not fix its input size (its signature leaves "
+            "height and width open); pass --image_size, e.g. --image_size 224") in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "graph.pb").exists()
+
+
+def test_variable_size_module_with_image_size_trains_and_exports(tmp_path: Path, open_size_module: Path) -> None:
+    from retrain.pipeline import run
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    photos = make_colour_tree(tmp_path / "photos")
+    config = RetrainConfig(image_dir=photos, tfhub_module=str(open_size_module), image_size=40,
+                           how_many_training_steps=200, output_tflite=tmp_path / "model.tflite",
+                           **_outputs(tmp_path))
+    result = run(config)
+    assert (result.extractor.height, result.extractor.width) == (40, 40)
+    assert result.test_accuracy == 1.0  # the colours are easy; the module really sees 40x40 images
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(config.output_graph.read_bytes())
+    placeholder = next(n for n in graph_def.node if n.name == "Placeholder")
+    assert [d.size for d in placeholder.attr["shape"].shape.dim] == [-1, 40, 40, 3]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(config.output_tflite))
+    assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, 40, 40, 3]
+
+
+def test_catalog_size_is_the_fallback_for_an_open_size_module(hub_cache: Path, open_size_module: Path) -> None:
+    """A catalog name whose module leaves the size open runs at the size from the table, unless --image_size says."""
+    from retrain.modules import load_feature_extractor
+
+    entry = catalog.lookup("bit_s_r50x1")
+    shutil.copytree(open_size_module, hub_cache / hashlib.sha1(entry.handle.encode()).hexdigest())
+    extractor = load_feature_extractor("bit_s_r50x1")
+    assert (extractor.height, extractor.width) == (entry.size, entry.size)
+    assert load_feature_extractor("bit_s_r50x1", image_size=64).height == 64
+
+
+def test_fixed_size_module_rejects_a_different_image_size(tmp_path: Path) -> None:
+    photos = make_colour_tree(tmp_path / "photos", per_class=4)
+    module = require(MODULES / "mobilenet_v2_035_224")
+    result = invoke(retrain_command, flags(image_dir=photos, tfhub_module=module, image_size=160, **_outputs(tmp_path)),
+                    expect=2)
+    assert f"--image_size 160 does not match the input size 224x224 fixed by --tfhub_module {module}" in result.stderr

@@ -1,0 +1,204 @@
+"""Crash safety on real photos and a real module: SIGKILL, Ctrl-C and two runs sharing one cache.
+
+Each run is a real `python -m retrain` process on a copy of the fixtures
+(40 flower photos per class, mobilenet_v2_035_224). The bottleneck cache is
+flushed every 16 vectors here (RETRAIN_BOTTLENECK_FLUSH_EVERY) so a kill lands
+between, or in the middle of, shard writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import FLOWERS, MODULES, copy_tree, flags, require
+
+PER_CLASS = 40
+FLUSH_EVERY = 16
+FEATURES = 1280
+
+
+@pytest.fixture(scope="module")
+def flowers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A copy of 40 photos per class and of the fastest real module."""
+    root = tmp_path_factory.mktemp("crash")
+    tree = root / "flowers"
+    for class_dir in sorted(p for p in require(FLOWERS).iterdir() if p.is_dir()):
+        (tree / class_dir.name).mkdir(parents=True)
+        for photo in sorted(class_dir.iterdir())[:PER_CLASS]:
+            (tree / class_dir.name / photo.name).write_bytes(photo.read_bytes())
+    module = copy_tree(require(MODULES / "mobilenet_v2_035_224"), root / "mobilenet_v2_035_224")
+    return tree, module
+
+
+def content_keys(tree: Path) -> set[bytes]:
+    """What the cache must end up holding: the SHA-1 of every photo's bytes."""
+    return {hashlib.sha1(p.read_bytes()).hexdigest().encode() for p in tree.rglob("*.jpg")}
+
+
+def cached_keys(bottleneck_dir: Path) -> set[bytes]:
+    """Read every shard the way a user's next run would; any unreadable shard fails the test."""
+    keys: set[bytes] = set()
+    for shard in sorted(bottleneck_dir.rglob("shard-*.npz")):
+        with np.load(shard, allow_pickle=False) as data:
+            shard_keys, vectors = data["keys"], data["vectors"]
+        assert vectors.shape == (len(shard_keys), FEATURES), shard
+        assert np.isfinite(vectors).all(), shard
+        keys |= set(shard_keys.tolist())
+    return keys
+
+
+class Run:
+    """A `python -m retrain` process whose stdout and stderr go to files we can watch."""
+
+    def __init__(self, tree: Path, module: Path, out: Path, name: str, *, bottleneck_dir: Path | None = None,
+                 flush_every: int = FLUSH_EVERY, batch_size: int = 32) -> None:
+        self.stdout_path, self.stderr_path = out / f"{name}.out", out / f"{name}.err"
+        args = flags(image_dir=tree, tfhub_module=module, how_many_training_steps=20,
+                     output_graph=out / "graph.pb", output_labels=out / "labels.txt",
+                     summaries_dir=out / "logs", bottleneck_dir=bottleneck_dir or out / "bottlenecks",
+                     checkpoint_path=out / "ckpt" / "ckpt", bottleneck_batch_size=batch_size)
+        env = {**os.environ, "RETRAIN_BOTTLENECK_FLUSH_EVERY": str(flush_every), "PYTHONUNBUFFERED": "1"}
+        with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
+            self.process = subprocess.Popen([sys.executable, "-m", "retrain", *args], stdout=stdout,
+                                            stderr=stderr, env=env)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    def wait_for(self, condition: Callable[[], bool], *, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                pytest.fail(f"run ended (exit {self.process.returncode}) before the kill point\n{self.stderr}")
+            if time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"kill point not reached in {timeout} s\n{self.stderr}")
+            time.sleep(0.005)
+
+    def signal(self, number: int) -> int:
+        self.process.send_signal(number)
+        return self.process.wait(timeout=60)
+
+
+def shard_count(out: Path) -> int:
+    return len(list((out / "bottlenecks").rglob("shard-*.npz")))
+
+
+def to_compute(run: Run) -> int:
+    """The count a run announced it had to compute ('Bottlenecks: X cached, Y to compute')."""
+    match = re.search(r"Bottlenecks: (\d+) cached, (\d+) to compute", run.stderr)
+    return int(match.group(2)) if match else -1
+
+
+def test_sigkill_during_bottlenecks_and_export_then_resume(flowers, tmp_path: Path) -> None:
+    tree, module = flowers
+    out = tmp_path / "out"
+    out.mkdir()
+    expected = content_keys(tree)
+
+    # Kill 1: as soon as the first shard is on disk (mid-computation).
+    first = Run(tree, module, out, "first")
+    first.wait_for(lambda: shard_count(out) >= 1)
+    assert first.signal(signal.SIGKILL) == -signal.SIGKILL
+    cached = cached_keys(out / "bottlenecks") & expected
+    assert 0 < len(cached) < len(expected)
+    print(f"kill 1 (SIGKILL after the first shard): {len(cached)} of {len(expected)} vectors cached")
+
+    # Kill 2: the rerun must plan to compute exactly what is missing; kill it while it is
+    # writing (a temporary shard exists) or, failing that, right after its third shard.
+    second = Run(tree, module, out, "second")
+    before = shard_count(out)
+    second.wait_for(lambda: to_compute(second) >= 0)
+    assert to_compute(second) == len(expected - cached)
+    second.wait_for(lambda: shard_count(out) >= before + 3
+                    or (shard_count(out) > before and any((out / "bottlenecks").rglob(".tmp-*"))))
+    assert second.signal(signal.SIGKILL) == -signal.SIGKILL
+    cached = cached_keys(out / "bottlenecks") & expected
+    missing = len(expected - cached)
+    assert 0 < missing < len(expected) - FLUSH_EVERY
+    print(f"kill 2 (SIGKILL mid-write or after 3 more shards): {len(expected) - missing} cached, {missing} missing")
+
+    # The last run completes and computes only what is missing; no shard was unreadable.
+    third = Run(tree, module, out, "third")
+    assert third.process.wait(timeout=300) == 0, third.stderr
+    match = re.search(r"computed (\d+) new bottlenecks, (\d+) from cache", third.stderr)
+    assert match, third.stderr
+    assert int(match.group(1)) == missing
+    print(f"rerun: {match.group(0)}")
+    assert int(match.group(1)) + int(match.group(2)) == len(list(tree.rglob("*.jpg")))
+    assert "ignoring" not in third.stderr and "Traceback" not in third.stderr
+    assert cached_keys(out / "bottlenecks") >= expected
+
+    # Kill 3: during export. Every output is then complete or absent, never half-written.
+    for path in (out / "graph.pb", out / "labels.txt"):
+        path.unlink()
+    fourth = Run(tree, module, out, "fourth")
+    fourth.wait_for(lambda: "Final test accuracy" in fourth.stdout
+                    or any(p.name.startswith(".graph.pb.") for p in out.iterdir()))
+    fourth.signal(signal.SIGKILL)
+    print(f"kill 3 (export): graph.pb {'complete' if (out / 'graph.pb').exists() else 'absent'}, "
+          f"labels.txt {'complete' if (out / 'labels.txt').exists() else 'absent'}")
+    if (out / "graph.pb").exists():
+        from retrain.tfenv import import_tensorflow
+
+        graph_def = import_tensorflow().compat.v1.GraphDef()
+        graph_def.ParseFromString((out / "graph.pb").read_bytes())  # raises on a truncated file
+        assert "final_result" in {node.name for node in graph_def.node}
+    if (out / "labels.txt").exists():
+        assert (out / "labels.txt").read_text() == "daisy\ndandelion\nroses\nsunflowers\ntulips\n"
+    assert cached_keys(out / "bottlenecks") >= expected
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_finished_work(flowers, tmp_path: Path) -> None:
+    tree, module = flowers
+    out = tmp_path / "out"
+    out.mkdir()
+    run = Run(tree, module, out, "interrupted")
+    run.wait_for(lambda: shard_count(out) >= 1)
+    assert run.signal(signal.SIGINT) == 130
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1] == ("retrain: interrupted; finished files and cached bottlenecks are kept, rerun to continue")
+    assert "Traceback" not in run.stderr
+    assert len(cached_keys(out / "bottlenecks")) >= FLUSH_EVERY
+
+
+def test_two_runs_share_one_bottleneck_dir(flowers, tmp_path: Path) -> None:
+    """Two runs started together compute into one cache at once, and one compacts it under the other
+    (batches and flushes of 2 vectors give 25 shards each, above COMPACT_ABOVE_SHARDS); both finish,
+    the cache stays whole."""
+    tree, module = flowers
+    small = tmp_path / "small"
+    for class_dir in sorted(tree.iterdir()):
+        (small / class_dir.name).mkdir(parents=True)
+        for photo in sorted(class_dir.iterdir())[:10]:
+            (small / class_dir.name / photo.name).write_bytes(photo.read_bytes())
+    shared = tmp_path / "shared_bottlenecks"
+    runs = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        runs.append(Run(small, module, tmp_path / name, name, bottleneck_dir=shared, flush_every=2,
+                        batch_size=2))
+    for run in runs:
+        assert run.process.wait(timeout=300) == 0, run.stderr
+        assert "Final test accuracy" in run.stdout
+        assert "ignoring" not in run.stderr and "Traceback" not in run.stderr
+    # Whichever finishes first finds 26-50 shards and merges them (the other may then find too few to bother).
+    assert any(re.search(r"compacted \d+ bottleneck shards", run.stderr) for run in runs)
+    assert cached_keys(shared) >= content_keys(small)
+    assert len(list(shared.rglob("shard-*.npz"))) < 50 // 2  # compaction merged the small shards

@@ -1,0 +1,171 @@
+"""Distortions: the batched tensor functions, the variant cache, and which images they touch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrain.bottlenecks import BottleneckStore, compute_bottlenecks, content_key
+from retrain.cli import retrain_command
+from retrain.config import RetrainConfig
+from retrain.distortions import Distortions, Parameters, distort, sample_parameters
+from retrain.images import load_image
+from retrain.modules import load_feature_extractor
+from retrain.pipeline import bottleneck_function, run
+from retrain.train import Split
+from retrain.variants import compute_variant_split, variant_keys
+from tests.conftest import PHOTOS, colour_photo, flags, invoke, require
+
+ALL_FOUR = Distortions(flip_left_right=True, random_crop=10, random_scale=10, random_brightness=10)
+
+
+def photo(height: int = 48, width: int = 40) -> np.ndarray:
+    """A real photo, as float [h, w, 3] in [0, 1], so crops and flips visibly change it."""
+    return load_image(require(PHOTOS / "parrot.jpg"), height=height, width=width)
+
+
+def test_no_distortion_passes_pixels_through():
+    image = photo()
+    same = distort(image[None], sample_parameters(Distortions(), count=1, rng=np.random.default_rng(0)),
+                   distortions=Distortions(), height=48, width=40)
+    np.testing.assert_allclose(same.numpy()[0], image, atol=1e-6)
+
+
+def test_variants_differ_from_the_original_and_each_other_but_keep_the_size():
+    height, width = 48, 40
+    source_size = ALL_FOUR.source_size(height=height, width=width)
+    assert source_size == (59, 49)  # 48 * 1.1 * 1.1 and 40 * 1.21, rounded up
+    source = photo(*source_size)
+    original = photo(height, width)
+    drawn = sample_parameters(ALL_FOUR, count=6, rng=np.random.default_rng(1))
+    variants = distort(np.repeat(source[None], 6, axis=0), drawn, distortions=ALL_FOUR, height=height,
+                       width=width).numpy()
+    assert variants.shape == (6, height, width, 3) and variants.dtype == np.float32
+    for i in range(6):
+        assert np.abs(variants[i] - original).mean() > 0.01
+        for j in range(i):
+            assert np.abs(variants[i] - variants[j]).mean() > 0.01
+    # Brightness stays within the classic factor range: mean intensity moves by at most ~10 % (plus crop effects).
+    ratios = variants.reshape(6, -1).mean(1) / original.mean()
+    assert np.all((ratios > 0.8) & (ratios < 1.2))
+
+
+def test_each_distortion_does_what_its_flag_says():
+    image = photo()
+    one = lambda **kw: Parameters(**{"scale": np.ones(1, np.float32), "offset_y": np.zeros(1, np.float32),  # noqa: E731
+                                     "offset_x": np.zeros(1, np.float32), "flip": np.zeros(1, bool),
+                                     "brightness": np.ones(1, np.float32), **kw})
+    flipped = distort(image[None], one(flip=np.ones(1, bool)), distortions=Distortions(flip_left_right=True),
+                      height=48, width=40).numpy()[0]
+    np.testing.assert_allclose(flipped, image[:, ::-1], atol=1e-6)
+    brighter = distort(image[None], one(brightness=np.full(1, 1.1, np.float32)),
+                       distortions=Distortions(random_brightness=10), height=48, width=40).numpy()[0]
+    np.testing.assert_allclose(brighter, image * 1.1, atol=1e-5)
+    # Crop 50 % at the top-left corner: the window shows the top-left 1/1.5 of the image, enlarged.
+    crop = Distortions(random_crop=50)
+    source = photo(*crop.source_size(height=48, width=40))
+    corner = distort(source[None], one(), distortions=crop, height=48, width=40).numpy()[0]
+    np.testing.assert_allclose(corner[0, 0], source[0, 0], atol=1e-6)
+    assert np.abs(corner - image).mean() > 0.02
+
+
+def test_same_seed_same_variants():
+    first = sample_parameters(ALL_FOUR, count=4, rng=np.random.default_rng(5))
+    second = sample_parameters(ALL_FOUR, count=4, rng=np.random.default_rng(5))
+    assert all(np.array_equal(getattr(first, f), getattr(second, f)) for f in ("scale", "offset_y", "flip", "brightness"))
+    assert np.all((first.scale >= 1) & (first.scale <= 1.1)) and np.all(np.abs(first.brightness - 1) <= 0.1)
+
+
+@pytest.fixture
+def tiny_training(colour_tree: Path, tiny_module: Path) -> tuple[Split, object]:
+    paths = sorted(colour_tree.rglob("*.jpg"))[::3]
+    labels = np.array([["blue", "green", "red"].index(p.parent.name) for p in paths])
+    return Split(vectors=np.zeros((len(paths), 8), np.float32), labels=labels, paths=tuple(paths)), \
+        load_feature_extractor(str(tiny_module))
+
+
+def test_changing_a_distortion_flag_invalidates_the_variant_cache(tiny_training, tmp_path: Path):
+    train, extractor = tiny_training
+    root = tmp_path / "bottlenecks"
+
+    def variants(distortions: Distortions, *, seed: int = 0, count: int = 3) -> tuple[Split, BottleneckStore]:
+        store = BottleneckStore(root, module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
+        store.load()
+        return compute_variant_split(train, extractor=extractor, distortions=distortions, variants=count, seed=seed,
+                                     store=store, batch_size=8), store
+
+    first, store = variants(ALL_FOUR)
+    assert len(first) == 3 * len(train) and first.paths[:3] == (train.paths[0],) * 3
+    assert list(first.labels[::3]) == list(train.labels)
+    assert store.shards_written >= 1
+    again, store = variants(ALL_FOUR)
+    assert store.shards_written == 0, "identical settings must come from the cache"
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    data = train.paths[0].read_bytes()
+    changed = {"random_crop": 20, "random_scale": 5, "random_brightness": 30, "flip_left_right": False}
+    for name, value in changed.items():
+        settings = Distortions(**{**ALL_FOUR.__dict__, name: value})
+        assert not set(variant_keys(data, distortions=settings, variants=3, seed=0)) & \
+            set(variant_keys(data, distortions=ALL_FOUR, variants=3, seed=0)), name
+    other, store = variants(Distortions(**{**ALL_FOUR.__dict__, "random_brightness": 30}))
+    assert store.shards_written >= 1 and not np.allclose(other.vectors, first.vectors)
+    reseeded, store = variants(ALL_FOUR, seed=1)
+    assert store.shards_written >= 1 and not np.allclose(reseeded.vectors, first.vectors)
+    # More variants reuse the ones already computed and add only the new indices.
+    more, store = variants(ALL_FOUR, count=4)
+    np.testing.assert_array_equal(more.vectors.reshape(len(train), 4, -1)[:, :3], first.vectors.reshape(len(train), 3, -1))
+    # Distinct variants of one image really give distinct vectors.
+    per_image = first.vectors.reshape(len(train), 3, -1)
+    assert all(not np.allclose(per_image[i, 0], per_image[i, 1]) for i in range(len(train)))
+
+
+def test_validation_and_test_images_are_never_distorted(colour_tree: Path, tiny_module: Path, outputs):
+    for i in range(12):  # enough images for validation and test in every class
+        for label, rgb in {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}.items():
+            colour_photo(colour_tree / label / f"extra_{i:03d}.jpg", rgb, seed=5000 + 31 * i + rgb[0])
+    config = RetrainConfig(image_dir=colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=20,
+                           distorted_variants=2, flip_left_right=True, random_crop=30, random_scale=30,
+                           random_brightness=30, validation_percentage=20, testing_percentage=20, **outputs)
+    result = run(config)
+    extractor = load_feature_extractor(str(tiny_module))
+    store = BottleneckStore(outputs["bottleneck_dir"], module_key=extractor.cache_key,
+                            feature_dim=extractor.feature_dim)
+    assert store.load() == 72 + 2 * len(result.splits["training"])  # plain vectors of all + 2 variants per training image
+    for name in ("validation", "testing"):
+        split = result.splits[name]
+        assert len(split) >= 3
+        plain = store.get([content_key(p.read_bytes()) for p in split.paths])
+        np.testing.assert_array_equal(split.vectors, plain)
+        fresh = compute_bottlenecks(list(split.paths), extractor=bottleneck_function(extractor), height=32, width=32,
+                                    store=BottleneckStore(Path(outputs["bottleneck_dir"]) / "fresh",
+                                                          module_key="k", feature_dim=8))
+        np.testing.assert_allclose(split.vectors, fresh.vectors, atol=1e-6)
+        for path in split.paths:
+            for key in variant_keys(path.read_bytes(), distortions=Distortions(
+                    flip_left_right=True, random_crop=30, random_scale=30, random_brightness=30), variants=2, seed=0):
+                assert key not in store, f"a distorted variant of held-out image {path} was computed"
+
+
+def test_on_the_fly_mode_trains_with_progress_and_exports(colour_tree: Path, tiny_module: Path, outputs):
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=30,
+                                           train_batch_size=16, distortion_mode="on_the_fly", random_crop=20,
+                                           random_brightness=20, flip_left_right=True,
+                                           **{k: v for k, v in outputs.items()}))
+    assert re.search(r"Training \(distorting on the fly\): 30/30 steps in \d+:\d\d", result.stderr)
+    assert "Step 29: Validation accuracy" in result.stderr
+    assert "Final test accuracy" in result.stdout and outputs["output_graph"].stat().st_size > 0
+    assert "Distorted variants" not in result.stderr  # nothing precomputed in this mode
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--random_brightness", "100"], "--random_brightness must be a percentage"),
+    (["--random_crop", "-5"], "--random_crop must be a percentage"),
+    (["--distorted_variants", "0"], "--distorted_variants must be positive"),
+    (["--distortion_mode", "sometimes"], "--distortion_mode"),
+])
+def test_bad_distortion_flags_are_usage_errors(colour_tree: Path, outputs, args: list[str], message: str):
+    result = invoke(retrain_command, flags(image_dir=colour_tree, **outputs) + args, expect=2)
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,247 @@
+"""Today's export formats, checked on the real fixtures: TFLite (float and int8) and SavedModel bytes serving.
+
+One module-scoped retraining of the fixture flower photos with the fastest real
+module writes every export once; the tests compare them on the test split.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import FLOWERS, MODULES, PHOTOS, flags, invoke, make_colour_tree, require
+from retrain.cli import retrain_command
+from retrain.config import RetrainConfig
+from retrain.images import load_image
+
+QUANTIZATIONS = ("float32", "int8", "float16", "dynamic")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Retrain on the flower photos once, exporting frozen graph, SavedModel and all four TFLite variants."""
+    from retrain.pipeline import run
+
+    out = tmp_path_factory.mktemp("exports")
+    config = RetrainConfig(
+        image_dir=require(FLOWERS), tfhub_module=str(require(MODULES / "mobilenet_v2_035_224")),
+        output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
+        bottleneck_dir=out / "bottlenecks", checkpoint_path=out / "checkpoint" / "ckpt",
+        saved_model_dir=out / "saved_model", output_tflite=out / "model.tflite",
+        tflite_quantization=QUANTIZATIONS,
+    )
+    started = time.monotonic()
+    result = run(config)
+    test_paths = list(result.splits["testing"].paths)
+    images = np.stack([load_image(p, height=224, width=224) for p in test_paths])
+    return {"config": config, "result": result, "out": out, "paths": test_paths, "images": images,
+            "seconds": time.monotonic() - started, "frozen": _frozen_graph_probabilities(config.output_graph, images)}
+
+
+@pytest.fixture(scope="module")
+def saved_model(trained: dict):
+    """The exported SavedModel, loaded once."""
+    from retrain.tfenv import import_tensorflow
+
+    return import_tensorflow().saved_model.load(str(trained["out"] / "saved_model"))
+
+
+def _frozen_graph_probabilities(graph: Path, images: np.ndarray) -> np.ndarray:
+    """The classic way: import the GraphDef, feed import/Placeholder:0, fetch import/final_result:0."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(graph.read_bytes())
+    with tf.Graph().as_default() as g:
+        tf.compat.v1.import_graph_def(graph_def, name="import")
+        with tf.compat.v1.Session(graph=g) as session:
+            return session.run("import/final_result:0", {"import/Placeholder:0": images})
+
+
+def _interpreter(path: Path):
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        return tf.lite.Interpreter(model_path=str(path))
+
+
+def _tflite_probabilities(path: Path, images: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """Run a whole batch through a TFLite model, (de)quantizing int8 input and output as the model says."""
+    interpreter = _interpreter(path)
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(source["index"], list(images.shape))
+    interpreter.allocate_tensors()
+    batch = images
+    if source["dtype"] == np.int8:
+        scale, zero = source["quantization"]
+        batch = np.clip(np.round(images / scale + zero), -128, 127).astype(np.int8)
+    interpreter.set_tensor(source["index"], batch)
+    interpreter.invoke()
+    scores = interpreter.get_tensor(target["index"])
+    if target["dtype"] == np.int8:
+        scale, zero = target["quantization"]
+        scores = (scores.astype(np.float32) - zero) * scale
+    return scores, source, target
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.argmax(a, 1) == np.argmax(b, 1)))
+
+
+def test_every_export_is_written_and_reported(trained: dict, capsys: pytest.CaptureFixture) -> None:
+    out = trained["out"]
+    expected = [out / "model.tflite", out / "model_int8.tflite", out / "model_float16.tflite",
+                out / "model_dynamic.tflite"]
+    assert list(trained["result"].written[-4:]) == expected
+    for path in expected:
+        assert path.stat().st_size > 100_000, path
+    sizes = {path.name: path.stat().st_size for path in expected}
+    # Quantized variants are smaller than float32; float16 about half, the int8 ones about a quarter.
+    assert sizes["model_float16.tflite"] < 0.6 * sizes["model.tflite"]
+    assert sizes["model_int8.tflite"] < 0.45 * sizes["model.tflite"]
+    assert sizes["model_dynamic.tflite"] < 0.45 * sizes["model.tflite"]
+    assert not list(out.glob(".*.tmp")), "no temporary files are left behind"
+    print(f"\n[exports] retrain run with 4 TFLite conversions: {trained['seconds']:.1f} s; sizes: "
+          f"graph.pb {trained['config'].output_graph.stat().st_size}, "
+          + ", ".join(f"{name} {size}" for name, size in sizes.items()))
+
+
+def test_float_tflite_agrees_with_frozen_graph(trained: dict) -> None:
+    scores, source, target = _tflite_probabilities(trained["out"] / "model.tflite", trained["images"])
+    assert source["dtype"] == np.float32 and target["dtype"] == np.float32
+    assert list(source["shape_signature"]) == [-1, 224, 224, 3]
+    agreement = _agreement(scores, trained["frozen"])
+    print(f"\n[exports] float32 TFLite top-1 agreement {agreement:.3f} on {len(scores)} test images, "
+          f"max |dp| {np.abs(scores - trained['frozen']).max():.2e}")
+    assert len(scores) >= 30
+    assert agreement >= 0.98
+    np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["float16", "dynamic"])
+def test_float_input_variants_agree_with_frozen_graph(trained: dict, variant: str) -> None:
+    scores, source, target = _tflite_probabilities(trained["out"] / f"model_{variant}.tflite", trained["images"])
+    assert source["dtype"] == np.float32 and target["dtype"] == np.float32
+    agreement = _agreement(scores, trained["frozen"])
+    print(f"\n[exports] {variant} TFLite top-1 agreement {agreement:.3f}")
+    assert agreement >= 0.95
+
+
+def test_int8_tflite_agrees_with_frozen_graph(trained: dict) -> None:
+    scores, source, target = _tflite_probabilities(trained["out"] / "model_int8.tflite", trained["images"])
+    # Fully integer: int8 in and out. Photos span 0..255, so the input scale is 1/255 and the zero
+    # point -128 (q = pixel - 128); the int8 softmax output is fixed at scale 1/256, zero point -128.
+    assert source["dtype"] == np.int8 and target["dtype"] == np.int8
+    assert source["quantization"][0] == pytest.approx(1 / 255, rel=1e-3) and source["quantization"][1] == -128
+    assert target["quantization"] == (pytest.approx(1 / 256), -128)
+    agreement = _agreement(scores, trained["frozen"])
+    print(f"\n[exports] int8 TFLite top-1 agreement {agreement:.3f}, max |dp| "
+          f"{np.abs(scores - trained['frozen']).max():.3f}")
+    assert agreement >= 0.95
+
+
+def test_tflite_signature_matches_saved_model(trained: dict) -> None:
+    interpreter = _interpreter(trained["out"] / "model.tflite")
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["prediction"]}}
+    runner = interpreter.get_signature_runner("serving_default")
+    single = trained["images"][:1]
+    np.testing.assert_allclose(runner(image=single)["prediction"], trained["frozen"][:1], atol=1e-4)
+
+
+def test_saved_model_bytes_signature_matches_image_signature(trained: dict, saved_model: object) -> None:
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    model = saved_model
+    assert set(model.signatures) == {"serving_default", "serving_bytes"}
+    from_bytes = model.signatures["serving_bytes"](
+        image_bytes=tf.constant([p.read_bytes() for p in trained["paths"]]))["prediction"].numpy()
+    from_images = model.signatures["serving_default"](image=tf.constant(trained["images"]))["prediction"].numpy()
+    difference = np.abs(from_bytes - from_images).max()
+    print(f"\n[exports] bytes vs image signature on {len(from_bytes)} test JPEGs: max |dp| {difference:.2e}")
+    np.testing.assert_allclose(from_bytes, from_images, atol=1e-4)
+    np.testing.assert_allclose(from_images, trained["frozen"], atol=1e-4)
+
+
+def test_bytes_signature_reads_other_formats(trained: dict, saved_model: object, tmp_path: Path) -> None:
+    """BMP photos, PNG/GIF with alpha or a palette, and a big JPEG (decoded at reduced scale) match training."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    model = saved_model
+    photo = Image.open(trained["paths"][0]).convert("RGB")
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(tmp_path / "alpha.png")
+    photo.convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "palette.gif")
+    photo.convert("L").save(tmp_path / "grey.png")
+    photo.resize((2000, 1500)).save(tmp_path / "phone.jpg", quality=90)
+    files = [require(PHOTOS / "bird.bmp"), require(PHOTOS / "sunflower.bmp"), require(PHOTOS / "cat_720p.jpg"),
+             tmp_path / "alpha.png", tmp_path / "palette.gif", tmp_path / "grey.png", tmp_path / "phone.jpg"]
+    images = np.stack([load_image(p, height=224, width=224) for p in files])
+    from_bytes = model.signatures["serving_bytes"](image_bytes=tf.constant([p.read_bytes() for p in files]))
+    from_images = model.signatures["serving_default"](image=tf.constant(images))
+    np.testing.assert_allclose(from_bytes["prediction"].numpy(), from_images["prediction"].numpy(), atol=1e-4)
+
+
+def test_bytes_signature_rejects_a_non_image(trained: dict, saved_model: object) -> None:
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    model = saved_model
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        model.signatures["serving_bytes"](image_bytes=tf.constant([b"not an image"]))
+
+
+def test_cli_writes_tflite_variants_and_reports_sizes(tmp_path: Path, tiny_module: Path) -> None:
+    """Comma-separated and repeated --tflite-quantization, dashed flag, and the `Wrote PATH (size)` summary."""
+    photos = make_colour_tree(tmp_path / "photos")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = flags(image_dir=photos, tfhub_module=tiny_module, output_graph=out / "g.pb", output_labels=out / "l.txt",
+                 summaries_dir=out / "logs", bottleneck_dir=out / "b", checkpoint_path=out / "ckpt" / "c",
+                 how_many_training_steps=50) + ["--output-tflite", str(out / "m.tflite"),
+                                                "--tflite-quantization", "float16,int8", "--tflite_quantization", "dynamic"]
+    result = invoke(retrain_command, args)
+    for name in ("m.tflite", "m_int8.tflite", "m_dynamic.tflite"):
+        path = out / name
+        assert path.is_file()
+        assert f"Wrote {path} (" in result.stdout
+    assert not (out / "m_float16.tflite").exists()  # the first variant goes to --output_tflite itself
+    assert _interpreter(out / "m_int8.tflite").get_input_details()[0]["dtype"] == np.int8
+    assert _interpreter(out / "m.tflite").get_input_details()[0]["dtype"] == np.float32
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tflite_quantization", "int4"], "--tflite_quantization int4: expected one or more of float32, float16, dynamic, int8"),
+    (["--tflite_quantization", "int8,int8"], "each once"),
+    (["--tflite_quantization", "int8"], "--tflite_quantization int8 needs --output_tflite PATH"),
+])
+def test_bad_tflite_flags_are_usage_errors(tmp_path: Path, extra: list[str], message: str) -> None:
+    photos = make_colour_tree(tmp_path / "photos", per_class=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = flags(image_dir=photos, output_graph=out / "g.pb", output_labels=out / "l.txt", summaries_dir=out / "logs",
+                 bottleneck_dir=out / "b", checkpoint_path=out / "ckpt" / "c")
+    if "needs" not in message:
+        args += ["--output_tflite", str(out / "m.tflite")]
+    result = invoke(retrain_command, args + extra, expect=2)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_output_tflite_in_a_missing_folder_fails_up_front(tmp_path: Path) -> None:
+    photos = make_colour_tree(tmp_path / "photos", per_class=2)
+    args = flags(image_dir=photos, output_graph=tmp_path / "g.pb", output_labels=tmp_path / "l.txt",
+                 summaries_dir=tmp_path / "logs", bottleneck_dir=tmp_path / "b", checkpoint_path=tmp_path / "c" / "c",
+                 output_tflite=tmp_path / "missing" / "m.tflite")
+    result = invoke(retrain_command, args, expect=2)
+    assert "--output_tflite" in result.stderr and "does not exist" in result.stderr

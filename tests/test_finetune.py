@@ -1,0 +1,156 @@
+"""Fine-tuning the module: the exported files carry the fine-tuned weights; clear errors where it cannot work."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrain import export
+from retrain.cli import _setup_logging, retrain_command
+from retrain.config import RetrainConfig
+from retrain.images import load_image
+from retrain.modules import load_feature_extractor
+from retrain.pipeline import run
+from retrain.tfenv import import_tensorflow
+from retrain.train import Head
+from tests.conftest import MODULES, TINY_SIZE, flags, invoke, make_colour_tree, require
+
+STEPS, FINE_TUNE_STEPS = 40, 30
+
+
+def save_tunable_module(path: Path, *, size: int = TINY_SIZE, feature_dim: int = 8) -> Path:
+    """A tiny TF2 module with the reusable-SavedModel API (trainable_variables, training=) that hub modules have."""
+    tf = import_tensorflow()
+    rng = np.random.default_rng(7)
+    module = tf.train.Checkpoint()
+    kernel = tf.Variable(rng.normal(0, 1, (6, feature_dim)).astype(np.float32), name="kernel")
+    bias = tf.Variable(np.full(feature_dim, 0.1, np.float32), name="bias")
+    module.kernel, module.bias = kernel, bias
+
+    @tf.function
+    def call(images, training=False):
+        stats = tf.concat([tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2])], axis=1)
+        return tf.nn.relu(tf.matmul(stats * 4.0 - 1.0, kernel) + bias)
+
+    for training in (False, True):
+        call.get_concrete_function(tf.TensorSpec([None, size, size, 3], tf.float32), training=training)
+    module.__call__ = call
+    module.variables = [kernel, bias]
+    module.trainable_variables = [kernel, bias]
+    module.regularization_losses = []
+    tf.saved_model.save(module, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory: pytest.TempPathFactory):
+    """One fine-tuning run (with distortions on), its in-process result and what it printed on stderr."""
+    root = tmp_path_factory.mktemp("finetune")
+    tree = make_colour_tree(root / "photos", per_class=20)
+    out = root / "out"
+    config = RetrainConfig(
+        image_dir=tree, tfhub_module=str(save_tunable_module(root / "tunable")), output_graph=out / "graph.pb",
+        output_labels=out / "labels.txt", summaries_dir=out / "logs", bottleneck_dir=out / "bottlenecks",
+        checkpoint_path=out / "ckpt" / "c", saved_model_dir=out / "saved", how_many_training_steps=STEPS,
+        fine_tune=True, fine_tune_steps=FINE_TUNE_STEPS, fine_tune_batch_size=8, fine_tune_learning_rate=0.05,
+        flip_left_right=True, random_brightness=10, distorted_variants=2, validation_percentage=20,
+        testing_percentage=20)
+    out.mkdir()
+    logger = logging.getLogger("retrain")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            _setup_logging("INFO")
+            result = run(config)
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    return config, result, stderr.getvalue()
+
+
+def _images(result) -> np.ndarray:
+    paths = [*result.splits["testing"].paths, *result.splits["validation"].paths]
+    return np.stack([load_image(p, height=TINY_SIZE, width=TINY_SIZE) for p in paths])
+
+
+def _frozen_graph_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
+    tf = import_tensorflow()
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(path.read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="import")
+    with tf.compat.v1.Session(graph=graph) as session:
+        return session.run("import/final_result:0", {"import/Placeholder:0": images})
+
+
+def test_fine_tuning_changes_the_module_weights(fine_tuned):
+    config, result, _ = fine_tuned
+    original = load_feature_extractor(config.tfhub_module)
+    before = [v.numpy() for v in original.trainable_variables]
+    after = [v.numpy() for v in result.extractor.trainable_variables]
+    assert len(before) == len(after) == 2
+    assert max(np.abs(a - b).max() for a, b in zip(after, before)) > 1e-3
+
+
+def test_exported_graph_and_saved_model_carry_the_fine_tuned_weights(fine_tuned):
+    config, result, _ = fine_tuned
+    tf = import_tensorflow()
+    images = _images(result)
+    assert len(images) >= 6
+    live = export.build_classifier(result.extractor, result.head, final_tensor_name="final_result")
+    expected = live.probabilities(tf.constant(images)).numpy()
+    frozen = _frozen_graph_probabilities(config.output_graph, images)
+    np.testing.assert_allclose(frozen, expected, atol=1e-4)
+    served = tf.saved_model.load(str(config.saved_model_dir)).signatures["serving_default"](image=tf.constant(images))
+    np.testing.assert_allclose(served["prediction"].numpy(), expected, atol=1e-4)
+    # The same new layer on the module as it was before fine-tuning predicts something else.
+    original = load_feature_extractor(config.tfhub_module)
+    unchanged = export.build_classifier(original, result.head, final_tensor_name="final_result")
+    assert np.abs(unchanged.probabilities(tf.constant(images)).numpy() - frozen).max() > 1e-3
+    assert config.output_labels.read_text() == "blue\ngreen\nred\n"
+
+
+def test_test_accuracy_is_measured_through_the_fine_tuned_module(fine_tuned):
+    _, result, stderr = fine_tuned
+    tf = import_tensorflow()
+    test = result.splits["testing"]
+    features = result.extractor(tf.constant(np.stack([load_image(p, height=TINY_SIZE, width=TINY_SIZE)
+                                                      for p in test.paths]))).numpy()
+    np.testing.assert_allclose(test.vectors, features, atol=1e-4)
+    predictions = Head(weights=result.head.weights, biases=result.head.biases).probabilities(features).argmax(1)
+    assert result.test_accuracy == pytest.approx(float(np.mean(predictions == test.labels)))
+    assert result.test_accuracy >= 0.9  # the colours are easy; fine-tuning must not wreck the classifier
+
+
+def test_fine_tuning_shows_progress_and_continues_the_step_count(fine_tuned):
+    _, _, stderr = fine_tuned
+    assert re.search(rf"Fine-tuning: {FINE_TUNE_STEPS}/{FINE_TUNE_STEPS} steps in \d+:\d\d", stderr)
+    assert f"Step {STEPS + FINE_TUNE_STEPS - 1}: Validation accuracy" in stderr
+    assert "Distorted variants" in stderr  # the first phase trained on cached distorted variants
+
+
+def test_tf1_modules_cannot_be_fine_tuned(colour_tree: Path, outputs):
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=require(MODULES / "tf1_tiny_32"),
+                                           fine_tune=True, **outputs), expect=1)
+    assert "TF1 Hub module" in result.stderr and "--fine_tune" in result.stderr
+    assert "Traceback" not in result.stderr and not outputs["output_graph"].exists()
+
+
+def test_modules_without_trainable_variables_cannot_be_fine_tuned(colour_tree: Path, tiny_module: Path, outputs):
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, fine_tune=True, **outputs),
+                    expect=1)
+    assert "exposes no trainable variables" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_fine_tuning_flags_are_usage_errors(colour_tree: Path, outputs):
+    for args, message in ((["--fine_tune_learning_rate", "0"], "--fine_tune_learning_rate must be positive"),
+                          (["--fine_tune_steps", "-1"], "--fine_tune_steps must be positive")):
+        result = invoke(retrain_command, flags(image_dir=colour_tree, fine_tune=True, **outputs) + args, expect=2)
+        assert message in result.stderr

@@ -1,0 +1,226 @@
+"""Hostile image trees and flag values: one clear line, the right exit status, never a traceback.
+
+Usage errors (exit 2) stop before any work: no TensorFlow module is loaded and
+no bottleneck is computed. Trees that can still train do, with a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from retrain.cli import retrain_command
+from retrain.config import RetrainConfig
+from retrain.pipeline import run
+from tests.conftest import COLOURS, colour_photo, flags, invoke, make_colour_tree, run_script
+
+
+def retrain(tree: Path, module: Path, outputs: dict[str, Path], *, expect: int = 0, **extra: object):
+    args = flags(**{"image_dir": tree, "tfhub_module": module, "how_many_training_steps": 20, **outputs, **extra})
+    result = invoke(retrain_command, args, expect=expect)
+    assert "Traceback" not in result.output + result.stderr
+    if expect:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("retrain: error: ")]
+        assert len(errors) == 1, result.stderr
+        return errors[0]
+    return result
+
+
+def no_work_done(outputs: dict[str, Path]) -> bool:
+    """Nothing computed or written: no bottleneck shard, no model file."""
+    shards = list(outputs["bottleneck_dir"].rglob("shard-*")) if outputs["bottleneck_dir"].exists() else []
+    return not shards and not outputs["output_graph"].exists() and not outputs["output_labels"].exists()
+
+
+# --- trees ------------------------------------------------------------------------------------------
+
+def test_empty_image_dir(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    (tmp_path / "empty").mkdir()
+    error = retrain(tmp_path / "empty", tiny_module, outputs, expect=1)
+    assert "found no class folders with images in --image_dir" in error and "need at least 2 sub-folders" in error
+    assert no_work_done(outputs)
+
+
+def test_missing_image_dir(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    error = retrain(tmp_path / "nowhere", tiny_module, outputs, expect=2)
+    assert error == (f"retrain: error: --image_dir {tmp_path / 'nowhere'} does not exist; "
+                     "expected a folder with one sub-folder per class")
+    assert no_work_done(outputs)
+
+
+def test_file_instead_of_image_dir(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    photo = colour_photo(tmp_path / "one.jpg", COLOURS["red"], seed=1)
+    error = retrain(photo, tiny_module, outputs, expect=2)
+    assert f"--image_dir {photo} is a file; expected a folder" in error
+    assert no_work_done(outputs)
+
+
+def test_one_class_only(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    tree = make_colour_tree(tmp_path / "photos", classes={"red": COLOURS["red"]})
+    error = retrain(tree, tiny_module, outputs, expect=1)
+    assert "found 1 class folder with images in --image_dir" in error and "need at least 2" in error
+    assert no_work_done(outputs)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_tiny_class_still_trains(tmp_path: Path, tiny_module: Path, outputs, count: int) -> None:
+    tree = make_colour_tree(tmp_path / "photos", classes={"red": COLOURS["red"], "green": COLOURS["green"]})
+    for i in range(count):
+        colour_photo(tree / "blue" / f"blue_{i}.jpg", COLOURS["blue"], seed=500 + i)
+    result = retrain(tree, tiny_module, outputs)
+    assert outputs["output_labels"].read_text() == "blue\ngreen\nred\n"
+    assert re.search(rf"class 'blue' has (only )?{count} image\(s\)", result.stderr), result.stderr
+    assert "Final test accuracy" in result.stdout
+
+
+def test_empty_class_folder_is_left_out(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    tree = make_colour_tree(tmp_path / "photos")
+    (tree / "purple").mkdir()
+    (tree / "purple" / "notes.txt").write_text("to do: take photos")
+    result = retrain(tree, tiny_module, outputs)
+    assert f"class folder {tree / 'purple'} has no images" in result.stderr
+    assert outputs["output_labels"].read_text() == "blue\ngreen\nred\n"
+
+
+def test_class_names_with_spaces_unicode_and_dots(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    names = {"sun flowers": COLOURS["red"], "café ☕ 花": COLOURS["green"], "v1.2.jpg": COLOURS["blue"]}
+    tree = make_colour_tree(tmp_path / "photos", classes=names)
+    retrain(tree, tiny_module, outputs)
+    assert outputs["output_labels"].read_text(encoding="utf-8").splitlines() == sorted(names)
+
+
+def test_nested_folders_belong_to_their_class(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    """Chosen behaviour (kept from before): images in sub-folders of a class folder count for that class."""
+    tree = make_colour_tree(tmp_path / "photos", per_class=6)
+    nested = [colour_photo(tree / "red" / "2019" / "trip" / f"deep_{i}.jpg", COLOURS["red"], seed=900 + i)
+              for i in range(4)]
+    config = RetrainConfig(image_dir=tree, tfhub_module=str(tiny_module), how_many_training_steps=20,
+                           **{k: v for k, v in outputs.items()})
+    result = run(config)
+    assert result.labels == ["blue", "green", "red"]  # no class named "2019" or "trip"
+    red = result.labels.index("red")
+    red_paths = {p for split in result.splits.values() for p, label in zip(split.paths, split.labels) if label == red}
+    assert set(nested) <= red_paths and len(red_paths) == 10
+
+
+def test_folders_differing_only_by_case(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    tree = make_colour_tree(tmp_path / "photos", classes={"Red": COLOURS["red"], "red": (150, 20, 20),
+                                                           "blue": COLOURS["blue"]})
+    result = retrain(tree, tiny_module, outputs)
+    assert "class folders 'Red' and 'red' differ only by letter case; they are trained as two classes" in result.stderr
+    assert outputs["output_labels"].read_text() == "Red\nblue\nred\n"
+
+
+# --- flags ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values, message", [
+    ({"testing_percentage": 50, "validation_percentage": 50},
+     "--testing_percentage 50.0 + --validation_percentage 50.0 leave no images for training; keep their sum below 100"),
+    ({"testing_percentage": 60, "validation_percentage": 45}, "leave no images for training"),
+    ({"testing_percentage": -5}, "--testing_percentage must be between 0 and 100, got -5.0"),
+    ({"how_many_training_steps": 0}, "--how_many_training_steps must be positive, got 0"),
+    ({"how_many_training_steps": -10}, "--how_many_training_steps must be positive, got -10"),
+    ({"train_batch_size": 0}, "--train_batch_size must be positive, got 0"),
+    ({"train_batch_size": -1}, "--train_batch_size must be positive, got -1"),
+    ({"validation_batch_size": 0}, "--validation_batch_size must be positive, or -1 for the whole set; got 0"),
+    ({"test_batch_size": -7}, "--test_batch_size must be positive, or -1 for the whole set; got -7"),
+    ({"bottleneck_batch_size": 0}, "--bottleneck_batch_size must be positive, got 0"),
+    ({"eval_step_interval": 0}, "--eval_step_interval must be positive, got 0"),
+])
+def test_bad_numbers_stop_before_any_work(colour_tree: Path, tiny_module: Path, outputs, values, message) -> None:
+    error = retrain(colour_tree, tiny_module, outputs, expect=2, **values)
+    assert message in error
+    assert no_work_done(outputs) and not outputs["bottleneck_dir"].exists()
+
+
+def test_output_in_missing_folder(colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
+    graph = tmp_path / "no" / "such" / "graph.pb"
+    error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph}, expect=2)
+    assert error == (f"retrain: error: --output_graph {graph}: folder {graph.parent} does not exist; "
+                     "create it or choose another --output_graph")
+    assert no_work_done(outputs)
+
+
+# /sys refuses new files even to root (EACCES): an honest unwritable folder whoever runs the tests.
+@pytest.mark.parametrize("flag, path, message", [
+    ("output_graph", "/sys/graph.pb", "--output_graph /sys/graph.pb: cannot write in /sys (Permission denied)"),
+    ("output_labels", "/sys/labels.txt", "--output_labels /sys/labels.txt: cannot write in /sys"),
+    ("summaries_dir", "/sys/retrain_logs", "--summaries_dir /sys/retrain_logs cannot be created"),
+    ("checkpoint_path", "/sys/ckpt/ckpt", "--checkpoint_path /sys/ckpt cannot be created"),
+    ("saved_model_dir", "/sys/model", "--saved_model_dir /sys/model: cannot write in /sys"),
+])
+def test_output_in_unwritable_folder(colour_tree: Path, tiny_module: Path, outputs, flag, path, message) -> None:
+    error = retrain(colour_tree, tiny_module, {**outputs, flag: Path(path)}, expect=2)
+    assert message in error
+    assert no_work_done(outputs)
+
+
+def test_unreachable_module_handle(colour_tree: Path, outputs, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub_cache"))
+    handle = "https://invalid.invalid/google/imagenet/mobilenet_v2/feature_vector/5"
+    error = retrain(colour_tree, handle, outputs, expect=1)
+    assert f"cannot fetch module --tfhub_module {handle}" in error
+    assert f"TFHUB_CACHE_DIR={tmp_path / 'hub_cache'}" in error and "local SavedModel folder" in error
+    assert no_work_done(outputs)
+
+
+def test_module_folder_that_is_not_a_saved_model(colour_tree: Path, outputs, tmp_path: Path) -> None:
+    folder = tmp_path / "not_a_model"
+    folder.mkdir()
+    (folder / "README.txt").write_text("weights coming soon")
+    error = retrain(colour_tree, folder, outputs, expect=1)
+    assert f"--tfhub_module {folder} is not a SavedModel folder (no saved_model.pb inside)" in error
+    assert no_work_done(outputs)
+
+
+def test_module_that_outputs_feature_maps(colour_tree: Path, outputs, tmp_path: Path) -> None:
+    """A SavedModel mapping [N, 32, 32, 3] to [N, 8, 8, 4] feature maps, not [N, D] vectors."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+
+    class FeatureMaps(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def __call__(self, images):
+            pooled = tf.nn.avg_pool2d(images, 4, 4, "VALID")
+            return tf.concat([pooled, tf.reduce_mean(pooled, axis=3, keepdims=True)], axis=3)
+
+    module = tmp_path / "feature_maps"
+    tf.saved_model.save(FeatureMaps(), str(module))
+    error = retrain(colour_tree, module, outputs, expect=1)
+    assert f"--tfhub_module {module} outputs float32 [1, 8, 8, 4]; expected a float feature vector [N, D]" in error
+    assert no_work_done(outputs)
+
+
+# --- nothing the user owns is deleted -----------------------------------------------------------------
+
+def test_earlier_summaries_and_outputs_survive(colour_tree: Path, tiny_module: Path, outputs) -> None:
+    logs = outputs["summaries_dir"]
+    (logs / "my_old_run" / "train").mkdir(parents=True)
+    (logs / "my_old_run" / "train" / "events.out.tfevents.1").write_bytes(b"precious")
+    (logs / "notes.md").write_text("my notes")
+    outputs["output_graph"].write_bytes(b"old graph")
+    retrain(colour_tree, tiny_module, outputs)
+    retrain(colour_tree, tiny_module, outputs)
+    assert (logs / "my_old_run" / "train" / "events.out.tfevents.1").read_bytes() == b"precious"
+    assert (logs / "notes.md").read_text() == "my notes"
+    runs = [p for p in logs.iterdir() if p.is_dir() and p.name != "my_old_run"]
+    assert len(runs) == 2 and all((run / "train").is_dir() for run in runs)
+    assert outputs["output_graph"].read_bytes() != b"old graph"  # replaced by a complete new graph
+    leftovers = [p.name for p in outputs["output_graph"].parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_symlink_loops_inside_a_class_end(tmp_path: Path) -> None:
+    """Two links back to their own folder would make a link-following walk branch 2^40 ways; it must stop."""
+    tree = make_colour_tree(tmp_path / "photos", per_class=3)
+    (tree / "red" / "again").symlink_to(".")
+    (tree / "red" / "and_again").symlink_to(".")
+    script = ("from pathlib import Path; from retrain.dataset import scan_image_tree; "
+              f"tree = scan_image_tree(Path({str(tree)!r}), validation_percentage=0, testing_percentage=0); "
+              "print(*(f'{c.label}={len(c.all_files)}' for c in tree.classes))")
+    result = run_script("-c", script, timeout=60)
+    assert result.stdout.split() == ["blue=3", "green=3", "red=3"]
+    assert "leads back to a folder already scanned" in result.stderr

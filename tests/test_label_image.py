@@ -1,0 +1,343 @@
+"""label-image on real exports: same answers as the trained model, every model kind, classic flags, clean errors.
+
+One module-scoped retrain run (mobilenet_v2_035_224 on the real flower photos)
+is shared by every test here; the foreign-graph and TFLite files are made from
+it or built by hand, so nothing but that run costs real time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from retrain.cli import label_image_command
+from retrain.config import LabelImageConfig, RetrainConfig
+from tests.conftest import FLOWERS, MODULES, PHOTOS, colour_photo, flags, invoke, require, run_script
+
+MODULE = MODULES / "mobilenet_v2_035_224"
+HELD_OUT = 10  # test-split photos compared with the in-process prediction
+
+
+@dataclass(frozen=True)
+class Trained:
+    graph: Path
+    saved_model: Path
+    labels: Path
+    labels_list: list[str]
+    photos: list[Path]  # held-out (test split) photos
+    expected: np.ndarray  # the trained head's probabilities on their cached bottlenecks
+    out: Path
+    result: Any  # the RetrainResult
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    from retrain.pipeline import run
+
+    require(FLOWERS), require(MODULE)
+    out = tmp_path_factory.mktemp("label_image")
+    config = RetrainConfig(image_dir=FLOWERS, tfhub_module=str(MODULE), how_many_training_steps=500,
+                           output_graph=out / "graph.pb", output_labels=out / "labels.txt",
+                           summaries_dir=out / "logs", bottleneck_dir=out / "bottlenecks",
+                           checkpoint_path=out / "checkpoint" / "ckpt", saved_model_dir=out / "saved_model")
+    result = run(config)
+    testing = result.splits["testing"]
+    pick = np.linspace(0, len(testing) - 1, HELD_OUT).astype(int)  # spread over the classes (paths are sorted)
+    return Trained(graph=config.output_graph, saved_model=config.saved_model_dir, labels=config.output_labels,
+                   labels_list=result.labels, photos=[testing.paths[i] for i in pick],
+                   expected=result.head.probabilities(testing.vectors[pick]), out=out, result=result)
+
+
+def label_json(*args: str, expect: int = 0) -> list[dict]:
+    result = invoke(label_image_command, [*args, "--json"], expect=expect)
+    return json.loads(result.stdout)
+
+
+def scores_of(records: list[dict], labels: list[str]) -> np.ndarray:
+    """JSON records -> [images, classes] probabilities in label order."""
+    table = np.full((len(records), len(labels)), np.nan)
+    for row, record in enumerate(records):
+        for prediction in record["predictions"]:
+            table[row, labels.index(prediction["label"])] = prediction["score"]
+    return table
+
+
+def images_args(paths: list[Path]) -> list[str]:
+    return [arg for path in paths for arg in ("--image", str(path))]
+
+
+@pytest.mark.parametrize("kind", ["frozen graph", "SavedModel"])
+def test_held_out_photos_match_the_trained_model(trained: Trained, kind: str) -> None:
+    model = trained.graph if kind == "frozen graph" else trained.saved_model
+    records = label_json("--graph", str(model), "--labels", str(trained.labels), *images_args(trained.photos))
+    assert [r["image"] for r in records] == [str(p) for p in trained.photos]
+    scores = scores_of(records, trained.labels_list)  # top_k 5 = every class
+    np.testing.assert_allclose(scores, trained.expected, atol=1e-4)
+    assert (scores.argmax(1) == trained.expected.argmax(1)).all()
+    for record in records:  # best first
+        ranked = [p["score"] for p in record["predictions"]]
+        assert ranked == sorted(ranked, reverse=True)
+
+
+def test_text_output_is_the_classic_label_score_lines(trained: Trained) -> None:
+    photo, expected = trained.photos[0], trained.expected[0]
+    result = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(trained.labels),
+                                          "--image", str(photo), "--top_k", "3"])
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    best = np.argsort(-expected)[:3]
+    for line, index in zip(lines, best):
+        label, score = line.rsplit(" ", 1)
+        assert label == trained.labels_list[index]
+        assert abs(float(score) - expected[index]) < 1e-4
+    assert result.stderr == ""
+
+
+def test_several_images_and_folders_get_a_header_each(trained: Trained, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    for index, photo in enumerate(trained.photos[:3]):
+        shutil.copy(photo, folder / ("nested" if index == 2 else "") / photo.name)
+    (folder / "notes.txt").write_text("not an image")
+    result = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(trained.labels),
+                                          "--image", str(trained.photos[3]), "--image", str(folder), "--top_k", "1",
+                                          "--batch_size", "2"])
+    headers = [line for line in result.stdout.splitlines() if line.startswith("==> ")]
+    expected = [trained.photos[3], *sorted([folder / p.name for p in trained.photos[:2]]),
+                folder / "nested" / trained.photos[2].name]
+    assert headers == [f"==> {p} <==" for p in expected]
+    blocks = result.stdout.strip().split("\n\n")
+    assert all(len(block.splitlines()) == 2 for block in blocks)
+
+
+def test_bmp_and_other_photos_classify_without_error(trained: Trained) -> None:
+    require(PHOTOS)
+    records = label_json("--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(PHOTOS))
+    names = sorted(p.name for p in PHOTOS.iterdir() if p.suffix in (".bmp", ".jpg"))
+    assert sorted(Path(r["image"]).name for r in records) == names
+    assert {"bird.bmp", "cat.bmp", "sunflower.bmp"} <= set(names)
+    for record in records:
+        scores = [p["score"] for p in record["predictions"]]
+        assert len(scores) == 5 and abs(sum(scores) - 1) < 1e-3
+    sunflower = next(r for r in records if r["image"].endswith("sunflower.bmp"))
+    assert sunflower["predictions"][0]["label"] == "sunflowers"
+
+
+def test_classic_explicit_flags_give_the_same_output(trained: Trained) -> None:
+    base = ["--graph", str(trained.graph), "--labels", str(trained.labels), *images_args(trained.photos[:2])]
+    plain = invoke(label_image_command, base)
+    classic = invoke(label_image_command, base + flags(input_layer="Placeholder", output_layer="final_result",
+                                                       input_height=224, input_width=224, input_mean=0,
+                                                       input_std=255))
+    assert classic.stdout == plain.stdout
+    # `import/` prefixes and `:0` suffixes (as seen in TensorBoard or old scripts) mean the same node.
+    spelled = invoke(label_image_command, base + flags(input_layer="import/Placeholder:0", output_layer="final_result:0"))
+    assert spelled.stdout == plain.stdout
+
+
+def test_explicit_mean_and_std_are_applied_with_a_warning(trained: Trained) -> None:
+    base = ["--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(trained.photos[0])]
+    plain = scores_of(label_json(*base), trained.labels_list)
+    result = invoke(label_image_command, base + flags(input_mean=127.5, input_std=127.5, json=True))
+    shifted = scores_of(json.loads(result.stdout), trained.labels_list)
+    assert np.abs(shifted - plain).max() > 1e-3  # pixels in [-1, 1] instead of [0, 1]: another answer
+    assert "--input_mean 127.5 --input_std 127.5" in result.stderr and "expect 0 and 255" in result.stderr
+
+
+def _write_foreign_graph(path: Path) -> None:
+    """A classic-style graph from elsewhere: `input` [1, ?, ?, 3] (0..255) -> Sub -> `Mul` -> softmax over channels."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [1, None, None, 3], name="input")
+        scaled = tf.multiply(tf.subtract(images, 128.0, name="Sub"), 1 / 128, name="Mul")
+        logits = tf.reduce_mean(scaled, axis=[1, 2]) * 10.0
+        tf.nn.softmax(logits, name="Predictions/Softmax")
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+
+
+def test_a_foreign_graph_with_classic_flags(tmp_path: Path) -> None:
+    graph, labels = tmp_path / "foreign.pb", tmp_path / "labels.txt"
+    _write_foreign_graph(graph)
+    labels.write_text("red\ngreen\nblue\n")
+    photos = [colour_photo(tmp_path / f"{name}.png", rgb, seed=i, fmt="PNG")
+              for i, (name, rgb) in enumerate({"red": (230, 30, 30), "green": (30, 230, 30), "blue": (30, 30, 230)}.items())]
+    base = ["--graph", str(graph), "--labels", str(labels), *images_args(photos), "--top_k", "1", "--json"]
+    missing = invoke(label_image_command, base, expect=1)
+    assert "does not fix its input size" in missing.stderr and "--input_height" in missing.stderr
+    # Fed at `Mul` like the classic Inception graph: (pixel - 128) / 128, batch of one at a time.
+    result = invoke(label_image_command, base + flags(input_layer="Mul", input_height=40, input_width=40,
+                                                      input_mean=128, input_std=128))
+    records = json.loads(result.stdout)
+    # ...and the output was found without --output_layer: the graph's single Softmax sink.
+    assert [r["predictions"][0]["label"] for r in records] == ["red", "green", "blue"]
+
+
+def test_a_graph_with_another_final_tensor_name_is_found_by_its_softmax(trained: Trained, tmp_path: Path) -> None:
+    """As if retrain ran with --final_tensor_name scores: no `final_result`, the softmax feeds an Identity sink."""
+    from retrain.tfenv import import_tensorflow
+
+    graph_def = import_tensorflow().compat.v1.GraphDef()
+    graph_def.ParseFromString(trained.graph.read_bytes())
+    for node in graph_def.node:
+        node.name = "scores" if node.name == "final_result" else node.name
+        node.input[:] = ["scores" if name == "final_result" else name for name in node.input]
+    renamed = tmp_path / "renamed.pb"
+    renamed.write_bytes(graph_def.SerializeToString())
+    common = ["--labels", str(trained.labels), "--image", str(trained.photos[0])]
+    original = invoke(label_image_command, ["--graph", str(trained.graph), *common])
+    assert invoke(label_image_command, ["--graph", str(renamed), *common]).stdout == original.stdout
+
+
+def _write_tflite(trained: Trained, path: Path, *, quantize_with: list[Path] | None = None) -> None:
+    """A TFLite file of the trained model: float, or full-integer calibrated on `quantize_with`.
+
+    Written by retrain's own exporter (export.write_tflite) when it exists; otherwise converted from
+    retrain's SavedModel with uint8 input and output, so the reader is proven either way.
+    """
+    from retrain import export
+    from retrain.images import load_image
+    from retrain.tfenv import import_tensorflow
+
+    samples = np.stack([load_image(p, height=224, width=224) for p in quantize_with]) if quantize_with else None
+    if hasattr(export, "write_tflite"):
+        classifier = export.build_classifier(trained.result.extractor, trained.result.head,
+                                             final_tensor_name="final_result")
+        export.write_tflite(path, classifier, quantization="int8" if quantize_with else "float32",
+                            representative_images=samples)
+        return
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(trained.saved_model))
+    if quantize_with:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    path.write_bytes(converter.convert())
+
+
+def test_tflite_float_and_int8(trained: Trained) -> None:
+    calibration = sorted(FLOWERS.glob("*/*.jpg"))[::25]
+    models = {"float": trained.out / "model.tflite", "int8": trained.out / "model_int8.tflite"}
+    _write_tflite(trained, models["float"])
+    _write_tflite(trained, models["int8"], quantize_with=calibration)
+    for kind, model in models.items():
+        result = invoke(label_image_command, ["--graph", str(model), "--labels", str(trained.labels), "--json",
+                                              *images_args(trained.photos)])
+        assert result.stderr == "", kind  # TFLite's own INFO lines are kept off stderr
+        scores = scores_of(json.loads(result.stdout), trained.labels_list)
+        if kind == "float":
+            np.testing.assert_allclose(scores, trained.expected, atol=1e-4)
+        else:
+            # Full-integer quantization moves close calls (about 1 in 15 held-out photos flips here); a wrongly
+            # quantized input (unscaled, or the wrong zero point) would leave chance-level agreement.
+            assert (scores.argmax(1) == trained.expected.argmax(1)).mean() >= 0.7
+            assert np.abs(scores - trained.expected).mean() < 0.05
+            assert np.allclose(scores.sum(1), 1, atol=0.03)
+            assert set(np.round(scores.ravel() * 256, 3)) <= set(range(257))  # dequantized 8-bit steps of 1/256
+    with_flags = invoke(label_image_command, ["--graph", str(models["int8"]), "--labels", str(trained.labels),
+                                              "--image", str(trained.photos[0]), "--input_layer", "image",
+                                              "--output_layer", "prediction"])
+    plain = invoke(label_image_command, ["--graph", str(models["int8"]), "--labels", str(trained.labels),
+                                         "--image", str(trained.photos[0])])
+    assert with_flags.stdout == plain.stdout
+
+
+def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
+    result = run_script("-c", "from retrain.cli import label_image_command; label_image_command(prog_name='label-image')",
+                        "--graph", str(trained.graph), "--labels", str(trained.labels), str(trained.photos[0]))
+    assert [line.split()[0] for line in result.stdout.splitlines()] == \
+        [trained.labels_list[i] for i in np.argsort(-trained.expected[0])]
+    assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
+
+
+def test_defaults_follow_a_default_retrain_run() -> None:
+    defaults = LabelImageConfig()
+    assert defaults.graph == RetrainConfig.output_graph and defaults.labels == RetrainConfig.output_labels
+    assert defaults.top_k == 5
+
+
+def _error(args: list[str], *, expect: int) -> str:
+    result = invoke(label_image_command, args, expect=expect)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("label-image: error: "), result.stderr
+    return lines[0]
+
+
+def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
+    graph, labels, photo = str(trained.graph), str(trained.labels), str(trained.photos[0])
+    assert "--graph" in _error(["--graph", str(tmp_path / "nope.pb"), "--labels", labels, "--image", photo], expect=2)
+    assert "--labels" in _error(["--graph", graph, "--labels", str(tmp_path / "nope.txt"), "--image", photo], expect=2)
+    assert "not found" in _error(["--graph", graph, "--labels", labels, "--image", str(tmp_path / "no.jpg")], expect=2)
+    assert "--top_k" in _error(["--graph", graph, "--labels", labels, "--image", photo, "--top_k", "0"], expect=2)
+    assert "no --image" in _error(["--graph", graph, "--labels", labels], expect=2)
+
+    four = tmp_path / "four.txt"
+    four.write_text("a\nb\nc\nd\n")
+    message = _error(["--graph", graph, "--labels", str(four), "--image", photo], expect=1)
+    assert "has 4 labels" in message and "5 classes" in message
+
+    message = _error(["--graph", graph, "--labels", labels, "--image", photo, "--input_layer", "Mul"], expect=1)
+    assert "--input_layer Mul is not in" in message and "Placeholder" in message and "final_result" in message
+    message = _error(["--graph", str(trained.saved_model), "--labels", labels, "--image", photo,
+                      "--output_layer", "final_result"], expect=1)
+    assert "--output_layer final_result" in message and "prediction" in message and "image" in message
+    message = _error(["--graph", graph, "--labels", labels, "--image", photo, "--input_height", "299"], expect=1)
+    assert "--input_height 299" in message and "224" in message
+
+    garbage = tmp_path / "garbage.pb"
+    garbage.write_bytes(b"\xff\xfe definitely not a protobuf" * 10)
+    assert "is not a frozen GraphDef" in _error(["--graph", str(garbage), "--labels", labels, "--image", photo], expect=1)
+    fake_tflite = tmp_path / "model.tflite"
+    fake_tflite.write_bytes(b"not a flatbuffer")
+    assert "not a TFLite model" in _error(["--graph", str(fake_tflite), "--labels", labels, "--image", photo], expect=1)
+    assert "not a SavedModel" in _error(["--graph", str(tmp_path), "--labels", labels, "--image", photo], expect=1)
+
+    empty, text = tmp_path / "empty.jpg", tmp_path / "text.jpg"
+    empty.write_bytes(b"")
+    text.write_text("hello")
+    message = _error(["--graph", graph, "--labels", labels, "--image", str(empty)], expect=1)
+    assert "cannot classify --image" in message and "empty" in message
+    assert "not a recognised image" in _error(["--graph", graph, "--labels", labels, "--image", str(text)], expect=1)
+
+
+def test_an_undecodable_image_among_several_is_skipped_then_fails(trained: Trained, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(trained.photos[0].read_bytes()[:200])
+    result = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(trained.labels),
+                                          "--image", str(trained.photos[1]), "--image", str(broken), "--json"],
+                    expect=1)
+    records = json.loads(result.stdout)
+    assert records[0]["image"] == str(trained.photos[1]) and len(records[0]["predictions"]) == 5
+    assert records[1]["image"] == str(broken) and "corrupt or truncated" in records[1]["error"]
+    assert f"skipping --image {broken}" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("label-image: error: 1 of 2 images")
+
+
+@pytest.mark.parametrize("dtype, scale, zero_point", [(np.uint8, 1 / 255, 0), (np.int8, 1 / 255, -128),
+                                                      (np.int8, 0.01, 3)])
+def test_quantized_input_and_output_use_their_parameters(dtype: type, scale: float, zero_point: int) -> None:
+    from retrain.label_image import _dequantize, _quantize
+
+    detail = {"dtype": dtype, "quantization": (scale, zero_point)}
+    pixels = np.linspace(0, 1, 256, dtype=np.float32).reshape(1, 16, 16, 1)
+    quantized = _quantize(pixels, detail)
+    assert quantized.dtype == dtype
+    info = np.iinfo(dtype)
+    expected = np.clip(np.round(pixels / scale) + zero_point, info.min, info.max)
+    np.testing.assert_array_equal(quantized, expected)
+    inside = (expected > info.min) & (expected < info.max)
+    np.testing.assert_allclose(_dequantize(quantized, detail)[inside], pixels[inside], atol=scale / 2 + 1e-6)
+    floats = {"dtype": np.float32, "quantization": (0.0, 0)}
+    np.testing.assert_array_equal(_quantize(pixels, floats), pixels)
+    np.testing.assert_array_equal(_dequantize(pixels, floats), pixels)
