@@ -1,8 +1,8 @@
 """How long `label-image` takes: one image, and 100 images in one call, per model kind.
 
 Trains a mobilenet_v2_035_224 head on the real flower photos once (library call,
-outputs in a temporary folder), converts its SavedModel to TFLite (float and
-full-integer), then times fresh `label-image` processes, as a user runs them:
+outputs in a temporary folder) exporting every model kind, TFLite float32 and
+int8 included, then times fresh `label-image` processes, as a user runs them:
 
     python benchmarks/bench_label_image.py [--repeats 3] [--keep DIR]
 
@@ -37,29 +37,15 @@ def export_models(work: Path) -> tuple[dict[str, Path], Path]:
     if all(p.exists() for p in kept.values()) and (work / "labels.txt").exists():
         return kept, work / "labels.txt"
     from retrain.config import RetrainConfig
-    from retrain.images import load_image
     from retrain.pipeline import run
-    from retrain.tfenv import import_tensorflow
 
     config = RetrainConfig(image_dir=FLOWERS, tfhub_module=str(MODULE), how_many_training_steps=200,
-                           output_graph=work / "graph.pb", output_labels=work / "labels.txt",
+                           output_graph=kept["frozen graph"], output_labels=work / "labels.txt",
                            summaries_dir=work / "logs", bottleneck_dir=work / "bottlenecks",
-                           checkpoint_path=work / "checkpoint" / "ckpt", saved_model_dir=work / "saved_model")
-    run(config)
-    tf = import_tensorflow()
-    models = {"frozen graph": config.output_graph, "SavedModel": config.saved_model_dir}
-    samples = [load_image(p, height=224, width=224)[None] for p in sorted(FLOWERS.glob("*/*.jpg"))[::25]]
-    for kind, name in (("TFLite float", "model.tflite"), ("TFLite int8", "model_int8.tflite")):
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(config.saved_model_dir))
-        if kind.endswith("int8"):
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([s] for s in samples)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.uint8
-        (work / name).write_bytes(converter.convert())
-        models[kind] = work / name
-    return models, config.output_labels
+                           checkpoint_path=work / "checkpoint" / "ckpt", saved_model_dir=kept["SavedModel"],
+                           output_tflite=kept["TFLite float"], tflite_quantization=("float32", "int8"))
+    run(config)  # writes model.tflite and model_int8.tflite beside each other
+    return kept, config.output_labels
 
 
 def command() -> list[str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.config import RetrainError
-from retrain.filekeys import FileKeys, content_key  # noqa: F401  (content_key is part of this module's API)
+from retrain.filekeys import FileKeys
 from retrain.images import ImageError, decode_rgb, read_bytes, resize
 from retrain.progress import Progress
 
@@ -197,7 +197,7 @@ class BottleneckResult:
     computed: int  # vectors computed by this call (the rest came from the cache)
 
 
-def _windowed(items: Iterable, submit: Callable, window: int) -> Iterator:
+def windowed(items: Iterable, submit: Callable, window: int) -> Iterator:
     """Yield results of submit(item) in order, keeping at most `window` in flight."""
     pending: deque = deque()
     for item in items:
@@ -239,7 +239,7 @@ def compute_bottlenecks(
     skipped: dict[Path, str] = {}
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         file_keys = file_keys or FileKeys(None)
-        for path, key, reason in _windowed(paths, lambda p: pool.submit(_read_and_hash, p, file_keys), 64):
+        for path, key, reason in windowed(paths, lambda p: pool.submit(_read_and_hash, p, file_keys), 64):
             if key is None:
                 skipped[path] = reason
             else:
@@ -292,7 +292,7 @@ def _fill(todo: dict[bytes, Path], *, extractor: Callable, height: int, width: i
         batch_keys.clear()
         batch_images.clear()
 
-    for key, image, reason in _windowed(todo.items(), lambda item: pool.submit(prepare, item), window):
+    for key, image, reason in windowed(todo.items(), lambda item: pool.submit(prepare, item), window):
         if image is None:
             failed[key] = reason
             progress.update()

@@ -2,8 +2,10 @@
 
 `--tfhub_module mobilenet_v2_100_224` is shorthand for the full tfhub.dev
 handle below (tensorflow_hub resolves tfhub.dev handles through Kaggle Models
-now; the handles stay valid). Only TF2 SavedModel feature-vector modules are
-listed: each maps float32 [N, H, W, 3] RGB in [0, 1] to [N, D]. The size is the
+now; the handles stay valid). Every entry is an image feature-vector module
+mapping float32 [N, H, W, 3] RGB in [0, 1] to [N, D]; all are TF2 SavedModels
+except EfficientNet B0-B7, published in the classic TF1 Hub format (they load
+and train, but cannot be fine-tuned). The size is the
 one the module was trained at; it is used when a module's signature leaves the
 size open and no --image_size is given. Pure Python: `retrain --list_modules`
 prints this table without importing TensorFlow.
@@ -45,7 +47,7 @@ def _entries() -> tuple[CatalogEntry, ...]:
         *(CatalogEntry(f"mobilenet_v3_{kind}_{w}_224", _IMAGENET.format(f"mobilenet_v3_{kind}_{w}_224"), 224,
                        f"MobileNet V3 {kind}, width {int(w) / 100}, {1024 if kind == 'small' else 1280}-d")
           for kind in ("small", "large") for w in ("075", "100")),
-        *(CatalogEntry(f"efficientnet_b{i}", _EFFICIENTNET.format(f"b{i}"), size, f"EfficientNet-B{i}")
+        *(CatalogEntry(f"efficientnet_b{i}", _EFFICIENTNET.format(f"b{i}"), size, f"EfficientNet-B{i}, TF1 Hub format")
           for i, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))),
         *(CatalogEntry(f"efficientnet_v2_{v}", _EFFICIENTNET_V2.format(v), size, f"EfficientNetV2-{v.upper()}, ImageNet-1k")
           for v, size in (("b0", 224), ("b1", 240), ("b2", 260), ("b3", 300), ("s", 384), ("m", 480), ("l", 480))),

@@ -120,9 +120,9 @@ def retrain_command(**options: Any) -> None:
     from retrain.pipeline import run, scan
 
     tree = scan(config)  # bad flags and image trees stop here, before the seconds TensorFlow's import costs
-    from retrain.tfenv import import_tensorflow
+    from retrain.tfenv import import_hub
 
-    import_tensorflow(verbose=config.logging_verbosity == "DEBUG")
+    import_hub(verbose=config.logging_verbosity == "DEBUG")
     run(config, tree=tree)
 
 

@@ -7,10 +7,8 @@ output is replaced only by a complete new one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +20,7 @@ import numpy as np
 from retrain.config import RetrainError
 from retrain.images import resize_tensor
 from retrain.modules import FeatureExtractor
-from retrain.tfenv import import_tensorflow
+from retrain.tfenv import import_tensorflow, stderr_captured
 from retrain.train import Head
 
 INPUT_NODE = "Placeholder"
@@ -198,7 +196,7 @@ def tflite_model(classifier: Any, *, quantization: str, representative_images: n
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    with _stderr_captured() as captured:
+    with stderr_captured() as captured:
         try:
             return converter.convert()
         except Exception as error:  # noqa: BLE001 - the converter raises many kinds
@@ -212,20 +210,6 @@ def write_tflite(path: Path, classifier: Any, *, quantization: str,
     """Convert the classifier to TFLite (see tflite_model) and write it atomically to `path`."""
     data = tflite_model(classifier, quantization=quantization, representative_images=representative_images)
     _atomic_write(path, lambda f: f.write(data))
-
-
-@contextlib.contextmanager
-def _stderr_captured() -> Iterator[Callable[[], str]]:
-    """Send file descriptor 2 to a temporary file: the converter's C++ notices are noise on success."""
-    with tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lambda: (sink.seek(0), sink.read().decode(errors="replace"))[1]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _replace_dir(directory: Path, write: Callable[[Path], None]) -> None:

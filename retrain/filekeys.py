@@ -50,11 +50,11 @@ class FileKeys:
         name = os.path.abspath(path)
         try:
             stat = os.stat(path)
-            known = self._entries.get(name)
-            if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
-                return known[2].encode()
         except OSError:
-            pass  # read_bytes below reports the problem with a readable reason
+            return content_key(read_bytes(path))  # read_bytes reports the problem with a readable reason
+        known = self._entries.get(name)
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            return known[2].encode()
         key = content_key(read_bytes(path))
         self._entries[name] = [stat.st_size, stat.st_mtime_ns, key.decode()]
         self._changed = True

@@ -33,7 +33,7 @@ from retrain.images import ImageError, decode_rgb, load_image, read_bytes, resiz
 from retrain.modules import FeatureExtractor
 from retrain.progress import Progress
 from retrain.tfenv import import_tensorflow
-from retrain.train import Evaluation, Head, Split, _Summaries, class_uniform_indices, evaluate
+from retrain.train import Evaluation, Head, Split, Summaries, class_uniform_indices, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def train_on_images(
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), labels), tf.float32))
         return accuracy, loss, logits
 
-    summaries = _Summaries(tf, summaries_dir, weights=weights, biases=biases) if summaries_dir else None
+    summaries = Summaries(tf, summaries_dir, weights=weights, biases=biases) if summaries_dir else None
     rng = np.random.default_rng([seed % 2**32, 3])
     progress = Progress(steps, label, unit="steps")
     try:

@@ -16,7 +16,6 @@ and skipped; the command then ends with a non-zero status.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ import numpy as np
 from retrain.config import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, LabelImageConfig, RetrainError, UsageError
 from retrain.dataset import IMAGE_EXTENSIONS
 from retrain.images import ImageError, decode_rgb, read_bytes, resize
-from retrain.tfenv import import_tensorflow
+from retrain.tfenv import import_tensorflow, stderr_captured
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +334,7 @@ class _TfliteModel(Model):
     def __init__(self, path: Path, data: bytes, *, input_layer: str | None, output_layer: str | None) -> None:
         interpreter_class = _interpreter_class()
         try:
-            with _quiet_stderr():
+            with stderr_captured():
                 self.interpreter = interpreter_class(model_content=data, num_threads=os.cpu_count() or 1)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
@@ -368,7 +367,7 @@ class _TfliteModel(Model):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) != self._batch:
             self.interpreter.resize_tensor_input(self.input["index"], list(batch.shape), strict=False)
-            with _quiet_stderr():  # XNNPACK announces itself on stderr at each allocation
+            with stderr_captured():  # XNNPACK announces itself on stderr at each allocation
                 self.interpreter.allocate_tensors()
             self._batch = len(batch)
         self.interpreter.set_tensor(self.input["index"], _quantize(batch, self.input))
@@ -391,20 +390,6 @@ def _interpreter_class() -> Callable[..., Any]:
                 return tf.lite.Interpreter(**kwargs)
 
         return make
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Hide what native code prints on file descriptor 2 (TFLite's INFO lines) for a moment."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as sink:
-            os.dup2(sink.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _tflite_names(interpreter: Any, details: list[dict], which: str) -> dict[str, dict]:

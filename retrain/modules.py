@@ -17,7 +17,7 @@ from typing import Any
 
 from retrain import catalog
 from retrain.config import RetrainError, UsageError
-from retrain.tfenv import import_tensorflow
+from retrain.tfenv import import_hub, import_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def resolve_module_path(handle: str) -> Path:
         raise RetrainError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
                            "(see retrain --list_modules); expected a local SavedModel folder, a name such as "
                            "mobilenet_v2_100_224, or a https://tfhub.dev/... or https://www.kaggle.com/models/... handle")
-    import tensorflow_hub as hub
+    hub = import_hub()
 
     cache = os.environ.get("TFHUB_CACHE_DIR", "/tmp/tfhub_modules (default)")
     previous = socket.getdefaulttimeout()
@@ -91,7 +91,7 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None) -> Fea
     and must agree with modules that fix it.
     """
     tf = import_tensorflow()
-    import tensorflow_hub as hub
+    hub = import_hub()
 
     path = resolve_module_path(handle)
     try:

@@ -11,9 +11,9 @@ import numpy as np
 
 from retrain import export, finetune
 from retrain.bottlenecks import BottleneckStore, compute_bottlenecks
-from retrain.filekeys import FileKeys
 from retrain.config import TFLITE_QUANTIZATIONS, RetrainConfig, RetrainError, UsageError
 from retrain.dataset import SPLITS, ImageTree, check_image_dir, scan_image_tree
+from retrain.filekeys import FileKeys
 from retrain.images import ImageError, load_image
 from retrain.modules import FeatureExtractor, load_feature_extractor
 from retrain.tfenv import import_tensorflow
@@ -267,4 +267,6 @@ def _write_tflite(config: RetrainConfig, classifier: object, *, training: Split,
 
 def _size(path: Path) -> str:
     total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-    return f"{total / 1e6:.1f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
+    if total >= 100_000:
+        return f"{total / 1e6:.1f} MB"
+    return f"{total / 1e3:.1f} kB" if total >= 1000 else f"{total} bytes"

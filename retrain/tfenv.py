@@ -1,18 +1,55 @@
 """Import TensorFlow quietly and configure it for small CPU machines, once.
 
-TensorFlow prints CUDA and CPU-feature notices on every import; they worry
-users and say nothing about their run. We hide them unless logging is at
-DEBUG, and replay them if the import itself fails.
+TensorFlow (and tensorflow_hub, through tf_keras) print CUDA and CPU-feature
+notices on import; they worry users and say nothing about their run. We hide
+them unless logging is at DEBUG, and replay them if the import itself fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 _configured = False
+
+
+@contextlib.contextmanager
+def stderr_captured(*, enabled: bool = True) -> Iterator[Callable[[], str]]:
+    """Send file descriptor 2 (what native code prints) to a temporary file; yields a reader of it."""
+    with tempfile.TemporaryFile() as sink:
+        if not enabled:
+            yield lambda: ""
+            return
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: (sink.seek(0), sink.read().decode(errors="replace"))[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _quiet_import(name: str, *, verbose: bool) -> ModuleType:
+    """Import a noisy module; on failure, show what it printed and re-raise."""
+    if name in sys.modules:
+        return sys.modules[name]
+    text = ""
+    try:
+        with stderr_captured(enabled=not verbose) as captured:
+            try:
+                __import__(name)
+            except BaseException:
+                text = captured()
+                raise
+    except BaseException:
+        sys.stderr.write(text)
+        raise
+    return sys.modules[name]
 
 
 def import_tensorflow(*, verbose: bool = False) -> ModuleType:
@@ -23,26 +60,9 @@ def import_tensorflow(*, verbose: bool = False) -> ModuleType:
     a time.
     """
     global _configured
-    if "tensorflow" in sys.modules and _configured:
-        return sys.modules["tensorflow"]
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        if not verbose:
-            os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow as tf
-            import tensorflow_hub  # noqa: F401  (its import is noisy too)
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    tf = _quiet_import("tensorflow", verbose=verbose)
     if not _configured:
         try:
             tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -51,3 +71,9 @@ def import_tensorflow(*, verbose: bool = False) -> ModuleType:
         tf.get_logger().setLevel("ERROR")
         _configured = True
     return tf
+
+
+def import_hub(*, verbose: bool = False) -> ModuleType:
+    """Return tensorflow_hub (only `retrain` needs it: it costs label-image a second of start-up)."""
+    import_tensorflow(verbose=verbose)
+    return _quiet_import("tensorflow_hub", verbose=verbose)

@@ -151,7 +151,7 @@ def train_head(
                                           tf.float32))
         return accuracy, loss, logits
 
-    summaries = _Summaries(tf, summaries_dir, weights=weights, biases=biases) if summaries_dir else None
+    summaries = Summaries(tf, summaries_dir, weights=weights, biases=biases) if summaries_dir else None
     eval_rng = np.random.default_rng(seed + 1)
     done = 0
     for step in schedule(steps, eval_step_interval, intermediate_store_frequency):
@@ -173,7 +173,7 @@ def train_head(
     return Head(weights=weights.numpy(), biases=biases.numpy())
 
 
-class _Summaries:
+class Summaries:
     """The classic summaries, compiled once: scalars per run, histograms of the new layer."""
 
     def __init__(self, tf, summaries_dir: Path, *, weights, biases) -> None:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from retrain.bottlenecks import BottleneckStore, content_key
+from retrain.bottlenecks import BottleneckStore, windowed
 from retrain.distortions import Distortions, Parameters, crop_boxes, distort_tensors, sample_parameters, variant_rng
+from retrain.filekeys import content_key
 from retrain.images import ImageError, decode_rgb, read_bytes, resize
 from retrain.modules import FeatureExtractor
 from retrain.progress import Progress
@@ -133,7 +133,7 @@ def _fill(todo: Sequence[int], *, train: Split, keys: dict[int, list[bytes]], ex
         progress.update(len(rows))
         rows.clear()
 
-    for index, image in _in_order(pool, prepare, todo, window=max(8, batch_size // 2)):
+    for index, image in windowed(todo, lambda item: pool.submit(prepare, item), max(8, batch_size // 2)):
         if image is None:
             failed.add(index)
             continue
@@ -147,14 +147,3 @@ def _fill(todo: Sequence[int], *, train: Split, keys: dict[int, list[bytes]], ex
         run_batch()
     progress.close()
     return failed
-
-
-def _in_order(pool: concurrent.futures.Executor, function: Any, items: Sequence[int], *, window: int) -> Iterator:
-    """Yield function(item) in order, with at most `window` items being prepared ahead."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(function, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.bottlenecks import BottleneckStore, compute_bottlenecks, content_key
+from retrain.bottlenecks import BottleneckStore, compute_bottlenecks
+from retrain.filekeys import content_key
 from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.distortions import Distortions, Parameters, distort, sample_parameters

@@ -198,31 +198,15 @@ def test_a_graph_with_another_final_tensor_name_is_found_by_its_softmax(trained:
 
 
 def _write_tflite(trained: Trained, path: Path, *, quantize_with: list[Path] | None = None) -> None:
-    """A TFLite file of the trained model: float, or full-integer calibrated on `quantize_with`.
-
-    Written by retrain's own exporter (export.write_tflite) when it exists; otherwise converted from
-    retrain's SavedModel with uint8 input and output, so the reader is proven either way.
-    """
+    """A TFLite file of the trained model, by retrain's exporter: float, or full int8 calibrated on `quantize_with`."""
     from retrain import export
     from retrain.images import load_image
-    from retrain.tfenv import import_tensorflow
 
     samples = np.stack([load_image(p, height=224, width=224) for p in quantize_with]) if quantize_with else None
-    if hasattr(export, "write_tflite"):
-        classifier = export.build_classifier(trained.result.extractor, trained.result.head,
-                                             final_tensor_name="final_result")
-        export.write_tflite(path, classifier, quantization="int8" if quantize_with else "float32",
-                            representative_images=samples)
-        return
-    tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(trained.saved_model))
-    if quantize_with:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
-    path.write_bytes(converter.convert())
+    classifier = export.build_classifier(trained.result.extractor, trained.result.head,
+                                         final_tensor_name="final_result")
+    export.write_tflite(path, classifier, quantization="int8" if quantize_with else "float32",
+                        representative_images=samples)
 
 
 def test_tflite_float_and_int8(trained: Trained) -> None:
