@@ -40,13 +40,13 @@ def main() -> None:
     from retrain.bottlenecks import FLUSH_EVERY_VECTORS, BottleneckStore, compute_bottlenecks
     from retrain.images import load_image
     from retrain.modules import load_feature_extractor
-    from retrain.pipeline import bottleneck_function
+    from retrain.modules import batch_function
     from retrain.train import Split, train_head
 
     extractor = load_feature_extractor(args.module)
     size = (extractor.height, extractor.width)
     files = sorted(p for p in Path(args.photos).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    call = bottleneck_function(extractor)
+    call = batch_function(extractor)
     print(f"module {args.module}: {size[0]}x{size[1]} -> {extractor.feature_dim}; {len(files)} photos; "
           f"batch {args.batch}; {tf.__version__}")
 

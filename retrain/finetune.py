@@ -30,7 +30,7 @@ import numpy as np
 from retrain.config import DISTORTION_MODES, RetrainConfig, RetrainError, UsageError
 from retrain.distortions import Distortions, crop_boxes, distort_tensors, sample_parameters
 from retrain.images import ImageError, decode_rgb, load_image, read_bytes, resize
-from retrain.modules import FeatureExtractor
+from retrain.modules import FeatureExtractor, batch_function
 from retrain.progress import Progress
 from retrain.tfenv import import_tensorflow
 from retrain.train import Evaluation, Head, Split, Summaries, class_uniform_indices, evaluate
@@ -91,15 +91,13 @@ def check_fine_tunable(extractor: FeatureExtractor) -> None:
 def file_features(extractor: FeatureExtractor, paths: Sequence[Path], *, batch_size: int = 32,
                   workers: int | None = None) -> np.ndarray:
     """Module vectors of image files as the module is now (e.g. fine-tuned), prepared exactly as for the cache."""
-    tf = import_tensorflow()
-    compiled = tf.function(lambda images: extractor(images),
-                           input_signature=[tf.TensorSpec([None, extractor.height, extractor.width, 3], tf.float32)])
+    compiled = batch_function(extractor)
     chunks = []
     with concurrent.futures.ThreadPoolExecutor(workers or min(4, os.cpu_count() or 2)) as pool:
         for start in range(0, len(paths), batch_size):
             images = list(pool.map(lambda p: load_image(p, height=extractor.height, width=extractor.width),
                                    paths[start:start + batch_size]))
-            chunks.append(compiled(tf.constant(np.stack(images))).numpy())
+            chunks.append(compiled(np.stack(images)))
     return np.concatenate(chunks) if chunks else np.zeros((0, extractor.feature_dim), np.float32)
 
 

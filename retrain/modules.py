@@ -11,9 +11,12 @@ import hashlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from retrain import catalog
 from retrain.config import RetrainError, UsageError
@@ -163,3 +166,11 @@ def _cache_key(path: Path, *, height: int, width: int, feature_dim: int) -> str:
             digest.update(file.read_bytes())
     digest.update(f"{height}x{width}:{feature_dim}:{PREPROCESSING_VERSION}".encode())
     return digest.hexdigest()[:24]
+
+
+def batch_function(extractor: FeatureExtractor) -> Callable[[np.ndarray], np.ndarray]:
+    """The module as a compiled batch function: numpy images [N, H, W, 3] -> numpy vectors [N, D]."""
+    tf = import_tensorflow()
+    call = tf.function(lambda images: extractor(images),
+                       input_signature=[tf.TensorSpec([None, extractor.height, extractor.width, 3], tf.float32)])
+    return lambda images: call(images).numpy()

@@ -15,8 +15,7 @@ from retrain.config import TFLITE_QUANTIZATIONS, RetrainConfig, RetrainError, Us
 from retrain.dataset import SPLITS, ImageTree, check_image_dir, scan_image_tree
 from retrain.filekeys import FileKeys
 from retrain.images import ImageError, load_image
-from retrain.modules import FeatureExtractor, load_feature_extractor
-from retrain.tfenv import import_tensorflow
+from retrain.modules import FeatureExtractor, batch_function, load_feature_extractor
 from retrain.train import Head, Split, evaluate, train_head
 from retrain.variants import compute_variant_split
 
@@ -108,14 +107,6 @@ def run_dir(summaries_dir: Path) -> Path:
     return candidate
 
 
-def bottleneck_function(extractor: FeatureExtractor):
-    """The module as a compiled batch function: numpy images -> numpy vectors."""
-    tf = import_tensorflow()
-    call = tf.function(lambda images: extractor(images),
-                       input_signature=[tf.TensorSpec([None, extractor.height, extractor.width, 3], tf.float32)])
-    return lambda images: call(images).numpy()
-
-
 def _splits(tree: ImageTree, vectors: dict[Path, np.ndarray]) -> tuple[list[str], dict[str, Split]]:
     """Group usable vectors by split, dropping classes left with no usable image."""
     labels: list[str] = []
@@ -168,7 +159,7 @@ def run(config: RetrainConfig, *, tree: ImageTree | None = None) -> RetrainResul
     cached = store.load()
     log.info("bottleneck cache %s: %d vectors", store.dir, cached)
     files = [p for c in tree.classes for p in c.all_files]
-    result = compute_bottlenecks(files, extractor=bottleneck_function(extractor), height=extractor.height,
+    result = compute_bottlenecks(files, extractor=batch_function(extractor), height=extractor.height,
                                  width=extractor.width, store=store, batch_size=config.bottleneck_batch_size,
                                  file_keys=FileKeys(config.bottleneck_dir / FILE_KEYS_NAME))
     log.info("computed %d new bottlenecks, %d from cache", result.computed, len(result.paths) - result.computed)

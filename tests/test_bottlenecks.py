@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from retrain.bottlenecks import BottleneckStore, compute_bottlenecks
-from retrain.modules import load_feature_extractor
-from retrain.pipeline import bottleneck_function
+from retrain.modules import batch_function, load_feature_extractor
 from tests.conftest import COLOURS, colour_photo, make_colour_tree, save_tiny_module
 
 
@@ -26,7 +25,7 @@ def files_of(root: Path) -> list[Path]:
 def compute(files: list[Path], extractor, cache: Path, **kwargs):
     store = BottleneckStore(cache, module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
     store.load()
-    return compute_bottlenecks(files, extractor=bottleneck_function(extractor), height=extractor.height,
+    return compute_bottlenecks(files, extractor=batch_function(extractor), height=extractor.height,
                                width=extractor.width, store=store, batch_size=4, **kwargs)
 
 
@@ -58,7 +57,7 @@ def test_renamed_image_reuses_its_vector_and_changed_image_is_recomputed(tmp_pat
 
 def test_interrupted_run_resumes_computing_only_what_is_missing(tmp_path: Path, extractor):
     files = files_of(make_colour_tree(tmp_path / "p", per_class=6))
-    call = bottleneck_function(extractor)
+    call = batch_function(extractor)
     calls = {"n": 0}
 
     def dies_after_two_batches(images: np.ndarray) -> np.ndarray:

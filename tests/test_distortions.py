@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from retrain.bottlenecks import BottleneckStore, compute_bottlenecks
-from retrain.filekeys import content_key
 from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.distortions import Distortions, Parameters, distort, sample_parameters
+from retrain.filekeys import content_key
 from retrain.images import load_image
 from retrain.modules import load_feature_extractor
-from retrain.pipeline import bottleneck_function, run
+from retrain.modules import batch_function
+from retrain.pipeline import run
 from retrain.train import Split
 from retrain.variants import compute_variant_split, variant_keys
 from tests.conftest import PHOTOS, colour_photo, flags, invoke, require
@@ -140,7 +141,7 @@ def test_validation_and_test_images_are_never_distorted(colour_tree: Path, tiny_
         assert len(split) >= 3
         plain = store.get([content_key(p.read_bytes()) for p in split.paths])
         np.testing.assert_array_equal(split.vectors, plain)
-        fresh = compute_bottlenecks(list(split.paths), extractor=bottleneck_function(extractor), height=32, width=32,
+        fresh = compute_bottlenecks(list(split.paths), extractor=batch_function(extractor), height=32, width=32,
                                     store=BottleneckStore(Path(outputs["bottleneck_dir"]) / "fresh",
                                                           module_key="k", feature_dim=8))
         np.testing.assert_allclose(split.vectors, fresh.vectors, atol=1e-6)
