@@ -28,7 +28,7 @@ import numpy as np
 
 from retrain.config import RetrainError
 from retrain.filekeys import FileKeys
-from retrain.images import ImageError, decode_rgb, read_bytes, resize
+from retrain.images import ImageError, load_image
 from retrain.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ def _fill(todo: dict[bytes, Path], *, extractor: Callable, height: int, width: i
     def prepare(item: tuple[bytes, Path]) -> tuple[bytes, np.ndarray | None, str]:
         key, path = item
         try:
-            return key, resize(decode_rgb(read_bytes(path), min_size=(height, width)), height=height, width=width), ""
+            return key, load_image(path, height=height, width=width), ""
         except ImageError as error:
             return key, None, str(error)
 

@@ -79,11 +79,14 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in {"Thumbs.db", "desktop.ini", "__MACOSX"}
 
 
-def _class_files(class_dir: Path, ignored: list[str]) -> list[Path]:
-    """All image files under one class folder, nested folders included, sorted."""
+def image_files(root: Path, ignored: list[str] | None = None) -> list[Path]:
+    """All image files under `root`, nested folders included, hidden ones skipped, sorted.
+
+    Files without an image extension are appended to `ignored` when given.
+    """
     found: list[Path] = []
     visited: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         try:
             folder = os.stat(dirpath)
         except OSError:
@@ -102,9 +105,9 @@ def _class_files(class_dir: Path, ignored: list[str]) -> list[Path]:
                 continue
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 found.append(path)
-            else:
+            elif ignored is not None:
                 ignored.append(str(path))
-    return sorted(found, key=lambda p: p.relative_to(class_dir).as_posix())
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def check_image_dir(image_dir: Path) -> None:
@@ -140,7 +143,7 @@ def scan_image_tree(
             ignored.append(entry.path)
             continue
         class_dir = Path(entry.path)
-        files = _class_files(class_dir, ignored)
+        files = image_files(class_dir, ignored)
         if not files:
             log.warning("class folder %s has no images (%s); skipping it", class_dir, ", ".join(sorted(IMAGE_EXTENSIONS)))
             continue

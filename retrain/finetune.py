@@ -29,7 +29,7 @@ import numpy as np
 
 from retrain.config import DISTORTION_MODES, RetrainConfig, RetrainError, UsageError
 from retrain.distortions import Distortions, crop_boxes, distort_tensors, sample_parameters
-from retrain.images import ImageError, decode_rgb, load_image, read_bytes, resize
+from retrain.images import ImageError, load_image
 from retrain.modules import FeatureExtractor, batch_function
 from retrain.progress import Progress
 from retrain.tfenv import import_tensorflow
@@ -57,7 +57,7 @@ def load_images(paths: Sequence[Path], labels: np.ndarray, *, height: int, width
     """Decode and resize images into memory (unreadable ones are left out with a warning)."""
     def prepare(path: Path) -> np.ndarray | None:
         try:
-            image = resize(decode_rgb(read_bytes(path), min_size=(height, width)), height=height, width=width)
+            image = load_image(path, height=height, width=width)
         except ImageError as error:
             log.warning("skipping %s: %s", path, error)
             return None

@@ -21,7 +21,6 @@ import logging
 import os
 import sys
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from retrain.bottlenecks import windowed
 from retrain.config import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, LabelImageConfig, RetrainError, UsageError
-from retrain.dataset import IMAGE_EXTENSIONS
-from retrain.images import ImageError, decode_rgb, read_bytes, resize
+from retrain.dataset import IMAGE_EXTENSIONS, image_files
+from retrain.images import ImageError, load_image, read_bytes
 from retrain.tfenv import import_tensorflow, stderr_captured
 
 log = logging.getLogger(__name__)
@@ -98,15 +98,11 @@ def collect_images(paths: Sequence[Path]) -> list[Path]:
         if not path.is_dir():
             files.append(path)
             continue
-        found = []
-        for folder, subfolders, names in os.walk(path, followlinks=True):
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            found += [Path(folder, n) for n in names
-                      if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+        found = image_files(path)
         if not found:
             raise RetrainError(f"--image {path} is a folder with no images ({', '.join(sorted(IMAGE_EXTENSIONS))})",
                                exit_code=2)
-        files += sorted(found)
+        files += found
     return files
 
 
@@ -467,8 +463,7 @@ class Preprocessing:
     std: float
 
     def __call__(self, path: Path) -> np.ndarray:
-        rgb = decode_rgb(read_bytes(path), min_size=(self.height, self.width))
-        pixels = resize(rgb, height=self.height, width=self.width)  # [0, 1], exactly as in training
+        pixels = load_image(path, height=self.height, width=self.width)  # [0, 1], exactly as in training
         if (self.mean, self.std) == (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD):
             return pixels  # what our exports take; skipping the no-op keeps results bit-identical to training
         return ((pixels * 255.0 - self.mean) / self.std).astype(np.float32)
@@ -517,15 +512,8 @@ def classify(model: Model, paths: Sequence[Path], *, prepare: Callable[[Path], n
         pending.clear()
 
     with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 2)) as pool:
-        window: deque = deque()
-        for path in paths:
-            window.append(pool.submit(load, path))
-            if len(window) > 2 * batch_size:
-                pending.append(window.popleft().result())
-                if len(pending) == batch_size:
-                    yield from flush()
-        while window:
-            pending.append(window.popleft().result())
+        for loaded in windowed(paths, lambda path: pool.submit(load, path), 2 * batch_size):
+            pending.append(loaded)
             if len(pending) == batch_size:
                 yield from flush()
         if pending:
