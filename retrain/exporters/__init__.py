@@ -1,0 +1,1 @@
+"""Output formats: each one a check (before any work) and a write."""

@@ -1,0 +1,1 @@
+"""Feature sources: images -> vectors, their cache and the extraction worker."""

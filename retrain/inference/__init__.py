@@ -1,0 +1,1 @@
+"""label-image: model readers and the command."""

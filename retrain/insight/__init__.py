@@ -1,0 +1,1 @@
+"""What a run shows about its model: TensorBoard pictures and the run report."""

@@ -1,0 +1,1 @@
+"""Label sources: what yields (file, labels, split)."""
