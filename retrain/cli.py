@@ -7,17 +7,27 @@ TensorFlow is imported only once the arguments are known to be good, so
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from retrain.config import (DISTORTION_MODES, EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, LOGGING_LEVELS,
-                            LabelImageConfig, RetrainConfig, RetrainError)
+from retrain.config import DISTORTION_MODES, LOGGING_LEVELS, LabelImageConfig, RetrainConfig
+from retrain.errors import RetrainError
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
 _L = LabelImageConfig
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, Docker, batch schedulers), handled like Ctrl-C: finished work is kept."""
+
+
+def _raise_terminated(_signum: int, _frame: Any) -> None:
+    raise Terminated()
 
 
 class _OneLineErrors(click.Command):
@@ -25,6 +35,7 @@ class _OneLineErrors(click.Command):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         prog = self.name or "retrain"
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.ClickException as error:
@@ -33,10 +44,20 @@ class _OneLineErrors(click.Command):
         except RetrainError as error:
             click.echo(f"{prog}: error: {error}", err=True)
             sys.exit(error.exit_code)
-        except (KeyboardInterrupt, click.Abort):
+        except OSError as error:  # the environment failed where no clearer message was prepared
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(f"{prog}: error: {error.strerror or error}{where}; finished files are kept", err=True)
+            sys.exit(1)
+        except (KeyboardInterrupt, click.Abort) as error:  # click turns KeyboardInterrupt into Abort
+            if isinstance(error, Terminated) or isinstance(error.__cause__, Terminated):
+                click.echo(f"\n{prog}: terminated; finished files and cached bottlenecks are kept, rerun to continue",
+                           err=True)
+                sys.exit(128 + signal.SIGTERM)
             click.echo(f"\n{prog}: interrupted; finished files and cached bottlenecks are kept, "
                        "rerun to continue", err=True)
             sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _option(*names: str, **kwargs: Any):
@@ -58,6 +79,11 @@ def _print_module_catalog(ctx: click.Context, _param: click.Parameter, value: bo
 def _comma_list(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
     """A repeatable option that also takes comma-separated values: ('a,b', 'c') -> ('a', 'b', 'c')."""
     return tuple(part.strip().lower() for item in value for part in item.split(",") if part.strip())
+
+
+def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> str:
+    """A repeatable option kept as one comma-separated string: ('a', 'b,c') -> 'a,b,c'."""
+    return ",".join(value)
 
 
 def _setup_logging(verbosity: str) -> None:
@@ -91,7 +117,7 @@ def _setup_logging(verbosity: str) -> None:
 @_option("--random_crop", type=float, default=_R.random_crop, help="Percent margin to randomly crop training images.")
 @_option("--random_scale", type=float, default=_R.random_scale, help="Percent to randomly scale training images up.")
 @_option("--random_brightness", type=float, default=_R.random_brightness, help="Percent to randomly scale brightness.")
-@_option("--tfhub_module", default=_R.tfhub_module, help="Feature-vector module: a name from --list_modules (e.g. mobilenet_v2_100_224), a tfhub.dev/Kaggle handle, or a local SavedModel folder.")
+@_option("--tfhub_module", multiple=True, default=(_R.tfhub_module,), callback=_joined, metavar="MODULE[,MODULE...]", help="Feature-vector module: a name from --list_modules (e.g. mobilenet_v2_100_224), a tfhub.dev/Kaggle handle, or a local SavedModel folder. Several (comma-separated or repeated): their vectors are concatenated.")
 @_option("--list_modules", is_flag=True, expose_value=False, is_eager=True, callback=_print_module_catalog, help="Print the module names --tfhub_module accepts, with input sizes and handles, and exit.")
 @_option("--saved_model_dir", type=click.Path(path_type=Path), default=None, help="Also export a SavedModel here (signatures: serving_default takes float images, serving_bytes encoded image files).")
 @_option("--output_tflite", type=click.Path(path_type=Path), default=None, help="Also export a TFLite model here (e.g. model.tflite).")
@@ -115,15 +141,15 @@ def retrain_command(**options: Any) -> None:
     Example: retrain --image_dir ~/flower_photos
     """
     options["logging_verbosity"] = options["logging_verbosity"].upper()
-    config = RetrainConfig(**options)
+    config = RetrainConfig(**options)  # every flag value is checked here
     _setup_logging(config.logging_verbosity)
-    from retrain.pipeline import run, scan
+    from retrain.pipeline import prepare, run
 
-    tree = scan(config)  # bad flags and image trees stop here, before the seconds TensorFlow's import costs
+    plan = prepare(config)  # bad paths and image trees stop here, before the seconds TensorFlow's import costs
     from retrain.tfenv import import_hub
 
     import_hub(verbose=config.logging_verbosity == "DEBUG")
-    run(config, tree=tree)
+    run(config, plan=plan)
 
 
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -155,9 +181,9 @@ def label_image_command(more_images: tuple[Path, ...], **options: Any) -> None:
     options["images"] = tuple(options["images"]) + tuple(more_images)
     config = LabelImageConfig(**options)
     _setup_logging("WARN")
-    from retrain.label_image import run, validate
+    from retrain.inference.command import check, run
 
-    validate(config)  # missing files and bad values fail before TensorFlow loads
+    check(config)  # missing files fail before TensorFlow loads
     from retrain.tfenv import import_tensorflow
 
     import_tensorflow()

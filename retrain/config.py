@@ -1,39 +1,47 @@
-"""Every setting of `retrain` and `label-image`, each default defined once.
+"""Every setting of `retrain` and `label-image`: each default defined once, each flag value checked here.
 
-The CLI reads its defaults from these dataclasses; library code receives them
-keyword-only. Importing this module must stay cheap (no TensorFlow).
+The CLI reads its defaults from these dataclasses and the Python API builds
+them from keyword arguments; both get the same checks, which run when a config
+is made (`__post_init__`), so a bad value never reaches the work. Checks that
+need the file system (paths, the image tree) live in `retrain.outputs` and the
+label sources; they too run before any work. Importing this module must stay
+cheap (no TensorFlow).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrain.errors import RetrainError, UsageError
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, FINAL_TENSOR_NAME, NODE_NAME, RESERVED_NODE_NAMES
+
+__all__ = ["RetrainConfig", "LabelImageConfig", "RetrainError", "UsageError", "EXPORT_INPUT_MEAN",
+           "EXPORT_INPUT_STD", "DEFAULT_MODULE", "LOGGING_LEVELS", "DISTORTION_MODES", "TFLITE_QUANTIZATIONS",
+           "WORKERS"]
+
 DEFAULT_MODULE = "https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5"
 LOGGING_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
-# What retrain's exported models take: RGB scaled to [0, 1] = (pixel - 0) / 255.
-EXPORT_INPUT_MEAN = 0.0
-EXPORT_INPUT_STD = 255.0
 DISTORTION_MODES = ("cached", "on_the_fly")
 # TFLite variants: float32 as trained; float16 weights; dynamic-range (int8 weights, float
 # activations); full int8 (int8 weights, activations, input and output).
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+# Threads that read, decode and resize images beside the module: the module is the
+# bottleneck, and more threads than this only compete with it for the cores.
+WORKERS = min(4, os.cpu_count() or 2)
 
-
-class RetrainError(Exception):
-    """A problem with the user's input or environment, reported as one clean line."""
-
-    def __init__(self, message: str, *, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class UsageError(RetrainError):
-    """A bad flag value: reported before any work starts, exit status 2."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, exit_code=2)
+# Upper bounds that keep a typo from eating all memory before the first step; each is far
+# above any useful value (the classic defaults are 4,000 steps and batches of 100).
+MAX_STEPS = 1_000_000_000
+MAX_TRAIN_BATCH = 65_536
+MAX_EVAL_BATCH = 1_000_000  # evaluation runs in chunks, so only the sampled indices are held
+MAX_IMAGE_BATCH = 1_024  # images per module call: [N, H, W, 3] float32 must fit in memory
+MAX_VARIANTS = 1_000
+MAX_IMAGE_SIZE = 4_096
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class RetrainConfig:
     bottleneck_dir: Path = Path("/tmp/bottleneck")
     intermediate_output_graphs_dir: Path = Path("/tmp/intermediate_graph/")
     intermediate_store_frequency: int = 0
-    final_tensor_name: str = "final_result"
+    final_tensor_name: str = FINAL_TENSOR_NAME
     how_many_training_steps: int = 4000
     learning_rate: float = 0.01
     testing_percentage: float = 10
@@ -89,8 +97,30 @@ class RetrainConfig:
     tflite_quantization: tuple[str, ...] = ("float32",)
     tflite_representative_images: int = 100  # int8 calibration: seeded sample of training images
 
+    def __post_init__(self) -> None:
+        for name in ("image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
+                     "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))  # the Python API accepts strings too
+        if isinstance(self.tflite_quantization, str):
+            object.__setattr__(self, "tflite_quantization", tuple(self.tflite_quantization.split(",")))
+        _check_retrain(self)
+
     def replace(self, **changes: object) -> "RetrainConfig":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The --tfhub_module members, in order: one, or several comma-separated."""
+        return module_list(self.tfhub_module)
+
+
+def module_list(value: str) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'); an existing path whose name holds a comma stays whole."""
+    if "," not in value or Path(value).expanduser().exists():
+        return (value.strip(),)
+    return tuple(part.strip() for part in value.split(","))
 
 
 @dataclass(frozen=True)
@@ -113,3 +143,134 @@ class LabelImageConfig:
     top_k: int = 5
     json: bool = False
     batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "graph", Path(self.graph))
+        object.__setattr__(self, "labels", Path(self.labels))
+        object.__setattr__(self, "images", tuple(Path(p) for p in self.images))
+        _check_label_image(self)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _finite(flag: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise UsageError(f"{flag} must be a finite number, got {value}")
+
+
+def _positive(flag: str, value: int, *, limit: int) -> None:
+    if value <= 0:
+        raise UsageError(f"{flag} must be positive, got {value}")
+    if value > limit:
+        raise UsageError(f"{flag} {value} is too large (at most {limit:,}); use a smaller value")
+
+
+def _check_retrain(config: RetrainConfig) -> None:
+    """Reject impossible flag values: one line naming the flag, exit status 2."""
+    for flag, value in (("--learning_rate", config.learning_rate), ("--testing_percentage", config.testing_percentage),
+                        ("--validation_percentage", config.validation_percentage),
+                        ("--random_crop", config.random_crop), ("--random_scale", config.random_scale),
+                        ("--random_brightness", config.random_brightness),
+                        ("--fine_tune_learning_rate", config.fine_tune_learning_rate)):
+        _finite(flag, value)
+    _positive("--how_many_training_steps", config.how_many_training_steps, limit=MAX_STEPS)
+    _positive("--eval_step_interval", config.eval_step_interval, limit=MAX_STEPS)
+    _positive("--train_batch_size", config.train_batch_size, limit=MAX_TRAIN_BATCH)
+    _positive("--bottleneck_batch_size", config.bottleneck_batch_size, limit=MAX_IMAGE_BATCH)
+    for flag, value in (("--validation_batch_size", config.validation_batch_size),
+                        ("--test_batch_size", config.test_batch_size)):
+        if value == 0 or value < -1:
+            raise UsageError(f"{flag} must be positive, or -1 for the whole set; got {value}")
+        if value > MAX_EVAL_BATCH:
+            raise UsageError(f"{flag} {value} is too large (at most {MAX_EVAL_BATCH:,}); use -1 for the whole set")
+    for flag, value in (("--testing_percentage", config.testing_percentage),
+                        ("--validation_percentage", config.validation_percentage)):
+        if not 0 <= value < 100:
+            raise UsageError(f"{flag} must be between 0 and 100, got {value}")
+    if config.testing_percentage + config.validation_percentage >= 100:
+        raise UsageError(f"--testing_percentage {config.testing_percentage} + --validation_percentage "
+                         f"{config.validation_percentage} leave no images for training; keep their sum below 100")
+    if config.learning_rate <= 0:
+        raise UsageError(f"--learning_rate must be positive, got {config.learning_rate}")
+    if config.intermediate_store_frequency < 0:
+        raise UsageError(f"--intermediate_store_frequency must be 0 (never) or positive, got "
+                         f"{config.intermediate_store_frequency}")
+    if config.intermediate_store_frequency > MAX_STEPS:
+        raise UsageError(f"--intermediate_store_frequency {config.intermediate_store_frequency} is too large "
+                         f"(at most {MAX_STEPS:,})")
+    if config.image_size is not None:
+        _positive("--image_size", config.image_size, limit=MAX_IMAGE_SIZE)
+    if not 0 <= config.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {config.seed}")
+    _check_final_tensor_name(config.final_tensor_name)
+    _check_modules(config.tfhub_module)
+    if config.logging_verbosity not in LOGGING_LEVELS:
+        raise UsageError(f"--logging_verbosity {config.logging_verbosity!r} is not one of {', '.join(LOGGING_LEVELS)}")
+    _check_distortions(config)
+    _check_tflite(config)
+
+
+def _check_final_tensor_name(name: str) -> None:
+    if not NODE_NAME.fullmatch(name):
+        raise UsageError(f"--final_tensor_name {name!r} is not a valid node name; use ASCII letters, digits, "
+                         "'_', '.' and '-', starting with a letter")
+    if name in RESERVED_NODE_NAMES:
+        raise UsageError(f"--final_tensor_name {name!r} is the name of another node of the exported graph; "
+                         f"choose another name (the classic one is {FINAL_TENSOR_NAME})")
+
+
+def _check_modules(value: str) -> None:
+    members = module_list(value)
+    if not value.strip() or not all(members):
+        raise UsageError(f"--tfhub_module {value!r} names an empty module; expected a module name (see "
+                         "--list_modules), a tfhub.dev/Kaggle handle or a local SavedModel folder, "
+                         "several separated by commas")
+    if len(set(members)) != len(members):
+        raise UsageError(f"--tfhub_module {value} names a module twice; give each module once")
+
+
+def _check_distortions(config: RetrainConfig) -> None:
+    for flag, value in (("--random_crop", config.random_crop), ("--random_scale", config.random_scale)):
+        if not 0 <= value <= 100:
+            raise UsageError(f"{flag} must be a percentage between 0 and 100, got {value:g}")
+    if not 0 <= config.random_brightness < 100:
+        raise UsageError(f"--random_brightness must be a percentage from 0 up to (not including) 100, "
+                         f"got {config.random_brightness:g}")
+    if config.distortion_mode not in DISTORTION_MODES:
+        raise UsageError(f"--distortion_mode {config.distortion_mode!r} is not one of {', '.join(DISTORTION_MODES)}")
+    _positive("--distorted_variants", config.distorted_variants, limit=MAX_VARIANTS)
+    _positive("--fine_tune_steps", config.fine_tune_steps, limit=MAX_STEPS)
+    _positive("--fine_tune_batch_size", config.fine_tune_batch_size, limit=MAX_IMAGE_BATCH)
+    if config.fine_tune_learning_rate <= 0:
+        raise UsageError(f"--fine_tune_learning_rate must be positive, got {config.fine_tune_learning_rate:g}")
+
+
+def _check_tflite(config: RetrainConfig) -> None:
+    """--tflite_quantization names known variants, once each, and only with --output_tflite."""
+    quantizations = config.tflite_quantization
+    if config.output_tflite is None:
+        if tuple(quantizations) != RetrainConfig.tflite_quantization:
+            raise UsageError(f"--tflite_quantization {','.join(quantizations)} needs --output_tflite PATH")
+        return
+    unknown = [q for q in quantizations if q not in TFLITE_QUANTIZATIONS]
+    if unknown or not quantizations or len(set(quantizations)) != len(quantizations):
+        raise UsageError(f"--tflite_quantization {','.join(quantizations) or '(empty)'}: expected one or more of "
+                         f"{', '.join(TFLITE_QUANTIZATIONS)}, each once (comma-separated or repeated)")
+    _positive("--tflite_representative_images", config.tflite_representative_images, limit=100_000)
+
+
+MAX_TOP_K = 100_000
+
+
+def _check_label_image(config: LabelImageConfig) -> None:
+    _positive("--top_k", config.top_k, limit=MAX_TOP_K)
+    _positive("--batch_size", config.batch_size, limit=MAX_IMAGE_BATCH)
+    for flag, value in (("--input_height", config.input_height), ("--input_width", config.input_width)):
+        if value is not None:
+            _positive(flag, value, limit=MAX_IMAGE_SIZE)
+    for flag, value in (("--input_mean", config.input_mean), ("--input_std", config.input_std)):
+        if value is not None:
+            _finite(flag, value)
+    if config.input_std is not None and config.input_std == 0:
+        raise UsageError("--input_std must not be 0 (pixels are divided by it)")

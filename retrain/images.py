@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from retrain.errors import RetrainError
+
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS as decompression bombs; we keep
 # that guard (a 180-megapixel image is almost surely hostile) but not its warning.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -29,7 +31,7 @@ warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 _ORIENTATION = 0x0112  # the EXIF tag
 
 
-class ImageError(Exception):
+class ImageError(RetrainError):
     """An image file that cannot be used; the message is the reason, for the user."""
 
 

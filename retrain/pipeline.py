@@ -1,263 +1,313 @@
-"""One `retrain` run: check flags, scan images, cache bottlenecks, train, evaluate, export."""
+"""One `retrain` run: plan (every check, before TensorFlow loads), vectors, training, evaluation, exports.
+
+`prepare` does everything that can fail in a second: flag values were checked
+when the config was made; here every output is checked for writability and
+against every other output and every input, and the labels are read. `run`
+then loads the feature source, fills the cache, trains through the one loop,
+evaluates, and hands the model to each requested exporter.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from retrain import export, finetune
-from retrain.bottlenecks import BottleneckStore, compute_bottlenecks
-from retrain.config import TFLITE_QUANTIZATIONS, RetrainConfig, RetrainError, UsageError
-from retrain.dataset import SPLITS, ImageTree, check_image_dir, scan_image_tree
-from retrain.filekeys import FileKeys
+from retrain import exporters as formats
+from retrain.config import RetrainConfig
+from retrain.distortions import Distortions
+from retrain.errors import RetrainError
+from retrain.exporters.graph import IntermediateGraphs
+from retrain.features.extract import MemoryStore, file_vectors, variant_vectors
+from retrain.features.filekeys import FileKeys
+from retrain.features.source import FeatureSource, load_feature_source
+from retrain.features.store import BottleneckStore
+from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.modules import FeatureExtractor, batch_function, load_feature_extractor
-from retrain.train import Head, Split, evaluate, train_head
-from retrain.variants import compute_variant_split
+from retrain.insight.summaries import Summaries, run_dir
+from retrain.labels import LabelSet
+from retrain.labels.folder import FolderSource, check_image_dir
+from retrain.labels.split import SPLITS
+from retrain.objectives import Evaluation, Softmax, evaluate
+from retrain.outputs import Input, Output, check_clashes, check_writable_dir, size_text
+from retrain.tfenv import import_tensorflow
+from retrain.train import (Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, initial_head, load_images,
+                           rng, train)
 
 log = logging.getLogger(__name__)
 
 FILE_KEYS_NAME = "file_keys.json"
+CACHE_KEY_PATTERN = r"[0-9a-f]{24}"  # the cache's per-module folders (see features.module._cache_key)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `prepare` found: the labelled images, the run's TensorBoard folder, the formats to write."""
+
+    labels: LabelSet
+    run_folder: Path
+    exporters: tuple[formats.Exporter, ...]
 
 
 @dataclass(frozen=True)
 class RetrainResult:
+    """What a run produced: labels, the trained layer, per-split figures, the written files."""
+
     labels: list[str]
     head: Head
     splits: dict[str, Split]
-    test_accuracy: float
-    test_count: int
+    evaluations: dict[str, Evaluation]  # per split, on the whole split (testing: as --test_batch_size says)
     skipped: tuple[tuple[Path, str], ...]
-    extractor: FeatureExtractor
+    source: FeatureSource
     written: tuple[Path, ...]
+    run_folder: Path
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        """The headline figure per split (accuracy for single-label runs); NaN where a split is empty."""
+        return {name: evaluation.accuracy for name, evaluation in self.evaluations.items()}
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.evaluations["testing"].accuracy
+
+    @property
+    def test_count(self) -> int:
+        return self.evaluations["testing"].count
 
 
-def validate(config: RetrainConfig) -> None:
-    """Reject impossible flag values before any work starts."""
-    if config.how_many_training_steps <= 0:
-        raise UsageError(f"--how_many_training_steps must be positive, got {config.how_many_training_steps}")
-    for flag, value in (("--train_batch_size", config.train_batch_size), ("--eval_step_interval", config.eval_step_interval),
-                        ("--bottleneck_batch_size", config.bottleneck_batch_size)):
-        if value <= 0:
-            raise UsageError(f"{flag} must be positive, got {value}")
-    for flag, value in (("--validation_batch_size", config.validation_batch_size),
-                        ("--test_batch_size", config.test_batch_size)):
-        if value == 0 or value < -1:
-            raise UsageError(f"{flag} must be positive, or -1 for the whole set; got {value}")
-    for flag, value in (("--testing_percentage", config.testing_percentage),
-                        ("--validation_percentage", config.validation_percentage)):
-        if not 0 <= value < 100:
-            raise UsageError(f"{flag} must be between 0 and 100, got {value}")
-    if config.testing_percentage + config.validation_percentage >= 100:
-        raise UsageError(f"--testing_percentage {config.testing_percentage} + --validation_percentage "
-                         f"{config.validation_percentage} leave no images for training; keep their sum below 100")
-    if config.learning_rate <= 0:
-        raise UsageError(f"--learning_rate must be positive, got {config.learning_rate}")
-    if config.intermediate_store_frequency < 0:
-        raise UsageError(f"--intermediate_store_frequency must be 0 (never) or positive, got "
-                         f"{config.intermediate_store_frequency}")
-    if config.image_size is not None and config.image_size <= 0:
-        raise UsageError(f"--image_size must be positive, got {config.image_size}")
-    if not config.final_tensor_name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-        raise UsageError(f"--final_tensor_name {config.final_tensor_name!r} is not a valid node name; "
-                         "use letters, digits and underscores")
-    finetune.check_flags(config)
+def _run_outputs(config: RetrainConfig, run_folder: Path) -> list[Output]:
+    """What the run writes besides the model formats: the cache and its TensorBoard run folder."""
+    return [Output("--summaries_dir", run_folder, kind="tree"),
+            Output("--bottleneck_dir", config.bottleneck_dir / FILE_KEYS_NAME),
+            Output("--bottleneck_dir", config.bottleneck_dir, kind="entries", pattern=CACHE_KEY_PATTERN)]
+
+
+def _inputs(config: RetrainConfig, labels: LabelSet) -> list[Input]:
+    """What the run reads: the image tree (and the real targets of links in it) and the module folders."""
+    inputs = [Input("--image_dir", config.image_dir)]
+    inputs += [Input("--image_dir", path, kind="tree" if path.is_dir() else "file") for path in labels.linked]
+    for handle in config.modules:
+        if Path(handle).expanduser().exists():
+            inputs.append(Input("--tfhub_module", Path(handle).expanduser()))
+        else:
+            inputs.append(Input("TFHUB_CACHE_DIR", Path(os.environ.get("TFHUB_CACHE_DIR") or "/tmp/tfhub_modules")))
+    return inputs
+
+
+def prepare(config: RetrainConfig) -> Plan:
+    """Every check that needs no TensorFlow: outputs, their clashes with each other and the inputs, the labels."""
     check_image_dir(config.image_dir)
-    export.check_output_file(config.output_graph, flag="--output_graph")
-    export.check_output_file(config.output_labels, flag="--output_labels")
-    export.check_output_dir(config.summaries_dir, flag="--summaries_dir")
-    export.check_output_dir(config.bottleneck_dir, flag="--bottleneck_dir")
-    export.check_output_dir(config.checkpoint_path.parent, flag="--checkpoint_path")
-    if config.intermediate_store_frequency > 0:
-        export.check_output_dir(config.intermediate_output_graphs_dir, flag="--intermediate_output_graphs_dir")
-    if config.saved_model_dir:
-        export.check_saved_model_dir(config.saved_model_dir)
-    _validate_tflite(config)
+    requested = formats.requested(config)
+    for exporter in requested:
+        exporter.check(config)
+    check_writable_dir(config.summaries_dir, flag="--summaries_dir")
+    check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
+    labels = FolderSource(config.image_dir, validation_percentage=config.validation_percentage,
+                          testing_percentage=config.testing_percentage).scan()
+    run_folder = run_dir(config.summaries_dir)
+    outputs = _run_outputs(config, run_folder) + [o for e in requested for o in e.outputs(config)]
+    check_clashes(outputs, _inputs(config, labels))
+    return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 
-def _validate_tflite(config: RetrainConfig) -> None:
-    """--tflite_quantization names known variants, once each; every TFLite file can be written."""
-    quantizations = config.tflite_quantization
-    if config.output_tflite is None:
-        if tuple(quantizations) != RetrainConfig.tflite_quantization:
-            raise UsageError(f"--tflite_quantization {','.join(quantizations)} needs --output_tflite PATH")
-        return
-    unknown = [q for q in quantizations if q not in TFLITE_QUANTIZATIONS]
-    if unknown or not quantizations or len(set(quantizations)) != len(quantizations):
-        raise UsageError(f"--tflite_quantization {','.join(quantizations) or '(empty)'}: expected one or more of "
-                         f"{', '.join(TFLITE_QUANTIZATIONS)}, each once (comma-separated or repeated)")
-    for path in export.tflite_paths(config.output_tflite, quantizations).values():
-        if path in (config.output_graph, config.output_labels):
-            raise UsageError(f"--output_tflite would write {path}, which is also --output_graph or --output_labels; "
-                             "choose another --output_tflite")
-        export.check_output_file(path, flag="--output_tflite")
+def distortions_of(config: RetrainConfig) -> Distortions:
+    """The four classic distortion flags of a run."""
+    return Distortions(flip_left_right=config.flip_left_right, random_crop=config.random_crop,
+                       random_scale=config.random_scale, random_brightness=config.random_brightness)
 
 
-def run_dir(summaries_dir: Path) -> Path:
-    """A new sub-folder per run, so earlier runs stay visible side by side in TensorBoard."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate, number = summaries_dir / stamp, 1
-    while candidate.exists():
-        number += 1
-        candidate = summaries_dir / f"{stamp}-{number}"
-    return candidate
-
-
-def _splits(tree: ImageTree, vectors: dict[Path, np.ndarray]) -> tuple[list[str], dict[str, Split]]:
-    """Group usable vectors by split, dropping classes left with no usable image."""
-    labels: list[str] = []
-    grouped: dict[str, list[tuple[np.ndarray, int, Path]]] = {name: [] for name in SPLITS}
-    for image_class in tree.classes:
-        usable = {name: [p for p in image_class.split(name) if p in vectors] for name in SPLITS}
-        if not any(usable.values()):
-            log.warning("class %r has no usable images left; leaving it out", image_class.label)
-            continue
-        if not usable["training"]:
-            log.warning("class %r has no usable training images; training on all %d of its usable images",
-                        image_class.label, sum(map(len, usable.values())))
-            usable = {"training": [p for name in SPLITS for p in usable[name]], "validation": [], "testing": []}
-        index = len(labels)
-        labels.append(image_class.label)
-        for name in SPLITS:
-            grouped[name] += [(vectors[p], index, p) for p in usable[name]]
-    if len(labels) < 2:
-        raise RetrainError(f"only {len(labels)} class(es) in --image_dir {tree.root} have usable images; need at least 2")
-    splits = {}
-    for name, rows in grouped.items():
-        dim = next(iter(vectors.values())).shape[0]
-        splits[name] = Split(vectors=np.array([r[0] for r in rows], np.float32).reshape(len(rows), dim),
-                             labels=np.array([r[1] for r in rows], np.int64),
-                             paths=tuple(r[2] for r in rows))
-    return labels, splits
-
-
-def scan(config: RetrainConfig) -> ImageTree:
-    """Check the flags, then walk and split --image_dir: everything that can fail before TensorFlow loads."""
-    validate(config)
-    return scan_image_tree(config.image_dir, validation_percentage=config.validation_percentage,
-                           testing_percentage=config.testing_percentage)
-
-
-def run(config: RetrainConfig, *, tree: ImageTree | None = None) -> RetrainResult:
+def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     """Do a whole retrain run as the classic script did; returns what it produced.
 
-    `tree` is what scan(config) returned, when the caller has already checked.
+    `plan` is what prepare(config) returned, when the caller has already checked.
     """
-    tree = tree or scan(config)
-    counts = {name: sum(len(c.split(name)) for c in tree.classes) for name in SPLITS}
-    log.info("found %d classes in %s: %d training, %d validation, %d testing images", len(tree.classes),
-             config.image_dir, counts["training"], counts["validation"], counts["testing"])
-    extractor = load_feature_extractor(config.tfhub_module, image_size=config.image_size)
+    plan = plan or prepare(config)
+    labels = plan.labels
+    log.info("found %d classes in %s: %d training, %d validation, %d testing images", len(labels.names),
+             config.image_dir, labels.count("training"), labels.count("validation"), labels.count("testing"))
+    source = load_feature_source(config.modules, image_size=config.image_size)
     if config.fine_tune:
-        finetune.check_fine_tunable(extractor)  # fail before the long part, not after
+        source.check_fine_tunable()  # fail before the long part, not after
+    objective = Softmax()
 
-    store = BottleneckStore(config.bottleneck_dir, module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
-    cached = store.load()
-    log.info("bottleneck cache %s: %d vectors", store.dir, cached)
-    files = [p for c in tree.classes for p in c.all_files]
-    result = compute_bottlenecks(files, extractor=batch_function(extractor), height=extractor.height,
-                                 width=extractor.width, store=store, batch_size=config.bottleneck_batch_size,
-                                 file_keys=FileKeys(config.bottleneck_dir / FILE_KEYS_NAME))
-    log.info("computed %d new bottlenecks, %d from cache", result.computed, len(result.paths) - result.computed)
-    store.compact()
-    if result.skipped:
+    stores = [BottleneckStore(config.bottleneck_dir, module_key=m.cache_key, feature_dim=m.feature_dim)
+              for m in source.members]
+    for store in stores:
+        log.info("bottleneck cache %s: %d vectors", store.dir, store.load())
+    files = labels.all_files()
+    file_keys = FileKeys(config.bottleneck_dir / FILE_KEYS_NAME)
+    vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
+                           file_keys=file_keys)
+    log.info("computed %d new bottlenecks, %d from cache", vectors.computed, vectors.cached)
+    for store in stores:
+        store.compact()
+    if vectors.skipped:
         log.warning("skipped %d images (of %d) that could not be read or decoded; each is named above with "
-                    "the reason", len(result.skipped), len(files))
-    labels, splits = _splits(tree, dict(zip(result.paths, result.vectors)))
+                    "the reason", len(vectors.skipped), len(files))
+    labels = labels.keep(set(vectors.paths))
+    row = {path: index for index, path in enumerate(vectors.paths)}
+    splits = {name: Split(paths=labels.files[name], targets=labels.targets[name],
+                          vectors=vectors.vectors[[row[p] for p in labels.files[name]]].reshape(-1, source.dim))
+              for name in SPLITS}
 
-    summaries = run_dir(config.summaries_dir)
-    log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", summaries, config.summaries_dir)
+    log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", plan.run_folder, config.summaries_dir)
+    model = ExportModel(source=source, head=initial_head(dim=source.dim, classes=len(labels.names), seed=config.seed,
+                                                         objective=objective),
+                        labels=labels.names, final_tensor_name=config.final_tensor_name,
+                        calibration=lambda count: _calibration_images(splits["training"], source, count, config.seed))
 
     def store_intermediate(step: int, head: Head) -> None:
-        path = config.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
-        export.write_frozen_graph(path, export.build_classifier(extractor, head,
-                                                                final_tensor_name=config.final_tensor_name))
-        log.info("saved intermediate graph %s", path)
+        IntermediateGraphs.store(model.with_head(head), config, step=step)
 
-    distortions = finetune.distortions_of(config)
-    train_split = splits["training"]
-    if distortions.active and config.distortion_mode == "cached":
-        train_split = compute_variant_split(splits["training"], extractor=extractor, distortions=distortions,
-                                            variants=config.distorted_variants, seed=config.seed, store=store,
-                                            batch_size=config.bottleneck_batch_size)
-        store.compact()
+    schedule = Schedule(steps=config.how_many_training_steps, eval_interval=config.eval_step_interval,
+                        store_every=config.intermediate_store_frequency)
+    optimizer = Optimizer(learning_rate=config.learning_rate)
+    eval_random = rng(config.seed, "validation")
+    distortions = distortions_of(config)
     if distortions.active and config.distortion_mode == "on_the_fly":
-        head = finetune.train_on_the_fly(config=config, extractor=extractor, splits=splits, class_count=len(labels),
-                                         summaries_dir=summaries, on_intermediate=store_intermediate)
+        images = load_images(splits["training"], label="Loading training images",
+                             **_sizes(distortions, source))
+        log.info("training on distorted images on the fly: %d steps of %d images, each through the module",
+                 config.how_many_training_steps, config.train_batch_size)
+        steps = ImageSteps(images=images, source=source, head=model.head, optimizer=optimizer,
+                           batch_size=config.train_batch_size, random=rng(config.seed, "training"),
+                           distortions=distortions, fine_tune=False)
+        label = "Training (distorting on the fly)"
     else:
-        head = train_head(train=train_split, validation=splits["validation"], class_count=len(labels),
-                          steps=config.how_many_training_steps, learning_rate=config.learning_rate,
-                          train_batch_size=config.train_batch_size, validation_batch_size=config.validation_batch_size,
-                          eval_step_interval=config.eval_step_interval, seed=config.seed, summaries_dir=summaries,
-                          intermediate_store_frequency=config.intermediate_store_frequency,
-                          on_intermediate=store_intermediate)
+        data = splits["training"]
+        if distortions.active:
+            data = _variant_split(data, source=source, stores=stores, distortions=distortions, config=config,
+                                  file_keys=file_keys)
+            for store in stores:
+                store.compact()
+        steps = VectorSteps(data=data, head=model.head, optimizer=optimizer, batch_size=config.train_batch_size,
+                            random=rng(config.seed, "training"))
+        label = "Training"
+    head = train(steps=steps, schedule=schedule, optimizer=optimizer, label=label,
+                 validate=lambda h: evaluate(h, splits["validation"].vectors, splits["validation"].targets,
+                                             batch_size=config.validation_batch_size, rng=eval_random),
+                 summaries=Summaries(plan.run_folder, layer=steps.layer, objective=objective),
+                 on_intermediate=store_intermediate)
     if config.fine_tune:
-        head, splits = finetune.fine_tune(config=config, extractor=extractor, head=head, splits=splits,
-                                          class_count=len(labels), summaries_dir=summaries,
-                                          on_intermediate=store_intermediate)
+        head, splits = _fine_tune(config, source=source, head=head, splits=splits, distortions=distortions,
+                                  run_folder=plan.run_folder, store_intermediate=store_intermediate)
 
-    test = evaluate(head, splits["testing"], batch_size=config.test_batch_size,
-                    rng=np.random.default_rng(config.seed + 2), class_count=len(labels))
+    evaluations = {name: evaluate(head, splits[name].vectors, splits[name].targets, batch_size=-1, rng=eval_random)
+                   for name in ("training", "validation")}
+    evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
+                                             batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
+    name = objective.headline.replace("_", " ")
     if test.count:
-        print(f"Final test accuracy = {100 * test.accuracy:.1f}% (N={test.count})", flush=True)
+        print(f"Final test {name} = {100 * test.accuracy:.1f}% (N={test.count})", flush=True)
     else:
-        print("Final test accuracy = n/a (N=0): no test images; raise --testing_percentage or add images", flush=True)
+        print(f"Final test {name} = n/a (N=0): no test images; raise --testing_percentage or add images", flush=True)
     if config.print_misclassified_test_images and test.count:
         print("=== MISCLASSIFIED TEST IMAGES ===")
-        for index, predicted in zip(test.indices, test.predictions):
-            if predicted != splits["testing"].labels[index]:
-                print(f"{str(splits['testing'].paths[index]):>70}  {labels[predicted]}")
+        truth = splits["testing"].targets.ids[test.indices]
+        for index, predicted, expected in zip(test.indices, test.predictions, truth):
+            if predicted != expected:
+                print(f"{str(splits['testing'].paths[index]):>70}  {labels.names[predicted]}")
 
-    classifier = export.build_classifier(extractor, head, final_tensor_name=config.final_tensor_name)
-    export.write_frozen_graph(config.output_graph, classifier)
-    export.write_labels(config.output_labels, labels)
-    export.write_checkpoint(config.checkpoint_path, classifier)
-    written = [config.output_graph, config.output_labels]
-    if config.saved_model_dir:
-        export.write_saved_model(config.saved_model_dir, classifier)
-        written.append(config.saved_model_dir)
-    if config.output_tflite:
-        written += _write_tflite(config, classifier, training=splits["training"], extractor=extractor)
+    model = model.with_head(head)
+    written: list[Path] = []
+    for exporter in plan.exporters:
+        written += exporter.write(model, config)
     for path in written:
-        print(f"Wrote {path} ({_size(path)})")
-    if result.skipped:  # repeated at the end, where the user looks, after the training log
-        log.warning("skipped %d images that could not be read or decoded (listed above)", len(result.skipped))
-    return RetrainResult(labels=labels, head=head, splits=splits, test_accuracy=test.accuracy,
-                         test_count=test.count, skipped=result.skipped, extractor=extractor, written=tuple(written))
+        print(f"Wrote {path} ({size_text(path)})")
+    if vectors.skipped:  # repeated at the end, where the user looks, after the training log
+        log.warning("skipped %d images that could not be read or decoded (listed above)", len(vectors.skipped))
+    return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
+                         skipped=vectors.skipped, source=source, written=tuple(written), run_folder=plan.run_folder)
 
 
-def _write_tflite(config: RetrainConfig, classifier: object, *, training: Split,
-                  extractor: FeatureExtractor) -> list[Path]:
-    """Each requested TFLite variant; int8 is calibrated on a seeded sample of training images."""
-    representative = None
-    if "int8" in config.tflite_quantization:
-        rng = np.random.default_rng(config.seed)
-        count = min(config.tflite_representative_images, len(training.paths))
-        chosen = sorted(rng.choice(len(training.paths), size=count, replace=False))
-        images = []
-        for index in chosen:
-            try:  # prepared exactly as for training, so calibration sees the pixel ranges training saw
-                images.append(load_image(training.paths[index], height=extractor.height, width=extractor.width))
-            except ImageError as error:  # the file changed since its bottleneck was computed
-                log.warning("int8 calibration: skipping %s: %s", training.paths[index], error)
-        representative = np.stack(images) if images else None
-    written = []
-    for quantization, path in export.tflite_paths(config.output_tflite, config.tflite_quantization).items():
-        started = time.monotonic()
-        export.write_tflite(path, classifier, quantization=quantization, representative_images=representative)
-        log.info("converted to TFLite (%s%s) in %.1f s", quantization,
-                 f", calibrated on {len(representative)} training images" if quantization == "int8" else "",
-                 time.monotonic() - started)
-        written.append(path)
-    return written
+def _sizes(distortions: Distortions, source: FeatureSource) -> dict[str, int]:
+    """The size training images are held at: what the largest enlargement of a distortion needs."""
+    height, width = distortions.source_size(height=source.height, width=source.width)
+    return {"height": height, "width": width}
 
 
-def _size(path: Path) -> str:
-    total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-    if total >= 100_000:
-        return f"{total / 1e6:.1f} MB"
-    return f"{total / 1e3:.1f} kB" if total >= 1000 else f"{total} bytes"
+def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[BottleneckStore],
+                   distortions: Distortions, config: RetrainConfig, file_keys: FileKeys) -> Split:
+    """The training split as `--distorted_variants` cached distorted copies of each image."""
+    paths, vectors = variant_vectors(data.paths, source=source, stores=stores, distortions=distortions,
+                                     variants=config.distorted_variants, seed=config.seed,
+                                     batch_size=config.bottleneck_batch_size, file_keys=file_keys)
+    usable = set(paths)
+    kept = np.array([i for i, p in enumerate(data.paths) if p in usable], np.int64)
+    return Split(paths=tuple(p for p in paths for _ in range(config.distorted_variants)),
+                 targets=data.targets.take(kept).repeat(config.distorted_variants), vectors=vectors)
+
+
+def _fine_tune(config: RetrainConfig, *, source: FeatureSource, head: Head, splits: dict[str, Split],
+               distortions: Distortions, run_folder: Path,
+               store_intermediate: Callable[[int, Head], None]) -> tuple[Head, dict[str, Split]]:
+    """Fine-tune the modules and the trained layer together; the modules' variables change in place.
+
+    Returns the new layer and the splits with validation and test vectors
+    recomputed from the files through the fine-tuned modules (the training
+    vectors are not used again). Validation during fine-tuning runs on
+    in-memory uint8 copies, which is close enough to steer by.
+    """
+    tf = import_tensorflow()
+    train_images = load_images(splits["training"], label="Loading training images", **_sizes(distortions, source))
+    validation = load_images(splits["validation"], height=source.height, width=source.width,
+                             label="Loading validation images")
+    compiled = tf.function(lambda pixels: source.features(tf.cast(pixels, tf.float32) / 255.0),
+                           input_signature=[tf.TensorSpec([None, source.height, source.width, 3], tf.uint8)])
+    eval_random = rng(config.seed, "validation")
+
+    def validate(current: Head) -> Evaluation:
+        targets = validation.targets
+        if len(targets) == 0:
+            return evaluate(current, np.zeros((0, source.dim), np.float32), targets, batch_size=-1, rng=eval_random)
+        indices = (np.arange(len(targets)) if config.validation_batch_size < 0
+                   else targets.sample(eval_random, config.validation_batch_size))
+        unique, inverse = np.unique(indices, return_inverse=True)
+        vectors = np.concatenate([compiled(validation.pixels[unique[s:s + 64]]).numpy()
+                                  for s in range(0, len(unique), 64)])
+        return current.objective.evaluate(current.probabilities(vectors[inverse]), targets.take(indices),
+                                          indices=indices)
+
+    log.info("fine-tuning the module and the new layer: %d steps of %d images, learning rate %g",
+             config.fine_tune_steps, config.fine_tune_batch_size, config.fine_tune_learning_rate)
+    optimizer = Optimizer(learning_rate=config.fine_tune_learning_rate, flag="--fine_tune_learning_rate",
+                          kind="momentum")
+    steps = ImageSteps(images=train_images, source=source, head=head, optimizer=optimizer,
+                       batch_size=config.fine_tune_batch_size, random=rng(config.seed, "fine_tune"),
+                       distortions=distortions, fine_tune=True)
+    head = train(steps=steps, optimizer=optimizer, validate=validate, label="Fine-tuning",
+                 schedule=Schedule(steps=config.fine_tune_steps, eval_interval=config.eval_step_interval,
+                                   store_every=config.intermediate_store_frequency,
+                                   first_step=config.how_many_training_steps),
+                 summaries=Summaries(run_folder, layer=steps.layer, objective=head.objective),
+                 on_intermediate=store_intermediate)
+    refreshed = dict(splits)
+    for name in ("validation", "testing"):
+        split = splits[name]
+        stores = [MemoryStore(member.feature_dim) for member in source.members]
+        result = file_vectors(split.paths, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
+                              label=f"Recomputing {name} vectors")
+        if len(result.paths) != len(split.paths):
+            raise RetrainError(f"a {name} image became unreadable during the run ({result.skipped[0][1]}); rerun")
+        refreshed[name] = Split(paths=split.paths, targets=split.targets, vectors=result.vectors)
+    return head, refreshed
+
+
+def _calibration_images(training: Split, source: FeatureSource, count: int, seed: int) -> np.ndarray | None:
+    """A seeded sample of training images, prepared exactly as for training (int8 TFLite calibration)."""
+    random = rng(seed, "calibration")
+    unique = list(dict.fromkeys(training.paths))
+    chosen = sorted(random.choice(len(unique), size=min(count, len(unique)), replace=False))
+    images = []
+    for index in chosen:
+        try:
+            images.append(load_image(unique[index], height=source.height, width=source.width))
+        except ImageError as error:  # the file changed since its bottleneck was computed
+            log.warning("int8 calibration: skipping %s: %s", unique[index], error)
+    return np.stack(images) if images else None
+

@@ -1,212 +1,364 @@
-"""The new softmax layer: training on cached bottlenecks, evaluation, summaries.
+"""The one training loop: the new layer on cached vectors, or on images (distorted on the fly, fine-tuned).
 
-The classic retrain.py top layer, kept as it was so results stay comparable:
-weights drawn from a truncated normal (stddev 0.001), zero biases, plain SGD on
-the mean softmax cross-entropy, class-uniform batches (pick a class, then an
-image of it), and an evaluation every `eval_step_interval` steps. The steps
-between evaluations run inside one tf.function loop, which is what makes
-4,000 steps take seconds instead of minutes.
+The loop (`train`) owns what every kind of training shares: the pause points
+(the classic evaluation every `eval_step_interval` steps, intermediate stores),
+the classic log lines, the TensorBoard summaries, progress, and the stop when
+the loss stops being a number. What a step does is a `Steps` object:
+`VectorSteps` trains the layer on cached vectors (thousands of steps per
+second, in compiled blocks), `ImageSteps` runs the feature source on images
+every step (distorting each batch, and training the modules' own weights when
+fine-tuning). Both start from the same initial layer, draw batches with the
+targets' own sampler (class-uniform for single labels, as the classic script
+did) and update with the same optimizers; the objective decides activation,
+loss and the headline figure.
+
+The classic head, kept so results stay comparable: weights from a truncated
+normal (stddev 0.001), zero biases, plain SGD on the mean cross-entropy.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from retrain.distortions import Distortions, crop_boxes, distort_tensors, sample_parameters
+from retrain.errors import RetrainError
+from retrain.images import ImageError, load_image
+from retrain.objectives import Evaluation
+from retrain.pool import thread_pool
+from retrain.progress import Progress
 from retrain.tfenv import import_tensorflow
 
 log = logging.getLogger(__name__)
 
+# Random streams of a run, each seeded from --seed and its own number, so adding draws to
+# one stream never shifts another.
+STREAMS = {"training": 0, "validation": 1, "testing": 2, "fine_tune": 3, "calibration": 4}
+BLOCK_FLOATS = 4_000_000  # vector-training steps run in compiled blocks of about this many input floats
+MOMENTUM = 0.9
+
+
+def rng(seed: int, stream: str) -> np.random.Generator:
+    """The generator of one random stream of a run."""
+    return np.random.default_rng([STREAMS[stream], seed])
+
 
 @dataclass(frozen=True)
 class Split:
-    """Bottleneck vectors of one split with their class indices and source files."""
+    """One split's rows: source files, targets and (when computed) their vectors [N, D]."""
 
-    vectors: np.ndarray  # [N, D] float32
-    labels: np.ndarray  # [N] int
     paths: tuple[Path, ...]
+    targets: Any  # retrain.labels.Targets
+    vectors: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.targets)
 
 
 @dataclass(frozen=True)
 class Head:
-    """The trained layer: probabilities = softmax(vectors @ weights + biases)."""
+    """The trained layer: probabilities = objective activation of (vectors @ weights + biases)."""
 
     weights: np.ndarray  # [D, C]
     biases: np.ndarray  # [C]
+    objective: Any
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         return vectors.astype(np.float32) @ self.weights + self.biases
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        logits = self.logits(vectors)
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        return self.objective.probabilities(self.logits(vectors))
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.weights).all() and np.isfinite(self.biases).all())
+
+
+def initial_head(*, dim: int, classes: int, seed: int, objective: Any) -> Head:
+    """The classic initial layer: truncated-normal weights (stddev 0.001), zero biases."""
+    tf = import_tensorflow()
+    weights = tf.random.stateless_truncated_normal([dim, classes], seed=[seed, 1], stddev=0.001).numpy()
+    return Head(weights=weights, biases=np.zeros(classes, np.float32), objective=objective)
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    accuracy: float
-    cross_entropy: float
-    count: int
-    predictions: np.ndarray  # predicted class per evaluated example
-    indices: np.ndarray  # which examples of the split were evaluated
+class Optimizer:
+    """How variables learn: "sgd" (the classic) or "momentum" (fine-tuning); `flag` names the rate's flag."""
+
+    learning_rate: float
+    flag: str = "--learning_rate"
+    kind: str = "sgd"
+
+    def updater(self, variables: Sequence[Any]) -> Callable[[Sequence[Any]], None]:
+        """A function, usable inside tf.function, applying gradients to `variables`."""
+        tf = import_tensorflow()
+        rate = tf.constant(self.learning_rate, tf.float32)
+        velocities = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] \
+            if self.kind == "momentum" else []
+
+        def apply(gradients: Sequence[Any]) -> None:
+            for index, (variable, gradient) in enumerate(zip(variables, gradients)):
+                if gradient is None:
+                    continue
+                gradient = tf.convert_to_tensor(gradient)
+                if velocities:
+                    velocities[index].assign(MOMENTUM * velocities[index] + gradient)
+                    gradient = velocities[index]
+                variable.assign_sub(rate * gradient)
+
+        return apply
 
 
-def class_uniform_indices(labels: np.ndarray, count: int, rng: np.random.Generator, class_count: int) -> np.ndarray:
-    """Sample `count` example indices: a random class first, then a random example of it."""
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels, minlength=class_count)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    present = np.flatnonzero(counts)
-    classes = present[rng.integers(0, len(present), size=count)]
-    return order[offsets[classes] + rng.integers(0, counts[classes])]
+@dataclass(frozen=True)
+class Last:
+    """The last batch of a run of steps, re-evaluated after its update (as the classic script reported)."""
+
+    loss: float
+    metric: float
+    logits: Any
 
 
-def evaluate(head: Head, split: Split, *, batch_size: int, rng: np.random.Generator, class_count: int) -> Evaluation:
-    """Accuracy on the whole split (batch_size -1) or on a class-uniform sample of it."""
-    if len(split) == 0:
-        return Evaluation(accuracy=float("nan"), cross_entropy=float("nan"), count=0, predictions=np.zeros(0, int), indices=np.zeros(0, int))
-    indices = (np.arange(len(split)) if batch_size < 0
-               else class_uniform_indices(split.labels, batch_size, rng, class_count))
-    probabilities = head.probabilities(split.vectors[indices])
-    truth = split.labels[indices]
-    predictions = np.argmax(probabilities, axis=1)
-    cross_entropy = float(-np.mean(np.log(np.maximum(probabilities[np.arange(len(truth)), truth], 1e-30))))
-    return Evaluation(accuracy=float(np.mean(predictions == truth)), cross_entropy=cross_entropy,
-                      count=len(indices), predictions=predictions, indices=indices)
+class Steps(Protocol):
+    """What a training step is. `run` trains `count` steps, calling tick(n) as steps complete."""
+
+    slow: bool  # whether to show a progress bar
+
+    def run(self, count: int, tick: Callable[[int], None]) -> Last: ...
+
+    def head(self) -> Head: ...
+
+    @property
+    def layer(self) -> tuple[Any, Any]: ...  # the (weights, biases) variables, for summaries
 
 
-def schedule(steps: int, eval_interval: int, store_every: int) -> list[int]:
-    """Steps after which training pauses: the classic evaluation and intermediate-store points."""
-    points = {i for i in range(0, steps, eval_interval)} | {steps - 1}
-    if store_every > 0:
-        points |= {i for i in range(store_every, steps, store_every)}
-    return sorted(points)
+class _Layer:
+    """The new layer's variables, created from a Head."""
+
+    def __init__(self, head: Head) -> None:
+        tf = import_tensorflow()
+        self.objective = head.objective
+        self.weights = tf.Variable(head.weights, name="final_weights")
+        self.biases = tf.Variable(head.biases, name="final_biases")
+
+    def head(self) -> Head:
+        return Head(weights=self.weights.numpy(), biases=self.biases.numpy(), objective=self.objective)
+
+    @property
+    def layer(self) -> tuple[Any, Any]:
+        return self.weights, self.biases
 
 
-def train_head(
-    *,
-    train: Split,
-    validation: Split,
-    class_count: int,
-    steps: int,
-    learning_rate: float,
-    train_batch_size: int,
-    validation_batch_size: int,
-    eval_step_interval: int,
-    seed: int,
-    summaries_dir: Path | None = None,
-    intermediate_store_frequency: int = 0,
-    on_intermediate: Callable[[int, Head], None] | None = None,
-) -> Head:
-    """Train the softmax layer on cached vectors and return its weights.
+class VectorSteps(_Layer):
+    """Steps on cached vectors: many steps per compiled call, batches gathered from `data.vectors`."""
 
-    Logs the classic lines at every evaluation step; writes TensorBoard
-    summaries into `summaries_dir/train` and `summaries_dir/validation`.
+    slow = False
+
+    def __init__(self, *, data: Split, head: Head, optimizer: Optimizer, batch_size: int,
+                 random: np.random.Generator) -> None:
+        super().__init__(head)
+        tf = import_tensorflow()
+        self.data, self.batch_size, self.random = data, batch_size, random
+        dim, classes = head.weights.shape
+        self.chunk = max(1, BLOCK_FLOATS // (batch_size * dim))
+        objective, weights, biases = head.objective, self.weights, self.biases
+        apply = optimizer.updater([weights, biases])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, dim], tf.float32),
+                                      objective.target_spec(classes, leading=2)])
+        def block(features: Any, targets: Any) -> tuple[Any, Any, Any]:
+            for i in tf.range(tf.shape(features)[0]):
+                with tf.GradientTape() as tape:
+                    loss = objective.loss(tf.matmul(features[i], weights) + biases, targets[i])
+                apply(tape.gradient(loss, [weights, biases]))
+            logits = tf.matmul(features[-1], weights) + biases
+            return objective.loss(logits, targets[-1]), objective.batch_metric(logits, targets[-1]), logits
+
+        self._block = block
+
+    def run(self, count: int, tick: Callable[[int], None]) -> Last:
+        result = None
+        while count > 0:
+            steps = min(count, self.chunk)
+            indices = self.data.targets.sample(self.random, steps * self.batch_size)
+            features = self.data.vectors[indices].reshape(steps, self.batch_size, -1)
+            targets = self.data.targets.batch(indices)
+            result = self._block(features, targets.reshape(steps, self.batch_size, *targets.shape[1:]))
+            count -= steps
+            tick(steps)
+        loss, metric, logits = result
+        return Last(loss=float(loss), metric=float(metric), logits=logits)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Decoded images of one split, held in memory: uint8 [N, h, w, 3], targets, files."""
+
+    pixels: np.ndarray
+    targets: Any
+    paths: tuple[Path, ...]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def load_images(split: Split, *, height: int, width: int, label: str = "Loading images") -> ImageSet:
+    """Decode and resize a split's images into memory (unreadable ones are left out with a warning)."""
+    def prepare(path: Path) -> np.ndarray | None:
+        try:
+            image = load_image(path, height=height, width=width)
+        except ImageError as error:
+            log.warning("skipping %s: %s", path, error)
+            return None
+        return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+    progress = Progress(len(split.paths), label)
+    kept: list[int] = []
+    pixels = np.zeros((len(split.paths), height, width, 3), np.uint8)
+    with thread_pool() as pool:
+        for index, image in enumerate(pool.map(prepare, split.paths)):
+            progress.update()
+            if image is not None:
+                pixels[len(kept)] = image
+                kept.append(index)
+    progress.close()
+    log.info("holding %d images of %dx%d in memory (%.0f MB)", len(kept), height, width,
+             pixels[:len(kept)].nbytes / 1e6)
+    chosen = np.array(kept, np.int64)
+    return ImageSet(pixels=pixels[:len(kept)], targets=split.targets.take(chosen),
+                    paths=tuple(split.paths[i] for i in kept))
+
+
+class ImageSteps(_Layer):
+    """Steps on images in memory: distort each batch (when asked), run the feature source, train.
+
+    With `fine_tune` the source's own trainable variables learn too; otherwise
+    the source runs outside the gradient tape (no backward pass through it).
+    `images.pixels` must be at `distortions.source_size(...)` of the source's
+    input size when distortions are active, else at that input size.
     """
-    tf = import_tensorflow()
-    dim = train.vectors.shape[1]
-    order = np.argsort(train.labels, kind="stable")
-    counts = np.bincount(train.labels, minlength=class_count)
-    vectors = tf.constant(train.vectors[order], tf.float32)
-    labels = tf.constant(train.labels[order], tf.int32)
-    offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int32)
-    counts_t = tf.constant(counts, tf.int32)
-    present = tf.constant(np.flatnonzero(counts), tf.int32)
-    weights = tf.Variable(tf.random.stateless_truncated_normal([dim, class_count], seed=[seed, 1], stddev=0.001),
-                          name="final_weights")
-    biases = tf.Variable(tf.zeros([class_count]), name="final_biases")
-    generator = tf.random.Generator.from_seed(seed)
-    rate = tf.constant(learning_rate, tf.float32)
 
-    @tf.function
-    def run_steps(count: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        logits = tf.zeros([train_batch_size, class_count])
-        batch_labels = tf.zeros([train_batch_size], tf.int32)
-        index = tf.zeros([train_batch_size], tf.int32)
-        for _ in tf.range(count):
-            pick = tf.gather(present, generator.uniform([train_batch_size], 0, tf.size(present), tf.int32))
-            within = tf.cast(generator.uniform([train_batch_size]) * tf.cast(tf.gather(counts_t, pick), tf.float32),
-                             tf.int32)
-            index = tf.gather(offsets, pick) + tf.minimum(within, tf.gather(counts_t, pick) - 1)
-            batch = tf.gather(vectors, index)
-            batch_labels = tf.gather(labels, index)
+    slow = True
+
+    def __init__(self, *, images: ImageSet, source: Any, head: Head, optimizer: Optimizer, batch_size: int,
+                 random: np.random.Generator, distortions: Distortions, fine_tune: bool) -> None:
+        super().__init__(head)
+        tf = import_tensorflow()
+        if fine_tune:
+            source.check_fine_tunable()
+        self.images, self.batch_size, self.random, self.distortions = images, batch_size, random, distortions
+        height, width = source.height, source.width
+        objective, weights, biases = head.objective, self.weights, self.biases
+        variables = [weights, biases, *(source.trainable_variables if fine_tune else [])]
+        regularization = source.regularization_losses if fine_tune else []
+        apply = optimizer.updater(variables)
+        active = distortions.active
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *images.pixels.shape[1:]], tf.uint8),
+                                      tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.bool),
+                                      tf.TensorSpec([None], tf.float32),
+                                      objective.target_spec(weights.shape[1], leading=1)])
+        def step(pixels: Any, boxes: Any, flip: Any, brightness: Any, targets: Any) -> tuple[Any, Any, Any]:
+            images = tf.cast(pixels, tf.float32) / 255.0
+            if active:
+                images = distort_tensors(images, boxes, flip, brightness, height=height, width=width)
+            # A frozen source runs outside the tape: no backward pass through it is ever built.
+            features = None if fine_tune else tf.stop_gradient(source.features(images))
             with tf.GradientTape() as tape:
-                logits = tf.matmul(batch, weights) + biases
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(batch_labels, logits))
-            grad_w, grad_b = tape.gradient(loss, [weights, biases])
-            weights.assign_sub(rate * grad_w)
-            biases.assign_sub(rate * grad_b)
-        # The classic script reported accuracy of the last batch after its step.
-        logits = tf.matmul(tf.gather(vectors, index), weights) + biases
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(batch_labels, logits))
-        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), batch_labels),
-                                          tf.float32))
-        return accuracy, loss, logits
+                logits = tf.matmul(source.features(images, training=True) if fine_tune else features,
+                                   weights) + biases
+                loss = objective.loss(logits, targets)
+                total = loss + tf.add_n([tf.cast(r(), tf.float32) for r in regularization]) if regularization else loss
+            apply(tape.gradient(total, variables))
+            return loss, objective.batch_metric(logits, targets), logits
 
-    summaries = Summaries(tf, summaries_dir, weights=weights, biases=biases) if summaries_dir else None
-    eval_rng = np.random.default_rng(seed + 1)
+        self._step = step
+
+    def run(self, count: int, tick: Callable[[int], None]) -> Last:
+        result = None
+        for _ in range(count):
+            indices = self.images.targets.sample(self.random, self.batch_size)
+            drawn = sample_parameters(self.distortions, count=self.batch_size, rng=self.random)
+            result = self._step(self.images.pixels[indices], crop_boxes(drawn, margin=self.distortions.margin),
+                                drawn.flip, drawn.brightness, self.images.targets.batch(indices))
+            tick(1)
+        loss, metric, logits = result
+        return Last(loss=float(loss), metric=float(metric), logits=logits)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Where training pauses: the classic evaluations, the intermediate stores, the last step."""
+
+    steps: int
+    eval_interval: int
+    store_every: int = 0
+    first_step: int = 0  # shown step numbers start here, so a later phase continues the curves
+
+    def pauses(self) -> Iterator[int]:
+        """The steps (0-based) after which training pauses, in order, computed lazily."""
+        step = 0
+        while step < self.steps:
+            yield step
+            candidates = [(step // self.eval_interval + 1) * self.eval_interval]
+            if self.store_every:
+                candidates.append((step // self.store_every + 1) * self.store_every)
+            if step < self.steps - 1:
+                candidates.append(self.steps - 1)
+            step = min(candidates)
+
+    def evaluates(self, step: int) -> bool:
+        return step % self.eval_interval == 0 or step == self.steps - 1
+
+    def stores(self, step: int) -> bool:
+        return self.store_every > 0 and step > 0 and step % self.store_every == 0
+
+
+def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: Callable[[Head], Evaluation],
+          summaries: Any = None, on_intermediate: Callable[[int, Head], None] | None = None,
+          label: str = "Training") -> Head:
+    """Run `steps` through `schedule`: log the classic lines, write summaries, store intermediate heads.
+
+    Stops with a RetrainError (nothing exported) when the loss stops being a
+    finite number: the learning rate is then too high for the data.
+    """
+    progress = Progress(schedule.steps, label, unit="steps") if steps.slow else None
+    tick = progress.update if progress else (lambda _count: None)
     done = 0
-    for step in schedule(steps, eval_step_interval, intermediate_store_frequency):
-        accuracy, loss, logits = run_steps(tf.constant(step + 1 - done))
-        done = step + 1
-        head = Head(weights=weights.numpy(), biases=biases.numpy())
-        if step % eval_step_interval == 0 or step == steps - 1:
-            valid = evaluate(head, validation, batch_size=validation_batch_size, rng=eval_rng, class_count=class_count)
-            log.info("Step %d: Train accuracy = %.1f%%", step, 100 * float(accuracy))
-            log.info("Step %d: Cross entropy = %f", step, float(loss))
-            if valid.count:
-                log.info("Step %d: Validation accuracy = %.1f%% (N=%d)", step, 100 * valid.accuracy, valid.count)
-            if summaries:
-                summaries.write(step=step, accuracy=accuracy, loss=loss, logits=logits, validation=valid)
-        if intermediate_store_frequency > 0 and step > 0 and step % intermediate_store_frequency == 0 and on_intermediate:
-            on_intermediate(step, head)
-    if summaries:
-        summaries.close()
-    return Head(weights=weights.numpy(), biases=biases.numpy())
-
-
-class Summaries:
-    """The classic summaries, compiled once: scalars per run, histograms of the new layer."""
-
-    def __init__(self, tf, summaries_dir: Path, *, weights, biases) -> None:
-        self.tf = tf
-        self.writers = {name: tf.summary.create_file_writer(str(summaries_dir / name))
-                        for name in ("train", "validation")}
-        writers = self.writers
-
-        @tf.function
-        def write_train(step, accuracy, loss, logits) -> None:
-            with writers["train"].as_default(step=step):
-                tf.summary.scalar("accuracy", accuracy)
-                tf.summary.scalar("cross_entropy", loss)
-                tf.summary.histogram("final_layer/weights", weights)
-                tf.summary.histogram("final_layer/biases", biases)
-                tf.summary.histogram("final_layer/pre_activations", logits)
-                tf.summary.histogram("final_layer/activations", tf.nn.softmax(logits))
-
-        @tf.function
-        def write_validation(step, accuracy, loss) -> None:
-            with writers["validation"].as_default(step=step):
-                tf.summary.scalar("accuracy", accuracy)
-                tf.summary.scalar("cross_entropy", loss)
-
-        self.write_train, self.write_validation = write_train, write_validation
-
-    def write(self, *, step: int, accuracy, loss, logits, validation: Evaluation) -> None:
-        step_t = self.tf.constant(step, self.tf.int64)
-        self.write_train(step_t, accuracy, loss, logits)
-        if validation.count:
-            self.write_validation(step_t, self.tf.constant(validation.accuracy, self.tf.float32),
-                                  self.tf.constant(validation.cross_entropy, self.tf.float32))
-
-    def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
+    try:
+        for step in schedule.pauses():
+            last = steps.run(step + 1 - done, tick)
+            done = step + 1
+            shown = schedule.first_step + step
+            if not math.isfinite(last.loss):
+                raise RetrainError(f"training stopped at step {shown}: the cross-entropy became {last.loss} "
+                                   f"(not a finite number), so the model is broken; lower {optimizer.flag} "
+                                   f"(now {optimizer.learning_rate:g}); nothing was exported")
+            head = steps.head() if schedule.evaluates(step) or schedule.stores(step) else None
+            if schedule.evaluates(step):
+                valid = validate(head)
+                name = head.objective.headline.replace("_", " ")
+                log.info("Step %d: Train %s = %.1f%%", shown, name, 100 * last.metric)
+                log.info("Step %d: Cross entropy = %f", shown, last.loss)
+                if valid.count:
+                    log.info("Step %d: Validation %s = %.1f%% (N=%d)", shown, name, 100 * valid.accuracy,
+                             valid.count)
+                if summaries:
+                    summaries.write(step=shown, last=last, validation=valid)
+            if schedule.stores(step) and on_intermediate:
+                on_intermediate(shown, head)
+    finally:
+        if progress:
+            progress.close()
+        if summaries:
+            summaries.close()
+    head = steps.head()
+    if not head.finite:
+        raise RetrainError(f"training ended with weights that are not finite numbers; lower {optimizer.flag} "
+                           f"(now {optimizer.learning_rate:g}); nothing was exported")
+    return head

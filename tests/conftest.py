@@ -155,3 +155,38 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"fixture {path} is missing: put ../shared beside the clone or set RETRAIN_FIXTURES")
     return path
+
+
+@pytest.fixture(scope="session")
+def flowers_bottlenecks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One bottleneck cache for every full retrain on the fixture flowers: vectors are content-keyed, so sharing
+    is safe, and the 500 photos go through each module once per test session instead of once per test module."""
+    return tmp_path_factory.mktemp("flowers_bottlenecks")
+
+
+FLOWERS_MODULE = "mobilenet_v2_035_224"  # the fastest real module
+QUANTIZATIONS = ("float32", "int8", "float16", "dynamic")
+
+
+@pytest.fixture(scope="session")
+def flowers_export(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path):
+    """One default retrain of the fixture flowers that writes every export (graph, labels, SavedModel, four
+    TFLite variants); label-image's and the exports' tests share it. Returns (config, result, stdout, seconds)."""
+    import contextlib
+    import io
+    import time
+
+    from retrain.config import RetrainConfig
+    from retrain.pipeline import run
+
+    out = tmp_path_factory.mktemp("flowers_export")
+    config = RetrainConfig(
+        image_dir=require(FLOWERS), tfhub_module=str(require(MODULES / FLOWERS_MODULE)),
+        output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
+        bottleneck_dir=flowers_bottlenecks, checkpoint_path=out / "checkpoint" / "ckpt",
+        saved_model_dir=out / "saved_model", output_tflite=out / "model.tflite", tflite_quantization=QUANTIZATIONS)
+    stdout = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stdout(stdout):
+        result = run(config)
+    return config, result, stdout.getvalue(), time.monotonic() - started

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from retrain.bottlenecks import BottleneckStore, compute_bottlenecks
-from retrain.modules import batch_function, load_feature_extractor
+import retrain.features.filekeys as filekeys
+from retrain.features.extract import file_vectors
+from retrain.features.module import load_feature_extractor
+from retrain.features.source import FeatureSource
+from retrain.features.store import BottleneckStore
+from retrain.images import read_bytes
 from tests.conftest import COLOURS, colour_photo, make_colour_tree, save_tiny_module
 
 
@@ -22,11 +29,10 @@ def files_of(root: Path) -> list[Path]:
     return sorted(root.rglob("*.jpg"))
 
 
-def compute(files: list[Path], extractor, cache: Path, **kwargs):
-    store = BottleneckStore(cache, module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
+def compute(files: list[Path], extractor, cache: Path, *, store_class=BottleneckStore, **kwargs):
+    store = store_class(cache, module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
     store.load()
-    return compute_bottlenecks(files, extractor=batch_function(extractor), height=extractor.height,
-                               width=extractor.width, store=store, batch_size=4, **kwargs)
+    return file_vectors(files, source=FeatureSource(members=(extractor,)), stores=[store], batch_size=4, **kwargs)
 
 
 def test_vectors_are_cached_and_equal_to_a_fresh_computation(tmp_path: Path, extractor):
@@ -55,37 +61,59 @@ def test_renamed_image_reuses_its_vector_and_changed_image_is_recomputed(tmp_pat
     assert not np.array_equal(vectors[files[1]], before.vectors[1])
 
 
+class DiesAfterTwoBatches(BottleneckStore):
+    """A store whose third batch never arrives: the run is interrupted (Ctrl-C) while computing it."""
+
+    def add(self, keys, vectors) -> None:
+        self.batches = getattr(self, "batches", 0) + 1
+        if self.batches > 2:
+            raise KeyboardInterrupt
+        super().add(keys, vectors)
+
+
 def test_interrupted_run_resumes_computing_only_what_is_missing(tmp_path: Path, extractor):
     files = files_of(make_colour_tree(tmp_path / "p", per_class=6))
-    call = batch_function(extractor)
-    calls = {"n": 0}
-
-    def dies_after_two_batches(images: np.ndarray) -> np.ndarray:
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise KeyboardInterrupt
-        return call(images)
-
-    store = BottleneckStore(tmp_path / "cache", module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
-    store.load()
     with pytest.raises(KeyboardInterrupt):
-        compute_bottlenecks(files, extractor=dies_after_two_batches, height=extractor.height, width=extractor.width,
-                            store=store, batch_size=4)
+        compute(files, extractor, tmp_path / "cache", store_class=DiesAfterTwoBatches)
     resumed = compute(files, extractor, tmp_path / "cache")
     assert resumed.computed == len(files) - 8
     assert compute(files, extractor, tmp_path / "cache").computed == 0
 
 
-def test_leftover_temporary_and_corrupt_shards_are_treated_as_missing(tmp_path: Path, extractor):
+def test_leftover_temporary_and_corrupt_shards_are_treated_as_missing(tmp_path: Path, extractor,
+                                                                     caplog: pytest.LogCaptureFixture):
     files = files_of(make_colour_tree(tmp_path / "p", per_class=3))
     compute(files, extractor, tmp_path / "cache")
     shard_dir = next((tmp_path / "cache").iterdir())
     shard = next(shard_dir.glob("shard-*.npz"))
     (shard_dir / ".tmp-half-written.npz").write_bytes(shard.read_bytes()[:100])
     shard.write_bytes(shard.read_bytes()[:200])  # damaged on disk
-    again = compute(files, extractor, tmp_path / "cache")
+    with caplog.at_level(logging.WARNING):
+        again = compute(files, extractor, tmp_path / "cache")
     assert again.computed == len(files)
     assert len(again.paths) == len(files)
+    # Said to be damaged (not a misleading pickle message), and moved aside once: later runs are quiet.
+    assert f"bottleneck shard {shard} is damaged" in caplog.text and "pickle" not in caplog.text
+    assert (shard_dir / f"damaged-{shard.name}").exists() and not shard.exists()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert compute(files, extractor, tmp_path / "cache").computed == 0
+    assert "damaged" not in caplog.text
+
+
+@pytest.mark.parametrize("content", ['[1, 2, 3]', '{"version": 2, "files": {"x": 5}}', '"text"', '{"a": [1]}',
+                                     '{"version": 2, "files": {"/p": [1, 2, 3, 4, 5, "short"]}}', "{not json"])
+def test_a_malformed_file_index_is_rebuilt_with_a_warning(tmp_path: Path, extractor, content: str,
+                                                         caplog: pytest.LogCaptureFixture):
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "file_keys.json").write_text(content)
+    with caplog.at_level(logging.INFO):
+        result = compute(files, extractor, cache, file_keys=filekeys.FileKeys(cache / "file_keys.json"))
+    assert len(result.paths) == len(files)
+    assert "rebuilding the file index" in caplog.text or "malformed entries" in caplog.text
+    json.loads((cache / "file_keys.json").read_text())  # rewritten whole
 
 
 def test_two_modules_never_share_vectors(tmp_path: Path, extractor):
@@ -121,8 +149,7 @@ def test_many_shards_are_compacted_and_still_load(tmp_path: Path, extractor):
 
 
 def test_file_index_skips_rereading_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import retrain.filekeys as filekeys
-
+    monkeypatch.setattr(filekeys, "RACY_SECONDS", 0.0)  # the photos were written a moment ago
     files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
     index = tmp_path / "keys.json"
     first = filekeys.FileKeys(index)
@@ -135,6 +162,35 @@ def test_file_index_skips_rereading_unchanged_files(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(filekeys, "read_bytes", no_reading)
     assert [filekeys.FileKeys(index).key(p) for p in files] == keys
-    monkeypatch.undo()
+    monkeypatch.setattr(filekeys, "read_bytes", read_bytes)
     colour_photo(files[0], COLOURS["red"], seed=4242, size=(50, 40))  # changed: read again
     assert filekeys.FileKeys(index).key(files[0]) == filekeys.content_key(files[0].read_bytes()) != keys[0]
+
+
+def test_a_photo_edited_in_place_with_its_size_and_time_kept_is_recomputed(tmp_path: Path, extractor,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """What "preserve date" options of metadata tools do: new bytes, same size, same mtime. Its ctime moves."""
+    monkeypatch.setattr(filekeys, "RACY_SECONDS", 0.0)
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
+    cache = tmp_path / "cache"
+    first = compute(files, extractor, cache, file_keys=filekeys.FileKeys(tmp_path / "keys.json"))
+    target, donor = files[0], files[-1]  # a red photo and a blue one
+    stat = target.stat()
+    data = bytearray(donor.read_bytes())
+    data = (data + bytes(stat.st_size))[:stat.st_size] if len(data) < stat.st_size else data
+    with open(target, "r+b") as handle:  # in place, same length, so size stays the same
+        handle.write(bytes(data[:stat.st_size]))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+    again = compute(files, extractor, cache, file_keys=filekeys.FileKeys(tmp_path / "keys.json"))
+    assert again.computed == 1
+    assert not np.array_equal(again.vectors[0], first.vectors[0])
+
+
+def test_a_file_changed_while_it_was_hashed_is_not_remembered(tmp_path: Path):
+    """A file whose ctime is within RACY_SECONDS of now is hashed but not recorded, so a same-tick edit cannot hide."""
+    photo = colour_photo(tmp_path / "a.jpg", COLOURS["red"], seed=1)
+    index = filekeys.FileKeys(tmp_path / "keys.json")
+    index.key(photo)
+    index.save()
+    assert not (tmp_path / "keys.json").exists() or str(photo) not in (tmp_path / "keys.json").read_text()

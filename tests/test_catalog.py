@@ -10,7 +10,8 @@ import pytest
 
 from retrain import catalog
 from retrain.cli import retrain_command
-from retrain.config import RetrainConfig, RetrainError
+from retrain.config import RetrainConfig
+from retrain.errors import RetrainError
 from tests.conftest import FIXTURES, MODULES, flags, invoke, make_colour_tree, require, run_script, save_tiny_module
 
 
@@ -65,7 +66,7 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_name_resolves_and_loads_through_tensorflow_hub(hub_cache: Path) -> None:
-    from retrain.modules import load_feature_extractor, resolve_module_path
+    from retrain.features.module import load_feature_extractor, resolve_module_path
 
     handle = catalog.lookup("mobilenet_v2_100_224").handle
     # The name and the full handle are one folder (so they share bottleneck vectors, keyed by content).
@@ -76,7 +77,7 @@ def test_a_name_resolves_and_loads_through_tensorflow_hub(hub_cache: Path) -> No
 
 
 def test_a_local_folder_wins_over_a_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_module: Path) -> None:
-    from retrain.modules import resolve_module_path
+    from retrain.features.module import resolve_module_path
 
     shutil.copytree(tiny_module, tmp_path / "inception_v3")
     monkeypatch.chdir(tmp_path)
@@ -84,7 +85,7 @@ def test_a_local_folder_wins_over_a_name(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_an_unknown_name_points_to_list_modules() -> None:
-    from retrain.modules import resolve_module_path
+    from retrain.features.module import resolve_module_path
 
     with pytest.raises(RetrainError, match=r"inception_v9 is neither an existing folder nor a handle, nor a module "
                                            r"name \(see retrain --list_modules\)"):
@@ -92,7 +93,7 @@ def test_an_unknown_name_points_to_list_modules() -> None:
 
 
 def test_a_name_that_cannot_be_fetched_names_the_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from retrain.modules import resolve_module_path
+    from retrain.features.module import resolve_module_path
 
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "empty_cache"))
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # never the network, even where there is one
@@ -135,7 +136,7 @@ def test_variable_size_module_with_image_size_trains_and_exports(tmp_path: Path,
                            how_many_training_steps=200, output_tflite=tmp_path / "model.tflite",
                            **_outputs(tmp_path))
     result = run(config)
-    assert (result.extractor.height, result.extractor.width) == (40, 40)
+    assert (result.source.height, result.source.width) == (40, 40)
     assert result.test_accuracy == 1.0  # the colours are easy; the module really sees 40x40 images
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(config.output_graph.read_bytes())
@@ -151,7 +152,7 @@ def test_variable_size_module_with_image_size_trains_and_exports(tmp_path: Path,
 
 def test_catalog_size_is_the_fallback_for_an_open_size_module(hub_cache: Path, open_size_module: Path) -> None:
     """A catalog name whose module leaves the size open runs at the size from the table, unless --image_size says."""
-    from retrain.modules import load_feature_extractor
+    from retrain.features.module import load_feature_extractor
 
     entry = catalog.lookup("bit_s_r50x1")
     shutil.copytree(open_size_module, hub_cache / hashlib.sha1(entry.handle.encode()).hexdigest())

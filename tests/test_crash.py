@@ -62,12 +62,12 @@ class Run:
     """A `python -m retrain` process whose stdout and stderr go to files we can watch."""
 
     def __init__(self, tree: Path, module: Path, out: Path, name: str, *, bottleneck_dir: Path | None = None,
-                 flush_every: int = FLUSH_EVERY, batch_size: int = 32) -> None:
+                 flush_every: int = FLUSH_EVERY, batch_size: int = 32, **extra: object) -> None:
         self.stdout_path, self.stderr_path = out / f"{name}.out", out / f"{name}.err"
         args = flags(image_dir=tree, tfhub_module=module, how_many_training_steps=20,
                      output_graph=out / "graph.pb", output_labels=out / "labels.txt",
                      summaries_dir=out / "logs", bottleneck_dir=bottleneck_dir or out / "bottlenecks",
-                     checkpoint_path=out / "ckpt" / "ckpt", bottleneck_batch_size=batch_size)
+                     checkpoint_path=out / "ckpt" / "ckpt", bottleneck_batch_size=batch_size, **extra)
         env = {**os.environ, "RETRAIN_BOTTLENECK_FLUSH_EVERY": str(flush_every), "PYTHONUNBUFFERED": "1"}
         with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen([sys.executable, "-m", "retrain", *args], stdout=stdout,
@@ -145,37 +145,46 @@ def test_sigkill_during_bottlenecks_and_export_then_resume(flowers, tmp_path: Pa
     assert "ignoring" not in third.stderr and "Traceback" not in third.stderr
     assert cached_keys(out / "bottlenecks") >= expected
 
-    # Kill 3: during export. Every output is then complete or absent, never half-written.
-    for path in (out / "graph.pb", out / "labels.txt"):
-        path.unlink()
-    fourth = Run(tree, module, out, "fourth")
-    fourth.wait_for(lambda: "Final test accuracy" in fourth.stdout
-                    or any(p.name.startswith(".graph.pb.") for p in out.iterdir()))
-    fourth.signal(signal.SIGKILL)
-    print(f"kill 3 (export): graph.pb {'complete' if (out / 'graph.pb').exists() else 'absent'}, "
-          f"labels.txt {'complete' if (out / 'labels.txt').exists() else 'absent'}")
-    if (out / "graph.pb").exists():
-        from retrain.tfenv import import_tensorflow
-
-        graph_def = import_tensorflow().compat.v1.GraphDef()
-        graph_def.ParseFromString((out / "graph.pb").read_bytes())  # raises on a truncated file
-        assert "final_result" in {node.name for node in graph_def.node}
-    if (out / "labels.txt").exists():
-        assert (out / "labels.txt").read_text() == "daisy\ndandelion\nroses\nsunflowers\ntulips\n"
+    # Kill 3: while the SavedModel is being written (its temporary folder exists beside the destination),
+    # over a complete SavedModel of an earlier run. The earlier one survives whole; the temporary folder of
+    # the killed run is removed by the next run.
+    saved = out / "saved"
+    Run(tree, module, out, "with_saved_model", saved_model_dir=saved).process.wait(timeout=300)
+    before = {p.relative_to(saved): p.read_bytes() for p in saved.rglob("*") if p.is_file()}
+    assert (saved / "saved_model.pb").exists() and (saved / ".retrain-export.json").exists()
+    fourth = Run(tree, module, out, "fourth", saved_model_dir=saved)
+    temporary = lambda: [p for p in out.iterdir() if p.name.startswith(".saved.")]  # noqa: E731
+    fourth.wait_for(lambda: bool(temporary()))
+    assert fourth.signal(signal.SIGKILL) == -signal.SIGKILL
+    assert temporary(), "the kill landed while the SavedModel was being written"
+    assert {p.relative_to(saved): p.read_bytes() for p in saved.rglob("*") if p.is_file()} == before
+    print(f"kill 3 (export): killed with {[p.name for p in temporary()]} beside the untouched SavedModel")
+    fifth = Run(tree, module, out, "fifth", saved_model_dir=saved)
+    assert fifth.process.wait(timeout=300) == 0, fifth.stderr
+    assert not temporary(), "the killed run's temporary folder is cleaned up"
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
     assert cached_keys(out / "bottlenecks") >= expected
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_finished_work(flowers, tmp_path: Path) -> None:
+@pytest.mark.parametrize("number, status, line", [
+    (signal.SIGINT, 130, "retrain: interrupted; finished files and cached bottlenecks are kept, rerun to continue"),
+    (signal.SIGTERM, 143, "retrain: terminated; finished files and cached bottlenecks are kept, rerun to continue"),
+])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_finished_work(flowers, tmp_path: Path, number: int, status: int,
+                                                               line: str) -> None:
+    """Ctrl-C and SIGTERM (kill, systemd, Docker, batch schedulers): one line, finished vectors kept."""
     tree, module = flowers
     out = tmp_path / "out"
     out.mkdir()
     run = Run(tree, module, out, "interrupted")
     run.wait_for(lambda: shard_count(out) >= 1)
-    assert run.signal(signal.SIGINT) == 130
+    assert run.signal(number) == status
     lines = run.stderr.strip().splitlines()
-    assert lines[-1] == ("retrain: interrupted; finished files and cached bottlenecks are kept, rerun to continue")
+    assert lines[-1] == line
     assert "Traceback" not in run.stderr
-    assert len(cached_keys(out / "bottlenecks")) >= FLUSH_EVERY
+    kept = cached_keys(out / "bottlenecks")
+    assert len(kept) >= FLUSH_EVERY
+    assert not list((out / "bottlenecks").rglob(".tmp-*")), "no half-written shard is left behind"
 
 
 def test_two_runs_share_one_bottleneck_dir(flowers, tmp_path: Path) -> None:

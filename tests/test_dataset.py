@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from retrain.config import RetrainError
-from retrain.dataset import MAX_NUM_IMAGES_PER_CLASS, scan_image_tree, split_of
+from retrain.errors import RetrainError
+from retrain.labels.folder import FolderSource
+from retrain.labels.split import MAX_NUM_IMAGES_PER_CLASS, SPLITS, split_of
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -19,12 +21,17 @@ def touch(path: Path, data: bytes = b"x") -> Path:
 
 
 def scan(root: Path, validation: float = 10, testing: float = 10):
-    return scan_image_tree(root, validation_percentage=validation, testing_percentage=testing)
+    return FolderSource(root, validation_percentage=validation, testing_percentage=testing).scan()
 
 
-def split_map(tree) -> dict[str, str]:
-    return {p.relative_to(tree.root).as_posix(): name
-            for c in tree.classes for name in ("training", "validation", "testing") for p in c.split(name)}
+def files_of(labels, name: str, split: str = "training") -> list[Path]:
+    """The files of one class in one split, in order."""
+    index = labels.names.index(name)
+    return [p for p, i in zip(labels.files[split], labels.targets[split].ids) if i == index]
+
+
+def split_map(labels, root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): name for name in SPLITS for p in labels.files[name]}
 
 
 def classic_split(name: str, validation: float, testing: float) -> str:
@@ -40,15 +47,16 @@ def test_split_matches_classic_formula_on_relative_path():
         assert split_of(name, validation_percentage=10, testing_percentage=10) == classic_split(name, 10, 10)
 
 
-def test_classes_and_files_sorted_extensions_any_case(tmp_path: Path):
+def test_classes_and_files_sorted_extensions_any_case(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     for name in ["b.JPG", "a.jpeg", "c.Png", "d.gif", "e.BMP", "f.webp", "notes.txt", ".DS_Store", "Thumbs.db"]:
         touch(tmp_path / "zebra" / name)
         touch(tmp_path / "apple" / name)
     touch(tmp_path / "README.md")
-    tree = scan(tmp_path, 0, 0)
-    assert tree.labels == ["apple", "zebra"]
-    assert [p.name for p in tree.classes[0].training] == ["a.jpeg", "b.JPG", "c.Png", "d.gif", "e.BMP", "f.webp"]
-    assert any(i.endswith("notes.txt") for i in tree.ignored)
+    with caplog.at_level(logging.INFO):
+        labels = scan(tmp_path, 0, 0)
+    assert labels.names == ("apple", "zebra")
+    assert [p.name for p in files_of(labels, "apple")] == ["a.jpeg", "b.JPG", "c.Png", "d.gif", "e.BMP", "f.webp"]
+    assert "ignored 3 non-image file(s)" in caplog.text
 
 
 def test_split_stable_when_files_are_added_and_independent_of_location(tmp_path: Path):
@@ -56,17 +64,17 @@ def test_split_stable_when_files_are_added_and_independent_of_location(tmp_path:
     for i in range(60):
         touch(first / "cats" / f"c{i}.jpg")
         touch(first / "dogs" / f"d{i}.jpg")
-    before = split_map(scan(first))
+    before = split_map(scan(first), first)
     for i in range(60, 200):
         touch(first / "cats" / f"c{i}.jpg")
-    after = split_map(scan(first))
+    after = split_map(scan(first), first)
     assert all(after[k] == v for k, v in before.items())
     # Same tree elsewhere, spelled with a trailing slash and '..': same split.
     moved = tmp_path / "two" / "deeper" / "images"
     moved.parent.mkdir(parents=True)
     first.rename(moved)
     spelled = Path(str(moved.parent / ".." / "deeper" / "images") + "/")
-    assert split_map(scan(spelled)) == after
+    assert split_map(scan(spelled), spelled) == after
     assert set(after.values()) == {"training", "validation", "testing"}
 
 
@@ -75,9 +83,9 @@ def test_nohash_files_share_a_split(tmp_path: Path):
         for variant in range(4):
             touch(tmp_path / "speech" / f"clip{i}_nohash_{variant}.png")
         touch(tmp_path / "noise" / f"n{i}.png")
-    tree = scan(tmp_path, 20, 20)
+    labels = scan(tmp_path, 20, 20)
     by_clip: dict[str, set[str]] = {}
-    for rel, split in split_map(tree).items():
+    for rel, split in split_map(labels, tmp_path).items():
         if rel.startswith("speech/"):
             by_clip.setdefault(rel.split("_nohash_")[0], set()).add(split)
     assert all(len(splits) == 1 for splits in by_clip.values())
@@ -92,9 +100,8 @@ def test_small_class_is_trained_on_with_a_warning(tmp_path: Path, caplog: pytest
                 if split_of(f"tiny/{i}.jpg", validation_percentage=10, testing_percentage=10) == "validation")
     touch(tmp_path / "tiny" / name)
     with caplog.at_level(logging.WARNING):
-        tree = scan(tmp_path)
-    tiny = tree.classes[tree.labels.index("tiny")]
-    assert [p.name for p in tiny.training] == [name] and not tiny.validation
+        labels = scan(tmp_path)
+    assert [p.name for p in files_of(labels, "tiny")] == [name] and not files_of(labels, "tiny", "validation")
     assert "tiny" in caplog.text and "training" in caplog.text
 
 
@@ -103,8 +110,8 @@ def test_nested_folders_belong_to_their_class_and_hidden_ones_are_skipped(tmp_pa
     touch(tmp_path / "cats" / "b.jpg")
     touch(tmp_path / "cats" / ".thumbnails" / "c.jpg")
     touch(tmp_path / "dogs" / "d.jpg")
-    tree = scan(tmp_path, 0, 0)
-    assert [p.relative_to(tmp_path).as_posix() for p in tree.classes[0].training] == ["cats/2019/a.jpg", "cats/b.jpg"]
+    labels = scan(tmp_path, 0, 0)
+    assert [p.relative_to(tmp_path).as_posix() for p in files_of(labels, "cats")] == ["cats/2019/a.jpg", "cats/b.jpg"]
 
 
 @pytest.mark.parametrize("layout, message", [
@@ -124,3 +131,29 @@ def test_missing_or_file_image_dir(tmp_path: Path):
         scan(tmp_path / "nope")
     with pytest.raises(RetrainError, match="is a file"):
         scan(touch(tmp_path / "file.jpg"))
+
+
+def test_names_that_are_not_utf8_are_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A file or class folder whose name is not valid UTF-8 is skipped, never a traceback."""
+    root = os.fsencode(tmp_path)
+    for name in (b"cats/a.jpg", b"cats/caf\xe9.jpg", b"dogs/d.jpg", b"bad\xff/x.jpg"):
+        os.makedirs(os.path.dirname(root + b"/" + name), exist_ok=True)
+        with open(root + b"/" + name, "wb") as handle:
+            handle.write(b"x")
+    with caplog.at_level(logging.WARNING):
+        labels = scan(tmp_path, 0, 0)
+    assert labels.names == ("cats", "dogs")
+    assert [p.name for p in files_of(labels, "cats")] == ["a.jpg"]
+    assert "caf\\xe9.jpg: its name is not valid UTF-8" in caplog.text
+    assert "bad\\xff: its name is not valid UTF-8" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "carriage\rreturn", "tab\there", "sep\u2028arator", "   "])
+def test_class_names_that_cannot_be_one_line_are_skipped(tmp_path: Path, name: str,
+                                                        caplog: pytest.LogCaptureFixture):
+    for folder in ("cats", "dogs", name):
+        touch(tmp_path / folder / "a.jpg")
+    with caplog.at_level(logging.WARNING):
+        labels = scan(tmp_path, 0, 0)
+    assert labels.names == ("cats", "dogs")
+    assert f"skipping class folder {name!r}" in caplog.text and "one label per line" in caplog.text

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.bottlenecks import BottleneckStore, compute_bottlenecks
 from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.distortions import Distortions, Parameters, distort, sample_parameters
-from retrain.filekeys import content_key
+from retrain.distortions import variant_rng
+from retrain.features.extract import file_vectors, variant_keys, variant_vectors
+from retrain.features.filekeys import content_key
+from retrain.features.module import load_feature_extractor
+from retrain.features.source import FeatureSource
+from retrain.features.store import BottleneckStore
 from retrain.images import load_image
-from retrain.modules import load_feature_extractor
-from retrain.modules import batch_function
 from retrain.pipeline import run
-from retrain.train import Split
-from retrain.variants import compute_variant_split, variant_keys
 from tests.conftest import PHOTOS, colour_photo, flags, invoke, require
 
 ALL_FOUR = Distortions(flip_left_right=True, random_crop=10, random_scale=10, random_brightness=10)
@@ -74,39 +74,54 @@ def test_each_distortion_does_what_its_flag_says():
     assert np.abs(corner - image).mean() > 0.02
 
 
-def test_same_seed_same_variants():
-    first = sample_parameters(ALL_FOUR, count=4, rng=np.random.default_rng(5))
-    second = sample_parameters(ALL_FOUR, count=4, rng=np.random.default_rng(5))
-    assert all(np.array_equal(getattr(first, f), getattr(second, f)) for f in ("scale", "offset_y", "flip", "brightness"))
-    assert np.all((first.scale >= 1) & (first.scale <= 1.1)) and np.all(np.abs(first.brightness - 1) <= 0.1)
+def test_a_variants_draw_depends_on_its_image_index_and_seed_only():
+    """What makes cached variants reusable: the draw is a function of (image key, variant index, seed)."""
+    key, other = content_key(b"one image"), content_key(b"another image")
+
+    def draw(key: bytes, variant: int, seed: int):
+        return sample_parameters(ALL_FOUR, count=1, rng=variant_rng(key=key, variant=variant, seed=seed))
+
+    def same(a, b) -> bool:
+        return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("scale", "offset_y", "offset_x", "brightness"))
+
+    assert same(draw(key, 2, 7), draw(key, 2, 7))
+    assert not same(draw(key, 2, 7), draw(other, 2, 7))
+    assert not same(draw(key, 2, 7), draw(key, 3, 7))
+    assert not same(draw(key, 2, 7), draw(key, 2, 8))
+    draws = sample_parameters(ALL_FOUR, count=200, rng=variant_rng(key=key, variant=0, seed=0))
+    assert np.all((draws.scale >= 1) & (draws.scale <= 1.1)) and np.all(np.abs(draws.brightness - 1) <= 0.1)
+    assert 0.3 < draws.flip.mean() < 0.7
 
 
 @pytest.fixture
-def tiny_training(colour_tree: Path, tiny_module: Path) -> tuple[Split, object]:
-    paths = sorted(colour_tree.rglob("*.jpg"))[::3]
-    labels = np.array([["blue", "green", "red"].index(p.parent.name) for p in paths])
-    return Split(vectors=np.zeros((len(paths), 8), np.float32), labels=labels, paths=tuple(paths)), \
-        load_feature_extractor(str(tiny_module))
+def tiny_training(colour_tree: Path, tiny_module: Path) -> tuple[list[Path], object]:
+    return sorted(colour_tree.rglob("*.jpg"))[::3], load_feature_extractor(str(tiny_module))
 
 
 def test_changing_a_distortion_flag_invalidates_the_variant_cache(tiny_training, tmp_path: Path):
     train, extractor = tiny_training
     root = tmp_path / "bottlenecks"
 
-    def variants(distortions: Distortions, *, seed: int = 0, count: int = 3) -> tuple[Split, BottleneckStore]:
-        store = BottleneckStore(root, module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
-        store.load()
-        return compute_variant_split(train, extractor=extractor, distortions=distortions, variants=count, seed=seed,
-                                     store=store, batch_size=8), store
+    class Variants:
+        def __init__(self, distortions: Distortions, *, seed: int = 0, count: int = 3) -> None:
+            store = BottleneckStore(root, module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
+            store.load()
+            self.paths, self.vectors = variant_vectors(train, source=FeatureSource(members=(extractor,)),
+                                                       stores=[store], distortions=distortions, variants=count,
+                                                       seed=seed, batch_size=8)
+            self.store = store
+
+    def variants(distortions: Distortions, **kwargs: int) -> tuple[Variants, BottleneckStore]:
+        result = Variants(distortions, **kwargs)
+        return result, result.store
 
     first, store = variants(ALL_FOUR)
-    assert len(first) == 3 * len(train) and first.paths[:3] == (train.paths[0],) * 3
-    assert list(first.labels[::3]) == list(train.labels)
+    assert first.paths == tuple(train) and first.vectors.shape == (3 * len(train), extractor.feature_dim)
     assert store.shards_written >= 1
     again, store = variants(ALL_FOUR)
     assert store.shards_written == 0, "identical settings must come from the cache"
     np.testing.assert_array_equal(again.vectors, first.vectors)
-    data = train.paths[0].read_bytes()
+    data = content_key(train[0].read_bytes())
     changed = {"random_crop": 20, "random_scale": 5, "random_brightness": 30, "flip_left_right": False}
     for name, value in changed.items():
         settings = Distortions(**{**ALL_FOUR.__dict__, name: value})
@@ -118,7 +133,8 @@ def test_changing_a_distortion_flag_invalidates_the_variant_cache(tiny_training,
     assert store.shards_written >= 1 and not np.allclose(reseeded.vectors, first.vectors)
     # More variants reuse the ones already computed and add only the new indices.
     more, store = variants(ALL_FOUR, count=4)
-    np.testing.assert_array_equal(more.vectors.reshape(len(train), 4, -1)[:, :3], first.vectors.reshape(len(train), 3, -1))
+    np.testing.assert_array_equal(more.vectors.reshape(len(train), 4, -1)[:, :3],
+                                  first.vectors.reshape(len(train), 3, -1))
     # Distinct variants of one image really give distinct vectors.
     per_image = first.vectors.reshape(len(train), 3, -1)
     assert all(not np.allclose(per_image[i, 0], per_image[i, 1]) for i in range(len(train)))
@@ -141,12 +157,12 @@ def test_validation_and_test_images_are_never_distorted(colour_tree: Path, tiny_
         assert len(split) >= 3
         plain = store.get([content_key(p.read_bytes()) for p in split.paths])
         np.testing.assert_array_equal(split.vectors, plain)
-        fresh = compute_bottlenecks(list(split.paths), extractor=batch_function(extractor), height=32, width=32,
-                                    store=BottleneckStore(Path(outputs["bottleneck_dir"]) / "fresh",
-                                                          module_key="k", feature_dim=8))
+        fresh = file_vectors(list(split.paths), source=FeatureSource(members=(extractor,)), batch_size=8,
+                             stores=[BottleneckStore(Path(outputs["bottleneck_dir"]) / "fresh", module_key="k",
+                                                     feature_dim=8)])
         np.testing.assert_allclose(split.vectors, fresh.vectors, atol=1e-6)
         for path in split.paths:
-            for key in variant_keys(path.read_bytes(), distortions=Distortions(
+            for key in variant_keys(content_key(path.read_bytes()), distortions=Distortions(
                     flip_left_right=True, random_crop=30, random_scale=30, random_brightness=30), variants=2, seed=0):
                 assert key not in store, f"a distorted variant of held-out image {path} was computed"
 

@@ -6,7 +6,7 @@ module writes every export once; the tests compare them on the test split.
 
 from __future__ import annotations
 
-import time
+import re
 import warnings
 from pathlib import Path
 
@@ -14,33 +14,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FLOWERS, MODULES, PHOTOS, flags, invoke, make_colour_tree, require
+from tests.conftest import PHOTOS, flags, invoke, make_colour_tree, require
 from retrain.cli import retrain_command
-from retrain.config import RetrainConfig
 from retrain.images import load_image
 
-QUANTIZATIONS = ("float32", "int8", "float16", "dynamic")
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Retrain on the flower photos once, exporting frozen graph, SavedModel and all four TFLite variants."""
-    from retrain.pipeline import run
-
-    out = tmp_path_factory.mktemp("exports")
-    config = RetrainConfig(
-        image_dir=require(FLOWERS), tfhub_module=str(require(MODULES / "mobilenet_v2_035_224")),
-        output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
-        bottleneck_dir=out / "bottlenecks", checkpoint_path=out / "checkpoint" / "ckpt",
-        saved_model_dir=out / "saved_model", output_tflite=out / "model.tflite",
-        tflite_quantization=QUANTIZATIONS,
-    )
-    started = time.monotonic()
-    result = run(config)
+def trained(flowers_export) -> dict:
+    """The shared retraining of the flower photos (frozen graph, SavedModel and all four TFLite variants)."""
+    config, result, stdout, seconds = flowers_export
     test_paths = list(result.splits["testing"].paths)
     images = np.stack([load_image(p, height=224, width=224) for p in test_paths])
-    return {"config": config, "result": result, "out": out, "paths": test_paths, "images": images,
-            "seconds": time.monotonic() - started, "frozen": _frozen_graph_probabilities(config.output_graph, images)}
+    return {"config": config, "result": result, "out": config.output_graph.parent, "paths": test_paths,
+            "images": images, "stdout": stdout, "seconds": seconds,
+            "frozen": _frozen_graph_probabilities(config.output_graph, images)}
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +82,18 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.argmax(a, 1) == np.argmax(b, 1)))
 
 
-def test_every_export_is_written_and_reported(trained: dict, capsys: pytest.CaptureFixture) -> None:
+def test_every_export_is_written_and_reported(trained: dict) -> None:
     out = trained["out"]
     expected = [out / "model.tflite", out / "model_int8.tflite", out / "model_float16.tflite",
                 out / "model_dynamic.tflite"]
-    assert list(trained["result"].written[-4:]) == expected
+    assert list(trained["result"].written) == [out / "graph.pb", out / "labels.txt", out / "saved_model", *expected]
+    reported = re.findall(r"^Wrote (.+) \((\d+(?:\.\d)?) (MB|kB|bytes)\)$", trained["stdout"], re.M)
+    assert [Path(path) for path, _size, _unit in reported] == list(trained["result"].written)
+    for path, size, unit in reported:
+        on_disk = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() \
+            else Path(path).stat().st_size
+        scale = {"MB": 1e6, "kB": 1e3, "bytes": 1}[unit]
+        assert abs(float(size) * scale - on_disk) <= 0.05 * scale, path
     for path in expected:
         assert path.stat().st_size > 100_000, path
     sizes = {path.name: path.stat().st_size for path in expected}
@@ -108,7 +101,7 @@ def test_every_export_is_written_and_reported(trained: dict, capsys: pytest.Capt
     assert sizes["model_float16.tflite"] < 0.6 * sizes["model.tflite"]
     assert sizes["model_int8.tflite"] < 0.45 * sizes["model.tflite"]
     assert sizes["model_dynamic.tflite"] < 0.45 * sizes["model.tflite"]
-    assert not list(out.glob(".*.tmp")), "no temporary files are left behind"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files are left behind"
     print(f"\n[exports] retrain run with 4 TFLite conversions: {trained['seconds']:.1f} s; sizes: "
           f"graph.pb {trained['config'].output_graph.stat().st_size}, "
           + ", ".join(f"{name} {size}" for name, size in sizes.items()))

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain import export
 from retrain.cli import _setup_logging, retrain_command
 from retrain.config import RetrainConfig
+from retrain.exporters.model import ExportModel
+from retrain.features.module import load_feature_extractor
+from retrain.features.source import FeatureSource
 from retrain.images import load_image
-from retrain.modules import load_feature_extractor
 from retrain.pipeline import run
 from retrain.tfenv import import_tensorflow
 from retrain.train import Head
@@ -94,7 +95,7 @@ def test_fine_tuning_changes_the_module_weights(fine_tuned):
     config, result, _ = fine_tuned
     original = load_feature_extractor(config.tfhub_module)
     before = [v.numpy() for v in original.trainable_variables]
-    after = [v.numpy() for v in result.extractor.trainable_variables]
+    after = [v.numpy() for v in result.source.trainable_variables]
     assert len(before) == len(after) == 2
     assert max(np.abs(a - b).max() for a, b in zip(after, before)) > 1e-3
 
@@ -104,7 +105,8 @@ def test_exported_graph_and_saved_model_carry_the_fine_tuned_weights(fine_tuned)
     tf = import_tensorflow()
     images = _images(result)
     assert len(images) >= 6
-    live = export.build_classifier(result.extractor, result.head, final_tensor_name="final_result")
+    live = ExportModel(source=result.source, head=result.head, labels=tuple(result.labels),
+                       final_tensor_name="final_result").classifier
     expected = live.probabilities(tf.constant(images)).numpy()
     frozen = _frozen_graph_probabilities(config.output_graph, images)
     np.testing.assert_allclose(frozen, expected, atol=1e-4)
@@ -112,7 +114,8 @@ def test_exported_graph_and_saved_model_carry_the_fine_tuned_weights(fine_tuned)
     np.testing.assert_allclose(served["prediction"].numpy(), expected, atol=1e-4)
     # The same new layer on the module as it was before fine-tuning predicts something else.
     original = load_feature_extractor(config.tfhub_module)
-    unchanged = export.build_classifier(original, result.head, final_tensor_name="final_result")
+    unchanged = ExportModel(source=FeatureSource(members=(original,)), head=result.head, labels=tuple(result.labels),
+                            final_tensor_name="final_result").classifier
     assert np.abs(unchanged.probabilities(tf.constant(images)).numpy() - frozen).max() > 1e-3
     assert config.output_labels.read_text() == "blue\ngreen\nred\n"
 
@@ -121,11 +124,12 @@ def test_test_accuracy_is_measured_through_the_fine_tuned_module(fine_tuned):
     _, result, stderr = fine_tuned
     tf = import_tensorflow()
     test = result.splits["testing"]
-    features = result.extractor(tf.constant(np.stack([load_image(p, height=TINY_SIZE, width=TINY_SIZE)
+    features = result.source(tf.constant(np.stack([load_image(p, height=TINY_SIZE, width=TINY_SIZE)
                                                       for p in test.paths]))).numpy()
     np.testing.assert_allclose(test.vectors, features, atol=1e-4)
-    predictions = Head(weights=result.head.weights, biases=result.head.biases).probabilities(features).argmax(1)
-    assert result.test_accuracy == pytest.approx(float(np.mean(predictions == test.labels)))
+    predictions = Head(weights=result.head.weights, biases=result.head.biases,
+                       objective=result.head.objective).probabilities(features).argmax(1)
+    assert result.test_accuracy == pytest.approx(float(np.mean(predictions == test.targets.ids)))
     assert result.test_accuracy >= 0.9  # the colours are easy; fine-tuning must not wreck the classifier
 
 

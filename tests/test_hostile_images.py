@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import os
+import ctypes
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,7 +149,7 @@ def _unreadable(path: Path) -> Path:
         return path
     except OSError:
         pass
-    pytest.skip("running as root and no write-only /proc/sys file to stand in for an unreadable image")
+    pytest.fail("running as root and no write-only /proc/sys file to stand in for an unreadable image")
 
 
 BAD: dict[str, tuple[Callable[[Path], Path], str]] = {
@@ -171,16 +174,30 @@ def test_bad_files_are_refused_with_a_reason(tmp_path: Path, name: str) -> None:
     assert reason in str(error.value)
 
 
-def test_unreadable_by_permission_bits_when_not_root(tmp_path: Path) -> None:
-    """The plain chmod 000 case; root reads such files anyway, so there it is covered by the /proc link above."""
-    if os.geteuid() == 0:
-        pytest.skip("root ignores permission bits; test_bad_files_are_refused_with_a_reason[no_read_permission] "
-                    "covers EACCES with a /proc/sys link instead")
-    path = tmp_path / "locked.jpg"
+def test_unreadable_by_permission_bits(tmp_path: Path) -> None:
+    """The plain chmod 000 case. Root reads such files anyway, so as root this thread's file-system
+    identity is switched to user `nobody` (setfsuid) while the file is read: the kernel's real check."""
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # traversable by anyone, unlike pytest's tmp_path
+    folder.chmod(0o755)
+    path = folder / "locked.jpg"
     _save(red_pixels(), path)
-    path.chmod(0)
-    with pytest.raises(ImageError, match="permission denied"):
-        read_bytes(path)
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def read_as_nobody() -> bytes:
+        previous = libc.setfsuid(65534) if os.geteuid() == 0 else None
+        try:
+            return read_bytes(path)
+        finally:
+            if previous is not None:
+                libc.setfsuid(previous)
+
+    try:
+        assert read_as_nobody()  # the control: readable while its bits allow it
+        path.chmod(0)
+        with pytest.raises(ImageError, match="permission denied"):
+            read_as_nobody()
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_very_large_images_decode_in_bounded_memory(tmp_path: Path) -> None:
@@ -230,12 +247,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_module: Path):
     tree = make_colour_tree(root / "photos", per_class=8)
     red = tree / "red"
     good = [make(red / "x") for make in GOOD]
-    bad = {}
-    for name, (make, _reason) in BAD.items():
-        try:
-            bad[name] = make(red / f"{name}.jpg")
-        except pytest.skip.Exception:
-            pass
+    bad = {name: make(red / f"{name}.jpg") for name, (make, _reason) in BAD.items()}
     # Never images: hidden files, OS litter and notes are ignored, not "skipped".
     (red / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (red / "._red_000.jpg").write_bytes(b"\0\5\26\7")  # AppleDouble litter from macOS copies

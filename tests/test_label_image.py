@@ -17,10 +17,8 @@ import numpy as np
 import pytest
 
 from retrain.cli import label_image_command
-from retrain.config import LabelImageConfig, RetrainConfig
-from tests.conftest import FLOWERS, MODULES, PHOTOS, colour_photo, flags, invoke, require, run_script
+from tests.conftest import PHOTOS, colour_photo, flags, invoke, require, run_script
 
-MODULE = MODULES / "mobilenet_v2_035_224"
 HELD_OUT = 10  # test-split photos compared with the in-process prediction
 
 
@@ -34,24 +32,21 @@ class Trained:
     expected: np.ndarray  # the trained head's probabilities on their cached bottlenecks
     out: Path
     result: Any  # the RetrainResult
+    tflite: dict[str, Path]  # the TFLite files retrain wrote: float32 and full int8
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    from retrain.pipeline import run
-
-    require(FLOWERS), require(MODULE)
-    out = tmp_path_factory.mktemp("label_image")
-    config = RetrainConfig(image_dir=FLOWERS, tfhub_module=str(MODULE), how_many_training_steps=500,
-                           output_graph=out / "graph.pb", output_labels=out / "labels.txt",
-                           summaries_dir=out / "logs", bottleneck_dir=out / "bottlenecks",
-                           checkpoint_path=out / "checkpoint" / "ckpt", saved_model_dir=out / "saved_model")
-    result = run(config)
+def trained(flowers_export, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The shared retraining of the fixture flowers (every export), read by label-image here."""
+    config, result, _stdout, _seconds = flowers_export
+    out = tmp_path_factory.mktemp("label_image")  # files this module makes go here, never beside the shared export
     testing = result.splits["testing"]
     pick = np.linspace(0, len(testing) - 1, HELD_OUT).astype(int)  # spread over the classes (paths are sorted)
     return Trained(graph=config.output_graph, saved_model=config.saved_model_dir, labels=config.output_labels,
                    labels_list=result.labels, photos=[testing.paths[i] for i in pick],
-                   expected=result.head.probabilities(testing.vectors[pick]), out=out, result=result)
+                   expected=result.head.probabilities(testing.vectors[pick]), out=out, result=result,
+                   tflite={"float": config.output_tflite,
+                           "int8": config.output_tflite.with_name(f"{config.output_tflite.stem}_int8.tflite")})
 
 
 def label_json(*args: str, expect: int = 0) -> list[dict]:
@@ -197,23 +192,8 @@ def test_a_graph_with_another_final_tensor_name_is_found_by_its_softmax(trained:
     assert invoke(label_image_command, ["--graph", str(renamed), *common]).stdout == original.stdout
 
 
-def _write_tflite(trained: Trained, path: Path, *, quantize_with: list[Path] | None = None) -> None:
-    """A TFLite file of the trained model, by retrain's exporter: float, or full int8 calibrated on `quantize_with`."""
-    from retrain import export
-    from retrain.images import load_image
-
-    samples = np.stack([load_image(p, height=224, width=224) for p in quantize_with]) if quantize_with else None
-    classifier = export.build_classifier(trained.result.extractor, trained.result.head,
-                                         final_tensor_name="final_result")
-    export.write_tflite(path, classifier, quantization="int8" if quantize_with else "float32",
-                        representative_images=samples)
-
-
 def test_tflite_float_and_int8(trained: Trained) -> None:
-    calibration = sorted(FLOWERS.glob("*/*.jpg"))[::25]
-    models = {"float": trained.out / "model.tflite", "int8": trained.out / "model_int8.tflite"}
-    _write_tflite(trained, models["float"])
-    _write_tflite(trained, models["int8"], quantize_with=calibration)
+    models = trained.tflite
     for kind, model in models.items():
         result = invoke(label_image_command, ["--graph", str(model), "--labels", str(trained.labels), "--json",
                                               *images_args(trained.photos)])
@@ -245,9 +225,15 @@ def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
 
 
 def test_defaults_follow_a_default_retrain_run() -> None:
-    defaults = LabelImageConfig()
-    assert defaults.graph == RetrainConfig.output_graph and defaults.labels == RetrainConfig.output_labels
-    assert defaults.top_k == 5
+    """The two commands as users call them: label-image's --graph and --labels default to what retrain writes."""
+    from retrain.cli import retrain_command
+
+    def default(command, name: str):
+        return next(Path(param.default) for param in command.params if param.name == name)
+
+    assert default(label_image_command, "graph") == default(retrain_command, "output_graph")
+    assert default(label_image_command, "labels") == default(retrain_command, "output_labels")
+    assert next(p.default for p in label_image_command.params if p.name == "top_k") == 5
 
 
 def _error(args: list[str], *, expect: int) -> str:
@@ -311,7 +297,7 @@ def test_an_undecodable_image_among_several_is_skipped_then_fails(trained: Train
 @pytest.mark.parametrize("dtype, scale, zero_point", [(np.uint8, 1 / 255, 0), (np.int8, 1 / 255, -128),
                                                       (np.int8, 0.01, 3)])
 def test_quantized_input_and_output_use_their_parameters(dtype: type, scale: float, zero_point: int) -> None:
-    from retrain.label_image import _dequantize, _quantize
+    from retrain.inference.readers import _dequantize, _quantize
 
     detail = {"dtype": dtype, "quantization": (scale, zero_point)}
     pixels = np.linspace(0, 1, 256, dtype=np.float32).reshape(1, 16, 16, 1)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from retrain.cli import retrain_command
-from retrain.config import RetrainError
-from retrain.modules import load_feature_extractor
+from retrain.errors import RetrainError
+from retrain.features.module import load_feature_extractor
 from tests.conftest import FIXTURES, MODULES, copy_tree, flags, invoke, require
 
 HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"

@@ -1,1 +1,153 @@
-"""Label sources: what yields (file, labels, split)."""
+"""Label sources: what yields (file, labels, split) for a run.
+
+A source (the folder tree in `folder`, a CSV in `csv`) turns the user's input
+into `Example`s; `build` turns examples into a `LabelSet`: the label names and,
+per split, the files with their targets. Targets are what the training loop
+samples and the objective's loss reads: `ClassIds` (one class per image, for
+the softmax objective) or `MultiLabels` (a set of labels per image, sparse,
+for the sigmoid objective). The split is always the classic hash unless a
+source says otherwise (a CSV's `split` column).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from retrain.errors import RetrainError
+from retrain.labels.split import SPLITS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled image: its file, its label names (one, or any number for multi-label), its split."""
+
+    path: Path
+    labels: tuple[str, ...]
+    split: str
+
+
+class Targets(Protocol):
+    """The labels of a split's rows, as the training loop and the objective use them."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, indices: np.ndarray) -> "Targets": ...
+
+    def repeat(self, count: int) -> "Targets": ...
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray: ...
+
+    def batch(self, indices: np.ndarray) -> np.ndarray: ...
+
+
+class ClassIds:
+    """One class index per row (single-label). Sampling is the classic class-uniform draw."""
+
+    def __init__(self, ids: np.ndarray, *, class_count: int) -> None:
+        self.ids = np.asarray(ids, np.int64)
+        self.class_count = class_count
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, indices: np.ndarray) -> "ClassIds":
+        return ClassIds(self.ids[indices], class_count=self.class_count)
+
+    def repeat(self, count: int) -> "ClassIds":
+        return ClassIds(np.repeat(self.ids, count), class_count=self.class_count)
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` row indices: a random class first (among those present), then a random row of it."""
+        order = np.argsort(self.ids, kind="stable")
+        counts = np.bincount(self.ids, minlength=self.class_count)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        present = np.flatnonzero(counts)
+        classes = present[rng.integers(0, len(present), size=count)]
+        return order[offsets[classes] + rng.integers(0, counts[classes])]
+
+    def batch(self, indices: np.ndarray) -> np.ndarray:
+        """What the softmax loss takes: int32 class indices."""
+        return self.ids[indices].astype(np.int32)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The labelled images of a run: label names, and per split the files with their targets."""
+
+    names: tuple[str, ...]
+    files: Mapping[str, tuple[Path, ...]]
+    targets: Mapping[str, Any]  # split -> Targets, aligned with files[split]
+    examples: tuple[Example, ...]
+    source: str  # e.g. "--image_dir photos", for messages
+    multi_label: bool = False
+    linked: tuple[Path, ...] = field(default=())  # real targets of links met while scanning: inputs too
+
+    def all_files(self) -> list[Path]:
+        """Every file once, training first, in a stable order."""
+        return list(dict.fromkeys(p for name in SPLITS for p in self.files[name]))
+
+    def count(self, split: str) -> int:
+        return len(self.files[split])
+
+    def keep(self, usable: Container[Path]) -> "LabelSet":
+        """The same set without the files that could not be used (labels left with none are dropped)."""
+        examples = [e for e in self.examples if e.path in usable]
+        left = {label for e in examples for label in e.labels}
+        for label in self.names:
+            if label not in left:
+                log.warning("%s %r has no usable images left; leaving it out",
+                            "label" if self.multi_label else "class", label)
+        return build(examples, source=self.source, multi_label=self.multi_label, linked=self.linked, first=False)
+
+
+def build(examples: Sequence[Example], *, source: str, multi_label: bool, linked: Iterable[Path] = (),
+          first: bool = True, expected_splits: Container[str] = ()) -> LabelSet:
+    """Examples -> LabelSet. Single-label sets keep the classic small-class rule.
+
+    A class with no training image is trained on all its images, with a warning;
+    `expected_splits` names the splits the user asked images for (warned about
+    when a class gets none). Fewer than two usable labels is an error.
+    """
+    if multi_label:
+        from retrain.labels.multilabel import multi_label_set
+
+        return multi_label_set(examples, source=source, linked=tuple(linked), first=first)
+    by_label: dict[str, dict[str, list[Example]]] = {}
+    for example in examples:
+        (label,) = example.labels
+        by_label.setdefault(label, {name: [] for name in SPLITS})[example.split].append(example)
+    names: list[str] = []
+    rows: dict[str, list[tuple[Example, int]]] = {name: [] for name in SPLITS}
+    for label in sorted(by_label):
+        splits = by_label[label]
+        total = sum(map(len, splits.values()))
+        if not splits["training"]:
+            if first:
+                log.warning("class %r has only %d image(s), none in the training split; training on all of them "
+                            "(it gets no validation or test images)", label, total)
+            else:
+                log.warning("class %r has no usable training images; training on all %d of its usable images",
+                            label, total)
+            splits = {"training": [e for name in SPLITS for e in splits[name]], "validation": [], "testing": []}
+        elif first:
+            empty = [name for name in ("validation", "testing") if not splits[name] and name in expected_splits]
+            if empty:
+                log.warning("class %r has %d image(s) and none in the %s split; add images for a fair evaluation",
+                            label, total, " or ".join(empty))
+        for name in SPLITS:
+            rows[name] += [(e, len(names)) for e in splits[name]]
+        names.append(label)
+    if len(names) < 2:
+        raise RetrainError(f"only {len(names)} class(es) in {source} have usable images; need at least 2")
+    return LabelSet(names=tuple(names), files={n: tuple(e.path for e, _ in rows[n]) for n in SPLITS},
+                    targets={n: ClassIds(np.array([i for _, i in rows[n]], np.int64), class_count=len(names))
+                             for n in SPLITS},
+                    examples=tuple(examples), source=source, multi_label=False, linked=tuple(linked))

@@ -1,4 +1,4 @@
-"""The on-disk bottleneck cache and the batched pipeline that fills it.
+"""The on-disk bottleneck cache: vectors of one module, in atomically written shard files.
 
 Layout: `<bottleneck_dir>/<module key>/shard-*.npz`, each shard holding many
 (key, vector) pairs. A key is the SHA-1 of the image file's bytes (plus, for
@@ -13,23 +13,17 @@ several runs can share one folder. An unreadable shard is treated as missing.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import tempfile
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from retrain.config import RetrainError
-from retrain.filekeys import FileKeys
-from retrain.images import ImageError, load_image
-from retrain.progress import Progress
+from retrain.errors import RetrainError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +47,8 @@ class BottleneckStore:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise RetrainError(f"cannot create --bottleneck_dir {root}: {error.strerror}") from None
+            raise RetrainError(f"cannot create the cache folder {self.dir} in --bottleneck_dir: "
+                               f"{error.strerror}") from None
         self._index: dict[bytes, int] = {}
         self._chunks: list[np.ndarray] = []
         self._rows = 0
@@ -78,13 +73,13 @@ class BottleneckStore:
                 except FileNotFoundError:
                     vanished = True  # another run compacted it away; list again
                     break
-                except Exception as error:  # noqa: BLE001 - any unreadable shard is just missing
-                    log.warning("ignoring unreadable bottleneck shard %s (%s)", path, error)
-                    self._loaded.add(path)  # nothing to keep: compaction may remove it
+                except Exception:  # noqa: BLE001 - numpy and zipfile raise many kinds for a damaged file
+                    self._set_aside(path, "it is not a complete .npz file")
                     continue
-                if shard_vectors.shape != (len(shard_keys), self.feature_dim):
-                    log.warning("ignoring bottleneck shard %s with shape %s", path, shard_vectors.shape)
-                    self._loaded.add(path)
+                if (shard_keys.dtype.kind != "S" or shard_vectors.shape != (len(shard_keys), self.feature_dim)
+                        or shard_vectors.dtype.kind != "f"):
+                    self._set_aside(path, f"it holds {shard_vectors.dtype} {shard_vectors.shape}, expected "
+                                          f"[N, {self.feature_dim}] floats")
                     continue
                 self._loaded.add(path)
                 keys.append(shard_keys)
@@ -96,6 +91,20 @@ class BottleneckStore:
         self._rows = len(all_keys)
         self._index = {key: row for row, key in enumerate(all_keys.tolist())}
         return len(self._index)
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Move a damaged shard out of the way, once, so every later run does not trip over it."""
+        aside = path.with_name(f"damaged-{path.name}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return  # another run moved it first
+        except OSError as error:
+            log.warning("bottleneck shard %s is damaged (%s) and cannot be moved aside (%s); its vectors will "
+                        "be recomputed", path, reason, error.strerror)
+            return
+        log.warning("bottleneck shard %s is damaged (%s); moved it aside to %s, its vectors will be recomputed",
+                    path, reason, aside.name)
 
     def _remove_stale_temps(self) -> None:
         """Delete half-written shards that killed runs left behind (never a running writer's)."""
@@ -160,15 +169,22 @@ class BottleneckStore:
 
     def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
             with os.fdopen(fd, "wb") as handle:
                 np.savez(handle, keys=keys, vectors=vectors)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.dir / name)
+        except OSError as error:
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            raise RetrainError(f"cannot write to the bottleneck cache {self.dir} (--bottleneck_dir): "
+                               f"{error.strerror or error}; vectors computed so far are kept") from None
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
             raise
         self.shards_written += 1
 
@@ -185,123 +201,3 @@ def _flush_every() -> int:
     if count <= 0:
         raise RetrainError(f"{FLUSH_EVERY_ENV}={value!r} is not a positive whole number; unset it or fix it")
     return count
-
-
-@dataclass(frozen=True)
-class BottleneckResult:
-    """Vectors for the usable images, in input order, and why the others were skipped."""
-
-    paths: tuple[Path, ...]  # the usable images, in input order
-    vectors: np.ndarray  # [len(paths), D]
-    skipped: tuple[tuple[Path, str], ...]
-    computed: int  # vectors computed by this call (the rest came from the cache)
-
-
-def windowed(items: Iterable, submit: Callable, window: int) -> Iterator:
-    """Yield results of submit(item) in order, keeping at most `window` in flight."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(submit(item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def _read_and_hash(path: Path, file_keys: FileKeys) -> tuple[Path, bytes | None, str]:
-    """(path, key or None, reason)."""
-    try:
-        return path, file_keys.key(path), ""
-    except ImageError as error:
-        return path, None, str(error)
-
-
-def compute_bottlenecks(
-    paths: Sequence[Path],
-    *,
-    extractor: Callable,
-    height: int,
-    width: int,
-    store: BottleneckStore,
-    batch_size: int = 32,
-    label: str = "Bottlenecks",
-    workers: int | None = None,
-    file_keys: FileKeys | None = None,
-) -> BottleneckResult:
-    """Return the bottleneck vector of every decodable image, computing what the cache lacks.
-
-    Files are read and hashed in parallel; missing ones are decoded and resized
-    by a thread pool while the module runs on full batches of `batch_size`.
-    Undecodable files are skipped with their reason, never fatal.
-    """
-    workers = workers or min(4, os.cpu_count() or 2)
-    keys: dict[Path, bytes] = {}
-    skipped: dict[Path, str] = {}
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        file_keys = file_keys or FileKeys(None)
-        for path, key, reason in windowed(paths, lambda p: pool.submit(_read_and_hash, p, file_keys), 64):
-            if key is None:
-                skipped[path] = reason
-            else:
-                keys[path] = key
-        todo: dict[bytes, Path] = {}
-        for path, key in keys.items():
-            if key not in store and key not in todo:
-                todo[key] = path
-        failed: dict[bytes, str] = {}
-        if todo:
-            log.info("%s: %d cached, %d to compute", label, len(keys) - len(todo), len(todo))
-            try:
-                failed = _fill(todo, extractor=extractor, height=height, width=width, store=store,
-                               batch_size=batch_size, label=label, pool=pool, window=4 * batch_size)
-            finally:
-                store.flush()  # keep finished work even when interrupted (Ctrl-C)
-        for path, key in list(keys.items()):
-            if key in failed:
-                skipped[path] = failed[key]
-                del keys[path]
-        store.flush()
-        file_keys.save()
-    for path, reason in skipped.items():
-        log.warning("skipping %s: %s", path, reason)
-    good = tuple(p for p in paths if p in keys)
-    return BottleneckResult(paths=good, vectors=store.get([keys[p] for p in good]),
-                            skipped=tuple((p, skipped[p]) for p in paths if p in skipped),
-                            computed=len(todo) - len(failed))
-
-
-def _fill(todo: dict[bytes, Path], *, extractor: Callable, height: int, width: int, store: BottleneckStore,
-          batch_size: int, label: str, pool: concurrent.futures.Executor, window: int) -> dict[bytes, str]:
-    """Decode, batch and run the module over `todo`; returns {key: reason} for failures."""
-    def prepare(item: tuple[bytes, Path]) -> tuple[bytes, np.ndarray | None, str]:
-        key, path = item
-        try:
-            return key, load_image(path, height=height, width=width), ""
-        except ImageError as error:
-            return key, None, str(error)
-
-    failed: dict[bytes, str] = {}
-    progress = Progress(len(todo), label)
-    batch_keys: list[bytes] = []
-    batch_images: list[np.ndarray] = []
-
-    def run_batch() -> None:
-        vectors = np.asarray(extractor(np.stack(batch_images)))
-        store.add(list(batch_keys), vectors)
-        progress.update(len(batch_keys))
-        batch_keys.clear()
-        batch_images.clear()
-
-    for key, image, reason in windowed(todo.items(), lambda item: pool.submit(prepare, item), window):
-        if image is None:
-            failed[key] = reason
-            progress.update()
-            continue
-        batch_keys.append(key)
-        batch_images.append(image)
-        if len(batch_keys) == batch_size:
-            run_batch()
-    if batch_keys:
-        run_batch()
-    progress.close()
-    return failed

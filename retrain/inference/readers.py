@@ -1,52 +1,29 @@
-"""Inference for `label-image`: classify image files with a model that retrain exported.
+"""Model readers for `label-image`: a frozen GraphDef, a SavedModel folder or a TFLite file.
 
-Three model kinds are read: a frozen GraphDef (`.pb`), a SavedModel folder and
-a TFLite file (float or integer-quantized). For a model that retrain exported
-nothing but `--graph` and `--labels` is needed: the input node, output node and
-input size are read from the model itself (our exports take RGB in [0, 1], that
-is the classic `--input_mean 0 --input_std 255`). Explicit flags override, for
-graphs made elsewhere (an Inception V3 graph fed at `Mul` with mean/std 128).
-
-Images are prepared exactly as retrain prepared them for training
-(`retrain.images`: Pillow decode, TensorFlow antialiased bilinear resize) and
-run through the model in batches. An image that cannot be decoded is reported
-and skipped; the command then ends with a non-zero status.
+For a model that retrain exported nothing but the file is needed: the input
+node, output node and input size are read from the model itself (our exports
+take RGB in [0, 1], that is the classic `--input_mean 0 --input_std 255`).
+Explicit layer names override, for graphs made elsewhere (an Inception V3
+graph fed at `Mul`). Every reader maps float batches [N, H, W, 3], already
+normalized, to scores [N, C].
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import json
-import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
-from retrain.bottlenecks import windowed
-from retrain.config import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, LabelImageConfig, RetrainError, UsageError
-from retrain.dataset import IMAGE_EXTENSIONS, image_files
-from retrain.images import ImageError, load_image, read_bytes
+from retrain.errors import RetrainError
+from retrain.images import ImageError, read_bytes
+from retrain.names import FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE
 from retrain.tfenv import import_tensorflow, stderr_captured
 
-log = logging.getLogger(__name__)
-
 _TFLITE_MAGIC = b"TFL3"  # FlatBuffer file identifier, at bytes 4..8 of every .tflite file
-_SIGNATURE = "serving_default"
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """One image's outcome: class probabilities, or the reason it could not be classified."""
-
-    path: Path
-    scores: np.ndarray | None
-    error: str = ""
 
 
 class Model:
@@ -62,64 +39,6 @@ class Model:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-
-# --------------------------------------------------------------------------- checks without TensorFlow
-
-
-def validate(config: LabelImageConfig) -> None:
-    """Reject bad flags and missing files before TensorFlow is imported (fast, clear failures)."""
-    if config.top_k <= 0:
-        raise UsageError(f"--top_k must be positive, got {config.top_k}")
-    if config.batch_size <= 0:
-        raise UsageError(f"--batch_size must be positive, got {config.batch_size}")
-    for flag, value in (("--input_height", config.input_height), ("--input_width", config.input_width)):
-        if value is not None and value <= 0:
-            raise UsageError(f"{flag} must be positive, got {value}")
-    if config.input_std is not None and config.input_std == 0:
-        raise UsageError("--input_std must not be 0 (pixels are divided by it)")
-    if not config.images:
-        raise UsageError("no --image given; pass an image file or a folder of images")
-    if not config.graph.exists():
-        raise RetrainError(f"--graph {config.graph} not found; pass the model retrain wrote "
-                           "(--output_graph, --saved_model_dir) or run retrain first", exit_code=2)
-    if not config.labels.exists():
-        raise RetrainError(f"--labels {config.labels} not found; pass the labels file retrain wrote "
-                           "(--output_labels)", exit_code=2)
-    for path in config.images:
-        if not path.exists():
-            raise RetrainError(f"--image {path} not found; pass an existing image file or folder", exit_code=2)
-
-
-def collect_images(paths: Sequence[Path]) -> list[Path]:
-    """The image files named by `--image`: files as given, folders walked (sorted, recursive, hidden skipped)."""
-    files: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            files.append(path)
-            continue
-        found = image_files(path)
-        if not found:
-            raise RetrainError(f"--image {path} is a folder with no images ({', '.join(sorted(IMAGE_EXTENSIONS))})",
-                               exit_code=2)
-        files += found
-    return files
-
-
-def read_labels(path: Path) -> list[str]:
-    """One label per line, in class-index order (trailing blank lines ignored)."""
-    try:
-        text = read_bytes(path).decode("utf-8")
-    except ImageError as error:
-        raise RetrainError(f"cannot read --labels {path}: {error}") from None
-    except UnicodeDecodeError:
-        raise RetrainError(f"--labels {path} is not a UTF-8 text file; pass the labels file retrain wrote") from None
-    labels = [line.strip() for line in text.splitlines()]
-    while labels and not labels[-1]:
-        labels.pop()
-    if not labels:
-        raise RetrainError(f"--labels {path} is empty; expected one label per line")
-    return labels
 
 
 # --------------------------------------------------------------------------- loading models
@@ -182,15 +101,25 @@ class _FrozenGraph(Model):
         if graph_def is None or not graph_def.node:
             raise RetrainError(f"--graph {path} is not a frozen GraphDef, a SavedModel folder or a TFLite file; "
                                "pass the --output_graph, --saved_model_dir or .tflite file retrain wrote")
+        # TensorFlow writes a GraphDef's version record after all its nodes: a graph that lacks it
+        # and cannot be used was cut short (a copy or download that stopped between two nodes).
+        truncated = not graph_def.HasField("versions")
+
+        def fail(message: str) -> RetrainError:
+            if truncated:
+                return RetrainError(f"--graph {path} is truncated: it ends after {len(graph_def.node)} nodes, "
+                                    "before the graph's version record; copy or export it again")
+            return RetrainError(message)
+
         self.graph = tf.Graph()
         with self.graph.as_default():
             try:
                 tf.compat.v1.import_graph_def(graph_def, name="import")
             except (ValueError, tf.errors.OpError) as error:
-                raise RetrainError(f"--graph {path} cannot be loaded: {_first_line(error)}") from None
+                raise fail(f"--graph {path} cannot be loaded: {_first_line(error)}") from None
         nodes = {node.name: node for node in graph_def.node}
         consumed = {name.lstrip("^").split(":")[0] for node in graph_def.node for name in node.input}
-        placeholders = [n for n in graph_def.node if n.op == "Placeholder"]
+        placeholders = [n for n in graph_def.node if n.op == "Placeholder"]  # the op type, any name
         sinks = [n for n in graph_def.node if n.name not in consumed and n.op not in ("Const", "NoOp")]
 
         def describe(node: Any) -> str:
@@ -205,29 +134,32 @@ class _FrozenGraph(Model):
             images = [n for n in placeholders if n.attr["dtype"].type == tf.float32.as_datatype_enum
                       and _is_image_input(self._tensor_dims(n.name + ":0"))]
             if len(images) != 1:
-                raise RetrainError(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders, expected one; "
+                raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders, expected one; "
                                    f"pass --input_layer ({listing})")
             input_layer = images[0].name
         found_output = output_layer is None
         if output_layer is None:
             # retrain's own name first; else the one softmax (a graph may end in Identity nodes after it)
             softmax_sinks = [n for n in softmaxes if n.name not in consumed]
-            if "final_result" in nodes:
-                output_layer = "final_result"
+            if FINAL_TENSOR_NAME in nodes:
+                output_layer = FINAL_TENSOR_NAME
             elif len(softmaxes) == 1 or len(softmax_sinks) == 1:
                 output_layer = (softmaxes if len(softmaxes) == 1 else softmax_sinks)[0].name
             else:
-                raise RetrainError(f"--graph {path} has no node final_result and {len(softmaxes)} Softmax nodes, "
+                raise fail(f"--graph {path} has no node {FINAL_TENSOR_NAME} and {len(softmaxes)} Softmax nodes, "
                                    f"expected one; pass --output_layer ({listing})")
-        self.input = self._tensor(input_layer, nodes, flag="--input_layer", path=path, listing=listing)
-        self.output = self._tensor(output_layer, nodes, flag="--output_layer", path=path, listing=listing)
+        try:
+            self.input = self._tensor(input_layer, nodes, flag="--input_layer", path=path, listing=listing)
+            self.output = self._tensor(output_layer, nodes, flag="--output_layer", path=path, listing=listing)
+        except RetrainError as error:
+            raise fail(str(error)) from None
         in_dims = _dims(self.input.shape) if self.input.shape.rank is not None else None
         out_dims = _dims(self.output.shape) if self.output.shape.rank is not None else None
         self.height, self.width, batch = _size_of(in_dims)
         self.max_batch = batch
         self.class_count = out_dims[-1] if out_dims else None
-        self.retrain_export = found_input and found_output and output_layer == "final_result" and \
-            self.input.op.name == "import/Placeholder"
+        self.retrain_export = found_input and found_output and output_layer == FINAL_TENSOR_NAME and \
+            self.input.op.name == f"import/{INPUT_NODE}"
         self.description = (f"input {self.input.op.name[7:]} {_shape_text(in_dims)} -> "
                             f"output {self.output.op.name[7:]} {_shape_text(out_dims)}")
         threads = tf.config.threading
@@ -277,26 +209,26 @@ class _SavedModel(Model):
         except Exception as error:  # noqa: BLE001 - TF raises OSError, ValueError, OpError... for bad SavedModels
             raise RetrainError(f"--graph {path}: cannot load the SavedModel: {_first_line(error)}") from None
         signatures = dict(loaded.signatures)
-        if _SIGNATURE not in signatures:
-            raise RetrainError(f"--graph {path} has no {_SIGNATURE} signature (it has: "
+        if SERVING_SIGNATURE not in signatures:
+            raise RetrainError(f"--graph {path} has no {SERVING_SIGNATURE} signature (it has: "
                                f"{', '.join(signatures) or 'none'}); re-export it with retrain --saved_model_dir")
         self._loaded = loaded  # keeps the variables alive
-        self.function = signatures[_SIGNATURE]
+        self.function = signatures[SERVING_SIGNATURE]
         inputs = dict(self.function.structured_input_signature[1])
         outputs = dict(self.function.structured_outputs)
         listing = (f"{_candidates('input', (f'{k} {_shape_text(_dims(s.shape))}' for k, s in inputs.items()))}; "
                    f"{_candidates('output', (f'{k} {_shape_text(_dims(s.shape))}' for k, s in outputs.items()))}")
         found = input_layer is None and output_layer is None
-        self.input_key = _pick(input_layer, inputs, preferred="image", flag="--input_layer", path=path,
+        self.input_key = _pick(input_layer, inputs, preferred=IMAGE_KEY, flag="--input_layer", path=path,
                                listing=listing, usable=lambda s: s.dtype == tf.float32 and _is_image_input(_dims(s.shape)))
-        self.output_key = _pick(output_layer, outputs, preferred="prediction", flag="--output_layer", path=path,
+        self.output_key = _pick(output_layer, outputs, preferred=OUTPUT_KEY, flag="--output_layer", path=path,
                                 listing=listing, usable=lambda s: s.shape.rank == 2)
         in_dims = _dims(inputs[self.input_key].shape) if inputs[self.input_key].shape.rank else None
         out_spec = outputs[self.output_key]
         out_dims = _dims(out_spec.shape) if out_spec.shape.rank else None
         self.height, self.width, self.max_batch = _size_of(in_dims)
         self.class_count = out_dims[-1] if out_dims else None
-        self.retrain_export = found and (self.input_key, self.output_key) == ("image", "prediction")
+        self.retrain_export = found and (self.input_key, self.output_key) == (IMAGE_KEY, OUTPUT_KEY)
         self.description = f"input {self.input_key} {_shape_text(in_dims)} -> output {self.output_key} {_shape_text(out_dims)}"
         self._tf = tf
 
@@ -353,7 +285,7 @@ class _TfliteModel(Model):
         in_dims, out_dims = _tflite_dims(self.input), _tflite_dims(self.output)
         self.height, self.width, self.max_batch = _size_of(in_dims)
         self.class_count = out_dims[-1] if out_dims else None
-        self.retrain_export = input_layer is None and output_layer is None and "image" in inputs
+        self.retrain_export = input_layer is None and output_layer is None and IMAGE_KEY in inputs
         dtype = np.dtype(self.input["dtype"]).name
         self.description = (f"input {_tflite_label(inputs, self.input)} {dtype} {_shape_text(in_dims)} -> "
                             f"output {_tflite_label(outputs, self.output)} {np.dtype(self.output['dtype']).name} "
@@ -393,8 +325,8 @@ def _tflite_names(interpreter: Any, details: list[dict], which: str) -> dict[str
     names = {d["name"]: d for d in details}
     by_index = {d["index"]: d for d in details}
     signatures = interpreter.get_signature_list()
-    if _SIGNATURE in signatures or len(signatures) == 1:
-        key = _SIGNATURE if _SIGNATURE in signatures else next(iter(signatures))
+    if SERVING_SIGNATURE in signatures or len(signatures) == 1:
+        key = SERVING_SIGNATURE if SERVING_SIGNATURE in signatures else next(iter(signatures))
         runner_details = interpreter.get_signature_runner(key)
         found = runner_details.get_input_details() if which == "inputs" else runner_details.get_output_details()
         for name, detail in found.items():
@@ -448,137 +380,3 @@ def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-# --------------------------------------------------------------------------- classifying
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How decoded images become model input: classic semantics, (pixel_0_255 - mean) / std."""
-
-    height: int
-    width: int
-    mean: float
-    std: float
-
-    def __call__(self, path: Path) -> np.ndarray:
-        pixels = load_image(path, height=self.height, width=self.width)  # [0, 1], exactly as in training
-        if (self.mean, self.std) == (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD):
-            return pixels  # what our exports take; skipping the no-op keeps results bit-identical to training
-        return ((pixels * 255.0 - self.mean) / self.std).astype(np.float32)
-
-
-def preprocessing_for(model: Model, config: LabelImageConfig) -> Preprocessing:
-    """Size from the flags or the model (they must agree when both exist); mean and std likewise."""
-    sizes = {}
-    for flag, given, own in (("--input_height", config.input_height, model.height),
-                             ("--input_width", config.input_width, model.width)):
-        if given is not None and own is not None and given != own:
-            raise RetrainError(f"{flag} {given} does not match the model's input {model.description}; "
-                               f"omit {flag} (the size is read from the model)")
-        sizes[flag] = given or own
-        if not sizes[flag]:
-            raise RetrainError(f"the model does not fix its input size ({model.description}); "
-                               "pass --input_height and --input_width")
-    mean = EXPORT_INPUT_MEAN if config.input_mean is None else config.input_mean
-    std = EXPORT_INPUT_STD if config.input_std is None else config.input_std
-    if model.retrain_export and (mean, std) != (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD):
-        log.warning("--input_mean %g --input_std %g: models that retrain exported expect %g and %g "
-                    "(RGB in [0, 1]); results will be wrong unless the flags are omitted",
-                    mean, std, EXPORT_INPUT_MEAN, EXPORT_INPUT_STD)
-    return Preprocessing(height=sizes["--input_height"], width=sizes["--input_width"], mean=mean, std=std)
-
-
-def classify(model: Model, paths: Sequence[Path], *, prepare: Callable[[Path], np.ndarray],
-             batch_size: int) -> Iterator[ImageResult]:
-    """Yield each image's probabilities in input order; images are decoded by a thread pool while the model runs."""
-    batch_size = min(batch_size, model.max_batch or batch_size)
-
-    def load(path: Path) -> tuple[Path, np.ndarray | None, str]:
-        try:
-            return path, prepare(path), ""
-        except ImageError as error:
-            return path, None, str(error)
-
-    pending: list[tuple[Path, np.ndarray | None, str]] = []
-
-    def flush() -> Iterator[ImageResult]:
-        good = [(p, x) for p, x, _ in pending if x is not None]
-        # [N, C] whatever the output's rank (classic graphs may give [N, 1, 1, C])
-        scores = iter(np.asarray(model.predict(np.stack([x for _, x in good]))).reshape(len(good), -1) if good else [])
-        for path, image, reason in pending:
-            yield ImageResult(path, next(scores) if image is not None else None, reason)
-        pending.clear()
-
-    with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 2)) as pool:
-        for loaded in windowed(paths, lambda path: pool.submit(load, path), 2 * batch_size):
-            pending.append(loaded)
-            if len(pending) == batch_size:
-                yield from flush()
-        if pending:
-            yield from flush()
-
-
-def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
-    """The k best (label, score) pairs, best first; ties keep class order."""
-    order = np.argsort(-scores, kind="stable")[:k]
-    return [(labels[i], float(scores[i])) for i in order]
-
-
-def _write_text(out: TextIO, result: ImageResult, labels: Sequence[str], k: int, *, header: bool) -> None:
-    if header:
-        out.write(f"==> {result.path} <==\n")
-    for label, score in top_k(result.scores, labels, k):
-        # str(np.float32) is what the classic label_image.py printed, e.g. "daisy 0.9273"
-        out.write(f"{label} {str(np.float32(score))}\n")
-    if header:
-        out.write("\n")
-    out.flush()
-
-
-def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
-    """Classify every image and print the results; returns how many images were classified.
-
-    Raises RetrainError at the end if some images could not be decoded (they
-    are reported on stderr as they come and skipped).
-    """
-    out = out or sys.stdout
-    validate(config)
-    paths = collect_images(config.images)
-    labels = read_labels(config.labels)
-    model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
-    log.info("%s %s: %s", model.kind, config.graph, model.description)
-    if model.class_count is not None and model.class_count != len(labels):
-        raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} has "
-                           f"{model.class_count} classes; pass the labels file written with this model")
-    prepare = preprocessing_for(model, config)
-    several = len(paths) > 1
-    records: list[dict[str, Any]] = []
-    failed: list[ImageResult] = []
-    for result in classify(model, paths, prepare=prepare, batch_size=config.batch_size):
-        if result.scores is None:
-            failed.append(result)
-            if several:
-                log.warning("skipping --image %s: %s", result.path, result.error)
-            if config.json:
-                records.append({"image": str(result.path), "error": result.error})
-            continue
-        if result.scores.shape[-1] != len(labels):
-            raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} "
-                               f"gives {result.scores.shape[-1]} scores; pass the labels file written with this model")
-        if config.json:
-            records.append({"image": str(result.path), "predictions": [
-                {"label": label, "score": score} for label, score in top_k(result.scores, labels, config.top_k)]})
-        else:
-            _write_text(out, result, labels, config.top_k, header=several)
-    if config.json:
-        json.dump(records, out, indent=2)
-        out.write("\n")
-        out.flush()
-    if failed and not several:
-        raise RetrainError(f"cannot classify --image {failed[0].path}: {failed[0].error}")
-    if failed:
-        raise RetrainError(f"{len(failed)} of {len(paths)} images could not be decoded and were skipped "
-                           "(named in the warnings above)")
-    return len(paths)

@@ -11,15 +11,13 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from retrain import catalog
-from retrain.config import RetrainError, UsageError
+from retrain.errors import RetrainError, UsageError
 from retrain.tfenv import import_hub, import_tensorflow
 
 log = logging.getLogger(__name__)
@@ -52,7 +50,20 @@ class FeatureExtractor:
 
     @property
     def trainable_variables(self) -> list[Any]:
-        return [] if self.is_tf1 else list(self.model.trainable_variables)
+        return [] if self.is_tf1 else list(getattr(self.model, "trainable_variables", None) or [])
+
+    @property
+    def regularization_losses(self) -> list[Any]:
+        return [] if self.is_tf1 else list(getattr(self.model, "regularization_losses", None) or [])
+
+    def check_fine_tunable(self) -> None:
+        """Raise a clear error for modules whose weights cannot be trained."""
+        if self.is_tf1:
+            raise RetrainError(f"--tfhub_module {self.handle} is a classic TF1 Hub module, which cannot be "
+                               "fine-tuned in TensorFlow 2; use a TF2 module or drop --fine_tune")
+        if not self.trainable_variables:
+            raise RetrainError(f"--tfhub_module {self.handle} exposes no trainable variables, so it cannot be "
+                               "fine-tuned; use a TF2 module saved with its trainable_variables or drop --fine_tune")
 
 
 def resolve_module_path(handle: str) -> Path:
@@ -87,11 +98,12 @@ def resolve_module_path(handle: str) -> Path:
         socket.setdefaulttimeout(previous)
 
 
-def load_feature_extractor(handle: str, *, image_size: int | None = None) -> FeatureExtractor:
+def load_feature_extractor(handle: str, *, image_size: int | None = None, strict_size: bool = True) -> FeatureExtractor:
     """Load a module and check that it maps [N, H, W, 3] images to [N, D] vectors.
 
     `image_size` is required for modules whose signature leaves the size open,
-    and must agree with modules that fix it.
+    and (with `strict_size`, i.e. when this is the only module) must agree with
+    modules that fix it.
     """
     tf = import_tensorflow()
     hub = import_hub()
@@ -109,7 +121,7 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None) -> Fea
     # A catalog name knows the size its module was trained at: the fallback when the signature leaves it open.
     entry = None if Path(handle).expanduser().exists() else catalog.lookup(handle)
     height, width = _input_size(model, is_tf1=is_tf1, handle=handle, image_size=image_size,
-                                fallback=entry.size if entry else None)
+                                fallback=entry.size if entry else None, strict=strict_size)
     extractor = FeatureExtractor(handle=handle, path=path, height=height, width=width, feature_dim=0,
                                  cache_key="", model=model, is_tf1=is_tf1)
     try:
@@ -128,7 +140,7 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None) -> Fea
 
 
 def _input_size(model: Any, *, is_tf1: bool, handle: str, image_size: int | None,
-                fallback: int | None = None) -> tuple[int, int]:
+                fallback: int | None = None, strict: bool = True) -> tuple[int, int]:
     """Read (height, width) from the module's signature; fall back to --image_size, then `fallback`."""
     shapes = []
     if not is_tf1:
@@ -142,7 +154,7 @@ def _input_size(model: Any, *, is_tf1: bool, handle: str, image_size: int | None
             shapes += [s.shape for s in specs if s.shape.rank == 4]
     fixed = [(int(s[1]), int(s[2])) for s in shapes if s.rank == 4 and s[1] is not None and s[2] is not None]
     if fixed:
-        if image_size is not None and (image_size, image_size) != fixed[0]:
+        if strict and image_size is not None and (image_size, image_size) != fixed[0]:
             raise UsageError(f"--image_size {image_size} does not match the input size "
                              f"{fixed[0][0]}x{fixed[0][1]} fixed by --tfhub_module {handle}; drop --image_size")
         return fixed[0]
@@ -168,9 +180,3 @@ def _cache_key(path: Path, *, height: int, width: int, feature_dim: int) -> str:
     return digest.hexdigest()[:24]
 
 
-def batch_function(extractor: FeatureExtractor) -> Callable[[np.ndarray], np.ndarray]:
-    """The module as a compiled batch function: numpy images [N, H, W, 3] -> numpy vectors [N, D]."""
-    tf = import_tensorflow()
-    call = tf.function(lambda images: extractor(images),
-                       input_signature=[tf.TensorSpec([None, extractor.height, extractor.width, 3], tf.float32)])
-    return lambda images: call(images).numpy()

@@ -1,0 +1,49 @@
+"""The new layer's variables as a TensorFlow checkpoint at the `--checkpoint_path` prefix.
+
+Written under a temporary prefix beside the destination, then renamed into
+place file by file (the data file first, the index last), so a crash never
+leaves a half-written file under the destination's name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from retrain.config import RetrainConfig
+from retrain.errors import RetrainError
+from retrain.exporters import Exporter
+from retrain.outputs import Output, check_writable_dir, remove_stale_temps, temp_prefix
+from retrain.tfenv import import_tensorflow
+
+
+class Checkpoint(Exporter):
+    def outputs(self, config: RetrainConfig) -> list[Output]:
+        prefix = config.checkpoint_path
+        return [Output("--checkpoint_path", prefix.parent, kind="entries",
+                       pattern=re.escape(prefix.name) + r"\.(index|data-\d+-of-\d+)")]
+
+    def check(self, config: RetrainConfig) -> None:
+        check_writable_dir(config.checkpoint_path.parent, flag="--checkpoint_path")
+
+    def write(self, model: Any, config: RetrainConfig) -> list[Path]:
+        tf = import_tensorflow()
+        prefix = config.checkpoint_path
+        remove_stale_temps(prefix)
+        tmp = prefix.with_name(f"{temp_prefix(prefix.name)}{uuid.uuid4().hex[:8]}")
+        classifier = model.classifier
+        try:
+            tf.train.Checkpoint(final_weights=classifier.final_weights,
+                                final_biases=classifier.final_biases).write(str(tmp))
+            written = sorted(tmp.parent.glob(f"{tmp.name}.*"), key=lambda p: p.suffix == ".index")
+            for path in written:  # the index last: it is what readers open first
+                os.replace(path, prefix.with_name(prefix.name + path.name[len(tmp.name):]))
+        except (OSError, tf.errors.OpError) as error:
+            for path in tmp.parent.glob(f"{tmp.name}.*"):
+                path.unlink(missing_ok=True)
+            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+            raise RetrainError(f"cannot write --checkpoint_path {prefix}: {reason}; earlier outputs are kept") from None
+        return []

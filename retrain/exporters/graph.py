@@ -1,0 +1,51 @@
+"""The classic frozen graph (`--output_graph`) and the intermediate graphs written during training.
+
+A flat GraphDef, variables folded into constants, no function library: input
+node `Placeholder` (float32 [None, H, W, 3], RGB in [0, 1]), output node
+`--final_tensor_name` (`final_result`): loadable with `tf.compat.v1`
+(`import_graph_def`, feed `import/Placeholder:0`, fetch `import/final_result:0`)
+exactly as the classic label_image.py does.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from retrain.config import RetrainConfig
+from retrain.exporters import Exporter
+from retrain.outputs import Output, atomic_write_bytes, check_writable_dir, check_writable_file
+
+log = logging.getLogger(__name__)
+
+
+class FrozenGraph(Exporter):
+    def outputs(self, config: RetrainConfig) -> list[Output]:
+        return [Output("--output_graph", config.output_graph)]
+
+    def check(self, config: RetrainConfig) -> None:
+        check_writable_file(config.output_graph, flag="--output_graph")
+
+    def write(self, model: Any, config: RetrainConfig) -> list[Path]:
+        atomic_write_bytes(config.output_graph, model.graph_def.SerializeToString(), flag="--output_graph")
+        return [config.output_graph]
+
+
+class IntermediateGraphs(Exporter):
+    """`intermediate_<step>.pb` every --intermediate_store_frequency steps (written while training)."""
+
+    def outputs(self, config: RetrainConfig) -> list[Output]:
+        if config.intermediate_store_frequency <= 0:
+            return []
+        return [Output("--intermediate_output_graphs_dir", config.intermediate_output_graphs_dir, kind="entries",
+                       pattern=r"intermediate_\d+\.pb")]
+
+    def check(self, config: RetrainConfig) -> None:
+        check_writable_dir(config.intermediate_output_graphs_dir, flag="--intermediate_output_graphs_dir")
+
+    @staticmethod
+    def store(model: Any, config: RetrainConfig, *, step: int) -> None:
+        path = config.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
+        atomic_write_bytes(path, model.graph_def.SerializeToString(), flag="--intermediate_output_graphs_dir")
+        log.info("saved intermediate graph %s", path)

@@ -1,0 +1,285 @@
+"""The extraction worker: read -> decode -> resize -> module -> cache, for one member module.
+
+`ExtractionJob` is the unit: given work items (an image file and the cache keys
+still missing for it) it prepares pixels in a thread pool while the module runs
+on full batches, and adds each batch's vectors to the member's store. A plain
+job computes one vector per image at the member's size; a variant job decodes
+each image once and computes its missing distorted variants (crop, scale,
+flip, brightness drawn from the image's key, the variant index and the seed).
+The same job runs in-process (here) and on a cluster (`retrain.features.ray`).
+
+`file_vectors` and `variant_vectors` are what a run calls: they hash the files
+once, run each member's job over what its cache lacks, and return the
+concatenated vectors of every usable image.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrain.distortions import Distortions, Parameters, crop_boxes, distort_tensors, sample_parameters, variant_rng
+from retrain.features.filekeys import FileKeys
+from retrain.features.module import FeatureExtractor
+from retrain.features.source import FeatureSource
+from retrain.images import ImageError, decode_rgb, load_image, read_bytes, resize
+from retrain.pool import thread_pool, windowed
+from retrain.progress import Progress
+from retrain.tfenv import import_tensorflow
+
+log = logging.getLogger(__name__)
+
+
+class MemoryStore:
+    """A store that keeps vectors in memory only: for vectors that must not be cached (a fine-tuned module)."""
+
+    def __init__(self, feature_dim: int) -> None:
+        self.feature_dim = feature_dim
+        self._vectors: dict[bytes, np.ndarray] = {}
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._vectors
+
+    def add(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        self._vectors.update(zip(keys, np.asarray(vectors, np.float32)))
+
+    def get(self, keys: Sequence[bytes]) -> np.ndarray:
+        return np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, self.feature_dim), np.float32)
+
+    def flush(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """An image file and the cache keys to compute for it (one, or one per missing variant)."""
+
+    path: Path
+    keys: tuple[bytes, ...]
+    variants: tuple[int, ...] = ()  # variant index of each key, for variant jobs
+
+
+class ExtractionJob:
+    """Compute vectors of work items with one member module and add them to its store.
+
+    With `distortions`, each item's keys are distorted variants: the image is
+    decoded once at the size the largest enlargement needs, and every variant's
+    window, flip and brightness are drawn from its key, index and `seed`.
+    """
+
+    def __init__(self, member: FeatureExtractor, store: Any, *, batch_size: int, label: str,
+                 distortions: Distortions | None = None, seed: int = 0) -> None:
+        self.member, self.store, self.batch_size, self.label = member, store, batch_size, label
+        self.distortions, self.seed = distortions, seed
+        tf = import_tensorflow()
+        height, width = member.height, member.width
+        if distortions is None:
+            self.source_size = (height, width)
+            call = tf.function(lambda images: member(images),
+                               input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+            self._compute = lambda rows: call(np.stack([r[1] for r in rows])).numpy()
+        else:
+            self.source_size = distortions.source_size(height=height, width=width)
+            margin = distortions.margin
+
+            @tf.function(input_signature=[tf.TensorSpec([None, *self.source_size, 3], tf.float32),
+                                          tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.bool),
+                                          tf.TensorSpec([None], tf.float32)])
+            def distorted(images, boxes, flip, brightness):
+                return member(distort_tensors(images, boxes, flip, brightness, height=height, width=width))
+
+            def compute(rows: list) -> np.ndarray:
+                drawn = Parameters.concatenate([r[2] for r in rows])
+                return distorted(np.stack([r[1] for r in rows]), crop_boxes(drawn, margin=margin), drawn.flip,
+                                 drawn.brightness).numpy()
+
+            self._compute = compute
+
+    def prepare(self, path: Path) -> np.ndarray:
+        """The image's pixels as this job feeds them: at the module's size, or at the distortion source size."""
+        if self.distortions is None:
+            return load_image(path, height=self.member.height, width=self.member.width)
+        rgb = decode_rgb(read_bytes(path), min_size=self.source_size)
+        return resize(rgb, height=self.source_size[0], width=self.source_size[1])
+
+    def _rows(self, item: WorkItem, pixels: np.ndarray) -> list[tuple[bytes, np.ndarray, Parameters | None]]:
+        if self.distortions is None:
+            return [(key, pixels, None) for key in item.keys]
+        return [(key, pixels, sample_parameters(self.distortions, count=1,
+                                                rng=variant_rng(key=key, variant=variant, seed=self.seed)))
+                for key, variant in zip(item.keys, item.variants)]
+
+    def run(self, items: Sequence[WorkItem], *, pool: concurrent.futures.Executor) -> dict[Path, str]:
+        """Compute every item's vectors into the store; returns {path: reason} for images that failed."""
+        total = sum(len(item.keys) for item in items)
+        progress = Progress(total, self.label, unit="images" if self.distortions is None else "variants")
+        failed: dict[Path, str] = {}
+        rows: list = []
+
+        def prepare(item: WorkItem) -> tuple[WorkItem, np.ndarray | None, str]:
+            try:
+                return item, self.prepare(item.path), ""
+            except ImageError as error:
+                return item, None, str(error)
+
+        def run_batch() -> None:
+            self.store.add([r[0] for r in rows], np.asarray(self._compute(rows)))
+            progress.update(len(rows))
+            rows.clear()
+
+        try:
+            for item, pixels, reason in windowed(items, lambda i: pool.submit(prepare, i), 4 * self.batch_size):
+                if pixels is None:
+                    failed[item.path] = reason
+                    progress.update(len(item.keys))
+                    continue
+                for row in self._rows(item, pixels):
+                    rows.append(row)
+                    if len(rows) == self.batch_size:
+                        run_batch()
+            if rows:
+                run_batch()
+        finally:
+            self.store.flush()  # keep finished work even when interrupted (Ctrl-C, SIGTERM)
+        progress.close()
+        return failed
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """Concatenated vectors of the usable images, in input order, and why the others were skipped."""
+
+    paths: tuple[Path, ...]
+    vectors: np.ndarray  # [len(paths), source.dim]
+    skipped: tuple[tuple[Path, str], ...]
+    computed: int  # member vectors computed by this call
+    cached: int  # member vectors found in the cache
+
+
+def content_keys(paths: Sequence[Path], *, file_keys: FileKeys | None,
+                 pool: concurrent.futures.Executor) -> tuple[dict[Path, bytes], dict[Path, str]]:
+    """Each readable file's content key (read and hashed in parallel) and each unreadable file's reason."""
+    index = file_keys or FileKeys(None)
+
+    def key_of(path: Path) -> tuple[Path, bytes | None, str]:
+        try:
+            return path, index.key(path), ""
+        except ImageError as error:
+            return path, None, str(error)
+
+    keys: dict[Path, bytes] = {}
+    skipped: dict[Path, str] = {}
+    for path, key, reason in windowed(paths, lambda p: pool.submit(key_of, p), 64):
+        if key is None:
+            skipped[path] = reason
+        else:
+            keys[path] = key
+    index.save()
+    return keys, skipped
+
+
+def _member_label(base: str, source: FeatureSource, member: FeatureExtractor) -> str:
+    return base if len(source.members) == 1 else f"{base} ({member.handle})"
+
+
+def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequence[Any], batch_size: int,
+                 file_keys: FileKeys | None = None, label: str = "Bottlenecks",
+                 runner: Callable[..., dict[Path, str]] | None = None) -> Vectors:
+    """The vector of every decodable image, computing what each member's cache lacks.
+
+    `runner(job, items)` runs a job over work items (default: in this process);
+    undecodable files are skipped with their reason, never fatal.
+    """
+    computed = cached = 0
+    with thread_pool() as pool:
+        keys, skipped = content_keys(paths, file_keys=file_keys, pool=pool)
+        for member, store in zip(source.members, stores):
+            todo: dict[bytes, Path] = {}
+            for path, key in keys.items():
+                if key not in store and key not in todo:
+                    todo[key] = path
+            name = _member_label(label, source, member)
+            cached += len(keys) - len(todo)
+            if not todo:
+                continue
+            log.info("%s: %d cached, %d to compute", name, len(keys) - len(todo), len(todo))
+            job = ExtractionJob(member, store, batch_size=batch_size, label=name)
+            items = [WorkItem(path=path, keys=(key,)) for key, path in todo.items()]
+            failed = (runner or _run_here)(job, items, pool=pool)
+            by_key = {keys[p]: reason for p, reason in failed.items()}
+            for path, key in list(keys.items()):
+                if key in by_key:
+                    skipped[path] = by_key[key]
+                    del keys[path]
+            computed += len(todo) - len(failed)
+    for path, reason in skipped.items():
+        log.warning("skipping %s: %s", path, reason)
+    good = tuple(p for p in paths if p in keys)
+    vectors = _concatenate([store.get([keys[p] for p in good]) for store in stores], len(good), source.dim)
+    return Vectors(paths=good, vectors=vectors, skipped=tuple((p, skipped[p]) for p in paths if p in skipped),
+                   computed=computed, cached=cached)
+
+
+def _run_here(job: ExtractionJob, items: Sequence[WorkItem], *, pool: concurrent.futures.Executor) -> dict[Path, str]:
+    return job.run(items, pool=pool)
+
+
+def _concatenate(parts: list[np.ndarray], rows: int, dim: int) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, dim), np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def variant_keys(key: bytes, *, distortions: Distortions, variants: int, seed: int) -> list[bytes]:
+    """Cache keys of an image's distorted variants 0..variants-1, from its content key."""
+    tag = f"distorted:{distortions.tag()}:seed={seed}"
+    return [_variant_key(key, f"{tag}:variant={index}") for index in range(variants)]
+
+
+def _variant_key(key: bytes, variant: str) -> bytes:
+    return hashlib.sha1(key + b"\0" + variant.encode()).hexdigest().encode()
+
+
+def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequence[Any], distortions: Distortions,
+                    variants: int, seed: int, batch_size: int, file_keys: FileKeys | None = None,
+                    runner: Callable[..., dict[Path, str]] | None = None) -> tuple[tuple[Path, ...], np.ndarray]:
+    """`variants` distorted vectors of each image: (the usable paths, vectors [len(paths) * variants, dim]).
+
+    Rows of one image are consecutive. Keys cover the image's content, every
+    distortion setting, the variant index and the seed, so changing any of
+    them computes new vectors and never reuses stale ones.
+    """
+    with thread_pool() as pool:
+        keys, skipped = content_keys(paths, file_keys=file_keys, pool=pool)
+        all_keys = {path: variant_keys(key, distortions=distortions, variants=variants, seed=seed)
+                    for path, key in keys.items()}
+        for member, store in zip(source.members, stores):
+            items = []
+            for path, image_keys in all_keys.items():
+                missing = [(k, v) for v, k in enumerate(image_keys) if k not in store]
+                if missing and path not in skipped:
+                    items.append(WorkItem(path=path, keys=tuple(k for k, _ in missing),
+                                          variants=tuple(v for _, v in missing)))
+            missing_count = sum(len(item.keys) for item in items)
+            log.info("distorted variants (%d per training image, %s)%s: %d cached, %d to compute", variants,
+                     distortions.tag(), "" if len(source.members) == 1 else f" for {member.handle}",
+                     variants * len(all_keys) - missing_count, missing_count)
+            if not items:
+                continue
+            job = ExtractionJob(member, store, batch_size=batch_size, distortions=distortions, seed=seed,
+                                label=_member_label("Distorted variants", source, member))
+            skipped.update((runner or _run_here)(job, items, pool=pool))
+    for path, reason in skipped.items():
+        log.warning("skipping %s: %s", path, reason)
+    good = tuple(p for p in paths if p in all_keys and p not in skipped)
+    flat = [k for p in good for k in all_keys[p]]
+    return good, _concatenate([store.get(flat) for store in stores], len(flat), source.dim)
+
+

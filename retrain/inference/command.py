@@ -1,0 +1,226 @@
+"""`label-image`: classify image files with a model that retrain exported, and print the top labels.
+
+Images are prepared exactly as retrain prepared them for training
+(`retrain.images`: Pillow decode, TensorFlow antialiased bilinear resize) and
+run through the model (`retrain.inference.readers`) in batches. An image that
+cannot be decoded is reported and skipped; the command then ends with a
+non-zero status. Scores that are not finite numbers are refused: a broken
+model never prints as a confident one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from retrain.config import LabelImageConfig
+from retrain.errors import RetrainError, UsageError
+from retrain.images import ImageError, load_image, read_bytes
+from retrain.inference.readers import Model, load_model
+from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
+from retrain.pool import thread_pool, windowed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's outcome: class probabilities, or the reason it could not be classified."""
+
+    path: Path
+    scores: np.ndarray | None
+    error: str = ""
+
+
+# --------------------------------------------------------------------------- checks without TensorFlow
+
+
+def check(config: LabelImageConfig) -> None:
+    """Reject missing files before TensorFlow is imported (flag values were checked by the config)."""
+    if not config.images:
+        raise UsageError("no --image given; pass an image file or a folder of images")
+    if not config.graph.exists():
+        raise RetrainError(f"--graph {config.graph} not found; pass the model retrain wrote "
+                           "(--output_graph, --saved_model_dir) or run retrain first", exit_code=2)
+    if not config.labels.exists():
+        raise RetrainError(f"--labels {config.labels} not found; pass the labels file retrain wrote "
+                           "(--output_labels)", exit_code=2)
+    for path in config.images:
+        if not path.exists():
+            raise RetrainError(f"--image {path} not found; pass an existing image file or folder", exit_code=2)
+
+
+def collect_images(paths: Sequence[Path]) -> list[Path]:
+    """The image files named by `--image`: files as given, folders walked (sorted, recursive, hidden skipped)."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = image_files(path)
+        if not found:
+            raise RetrainError(f"--image {path} is a folder with no images ({', '.join(sorted(IMAGE_EXTENSIONS))})",
+                               exit_code=2)
+        files += found
+    return files
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line, in class-index order (trailing blank lines ignored)."""
+    try:
+        text = read_bytes(path).decode("utf-8")
+    except ImageError as error:
+        raise RetrainError(f"cannot read --labels {path}: {error}") from None
+    except UnicodeDecodeError:
+        raise RetrainError(f"--labels {path} is not a UTF-8 text file; pass the labels file retrain wrote") from None
+    labels = [line.strip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels:
+        raise RetrainError(f"--labels {path} is empty; expected one label per line")
+    return labels
+
+
+# --------------------------------------------------------------------------- classifying
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How decoded images become model input: classic semantics, (pixel_0_255 - mean) / std."""
+
+    height: int
+    width: int
+    mean: float
+    std: float
+
+    def __call__(self, path: Path) -> np.ndarray:
+        pixels = load_image(path, height=self.height, width=self.width)  # [0, 1], exactly as in training
+        if (self.mean, self.std) == (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD):
+            return pixels  # what our exports take; skipping the no-op keeps results bit-identical to training
+        return ((pixels * 255.0 - self.mean) / self.std).astype(np.float32)
+
+
+def preprocessing_for(model: Model, config: LabelImageConfig) -> Preprocessing:
+    """Size from the flags or the model (they must agree when both exist); mean and std likewise."""
+    sizes = {}
+    for flag, given, own in (("--input_height", config.input_height, model.height),
+                             ("--input_width", config.input_width, model.width)):
+        if given is not None and own is not None and given != own:
+            raise RetrainError(f"{flag} {given} does not match the model's input {model.description}; "
+                               f"omit {flag} (the size is read from the model)")
+        sizes[flag] = given or own
+        if not sizes[flag]:
+            raise RetrainError(f"the model does not fix its input size ({model.description}); "
+                               "pass --input_height and --input_width")
+    mean = EXPORT_INPUT_MEAN if config.input_mean is None else config.input_mean
+    std = EXPORT_INPUT_STD if config.input_std is None else config.input_std
+    if model.retrain_export and (mean, std) != (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD):
+        log.warning("--input_mean %g --input_std %g: models that retrain exported expect %g and %g "
+                    "(RGB in [0, 1]); results will be wrong unless the flags are omitted",
+                    mean, std, EXPORT_INPUT_MEAN, EXPORT_INPUT_STD)
+    return Preprocessing(height=sizes["--input_height"], width=sizes["--input_width"], mean=mean, std=std)
+
+
+def classify(model: Model, paths: Sequence[Path], *, prepare: Callable[[Path], np.ndarray],
+             batch_size: int) -> Iterator[ImageResult]:
+    """Yield each image's probabilities in input order; images are decoded by a thread pool while the model runs."""
+    batch_size = min(batch_size, model.max_batch or batch_size)
+
+    def load(path: Path) -> tuple[Path, np.ndarray | None, str]:
+        try:
+            return path, prepare(path), ""
+        except ImageError as error:
+            return path, None, str(error)
+
+    pending: list[tuple[Path, np.ndarray | None, str]] = []
+
+    def flush() -> Iterator[ImageResult]:
+        good = [(p, x) for p, x, _ in pending if x is not None]
+        # [N, C] whatever the output's rank (classic graphs may give [N, 1, 1, C])
+        scores = iter(np.asarray(model.predict(np.stack([x for _, x in good]))).reshape(len(good), -1) if good else [])
+        for path, image, reason in pending:
+            yield ImageResult(path, next(scores) if image is not None else None, reason)
+        pending.clear()
+
+    with thread_pool() as pool:
+        for loaded in windowed(paths, lambda path: pool.submit(load, path), 2 * batch_size):
+            pending.append(loaded)
+            if len(pending) == batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+
+def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The k best (label, score) pairs, best first; ties keep class order."""
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(labels[i], float(scores[i])) for i in order]
+
+
+def _write_text(out: TextIO, result: ImageResult, labels: Sequence[str], k: int, *, header: bool) -> None:
+    if header:
+        out.write(f"==> {result.path} <==\n")
+    for label, score in top_k(result.scores, labels, k):
+        # str(np.float32) is what the classic label_image.py printed, e.g. "daisy 0.9273"
+        out.write(f"{label} {str(np.float32(score))}\n")
+    if header:
+        out.write("\n")
+    out.flush()
+
+
+def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
+    """Classify every image and print the results; returns how many images were classified.
+
+    Raises RetrainError at the end if some images could not be decoded (they
+    are reported on stderr as they come and skipped).
+    """
+    out = out or sys.stdout
+    check(config)
+    paths = collect_images(config.images)
+    labels = read_labels(config.labels)
+    model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
+    log.info("%s %s: %s", model.kind, config.graph, model.description)
+    if model.class_count is not None and model.class_count != len(labels):
+        raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} has "
+                           f"{model.class_count} classes; pass the labels file written with this model")
+    prepare = preprocessing_for(model, config)
+    several = len(paths) > 1
+    records: list[dict[str, Any]] = []
+    failed: list[ImageResult] = []
+    for result in classify(model, paths, prepare=prepare, batch_size=config.batch_size):
+        if result.scores is None:
+            failed.append(result)
+            if several:
+                log.warning("skipping --image %s: %s", result.path, result.error)
+            if config.json:
+                records.append({"image": str(result.path), "error": result.error})
+            continue
+        if result.scores.shape[-1] != len(labels):
+            raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} "
+                               f"gives {result.scores.shape[-1]} scores; pass the labels file written with this model")
+        if not np.isfinite(result.scores).all():
+            raise RetrainError(f"--graph {config.graph} gave scores that are not finite numbers (NaN or infinity) "
+                               f"for {result.path}: the model is broken; retrain it")
+        if config.json:
+            records.append({"image": str(result.path), "predictions": [
+                {"label": label, "score": score} for label, score in top_k(result.scores, labels, config.top_k)]})
+        else:
+            _write_text(out, result, labels, config.top_k, header=several)
+    if config.json:
+        json.dump(records, out, indent=2)
+        out.write("\n")
+        out.flush()
+    if failed and not several:
+        raise RetrainError(f"cannot classify --image {failed[0].path}: {failed[0].error}")
+    if failed:
+        raise RetrainError(f"{len(failed)} of {len(paths)} images could not be decoded and were skipped "
+                           "(named in the warnings above)")
+    return len(paths)

@@ -1,0 +1,300 @@
+"""The run report: per-class precision, recall, F1 and confusions, as a table and as report.json.
+
+Pure numpy: no TensorFlow, so scripts and tests can use it in milliseconds.
+
+Definitions (class c; rows of the confusion matrix are the true class, columns
+the predicted one):
+
+- support: test images whose true class is c (the row sum);
+- precision: correct predictions of c / all predictions of c (the column sum);
+  undefined, reported as null (JSON) and "-" (table), when c was never predicted;
+- recall: correct predictions of c / support; null when the support is 0
+  (a class too small to appear in the test split);
+- F1: 2·TP / (2·TP + FP + FN), the harmonic mean of the two; 0 when c is in the
+  test split but never predicted; null only when c is neither present nor predicted;
+- most confused with: the class c's images were most often predicted as
+  (ties go to the class first in label order); null when none was mistaken.
+
+The averages ("macro": the plain mean over classes; "weighted": weighted by
+support) run over the classes present in the test split (support > 0); there an
+undefined precision counts as 0, so a class the model never predicts pulls the
+averages down instead of vanishing from them (scikit-learn's zero_division=0).
+
+report.json, written beside the labels file (strict JSON, UTF-8, no NaN)::
+
+    {
+      "format": "retrain-report",
+      "version": 1,
+      "labels": ["daisy", "dandelion", ...],          # class-index order
+      "overall": {
+        "accuracy": 0.913, "correct": 337, "total": 369,
+        "macro": {"precision": 0.91, "recall": 0.90, "f1": 0.90},
+        "weighted": {"precision": 0.92, "recall": 0.913, "f1": 0.91}
+      },
+      "classes": {                                     # keyed by label, in label order
+        "daisy": {"index": 0, "precision": 0.95, "recall": 0.90, "f1": 0.92,
+                  "support": 63, "predicted": 60, "correct": 57,
+                  "most_confused_with": "dandelion", "most_confused_count": 4},
+        ...
+      },
+      "confusion_matrix": [[57, 4, ...], ...],         # [true][predicted] counts, label order
+      "run": {...}                                     # what the caller adds: model, flags, split sizes, files
+    }
+
+Fractions are in [0, 1]; null marks an undefined figure (see above). Readers
+should check "format" and "version": a new version means a changed meaning, while
+new keys may appear in any version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrain.errors import RetrainError
+
+FORMAT = "retrain-report"
+VERSION = 1
+_TABLE_LABEL_WIDTH = 32
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """Figures of one class; None marks an undefined figure (see the module docstring)."""
+
+    label: str
+    index: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+    predicted: int
+    correct: int
+    most_confused_with: str | None
+    most_confused_count: int
+
+
+@dataclass(frozen=True, eq=False)
+class ClassReport:
+    """Per-class and overall figures of one evaluation, and its confusion matrix."""
+
+    labels: tuple[str, ...]
+    classes: tuple[ClassStats, ...]
+    matrix: np.ndarray  # int64 [true, predicted], label order
+    accuracy: float | None
+    correct: int
+    total: int
+    macro: Mapping[str, float | None]  # precision, recall, f1
+    weighted: Mapping[str, float | None]
+
+
+def confusion_matrix(*, truth: np.ndarray, predicted: np.ndarray, class_count: int) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs as an int64 [class_count, class_count] array.
+
+    Raises RetrainError when the two arrays differ in length or hold an index
+    outside [0, class_count).
+    """
+    truth = np.asarray(truth).reshape(-1)
+    predicted = np.asarray(predicted).reshape(-1)
+    if truth.shape != predicted.shape:
+        raise RetrainError(f"report: {truth.size} true labels but {predicted.size} predictions; expected one each")
+    for name, values in (("true", truth), ("predicted", predicted)):
+        if values.size and (not np.issubdtype(values.dtype, np.integer) or values.min() < 0 or values.max() >= class_count):
+            raise RetrainError(f"report: {name} class indices must be integers in [0, {class_count}); "
+                               f"found {values.min()}..{values.max()} ({values.dtype})")
+    flat = truth.astype(np.int64) * class_count + predicted.astype(np.int64)
+    return np.bincount(flat, minlength=class_count * class_count).reshape(class_count, class_count)
+
+
+def class_report(*, labels: Sequence[str], truth: np.ndarray, predicted: np.ndarray) -> ClassReport:
+    """Precision, recall, F1, support and most-confused class per label, plus overall figures.
+
+    `truth` and `predicted` are class indices into `labels` (one per evaluated
+    image). An empty evaluation gives a report whose figures are all None.
+    """
+    labels = tuple(str(label) for label in labels)
+    if not labels:
+        raise RetrainError("report: no labels; expected the class names in class-index order")
+    matrix = confusion_matrix(truth=truth, predicted=predicted, class_count=len(labels))
+    return report_from_matrix(labels=labels, matrix=matrix)
+
+
+def report_from_matrix(*, labels: Sequence[str], matrix: np.ndarray) -> ClassReport:
+    """The same report as `class_report`, from a ready confusion matrix [true, predicted]."""
+    labels = tuple(str(label) for label in labels)
+    matrix = np.asarray(matrix, dtype=np.int64)
+    if matrix.shape != (len(labels), len(labels)):
+        raise RetrainError(f"report: confusion matrix of shape {matrix.shape} for {len(labels)} labels; "
+                           f"expected ({len(labels)}, {len(labels)})")
+    support = matrix.sum(axis=1)
+    predicted_counts = matrix.sum(axis=0)
+    correct = np.diag(matrix)
+    classes = []
+    for i, label in enumerate(labels):
+        tp, support_i, predicted_i = int(correct[i]), int(support[i]), int(predicted_counts[i])
+        errors = matrix[i].copy()
+        errors[i] = -1
+        confused = int(np.argmax(errors)) if len(labels) > 1 else i
+        confused_count = int(errors[confused]) if confused != i else 0
+        denominator = support_i + predicted_i  # = 2·TP + FP + FN
+        classes.append(ClassStats(
+            label=label,
+            index=i,
+            precision=tp / predicted_i if predicted_i else None,
+            recall=tp / support_i if support_i else None,
+            f1=2 * tp / denominator if denominator else None,
+            support=support_i,
+            predicted=predicted_i,
+            correct=tp,
+            most_confused_with=labels[confused] if confused_count > 0 else None,
+            most_confused_count=confused_count,
+        ))
+    total = int(matrix.sum())
+    present = [c for c in classes if c.support > 0]
+    weights = np.array([c.support for c in present], dtype=np.float64)
+
+    def averages(weighted: bool) -> dict[str, float | None]:
+        if not present:
+            return {"precision": None, "recall": None, "f1": None}
+        w = weights / weights.sum() if weighted else np.full(len(present), 1 / len(present))
+        return {name: float(sum(wi * (getattr(c, name) or 0.0) for wi, c in zip(w, present)))
+                for name in ("precision", "recall", "f1")}
+
+    return ClassReport(
+        labels=labels,
+        classes=tuple(classes),
+        matrix=matrix,
+        accuracy=float(correct.sum()) / total if total else None,
+        correct=int(correct.sum()),
+        total=total,
+        macro=averages(False),
+        weighted=averages(True),
+    )
+
+
+def _fraction(value: float | None) -> str:
+    """A fraction with three decimals, or '-' when undefined."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _elide(text: str, width: int) -> str:
+    """Text cut to `width` characters, with '…' marking the cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(report: ClassReport) -> str:
+    """The per-class table printed on stdout after a run (no trailing newline).
+
+    One row per class in label order (precision, recall, F1, support, most
+    confused with), then accuracy and the macro and weighted averages; "-" marks
+    an undefined figure. Labels longer than 32 characters are elided.
+    """
+    width = max(5, min(_TABLE_LABEL_WIDTH, max(len(label) for label in report.labels)), len("weighted avg"))
+    header = f"{'class':<{width}}  {'precision':>9}  {'recall':>6}  {'f1':>5}  {'support':>7}  most confused with"
+    lines = [header]
+    for c in report.classes:
+        confused = (f"{_elide(c.most_confused_with, _TABLE_LABEL_WIDTH)} ({c.most_confused_count})"
+                    if c.most_confused_with is not None else "-")
+        lines.append(f"{_elide(c.label, width):<{width}}  {_fraction(c.precision):>9}  {_fraction(c.recall):>6}  "
+                     f"{_fraction(c.f1):>5}  {c.support:>7}  {confused}")
+    lines.append("")
+    lines.append(f"{'accuracy':<{width}}  {'':>9}  {'':>6}  {_fraction(report.accuracy):>5}  {report.total:>7}")
+    for name, figures in (("macro avg", report.macro), ("weighted avg", report.weighted)):
+        lines.append(f"{name:<{width}}  {_fraction(figures['precision']):>9}  {_fraction(figures['recall']):>6}  "
+                     f"{_fraction(figures['f1']):>5}  {report.total:>7}")
+    return "\n".join(lines)
+
+
+def _json_ready(value: Any, *, where: str) -> Any:
+    """`value` as plain JSON types: paths and numpy values converted, NaN/inf as None."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist(), where=where)
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v, where=f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [_json_ready(v, where=where) for v in items]
+    raise RetrainError(f"report: {where} is a {type(value).__name__}, which report.json cannot hold; "
+                       "expected text, numbers, booleans, paths, lists or mappings")
+
+
+def report_dict(report: ClassReport, *, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The report.json document (format in the module docstring); `extra` goes under "run"."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "labels": list(report.labels),
+        "overall": {
+            "accuracy": report.accuracy,
+            "correct": report.correct,
+            "total": report.total,
+            "macro": dict(report.macro),
+            "weighted": dict(report.weighted),
+        },
+        "classes": {
+            c.label: {
+                "index": c.index,
+                "precision": c.precision,
+                "recall": c.recall,
+                "f1": c.f1,
+                "support": c.support,
+                "predicted": c.predicted,
+                "correct": c.correct,
+                "most_confused_with": c.most_confused_with,
+                "most_confused_count": c.most_confused_count,
+            }
+            for c in report.classes
+        },
+        "confusion_matrix": report.matrix.tolist(),
+        "run": _json_ready(dict(extra), where="run"),
+    }
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder, fsync, then os.replace.
+
+    Readers see the old file or the complete new one, never a part. OS errors
+    propagate (callers phrase them for the user).
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_report_json(path: Path, report: ClassReport, *, extra: Mapping[str, Any]) -> None:
+    """Write report.json atomically: a temporary file in the same folder, then os.replace.
+
+    A reader never sees a half-written report; an earlier report is replaced
+    only by a complete new one. Raises RetrainError when the folder is not writable.
+    """
+    path = Path(path)
+    text = json.dumps(report_dict(report, extra=extra), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    try:
+        write_bytes_atomic(path, text.encode("utf-8"))
+    except OSError as error:
+        raise RetrainError(f"cannot write the run report {path}: {error.strerror or error}; "
+                           "it goes beside --output_labels, so choose a writable folder there") from None

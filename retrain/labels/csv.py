@@ -1,0 +1,461 @@
+"""A labels CSV (`--labels_csv`) -> rows of (image path, labels, split), checked line by line.
+
+Pure Python (stdlib `csv`), no TensorFlow. The file needs a header naming the
+columns `path` and `labels` (any order, any letter case; extra columns are
+ignored) and may name a `split` column. `read_labels_csv` documents every rule;
+in short, what cannot be used is skipped with a warning naming the line (at most
+`MAX_WARNINGS_PER_KIND` of each kind, then one summary), and what makes the whole
+file unusable is one `RetrainError` line naming `--labels_csv` and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import stat
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from retrain.errors import RetrainError, UsageError
+from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, shown
+from retrain.labels.split import SPLITS
+
+log = logging.getLogger(__name__)
+
+FLAG = "--labels_csv"
+COLUMNS = ("path", "labels", "split")
+# A 1 M-row CSV with a bad export could name the same problem on every line:
+# name the first few, then count the rest in the closing summary.
+MAX_WARNINGS_PER_KIND = 10
+# A fast screen for folder.label_problem's rule (categories Cc, Zl, Zp): none of these
+# survives a labels file with one label per line, or a terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_EXPECTED_HEADER = "path,labels[,split]"
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    """One usable CSV row.
+
+    `line` is the physical line (1-based) where the row starts; `path` is the
+    image file (`image_dir / written path`, or the absolute path as written);
+    `labels` are the row's distinct labels, sorted (empty = negative for every
+    label); `split` is 'training', 'validation', 'testing', or None when the
+    hash decides; `name` is the written path, POSIX-normalized and relative to
+    `image_dir` when it lies inside it: the key to hash for the split.
+    """
+
+    line: int
+    path: Path
+    labels: tuple[str, ...]
+    split: str | None
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SkipCounts:
+    """What `read_labels_csv` left out or corrected, by kind."""
+
+    malformed: int = 0  # wrong number of fields, a field spanning lines, empty path, repeated header
+    duplicates: int = 0  # the same path again with the same labels and split (dropped)
+    conflicts: int = 0  # the same path again with other labels or split (dropped; the first row wins)
+    missing: int = 0  # the path does not exist (or cannot be checked)
+    not_images: int = 0  # not a regular file with an image extension
+    bad_labels: int = 0  # a label holds a control character or line break (row dropped)
+    blank_labels: int = 0  # whitespace-only labels between delimiters (label dropped, row kept)
+    bad_splits: int = 0  # split value not training/validation/testing (row kept, the hash decides)
+    blank_lines: int = 0  # empty lines (ignored)
+
+    @property
+    def rows(self) -> int:
+        """Rows dropped (blank lines and rows kept with a correction are not counted)."""
+        return (self.malformed + self.duplicates + self.conflicts + self.missing + self.not_images
+                + self.bad_labels)
+
+    def describe(self) -> str:
+        """'missing 2, duplicates 1; kept with corrections: bad splits 3' for the non-zero kinds, or 'nothing'."""
+        dropped = _nonzero(self, ("malformed", "duplicates", "conflicts", "missing", "not_images", "bad_labels"))
+        corrected = _nonzero(self, ("blank_labels", "bad_splits"))
+        text = dropped or "nothing"
+        return text + (f"; kept with corrections: {corrected}" if corrected else "")
+
+
+def _nonzero(counts: SkipCounts, names: tuple[str, ...]) -> str:
+    """'missing 2, not images 1' for the named counters that are non-zero."""
+    return ", ".join(f"{name.replace('_', ' ')} {getattr(counts, name)}" for name in names if getattr(counts, name))
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """A read labels CSV: usable rows in file order, the sorted label vocabulary, what was skipped."""
+
+    source: Path
+    image_dir: Path
+    rows: tuple[CsvRow, ...]
+    labels: tuple[str, ...]
+    skipped: SkipCounts = field(default_factory=SkipCounts)
+    has_split_column: bool = False
+
+
+def is_multi_label(table: LabelTable) -> bool:
+    """True when any row holds more than one label (such a CSV trains a sigmoid head)."""
+    return any(len(row.labels) > 1 for row in table.rows)
+
+
+def read_labels_csv(path: Path, *, image_dir: Path, delimiter: str = " ") -> LabelTable:
+    """Read and check a labels CSV; return its usable rows and label vocabulary.
+
+    Rules (warnings name `--labels_csv FILE line N`; errors are one line):
+
+    * File: missing, a folder or unreadable -> `UsageError` (exit 2). UTF-8 with or
+      without a BOM; any other byte sequence -> `RetrainError` naming the first bad
+      line (UTF-16 is recognised and named). LF, CRLF and CR line ends all work.
+    * Header: required, the first non-blank line. It must name `path` and `labels` (any
+      order, letter case and surrounding spaces ignored) and may name `split`;
+      other columns are ignored with one info log; a column named twice is an
+      error. A first line that looks like data (a field ending in an image
+      extension) is an error explaining the header; so is a header without
+      `path` or `labels`, or an empty file.
+    * Rows: parsed by the `csv` module (comma-separated, `"` quotes, a space after
+      the comma is skipped). Blank lines and rows of empty fields are ignored,
+      and so are empty fields after the last column (spreadsheets add them). A
+      row with more or fewer fields than the header, an empty path, or a copy of
+      the header line -> warning, skipped. A field over the csv module's limit
+      (131,072 characters) -> error naming the line. A quoted field spanning several lines
+      -> warning, skipped (a label cannot hold a line break: the labels file has
+      one label per line); when such a field runs to the end of the file, the
+      quote was never closed -> error.
+    * Path: relative to `image_dir` or absolute; `..` is fine. Not ending in an
+      image extension (jpg jpeg png gif bmp webp, any case), not existing, or not
+      a regular file -> warning, skipped. Whether the file decodes is the image
+      loader's business, as for folder trees.
+    * Labels: the `labels` field split on `delimiter` (a space means any run of
+      whitespace, as fastai and the Planet CSVs write them); each label is
+      stripped; empty pieces (doubled or trailing delimiters) are ignored; a
+      piece blank after stripping -> warning, that piece ignored, row kept; a
+      label holding a control character or line break -> warning, row skipped;
+      a label repeated within a row counts once. An empty field is a row with
+      no label: a negative for every label.
+    * Split: optional column; `training`/`validation`/`testing` in any case; empty
+      means the hash decides (None); anything else -> warning, the hash decides.
+    * Duplicates (the same file named twice, compared after normalising the
+      path): the same labels and split -> warning, the later row dropped; other
+      labels or split -> warning naming both lines, the first row kept.
+    * Whole file: no usable row, or fewer than 2 distinct labels over the usable
+      rows -> error. Labels differing only by letter case stay distinct, with a
+      warning.
+
+    At most `MAX_WARNINGS_PER_KIND` warnings of each kind are logged, then one
+    summary line with the counts (also in `LabelTable.skipped`).
+    """
+    if not delimiter:
+        raise UsageError("--label_delimiter is empty; expected the character(s) between labels, e.g. ' ' or ';'")
+    source = Path(path)
+    image_dir = Path(image_dir)
+    text = _decode(source, _read_source(source))
+    stream = io.StringIO(text, newline="")
+    reader = csv.reader(stream, skipinitialspace=True)
+    notes = _Notes(source)
+    try:
+        header = _read_header(source, reader, notes)
+        table = _read_rows(source, reader, stream, notes, header=header, image_dir=image_dir, delimiter=delimiter,
+                           text=text)
+    except csv.Error as error:
+        # Only the field size limit trips the non-strict reader: a quote ran far past its line.
+        raise RetrainError(f"{FLAG} {shown(source)} line {reader.line_num}: {error} "
+                           f"(a quote that is never closed?)") from None
+    notes.summarize(table)
+    return table
+
+
+def _read_source(source: Path) -> bytes:
+    """The file's bytes, or a UsageError that names what is wrong with the path."""
+    try:
+        return source.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{FLAG} {shown(source)} does not exist; expected a CSV file with a header "
+                         f"{_EXPECTED_HEADER}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{FLAG} {shown(source)} is a folder; expected a CSV file with a header "
+                         f"{_EXPECTED_HEADER}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {FLAG} {shown(source)}: {error.strerror or error}") from None
+
+
+def _decode(source: Path, data: bytes) -> str:
+    """UTF-8 (a BOM is dropped) or a RetrainError naming the first line that is not UTF-8."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise RetrainError(f"{FLAG} {shown(source)} line 1: the file is UTF-16; "
+                           f"save it as UTF-8 (with or without a BOM)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = len(re.findall(rb"\r\n|\r|\n", data[:error.start])) + 1
+        raise RetrainError(f"{FLAG} {shown(source)} line {line}: byte 0x{data[error.start]:02x} is not UTF-8; "
+                           f"save the file as UTF-8 (with or without a BOM)") from None
+
+
+class _Notes:
+    """Per-kind counters and capped warnings for one CSV."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = shown(source)
+        self.counts: Counter[str] = Counter()
+
+    def warn(self, kind: str, line: int, message: str, *args: object) -> None:
+        """Count one problem of `kind`; log it while that kind is under the cap."""
+        self.counts[kind] += 1
+        if self.counts[kind] <= MAX_WARNINGS_PER_KIND:
+            log.warning(f"{FLAG} %s line %d: {message}", self.source, line, *args)
+        elif self.counts[kind] == MAX_WARNINGS_PER_KIND + 1:
+            log.warning("%s %s line %d: more rows with this problem (%s); counted in the summary, not listed",
+                        FLAG, self.source, line, kind.replace("_", " "))
+
+    def skipped(self) -> SkipCounts:
+        """The counters as a SkipCounts."""
+        return SkipCounts(**{f.name: self.counts[f.name] for f in fields(SkipCounts)})
+
+    def summarize(self, table: LabelTable) -> None:
+        """One closing line: rows used and, when anything was left out, what."""
+        skipped = table.skipped
+        message = "%s %s: %d rows, %d labels%s"
+        args = (FLAG, self.source, len(table.rows), len(table.labels),
+                "" if not table.has_split_column else ", splits from its split column (empty: by hash)")
+        if skipped.rows or skipped.blank_labels or skipped.bad_splits:
+            log.warning(message + "; skipped %d row(s): %s", *args, skipped.rows, skipped.describe())
+        else:
+            log.info(message, *args)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """The header line: where it is, its cells (casefolded) and the index of each known column."""
+
+    line: int
+    names: tuple[str, ...]
+    columns: dict[str, int]
+
+
+def _read_header(source: Path, reader: csv.reader, notes: _Notes) -> _Header:
+    """The first non-blank line as a header; errors for a missing, incomplete or data-like header."""
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            break
+        notes.counts["blank_lines"] += 1
+    else:
+        raise RetrainError(f"{FLAG} {shown(source)} is empty; expected a header line {_EXPECTED_HEADER} "
+                           f"and one row per image")
+    line = reader.line_num
+    names = tuple(cell.strip().casefold() for cell in row)
+    columns: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in COLUMNS:
+            if name in columns:
+                raise RetrainError(f"{FLAG} {shown(source)} line {line}: the header names column {name!r} twice; "
+                                   f"expected each of {', '.join(COLUMNS)} at most once")
+            columns[name] = index
+    if "path" not in columns or "labels" not in columns:
+        found = _shorten(",".join(cell.strip() for cell in row))
+        if any(Path(cell.strip()).suffix.lower() in IMAGE_EXTENSIONS for cell in row):
+            raise RetrainError(f"{FLAG} {shown(source)} line {line}: {found!r} looks like data, not a header; "
+                               f"the first line must name the columns: {_EXPECTED_HEADER}")
+        missing = " and ".join(repr(name) for name in ("path", "labels") if name not in columns)
+        raise RetrainError(f"{FLAG} {shown(source)} line {line}: the header {found!r} has no {missing} column; "
+                           f"expected a header {_EXPECTED_HEADER} (any order, extra columns ignored)")
+    extra = [row[index].strip() for index, name in enumerate(names) if name not in COLUMNS]
+    if extra:
+        log.info("%s %s: ignoring column(s) %s", FLAG, shown(source), ", ".join(repr(name) for name in extra))
+    return _Header(line=line, names=names, columns=columns)
+
+
+def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _Notes, *, header: _Header,
+               image_dir: Path, delimiter: str, text: str) -> LabelTable:
+    """Every data row checked and de-duplicated: see read_labels_csv for the rules."""
+    rows: list[CsvRow] = []
+    seen: dict[str, CsvRow] = {}
+    interned: dict[str, str] = {}
+    image_root = os.path.abspath(image_dir)
+    end = reader.line_num
+    while True:
+        start = stream.tell()
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        line, end = end + 1, reader.line_num
+        if not any(cell.strip() for cell in cells):
+            notes.counts["blank_lines"] += 1
+            continue
+        if end > line:
+            if stream.tell() == len(text) and _unclosed(text[start:]):
+                raise RetrainError(f"{FLAG} {shown(source)} line {line}: a quote is never closed (the field runs "
+                                   f"to the end of the file, line {end}); close it or remove it")
+            notes.warn("malformed", line, "a quoted field spans lines %d-%d; a path or label cannot hold a line "
+                       "break (is a quote not closed?); row skipped", line, end)
+            continue
+        parsed = _parse_row(notes, line=line, cells=cells, header=header, image_dir=image_dir,
+                            image_root=image_root, delimiter=delimiter, interned=interned)
+        if parsed is None:
+            continue
+        key, row = parsed
+        earlier = seen.get(key)
+        if earlier is None:
+            seen[key] = row
+            rows.append(row)
+        elif earlier.labels == row.labels and earlier.split == row.split:
+            notes.warn("duplicates", line, "repeats line %d (same path, labels and split); dropped", earlier.line)
+        else:
+            notes.warn("conflicts", line, "names %s again, with %s where line %d has %s; keeping line %d",
+                       _display(row.name), _describe(row), earlier.line, _describe(earlier), earlier.line)
+    skipped = notes.skipped()
+    if not rows:
+        raise RetrainError(f"{FLAG} {shown(source)} has no usable rows (skipped: {skipped.describe()}); expected rows "
+                           f"'path,labels' naming image files relative to --image_dir {shown(image_dir)}")
+    vocabulary = tuple(sorted({label for row in rows for label in row.labels}))
+    if len(vocabulary) < 2:
+        found = f"only the label {vocabulary[0]!r}" if vocabulary else "no labels"
+        raise RetrainError(f"{FLAG} {shown(source)} has {found} in its {len(rows)} usable rows; "
+                           f"need at least 2 distinct labels to train")
+    _warn_case_collisions(source, vocabulary)
+    return LabelTable(source=source, image_dir=image_dir, rows=tuple(rows), labels=vocabulary, skipped=skipped,
+                      has_split_column="split" in header.columns)
+
+
+def _parse_row(notes: _Notes, *, line: int, cells: list[str], header: _Header, image_dir: Path, image_root: str,
+               delimiter: str, interned: dict[str, str]) -> tuple[str, CsvRow] | None:
+    """(duplicate key, row) for a usable row; None, after a warning, for one that is not."""
+    width = len(header.names)
+    if len(cells) > width and not any(cell.strip() for cell in cells[width:]):
+        cells = cells[:width]  # trailing empty fields, as spreadsheets write them
+    if len(cells) != width:
+        hint = ("quote a field that holds a comma" if len(cells) > width
+                else "write 'path,' for an image with no label")
+        notes.warn("malformed", line, "has %d field(s) where the header has %d (%s); row skipped",
+                   len(cells), width, hint)
+        return None
+    if tuple(cell.strip().casefold() for cell in cells) == header.names:
+        notes.warn("malformed", line, "repeats the header (two CSVs pasted together?); row skipped")
+        return None
+    written = cells[header.columns["path"]].strip()
+    if not written:
+        notes.warn("malformed", line, "the path is empty; row skipped")
+        return None
+    if os.path.splitext(written)[1].lower() not in IMAGE_EXTENSIONS:
+        notes.warn("not_images", line, "%s is not an image file (expected %s, any case); row skipped",
+                   _display(written), " ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS)))
+        return None
+    labels = _split_labels(notes, line=line, text=cells[header.columns["labels"]], delimiter=delimiter,
+                           interned=interned)
+    if labels is None:
+        return None
+    split = None
+    if "split" in header.columns:
+        value = cells[header.columns["split"]].strip()
+        if value.casefold() in SPLITS:
+            split = SPLITS[SPLITS.index(value.casefold())]
+        elif value:
+            notes.warn("bad_splits", line, "split %r is not training, validation or testing (or empty); "
+                       "the hash decides this row's split", _shorten(value))
+    checked, key, name = _locate(written, image_dir=image_dir, image_root=image_root)
+    problem = _file_problem(checked)
+    if problem is not None:
+        kind, reason = problem
+        if kind == "missing" and "\\" in written:
+            reason += " (write paths with / between folders)"
+        notes.warn(kind, line, "%s %s; row skipped", _display(written), reason)
+        return None
+    # A Path per kept row (a str went to stat, so the Path's cached string is not built).
+    path = Path(written) if os.path.isabs(written) else image_dir / written
+    return key, CsvRow(line=line, path=path, labels=labels, split=split, name=name)
+
+
+def _split_labels(notes: _Notes, *, line: int, text: str, delimiter: str,
+                  interned: dict[str, str]) -> tuple[str, ...] | None:
+    """The field's distinct labels, sorted; None (after a warning) when a label cannot be used."""
+    pieces = text.split() if delimiter == " " else text.split(delimiter)
+    labels: set[str] = set()
+    for piece in pieces:
+        label = piece.strip()
+        known = interned.get(label)
+        if known is not None:
+            labels.add(known)
+            continue
+        if not label:
+            if piece:
+                notes.warn("blank_labels", line, "a label is blank (only spaces between delimiters %r); ignored",
+                           delimiter)
+            continue
+        if _CONTROL.search(label):
+            notes.warn("bad_labels", line, "label %r cannot be used: %s, and the labels file has one label per "
+                       "line; row skipped", _shorten(label), label_problem(label))
+            return None
+        labels.add(interned.setdefault(label, label))
+    return tuple(sorted(labels))
+
+
+def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str, str]:
+    """(path to check, duplicate key, split-hash name) as strings, for a path as written in the CSV."""
+    if os.path.isabs(written):
+        absolute = os.path.normpath(written)
+        inside = absolute.startswith(image_root.rstrip(os.sep) + os.sep)
+        name = os.path.relpath(absolute, image_root) if inside else absolute
+        return written, absolute, name.replace(os.sep, "/")
+    absolute = os.path.normpath(os.path.join(image_root, written))
+    return os.path.join(image_dir, written), absolute, os.path.normpath(written).replace(os.sep, "/")
+
+
+def _file_problem(path: str) -> tuple[str, str] | None:
+    """None for an existing regular file, else (skip kind, reason)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing", "does not exist"
+    except OSError as error:
+        return "missing", f"cannot be checked ({error.strerror or error})"
+    except ValueError:  # an embedded NUL
+        return "missing", "is not a valid path (it holds a NUL character)"
+    if stat.S_ISDIR(mode):
+        return "not_images", "is a folder, not an image file"
+    if not stat.S_ISREG(mode):
+        return "not_images", "is not a regular file (a pipe, socket or device)"
+    return None
+
+
+def _unclosed(rest: str) -> bool:
+    """True when the text from a record's start ends inside a quoted field."""
+    try:
+        for _ in csv.reader(io.StringIO(rest, newline=""), skipinitialspace=True, strict=True):
+            pass
+    except csv.Error as error:
+        return "end of data" in str(error)
+    return False
+
+
+def _describe(row: CsvRow) -> str:
+    """'labels "a b", split training' for a conflict warning."""
+    described = f"labels {' '.join(row.labels)!r}" if row.labels else "no labels"
+    return described + (f", split {row.split}" if row.split else "")
+
+
+def _display(text: str) -> str:
+    """User text for a log line: shortened, and quoted with escapes when it holds control characters."""
+    return _shorten(repr(text) if _CONTROL.search(text) else text)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """At most `limit` characters, for quoting user text in one log line."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _warn_case_collisions(source: Path, labels: tuple[str, ...]) -> None:
+    """Labels that differ only by case stay separate; say so, since that surprises people."""
+    seen: dict[str, str] = {}
+    for label in labels:
+        other = seen.setdefault(label.casefold(), label)
+        if other != label:
+            log.warning("%s %s: labels %r and %r differ only by letter case; they are trained as two labels",
+                        FLAG, shown(source), other, label)

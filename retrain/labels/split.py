@@ -1,0 +1,35 @@
+"""The classic deterministic split: a SHA-1 of the image's name, mapped to a percentage.
+
+Pure Python. Unlike the classic script we hash the path relative to
+`image_dir` (POSIX separators, Unicode NFC), so the split never depends on where
+the tree lives, how `--image_dir` was spelled, or the operating system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+
+# The classic constant: the hash is reduced modulo this before becoming a percentage.
+MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1
+SPLITS = ("training", "validation", "testing")
+_NOHASH = re.compile(r"_nohash_.*$")
+
+
+def split_of(relative_path: str, *, validation_percentage: float, testing_percentage: float) -> str:
+    """Return 'training', 'validation' or 'testing' for a path relative to image_dir.
+
+    Deterministic and stable: adding files never moves an existing one, and
+    files that differ only after `_nohash_` in their name land together.
+    """
+    key = unicodedata.normalize("NFC", relative_path.replace(os.sep, "/"))
+    key = _NOHASH.sub("", key)
+    digest = int(hashlib.sha1(key.encode("utf-8", errors="surrogateescape")).hexdigest(), 16)
+    percentage = (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    if percentage < validation_percentage:
+        return "validation"
+    if percentage < validation_percentage + testing_percentage:
+        return "testing"
+    return "training"

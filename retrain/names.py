@@ -1,0 +1,37 @@
+"""Names that exported models and their readers share: nodes, signature keys, companion files.
+
+Defined once here and imported by the exporters and by label-image, so a
+reader never re-types what a writer chose. Importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+# The classic frozen-graph contract: feed `Placeholder`, fetch `final_result` (the default of
+# --final_tensor_name). The input takes float32 [N, H, W, 3] RGB scaled to [0, 1].
+INPUT_NODE = "Placeholder"
+FINAL_TENSOR_NAME = "final_result"
+# What our exports take: RGB in [0, 1], i.e. the classic (pixel - mean) / std with these values.
+EXPORT_INPUT_MEAN = 0.0
+EXPORT_INPUT_STD = 255.0
+
+# SavedModel and TFLite signatures: `serving_default` takes IMAGE_KEY (float [N, H, W, 3] in
+# [0, 1]); the SavedModel's BYTES_SIGNATURE takes BYTES_KEY (encoded files); both return OUTPUT_KEY.
+SERVING_SIGNATURE = "serving_default"
+IMAGE_KEY = "image"
+BYTES_SIGNATURE = "serving_bytes"
+BYTES_KEY = "image_bytes"  # TF Serving's REST API base64-decodes {"b64": ...} values; `_bytes` says so
+OUTPUT_KEY = "prediction"
+
+# Ops the exported graph names at its top level besides the final tensor: --final_tensor_name
+# must not take one of these (TensorFlow would rename one of them, breaking the contract).
+RESERVED_NODE_NAMES = frozenset({INPUT_NODE, "MatMul", "add", "NoOp", "Identity", "concat", "features",
+                                 "mirror", "mirrored_features", "logits", "thresholds"})
+# A node name TensorFlow accepts, minus what would put the node in a scope ('/') or clash with
+# the numbered constants that freezing creates (names made of digits).
+NODE_NAME = re.compile(r"[A-Za-z.][A-Za-z0-9_.\-]*")
+
+# A folder that retrain writes whole (SavedModel, TF.js) holds this file, listing what it wrote:
+# only such a folder (or an empty one) is ever replaced by a later run.
+OWNER_MARKER = ".retrain-export.json"

@@ -1,0 +1,320 @@
+"""Every path a run writes: checked against each other and against the inputs before any work, then written safely.
+
+Each exporter (and the cache, the summaries, the checkpoint) declares the paths
+it will write as `Output`s; `check` compares every output with every other and
+with every input (the image tree and the real targets of links inside it, the
+module folders, the labels CSV) and refuses a clash with one line naming both
+flags. A file output is replaced only by a complete new file (temporary file,
+fsync, rename); a folder output (SavedModel, TF.js) is replaced only when it is
+empty or holds exactly what retrain wrote there, which a marker file inside it
+records; temporary files that killed runs left beside an output are removed.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from retrain import __version__
+from retrain.errors import RetrainError, UsageError
+from retrain.names import OWNER_MARKER
+
+STALE_SECONDS = 3600.0  # a temporary file this old, of a process we cannot see, was left by a killed run
+_HOST = hashlib.sha1(socket.gethostname().encode(errors="replace")).hexdigest()[:6]
+
+
+@dataclass(frozen=True)
+class Output:
+    """A path a run writes.
+
+    kind: "file" (one file, replaced atomically), "folder" (a folder replaced whole, only
+    when it is ours or empty), "tree" (a folder the run adds into and owns, such as a new
+    TensorBoard run folder), or "entries" (the entries of folder `path` whose names match
+    `pattern`, e.g. the cache's key folders or intermediate_<step>.pb files).
+    """
+
+    flag: str
+    path: Path
+    kind: str = "file"
+    pattern: str = ""
+
+
+@dataclass(frozen=True)
+class Input:
+    """A path a run reads: a "tree" (image folder, module folder) or a "file" (labels CSV, a linked photo)."""
+
+    flag: str
+    path: Path
+    kind: str = "tree"
+
+
+def real(path: Path) -> Path:
+    """The path with links resolved, as far as it exists (what a write would really touch)."""
+    return Path(os.path.realpath(os.path.expanduser(path)))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+class _Region:
+    """What a path covers on disk, for overlap tests: one file, a whole tree, or matching entries of a folder."""
+
+    def __init__(self, path: Path, kind: str, pattern: str = "") -> None:
+        self.path = real(path)
+        self.tree = kind in ("folder", "tree")
+        self.pattern = re.compile(pattern) if kind == "entries" else None
+
+    def _covers(self, path: Path) -> bool:
+        """Whether `path` (resolved) lies in this region."""
+        if self.pattern is not None:
+            if not _inside(path, self.path) or path == self.path:
+                return False
+            return bool(self.pattern.fullmatch(path.relative_to(self.path).parts[0]))
+        return _inside(path, self.path) if self.tree else path == self.path
+
+    def overlaps(self, other: "_Region") -> bool:
+        if self._covers(other.path) or other._covers(self.path):
+            return True
+        # A tree that contains a whole entries-folder (or another tree) overlaps it.
+        return (self.tree and _inside(other.path, self.path)) or (other.tree and _inside(self.path, other.path))
+
+
+def _region(item: Output | Input) -> _Region:
+    return _Region(item.path, item.kind, getattr(item, "pattern", ""))
+
+
+def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
+    """Refuse, with one line naming both flags, any output that overlaps another output or an input."""
+    regions = [(output, _region(output)) for output in outputs]
+    for index, (output, region) in enumerate(regions):
+        for other, other_region in regions[:index]:
+            if region.overlaps(other_region):
+                same = real(output.path) == real(other.path)
+                raise UsageError(f"{output.flag} {output.path} {'is also' if same else 'overlaps'} {other.flag} "
+                                 f"{other.path}; give each output its own path")
+        for item in inputs:
+            if region.overlaps(_region(item)):
+                raise UsageError(f"{output.flag} {output.path} would write into {item.flag} {item.path}, which "
+                                 f"the run reads; choose an {output.flag} outside it")
+
+
+def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str) -> None:
+    """Refuse an output that would overwrite one of many input files (e.g. photos a CSV lists).
+
+    Cheap for millions of files: links are resolved once per folder, not per file.
+    """
+    regions = [(output, _region(output)) for output in outputs]
+    folders: dict[str, Path] = {}
+    for path in files:
+        parent = folders.get(str(path.parent))
+        if parent is None:
+            parent = folders.setdefault(str(path.parent), real(path.parent))
+        resolved = parent / path.name
+        for output, region in regions:
+            if region._covers(resolved):
+                raise UsageError(f"{output.flag} {output.path} would overwrite {path}, an image that {flag} "
+                                 f"names; choose an {output.flag} elsewhere")
+
+
+# --------------------------------------------------------------------------- writability
+
+
+def check_writable_file(path: Path, *, flag: str) -> None:
+    """Fail before any work if `path` cannot be written (missing or read-only folder, a folder in the way)."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; expected a file path")
+    if not path.parent.is_dir():
+        raise UsageError(f"{flag} {path}: folder {path.parent} does not exist; create it or choose another {flag}")
+    _check_writable_dir(path.parent, flag=flag, shown=path)
+
+
+def check_writable_dir(path: Path, *, flag: str) -> None:
+    """Create `path` if needed and check that files can be written into it."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{flag} {path} cannot be created ({error.strerror}); choose another {flag}") from None
+    _check_writable_dir(path, flag=flag, shown=path)
+
+
+def check_replaceable_folder(path: Path, *, flag: str) -> None:
+    """A folder output may replace nothing, an empty folder, or exactly what retrain wrote there before."""
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{flag} {path} is a file; expected a folder")
+        foreign = _foreign_entries(path)
+        if foreign:
+            raise UsageError(f"{flag} {path} exists and holds files retrain did not write there "
+                             f"(e.g. {foreign[0]}); choose an empty or new folder")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    _check_writable_dir(parent, flag=flag, shown=path)
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """Entries of `folder` that its marker does not list (all of them when there is no marker)."""
+    present = sorted(_listing(folder))
+    if not present:
+        return []
+    try:
+        marker = json.loads((folder / OWNER_MARKER).read_text())
+        listed = set(marker["files"]) if marker.get("written_by") == "retrain" else set()
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        listed = set()
+    return [name for name in present if name not in listed and name != OWNER_MARKER]
+
+
+def _listing(folder: Path) -> list[str]:
+    """Every file, link and empty folder under `folder`, as relative POSIX paths."""
+    names = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath).relative_to(folder)
+        names += [(base / name).as_posix() for name in filenames]
+        names += [(base / name).as_posix() for name in dirnames
+                  if os.path.islink(os.path.join(dirpath, name)) or not os.listdir(os.path.join(dirpath, name))]
+    return names
+
+
+def _check_writable_dir(directory: Path, *, flag: str, shown: Path) -> None:
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise UsageError(f"{flag} {shown}: cannot write in {directory} ({error.strerror}); "
+                         f"choose another {flag}") from None
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def temp_prefix(name: str) -> str:
+    """The start of the name of a temporary entry beside output `name`: it records host and process."""
+    return f".{name}.retrain-{_HOST}-{os.getpid()}-"
+
+
+def _temp_owner_gone(name: str, entry: Path) -> bool:
+    """Whether a temporary entry beside an output was left by a process that no longer runs."""
+    match = re.fullmatch(rf"\.{re.escape(name)}\.retrain-([0-9a-f]{{6}})-(\d+)-.*", entry.name)
+    try:
+        age = time.time() - entry.lstat().st_mtime
+    except OSError:
+        return False
+    if match is None:
+        # An earlier version's temporary name (.NAME.XXXX.tmp, .NAME.tmp-XXXX, .NAME.old-XXXX).
+        return bool(re.fullmatch(rf"\.{re.escape(name)}\.(\w+\.tmp|tmp-\w+|old-\w+)", entry.name)) \
+            and age > STALE_SECONDS
+    host, pid = match.group(1), int(match.group(2))
+    if host != _HOST:
+        return age > 24 * STALE_SECONDS
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete temporary files and folders that killed runs left beside `path` (never a live run's)."""
+    try:
+        entries = list(path.parent.glob(f".{glob.escape(path.name)}.*"))
+    except OSError:
+        return
+    for entry in entries:
+        if _temp_owner_gone(path.name, entry):
+            try:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            except OSError:
+                pass  # another run removed it first, or it is not ours to remove
+
+
+def _failure(flag: str, path: Path, error: OSError) -> RetrainError:
+    return RetrainError(f"cannot write {flag} {path}: {error.strerror or error} (in {path.parent}); "
+                        "earlier outputs are kept")
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over `path`."""
+    remove_stale_temps(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    except OSError as error:
+        raise _failure(flag, path, error) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise _failure(flag, path, error) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, flag: str) -> None:
+    atomic_write(path, lambda handle: handle.write(data), flag=flag)
+
+
+def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) -> None:
+    """Build the folder beside `directory`, mark it as ours, then swap it in; the old one goes only after.
+
+    If the swap fails, the old folder is put back.
+    """
+    remove_stale_temps(directory)
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _failure(flag, directory, error) from None
+    tag = f"{temp_prefix(directory.name)}{uuid.uuid4().hex[:8]}"
+    tmp, old = directory.parent / f"{tag}.new", directory.parent / f"{tag}.old"
+    try:
+        write(tmp)
+        files = sorted(_listing(tmp))
+        (tmp / OWNER_MARKER).write_text(json.dumps({"written_by": "retrain", "version": __version__,
+                                                    "files": files}, indent=1) + "\n")
+        moved = False
+        if directory.exists():
+            os.replace(directory, old)
+            moved = True
+        try:
+            os.replace(tmp, directory)
+        except BaseException:
+            if moved:
+                os.replace(old, directory)
+            raise
+    except OSError as error:
+        raise _failure(flag, directory, error) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def size_text(path: Path) -> str:
+    """'2.1 MB', '12.3 kB' or '512 bytes': a file's size, or a folder's total."""
+    total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    if total >= 100_000:
+        return f"{total / 1e6:.1f} MB"
+    return f"{total / 1e3:.1f} kB" if total >= 1000 else f"{total} bytes"

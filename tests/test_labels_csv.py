@@ -1,0 +1,329 @@
+"""read_labels_csv on real files: header, encodings, line ends, quotes, duplicates, paths, labels, splits."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from retrain.errors import RetrainError, UsageError
+from retrain.labels.csv import MAX_WARNINGS_PER_KIND, CsvRow, is_multi_label, read_labels_csv
+
+LOGGER = "retrain.labels.csv"
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    """Image files only need to exist here: the CSV reader never decodes them."""
+    root = tmp_path / "images"
+    for name in ["a.jpg", "b.jpg", "c.png", "d.JPEG", "sub/e.webp", "sub/f.bmp", "g.gif", "café.jpg", "notes.txt",
+                 "with, comma.jpg"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\xff\xd8 not decoded here")
+    (root / "folder.jpg").mkdir()
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    return root
+
+
+def write(tmp_path: Path, content: str | bytes, name: str = "labels.csv") -> Path:
+    """The CSV exactly as given: str is UTF-8 encoded with no newline translation."""
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+
+
+def by_name(rows: tuple[CsvRow, ...]) -> dict[str, CsvRow]:
+    return {row.name: row for row in rows}
+
+
+def test_basic_rows_in_file_order_with_sorted_vocabulary(tmp_path: Path, image_dir: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    csv_path = write(tmp_path, "path,labels\nb.jpg,dog cat\na.jpg,cat\nsub/e.webp,bird\nc.png,\n")
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        table = read_labels_csv(csv_path, image_dir=image_dir)
+    assert [row.line for row in table.rows] == [2, 3, 4, 5]
+    assert table.rows[0] == CsvRow(line=2, path=image_dir / "b.jpg", labels=("cat", "dog"), split=None, name="b.jpg")
+    assert [row.labels for row in table.rows] == [("cat", "dog"), ("cat",), ("bird",), ()]
+    assert table.rows[2].path == image_dir / "sub" / "e.webp" and table.rows[2].name == "sub/e.webp"
+    assert table.labels == ("bird", "cat", "dog")
+    assert table.skipped.rows == 0 and not table.has_split_column
+    assert is_multi_label(table)
+    assert warnings_of(caplog) == []
+    assert any("4 rows, 3 labels" in r.getMessage() for r in caplog.records)
+
+
+def test_single_label_csv_is_not_multi_label(tmp_path: Path, image_dir: Path) -> None:
+    table = read_labels_csv(write(tmp_path, "path,labels\na.jpg,cat\nb.jpg,dog\nc.png,\n"), image_dir=image_dir)
+    assert not is_multi_label(table)
+    assert table.labels == ("cat", "dog")
+
+
+def test_header_any_order_and_case_extra_columns_logged_once(tmp_path: Path, image_dir: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    csv_path = write(tmp_path, "id, LABELS ,Notes,Path\n1,cat,x,a.jpg\n2,dog,y,b.jpg\n")
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        table = read_labels_csv(csv_path, image_dir=image_dir)
+    assert [(row.name, row.labels) for row in table.rows] == [("a.jpg", ("cat",)), ("b.jpg", ("dog",))]
+    ignored = [r.getMessage() for r in caplog.records if "ignoring column" in r.getMessage()]
+    assert len(ignored) == 1 and "'id'" in ignored[0] and "'Notes'" in ignored[0]
+
+
+@pytest.mark.parametrize("content", [
+    b"\xef\xbb\xbfpath,labels\r\na.jpg,cat\r\n\r\nb.jpg,dog\r\n",  # BOM + CRLF (Excel)
+    b"path,labels\ra.jpg,cat\r\rb.jpg,dog\r",  # old Mac CR
+    b"path,labels\na.jpg,cat\n\nb.jpg,dog",  # LF, no final newline
+])
+def test_bom_and_line_endings(tmp_path: Path, image_dir: Path, content: bytes) -> None:
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert [(row.line, row.name, row.labels) for row in table.rows] == [(2, "a.jpg", ("cat",)), (4, "b.jpg", ("dog",))]
+    assert table.skipped.blank_lines == 1
+
+
+def test_quoted_fields(tmp_path: Path, image_dir: Path) -> None:
+    content = 'path,labels\n"with, comma.jpg","cat dog"\na.jpg, "cat"\n'
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert [(row.name, row.labels) for row in table.rows] == [("with, comma.jpg", ("cat", "dog")), ("a.jpg", ("cat",))]
+    # With a comma as the label delimiter, the quoted field stays one CSV field and is then split.
+    comma = read_labels_csv(write(tmp_path, 'path,labels\na.jpg,"sea lion,cat"\nb.jpg,dog\n', "comma.csv"),
+                            image_dir=image_dir, delimiter=",")
+    assert comma.rows[0].labels == ("cat", "sea lion")
+
+
+def test_label_with_a_newline_is_refused_and_line_numbers_stay_physical(tmp_path: Path, image_dir: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    content = 'path,labels\na.jpg,"cat\ndog"\nb.jpg,dog\nc.png,"x\r\ny"\nd.JPEG,cat\n'
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert [(row.line, row.name) for row in table.rows] == [(4, "b.jpg"), (7, "d.JPEG")]
+    messages = warnings_of(caplog)
+    assert any("line 2:" in m and "lines 2-3" in m and "line break" in m for m in messages)
+    assert any("line 5:" in m and "lines 5-6" in m for m in messages)
+    assert table.skipped.malformed == 2
+
+
+def test_unclosed_quote_is_one_error_naming_its_line(tmp_path: Path, image_dir: Path) -> None:
+    content = 'path,labels\na.jpg,cat\nb.jpg,"dog\nc.png,cat\nd.JPEG,dog\n'
+    with pytest.raises(RetrainError, match=r"--labels_csv .* line 3: a quote is never closed") as error:
+        read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert "\n" not in str(error.value)
+
+
+def test_a_huge_field_is_one_error_naming_its_line(tmp_path: Path, image_dir: Path) -> None:
+    content = 'path,labels\na.jpg,cat\nb.jpg,"' + "x" * 200_000 + '"\n'
+    with pytest.raises(RetrainError, match=r"line 3: field larger than field limit"):
+        read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+
+
+def test_wrong_field_counts_blank_lines_and_trailing_empty_fields(tmp_path: Path, image_dir: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    content = "path,labels\n\na.jpg\nb.jpg,cat,dog\nc.png,cat,\n ,\nd.JPEG,dog,,\n,cat\n\n\n"
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert [(row.line, row.name) for row in table.rows] == [(5, "c.png"), (7, "d.JPEG")]
+    messages = warnings_of(caplog)
+    assert any("line 3: has 1 field(s) where the header has 2" in m and "'path,'" in m for m in messages)
+    assert any("line 4: has 3 field(s)" in m and "quote" in m for m in messages)
+    assert any("line 8: the path is empty" in m for m in messages)
+    assert table.skipped.malformed == 3 and table.skipped.blank_lines == 4
+
+
+def test_duplicates_identical_dropped_conflicting_keep_first(tmp_path: Path, image_dir: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    content = (f"path,labels\na.jpg,cat dog\nb.jpg,dog\n./a.jpg,dog cat\nb.jpg,cat\n{image_dir / 'a.jpg'},cat\n"
+               "sub/../b.jpg,dog\n")
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert [(row.line, row.name, row.labels) for row in table.rows] == [(2, "a.jpg", ("cat", "dog")),
+                                                                        (3, "b.jpg", ("dog",))]
+    messages = warnings_of(caplog)
+    assert any("line 4: repeats line 2" in m for m in messages)
+    assert any("line 5: names b.jpg again" in m and "line 3" in m and "keeping line 3" in m for m in messages)
+    assert any("line 6: names a.jpg again" in m and "keeping line 2" in m for m in messages)
+    assert any("line 7: repeats line 3" in m for m in messages)
+    assert (table.skipped.duplicates, table.skipped.conflicts) == (2, 2)
+
+
+def test_a_duplicate_with_another_split_is_a_conflict(tmp_path: Path, image_dir: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    content = "path,labels,split\na.jpg,cat,training\nb.jpg,dog,\na.jpg,cat,testing\nb.jpg,dog,\n"
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert [(row.line, row.split) for row in table.rows] == [(2, "training"), (3, None)]
+    messages = warnings_of(caplog)
+    assert any("line 4: names a.jpg again, with labels 'cat', split testing where line 2 has labels 'cat', "
+               "split training; keeping line 2" in m for m in messages)
+    assert any("line 5: repeats line 3" in m for m in messages)
+
+
+def test_unknown_paths_folders_and_non_images_are_skipped(tmp_path: Path, image_dir: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    content = ("path,labels\nmissing.jpg,cat\nnotes.txt,cat\nfolder.jpg,cat\nsub\\e.webp,cat\nd.JPEG,cat\n"
+               "sub/f.bmp,dog\n../outside.jpg,dog\n" f"{tmp_path / 'outside.jpg'},cat\n../nowhere.jpg,dog\n")
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    rows = by_name(table.rows)
+    assert sorted(rows) == ["../outside.jpg", "d.JPEG", "sub/f.bmp"]
+    assert rows["../outside.jpg"].path.resolve() == (tmp_path / "outside.jpg").resolve()
+    messages = warnings_of(caplog)
+    assert any("line 2: missing.jpg does not exist" in m for m in messages)
+    assert any("line 3: notes.txt is not an image file" in m and "webp" in m for m in messages)
+    assert any("line 4: folder.jpg is a folder" in m for m in messages)
+    assert any("line 5:" in m and "with / between folders" in m for m in messages)
+    assert any("line 9: names" in m and "again" in m for m in messages)  # the absolute spelling of line 8's file
+    assert any("line 10: ../nowhere.jpg does not exist" in m for m in messages)
+    assert (table.skipped.missing, table.skipped.not_images, table.skipped.conflicts) == (3, 2, 1)
+
+
+def test_absolute_paths_inside_image_dir_hash_like_relative_ones(tmp_path: Path, image_dir: Path) -> None:
+    table = read_labels_csv(write(tmp_path, f"path,labels\n{image_dir / 'sub' / 'e.webp'},cat\nb.jpg,dog\n"),
+                            image_dir=image_dir)
+    assert table.rows[0].path == image_dir / "sub" / "e.webp" and table.rows[0].name == "sub/e.webp"
+
+
+def test_blank_labels_and_delimiters(tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spaced = read_labels_csv(write(tmp_path, "path,labels\na.jpg,  cat   dog \t bird \nb.jpg,cat cat\n"),
+                             image_dir=image_dir)
+    assert [row.labels for row in spaced.rows] == [("bird", "cat", "dog"), ("cat",)]
+    assert warnings_of(caplog) == []
+    content = "path,labels\na.jpg,cat;;dog;\nb.jpg,sea lion; ;cat\nc.png,;\n"
+    table = read_labels_csv(write(tmp_path, content, "semi.csv"), image_dir=image_dir, delimiter=";")
+    assert [row.labels for row in table.rows] == [("cat", "dog"), ("cat", "sea lion"), ()]
+    messages = warnings_of(caplog)
+    assert [m for m in messages if " line " in m] == [m for m in messages if "line 3: a label is blank" in m]
+    assert len(messages) == 2 and "kept with corrections: blank labels 1" in messages[-1]
+    assert table.skipped.blank_labels == 1 and table.skipped.rows == 0
+
+
+def test_labels_with_control_characters_skip_the_row(tmp_path: Path, image_dir: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    content = "path,labels\na.jpg,cat\nb.jpg,do\x07g\nc.png,dog\nd.JPEG,dog;\x00\ng.gif,cat;\x1b[31mred\n"
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir, delimiter=";")
+    assert [row.name for row in table.rows] == ["a.jpg", "c.png"]
+    messages = warnings_of(caplog)
+    assert any("line 3: label 'do\\x07g' cannot be used: it holds the control or line-break character '\\x07'" in m
+               for m in messages)
+    assert any("line 5: label '\\x00'" in m and "one label per line" in m for m in messages)
+    assert any("line 6:" in m and "'\\x1b'" in m for m in messages)
+    assert table.skipped.bad_labels == 3
+
+
+def test_unicode_line_separator_in_a_label(tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    content = "path,labels\na.jpg,cat\nb.jpg,dog\u2028cat\nc.png,dog\n"
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir, delimiter=";")
+    assert [row.name for row in table.rows] == ["a.jpg", "c.png"]
+    assert any("line 3:" in m and "line-break character '\\u2028'" in m for m in warnings_of(caplog))
+
+
+def test_unicode_labels_and_paths(tmp_path: Path, image_dir: Path) -> None:
+    table = read_labels_csv(write(tmp_path, "path,labels\ncafé.jpg,fleur été\na.jpg,chat\n"), image_dir=image_dir)
+    assert table.rows[0].path == image_dir / "café.jpg"
+    assert table.labels == ("chat", "fleur", "été")
+
+
+def test_split_column(tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    content = ("path,labels,split\na.jpg,cat,training\nb.jpg,dog, Validation \nc.png,cat,TESTING\nd.JPEG,dog,\n"
+               "g.gif,cat,train\n")
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert [row.split for row in table.rows] == ["training", "validation", "testing", None, None]
+    assert table.has_split_column
+    messages = warnings_of(caplog)
+    assert len(messages) == 2  # the bad split, then the closing summary
+    assert "line 6: split 'train' is not training, validation or testing" in messages[0]
+    assert table.skipped.bad_splits == 1 and table.skipped.rows == 0
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("a.jpg,cat\nb.jpg,dog\n", r"line 1: 'a.jpg,cat' looks like data, not a header; .*path,labels\[,split\]"),
+    ("image_name,tags\na.jpg,cat\n", r"line 1: the header 'image_name,tags' has no 'path' and 'labels' column"),
+    ("path,tags\na.jpg,cat\n", r"line 1: the header 'path,tags' has no 'labels' column"),
+    ("\n\npath,labels,Path\n", r"line 3: the header names column 'path' twice"),
+    ("", r"is empty; expected a header line path,labels"),
+    ("\r\n \r\n", r"is empty"),
+    ("path,labels\n", r"has no usable rows"),
+    ("path,labels\nmissing.jpg,cat\nnotes.txt,dog\n", r"has no usable rows \(skipped: missing 1, not images 1\)"),
+    ("path,labels\na.jpg,cat\nb.jpg,cat\n", r"has only the label 'cat' in its 2 usable rows; need at least 2"),
+    ("path,labels\na.jpg,\nb.jpg,\n", r"has no labels in its 2 usable rows"),
+])
+def test_whole_file_errors_are_one_line(tmp_path: Path, image_dir: Path, content: str, expected: str) -> None:
+    with pytest.raises(RetrainError, match=expected) as error:
+        read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert str(error.value).startswith("--labels_csv ") and "\n" not in str(error.value)
+    assert error.value.exit_code == 1
+
+
+def test_non_utf8_bytes_are_one_error_naming_the_line(tmp_path: Path, image_dir: Path) -> None:
+    latin1 = "path,labels\r\na.jpg,cat\r\ncafé.jpg,dog\r\n".encode("latin-1")
+    with pytest.raises(RetrainError, match=r"line 3: byte 0xe9 is not UTF-8; save the file as UTF-8"):
+        read_labels_csv(write(tmp_path, latin1), image_dir=image_dir)
+    utf16 = "path,labels\na.jpg,cat\n".encode("utf-16")
+    with pytest.raises(RetrainError, match=r"line 1: the file is UTF-16"):
+        read_labels_csv(write(tmp_path, utf16, "u16.csv"), image_dir=image_dir)
+
+
+def test_nul_in_a_path_is_a_skipped_row_not_a_crash(tmp_path: Path, image_dir: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    table = read_labels_csv(write(tmp_path, "path,labels\na\x00b.jpg,cat\na.jpg,cat\nb.jpg,dog\n"), image_dir=image_dir)
+    assert [row.name for row in table.rows] == ["a.jpg", "b.jpg"]
+    assert any("line 2: 'a\\x00b.jpg' is not a valid path (it holds a NUL character)" in m for m in warnings_of(caplog))
+
+
+@pytest.mark.parametrize("make", ["missing", "folder", "through_a_file", "no_permission"])
+def test_missing_or_unreadable_csv_is_a_usage_error(tmp_path: Path, image_dir: Path, make: str) -> None:
+    target = tmp_path / "labels.csv"
+    if make == "folder":
+        target.mkdir()
+    elif make == "through_a_file":
+        (tmp_path / "file").write_text("x")
+        target = tmp_path / "file" / "labels.csv"
+    elif make == "no_permission":
+        target = _unreadable(target)
+    with pytest.raises(UsageError, match=r"--labels_csv .*labels.csv") as error:
+        read_labels_csv(target, image_dir=image_dir)
+    assert error.value.exit_code == 2 and "\n" not in str(error.value)
+
+
+def _unreadable(path: Path) -> Path:
+    """A CSV this process cannot read, made honestly even as root (as in test_hostile_images)."""
+    if os.geteuid() != 0:
+        path.write_text("path,labels\na.jpg,cat\n")
+        path.chmod(0)
+        return path
+    # Root ignores permission bits; /proc/sys's write-only files refuse reads even to root.
+    target = Path("/proc/sys/vm/compact_memory")
+    try:
+        target.open("rb").close()
+    except PermissionError:
+        path.symlink_to(target)
+        return path
+    except OSError:
+        pass
+    # No such file here: a path through a regular file is unreadable too (ENOTDIR).
+    (path.parent / "plain").write_text("x")
+    return path.parent / "plain" / path.name
+
+
+def test_empty_delimiter_is_a_usage_error(tmp_path: Path, image_dir: Path) -> None:
+    with pytest.raises(UsageError, match="--label_delimiter"):
+        read_labels_csv(write(tmp_path, "path,labels\na.jpg,cat\n"), image_dir=image_dir, delimiter="")
+
+
+def test_repeated_header_and_case_collisions(tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    content = "path,labels\na.jpg,Cat\npath,labels\nb.jpg,cat\n"
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert table.labels == ("Cat", "cat")
+    messages = warnings_of(caplog)
+    assert any("line 3: repeats the header" in m for m in messages)
+    assert any("'Cat' and 'cat' differ only by letter case" in m for m in messages)
+
+
+def test_warnings_are_capped_per_kind_then_counted(tmp_path: Path, image_dir: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    missing = "".join(f"gone_{i}.jpg,cat\n" for i in range(25))
+    table = read_labels_csv(write(tmp_path, "path,labels\na.jpg,cat\nb.jpg,dog\n" + missing), image_dir=image_dir)
+    messages = warnings_of(caplog)
+    named = [m for m in messages if "does not exist" in m]
+    assert len(named) == MAX_WARNINGS_PER_KIND
+    assert sum("more rows with this problem (missing)" in m for m in messages) == 1
+    assert table.skipped.missing == 25
+    assert "2 rows, 2 labels; skipped 25 row(s): missing 25" in messages[-1]
