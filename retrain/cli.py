@@ -6,7 +6,6 @@ TensorFlow is imported only once the arguments are known to be good, so
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import Any
 
 import click
 
-from retrain.config import DISTORTION_MODES, LOGGING_LEVELS, LabelImageConfig, RetrainConfig
+from retrain.config import DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError
+from retrain.logs import setup_logging
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
@@ -86,17 +86,6 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
     return ",".join(value)
 
 
-def _setup_logging(verbosity: str) -> None:
-    """Our log lines go to stderr at the chosen level; TensorFlow's own loggers stay quiet."""
-    level = {"WARN": logging.WARNING, "FATAL": logging.CRITICAL}.get(verbosity, getattr(logging, verbosity))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s: %(message)s", datefmt="%H:%M:%S"))
-    logger = logging.getLogger("retrain")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level)
-    logger.propagate = False
-
-
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @_option("--image_dir", type=click.Path(path_type=Path), required=True, help="Folder with one sub-folder of images per class.")
 @_option("--output_graph", type=click.Path(path_type=Path), default=_R.output_graph, help="Where to save the trained frozen graph.")
@@ -135,6 +124,9 @@ def _setup_logging(verbosity: str) -> None:
 @_option("--fine_tune_steps", type=int, default=_R.fine_tune_steps, help="Fine-tuning steps.")
 @_option("--fine_tune_batch_size", type=int, default=_R.fine_tune_batch_size, help="Images per fine-tuning step.")
 @_option("--fine_tune_learning_rate", type=float, default=_R.fine_tune_learning_rate, help="Learning rate (SGD, momentum 0.9) of fine-tuning.")
+@_option("--labels_csv", type=click.Path(path_type=Path), default=None, help="Labels from a CSV with a header: path,labels[,split] (paths relative to --image_dir or absolute; labels separated by --label_delimiter). Rows with several labels train a multi-label model.")
+@_option("--label_delimiter", default=_R.label_delimiter, help="What separates labels in the CSV's labels column (default: a space, as fastai and Kaggle CSVs do).")
+@_option("--multi_label", is_flag=True, default=False, help="Train one sigmoid per label with per-label thresholds, even if no image has several labels.")
 def retrain_command(**options: Any) -> None:
     """Retrain an image classifier's top layer on a folder of photos, one sub-folder per class.
 
@@ -142,7 +134,7 @@ def retrain_command(**options: Any) -> None:
     """
     options["logging_verbosity"] = options["logging_verbosity"].upper()
     config = RetrainConfig(**options)  # every flag value is checked here
-    _setup_logging(config.logging_verbosity)
+    setup_logging(config.logging_verbosity)
     from retrain.pipeline import prepare, run
 
     plan = prepare(config)  # bad paths and image trees stop here, before the seconds TensorFlow's import costs
@@ -166,7 +158,7 @@ def retrain_command(**options: Any) -> None:
          help=f"Pixel values are then divided by this (default {EXPORT_INPUT_STD:g}, what retrain's models take).")
 @_option("--input_layer", default=None, help="Input node (or signature key) name (read from the model when omitted).")
 @_option("--output_layer", default=None, help="Output node (or signature key) name (read from the model when omitted).")
-@_option("--top_k", type=int, default=_L.top_k, help="How many labels to print per image.")
+@_option("--top_k", type=int, default=None, help=f"How many labels to print per image (default {TOP_K}; for a multi-label model, every label at or above its threshold).")
 @_option("--json", is_flag=True, default=False, help="Print results as one JSON list instead of text lines.")
 @_option("--batch_size", type=int, default=_L.batch_size, help="Images per model call.")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path))
@@ -180,7 +172,7 @@ def label_image_command(more_images: tuple[Path, ...], **options: Any) -> None:
     """
     options["images"] = tuple(options["images"]) + tuple(more_images)
     config = LabelImageConfig(**options)
-    _setup_logging("WARN")
+    setup_logging("WARN")
     from retrain.inference.command import check, run
 
     check(config)  # missing files fail before TensorFlow loads

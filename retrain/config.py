@@ -96,10 +96,16 @@ class RetrainConfig:
     output_tflite: Path | None = None
     tflite_quantization: tuple[str, ...] = ("float32",)
     tflite_representative_images: int = 100  # int8 calibration: seeded sample of training images
+    # Labels from a CSV (`path,labels[,split]`) instead of the folder names; several labels per image
+    # (or --multi_label) train one sigmoid per label.
+    labels_csv: Path | None = None
+    label_delimiter: str = " "
+    multi_label: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
-                     "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite"):
+                     "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite",
+                     "labels_csv"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))  # the Python API accepts strings too
@@ -140,7 +146,7 @@ class LabelImageConfig:
     input_std: float | None = None
     input_layer: str | None = None
     output_layer: str | None = None
-    top_k: int = 5
+    top_k: int | None = None  # None: 5 labels, or for a multi-label model those at or above their thresholds
     json: bool = False
     batch_size: int = 32
 
@@ -209,6 +215,10 @@ def _check_retrain(config: RetrainConfig) -> None:
         raise UsageError(f"--logging_verbosity {config.logging_verbosity!r} is not one of {', '.join(LOGGING_LEVELS)}")
     _check_distortions(config)
     _check_tflite(config)
+    if not config.label_delimiter or any(c in config.label_delimiter for c in "\r\n\"") or \
+            (config.label_delimiter != " " and not config.label_delimiter.strip()):
+        raise UsageError(f"--label_delimiter {config.label_delimiter!r} cannot separate labels; use a space "
+                         "(the default), ';', '|' or another visible character")
 
 
 def _check_final_tensor_name(name: str) -> None:
@@ -261,10 +271,12 @@ def _check_tflite(config: RetrainConfig) -> None:
 
 
 MAX_TOP_K = 100_000
+TOP_K = 5  # labels label-image prints per image, best first, when --top_k is not given (single-label models)
 
 
 def _check_label_image(config: LabelImageConfig) -> None:
-    _positive("--top_k", config.top_k, limit=MAX_TOP_K)
+    if config.top_k is not None:
+        _positive("--top_k", config.top_k, limit=MAX_TOP_K)
     _positive("--batch_size", config.batch_size, limit=MAX_IMAGE_BATCH)
     for flag, value in (("--input_height", config.input_height), ("--input_width", config.input_width)):
         if value is not None:

@@ -7,6 +7,7 @@ reader never re-types what a writer chose. Importing this module costs nothing.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 # The classic frozen-graph contract: feed `Placeholder`, fetch `final_result` (the default of
 # --final_tensor_name). The input takes float32 [N, H, W, 3] RGB scaled to [0, 1].
@@ -35,3 +36,14 @@ NODE_NAME = re.compile(r"[A-Za-z.][A-Za-z0-9_.\-]*")
 # A folder that retrain writes whole (SavedModel, TF.js) holds this file, listing what it wrote:
 # only such a folder (or an empty one) is ever replaced by a later run.
 OWNER_MARKER = ".retrain-export.json"
+
+# A multi-label model's per-label thresholds: one per line, in label order, beside the labels file
+# (labels.txt -> labels_thresholds.txt). Frozen graphs also hold them as a Const node named
+# THRESHOLDS_NODE, SavedModels as the THRESHOLDS_SIGNATURE signature, TF.js models in model.json.
+THRESHOLDS_NODE = "thresholds"
+THRESHOLDS_SIGNATURE = "thresholds"
+
+
+def thresholds_path(labels: Path) -> Path:
+    """Where a multi-label model's thresholds go, beside its labels file."""
+    return labels.with_name(f"{labels.stem}_thresholds{labels.suffix or '.txt'}")

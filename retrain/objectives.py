@@ -3,13 +3,19 @@
 The training loop, the exporters and label-image never ask which objective
 they run: they call these methods. `Softmax` is the classic one (one class per
 image, accuracy and cross-entropy); `Sigmoid` is the multi-label one (any set
-of labels per image, binary cross-entropy, F1). A new objective is a class
-with the same methods; nothing else changes.
+of labels per image, binary cross-entropy, F1, per-label thresholds chosen on
+validation). A new objective is a class with the same methods; nothing else
+changes.
+
+Evaluation streams: `evaluate` gets the scores of a split in chunks, so a
+multi-label split of 100,000 images and 5,000 labels never becomes one dense
+matrix (its figures come from per-label histograms, `labels.multilabel.LabelStats`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +23,12 @@ import numpy as np
 from retrain.tfenv import import_tensorflow
 
 EVAL_CHUNK = 8192  # rows evaluated at a time, so huge evaluation samples stay within memory
+KEEP_SCORES = 20_000_000  # scores kept in an Evaluation (for pictures, listings); larger splits keep none
+
+# How the figures read in the classic lines ("Step 10: Train accuracy = ...", "Final test micro F1 = ...").
+FIGURE_NAMES = {"accuracy": "accuracy", "micro_f1": "micro F1", "macro_f1": "macro F1",
+                "mean_average_precision": "mean average precision"}
+Chunks = Iterable[tuple[np.ndarray, Any, np.ndarray]]  # (scores [n, C], targets of those rows, row indices)
 
 
 @dataclass(frozen=True)
@@ -26,9 +38,10 @@ class Evaluation:
     metrics: dict[str, float]
     headline: str  # the key of the figure the classic lines print ("accuracy", "micro_f1")
     count: int
-    predictions: np.ndarray  # per evaluated row: class index (softmax) or label set as bool [n, L] (sigmoid)
+    predictions: np.ndarray | None  # per row: class index (softmax) or labels at threshold, bool [n, L] (sigmoid)
     indices: np.ndarray  # which rows of the split were evaluated
-    probabilities: np.ndarray  # [n, classes]
+    probabilities: np.ndarray | None  # [n, classes]; None for splits too large to keep (see KEEP_SCORES)
+    details: Any = None  # per-label figures (sigmoid: labels.multilabel.MultiLabelMetrics)
 
     @property
     def accuracy(self) -> float:
@@ -75,22 +88,111 @@ class Softmax:
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def evaluate(self, probabilities: np.ndarray, targets: Any, *, indices: np.ndarray) -> Evaluation:
-        truth = targets.ids
+    def evaluate(self, chunks: Chunks, *, thresholds: np.ndarray | None = None) -> Evaluation:
+        parts = list(chunks)
+        probabilities = np.concatenate([p for p, _, _ in parts])
+        truth = np.concatenate([t.ids for _, t, _ in parts])
+        indices = np.concatenate([i for _, _, i in parts])
         predictions = np.argmax(probabilities, axis=1)
         picked = probabilities[np.arange(len(truth)), truth]
         cross_entropy = float(-np.mean(np.log(np.maximum(picked, 1e-30))))
         return Evaluation(metrics={"accuracy": float(np.mean(predictions == truth)), "cross_entropy": cross_entropy},
-                          headline=self.headline, count=len(truth), predictions=predictions, indices=indices, probabilities=probabilities)
+                          headline=self.headline, count=len(truth), predictions=predictions, indices=indices,
+                          probabilities=probabilities)
+
+    def calibrate(self, head: Any, chunks: Chunks) -> Any:
+        """The head as it is: a softmax needs no threshold."""
+        return head
+
+
+@dataclass(frozen=True)
+class Sigmoid:
+    """Any set of labels per image: a sigmoid per label, binary cross-entropy, F1 at per-label thresholds.
+
+    The loss sums the cross-entropy over labels and averages over images, so each
+    logit's gradient has the scale the softmax's has (the classic learning rate
+    fits). During training the figures use a threshold of 0.5; `calibrate` then
+    picks each label's threshold on validation (maximising its F1; 0.5 for a
+    label with no positive there) and the final figures use those.
+    """
+
+    name: str = "sigmoid"
+    headline: str = "micro_f1"
+    output_op: str = "Sigmoid"
+
+    def activation(self, logits: Any, *, name: str | None = None) -> Any:
+        return import_tensorflow().math.sigmoid(logits, name=name)
+
+    def target_spec(self, classes: int, *, leading: int = 1) -> Any:
+        tf = import_tensorflow()
+        return tf.TensorSpec([None] * leading + [classes], tf.float32)
+
+    def loss(self, logits: Any, targets: Any) -> Any:
+        tf = import_tensorflow()
+        return tf.reduce_mean(tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(targets, logits), axis=1))
+
+    def batch_metric(self, logits: Any, targets: Any) -> Any:
+        """Micro F1 of the batch at 0.5 (logit 0)."""
+        tf = import_tensorflow()
+        predicted = tf.cast(logits >= 0.0, tf.float32)
+        hits = tf.reduce_sum(predicted * targets)
+        wrong = tf.reduce_sum(predicted) + tf.reduce_sum(targets) - 2.0 * hits
+        return tf.math.divide_no_nan(2.0 * hits, 2.0 * hits + wrong)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return np.exp(-np.logaddexp(0.0, -logits)).astype(np.float32)
+
+    def evaluate(self, chunks: Chunks, *, thresholds: np.ndarray | None = None) -> Evaluation:
+        from retrain.labels.multilabel import LabelStats
+
+        stats, kept, indices, entropy, count = None, [], [], 0.0, 0
+        for probabilities, truth, rows in chunks:
+            stats = stats or LabelStats(num_labels=probabilities.shape[1])
+            stats.add(probabilities, truth)
+            dense = truth.rows(np.arange(len(truth)))
+            clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
+            entropy -= float(np.sum(dense * np.log(clipped) + (1 - dense) * np.log(1 - clipped)))
+            count += len(truth)
+            indices.append(rows)
+            kept.append(probabilities)
+        if stats is None:
+            return Evaluation(metrics={}, headline=self.headline, count=0, predictions=None,
+                              indices=np.zeros(0, int), probabilities=None)
+        details = stats.metrics(0.5 if thresholds is None else thresholds)
+        small = count * stats.num_labels <= KEEP_SCORES
+        probabilities = np.concatenate(kept) if small else None
+        predictions = probabilities >= (0.5 if thresholds is None else thresholds) if small else None
+        return Evaluation(metrics={"micro_f1": details.micro_f1, "cross_entropy": entropy / count,
+                                   "macro_f1": details.macro_f1, "mean_average_precision": details.mean_average_precision},
+                          headline=self.headline, count=count, predictions=predictions,
+                          indices=np.concatenate(indices), probabilities=probabilities, details=details)
+
+    def calibrate(self, head: Any, chunks: Chunks) -> Any:
+        """The head with a threshold per label, each maximising that label's F1 on `chunks` (validation)."""
+        from retrain.labels.multilabel import LabelStats
+
+        stats = LabelStats(num_labels=head.biases.shape[0])
+        for probabilities, truth, _rows in chunks:
+            stats.add(probabilities, truth)
+        return replace(head, thresholds=stats.best_thresholds())
+
+
+def objective_for(*, multi_label: bool) -> Softmax | Sigmoid:
+    """The objective a label set asks for: one sigmoid per label for multi-label sets, else the softmax."""
+    return Sigmoid() if multi_label else Softmax()
+
+
+def score_chunks(head: Any, vectors: np.ndarray, targets: Any, indices: np.ndarray) -> Iterator[tuple]:
+    """(scores, targets, indices) of `indices`' rows, EVAL_CHUNK rows at a time."""
+    for start in range(0, len(indices), EVAL_CHUNK):
+        rows = indices[start:start + EVAL_CHUNK]
+        yield head.probabilities(vectors[rows]), targets.take(rows), rows
 
 
 def evaluate(head: Any, vectors: np.ndarray, targets: Any, *, batch_size: int, rng: np.random.Generator) -> Evaluation:
     """The head's figures on a split: all rows (batch_size -1) or a sample drawn as training draws."""
-    objective = head.objective
     if len(targets) == 0:
-        return Evaluation(metrics={}, headline=objective.headline, count=0, predictions=np.zeros(0, int), indices=np.zeros(0, int),
-                          probabilities=np.zeros((0, head.biases.shape[0]), np.float32))
+        return Evaluation(metrics={}, headline=head.objective.headline, count=0, predictions=None,
+                          indices=np.zeros(0, int), probabilities=None)
     indices = np.arange(len(targets)) if batch_size < 0 else targets.sample(rng, batch_size)
-    probabilities = np.concatenate([head.probabilities(vectors[indices[s:s + EVAL_CHUNK]])
-                                    for s in range(0, len(indices), EVAL_CHUNK)])
-    return objective.evaluate(probabilities, targets.take(indices), indices=indices)
+    return head.objective.evaluate(score_chunks(head, vectors, targets, indices), thresholds=head.thresholds)

@@ -97,32 +97,38 @@ def _region(item: Output | Input) -> _Region:
 
 
 def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
-    """Refuse, with one line naming both flags, any output that overlaps another output or an input."""
+    """Refuse, with one line naming both flags, any output that overlaps an input or another output."""
     regions = [(output, _region(output)) for output in outputs]
+    for output, region in regions:
+        for item in inputs:
+            if region.overlaps(_region(item)):
+                raise UsageError(f"{output.flag} {output.path} would write into {item.flag} {item.path}, which "
+                                 f"the run reads; choose an {output.flag} outside it")
     for index, (output, region) in enumerate(regions):
         for other, other_region in regions[:index]:
             if region.overlaps(other_region):
                 same = real(output.path) == real(other.path)
                 raise UsageError(f"{output.flag} {output.path} {'is also' if same else 'overlaps'} {other.flag} "
                                  f"{other.path}; give each output its own path")
-        for item in inputs:
-            if region.overlaps(_region(item)):
-                raise UsageError(f"{output.flag} {output.path} would write into {item.flag} {item.path}, which "
-                                 f"the run reads; choose an {output.flag} outside it")
 
 
-def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str) -> None:
-    """Refuse an output that would overwrite one of many input files (e.g. photos a CSV lists).
+def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path) -> None:
+    """Refuse an output that would overwrite one of many input files (the photos a run reads).
 
-    Cheap for millions of files: links are resolved once per folder, not per file.
+    Files inside `covered` (a tree already checked as an input) are skipped cheaply; the others
+    (reached through links, or named by a CSV anywhere on disk) are checked one by one. Links are
+    resolved once per folder, so millions of files cost seconds at most.
     """
     regions = [(output, _region(output)) for output in outputs]
-    folders: dict[str, Path] = {}
+    root = str(real(covered)) + os.sep
+    folders: dict[str, str] = {}
     for path in files:
         parent = folders.get(str(path.parent))
         if parent is None:
-            parent = folders.setdefault(str(path.parent), real(path.parent))
-        resolved = parent / path.name
+            parent = folders.setdefault(str(path.parent), str(real(path.parent)) + os.sep)
+        if parent.startswith(root):
+            continue
+        resolved = Path(parent + path.name)
         for output, region in regions:
             if region._covers(resolved):
                 raise UsageError(f"{output.flag} {output.path} would overwrite {path}, an image that {flag} "

@@ -29,11 +29,11 @@ from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
 from retrain.insight.summaries import Summaries, run_dir
-from retrain.labels import LabelSet
-from retrain.labels.folder import FolderSource, check_image_dir
+from retrain.labels import LabelSet, label_source
+from retrain.labels.folder import check_image_dir
 from retrain.labels.split import SPLITS
-from retrain.objectives import Evaluation, Softmax, evaluate
-from retrain.outputs import Input, Output, check_clashes, check_writable_dir, size_text
+from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
+from retrain.outputs import Input, Output, check_clashes, check_input_files, check_writable_dir, size_text
 from retrain.tfenv import import_tensorflow
 from retrain.train import (Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, initial_head, load_images,
                            rng, train)
@@ -87,10 +87,11 @@ def _run_outputs(config: RetrainConfig, run_folder: Path) -> list[Output]:
             Output("--bottleneck_dir", config.bottleneck_dir, kind="entries", pattern=CACHE_KEY_PATTERN)]
 
 
-def _inputs(config: RetrainConfig, labels: LabelSet) -> list[Input]:
-    """What the run reads: the image tree (and the real targets of links in it) and the module folders."""
+def _inputs(config: RetrainConfig) -> list[Input]:
+    """What the run reads: the image tree and the module folders (or the hub cache for handles)."""
     inputs = [Input("--image_dir", config.image_dir)]
-    inputs += [Input("--image_dir", path, kind="tree" if path.is_dir() else "file") for path in labels.linked]
+    if config.labels_csv is not None:
+        inputs.append(Input("--labels_csv", config.labels_csv, kind="file"))
     for handle in config.modules:
         if Path(handle).expanduser().exists():
             inputs.append(Input("--tfhub_module", Path(handle).expanduser()))
@@ -103,15 +104,16 @@ def prepare(config: RetrainConfig) -> Plan:
     """Every check that needs no TensorFlow: outputs, their clashes with each other and the inputs, the labels."""
     check_image_dir(config.image_dir)
     requested = formats.requested(config)
+    run_folder = run_dir(config.summaries_dir)
+    outputs = _run_outputs(config, run_folder) + [o for e in requested for o in e.outputs(config)]
+    check_clashes(outputs, _inputs(config))
     for exporter in requested:
         exporter.check(config)
     check_writable_dir(config.summaries_dir, flag="--summaries_dir")
     check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
-    labels = FolderSource(config.image_dir, validation_percentage=config.validation_percentage,
-                          testing_percentage=config.testing_percentage).scan()
-    run_folder = run_dir(config.summaries_dir)
-    outputs = _run_outputs(config, run_folder) + [o for e in requested for o in e.outputs(config)]
-    check_clashes(outputs, _inputs(config, labels))
+    labels = label_source(config).scan()
+    # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
+    check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0], covered=config.image_dir)
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 
@@ -133,7 +135,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     source = load_feature_source(config.modules, image_size=config.image_size)
     if config.fine_tune:
         source.check_fine_tunable()  # fail before the long part, not after
-    objective = Softmax()
+    objective = objective_for(multi_label=labels.multi_label)
 
     stores = [BottleneckStore(config.bottleneck_dir, module_key=m.cache_key, feature_dim=m.feature_dim)
               for m in source.members]
@@ -197,21 +199,16 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         head, splits = _fine_tune(config, source=source, head=head, splits=splits, distortions=distortions,
                                   run_folder=plan.run_folder, store_intermediate=store_intermediate)
 
+    validation = splits["validation"]
+    head = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
+                                                  np.arange(len(validation))))
     evaluations = {name: evaluate(head, splits[name].vectors, splits[name].targets, batch_size=-1, rng=eval_random)
                    for name in ("training", "validation")}
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
-    name = objective.headline.replace("_", " ")
-    if test.count:
-        print(f"Final test {name} = {100 * test.accuracy:.1f}% (N={test.count})", flush=True)
-    else:
-        print(f"Final test {name} = n/a (N=0): no test images; raise --testing_percentage or add images", flush=True)
+    _print_test_figures(test, objective)
     if config.print_misclassified_test_images and test.count:
-        print("=== MISCLASSIFIED TEST IMAGES ===")
-        truth = splits["testing"].targets.ids[test.indices]
-        for index, predicted, expected in zip(test.indices, test.predictions, truth):
-            if predicted != expected:
-                print(f"{str(splits['testing'].paths[index]):>70}  {labels.names[predicted]}")
+        _print_misclassified(test, splits["testing"], labels.names)
 
     model = model.with_head(head)
     written: list[Path] = []
@@ -223,6 +220,35 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         log.warning("skipped %d images that could not be read or decoded (listed above)", len(vectors.skipped))
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
                          skipped=vectors.skipped, source=source, written=tuple(written), run_folder=plan.run_folder)
+
+
+def _print_test_figures(test: Evaluation, objective: object) -> None:
+    """`Final test accuracy = X% (N=n)` (the classic line), then any other figure the objective reports."""
+    name = FIGURE_NAMES.get(objective.headline, objective.headline)
+    if not test.count:
+        print(f"Final test {name} = n/a (N=0): no test images; raise --testing_percentage or add images", flush=True)
+        return
+    for key, value in test.metrics.items():
+        if key in FIGURE_NAMES:
+            print(f"Final test {FIGURE_NAMES[key]} = {100 * value:.1f}% (N={test.count})", flush=True)
+
+
+def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -> None:
+    """The classic listing: each test image whose prediction is wrong, with what was predicted."""
+    print("=== MISCLASSIFIED TEST IMAGES ===")
+    if test.predictions is None:
+        print("(too many test images and labels to list)")
+        return
+    for row, index in enumerate(test.indices):
+        predicted = test.predictions[row]
+        if predicted.ndim == 0:  # one class per image
+            if predicted != split.targets.ids[index]:
+                print(f"{str(split.paths[index]):>70}  {names[predicted]}")
+            continue
+        truth = split.targets.rows([index])[0] > 0
+        if not np.array_equal(predicted, truth):
+            shown = " ".join(names[i] for i in np.flatnonzero(predicted)) or "(none)"
+            print(f"{str(split.paths[index]):>70}  {shown}  (true: {' '.join(names[i] for i in np.flatnonzero(truth))})")
 
 
 def _sizes(distortions: Distortions, source: FeatureSource) -> dict[str, int]:
@@ -270,8 +296,8 @@ def _fine_tune(config: RetrainConfig, *, source: FeatureSource, head: Head, spli
         unique, inverse = np.unique(indices, return_inverse=True)
         vectors = np.concatenate([compiled(validation.pixels[unique[s:s + 64]]).numpy()
                                   for s in range(0, len(unique), 64)])
-        return current.objective.evaluate(current.probabilities(vectors[inverse]), targets.take(indices),
-                                          indices=indices)
+        return current.objective.evaluate([(current.probabilities(vectors[inverse]), targets.take(indices), indices)],
+                                          thresholds=current.thresholds)
 
     log.info("fine-tuning the module and the new layer: %d steps of %d images, learning rate %g",
              config.fine_tune_steps, config.fine_tune_batch_size, config.fine_tune_learning_rate)

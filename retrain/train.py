@@ -30,7 +30,7 @@ import numpy as np
 from retrain.distortions import Distortions, crop_boxes, distort_tensors, sample_parameters
 from retrain.errors import RetrainError
 from retrain.images import ImageError, load_image
-from retrain.objectives import Evaluation
+from retrain.objectives import FIGURE_NAMES, Evaluation
 from retrain.pool import thread_pool
 from retrain.progress import Progress
 from retrain.tfenv import import_tensorflow
@@ -68,6 +68,7 @@ class Head:
     weights: np.ndarray  # [D, C]
     biases: np.ndarray  # [C]
     objective: Any
+    thresholds: np.ndarray | None = None  # per label, for objectives that choose them (multi-label)
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         return vectors.astype(np.float32) @ self.weights + self.biases
@@ -342,7 +343,7 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
             head = steps.head() if schedule.evaluates(step) or schedule.stores(step) else None
             if schedule.evaluates(step):
                 valid = validate(head)
-                name = head.objective.headline.replace("_", " ")
+                name = FIGURE_NAMES.get(head.objective.headline, head.objective.headline)
                 log.info("Step %d: Train %s = %.1f%%", shown, name, 100 * last.metric)
                 log.info("Step %d: Cross entropy = %f", shown, last.loss)
                 if valid.count:

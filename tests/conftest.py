@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,24 @@ def make_colour_tree(root: Path, *, per_class: int = 12, classes: dict[str, tupl
         for i in range(per_class):
             colour_photo(root / label / f"{label}_{i:03d}.jpg", rgb, seed=1000 * index + i)
     return root
+
+
+# Tests never touch the network, not even DNS: downloads go to a closed local port (the environment is
+# inherited by the processes tests start), and in this process any look-up of a non-local host name fails.
+for _name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+    os.environ[_name] = "http://127.0.0.1:9"
+os.environ["no_proxy"] = os.environ["NO_PROXY"] = ""
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", None}
+_getaddrinfo = socket.getaddrinfo
+
+
+def _local_only_getaddrinfo(host, *args, **kwargs):
+    if host not in _LOCAL_HOSTS and host != socket.gethostname():
+        raise socket.gaierror(socket.EAI_NONAME, f"tests do not look up {host!r}: no network in tests")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _local_only_getaddrinfo
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.cli import _setup_logging, retrain_command
+from retrain.cli import retrain_command
+from retrain.logs import setup_logging
 from retrain.config import RetrainConfig
 from retrain.exporters.model import ExportModel
 from retrain.features.module import load_feature_extractor
@@ -68,7 +69,7 @@ def fine_tuned(tmp_path_factory: pytest.TempPathFactory):
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            _setup_logging("INFO")
+            setup_logging("INFO")
             result = run(config)
     finally:
         logger.handlers[:], logger.level, logger.propagate = saved

@@ -233,7 +233,6 @@ def test_defaults_follow_a_default_retrain_run() -> None:
 
     assert default(label_image_command, "graph") == default(retrain_command, "output_graph")
     assert default(label_image_command, "labels") == default(retrain_command, "output_labels")
-    assert next(p.default for p in label_image_command.params if p.name == "top_k") == 5
 
 
 def _error(args: list[str], *, expect: int) -> str:

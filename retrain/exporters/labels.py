@@ -1,4 +1,8 @@
-"""The labels file (`--output_labels`): one label per line, in class-index order, newline-terminated."""
+"""The labels file (`--output_labels`): one label per line, in class-index order, newline-terminated.
+
+A multi-label model's thresholds go beside it (`names.thresholds_path`): one number per
+line, in label order, written with 9 significant digits so the float32 value is exact.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from retrain.config import RetrainConfig
 from retrain.exporters import Exporter
+from retrain.names import thresholds_path
 from retrain.outputs import Output, atomic_write_bytes, check_writable_file
 
 
@@ -14,13 +19,24 @@ def labels_text(labels: tuple[str, ...] | list[str]) -> bytes:
     return "".join(f"{label}\n" for label in labels).encode("utf-8")
 
 
+def thresholds_text(thresholds: Any) -> bytes:
+    return "".join(f"{float(t):.9g}\n" for t in thresholds).encode("ascii")
+
+
 class Labels(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
-        return [Output("--output_labels", config.output_labels)]
+        outputs = [Output("--output_labels", config.output_labels)]
+        if config.labels_csv is not None or config.multi_label:  # the run may be multi-label
+            outputs.append(Output("--output_labels", thresholds_path(config.output_labels)))
+        return outputs
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_file(config.output_labels, flag="--output_labels")
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         atomic_write_bytes(config.output_labels, labels_text(model.labels), flag="--output_labels")
-        return [config.output_labels]
+        if model.head.thresholds is None:
+            return [config.output_labels]
+        path = thresholds_path(config.output_labels)
+        atomic_write_bytes(path, thresholds_text(model.head.thresholds), flag="--output_labels")
+        return [config.output_labels, path]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
-from retrain.names import INPUT_NODE
+from retrain.names import INPUT_NODE, THRESHOLDS_NODE
 from retrain.tfenv import import_tensorflow
 
 
@@ -88,12 +88,18 @@ class ExportModel:
         Raises a RetrainError if TensorFlow had to rename the final node (a name
         that clashes with another node): the classic contract would be broken.
         """
+        tf = import_tensorflow()
         graph_def = self.frozen_function().graph.as_graph_def()
         ops = {node.name: node.op for node in graph_def.node}
         expected = self.head.objective.output_op
         if ops.get(self.final_tensor_name) != expected:
             raise RetrainError(f"--final_tensor_name {self.final_tensor_name} clashes with a node of the module's "
                                f"graph (the {expected} output could not take that name); choose another name")
+        if self.head.thresholds is not None:
+            # A constant beside the output, for readers that want the per-label thresholds with the model.
+            node = graph_def.node.add(name=THRESHOLDS_NODE, op="Const")
+            node.attr["dtype"].type = tf.float32.as_datatype_enum
+            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(self.head.thresholds, np.float32)))
         return graph_def
 
     def with_head(self, head: Any) -> "ExportModel":

@@ -5,6 +5,8 @@
 GIF, BMP, WebP), decoded by TensorFlow as training decodes (see
 `decode_like_training`) and resized for each module with the very function
 training uses (images.resize_tensor), so its pixels equal training's.
+A multi-label model has a third signature, `thresholds`: no input, `thresholds`
+[labels], the per-label thresholds chosen on validation.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config import RetrainConfig
+from retrain.errors import RetrainError
 from retrain.exporters import Exporter
 from retrain.images import resize_tensor
-from retrain.names import BYTES_KEY, BYTES_SIGNATURE, IMAGE_KEY, OUTPUT_KEY, SERVING_SIGNATURE
+from retrain.names import BYTES_KEY, BYTES_SIGNATURE, IMAGE_KEY, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_SIGNATURE
 from retrain.outputs import Output, check_replaceable_folder, replace_folder
 from retrain.tfenv import import_tensorflow
 
@@ -50,10 +53,22 @@ class SavedModel(Exporter):
                 features.append(member(pixels))
             return {OUTPUT_KEY: classifier.scores(features[0] if len(features) == 1 else tf.concat(features, 1))}
 
+        signatures = {SERVING_SIGNATURE: serve, BYTES_SIGNATURE: serve_bytes}
+        if model.head.thresholds is not None:
+            thresholds = tf.constant(model.head.thresholds, tf.float32)
+            signatures[THRESHOLDS_SIGNATURE] = tf.function(lambda: {THRESHOLDS_SIGNATURE: thresholds},
+                                                           input_signature=[])
         classifier.serve, classifier.serve_bytes = serve, serve_bytes
-        replace_folder(config.saved_model_dir, lambda tmp: tf.saved_model.save(
-            classifier, str(tmp), signatures={SERVING_SIGNATURE: serve, BYTES_SIGNATURE: serve_bytes}),
-            flag="--saved_model_dir")
+
+        def save(tmp: Path) -> None:
+            try:
+                tf.saved_model.save(classifier, str(tmp), signatures=signatures)
+            except tf.errors.OpError as error:  # TensorFlow's own file writing (e.g. a full disk)
+                reason = str(error).strip().splitlines()[0].split("; ")[-1]
+                raise RetrainError(f"cannot write --saved_model_dir {config.saved_model_dir}: {reason} "
+                                   f"(in {config.saved_model_dir.parent}); earlier outputs are kept") from None
+
+        replace_folder(config.saved_model_dir, save, flag="--saved_model_dir")
         return [config.saved_model_dir]
 
 

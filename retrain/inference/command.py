@@ -20,12 +20,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from retrain.config import LabelImageConfig
+from retrain.config import TOP_K, LabelImageConfig
 from retrain.errors import RetrainError, UsageError
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, thresholds_path
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -165,15 +165,75 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, 
     return [(labels[i], float(scores[i])) for i in order]
 
 
-def _write_text(out: TextIO, result: ImageResult, labels: Sequence[str], k: int, *, header: bool) -> None:
+def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | None:
+    """A multi-label model's per-label thresholds: the model's own, else the file beside the labels, else 0.5."""
+    if not model.multi_label:
+        return None
+    if model.thresholds is not None and len(model.thresholds) == count:
+        return model.thresholds
+    path = thresholds_path(labels_path)
+    if not path.exists():
+        log.warning("multi-label model without thresholds (no %s beside --labels): using 0.5 for every label", path)
+        return np.full(count, 0.5, np.float32)
+    try:
+        values = np.array([float(line) for line in read_bytes(path).decode("ascii").split()], np.float32)
+    except (ImageError, UnicodeDecodeError, ValueError) as error:
+        raise RetrainError(f"cannot read the thresholds {path} beside --labels ({error}); expected one number "
+                           "per line, as retrain writes") from None
+    if len(values) != count or not np.isfinite(values).all():
+        raise RetrainError(f"{path} holds {len(values)} thresholds for {count} labels; pass the labels file "
+                           "written with this model (its thresholds file sits beside it)")
+    return values
+
+
+def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholded: bool) -> None:
     if header:
-        out.write(f"==> {result.path} <==\n")
-    for label, score in top_k(result.scores, labels, k):
+        out.write(f"==> {record['image']} <==\n")
+    for prediction in record["predictions"]:
+        if thresholded and prediction["label"] not in record["labels"]:
+            continue
         # str(np.float32) is what the classic label_image.py printed, e.g. "daisy 0.9273"
-        out.write(f"{label} {str(np.float32(score))}\n")
+        out.write(f"{prediction['label']} {str(np.float32(prediction['score']))}\n")
     if header:
         out.write("\n")
     out.flush()
+
+
+def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> Iterator[dict[str, Any]]:
+    """Classify every image: one record per image, in order, `{"image", "predictions"}` (best first,
+    --top_k of them) or `{"image", "error"}` for an image that could not be decoded. For a
+    multi-label model `predictions` holds every label (unless --top_k is given) and `labels`
+    names those at or above their thresholds, best first.
+
+    `paths` are the image files when the caller has collected them from config.images already.
+    """
+    check(config)
+    paths = collect_images(config.images) if paths is None else paths
+    labels = read_labels(config.labels)
+    model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
+    log.info("%s %s: %s", model.kind, config.graph, model.description)
+    if model.class_count is not None and model.class_count != len(labels):
+        raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} has "
+                           f"{model.class_count} classes; pass the labels file written with this model")
+    prepare = preprocessing_for(model, config)
+    thresholds = thresholds_of(model, config.labels, len(labels))
+    count = config.top_k or (len(labels) if model.multi_label else TOP_K)
+    for result in classify(model, paths, prepare=prepare, batch_size=config.batch_size):
+        if result.scores is None:
+            yield {"image": str(result.path), "error": result.error}
+            continue
+        if result.scores.shape[-1] != len(labels):
+            raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} "
+                               f"gives {result.scores.shape[-1]} scores; pass the labels file written with this model")
+        if not np.isfinite(result.scores).all():
+            raise RetrainError(f"--graph {config.graph} gave scores that are not finite numbers (NaN or infinity) "
+                               f"for {result.path}: the model is broken; retrain it")
+        record: dict[str, Any] = {"image": str(result.path), "predictions": [
+            {"label": label, "score": score} for label, score in top_k(result.scores, labels, count)]}
+        if thresholds is not None:
+            record["labels"] = [labels[i] for i in np.argsort(-result.scores, kind="stable")
+                                if result.scores[i] >= thresholds[i]]
+        yield record
 
 
 def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
@@ -185,42 +245,24 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     check(config)
     paths = collect_images(config.images)
-    labels = read_labels(config.labels)
-    model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
-    log.info("%s %s: %s", model.kind, config.graph, model.description)
-    if model.class_count is not None and model.class_count != len(labels):
-        raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} has "
-                           f"{model.class_count} classes; pass the labels file written with this model")
-    prepare = preprocessing_for(model, config)
     several = len(paths) > 1
-    records: list[dict[str, Any]] = []
-    failed: list[ImageResult] = []
-    for result in classify(model, paths, prepare=prepare, batch_size=config.batch_size):
-        if result.scores is None:
-            failed.append(result)
+    printed: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for record in records(config, paths):
+        printed.append(record)
+        if "error" in record:
+            failed.append(record)
             if several:
-                log.warning("skipping --image %s: %s", result.path, result.error)
-            if config.json:
-                records.append({"image": str(result.path), "error": result.error})
-            continue
-        if result.scores.shape[-1] != len(labels):
-            raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} "
-                               f"gives {result.scores.shape[-1]} scores; pass the labels file written with this model")
-        if not np.isfinite(result.scores).all():
-            raise RetrainError(f"--graph {config.graph} gave scores that are not finite numbers (NaN or infinity) "
-                               f"for {result.path}: the model is broken; retrain it")
-        if config.json:
-            records.append({"image": str(result.path), "predictions": [
-                {"label": label, "score": score} for label, score in top_k(result.scores, labels, config.top_k)]})
-        else:
-            _write_text(out, result, labels, config.top_k, header=several)
+                log.warning("skipping --image %s: %s", record["image"], record["error"])
+        elif not config.json:
+            _write_text(out, record, header=several, thresholded="labels" in record and config.top_k is None)
     if config.json:
-        json.dump(records, out, indent=2)
+        json.dump(printed, out, indent=2)
         out.write("\n")
         out.flush()
     if failed and not several:
-        raise RetrainError(f"cannot classify --image {failed[0].path}: {failed[0].error}")
+        raise RetrainError(f"cannot classify --image {failed[0]['image']}: {failed[0]['error']}")
     if failed:
-        raise RetrainError(f"{len(failed)} of {len(paths)} images could not be decoded and were skipped "
+        raise RetrainError(f"{len(failed)} of {len(printed)} images could not be decoded and were skipped "
                            "(named in the warnings above)")
-    return len(paths)
+    return len(printed)

@@ -20,10 +20,12 @@ import numpy as np
 
 from retrain.errors import RetrainError
 from retrain.images import ImageError, read_bytes
-from retrain.names import FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE
+from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_NODE,
+                           THRESHOLDS_SIGNATURE)
 from retrain.tfenv import import_tensorflow, stderr_captured
 
 _TFLITE_MAGIC = b"TFL3"  # FlatBuffer file identifier, at bytes 4..8 of every .tflite file
+_SCORE_OPS = ("Softmax", "Sigmoid")  # what a classifier's output node is, when it is not named
 
 
 class Model:
@@ -36,6 +38,8 @@ class Model:
     class_count: int | None
     max_batch: int | None  # None = any batch size; 1 for graphs with a fixed batch of one
     retrain_export: bool  # input and output were found by retrain's own names
+    multi_label: bool = False  # the output is a sigmoid per label, not a softmax over classes
+    thresholds: np.ndarray | None = None  # per-label thresholds the model carries (multi-label)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -125,8 +129,8 @@ class _FrozenGraph(Model):
         def describe(node: Any) -> str:
             return f"{node.name} ({node.op} {_shape_text(self._tensor_dims(node.name + ':0'))})"
 
-        softmaxes = [n for n in graph_def.node if n.op == "Softmax"]
-        outputs = softmaxes + [n for n in sinks if n.op != "Softmax"]
+        softmaxes = [n for n in graph_def.node if n.op in _SCORE_OPS]
+        outputs = softmaxes + [n for n in sinks if n.op not in _SCORE_OPS]
         listing = (f"{_candidates('input', map(describe, placeholders))}; "
                    f"{_candidates('output', map(describe, outputs))}")
         found_input = input_layer is None
@@ -146,7 +150,7 @@ class _FrozenGraph(Model):
             elif len(softmaxes) == 1 or len(softmax_sinks) == 1:
                 output_layer = (softmaxes if len(softmaxes) == 1 else softmax_sinks)[0].name
             else:
-                raise fail(f"--graph {path} has no node {FINAL_TENSOR_NAME} and {len(softmaxes)} Softmax nodes, "
+                raise fail(f"--graph {path} has no node {FINAL_TENSOR_NAME} and {len(softmaxes)} Softmax or Sigmoid nodes, "
                                    f"expected one; pass --output_layer ({listing})")
         try:
             self.input = self._tensor(input_layer, nodes, flag="--input_layer", path=path, listing=listing)
@@ -162,6 +166,9 @@ class _FrozenGraph(Model):
             self.input.op.name == f"import/{INPUT_NODE}"
         self.description = (f"input {self.input.op.name[7:]} {_shape_text(in_dims)} -> "
                             f"output {self.output.op.name[7:]} {_shape_text(out_dims)}")
+        self.multi_label = self.output.op.type == "Sigmoid"
+        if THRESHOLDS_NODE in nodes and nodes[THRESHOLDS_NODE].op == "Const":
+            self.thresholds = tf.make_ndarray(nodes[THRESHOLDS_NODE].attr["value"].tensor).astype(np.float32)
         threads = tf.config.threading
         session_config = tf.compat.v1.ConfigProto(
             inter_op_parallelism_threads=threads.get_inter_op_parallelism_threads(),
@@ -229,6 +236,9 @@ class _SavedModel(Model):
         self.height, self.width, self.max_batch = _size_of(in_dims)
         self.class_count = out_dims[-1] if out_dims else None
         self.retrain_export = found and (self.input_key, self.output_key) == (IMAGE_KEY, OUTPUT_KEY)
+        if THRESHOLDS_SIGNATURE in signatures:
+            self.multi_label = True
+            self.thresholds = signatures[THRESHOLDS_SIGNATURE]()[THRESHOLDS_SIGNATURE].numpy().astype(np.float32)
         self.description = f"input {self.input_key} {_shape_text(in_dims)} -> output {self.output_key} {_shape_text(out_dims)}"
         self._tf = tf
 
@@ -286,6 +296,7 @@ class _TfliteModel(Model):
         self.height, self.width, self.max_batch = _size_of(in_dims)
         self.class_count = out_dims[-1] if out_dims else None
         self.retrain_export = input_layer is None and output_layer is None and IMAGE_KEY in inputs
+        self.multi_label = _produced_by(self.interpreter, self.output["index"]) == "LOGISTIC"
         dtype = np.dtype(self.input["dtype"]).name
         self.description = (f"input {_tflite_label(inputs, self.input)} {dtype} {_shape_text(in_dims)} -> "
                             f"output {_tflite_label(outputs, self.output)} {np.dtype(self.output['dtype']).name} "
@@ -301,6 +312,23 @@ class _TfliteModel(Model):
         self.interpreter.set_tensor(self.input["index"], _quantize(batch, self.input))
         self.interpreter.invoke()
         return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+
+def _produced_by(interpreter: Any, tensor: int) -> str:
+    """The TFLite op that computes `tensor` (e.g. SOFTMAX, LOGISTIC), or '' when the interpreter cannot say.
+
+    An integer model's (de)quantizing steps are looked through: what matters is the op before them.
+    """
+    try:
+        operators = interpreter._get_ops_details()  # noqa: SLF001 - the only way to see a model's ops
+    except Exception:  # noqa: BLE001
+        return ""
+    producer = next((op for op in operators if tensor in list(op.get("outputs", []))), None)
+    if producer is None:
+        return ""
+    if producer["op_name"] in ("QUANTIZE", "DEQUANTIZE") and len(producer["inputs"]):
+        return _produced_by(interpreter, int(producer["inputs"][0]))
+    return producer["op_name"]
 
 
 def _interpreter_class() -> Callable[..., Any]:

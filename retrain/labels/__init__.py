@@ -12,8 +12,8 @@ source says otherwise (a CSV's `split` column).
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,7 +88,6 @@ class LabelSet:
     examples: tuple[Example, ...]
     source: str  # e.g. "--image_dir photos", for messages
     multi_label: bool = False
-    linked: tuple[Path, ...] = field(default=())  # real targets of links met while scanning: inputs too
 
     def all_files(self) -> list[Path]:
         """Every file once, training first, in a stable order."""
@@ -105,11 +104,11 @@ class LabelSet:
             if label not in left:
                 log.warning("%s %r has no usable images left; leaving it out",
                             "label" if self.multi_label else "class", label)
-        return build(examples, source=self.source, multi_label=self.multi_label, linked=self.linked, first=False)
+        return build(examples, source=self.source, multi_label=self.multi_label, first=False)
 
 
-def build(examples: Sequence[Example], *, source: str, multi_label: bool, linked: Iterable[Path] = (),
-          first: bool = True, expected_splits: Container[str] = ()) -> LabelSet:
+def build(examples: Sequence[Example], *, source: str, multi_label: bool, first: bool = True,
+          expected_splits: Container[str] = ()) -> LabelSet:
     """Examples -> LabelSet. Single-label sets keep the classic small-class rule.
 
     A class with no training image is trained on all its images, with a warning;
@@ -119,7 +118,7 @@ def build(examples: Sequence[Example], *, source: str, multi_label: bool, linked
     if multi_label:
         from retrain.labels.multilabel import multi_label_set
 
-        return multi_label_set(examples, source=source, linked=tuple(linked), first=first)
+        return multi_label_set(examples, source=source, first=first)
     by_label: dict[str, dict[str, list[Example]]] = {}
     for example in examples:
         (label,) = example.labels
@@ -150,4 +149,18 @@ def build(examples: Sequence[Example], *, source: str, multi_label: bool, linked
     return LabelSet(names=tuple(names), files={n: tuple(e.path for e, _ in rows[n]) for n in SPLITS},
                     targets={n: ClassIds(np.array([i for _, i in rows[n]], np.int64), class_count=len(names))
                              for n in SPLITS},
-                    examples=tuple(examples), source=source, multi_label=False, linked=tuple(linked))
+                    examples=tuple(examples), source=source, multi_label=False)
+
+
+def label_source(config: Any) -> Any:
+    """The label source a run's flags name: a labels CSV (--labels_csv), else the folder tree (--image_dir)."""
+    if config.labels_csv is not None:
+        from retrain.labels.csv import CsvSource
+
+        return CsvSource(config.labels_csv, image_dir=config.image_dir, delimiter=config.label_delimiter,
+                         validation_percentage=config.validation_percentage,
+                         testing_percentage=config.testing_percentage, multi_label=config.multi_label)
+    from retrain.labels.folder import FolderSource
+
+    return FolderSource(config.image_dir, validation_percentage=config.validation_percentage,
+                        testing_percentage=config.testing_percentage, multi_label=config.multi_label)

@@ -19,10 +19,14 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrain.errors import RetrainError, UsageError
 from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, shown
 from retrain.labels.split import SPLITS
+
+if TYPE_CHECKING:
+    from retrain.labels import LabelSet
 
 log = logging.getLogger(__name__)
 
@@ -459,3 +463,44 @@ def _warn_case_collisions(source: Path, labels: tuple[str, ...]) -> None:
         if other != label:
             log.warning("%s %s: labels %r and %r differ only by letter case; they are trained as two labels",
                         FLAG, shown(source), other, label)
+
+
+@dataclass(frozen=True)
+class CsvSource:
+    """A labels CSV as a label source: each row's image, its labels, and its split (the column, or the hash).
+
+    With rows that hold several labels, or `multi_label`, the set is multi-label
+    (a sigmoid per label); otherwise every row needs exactly one label and the
+    CSV is just another way to give classes.
+    """
+
+    path: Path
+    image_dir: Path
+    delimiter: str
+    validation_percentage: float
+    testing_percentage: float
+    multi_label: bool = False
+
+    def scan(self) -> "LabelSet":
+        from retrain.labels import Example, build
+        from retrain.labels.split import split_of
+
+        table = read_labels_csv(self.path, image_dir=self.image_dir, delimiter=self.delimiter)
+        multi = self.multi_label or is_multi_label(table)
+        examples, unlabeled = [], []
+        for row in table.rows:
+            if not multi and not row.labels:
+                unlabeled.append(row.line)
+                continue
+            split = row.split or split_of(row.name, validation_percentage=self.validation_percentage,
+                                          testing_percentage=self.testing_percentage)
+            examples.append(Example(path=row.path, labels=row.labels, split=split))
+        if unlabeled:
+            lines = ", ".join(map(str, unlabeled[:MAX_WARNINGS_PER_KIND]))
+            log.warning("%s %s: skipping %d row(s) with no label (line %s%s): every image of a single-label run "
+                        "needs a class; pass --multi_label to train with images that have none", FLAG, self.path,
+                        len(unlabeled), lines, ", ..." if len(unlabeled) > MAX_WARNINGS_PER_KIND else "")
+        expected = () if table.has_split_column else tuple(
+            name for name, percent in (("validation", self.validation_percentage),
+                                       ("testing", self.testing_percentage)) if percent > 0)
+        return build(examples, source=f"{FLAG} {self.path}", multi_label=multi, expected_splits=expected)

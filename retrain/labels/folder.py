@@ -20,7 +20,6 @@ from pathlib import Path
 from retrain.errors import RetrainError, UsageError
 from retrain.labels import Example, LabelSet, build
 from retrain.labels.split import split_of
-from retrain.outputs import real
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,10 @@ def label_problem(label: str) -> str:
 
 
 class _Walk:
-    """A sorted, link-following, loop-safe walk that remembers the links it followed."""
+    """A sorted, link-following, loop-safe walk that remembers what it ignored."""
 
     def __init__(self) -> None:
         self.visited: set[tuple[int, int]] = set()
-        self.linked: list[Path] = []
         self.ignored: list[str] = []
 
     def files(self, root: Path) -> list[Path]:
@@ -94,14 +92,9 @@ class _Walk:
                 is_dir = entry.is_dir()
             except OSError:
                 is_dir = False  # e.g. a link to itself: reading it later says why it cannot be used
-            link = entry.is_symlink()
             if is_dir:
-                if link:
-                    self.linked.append(real(path))
                 yield from self._walk(path)
             elif path.suffix.lower() in IMAGE_EXTENSIONS:
-                if link:
-                    self.linked.append(real(path))
                 yield path
             else:
                 self.ignored.append(str(path))
@@ -127,6 +120,7 @@ class FolderSource:
     image_dir: Path
     validation_percentage: float
     testing_percentage: float
+    multi_label: bool = False  # one sigmoid per class (each image still has one label)
 
     def scan(self) -> LabelSet:
         """Walk the tree and split every class deterministically.
@@ -161,8 +155,6 @@ class FolderSource:
                             "rename it to use it", entry.name, problem)
                 continue
             class_dir = Path(entry.path)
-            if entry.is_symlink():
-                walk.linked.append(real(class_dir))
             walk.visited = set()  # each class is walked on its own, as if it were the only one
             files = walk.files(class_dir)
             if not files:
@@ -185,7 +177,7 @@ class FolderSource:
                      shown(walk.ignored[0]))
         expected = {name for name, percent in (("validation", self.validation_percentage),
                                                ("testing", self.testing_percentage)) if percent > 0}
-        return build(examples, source=f"--image_dir {image_dir}", multi_label=False, linked=walk.linked,
+        return build(examples, source=f"--image_dir {image_dir}", multi_label=self.multi_label,
                      expected_splits=expected)
 
 

@@ -46,6 +46,7 @@ mean 8e-4 (4e-3 and 4e-4 at 2,000 bins).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BINS = 1000
 MAX_BINS = 1 << 20
@@ -458,3 +461,27 @@ def frequency_baseline(*, train: SparseLabels, validation: SparseLabels | None =
     f1_at_k = float(micro_f1[k - 1]) if validation is not None and k <= candidates.size else math.nan
     return FrequencyBaseline(label_ids=order[:k].astype(np.int64), num_labels=train.num_labels,
                              validation_micro_f1=f1_at_k)
+
+
+def multi_label_set(examples: Sequence[Any], *, source: str, first: bool = True) -> Any:
+    """Examples with any number of labels each -> a LabelSet whose targets are SparseLabels per split.
+
+    Labels are sorted; an image with no label is a negative for every label. A
+    label with no training image is kept (it is never predicted) with a warning.
+    """
+    from retrain.labels import LabelSet
+    from retrain.labels.split import SPLITS
+
+    names = tuple(sorted({label for example in examples for label in example.labels}))
+    if len(names) < 2:
+        raise RetrainError(f"only {len(names)} label(s) in {source} have usable images; need at least 2")
+    files = {split: tuple(e.path for e in examples if e.split == split) for split in SPLITS}
+    targets = {split: SparseLabels.from_names([e.labels for e in examples if e.split == split], vocabulary=names)
+               for split in SPLITS}
+    if first:
+        missing = [names[i] for i in np.flatnonzero(targets["training"].positives_per_label() == 0)]
+        if missing:
+            log.warning("%d label(s) have no training image and will never be predicted: %s", len(missing),
+                        ", ".join(repr(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else ""))
+    return LabelSet(names=names, files=files, targets=targets, examples=tuple(examples), source=source,
+                    multi_label=True)

@@ -1,0 +1,148 @@
+"""Multi-label retraining from a CSV, end to end on real photos: mosaics of 2-4 fixture flowers, labelled with
+their tiles' classes. One module-scoped run (MobileNet V2 0.35) writes every export; the tests read them."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrain.cli import label_image_command, retrain_command
+from retrain.config import RetrainConfig
+from retrain.images import load_image
+from retrain.labels.multilabel import frequency_baseline
+from retrain.names import thresholds_path
+from retrain.tfenv import import_tensorflow
+from tests.conftest import FLOWERS, MODULES, flags, invoke, require
+from tests.mosaics import make_mosaics, partition_photos
+
+
+def build_mosaic_set(root: Path) -> tuple[Path, Path]:
+    """Training, validation and test mosaics from disjoint photos, in one CSV with a split column."""
+    parts = partition_photos(require(FLOWERS), fractions=(0.6, 0.2, 0.2), seed=3)
+    rows: list[list[str]] = []
+    for photos, split, count in zip(parts, ("training", "validation", "testing"), (240, 60, 60)):
+        written = make_mosaics(photos, root, count=count, seed=len(rows), prefix=split, csv_name=f"{split}.csv",
+                               split=split)
+        with written.open() as handle:
+            rows += list(csv.reader(handle))[1:]
+    table = root / "labels.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle, lineterminator="\r\n").writerows([["path", "labels", "split"], *rows])  # CRLF, as Excel
+    return root / "images", table
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("mosaics")
+    images, table = build_mosaic_set(root)
+    out = root / "out"
+    out.mkdir()
+    config = RetrainConfig(image_dir=images, labels_csv=table, tfhub_module=str(require(MODULES / "mobilenet_v2_035_224")),
+                           output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
+                           bottleneck_dir=out / "bottlenecks", checkpoint_path=out / "ckpt" / "c",
+                           saved_model_dir=out / "saved", output_tflite=out / "model.tflite")
+    from retrain.pipeline import run
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        result = run(config)
+    return config, result, stdout.getvalue()
+
+
+def test_a_multi_label_run_beats_the_most_frequent_labels_by_a_wide_margin(multi) -> None:
+    _config, result, stdout = multi
+    assert result.labels == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    assert result.head.thresholds is not None and result.head.thresholds.shape == (5,)
+    test = result.evaluations["testing"]
+    baseline = frequency_baseline(train=result.splits["training"].targets,
+                                  validation=result.splits["validation"].targets)
+    floor = baseline.metrics(result.splits["testing"].targets).micro_f1
+    print(f"\n[multi-label] test micro F1 {test.metrics['micro_f1']:.3f}, macro F1 {test.metrics['macro_f1']:.3f}, "
+          f"mAP {test.metrics['mean_average_precision']:.3f}; most-frequent-labels baseline micro F1 {floor:.3f}")
+    assert test.count == 60
+    assert test.metrics["micro_f1"] >= floor + 0.03
+    for name in ("micro F1", "macro F1", "mean average precision"):
+        assert re.search(rf"^Final test {name} = \d+\.\d% \(N=60\)$", stdout, re.M), name
+
+
+def test_thresholds_are_written_beside_the_labels_and_inside_the_models(multi) -> None:
+    config, result, _ = multi
+    written = [float(line) for line in thresholds_path(config.output_labels).read_text().split()]
+    np.testing.assert_array_equal(np.float32(written), result.head.thresholds)
+    tf = import_tensorflow()
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(config.output_graph.read_bytes())
+    nodes = {node.name: node for node in graph_def.node}
+    assert nodes["final_result"].op == "Sigmoid"
+    np.testing.assert_array_equal(tf.make_ndarray(nodes["thresholds"].attr["value"].tensor), result.head.thresholds)
+    saved = tf.saved_model.load(str(config.saved_model_dir))
+    np.testing.assert_array_equal(saved.signatures["thresholds"]()["thresholds"].numpy(), result.head.thresholds)
+
+
+def test_every_export_agrees_with_the_in_process_model(multi) -> None:
+    config, result, _ = multi
+    tf = import_tensorflow()
+    test = result.splits["testing"]
+    expected = result.head.probabilities(test.vectors)
+    images = np.stack([load_image(p, height=224, width=224) for p in test.paths])
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(config.output_graph.read_bytes())
+    with tf.Graph().as_default() as graph:
+        tf.compat.v1.import_graph_def(graph_def, name="import")
+        with tf.compat.v1.Session(graph=graph) as session:
+            frozen = session.run("import/final_result:0", {"import/Placeholder:0": images})
+    saved = tf.saved_model.load(str(config.saved_model_dir))
+    served = saved.signatures["serving_default"](image=tf.constant(images))["prediction"].numpy()
+    from_bytes = saved.signatures["serving_bytes"](image_bytes=tf.constant([p.read_bytes() for p in test.paths]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runner = tf.lite.Interpreter(model_path=str(config.output_tflite)).get_signature_runner("serving_default")
+    lite = runner(image=images)["prediction"]
+    for name, scores in (("frozen graph", frozen), ("SavedModel", served),
+                         ("SavedModel bytes", from_bytes["prediction"].numpy()), ("TFLite", lite)):
+        np.testing.assert_allclose(scores, expected, atol=1e-4, err_msg=name)
+
+
+def test_label_image_prints_the_labels_at_or_above_their_thresholds(multi) -> None:
+    config, result, _ = multi
+    test = result.splits["testing"]
+    photos = list(test.paths[:6])
+    scores = result.head.probabilities(test.vectors[:6])
+    expected = [[result.labels[i] for i in np.argsort(-row, kind="stable") if row[i] >= result.head.thresholds[i]]
+                for row in scores]
+    common = ["--graph", str(config.output_graph), "--labels", str(config.output_labels)]
+    records = json.loads(invoke(label_image_command, [*common, "--json", *map(str, photos)]).stdout)
+    assert [r["labels"] for r in records] == expected
+    assert all(len(r["predictions"]) == 5 for r in records)  # every label, best first
+    text = invoke(label_image_command, [*common, str(photos[0])]).stdout.splitlines()
+    assert [line.split()[0] for line in text] == expected[0]
+    top = invoke(label_image_command, [*common, "--top_k", "2", str(photos[0])]).stdout.splitlines()
+    assert len(top) == 2
+    for model in (config.saved_model_dir, config.output_tflite):  # the same from every model kind
+        again = json.loads(invoke(label_image_command, ["--graph", str(model), "--labels", str(config.output_labels),
+                                                        "--json", *map(str, photos)]).stdout)
+        assert [r["labels"] for r in again] == expected, model
+
+
+def test_a_single_label_csv_is_just_another_way_to_give_classes(colour_tree: Path, tiny_module: Path,
+                                                                outputs) -> None:
+    table = colour_tree / "my_labels.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["labels", "path"])  # any column order
+        for photo in sorted(colour_tree.rglob("*.jpg")):
+            writer.writerow([photo.parent.name.upper(), photo.relative_to(colour_tree).as_posix()])
+    outputs["output_graph"].parent.joinpath("ckpt").mkdir()
+    result = invoke(retrain_command, flags(image_dir=colour_tree, labels_csv=table, tfhub_module=tiny_module,
+                                           how_many_training_steps=30, **outputs))
+    assert "Final test accuracy" in result.stdout and "Train accuracy" in result.stderr
+    assert outputs["output_labels"].read_text() == "BLUE\nGREEN\nRED\n"
+    assert not thresholds_path(outputs["output_labels"]).exists()

@@ -1,0 +1,327 @@
+"""Nothing the user owns is lost, no broken model looks right: the hostile families of issue 9.
+
+Each test is a family, tried on real runs (the CLI, the home-made module, real files): outputs that clash
+with each other or with the inputs, folders the tool replaces, non-finite numbers, names, flags that pass
+a check but cannot work, a full or read-only disk, and truncated graphs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrain.cli import label_image_command, retrain_command
+from tests.conftest import COLOURS, colour_photo, flags, invoke, run_script
+
+
+def retrain(tree: Path, module: Path, outputs: dict[str, Path], *, expect: int = 0, **extra: object):
+    args = flags(**{"image_dir": tree, "tfhub_module": module, "how_many_training_steps": 20, **outputs, **extra})
+    result = invoke(retrain_command, args, expect=expect)
+    assert "Traceback" not in result.output + result.stderr
+    if expect:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("retrain: error: ")]
+        assert len(errors) == 1, result.stderr
+        return errors[0]
+    return result
+
+
+def digest(root: Path) -> dict[str, str]:
+    """Every file under `root` (or `root` itself) with the SHA-1 of its bytes: to prove nothing changed."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p): hashlib.sha1(p.read_bytes()).hexdigest() for p in files}
+
+
+# --- 1. outputs that clash with each other or with the inputs -------------------------------------
+
+def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, str]]:
+    photo = tree / "red" / "red_000.jpg"
+    return {
+        "labels_is_graph": ({"output_labels": out / "graph.pb"}, "--output_labels"),
+        "graph_is_a_photo": ({"output_graph": photo}, "--image_dir"),
+        "labels_inside_the_tree": ({"output_labels": tree / "red" / "labels.txt"}, "--image_dir"),
+        "saved_model_is_the_module": ({"saved_model_dir": module}, "--tfhub_module"),
+        "saved_model_holds_the_tree": ({"saved_model_dir": tree.parent}, "--image_dir"),
+        "tflite_is_labels": ({"output_tflite": out / "labels.txt"}, "--output_tflite"),
+        "graph_is_the_checkpoint": ({"output_graph": out / "checkpoint" / "ckpt.index"}, "--checkpoint_path"),
+        "graph_is_an_intermediate_graph": ({"output_graph": out / "intermediate" / "intermediate_10.pb",
+                                            "intermediate_store_frequency": 10}, "--intermediate_output_graphs_dir"),
+        "graph_is_the_file_index": ({"output_graph": out / "bottlenecks" / "file_keys.json"}, "--bottleneck_dir"),
+        "graph_inside_the_saved_model": ({"output_graph": out / "saved" / "graph.pb",
+                                          "saved_model_dir": out / "saved"}, "--saved_model_dir"),
+    }
+
+
+@pytest.mark.parametrize("case", ["labels_is_graph", "graph_is_a_photo", "labels_inside_the_tree",
+                                  "saved_model_is_the_module", "saved_model_holds_the_tree", "tflite_is_labels",
+                                  "graph_is_the_checkpoint", "graph_is_an_intermediate_graph",
+                                  "graph_is_the_file_index", "graph_inside_the_saved_model"])
+def test_outputs_that_clash_are_refused_before_any_work(colour_tree: Path, tmp_path: Path, outputs, case: str,
+                                                        tiny_module: Path) -> None:
+    module = tmp_path / "module"
+    shutil.copytree(tiny_module, module)
+    (outputs["checkpoint_path"].parent).mkdir(parents=True, exist_ok=True)
+    (outputs["output_graph"].parent / "saved").mkdir(exist_ok=True)
+    changes, flag = clash_cases(colour_tree, module, outputs["output_graph"].parent)[case]
+    before = {**digest(colour_tree), **digest(module)}
+    error = retrain(colour_tree, module, {**outputs, **changes}, expect=2)
+    assert flag in error, error
+    assert {**digest(colour_tree), **digest(module)} == before
+    assert not outputs["bottleneck_dir"].exists() or not list(outputs["bottleneck_dir"].rglob("shard-*"))
+
+
+def test_an_output_reached_through_a_link_into_the_tree_is_refused(colour_tree: Path, tmp_path: Path, outputs,
+                                                                   tiny_module: Path) -> None:
+    (tmp_path / "innocent").symlink_to(colour_tree / "red")
+    photo = colour_tree / "red" / "red_003.jpg"
+    before = digest(photo)
+    error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": tmp_path / "innocent" / photo.name},
+                    expect=2)
+    assert "--output_graph" in error and "--image_dir" in error
+    assert digest(photo) == before
+
+
+def test_an_output_onto_a_photo_that_a_class_folder_links_to_is_refused(colour_tree: Path, tmp_path: Path,
+                                                                        outputs, tiny_module: Path) -> None:
+    elsewhere = tmp_path / "my_photos"
+    for i in range(4):
+        colour_photo(elsewhere / f"yellow_{i}.jpg", (220, 220, 40), seed=90 + i)
+    (colour_tree / "yellow").symlink_to(elsewhere)
+    before = digest(elsewhere)
+    error = retrain(colour_tree, tiny_module, {**outputs, "output_labels": elsewhere / "yellow_0.jpg"}, expect=2)
+    assert "--output_labels" in error
+    assert digest(elsewhere) == before
+
+
+def test_outputs_that_share_a_folder_without_clashing_are_fine(colour_tree: Path, tmp_path: Path,
+                                                               tiny_module: Path) -> None:
+    """One folder per run holding everything is a common habit: it must keep working."""
+    run = tmp_path / "run"
+    run.mkdir()
+    retrain(colour_tree, tiny_module, {"output_graph": run / "graph.pb", "output_labels": run / "labels.txt",
+                                       "summaries_dir": run, "bottleneck_dir": run / "cache",
+                                       "checkpoint_path": run / "ckpt", "saved_model_dir": run / "saved"})
+    assert (run / "graph.pb").exists() and (run / "saved" / "saved_model.pb").exists()
+
+
+# --- 2. folders the tool replaces ------------------------------------------------------------------
+
+def test_a_saved_model_folder_with_the_users_files_is_refused(colour_tree: Path, tiny_module: Path,
+                                                              outputs) -> None:
+    saved = outputs["output_graph"].parent / "saved"
+    from retrain.names import OWNER_MARKER
+
+    retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": saved})
+    marker = json.loads((saved / OWNER_MARKER).read_text())
+    assert "saved_model.pb" in marker["files"] and marker["written_by"] == "retrain"
+    retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": saved})  # our own: replaced, fine
+    (saved / "my_notes.txt").write_text("precious")
+    before = digest(saved)
+    error = retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": saved}, expect=2)
+    assert "--saved_model_dir" in error and "my_notes.txt" in error
+    assert digest(saved) == before
+
+
+def test_a_saved_model_that_retrain_did_not_write_is_refused(colour_tree: Path, tiny_module: Path, outputs,
+                                                             tmp_path: Path) -> None:
+    foreign = tmp_path / "someone_elses_model"
+    shutil.copytree(tiny_module, foreign)  # a valid SavedModel, but not one of ours
+    before = digest(foreign)
+    error = retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": foreign}, expect=2)
+    assert "--saved_model_dir" in error and "did not write" in error
+    assert digest(foreign) == before
+
+
+def test_a_failed_swap_puts_the_old_folder_back(tmp_path: Path) -> None:
+    from retrain.errors import RetrainError
+    from retrain.outputs import replace_folder
+
+    target = tmp_path / "model"
+    replace_folder(target, lambda tmp: (tmp.mkdir(), (tmp / "weights").write_text("old")), flag="--saved_model_dir")
+    before = digest(target)
+    with pytest.raises(RetrainError, match="cannot write --saved_model_dir"):
+        replace_folder(target, lambda tmp: None, flag="--saved_model_dir")  # a writer that produced nothing
+    assert digest(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+# --- 3. non-finite numbers --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, value", [("learning_rate", "nan"), ("learning_rate", "inf"),
+                                         ("fine_tune_learning_rate", "nan"), ("random_crop", "nan"),
+                                         ("testing_percentage", "nan"), ("learning_rate", "-inf")])
+def test_non_finite_flags_are_refused(colour_tree: Path, tiny_module: Path, outputs, flag: str, value: str) -> None:
+    error = retrain(colour_tree, tiny_module, outputs, expect=2, **{flag: value})
+    assert f"--{flag}" in error and ("finite" in error or "between" in error or "positive" in error)
+
+
+def test_a_run_whose_loss_stops_being_a_number_exports_nothing(colour_tree: Path, tiny_module: Path,
+                                                               outputs) -> None:
+    outputs["output_graph"].write_bytes(b"an earlier model")
+    error = retrain(colour_tree, tiny_module, outputs, expect=1, learning_rate=1e38, how_many_training_steps=50)
+    assert "training stopped at step" in error and "--learning_rate" in error and "nothing was exported" in error
+    assert outputs["output_graph"].read_bytes() == b"an earlier model"
+    assert not outputs["output_labels"].exists()
+
+
+def test_label_image_refuses_to_print_nan_scores(colour_tree: Path, tiny_module: Path, outputs) -> None:
+    from retrain.exporters.model import ExportModel
+    from retrain.features.source import load_feature_source
+    from retrain.objectives import Softmax
+    from retrain.train import Head
+
+    source = load_feature_source((str(tiny_module),))
+    head = Head(weights=np.full((8, 3), np.nan, np.float32), biases=np.zeros(3, np.float32), objective=Softmax())
+    model = ExportModel(source=source, head=head, labels=("a", "b", "c"), final_tensor_name="final_result")
+    outputs["output_graph"].write_bytes(model.graph_def.SerializeToString())
+    outputs["output_labels"].write_text("a\nb\nc\n")
+    result = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
+                                          str(outputs["output_labels"]), "--image",
+                                          str(colour_tree / "red" / "red_000.jpg")], expect=1)
+    assert result.stdout == "" and "not finite numbers" in result.stderr and "nan" not in result.stdout
+
+
+# --- 5. names ---------------------------------------------------------------------------------------
+
+def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class(colour_tree: Path,
+                                                                                 tiny_module: Path,
+                                                                                 outputs) -> None:
+    root = os.fsencode(colour_tree)
+    with open(root + b"/red/caf\xe9.jpg", "wb") as handle:  # not UTF-8
+        handle.write((colour_tree / "red" / "red_000.jpg").read_bytes())
+    for i in range(3):
+        colour_photo(colour_tree / "two\nlines" / f"x{i}.jpg", COLOURS["blue"], seed=i)
+    result = retrain(colour_tree, tiny_module, outputs)
+    assert "its name is not valid UTF-8" in result.stderr and "skipping class folder 'two\\nlines'" in result.stderr
+    lines = outputs["output_labels"].read_bytes().decode().split("\n")
+    assert lines == ["blue", "green", "red", ""]
+
+
+# --- 7. flags that pass a check but cannot work ------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--how_many_training_steps", "10000000000"], "--how_many_training_steps 10000000000 is too large"),
+    (["--train_batch_size", "100000000"], "--train_batch_size 100000000 is too large"),
+    (["--validation_batch_size", "100000000"], "--validation_batch_size 100000000 is too large"),
+    (["--bottleneck_batch_size", "100000"], "--bottleneck_batch_size 100000 is too large"),
+    (["--final_tensor_name", "résultat"], "--final_tensor_name 'résultat' is not a valid node name"),
+    (["--final_tensor_name", "_result"], "--final_tensor_name '_result' is not a valid node name"),
+    (["--final_tensor_name", "MatMul"], "is the name of another node"),
+    (["--tfhub_module", ""], "--tfhub_module '' names an empty module"),
+    (["--tfhub_module", "a,,b"], "names an empty module"),
+    (["--seed", "-1"], "--seed must be between 0"),
+])
+def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_tree: Path, outputs, args,
+                                                                         message: str) -> None:
+    code = ("import sys; from retrain.cli import retrain_command\n"
+            "try:\n    retrain_command(sys.argv[1:])\nexcept SystemExit as exit:\n"
+            "    assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n    raise\n")
+    result = run_script("-c", code, *flags(image_dir=colour_tree, **outputs), *args, check=2, timeout=60)
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+# --- 8. the environment fails ------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real file system with little room: a 256 kB tmpfs (as root), else a process file-size limit."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                                            capture_output=True).returncode == 0:
+        yield mount, {}
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        return
+    if os.geteuid() == 0:
+        pytest.fail("running as root but cannot mount a tmpfs for the disk-full test")
+    yield mount, {"RETRAIN_TEST_FSIZE": str(4 * 1024)}
+
+
+def run_limited(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m retrain` in a fresh process; RETRAIN_TEST_FSIZE (bytes) caps the size of files it may write."""
+    code = ("import os, resource, signal, sys\n"
+            "limit = int(os.environ.get('RETRAIN_TEST_FSIZE', '0'))\n"
+            "if limit:\n    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+            "from retrain.cli import retrain_command\nretrain_command(sys.argv[1:], prog_name='retrain')\n")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env, "RETRAIN_BOTTLENECK_FLUSH_EVERY": "64"})
+
+
+def test_a_full_disk_under_the_cache_is_one_line_and_leaves_no_temp_files(colour_tree: Path, tiny_module: Path,
+                                                                          outputs, small_disk) -> None:
+    mount, env = small_disk
+    if not env:
+        (mount / "filler").write_bytes(b"\0" * (248 * 1024))  # leave only 8 kB on the tmpfs
+    for i in range(40):  # many photos, so the shards outgrow what is left
+        for label in COLOURS:
+            colour_photo(colour_tree / label / f"more_{i:03d}.jpg", COLOURS[label], seed=3000 + i)
+    result = run_limited(flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5,
+                               **{**outputs, "bottleneck_dir": mount / "cache"}), env)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("retrain: error: cannot write to the bottleneck cache") and str(mount) in last, last
+    assert "Traceback" not in result.stderr
+    assert not list(mount.rglob(".tmp-*")), "no temporary shard is left behind"
+
+
+def test_a_full_disk_under_an_output_keeps_the_old_output(colour_tree: Path, tiny_module: Path, outputs,
+                                                          small_disk) -> None:
+    mount, env = small_disk
+    old = mount / "graph.pb"
+    old.write_bytes(b"the model from yesterday")
+    if not env:
+        (mount / "filler").write_bytes(b"\0" * (252 * 1024))  # leave only 4 kB: less than the graph
+    result = run_limited(flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5,
+                               saved_model_dir=mount / "saved", **{**outputs, "output_graph": old}), env)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("retrain: error: cannot write --") and "earlier outputs are kept" in last, last
+    assert "Traceback" not in result.stderr
+    assert old.read_bytes() == b"the model from yesterday"
+    assert not [p for p in mount.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
+
+
+def test_a_read_only_cache_folder_is_one_line(colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if os.geteuid() == 0:
+        assert subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(cache)]).returncode == 0
+    else:
+        cache.chmod(0o555)
+    try:
+        error = retrain(colour_tree, tiny_module, {**outputs, "bottleneck_dir": cache}, expect=2)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(cache)], capture_output=True)
+    assert f"--bottleneck_dir {cache}: cannot write in {cache} (Read-only file system)" in error or \
+        "Permission denied" in error
+
+
+# --- 10. label-image on a truncated graph ------------------------------------------------------------
+
+def test_a_graph_truncated_between_nodes_is_called_truncated(colour_tree: Path, tiny_module: Path,
+                                                             outputs) -> None:
+    from retrain.tfenv import import_tensorflow
+
+    retrain(colour_tree, tiny_module, outputs)
+    graph_def = import_tensorflow().compat.v1.GraphDef()
+    graph_def.ParseFromString(outputs["output_graph"].read_bytes())
+    # A file cut right after a node record, before the final node: a copy that stopped between two nodes
+    # (the node records come first in a serialized GraphDef, the version record last).
+    final = [node.name for node in graph_def.node].index("final_result")
+    kept = graph_def.__class__()
+    kept.node.extend(graph_def.node[:final])
+    cut = kept.SerializeToString()
+    truncated = outputs["output_graph"].with_name("cut.pb")
+    truncated.write_bytes(cut)
+    result = invoke(label_image_command, ["--graph", str(truncated), "--labels", str(outputs["output_labels"]),
+                                          "--image", str(colour_tree / "red" / "red_000.jpg")], expect=1)
+    assert "is truncated" in result.stderr and "final_result" not in result.stderr

@@ -1,0 +1,147 @@
+"""The seams are real: a toy objective and a two-module feature source go through the one loop, the cache,
+the frozen-graph export and label-image's reading without any of those knowing what they run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from retrain.cli import label_image_command, retrain_command
+from retrain.exporters.model import ExportModel
+from retrain.features.extract import file_vectors
+from retrain.features.source import load_feature_source
+from retrain.features.store import BottleneckStore
+from retrain.images import load_image
+from retrain.labels import ClassIds
+from retrain.objectives import Evaluation, evaluate
+from retrain.tfenv import import_tensorflow
+from retrain.train import Optimizer, Schedule, Split, VectorSteps, initial_head, rng, train
+from tests.conftest import flags, invoke, save_tiny_module
+
+
+@dataclass(frozen=True)
+class OneVersusRest:
+    """A toy objective: a sigmoid per class trained one-versus-rest on single labels (squared error)."""
+
+    name: str = "one_vs_rest"
+    headline: str = "hits"
+    output_op: str = "Sigmoid"
+
+    def activation(self, logits: Any, *, name: str | None = None) -> Any:
+        return import_tensorflow().math.sigmoid(logits, name=name)
+
+    def target_spec(self, classes: int, *, leading: int = 1) -> Any:
+        tf = import_tensorflow()
+        return tf.TensorSpec([None] * leading, tf.int32)
+
+    def loss(self, logits: Any, targets: Any) -> Any:
+        tf = import_tensorflow()
+        truth = tf.one_hot(targets, tf.shape(logits)[1])
+        return tf.reduce_mean(tf.square(tf.math.sigmoid(logits) - truth))
+
+    def batch_metric(self, logits: Any, targets: Any) -> Any:
+        tf = import_tensorflow()
+        return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), targets), tf.float32))
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def evaluate(self, chunks: Any, *, thresholds: Any = None) -> Evaluation:
+        probabilities, targets, indices = (np.concatenate(part) for part in zip(*[(p, t.ids, i) for p, t, i in chunks]))
+        predictions = probabilities.argmax(1)
+        return Evaluation(metrics={"hits": float(np.mean(predictions == targets)), "cross_entropy": 0.0},
+                          headline=self.headline, count=len(predictions), predictions=predictions, indices=indices,
+                          probabilities=probabilities)
+
+    def calibrate(self, head: Any, chunks: Any) -> Any:
+        return head
+
+
+@pytest.fixture(scope="module")
+def two_sizes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The home-made module twice, at two input sizes (32 and 20): two members with their own cache keys."""
+    root = tmp_path_factory.mktemp("two_sizes")
+    return save_tiny_module(root / "tiny32", size=32), save_tiny_module(root / "tiny20", size=20)
+
+
+def _vectors(colour_tree: Path, source: Any, cache: Path) -> tuple[list[Path], Any, list[BottleneckStore]]:
+    stores = [BottleneckStore(cache, module_key=m.cache_key, feature_dim=m.feature_dim) for m in source.members]
+    for store in stores:
+        store.load()
+    paths = sorted(colour_tree.rglob("*.jpg"))
+    return paths, file_vectors(paths, source=source, stores=stores, batch_size=8), stores
+
+
+def test_a_toy_objective_and_a_two_member_source_run_through_the_loop_cache_and_export(
+        colour_tree: Path, two_sizes: tuple[Path, Path], tmp_path: Path) -> None:
+    tf = import_tensorflow()
+    source = load_feature_source(tuple(str(p) for p in two_sizes))
+    assert (source.height, source.width, source.dim) == (32, 32, 16)
+    paths, vectors, stores = _vectors(colour_tree, source, tmp_path / "cache")
+    assert vectors.vectors.shape == (len(paths), 16) and vectors.computed == 2 * len(paths)
+    assert [s.dir.name for s in stores] == [m.cache_key for m in source.members] and stores[0].dir != stores[1].dir
+    # Each member's vectors are its own: the first 8 columns are the 32-pixel module's, the rest the 20's.
+    first = np.stack([load_image(p, height=32, width=32) for p in paths[:4]])
+    np.testing.assert_allclose(vectors.vectors[:4, :8], source.members[0](tf.constant(first)).numpy(), atol=1e-5)
+    assert _vectors(colour_tree, source, tmp_path / "cache")[1].computed == 0  # all from the cache now
+
+    names = sorted({p.parent.name for p in paths})
+    targets = ClassIds(np.array([names.index(p.parent.name) for p in paths]), class_count=len(names))
+    data = Split(paths=tuple(paths), targets=targets, vectors=vectors.vectors)
+    objective = OneVersusRest()
+    head = initial_head(dim=source.dim, classes=len(names), seed=0, objective=objective)
+    optimizer = Optimizer(learning_rate=0.5)
+    steps = VectorSteps(data=data, head=head, optimizer=optimizer, batch_size=16, random=rng(0, "training"))
+    evaluated: list[float] = []
+
+    def validate(current: Any) -> Evaluation:
+        result = evaluate(current, data.vectors, data.targets, batch_size=-1, rng=rng(0, "validation"))
+        evaluated.append(result.accuracy)
+        return result
+
+    trained = train(steps=steps, schedule=Schedule(steps=300, eval_interval=100), optimizer=optimizer,
+                    validate=validate)
+    assert len(evaluated) == 4 and evaluated[-1] >= 0.9  # steps 0, 100, 200, 299; colours are easy
+
+    model = ExportModel(source=source, head=trained, labels=tuple(names), final_tensor_name="final_result")
+    graph = tmp_path / "graph.pb"
+    graph.write_bytes(model.graph_def.SerializeToString())
+    ops = {node.name: node.op for node in model.graph_def.node}
+    assert ops["final_result"] == "Sigmoid" and ops["Placeholder"] == "Placeholder"
+    images = np.stack([load_image(p, height=32, width=32) for p in paths])
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(graph.read_bytes())
+    with tf.Graph().as_default() as g:
+        tf.compat.v1.import_graph_def(graph_def, name="import")
+        with tf.compat.v1.Session(graph=g) as session:
+            frozen = session.run("import/final_result:0", {"import/Placeholder:0": images})
+    np.testing.assert_allclose(frozen, model.classifier.probabilities(tf.constant(images)).numpy(), atol=1e-5)
+    # Training computed the 20-pixel member's vectors from the photos directly; the graph resizes its 32-pixel
+    # input instead, so scores differ a little from training's, and the labels agree.
+    assert np.mean(frozen.argmax(1) == trained.probabilities(vectors.vectors).argmax(1)) >= 0.95
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"{name}\n" for name in names))
+    records = json.loads(invoke(label_image_command, ["--graph", str(graph), "--labels", str(labels), "--json",
+                                                      str(paths[0]), str(paths[-1])]).stdout)
+    assert [r["predictions"][0]["label"] for r in records] == [paths[0].parent.name, paths[-1].parent.name]
+
+
+def test_two_modules_through_the_command_line(colour_tree: Path, two_sizes: tuple[Path, Path], outputs) -> None:
+    """--tfhub_module A,B: each member cached on its own, one exported model, label-image with no size flag."""
+    first, second = (str(p) for p in two_sizes)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=f"{first},{second}",
+                                           how_many_training_steps=50, **outputs))
+    assert "Bottlenecks (" in result.stderr and result.stderr.count("to compute") == 2
+    again = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=second, how_many_training_steps=5,
+                                          **outputs) + ["--tfhub_module", first])
+    assert "to compute" not in again.stderr, "B,A after A,B computes nothing"
+    photo = sorted((colour_tree / "green").iterdir())[0]
+    lines = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
+                                         str(outputs["output_labels"]), "--image", str(photo)]).stdout.splitlines()
+    assert lines[0].split()[0] == "green"
