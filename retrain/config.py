@@ -96,6 +96,7 @@ class RetrainConfig:
     output_tflite: Path | None = None
     tflite_quantization: tuple[str, ...] = ("float32",)
     tflite_representative_images: int = 100  # int8 calibration: seeded sample of training images
+    output_tfjs: Path | None = None  # a TF.js graph model (model.json, weight shards, labels.txt) in this folder
     # Labels from a CSV (`path,labels[,split]`) instead of the folder names; several labels per image
     # (or --multi_label) train one sigmoid per label.
     labels_csv: Path | None = None
@@ -105,7 +106,7 @@ class RetrainConfig:
     def __post_init__(self) -> None:
         for name in ("image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
                      "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite",
-                     "labels_csv"):
+                     "labels_csv", "output_tfjs"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))  # the Python API accepts strings too

@@ -136,6 +136,11 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     if config.fine_tune:
         source.check_fine_tunable()  # fail before the long part, not after
     objective = objective_for(multi_label=labels.multi_label)
+    probe = ExportModel(source=source, labels=labels.names, final_tensor_name=config.final_tensor_name,
+                        head=initial_head(dim=source.dim, classes=len(labels.names), seed=config.seed,
+                                          objective=objective))
+    for exporter in plan.exporters:
+        exporter.check_model(probe, config)  # e.g. ops a format cannot run: fail before the long part
 
     stores = [BottleneckStore(config.bottleneck_dir, module_key=m.cache_key, feature_dim=m.feature_dim)
               for m in source.members]
@@ -144,7 +149,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     files = labels.all_files()
     file_keys = FileKeys(config.bottleneck_dir / FILE_KEYS_NAME)
     vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
-                           file_keys=file_keys)
+                           file_keys=file_keys, image_size=config.image_size)
     log.info("computed %d new bottlenecks, %d from cache", vectors.computed, vectors.cached)
     for store in stores:
         store.compact()
@@ -262,7 +267,8 @@ def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[Bottl
     """The training split as `--distorted_variants` cached distorted copies of each image."""
     paths, vectors = variant_vectors(data.paths, source=source, stores=stores, distortions=distortions,
                                      variants=config.distorted_variants, seed=config.seed,
-                                     batch_size=config.bottleneck_batch_size, file_keys=file_keys)
+                                     batch_size=config.bottleneck_batch_size, file_keys=file_keys,
+                                     image_size=config.image_size)
     usable = set(paths)
     kept = np.array([i for i, p in enumerate(data.paths) if p in usable], np.int64)
     return Split(paths=tuple(p for p in paths for _ in range(config.distorted_variants)),

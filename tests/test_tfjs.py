@@ -52,8 +52,9 @@ def held_out(per_class: int) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A frozen graph from the real CLI (mobilenet_v2_035_224, 20 photos per class), every output in tmp."""
+def trained(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path) -> dict[str, Any]:
+    """A frozen graph and a TF.js model (--output_tfjs) from the real CLI (mobilenet_v2_035_224, 20 photos per
+    class), every output in tmp; the session's shared bottleneck cache spares recomputing the photos' vectors."""
     module = require(MODULES / "mobilenet_v2_035_224")
     work = tmp_path_factory.mktemp("tfjs_run")
     for label in _classes():
@@ -65,18 +66,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run_script("-m", "retrain", *flags(
         image_dir=work / "photos", tfhub_module=module, how_many_training_steps=200,
         output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
-        bottleneck_dir=out / "bottlenecks", checkpoint_path=out / "checkpoint" / "ckpt"))
-    return {"graph": out / "graph.pb", "labels": out / "labels.txt",
+        bottleneck_dir=flowers_bottlenecks, checkpoint_path=out / "checkpoint" / "ckpt", output_tfjs=out / "web"))
+    return {"graph": out / "graph.pb", "labels": out / "labels.txt", "tfjs": out / "web",
             "label_list": (out / "labels.txt").read_text(encoding="utf-8").splitlines(),
             "graph_bytes": (out / "graph.pb").read_bytes()}
 
 
 @pytest.fixture(scope="module")
-def exported(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    directory = tmp_path_factory.mktemp("tfjs_model")
-    files = write_graph_model(directory, trained["graph_bytes"], output_node="final_result", height=SIZE,
-                              width=SIZE, labels=trained["label_list"])
-    return {"dir": directory, "files": files, "model": json.loads((directory / "model.json").read_text())}
+def exported(trained: dict[str, Any]) -> dict[str, Any]:
+    """What `retrain --output_tfjs DIR` wrote."""
+    directory = trained["tfjs"]
+    return {"dir": directory, "model": json.loads((directory / "model.json").read_text())}
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +144,10 @@ def frozen_function_graph(build: Callable[[Any], Any], *, shape: list[int | None
 
 def test_writes_model_json_shards_and_labels(trained: dict[str, Any], exported: dict[str, Any]) -> None:
     directory, model = exported["dir"], exported["model"]
-    assert sorted(exported["files"]) == sorted(directory.iterdir())
-    assert [p.name for p in exported["files"]] == ["model.json", "group1-shard1of1.bin", "labels.txt"]
+    assert sorted(p.name for p in directory.iterdir()) == [".retrain-export.json", "group1-shard1of1.bin",
+                                                           "labels.txt", "model.json"]  # and the owner marker
+    assert json.loads((directory / ".retrain-export.json").read_text())["files"] == [
+        "group1-shard1of1.bin", "labels.txt", "model.json"]
     assert (directory / "labels.txt").read_text(encoding="utf-8") == trained["labels"].read_text(encoding="utf-8")
     assert model["format"] == "graph-model"
     assert model["generatedBy"] == _tf().__version__
@@ -162,6 +164,7 @@ def test_writes_model_json_shards_and_labels(trained: dict[str, Any], exported: 
     assert (metadata["input_height"], metadata["input_width"]) == (SIZE, SIZE)
     assert metadata["output_kind"] == "softmax" and metadata["num_labels"] == labels
     assert metadata["labels_file"] == "labels.txt" and "signature" not in metadata
+    assert metadata["module"] == str(require(MODULES / "mobilenet_v2_035_224"))
 
 
 def test_weights_manifest_matches_the_shards(exported: dict[str, Any]) -> None:
@@ -381,3 +384,16 @@ def test_web_page_agrees_with_label_image(node_modules: Path, trained: dict[str,
     assert all(row["state"] == "done" for row in summary["rows"])
     assert {row["via"] for row in summary["rows"]} == {"choose", "drop"}
     assert screenshot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_output_tfjs_refuses_a_model_tfjs_cannot_run_before_any_work(colour_tree: Path, outputs,
+                                                                     tmp_path: Path) -> None:
+    """Two modules of different input sizes resize in the graph with antialiasing, which TF.js lacks."""
+    from retrain.cli import retrain_command
+    from tests.conftest import invoke, save_tiny_module
+
+    small, large = save_tiny_module(tmp_path / "m20", size=20), save_tiny_module(tmp_path / "m32", size=32)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=f"{large},{small}",
+                                           output_tfjs=tmp_path / "web", **outputs), expect=1)
+    assert "--output_tfjs: TF.js 4.22.0 cannot run ScaleAndTranslate" in result.stderr
+    assert "Bottlenecks" not in result.stderr and not (tmp_path / "web").exists()

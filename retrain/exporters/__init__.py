@@ -39,9 +39,10 @@ def exporters() -> tuple[Exporter, ...]:
     from retrain.exporters.graph import FrozenGraph, IntermediateGraphs
     from retrain.exporters.labels import Labels
     from retrain.exporters.saved_model import SavedModel
+    from retrain.exporters.tfjs import TFJS
     from retrain.exporters.tflite import TFLite
 
-    return (FrozenGraph(), Labels(), Checkpoint(), IntermediateGraphs(), SavedModel(), TFLite())
+    return (FrozenGraph(), Labels(), Checkpoint(), IntermediateGraphs(), SavedModel(), TFLite(), TFJS())
 
 
 def requested(config: RetrainConfig) -> tuple[Exporter, ...]:

@@ -33,8 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from retrain.config import RetrainConfig
 from retrain.errors import RetrainError
+from retrain.exporters import Exporter
 from retrain.names import IMAGE_KEY, INPUT_NODE, OUTPUT_KEY
+from retrain.outputs import Output, check_replaceable_folder, replace_folder
 
 MODEL_FILE = "model.json"
 LABELS_FILE = "labels.txt"
@@ -382,3 +385,34 @@ def _tensorflow_version() -> str:
     from retrain.tfenv import import_tensorflow
 
     return import_tensorflow().__version__
+
+
+class TFJS(Exporter):
+    """`--output_tfjs DIR`: the classifier as a TF.js graph model, with its labels (see the module docstring)."""
+
+    def outputs(self, config: RetrainConfig) -> list[Output]:
+        return [Output("--output_tfjs", config.output_tfjs, kind="folder")] if config.output_tfjs else []
+
+    def check(self, config: RetrainConfig) -> None:
+        check_replaceable_folder(config.output_tfjs, flag="--output_tfjs")
+
+    def check_model(self, model: Any, config: RetrainConfig) -> None:
+        """Before any work: the graph's ops do not depend on the weights, so the untrained model tells."""
+        missing = unsupported_ops(model.graph_def.SerializeToString())
+        if missing:
+            raise RetrainError(f"--output_tfjs: TF.js {TFJS_VERSION} cannot run {', '.join(missing)}, which this "
+                               f"model needs (--tfhub_module {model.source.handle}); drop --output_tfjs or use "
+                               "modules of one input size")
+
+    def write(self, model: Any, config: RetrainConfig) -> list[Path]:
+        metadata: dict[str, Any] = {"module": model.source.handle}
+        if model.head.thresholds is not None:
+            metadata["thresholds"] = [float(t) for t in model.head.thresholds]
+
+        def write(tmp: Path) -> None:
+            tmp.mkdir()
+            write_graph_model(tmp, model.graph_def.SerializeToString(), output_node=config.final_tensor_name,
+                              height=model.height, width=model.width, labels=model.labels, metadata=metadata)
+
+        replace_folder(config.output_tfjs, write, flag="--output_tfjs")
+        return [config.output_tfjs]

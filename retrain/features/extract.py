@@ -29,7 +29,9 @@ from retrain.distortions import Distortions, Parameters, crop_boxes, distort_ten
 from retrain.features.filekeys import FileKeys
 from retrain.features.module import FeatureExtractor
 from retrain.features.source import FeatureSource
+from retrain.features.store import BottleneckStore
 from retrain.images import ImageError, decode_rgb, load_image, read_bytes, resize
+from retrain.errors import RetrainError
 from retrain.pool import thread_pool, windowed
 from retrain.progress import Progress
 from retrain.tfenv import import_tensorflow
@@ -66,6 +68,20 @@ class WorkItem:
     variants: tuple[int, ...] = ()  # variant index of each key, for variant jobs
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything needed to rebuild an ExtractionJob in another process (a cluster worker): plain values only."""
+
+    module: str  # the member's handle or path, as given (resolved again where the job runs)
+    image_size: int | None  # --image_size, for modules that leave their size open
+    cache_key: str  # the member's cache key: the rebuilt module must have the same
+    store_root: Path  # --bottleneck_dir: the worker writes shards into store_root / cache_key
+    batch_size: int
+    label: str
+    distortions: Distortions | None = None
+    seed: int = 0
+
+
 class ExtractionJob:
     """Compute vectors of work items with one member module and add them to its store.
 
@@ -75,9 +91,9 @@ class ExtractionJob:
     """
 
     def __init__(self, member: FeatureExtractor, store: Any, *, batch_size: int, label: str,
-                 distortions: Distortions | None = None, seed: int = 0) -> None:
+                 distortions: Distortions | None = None, seed: int = 0, image_size: int | None = None) -> None:
         self.member, self.store, self.batch_size, self.label = member, store, batch_size, label
-        self.distortions, self.seed = distortions, seed
+        self.distortions, self.seed, self.image_size = distortions, seed, image_size
         tf = import_tensorflow()
         height, width = member.height, member.width
         if distortions is None:
@@ -101,6 +117,26 @@ class ExtractionJob:
                                  drawn.brightness).numpy()
 
             self._compute = compute
+
+    @property
+    def spec(self) -> JobSpec:
+        """This job as plain values, for a worker elsewhere (the store must be a BottleneckStore on shared disk)."""
+        return JobSpec(module=self.member.handle, image_size=self.image_size, cache_key=self.member.cache_key,
+                       store_root=self.store.dir.parent, batch_size=self.batch_size, label=self.label,
+                       distortions=self.distortions, seed=self.seed)
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec) -> "ExtractionJob":
+        """Rebuild a job where it runs: load the module once, open the same store."""
+        from retrain.features.module import load_feature_extractor
+
+        member = load_feature_extractor(spec.module, image_size=spec.image_size, strict_size=False)
+        if member.cache_key != spec.cache_key:
+            raise RetrainError(f"--tfhub_module {spec.module} loads differently on this worker (cache key "
+                               f"{member.cache_key}, expected {spec.cache_key}); give every worker the same module")
+        store = BottleneckStore(spec.store_root, module_key=member.cache_key, feature_dim=member.feature_dim)
+        return cls(member, store, batch_size=spec.batch_size, label=spec.label, distortions=spec.distortions,
+                   seed=spec.seed, image_size=spec.image_size)
 
     def prepare(self, path: Path) -> np.ndarray:
         """The image's pixels as this job feeds them: at the module's size, or at the distortion source size."""
@@ -191,7 +227,7 @@ def _member_label(base: str, source: FeatureSource, member: FeatureExtractor) ->
 
 def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequence[Any], batch_size: int,
                  file_keys: FileKeys | None = None, label: str = "Bottlenecks",
-                 runner: Callable[..., dict[Path, str]] | None = None) -> Vectors:
+                 runner: Callable[..., dict[Path, str]] | None = None, image_size: int | None = None) -> Vectors:
     """The vector of every decodable image, computing what each member's cache lacks.
 
     `runner(job, items)` runs a job over work items (default: in this process);
@@ -210,7 +246,7 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
             if not todo:
                 continue
             log.info("%s: %d cached, %d to compute", name, len(keys) - len(todo), len(todo))
-            job = ExtractionJob(member, store, batch_size=batch_size, label=name)
+            job = ExtractionJob(member, store, batch_size=batch_size, label=name, image_size=image_size)
             items = [WorkItem(path=path, keys=(key,)) for key, path in todo.items()]
             failed = (runner or _run_here)(job, items, pool=pool)
             by_key = {keys[p]: reason for p, reason in failed.items()}
@@ -249,7 +285,8 @@ def _variant_key(key: bytes, variant: str) -> bytes:
 
 def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequence[Any], distortions: Distortions,
                     variants: int, seed: int, batch_size: int, file_keys: FileKeys | None = None,
-                    runner: Callable[..., dict[Path, str]] | None = None) -> tuple[tuple[Path, ...], np.ndarray]:
+                    runner: Callable[..., dict[Path, str]] | None = None,
+                    image_size: int | None = None) -> tuple[tuple[Path, ...], np.ndarray]:
     """`variants` distorted vectors of each image: (the usable paths, vectors [len(paths) * variants, dim]).
 
     Rows of one image are consecutive. Keys cover the image's content, every
@@ -274,7 +311,7 @@ def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Seq
             if not items:
                 continue
             job = ExtractionJob(member, store, batch_size=batch_size, distortions=distortions, seed=seed,
-                                label=_member_label("Distorted variants", source, member))
+                                label=_member_label("Distorted variants", source, member), image_size=image_size)
             skipped.update((runner or _run_here)(job, items, pool=pool))
     for path, reason in skipped.items():
         log.warning("skipping %s: %s", path, reason)
