@@ -77,7 +77,7 @@ def write_demo_run(summaries_dir: Path) -> Path:
     run_dir = summaries_dir / "20261125-101652"
     rng = np.random.default_rng(1)
     steps = list(range(0, 1000, 10)) + [999]
-    chosen = insight.picture_steps(steps, limit=4)
+    chosen = insight.picture_steps(steps=1000, interval=10, limit=4)
     writers = {name: tf.summary.create_file_writer(str(run_dir / name)) for name in ("train", "validation")}
     for step in steps:  # what the training loop writes, roughly
         progress = 1 - np.exp(-step / 200)

@@ -42,6 +42,7 @@ class Evaluation:
     indices: np.ndarray  # which rows of the split were evaluated
     probabilities: np.ndarray | None  # [n, classes]; None for splits too large to keep (see KEEP_SCORES)
     details: Any = None  # per-label figures (sigmoid: labels.multilabel.MultiLabelMetrics)
+    truth: np.ndarray | None = None  # per row: the true class (softmax)
 
     @property
     def accuracy(self) -> float:
@@ -98,7 +99,7 @@ class Softmax:
         cross_entropy = float(-np.mean(np.log(np.maximum(picked, 1e-30))))
         return Evaluation(metrics={"accuracy": float(np.mean(predictions == truth)), "cross_entropy": cross_entropy},
                           headline=self.headline, count=len(truth), predictions=predictions, indices=indices,
-                          probabilities=probabilities)
+                          probabilities=probabilities, truth=truth)
 
     def calibrate(self, head: Any, chunks: Chunks) -> Any:
         """The head as it is: a softmax needs no threshold."""

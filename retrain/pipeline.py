@@ -28,7 +28,9 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
+from retrain.insight.run import print_table, report_path, report_run
 from retrain.insight.summaries import Summaries, run_dir
+from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source
 from retrain.labels.folder import check_image_dir
 from retrain.labels.split import SPLITS
@@ -81,8 +83,9 @@ class RetrainResult:
 
 
 def _run_outputs(config: RetrainConfig, run_folder: Path) -> list[Output]:
-    """What the run writes besides the model formats: the cache and its TensorBoard run folder."""
+    """What the run writes besides the model formats: the cache, its TensorBoard run folder, its report."""
     return [Output("--summaries_dir", run_folder, kind="tree"),
+            Output("--output_labels", report_path(config.output_labels)),
             Output("--bottleneck_dir", config.bottleneck_dir / FILE_KEYS_NAME),
             Output("--bottleneck_dir", config.bottleneck_dir, kind="entries", pattern=CACHE_KEY_PATTERN)]
 
@@ -198,7 +201,8 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     head = train(steps=steps, schedule=schedule, optimizer=optimizer, label=label,
                  validate=lambda h: evaluate(h, splits["validation"].vectors, splits["validation"].targets,
                                              batch_size=config.validation_batch_size, rng=eval_random),
-                 summaries=Summaries(plan.run_folder, layer=steps.layer, objective=objective),
+                 summaries=Summaries(plan.run_folder, layer=steps.layer, objective=objective, labels=labels.names,
+                                     pictured=picture_steps(steps=schedule.steps, interval=schedule.eval_interval)),
                  on_intermediate=store_intermediate)
     if config.fine_tune:
         head, splits = _fine_tune(config, source=source, head=head, splits=splits, distortions=distortions,
@@ -212,6 +216,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
     _print_test_figures(test, objective)
+    print_table(test, labels.names)
     if config.print_misclassified_test_images and test.count:
         _print_misclassified(test, splits["testing"], labels.names)
 
@@ -219,6 +224,9 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     written: list[Path] = []
     for exporter in plan.exporters:
         written += exporter.write(model, config)
+    written.append(report_run(config=config, run_folder=plan.run_folder, labels=labels.names, test=test,
+                              split=splits["testing"], evaluations=evaluations, written=written,
+                              module=source.handle))
     for path in written:
         print(f"Wrote {path} ({size_text(path)})")
     if vectors.skipped:  # repeated at the end, where the user looks, after the training log

@@ -86,7 +86,8 @@ def test_every_export_is_written_and_reported(trained: dict) -> None:
     out = trained["out"]
     expected = [out / "model.tflite", out / "model_int8.tflite", out / "model_float16.tflite",
                 out / "model_dynamic.tflite"]
-    assert list(trained["result"].written) == [out / "graph.pb", out / "labels.txt", out / "saved_model", *expected]
+    assert list(trained["result"].written) == [out / "graph.pb", out / "labels.txt", out / "saved_model", *expected,
+                                               out / "report.json"]
     reported = re.findall(r"^Wrote (.+) \((\d+(?:\.\d)?) (MB|kB|bytes)\)$", trained["stdout"], re.M)
     assert [Path(path) for path, _size, _unit in reported] == list(trained["result"].written)
     for path, size, unit in reported:

@@ -77,7 +77,7 @@ def test_report_json_is_strict_ordered_and_atomic(tmp_path: Path) -> None:
     path.write_text("an older report")
     extra = {"model": Path("/models/m"), "flags": {"learning_rate": 0.01, "seed": np.int64(3)},
              "split_sizes": {"test": 4}, "loss": float("nan"), "files": (Path("a.pb"), "b.txt")}
-    write_report_json(path, report, extra=extra)
+    write_report_json(path, report_dict(report, extra=extra))
     text = path.read_text(encoding="utf-8")
     document = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict JSON constant {name}"))
     assert (document["format"], document["version"]) == ("retrain-report", 1)
@@ -95,8 +95,8 @@ def test_report_json_is_strict_ordered_and_atomic(tmp_path: Path) -> None:
     assert report_dict(report, extra={})["run"] == {}
 
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(RetrainError, match="cannot write the run report"):
-        write_report_json(tmp_path / "a_file" / "report.json", report, extra={})
+    with pytest.raises(RetrainError, match="cannot write --output_labels .*report.json"):
+        write_report_json(tmp_path / "a_file" / "report.json", report_dict(report, extra={}))
     with pytest.raises(RetrainError, match=r"run\.when is a object"):
         report_dict(report, extra={"when": object()})
 
@@ -174,11 +174,13 @@ def test_sprite_puts_thumbnails_row_by_row(photos: dict[str, list[Path]]) -> Non
 def test_picture_steps_are_few_evenly_spaced_and_include_the_last() -> None:
     from retrain.insight.tensorboard import picture_steps
 
-    steps = list(range(0, 4000, 10)) + [3999]
-    chosen = picture_steps(steps, limit=10)
+    chosen = picture_steps(steps=4000, interval=10, limit=10)
     assert len(chosen) == 10 and 0 in chosen and 3999 in chosen
-    assert picture_steps([0, 10, 20], limit=10) == {0, 10, 20}
-    assert picture_steps(steps, limit=0) == frozenset()
+    assert all(step % 10 == 0 for step in chosen - {3999})
+    assert picture_steps(steps=21, interval=10, limit=10) == {0, 10, 20}
+    assert picture_steps(steps=25, interval=10, limit=10) == {0, 10, 20, 24}
+    assert picture_steps(steps=4000, interval=10, limit=0) == frozenset()
+    assert len(picture_steps(steps=10**9, interval=10, limit=10)) == 10  # computed, not listed
 
 
 # ---------------------------------------------------------------- TensorBoard (real writers and readers)

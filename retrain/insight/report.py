@@ -51,13 +51,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from retrain.outputs import atomic_write_bytes
 
 from retrain.errors import RetrainError
 
@@ -266,35 +267,7 @@ def report_dict(report: ClassReport, *, extra: Mapping[str, Any]) -> dict[str, A
     }
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder, fsync, then os.replace.
-
-    Readers see the old file or the complete new one, never a part. OS errors
-    propagate (callers phrase them for the user).
-    """
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_report_json(path: Path, report: ClassReport, *, extra: Mapping[str, Any]) -> None:
-    """Write report.json atomically: a temporary file in the same folder, then os.replace.
-
-    A reader never sees a half-written report; an earlier report is replaced
-    only by a complete new one. Raises RetrainError when the folder is not writable.
-    """
-    path = Path(path)
-    text = json.dumps(report_dict(report, extra=extra), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    try:
-        write_bytes_atomic(path, text.encode("utf-8"))
-    except OSError as error:
-        raise RetrainError(f"cannot write the run report {path}: {error.strerror or error}; "
-                           "it goes beside --output_labels, so choose a writable folder there") from None
+def write_report_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write a report (report_dict's, or a multi-label one) as strict JSON, atomically (outputs.atomic_write)."""
+    text = json.dumps(_json_ready(dict(data), where="report"), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    atomic_write_bytes(Path(path), text.encode("utf-8"), flag="--output_labels")

@@ -10,6 +10,7 @@ summaries cost 16 s per 4,000 steps.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,16 @@ def run_dir(summaries_dir: Path) -> Path:
 
 
 class Summaries:
-    """Writers for one run folder, given the new layer's (weights, biases) variables and its objective."""
+    """Writers for one run folder, given the new layer's (weights, biases) variables and its objective.
 
-    def __init__(self, run_folder: Path, *, layer: tuple[Any, Any], objective: Any) -> None:
+    At the steps in `pictured` (a few evaluations, see insight.tensorboard.picture_steps) the
+    validation sample's confusion matrix is drawn too, for objectives with one class per image.
+    """
+
+    def __init__(self, run_folder: Path, *, layer: tuple[Any, Any], objective: Any, labels: Sequence[str] = (),
+                 pictured: frozenset[int] = frozenset()) -> None:
         tf = import_tensorflow()
-        self.tf = tf
+        self.tf, self.run_folder, self.labels, self.pictured = tf, run_folder, labels, pictured
         self.writers = {name: tf.summary.create_file_writer(str(run_folder / name))
                         for name in ("train", "validation")}
         writers, (weights, biases), headline = self.writers, layer, objective.headline
@@ -62,6 +68,14 @@ class Summaries:
         if validation.count:
             self.write_validation(step_t, tf.constant(validation.accuracy, tf.float32),
                                   tf.constant(validation.cross_entropy, tf.float32))
+        if step in self.pictured and validation.count and validation.truth is not None:
+            from retrain.insight.report import confusion_matrix
+            from retrain.insight.tensorboard import write_confusion_matrix
+
+            matrix = confusion_matrix(truth=validation.truth, predicted=validation.predictions,
+                                      class_count=len(self.labels))
+            write_confusion_matrix(self.run_folder, split="validation", labels=self.labels, matrix=matrix,
+                                   step=step, writer=self.writers["validation"])
 
     def close(self) -> None:
         for writer in self.writers.values():

@@ -41,7 +41,7 @@ import numpy as np
 
 from retrain.errors import RetrainError
 from retrain.insight import pictures
-from retrain.insight.report import write_bytes_atomic
+from retrain.outputs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +52,20 @@ PR_THRESHOLDS = 101  # thresholds 0.00, 0.01, ..., 1.00
 VALIDATION_PICTURES = 10  # evaluation steps that get a validation confusion matrix
 
 
-def picture_steps(evaluation_steps: Sequence[int], *, limit: int = VALIDATION_PICTURES) -> frozenset[int]:
+def picture_steps(*, steps: int, interval: int, limit: int = VALIDATION_PICTURES) -> frozenset[int]:
     """The evaluation steps that get a validation confusion matrix: at most `limit`, evenly spaced, always the last.
 
-    Rendering one at every evaluation (400 in a default run) would cost more than
-    the training; a handful shows how the confusions evolve.
+    Training evaluates at steps 0, interval, 2 * interval, ... and at steps - 1.
+    Rendering a picture at every evaluation (400 in a default run) would cost more
+    than the training; a handful shows how the confusions evolve. Computed without
+    listing the evaluations, so a billion steps cost nothing here.
     """
-    steps = sorted(set(int(s) for s in evaluation_steps))
-    if not steps or limit <= 0:
+    regular = -(-steps // interval)  # evaluations at multiples of the interval
+    count = regular + (1 if (steps - 1) % interval else 0)
+    if count <= 0 or limit <= 0:
         return frozenset()
-    if len(steps) <= limit:
-        return frozenset(steps)
-    positions = np.linspace(0, len(steps) - 1, num=limit).round().astype(int)
-    return frozenset(steps[p] for p in positions)
+    positions = np.unique(np.linspace(0, count - 1, num=min(limit, count)).round().astype(np.int64))
+    return frozenset(int(p) * interval if p < regular else steps - 1 for p in positions)
 
 
 def _tf() -> Any:
@@ -265,18 +266,19 @@ def write_projector(run_dir: Path, *, vectors: np.ndarray, labels: Sequence[str]
         assets.mkdir(parents=True, exist_ok=True)
         buffer = io.StringIO()
         np.savetxt(buffer, vectors[rows], fmt="%.5g", delimiter="\t")
-        write_bytes_atomic(assets / "tensors.tsv", buffer.getvalue().encode("utf-8"))
+        atomic_write_bytes(assets / "tensors.tsv", buffer.getvalue().encode("utf-8"), flag="--summaries_dir")
         columns = ["label", "predicted", "file"] if predicted is not None else ["label", "file"]
         lines = ["\t".join(columns)]
         for r in rows:
             cells = [labels[r]] + ([predicted[r]] if predicted is not None else []) + [Path(paths[r]).name]
             lines.append("\t".join(_tsv_cell(c) for c in cells))
-        write_bytes_atomic(assets / "metadata.tsv", ("\n".join(lines) + "\n").encode("utf-8"))
+        atomic_write_bytes(assets / "metadata.tsv", ("\n".join(lines) + "\n").encode("utf-8"),
+                           flag="--summaries_dir")
         png = io.BytesIO()
         from PIL import Image
 
         Image.fromarray(pictures.sprite([paths[r] for r in rows], size=size)).save(png, format="PNG")
-        write_bytes_atomic(assets / "sprite.png", png.getvalue())
+        atomic_write_bytes(assets / "sprite.png", png.getvalue(), flag="--summaries_dir")
 
         config = projector.ProjectorConfig()
         embedding = config.embeddings.add()
@@ -287,7 +289,7 @@ def write_projector(run_dir: Path, *, vectors: np.ndarray, labels: Sequence[str]
         embedding.sprite.image_path = "projector/sprite.png"
         embedding.sprite.single_image_dim.extend([size, size])
         config_path = folder / "projector_config.pbtxt"
-        write_bytes_atomic(config_path, text_format.MessageToString(config).encode("utf-8"))
+        atomic_write_bytes(config_path, text_format.MessageToString(config).encode("utf-8"), flag="--summaries_dir")
     except OSError as error:
         raise RetrainError(f"cannot write the projector files into {assets}: {error.strerror or error}; "
                            "choose a writable --summaries_dir") from None

@@ -1,0 +1,113 @@
+"""What a finished run shows: the per-class table on stdout, report.json, and TensorBoard pictures.
+
+After the final test figures the pipeline calls `print_table` (precision,
+recall, F1, support, most confused with; for a multi-label model, per label with
+its threshold), and after the exports `report_run`: it writes `report.json` beside the labels
+file (format in `retrain.insight.report`), and adds to the run's TensorBoard
+folder the test confusion matrix, the per-class precision-recall curves, a grid
+of misclassified test images, the run's flags as hyperparameters with its final
+figures, and the test bottlenecks in the Embedding Projector. A picture that
+cannot be made is reported in a warning; it never fails a trained run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrain.errors import RetrainError
+from retrain.insight import report as reports
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.json"
+
+
+def report_path(output_labels: Path) -> Path:
+    """report.json beside the labels file."""
+    return output_labels.parent / REPORT_NAME
+
+
+def _flags(config: Any) -> dict[str, Any]:
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+
+
+def print_table(test: Any, labels: Sequence[str]) -> None:
+    """The test split's per-class (or per-label) figures, on stdout."""
+    if test.details is not None:
+        print(_label_table(test.details, labels), flush=True)
+    elif test.count:
+        print(reports.format_table(reports.class_report(labels=labels, truth=test.truth, predicted=test.predictions)),
+              flush=True)
+
+
+def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: Any, split: Any,
+               evaluations: Mapping[str, Any], written: Sequence[Path], module: str) -> Path:
+    """Write report.json and the TensorBoard pictures of the test split; returns report.json's path."""
+    extra = {"module": module, "flags": _flags(config), "files": [str(p) for p in written],
+             "images": {name: evaluation.count for name, evaluation in evaluations.items()},
+             "figures": {name: evaluation.metrics for name, evaluation in evaluations.items()}}
+    path = report_path(config.output_labels)
+    if test.details is not None:  # multi-label: figures per label at its threshold
+        figures = test.details.to_dict(labels)
+        data = {"format": "retrain-report", "version": 1, "objective": "sigmoid", "labels": list(labels),
+                "overall": {k: v for k, v in figures.items() if k != "labels"}, "classes": figures["labels"],
+                "run": extra}
+    elif test.count:
+        class_report = reports.class_report(labels=labels, truth=test.truth, predicted=test.predictions)
+        data = {**reports.report_dict(class_report, extra=extra), "objective": "softmax"}
+    else:
+        data = {"format": "retrain-report", "version": 1, "labels": list(labels), "overall": None, "run": extra}
+    reports.write_report_json(path, data)
+    try:
+        _pictures(run_folder, config=config, labels=labels, test=test, split=split)
+    except RetrainError as error:
+        log.warning("TensorBoard pictures of the test split: %s", error)
+    return path
+
+
+def _label_table(details: Any, labels: Sequence[str]) -> str:
+    """Per label: threshold, precision, recall, F1, support (a multi-label model's table)."""
+    width = max(12, *(len(label) for label in labels))
+    lines = [f"{'label':<{width}}  threshold  precision  recall     f1  support"]
+    for j, label in enumerate(labels):
+        cells = [f"{100 * v:8.1f}%" if np.isfinite(v) else "        -" for v in
+                 (details.precision[j], details.recall[j], details.f1[j])]
+        lines.append(f"{label:<{width}}  {details.thresholds[j]:9.3f}  {cells[0]}  {cells[1]} {cells[2]}"
+                     f"  {int(details.support[j]):7d}")
+    lines.append(f"{'micro':<{width}}  {'':9}  {100 * details.micro_precision:8.1f}%  "
+                 f"{100 * details.micro_recall:8.1f}% {100 * details.micro_f1:8.1f}%  {details.rows:7d} images")
+    return "\n".join(lines) + "\n"
+
+
+def _pictures(run_folder: Path, *, config: Any, labels: Sequence[str], test: Any, split: Any) -> None:
+    from retrain.insight import tensorboard
+
+    figures = {f"test/{key}": value for key, value in test.metrics.items()}
+    tensorboard.write_hparams(run_folder, hparams=_flags(config), metrics=figures)
+    if not test.count or test.probabilities is None:
+        return
+    rows = test.indices
+    paths = [split.paths[i] for i in rows]
+    vectors = split.vectors[rows]
+    if test.truth is None:  # multi-label: the projector shows each image's label set
+        truth_sets = split.targets.take(rows)
+        names = [" ".join(labels[j] for j in truth_sets.labels_of(i)) or "(none)" for i in range(len(rows))]
+        tensorboard.write_projector(run_folder, vectors=vectors, labels=names, paths=paths)
+        return
+    matrix = reports.confusion_matrix(truth=test.truth, predicted=test.predictions, class_count=len(labels))
+    tensorboard.write_confusion_matrix(run_folder, split="test", labels=labels, matrix=matrix,
+                                       step=config.how_many_training_steps)
+    tensorboard.write_pr_curves(run_folder, split="test", labels=labels, truth=test.truth,
+                                probabilities=test.probabilities, step=config.how_many_training_steps)
+    wrong = np.flatnonzero(test.predictions != test.truth)
+    items = [(paths[i], labels[test.truth[i]], labels[test.predictions[i]],
+              float(test.probabilities[i, test.predictions[i]])) for i in wrong]
+    tensorboard.write_misclassified(run_folder, items=items, step=config.how_many_training_steps)
+    tensorboard.write_projector(run_folder, vectors=vectors, labels=[labels[t] for t in test.truth], paths=paths,
+                                predicted=[labels[p] for p in test.predictions])
