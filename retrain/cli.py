@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from retrain.config import DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
+from retrain.config import BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError
 from retrain.logs import setup_logging
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
@@ -119,6 +119,8 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 @_option("--seed", type=int, default=_R.seed, help="Random seed: the same seed gives the same results on the same machine.")
 @_option("--image_size", type=int, default=None, help="Input size for modules that do not fix one (e.g. 224).")
 @_option("--bottleneck_batch_size", type=int, default=_R.bottleneck_batch_size, help="Images per module call when computing bottlenecks.")
+@_option("--bottleneck_memory_gb", type=float, default=_R.bottleneck_memory_gb, help="Hold the run's bottleneck vectors in memory up to this many GB; a larger run reads them from the cache files as training needs them.")
+@_option("--bottleneck_dtype", type=click.Choice(BOTTLENECK_DTYPES), default=_R.bottleneck_dtype, help="float16 halves the bottleneck cache on disk and in memory (kept apart from float32 vectors).")
 @_option("--distortion_mode", type=click.Choice(DISTORTION_MODES), default=_R.distortion_mode, help="cached: train on precomputed distorted variants (fast); on_the_fly: distort every sample of every step (classic, slow).")
 @_option("--distorted_variants", type=int, default=_R.distorted_variants, help="Distorted copies per training image in cached mode.")
 @_option("--fine_tune", is_flag=True, default=False, help="After training the new layer, also train the module's own weights on images (slow on a CPU).")

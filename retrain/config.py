@@ -26,6 +26,7 @@ __all__ = ["RetrainConfig", "LabelImageConfig", "RetrainError", "UsageError", "E
 DEFAULT_MODULE = "https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5"
 LOGGING_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 DISTORTION_MODES = ("cached", "on_the_fly")
+BOTTLENECK_DTYPES = ("float32", "float16")
 # TFLite variants: float32 as trained; float16 weights; dynamic-range (int8 weights, float
 # activations); full int8 (int8 weights, activations, input and output).
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -77,6 +78,10 @@ class RetrainConfig:
     seed: int = 0
     image_size: int | None = None
     bottleneck_batch_size: int = 32
+    # The run's bottleneck vectors are held in memory up to this many gigabytes (float32); a larger
+    # run trains and evaluates reading them from the cache's shard files as it goes.
+    bottleneck_memory_gb: float = 4.0
+    bottleneck_dtype: str = "float32"  # "float16" halves the cache on disk and in memory
     # Distortions: "cached" precomputes `distorted_variants` distorted copies of each
     # training image and trains on their cached vectors (minutes); "on_the_fly"
     # distorts every sample of every step as the classic script did (hours).
@@ -185,6 +190,12 @@ def _check_retrain(config: RetrainConfig) -> None:
     _positive("--eval_step_interval", config.eval_step_interval, limit=MAX_STEPS)
     _positive("--train_batch_size", config.train_batch_size, limit=MAX_TRAIN_BATCH)
     _positive("--bottleneck_batch_size", config.bottleneck_batch_size, limit=MAX_IMAGE_BATCH)
+    _finite("--bottleneck_memory_gb", config.bottleneck_memory_gb)
+    if config.bottleneck_memory_gb < 0:
+        raise UsageError(f"--bottleneck_memory_gb must be 0 (always read from disk) or positive, "
+                         f"got {config.bottleneck_memory_gb:g}")
+    if config.bottleneck_dtype not in BOTTLENECK_DTYPES:
+        raise UsageError(f"--bottleneck_dtype {config.bottleneck_dtype!r} is not one of {', '.join(BOTTLENECK_DTYPES)}")
     for flag, value in (("--validation_batch_size", config.validation_batch_size),
                         ("--test_batch_size", config.test_batch_size)):
         if value == 0 or value < -1:

@@ -22,7 +22,7 @@ from retrain.config import RetrainConfig
 from retrain.distortions import Distortions
 from retrain.errors import RetrainError
 from retrain.exporters.graph import IntermediateGraphs
-from retrain.features.extract import MemoryStore, file_vectors, variant_vectors
+from retrain.features.extract import MemoryStore, file_vectors, take_rows, variant_vectors
 from retrain.features.filekeys import FileKeys
 from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
@@ -145,14 +145,11 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     for exporter in plan.exporters:
         exporter.check_model(probe, config)  # e.g. ops a format cannot run: fail before the long part
 
-    stores = [BottleneckStore(config.bottleneck_dir, module_key=m.cache_key, feature_dim=m.feature_dim)
-              for m in source.members]
-    for store in stores:
-        log.info("bottleneck cache %s: %d vectors", store.dir, store.load())
     files = labels.all_files()
+    stores, in_memory = _open_stores(config, source, rows=len(files))
     file_keys = FileKeys(config.bottleneck_dir / FILE_KEYS_NAME)
     vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
-                           file_keys=file_keys, image_size=config.image_size)
+                           file_keys=file_keys, image_size=config.image_size, in_memory=in_memory)
     log.info("computed %d new bottlenecks, %d from cache", vectors.computed, vectors.cached)
     for store in stores:
         store.compact()
@@ -162,7 +159,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     labels = labels.keep(set(vectors.paths))
     row = {path: index for index, path in enumerate(vectors.paths)}
     splits = {name: Split(paths=labels.files[name], targets=labels.targets[name],
-                          vectors=vectors.vectors[[row[p] for p in labels.files[name]]].reshape(-1, source.dim))
+                          vectors=take_rows(vectors.vectors, np.array([row[p] for p in labels.files[name]], np.int64)))
               for name in SPLITS}
 
     log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", plan.run_folder, config.summaries_dir)
@@ -192,7 +189,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         data = splits["training"]
         if distortions.active:
             data = _variant_split(data, source=source, stores=stores, distortions=distortions, config=config,
-                                  file_keys=file_keys)
+                                  file_keys=file_keys, in_memory=in_memory)
             for store in stores:
                 store.compact()
         steps = VectorSteps(data=data, head=model.head, optimizer=optimizer, batch_size=config.train_batch_size,
@@ -264,6 +261,28 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
             print(f"{str(split.paths[index]):>70}  {shown}  (true: {' '.join(names[i] for i in np.flatnonzero(truth))})")
 
 
+def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> tuple[list[BottleneckStore], bool]:
+    """Each member's cache, and whether the run's vectors are held in memory (--bottleneck_memory_gb).
+
+    A cache that fits is read whole (the fast path); a larger one only by its keys, its vectors read
+    from the shard files as the run needs them.
+    """
+    bound = config.bottleneck_memory_gb * 1e9
+    stores = [BottleneckStore(config.bottleneck_dir, module_key=m.cache_key, feature_dim=m.feature_dim,
+                              dtype=config.bottleneck_dtype) for m in source.members]
+    sizes = [store.load(vectors=False) * store.feature_dim * store.dtype.itemsize for store in stores]
+    in_memory = rows * source.dim * 4 <= bound
+    if in_memory and sum(sizes) <= bound:
+        for store in stores:
+            store.load()
+    for store in stores:
+        log.info("bottleneck cache %s: %d vectors", store.dir, len(store))
+    if not in_memory:
+        log.info("the run's %d vectors (%.1f GB) exceed --bottleneck_memory_gb %g: training reads them from the "
+                 "cache files as it goes", rows, rows * source.dim * 4 / 1e9, config.bottleneck_memory_gb)
+    return stores, in_memory
+
+
 def _sizes(distortions: Distortions, source: FeatureSource) -> dict[str, int]:
     """The size training images are held at: what the largest enlargement of a distortion needs."""
     height, width = distortions.source_size(height=source.height, width=source.width)
@@ -271,12 +290,12 @@ def _sizes(distortions: Distortions, source: FeatureSource) -> dict[str, int]:
 
 
 def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[BottleneckStore],
-                   distortions: Distortions, config: RetrainConfig, file_keys: FileKeys) -> Split:
+                   distortions: Distortions, config: RetrainConfig, file_keys: FileKeys, in_memory: bool) -> Split:
     """The training split as `--distorted_variants` cached distorted copies of each image."""
     paths, vectors = variant_vectors(data.paths, source=source, stores=stores, distortions=distortions,
                                      variants=config.distorted_variants, seed=config.seed,
                                      batch_size=config.bottleneck_batch_size, file_keys=file_keys,
-                                     image_size=config.image_size)
+                                     image_size=config.image_size, in_memory=in_memory)
     usable = set(paths)
     kept = np.array([i for i, p in enumerate(data.paths) if p in usable], np.int64)
     return Split(paths=tuple(p for p in paths for _ in range(config.distorted_variants)),

@@ -188,12 +188,39 @@ class ExtractionJob:
         return failed
 
 
+class StoredRows:
+    """Concatenated member vectors of many rows, read from the stores when indexed: [N, dim], never held whole.
+
+    `rows[indices]` gives float32 [len(indices), dim]; `rows.subset(indices)` another StoredRows.
+    What training and evaluation use when a run's vectors exceed --bottleneck_memory_gb.
+    """
+
+    def __init__(self, stores: Sequence[Any], keys: np.ndarray) -> None:
+        self.stores, self.keys = tuple(stores), keys
+        self.shape = (len(keys), sum(store.feature_dim for store in self.stores))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, indices: Any) -> np.ndarray:
+        keys = self.keys[indices].tolist()
+        return _concatenate([store.get(keys) for store in self.stores], len(keys), self.shape[1])
+
+    def subset(self, indices: Any) -> "StoredRows":
+        return StoredRows(self.stores, self.keys[indices])
+
+
+def take_rows(rows: Any, indices: Any) -> Any:
+    """The rows `indices` of an array (a copy) or of StoredRows (still lazy)."""
+    return rows.subset(indices) if isinstance(rows, StoredRows) else rows[indices]
+
+
 @dataclass(frozen=True)
 class Vectors:
     """Concatenated vectors of the usable images, in input order, and why the others were skipped."""
 
     paths: tuple[Path, ...]
-    vectors: np.ndarray  # [len(paths), source.dim]
+    vectors: Any  # [len(paths), source.dim]: a numpy array, or StoredRows when the run streams from disk
     skipped: tuple[tuple[Path, str], ...]
     computed: int  # member vectors computed by this call
     cached: int  # member vectors found in the cache
@@ -227,11 +254,13 @@ def _member_label(base: str, source: FeatureSource, member: FeatureExtractor) ->
 
 def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequence[Any], batch_size: int,
                  file_keys: FileKeys | None = None, label: str = "Bottlenecks",
-                 runner: Callable[..., dict[Path, str]] | None = None, image_size: int | None = None) -> Vectors:
+                 runner: Callable[..., dict[Path, str]] | None = None, image_size: int | None = None,
+                 in_memory: bool = True) -> Vectors:
     """The vector of every decodable image, computing what each member's cache lacks.
 
     `runner(job, items)` runs a job over work items (default: in this process);
-    undecodable files are skipped with their reason, never fatal.
+    undecodable files are skipped with their reason, never fatal. With
+    `in_memory=False` the vectors stay in the stores (StoredRows).
     """
     computed = cached = 0
     with thread_pool() as pool:
@@ -258,7 +287,8 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
     for path, reason in skipped.items():
         log.warning("skipping %s: %s", path, reason)
     good = tuple(p for p in paths if p in keys)
-    vectors = _concatenate([store.get([keys[p] for p in good]) for store in stores], len(good), source.dim)
+    rows = StoredRows(stores, np.array([keys[p] for p in good], dtype="S40").reshape(len(good)))
+    vectors = rows[np.arange(len(good))] if in_memory else rows
     return Vectors(paths=good, vectors=vectors, skipped=tuple((p, skipped[p]) for p in paths if p in skipped),
                    computed=computed, cached=cached)
 
@@ -286,7 +316,7 @@ def _variant_key(key: bytes, variant: str) -> bytes:
 def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequence[Any], distortions: Distortions,
                     variants: int, seed: int, batch_size: int, file_keys: FileKeys | None = None,
                     runner: Callable[..., dict[Path, str]] | None = None,
-                    image_size: int | None = None) -> tuple[tuple[Path, ...], np.ndarray]:
+                    image_size: int | None = None, in_memory: bool = True) -> tuple[tuple[Path, ...], Any]:
     """`variants` distorted vectors of each image: (the usable paths, vectors [len(paths) * variants, dim]).
 
     Rows of one image are consecutive. Keys cover the image's content, every
@@ -316,7 +346,7 @@ def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Seq
     for path, reason in skipped.items():
         log.warning("skipping %s: %s", path, reason)
     good = tuple(p for p in paths if p in all_keys and p not in skipped)
-    flat = [k for p in good for k in all_keys[p]]
-    return good, _concatenate([store.get(flat) for store in stores], len(flat), source.dim)
+    rows = StoredRows(stores, np.array([k for p in good for k in all_keys[p]], dtype="S40").reshape(-1))
+    return good, (rows[np.arange(len(rows))] if in_memory else rows)
 
 

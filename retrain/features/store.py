@@ -8,7 +8,14 @@ module's content, input size and our preprocessing, so two modules never
 share vectors. Shards are written to a temporary file and renamed into place:
 a run killed at any moment leaves only complete shards, and the next run
 recomputes just what is missing. Each run writes shards of its own, so
-several runs can share one folder. An unreadable shard is treated as missing.
+several runs can share one folder. A damaged shard is moved aside, once.
+
+A store is read whole into memory (`load()`, the fast path for caches that fit),
+or only its keys are (`load(vectors=False)`): vectors are then read from the
+shard files when asked for, so a cache larger than memory still trains. With
+`dtype="float16"` the vectors are kept at half the size on disk and in memory
+(in a folder of their own, `<module key>-float16`, so they never mix with
+full-precision ones).
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import os
 import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +37,9 @@ from retrain.errors import RetrainError
 log = logging.getLogger(__name__)
 
 KEY_DTYPE = "S40"  # hex SHA-1
+DTYPES = ("float32", "float16")
 COMPACT_ABOVE_SHARDS = 16
+SHARD_VECTORS = 65_536  # compaction merges small shards into shards of at most this many vectors
 # A kill loses at most this much work: up to FLUSH_EVERY_VECTORS vectors or
 # FLUSH_EVERY_SECONDS of computing. The environment variable overrides the count
 # (tests use a small one to kill a run between shards).
@@ -38,59 +49,90 @@ FLUSH_EVERY_ENV = "RETRAIN_BOTTLENECK_FLUSH_EVERY"
 STALE_TEMP_SECONDS = 3600.0  # a temporary shard this old was left by a killed run
 
 
+@dataclass(frozen=True)
+class _Shard:
+    """Where one shard's vectors lie in its file: rows [start, start + count) of the store."""
+
+    path: Path
+    start: int
+    count: int
+    offset: int  # byte offset of the first vector in the file (npz members are stored uncompressed)
+    dtype: np.dtype
+
+
 class BottleneckStore:
     """Vectors of one module, in atomically written shard files."""
 
-    def __init__(self, root: Path, *, module_key: str, feature_dim: int) -> None:
-        self.dir = root / module_key
+    def __init__(self, root: Path, *, module_key: str, feature_dim: int, dtype: str = "float32") -> None:
+        self.dir = root / (module_key if dtype == "float32" else f"{module_key}-{dtype}")
         self.feature_dim = feature_dim
+        self.dtype = np.dtype(dtype)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RetrainError(f"cannot create the cache folder {self.dir} in --bottleneck_dir: "
                                f"{error.strerror}") from None
         self._index: dict[bytes, int] = {}
-        self._chunks: list[np.ndarray] = []
+        self._chunks: list[np.ndarray] = []  # every row in memory (vectors=True), or only unflushed ones
         self._rows = 0
+        self._in_memory = True
+        self._shards: list[_Shard] = []  # vectors=False: where the flushed rows are
+        self._memory_start = 0  # vectors=False: the first row held in memory (the unflushed ones)
         self._pending_keys: list[bytes] = []
         self._pending_vectors: list[np.ndarray] = []
         self._last_flush = time.monotonic()
         self.shards_written = 0
         self.flush_every = _flush_every()
-        self._loaded: set[Path] = set()  # shard files read (or found unreadable) by the last load()
+        self._loaded: set[Path] = set()  # shard files read (or set aside) by the last load()
 
-    def load(self) -> int:
-        """Read every complete shard; returns the number of distinct cached vectors."""
+    def load(self, *, vectors: bool = True) -> int:
+        """Read every complete shard; returns the number of distinct cached vectors.
+
+        With `vectors=False` only the keys are read and each shard's vectors are
+        located in its file: memory then grows with the number of keys (about 100
+        bytes each), not with the vectors.
+        """
         self._remove_stale_temps()
         for _attempt in range(3):
-            paths = sorted(self.dir.glob("shard-*.npz"))
-            keys, vectors, vanished = [], [], False
-            self._loaded = set()
-            for path in paths:
-                try:
-                    with np.load(path, allow_pickle=False) as shard:
-                        shard_keys, shard_vectors = shard["keys"], shard["vectors"]
-                except FileNotFoundError:
-                    vanished = True  # another run compacted it away; list again
-                    break
-                except Exception:  # noqa: BLE001 - numpy and zipfile raise many kinds for a damaged file
-                    self._set_aside(path, "it is not a complete .npz file")
-                    continue
-                if (shard_keys.dtype.kind != "S" or shard_vectors.shape != (len(shard_keys), self.feature_dim)
-                        or shard_vectors.dtype.kind != "f"):
-                    self._set_aside(path, f"it holds {shard_vectors.dtype} {shard_vectors.shape}, expected "
-                                          f"[N, {self.feature_dim}] floats")
-                    continue
-                self._loaded.add(path)
-                keys.append(shard_keys)
-                vectors.append(shard_vectors.astype(np.float32, copy=False))
-            if not vanished:
+            found = self._read_shards(vectors=vectors)
+            if found is not None:
                 break
+        keys, chunks, shards = found if found is not None else ([], [], [])
         all_keys = np.concatenate(keys) if keys else np.zeros((0,), KEY_DTYPE)
-        self._chunks = [np.concatenate(vectors)] if vectors else []
+        self._in_memory = vectors
+        self._chunks = [np.concatenate(chunks)] if chunks else []
+        self._shards = shards
         self._rows = len(all_keys)
+        self._memory_start = 0 if vectors else self._rows
         self._index = {key: row for row, key in enumerate(all_keys.tolist())}
         return len(self._index)
+
+    def _read_shards(self, *, vectors: bool) -> tuple[list, list, list[_Shard]] | None:
+        """Keys (and vectors, or their places) of every readable shard; None if one vanished meanwhile."""
+        keys, chunks, shards, start = [], [], [], 0
+        self._loaded = set()
+        for path in sorted(self.dir.glob("shard-*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as shard:
+                    shard_keys = shard["keys"]
+                    shard_vectors = shard["vectors"] if vectors else None
+                    (shape, offset), dtype = _member_header(path, "vectors.npy")
+            except FileNotFoundError:
+                return None  # another run compacted it away; list again
+            except Exception:  # noqa: BLE001 - numpy and zipfile raise many kinds for a damaged file
+                self._set_aside(path, "it is not a complete .npz file")
+                continue
+            if shard_keys.dtype.kind != "S" or shape != (len(shard_keys), self.feature_dim) or dtype.kind != "f":
+                self._set_aside(path, f"it holds {dtype} {shape}, expected [N, {self.feature_dim}] floats")
+                continue
+            self._loaded.add(path)
+            keys.append(shard_keys)
+            if vectors:
+                chunks.append(shard_vectors.astype(self.dtype, copy=False))
+            else:
+                shards.append(_Shard(path=path, start=start, count=len(shard_keys), offset=offset, dtype=dtype))
+            start += len(shard_keys)
+        return keys, chunks, shards
 
     def _set_aside(self, path: Path, reason: str) -> None:
         """Move a damaged shard out of the way, once, so every later run does not trip over it."""
@@ -119,20 +161,50 @@ class BottleneckStore:
     def __contains__(self, key: bytes) -> bool:
         return key in self._index
 
-    def _all_vectors(self) -> np.ndarray:
-        """Every row, as one array (chunks added this run are merged on first use)."""
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _memory(self) -> np.ndarray:
+        """The rows held in memory, as one array (chunks added this run are merged on first use)."""
         if len(self._chunks) != 1:
             self._chunks = [np.concatenate(self._chunks) if self._chunks
-                            else np.zeros((0, self.feature_dim), np.float32)]
+                            else np.zeros((0, self.feature_dim), self.dtype)]
         return self._chunks[0]
 
     def get(self, keys: Sequence[bytes]) -> np.ndarray:
-        """Vectors for keys that are all present (loaded or added this run)."""
-        return self._all_vectors()[[self._index[k] for k in keys]]
+        """float32 vectors [len(keys), D] for keys that are all present (loaded or added this run)."""
+        rows = np.fromiter((self._index[k] for k in keys), np.int64, count=len(keys))
+        out = np.empty((len(rows), self.feature_dim), np.float32)
+        held = rows >= self._memory_start
+        if held.any():
+            out[held] = self._memory()[rows[held] - self._memory_start]
+        if not held.all():
+            out[~held] = self._read_rows(rows[~held])
+        return out
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of flushed shards, read from their files (sorted, one read per row)."""
+        out = np.empty((len(rows), self.feature_dim), np.float32)
+        starts = np.fromiter((s.start for s in self._shards), np.int64, count=len(self._shards))
+        which = np.searchsorted(starts, rows, side="right") - 1
+        for number in np.unique(which):
+            shard = self._shards[number]
+            picked = np.flatnonzero(which == number)
+            size = shard.dtype.itemsize * self.feature_dim
+            try:
+                with open(shard.path, "rb", buffering=0) as handle:
+                    fd = handle.fileno()
+                    for position in picked[np.argsort(rows[picked], kind="stable")]:
+                        data = os.pread(fd, size, shard.offset + int(rows[position] - shard.start) * size)
+                        out[position] = np.frombuffer(data, shard.dtype)
+            except OSError as error:
+                raise RetrainError(f"cannot read the bottleneck cache shard {shard.path} ({error.strerror}); was "
+                                   "the cache changed during the run? rerun") from None
+        return out
 
     def add(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         """Add vectors; they reach the disk at the next flush (by size or time)."""
-        vectors = np.asarray(vectors, np.float32)
+        vectors = np.asarray(vectors, np.float32).astype(self.dtype, copy=False)
         for offset, key in enumerate(keys):
             self._index[key] = self._rows + offset
         self._rows += len(keys)
@@ -149,31 +221,62 @@ class BottleneckStore:
         if not self._pending_keys:
             return
         keys = np.array(self._pending_keys, dtype=KEY_DTYPE)
-        vectors = np.concatenate(self._pending_vectors).astype(np.float32, copy=False)
-        self._write_shard(keys, vectors)
+        path = self._write_shard(keys, np.concatenate(self._pending_vectors))
         self._pending_keys, self._pending_vectors = [], []
+        if not self._in_memory:  # the new rows are on disk now: read them from there, free the memory
+            (_, offset), _ = _member_header(path, "vectors.npy")
+            self._shards.append(_Shard(path=path, start=self._memory_start, count=len(keys), offset=offset,
+                                       dtype=self.dtype))
+            self._memory_start = self._rows
+            self._chunks = []
 
     def compact(self) -> None:
-        """Merge many small shards into one, so loading stays a few large reads."""
+        """Merge many small shards into a few large ones, so loading stays a few large reads.
+
+        Shards of SHARD_VECTORS vectors or more are left as they are and the small
+        ones are merged a group at a time, so compaction's memory stays bounded
+        whatever the size of the cache.
+        """
         self.flush()
         old = sorted(self.dir.glob("shard-*.npz"))
         if len(old) <= COMPACT_ABOVE_SHARDS:
             return
-        self.load()
-        keys = list(self._index)
-        self._write_shard(np.array(keys, dtype=KEY_DTYPE), self.get(keys))
-        for path in old:
-            if path in self._loaded:  # never a shard whose vectors did not make it into the merged one
-                path.unlink(missing_ok=True)
-        log.info("compacted %d bottleneck shards into one (%d vectors)", len(old), len(keys))
+        merged = BottleneckStore(self.dir.parent, module_key=self.dir.name, feature_dim=self.feature_dim)
+        merged.dtype = self.dtype
+        merged.load(vectors=False)
+        small = [s for s in merged._shards if s.count < SHARD_VECTORS]
+        groups, group, size = [], [], 0
+        for shard in small:
+            if group and size + shard.count > SHARD_VECTORS:
+                groups.append(group)
+                group, size = [], 0
+            group.append(shard)
+            size += shard.count
+        groups.append(group)
+        removed = written = 0
+        for group in (g for g in groups if len(g) > 1):
+            try:
+                keys = np.concatenate([np.load(s.path, allow_pickle=False)["keys"] for s in group])
+                rows = np.concatenate([np.arange(s.start, s.start + s.count) for s in group])
+                vectors = merged._read_rows(rows)
+            except (OSError, RetrainError):
+                continue  # another run is compacting these shards right now: leave them to it
+            merged._write_shard(keys, vectors.astype(self.dtype))
+            written += 1
+            for shard in group:  # only shards whose vectors made it into the merged one
+                shard.path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("compacted %d bottleneck shards into %d", removed, written)
+            self.load(vectors=self._in_memory)
 
-    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
             with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, keys=keys, vectors=vectors)
+                np.savez(handle, keys=keys, vectors=np.ascontiguousarray(vectors))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.dir / name)
@@ -187,6 +290,26 @@ class BottleneckStore:
                 Path(tmp).unlink(missing_ok=True)
             raise
         self.shards_written += 1
+        return self.dir / name
+
+
+def _member_header(path: Path, member: str) -> tuple[tuple[tuple[int, ...], int], np.dtype]:
+    """((shape, byte offset of the data in the file), dtype) of an uncompressed .npy member of an .npz file."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"{member} is compressed")
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)  # the zip local file header: name and extra-field lengths at bytes 26..30
+        name_length, extra_length = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(handle)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0)(handle)
+        if fortran:
+            raise ValueError(f"{member} is in Fortran order")
+        return (shape, handle.tell()), dtype
 
 
 def _flush_every() -> int:

@@ -1,0 +1,74 @@
+"""Caches larger than memory: vectors read from the shard files on demand give the same run as vectors in memory;
+float16 caches halve the size and stay apart from float32 ones."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrain.cli import retrain_command
+from retrain.features.store import BottleneckStore
+from tests.conftest import flags, invoke
+
+
+def fill(store: BottleneckStore, count: int, *, seed: int = 0) -> tuple[list[bytes], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    keys = [f"{seed:08d}{i:032d}".encode() for i in range(count)]
+    vectors = rng.normal(size=(count, store.feature_dim)).astype(np.float32)
+    for start in range(0, count, 37):  # many shards of odd sizes
+        store.add(keys[start:start + 37], vectors[start:start + 37])
+        store.flush()
+    return keys, vectors
+
+
+def test_reading_from_the_shard_files_gives_what_memory_gives(tmp_path: Path) -> None:
+    keys, vectors = fill(BottleneckStore(tmp_path, module_key="k", feature_dim=24), 500)
+    streamed = BottleneckStore(tmp_path, module_key="k", feature_dim=24)
+    assert streamed.load(vectors=False) == 500
+    order = np.random.default_rng(1).permutation(500)[:200]
+    np.testing.assert_array_equal(streamed.get([keys[i] for i in order]), vectors[order])
+    # Vectors added while streaming are served from memory until flushed, then from their new shard.
+    extra_keys, extra = fill(streamed, 80, seed=7)
+    np.testing.assert_array_equal(streamed.get(extra_keys[:5] + keys[:5]), np.concatenate([extra[:5], vectors[:5]]))
+    streamed.compact()  # 16+ small shards merge into one, read without holding the vectors
+    assert len(list(streamed.dir.glob("shard-*.npz"))) == 1
+    np.testing.assert_array_equal(streamed.get(keys + extra_keys), np.concatenate([vectors, extra]))
+
+
+def test_a_float16_cache_is_half_the_size_and_kept_apart(tmp_path: Path) -> None:
+    keys, vectors = fill(BottleneckStore(tmp_path, module_key="k", feature_dim=256, dtype="float16"), 300)
+    half = BottleneckStore(tmp_path, module_key="k", feature_dim=256, dtype="float16")
+    assert half.dir.name == "k-float16" and half.load() == 300
+    np.testing.assert_allclose(half.get(keys), vectors, rtol=1e-3, atol=1e-3)
+    assert half.get(keys).dtype == np.float32
+    full = BottleneckStore(tmp_path, module_key="k", feature_dim=256)
+    assert full.load() == 0  # a float32 run never reads the rounded vectors
+    fill(full, 300)
+    size = {store.dir.name: sum(p.stat().st_size for p in store.dir.glob("shard-*")) for store in (half, full)}
+    assert size["k-float16"] < 0.6 * size["k"]
+
+
+def _figures(result) -> list[str]:
+    return [line.split(": ", 1)[1] for line in result.stderr.splitlines() if re.search(r"Step \d+: ", line)] + \
+        [line for line in result.stdout.splitlines() if line.startswith("Final test")]
+
+
+def test_a_run_streaming_from_the_cache_equals_the_run_in_memory(colour_tree: Path, tiny_module: Path,
+                                                                 outputs) -> None:
+    args = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=60, **outputs)
+    in_memory = invoke(retrain_command, args)
+    streamed = invoke(retrain_command, args + ["--bottleneck_memory_gb", "0"])
+    assert "exceed --bottleneck_memory_gb 0: training reads them from the cache files" in streamed.stderr
+    assert "exceed" not in in_memory.stderr
+    assert _figures(streamed) == _figures(in_memory) and len(_figures(in_memory)) > 10
+
+
+@pytest.mark.parametrize("value, message", [("-1", "--bottleneck_memory_gb must be 0"),
+                                            ("nan", "--bottleneck_memory_gb must be a finite number")])
+def test_bad_memory_bounds_are_usage_errors(colour_tree: Path, outputs, value: str, message: str) -> None:
+    result = invoke(retrain_command, flags(image_dir=colour_tree, **outputs) + ["--bottleneck_memory_gb", value],
+                    expect=2)
+    assert message in result.stderr
