@@ -1,3 +1,3 @@
 """retrain: retrain an image classifier for new categories by transfer learning."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -80,6 +80,7 @@ class JobSpec:
     label: str
     distortions: Distortions | None = None
     seed: int = 0
+    store_dtype: str = "float32"  # --bottleneck_dtype: the store's folder and the shards' dtype depend on it
 
 
 class ExtractionJob:
@@ -123,7 +124,7 @@ class ExtractionJob:
         """This job as plain values, for a worker elsewhere (the store must be a BottleneckStore on shared disk)."""
         return JobSpec(module=self.member.handle, image_size=self.image_size, cache_key=self.member.cache_key,
                        store_root=self.store.dir.parent, batch_size=self.batch_size, label=self.label,
-                       distortions=self.distortions, seed=self.seed)
+                       distortions=self.distortions, seed=self.seed, store_dtype=str(self.store.dtype))
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> "ExtractionJob":
@@ -134,7 +135,8 @@ class ExtractionJob:
         if member.cache_key != spec.cache_key:
             raise RetrainError(f"--tfhub_module {spec.module} loads differently on this worker (cache key "
                                f"{member.cache_key}, expected {spec.cache_key}); give every worker the same module")
-        store = BottleneckStore(spec.store_root, module_key=member.cache_key, feature_dim=member.feature_dim)
+        store = BottleneckStore(spec.store_root, module_key=member.cache_key, feature_dim=member.feature_dim,
+                                dtype=spec.store_dtype)
         return cls(member, store, batch_size=spec.batch_size, label=spec.label, distortions=spec.distortions,
                    seed=spec.seed, image_size=spec.image_size)
 
@@ -152,10 +154,16 @@ class ExtractionJob:
                                                 rng=variant_rng(key=key, variant=variant, seed=self.seed)))
                 for key, variant in zip(item.keys, item.variants)]
 
-    def run(self, items: Sequence[WorkItem], *, pool: concurrent.futures.Executor) -> dict[Path, str]:
-        """Compute every item's vectors into the store; returns {path: reason} for images that failed."""
+    def run(self, items: Sequence[WorkItem], *, pool: concurrent.futures.Executor,
+            progress: Progress | None = None) -> dict[Path, str]:
+        """Compute every item's vectors into the store; returns {path: reason} for images that failed.
+
+        `progress` counts finished keys; by default a new bar on stderr, closed at the end.
+        """
         total = sum(len(item.keys) for item in items)
-        progress = Progress(total, self.label, unit="images" if self.distortions is None else "variants")
+        own_progress = progress is None
+        if progress is None:
+            progress = Progress(total, self.label, unit="images" if self.distortions is None else "variants")
         failed: dict[Path, str] = {}
         rows: list = []
 
@@ -184,7 +192,8 @@ class ExtractionJob:
                 run_batch()
         finally:
             self.store.flush()  # keep finished work even when interrupted (Ctrl-C, SIGTERM)
-        progress.close()
+        if own_progress:
+            progress.close()
         return failed
 
 

@@ -54,6 +54,7 @@ class ClassIds:
     def __init__(self, ids: np.ndarray, *, class_count: int) -> None:
         self.ids = np.asarray(ids, np.int64)
         self.class_count = class_count
+        self._tables: tuple[np.ndarray, ...] | None = None  # the sampler's tables, built on first use
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -66,10 +67,11 @@ class ClassIds:
 
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` row indices: a random class first (among those present), then a random row of it."""
-        order = np.argsort(self.ids, kind="stable")
-        counts = np.bincount(self.ids, minlength=self.class_count)
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        present = np.flatnonzero(counts)
+        if self._tables is None:
+            counts = np.bincount(self.ids, minlength=self.class_count)
+            self._tables = (np.argsort(self.ids, kind="stable"), counts,
+                            np.concatenate([[0], np.cumsum(counts)[:-1]]), np.flatnonzero(counts))
+        order, counts, offsets, present = self._tables
         classes = present[rng.integers(0, len(present), size=count)]
         return order[offsets[classes] + rng.integers(0, counts[classes])]
 

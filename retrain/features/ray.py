@@ -1,0 +1,360 @@
+"""Bottleneck extraction on a Ray cluster (`--ray_address`): the same ExtractionJob, run by Ray Data actors.
+
+The driver ships each job as plain values (`ExtractionJob.spec`) and its work
+items (absolute paths and cache keys) to a pool of actors sized to the
+cluster. Each actor rebuilds the job once (`ExtractionJob.from_spec`: imports
+TensorFlow, loads the module, opens the same cache folder) and runs batches of
+items exactly as the in-process path does: read -> decode -> resize -> module
+-> one atomically renamed shard per batch. A batch is reported back only after
+its shard is in place, so the driver's progress counts vectors on disk, and a
+worker that dies loses at most its current batch (Ray restarts the actor and
+retries the batch). When the job is done the driver re-reads the cache and
+checks that every vector reported is there: a `--bottleneck_dir` that the
+workers cannot share with the driver fails with one clear line.
+
+Images, the module and the cache must be reachable at the same paths on every
+node (a shared file system); see the README. Ray is an optional extra
+(`pip install 'retrain[ray]'`), imported only here and only when used.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from retrain.errors import RetrainError
+from retrain.features.extract import ExtractionJob, JobSpec, WorkItem
+from retrain.progress import Progress
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'retrain[ray]'"
+USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
+# One actor per CPU, each with one TensorFlow thread and one thread decoding:
+# on 2 cores this beat one actor with 2 threads (TensorFlow's intra-op
+# threading costs ~7 % CPU per image on MobileNet), and it keeps every core of
+# a heterogeneous cluster busy. Each actor holds TensorFlow and the module
+# (~0.6-1 GB), so nodes with many cores and little memory want a larger value.
+CPUS_PER_ACTOR = 1
+BATCHES_PER_ACTOR = 4  # work split finely enough that actors finish together, progress moves
+NOT_FOUND = "file not found"  # the start of images.read_bytes's reason for a missing file
+
+
+def _import_ray() -> ModuleType:
+    """Import Ray with its usage reporting off (unless the user chose otherwise), or say how to install it."""
+    os.environ.setdefault(USAGE_STATS_ENV, "0")
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the engine; ray[data] brings pyarrow and pandas
+    except ImportError as error:
+        raise RetrainError(f"--ray_address needs Ray, which cannot be imported here ({error}); install it with "
+                           f"{INSTALL_HINT}, or drop --ray_address to compute bottlenecks in this process") from None
+    return ray
+
+
+@dataclasses.dataclass
+class RayCluster:
+    """A connection to a Ray cluster: its CPUs, and whether we started it (and so must stop it)."""
+
+    address: str
+    cpus: int
+    started: bool
+    temp_dir: Path | None = None  # a local cluster's session files, removed with it
+
+    def close(self) -> None:
+        """Stop a cluster this process started (`local`) and remove its files; leave a joined cluster running."""
+        if self.started:
+            import ray
+
+            ray.shutdown()
+            self.started = False
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
+
+    def __enter__(self) -> "RayCluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(address: str) -> RayCluster:
+    """Connect to Ray as --ray_address says.
+
+    `local` starts a throw-away single-machine cluster sized to this machine
+    (no dashboard, no usage reporting, listening on 127.0.0.1 only), stopped by
+    `close()`; `auto` joins the cluster this machine belongs to (`ray start`);
+    `ray://HOST:PORT` joins through Ray Client; `HOST:PORT` joins the cluster
+    whose head (GCS) listens there, from one of its nodes. A process that has
+    already called `ray.init` keeps its connection.
+    """
+    ray = _import_ray()
+    _quiet_ray_data(ray)
+    if ray.is_initialized():
+        return RayCluster(address=address, cpus=_cluster_cpus(ray), started=False)
+    started = address == "local"
+    temp_dir = None
+    try:
+        if started:
+            temp_dir = Path(tempfile.mkdtemp(prefix="retrain-ray-"))
+            _local_environment()
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     _node_ip_address="127.0.0.1", _temp_dir=str(temp_dir), logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, logging_level=logging.WARNING)
+    except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, gRPC errors
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if started:
+            raise RetrainError(f"--ray_address local: cannot start a local Ray cluster ({reason})") from None
+        raise RetrainError(f"--ray_address {address}: cannot connect to a Ray cluster ({reason}); start one "
+                           "(ray start --head) or fix the address, or use --ray_address local") from None
+    cluster = RayCluster(address=address, cpus=_cluster_cpus(ray), started=started, temp_dir=temp_dir)
+    log.info("Ray cluster %s: %d CPUs", "started on this machine" if started else address, cluster.cpus)
+    return cluster
+
+
+def _local_environment() -> None:
+    """Quieter Ray for a throw-away cluster, unless the user chose otherwise.
+
+    Ray's C++ error lines about its own internals (e.g. "actor ... has
+    constructor arguments in the object store", printed for every Ray Data
+    actor) would interleave with our progress line; failures still reach us
+    as exceptions. Ray's token authentication stays on (its default: a token
+    in ~/.ray/auth_token); only its notice about it is hidden.
+    """
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+
+
+def _cluster_cpus(ray: ModuleType) -> int:
+    """CPUs the cluster has now (an autoscaling cluster may grow later; we size to what is there)."""
+    return int(ray.cluster_resources().get("CPU", 0))
+
+
+def _quiet_ray_data(ray: ModuleType) -> None:
+    """Our own progress line replaces Ray Data's bars and start-up messages."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # e.g. "Progress bars disabled"
+
+
+class RayRunner:
+    """A `runner` for file_vectors / variant_vectors that sends extraction jobs to Ray actors.
+
+    Connects on first use (a run whose vectors are all cached never starts a
+    cluster); `close()` stops a cluster it started.
+    """
+
+    def __init__(self, address: str, *, cpus_per_actor: int = CPUS_PER_ACTOR) -> None:
+        self.address = address
+        self.cpus_per_actor = cpus_per_actor
+        self.cluster: RayCluster | None = None
+
+    def __call__(self, job: ExtractionJob, items: Sequence[WorkItem], *,
+                 pool: concurrent.futures.Executor | None = None) -> dict[Path, str]:
+        """Compute every item's vectors into the job's store through Ray; returns {path: reason} for failures."""
+        if not items:
+            return {}
+        if not hasattr(job.store, "dir"):
+            # Vectors that must not be cached (a fine-tuned module held only in this process): workers
+            # would load the module from disk, without the new weights. Compute them here.
+            return job.run(items, pool=pool) if pool else _run_with_pool(job, items)
+        if self.cluster is None:
+            self.cluster = connect(self.address)
+        return run_on_ray(job, items, cpus=self.cluster.cpus, cpus_per_actor=self.cpus_per_actor)
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def __enter__(self) -> "RayRunner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ray_runner(address: str, *, cpus_per_actor: int = CPUS_PER_ACTOR) -> RayRunner:
+    """The runner that `--ray_address ADDRESS` gives file_vectors and variant_vectors (close it after the run)."""
+    return RayRunner(address, cpus_per_actor=cpus_per_actor)
+
+
+def _run_with_pool(job: ExtractionJob, items: Sequence[WorkItem]) -> dict[Path, str]:
+    """Run a job in this process with a pool of its own."""
+    from retrain.pool import thread_pool
+
+    with thread_pool() as pool:
+        return job.run(items, pool=pool)
+
+
+def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *, cpus: int,
+               cpus_per_actor: int = CPUS_PER_ACTOR) -> dict[Path, str]:
+    """Run one job's items on the connected cluster's actors; the job's store then holds every new vector.
+
+    Returns {path: reason} for images that could not be read or decoded.
+    """
+    ray = _import_ray()
+    _quiet_ray_data(ray)
+    spec = _portable(job.spec)
+    probe = _write_probe(job.store.dir)
+    total = sum(len(item.keys) for item in items)
+    actors = max(1, min(cpus // max(1, cpus_per_actor), len(items)))
+    per_batch = _items_per_batch(items, actors=actors, flush_every=job.store.flush_every,
+                                 module_batch=job.batch_size)
+    rows = [{"index": index, "path": os.path.abspath(item.path), "keys": [k.decode() for k in item.keys],
+             "variants": list(item.variants)} for index, item in enumerate(items)]
+    dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_batch))
+    results = dataset.map_batches(
+        _Extractor, fn_constructor_kwargs={"spec": spec, "threads": cpus_per_actor, "probe": probe.name,
+                                           "flush_every": job.store.flush_every},
+        batch_size=per_batch, batch_format="pyarrow", num_cpus=cpus_per_actor,
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2))
+    log.info("%s: %d %s on Ray, %d actors of %d CPU, batches of %d", job.label, total,
+             "images" if job.distortions is None else "variants", actors, cpus_per_actor, per_batch)
+    progress = Progress(total, job.label, unit="images" if job.distortions is None else "variants")
+    failed: dict[Path, str] = {}
+    try:
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            for index, reason in zip(batch["index"].tolist(), batch["reason"].tolist()):
+                if reason:
+                    failed[items[index].path] = reason
+            progress.update(int(batch["count"].sum()))
+    except Exception as error:  # noqa: BLE001 - Ray wraps worker errors in several exception types
+        raise _worker_error(error, job=job) from None
+    finally:
+        probe.unlink(missing_ok=True)
+    progress.close()
+    _reload(job.store)
+    _check_visible(job, items, failed)
+    return failed
+
+
+def _portable(spec: JobSpec) -> JobSpec:
+    """The spec with absolute paths, so workers whose working folder differs find the same files."""
+    module = spec.module
+    local = Path(module).expanduser()
+    if local.exists():
+        module = str(local.absolute())
+    return dataclasses.replace(spec, module=module, store_root=Path(os.path.abspath(spec.store_root)))
+
+
+def _write_probe(folder: Path) -> Path:
+    """A marker file in the cache folder, which every actor must see before it computes anything."""
+    probe = folder / f".ray-probe-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as error:
+        raise RetrainError(f"cannot write to the bottleneck cache {folder} (--bottleneck_dir): "
+                           f"{error.strerror or error}") from None
+    return probe
+
+
+def _items_per_batch(items: Sequence[WorkItem], *, actors: int, flush_every: int, module_batch: int) -> int:
+    """Items per Ray batch: about one shard of vectors, small enough to give every actor several batches."""
+    keys_per_item = max(1.0, sum(len(item.keys) for item in items) / len(items))
+    shard_items = max(1, round(flush_every / keys_per_item))
+    module_items = max(1, math.ceil(module_batch / keys_per_item))
+    spread = math.ceil(len(items) / (BATCHES_PER_ACTOR * actors))
+    return max(1, min(shard_items, max(module_items, spread)))
+
+
+def _reload(store: Any) -> None:
+    """Re-read the cache so the driver's store sees the shards the workers wrote, in the mode it was opened in."""
+    store.flush()
+    store.load(vectors=getattr(store, "_in_memory", True))
+
+
+def _check_visible(job: ExtractionJob, items: Sequence[WorkItem], failed: dict[Path, str]) -> None:
+    """Fail clearly when workers could not reach the images, or wrote vectors this machine cannot see."""
+    unseen = [path for path, reason in failed.items() if reason.startswith(NOT_FOUND) and path.exists()]
+    if unseen:
+        raise RetrainError(f"{len(unseen)} images exist here but not on the Ray workers (e.g. {unseen[0]}); put "
+                           "--image_dir on storage every Ray node mounts at the same path")
+    missing = sum(1 for item in items if item.path not in failed for key in item.keys if key not in job.store)
+    if missing:
+        raise RetrainError(f"Ray workers computed {missing} vectors that this machine cannot see in "
+                           f"{job.store.dir}; --bottleneck_dir must be a folder every Ray node mounts at the same "
+                           "path (a shared file system)")
+
+
+def _worker_error(error: BaseException, *, job: ExtractionJob) -> RetrainError:
+    """One line for a failure on the cluster: our own error's message when a worker raised one."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RetrainError):
+            return RetrainError(str(current))
+        cause = getattr(current, "cause", None)
+        current = cause if isinstance(cause, BaseException) else (current.__cause__ or current.__context__)
+    text = str(error).strip()
+    found = [line for line in text.splitlines() if "RetrainError: " in line]
+    if found:
+        return RetrainError(found[-1].split("RetrainError: ", 1)[1].strip())
+    reason = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), type(error).__name__)
+    return RetrainError(f"{job.label}: the Ray cluster failed ({type(error).__name__}: {reason}); vectors "
+                        "written so far are kept, rerun to compute the rest")
+
+
+class _Extractor:
+    """A Ray Data actor: rebuilds the job once, then computes batches of work items into the shared cache."""
+
+    def __init__(self, *, spec: JobSpec, threads: int, probe: str, flush_every: int) -> None:
+        from retrain.tfenv import import_tensorflow
+
+        tf = import_tensorflow()
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)  # our CPU share, not the node's
+        except RuntimeError:
+            pass  # TensorFlow already ran in this worker process; keep its threads
+        folder = spec.store_root / spec.cache_key
+        if not (folder / probe).exists():
+            raise RetrainError(f"the bottleneck cache {folder} (--bottleneck_dir) is not shared with Ray node "
+                               f"{socket.gethostname()}; put it on storage every node mounts at the same path")
+        self.spec, self.flush_every = spec, flush_every
+        self.job = ExtractionJob.from_spec(spec)
+        self.job.store.flush_every = flush_every
+        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
+        self.quiet = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the actor
+
+    def __call__(self, batch: Any) -> dict[str, np.ndarray]:
+        rows = batch.to_pylist()
+        items = [WorkItem(path=Path(row["path"]), keys=tuple(k.encode() for k in row["keys"]),
+                          variants=tuple(row["variants"])) for row in rows]
+        total = sum(len(item.keys) for item in items)
+        failed = self.job.run(items, pool=self.pool, progress=Progress(total, self.job.label, stream=self.quiet,
+                                                                       interval=math.inf))
+        self.job.store.flush()  # the batch is reported only once its shard is in place
+        self._fresh_store()
+        reasons = [failed.get(item.path, "") for item in items]
+        return {"index": np.array([row["index"] for row in rows], np.int64),
+                "reason": np.array(reasons, dtype=object),
+                "count": np.array([len(item.keys) for item in items], np.int64)}
+
+    def _fresh_store(self) -> None:
+        """An empty store object on the same folder: the vectors just written need not stay in the actor's memory."""
+        from retrain.features.store import BottleneckStore
+
+        store = self.job.store
+        self.job.store = BottleneckStore(self.spec.store_root, module_key=self.spec.cache_key,
+                                         feature_dim=store.feature_dim, dtype=self.spec.store_dtype)
+        self.job.store.flush_every = self.flush_every
