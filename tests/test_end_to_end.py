@@ -15,7 +15,7 @@ import pytest
 from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.pipeline import run
-from tests.conftest import COLOURS, FLOWERS, MODULES, PHOTOS, colour_photo, flags, invoke, require, run_script
+from tests.conftest import COLOURS, FLOWERS, FLOWERS_MODULE, MODULES, PHOTOS, colour_photo, flags, invoke, require, run_script
 
 # The frozen graph, loaded the classic way in a separate Python: what label_image.py and serving stacks do.
 CLASSIC_LOADER = r"""
@@ -37,10 +37,10 @@ np.save(sys.argv[3], probabilities)
 
 @pytest.fixture(scope="module")
 def flowers_run(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path):
-    """One real retraining on the fixture flowers with MobileNet V2 0.35 (the session's shared bottleneck cache)."""
+    """One real retraining on the fixture flowers (the session's shared bottleneck cache and module)."""
     out = tmp_path_factory.mktemp("flowers")
     config = RetrainConfig(
-        image_dir=require(FLOWERS), tfhub_module=str(require(MODULES / "mobilenet_v2_035_224")),
+        image_dir=require(FLOWERS), tfhub_module=str(require(MODULES / FLOWERS_MODULE)),
         output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
         bottleneck_dir=flowers_bottlenecks, checkpoint_path=out / "ckpt" / "c", saved_model_dir=out / "saved",
         # 25 % test images (N=120) instead of the default 10 % (N=49): one photo then moves accuracy by

@@ -1,6 +1,6 @@
 """label-image on real exports: same answers as the trained model, every model kind, classic flags, clean errors.
 
-One module-scoped retrain run (mobilenet_v2_035_224 on the real flower photos)
+The session-wide retrain run of the real flower photos (conftest.flowers_export)
 is shared by every test here; the foreign-graph and TFLite files are made from
 it or built by hand, so nothing but that run costs real time.
 """

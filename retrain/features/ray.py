@@ -50,6 +50,7 @@ USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
 # (~0.6-1 GB), so nodes with many cores and little memory want a larger value.
 CPUS_PER_ACTOR = 1
 BATCHES_PER_ACTOR = 4  # work split finely enough that actors finish together, progress moves
+CONNECT_TIMEOUT_SECONDS = 10.0
 NOT_FOUND = "file not found"  # the start of images.read_bytes's reason for a missing file
 
 
@@ -96,8 +97,8 @@ def connect(address: str) -> RayCluster:
     """Connect to Ray as --ray_address says.
 
     `local` starts a throw-away single-machine cluster sized to this machine
-    (no dashboard, no usage reporting, listening on 127.0.0.1 only), stopped by
-    `close()`; `auto` joins the cluster this machine belongs to (`ray start`);
+    (no dashboard, no usage reporting, Ray's token authentication on), stopped
+    and its files removed by `close()`; `auto` joins the cluster this machine belongs to (`ray start`);
     `ray://HOST:PORT` joins through Ray Client; `HOST:PORT` joins the cluster
     whose head (GCS) listens there, from one of its nodes. A process that has
     already called `ray.init` keeps its connection.
@@ -115,7 +116,10 @@ def connect(address: str) -> RayCluster:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                      _node_ip_address="127.0.0.1", _temp_dir=str(temp_dir), logging_level=logging.WARNING)
         else:
+            _check_reachable(os.environ.get("RAY_ADDRESS", "") if address == "auto" else address, flag=address)
             ray.init(address=address, logging_level=logging.WARNING)
+    except RetrainError:
+        raise
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, gRPC errors
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
@@ -129,16 +133,25 @@ def connect(address: str) -> RayCluster:
     return cluster
 
 
-def _local_environment() -> None:
-    """Quieter Ray for a throw-away cluster, unless the user chose otherwise.
+def _check_reachable(address: str, *, flag: str) -> None:
+    """Fail in seconds when nothing listens at HOST:PORT (Ray itself retries an unreachable head for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # not HOST:PORT (e.g. auto without RAY_ADDRESS): Ray finds the cluster itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise RetrainError(f"--ray_address {flag}: nothing answers at {host}:{port} ({reason}); check the "
+                           "head node's address and port (ray start --head prints them) and the network") from None
 
-    Ray's C++ error lines about its own internals (e.g. "actor ... has
-    constructor arguments in the object store", printed for every Ray Data
-    actor) would interleave with our progress line; failures still reach us
-    as exceptions. Ray's token authentication stays on (its default: a token
-    in ~/.ray/auth_token); only its notice about it is hidden.
+
+def _local_environment() -> None:
+    """Quieter start-up for a throw-away cluster.
+
+    Ray's token authentication stays on (its default for a new local cluster:
+    a token in ~/.ray/auth_token, created once); only its notice is hidden.
     """
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
