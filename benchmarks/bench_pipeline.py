@@ -72,7 +72,7 @@ def main() -> None:
     start = time.perf_counter()
     train(steps=steps, schedule=Schedule(steps=4000, eval_interval=10), optimizer=optimizer,
           validate=lambda h: evaluate(h, vectors, targets, batch_size=100, rng=rng(0, "validation")),
-          summaries=Summaries(Path(tempfile.mkdtemp()), layer=steps.layer, objective=head.objective))
+          summaries=Summaries(Path(tempfile.mkdtemp()), objective=head.objective))
     print(f"2. 4,000 training steps (batch 100, {args.dim}-d, with evaluations and summaries): "
           f"{time.perf_counter() - start:5.1f} s")
 

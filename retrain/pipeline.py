@@ -198,7 +198,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     head = train(steps=steps, schedule=schedule, optimizer=optimizer, label=label,
                  validate=lambda h: evaluate(h, splits["validation"].vectors, splits["validation"].targets,
                                              batch_size=config.validation_batch_size, rng=eval_random),
-                 summaries=Summaries(plan.run_folder, layer=steps.layer, objective=objective, labels=labels.names,
+                 summaries=Summaries(plan.run_folder, objective=objective, labels=labels.names,
                                      pictured=picture_steps(steps=schedule.steps, interval=schedule.eval_interval)),
                  on_intermediate=store_intermediate)
     if config.fine_tune:
@@ -343,7 +343,7 @@ def _fine_tune(config: RetrainConfig, *, source: FeatureSource, head: Head, spli
                  schedule=Schedule(steps=config.fine_tune_steps, eval_interval=config.eval_step_interval,
                                    store_every=config.intermediate_store_frequency,
                                    first_step=config.how_many_training_steps),
-                 summaries=Summaries(run_folder, layer=steps.layer, objective=head.objective),
+                 summaries=Summaries(run_folder, objective=head.objective),
                  on_intermediate=store_intermediate)
     refreshed = dict(splits)
     for name in ("validation", "testing"):

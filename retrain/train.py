@@ -71,7 +71,7 @@ class Head:
     thresholds: np.ndarray | None = None  # per label, for objectives that choose them (multi-label)
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
-        return vectors.astype(np.float32) @ self.weights + self.biases
+        return np.asarray(vectors, np.float32) @ self.weights + self.biases
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         return self.objective.probabilities(self.logits(vectors))
@@ -134,9 +134,6 @@ class Steps(Protocol):
 
     def head(self) -> Head: ...
 
-    @property
-    def layer(self) -> tuple[Any, Any]: ...  # the (weights, biases) variables, for summaries
-
 
 class _Layer:
     """The new layer's variables, created from a Head."""
@@ -149,10 +146,6 @@ class _Layer:
 
     def head(self) -> Head:
         return Head(weights=self.weights.numpy(), biases=self.biases.numpy(), objective=self.objective)
-
-    @property
-    def layer(self) -> tuple[Any, Any]:
-        return self.weights, self.biases
 
 
 class VectorSteps(_Layer):
@@ -350,7 +343,7 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
                     log.info("Step %d: Validation %s = %.1f%% (N=%d)", shown, name, 100 * valid.accuracy,
                              valid.count)
                 if summaries:
-                    summaries.write(step=shown, last=last, validation=valid)
+                    summaries.write(step=shown, last=last, validation=valid, head=head)
             if schedule.stores(step) and on_intermediate:
                 on_intermediate(shown, head)
     finally:

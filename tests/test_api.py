@@ -26,7 +26,8 @@ def test_retrain_returns_labels_head_accuracy_per_split_and_files(colour_tree: P
     train = result.splits["training"]
     expected = float(np.mean(result.head.probabilities(train.vectors).argmax(1) == train.targets.ids))
     assert result.accuracy["training"] == pytest.approx(expected) and expected >= 0.9
-    assert list(result.written) == [outputs["output_graph"], outputs["output_labels"]]
+    assert list(result.written) == [outputs["output_graph"], outputs["output_labels"],
+                                    outputs["output_labels"].parent / "report.json"]
     assert all(path.exists() for path in result.written)
 
 

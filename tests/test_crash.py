@@ -134,8 +134,10 @@ def test_sigkill_during_bottlenecks_and_export_then_resume(flowers, tmp_path: Pa
     assert 0 < missing < len(expected) - FLUSH_EVERY
     print(f"kill 2 (SIGKILL mid-write or after 3 more shards): {len(expected) - missing} cached, {missing} missing")
 
-    # The last run completes and computes only what is missing; no shard was unreadable.
-    third = Run(tree, module, out, "third")
+    # The third run completes and computes only what is missing; no shard was unreadable. It also writes
+    # the SavedModel that the next kill lands over.
+    saved = out / "saved"
+    third = Run(tree, module, out, "third", saved_model_dir=saved)
     assert third.process.wait(timeout=300) == 0, third.stderr
     match = re.search(r"computed (\d+) new bottlenecks, (\d+) from cache", third.stderr)
     assert match, third.stderr
@@ -148,8 +150,6 @@ def test_sigkill_during_bottlenecks_and_export_then_resume(flowers, tmp_path: Pa
     # Kill 3: while the SavedModel is being written (its temporary folder exists beside the destination),
     # over a complete SavedModel of an earlier run. The earlier one survives whole; the temporary folder of
     # the killed run is removed by the next run.
-    saved = out / "saved"
-    Run(tree, module, out, "with_saved_model", saved_model_dir=saved).process.wait(timeout=300)
     before = {p.relative_to(saved): p.read_bytes() for p in saved.rglob("*") if p.is_file()}
     assert (saved / "saved_model.pb").exists() and (saved / ".retrain-export.json").exists()
     fourth = Run(tree, module, out, "fourth", saved_model_dir=saved)

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 
 from retrain.cli import retrain_command
-from retrain.config import RetrainConfig
-from retrain.pipeline import run
-from tests.conftest import COLOURS, FLOWERS, FLOWERS_MODULE, MODULES, PHOTOS, colour_photo, flags, invoke, require, run_script
+from tests.conftest import COLOURS, PHOTOS, colour_photo, flags, invoke, run_script
 
 # The frozen graph, loaded the classic way in a separate Python: what label_image.py and serving stacks do.
 CLASSIC_LOADER = r"""
@@ -36,18 +34,10 @@ np.save(sys.argv[3], probabilities)
 
 
 @pytest.fixture(scope="module")
-def flowers_run(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path):
-    """One real retraining on the fixture flowers (the session's shared bottleneck cache and module)."""
-    out = tmp_path_factory.mktemp("flowers")
-    config = RetrainConfig(
-        image_dir=require(FLOWERS), tfhub_module=str(require(MODULES / FLOWERS_MODULE)),
-        output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
-        bottleneck_dir=flowers_bottlenecks, checkpoint_path=out / "ckpt" / "c", saved_model_dir=out / "saved",
-        # 25 % test images (N=120) instead of the default 10 % (N=49): one photo then moves accuracy by
-        # 0.8 points rather than 2, so the 80 % bar measures the model, not the luck of the split.
-        testing_percentage=25,
-    )
-    return config, run(config)
+def flowers_run(flowers_export):
+    """The session's one real retraining of the fixture flowers (every export; see conftest.flowers_export)."""
+    config, result, _stdout, _seconds = flowers_export
+    return config, result
 
 
 def test_real_photos_reach_80_percent_test_accuracy(flowers_run):

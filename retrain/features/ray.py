@@ -27,6 +27,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,20 +38,22 @@ import numpy as np
 
 from retrain.errors import RetrainError
 from retrain.features.extract import ExtractionJob, JobSpec, WorkItem
+from retrain.features.store import BottleneckStore
 from retrain.progress import Progress
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'retrain[ray]'"
 USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
-# One actor per CPU, each with one TensorFlow thread and one thread decoding:
-# on 2 cores this beat one actor with 2 threads (TensorFlow's intra-op
-# threading costs ~7 % CPU per image on MobileNet), and it keeps every core of
-# a heterogeneous cluster busy. Each actor holds TensorFlow and the module
-# (~0.6-1 GB), so nodes with many cores and little memory want a larger value.
-CPUS_PER_ACTOR = 1
+# CPUs (TensorFlow threads, and as many threads decoding) per actor, at most: fewer on
+# smaller nodes, so a 2-CPU machine runs one actor of 2. Each actor holds TensorFlow
+# and the module (0.6-1 GB) and spends seconds loading them, so one actor per CPU
+# would multiply memory and start-up (measured on 2 CPUs: first batch after 22 s
+# with 2 actors of 1 CPU, 14 s with 1 actor of 2).
+CPUS_PER_ACTOR = 4
 BATCHES_PER_ACTOR = 4  # work split finely enough that actors finish together, progress moves
 CONNECT_TIMEOUT_SECONDS = 10.0
+VISIBLE_WITHIN_SECONDS = 60.0  # how late a shared file system may show another machine's new files
 NOT_FOUND = "file not found"  # the start of images.read_bytes's reason for a missing file
 
 
@@ -186,13 +189,13 @@ class RayRunner:
         """Compute every item's vectors into the job's store through Ray; returns {path: reason} for failures."""
         if not items:
             return {}
-        if not hasattr(job.store, "dir"):
+        if not isinstance(job.store, BottleneckStore):
             # Vectors that must not be cached (a fine-tuned module held only in this process): workers
             # would load the module from disk, without the new weights. Compute them here.
             return job.run(items, pool=pool) if pool else _run_with_pool(job, items)
         if self.cluster is None:
             self.cluster = connect(self.address)
-        return run_on_ray(job, items, cpus=self.cluster.cpus, cpus_per_actor=self.cpus_per_actor)
+        return run_on_ray(job, items, cpus_per_actor=self.cpus_per_actor)
 
     def close(self) -> None:
         if self.cluster is not None:
@@ -219,7 +222,7 @@ def _run_with_pool(job: ExtractionJob, items: Sequence[WorkItem]) -> dict[Path, 
         return job.run(items, pool=pool)
 
 
-def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *, cpus: int,
+def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *,
                cpus_per_actor: int = CPUS_PER_ACTOR) -> dict[Path, str]:
     """Run one job's items on the connected cluster's actors; the job's store then holds every new vector.
 
@@ -227,38 +230,56 @@ def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *, cpus: int,
     """
     ray = _import_ray()
     _quiet_ray_data(ray)
+    cpus_per_actor, actors = _pool_shape(ray, cpus_per_actor=cpus_per_actor)
     spec = _portable(job.spec)
     probe = _write_probe(job.store.dir)
     total = sum(len(item.keys) for item in items)
-    actors = max(1, min(cpus // max(1, cpus_per_actor), len(items)))
+    actors = min(actors, len(items))
     per_batch = _items_per_batch(items, actors=actors, flush_every=job.store.flush_every,
                                  module_batch=job.batch_size)
+    actors = min(actors, math.ceil(len(items) / per_batch))  # no idle actors loading the module for nothing
     rows = [{"index": index, "path": os.path.abspath(item.path), "keys": [k.decode() for k in item.keys],
              "variants": list(item.variants)} for index, item in enumerate(items)]
     dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_batch))
     results = dataset.map_batches(
-        _Extractor, fn_constructor_kwargs={"spec": spec, "threads": cpus_per_actor, "probe": probe.name,
+        _Extractor, fn_constructor_kwargs={"spec": spec, "threads": cpus_per_actor,
+                                           "probe": str(probe.relative_to(job.store.dir.parent)),
                                            "flush_every": job.store.flush_every},
         batch_size=per_batch, batch_format="pyarrow", num_cpus=cpus_per_actor,
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2))
-    log.info("%s: %d %s on Ray, %d actors of %d CPU, batches of %d", job.label, total,
+    log.info("%s: %d %s on Ray, %d actor(s) of %d CPUs, batches of %d", job.label, total,
              "images" if job.distortions is None else "variants", actors, cpus_per_actor, per_batch)
     progress = Progress(total, job.label, unit="images" if job.distortions is None else "variants")
     failed: dict[Path, str] = {}
     try:
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            fatal = next((text for text in batch["fatal"].tolist() if text), "")
+            if fatal:
+                raise RetrainError(fatal)
             for index, reason in zip(batch["index"].tolist(), batch["reason"].tolist()):
                 if reason:
                     failed[items[index].path] = reason
             progress.update(int(batch["count"].sum()))
+    except RetrainError:
+        raise
     except Exception as error:  # noqa: BLE001 - Ray wraps worker errors in several exception types
         raise _worker_error(error, job=job) from None
     finally:
         probe.unlink(missing_ok=True)
     progress.close()
-    _reload(job.store)
     _check_visible(job, items, failed)
     return failed
+
+
+def _pool_shape(ray: ModuleType, *, cpus_per_actor: int) -> tuple[int, int]:
+    """(CPUs per actor, actors): as many actors as the cluster's nodes hold now, none larger than its smallest node."""
+    nodes = [int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    nodes = [cpus for cpus in nodes if cpus > 0]
+    if not nodes:
+        raise RetrainError("the Ray cluster has no node with CPUs to compute bottlenecks on; start worker nodes "
+                           "(ray start --address HEAD:PORT), or use --ray_address local")
+    per_actor = max(1, min(cpus_per_actor, min(nodes)))
+    return per_actor, sum(cpus // per_actor for cpus in nodes)
 
 
 def _portable(spec: JobSpec) -> JobSpec:
@@ -282,10 +303,15 @@ def _write_probe(folder: Path) -> Path:
 
 
 def _items_per_batch(items: Sequence[WorkItem], *, actors: int, flush_every: int, module_batch: int) -> int:
-    """Items per Ray batch: about one shard of vectors, small enough to give every actor several batches."""
+    """Items per Ray batch: at most one shard of vectors, and enough batches that the actors finish together.
+
+    A few dozen images make one batch per actor; thousands make batches of one
+    shard (FLUSH_EVERY_VECTORS), BATCHES_PER_ACTOR or more per actor.
+    """
     keys_per_item = max(1.0, sum(len(item.keys) for item in items) / len(items))
     shard_items = max(1, round(flush_every / keys_per_item))
-    module_items = max(1, math.ceil(module_batch / keys_per_item))
+    fair_share = math.ceil(len(items) / actors)
+    module_items = min(max(1, math.ceil(module_batch / keys_per_item)), fair_share)
     spread = math.ceil(len(items) / (BATCHES_PER_ACTOR * actors))
     return max(1, min(shard_items, max(module_items, spread)))
 
@@ -297,16 +323,27 @@ def _reload(store: Any) -> None:
 
 
 def _check_visible(job: ExtractionJob, items: Sequence[WorkItem], failed: dict[Path, str]) -> None:
-    """Fail clearly when workers could not reach the images, or wrote vectors this machine cannot see."""
+    """Re-read the cache; fail clearly when workers could not reach the images or wrote where we cannot see.
+
+    A shared file system may show other machines' new files late (NFS caches
+    folder listings for up to a minute), so missing vectors are looked for
+    again for VISIBLE_WITHIN_SECONDS before this gives up.
+    """
     unseen = [path for path, reason in failed.items() if reason.startswith(NOT_FOUND) and path.exists()]
     if unseen:
         raise RetrainError(f"{len(unseen)} images exist here but not on the Ray workers (e.g. {unseen[0]}); put "
                            "--image_dir on storage every Ray node mounts at the same path")
-    missing = sum(1 for item in items if item.path not in failed for key in item.keys if key not in job.store)
-    if missing:
-        raise RetrainError(f"Ray workers computed {missing} vectors that this machine cannot see in "
-                           f"{job.store.dir}; --bottleneck_dir must be a folder every Ray node mounts at the same "
-                           "path (a shared file system)")
+    deadline = time.monotonic() + VISIBLE_WITHIN_SECONDS
+    while True:
+        _reload(job.store)
+        missing = sum(1 for item in items if item.path not in failed for key in item.keys if key not in job.store)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RetrainError(f"Ray workers computed {missing} vectors that this machine cannot see in "
+                               f"{job.store.dir}; --bottleneck_dir must be a folder every Ray node mounts at the "
+                               "same path (a shared file system)")
+        time.sleep(2.0)
 
 
 def _worker_error(error: BaseException, *, job: ExtractionJob) -> RetrainError:
@@ -329,9 +366,24 @@ def _worker_error(error: BaseException, *, job: ExtractionJob) -> RetrainError:
 
 
 class _Extractor:
-    """A Ray Data actor: rebuilds the job once, then computes batches of work items into the shared cache."""
+    """A Ray Data actor: rebuilds the job once, then computes batches of work items into the shared cache.
+
+    Our own errors (a cache or module this node cannot reach, a full disk) are
+    returned with the batch rather than raised, so the driver stops with
+    their one line instead of Ray's actor-death tracebacks.
+    """
 
     def __init__(self, *, spec: JobSpec, threads: int, probe: str, flush_every: int) -> None:
+        self.spec, self.flush_every, self.fatal = spec, flush_every, ""
+        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
+        self.quiet = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the actor
+        try:
+            self._start(threads=threads, probe=probe)
+        except RetrainError as error:
+            self.fatal = str(error)
+
+    def _start(self, *, threads: int, probe: str) -> None:
+        """Check that the cache is shared, then load the module once."""
         from retrain.tfenv import import_tensorflow
 
         tf = import_tensorflow()
@@ -339,35 +391,45 @@ class _Extractor:
             tf.config.threading.set_intra_op_parallelism_threads(threads)  # our CPU share, not the node's
         except RuntimeError:
             pass  # TensorFlow already ran in this worker process; keep its threads
-        folder = spec.store_root / spec.cache_key
-        if not (folder / probe).exists():
-            raise RetrainError(f"the bottleneck cache {folder} (--bottleneck_dir) is not shared with Ray node "
-                               f"{socket.gethostname()}; put it on storage every node mounts at the same path")
-        self.spec, self.flush_every = spec, flush_every
-        self.job = ExtractionJob.from_spec(spec)
-        self.job.store.flush_every = flush_every
-        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, threads))
-        self.quiet = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the actor
+        marker = self.spec.store_root / probe
+        if not _appears(marker):
+            raise RetrainError(f"the bottleneck cache {marker.parent} (--bottleneck_dir) is not shared with Ray "
+                               f"node {socket.gethostname()}; put it on storage every node mounts at the same path")
+        self.job = ExtractionJob.from_spec(self.spec)
+        self.job.store.flush_every = self.flush_every
 
     def __call__(self, batch: Any) -> dict[str, np.ndarray]:
         rows = batch.to_pylist()
         items = [WorkItem(path=Path(row["path"]), keys=tuple(k.encode() for k in row["keys"]),
                           variants=tuple(row["variants"])) for row in rows]
-        total = sum(len(item.keys) for item in items)
-        failed = self.job.run(items, pool=self.pool, progress=Progress(total, self.job.label, stream=self.quiet,
-                                                                       interval=math.inf))
-        self.job.store.flush()  # the batch is reported only once its shard is in place
-        self._fresh_store()
-        reasons = [failed.get(item.path, "") for item in items]
+        failed: dict[Path, str] = {}
+        if not self.fatal:
+            try:
+                total = sum(len(item.keys) for item in items)
+                failed = self.job.run(items, pool=self.pool,
+                                      progress=Progress(total, self.job.label, stream=self.quiet, interval=math.inf))
+                self.job.store.flush()  # the batch is reported only once its shard is in place
+                self._fresh_store()
+            except RetrainError as error:
+                self.fatal = str(error)
         return {"index": np.array([row["index"] for row in rows], np.int64),
-                "reason": np.array(reasons, dtype=object),
-                "count": np.array([len(item.keys) for item in items], np.int64)}
+                "reason": np.array([failed.get(item.path, "") for item in items], dtype=object),
+                "count": np.array([0 if self.fatal else len(item.keys) for item in items], np.int64),
+                "fatal": np.array([self.fatal] * len(items), dtype=object)}
 
     def _fresh_store(self) -> None:
         """An empty store object on the same folder: the vectors just written need not stay in the actor's memory."""
-        from retrain.features.store import BottleneckStore
-
         store = self.job.store
         self.job.store = BottleneckStore(self.spec.store_root, module_key=self.spec.cache_key,
                                          feature_dim=store.feature_dim, dtype=self.spec.store_dtype)
         self.job.store.flush_every = self.flush_every
+
+
+def _appears(path: Path, *, seconds: float = 10.0) -> bool:
+    """Whether a file another machine just created shows up here within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
