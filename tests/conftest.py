@@ -161,6 +161,33 @@ def run_script(*args: str, timeout: float = 600, env: dict[str, str] | None = No
     return result
 
 
+def retrain_cli(tree: Path, module: Path, outputs: dict[str, Path], *, expect: int = 0, **extra: object):
+    """`retrain` on a tree, 20 steps: the result, or for an expected failure its one `retrain: error:` line."""
+    from retrain.cli import retrain_command
+
+    args = flags(**{"image_dir": tree, "tfhub_module": module, "how_many_training_steps": 20, **outputs, **extra})
+    result = invoke(retrain_command, args, expect=expect)
+    assert "Traceback" not in result.output + result.stderr
+    if expect:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("retrain: error: ")]
+        assert len(errors) == 1, result.stderr
+        return errors[0]
+    return result
+
+
+def frozen_graph_scores(graph: Path, images: np.ndarray) -> np.ndarray:
+    """The classic way: import the GraphDef, feed import/Placeholder:0, fetch import/final_result:0."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(Path(graph).read_bytes())
+    with tf.Graph().as_default() as imported:
+        tf.compat.v1.import_graph_def(graph_def, name="import")
+        with tf.compat.v1.Session(graph=imported) as session:
+            return session.run("import/final_result:0", {"import/Placeholder:0": images})
+
+
 def copy_tree(source: Path, destination: Path) -> Path:
     """Fixtures are read-only: copy before anything writes or renames."""
     shutil.copytree(source, destination)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import PHOTOS, flags, invoke, make_colour_tree, require
+from tests.conftest import frozen_graph_scores, PHOTOS, flags, invoke, make_colour_tree, require
 from retrain.cli import retrain_command
 from retrain.images import load_image
 
@@ -26,7 +26,7 @@ def trained(flowers_export) -> dict:
     images = np.stack([load_image(p, height=224, width=224) for p in test_paths])
     return {"config": config, "result": result, "out": config.output_graph.parent, "paths": test_paths,
             "images": images, "stdout": stdout, "seconds": seconds,
-            "frozen": _frozen_graph_probabilities(config.output_graph, images)}
+            "frozen": frozen_graph_scores(config.output_graph, images)}
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +35,6 @@ def saved_model(trained: dict):
     from retrain.tfenv import import_tensorflow
 
     return import_tensorflow().saved_model.load(str(trained["out"] / "saved_model"))
-
-
-def _frozen_graph_probabilities(graph: Path, images: np.ndarray) -> np.ndarray:
-    """The classic way: import the GraphDef, feed import/Placeholder:0, fetch import/final_result:0."""
-    from retrain.tfenv import import_tensorflow
-
-    tf = import_tensorflow()
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(graph.read_bytes())
-    with tf.Graph().as_default() as g:
-        tf.compat.v1.import_graph_def(graph_def, name="import")
-        with tf.compat.v1.Session(graph=g) as session:
-            return session.run("import/final_result:0", {"import/Placeholder:0": images})
 
 
 def _interpreter(path: Path):

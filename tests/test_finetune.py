@@ -21,7 +21,7 @@ from retrain.images import load_image
 from retrain.pipeline import run
 from retrain.tfenv import import_tensorflow
 from retrain.train import Head
-from tests.conftest import MODULES, TINY_SIZE, flags, invoke, make_colour_tree, require
+from tests.conftest import frozen_graph_scores, MODULES, TINY_SIZE, flags, invoke, make_colour_tree, require
 
 STEPS, FINE_TUNE_STEPS = 40, 30
 
@@ -81,17 +81,6 @@ def _images(result) -> np.ndarray:
     return np.stack([load_image(p, height=TINY_SIZE, width=TINY_SIZE) for p in paths])
 
 
-def _frozen_graph_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
-    tf = import_tensorflow()
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(path.read_bytes())
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(graph_def, name="import")
-    with tf.compat.v1.Session(graph=graph) as session:
-        return session.run("import/final_result:0", {"import/Placeholder:0": images})
-
-
 def test_fine_tuning_changes_the_module_weights(fine_tuned):
     config, result, _ = fine_tuned
     original = load_feature_extractor(config.tfhub_module)
@@ -109,7 +98,7 @@ def test_exported_graph_and_saved_model_carry_the_fine_tuned_weights(fine_tuned)
     live = ExportModel(source=result.source, head=result.head, labels=tuple(result.labels),
                        final_tensor_name="final_result").classifier
     expected = live.probabilities(tf.constant(images)).numpy()
-    frozen = _frozen_graph_probabilities(config.output_graph, images)
+    frozen = frozen_graph_scores(config.output_graph, images)
     np.testing.assert_allclose(frozen, expected, atol=1e-4)
     served = tf.saved_model.load(str(config.saved_model_dir)).signatures["serving_default"](image=tf.constant(images))
     np.testing.assert_allclose(served["prediction"].numpy(), expected, atol=1e-4)

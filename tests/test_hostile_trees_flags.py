@@ -11,21 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.pipeline import run
-from tests.conftest import COLOURS, colour_photo, flags, invoke, make_colour_tree, run_script
-
-
-def retrain(tree: Path, module: Path, outputs: dict[str, Path], *, expect: int = 0, **extra: object):
-    args = flags(**{"image_dir": tree, "tfhub_module": module, "how_many_training_steps": 20, **outputs, **extra})
-    result = invoke(retrain_command, args, expect=expect)
-    assert "Traceback" not in result.output + result.stderr
-    if expect:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("retrain: error: ")]
-        assert len(errors) == 1, result.stderr
-        return errors[0]
-    return result
+from tests.conftest import retrain_cli as retrain, COLOURS, colour_photo, make_colour_tree, run_script
 
 
 def no_work_done(outputs: dict[str, Path]) -> bool:

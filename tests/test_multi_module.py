@@ -18,7 +18,7 @@ from retrain.cli import label_image_command
 from retrain.config import RetrainConfig
 from retrain.images import load_image
 from retrain.tfenv import import_tensorflow
-from tests.conftest import FLOWERS, MODULES, invoke, require
+from tests.conftest import FLOWERS, MODULES, frozen_graph_scores, invoke, require
 
 MEMBERS = ("mobilenet_v2_100_224", "mobilenet_v1_075_224")
 PER_CLASS = 16
@@ -94,10 +94,7 @@ def test_every_export_holds_both_members_and_agrees_with_the_in_process_model(bo
     graph_def.ParseFromString(config.output_graph.read_bytes())
     names = {node.name: node for node in graph_def.node}
     assert names["Placeholder"].op == "Placeholder" and names["final_result"].op == "Softmax"
-    with tf.Graph().as_default() as graph:
-        tf.compat.v1.import_graph_def(graph_def, name="import")
-        with tf.compat.v1.Session(graph=graph) as session:
-            frozen = session.run("import/final_result:0", {"import/Placeholder:0": images})
+    frozen = frozen_graph_scores(config.output_graph, images)
     saved = tf.saved_model.load(str(config.saved_model_dir))
     served = saved.signatures["serving_default"](image=tf.constant(images))["prediction"].numpy()
     from_bytes = saved.signatures["serving_bytes"](

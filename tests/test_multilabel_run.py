@@ -20,7 +20,7 @@ from retrain.images import load_image
 from retrain.labels.multilabel import frequency_baseline
 from retrain.names import thresholds_path
 from retrain.tfenv import import_tensorflow
-from tests.conftest import FLOWERS, MODULES, flags, invoke, require
+from tests.conftest import FLOWERS, MODULES, flags, frozen_graph_scores, invoke, require
 from tests.mosaics import make_mosaics, partition_photos
 
 
@@ -93,12 +93,7 @@ def test_every_export_agrees_with_the_in_process_model(multi) -> None:
     test = result.splits["testing"]
     expected = result.head.probabilities(test.vectors)
     images = np.stack([load_image(p, height=224, width=224) for p in test.paths])
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(config.output_graph.read_bytes())
-    with tf.Graph().as_default() as graph:
-        tf.compat.v1.import_graph_def(graph_def, name="import")
-        with tf.compat.v1.Session(graph=graph) as session:
-            frozen = session.run("import/final_result:0", {"import/Placeholder:0": images})
+    frozen = frozen_graph_scores(config.output_graph, images)
     saved = tf.saved_model.load(str(config.saved_model_dir))
     served = saved.signatures["serving_default"](image=tf.constant(images))["prediction"].numpy()
     from_bytes = saved.signatures["serving_bytes"](image_bytes=tf.constant([p.read_bytes() for p in test.paths]))

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -169,9 +170,7 @@ def test_a_killed_actor_loses_nothing_written_and_the_run_completes(
     assert (result.computed, result.skipped) == (len(photos), ())
     assert float(np.abs(result.vectors - reference).max()) <= TOLERANCE
 
-    from retrain.features.extract import file_vectors as rerun
-
-    again = rerun(photos, source=source, stores=[open_store(tmp_path, source)], batch_size=BATCH,
+    again = file_vectors(photos, source=source, stores=[open_store(tmp_path, source)], batch_size=BATCH,
                   runner=ray_runner("local"))
     assert (again.computed, again.cached) == (0, len(photos))
 
@@ -226,6 +225,10 @@ def test_a_killed_raylet_loses_nothing_written_and_a_rerun_completes_the_rest(
             driver.communicate()
     assert driver.returncode != 0, f"the run survived its node's death:\n{output[-3000:]}"
     assert not wait_gone(cluster_processes), "the killed run left Ray processes behind"
+    from retrain.features.ray import TEMP_PREFIX, _remove_abandoned_temp_dirs
+
+    _remove_abandoned_temp_dirs()  # what the next `--ray_address local` run does first
+    assert not list(Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{driver.pid}-*")), "its files were left"
 
     written = shards(cache)
     on_disk = len(open_store(cache, source))

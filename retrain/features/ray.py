@@ -54,6 +54,7 @@ CPUS_PER_ACTOR = 4
 BATCHES_PER_ACTOR = 4  # work split finely enough that actors finish together, progress moves
 CONNECT_TIMEOUT_SECONDS = 10.0
 VISIBLE_WITHIN_SECONDS = 60.0  # how late a shared file system may show another machine's new files
+TEMP_PREFIX = "retrain-ray-"  # + the pid of the run that started the local cluster
 NOT_FOUND = "file not found"  # the start of images.read_bytes's reason for a missing file
 
 
@@ -114,7 +115,8 @@ def connect(address: str) -> RayCluster:
     temp_dir = None
     try:
         if started:
-            temp_dir = Path(tempfile.mkdtemp(prefix="retrain-ray-"))
+            _remove_abandoned_temp_dirs()
+            temp_dir = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
             _local_environment()
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                      _node_ip_address="127.0.0.1", _temp_dir=str(temp_dir), logging_level=logging.WARNING)
@@ -134,6 +136,20 @@ def connect(address: str) -> RayCluster:
     cluster = RayCluster(address=address, cpus=_cluster_cpus(ray), started=started, temp_dir=temp_dir)
     log.info("Ray cluster %s: %d CPUs", "started on this machine" if started else address, cluster.cpus)
     return cluster
+
+
+def _remove_abandoned_temp_dirs() -> None:
+    """Remove the session files of local clusters whose run was killed before it could (their process is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # alive, but another user's
 
 
 def _check_reachable(address: str, *, flag: str) -> None:
@@ -183,6 +199,7 @@ class RayRunner:
         self.address = address
         self.cpus_per_actor = cpus_per_actor
         self.cluster: RayCluster | None = None
+        self.stats: dict[str, float] = {}  # of the last job sent to Ray (see run_on_ray)
 
     def __call__(self, job: ExtractionJob, items: Sequence[WorkItem], *,
                  pool: concurrent.futures.Executor | None = None) -> dict[Path, str]:
@@ -195,7 +212,8 @@ class RayRunner:
             return job.run(items, pool=pool) if pool else _run_with_pool(job, items)
         if self.cluster is None:
             self.cluster = connect(self.address)
-        return run_on_ray(job, items, cpus_per_actor=self.cpus_per_actor)
+        self.stats = {}
+        return run_on_ray(job, items, cpus_per_actor=self.cpus_per_actor, stats=self.stats)
 
     def close(self) -> None:
         if self.cluster is not None:
@@ -222,12 +240,15 @@ def _run_with_pool(job: ExtractionJob, items: Sequence[WorkItem]) -> dict[Path, 
         return job.run(items, pool=pool)
 
 
-def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *,
-               cpus_per_actor: int = CPUS_PER_ACTOR) -> dict[Path, str]:
+def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *, cpus_per_actor: int = CPUS_PER_ACTOR,
+               stats: dict[str, float] | None = None) -> dict[Path, str]:
     """Run one job's items on the connected cluster's actors; the job's store then holds every new vector.
 
     Returns {path: reason} for images that could not be read or decoded.
+    `stats`, if given, receives "seconds" (the whole call), "busy" (the
+    longest time one actor spent computing) and "actors".
     """
+    started = time.perf_counter()
     ray = _import_ray()
     _quiet_ray_data(ray)
     cpus_per_actor, actors = _pool_shape(ray, cpus_per_actor=cpus_per_actor)
@@ -251,6 +272,7 @@ def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *,
              "images" if job.distortions is None else "variants", actors, cpus_per_actor, per_batch)
     progress = Progress(total, job.label, unit="images" if job.distortions is None else "variants")
     failed: dict[Path, str] = {}
+    busy: dict[int, float] = {}  # seconds each actor spent computing, by process id
     try:
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             fatal = next((text for text in batch["fatal"].tolist() if text), "")
@@ -259,6 +281,8 @@ def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *,
             for index, reason in zip(batch["index"].tolist(), batch["reason"].tolist()):
                 if reason:
                     failed[items[index].path] = reason
+            for pid, seconds in zip(batch["pid"].tolist(), batch["seconds"].tolist()):
+                busy[pid] = busy.get(pid, 0.0) + seconds
             progress.update(int(batch["count"].sum()))
     except RetrainError:
         raise
@@ -268,6 +292,8 @@ def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *,
         probe.unlink(missing_ok=True)
     progress.close()
     _check_visible(job, items, failed)
+    if stats is not None:
+        stats.update(seconds=time.perf_counter() - started, busy=max(busy.values(), default=0.0), actors=actors)
     return failed
 
 
@@ -403,6 +429,7 @@ class _Extractor:
         items = [WorkItem(path=Path(row["path"]), keys=tuple(k.encode() for k in row["keys"]),
                           variants=tuple(row["variants"])) for row in rows]
         failed: dict[Path, str] = {}
+        started = time.perf_counter()
         if not self.fatal:
             try:
                 total = sum(len(item.keys) for item in items)
@@ -415,7 +442,10 @@ class _Extractor:
         return {"index": np.array([row["index"] for row in rows], np.int64),
                 "reason": np.array([failed.get(item.path, "") for item in items], dtype=object),
                 "count": np.array([0 if self.fatal else len(item.keys) for item in items], np.int64),
-                "fatal": np.array([self.fatal] * len(items), dtype=object)}
+                "fatal": np.array([self.fatal] * len(items), dtype=object),
+                # the batch's computing time, once per batch (on its first row), and who computed it
+                "seconds": np.array([time.perf_counter() - started] + [0.0] * (len(items) - 1)),
+                "pid": np.full(len(items), os.getpid(), np.int64)}
 
     def _fresh_store(self) -> None:
         """An empty store object on the same folder: the vectors just written need not stay in the actor's memory."""
