@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ MAX_IMAGE_BATCH = 1_024  # images per module call: [N, H, W, 3] float32 must fit
 MAX_VARIANTS = 1_000
 MAX_IMAGE_SIZE = 4_096
 MAX_SEED = 2**31 - 1
+RAY_ADDRESS = re.compile(r"local|auto|(ray://)?([\w.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://, gs://, hdfs://... (Path() keeps one slash)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class RetrainConfig:
     # run trains and evaluates reading them from the cache's shard files as it goes.
     bottleneck_memory_gb: float = 4.0
     bottleneck_dtype: str = "float32"  # "float16" halves the cache on disk and in memory
+    # Bottleneck extraction on a Ray cluster (pip install 'retrain[ray]'): "local" (a throw-away cluster on
+    # this machine), "auto" (the cluster this machine belongs to), "ray://HOST:PORT" or "HOST:PORT".
+    ray_address: str | None = None
     # Distortions: "cached" precomputes `distorted_variants` distorted copies of each
     # training image and trains on their cached vectors (minutes); "on_the_fly"
     # distorts every sample of every step as the classic script did (hours).
@@ -111,6 +117,9 @@ class RetrainConfig:
     multi_label: bool = False
 
     def __post_init__(self) -> None:
+        if _URL.match(str(self.bottleneck_dir)):
+            raise UsageError(f"--bottleneck_dir {self.bottleneck_dir}: object stores are not supported; give a "
+                             "folder (on a file system every Ray node mounts at the same path, for --ray_address)")
         for name in ("image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
                      "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite",
                      "labels_csv", "output_tfjs"):
@@ -182,6 +191,8 @@ def _positive(flag: str, value: int, *, limit: int) -> None:
 
 def _check_retrain(config: RetrainConfig) -> None:
     """Reject impossible flag values: one line naming the flag, exit status 2."""
+    if config.ray_address is not None and not RAY_ADDRESS.fullmatch(config.ray_address):
+        raise UsageError(f"--ray_address {config.ray_address!r} is not local, auto, ray://HOST:PORT or HOST:PORT")
     for flag, value in (("--learning_rate", config.learning_rate), ("--testing_percentage", config.testing_percentage),
                         ("--validation_percentage", config.validation_percentage),
                         ("--random_crop", config.random_crop), ("--random_scale", config.random_scale),

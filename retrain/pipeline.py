@@ -22,7 +22,7 @@ from retrain.config import RetrainConfig
 from retrain.distortions import Distortions
 from retrain.errors import RetrainError
 from retrain.exporters.graph import IntermediateGraphs
-from retrain.features.extract import MemoryStore, file_vectors, take_rows, variant_vectors
+from retrain.features.extract import MemoryStore, extraction_runner, file_vectors, take_rows, variant_vectors
 from retrain.features.filekeys import FileKeys
 from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
@@ -148,19 +148,28 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     files = labels.all_files()
     stores, in_memory = _open_stores(config, source, rows=len(files))
     file_keys = FileKeys(config.bottleneck_dir / FILE_KEYS_NAME)
-    vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
-                           file_keys=file_keys, image_size=config.image_size, in_memory=in_memory)
-    log.info("computed %d new bottlenecks, %d from cache", vectors.computed, vectors.cached)
-    for store in stores:
-        store.compact()
-    if vectors.skipped:
-        log.warning("skipped %d images (of %d) that could not be read or decoded; each is named above with "
-                    "the reason", len(vectors.skipped), len(files))
-    labels = labels.keep(set(vectors.paths))
-    row = {path: index for index, path in enumerate(vectors.paths)}
-    splits = {name: Split(paths=labels.files[name], targets=labels.targets[name],
-                          vectors=take_rows(vectors.vectors, np.array([row[p] for p in labels.files[name]], np.int64)))
-              for name in SPLITS}
+    distortions = distortions_of(config)
+    with extraction_runner(config.ray_address) as runner:  # this process, or Ray actors (--ray_address)
+        vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
+                               file_keys=file_keys, image_size=config.image_size, in_memory=in_memory, runner=runner)
+        log.info("computed %d new bottlenecks, %d from cache", vectors.computed, vectors.cached)
+        for store in stores:
+            store.compact()
+        if vectors.skipped:
+            log.warning("skipped %d images (of %d) that could not be read or decoded; each is named above with "
+                        "the reason", len(vectors.skipped), len(files))
+        labels = labels.keep(set(vectors.paths))
+        row = {path: index for index, path in enumerate(vectors.paths)}
+        splits = {name: Split(paths=labels.files[name], targets=labels.targets[name],
+                              vectors=take_rows(vectors.vectors,
+                                                np.array([row[p] for p in labels.files[name]], np.int64)))
+                  for name in SPLITS}
+        training = splits["training"]
+        if distortions.active and config.distortion_mode == "cached":
+            training = _variant_split(training, source=source, stores=stores, distortions=distortions,
+                                      config=config, file_keys=file_keys, in_memory=in_memory, runner=runner)
+            for store in stores:
+                store.compact()
 
     log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", plan.run_folder, config.summaries_dir)
     model = ExportModel(source=source, head=initial_head(dim=source.dim, classes=len(labels.names), seed=config.seed,
@@ -175,7 +184,6 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                         store_every=config.intermediate_store_frequency)
     optimizer = Optimizer(learning_rate=config.learning_rate)
     eval_random = rng(config.seed, "validation")
-    distortions = distortions_of(config)
     if distortions.active and config.distortion_mode == "on_the_fly":
         images = load_images(splits["training"], label="Loading training images",
                              **_sizes(distortions, source))
@@ -186,13 +194,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                            distortions=distortions, fine_tune=False)
         label = "Training (distorting on the fly)"
     else:
-        data = splits["training"]
-        if distortions.active:
-            data = _variant_split(data, source=source, stores=stores, distortions=distortions, config=config,
-                                  file_keys=file_keys, in_memory=in_memory)
-            for store in stores:
-                store.compact()
-        steps = VectorSteps(data=data, head=model.head, optimizer=optimizer, batch_size=config.train_batch_size,
+        steps = VectorSteps(data=training, head=model.head, optimizer=optimizer, batch_size=config.train_batch_size,
                             random=rng(config.seed, "training"))
         label = "Training"
     head = train(steps=steps, schedule=schedule, optimizer=optimizer, label=label,
@@ -290,12 +292,13 @@ def _sizes(distortions: Distortions, source: FeatureSource) -> dict[str, int]:
 
 
 def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[BottleneckStore],
-                   distortions: Distortions, config: RetrainConfig, file_keys: FileKeys, in_memory: bool) -> Split:
+                   distortions: Distortions, config: RetrainConfig, file_keys: FileKeys, in_memory: bool,
+                   runner: Callable[..., dict[Path, str]]) -> Split:
     """The training split as `--distorted_variants` cached distorted copies of each image."""
     paths, vectors = variant_vectors(data.paths, source=source, stores=stores, distortions=distortions,
                                      variants=config.distorted_variants, seed=config.seed,
                                      batch_size=config.bottleneck_batch_size, file_keys=file_keys,
-                                     image_size=config.image_size, in_memory=in_memory)
+                                     image_size=config.image_size, in_memory=in_memory, runner=runner)
     usable = set(paths)
     kept = np.array([i for i, p in enumerate(data.paths) if p in usable], np.int64)
     return Split(paths=tuple(p for p in paths for _ in range(config.distorted_variants)),

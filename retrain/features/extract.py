@@ -286,7 +286,7 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
             log.info("%s: %d cached, %d to compute", name, len(keys) - len(todo), len(todo))
             job = ExtractionJob(member, store, batch_size=batch_size, label=name, image_size=image_size)
             items = [WorkItem(path=path, keys=(key,)) for key, path in todo.items()]
-            failed = (runner or _run_here)(job, items, pool=pool)
+            failed = (runner or LocalRunner())(job, items, pool=pool)
             by_key = {keys[p]: reason for p, reason in failed.items()}
             for path, key in list(keys.items()):
                 if key in by_key:
@@ -302,8 +302,30 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
                    computed=computed, cached=cached)
 
 
-def _run_here(job: ExtractionJob, items: Sequence[WorkItem], *, pool: concurrent.futures.Executor) -> dict[Path, str]:
-    return job.run(items, pool=pool)
+class LocalRunner:
+    """Runs extraction jobs in this process; a context manager, like the Ray runner it stands in for."""
+
+    def __call__(self, job: ExtractionJob, items: Sequence[WorkItem], *,
+                 pool: concurrent.futures.Executor) -> dict[Path, str]:
+        return job.run(items, pool=pool)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "LocalRunner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def extraction_runner(ray_address: str | None) -> Any:
+    """What computes missing vectors: Ray actors with --ray_address (connecting on first use), else this process."""
+    if ray_address is None:
+        return LocalRunner()
+    from retrain.features.ray import ray_runner
+
+    return ray_runner(ray_address)
 
 
 def _concatenate(parts: list[np.ndarray], rows: int, dim: int) -> np.ndarray:
@@ -351,7 +373,7 @@ def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Seq
                 continue
             job = ExtractionJob(member, store, batch_size=batch_size, distortions=distortions, seed=seed,
                                 label=_member_label("Distorted variants", source, member), image_size=image_size)
-            skipped.update((runner or _run_here)(job, items, pool=pool))
+            skipped.update((runner or LocalRunner())(job, items, pool=pool))
     for path, reason in skipped.items():
         log.warning("skipping %s: %s", path, reason)
     good = tuple(p for p in paths if p in all_keys and p not in skipped)

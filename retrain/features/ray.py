@@ -102,10 +102,11 @@ def connect(address: str) -> RayCluster:
 
     `local` starts a throw-away single-machine cluster sized to this machine
     (no dashboard, no usage reporting, Ray's token authentication on), stopped
-    and its files removed by `close()`; `auto` joins the cluster this machine belongs to (`ray start`);
-    `ray://HOST:PORT` joins through Ray Client; `HOST:PORT` joins the cluster
-    whose head (GCS) listens there, from one of its nodes. A process that has
-    already called `ray.init` keeps its connection.
+    and its files removed by `close()`; `auto` joins the cluster this machine
+    belongs to (`ray start`); `ray://HOST:PORT` joins through Ray Client;
+    `HOST:PORT` joins the cluster whose head (GCS) listens there, from one of
+    its nodes. A process that has already called `ray.init` keeps its
+    connection.
     """
     ray = _import_ray()
     _quiet_ray_data(ray)
@@ -344,8 +345,7 @@ def _items_per_batch(items: Sequence[WorkItem], *, actors: int, flush_every: int
 
 def _reload(store: Any) -> None:
     """Re-read the cache so the driver's store sees the shards the workers wrote, in the mode it was opened in."""
-    store.flush()
-    store.load(vectors=getattr(store, "_in_memory", True))
+    store.reload()
 
 
 def _check_visible(job: ExtractionJob, items: Sequence[WorkItem], failed: dict[Path, str]) -> None:

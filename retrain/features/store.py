@@ -107,6 +107,11 @@ class BottleneckStore:
         self._index = {key: row for row, key in enumerate(all_keys.tolist())}
         return len(self._index)
 
+    def reload(self) -> int:
+        """Write what is pending, then read the cache again in the mode it was opened in (shards others wrote)."""
+        self.flush()
+        return self.load(vectors=self._in_memory)
+
     def _read_shards(self, *, vectors: bool) -> tuple[list, list, list[_Shard]] | None:
         """Keys (and vectors, or their places) of every readable shard; None if one vanished meanwhile."""
         keys, chunks, shards, start = [], [], [], 0
