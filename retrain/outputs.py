@@ -112,21 +112,21 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                                  f"{other.path}; give each output its own path")
 
 
-def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path) -> None:
+def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None) -> None:
     """Refuse an output that would overwrite one of many input files (the photos a run reads).
 
-    Files inside `covered` (a tree already checked as an input) are skipped cheaply; the others
+    Files inside `covered` (a tree already checked as an input, if any) are skipped cheaply; the others
     (reached through links, or named by a CSV anywhere on disk) are checked one by one. Links are
     resolved once per folder, so millions of files cost seconds at most.
     """
     regions = [(output, _region(output)) for output in outputs]
-    root = str(real(covered)) + os.sep
+    root = str(real(covered)) + os.sep if covered is not None else None
     folders: dict[str, str] = {}
     for path in files:
         parent = folders.get(str(path.parent))
         if parent is None:
             parent = folders.setdefault(str(path.parent), str(real(path.parent)) + os.sep)
-        if parent.startswith(root):
+        if root is not None and parent.startswith(root):
             continue
         resolved = Path(parent + path.name)
         for output, region in regions:

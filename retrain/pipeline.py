@@ -92,9 +92,10 @@ def _run_outputs(config: RetrainConfig, run_folder: Path) -> list[Output]:
 
 def _inputs(config: RetrainConfig) -> list[Input]:
     """What the run reads: the image tree and the module folders (or the hub cache for handles)."""
-    inputs = [Input("--image_dir", config.image_dir)]
-    if config.labels_csv is not None:
-        inputs.append(Input("--labels_csv", config.labels_csv, kind="file"))
+    if config.labels_csv is None:  # the whole tree is read
+        inputs = [Input("--image_dir", config.image_dir)]
+    else:  # only the CSV and the images it names (checked once it is read)
+        inputs = [Input("--labels_csv", config.labels_csv, kind="file")]
     for handle in config.modules:
         if Path(handle).expanduser().exists():
             inputs.append(Input("--tfhub_module", Path(handle).expanduser()))
@@ -116,7 +117,8 @@ def prepare(config: RetrainConfig) -> Plan:
     check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
     labels = label_source(config).scan()
     # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
-    check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0], covered=config.image_dir)
+    check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
+                      covered=config.image_dir if config.labels_csv is None else None)
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 

@@ -56,6 +56,7 @@ def test_bad_values_raise_the_command_lines_message_before_any_work(colour_tree:
     assert not outputs["bottleneck_dir"].exists()
 
 
+@pytest.mark.integration  # a fresh process, a real module and 75 photos: CI runs it with the integration tests
 def test_the_quickstart_example_runs_the_whole_job(tmp_path: Path) -> None:
     """`python examples/quickstart.py`: here on 15 fixture photos per class, the module by its short name
     resolved offline through a pre-filled TFHUB_CACHE_DIR, as a user's machine resolves it online."""

@@ -23,6 +23,10 @@ import pytest
 
 from tests.conftest import FLOWERS, MODULES, copy_tree, flags, require
 
+# Real processes killed at chosen moments, each paying TensorFlow's start-up: minutes in all, so they run
+# with the integration tests (CI runs them: .ci/run).
+pytestmark = pytest.mark.integration
+
 PER_CLASS = 40
 FLUSH_EVERY = 16
 FEATURES = 1280

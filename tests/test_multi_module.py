@@ -20,6 +20,10 @@ from retrain.images import load_image
 from retrain.tfenv import import_tensorflow
 from tests.conftest import FLOWERS, MODULES, frozen_graph_scores, invoke, require
 
+# Three retrains with two real modules and every export: about a minute, so with the integration tests
+# (CI runs them); tests/test_seams.py covers two members with the home-made module in the default run.
+pytestmark = pytest.mark.integration
+
 MEMBERS = ("mobilenet_v2_100_224", "mobilenet_v1_075_224")
 PER_CLASS = 16
 

@@ -1,5 +1,7 @@
 """Multi-label retraining from a CSV, end to end on real photos: mosaics of 2-4 fixture flowers, labelled with
-their tiles' classes. One module-scoped run (MobileNet V2 0.35) writes every export; the tests read them."""
+their tiles' classes. One module-scoped run (MobileNet V2 0.35) writes every export; the tests read them
+(integration tests: about a minute; CI runs them). The same path on Pillow-drawn photos and the home-made
+module runs in the default suite (test_a_tiny_multi_label_run...)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ def multi(tmp_path_factory: pytest.TempPathFactory):
     return config, result, stdout.getvalue()
 
 
+@pytest.mark.integration
 def test_a_multi_label_run_beats_the_most_frequent_labels_by_a_wide_margin(multi) -> None:
     _config, result, stdout = multi
     assert result.labels == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -73,6 +76,7 @@ def test_a_multi_label_run_beats_the_most_frequent_labels_by_a_wide_margin(multi
         assert re.search(rf"^Final test {name} = \d+\.\d% \(N=60\)$", stdout, re.M), name
 
 
+@pytest.mark.integration
 def test_thresholds_are_written_beside_the_labels_and_inside_the_models(multi) -> None:
     config, result, _ = multi
     written = [float(line) for line in thresholds_path(config.output_labels).read_text().split()]
@@ -87,6 +91,7 @@ def test_thresholds_are_written_beside_the_labels_and_inside_the_models(multi) -
     np.testing.assert_array_equal(saved.signatures["thresholds"]()["thresholds"].numpy(), result.head.thresholds)
 
 
+@pytest.mark.integration
 def test_every_export_agrees_with_the_in_process_model(multi) -> None:
     config, result, _ = multi
     tf = import_tensorflow()
@@ -106,6 +111,7 @@ def test_every_export_agrees_with_the_in_process_model(multi) -> None:
         np.testing.assert_allclose(scores, expected, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.integration
 def test_label_image_prints_the_labels_at_or_above_their_thresholds(multi) -> None:
     config, result, _ = multi
     test = result.splits["testing"]
@@ -141,3 +147,43 @@ def test_a_single_label_csv_is_just_another_way_to_give_classes(colour_tree: Pat
     assert "Final test accuracy" in result.stdout and "Train accuracy" in result.stderr
     assert outputs["output_labels"].read_text() == "BLUE\nGREEN\nRED\n"
     assert not thresholds_path(outputs["output_labels"]).exists()
+
+
+def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tmp_path: Path, tiny_module: Path,
+                                                                               outputs) -> None:
+    """The whole multi-label path, fast: photos of two colour halves, labelled with their colours."""
+    from PIL import Image
+
+    colours = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40), "white": (240, 240, 240)}
+    names, rows = sorted(colours), []
+    random = np.random.default_rng(5)
+    tmp_path = tmp_path / "photos"  # outputs go beside, never inside the photos
+    tmp_path.mkdir()
+    for index in range(72):
+        left, right = (names[i] for i in random.choice(4, 2, replace=index % 3 == 0))
+        pixels = np.zeros((40, 48, 3))
+        pixels[:, :24], pixels[:, 24:] = colours[left], colours[right]
+        pixels = np.clip(pixels + random.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{index:03d}.png")
+        rows.append([f"{index:03d}.png", " ".join(sorted({left, right}))])
+    table = tmp_path / "labels.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "labels"], *rows])
+    result = invoke(retrain_command, flags(image_dir=tmp_path, labels_csv=table, tfhub_module=tiny_module,
+                                           how_many_training_steps=200, learning_rate=0.1, **outputs))
+    assert re.search(r"Step 199: Train micro F1 = \d+\.\d%", result.stderr)
+    assert re.search(r"^Final test micro F1 = \d+\.\d% \(N=\d+\)$", result.stdout, re.M)
+    assert outputs["output_labels"].read_text() == "".join(f"{name}\n" for name in names)
+    thresholds = np.float32([float(t) for t in thresholds_path(outputs["output_labels"]).read_text().split()])
+    assert thresholds.shape == (4,) and np.all((thresholds > 0) & (thresholds < 1))
+    photos = [tmp_path / f"{index:03d}.png" for index in range(6)]
+    scores = frozen_graph_scores(outputs["output_graph"], np.stack([load_image(p, height=32, width=32)
+                                                                    for p in photos]))
+    records = json.loads(invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
+                                                      str(outputs["output_labels"]), "--json",
+                                                      *map(str, photos)]).stdout)
+    for record, row in zip(records, scores):
+        assert [p["label"] for p in record["predictions"]] == [names[i] for i in np.argsort(-row, kind="stable")]
+        assert record["labels"] == [names[i] for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
+    report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
+    assert report["objective"] == "sigmoid" and set(report["classes"]) == set(names)

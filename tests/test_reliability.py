@@ -314,3 +314,19 @@ def test_a_graph_truncated_between_nodes_is_called_truncated(colour_tree: Path, 
     result = invoke(label_image_command, ["--graph", str(truncated), "--labels", str(outputs["output_labels"]),
                                           "--image", str(colour_tree / "red" / "red_000.jpg")], expect=1)
     assert "is truncated" in result.stderr and "final_result" not in result.stderr
+
+
+def test_outputs_onto_the_labels_csv_or_an_image_it_names_are_refused(colour_tree: Path, tiny_module: Path,
+                                                                      outputs, tmp_path: Path) -> None:
+    elsewhere = colour_photo(tmp_path / "elsewhere" / "far.jpg", COLOURS["red"], seed=5)
+    table = tmp_path / "labels.csv"
+    rows = [f"{p.relative_to(colour_tree).as_posix()},{p.parent.name}" for p in sorted(colour_tree.rglob("*.jpg"))]
+    table.write_text("path,labels\n" + "\n".join(rows + [f"{elsewhere},red"]) + "\n")
+    before = {**digest(table), **digest(elsewhere)}
+    for changes, flag in (({"output_labels": table}, "--labels_csv"), ({"output_graph": elsewhere}, "--labels_csv")):
+        error = retrain(colour_tree, tiny_module, {**outputs, **changes}, expect=2, labels_csv=table)
+        assert flag in error and "--output_" in error, error
+    assert {**digest(table), **digest(elsewhere)} == before
+    # Outputs inside --image_dir are fine for a CSV run: only the CSV and the images it names are read.
+    result = retrain(colour_tree, tiny_module, {**outputs, "output_graph": colour_tree / "model.pb"}, labels_csv=table)
+    assert "Final test accuracy" in result.stdout and (colour_tree / "model.pb").exists()
