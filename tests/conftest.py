@@ -56,7 +56,8 @@ def make_colour_tree(root: Path, *, per_class: int = 12, classes: dict[str, tupl
 # inherited by the processes tests start), and in this process any look-up of a non-local host name fails.
 for _name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
     os.environ[_name] = "http://127.0.0.1:9"
-os.environ["no_proxy"] = os.environ["NO_PROXY"] = ""
+# Servers the tests start themselves (TensorBoard, the web page, a Ray cluster) stay reachable.
+os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost,::1"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", None}
 _getaddrinfo = socket.getaddrinfo
 
@@ -211,13 +212,15 @@ def flowers_bottlenecks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 FLOWERS_MODULE = "mobilenet_v2_100_224"  # the real module whose int8 TFLite keeps its answers (0.35 width does not)
-QUANTIZATIONS = ("float32", "int8", "float16", "dynamic")
+# int8 calibrates on 300 images (20 s): its agreement test runs with the integration tests, on a run of its own
+# (test_exports.py); the CLI test of the flag writes an int8 model of a tiny module in the default suite.
+QUANTIZATIONS = ("float32", "float16", "dynamic")
 
 
 @pytest.fixture(scope="session")
 def flowers_export(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path):
-    """The one retrain of the fixture flowers that writes every export (graph, labels, SavedModel, four TFLite
-    variants); the end-to-end, exports, label-image and report tests share it. Returns (config, result, stdout,
+    """The one retrain of the fixture flowers that writes every export (graph, labels, SavedModel, three TFLite
+    variants, TF.js); the end-to-end, exports, label-image and report tests share it. Returns (config, result, stdout,
     seconds)."""
     import contextlib
     import io
@@ -232,6 +235,7 @@ def flowers_export(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks
         output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
         bottleneck_dir=flowers_bottlenecks, checkpoint_path=out / "checkpoint" / "ckpt",
         saved_model_dir=out / "saved_model", output_tflite=out / "model.tflite", tflite_quantization=QUANTIZATIONS,
+        output_tfjs=out / "web",
         # 25 % test images (N=120) instead of the default 10 % (N=49): one photo then moves accuracy by
         # 0.8 points rather than 2, so the 80 % bar and the export agreements measure the model, not the
         # luck of the split.

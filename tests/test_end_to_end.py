@@ -51,9 +51,10 @@ def test_real_photos_reach_80_percent_test_accuracy(flowers_run):
 def test_frozen_graph_matches_the_trained_model_in_a_fresh_process(flowers_run, tmp_path: Path):
     config, result = flowers_run
     test = result.splits["testing"]
-    expected = result.head.probabilities(test.vectors)
+    pick = np.arange(0, len(test), 3)  # every third test photo: every class, a third of the start-up cost
+    expected = result.head.probabilities(test.vectors[pick])
     listing = tmp_path / "files.txt"
-    listing.write_text("\n".join(str(p) for p in test.paths))
+    listing.write_text("\n".join(str(test.paths[i]) for i in pick))
     script = tmp_path / "classic_loader.py"
     script.write_text(CLASSIC_LOADER)
     root = str(Path(__file__).resolve().parents[1])

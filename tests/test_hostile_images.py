@@ -218,10 +218,8 @@ big.resize((64, 64)).save("{tmp_path}/small.jpg")
     script = f"""
 import resource, time
 from pathlib import Path
-from retrain.tfenv import import_tensorflow
-import_tensorflow()
 from retrain.images import load_image
-load_image(Path("{tmp_path}/small.jpg"), height=224, width=224)  # warm up TensorFlow
+load_image(Path("{tmp_path}/small.jpg"), height=224, width=224)  # warm up the decoders
 for name in ("big.jpg", "big.png"):  # ru_maxrss is a high-water mark: the smaller expected peak goes first
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.monotonic()

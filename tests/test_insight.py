@@ -378,11 +378,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.integration
-def test_tensorboard_serves_the_run(run: dict) -> None:
+def test_tensorboard_serves_the_run(run: dict, tmp_path: Path) -> None:
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run["dir"].parent),
-                                "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "tensorboard.log"
+    with log.open("wb") as sink:  # a file, not a pipe: nothing can block on a full pipe or on reading a live one
+        process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run["dir"].parent),
+                                    "--host", "127.0.0.1", "--port", str(port)],
+                                   stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -395,7 +397,7 @@ def test_tensorboard_serves_the_run(run: dict) -> None:
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"tensorboard did not answer on {base}:\n{process.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"tensorboard did not answer on {base}:\n{log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.5)
         with urllib.request.urlopen(base + "/data/plugin/images/tags", timeout=10) as answer:
             tags = json.load(answer)

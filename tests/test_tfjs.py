@@ -1,12 +1,13 @@
 """TF.js export: the writer (fast, Python only) and the real TF.js in Node and Chromium (integration).
 
-The fast tests train once on 20 real flower photos per class with the real CLI,
-write the TF.js model, check its structure, and rebuild a GraphDef from
+The fast tests read the TF.js model of the session's shared retraining of the
+fixture flowers (conftest.flowers_export, MobileNet V2 1.0), check its structure, and rebuild a GraphDef from
 `model.json` + shards to run it in TensorFlow: that proves the writer without
 Node. The integration tests (`-m integration`) install the pure-JavaScript
-@tensorflow packages with `npm ci` in tests/js if needed, run the model with the
-real TF.js in Node 20, and try examples/web in headless Chromium (Debian's
-`chromium` package) against label-image on 50 held-out photos.
+@tensorflow packages with `npm ci` in tests/js if needed, run a MobileNet V2 0.35
+model (from the CLI, 20 photos per class) with the real TF.js in Node 20, and try
+examples/web in headless Chromium (Debian's `chromium` package) against
+label-image on 50 held-out photos.
 """
 
 from __future__ import annotations
@@ -38,29 +39,40 @@ from tests.conftest import FLOWERS, MODULES, PHOTOS, flags, require, run_script
 ROOT = Path(__file__).resolve().parents[1]
 JS = ROOT / "tests" / "js"
 SIZE = 224
-TRAIN_PER_CLASS = 20  # the first 20 photos of each class (sorted) train; the next ones are held out
-
-
-def _classes() -> list[str]:
-    return sorted(p.name for p in require(FLOWERS).iterdir() if p.is_dir())
-
-
-def held_out(per_class: int) -> list[Path]:
-    """Photos the model never saw: after the training ones, `per_class` of each class, class by class."""
-    return [photo for label in _classes()
-            for photo in sorted((FLOWERS / label).iterdir())[TRAIN_PER_CLASS:TRAIN_PER_CLASS + per_class]]
+def held_out(trained: dict[str, Any], per_class: int) -> list[Path]:
+    """Photos the model never saw (its test split): the first `per_class` of each class, class by class."""
+    by_class: dict[str, list[Path]] = {}
+    for path in trained["test_paths"]:
+        by_class.setdefault(path.parent.name, []).append(path)
+    return [path for label in sorted(by_class) for path in by_class[label][:per_class]]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path) -> dict[str, Any]:
-    """A frozen graph and a TF.js model (--output_tfjs) from the real CLI (mobilenet_v2_035_224, 20 photos per
-    class), every output in tmp; the session's shared bottleneck cache spares recomputing the photos' vectors."""
+def trained(flowers_export) -> dict[str, Any]:
+    """The session's shared retraining of the fixture flowers (MobileNet V2 1.0, every export, --output_tfjs
+    among them: see conftest.flowers_export)."""
+    config, result, _stdout, _seconds = flowers_export
+    return {"graph": config.output_graph, "labels": config.output_labels, "tfjs": config.output_tfjs,
+            "module": config.tfhub_module, "test_paths": list(result.splits["testing"].paths),
+            "label_list": config.output_labels.read_text(encoding="utf-8").splitlines(),
+            "graph_bytes": config.output_graph.read_bytes()}
+
+
+TRAIN_PER_CLASS = 20  # the small model's training photos: the first 20 of each class (sorted)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path) -> dict[str, Any]:
+    """For Node and the browser, where TF.js's CPU backend makes MobileNet V2 1.0 three times slower: a model of
+    MobileNet V2 0.35 from the real CLI with --output_tfjs, trained on 20 photos per class; every later photo of
+    each class is held out."""
     module = require(MODULES / "mobilenet_v2_035_224")
     work = tmp_path_factory.mktemp("tfjs_run")
-    for label in _classes():
-        (work / "photos" / label).mkdir(parents=True)
-        for photo in sorted((FLOWERS / label).iterdir())[:TRAIN_PER_CLASS]:
-            shutil.copyfile(photo, work / "photos" / label / photo.name)
+    classes = sorted(p for p in require(FLOWERS).iterdir() if p.is_dir())
+    for class_dir in classes:
+        (work / "photos" / class_dir.name).mkdir(parents=True)
+        for photo in sorted(class_dir.iterdir())[:TRAIN_PER_CLASS]:
+            shutil.copyfile(photo, work / "photos" / class_dir.name / photo.name)
     out = work / "out"
     out.mkdir()
     run_script("-m", "retrain", *flags(
@@ -68,7 +80,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path)
         output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
         bottleneck_dir=flowers_bottlenecks, checkpoint_path=out / "checkpoint" / "ckpt", output_tfjs=out / "web"))
     return {"graph": out / "graph.pb", "labels": out / "labels.txt", "tfjs": out / "web",
-            "label_list": (out / "labels.txt").read_text(encoding="utf-8").splitlines(),
+            "test_paths": [p for d in classes for p in sorted(d.iterdir())[TRAIN_PER_CLASS:]],
             "graph_bytes": (out / "graph.pb").read_bytes()}
 
 
@@ -80,9 +92,9 @@ def exported(trained: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def held_out_images() -> tuple[list[Path], np.ndarray]:
+def held_out_images(trained: dict[str, Any]) -> tuple[list[Path], np.ndarray]:
     """Two held-out photos per class, prepared exactly as training prepares images."""
-    photos = held_out(2)
+    photos = held_out(trained, 2)
     return photos, np.stack([load_image(p, height=SIZE, width=SIZE) for p in photos])
 
 
@@ -144,10 +156,13 @@ def frozen_function_graph(build: Callable[[Any], Any], *, shape: list[int | None
 
 def test_writes_model_json_shards_and_labels(trained: dict[str, Any], exported: dict[str, Any]) -> None:
     directory, model = exported["dir"], exported["model"]
-    assert sorted(p.name for p in directory.iterdir()) == [".retrain-export.json", "group1-shard1of1.bin",
+    shards = [path for group in model["weightsManifest"] for path in group["paths"]]
+    count = len(shards)  # MobileNet V2 1.0's 9 MB in shards of at most 4 MB
+    assert count >= 3 and shards == [f"group1-shard{i}of{count}.bin" for i in range(1, count + 1)]
+    assert sorted(p.name for p in directory.iterdir()) == [".retrain-export.json", *sorted(shards),
                                                            "labels.txt", "model.json"]  # and the owner marker
     assert json.loads((directory / ".retrain-export.json").read_text())["files"] == [
-        "group1-shard1of1.bin", "labels.txt", "model.json"]
+        *sorted(shards), "labels.txt", "model.json"]
     assert (directory / "labels.txt").read_text(encoding="utf-8") == trained["labels"].read_text(encoding="utf-8")
     assert model["format"] == "graph-model"
     assert model["generatedBy"] == _tf().__version__
@@ -164,7 +179,7 @@ def test_writes_model_json_shards_and_labels(trained: dict[str, Any], exported: 
     assert (metadata["input_height"], metadata["input_width"]) == (SIZE, SIZE)
     assert metadata["output_kind"] == "softmax" and metadata["num_labels"] == labels
     assert metadata["labels_file"] == "labels.txt" and "signature" not in metadata
-    assert metadata["module"] == str(require(MODULES / "mobilenet_v2_035_224"))
+    assert metadata["module"] == str(trained["module"])
 
 
 def test_weights_manifest_matches_the_shards(exported: dict[str, Any]) -> None:
@@ -326,13 +341,12 @@ def test_supported_ops_match_the_installed_tfjs(node_modules: Path) -> None:
 
 
 @pytest.mark.integration
-def test_tfjs_in_node_gives_the_frozen_graphs_probabilities(
-        node_modules: Path, trained: dict[str, Any], exported: dict[str, Any],
-        held_out_images: tuple[list[Path], np.ndarray], tmp_path: Path) -> None:
-    _, images = held_out_images
+def test_tfjs_in_node_gives_the_frozen_graphs_probabilities(node_modules: Path, small: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    images = np.stack([load_image(p, height=SIZE, width=SIZE) for p in held_out(small, 2)])
     images.astype("<f4").tofile(tmp_path / "inputs.bin")
-    answer = json.loads(node("run_model.mjs", str(exported["dir"]), str(tmp_path / "inputs.bin"), str(len(images))))
-    expected = run_graph(parse_graph(trained["graph_bytes"]), images)
+    answer = json.loads(node("run_model.mjs", str(small["tfjs"]), str(tmp_path / "inputs.bin"), str(len(images))))
+    expected = run_graph(parse_graph(small["graph_bytes"]), images)
     probabilities = np.array(answer["probabilities"], dtype=np.float32)
     print(f"TF.js {answer['tfjs']} ({answer['backend']}): load {answer['load_ms']:.0f} ms, "
           f"{len(images)} images in {answer['predict_ms']:.0f} ms, max |dp| {np.abs(probabilities - expected).max():.2e}")
@@ -349,7 +363,8 @@ def test_tfjs_in_node_gives_the_frozen_graphs_probabilities(
 def test_page_resize_equals_tensorflows(node_modules: Path, tmp_path: Path) -> None:
     """examples/web/resize.js against TensorFlow's antialiased resize (what serving_bytes uses, within 2e-6) and
     training's (retrain.images.resize, Pillow's filter: within RESIZE_TOLERANCE), shrinking and enlarging photos."""
-    photos = [held_out(1)[0], held_out(1)[2], PHOTOS / "cat.bmp", PHOTOS / "cat_720p.jpg"]
+    photos = [sorted((FLOWERS / "daisy").iterdir())[0], sorted((FLOWERS / "roses").iterdir())[0], PHOTOS / "cat.bmp",
+              PHOTOS / "cat_720p.jpg"]
     for photo in photos:
         rgb = decode_rgb(read_bytes(require(photo)))
         rgb.tofile(tmp_path / "pixels.bin")
@@ -371,15 +386,14 @@ def _check_web_page() -> Any:
 
 
 @pytest.mark.integration
-def test_web_page_agrees_with_label_image(node_modules: Path, trained: dict[str, Any], exported: dict[str, Any],
-                                          tmp_path: Path) -> None:
+def test_web_page_agrees_with_label_image(node_modules: Path, small: dict[str, Any], tmp_path: Path) -> None:
     if shutil.which("chromium") is None:
         pytest.fail("chromium is not installed: apt-get install -y chromium")
-    photos = held_out(10)
+    photos = held_out(small, 10)
     assert len(photos) == 50
     screenshot = tmp_path / "page.png"
-    summary = _check_web_page().check_page(model_dir=exported["dir"], graph=trained["graph"],
-                                           labels=trained["labels"], photos=photos, screenshot=screenshot)
+    summary = _check_web_page().check_page(model_dir=small["tfjs"], graph=small["graph"],
+                                           labels=small["labels"], photos=photos, screenshot=screenshot)
     print(json.dumps({key: value for key, value in summary.items() if key != "rows"}, indent=2))
     assert summary["total"] == 50
     assert summary["agree"] >= 49, summary["disagreements"]
