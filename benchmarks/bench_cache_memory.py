@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -98,7 +99,8 @@ def flowers(dtype: str, out: Path) -> dict:
     from retrain.config import RetrainConfig
     from retrain.pipeline import run
 
-    fixtures = ROOT.parent / "shared" / "fixtures"
+    fixtures = Path(os.environ.get("RETRAIN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+    out.mkdir(parents=True, exist_ok=True)
     config = RetrainConfig(image_dir=fixtures / "flower_photos", tfhub_module=str(fixtures / "modules" / "mobilenet_v2_100_224"),
                            output_graph=out / "g.pb", output_labels=out / "l.txt", summaries_dir=out / "logs",
                            bottleneck_dir=out / "cache", checkpoint_path=out / "c" / "c", bottleneck_dtype=dtype,

@@ -1,6 +1,6 @@
 """Benchmark: which new-layer ("head") recipe gives the best held-out accuracy (issue 15).
 
-    python benchmarks/bench_heads.py [--module DIR] [--folds 10] [--seeds 0 1 2] [--heads SPEC ...]
+    python benchmarks/bench_heads.py [--module DIR[,DIR...]] [--folds 10] [--seeds 0 1 2] [--heads SPEC ...]
 
 1. Computes the bottleneck vector of every photo (default: the 500 fixture
    flower photos) with the module, for the photo as is and for its mirror
@@ -251,9 +251,16 @@ def compute_variants(tf, module_call, files: list[Path], *, size: int, batch: in
 
 
 def bottlenecks(tf, args, files: list[Path]) -> dict[str, np.ndarray]:
-    """Plain, mirror and (if asked) variant vectors, from the cache folder or computed and cached there."""
+    """Plain, mirror and (if asked) variant vectors of every member of --module (comma-separated), concatenated
+    in the order given as `retrain --tfhub_module A,B` concatenates them."""
+    members = [member_bottlenecks(tf, args, files, Path(name)) for name in args.module.split(",")]
+    return {kind: np.concatenate([member[kind] for member in members], axis=-1) for kind in members[0]}
+
+
+def member_bottlenecks(tf, args, files: list[Path], module: Path) -> dict[str, np.ndarray]:
+    """One module's plain, mirror and (if asked) variant vectors, from the cache folder or computed and cached
+    there."""
     args.cache.mkdir(parents=True, exist_ok=True)
-    module = Path(args.module)
     key = f"{module.name}-{module_digest(module)}-{photos_digest(files, Path(args.photos))}-{args.image_size}"
     plain_file = args.cache / f"plain-{key}.npz"
     vkey = (f"k{args.variants}-crop{args.random_crop:g}-scale{args.random_scale:g}-bright{args.random_brightness:g}"
@@ -492,7 +499,8 @@ def score(weights: np.ndarray, biases: np.ndarray, vectors: np.ndarray, labels: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=SPEC_HELP)
-    parser.add_argument("--module", default=str(FIXTURES / "modules" / "mobilenet_v2_100_224"))
+    parser.add_argument("--module", default=str(FIXTURES / "modules" / "mobilenet_v2_100_224"),
+                        help="a module folder, or several separated by commas (their vectors concatenated)")
     parser.add_argument("--photos", default=str(FIXTURES / "flower_photos"))
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_heads_cache"))
     parser.add_argument("--image_size", type=int, default=224)

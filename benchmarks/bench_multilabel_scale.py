@@ -2,12 +2,12 @@
 
     python benchmarks/bench_multilabel_scale.py [--rows 1000000] [--labels 5000] [--per_row 3]
         [--batches 4000] [--batch 100] [--stats_rows 100000] [--chunk 1000] [--bins 1000]
-        [--csv_rows 100000] [--phases labels,stats,csv]
+        [--csv_rows 100000] [--phases labels,stats,csv,train]
 
 Each phase runs in a fresh process, so its peak RSS (resource.getrusage) is its own:
   labels  1 M rows of ~3 label names each (Zipf-like over 5,000 labels, as a LabelTable
           holds them) -> SparseLabels.from_names; then 4,000 batches of 100 dense
-          multi-hot rows, each handed to a training step (none yet: see `train_step`);
+          multi-hot rows (the cost of drawing batches alone; the `train` phase trains);
   stats   LabelStats over 100 k rows x 5,000 labels of scores, in chunks, then
           best_thresholds and metrics;
   csv     read_labels_csv on a CSV of --csv_rows rows naming that many (empty) files;
@@ -16,8 +16,7 @@ Each phase runs in a fresh process, so its peak RSS (resource.getrusage) is its 
 Target (issue 12): nothing dense [images x labels] in memory; peak RSS far below the
 1 M x 5,000 float32 matrix (20 GB) a dense design would need.
 
-To plug the training loop in, replace `train_step` (or add a phase to PHASES): it
-receives the batch's row indices and their dense multi-hot labels.
+A new phase is a function added to PHASES.
 """
 
 from __future__ import annotations
@@ -39,9 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from retrain.labels.multilabel import LabelStats, SparseLabels  # noqa: E402
-
-TrainStep = Callable[[np.ndarray, np.ndarray], None]
-
 
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MB (Linux reports kB)."""
@@ -66,16 +62,6 @@ def synthetic_label_lists(*, rows: int, labels: int, per_row: float, seed: int) 
     return [tuple(names[j] for j in ids[end - count:end]) for end, count in pairs]
 
 
-def train_step(labels: SparseLabels, args: argparse.Namespace) -> TrainStep:
-    """The training step the batches feed; a no-op until the lead's loop plugs in here."""
-    del labels, args
-
-    def step(indices: np.ndarray, multi_hot: np.ndarray) -> None:
-        pass
-
-    return step
-
-
 def phase_labels(args: argparse.Namespace) -> dict[str, float]:
     """Build SparseLabels from 1 M rows of names, then draw dense batches for a training step."""
     lists = synthetic_label_lists(rows=args.rows, labels=args.labels, per_row=args.per_row, seed=0)
@@ -84,14 +70,12 @@ def phase_labels(args: argparse.Namespace) -> dict[str, float]:
     start = time.perf_counter()
     labels = SparseLabels.from_names(lists, vocabulary=vocabulary)
     build_s = time.perf_counter() - start
-    step = train_step(labels, args)
     rng = np.random.default_rng(1)
     start = time.perf_counter()
     checksum = 0.0
     for _ in range(args.batches):
         indices = labels.sample(rng, args.batch)
         batch = labels.batch(indices)
-        step(indices, batch)
         checksum += float(batch[0, 0])
     batches_s = time.perf_counter() - start
     return {"rows": len(labels), "labels": len(vocabulary), "pairs": labels.nnz,
