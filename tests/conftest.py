@@ -52,6 +52,25 @@ def make_colour_tree(root: Path, *, per_class: int = 12, classes: dict[str, tupl
     return root
 
 
+def unreadable(path: Path, content: bytes = b"x") -> Path:
+    """A file at `path` this process cannot read (EACCES), made honestly even when the tests run as root."""
+    if os.geteuid() != 0:
+        path.write_bytes(content)
+        path.chmod(0)
+        return path
+    # Root ignores permission bits. /proc/sys's write-only files refuse reads even to root
+    # (the kernel checks the owner bits), so a link to one gives a real EACCES.
+    target = Path("/proc/sys/vm/compact_memory")
+    try:
+        target.open("rb").close()
+    except PermissionError:
+        path.symlink_to(target)
+        return path
+    except OSError:
+        pass
+    pytest.fail("running as root and no write-only /proc/sys file to stand in for an unreadable file")
+
+
 # Tests never touch the network, not even DNS: downloads go to a closed local port (the environment is
 # inherited by the processes tests start), and in this process any look-up of a non-local host name fails.
 for _name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):

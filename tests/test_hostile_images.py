@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from retrain.images import ImageError, decode_rgb, read_bytes
-from tests.conftest import flags, make_colour_tree, run_script
+from tests.conftest import flags, make_colour_tree, run_script, unreadable
 
 RED = (220, 40, 40)
 SIZE = (40, 48)  # height, width
@@ -134,22 +134,7 @@ def _truncated_jpeg(path: Path) -> Path:
 
 
 def _unreadable(path: Path) -> Path:
-    """A file this process cannot read, made honestly even when the tests run as root."""
-    if os.geteuid() != 0:
-        path.write_bytes(b"\xff\xd8\xff")
-        path.chmod(0)
-        return path
-    # Root ignores permission bits. /proc/sys's write-only files refuse reads even to root
-    # (the kernel checks the owner bits), so a link to one gives a real EACCES.
-    target = Path("/proc/sys/vm/compact_memory")
-    try:
-        target.open("rb").close()
-    except PermissionError:
-        path.symlink_to(target)
-        return path
-    except OSError:
-        pass
-    pytest.fail("running as root and no write-only /proc/sys file to stand in for an unreadable image")
+    return unreadable(path, b"\xff\xd8\xff")
 
 
 BAD: dict[str, tuple[Callable[[Path], Path], str]] = {

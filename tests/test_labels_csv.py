@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
 
 from retrain.errors import RetrainError, UsageError
 from retrain.labels.csv import MAX_WARNINGS_PER_KIND, CsvRow, is_multi_label, read_labels_csv
+from tests.conftest import unreadable
 
 LOGGER = "retrain.labels.csv"
 
@@ -277,30 +277,11 @@ def test_missing_or_unreadable_csv_is_a_usage_error(tmp_path: Path, image_dir: P
         (tmp_path / "file").write_text("x")
         target = tmp_path / "file" / "labels.csv"
     elif make == "no_permission":
-        target = _unreadable(target)
+        target = unreadable(target, b"path,labels\na.jpg,cat\n")
     with pytest.raises(UsageError, match=r"--labels_csv .*labels.csv") as error:
         read_labels_csv(target, image_dir=image_dir)
     assert error.value.exit_code == 2 and "\n" not in str(error.value)
 
-
-def _unreadable(path: Path) -> Path:
-    """A CSV this process cannot read, made honestly even as root (as in test_hostile_images)."""
-    if os.geteuid() != 0:
-        path.write_text("path,labels\na.jpg,cat\n")
-        path.chmod(0)
-        return path
-    # Root ignores permission bits; /proc/sys's write-only files refuse reads even to root.
-    target = Path("/proc/sys/vm/compact_memory")
-    try:
-        target.open("rb").close()
-    except PermissionError:
-        path.symlink_to(target)
-        return path
-    except OSError:
-        pass
-    # No such file here: a path through a regular file is unreadable too (ENOTDIR).
-    (path.parent / "plain").write_text("x")
-    return path.parent / "plain" / path.name
 
 
 def test_empty_delimiter_is_a_usage_error(tmp_path: Path, image_dir: Path) -> None:
