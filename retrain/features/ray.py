@@ -343,11 +343,6 @@ def _items_per_batch(items: Sequence[WorkItem], *, actors: int, flush_every: int
     return max(1, min(shard_items, max(module_items, spread)))
 
 
-def _reload(store: Any) -> None:
-    """Re-read the cache so the driver's store sees the shards the workers wrote, in the mode it was opened in."""
-    store.reload()
-
-
 def _check_visible(job: ExtractionJob, items: Sequence[WorkItem], failed: dict[Path, str]) -> None:
     """Re-read the cache; fail clearly when workers could not reach the images or wrote where we cannot see.
 
@@ -361,7 +356,7 @@ def _check_visible(job: ExtractionJob, items: Sequence[WorkItem], failed: dict[P
                            "--image_dir on storage every Ray node mounts at the same path")
     deadline = time.monotonic() + VISIBLE_WITHIN_SECONDS
     while True:
-        _reload(job.store)
+        job.store.reload()  # the shards the workers wrote, in the mode the store was opened in
         missing = sum(1 for item in items if item.path not in failed for key in item.keys if key not in job.store)
         if not missing:
             return
