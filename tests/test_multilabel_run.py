@@ -157,26 +157,26 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
     colours = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40), "white": (240, 240, 240)}
     names, rows = sorted(colours), []
     random = np.random.default_rng(5)
-    tmp_path = tmp_path / "photos"  # outputs go beside, never inside the photos
-    tmp_path.mkdir()
+    image_dir = tmp_path / "photos"  # outputs go beside, never inside the photos
+    image_dir.mkdir()
     for index in range(72):
         left, right = (names[i] for i in random.choice(4, 2, replace=index % 3 == 0))
         pixels = np.zeros((40, 48, 3))
         pixels[:, :24], pixels[:, 24:] = colours[left], colours[right]
         pixels = np.clip(pixels + random.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(tmp_path / f"{index:03d}.png")
+        Image.fromarray(pixels).save(image_dir / f"{index:03d}.png")
         rows.append([f"{index:03d}.png", " ".join(sorted({left, right}))])
-    table = tmp_path / "labels.csv"
+    table = image_dir / "labels.csv"
     with table.open("w", newline="") as handle:
         csv.writer(handle).writerows([["path", "labels"], *rows])
-    result = invoke(retrain_command, flags(image_dir=tmp_path, labels_csv=table, tfhub_module=tiny_module,
+    result = invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
                                            how_many_training_steps=200, learning_rate=0.1, **outputs))
     assert re.search(r"Step 199: Train micro F1 = \d+\.\d%", result.stderr)
     assert re.search(r"^Final test micro F1 = \d+\.\d% \(N=\d+\)$", result.stdout, re.M)
     assert outputs["output_labels"].read_text() == "".join(f"{name}\n" for name in names)
     thresholds = np.float32([float(t) for t in thresholds_path(outputs["output_labels"]).read_text().split()])
     assert thresholds.shape == (4,) and np.all((thresholds > 0) & (thresholds < 1))
-    photos = [tmp_path / f"{index:03d}.png" for index in range(6)]
+    photos = [image_dir / f"{index:03d}.png" for index in range(6)]
     scores = frozen_graph_scores(outputs["output_graph"], np.stack([load_image(p, height=32, width=32)
                                                                     for p in photos]))
     records = json.loads(invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
