@@ -8,7 +8,10 @@
    semantics of retrain/distortions.py), and caches them in `--cache`
    (default /tmp/bench_heads_cache; keyed by the module's files, the photos
    and the distortion settings). Pixels come from
-   `retrain.images.load_image`, exactly as training prepares them.
+   `retrain.images.load_image`, exactly as training prepares them. Recipes
+   with `size=` also get plain and mirror vectors of other inputs: the photo
+   at another size (a module that fixes 224 is re-declared at that size
+   through its frozen graph) or its centre square.
 2. Trains every head recipe with repeated stratified k-fold cross-validation:
    for each seed the photos of each class are shuffled and dealt into k folds;
    fold i is the test set, a stratified `--validation_percentage` of all photos
@@ -40,6 +43,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -75,6 +79,9 @@ SPEC_HELP = """recipe keys (defaults = the classic head):
   norm=none|sqrt|std|l2  (feature transform before the layer)  k=0 (use only the first k variants)
   es=none|loss|acc  es_every=100  (keep the weights with the best validation loss / accuracy)
   tseed=0 (training-seed offset: a null recipe)  fraction=1 (train on a fraction of each fold: learning curve)
+  size=  (what the module sees, default --image_size: "288" is the whole photo resized to 288x288 (a module that
+         fixes 224 runs at 288 through its frozen graph), "224sq" the photo's centre square at 224x224; "+" averages
+         the vectors, e.g. "224+224sq" or "224+288"; plain and mirror vectors only, no distorted variants)
 """
 
 
@@ -100,6 +107,7 @@ class HeadSpec:
     fraction: float = 1.0  # train on this stratified fraction of each fold's training photos (learning curves)
     es: str = "none"  # none | loss | acc: keep the weights with the best validation loss / accuracy
     es_every: int = 100  # steps between validation checks when es != none
+    size: str = ""  # inputs joined by "+" ("288": the photo at 288x288; "224sq": its centre square), vectors averaged
 
     @staticmethod
     def parse(text: str) -> HeadSpec:
@@ -114,6 +122,8 @@ class HeadSpec:
                 raise SystemExit(f"bench_heads: unknown key {key!r} in head spec {text!r}; keys: {', '.join(fields)}")
             kind = type(getattr(HeadSpec(), key))
             values[key] = kind(float(value)) if kind is int else kind(value)
+            if key == "size" and not all(re.fullmatch(r"[1-9][0-9]*(sq)?", part) for part in value.split("+")):
+                raise SystemExit(f"bench_heads: size={value!r}; expected inputs joined by '+', e.g. 288 or 224+224sq")
         spec = HeadSpec(**values)
         spec.check()
         return spec
@@ -125,6 +135,9 @@ class HeadSpec:
         for key, options in allowed.items():
             if getattr(self, key) not in options:
                 raise SystemExit(f"bench_heads: {key}={getattr(self, key)!r}; expected one of {sorted(options)}")
+
+    def inputs(self, default: int) -> list[str]:
+        return self.size.split("+") if self.size else [str(default)]
 
     def name(self) -> str:
         default = HeadSpec()
@@ -177,21 +190,64 @@ def progress(what: str, done: int, total: int) -> None:
 
 
 def load_module(tf, module: Path, size: int):
+    """The module as a function of [N, size, size, 3] images. A module whose signature fixes another size runs at
+    `size` through its frozen graph with the input re-declared (works for fully convolutional modules such as
+    MobileNet; this is an experiment, not something retrain does)."""
     import tensorflow_hub as hub
 
     model = hub.load(str(module))
-    return tf.function(lambda images: model(images), input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    spec = [tf.TensorSpec([None, size, size, 3], tf.float32)]
+    try:
+        return tf.function(lambda images: model(images), input_signature=spec, autograph=False).get_concrete_function()
+    except (ValueError, TypeError):
+        pass
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    shapes = [f.structured_input_signature[0][0].shape for f in getattr(model.__call__, "concrete_functions", [])
+              if f.structured_input_signature[0]]
+    fixed = [s for s in shapes if s.rank == 4 and s[1] is not None]
+    if not fixed:
+        raise SystemExit(f"bench_heads: {module} fails on {size}x{size} images and has no fixed size to re-declare")
+    native = tf.function(lambda images: model(images), autograph=False).get_concrete_function(
+        tf.TensorSpec([None, *fixed[0][1:3], 3], tf.float32))
+    frozen = convert_variables_to_constants_v2(native).graph.as_graph_def()
+    placeholder = native.inputs[0].name.split(":")[0]
+    output = native.outputs[0].name
+
+    def imported():
+        images = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="resized_images")
+        tf.graph_util.import_graph_def(frozen, input_map={placeholder: images}, name="module")
+
+    wrapped = tf.compat.v1.wrap_function(imported, [])
+    print(f"  {module.name}: running at {size}x{size} through its frozen graph", file=sys.stderr)
+    return wrapped.prune(wrapped.graph.get_tensor_by_name("resized_images:0"),
+                         wrapped.graph.get_tensor_by_name(f"module/{output}"))
 
 
-def compute_plain_and_mirror(tf, embed, files: list[Path], *, size: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors of every photo and of its mirror image (left-right), in one module call per batch."""
+def load_square(path: Path, *, size: int) -> np.ndarray:
+    """The centre square of a photo (side: its shorter side), resized to size x size as retrain resizes."""
+    from retrain.images import decode_rgb, read_bytes, resize
+
+    rgb = decode_rgb(read_bytes(path))
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return resize(rgb[top:top + side, left:left + side], height=size, width=size)
+
+
+def compute_plain_and_mirror(tf, embed, files: list[Path], *, size: int, square: bool, batch: int
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of every photo (or its centre square) and of its mirror image (left-right), one module call a batch."""
     from retrain.images import load_image
+
+    def load(path: Path) -> np.ndarray:
+        return load_square(path, size=size) if square else load_image(path, height=size, width=size)
 
     plain, mirror = [], []
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for start in range(0, len(files), batch):
-            images = np.stack(list(pool.map(lambda p: load_image(p, height=size, width=size), files[start:start + batch])))
-            both = embed(np.concatenate([images, images[:, :, ::-1, :]])).numpy()
+            images = np.stack(list(pool.map(load, files[start:start + batch])))
+            both = embed(tf.constant(np.concatenate([images, images[:, :, ::-1, :]]))).numpy()
             plain.append(both[:len(images)])
             mirror.append(both[len(images):])
             progress("plain + mirror vectors", start + len(images), len(files))
@@ -250,18 +306,20 @@ def compute_variants(tf, module_call, files: list[Path], *, size: int, batch: in
     return np.stack([np.stack([result[(v, i)] for i in range(len(files))]) for v in range(variants)])
 
 
-def bottlenecks(tf, args, files: list[Path]) -> dict[str, np.ndarray]:
-    """Plain, mirror and (if asked) variant vectors of every member of --module (comma-separated), concatenated
-    in the order given as `retrain --tfhub_module A,B` concatenates them."""
-    members = [member_bottlenecks(tf, args, files, Path(name)) for name in args.module.split(",")]
+def bottlenecks(tf, args, files: list[Path], source: str) -> dict[str, np.ndarray]:
+    """Plain, mirror and (if asked, for --image_size) variant vectors of every member of --module (comma-separated),
+    concatenated in the order given as `retrain --tfhub_module A,B` concatenates them. `source` is one input of a
+    recipe's size= ("288", "224sq")."""
+    members = [member_bottlenecks(tf, args, files, Path(name), source) for name in args.module.split(",")]
     return {kind: np.concatenate([member[kind] for member in members], axis=-1) for kind in members[0]}
 
 
-def member_bottlenecks(tf, args, files: list[Path], module: Path) -> dict[str, np.ndarray]:
+def member_bottlenecks(tf, args, files: list[Path], module: Path, source: str) -> dict[str, np.ndarray]:
     """One module's plain, mirror and (if asked) variant vectors, from the cache folder or computed and cached
     there."""
     args.cache.mkdir(parents=True, exist_ok=True)
-    key = f"{module.name}-{module_digest(module)}-{photos_digest(files, Path(args.photos))}-{args.image_size}"
+    size, square = int(source.removesuffix("sq")), source.endswith("sq")
+    key = f"{module.name}-{module_digest(module)}-{photos_digest(files, Path(args.photos))}-{source}"
     plain_file = args.cache / f"plain-{key}.npz"
     vkey = (f"k{args.variants}-crop{args.random_crop:g}-scale{args.random_scale:g}-bright{args.random_brightness:g}"
             f"-flip{int(not args.no_variant_flip)}-seed{args.variant_seed}")
@@ -273,14 +331,14 @@ def member_bottlenecks(tf, args, files: list[Path], module: Path) -> dict[str, n
         with np.load(plain_file) as stored:
             data.update(plain=stored["plain"], mirror=stored["mirror"])
     else:
-        embed = load_module(tf, module, args.image_size)
+        embed = load_module(tf, module, size)
         start = time.perf_counter()
-        data["plain"], data["mirror"] = compute_plain_and_mirror(tf, embed, files, size=args.image_size,
+        data["plain"], data["mirror"] = compute_plain_and_mirror(tf, embed, files, size=size, square=square,
                                                                  batch=args.bottleneck_batch_size)
         timings["plain+mirror"] = time.perf_counter() - start
         np.savez(str(plain_file) + ".tmp.npz", **data)
         os.replace(str(plain_file) + ".tmp.npz", plain_file)
-    if args.variants:
+    if args.variants and source == str(args.image_size):
         if variant_file.is_file():
             with np.load(variant_file) as stored:
                 data["variants"] = stored["variants"]
@@ -299,8 +357,16 @@ def member_bottlenecks(tf, args, files: list[Path], module: Path) -> dict[str, n
             os.replace(str(variant_file) + ".tmp.npz", variant_file)
     for name, seconds in timings.items():
         count = data["variants"].shape[0] * len(files) if name == "variants" else 2 * len(files)
-        print(f"computed {name} vectors: {count} forward passes in {seconds:.1f} s ({count / seconds:.1f}/s)")
+        print(f"computed {name} vectors of {module.name} at {source}: {count} forward passes in {seconds:.1f} s "
+              f"({count / seconds:.1f}/s)")
     return data
+
+
+def at_inputs(by_input: dict[str, dict[str, np.ndarray]], inputs: list[str]) -> dict[str, np.ndarray]:
+    """The vectors of one input, or (several) the mean of their plain and of their mirror vectors."""
+    if len(inputs) == 1:
+        return by_input[inputs[0]]
+    return {kind: np.mean([by_input[source][kind] for source in inputs], axis=0) for kind in ("plain", "mirror")}
 
 
 def views(data: dict[str, np.ndarray], which: str, k: int = 0) -> np.ndarray:
@@ -532,8 +598,9 @@ def main() -> None:
     print(f"module {args.module}; {len(files)} photos in {len(classes)} classes; {args.folds}-fold CV x seeds "
           f"{args.seeds}; validation {args.validation_percentage:g} %; os.cpu_count() = {os.cpu_count()}; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; tensorflow {tf.__version__}", flush=True)
-    data = bottlenecks(tf, args, files)
-    dim = data["plain"].shape[1]
+    by_input = {source: bottlenecks(tf, args, files, source)
+                for source in sorted({source for spec in specs for source in spec.inputs(args.image_size)})}
+    dim = next(iter(by_input.values()))["plain"].shape[1]
     splits = [(seed, fold, *indices) for seed in args.seeds
               for fold, indices in enumerate(folds(labels, k=args.folds, seed=seed,
                                                    validation_percentage=args.validation_percentage))]
@@ -544,6 +611,7 @@ def main() -> None:
     results = {}
     for spec in specs:
         trainer = HeadTrainer(tf, spec, dim=dim, classes=len(classes))
+        data = at_inputs(by_input, spec.inputs(args.image_size))
         train_views, test_views = views(data, spec.train, spec.k), views(data, spec.test, spec.k)[:, 0]
         # compile once, outside the timings, on the shapes every fold has
         first = splits[0]
