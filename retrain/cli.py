@@ -60,6 +60,13 @@ class _OneLineErrors(click.Command):
             signal.signal(signal.SIGTERM, previous)
 
 
+class _PathFlag(click.Path):
+    """click.Path, except that an empty value stays '' for the config to judge (as a Path it would be '.')."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return "" if value == "" else super().convert(value, param, ctx)
+
+
 def _option(*names: str, **kwargs: Any):
     """An option spelled the classic way (`--image_dir`) that also accepts `--image-dir`."""
     dashed = [n.replace("_", "-") for n in names if "_" in n]
@@ -87,10 +94,10 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 
 
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@_option("--image_dir", type=click.Path(path_type=Path), required=True, help="Folder with one sub-folder of images per class.")
-@_option("--output_graph", type=click.Path(path_type=Path), default=_R.output_graph, help="Where to save the trained frozen graph.")
-@_option("--output_labels", type=click.Path(path_type=Path), default=_R.output_labels, help="Where to save the labels, one per line.")
-@_option("--summaries_dir", type=click.Path(path_type=Path), default=_R.summaries_dir, help="TensorBoard logs; each run gets its own sub-folder.")
+@_option("--image_dir", type=_PathFlag(path_type=Path), required=True, help="Folder with one sub-folder of images per class.")
+@_option("--output_graph", type=_PathFlag(path_type=Path), default=_R.output_graph, help="Where to save the trained frozen graph.")
+@_option("--output_labels", type=_PathFlag(path_type=Path), default=_R.output_labels, help="Where to save the labels, one per line.")
+@_option("--summaries_dir", type=_PathFlag(path_type=Path), default=_R.summaries_dir, help="TensorBoard logs; each run gets its own sub-folder.")
 @_option("--how_many_training_steps", type=int, default=_R.how_many_training_steps, help="Training steps.")
 @_option("--learning_rate", type=float, default=_R.learning_rate, help="SGD learning rate.")
 @_option("--testing_percentage", type=float, default=_R.testing_percentage, help="Percent of images used as the test set.")
@@ -100,7 +107,7 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 @_option("--test_batch_size", type=int, default=_R.test_batch_size, help="Test images to evaluate; -1 = whole test set.")
 @_option("--validation_batch_size", type=int, default=_R.validation_batch_size, help="Validation images per evaluation; -1 = whole set.")
 @_option("--print_misclassified_test_images", is_flag=True, default=False, help="Print the test images that were misclassified.")
-@_option("--bottleneck_dir", type=click.Path(path_type=Path), default=_R.bottleneck_dir, help="Bottleneck vector cache (safe to share between runs).")
+@_option("--bottleneck_dir", type=_PathFlag(path_type=Path), default=_R.bottleneck_dir, help="Bottleneck vector cache (safe to share between runs).")
 @_option("--final_tensor_name", default=_R.final_tensor_name, help="Name of the output softmax node.")
 @_option("--flip_left_right", is_flag=True, default=False, help="Randomly mirror training images horizontally.")
 @_option("--random_crop", type=float, default=_R.random_crop, help="Percent margin to randomly crop training images.")
@@ -108,14 +115,14 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 @_option("--random_brightness", type=float, default=_R.random_brightness, help="Percent to randomly scale brightness.")
 @_option("--tfhub_module", multiple=True, default=(_R.tfhub_module,), callback=_joined, metavar="MODULE[,MODULE...]", help="Feature-vector module: a name from --list_modules (e.g. mobilenet_v2_100_224), a tfhub.dev/Kaggle handle, or a local SavedModel folder. Several (comma-separated or repeated): their vectors are concatenated.")
 @_option("--list_modules", is_flag=True, expose_value=False, is_eager=True, callback=_print_module_catalog, help="Print the module names --tfhub_module accepts, with input sizes and handles, and exit.")
-@_option("--saved_model_dir", type=click.Path(path_type=Path), default=None, help="Also export a SavedModel here (signatures: serving_default takes float images, serving_bytes encoded image files).")
-@_option("--output_tflite", type=click.Path(path_type=Path), default=None, help="Also export a TFLite model here (e.g. model.tflite).")
+@_option("--saved_model_dir", type=_PathFlag(path_type=Path), default=None, help="Also export a SavedModel here (signatures: serving_default takes float images, serving_bytes encoded image files).")
+@_option("--output_tflite", type=_PathFlag(path_type=Path), default=None, help="Also export a TFLite model here (e.g. model.tflite).")
 @_option("--tflite_quantization", multiple=True, default=_R.tflite_quantization, callback=_comma_list, metavar="Q[,Q...]", help="float32, float16, dynamic (int8 weights) or int8 (full integer, calibrated on training images). Several (comma-separated or repeated): the first goes to --output_tflite, each other to <stem>_<Q>.tflite beside it.")
-@_option("--output_tfjs", type=click.Path(path_type=Path), default=None, help="Also export a TF.js graph model into this folder (model.json, weight shards, labels.txt), for web pages.")
+@_option("--output_tfjs", type=_PathFlag(path_type=Path), default=None, help="Also export a TF.js graph model into this folder (model.json, weight shards, labels.txt), for web pages.")
 @_option("--logging_verbosity", type=click.Choice(LOGGING_LEVELS, case_sensitive=False), default=_R.logging_verbosity, help="How much to log on stderr.")
 @_option("--intermediate_store_frequency", type=int, default=_R.intermediate_store_frequency, help="Save a frozen graph every this many steps; 0 = never.")
-@_option("--intermediate_output_graphs_dir", type=click.Path(path_type=Path), default=_R.intermediate_output_graphs_dir, help="Where intermediate graphs go.")
-@_option("--checkpoint_path", type=click.Path(path_type=Path), default=_R.checkpoint_path, help="Checkpoint prefix for the new layer's variables.")
+@_option("--intermediate_output_graphs_dir", type=_PathFlag(path_type=Path), default=_R.intermediate_output_graphs_dir, help="Where intermediate graphs go.")
+@_option("--checkpoint_path", type=_PathFlag(path_type=Path), default=_R.checkpoint_path, help="Checkpoint prefix for the new layer's variables.")
 @_option("--seed", type=int, default=_R.seed, help="Random seed: the same seed gives the same results on the same machine.")
 @_option("--image_size", type=int, default=None, help="Input size for modules that do not fix one (e.g. 224).")
 @_option("--bottleneck_batch_size", type=int, default=_R.bottleneck_batch_size, help="Images per module call when computing bottlenecks.")
@@ -128,7 +135,7 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 @_option("--fine_tune_steps", type=int, default=_R.fine_tune_steps, help="Fine-tuning steps.")
 @_option("--fine_tune_batch_size", type=int, default=_R.fine_tune_batch_size, help="Images per fine-tuning step.")
 @_option("--fine_tune_learning_rate", type=float, default=_R.fine_tune_learning_rate, help="Learning rate (SGD, momentum 0.9) of fine-tuning.")
-@_option("--labels_csv", type=click.Path(path_type=Path), default=None, help="Labels from a CSV with a header: path,labels[,split] (paths relative to --image_dir or absolute; labels separated by --label_delimiter). Rows with several labels train a multi-label model.")
+@_option("--labels_csv", type=_PathFlag(path_type=Path), default=None, help="Labels from a CSV with a header: path,labels[,split] (paths relative to --image_dir or absolute; labels separated by --label_delimiter). Rows with several labels train a multi-label model.")
 @_option("--label_delimiter", default=_R.label_delimiter, help="What separates labels in the CSV's labels column (default: a space, as fastai and Kaggle CSVs do).")
 @_option("--multi_label", is_flag=True, default=False, help="Train one sigmoid per label with per-label thresholds, even if no image has several labels.")
 def retrain_command(**options: Any) -> None:
@@ -149,10 +156,10 @@ def retrain_command(**options: Any) -> None:
 
 
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@_option("--graph", type=click.Path(path_type=Path), default=_L.graph,
+@_option("--graph", type=_PathFlag(path_type=Path), default=_L.graph,
          help="Model retrain exported: frozen graph (.pb), SavedModel folder or .tflite file.")
-@_option("--labels", type=click.Path(path_type=Path), default=_L.labels, help="Labels file, one per line.")
-@_option("--image", "images", type=click.Path(path_type=Path), multiple=True,
+@_option("--labels", type=_PathFlag(path_type=Path), default=_L.labels, help="Labels file, one per line.")
+@_option("--image", "images", type=_PathFlag(path_type=Path), multiple=True,
          help="Image file or folder of images to classify (repeatable; more may follow as arguments).")
 @_option("--input_height", type=int, default=None, help="Model input height (read from the model when omitted).")
 @_option("--input_width", type=int, default=None, help="Model input width (read from the model when omitted).")
@@ -165,7 +172,7 @@ def retrain_command(**options: Any) -> None:
 @_option("--top_k", type=int, default=None, help=f"How many labels to print per image (default {TOP_K}; for a multi-label model, every label at or above its threshold).")
 @_option("--json", is_flag=True, default=False, help="Print results as one JSON list instead of text lines.")
 @_option("--batch_size", type=int, default=_L.batch_size, help="Images per model call.")
-@click.argument("more_images", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("more_images", nargs=-1, type=_PathFlag(path_type=Path))
 def label_image_command(more_images: tuple[Path, ...], **options: Any) -> None:
     """Print the top labels for images, using a model that retrain exported.
 

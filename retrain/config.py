@@ -123,9 +123,7 @@ class RetrainConfig:
         for name in ("image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
                      "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite",
                      "labels_csv", "output_tfjs"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                object.__setattr__(self, name, Path(value))  # the Python API accepts strings too
+            object.__setattr__(self, name, _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY))
         if isinstance(self.tflite_quantization, str):
             object.__setattr__(self, "tflite_quantization", tuple(self.tflite_quantization.split(",")))
         _check_retrain(self)
@@ -168,13 +166,28 @@ class LabelImageConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "graph", Path(self.graph))
-        object.__setattr__(self, "labels", Path(self.labels))
-        object.__setattr__(self, "images", tuple(Path(p) for p in self.images))
+        object.__setattr__(self, "graph", _path("graph", self.graph))
+        object.__setattr__(self, "labels", _path("labels", self.labels))
+        object.__setattr__(self, "images", tuple(_path("image", p) for p in self.images))
         _check_label_image(self)
 
 
 # --------------------------------------------------------------------------- checks
+
+# Path flags whose empty value means "not set", as the classic `--saved_model_dir ''` did.
+_UNSET_WHEN_EMPTY = frozenset({"saved_model_dir", "output_tflite", "output_tfjs", "labels_csv"})
+
+
+def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Path | None:
+    """A path flag's value as a Path (the Python API accepts strings too). An empty value is "not set" for
+    `optional` flags and an error for the others: Path('') would quietly mean the current folder."""
+    if value is None or isinstance(value, Path):
+        return value
+    if value == "":
+        if optional:
+            return None
+        raise UsageError(f"--{flag} is empty; give a path")
+    return Path(value)
 
 
 def _finite(flag: str, value: float) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from retrain.config import RetrainConfig
 from retrain.pipeline import run
-from tests.conftest import retrain_cli as retrain, COLOURS, colour_photo, make_colour_tree, run_script
+from tests.conftest import retrain_cli as retrain, COLOURS, colour_photo, flags, invoke, make_colour_tree, run_script
 
 
 def no_work_done(outputs: dict[str, Path]) -> bool:
@@ -129,6 +129,39 @@ def test_output_in_missing_folder(colour_tree: Path, tiny_module: Path, outputs,
     assert error == (f"retrain: error: --output_graph {graph}: folder {graph.parent} does not exist; "
                      "create it or choose another --output_graph")
     assert no_work_done(outputs)
+
+
+def test_an_empty_optional_path_means_not_set_as_the_classic_saved_model_dir(
+        colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path, monkeypatch) -> None:
+    """The classic default was `--saved_model_dir ''`: scripts that spell it out get no SavedModel, never one
+    written into (or refused from) the current folder."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "mine.txt").write_text("the user's")
+    monkeypatch.chdir(here)
+    retrain(colour_tree, tiny_module, outputs, saved_model_dir="", output_tflite="", output_tfjs="", labels_csv="")
+    assert outputs["output_graph"].is_file() and outputs["output_labels"].read_text().split() == sorted(COLOURS)
+    assert sorted(p.name for p in here.iterdir()) == ["mine.txt"]
+
+
+@pytest.mark.parametrize("flag", ["image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
+                                  "intermediate_output_graphs_dir", "checkpoint_path"])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+        colour_tree: Path, tiny_module: Path, outputs, flag: str, monkeypatch) -> None:
+    monkeypatch.chdir(colour_tree)  # a tree that would train, were '' taken for '.'
+    before = sorted(colour_tree.rglob("*"))
+    error = retrain(colour_tree, tiny_module, {**outputs, flag: ""}, expect=2)  # (image_dir too: outputs come later)
+    assert error == f"retrain: error: --{flag} is empty; give a path"
+    assert no_work_done(outputs) and sorted(colour_tree.rglob("*")) == before
+
+
+@pytest.mark.parametrize("flag", ["graph", "labels", "image"])
+def test_label_image_refuses_an_empty_path(tmp_path: Path, flag: str) -> None:
+    from retrain.cli import label_image_command
+
+    values = {"graph": tmp_path / "graph.pb", "labels": tmp_path / "labels.txt", "image": tmp_path / "a.jpg", flag: ""}
+    result = invoke(label_image_command, flags(**values), expect=2)
+    assert result.stderr.strip() == f"label-image: error: --{flag} is empty; give a path"
 
 
 # /sys refuses new files even to root (EACCES): an honest unwritable folder whoever runs the tests.
