@@ -297,13 +297,14 @@ def _check_distortions(config: RetrainConfig) -> None:
 def _check_tflite(config: RetrainConfig) -> None:
     """--tflite_quantization names known variants, once each, and only with --output_tflite."""
     quantizations = config.tflite_quantization
+    spelled = ",".join(quantizations) or "(empty)"
     if config.output_tflite is None:
         if tuple(quantizations) != RetrainConfig.tflite_quantization:
-            raise UsageError(f"--tflite_quantization {','.join(quantizations)} needs --output_tflite PATH")
+            raise UsageError(f"--tflite_quantization {spelled} needs --output_tflite PATH")
         return
     unknown = [q for q in quantizations if q not in TFLITE_QUANTIZATIONS]
     if unknown or not quantizations or len(set(quantizations)) != len(quantizations):
-        raise UsageError(f"--tflite_quantization {','.join(quantizations) or '(empty)'}: expected one or more of "
+        raise UsageError(f"--tflite_quantization {spelled}: expected one or more of "
                          f"{', '.join(TFLITE_QUANTIZATIONS)}, each once (comma-separated or repeated)")
     _positive("--tflite_representative_images", config.tflite_representative_images, limit=100_000)
 

@@ -240,6 +240,7 @@ def test_cli_writes_tflite_variants_and_reports_sizes(tmp_path: Path, tiny_modul
     (["--tflite_quantization", "int4"], "--tflite_quantization int4: expected one or more of float32, float16, dynamic, int8"),
     (["--tflite_quantization", "int8,int8"], "each once"),
     (["--tflite_quantization", "int8"], "--tflite_quantization int8 needs --output_tflite PATH"),
+    (["--tflite_quantization", ""], "--tflite_quantization (empty) needs --output_tflite PATH"),
 ])
 def test_bad_tflite_flags_are_usage_errors(tmp_path: Path, extra: list[str], message: str) -> None:
     photos = make_colour_tree(tmp_path / "photos", per_class=2)
