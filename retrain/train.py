@@ -261,11 +261,11 @@ class ImageSteps(_Layer):
             images = tf.cast(pixels, tf.float32) / 255.0
             if active:
                 images = distort_tensors(images, boxes, flip, brightness, height=height, width=width)
-            # A frozen source runs outside the tape: no backward pass through it is ever built.
+            # A frozen source runs outside the tape: no backward pass through it is ever built. A fine-tuned one
+            # runs inside it, in inference mode like the frozen one (batch normalization keeps its statistics).
             features = None if fine_tune else tf.stop_gradient(source.features(images))
             with tf.GradientTape() as tape:
-                logits = tf.matmul(source.features(images, training=True) if fine_tune else features,
-                                   weights) + biases
+                logits = tf.matmul(source.features(images) if fine_tune else features, weights) + biases
                 loss = objective.loss(logits, targets)
                 total = loss + tf.add_n([tf.cast(r(), tf.float32) for r in regularization]) if regularization else loss
             apply(tape.gradient(total, variables))

@@ -223,13 +223,15 @@ def test_unicode_labels_and_paths(tmp_path: Path, image_dir: Path) -> None:
 
 def test_split_column(tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     content = ("path,labels,split\na.jpg,cat,training\nb.jpg,dog, Validation \nc.png,cat,TESTING\nd.JPEG,dog,\n"
-               "g.gif,cat,train\n")
+               "g.gif,cat,holdout\nsub/e.webp,cat,Train\nsub/f.bmp,dog,val\ncafé.jpg,cat,valid\n"
+               "\"with, comma.jpg\",dog,TEST\n")
     table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
-    assert [row.split for row in table.rows] == ["training", "validation", "testing", None, None]
+    assert [row.split for row in table.rows] == ["training", "validation", "testing", None, None,
+                                                 "training", "validation", "validation", "testing"]
     assert table.has_split_column
     messages = warnings_of(caplog)
     assert len(messages) == 2  # the bad split, then the closing summary
-    assert "line 6: split 'train' is not training, validation or testing" in messages[0]
+    assert "line 6: split 'holdout' is not training, validation or testing (or train, val, valid, test" in messages[0]
     assert table.skipped.bad_splits == 1 and table.skipped.rows == 0
 
 

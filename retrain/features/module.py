@@ -42,12 +42,14 @@ class FeatureExtractor:
     model: Any
     is_tf1: bool
 
-    def __call__(self, images: Any, *, training: bool = False) -> Any:
+    def __call__(self, images: Any) -> Any:
+        """Always in inference mode, also when fine-tuning: `training=True` would switch batch normalization to
+        the statistics of each small batch and overwrite the module's moving averages with them."""
         if self.is_tf1:
             signature = self.model.signatures.get("image_feature_vector") or self.model.signatures["default"]
             outputs = signature(images=images)
             return next(outputs[k] for k in (*_TF1_OUTPUTS, *outputs) if k in outputs)
-        return self.model(images, training=training) if training else self.model(images)
+        return self.model(images)
 
     @property
     def trainable_variables(self) -> list[Any]:

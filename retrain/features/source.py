@@ -46,7 +46,7 @@ class FeatureSource:
     def handle(self) -> str:
         return ",".join(member.handle for member in self.members)
 
-    def features(self, images: Any, *, training: bool = False) -> Any:
+    def features(self, images: Any) -> Any:
         """TensorFlow ops: images at (height, width) -> the concatenated member vectors."""
         tf = import_tensorflow()
         outputs = []
@@ -54,7 +54,7 @@ class FeatureSource:
             pixels = images
             if (member.height, member.width) != (self.height, self.width):
                 pixels = tf.image.resize(images, [member.height, member.width], method="bilinear", antialias=True)
-            outputs.append(member(pixels, training=training))
+            outputs.append(member(pixels))
         return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=1, name="features")
 
     __call__ = features

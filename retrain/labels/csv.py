@@ -39,6 +39,9 @@ MAX_WARNINGS_PER_KIND = 10
 # survives a labels file with one label per line, or a terminal.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _EXPECTED_HEADER = "path,labels[,split]"
+# A split cell, case-folded -> the split: our names and the short ones other tools write (train/val/test folders).
+_SPLIT_NAMES = {**{name: name for name in SPLITS}, "train": "training", "val": "validation", "valid": "validation",
+                "test": "testing"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +147,8 @@ def read_labels_csv(path: Path, *, image_dir: Path, delimiter: str = " ") -> Lab
       label holding a control character or line break -> warning, row skipped;
       a label repeated within a row counts once. An empty field is a row with
       no label: a negative for every label.
-    * Split: optional column; `training`/`validation`/`testing` in any case; empty
+    * Split: optional column; `training`/`validation`/`testing` (or `train`, `val`,
+      `valid`, `test`) in any case; empty
       means the hash decides (None); anything else -> warning, the hash decides.
     * Duplicates (the same file named twice, compared after normalising the
       path): the same labels and split -> warning, the later row dropped; other
@@ -359,11 +363,11 @@ def _parse_row(notes: _Notes, *, line: int, cells: list[str], header: _Header, i
     split = None
     if "split" in header.columns:
         value = cells[header.columns["split"]].strip()
-        if value.casefold() in SPLITS:
-            split = SPLITS[SPLITS.index(value.casefold())]
+        if value.casefold() in _SPLIT_NAMES:
+            split = _SPLIT_NAMES[value.casefold()]
         elif value:
-            notes.warn("bad_splits", line, "split %r is not training, validation or testing (or empty); "
-                       "the hash decides this row's split", _shorten(value))
+            notes.warn("bad_splits", line, "split %r is not training, validation or testing (or train, val, valid, "
+                       "test; or empty); the hash decides this row's split", _shorten(value))
     checked, key, name = _locate(written, image_dir=image_dir, image_root=image_root)
     problem = _file_problem(checked)
     if problem is not None:
