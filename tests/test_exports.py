@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import (FLOWERS, FLOWERS_MODULE, MODULES, PHOTOS, flags, frozen_graph_scores, invoke,
-                            make_colour_tree, require)
+from tests.conftest import PHOTOS, flags, flowers_config, frozen_graph_scores, invoke, make_colour_tree, require
 from retrain.cli import retrain_command
 from retrain.images import load_image
 
@@ -120,15 +119,10 @@ def test_float_input_variants_agree_with_frozen_graph(trained: dict, variant: st
 def int8_run(tmp_path_factory: pytest.TempPathFactory, flowers_bottlenecks: Path) -> dict:
     """A retrain of the fixture flowers (as the shared one: same module, split and seed) writing the frozen graph
     and a fully integer TFLite model calibrated on the default 300 training images."""
-    from retrain.config import RetrainConfig
     from retrain.pipeline import run
 
     out = tmp_path_factory.mktemp("int8")
-    config = RetrainConfig(
-        image_dir=require(FLOWERS), tfhub_module=str(require(MODULES / FLOWERS_MODULE)),
-        output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
-        bottleneck_dir=flowers_bottlenecks, checkpoint_path=out / "checkpoint" / "ckpt",
-        output_tflite=out / "model.tflite", tflite_quantization=("int8",), testing_percentage=25)
+    config = flowers_config(out, flowers_bottlenecks, output_tflite=out / "model.tflite", tflite_quantization=("int8",))
     result = run(config)
     paths = list(result.splits["testing"].paths)
     images = np.stack([load_image(p, height=224, width=224) for p in paths])

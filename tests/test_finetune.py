@@ -21,8 +21,8 @@ from retrain.images import load_image
 from retrain.pipeline import run
 from retrain.tfenv import import_tensorflow
 from retrain.train import Head
-from tests.conftest import (FLOWERS, FLOWERS_MODULE, MODULES, TINY_SIZE, flags, frozen_graph_scores, invoke,
-                            make_colour_tree, require)
+from tests.conftest import (MODULES, TINY_SIZE, flags, flowers_config, frozen_graph_scores, invoke, make_colour_tree,
+                            require)
 
 STEPS, FINE_TUNE_STEPS = 40, 30
 
@@ -152,15 +152,13 @@ def test_fine_tuning_a_real_module_keeps_its_batch_norm_statistics(tmp_path: Pat
 
 
 @pytest.mark.integration  # 500 flower photos held in memory and 30 fine-tuning steps of MobileNet V2 1.0: about 1.5 min
-def test_fine_tuning_on_real_photos_keeps_the_classifier(tmp_path: Path, outputs, flowers_bottlenecks: Path) -> None:
+def test_fine_tuning_on_real_photos_keeps_the_classifier(tmp_path: Path, flowers_bottlenecks: Path) -> None:
     """The fixture flowers and the module the shared export uses (its vectors are cached already): fine-tuning
     must leave the test accuracy near the new layer's own."""
-    common = dict(image_dir=require(FLOWERS), tfhub_module=str(require(MODULES / FLOWERS_MODULE)),
-                  bottleneck_dir=flowers_bottlenecks, testing_percentage=25)
-    frozen = run(RetrainConfig(**{**outputs, **common}))
-    tuned_outputs = {name: path.parent / f"tuned_{path.name}" for name, path in outputs.items()}
-    tuned = run(RetrainConfig(**{**tuned_outputs, **common},
-                              fine_tune=True, fine_tune_steps=30))
+    (tmp_path / "frozen").mkdir()
+    (tmp_path / "tuned").mkdir()
+    frozen = run(flowers_config(tmp_path / "frozen", flowers_bottlenecks))
+    tuned = run(flowers_config(tmp_path / "tuned", flowers_bottlenecks, fine_tune=True, fine_tune_steps=30))
     assert len(tuned.splits["testing"].paths) > 100
     assert frozen.test_accuracy > 0.75 and tuned.test_accuracy >= frozen.test_accuracy - 0.05
 

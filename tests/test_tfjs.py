@@ -39,6 +39,8 @@ from tests.conftest import FLOWERS, MODULES, PHOTOS, flags, require, run_script
 ROOT = Path(__file__).resolve().parents[1]
 JS = ROOT / "tests" / "js"
 SIZE = 224
+
+
 def held_out(trained: dict[str, Any], per_class: int) -> list[Path]:
     """Photos the model never saw (its test split): the first `per_class` of each class, class by class."""
     by_class: dict[str, list[Path]] = {}
