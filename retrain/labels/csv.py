@@ -363,9 +363,8 @@ def _parse_row(notes: _Notes, *, line: int, cells: list[str], header: _Header, i
     split = None
     if "split" in header.columns:
         value = cells[header.columns["split"]].strip()
-        if value.casefold() in _SPLIT_NAMES:
-            split = _SPLIT_NAMES[value.casefold()]
-        elif value:
+        split = _SPLIT_NAMES.get(value.casefold())
+        if split is None and value:
             notes.warn("bad_splits", line, "split %r is not training, validation or testing (or train, val, valid, "
                        "test; or empty); the hash decides this row's split", _shorten(value))
     checked, key, name = _locate(written, image_dir=image_dir, image_root=image_root)
