@@ -196,9 +196,12 @@ def load_module(tf, module: Path, size: int):
     import tensorflow_hub as hub
 
     model = hub.load(str(module))
-    spec = [tf.TensorSpec([None, size, size, 3], tf.float32)]
+    # A tf.function, not its concrete function: the function's closure keeps `model` (and so its variables) alive.
+    function = tf.function(lambda images: model(images), autograph=False,
+                           input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     try:
-        return tf.function(lambda images: model(images), input_signature=spec, autograph=False).get_concrete_function()
+        function.get_concrete_function()  # traces now: a module that fixes another size fails here
+        return function
     except (ValueError, TypeError):
         pass
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -343,11 +346,9 @@ def member_bottlenecks(tf, args, files: list[Path], module: Path, source: str) -
             with np.load(variant_file) as stored:
                 data["variants"] = stored["variants"]
         else:
-            import tensorflow_hub as hub
-
-            model = hub.load(str(module))
+            embed = embed or load_module(tf, module, size)  # loaded once when the plain vectors were computed too
             start = time.perf_counter()
-            data["variants"] = compute_variants(tf, lambda x: model(x), files, size=args.image_size,
+            data["variants"] = compute_variants(tf, embed, files, size=args.image_size,
                                                 batch=args.bottleneck_batch_size, variants=args.variants,
                                                 crop=args.random_crop, scale=args.random_scale,
                                                 brightness=args.random_brightness, flip=not args.no_variant_flip,
