@@ -235,6 +235,25 @@ def test_split_column(tmp_path: Path, image_dir: Path, caplog: pytest.LogCapture
     assert table.skipped.bad_splits == 1 and table.skipped.rows == 0
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_semicolon_and_tab_separated_files_as_spreadsheets_save_them(tmp_path: Path, image_dir: Path,
+                                                                     separator: str) -> None:
+    """Spreadsheets in many locales save "CSV" with semicolons; the header line tells which separator the file uses."""
+    content = (f"\ufeff Path{separator}Labels{separator}split\r\n"
+               f"a.jpg{separator}cat dog{separator}train\r\n"
+               f"\"with, comma.jpg\"{separator}dog{separator}\r\n"
+               f"c.png{separator}cat,bird{separator}test\r\n")
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert [(row.name, row.labels, row.split) for row in table.rows] == [
+        ("a.jpg", ("cat", "dog"), "training"), ("with, comma.jpg", ("dog",), None), ("c.png", ("cat,bird",), "testing")]
+
+
+def test_a_comma_header_keeps_semicolons_inside_its_fields(tmp_path: Path, image_dir: Path) -> None:
+    table = read_labels_csv(write(tmp_path, "path,labels\na.jpg,cat;dog\nb.jpg,cat\n"), image_dir=image_dir,
+                            delimiter=";")
+    assert [row.labels for row in table.rows] == [("cat", "dog"), ("cat",)]
+
+
 @pytest.mark.parametrize("content, expected", [
     ("a.jpg,cat\nb.jpg,dog\n", r"line 1: 'a.jpg,cat' looks like data, not a header; .*path,labels\[,split\]"),
     ("image_name,tags\na.jpg,cat\n", r"line 1: the header 'image_name,tags' has no 'path' and 'labels' column"),

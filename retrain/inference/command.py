@@ -114,7 +114,7 @@ def preprocessing_for(model: Model, config: LabelImageConfig) -> Preprocessing:
     for flag, given, own in (("--input_height", config.input_height, model.height),
                              ("--input_width", config.input_width, model.width)):
         if given is not None and own is not None and given != own:
-            raise RetrainError(f"{flag} {given} does not match the model's input {model.description}; "
+            raise RetrainError(f"{flag} {given} does not match the model ({model.description}); "
                                f"omit {flag} (the size is read from the model)")
         sizes[flag] = given or own
         if not sizes[flag]:

@@ -39,6 +39,7 @@ MAX_WARNINGS_PER_KIND = 10
 # survives a labels file with one label per line, or a terminal.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _EXPECTED_HEADER = "path,labels[,split]"
+_SEPARATORS = (",", ";", "\t")  # the first is the default
 # A split cell, case-folded -> the split: our names and the short ones other tools write (train/val/test folders).
 _SPLIT_NAMES = {**{name: name for name in SPLITS}, "train": "training", "val": "validation", "valid": "validation",
                 "test": "testing"}
@@ -128,7 +129,8 @@ def read_labels_csv(path: Path, *, image_dir: Path, delimiter: str = " ") -> Lab
       extension) is an error explaining the header; so is a header without
       `path` or `labels`, or an empty file.
     * Rows: parsed by the `csv` module (comma-separated, `"` quotes, a space after
-      the comma is skipped). Blank lines and rows of empty fields are ignored,
+      the comma is skipped; a header that names path and labels only when split on
+      semicolons or tabs makes the whole file semicolon- or tab-separated). Blank lines and rows of empty fields are ignored,
       and so are empty fields after the last column (spreadsheets add them). A
       row with more or fewer fields than the header, an empty path, or a copy of
       the header line -> warning, skipped. A field over the csv module's limit
@@ -166,7 +168,7 @@ def read_labels_csv(path: Path, *, image_dir: Path, delimiter: str = " ") -> Lab
     image_dir = Path(image_dir)
     text = _decode(source, _read_source(source))
     stream = io.StringIO(text, newline="")
-    reader = csv.reader(stream, skipinitialspace=True)
+    reader = csv.reader(stream, delimiter=_separator(text), skipinitialspace=True)
     notes = _Notes(source)
     try:
         header = _read_header(source, reader, notes)
@@ -178,6 +180,20 @@ def read_labels_csv(path: Path, *, image_dir: Path, delimiter: str = " ") -> Lab
                            f"(a quote that is never closed?)") from None
     notes.summarize(table)
     return table
+
+
+def _separator(text: str) -> str:
+    """The field separator: a comma, unless the header line names path and labels only when split on a semicolon
+    or a tab (spreadsheets in many locales save "CSV" with semicolons)."""
+    first = next((match.group() for match in re.finditer(r"[^\r\n]+", text) if match.group().strip()), "")
+    for separator in _SEPARATORS:
+        try:
+            cells = next(csv.reader([first], delimiter=separator, skipinitialspace=True), [])
+        except csv.Error:  # a line past the field size limit: the reader names it below
+            break
+        if {"path", "labels"} <= {cell.strip().casefold() for cell in cells}:
+            return separator
+    return _SEPARATORS[0]
 
 
 def _read_source(source: Path) -> bytes:
