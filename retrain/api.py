@@ -13,12 +13,15 @@
     # [{'image': 'photo.jpg', 'predictions': [{'label': 'roses', 'score': 0.93}, ...]}]
 
 Keyword arguments are the command's flags without the dashes (`how_many_training_steps=500`,
-`saved_model_dir=...`); a bad value raises `retrain.errors.UsageError` with the message the
-command line prints, before any work. Importing this module does not import TensorFlow.
+`saved_model_dir=...`); a bad value, an unknown keyword or a value of the wrong type raises
+`retrain.errors.UsageError` with a one-line message (for values, the one the command line prints),
+before any work. Importing this module does not import TensorFlow.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +44,7 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     """
     from retrain.pipeline import run
 
+    _check_names("retrain", flags, RetrainConfig)
     config = RetrainConfig(image_dir=Path(image_dir), **flags)
     _log_to_stderr(log_level)
     return run(config)
@@ -58,9 +62,19 @@ def classify(images: Sequence[str | Path], *, graph: str | Path = RetrainConfig.
     """
     from retrain.inference.command import records
 
+    _check_names("classify", flags, LabelImageConfig)
     config = LabelImageConfig(graph=Path(graph), labels=Path(labels), images=tuple(Path(p) for p in images),
                               top_k=top_k, **flags)
     return list(records(config))
+
+
+def _check_names(function: str, flags: dict[str, Any], config: type) -> None:
+    """An unknown keyword is a UsageError naming it (and the flag it was probably meant to be)."""
+    known = [field.name for field in dataclasses.fields(config)]
+    for name in flags:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise UsageError(f"{function}() has no flag {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
 def _log_to_stderr(level: str | None) -> None:

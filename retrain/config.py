@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ class RetrainConfig:
     multi_label: bool = False
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if _URL.match(str(self.bottleneck_dir)):
             raise UsageError(f"--bottleneck_dir {self.bottleneck_dir}: object stores are not supported; give a "
                              "folder (on a file system every Ray node mounts at the same path, for --ray_address)")
@@ -124,8 +126,9 @@ class RetrainConfig:
                      "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite",
                      "labels_csv", "output_tfjs"):
             object.__setattr__(self, name, _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY))
-        if isinstance(self.tflite_quantization, str):
-            object.__setattr__(self, "tflite_quantization", tuple(self.tflite_quantization.split(",")))
+        quantization = self.tflite_quantization
+        object.__setattr__(self, "tflite_quantization",
+                           tuple(quantization.split(",") if isinstance(quantization, str) else quantization))
         _check_retrain(self)
 
     def replace(self, **changes: object) -> "RetrainConfig":
@@ -166,6 +169,7 @@ class LabelImageConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
+        _check_types(self)
         object.__setattr__(self, "graph", _path("graph", self.graph))
         object.__setattr__(self, "labels", _path("labels", self.labels))
         object.__setattr__(self, "images", tuple(_path("image", p) for p in self.images))
@@ -176,6 +180,31 @@ class LabelImageConfig:
 
 # Path flags whose empty value means "not set", as the classic `--saved_model_dir ''` did.
 _UNSET_WHEN_EMPTY = frozenset({"saved_model_dir", "output_tflite", "output_tfjs", "labels_csv"})
+
+
+# What each annotation accepts from the Python API (the CLI's click types always fit), and how to say it.
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((numbers.Integral,), "a whole number"),
+    "float": ((numbers.Real,), "a number"),
+    "bool": ((bool,), "True or False"),
+    "str": ((str,), "a string"),
+    "Path": ((str, os.PathLike), "a path"),
+    "tuple[str, ...]": ((tuple, list, str), "a list of strings"),
+    "tuple[Path, ...]": ((tuple, list), "a list of paths"),
+}
+
+
+def _check_types(config: object) -> None:
+    """A value of the wrong type (the Python API takes what it is given) is one line naming the flag, like a
+    bad value, rather than a TypeError from deep inside the checks or the run."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        annotation = str(field.type)
+        if value is None and annotation.endswith(" | None"):
+            continue
+        kinds, wanted = _TYPES[annotation.removesuffix(" | None")]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise UsageError(f"--{field.name} must be {wanted}, got {value!r}")
 
 
 def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Path | None:

@@ -11,6 +11,7 @@ import pytest
 
 from retrain import api
 from retrain.cli import label_image_command, retrain_command
+from retrain.config import RetrainConfig
 from tests.conftest import FIXTURES, FLOWERS, flags, invoke, require, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,37 @@ def test_bad_values_raise_the_command_lines_message_before_any_work(colour_tree:
     printed = invoke(retrain_command, flags(image_dir=colour_tree, **outputs, **cli_flags), expect=2).stderr
     assert message in str(error.value) and f"retrain: error: {error.value}" in printed
     assert not outputs["bottleneck_dir"].exists()
+
+
+@pytest.mark.parametrize("flags_, message", [
+    ({"how_many_training_step": 100}, "retrain() has no flag 'how_many_training_step'; did you mean "
+                                      "'how_many_training_steps'?"),
+    ({"how_many_training_steps": "100"}, "--how_many_training_steps must be a whole number, got '100'"),
+    ({"learning_rate": "0.1"}, "--learning_rate must be a number, got '0.1'"),
+    ({"flip_left_right": "yes"}, "--flip_left_right must be True or False, got 'yes'"),
+    ({"image_size": 224.5}, "--image_size must be a whole number, got 224.5"),
+    ({"output_graph": 5}, "--output_graph must be a path, got 5"),
+])
+def test_wrong_names_and_types_from_python_are_one_line_before_any_work(colour_tree: Path, outputs, flags_,
+                                                                         message: str) -> None:
+    with pytest.raises(api.UsageError) as error:
+        api.retrain(colour_tree, log_level=None, **{**outputs, **flags_})
+    assert str(error.value) == message
+    assert not outputs["bottleneck_dir"].exists()
+
+
+def test_numpy_numbers_and_lists_are_fine_from_python(colour_tree: Path, outputs) -> None:
+    config = RetrainConfig(colour_tree, how_many_training_steps=np.int64(5), learning_rate=np.float32(0.5),
+                               tflite_quantization=["float32", "int8"], output_tflite="m.tflite",
+                               **outputs)
+    assert (config.how_many_training_steps, config.tflite_quantization) == (5, ("float32", "int8"))
+
+
+def test_classify_names_a_wrong_flag_and_type(tmp_path: Path) -> None:
+    with pytest.raises(api.UsageError, match=r"^classify\(\) has no flag 'topk'; did you mean 'top_k'\?$"):
+        api.classify([tmp_path / "a.jpg"], topk=3)
+    with pytest.raises(api.UsageError, match=r"^--top_k must be a whole number, got '3'$"):
+        api.classify([tmp_path / "a.jpg"], top_k="3")
 
 
 @pytest.mark.integration  # a fresh process, a real module and 75 photos: CI runs it with the integration tests
