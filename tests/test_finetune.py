@@ -65,6 +65,11 @@ def fine_tuned(tmp_path_factory: pytest.TempPathFactory):
         flip_left_right=True, random_brightness=10, distorted_variants=2, validation_percentage=20,
         testing_percentage=20)
     out.mkdir()
+    return config, *run_capturing(config)
+
+
+def run_capturing(config: RetrainConfig) -> tuple[object, str]:
+    """run(config) in this process with the command's logging; its result and what it logged on stderr."""
     logger = logging.getLogger("retrain")
     saved = (logger.handlers[:], logger.level, logger.propagate)
     stderr = io.StringIO()
@@ -74,7 +79,7 @@ def fine_tuned(tmp_path_factory: pytest.TempPathFactory):
             result = run(config)
     finally:
         logger.handlers[:], logger.level, logger.propagate = saved
-    return config, result, stderr.getvalue()
+    return result, stderr.getvalue()
 
 
 def _images(result) -> np.ndarray:
@@ -131,6 +136,44 @@ def test_fine_tuning_shows_progress_and_continues_the_step_count(fine_tuned):
     assert "Distorted variants" in stderr  # the first phase trained on cached distorted variants
 
 
+def test_a_fine_tuning_that_helps_or_ties_on_validation_is_kept(fine_tuned):
+    _, _, stderr = fine_tuned
+    assert re.search(r"INFO .*fine-tuning: validation accuracy (\d+\.\d)% -> (\d+\.\d)% \(N=\d+\)", stderr)
+    assert "fine-tuning lowered" not in stderr
+
+
+def test_a_fine_tuning_that_wrecks_the_model_is_undone_and_said(tmp_path: Path) -> None:
+    """A learning rate far too high kills the tiny module's features: the run keeps the model from before
+    fine-tuning, the same as a run without --fine_tune, and says why in one warning."""
+    tree = make_colour_tree(tmp_path / "photos", per_class=20)
+    module = save_tunable_module(tmp_path / "tunable")
+
+    def config(name: str, **extra) -> RetrainConfig:
+        out = tmp_path / name
+        out.mkdir()
+        return RetrainConfig(image_dir=tree, tfhub_module=str(module), output_graph=out / "graph.pb",
+                             output_labels=out / "labels.txt", summaries_dir=out / "logs",
+                             bottleneck_dir=tmp_path / "bottlenecks", how_many_training_steps=STEPS,
+                             validation_percentage=20, testing_percentage=20, **extra)
+
+    plain, _ = run_capturing(config("plain"))
+    wrecked = config("wrecked", fine_tune=True, fine_tune_steps=10, fine_tune_batch_size=8, fine_tune_learning_rate=50)
+    result, stderr = run_capturing(wrecked)
+    message = re.search(r"WARNING .*fine-tuning lowered the validation accuracy from (\d+\.\d)% to (\d+\.\d)% "
+                        r"\(N=\d+\): keeping the model from before fine-tuning.*--fine_tune_learning_rate \(now 50\)",
+                        stderr)
+    assert message and float(message[1]) > float(message[2])
+    assert "Fine-tuning: 10/10 steps" in stderr  # it did fine-tune first
+    original = load_feature_extractor(str(module))
+    for kept, shipped in zip(result.source.trainable_variables, original.trainable_variables, strict=True):
+        np.testing.assert_array_equal(kept.numpy(), shipped.numpy())
+    np.testing.assert_array_equal(result.head.weights, plain.head.weights)
+    assert result.test_accuracy == plain.test_accuracy
+    images = _images(result)
+    np.testing.assert_allclose(frozen_graph_scores(wrecked.output_graph, images),
+                               frozen_graph_scores(tmp_path / "plain" / "graph.pb", images), atol=1e-6)
+
+
 def test_fine_tuning_a_real_module_keeps_its_batch_norm_statistics(tmp_path: Path, outputs) -> None:
     """A real hub module (MobileNet V2 0.35) fine-tuned in inference mode: its weights learn, its batch-norm moving
     averages stay as shipped. (In training mode, one call on a batch moved the moving averages of MobileNet V2 1.0
@@ -154,11 +197,14 @@ def test_fine_tuning_a_real_module_keeps_its_batch_norm_statistics(tmp_path: Pat
 @pytest.mark.integration  # 500 flower photos held in memory and 30 fine-tuning steps of MobileNet V2 1.0: about 1.5 min
 def test_fine_tuning_on_real_photos_keeps_the_classifier(tmp_path: Path, flowers_bottlenecks: Path) -> None:
     """The fixture flowers and the module the shared export uses (its vectors are cached already): fine-tuning
-    must leave the test accuracy near the new layer's own."""
+    must leave the test accuracy near the new layer's own, and the fine-tuned model must be the one kept (a
+    wrecked one would be undone, which would hide the wreck from the accuracy check alone)."""
     (tmp_path / "frozen").mkdir()
     (tmp_path / "tuned").mkdir()
     frozen = run(flowers_config(tmp_path / "frozen", flowers_bottlenecks))
-    tuned = run(flowers_config(tmp_path / "tuned", flowers_bottlenecks, fine_tune=True, fine_tune_steps=30))
+    tuned, stderr = run_capturing(flowers_config(tmp_path / "tuned", flowers_bottlenecks, fine_tune=True,
+                                                 fine_tune_steps=30))
+    assert "fine-tuning: validation accuracy" in stderr and "fine-tuning lowered" not in stderr
     assert len(tuned.splits["testing"].paths) > 100
     assert frozen.test_accuracy > 0.75 and tuned.test_accuracy >= frozen.test_accuracy - 0.05
 
