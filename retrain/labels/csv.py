@@ -130,8 +130,9 @@ def read_labels_csv(path: Path, *, image_dir: Path, delimiter: str = " ") -> Lab
       `path` or `labels`, or an empty file.
     * Rows: parsed by the `csv` module (comma-separated, `"` quotes, a space after
       the comma is skipped; a header that names path and labels only when split on
-      semicolons or tabs makes the whole file semicolon- or tab-separated). Blank lines and rows of empty fields are ignored,
-      and so are empty fields after the last column (spreadsheets add them). A
+      semicolons or tabs makes the whole file semicolon- or tab-separated). Blank
+      lines and rows of empty fields are ignored, and so are empty fields after the
+      last column (spreadsheets add them). A
       row with more or fewer fields than the header, an empty path, or a copy of
       the header line -> warning, skipped. A field over the csv module's limit
       (131,072 characters) -> error naming the line. A quoted field spanning several lines
