@@ -250,7 +250,7 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
                       "--output_layer", "final_result"], expect=1)
     assert "--output_layer final_result" in message and "prediction" in message and "image" in message
     message = _error(["--graph", graph, "--labels", labels, "--image", photo, "--input_height", "299"], expect=1)
-    assert "--input_height 299" in message and "224" in message
+    assert "--input_height 299 does not match the model (input Placeholder [?, 224, 224, 3] -> output" in message
 
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\xfe definitely not a protobuf" * 10)
