@@ -62,6 +62,12 @@ def cached_keys(bottleneck_dir: Path) -> set[bytes]:
     return keys
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT back to its default. A shell starts background jobs (`.ci/run &`,
+    nohup) with SIGINT ignored, which Python and retrain then rightly honour, and Ctrl-C could not be tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """A `python -m retrain` process whose stdout and stderr go to files we can watch."""
 
@@ -75,7 +81,7 @@ class Run:
         env = {**os.environ, "RETRAIN_BOTTLENECK_FLUSH_EVERY": str(flush_every), "PYTHONUNBUFFERED": "1"}
         with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen([sys.executable, "-m", "retrain", *args], stdout=stdout,
-                                            stderr=stderr, env=env)
+                                            stderr=stderr, env=env, preexec_fn=_ctrl_c_as_in_a_terminal)
 
     @property
     def stderr(self) -> str:
