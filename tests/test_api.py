@@ -76,8 +76,7 @@ def test_wrong_names_and_types_from_python_are_one_line_before_any_work(colour_t
 
 def test_numpy_numbers_and_lists_are_fine_from_python(colour_tree: Path, outputs) -> None:
     config = RetrainConfig(colour_tree, how_many_training_steps=np.int64(5), learning_rate=np.float32(0.5),
-                               tflite_quantization=["float32", "int8"], output_tflite="m.tflite",
-                               **outputs)
+                           tflite_quantization=["float32", "int8"], output_tflite="m.tflite", **outputs)
     assert (config.how_many_training_steps, config.tflite_quantization) == (5, ("float32", "int8"))
 
 
