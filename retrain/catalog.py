@@ -13,6 +13,7 @@ prints this table without importing TensorFlow.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 
@@ -68,6 +69,13 @@ def _normalise(name: str) -> str:
 def lookup(name: str) -> CatalogEntry | None:
     """The entry for a short name (case and dashes ignored), or None if it is not one."""
     return _BY_NAME.get(_normalise(name))
+
+
+def closest(name: str) -> str | None:
+    """The catalog name a mistyped one was most likely meant to be (mobilenet_v2_100_22 -> mobilenet_v2_100_224),
+    or None when none is close."""
+    matches = difflib.get_close_matches(_normalise(name), _BY_NAME, n=1, cutoff=0.8)
+    return matches[0] if matches else None
 
 
 def format_table() -> str:

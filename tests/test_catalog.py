@@ -88,8 +88,14 @@ def test_an_unknown_name_points_to_list_modules() -> None:
     from retrain.features.module import resolve_module_path
 
     with pytest.raises(RetrainError, match=r"inception_v9 is neither an existing folder nor a handle, nor a module "
-                                           r"name \(see retrain --list_modules\)"):
+                                           r"name \(did you mean inception_v3\? see retrain --list_modules\); "
+                                           r"expected a local SavedModel folder"):
         resolve_module_path("inception_v9")
+    with pytest.raises(RetrainError, match=r"did you mean mobilenet_v2_100_224\?"):
+        resolve_module_path("MobileNet-V2-100-22")
+    with pytest.raises(RetrainError) as error:
+        resolve_module_path("my_photos_model")
+    assert "did you mean" not in str(error.value) and "(see retrain --list_modules); expected" in str(error.value)
 
 
 def test_a_name_that_cannot_be_fetched_names_the_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,9 +82,11 @@ def resolve_module_path(handle: str) -> Path:
         log.info("--tfhub_module %s is %s", handle, entry.handle)
         handle = entry.handle
     if "://" not in handle:
+        close = catalog.closest(handle)
         raise RetrainError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
-                           "(see retrain --list_modules); expected a local SavedModel folder, a name such as "
-                           "mobilenet_v2_100_224, or a https://tfhub.dev/... or https://www.kaggle.com/models/... handle")
+                           f"({f'did you mean {close}? ' if close else ''}see retrain --list_modules); expected a "
+                           "local SavedModel folder, a name such as mobilenet_v2_100_224, or a https://tfhub.dev/... "
+                           "or https://www.kaggle.com/models/... handle")
     hub = import_hub()
 
     cache = os.environ.get("TFHUB_CACHE_DIR", "/tmp/tfhub_modules (default)")
