@@ -193,26 +193,19 @@ def load_module(tf, module: Path, size: int):
     """The module as a function of [N, size, size, 3] images. A module whose signature fixes another size runs at
     `size` through its frozen graph with the input re-declared (works for fully convolutional modules such as
     MobileNet; this is an experiment, not something retrain does)."""
-    import tensorflow_hub as hub
+    from retrain.features.module import load_feature_extractor
 
-    model = hub.load(str(module))
-    # A tf.function, not its concrete function: the function's closure keeps `model` (and so its variables) alive.
-    function = tf.function(lambda images: model(images), autograph=False,
+    # retrain's own loading: the size the module fixes, or `size` for one that leaves it open.
+    extractor = load_feature_extractor(str(module), image_size=size, strict_size=False)
+    # A tf.function, not its concrete function: the function's closure keeps the module (and its variables) alive.
+    function = tf.function(lambda images: extractor(images), autograph=False,
                            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-    try:
-        function.get_concrete_function()  # traces now: a module that fixes another size fails here
+    if (extractor.height, extractor.width) == (size, size):
         return function
-    except (ValueError, TypeError):
-        pass
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    shapes = [f.structured_input_signature[0][0].shape for f in getattr(model.__call__, "concrete_functions", [])
-              if f.structured_input_signature[0]]
-    fixed = [s for s in shapes if s.rank == 4 and s[1] is not None]
-    if not fixed:
-        raise SystemExit(f"bench_heads: {module} fails on {size}x{size} images and has no fixed size to re-declare")
-    native = tf.function(lambda images: model(images), autograph=False).get_concrete_function(
-        tf.TensorSpec([None, *fixed[0][1:3], 3], tf.float32))
+    native = tf.function(lambda images: extractor(images), autograph=False).get_concrete_function(
+        tf.TensorSpec([None, extractor.height, extractor.width, 3], tf.float32))
     frozen = convert_variables_to_constants_v2(native).graph.as_graph_def()
     placeholder = native.inputs[0].name.split(":")[0]
     output = native.outputs[0].name
