@@ -27,6 +27,13 @@ from retrain.errors import RetrainError
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS as decompression bombs; we keep
 # that guard (a 180-megapixel image is almost surely hostile) but not its warning.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+# Pillow's EXIF reader warns ("Tag data larger than file. Skipping tag 271", "Corrupt EXIF data", no file
+# name) for each malformed tag it skips. The pixels still decode in full and the one tag we use, the
+# orientation, is applied when it can be read, else the image is used as stored, as TensorFlow's decoders
+# (and so the classic retrainer) always use it: nothing worth a line per photo. Set here, once, because
+# images decode in worker threads and Ray workers, which all import this module, and catch_warnings is not
+# thread-safe.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 
 _ORIENTATION = 0x0112  # the EXIF tag

@@ -6,6 +6,12 @@ warning: a file or folder whose name is not valid UTF-8 (it could not be
 hashed for the split, printed or written to the labels file), and a class
 folder whose name holds a line break or another control character (the labels
 file has exactly one line per class).
+
+Links are followed (users link class folders from other disks), except a link
+back to the image root or to a folder holding it, which would scan the tree
+again under the wrong label (or, for `/`, the whole disk). What is not used is
+said: a broken class-folder link and images lying directly in the root are
+warned about; genuine non-image files get one INFO line.
 """
 
 from __future__ import annotations
@@ -59,28 +65,84 @@ def label_problem(label: str) -> str:
     return ""
 
 
+_Key = tuple[int, int]  # (st_dev, st_ino): one folder or file, however it is reached
+
+
+def _key(path: str | Path) -> _Key:
+    """The identity of what `path` leads to (links followed); raises OSError."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _folders_holding(root: Path) -> dict[_Key, Path]:
+    """`root` and every folder above it, as spelled and as resolved: a link to one would walk `root` again."""
+    found: dict[_Key, Path] = {}
+    for spelled in (Path(os.path.abspath(root)), Path(os.path.realpath(root))):
+        for folder in (spelled, *spelled.parents):
+            try:
+                found.setdefault(_key(folder), folder)
+            except OSError:
+                continue
+    return found
+
+
+def _is_broken_link(entry: os.DirEntry) -> bool:
+    """A link whose target is missing (or a loop of links): nothing behind it can be read."""
+    return entry.is_symlink() and not os.path.exists(entry.path)
+
+
+def _link_target(path: str | Path) -> str:
+    try:
+        return shown(os.readlink(path))
+    except OSError:
+        return "?"
+
+
 class _Walk:
-    """A sorted, link-following, loop-safe walk that remembers what it ignored."""
+    """A sorted, link-following, loop-safe walk under `root` that remembers what it ignored.
 
-    def __init__(self) -> None:
-        self.visited: set[tuple[int, int]] = set()
+    `flag` names `root` in messages (--image_dir, --image).
+    """
+
+    def __init__(self, root: Path, *, flag: str) -> None:
+        self.root = root
+        self.flag = flag
+        self.root_key = _key(root)
+        self.holding = _folders_holding(root)
+        self.visited: set[_Key] = set()
         self.ignored: list[str] = []
+        self.broken: list[str] = []
 
-    def files(self, root: Path) -> list[Path]:
-        found = list(self._walk(root))
-        return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    def leads_back(self, path: Path, *, then: str = "") -> bool:
+        """Whether `path` leads to the root or a folder holding it; says so (a warning) when it does."""
+        try:
+            key = _key(path)
+        except OSError:
+            return False
+        if key == self.root_key:
+            where = f"back to {self.flag} {shown(self.root)} itself"
+        elif key in self.holding:
+            where = f"to {shown(self.holding[key])}, which holds {self.flag} {shown(self.root)}"
+        else:
+            return False
+        log.warning("not following %s: it leads %s%s", shown(path), where, then)
+        return True
+
+    def files(self, folder: Path) -> list[Path]:
+        found = list(self._walk(folder))
+        return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
     def _walk(self, folder: Path) -> Iterator[Path]:
         try:
-            info = os.stat(folder)
+            key = _key(folder)
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             return
-        if (info.st_dev, info.st_ino) in self.visited:
+        if key in self.visited:
             # A link back to a folder already walked (e.g. `loop -> ..`): following it would never end.
             log.warning("not following %s: it leads back to a folder already scanned", shown(folder))
             return
-        self.visited.add((info.st_dev, info.st_ino))
+        self.visited.add(key)
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
@@ -93,16 +155,19 @@ class _Walk:
             except OSError:
                 is_dir = False  # e.g. a link to itself: reading it later says why it cannot be used
             if is_dir:
-                yield from self._walk(path)
+                if not self.leads_back(path):
+                    yield from self._walk(path)
             elif path.suffix.lower() in IMAGE_EXTENSIONS:
-                yield path
+                yield path  # even behind a broken link: reading it says "file not found (a broken link?)"
+            elif _is_broken_link(entry):
+                self.broken.append(str(path))
             else:
                 self.ignored.append(str(path))
 
 
 def image_files(root: Path) -> list[Path]:
-    """All image files under `root`, nested folders included, hidden ones and bad names skipped, sorted."""
-    return _Walk().files(root)
+    """All image files under an --image folder, nested folders included, hidden ones and bad names skipped, sorted."""
+    return _Walk(root, flag="--image").files(root)
 
 
 def check_image_dir(image_dir: Path) -> None:
@@ -136,14 +201,25 @@ class FolderSource:
             entries = sorted(os.scandir(image_dir), key=lambda e: e.name)
         except OSError as error:
             raise RetrainError(f"cannot read --image_dir {image_dir}: {error.strerror}") from None
-        walk = _Walk()
+        walk = _Walk(image_dir, flag="--image_dir")
         examples: list[Example] = []
         labels: list[str] = []
+        loose: list[Path] = []
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
-            if not entry.is_dir():
-                walk.ignored.append(entry.path)
+            class_dir = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False  # a loop of links: reported as broken below
+            if not is_dir:
+                if class_dir.suffix.lower() in IMAGE_EXTENSIONS:
+                    loose.append(class_dir)
+                elif _is_broken_link(entry):
+                    log.warning("%s is a broken link (to %s); class skipped", shown(class_dir), _link_target(class_dir))
+                else:
+                    walk.ignored.append(entry.path)
                 continue
             if not valid_name(entry.name):
                 log.warning("skipping class folder %s: its name is not valid UTF-8; rename it to use it",
@@ -154,7 +230,8 @@ class FolderSource:
                 log.warning("skipping class folder %r: %s, and the labels file holds one label per line; "
                             "rename it to use it", entry.name, problem)
                 continue
-            class_dir = Path(entry.path)
+            if walk.leads_back(class_dir, then="; class skipped"):
+                continue
             walk.visited = set()  # each class is walked on its own, as if it were the only one
             files = walk.files(class_dir)
             if not files:
@@ -167,7 +244,14 @@ class FolderSource:
                                  validation_percentage=self.validation_percentage,
                                  testing_percentage=self.testing_percentage)
                 examples.append(Example(path=path, labels=(entry.name,), split=split))
+        if loose:
+            log.warning("%d image(s) directly in --image_dir belong to no class (e.g. %s); put them in a sub-folder "
+                        "named after their class", len(loose), shown(loose[0]))
+        if walk.broken:
+            log.warning("skipped %d broken link(s) inside class folders (e.g. %s, to %s)", len(walk.broken),
+                        shown(walk.broken[0]), _link_target(walk.broken[0]))
         _warn_case_collisions(labels)
+        _warn_shared_files(examples)
         if len(labels) < 2:
             found = f"{len(labels)} class folder with images" if labels else "no class folders with images"
             raise RetrainError(f"found {found} in --image_dir {image_dir}; need at least 2 sub-folders, one per "
@@ -189,3 +273,25 @@ def _warn_case_collisions(labels: list[str]) -> None:
         if other != label:
             log.warning("class folders %r and %r differ only by letter case; they are trained as two classes",
                         other, label)
+
+
+def _warn_shared_files(examples: list[Example]) -> None:
+    """One warning when a file sits in two classes (a linked class folder, a hard link): it gets contradictory labels.
+
+    Only files that are the same on disk (same device and inode) are found; copies are not (that needs hashes).
+    """
+    owner: dict[_Key, Example] = {}
+    shared: list[tuple[Example, Example]] = []
+    for example in examples:
+        try:
+            key = _key(example.path)
+        except OSError:
+            continue  # a broken link: reading it later says why it cannot be used
+        first = owner.setdefault(key, example)
+        if first.labels != example.labels:
+            shared.append((first, example))
+    if shared:
+        first, again = shared[0]
+        log.warning("%d image(s) are the same file as an image of another class, e.g. %s (class %r) is %s "
+                    "(class %r); training sees them under both labels: keep each photo in one class folder",
+                    len(shared), shown(again.path), again.labels[0], shown(first.path), first.labels[0])

@@ -1,0 +1,195 @@
+"""The folder walk on hostile trees: links, broken links, loose images, shared files; and noisy EXIF.
+
+Real files and real symlinks in tmp_path; the folder label source is called directly (no training, no
+TensorFlow), so each test takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from retrain.labels.folder import FolderSource, image_files
+from tests.conftest import COLOURS, colour_photo, make_colour_tree, run_script
+
+
+def scan(tree: Path):
+    return FolderSource(tree, validation_percentage=0, testing_percentage=0).scan()
+
+
+def counts(labels) -> dict[str, int]:
+    """Images per class, as the run would train them."""
+    found = collections.Counter(e.labels[0] for e in labels.examples)
+    return {name: found[name] for name in labels.names}
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_colour_tree(tmp_path / "photos", per_class=3)
+
+
+# --- links that lead back up are not followed; links elsewhere are -----------------------------------
+
+def test_a_link_back_to_the_image_root_is_not_followed(tree: Path, caplog) -> None:
+    """Inside a class or as a class of its own: following it would train every class again under its name."""
+    (tree / "red" / "up").symlink_to(tree)
+    (tree / "red" / "up_relative").symlink_to(Path("..", "..", "photos"))
+    (tree / "self").symlink_to(tree)
+    labels = scan(tree)
+    assert counts(labels) == {"blue": 3, "green": 3, "red": 3}
+    assert f"not following {tree / 'red' / 'up'}: it leads back to --image_dir {tree} itself" in warnings_of(caplog)
+    assert f"not following {tree / 'red' / 'up_relative'}: it leads back to --image_dir {tree} itself" \
+        in warnings_of(caplog)
+    assert (f"not following {tree / 'self'}: it leads back to --image_dir {tree} itself; class skipped"
+            in warnings_of(caplog))
+
+
+def test_a_link_to_a_folder_holding_the_image_root_is_not_followed(tree: Path, tmp_path: Path, caplog) -> None:
+    """`ln -s / photos/red/root` walked the whole filesystem (51,744 'training images') under 'red'."""
+    (tree / "red" / "root").symlink_to("/")
+    (tree / "red" / "parent").symlink_to(tmp_path)
+    (tree / "everything").symlink_to(tmp_path.parent)
+    labels = scan(tree)
+    assert counts(labels) == {"blue": 3, "green": 3, "red": 3}
+    assert warnings_of(caplog) == [
+        (f"not following {tree / 'everything'}: it leads to {tmp_path.parent}, which holds --image_dir {tree}; "
+         "class skipped"),
+        f"not following {tree / 'red' / 'parent'}: it leads to {tmp_path}, which holds --image_dir {tree}",
+        f"not following {tree / 'red' / 'root'}: it leads to /, which holds --image_dir {tree}",
+    ]
+
+
+def test_the_root_is_recognised_however_it_is_spelled(tmp_path: Path, caplog) -> None:
+    """--image_dir given through a link: a link to the folder holding the link is an ancestor too."""
+    tree = make_colour_tree(tmp_path / "real" / "photos", per_class=2)
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "shortcut").symlink_to(tree)
+    spelled = tmp_path / "links" / "shortcut"
+    (tree / "red" / "links").symlink_to(tmp_path / "links")  # holds the path as spelled, not the real folder
+    labels = scan(spelled)
+    assert counts(labels) == {"blue": 2, "green": 2, "red": 2}
+    assert warnings_of(caplog) == [(f"not following {spelled / 'red' / 'links'}: it leads to {tmp_path / 'links'},"
+                                    f" which holds --image_dir {spelled}")]
+
+
+def test_links_to_folders_elsewhere_keep_working(tree: Path, tmp_path: Path, caplog) -> None:
+    """Users link class folders (and folders inside them) from other disks."""
+    elsewhere = tmp_path / "other_disk"
+    for i in range(4):
+        colour_photo(elsewhere / "purple" / f"p{i}.jpg", (150, 40, 200), seed=70 + i)
+        colour_photo(elsewhere / "more_red" / f"r{i}.jpg", COLOURS["red"], seed=80 + i)
+    (tree / "purple").symlink_to(elsewhere / "purple")
+    (tree / "red" / "2019").symlink_to(elsewhere / "more_red")
+    labels = scan(tree)
+    assert counts(labels) == {"blue": 3, "green": 3, "purple": 4, "red": 7}
+    assert warnings_of(caplog) == []
+
+
+def test_label_image_folders_do_not_follow_links_back_up(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "to_label"
+    colour_photo(folder / "a.jpg", COLOURS["red"], seed=1)
+    (folder / "up").symlink_to(tmp_path)
+    (folder / "again").symlink_to(folder)
+    assert image_files(folder) == [folder / "a.jpg"]
+    assert f"not following {folder / 'again'}: it leads back to --image {folder} itself" in warnings_of(caplog)
+
+
+# --- what is not used is said, accurately -----------------------------------------------------------
+
+def test_a_broken_class_link_is_a_warning_not_a_non_image_file(tree: Path, caplog) -> None:
+    (tree / "purple").symlink_to("/nonexistent/purple")
+    (tree / "loop").symlink_to("loop")  # a link to itself was a traceback (ELOOP)
+    (tree / "notes.txt").write_text("my notes")
+    with caplog.at_level(logging.INFO):
+        labels = scan(tree)
+    assert labels.names == ("blue", "green", "red")
+    assert f"{tree / 'purple'} is a broken link (to /nonexistent/purple); class skipped" in warnings_of(caplog)
+    assert f"{tree / 'loop'} is a broken link (to loop); class skipped" in warnings_of(caplog)
+    assert f"ignored 1 non-image file(s) under {tree}, e.g. {tree / 'notes.txt'}" in caplog.text
+
+
+def test_a_broken_link_inside_a_class_is_a_warning(tree: Path, caplog) -> None:
+    (tree / "red" / "2019").symlink_to("/unmounted/disk/2019")
+    with caplog.at_level(logging.INFO):
+        scan(tree)
+    assert (f"skipped 1 broken link(s) inside class folders (e.g. {tree / 'red' / '2019'}, to /unmounted/disk/2019)"
+            in warnings_of(caplog))
+    assert "non-image" not in caplog.text
+
+
+def test_images_directly_in_the_image_dir_are_a_warning(tree: Path, caplog) -> None:
+    for i in range(15):
+        colour_photo(tree / f"x{i:02d}.jpg", COLOURS["red"], seed=300 + i)
+    (tree / "README.md").write_text("my photos")
+    with caplog.at_level(logging.INFO):
+        labels = scan(tree)
+    assert counts(labels) == {"blue": 3, "green": 3, "red": 3}
+    assert (f"15 image(s) directly in --image_dir belong to no class (e.g. {tree / 'x00.jpg'}); put them in a "
+            "sub-folder named after their class") in warnings_of(caplog)
+    assert f"ignored 1 non-image file(s) under {tree}, e.g. {tree / 'README.md'}" in caplog.text
+
+
+def test_only_loose_images_warns_before_the_error(tmp_path: Path, caplog) -> None:
+    from retrain.errors import RetrainError
+
+    for i in range(3):
+        colour_photo(tmp_path / "flat" / f"x{i}.jpg", COLOURS["red"], seed=i)
+    with pytest.raises(RetrainError, match="found no class folders with images"):
+        scan(tmp_path / "flat")
+    assert any(line.startswith("3 image(s) directly in --image_dir") for line in warnings_of(caplog))
+
+
+# --- the same file in two classes ---------------------------------------------------------------------
+
+def test_the_same_file_in_two_classes_is_one_warning(tree: Path, caplog) -> None:
+    """A class folder linked under a second name, and a hard link: contradictory labels for the same pixels."""
+    (tree / "Red").symlink_to(tree / "red")
+    os.link(tree / "green" / "green_000.jpg", tree / "blue" / "looks_blue.jpg")
+    labels = scan(tree)
+    assert counts(labels) == {"Red": 3, "blue": 4, "green": 3, "red": 3}  # warned, not changed
+    shared = [line for line in warnings_of(caplog) if "the same file as an image of another class" in line]
+    assert shared == [(f"4 image(s) are the same file as an image of another class, e.g. "
+                       f"{tree / 'green' / 'green_000.jpg'} (class 'green') is {tree / 'blue' / 'looks_blue.jpg'} "
+                       "(class 'blue'); training sees them under both labels: keep each photo in one class folder")]
+
+
+def test_a_file_linked_twice_within_one_class_is_not_called_shared(tree: Path, caplog) -> None:
+    (tree / "red" / "copy.jpg").symlink_to(tree / "red" / "red_000.jpg")
+    scan(tree)
+    assert not any("another class" in line for line in warnings_of(caplog))
+
+
+# --- noisy EXIF -----------------------------------------------------------------------------------------
+
+# Orientation 6 (rotate 90 clockwise) and a Make tag (271) whose data lies past the end of the block.
+BAD_TAG = (b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x02\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+           b"\x01\x0f\x00\x02\x00\x00\x00\x40\x00\x00\x01\x00\x00\x00\x00\x00")
+# Orientation 6, then the block ends though it announces five tags ("Corrupt EXIF data").
+TRUNCATED = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+
+
+def test_broken_exif_tags_print_nothing_and_the_orientation_still_applies(tmp_path: Path) -> None:
+    """Pillow printed a bare UserWarning with no file name; the image decodes in full, so nothing is said.
+
+    In a fresh process (pytest resets warning filters per test) and in worker threads, as training decodes.
+    """
+    from PIL import Image
+
+    for name, exif in (("bad_tag.jpg", BAD_TAG), ("truncated.jpg", TRUNCATED)):
+        Image.new("RGB", (64, 32), (200, 30, 30)).save(tmp_path / name, exif=exif)
+    script = ("import concurrent.futures, sys; from pathlib import Path; from retrain.images import decode_rgb, "
+              "load_image, read_bytes; paths = [Path(p) for p in sys.argv[1:]] * 4; "
+              "pool = concurrent.futures.ThreadPoolExecutor(4); "
+              "print(set(pool.map(lambda p: decode_rgb(read_bytes(p)).shape, paths))); "
+              "print(set(pool.map(lambda p: load_image(p, height=16, width=16).shape, paths)))")
+    result = run_script("-c", script, str(tmp_path / "bad_tag.jpg"), str(tmp_path / "truncated.jpg"), timeout=120)
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == ["{(64, 32, 3)}", "{(16, 16, 3)}"]  # decoded upright: 64 high, 32 wide
