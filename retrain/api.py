@@ -13,23 +13,24 @@
     # [{'image': 'photo.jpg', 'predictions': [{'label': 'roses', 'score': 0.93}, ...]}]
 
 Keyword arguments are the command's flags without the dashes (`how_many_training_steps=500`,
-`saved_model_dir=...`); a bad value, an unknown keyword or a value of the wrong type raises
-`retrain.errors.UsageError` with a one-line message (for values, the one the command line prints),
-before any work. Importing this module does not import TensorFlow.
+`saved_model_dir=...`; a repeatable flag takes a list, `tfhub_module=[...]`); `classify` takes one path
+or a list. A bad value, an unknown keyword, a value of the wrong type or a missing input file raises
+`retrain.errors.UsageError` with a one-line message (for values and files, the one the command line
+prints), before any work. Importing this module does not import TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from retrain.config import LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
-from retrain.logs import setup_logging
+from retrain.logs import LEVELS, logging_during
 
 __all__ = ["retrain", "classify", "RetrainError", "UsageError"]
 
@@ -39,33 +40,38 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
 
     The result (`retrain.pipeline.RetrainResult`) holds `labels`, the trained `head`, `accuracy` per
     split, `evaluations` (the full figures per split), `splits`, `skipped` images and the `written` files.
+    `tfhub_module` may be a list (or tuple) of modules, as the repeated flag gives them.
     `log_level` shows the classic log lines on stderr ("INFO"), fewer ("WARN"), or leaves logging as
-    the caller configured it (None).
+    the caller configured it (None); it applies to this call only. A caller's own handlers on the
+    'retrain' logger are kept and get the lines instead of stderr.
     """
     from retrain.pipeline import run
 
     _check_names("retrain", flags, RetrainConfig)
-    config = RetrainConfig(image_dir=Path(image_dir), **flags)
-    _log_to_stderr(log_level)
-    return run(config)
+    _check_log_level(log_level)
+    config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags))
+    with logging_during(log_level):
+        return run(config)
 
 
-def classify(images: Sequence[str | Path], *, graph: str | Path = RetrainConfig.output_graph,
+def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = RetrainConfig.output_graph,
              labels: str | Path = RetrainConfig.output_labels, top_k: int | None = None,
              **flags: Any) -> list[dict[str, Any]]:
     """Classify image files (or folders of them) with an exported model, as `label-image --json` does.
 
-    Returns one dict per image, in order: `image` and `predictions` (label and score, best first: 5,
-    or every label of a multi-label model, or `top_k`), plus `labels` (those at or above their
-    thresholds) for a multi-label model; or `image` and `error` for an image that could not be
-    decoded. Other keyword arguments are label-image's flags (`input_mean=...`, `batch_size=...`).
+    `images` is one path (a str or Path: an image file or a folder) or a list of them. Returns one dict
+    per image, in order: `image` and `predictions` (label and score, best first: every label, or
+    `top_k`), plus `labels` (those at or above their thresholds) for a multi-label
+    model; or `image` and `error` for an image that could not be decoded. Other keyword arguments are
+    label-image's flags (`input_mean=...`, `batch_size=...`). A missing file is a UsageError, as a bad
+    value is.
     """
     from retrain.inference.command import records
 
     _check_names("classify", flags, LabelImageConfig)
-    config = LabelImageConfig(graph=Path(graph), labels=Path(labels), images=tuple(Path(p) for p in images),
-                              top_k=top_k, **flags)
-    return list(records(config))
+    config = LabelImageConfig(graph=graph, labels=labels, images=_image_list(images), top_k=top_k,
+                              **{**flags, "json": True})
+    return list(records(config, _checked_images(config)))
 
 
 def _check_names(function: str, flags: dict[str, Any], config: type) -> None:
@@ -77,7 +83,44 @@ def _check_names(function: str, flags: dict[str, Any], config: type) -> None:
             raise UsageError(f"{function}() has no flag {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
-def _log_to_stderr(level: str | None) -> None:
-    """The classic lines on stderr, unless the caller set up logging for the 'retrain' logger already."""
-    if level is not None and not logging.getLogger("retrain").handlers:
-        setup_logging(level)
+def _check_log_level(level: object) -> None:
+    """log_level is None or a level name, in any case."""
+    if level is not None and not (isinstance(level, str) and level.upper() in LEVELS):
+        raise UsageError(f"log_level must be one of {', '.join(LEVELS)} (any case), or None to leave logging "
+                         f"as it is, got {level!r}")
+
+
+def _joined_modules(flags: dict[str, Any]) -> dict[str, Any]:
+    """tfhub_module=[A, B] (or a tuple) is the repeated flag: one comma-separated value, as the CLI makes it."""
+    modules = flags.get("tfhub_module", "")
+    if isinstance(modules, str):
+        return flags
+    if isinstance(modules, (list, tuple)) and all(isinstance(module, str) for module in modules):
+        return {**flags, "tfhub_module": ",".join(modules)}
+    raise UsageError(f"--tfhub_module must be a string or a list of strings, got {modules!r}")
+
+
+def _image_list(images: object) -> list[Any] | tuple[Any, ...]:
+    """One path (a str or Path) is one image or folder, like a list of one; any other iterable is a list."""
+    if isinstance(images, (str, os.PathLike)):
+        return [images]
+    if isinstance(images, (list, tuple)):
+        return images
+    if isinstance(images, Iterable) and not isinstance(images, (bytes, bytearray)):
+        return list(images)
+    raise UsageError(f"--images must be a path or a list of paths, got {images!r}")
+
+
+def _checked_images(config: LabelImageConfig) -> list[Path]:
+    """label-image's checks of the files, before any work: the image files, or a UsageError for a missing
+    file (label-image raises RetrainError with a usage error's exit status 2 there; `except UsageError`
+    must catch every mistake in the arguments)."""
+    from retrain.inference.command import check, collect_images
+
+    try:
+        check(config)
+        return collect_images(config.images)
+    except RetrainError as error:
+        if error.exit_code != 2 or isinstance(error, UsageError):
+            raise
+        raise UsageError(str(error)) from None

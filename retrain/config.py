@@ -26,7 +26,7 @@ __all__ = ["RetrainConfig", "LabelImageConfig", "RetrainError", "UsageError", "E
            "WORKERS"]
 
 DEFAULT_MODULE = "https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5"
-LOGGING_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+LOGGING_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL")
 DISTORTION_MODES = ("cached", "on_the_fly")
 BOTTLENECK_DTYPES = ("float32", "float16")
 # TFLite variants: float32 as trained; float16 weights; dynamic-range (int8 weights, float
@@ -192,6 +192,8 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "tuple[str, ...]": ((tuple, list, str), "a list of strings"),
     "tuple[Path, ...]": ((tuple, list), "a list of paths"),
 }
+# What each member of a list accepts (a str for tuple[str, ...] is one comma-separated value).
+_ITEM_TYPES: dict[str, tuple[type, ...]] = {"tuple[str, ...]": (str,), "tuple[Path, ...]": (str, os.PathLike)}
 
 
 def _check_types(config: object) -> None:
@@ -203,7 +205,9 @@ def _check_types(config: object) -> None:
         if value is None and annotation.endswith(" | None"):
             continue
         kinds, wanted = _TYPES[annotation.removesuffix(" | None")]
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        items = _ITEM_TYPES.get(annotation.removesuffix(" | None"))
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds) or \
+                (items and not all(isinstance(item, items) for item in value)):
             raise UsageError(f"--{field.name} must be {wanted}, got {value!r}")
 
 

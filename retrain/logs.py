@@ -4,16 +4,46 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
 
 
+class _StderrHandler(logging.StreamHandler):
+    """The handler setup_logging installs, told apart by its class from handlers a caller installed."""
+
+
 def setup_logging(verbosity: str) -> None:
     """Our log lines go to stderr at the chosen level; TensorFlow's own loggers stay quiet."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s: %(message)s", datefmt="%H:%M:%S"))
     logger = logging.getLogger("retrain")
     logger.handlers[:] = [handler]
     logger.setLevel(LEVELS[verbosity.upper()])
     logger.propagate = False
+
+
+@contextmanager
+def logging_during(verbosity: str | None) -> Iterator[None]:
+    """Our log lines at `verbosity` for one call (the Python API's), then the 'retrain' logger as it was.
+
+    They go to stderr, unless the caller gave the logger handlers of their own: those then get them, at this
+    level. None leaves logging as the caller configured it.
+    """
+    if verbosity is None:
+        yield
+        return
+    logger = logging.getLogger("retrain")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    if all(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        setup_logging(verbosity)
+    else:
+        logger.setLevel(LEVELS[verbosity.upper()])
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from retrain import api
 from retrain.cli import label_image_command, retrain_command
 from retrain.config import RetrainConfig
-from tests.conftest import FIXTURES, FLOWERS, flags, invoke, require, run_script
+from tests.conftest import FIXTURES, FLOWERS, flags, invoke, make_colour_tree, require, run_script, save_tiny_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +86,168 @@ def test_classify_names_a_wrong_flag_and_type(tmp_path: Path) -> None:
         api.classify([tmp_path / "a.jpg"], topk=3)
     with pytest.raises(api.UsageError, match=r"^--top_k must be a whole number, got '3'$"):
         api.classify([tmp_path / "a.jpg"], top_k="3")
+
+
+LEVELS_MESSAGE = "log_level must be one of DEBUG, INFO, WARN, WARNING, ERROR, FATAL (any case), or None to leave " \
+                 "logging as it is"
+
+
+@pytest.mark.parametrize("function, arguments, message", [
+    ("retrain", {"image_dir": None}, "--image_dir must be a path, got None"),
+    ("retrain", {"image_dir": 5}, "--image_dir must be a path, got 5"),
+    ("retrain", {"image_dir": b"/tmp/x"}, "--image_dir must be a path, got b'/tmp/x'"),
+    ("retrain", {"log_level": "nonsense"}, f"{LEVELS_MESSAGE}, got 'nonsense'"),
+    ("retrain", {"log_level": logging.INFO}, f"{LEVELS_MESSAGE}, got 20"),
+    ("retrain", {"tfhub_module": ["a", None]}, "--tfhub_module must be a string or a list of strings, got ['a', None]"),
+    ("retrain", {"tflite_quantization": ["float32", 8], "output_tflite": "m.tflite"},
+     "--tflite_quantization must be a list of strings, got ['float32', 8]"),
+    ("classify", {"images": None}, "--images must be a path or a list of paths, got None"),
+    ("classify", {"images": b"a.jpg"}, "--images must be a path or a list of paths, got b'a.jpg'"),
+    ("classify", {"images": ["a.jpg", 5]}, "--images must be a list of paths, got ['a.jpg', 5]"),
+    ("classify", {"images": [None]}, "--images must be a list of paths, got [None]"),
+    ("classify", {"graph": None}, "--graph must be a path, got None"),
+    ("classify", {"labels": 5}, "--labels must be a path, got 5"),
+])
+def test_arguments_of_the_wrong_type_are_one_line_before_any_work(colour_tree: Path, outputs, function: str,
+                                                                  arguments: dict, message: str) -> None:
+    with pytest.raises(api.UsageError) as error:
+        if function == "retrain":
+            api.retrain(**{"image_dir": colour_tree, "log_level": None, **outputs, **arguments})
+        else:
+            api.classify(**{"images": [colour_tree / "red" / "red_000.jpg"], **arguments})
+    assert str(error.value) == message
+    assert not outputs["bottleneck_dir"].exists()
+
+
+def test_the_error_paths_do_not_import_tensorflow() -> None:
+    code = ("import sys\nfrom retrain import api\n"
+            "for call in (lambda: api.retrain(None), lambda: api.retrain('.', log_level='x'),\n"
+            "             lambda: api.classify('/no/photo.jpg', graph='/no/graph.pb'), lambda: api.classify(None)):\n"
+            "    try:\n        call()\n    except api.UsageError:\n        pass\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n")
+    run_script("-c", code, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory: pytest.TempPathFactory, tiny_module: Path) -> tuple[Path, dict[str, Path]]:
+    """A colour tree and the graph and labels of a short retrain on it, for the tests that only classify."""
+    root = tmp_path_factory.mktemp("colour_model")
+    tree = make_colour_tree(root / "photos", per_class=6)
+    out = {"output_graph": root / "graph.pb", "output_labels": root / "labels.txt", "summaries_dir": root / "logs",
+           "bottleneck_dir": root / "bottlenecks", "checkpoint_path": root / "checkpoint" / "ckpt",
+           "intermediate_output_graphs_dir": root / "intermediate"}
+    api.retrain(tree, tfhub_module=str(tiny_module), how_many_training_steps=20, log_level=None, **out)
+    return tree, {"graph": out["output_graph"], "labels": out["output_labels"]}
+
+
+def test_classify_takes_one_path_as_a_list_of_one(colour_model) -> None:
+    tree, model = colour_model
+    photo = tree / "red" / "red_001.jpg"
+    expected = api.classify([photo], **model)
+    assert len(expected) == 1 and expected[0]["image"] == str(photo)
+    assert api.classify(str(photo), **model) == expected and api.classify(photo, **model) == expected
+    folder = api.classify(str(tree / "red"), **model)
+    assert [record["image"] for record in folder] == [str(p) for p in sorted((tree / "red").iterdir())]
+
+
+@pytest.mark.parametrize("missing", ["graph", "labels", "image", "images in the folder"])
+def test_a_missing_file_for_classify_is_a_usage_error_with_the_command_lines_message(colour_model, tmp_path: Path,
+                                                                                    missing: str) -> None:
+    tree, model = colour_model
+    files = {"graph": model["graph"], "labels": model["labels"], "image": tree / "red" / "red_001.jpg"}
+    if missing == "images in the folder":
+        files["image"] = tmp_path / "no_images"
+        files["image"].mkdir()
+    else:
+        files[missing] = tmp_path / f"no_{missing}"
+    with pytest.raises(api.UsageError) as error:
+        api.classify(files["image"], graph=files["graph"], labels=files["labels"])
+    printed = invoke(label_image_command, ["--graph", str(files["graph"]), "--labels", str(files["labels"]),
+                                           "--image", str(files["image"])], expect=2).stderr
+    assert printed == f"label-image: error: {error.value}\n"
+
+
+@pytest.mark.parametrize("flag", ["image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
+                                  "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir",
+                                  "output_tflite", "output_tfjs", "labels_csv"])
+def test_an_empty_path_is_judged_as_the_command_line_judges_it(colour_tree: Path, outputs, flag: str) -> None:
+    """'' is an error for a path the run needs and "not set" for an optional one (how_many_training_steps=0
+    then stops both before any work); never the current folder."""
+    values = {"image_dir": colour_tree, **outputs, flag: "", "how_many_training_steps": 0}
+    with pytest.raises(api.UsageError) as error:
+        api.retrain(**values, log_level=None)
+    printed = invoke(retrain_command, flags(**values), expect=2).stderr
+    assert printed == f"retrain: error: {error.value}\n"
+    assert not outputs["bottleneck_dir"].exists()
+
+
+@pytest.mark.parametrize("modules", [list, tuple])
+def test_a_list_of_modules_is_the_repeated_flag(colour_tree: Path, tiny_module: Path, outputs, modules) -> None:
+    with pytest.raises(api.UsageError) as error:
+        api.retrain(colour_tree, tfhub_module=modules([str(tiny_module), str(tiny_module)]), log_level=None,
+                    **outputs)
+    printed = invoke(retrain_command, flags(image_dir=colour_tree, **outputs) +
+                     ["--tfhub_module", str(tiny_module), "--tfhub_module", str(tiny_module)], expect=2).stderr
+    assert printed == f"retrain: error: {error.value}\n" and "names a module twice" in printed
+
+
+def test_a_list_of_modules_trains_on_their_vectors_side_by_side(colour_tree: Path, tiny_module: Path, outputs,
+                                                                 tmp_path: Path) -> None:
+    other = save_tiny_module(tmp_path / "tiny4", feature_dim=4)
+    result = api.retrain(colour_tree, tfhub_module=[str(tiny_module), str(other)], how_many_training_steps=10,
+                         log_level=None, **outputs)
+    assert result.head.weights.shape == (8 + 4, 3)
+
+
+def _one_class_tree(root: Path) -> Path:
+    """A tree that fails before any work after one warning: a class folder with no images, and one class."""
+    tree = make_colour_tree(root, per_class=2, classes={"red": (220, 40, 40)})
+    (tree / "empty").mkdir()
+    return tree
+
+
+WARNING = "/empty has no images"  # the line the scan logs for the empty class folder
+
+
+def test_each_calls_log_level_applies_to_that_call_only(tmp_path: Path, outputs, capsys) -> None:
+    tree = _one_class_tree(tmp_path / "photos")
+    logger = logging.getLogger("retrain")
+    before = logger.handlers[:], logger.level, logger.propagate
+    shown, after = [], []
+    for level in ("ERROR", "INFO", "ERROR", "warn"):
+        with pytest.raises(api.RetrainError, match="need at least 2"):
+            api.retrain(tree, log_level=level, **outputs)
+        shown.append(WARNING in capsys.readouterr().err)
+        after.append((logger.handlers[:], logger.level, logger.propagate))
+    assert shown == [False, True, False, True]
+    assert after == [before] * 4  # the logger as the caller left it
+
+
+class _Collect(logging.Handler):
+    """A caller's own handler: keeps the messages it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_callers_own_handler_gets_the_lines_at_the_calls_level_and_stays(tmp_path: Path, outputs, capsys) -> None:
+    tree = _one_class_tree(tmp_path / "photos")
+    logger = logging.getLogger("retrain")
+    theirs = _Collect()
+    logger.addHandler(theirs)
+    logger.setLevel(logging.ERROR)
+    before = logger.handlers[:], logger.level, logger.propagate
+    for level, expected in ((None, False), ("WARN", True)):
+        theirs.messages.clear()
+        with pytest.raises(api.RetrainError, match="need at least 2"):
+            api.retrain(tree, log_level=level, **outputs)
+        assert any(WARNING in message for message in theirs.messages) == expected
+        assert WARNING not in capsys.readouterr().err  # their handler, not a second one of ours
+        assert (logger.handlers, logger.level, logger.propagate) == before
 
 
 @pytest.mark.integration  # a fresh process, a real module and 75 photos: CI runs it with the integration tests
