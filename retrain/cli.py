@@ -6,6 +6,7 @@ TensorFlow is imported only once the arguments are known to be good, so
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,8 +27,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (kill, systemd, Docker, batch schedulers), handled like Ctrl-C: finished work is kept."""
 
 
-def _raise_terminated(_signum: int, _frame: Any) -> None:
-    raise Terminated()
+_received: list[int] = []  # the signals this process was asked to stop by
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    """Remember the signal and raise where the program is. If that is a finaliser (`__del__`), Python
+    reports and drops the exception; the remembered signal still stops the run once it returns."""
+    _received.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _unraisable(hook: Any) -> Any:
+    """A sys.unraisablehook that stays quiet about an interrupt dropped inside a finaliser."""
+    def quiet(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+    return quiet
 
 
 class _OneLineErrors(click.Command):
@@ -35,9 +50,16 @@ class _OneLineErrors(click.Command):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         prog = self.name or "retrain"
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        _received.clear()
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal)}
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
+        hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, standalone_mode=False, **kwargs)
+            if _received:  # an interrupt that a finaliser swallowed
+                raise Terminated() if _received[-1] == signal.SIGTERM else KeyboardInterrupt()
+            return result
         except click.ClickException as error:
             click.echo(f"{prog}: error: {error.format_message()} (see {prog} --help)", err=True)
             sys.exit(error.exit_code)
@@ -57,13 +79,18 @@ class _OneLineErrors(click.Command):
                        "rerun to continue", err=True)
             sys.exit(130)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            sys.unraisablehook = hook
 
 
 class _PathFlag(click.Path):
-    """click.Path, except that an empty value stays '' for the config to judge (as a Path it would be '.')."""
+    """click.Path, except that an empty value stays '' for the config to judge (as a Path it would be '.'),
+    and a leading '~' is the home folder even where the shell leaves it (`--image_dir=~/photos`)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.startswith("~"):
+            value = os.path.expanduser(value)
         return "" if value == "" else super().convert(value, param, ctx)
 
 

@@ -101,7 +101,7 @@ class Softmax:
                           headline=self.headline, count=len(truth), predictions=predictions, indices=indices,
                           probabilities=probabilities, truth=truth)
 
-    def calibrate(self, head: Any, chunks: Chunks) -> Any:
+    def calibrate(self, head: Any, chunks: Chunks, *, training: Any) -> Any:
         """The head as it is: a softmax needs no threshold."""
         return head
 
@@ -168,14 +168,20 @@ class Sigmoid:
                           headline=self.headline, count=count, predictions=predictions,
                           indices=np.concatenate(indices), probabilities=probabilities, details=details)
 
-    def calibrate(self, head: Any, chunks: Chunks) -> Any:
-        """The head with a threshold per label, each maximising that label's F1 on `chunks` (validation)."""
-        from retrain.labels.multilabel import LabelStats
+    def calibrate(self, head: Any, chunks: Chunks, *, training: Any) -> Any:
+        """The head with a threshold per label, each maximising that label's F1 on `chunks` (validation).
+
+        A label without a positive in `training` (the training targets) gets one above any probability:
+        the layer never learned it, so validation cannot pick a meaningful threshold for it.
+        """
+        from retrain.labels.multilabel import UNTRAINED_THRESHOLD, LabelStats
 
         stats = LabelStats(num_labels=head.biases.shape[0])
         for probabilities, truth, _rows in chunks:
             stats.add(probabilities, truth)
-        return replace(head, thresholds=stats.best_thresholds())
+        thresholds = stats.best_thresholds()
+        thresholds[training.positives_per_label() == 0] = UNTRAINED_THRESHOLD
+        return replace(head, thresholds=thresholds)
 
 
 def objective_for(*, multi_label: bool) -> Softmax | Sigmoid:

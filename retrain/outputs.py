@@ -4,10 +4,13 @@ Each exporter (and the cache, the summaries, the checkpoint) declares the paths
 it will write as `Output`s; `check` compares every output with every other and
 with every input (the image tree and the real targets of links inside it, the
 module folders, the labels CSV) and refuses a clash with one line naming both
-flags. A file output is replaced only by a complete new file (temporary file,
-fsync, rename); a folder output (SavedModel, TF.js) is replaced only when it is
-empty or holds exactly what retrain wrote there, which a marker file inside it
-records; temporary files that killed runs left beside an output are removed.
+flags. An existing file is replaced only when it holds what retrain writes there
+(a frozen graph at --output_graph, a TFLite model at --output_tflite, a retrain
+report at report.json...: `check_replaceable_files`), and only by a complete new
+file (temporary file, fsync, rename); a folder output (SavedModel, TF.js) is
+replaced only when it is empty or holds exactly what retrain wrote there, file
+for file and byte for byte, which a marker file inside it records; temporary
+files that killed runs left beside an output are removed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -49,6 +53,12 @@ class Output:
     path: Path
     kind: str = "file"
     pattern: str = ""
+    content: str = ""  # a file's kind (a key of CONTENTS): an existing file is replaced only if it holds that
+    role: str = ""  # what a file no flag names is, e.g. "the report beside --output_labels"
+
+    def named(self) -> str:
+        """How messages name this output: its flag and path, or its path and role."""
+        return f"{self.path} ({self.role})" if self.role else f"{self.flag} {self.path}"
 
 
 @dataclass(frozen=True)
@@ -102,14 +112,14 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     for output, region in regions:
         for item in inputs:
             if region.overlaps(_region(item)):
-                raise UsageError(f"{output.flag} {output.path} would write into {item.flag} {item.path}, which "
-                                 f"the run reads; choose an {output.flag} outside it")
+                raise UsageError(f"{output.named()} would write into {item.flag} {item.path}, which "
+                                 f"the run reads; choose a {output.flag} outside it")
     for index, (output, region) in enumerate(regions):
         for other, other_region in regions[:index]:
             if region.overlaps(other_region):
                 same = real(output.path) == real(other.path)
-                raise UsageError(f"{output.flag} {output.path} {'is also' if same else 'overlaps'} {other.flag} "
-                                 f"{other.path}; give each output its own path")
+                raise UsageError(f"{output.named()} {'is also' if same else 'overlaps'} {other.named()}; "
+                                 "give each output its own path")
 
 
 def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None) -> None:
@@ -131,8 +141,8 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
         resolved = Path(parent + path.name)
         for output, region in regions:
             if region._covers(resolved):
-                raise UsageError(f"{output.flag} {output.path} would overwrite {path}, an image that {flag} "
-                                 f"names; choose an {output.flag} elsewhere")
+                raise UsageError(f"{output.named()} would overwrite {path}, an image that {flag} "
+                                 f"names; choose a {output.flag} elsewhere")
 
 
 # --------------------------------------------------------------------------- writability
@@ -143,7 +153,8 @@ def check_writable_file(path: Path, *, flag: str) -> None:
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; expected a file path")
     if not path.parent.is_dir():
-        raise UsageError(f"{flag} {path}: folder {path.parent} does not exist; create it or choose another {flag}")
+        missing = "is a file, not a folder;" if path.parent.exists() else "does not exist; create it or"
+        raise UsageError(f"{flag} {path}: folder {path.parent} {missing} choose another {flag}")
     _check_writable_dir(path.parent, flag=flag, shown=path)
 
 
@@ -163,27 +174,45 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"{flag} {path} is a file; expected a folder")
-        foreign = _foreign_entries(path)
-        if foreign:
-            raise UsageError(f"{flag} {path} exists and holds files retrain did not write there "
-                             f"(e.g. {foreign[0]}); choose an empty or new folder")
+        foreign, changed = _foreign_entries(path)
+        if foreign or changed:
+            what = (f"files retrain did not write there (e.g. {foreign[0]})" if foreign
+                    else f"files changed since retrain wrote them (e.g. {changed[0]})")
+            raise UsageError(f"{flag} {path} exists and holds {what}; choose an empty or new folder")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     _check_writable_dir(parent, flag=flag, shown=path)
 
 
-def _foreign_entries(folder: Path) -> list[str]:
-    """Entries of `folder` that its marker does not list (all of them when there is no marker)."""
+def _foreign_entries(folder: Path) -> tuple[list[str], list[str]]:
+    """Entries of `folder` its marker does not list (all when there is none), and listed files since changed.
+
+    Markers written before retrain recorded hashes list names only; their files count as unchanged.
+    """
     present = sorted(_listing(folder))
     if not present:
-        return []
+        return [], []
     try:
         marker = json.loads((folder / OWNER_MARKER).read_text())
         listed = set(marker["files"]) if marker.get("written_by") == "retrain" else set()
+        hashes = (marker.get("sha256") or {}) if listed else {}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        listed = set()
-    return [name for name in present if name not in listed and name != OWNER_MARKER]
+        listed, hashes = set(), {}
+    foreign = [name for name in present if name not in listed and name != OWNER_MARKER]
+    changed = [name for name in present if name in hashes and _sha256(folder / name) != hashes[name]]
+    return foreign, changed
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256 ('' for a link or anything else that is not a regular file)."""
+    if path.is_symlink() or not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _listing(folder: Path) -> list[str]:
@@ -195,6 +224,113 @@ def _listing(folder: Path) -> list[str]:
         names += [(base / name).as_posix() for name in dirnames
                   if os.path.islink(os.path.join(dirpath, name)) or not os.listdir(os.path.join(dirpath, name))]
     return names
+
+
+# --------------------------------------------------------------------------- what an existing file may be
+
+
+def _is_graph_def(data: Any) -> bool:
+    """Whether `data` parses as a GraphDef's top level: only its fields (node, library, version, versions,
+    debug info), each with its wire type, and lengths that end exactly at the end."""
+    fields = {1: 2, 2: 2, 3: 0, 4: 2, 5: 2}
+    position, size = 0, len(data)
+
+    def varint() -> int:
+        nonlocal position
+        value = shift = 0
+        while position < size and shift < 64:
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+        raise ValueError("not a varint")
+
+    try:
+        while position < size:
+            key = varint()
+            if fields.get(key >> 3) != key & 7:
+                return False
+            length = varint()
+            position += length if key & 7 == 2 else 0
+    except ValueError:
+        return False
+    return position == size
+
+
+def _is_text(data: Any) -> bool:
+    head = bytes(data[:65536])
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the end of the sample
+            return False
+    return b"\0" not in head
+
+
+def _is_numbers(data: Any) -> bool:
+    if len(data) > 1 << 26 or not _is_text(data):
+        return False
+    try:
+        [float(line) for line in bytes(data).decode("utf-8").split() if line]
+    except ValueError:
+        return False
+    return True
+
+
+def _is_report(data: Any) -> bool:
+    from retrain.insight.report import FORMAT
+
+    try:
+        return json.loads(bytes(data)).get("format") == FORMAT
+    except (ValueError, AttributeError):
+        return False
+
+
+# What retrain writes in a file output (Output.content): how messages call it, and how to recognise one.
+CONTENTS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "graph": ("a frozen graph", _is_graph_def),
+    "tflite": ("a TFLite model", lambda data: bytes(data[4:8]) == b"TFL3"),
+    "labels": ("a labels file", _is_text),
+    "thresholds": ("a thresholds file", _is_numbers),
+    "report": ("a retrain report", _is_report),
+}
+_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
+          (b"BM", "a BMP image"), (b"RIFF", "a RIFF file (WebP image, audio or video)"), (b"%PDF", "a PDF"),
+          (b"PK\x03\x04", "a zip file (or a document that is one)"))
+
+
+def _looks_like(data: Any) -> str:
+    head = bytes(data[:16])
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return "a text file" if _is_text(data) else "other data"
+
+
+def check_replaceable_files(outputs: Sequence[Output]) -> None:
+    """Refuse, before any work, a file output that would replace something retrain does not write there.
+
+    An existing folder in the way is refused too (for the files no flag names, such as report.json).
+    An empty file may be replaced; a file of another kind (a photo at --output_graph, notes at
+    --output_tflite, a report.json retrain did not write) is not.
+    """
+    for output in outputs:
+        if output.kind != "file" or not output.path.exists():
+            continue
+        if output.path.is_dir():
+            raise UsageError(f"{output.named()} is a folder; expected a file path (move the folder or choose "
+                             f"another {output.flag})")
+        if not output.content or not output.path.is_file() or output.path.stat().st_size == 0:
+            continue
+        what, recognise = CONTENTS[output.content]
+        with open(output.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if recognise(data):
+                continue
+            looks = _looks_like(data)
+        raise UsageError(f"{output.named()} exists and is not {what} (it is {looks}); retrain replaces only "
+                         f"{what} there: move the file or choose another {output.flag}")
 
 
 def _check_writable_dir(directory: Path, *, flag: str, shown: Path) -> None:
@@ -299,8 +435,9 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     try:
         write(tmp)
         files = sorted(_listing(tmp))
-        (tmp / OWNER_MARKER).write_text(json.dumps({"written_by": "retrain", "version": __version__,
-                                                    "files": files}, indent=1) + "\n")
+        (tmp / OWNER_MARKER).write_text(json.dumps({"written_by": "retrain", "version": __version__, "files": files,
+                                                    "sha256": {name: _sha256(tmp / name) for name in files}},
+                                                   indent=1) + "\n")
         moved = False
         if directory.exists():
             os.replace(directory, old)

@@ -25,18 +25,20 @@ from retrain.errors import RetrainError
 from retrain.exporters.graph import IntermediateGraphs
 from retrain.features.extract import MemoryStore, extraction_runner, file_vectors, take_rows, variant_vectors
 from retrain.features.filekeys import FileKeys
+from retrain.features.module import module_location
 from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
 from retrain.insight.run import print_table, report_path, report_run
-from retrain.insight.summaries import Summaries, run_dir
+from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source
-from retrain.labels.folder import check_image_dir
+from retrain.labels.folder import check_image_dir, shown
 from retrain.labels.split import SPLITS
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
-from retrain.outputs import Input, Output, check_clashes, check_input_files, check_writable_dir, size_text
+from retrain.outputs import (Input, Output, check_clashes, check_input_files, check_replaceable_files,
+                             check_writable_dir, size_text)
 from retrain.tfenv import import_tensorflow
 from retrain.train import (Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, initial_head, load_images,
                            rng, train)
@@ -86,8 +88,10 @@ class RetrainResult:
 def _run_outputs(config: RetrainConfig, run_folder: Path) -> list[Output]:
     """What the run writes besides the model formats: the cache, its TensorBoard run folder, its report."""
     return [Output("--summaries_dir", run_folder, kind="tree"),
-            Output("--output_labels", report_path(config.output_labels)),
-            Output("--bottleneck_dir", config.bottleneck_dir / FILE_KEYS_NAME),
+            Output("--output_labels", report_path(config.output_labels), content="report",
+                   role="the report beside --output_labels"),
+            Output("--bottleneck_dir", config.bottleneck_dir / FILE_KEYS_NAME,
+                   role="the file index of --bottleneck_dir"),
             Output("--bottleneck_dir", config.bottleneck_dir, kind="entries", pattern=CACHE_KEY_PATTERN)]
 
 
@@ -108,6 +112,8 @@ def _inputs(config: RetrainConfig) -> list[Input]:
 def prepare(config: RetrainConfig) -> Plan:
     """Every check that needs no TensorFlow: outputs, their clashes with each other and the inputs, the labels."""
     check_image_dir(config.image_dir)
+    for handle in config.modules:
+        module_location(handle)  # a mistyped name or a wrong path fails here, not after the scan
     requested = formats.requested(config)
     run_folder = run_dir(config.summaries_dir)
     outputs = _run_outputs(config, run_folder) + [o for e in requested for o in e.outputs(config)]
@@ -120,6 +126,7 @@ def prepare(config: RetrainConfig) -> Plan:
     # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
     check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
                       covered=config.image_dir if config.labels_csv is None else None)
+    check_replaceable_files(outputs)
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 
@@ -174,7 +181,8 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
             for store in stores:
                 store.compact()
 
-    log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", plan.run_folder, config.summaries_dir)
+    run_folder = claim_run_dir(plan.run_folder)
+    log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", run_folder, config.summaries_dir)
     model = ExportModel(source=source, head=initial_head(dim=source.dim, classes=len(labels.names), seed=config.seed,
                                                          objective=objective),
                         labels=labels.names, final_tensor_name=config.final_tensor_name,
@@ -203,16 +211,16 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     head = train(steps=steps, schedule=schedule, optimizer=optimizer, label=label,
                  validate=lambda h: evaluate(h, splits["validation"].vectors, splits["validation"].targets,
                                              batch_size=config.validation_batch_size, rng=eval_random),
-                 summaries=Summaries(plan.run_folder, objective=objective, labels=labels.names,
+                 summaries=Summaries(run_folder, objective=objective, labels=labels.names,
                                      pictured=picture_steps(steps=schedule.steps, interval=schedule.eval_interval)),
                  on_intermediate=store_intermediate)
     if config.fine_tune:
         head, splits = _fine_tune_if_better(config, source=source, head=head, splits=splits, distortions=distortions,
-                                            run_folder=plan.run_folder, store_intermediate=store_intermediate)
+                                            run_folder=run_folder, store_intermediate=store_intermediate)
 
     validation = splits["validation"]
     head = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
-                                                  np.arange(len(validation))))
+                                                  np.arange(len(validation))), training=splits["training"].targets)
     evaluations = {name: evaluate(head, splits[name].vectors, splits[name].targets, batch_size=-1, rng=eval_random)
                    for name in ("training", "validation")}
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
@@ -226,15 +234,15 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     written: list[Path] = []
     for exporter in plan.exporters:
         written += exporter.write(model, config)
-    written.append(report_run(config=config, run_folder=plan.run_folder, labels=labels.names, test=test,
+    written.append(report_run(config=config, run_folder=run_folder, labels=labels.names, test=test,
                               split=splits["testing"], evaluations=evaluations, written=written,
-                              module=source.handle))
+                              module=source.handle, objective=objective.name))
     for path in written:
         print(f"Wrote {path} ({size_text(path)})")
     if vectors.skipped:  # repeated at the end, where the user looks, after the training log
         log.warning("skipped %d images that could not be read or decoded (listed above)", len(vectors.skipped))
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
-                         skipped=vectors.skipped, source=source, written=tuple(written), run_folder=plan.run_folder)
+                         skipped=vectors.skipped, source=source, written=tuple(written), run_folder=run_folder)
 
 
 def _print_test_figures(test: Evaluation, objective: object) -> None:
@@ -258,12 +266,18 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
         predicted = test.predictions[row]
         if predicted.ndim == 0:  # one class per image
             if predicted != split.targets.ids[index]:
-                print(f"{str(split.paths[index]):>70}  {names[predicted]}")
+                print(f"{_one_line(split.paths[index]):>70}  {names[predicted]}")
             continue
         truth = split.targets.rows([index])[0] > 0
         if not np.array_equal(predicted, truth):
-            shown = " ".join(names[i] for i in np.flatnonzero(predicted)) or "(none)"
-            print(f"{str(split.paths[index]):>70}  {shown}  (true: {' '.join(names[i] for i in np.flatnonzero(truth))})")
+            given = " | ".join(names[i] for i in np.flatnonzero(predicted)) or "(none)"
+            print(f"{_one_line(split.paths[index]):>70}  {given}  "
+                  f"(true: {' | '.join(names[i] for i in np.flatnonzero(truth))})")
+
+
+def _one_line(path: Path) -> str:
+    """A path for a one-line listing: line breaks and other control characters escaped, as Python writes them."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in shown(path))
 
 
 def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> tuple[list[BottleneckStore], bool]:

@@ -30,6 +30,9 @@ PHOTOS = FIXTURES / "images"
 
 COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
 TINY_SIZE = 32
+# A valid (tiny) serialized GraphDef, one NoOp node named `earlier`: an earlier model at --output_graph, which
+# retrain may replace (it refuses to replace a file that is not a frozen graph).
+EARLIER_GRAPH = b"\n\x0f\n\x07earlier\x12\x04NoOp"
 
 
 def colour_photo(path: Path, rgb: tuple[int, int, int], *, seed: int, size: tuple[int, int] = (48, 40),

@@ -98,6 +98,15 @@ def test_an_unknown_name_points_to_list_modules() -> None:
     assert "did you mean" not in str(error.value) and "(see retrain --list_modules); expected" in str(error.value)
 
 
+def test_a_mistyped_name_is_a_usage_error_before_the_photos_are_read(tmp_path: Path) -> None:
+    tree = make_colour_tree(tmp_path / "photos", per_class=3)
+    result = invoke(retrain_command, flags(image_dir=tree, tfhub_module="mobilenet_v2_35_224",
+                                           output_graph=tmp_path / "graph.pb", output_labels=tmp_path / "labels.txt"),
+                    expect=2)
+    assert "did you mean mobilenet_v2_035_224?" in result.stderr
+    assert "found" not in result.stderr and "Traceback" not in result.stderr  # refused before the scan
+
+
 def test_a_name_that_cannot_be_fetched_names_the_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from retrain.features.module import resolve_module_path
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.pipeline import run
-from tests.conftest import retrain_cli as retrain, COLOURS, colour_photo, flags, invoke, make_colour_tree, run_script
+from tests.conftest import retrain_cli as retrain, COLOURS, EARLIER_GRAPH, colour_photo, flags, invoke, \
+    make_colour_tree, run_script
 
 
 def no_work_done(outputs: dict[str, Path]) -> bool:
@@ -61,6 +63,45 @@ def test_tiny_class_still_trains(tmp_path: Path, tiny_module: Path, outputs, cou
     assert outputs["output_labels"].read_text() == "blue\ngreen\nred\n"
     assert re.search(rf"class 'blue' has (only )?{count} image\(s\)", result.stderr), result.stderr
     assert "Final test accuracy" in result.stdout
+
+
+def test_many_small_classes_get_one_warning_and_no_repeats(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    tree = make_colour_tree(tmp_path / "photos", per_class=4,
+                            classes={"red": COLOURS["red"], "green": COLOURS["green"]})
+    for i in range(6):  # six one-photo classes: one warning names three and counts the rest
+        colour_photo(tree / f"tiny_{i}" / "only.jpg", COLOURS["blue"], seed=700 + i)
+    result = retrain(tree, tiny_module, outputs, testing_percentage=60, validation_percentage=30)
+    small = [line for line in result.stderr.splitlines() if "training on all" in line]
+    assert len(small) == 1, result.stderr  # not one line per class, and not again once the vectors are in
+    assert re.search(r"\d+ classes have too few images to fill every split and none in training; training on all "
+                     r"their images .*: '\w+', '\w+', '\w+' and [1-9]\d* more", small[0]), small[0]
+
+
+def test_a_misclassified_listing_keeps_one_line_per_image(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    tree = make_colour_tree(tmp_path / "photos", per_class=12)
+    for path in sorted(tree.rglob("*.jpg")):
+        path.rename(path.with_name(path.stem + "\nsecond line.jpg"))
+    result = retrain(tree, tiny_module, outputs, how_many_training_steps=1, learning_rate=1e-6,
+                     print_misclassified_test_images=True, testing_percentage=40)
+    listed = result.stdout.split("=== MISCLASSIFIED TEST IMAGES ===\n")[1].split("Wrote ")[0].strip().splitlines()
+    assert listed and all("\\nsecond line.jpg" in line and line.split()[-1] in COLOURS for line in listed), listed
+
+
+def test_a_tilde_is_the_home_folder_even_where_the_shell_leaves_it(tmp_path: Path, tiny_module: Path, outputs,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_colour_tree(tmp_path / "photos", per_class=6)
+    result = invoke(retrain_command, ["--image_dir=~/photos", f"--tfhub_module={tiny_module}",
+                                      "--how_many_training_steps=5", "--logging_verbosity=WARNING",
+                                      *flags(**outputs)])
+    assert "Final test accuracy" in result.stdout and "INFO" not in result.stderr
+
+
+def test_an_output_folder_that_is_a_file_is_called_a_file(colour_tree: Path, tiny_module: Path, outputs,
+                                                          tmp_path: Path) -> None:
+    (tmp_path / "notes").write_text("not a folder")
+    error = retrain(colour_tree, tiny_module, outputs, expect=2, output_graph=tmp_path / "notes" / "graph.pb")
+    assert f"folder {tmp_path / 'notes'} is a file, not a folder" in error, error
 
 
 def test_empty_class_folder_is_left_out(tmp_path: Path, tiny_module: Path, outputs) -> None:
@@ -191,7 +232,7 @@ def test_module_folder_that_is_not_a_saved_model(colour_tree: Path, outputs, tmp
     folder = tmp_path / "not_a_model"
     folder.mkdir()
     (folder / "README.txt").write_text("weights coming soon")
-    error = retrain(colour_tree, folder, outputs, expect=1)
+    error = retrain(colour_tree, folder, outputs, expect=2)
     assert f"--tfhub_module {folder} is not a SavedModel folder (no saved_model.pb inside)" in error
     assert no_work_done(outputs)
 
@@ -222,14 +263,14 @@ def test_earlier_summaries_and_outputs_survive(colour_tree: Path, tiny_module: P
     (logs / "my_old_run" / "train").mkdir(parents=True)
     (logs / "my_old_run" / "train" / "events.out.tfevents.1").write_bytes(b"precious")
     (logs / "notes.md").write_text("my notes")
-    outputs["output_graph"].write_bytes(b"old graph")
+    outputs["output_graph"].write_bytes(EARLIER_GRAPH)
     retrain(colour_tree, tiny_module, outputs)
     retrain(colour_tree, tiny_module, outputs)
     assert (logs / "my_old_run" / "train" / "events.out.tfevents.1").read_bytes() == b"precious"
     assert (logs / "notes.md").read_text() == "my notes"
     runs = [p for p in logs.iterdir() if p.is_dir() and p.name != "my_old_run"]
     assert len(runs) == 2 and all((run / "train").is_dir() for run in runs)
-    assert outputs["output_graph"].read_bytes() != b"old graph"  # replaced by a complete new graph
+    assert outputs["output_graph"].read_bytes() != EARLIER_GRAPH  # replaced by a complete new graph
     leftovers = [p.name for p in outputs["output_graph"].parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 

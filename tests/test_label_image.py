@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from retrain.cli import label_image_command
+from retrain.names import thresholds_path
 from tests.conftest import PHOTOS, colour_photo, flags, invoke, require, run_script
 
 HELD_OUT = 10  # test-split photos compared with the in-process prediction
@@ -298,3 +300,180 @@ def test_quantized_input_and_output_use_their_parameters(dtype: type, scale: flo
     floats = {"dtype": np.float32, "quantization": (0.0, 0)}
     np.testing.assert_array_equal(_quantize(pixels, floats), pixels)
     np.testing.assert_array_equal(_dequantize(pixels, floats), pixels)
+
+
+# --------------------------------------------------------------------------- graphs built by hand, for the edges
+
+PRIMARIES = {"red": (230, 30, 30), "green": (30, 230, 30), "blue": (30, 30, 230)}
+
+
+def _write_graph(path: Path, build: Callable[[Any], None]) -> Path:
+    """A frozen GraphDef of whatever `build()` adds to a fresh tf.compat.v1 graph (no variables: nothing to freeze)."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    graph = tf.Graph()
+    with graph.as_default():
+        build(tf)
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    return path
+
+
+def _write_colour_graph(path: Path, *, classes: int = 3, op: str = "Softmax") -> Path:
+    """A retrain-style graph: `Placeholder` [?, 32, 32, 3] -> mean colour -> `final_result` over `classes` outputs,
+    a Softmax or (as a multi-label export) a Sigmoid per label. Outputs 0-2 are red, green and blue; any further
+    ones score lower and lower whatever the image."""
+    weights = np.zeros((3, classes), np.float32)
+    weights[:, :3] = 10 * np.eye(3)
+    bias = np.float32([-5.0] * 3 + [-6.0 - k for k in range(classes - 3)])
+
+    def build(tf: Any) -> None:
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name="Placeholder")
+        logits = tf.matmul(tf.reduce_mean(images, [1, 2]), tf.constant(weights)) + tf.constant(bias)
+        (tf.nn.softmax if op == "Softmax" else tf.sigmoid)(logits, name="final_result")
+
+    return _write_graph(path, build)
+
+
+def _colour_photos(folder: Path) -> dict[str, Path]:
+    return {name: colour_photo(folder / f"{name}.png", rgb, seed=i, fmt="PNG")
+            for i, (name, rgb) in enumerate(PRIMARIES.items())}
+
+
+def test_an_input_layer_that_cannot_take_rgb_batches_is_one_error_line(trained: Trained, tmp_path: Path) -> None:
+    """Feeding [N, H, W, 3] floats to a tensor of another shape: one line naming both shapes, no traceback."""
+
+    def grey(tf: Any) -> None:  # an MNIST-style graph: one channel
+        digits = tf.compat.v1.placeholder(tf.float32, [None, 28, 28, 1], name="input")
+        flat = tf.reshape(digits, [-1, 28 * 28])
+        tf.nn.softmax(tf.matmul(flat, tf.constant(np.zeros((28 * 28, 3), np.float32))), name="final_result")
+
+    graph, labels = _write_graph(tmp_path / "grey.pb", grey), tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    photo = _colour_photos(tmp_path)["red"]
+    message = _error(["--graph", str(graph), "--labels", str(labels), "--image", str(photo), "--input_layer", "input"],
+                     expect=1)
+    assert message.startswith("label-image: error: running the graph failed: Cannot feed value of shape (1, 28, 28, 3)")
+    assert "(None, 28, 28, 1)" in message
+
+    # retrain's own graph fed at an inner tensor [?, classes] (the logits under final_result)
+    from retrain.tfenv import import_tensorflow
+
+    graph_def = import_tensorflow().compat.v1.GraphDef()
+    graph_def.ParseFromString(trained.graph.read_bytes())
+    logits = next(node.input[0] for node in graph_def.node if node.name == "final_result")
+    message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(trained.photos[0]),
+                      "--input_layer", logits, "--input_height", "224", "--input_width", "224"], expect=1)
+    assert message.startswith("label-image: error: running the graph failed: "
+                              "Cannot feed value of shape (1, 224, 224, 3)")
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool", "string"])
+def test_an_input_layer_that_is_not_float_is_refused_not_fed_zeros(tmp_path: Path, dtype: str) -> None:
+    """[0, 1] pixels cast to integers are zeros: the model would answer for a black image, exit 0."""
+
+    def typed(tf: Any) -> None:
+        pixels = tf.compat.v1.placeholder(getattr(tf, dtype), [None, 32, 32, 3] if dtype != "string" else [],
+                                          name="typed")
+        as_float = tf.cast(pixels, tf.float32) if dtype != "string" else tf.zeros([1, 32, 32, 3])
+        tf.nn.softmax(tf.matmul(tf.reduce_mean(as_float, [1, 2]), tf.constant(np.eye(3, dtype=np.float32))),
+                      name="final_result")
+
+    graph, labels = _write_graph(tmp_path / f"{dtype}.pb", typed), tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    message = _error(["--graph", str(graph), "--labels", str(labels), "--image", str(_colour_photos(tmp_path)["red"]),
+                      "--input_layer", "typed", "--input_height", "32", "--input_width", "32"], expect=1)
+    assert f"--input_layer typed takes {dtype}; label-image feeds float RGB [N, H, W, 3]" in message, message
+
+
+def test_a_graph_that_needs_another_feed_names_the_placeholder(tmp_path: Path) -> None:
+    """A second placeholder (a classic `keep_prob`): the line says which one, not just 'Graph execution error:'."""
+
+    def dropout_style(tf: Any) -> None:
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name="Placeholder")
+        keep_prob = tf.compat.v1.placeholder(tf.float32, [], name="keep_prob")
+        tf.nn.softmax(tf.reduce_mean(images, [1, 2]) * 10.0 * keep_prob, name="final_result")
+
+    graph, labels = _write_graph(tmp_path / "dropout.pb", dropout_style), tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    message = _error(["--graph", str(graph), "--labels", str(labels), "--image", str(_colour_photos(tmp_path)["red"])],
+                     expect=1)
+    assert message.startswith("label-image: error: running the graph failed: You must feed a value for placeholder "
+                              "tensor 'import/keep_prob'"), message
+
+
+def test_a_labels_file_with_a_bom_and_crlf_gives_clean_labels(tmp_path: Path) -> None:
+    """As Notepad saves it: UTF-8 with a byte-order mark, CRLF line ends."""
+    graph, labels = _write_colour_graph(tmp_path / "graph.pb"), tmp_path / "labels.txt"
+    labels.write_bytes("\ufeffred\r\ngreen\r\nblue\r\n".encode("utf-8"))
+    photos = _colour_photos(tmp_path)
+    common = ["--graph", str(graph), "--labels", str(labels)]
+    text = invoke(label_image_command, [*common, "--image", str(photos["red"]), "--top_k", "1"]).stdout
+    assert text.split(" ")[0] == "red", repr(text)
+    records = label_json(*common, *images_args(list(photos.values())))
+    assert [r["predictions"][0]["label"] for r in records] == ["red", "green", "blue"]
+    assert all(sorted(p["label"] for p in r["predictions"]) == ["blue", "green", "red"] for r in records)
+
+
+def test_a_blank_line_inside_the_labels_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    graph, labels = _write_colour_graph(tmp_path / "graph.pb"), tmp_path / "labels.txt"
+    photo = str(_colour_photos(tmp_path)["red"])
+    labels.write_text("red\n\ngreen\n")  # three lines for three classes: read as is, blue would be called green
+    message = _error(["--graph", str(graph), "--labels", str(labels), "--image", photo], expect=1)
+    assert f"--labels {labels} line 2 is blank" in message
+    labels.write_text("red\ngreen\nblue\n\n\n")  # blank lines at the end are fine
+    records = label_json("--graph", str(graph), "--labels", str(labels), "--image", photo)
+    assert records[0]["predictions"][0]["label"] == "red"
+
+
+def test_json_gives_every_label_unless_top_k_says_otherwise(tmp_path: Path) -> None:
+    """SPEC: --json predictions are every label and its score, best first; the text lines keep the classic 5."""
+    from retrain.api import classify
+
+    names = ["red", "green", "blue", "cyan", "magenta", "yellow", "black"]
+    graph, labels = _write_colour_graph(tmp_path / "graph.pb", classes=7), tmp_path / "labels.txt"
+    labels.write_text("".join(f"{name}\n" for name in names))
+    photo = _colour_photos(tmp_path)["green"]
+    common = ["--graph", str(graph), "--labels", str(labels), "--image", str(photo)]
+    (record,) = label_json(*common)
+    assert sorted(p["label"] for p in record["predictions"]) == sorted(names)
+    scores = [p["score"] for p in record["predictions"]]
+    assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1) < 1e-4
+    assert record["predictions"][0]["label"] == "green"
+    assert len(label_json(*common, "--top_k", "2")[0]["predictions"]) == 2
+    assert len(invoke(label_image_command, common).stdout.splitlines()) == 5
+    (from_api,) = classify([photo], graph=graph, labels=labels)
+    assert from_api["predictions"] == record["predictions"]
+    assert len(classify([photo], graph=graph, labels=labels, top_k=3)[0]["predictions"]) == 3
+
+
+def _multi_label_model(folder: Path, thresholds: str | None) -> list[str]:
+    """A hand-built multi-label graph (a Sigmoid per label, no thresholds inside) with its labels file and, unless
+    None, the thresholds file beside it: the common label-image arguments."""
+    graph, labels = _write_colour_graph(folder / "graph.pb", op="Sigmoid"), folder / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    if thresholds is not None:
+        thresholds_path(labels).write_text(thresholds)
+    return ["--graph", str(graph), "--labels", str(labels)]
+
+
+@pytest.mark.parametrize("thresholds, line", [("0.5\nnan\n0.5\n", 2), ("0.5\n0.5\ninf\n", 3), ("-inf\n0.5\n0.5\n", 1),
+                                              ("0.5\n\n0.5\nnan\n", 4)])
+def test_thresholds_that_are_not_finite_numbers_are_named_by_line(tmp_path: Path, thresholds: str, line: int) -> None:
+    common = _multi_label_model(tmp_path, thresholds)
+    message = _error([*common, "--image", str(_colour_photos(tmp_path)["red"])], expect=1)
+    assert f"{thresholds_path(tmp_path / 'labels.txt')} line {line} is not a finite number" in message
+
+
+def test_an_image_with_no_label_at_its_threshold_says_so(tmp_path: Path) -> None:
+    photos = _colour_photos(tmp_path)
+    common = _multi_label_model(tmp_path, "0.5\n0.5\n0.5\n")
+    result = invoke(label_image_command, [*common, "--image", str(photos["red"])])
+    assert [line.split(" ")[0] for line in result.stdout.splitlines()] == ["red"]  # red scores ~0.97, the others ~0.02
+    thresholds_path(tmp_path / "labels.txt").write_text("0.999\n0.999\n0.999\n")
+    result = invoke(label_image_command, [*common, "--image", str(photos["red"])])
+    assert result.stdout == "(no label at or above its threshold)\n"
+    several = invoke(label_image_command, [*common, *images_args([photos["red"], photos["blue"]])]).stdout
+    assert several == "".join(f"==> {photos[name]} <==\n(no label at or above its threshold)\n\n"
+                              for name in ("red", "blue"))
+    assert [r["labels"] for r in label_json(*common, "--image", str(photos["red"]))] == [[]]

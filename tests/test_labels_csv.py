@@ -329,3 +329,71 @@ def test_warnings_are_capped_per_kind_then_counted(tmp_path: Path, image_dir: Pa
     assert sum("more rows with this problem (missing)" in m for m in messages) == 1
     assert table.skipped.missing == 25
     assert "2 rows, 2 labels; skipped 25 row(s): missing 25" in messages[-1]
+
+
+def test_a_spreadsheet_file_given_as_the_csv_says_so(tmp_path: Path, image_dir: Path) -> None:
+    import zipfile
+
+    workbook = tmp_path / "labels.xlsx"
+    with zipfile.ZipFile(workbook, "w") as archive:  # an .xlsx is a zip of XML files
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(RetrainError, match=r"labels\.xlsx is a spreadsheet file, not a CSV; save it as CSV"):
+        read_labels_csv(workbook, image_dir=image_dir)
+
+
+def scan(tmp_path: Path, image_dir: Path, content: str, **flags: object):
+    from retrain.labels.csv import CsvSource
+
+    return CsvSource(write(tmp_path, content), image_dir=image_dir, delimiter=flags.pop("delimiter", " "),
+                     validation_percentage=10, testing_percentage=10, **flags).scan()
+
+
+def test_the_split_column_is_never_overridden(tmp_path: Path, image_dir: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A class the user put only in validation or testing is left out, never trained on its test photos."""
+    content = ("path,labels,split\na.jpg,cat,training\nb.jpg,cat,testing\nc.png,dog,training\n"
+               "d.JPEG,dog,validation\ng.gif,fox,testing\nsub/e.webp,fox,validation\nsub/f.bmp,owl,training\n")
+    labels = scan(tmp_path, image_dir, content)
+    assert labels.names == ("cat", "dog", "owl")
+    assert [p.name for p in labels.files["testing"]] == ["b.jpg"]  # fox's test photo is not trained on either
+    assert "g.gif" not in {p.name for p in labels.all_files()}
+    assert any("class 'fox' has no training image: --labels_csv" in m and "leaving the class out" in m
+               for m in caplog.messages)
+    everything_tested = "path,labels,split\n" + "".join(f"{n},{c},testing\n" for n, c in
+                                                         [("a.jpg", "cat"), ("b.jpg", "dog"), ("c.png", "cat")])
+    with pytest.raises(RetrainError, match=r"only 0 class\(es\) .* have usable images \(2 more have images only in "
+                                           r"the validation and testing splits\)"):
+        scan(tmp_path, image_dir, everything_tested)
+
+
+def test_rows_without_a_split_still_follow_the_small_class_rule(tmp_path: Path, image_dir: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A class whose given-split rows are all held out trains on its rows the hash placed: only those move."""
+    from retrain.labels.split import split_of
+
+    held_out = next(name for name in ("c.png", "d.JPEG", "g.gif", "sub/e.webp", "sub/f.bmp", "café.jpg")
+                    if split_of(name, validation_percentage=10, testing_percentage=10) != "training")
+    hashed_to_training = [name for name in ("c.png", "d.JPEG", "g.gif", "sub/e.webp", "sub/f.bmp")
+                          if name != held_out and split_of(name, validation_percentage=10,
+                                                           testing_percentage=10) == "training"][:1]
+    content = (f"path,labels,split\na.jpg,cat,training\nb.jpg,dog,testing\n{held_out},dog,\n"
+               + "".join(f"{name},cat,\n" for name in hashed_to_training))
+    labels = scan(tmp_path, image_dir, content)
+    assert labels.names == ("cat", "dog")
+    assert [p.name for p in labels.files["testing"]] == ["b.jpg"]  # the given split stays
+    assert Path(held_out).name in {p.name for p in labels.files["training"]}  # the hashed row moves
+    assert any("class 'dog' has no training image; training on the 1 of its 2 image(s) whose split" in m
+               for m in caplog.messages)
+
+
+def test_a_csv_that_turns_multi_label_by_itself_says_so(tmp_path: Path, image_dir: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    content = "path,labels\na.jpg,golden retriever\nb.jpg,cat\nc.png,cat\n"
+    labels = scan(tmp_path, image_dir, content)
+    assert labels.multi_label
+    said = [m for m in warnings_of(caplog) if "multi-label" in m]
+    assert len(said) == 1 and "line 2 holds 2 labels ('golden', 'retriever')" in said[0]
+    assert "--multi_label" in said[0] and "--label_delimiter" in said[0]
+    caplog.clear()
+    scan(tmp_path, image_dir, content, multi_label=True)  # asked for: nothing to say
+    assert not [m for m in warnings_of(caplog) if "multi-label" in m]

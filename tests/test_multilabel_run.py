@@ -22,7 +22,7 @@ from retrain.images import load_image
 from retrain.labels.multilabel import frequency_baseline
 from retrain.names import thresholds_path
 from retrain.tfenv import import_tensorflow
-from tests.conftest import FLOWERS, MODULES, flags, frozen_graph_scores, invoke, require
+from tests.conftest import COLOURS, FLOWERS, MODULES, flags, frozen_graph_scores, invoke, require
 from tests.mosaics import make_mosaics, partition_photos
 
 
@@ -187,3 +187,34 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
         assert record["labels"] == [names[i] for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
     report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
     assert report["objective"] == "sigmoid" and set(report["classes"]) == set(names)
+
+
+def test_a_label_with_no_training_image_is_never_predicted(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    """Its threshold cannot be chosen on validation (the layer never learned it): it is set above any score."""
+    from PIL import Image
+
+    image_dir = tmp_path / "photos"
+    image_dir.mkdir()
+    rows, random = [], np.random.default_rng(7)
+    for index in range(60):
+        colour = ("blue", "red", "green")[index % 3]
+        split = ("training", "training", "training", "validation", "testing")[index % 5]
+        labels = colour + (" rare" if split != "training" and index % 2 else "")  # never in training
+        pixels = np.clip(np.array(COLOURS[colour]) + random.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(image_dir / f"{index:03d}.png")
+        rows.append([f"{index:03d}.png", labels, split])
+    table = image_dir / "labels.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "labels", "split"], *rows])
+    result = invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
+                                           how_many_training_steps=50, **outputs))
+    assert "1 label(s) have no training image and will never be predicted: 'rare'" in result.stderr
+    names = outputs["output_labels"].read_text().split()
+    thresholds = np.float32(thresholds_path(outputs["output_labels"]).read_text().split())
+    assert thresholds[names.index("rare")] > 1
+    report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
+    assert report["classes"]["rare"]["predicted"] == 0 and report["classes"]["rare"]["threshold"] > 1
+    records = json.loads(invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
+                                                      str(outputs["output_labels"]), "--json",
+                                                      str(image_dir)]).stdout)
+    assert len(records) == 60 and not any("rare" in record["labels"] for record in records)

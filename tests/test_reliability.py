@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 
 from retrain.cli import label_image_command
-from tests.conftest import retrain_cli as retrain, COLOURS, colour_photo, flags, invoke, run_script
+from tests.conftest import retrain_cli as retrain, COLOURS, EARLIER_GRAPH, colour_photo, flags, invoke, run_script
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -141,6 +143,93 @@ def test_a_failed_swap_puts_the_old_folder_back(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_a_file_edited_in_a_folder_retrain_wrote_is_refused(tmp_path: Path) -> None:
+    from retrain.errors import UsageError
+    from retrain.names import OWNER_MARKER
+    from retrain.outputs import check_replaceable_folder, replace_folder
+
+    target = tmp_path / "web"
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        (tmp / "labels.txt").write_text("daisy\nroses\n")
+        (tmp / "model.json").write_text("{}")
+
+    replace_folder(target, write, flag="--output_tfjs")
+    check_replaceable_folder(target, flag="--output_tfjs")  # as written: ours to replace
+    (target / "labels.txt").write_text("Gänseblümchen\nRosen\n")  # the user translated the labels
+    before = digest(target)
+    with pytest.raises(UsageError, match=r"--output_tfjs .* holds files changed since retrain wrote them "
+                                         r"\(e\.g\. labels\.txt\)"):
+        check_replaceable_folder(target, flag="--output_tfjs")
+    assert digest(target) == before
+    # A marker from before hashes were recorded lists names only: its files count as unchanged.
+    marker = json.loads((target / OWNER_MARKER).read_text())
+    del marker["sha256"]
+    (target / OWNER_MARKER).write_text(json.dumps(marker))
+    check_replaceable_folder(target, flag="--output_tfjs")
+
+
+@pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
+                                  "folder_at_report", "folder_at_thresholds"])
+def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
+                                                            tmp_path: Path, case: str) -> None:
+    out = outputs["output_graph"].parent
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    photo = colour_photo(mine / "holiday.jpg", COLOURS["red"], seed=9)
+    (mine / "notes.txt").write_text("my notes, do not lose")
+    changes, target, expected = {
+        "photo_at_graph": ({"output_graph": photo}, photo, "--output_graph .* is not a frozen graph "
+                                                           r"\(it is a JPEG image\)"),
+        "notes_at_tflite": ({"output_tflite": mine / "notes.txt"}, mine / "notes.txt",
+                            r"--output_tflite .* is not a TFLite model \(it is a text file\)"),
+        "notes_at_int8_variant": ({"output_tflite": mine / "model.tflite", "tflite_quantization": "float32,int8"},
+                                  mine / "model_int8.tflite",
+                                  r"model_int8\.tflite \(the int8 model beside --output_tflite\) exists and is not"),
+        "foreign_report": ({}, out / "report.json",
+                           r"report\.json \(the report beside --output_labels\) exists and is not a retrain report"),
+        "folder_at_report": ({}, out / "report.json",
+                             r"report\.json \(the report beside --output_labels\) is a folder"),
+        "folder_at_thresholds": ({"multi_label": True}, outputs["output_labels"].with_name("labels_thresholds.txt"),
+                                 r"labels_thresholds\.txt \(the thresholds beside --output_labels\) is a folder"),
+    }[case]
+    if case == "notes_at_int8_variant":
+        target.write_text("my own int8 experiment")
+    elif case == "foreign_report":
+        target.write_text('{"my": "experiment notes"}')
+    elif case.startswith("folder_at"):
+        (target / "keep").mkdir(parents=True)
+    before = digest(mine) | digest(out)
+    error = retrain(colour_tree, tiny_module, {**outputs}, expect=2, **changes)
+    assert re.search(expected, error), error
+    assert "move the" in error or "choose another" in error
+    assert digest(mine) | digest(out) == before  # refused before any work: nothing written, nothing replaced
+
+
+def test_retrains_own_files_are_replaced_by_a_rerun(colour_tree: Path, tiny_module: Path, outputs) -> None:
+    tflite = outputs["output_graph"].with_name("model.tflite")
+    extra = {"output_tflite": tflite, "tflite_quantization": "float32,dynamic", "multi_label": True}
+    retrain(colour_tree, tiny_module, outputs, **extra)
+    first = digest(outputs["output_graph"].parent)
+    retrain(colour_tree, tiny_module, outputs, how_many_training_steps=30, **extra)  # graph, labels, report...
+    second = digest(outputs["output_graph"].parent)
+    for name in ("graph.pb", "model.tflite", "report.json", "labels_thresholds.txt"):
+        path = str(outputs["output_graph"].with_name(name))
+        assert path in first and first[path] != second[path], name  # replaced by the second run
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_run_folders(tmp_path: Path) -> None:
+    from retrain.insight.summaries import claim_run_dir, run_dir
+
+    logs = tmp_path / "logs"
+    planned = [run_dir(logs), run_dir(logs)]  # both runs checked their outputs before either started
+    assert planned[0] == planned[1]
+    claimed = [claim_run_dir(planned[0]), claim_run_dir(planned[1])]
+    assert claimed[0] != claimed[1] and all(folder.is_dir() for folder in claimed)
+    assert claimed[1].name == f"{planned[0].name}-2"
+
+
 # --- 3. non-finite numbers --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flag, value", [("learning_rate", "nan"), ("learning_rate", "inf"),
@@ -153,10 +242,10 @@ def test_non_finite_flags_are_refused(colour_tree: Path, tiny_module: Path, outp
 
 def test_a_run_whose_loss_stops_being_a_number_exports_nothing(colour_tree: Path, tiny_module: Path,
                                                                outputs) -> None:
-    outputs["output_graph"].write_bytes(b"an earlier model")
+    outputs["output_graph"].write_bytes(EARLIER_GRAPH)
     error = retrain(colour_tree, tiny_module, outputs, expect=1, learning_rate=1e38, how_many_training_steps=50)
     assert "training stopped at step" in error and "--learning_rate" in error and "nothing was exported" in error
-    assert outputs["output_graph"].read_bytes() == b"an earlier model"
+    assert outputs["output_graph"].read_bytes() == EARLIER_GRAPH
     assert not outputs["output_labels"].exists()
 
 
@@ -265,7 +354,7 @@ def test_a_full_disk_under_an_output_keeps_the_old_output(colour_tree: Path, tin
                                                           small_disk) -> None:
     mount, env = small_disk
     old = mount / "graph.pb"
-    old.write_bytes(b"the model from yesterday")
+    old.write_bytes(EARLIER_GRAPH)
     if not env:
         (mount / "filler").write_bytes(b"\0" * (252 * 1024))  # leave only 4 kB: less than the graph
     result = run_limited(flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5,
@@ -274,7 +363,7 @@ def test_a_full_disk_under_an_output_keeps_the_old_output(colour_tree: Path, tin
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("retrain: error: cannot write --") and "earlier outputs are kept" in last, last
     assert "Traceback" not in result.stderr
-    assert old.read_bytes() == b"the model from yesterday"
+    assert old.read_bytes() == EARLIER_GRAPH
     assert not [p for p in mount.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
 
 
@@ -292,6 +381,34 @@ def test_a_read_only_cache_folder_is_one_line(colour_tree: Path, tiny_module: Pa
             subprocess.run(["umount", "-l", str(cache)], capture_output=True)
     assert f"--bottleneck_dir {cache}: cannot write in {cache} (Read-only file system)" in error or \
         "Permission denied" in error
+
+
+_SWALLOWED_INTERRUPT = """
+import os, signal, click
+from retrain.cli import _OneLineErrors
+
+class Finaliser:
+    def __del__(self):  # as TensorFlow's AtomicFunction.__del__ runs while an export converts
+        os.kill(os.getpid(), signal.SIGINT)
+        total = 0
+        for step in range(10000):  # the handler runs here, inside the finaliser, which drops its exception
+            total += step
+
+@click.command(cls=_OneLineErrors)
+def export():
+    Finaliser()
+    print("exported")
+
+export()
+"""
+
+
+def test_a_ctrl_c_that_lands_in_a_finaliser_still_stops_the_run(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", _SWALLOWED_INTERRUPT], capture_output=True, text=True,
+                            timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert result.returncode == 130, (result.returncode, result.stderr)
+    assert "interrupted" in result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
 
 
 # --- 10. label-image on a truncated graph ------------------------------------------------------------

@@ -3,11 +3,15 @@ TensorBoard pictures, read back with TensorBoard's own readers."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import retrain_cli
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +74,100 @@ def test_pr_curves_misclassified_hparams_and_projector_are_there(run) -> None:
     assert "projector/tensors.tsv" in text and "projector/sprite.png" in text
     rows = (result.run_folder / "test" / "projector" / "metadata.tsv").read_text().splitlines()
     assert len(rows) == result.evaluations["testing"].count + 1 and re.match(r"label\tpredicted\tfile", rows[0])
+
+
+# --------------------------------------------------------------------------- tiny runs (the home-made module), fast
+
+
+def _two_colour_photos(root: Path, *, splits: tuple[str, ...]) -> tuple[Path, Path, dict[str, set[str]]]:
+    """Photos of two colour halves in `root/photos`, labelled with both colours in a CSV whose split column cycles
+    through `splits`: (image folder, CSV, labels per file name)."""
+    from PIL import Image
+
+    colours = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40), "white": (240, 240, 240)}
+    names, random = sorted(colours), np.random.default_rng(5)
+    image_dir, rows, truth = root / "photos", [], {}
+    image_dir.mkdir(parents=True)
+    for index in range(8 * len(splits)):
+        left, right = (names[i] for i in random.choice(len(names), 2, replace=False))
+        pixels = np.zeros((40, 48, 3))
+        pixels[:, :24], pixels[:, 24:] = colours[left], colours[right]
+        pixels = np.clip(pixels + random.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(image_dir / f"{index:03d}.png")
+        truth[f"{index:03d}.png"] = {left, right}
+        rows.append([f"{index:03d}.png", f"{left} {right}", splits[index % len(splits)]])
+    table = root / "labels.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "labels", "split"], *rows])
+    return image_dir, table, truth
+
+
+@pytest.mark.parametrize("objective", ["softmax", "sigmoid"])
+def test_report_json_without_test_images_keeps_every_key(objective: str, colour_tree: Path, tiny_module: Path,
+                                                        outputs: dict[str, Path], tmp_path: Path) -> None:
+    """An empty test split: the same keys as any report, with nothing in them, so readers need no special case."""
+    if objective == "softmax":
+        retrain_cli(colour_tree, tiny_module, outputs, testing_percentage=0)
+        labels = ["blue", "green", "red"]
+    else:
+        image_dir, table, _ = _two_colour_photos(tmp_path / "multi", splits=("training", "training", "validation"))
+        retrain_cli(image_dir, tiny_module, outputs, labels_csv=table)
+        labels = ["blue", "green", "red", "white"]
+    report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
+    assert report["format"] == "retrain-report" and report["labels"] == labels
+    assert report["objective"] == objective
+    assert report["overall"] is None and report["classes"] == {} and report["confusion_matrix"] is None
+    assert report["run"]["images"]["testing"] == 0
+
+
+def test_report_json_counts_the_test_split_not_the_test_batch_sample(colour_tree: Path, tiny_module: Path,
+                                                                     outputs: dict[str, Path]) -> None:
+    from retrain.api import retrain
+
+    result = retrain(colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=20, test_batch_size=30,
+                     log_level="WARN", **outputs)
+    size = len(result.splits["testing"].paths)
+    assert 0 < size < 30 and result.evaluations["testing"].count == 30  # a sample larger than the split
+    report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
+    assert report["run"]["images"]["testing"] == size
+    assert report["run"]["images"]["validation"] == len(result.splits["validation"].paths)
+
+
+def test_long_labels_sharing_a_start_stay_apart_in_the_table_and_the_pictures() -> None:
+    """Cut in the middle, not at the end: names that share a 40-character start differ by their ends."""
+    from retrain.insight import pictures
+    from retrain.insight.report import class_report, format_table
+
+    start = "herbarium_specimen_collection_accession_"  # 40 characters
+    labels = [f"{start}number_daisy", f"{start}number_roses", "tulips"]
+    table = format_table(class_report(labels=labels, truth=np.array([0, 0, 1, 1, 2]),
+                                      predicted=np.array([1, 0, 0, 1, 2])))
+    rows = table.splitlines()[1:4]
+    cells = [row.split("  ")[0] for row in rows]
+    assert cells[0] != cells[1], table
+    assert cells[0].startswith("herbarium_") and cells[0].endswith("daisy") and "…" in cells[0], table
+    assert cells[1].endswith("roses") and len(cells[0]) == len(cells[1]) == 32, table
+    confused = [row.rsplit("  ", 1)[1] for row in rows[:2]]  # most confused with: each other
+    assert confused[0] != confused[1] and confused[0].endswith("roses (1)") and confused[1].endswith("daisy (1)")
+    assert format_table(class_report(labels=["tulips", "roses"], truth=np.array([0]), predicted=np.array([0])))\
+        .splitlines()[1].startswith("tulips ")  # short labels untouched
+
+    font = pictures._font(12)
+    drawn = [pictures._elide(label, font, pictures.MAX_LABEL_PIXELS) for label in labels[:2]]
+    assert drawn[0] != drawn[1]
+    for text, label in zip(drawn, labels):
+        assert "…" in text and text.startswith("herb") and text.endswith(label[-5:])
+        assert font.getlength(text) <= pictures.MAX_LABEL_PIXELS
+    assert pictures._elide("tulips", font, pictures.MAX_LABEL_PIXELS) == "tulips"
+
+
+def test_the_multi_label_projector_joins_each_images_labels_with_a_bar(tmp_path: Path, tiny_module: Path,
+                                                                       outputs: dict[str, Path]) -> None:
+    """Projector metadata of a multi-label run: `blue | red`, one value TensorBoard can colour and search by."""
+    image_dir, table, truth = _two_colour_photos(tmp_path, splits=("training", "training", "validation", "testing"))
+    retrain_cli(image_dir, tiny_module, outputs, labels_csv=table)
+    (run_folder,) = [p for p in outputs["summaries_dir"].iterdir() if (p / "test").is_dir()]
+    rows = [line.split("\t") for line in (run_folder / "test" / "projector" / "metadata.tsv").read_text().splitlines()]
+    assert rows[0] == ["label", "file"] and len(rows) == 1 + len(truth) // 4
+    for label, file in rows[1:]:
+        assert label == " | ".join(sorted(truth[Path(file).name])), (label, file)

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class FrozenGraph(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
-        return [Output("--output_graph", config.output_graph)]
+        return [Output("--output_graph", config.output_graph, content="graph")]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_file(config.output_graph, flag="--output_graph")

@@ -25,9 +25,10 @@ def thresholds_text(thresholds: Any) -> bytes:
 
 class Labels(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
-        outputs = [Output("--output_labels", config.output_labels)]
+        outputs = [Output("--output_labels", config.output_labels, content="labels")]
         if config.labels_csv is not None or config.multi_label:  # the run may be multi-label
-            outputs.append(Output("--output_labels", thresholds_path(config.output_labels)))
+            outputs.append(Output("--output_labels", thresholds_path(config.output_labels), content="thresholds",
+                                  role="the thresholds beside --output_labels"))
         return outputs
 
     def check(self, config: RetrainConfig) -> None:

@@ -40,8 +40,10 @@ class TFLite(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
         if config.output_tflite is None:
             return []
-        return [Output("--output_tflite", path)
-                for path in tflite_paths(config.output_tflite, config.tflite_quantization).values()]
+        paths = tflite_paths(config.output_tflite, config.tflite_quantization)
+        return [Output("--output_tflite", path, content="tflite",
+                       role="" if path == config.output_tflite else f"the {quantization} model beside --output_tflite")
+                for quantization, path in paths.items()]
 
     def check(self, config: RetrainConfig) -> None:
         for path in tflite_paths(config.output_tflite, config.tflite_quantization).values():

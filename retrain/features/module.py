@@ -69,24 +69,40 @@ class FeatureExtractor:
                                "fine-tuned; use a TF2 module saved with its trainable_variables or drop --fine_tune")
 
 
-def resolve_module_path(handle: str) -> Path:
-    """Turn a handle or local path into a local SavedModel folder, downloading if needed."""
+def module_location(handle: str) -> Path | str:
+    """A module flag's local SavedModel folder, or the handle to fetch (a catalog name gives its handle).
+
+    Needs no TensorFlow and no network, so a wrong value is a usage error before any work.
+    """
     local = Path(handle).expanduser()
     if local.exists():
+        if local.is_file() and local.name == "saved_model.pb":
+            raise UsageError(f"--tfhub_module {handle} is the SavedModel's graph file; pass the folder that holds "
+                             f"it ({local.parent})")
         if not local.is_dir() or not (local / "saved_model.pb").is_file():
-            raise RetrainError(f"--tfhub_module {handle} is not a SavedModel folder (no saved_model.pb inside); "
-                               "expected a TF2 image feature-vector SavedModel or a tfhub.dev/Kaggle handle")
+            raise UsageError(f"--tfhub_module {handle} is not a SavedModel folder (no saved_model.pb inside); "
+                             "expected a TF2 image feature-vector SavedModel or a tfhub.dev/Kaggle handle")
         return local
     entry = catalog.lookup(handle)
     if entry is not None:
-        log.info("--tfhub_module %s is %s", handle, entry.handle)
-        handle = entry.handle
+        return entry.handle
     if "://" not in handle:
         close = catalog.closest(handle)
-        raise RetrainError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
-                           f"({f'did you mean {close}? ' if close else ''}see retrain --list_modules); expected a "
-                           "local SavedModel folder, a name such as mobilenet_v2_100_224, or a https://tfhub.dev/... "
-                           "or https://www.kaggle.com/models/... handle")
+        raise UsageError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
+                         f"({f'did you mean {close}? ' if close else ''}see retrain --list_modules); expected a "
+                         "local SavedModel folder, a name such as mobilenet_v2_100_224, or a https://tfhub.dev/... "
+                         "or https://www.kaggle.com/models/... handle")
+    return handle
+
+
+def resolve_module_path(handle: str) -> Path:
+    """Turn a handle or local path into a local SavedModel folder, downloading if needed."""
+    location = module_location(handle)
+    if isinstance(location, Path):
+        return location
+    if location != handle:
+        log.info("--tfhub_module %s is %s", handle, location)
+        handle = location
     hub = import_hub()
 
     cache = os.environ.get("TFHUB_CACHE_DIR", "/tmp/tfhub_modules (default)")

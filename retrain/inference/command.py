@@ -48,14 +48,14 @@ def check(config: LabelImageConfig) -> None:
     if not config.images:
         raise UsageError("no --image given; pass an image file or a folder of images")
     if not config.graph.exists():
-        raise RetrainError(f"--graph {config.graph} not found; pass the model retrain wrote "
-                           "(--output_graph, --saved_model_dir) or run retrain first", exit_code=2)
+        raise UsageError(f"--graph {config.graph} not found; pass the model retrain wrote "
+                         "(--output_graph, --saved_model_dir) or run retrain first")
     if not config.labels.exists():
-        raise RetrainError(f"--labels {config.labels} not found; pass the labels file retrain wrote "
-                           "(--output_labels)", exit_code=2)
+        raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote "
+                         "(--output_labels)")
     for path in config.images:
         if not path.exists():
-            raise RetrainError(f"--image {path} not found; pass an existing image file or folder", exit_code=2)
+            raise UsageError(f"--image {path} not found; pass an existing image file or folder")
 
 
 def collect_images(paths: Sequence[Path]) -> list[Path]:
@@ -67,25 +67,27 @@ def collect_images(paths: Sequence[Path]) -> list[Path]:
             continue
         found = image_files(path)
         if not found:
-            raise RetrainError(f"--image {path} is a folder with no images ({', '.join(sorted(IMAGE_EXTENSIONS))})",
-                               exit_code=2)
+            raise UsageError(f"--image {path} is a folder with no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         files += found
     return files
 
 
 def read_labels(path: Path) -> list[str]:
-    """One label per line, in class-index order (trailing blank lines ignored)."""
+    """One label per line, in class-index order (a leading BOM and trailing blank lines ignored)."""
     try:
         text = read_bytes(path).decode("utf-8")
     except ImageError as error:
         raise RetrainError(f"cannot read --labels {path}: {error}") from None
     except UnicodeDecodeError:
         raise RetrainError(f"--labels {path} is not a UTF-8 text file; pass the labels file retrain wrote") from None
-    labels = [line.strip() for line in text.splitlines()]
+    labels = [line.strip() for line in text.removeprefix("\ufeff").splitlines()]  # Notepad starts with a BOM
     while labels and not labels[-1]:
         labels.pop()
     if not labels:
         raise RetrainError(f"--labels {path} is empty; expected one label per line")
+    if "" in labels:
+        raise RetrainError(f"--labels {path} line {labels.index('') + 1} is blank; every line names one label, "
+                           "in the model's order (pass the labels file retrain wrote)")
     return labels
 
 
@@ -176,13 +178,18 @@ def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | N
         log.warning("multi-label model without thresholds (no %s beside --labels): using 0.5 for every label", path)
         return np.full(count, 0.5, np.float32)
     try:
-        values = np.array([float(line) for line in read_bytes(path).decode("ascii").split()], np.float32)
+        lines = [(number, line) for number, line in enumerate(read_bytes(path).decode("ascii").splitlines(), 1)
+                 if line.strip()]
+        values = np.array([float(line) for _, line in lines], np.float32)
     except (ImageError, UnicodeDecodeError, ValueError) as error:
         raise RetrainError(f"cannot read the thresholds {path} beside --labels ({error}); expected one number "
                            "per line, as retrain writes") from None
-    if len(values) != count or not np.isfinite(values).all():
+    if len(values) != count:
         raise RetrainError(f"{path} holds {len(values)} thresholds for {count} labels; pass the labels file "
                            "written with this model (its thresholds file sits beside it)")
+    if not np.isfinite(values).all():
+        raise RetrainError(f"{path} line {lines[int(np.argmin(np.isfinite(values)))][0]} is not a finite number; "
+                           "retrain writes one finite number per line")
     return values
 
 
@@ -194,6 +201,8 @@ def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholde
             continue
         # str(np.float32) is what the classic label_image.py printed, e.g. "daisy 0.9273"
         out.write(f"{prediction['label']} {str(np.float32(prediction['score']))}\n")
+    if thresholded and not record["labels"]:
+        out.write("(no label at or above its threshold)\n")
     if header:
         out.write("\n")
     out.flush()
@@ -201,9 +210,10 @@ def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholde
 
 def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> Iterator[dict[str, Any]]:
     """Classify every image: one record per image, in order, `{"image", "predictions"}` (best first,
-    --top_k of them) or `{"image", "error"}` for an image that could not be decoded. For a
-    multi-label model `predictions` holds every label (unless --top_k is given) and `labels`
-    names those at or above their thresholds, best first.
+    --top_k of them) or `{"image", "error"}` for an image that could not be decoded.
+    `predictions` holds every label, unless --top_k is given, for --json and for a multi-label
+    model (else the classic 5); for a multi-label model `labels` names those at or above their
+    thresholds, best first.
 
     `paths` are the image files when the caller has collected them from config.images already.
     """
@@ -217,7 +227,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
                            f"{model.class_count} classes; pass the labels file written with this model")
     prepare = preprocessing_for(model, config)
     thresholds = thresholds_of(model, config.labels, len(labels))
-    count = config.top_k or (len(labels) if model.multi_label else TOP_K)
+    count = config.top_k or (len(labels) if model.multi_label or config.json else TOP_K)
     for result in classify(model, paths, prepare=prepare, batch_size=config.batch_size):
         if result.scores is None:
             yield {"image": str(result.path), "error": result.error}

@@ -157,6 +157,9 @@ class _FrozenGraph(Model):
             self.output = self._tensor(output_layer, nodes, flag="--output_layer", path=path, listing=listing)
         except RetrainError as error:
             raise fail(str(error)) from None
+        if not self.input.dtype.is_floating:  # fed [0, 1] floats, an integer or bool input would read zeros
+            raise fail(f"--input_layer {input_layer} takes {self.input.dtype.name}; label-image feeds float RGB "
+                       f"[N, H, W, 3] ({listing})")
         in_dims = _dims(self.input.shape) if self.input.shape.rank is not None else None
         out_dims = _dims(self.output.shape) if self.output.shape.rank is not None else None
         self.height, self.width, batch = _size_of(in_dims)
@@ -197,7 +200,7 @@ class _FrozenGraph(Model):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         try:
             return np.asarray(self.session.run(self.output, {self.input: batch}))
-        except self._errors as error:
+        except (self._errors, ValueError) as error:  # ValueError: the input cannot take [N, H, W, 3] floats
             raise RetrainError(f"running the graph failed: {_first_line(error)}") from None
 
 
@@ -406,5 +409,8 @@ def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """The line of a TensorFlow error that says what went wrong, not the headings and call sites around it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines
+               if not line.endswith(":") and not line.startswith(("[[", "File ", "Detected at", "Node: "))]
+    return (telling or lines or [type(error).__name__])[0]

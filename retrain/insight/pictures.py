@@ -50,17 +50,26 @@ def _text_width(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -
 
 
 def _elide(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_width: float) -> str:
-    """`text` cut at the end with '…' so that it renders at most `max_width` pixels wide."""
+    """`text` cut in the middle with '…' so that it renders at most `max_width` pixels wide.
+
+    The middle, because names that share a long start (`specimen_category_1`, `_2`) differ at the end.
+    """
     if _text_width(text, font) <= max_width:
         return text
     low, high = 0, len(text)
-    while low < high:  # the longest prefix that fits with the ellipsis
+    while low < high:  # the most characters kept, half from each end, that fit with the ellipsis
         middle = (low + high + 1) // 2
-        if _text_width(text[:middle] + "…", font) <= max_width:
+        if _text_width(_cut(text, middle), font) <= max_width:
             low = middle
         else:
             high = middle - 1
-    return text[:low] + "…"
+    return _cut(text, low)
+
+
+def _cut(text: str, kept: int) -> str:
+    """`kept` characters of `text`, the first half from its start and the rest from its end, with '…' between."""
+    head = (kept + 1) // 2
+    return text[:head] + "…" + text[len(text) - (kept - head):]
 
 
 def _row_colours(fractions: np.ndarray) -> np.ndarray:

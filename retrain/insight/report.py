@@ -187,8 +187,11 @@ def _fraction(value: float | None) -> str:
 
 
 def _elide(text: str, width: int) -> str:
-    """Text cut to `width` characters, with '…' marking the cut."""
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """Text cut to `width` characters in the middle (names that share a long start differ at the end)."""
+    if len(text) <= width:
+        return text
+    head = width // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def format_table(report: ClassReport) -> str:

@@ -47,22 +47,25 @@ def print_table(test: Any, labels: Sequence[str]) -> None:
 
 
 def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: Any, split: Any,
-               evaluations: Mapping[str, Any], written: Sequence[Path], module: str) -> Path:
+               evaluations: Mapping[str, Any], written: Sequence[Path], module: str, objective: str) -> Path:
     """Write report.json and the TensorBoard pictures of the test split; returns report.json's path."""
     extra = {"module": module, "flags": _flags(config), "files": [str(p) for p in written],
-             "images": {name: evaluation.count for name, evaluation in evaluations.items()},
+             # each split's size (a --test_batch_size sample may count fewer or repeated images)
+             "images": {**{name: evaluation.count for name, evaluation in evaluations.items()},
+                        "testing": len(split.targets)},
              "figures": {name: evaluation.metrics for name, evaluation in evaluations.items()}}
     path = report_path(config.output_labels)
     if test.details is not None:  # multi-label: figures per label at its threshold
         figures = test.details.to_dict(labels)
-        data = {"format": "retrain-report", "version": 1, "objective": "sigmoid", "labels": list(labels),
+        data = {"format": reports.FORMAT, "version": 1, "objective": objective, "labels": list(labels),
                 "overall": {k: v for k, v in figures.items() if k != "labels"}, "classes": figures["labels"],
                 "run": extra}
     elif test.count:
         class_report = reports.class_report(labels=labels, truth=test.truth, predicted=test.predictions)
-        data = {**reports.report_dict(class_report, extra=extra), "objective": "softmax"}
-    else:
-        data = {"format": "retrain-report", "version": 1, "labels": list(labels), "overall": None, "run": extra}
+        data = {**reports.report_dict(class_report, extra=extra), "objective": objective}
+    else:  # no test images: the same keys, nothing to fill them with
+        data = {"format": reports.FORMAT, "version": 1, "objective": objective, "labels": list(labels),
+                "overall": None, "classes": {}, "confusion_matrix": None, "run": extra}
     reports.write_report_json(path, data)
     try:
         _pictures(run_folder, config=config, labels=labels, test=test, split=split)
@@ -97,7 +100,7 @@ def _pictures(run_folder: Path, *, config: Any, labels: Sequence[str], test: Any
     vectors = split.vectors[rows]
     if test.truth is None:  # multi-label: the projector shows each image's label set
         truth_sets = split.targets.take(rows)
-        names = [" ".join(labels[j] for j in truth_sets.labels_of(i)) or "(none)" for i in range(len(rows))]
+        names = [" | ".join(labels[j] for j in truth_sets.labels_of(i)) or "(none)" for i in range(len(rows))]
         tensorboard.write_projector(run_folder, vectors=vectors, labels=names, paths=paths)
         return
     matrix = reports.confusion_matrix(truth=test.truth, predicted=test.predictions, class_count=len(labels))

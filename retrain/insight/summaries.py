@@ -28,6 +28,21 @@ def run_dir(summaries_dir: Path) -> Path:
     return candidate
 
 
+def claim_run_dir(planned: Path) -> Path:
+    """Create the run folder `run_dir` planned, or the next free name if another run took it meanwhile.
+
+    mkdir fails when the folder exists, so two runs started in the same second get two folders.
+    """
+    candidate, number = planned, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = planned.with_name(f"{planned.name}-{number}")
+
+
 class Summaries:
     """Writers for one run folder: the classic scalars and histograms at each evaluation.
 

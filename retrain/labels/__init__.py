@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,11 +27,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled image: its file, its label names (one, or any number for multi-label), its split."""
+    """One labelled image: its file, its label names (one, or any number for multi-label), its split.
+
+    `split_given`: the user chose the split (a CSV's split column), so it is never moved.
+    """
 
     path: Path
     labels: tuple[str, ...]
     split: str
+    split_given: bool = False
 
 
 class Targets(Protocol):
@@ -113,9 +117,11 @@ def build(examples: Sequence[Example], *, source: str, multi_label: bool, first:
           expected_splits: Container[str] = ()) -> LabelSet:
     """Examples -> LabelSet. Single-label sets keep the classic small-class rule.
 
-    A class with no training image is trained on all its images, with a warning;
-    `expected_splits` names the splits the user asked images for (warned about
-    when a class gets none). Fewer than two usable labels is an error.
+    A class with no training image is trained on all its images whose split the
+    hash chose, with a warning; one whose images all have a split the user gave is
+    left out, with a warning. `expected_splits` names the splits the user asked
+    images for (warned about when a class gets none). Fewer than two usable labels
+    is an error.
     """
     if multi_label:
         from retrain.labels.multilabel import multi_label_set
@@ -127,31 +133,73 @@ def build(examples: Sequence[Example], *, source: str, multi_label: bool, first:
         by_label.setdefault(label, {name: [] for name in SPLITS})[example.split].append(example)
     names: list[str] = []
     rows: dict[str, list[tuple[Example, int]]] = {name: [] for name in SPLITS}
+    said: dict[str, list[tuple[str, str]]] = {}  # a kind of warning -> (class, its one-class message)
     for label in sorted(by_label):
         splits = by_label[label]
         total = sum(map(len, splits.values()))
         if not splits["training"]:
-            if first:
-                log.warning("class %r has only %d image(s), none in the training split; training on all of them "
-                            "(it gets no validation or test images)", label, total)
+            movable = [e for name in SPLITS for e in splits[name] if not e.split_given]
+            if not movable:
+                said.setdefault("left_out", []).append((label, (
+                    f"class {label!r} has no training image: {source} puts its {total} image(s) in the validation "
+                    "or testing split; leaving the class out")))
+                continue
+            if len(movable) < total:
+                said.setdefault("hash_only", []).append((label, (
+                    f"class {label!r} has no training image; training on the {len(movable)} of its {total} image(s) "
+                    f"whose split {source} leaves to the hash")))
+            elif first:
+                said.setdefault("small", []).append((label, (
+                    f"class {label!r} has only {total} image(s), none in the training split; training on all of "
+                    "them (it gets no validation or test images)")))
             else:
-                log.warning("class %r has no usable training images; training on all %d of its usable images",
-                            label, total)
-            splits = {"training": [e for name in SPLITS for e in splits[name]], "validation": [], "testing": []}
+                said.setdefault("unusable", []).append((label, (
+                    f"class {label!r} has no usable training images; training on all {total} of its usable images")))
+            splits = {name: [e for e in splits[name] if e.split_given] for name in SPLITS}
+            splits["training"] = [replace(e, split="training") for e in movable]
         elif first:
             empty = [name for name in ("validation", "testing") if not splits[name] and name in expected_splits]
             if empty:
-                log.warning("class %r has %d image(s) and none in the %s split; add images for a fair evaluation",
-                            label, total, " or ".join(empty))
+                said.setdefault("no_eval", []).append((label, (
+                    f"class {label!r} has {total} image(s) and none in the {' or '.join(empty)} split; add images "
+                    "for a fair evaluation")))
         for name in SPLITS:
             rows[name] += [(e, len(names)) for e in splits[name]]
         names.append(label)
+    _warn_grouped(said, source=source)
+    untrained = len(said.get("left_out", ()))
     if len(names) < 2:
-        raise RetrainError(f"only {len(names)} class(es) in {source} have usable images; need at least 2")
+        reason = f" ({untrained} more have images only in the validation and testing splits)" if untrained else ""
+        raise RetrainError(f"only {len(names)} class(es) in {source} have usable images{reason}; need at least 2")
     return LabelSet(names=tuple(names), files={n: tuple(e.path for e, _ in rows[n]) for n in SPLITS},
                     targets={n: ClassIds(np.array([i for _, i in rows[n]], np.int64), class_count=len(names))
                              for n in SPLITS},
-                    examples=tuple(examples), source=source, multi_label=False)
+                    examples=tuple(e for name in SPLITS for e, _ in rows[name]), source=source, multi_label=False)
+
+
+# What one warning says for many classes of a kind (the one-class messages say it per class).
+_GROUPED = {
+    "left_out": "have no training image: {source} puts all their images in the validation or testing split; "
+                "leaving them out",
+    "hash_only": "have no training image; training on their images whose split {source} leaves to the hash",
+    "small": "have too few images to fill every split and none in training; training on all their images "
+             "(they get no validation or test images)",
+    "unusable": "have no usable training images; training on all their usable images",
+    "no_eval": "have no image in the validation or testing split; add images for a fair evaluation",
+}
+NAMED_CLASSES = 3  # more classes of one kind than this get one warning, naming this many
+
+
+def _warn_grouped(said: dict[str, list[tuple[str, str]]], *, source: str) -> None:
+    """A warning per class for a few classes of a kind; one for the whole kind when there are more."""
+    for kind, items in said.items():
+        if len(items) <= NAMED_CLASSES:
+            for _label, message in items:
+                log.warning("%s", message)
+        else:
+            named = ", ".join(repr(label) for label, _ in items[:NAMED_CLASSES])
+            log.warning("%d classes %s: %s and %d more", len(items), _GROUPED[kind].format(source=source), named,
+                        len(items) - NAMED_CLASSES)
 
 
 def label_source(config: Any) -> Any:

@@ -216,6 +216,9 @@ def _decode(source: Path, data: bytes) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise RetrainError(f"{FLAG} {shown(source)} line 1: the file is UTF-16; "
                            f"save it as UTF-8 (with or without a BOM)")
+    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # zip (.xlsx, .ods), OLE2 (.xls)
+        raise RetrainError(f"{FLAG} {shown(source)} is a spreadsheet file, not a CSV; save it as CSV (UTF-8) "
+                           "from your spreadsheet program")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -507,6 +510,12 @@ class CsvSource:
 
         table = read_labels_csv(self.path, image_dir=self.image_dir, delimiter=self.delimiter)
         multi = self.multi_label or is_multi_label(table)
+        if multi and not self.multi_label:
+            row = next(row for row in table.rows if len(row.labels) > 1)
+            log.warning("%s %s: line %d holds %d labels (%s), so this run trains a multi-label model (a sigmoid "
+                        "per label); pass --multi_label to confirm, or another --label_delimiter (now %r) if your "
+                        "labels hold it", FLAG, self.path, row.line, len(row.labels),
+                        ", ".join(repr(label) for label in row.labels[:4]), self.delimiter)
         examples, unlabeled = [], []
         for row in table.rows:
             if not multi and not row.labels:
@@ -514,7 +523,7 @@ class CsvSource:
                 continue
             split = row.split or split_of(row.name, validation_percentage=self.validation_percentage,
                                           testing_percentage=self.testing_percentage)
-            examples.append(Example(path=row.path, labels=row.labels, split=split))
+            examples.append(Example(path=row.path, labels=row.labels, split=split, split_given=row.split is not None))
         if unlabeled:
             lines = ", ".join(map(str, unlabeled[:MAX_WARNINGS_PER_KIND]))
             log.warning("%s %s: skipping %d row(s) with no label (line %s%s): every image of a single-label run "

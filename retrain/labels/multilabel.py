@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BINS = 1000
 MAX_BINS = 1 << 20
 NO_POSITIVE_THRESHOLD = 0.5
+UNTRAINED_THRESHOLD = 2.0  # above any probability: a label with no training image is never predicted
 
 
 def grid_thresholds(bins: int) -> np.ndarray:
