@@ -43,6 +43,9 @@ OWNER_MARKER = ".retrain-export.json"
 THRESHOLDS_NODE = "thresholds"
 THRESHOLDS_SIGNATURE = "thresholds"
 
+# report.json, beside the labels file, says what it is in its "format" key.
+REPORT_FORMAT = "retrain-report"
+
 
 def thresholds_path(labels: Path) -> Path:
     """Where a multi-label model's thresholds go, beside its labels file."""

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 
 from retrain import __version__
 from retrain.errors import RetrainError, UsageError
-from retrain.names import OWNER_MARKER
+from retrain.names import OWNER_MARKER, REPORT_FORMAT
 
 STALE_SECONDS = 3600.0  # a temporary file this old, of a process we cannot see, was left by a killed run
 _HOST = hashlib.sha1(socket.gethostname().encode(errors="replace")).hexdigest()[:6]
@@ -280,10 +280,8 @@ def _is_numbers(data: Any) -> bool:
 
 
 def _is_report(data: Any) -> bool:
-    from retrain.insight.report import FORMAT
-
     try:
-        return json.loads(bytes(data)).get("format") == FORMAT
+        return json.loads(bytes(data)).get("format") == REPORT_FORMAT
     except (ValueError, AttributeError):
         return False
 

@@ -58,11 +58,11 @@ from typing import Any
 
 import numpy as np
 
+from retrain.errors import RetrainError
+from retrain.names import REPORT_FORMAT
 from retrain.outputs import atomic_write_bytes
 
-from retrain.errors import RetrainError
-
-FORMAT = "retrain-report"
+FORMAT = REPORT_FORMAT
 VERSION = 1
 _TABLE_LABEL_WIDTH = 32
 
