@@ -15,6 +15,7 @@ files that killed runs left beside an output are removed.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -185,6 +186,10 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
     _check_writable_dir(parent, flag=flag, shown=path)
 
 
+# What file managers leave in any folder they show (Finder, Explorer; `._name` on non-Mac disks): not the user's work.
+_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
 def _foreign_entries(folder: Path) -> tuple[list[str], list[str]]:
     """Entries of `folder` its marker does not list (all when there is none), and listed files since changed.
 
@@ -199,7 +204,8 @@ def _foreign_entries(folder: Path) -> tuple[list[str], list[str]]:
         hashes = (marker.get("sha256") or {}) if listed else {}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         listed, hashes = set(), {}
-    foreign = [name for name in present if name not in listed and name != OWNER_MARKER]
+    foreign = [name for name in present if name not in listed and name != OWNER_MARKER
+               and Path(name).name not in _CLUTTER and not Path(name).name.startswith("._")]
     changed = [name for name in present if name in hashes and _sha256(folder / name) != hashes[name]]
     return foreign, changed
 
@@ -273,7 +279,7 @@ def _is_numbers(data: Any) -> bool:
     if len(data) > 1 << 26 or not _is_text(data):
         return False
     try:
-        [float(line) for line in bytes(data).decode("utf-8").split() if line]
+        [float(line) for line in bytes(data).decode("utf-8-sig").split() if line]
     except ValueError:
         return False
     return True
@@ -286,6 +292,11 @@ def _is_report(data: Any) -> bool:
         return False
 
 
+def _is_checkpoint_index(data: Any) -> bool:
+    """A TensorFlow checkpoint's .index file: a table that ends with the table format's magic number."""
+    return bytes(data[-8:]) == bytes.fromhex("57fb808b247547db")
+
+
 # What retrain writes in a file output (Output.content): how messages call it, and how to recognise one.
 CONTENTS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "graph": ("a frozen graph", _is_graph_def),
@@ -293,6 +304,7 @@ CONTENTS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "labels": ("a labels file", _is_text),
     "thresholds": ("a thresholds file", _is_numbers),
     "report": ("a retrain report", _is_report),
+    "checkpoint": ("a checkpoint index", _is_checkpoint_index),
 }
 _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
           (b"BM", "a BMP image"), (b"RIFF", "a RIFF file (WebP image, audio or video)"), (b"%PDF", "a PDF"),
@@ -310,25 +322,47 @@ def _looks_like(data: Any) -> str:
 def check_replaceable_files(outputs: Sequence[Output]) -> None:
     """Refuse, before any work, a file output that would replace something retrain does not write there.
 
-    An existing folder in the way is refused too (for the files no flag names, such as report.json).
-    An empty file may be replaced; a file of another kind (a photo at --output_graph, notes at
-    --output_tflite, a report.json retrain did not write) is not.
+    An existing folder in the way is refused too (for the files no flag names, such as report.json), and
+    so is anything that is not a regular file (a device such as /dev/null, a pipe): a write renames a new
+    file over the path. An empty file may be replaced; a file of another kind (a photo at --output_graph,
+    notes at --output_tflite, a report.json retrain did not write) is not. For an "entries" output, every
+    existing entry is checked (intermediate graphs; a checkpoint's files, by its index).
     """
     for output in outputs:
-        if output.kind != "file" or not output.path.exists():
-            continue
-        if output.path.is_dir():
-            raise UsageError(f"{output.named()} is a folder; expected a file path (move the folder or choose "
-                             f"another {output.flag})")
-        if not output.content or not output.path.is_file() or output.path.stat().st_size == 0:
-            continue
-        what, recognise = CONTENTS[output.content]
-        with open(output.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if recognise(data):
-                continue
-            looks = _looks_like(data)
-        raise UsageError(f"{output.named()} exists and is not {what} (it is {looks}); retrain replaces only "
-                         f"{what} there: move the file or choose another {output.flag}")
+        if output.kind == "file":
+            _check_replaceable(output, output.path)
+        elif output.kind == "entries" and output.content and output.path.is_dir():
+            pattern = re.compile(output.pattern)
+            for entry in sorted(output.path.iterdir()):
+                if pattern.fullmatch(entry.name):
+                    _check_replaceable(output, entry)
+
+
+def _check_replaceable(output: Output, path: Path) -> None:
+    shown = dataclasses.replace(output, path=path).named()
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise UsageError(f"{shown} is a folder; expected a file path (move the folder or choose another "
+                         f"{output.flag})")
+    if not path.is_file():
+        raise UsageError(f"{shown} is not a regular file (a device or a pipe); retrain writes a new file "
+                         f"there, so choose a file path for {output.flag}")
+    if not output.content or path.stat().st_size == 0:
+        return
+    what, recognise = CONTENTS[output.content]
+    checked = path
+    if output.content == "checkpoint" and not path.name.endswith(".index"):  # a data file: judged by its index
+        checked = path.with_name(path.name.split(".data-")[0] + ".index")
+        if not checked.is_file():
+            raise UsageError(f"{shown} exists beside no checkpoint index, so retrain did not write it; move the "
+                             f"file or choose another {output.flag}")
+    with open(checked, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if recognise(data):
+            return
+        looks = _looks_like(data)
+    raise UsageError(f"{shown} exists and is not {what} (it is {looks}); retrain replaces only {what} there: "
+                     f"move the file or choose another {output.flag}")
 
 
 def _check_writable_dir(directory: Path, *, flag: str, shown: Path) -> None:

@@ -126,7 +126,7 @@ def prepare(config: RetrainConfig) -> Plan:
     # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
     check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
                       covered=config.image_dir if config.labels_csv is None else None)
-    check_replaceable_files(outputs)
+    check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"])
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 

@@ -174,6 +174,7 @@ def test_a_fine_tuning_that_wrecks_the_model_is_undone_and_said(tmp_path: Path) 
                                frozen_graph_scores(tmp_path / "plain" / "graph.pb", images), atol=1e-6)
 
 
+@pytest.mark.integration  # 14 s: tracing the fine-tuning step of a real module; kept out of the 3-minute suite
 def test_fine_tuning_a_real_module_keeps_its_batch_norm_statistics(tmp_path: Path, outputs) -> None:
     """A real hub module (MobileNet V2 0.35) fine-tuned in inference mode: its weights learn, its batch-norm moving
     averages stay as shipped. (In training mode, one call on a batch moved the moving averages of MobileNet V2 1.0

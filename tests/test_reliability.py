@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -171,7 +172,8 @@ def test_a_file_edited_in_a_folder_retrain_wrote_is_refused(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
-                                  "folder_at_report", "folder_at_thresholds"])
+                                  "folder_at_report", "folder_at_thresholds", "pipe_at_graph",
+                                  "photo_as_intermediate_graph", "notes_as_checkpoint_data", "photo_as_checkpoint_index"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -193,9 +195,26 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                              r"report\.json \(the report beside --output_labels\) is a folder"),
         "folder_at_thresholds": ({"multi_label": True}, outputs["output_labels"].with_name("labels_thresholds.txt"),
                                  r"labels_thresholds\.txt \(the thresholds beside --output_labels\) is a folder"),
+        "pipe_at_graph": ({"output_graph": mine / "pipe"}, mine / "pipe",  # as /dev/null would be, for root
+                          r"--output_graph .*pipe is not a regular file \(a device or a pipe\)"),
+        "photo_as_intermediate_graph": ({"intermediate_store_frequency": 10},
+                                        outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb",
+                                        r"intermediate_10\.pb exists and is not a frozen graph \(it is a JPEG image\)"),
+        "notes_as_checkpoint_data": ({}, outputs["checkpoint_path"].with_name("ckpt.data-00000-of-00001"),
+                                     r"--checkpoint_path .*ckpt\.data-00000-of-00001 exists beside no checkpoint "
+                                     r"index"),
+        "photo_as_checkpoint_index": ({}, outputs["checkpoint_path"].with_name("ckpt.index"),
+                                      r"ckpt\.index exists and is not a checkpoint index \(it is a JPEG image\)"),
     }[case]
+    target.parent.mkdir(parents=True, exist_ok=True)
     if case == "notes_at_int8_variant":
         target.write_text("my own int8 experiment")
+    elif case == "pipe_at_graph":
+        os.mkfifo(target)
+    elif case.startswith("photo_as"):
+        shutil.copy(photo, target)
+    elif case == "notes_as_checkpoint_data":
+        target.write_text("my notes")
     elif case == "foreign_report":
         target.write_text('{"my": "experiment notes"}')
     elif case.startswith("folder_at"):
@@ -203,19 +222,40 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
     before = digest(mine) | digest(out)
     error = retrain(colour_tree, tiny_module, {**outputs}, expect=2, **changes)
     assert re.search(expected, error), error
-    assert "move the" in error or "choose another" in error
+    assert "move the" in error or "choose a" in error
     assert digest(mine) | digest(out) == before  # refused before any work: nothing written, nothing replaced
+    assert target.exists() and (case != "pipe_at_graph" or stat.S_ISFIFO(target.stat().st_mode))
+
+
+def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,
+                                                                           outputs, tmp_path: Path) -> None:
+    from retrain.outputs import check_replaceable_folder, replace_folder
+
+    table = tmp_path / "classes.csv"  # a single-label CSV: no thresholds file is written, so none is judged
+    table.write_text("path,labels\n" + "".join(f"{p.relative_to(colour_tree).as_posix()},{p.parent.name}\n"
+                                               for p in sorted(colour_tree.rglob("*.jpg"))))
+    thresholds = outputs["output_labels"].with_name("labels_thresholds.txt")
+    thresholds.write_text("my tuned thresholds: red 0.3\n")
+    retrain(colour_tree, tiny_module, outputs, labels_csv=table)
+    assert thresholds.read_text() == "my tuned thresholds: red 0.3\n"
+    folder = tmp_path / "web"
+    replace_folder(folder, lambda tmp: (tmp.mkdir(), (tmp / "model.json").write_text("{}")), flag="--output_tfjs")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    check_replaceable_folder(folder, flag="--output_tfjs")  # Finder and Explorer files are not the user's work
 
 
 def test_retrains_own_files_are_replaced_by_a_rerun(colour_tree: Path, tiny_module: Path, outputs) -> None:
     tflite = outputs["output_graph"].with_name("model.tflite")
-    extra = {"output_tflite": tflite, "tflite_quantization": "float32,dynamic", "multi_label": True}
+    extra = {"output_tflite": tflite, "tflite_quantization": "float32,dynamic", "multi_label": True,
+             "intermediate_store_frequency": 10}
     retrain(colour_tree, tiny_module, outputs, **extra)
     first = digest(outputs["output_graph"].parent)
     retrain(colour_tree, tiny_module, outputs, how_many_training_steps=30, **extra)  # graph, labels, report...
     second = digest(outputs["output_graph"].parent)
-    for name in ("graph.pb", "model.tflite", "report.json", "labels_thresholds.txt"):
-        path = str(outputs["output_graph"].with_name(name))
+    for name in ("graph.pb", "model.tflite", "report.json", "labels_thresholds.txt", "intermediate/intermediate_10.pb",
+                 "checkpoint/ckpt.index"):
+        path = str(outputs["output_graph"].parent / name)
         assert path in first and first[path] != second[path], name  # replaced by the second run
 
 

@@ -24,7 +24,7 @@ class Checkpoint(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
         prefix = config.checkpoint_path
         return [Output("--checkpoint_path", prefix.parent, kind="entries",
-                       pattern=re.escape(prefix.name) + r"\.(index|data-\d+-of-\d+)")]
+                       pattern=re.escape(prefix.name) + r"\.(index|data-\d+-of-\d+)", content="checkpoint")]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_dir(config.checkpoint_path.parent, flag="--checkpoint_path")

@@ -39,7 +39,7 @@ class IntermediateGraphs(Exporter):
         if config.intermediate_store_frequency <= 0:
             return []
         return [Output("--intermediate_output_graphs_dir", config.intermediate_output_graphs_dir, kind="entries",
-                       pattern=r"intermediate_\d+\.pb")]
+                       pattern=r"intermediate_\d+\.pb", content="graph")]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_dir(config.intermediate_output_graphs_dir, flag="--intermediate_output_graphs_dir")
