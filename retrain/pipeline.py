@@ -30,7 +30,7 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.insight.run import print_table, report_path, report_run
+from retrain.insight.run import print_table, report_path, report_run, warn_if_another_models_report
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source
@@ -127,6 +127,7 @@ def prepare(config: RetrainConfig) -> Plan:
     check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
                       covered=config.image_dir if config.labels_csv is None else None)
     check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"])
+    warn_if_another_models_report(config.output_labels)
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 

@@ -259,6 +259,20 @@ def test_retrains_own_files_are_replaced_by_a_rerun(colour_tree: Path, tiny_modu
         assert path in first and first[path] != second[path], name  # replaced by the second run
 
 
+def test_a_second_model_in_the_same_folder_says_it_replaces_the_first_ones_report(colour_tree: Path,
+                                                                                   tiny_module: Path, outputs) -> None:
+    retrain(colour_tree, tiny_module, outputs)
+    first = json.loads((outputs["output_labels"].parent / "report.json").read_text())
+    other = {**outputs, "output_graph": outputs["output_graph"].with_name("other.pb"),
+             "output_labels": outputs["output_labels"].with_name("other_labels.txt")}
+    result = retrain(colour_tree, tiny_module, other)
+    assert f"holds the report of the model whose labels are {outputs['output_labels']}; this run replaces it" \
+        in result.stderr
+    assert first["run"]["flags"]["output_labels"] == str(outputs["output_labels"])
+    again = retrain(colour_tree, tiny_module, other)  # its own report: nothing to say
+    assert "holds the report of the model" not in again.stderr
+
+
 def test_two_runs_started_in_the_same_second_get_their_own_run_folders(tmp_path: Path) -> None:
     from retrain.insight.summaries import claim_run_dir, run_dir
 

@@ -13,7 +13,9 @@ cannot be made is reported in a warning; it never fails a trained run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,19 @@ REPORT_NAME = "report.json"
 def report_path(output_labels: Path) -> Path:
     """report.json beside the labels file."""
     return output_labels.parent / REPORT_NAME
+
+
+def warn_if_another_models_report(output_labels: Path) -> None:
+    """A warning when report.json beside the labels is the report of a model with another labels file: one
+    report per folder, so this run replaces it (it is retrain's own file, checked as such before)."""
+    path = report_path(output_labels)
+    try:
+        earlier = json.loads(path.read_text())["run"]["flags"]["output_labels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if os.path.realpath(earlier) != os.path.realpath(output_labels):
+        log.warning("%s holds the report of the model whose labels are %s; this run replaces it (give each model "
+                    "its own folder to keep both reports)", path, earlier)
 
 
 def _flags(config: Any) -> dict[str, Any]:
