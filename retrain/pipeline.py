@@ -33,7 +33,7 @@ from retrain.images import ImageError, load_image
 from retrain.insight.run import print_table, report_path, report_run, warn_if_another_models_report
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
-from retrain.labels import LabelSet, label_source
+from retrain.labels import LabelSet, label_source, warn_identical_files
 from retrain.labels.folder import check_image_dir, shown
 from retrain.labels.split import SPLITS
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
@@ -170,6 +170,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
             log.warning("skipped %d images (of %d) that could not be read or decoded; each is named above with "
                         "the reason", len(vectors.skipped), len(files))
         labels = labels.keep(set(vectors.paths))
+        warn_identical_files(labels, vectors.paths, vectors.keys)
         row = {path: index for index, path in enumerate(vectors.paths)}
         splits = {name: Split(paths=labels.files[name], targets=labels.targets[name],
                               vectors=take_rows(vectors.vectors,

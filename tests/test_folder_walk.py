@@ -9,8 +9,10 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retrain.labels.folder import FolderSource, image_files
@@ -149,22 +151,46 @@ def test_only_loose_images_warns_before_the_error(tmp_path: Path, caplog) -> Non
 
 # --- the same file in two classes ---------------------------------------------------------------------
 
-def test_the_same_file_in_two_classes_is_one_warning(tree: Path, caplog) -> None:
-    """A class folder linked under a second name, and a hard link: contradictory labels for the same pixels."""
+def identical(labels, caplog) -> list[str]:
+    """The warnings about identical photos, with the content keys the cache computes (SHA-1 of the bytes)."""
+    import concurrent.futures
+
+    from retrain.features.extract import content_keys
+    from retrain.labels import warn_identical_files
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        keys, _ = content_keys(labels.all_files(), file_keys=None, pool=pool)
+    caplog.clear()
+    paths = list(keys)
+    warn_identical_files(labels, paths, np.array([keys[p] for p in paths], dtype="S40"))
+    return warnings_of(caplog)
+
+
+def test_the_same_photo_in_two_classes_is_one_warning(tree: Path, caplog) -> None:
+    """A class folder linked under a second name, a hard link and a plain copy: two labels for the same pixels."""
     (tree / "Red").symlink_to(tree / "red")
     os.link(tree / "green" / "green_000.jpg", tree / "blue" / "looks_blue.jpg")
+    shutil.copy(tree / "red" / "red_001.jpg", tree / "green" / "copied.jpg")
     labels = scan(tree)
-    assert counts(labels) == {"Red": 3, "blue": 4, "green": 3, "red": 3}  # warned, not changed
-    shared = [line for line in warnings_of(caplog) if "the same file as an image of another class" in line]
-    assert shared == [(f"4 image(s) are the same file as an image of another class, e.g. "
-                       f"{tree / 'green' / 'green_000.jpg'} (class 'green') is {tree / 'blue' / 'looks_blue.jpg'} "
-                       "(class 'blue'); training sees them under both labels: keep each photo in one class folder")]
+    assert counts(labels) == {"Red": 3, "blue": 4, "green": 4, "red": 3}  # warned, not changed
+    said = [line for line in identical(labels, caplog) if "under two labels" in line]
+    assert len(said) == 1 and said[0].startswith("4 photo(s) appear under two labels with identical content"), said
 
 
-def test_a_file_linked_twice_within_one_class_is_not_called_shared(tree: Path, caplog) -> None:
-    (tree / "red" / "copy.jpg").symlink_to(tree / "red" / "red_000.jpg")
-    scan(tree)
-    assert not any("another class" in line for line in warnings_of(caplog))
+def test_a_copy_in_another_split_of_its_class_is_a_leak_not_a_second_label(tmp_path: Path, caplog) -> None:
+    from retrain.labels.split import split_of
+
+    tree = make_colour_tree(tmp_path / "photos", per_class=3)
+    names = [f"copy_{i}.jpg" for i in range(200)]
+    held_out = next(n for n in names if split_of(f"red/{n}", validation_percentage=10, testing_percentage=10)
+                    == "testing")
+    original = next(p for p in sorted((tree / "red").iterdir())
+                    if split_of(f"red/{p.name}", validation_percentage=10, testing_percentage=10) == "training")
+    shutil.copy(original, tree / "red" / held_out)
+    said = identical(FolderSource(tree, validation_percentage=10, testing_percentage=10).scan(), caplog)
+    assert not [line for line in said if "under two labels" in line]
+    assert [line for line in said if line.startswith("1 photo(s) in the testing split are identical to training "
+                                                     f"photos (e.g. {tree / 'red' / held_out} and {original})")], said
 
 
 # --- noisy EXIF -----------------------------------------------------------------------------------------

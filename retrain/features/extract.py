@@ -230,6 +230,7 @@ class Vectors:
 
     paths: tuple[Path, ...]
     vectors: Any  # [len(paths), source.dim]: a numpy array, or StoredRows when the run streams from disk
+    keys: np.ndarray  # S40 [len(paths)]: each path's content key (equal keys, identical files)
     skipped: tuple[tuple[Path, str], ...]
     computed: int  # member vectors computed by this call
     cached: int  # member vectors found in the cache
@@ -298,8 +299,8 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
     good = tuple(p for p in paths if p in keys)
     rows = StoredRows(stores, np.array([keys[p] for p in good], dtype="S40").reshape(len(good)))
     vectors = rows[np.arange(len(good))] if in_memory else rows
-    return Vectors(paths=good, vectors=vectors, skipped=tuple((p, skipped[p]) for p in paths if p in skipped),
-                   computed=computed, cached=cached)
+    return Vectors(paths=good, vectors=vectors, keys=rows.keys,
+                   skipped=tuple((p, skipped[p]) for p in paths if p in skipped), computed=computed, cached=cached)
 
 
 class LocalRunner:

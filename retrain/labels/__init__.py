@@ -177,6 +177,39 @@ def build(examples: Sequence[Example], *, source: str, multi_label: bool, first:
                     examples=tuple(e for name in SPLITS for e, _ in rows[name]), source=source, multi_label=False)
 
 
+def warn_identical_files(labels: LabelSet, paths: Sequence[Path], keys: np.ndarray) -> None:
+    """Warn about files with identical content (equal `keys`, aligned with `paths`) that the run uses under
+    other labels, or in training and in validation or testing: the layer learns both labels of one photo,
+    or is scored on photos it trained on. Copies are found by content, wherever they lie. Only the rows
+    whose key repeats are looked at one by one, so millions of distinct photos cost one sort."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    repeats = np.zeros(len(keys), bool)
+    repeats[1:] = ordered[1:] == ordered[:-1]
+    repeats[:-1] |= repeats[1:].copy()
+    key_of = {paths[i]: bytes(keys[i]) for i in order[repeats]}
+    by_key: dict[bytes, list[Example]] = {}
+    for example in labels.examples:
+        if example.path in key_of:
+            by_key.setdefault(key_of[example.path], []).append(example)
+    copies = [group for group in by_key.values() if len(group) > 1]
+    relabelled = [g for g in copies if len({e.labels for e in g}) > 1]
+    leaked = [g for g in copies if {e.split for e in g} & {"validation", "testing"} and
+              any(e.split == "training" for e in g)]
+    if relabelled:
+        first, other = relabelled[0][0], next(e for e in relabelled[0] if e.labels != relabelled[0][0].labels)
+        log.warning("%d photo(s) appear under two labels with identical content (e.g. %s as %s and %s as %s); "
+                    "training sees both labels for one photo: keep each photo once", len(relabelled), first.path,
+                    " | ".join(first.labels), other.path, " | ".join(other.labels))
+    if leaked:
+        trained = next(e for e in leaked[0] if e.split == "training")
+        held = next(e for e in leaked[0] if e.split != "training")
+        splits = sorted({e.split for group in leaked for e in group if e.split != "training"})
+        log.warning("%d photo(s) in the %s split are identical to training photos (e.g. %s and %s); their "
+                    "figures count photos the layer trained on: remove the copies", len(leaked),
+                    " and ".join(splits), held.path, trained.path)
+
+
 # What one warning says for many classes of a kind (the one-class messages say it per class).
 _GROUPED = {
     "left_out": "have no training image: {source} puts all their images in the validation or testing split; "

@@ -251,7 +251,6 @@ class FolderSource:
             log.warning("skipped %d broken link(s) inside class folders (e.g. %s, to %s)", len(walk.broken),
                         shown(walk.broken[0]), _link_target(walk.broken[0]))
         _warn_case_collisions(labels)
-        _warn_shared_files(examples)
         if len(labels) < 2:
             found = f"{len(labels)} class folder with images" if labels else "no class folders with images"
             raise RetrainError(f"found {found} in --image_dir {image_dir}; need at least 2 sub-folders, one per "
@@ -274,24 +273,3 @@ def _warn_case_collisions(labels: list[str]) -> None:
             log.warning("class folders %r and %r differ only by letter case; they are trained as two classes",
                         other, label)
 
-
-def _warn_shared_files(examples: list[Example]) -> None:
-    """One warning when a file sits in two classes (a linked class folder, a hard link): it gets contradictory labels.
-
-    Only files that are the same on disk (same device and inode) are found; copies are not (that needs hashes).
-    """
-    owner: dict[_Key, Example] = {}
-    shared: list[tuple[Example, Example]] = []
-    for example in examples:
-        try:
-            key = _key(example.path)
-        except OSError:
-            continue  # a broken link: reading it later says why it cannot be used
-        first = owner.setdefault(key, example)
-        if first.labels != example.labels:
-            shared.append((first, example))
-    if shared:
-        first, again = shared[0]
-        log.warning("%d image(s) are the same file as an image of another class, e.g. %s (class %r) is %s "
-                    "(class %r); training sees them under both labels: keep each photo in one class folder",
-                    len(shared), shown(again.path), again.labels[0], shown(first.path), first.labels[0])
