@@ -112,15 +112,8 @@ def _image_list(images: object) -> list[Any] | tuple[Any, ...]:
 
 
 def _checked_images(config: LabelImageConfig) -> list[Path]:
-    """label-image's checks of the files, before any work: the image files, or a UsageError for a missing
-    file (label-image raises RetrainError with a usage error's exit status 2 there; `except UsageError`
-    must catch every mistake in the arguments)."""
+    """label-image's checks of the files, before any work (a missing file is a UsageError): the image files."""
     from retrain.inference.command import check, collect_images
 
-    try:
-        check(config)
-        return collect_images(config.images)
-    except RetrainError as error:
-        if error.exit_code != 2 or isinstance(error, UsageError):
-            raise
-        raise UsageError(str(error)) from None
+    check(config)
+    return collect_images(config.images)

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from retrain.insight.report import cut_middle
+
 # Blues, as in most confusion-matrix plots: white for 0, dark blue for a whole row.
 _BLUES = np.array([(247, 251, 255), (198, 219, 239), (107, 174, 214), (33, 113, 181), (8, 48, 107)], dtype=np.float64)
 _BACKGROUND = (255, 255, 255)
@@ -59,17 +61,11 @@ def _elide(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_wi
     low, high = 0, len(text)
     while low < high:  # the most characters kept, half from each end, that fit with the ellipsis
         middle = (low + high + 1) // 2
-        if _text_width(_cut(text, middle), font) <= max_width:
+        if _text_width(cut_middle(text, middle), font) <= max_width:
             low = middle
         else:
             high = middle - 1
-    return _cut(text, low)
-
-
-def _cut(text: str, kept: int) -> str:
-    """`kept` characters of `text`, the first half from its start and the rest from its end, with '…' between."""
-    head = (kept + 1) // 2
-    return text[:head] + "…" + text[len(text) - (kept - head):]
+    return cut_middle(text, low)
 
 
 def _row_colours(fractions: np.ndarray) -> np.ndarray:

@@ -188,10 +188,13 @@ def _fraction(value: float | None) -> str:
 
 def _elide(text: str, width: int) -> str:
     """Text cut to `width` characters in the middle (names that share a long start differ at the end)."""
-    if len(text) <= width:
-        return text
-    head = width // 2
-    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+    return text if len(text) <= width else cut_middle(text, width - 1)
+
+
+def cut_middle(text: str, kept: int) -> str:
+    """`kept` characters of `text`, the first half from its start and the rest from its end, with '…' between."""
+    head = (kept + 1) // 2
+    return text[:head] + "…" + text[len(text) - (kept - head):]
 
 
 def format_table(report: ClassReport) -> str:

@@ -272,4 +272,3 @@ def _warn_case_collisions(labels: list[str]) -> None:
         if other != label:
             log.warning("class folders %r and %r differ only by letter case; they are trained as two classes",
                         other, label)
-
