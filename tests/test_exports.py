@@ -6,8 +6,10 @@ module writes every export once; the tests compare them on the test split.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import struct
 import warnings
 from pathlib import Path
 
@@ -194,12 +196,82 @@ def test_bytes_signature_reads_other_formats(trained: dict, saved_model: object,
     photo.convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "palette.gif")
     photo.convert("L").save(tmp_path / "grey.png")
     photo.resize((2000, 1500)).save(tmp_path / "phone.jpg", quality=90)
+    for orientation in (3, 6, 8):  # a phone held upside down, upright, the other way: stored sideways + EXIF
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        photo.resize((1600, 1200)).save(tmp_path / f"turned_{orientation}.jpg", quality=90, exif=exif.tobytes())
     files = [require(PHOTOS / "bird.bmp"), require(PHOTOS / "sunflower.bmp"), require(PHOTOS / "cat_720p.jpg"),
-             tmp_path / "alpha.png", tmp_path / "palette.gif", tmp_path / "grey.png", tmp_path / "phone.jpg"]
+             tmp_path / "alpha.png", tmp_path / "palette.gif", tmp_path / "grey.png", tmp_path / "phone.jpg",
+             *(tmp_path / f"turned_{orientation}.jpg" for orientation in (3, 6, 8))]
     images = np.stack([load_image(p, height=224, width=224) for p in files])
     from_bytes = model.signatures["serving_bytes"](image_bytes=tf.constant([p.read_bytes() for p in files]))
     from_images = model.signatures["serving_default"](image=tf.constant(images))
     np.testing.assert_allclose(from_bytes["prediction"].numpy(), from_images["prediction"].numpy(), atol=1e-4)
+
+
+def _with_segments(jpeg: bytes, *segments: bytes) -> bytes:
+    """The JPEG with these segments (marker and body) inserted right after its SOI marker."""
+    return jpeg[:2] + b"".join(segments) + jpeg[2:]
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(body) + 2) + body
+
+
+def _exif(entries: list[tuple[int, int, int, int]], order: str = "<", ifd_offset: int = 8) -> bytes:
+    """An APP1 EXIF segment: a TIFF header, then one IFD of (tag, type, count, value) entries."""
+    pack = lambda fmt, *values: struct.pack(order + fmt, *values)  # noqa: E731
+    body = (b"II" if order == "<" else b"MM") + pack("HI", 42, ifd_offset) + pack("H", len(entries))
+    for tag, kind, count, value in entries:
+        body += pack("HHI", tag, kind, count) + (pack("HH", value, 0) if kind == 3 else pack("I", value))
+    return _segment(0xE1, b"Exif\0\0" + body + b"\0\0\0\0")
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, on the broken cases (retrain.images hides it)
+def test_bytes_signature_turns_jpegs_by_their_exif_orientation_as_training_does() -> None:
+    """Phone photos are stored sideways with an EXIF orientation: the serving decode turns them as Pillow does
+    for training, for all eight orientations, both byte orders, and EXIF that is odd or broken (then as stored)."""
+    from retrain.exporters.saved_model import decode_like_training
+    from retrain.images import decode_rgb
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    stored = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 48, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", quality=95)
+    plain = buffer.getvalue()
+    cases = {}
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        stored.save(buffer, "JPEG", quality=95, exif=exif.tobytes())  # as Pillow (and cameras) write it
+        cases[f"Pillow, orientation {orientation}"] = (buffer.getvalue(), orientation)
+    short, long = 3, 4
+    cases.update({
+        "big-endian": (_with_segments(plain, _exif([(0x0112, short, 1, 6)], order=">")), 6),
+        "a LONG value": (_with_segments(plain, _exif([(0x0110, 2, 4, 0), (0x0112, long, 1, 8)])), 8),
+        "after a comment and fill bytes": (_with_segments(plain, _segment(0xFE, b"made by hand"), b"\xff",
+                                                          _exif([(0x0112, short, 1, 5)])), 5),
+        "a second EXIF segment (the first counts)": (
+            _with_segments(plain, _exif([(0x0112, short, 1, 7)]), _exif([(0x0112, short, 1, 2)])), 7),
+        "orientation 9": (_with_segments(plain, _exif([(0x0112, short, 1, 9)])), 1),
+        "an unknown type": (_with_segments(plain, _exif([(0x0112, 99, 1, 6)])), 1),
+        "IFD past the segment": (_with_segments(plain, _exif([(0x0112, short, 1, 6)], ifd_offset=4000)), 1),
+        "not a TIFF header": (_with_segments(plain, _segment(0xE1, b"Exif\0\0XX*\0" + bytes(20))), 1),
+        "a cut segment": (_with_segments(plain, _segment(0xE1, b"Exif\0\0II*\0\x08\0\0\0\x01")), 1),
+    })
+    decode = tf.function(lambda data: decode_like_training(tf, data, height=224, width=224))
+    for name, (data, orientation) in cases.items():
+        training = decode_rgb(data)
+        served = decode(tf.constant(data)).numpy()
+        assert served.shape == training.shape and np.array_equal(served, training), name
+        # Each case is the one it claims: training's pixels are the stored ones turned by that orientation.
+        turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}.get(orientation)
+        upright = Image.fromarray(decode_rgb(plain))
+        assert np.array_equal(training, np.asarray(upright if turn is None else upright.transpose(turn))), name
 
 
 def test_bytes_signature_rejects_a_non_image(trained: dict, saved_model: object) -> None:

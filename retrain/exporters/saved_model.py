@@ -79,18 +79,31 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
     default fast IDCT differs by up to ~20 levels), and Pillow's draft rule:
     a JPEG at least 4x the input size on both sides is decoded at scale 1/2,
     1/4 or 1/8, the smallest that keeps both sides at least twice the input
-    size. The pixels then match Pillow's exactly (measured on the fixtures). Other formats go through
-    tf.io.decode_image (first frame, alpha dropped, 16-bit scaled to 8).
-    Not replicated: EXIF orientation (send upright images) and the box
-    reduction training applies to non-JPEG images over 4x the input size.
+    size. The pixels then match Pillow's exactly (measured on the fixtures). A JPEG's
+    EXIF orientation is applied as training applies it (`jpeg_orientation`). Other
+    formats go through tf.io.decode_image (first frame, alpha dropped, 16-bit scaled to 8).
+    Not replicated: the EXIF orientation of PNG and WebP files, an orientation
+    given only in XMP, and the box reduction training applies to non-JPEG images
+    over 4x the input size.
     """
     def jpeg() -> Any:
         shape = tf.io.extract_jpeg_shape(data)
         fits = tf.minimum(shape[0] // (2 * height), shape[1] // (2 * width))
         branch = tf.cast(fits >= 2, tf.int32) + tf.cast(fits >= 4, tf.int32) + tf.cast(fits >= 8, tf.int32)
-        return tf.switch_case(branch, [
+        stored = tf.switch_case(branch, [
             lambda ratio=ratio: tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
             for ratio in (1, 2, 4, 8)])
+        # Pillow's exif_transpose for orientations 1..8, in order; `turned` is the transposed image.
+        turned = tf.transpose(stored, [1, 0, 2])
+        return tf.switch_case(jpeg_orientation(tf, data) - 1, [
+            lambda: stored,
+            lambda: tf.reverse(stored, axis=[1]),  # mirrored left-right
+            lambda: tf.reverse(stored, axis=[0, 1]),  # turned 180 degrees
+            lambda: tf.reverse(stored, axis=[0]),  # mirrored top-bottom
+            lambda: turned,
+            lambda: tf.reverse(turned, axis=[1]),  # turned 90 degrees clockwise
+            lambda: tf.reverse(turned, axis=[0, 1]),
+            lambda: tf.reverse(turned, axis=[0])])  # turned 90 degrees counter-clockwise
 
     def other() -> Any:
         return tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -98,3 +111,75 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
     rgb = tf.cond(tf.io.is_jpeg(data), jpeg, other)
     rgb.set_shape([None, None, 3])
     return rgb
+
+
+# How much of a JPEG is searched for its EXIF segment: it comes before the image data, after at most a
+# few other segments (JFIF, ICC profile: each at most 64 KiB).
+_EXIF_SEARCH = 1 << 18
+_ORIENTATION_TAG = 0x0112
+_TIFF_TYPES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16)  # the value types Pillow reads (others: skipped)
+
+
+def jpeg_orientation(tf: Any, data: Any) -> Any:
+    """TensorFlow ops: a JPEG's EXIF orientation, int32 1..8, read as Pillow reads it for training.
+
+    Walks the JPEG's segments to the first APP1 that starts `Exif\\0\\0`, then
+    reads tag 0x0112 from its first IFD, in either byte order, as Pillow 13
+    does: the first entry of a known type with a value, whose first number
+    counts. Anything missing or malformed (no EXIF, a segment cut short, an
+    IFD past the segment's end, a value outside 1..8) gives 1, the pixels as
+    stored, as training falls back to.
+    """
+    head = tf.io.decode_raw(tf.strings.substr(data, 0, _EXIF_SEARCH), tf.uint8)
+    size = tf.size(head, out_type=tf.int64)
+    padded = tf.concat([tf.cast(head, tf.int64), tf.zeros([8], tf.int64)], 0)
+
+    def at(offset: Any) -> Any:  # the byte at offset (a tensor of offsets: each); 0 past the end
+        return tf.gather(padded, tf.clip_by_value(offset, 0, size + 7))
+
+    one = tf.constant(1, tf.int64)
+    exif_magic = tf.constant([ord(c) for c in "Exif"] + [0, 0], tf.int64)
+
+    def segment(position: Any, start: Any, end: Any) -> tuple[Any, Any, Any]:
+        """One step of the walk: past one marker, or stopped (-1) at the EXIF segment or the image data."""
+        marker, length = at(position + 1), at(position + 2) * 256 + at(position + 3)
+        standalone = tf.equal(marker, 0x01) | ((marker >= 0xD0) & (marker <= 0xD8))
+        fill = tf.equal(marker, 0xFF)
+        cut = tf.logical_not(standalone | fill) & ((length < 2) | (position + 2 + length > size))
+        stop = tf.reduce_any(tf.stack([tf.not_equal(at(position), 0xFF), tf.equal(marker, 0xDA),
+                                       tf.equal(marker, 0xD9), cut]))
+        exif = tf.logical_not(stop) & tf.equal(marker, 0xE1) & tf.reduce_all(
+            tf.equal(at(position + 4 + tf.range(6, dtype=tf.int64)), exif_magic))
+        step = tf.where(fill, one, tf.where(standalone, 2 * one, 2 + length))
+        return (tf.where(stop | exif, -one, position + step), tf.where(exif, position + 10, start),
+                tf.where(exif, position + 2 + length, end))
+
+    # After the SOI marker (FF D8); a few hundred steps reach far past any real EXIF segment.
+    _, tiff, end = tf.while_loop(lambda position, start, end: position >= 0, segment,
+                                 (2 * one, -one, -one), maximum_iterations=512)
+
+    little = tf.equal(at(tiff), 0x49) & tf.equal(at(tiff + 1), 0x49)
+    big = tf.equal(at(tiff), 0x4D) & tf.equal(at(tiff + 1), 0x4D)
+
+    def number(offset: Any, width: int) -> Any:
+        digits = tf.stack([at(offset + i) for i in range(width)], axis=-1)
+        weights = [256 ** i for i in range(width)]
+        return tf.where(little, tf.reduce_sum(digits * tf.constant(weights, tf.int64), -1),
+                        tf.reduce_sum(digits * tf.constant(weights[::-1], tf.int64), -1))
+
+    ifd = tiff + number(tiff + 4, 4)
+    count = number(ifd, 2)
+    usable = (tiff >= 0) & (little | big) & tf.equal(number(tiff + 2, 2), 42) & (ifd + 2 + 12 * count <= end)
+    entries = ifd + 2 + 12 * tf.range(tf.where(usable, count, 0))
+    # Pillow keeps the first entry of a tag whose type it knows and that holds a value.
+    known = tf.reduce_any(tf.equal(number(entries + 2, 2)[:, None], _TIFF_TYPES), axis=1)
+    tagged = tf.equal(number(entries, 2), _ORIENTATION_TAG) & known & (number(entries + 4, 4) > 0)
+    first = tf.concat([tf.boolean_mask(entries, tagged), [-one]], 0)[0]
+    kind, count = number(first + 2, 2), number(first + 4, 4)
+    value = tf.where(tf.equal(kind, 1), at(first + 8),
+                     tf.where(tf.equal(kind, 3), number(first + 8, 2), number(first + 8, 4)))
+    # A BYTE, SHORT or LONG value held in the entry itself (larger ones point elsewhere: left as stored).
+    inline = ((tf.equal(kind, 1) & (count <= 4)) | (tf.equal(kind, 3) & (count <= 2))
+              | (tf.equal(kind, 4) & tf.equal(count, 1)))
+    valid = (first >= 0) & inline
+    return tf.cast(tf.where(valid & (value >= 1) & (value <= 8), value, one), tf.int32)
