@@ -11,7 +11,8 @@
    `retrain.images.load_image`, exactly as training prepares them. Recipes
    with `size=` also get plain and mirror vectors of other inputs: the photo
    at another size (a module that fixes 224 is re-declared at that size
-   through its frozen graph) or its centre square.
+   through its frozen graph), its centre square, or a view an exported graph
+   could compute from its 224x224 input (enlarged, or its middle zoomed).
 2. Trains every head recipe with repeated stratified k-fold cross-validation:
    for each seed the photos of each class are shuffled and dealt into k folds;
    fold i is the test set, a stratified `--validation_percentage` of all photos
@@ -80,8 +81,10 @@ SPEC_HELP = """recipe keys (defaults = the classic head):
   es=none|loss|acc  es_every=100  (keep the weights with the best validation loss / accuracy)
   tseed=0 (training-seed offset: a null recipe)  fraction=1 (train on a fraction of each fold: learning curve)
   size=  (what the module sees, default --image_size: "288" is the whole photo resized to 288x288 (a module that
-         fixes 224 runs at 288 through its frozen graph), "224sq" the photo's centre square at 224x224; "+" averages
-         the vectors, e.g. "224+224sq" or "224+288"; plain and mirror vectors only, no distorted variants)
+         fixes 224 runs at 288 through its frozen graph), "224sq" the photo's centre square at 224x224, "288u" the
+         photo at --image_size enlarged to 288x288, "224z88" the middle 88 % of the photo at --image_size enlarged
+         back to 224x224 (u and z: what a graph taking --image_size can compute); "+" averages the vectors, e.g.
+         "224+224sq", "224+288" or "224+288u"; plain and mirror vectors only, no distorted variants)
 """
 
 
@@ -107,7 +110,7 @@ class HeadSpec:
     fraction: float = 1.0  # train on this stratified fraction of each fold's training photos (learning curves)
     es: str = "none"  # none | loss | acc: keep the weights with the best validation loss / accuracy
     es_every: int = 100  # steps between validation checks when es != none
-    size: str = ""  # inputs joined by "+" ("288": the photo at 288x288; "224sq": its centre square), vectors averaged
+    size: str = ""  # inputs joined by "+" (see SOURCE), their vectors averaged
 
     @staticmethod
     def parse(text: str) -> HeadSpec:
@@ -122,8 +125,9 @@ class HeadSpec:
                 raise SystemExit(f"bench_heads: unknown key {key!r} in head spec {text!r}; keys: {', '.join(fields)}")
             kind = type(getattr(HeadSpec(), key))
             values[key] = kind(float(value)) if kind is int else kind(value)
-            if key == "size" and not all(re.fullmatch(r"[1-9][0-9]*(sq)?", part) for part in value.split("+")):
-                raise SystemExit(f"bench_heads: size={value!r}; expected inputs joined by '+', e.g. 288 or 224+224sq")
+            if key == "size" and not all(re.fullmatch(SOURCE, part) for part in value.split("+")):
+                raise SystemExit(f"bench_heads: size={value!r}; expected inputs joined by '+', e.g. 288, 224+224sq, "
+                                 f"224+288u or 224+224z88")
         spec = HeadSpec(**values)
         spec.check()
         return spec
@@ -220,6 +224,12 @@ def load_module(tf, module: Path, size: int):
                          wrapped.graph.get_tensor_by_name(f"module/{output}"))
 
 
+# One input a recipe's size= names: "288" the photo at 288x288; "224sq" its centre square; "288u" the photo at
+# --image_size, then enlarged to 288x288 (what a graph taking --image_size can compute); "224z88" the middle 88 %
+# (by side) of the photo at --image_size, enlarged back to 224x224.
+SOURCE = r"([1-9][0-9]*)(sq|u|z([1-9][0-9]?))?"
+
+
 def load_square(path: Path, *, size: int) -> np.ndarray:
     """The centre square of a photo (side: its shorter side), resized to size x size as retrain resizes."""
     from retrain.images import decode_rgb, read_bytes, resize
@@ -231,13 +241,30 @@ def load_square(path: Path, *, size: int) -> np.ndarray:
     return resize(rgb[top:top + side, left:left + side], height=size, width=size)
 
 
-def compute_plain_and_mirror(tf, embed, files: list[Path], *, size: int, square: bool, batch: int
+def compute_plain_and_mirror(tf, embed, files: list[Path], *, size: int, kind: str, base: int, batch: int
                              ) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors of every photo (or its centre square) and of its mirror image (left-right), one module call a batch."""
+    """Vectors of every photo (or the view of it `kind` names, see SOURCE) and of its mirror image (left-right),
+    one module call a batch."""
     from retrain.images import load_image
 
     def load(path: Path) -> np.ndarray:
-        return load_square(path, size=size) if square else load_image(path, height=size, width=size)
+        if kind == "sq":
+            return load_square(path, size=size)
+        return load_image(path, height=base, width=base) if kind else load_image(path, height=size, width=size)
+
+    if kind.startswith("z"):
+        edge = (1.0 - int(kind[1:]) / 100.0) / 2.0
+        module = embed
+
+        def embed(images):
+            count = tf.shape(images)[0]
+            boxes = tf.tile(tf.constant([[edge, edge, 1.0 - edge, 1.0 - edge]]), [count, 1])
+            return module(tf.image.crop_and_resize(images, boxes, tf.range(count), [size, size], method="bilinear"))
+    elif kind == "u":
+        module = embed
+
+        def embed(images):
+            return module(tf.image.resize(images, [size, size], method="bilinear"))
 
     plain, mirror = [], []
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -314,7 +341,8 @@ def member_bottlenecks(tf, args, files: list[Path], module: Path, source: str) -
     """One module's plain, mirror and (if asked) variant vectors, from the cache folder or computed and cached
     there."""
     args.cache.mkdir(parents=True, exist_ok=True)
-    size, square = int(source.removesuffix("sq")), source.endswith("sq")
+    match = re.fullmatch(SOURCE, source)
+    size, kind = int(match.group(1)), match.group(2) or ""
     key = f"{module.name}-{module_digest(module)}-{photos_digest(files, Path(args.photos))}-{source}"
     plain_file = args.cache / f"plain-{key}.npz"
     vkey = (f"k{args.variants}-crop{args.random_crop:g}-scale{args.random_scale:g}-bright{args.random_brightness:g}"
@@ -329,7 +357,8 @@ def member_bottlenecks(tf, args, files: list[Path], module: Path, source: str) -
     else:
         embed = load_module(tf, module, size)
         start = time.perf_counter()
-        data["plain"], data["mirror"] = compute_plain_and_mirror(tf, embed, files, size=size, square=square,
+        data["plain"], data["mirror"] = compute_plain_and_mirror(tf, embed, files, size=size, kind=kind,
+                                                                 base=args.image_size,
                                                                  batch=args.bottleneck_batch_size)
         timings["plain+mirror"] = time.perf_counter() - start
         np.savez(str(plain_file) + ".tmp.npz", **data)
