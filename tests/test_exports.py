@@ -259,7 +259,7 @@ def test_bytes_signature_turns_jpegs_by_their_exif_orientation_as_training_does(
         "an unknown type": (_with_segments(plain, _exif([(0x0112, 99, 1, 6)])), 1),
         "IFD past the segment": (_with_segments(plain, _exif([(0x0112, short, 1, 6)], ifd_offset=4000)), 1),
         "not a TIFF header": (_with_segments(plain, _segment(0xE1, b"Exif\0\0XX*\0" + bytes(20))), 1),
-        "a cut segment": (_with_segments(plain, _segment(0xE1, b"Exif\0\0II*\0\x08\0\0\0\x01")), 1),
+        "an IFD cut short": (_with_segments(plain, _segment(0xE1, b"Exif\0\0II*\0\x08\0\0\0\x01")), 1),
     })
     decode = tf.function(lambda data: decode_like_training(tf, data, height=224, width=224))
     for name, (data, orientation) in cases.items():
