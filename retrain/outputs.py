@@ -56,10 +56,11 @@ class Output:
     pattern: str = ""
     content: str = ""  # a file's kind (a key of CONTENTS): an existing file is replaced only if it holds that
     role: str = ""  # what a file no flag names is, e.g. "the report beside --output_labels"
+    given: Path | None = None  # the flag's value when `path` is not it (the checkpoint prefix's folder)
 
     def named(self) -> str:
-        """How messages name this output: its flag and path, or its path and role."""
-        return f"{self.path} ({self.role})" if self.role else f"{self.flag} {self.path}"
+        """How messages name this output: its flag and the value given, or its path and role."""
+        return f"{self.path} ({self.role})" if self.role else f"{self.flag} {self.given or self.path}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     for index, (output, region) in enumerate(regions):
         for other, other_region in regions[:index]:
             if region.overlaps(other_region):
-                same = real(output.path) == real(other.path)
+                same = real(output.path) == real(other.path) and "entries" not in (output.kind, other.kind)
                 raise UsageError(f"{output.named()} {'is also' if same else 'overlaps'} {other.named()}; "
                                  "give each output its own path")
 
@@ -180,6 +181,10 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
             what = (f"files retrain did not write there (e.g. {foreign[0]})" if foreign
                     else f"files changed since retrain wrote them (e.g. {changed[0]})")
             raise UsageError(f"{flag} {path} exists and holds {what}; choose an empty or new folder")
+        other = _written_for(path)
+        if other not in ("", flag):
+            raise UsageError(f"{flag} {path} holds what retrain wrote for {other}, another kind of model; "
+                             f"choose another folder for {flag}")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -208,6 +213,19 @@ def _foreign_entries(folder: Path) -> tuple[list[str], list[str]]:
                and Path(name).name not in _CLUTTER and not Path(name).name.startswith("._")]
     changed = [name for name in present if name in hashes and _sha256(folder / name) != hashes[name]]
     return foreign, changed
+
+
+def _written_for(folder: Path) -> str:
+    """The flag whose output retrain wrote into `folder` ('' if unknown). Markers from before the flag was
+    recorded tell by the files: a SavedModel has saved_model.pb, a TF.js model model.json."""
+    try:
+        marker = json.loads((folder / OWNER_MARKER).read_text())
+        files = set(marker["files"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+    if isinstance(marker.get("flag"), str):
+        return marker["flag"]
+    return "--saved_model_dir" if "saved_model.pb" in files else "--output_tfjs" if "model.json" in files else ""
 
 
 def _sha256(path: Path) -> str:
@@ -467,7 +485,8 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     try:
         write(tmp)
         files = sorted(_listing(tmp))
-        (tmp / OWNER_MARKER).write_text(json.dumps({"written_by": "retrain", "version": __version__, "files": files,
+        (tmp / OWNER_MARKER).write_text(json.dumps({"written_by": "retrain", "version": __version__, "flag": flag,
+                                                    "files": files,
                                                     "sha256": {name: _sha256(tmp / name) for name in files}},
                                                    indent=1) + "\n")
         moved = False

@@ -40,8 +40,8 @@ from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for
 from retrain.outputs import (Input, Output, check_clashes, check_input_files, check_replaceable_files,
                              check_writable_dir, size_text)
 from retrain.tfenv import import_tensorflow
-from retrain.train import (Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, initial_head, load_images,
-                           rng, train)
+from retrain.train import (Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged, initial_head,
+                           load_images, rng, train)
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,6 @@ def prepare(config: RetrainConfig) -> Plan:
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 
-def distortions_of(config: RetrainConfig) -> Distortions:
-    """The four classic distortion flags of a run."""
-    return Distortions(flip_left_right=config.flip_left_right, random_crop=config.random_crop,
-                       random_scale=config.random_scale, random_brightness=config.random_brightness)
-
-
 def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     """Do a whole retrain run as the classic script did; returns what it produced.
 
@@ -159,7 +153,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     files = labels.all_files()
     stores, in_memory = _open_stores(config, source, rows=len(files))
     file_keys = FileKeys(config.bottleneck_dir / FILE_KEYS_NAME)
-    distortions = distortions_of(config)
+    distortions = config.distortions
     with extraction_runner(config.ray_address) as runner:  # this process, or Ray actors (--ray_address)
         vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
                                file_keys=file_keys, image_size=config.image_size, in_memory=in_memory, runner=runner)
@@ -225,6 +219,9 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                                                   np.arange(len(validation))), training=splits["training"].targets)
     evaluations = {name: evaluate(head, splits[name].vectors, splits[name].targets, batch_size=-1, rng=eval_random)
                    for name in ("training", "validation")}
+    training = splits["training"]
+    check_converged(evaluations["training"], evaluate(model.head, training.vectors, training.targets, batch_size=-1,
+                                                      rng=eval_random), optimizer)
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
     _print_test_figures(test, objective)
@@ -234,13 +231,17 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
 
     model = model.with_head(head)
     written: list[Path] = []
+
+    def wrote(paths: list[Path]) -> None:  # said as each is written: a later failure leaves them listed
+        for path in paths:
+            print(f"Wrote {path} ({size_text(path)})", flush=True)
+        written.extend(paths)
+
     for exporter in plan.exporters:
-        written += exporter.write(model, config)
-    written.append(report_run(config=config, run_folder=run_folder, labels=labels.names, test=test,
-                              split=splits["testing"], evaluations=evaluations, written=written,
-                              module=source.handle, objective=objective.name))
-    for path in written:
-        print(f"Wrote {path} ({size_text(path)})")
+        wrote(exporter.write(model, config))
+    wrote([report_run(config=config, run_folder=run_folder, labels=labels.names, test=test,
+                      split=splits["testing"], evaluations=evaluations, written=written,
+                      module=source.handle, objective=objective.name)])
     if vectors.skipped:  # repeated at the end, where the user looks, after the training log
         log.warning("skipped %d images that could not be read or decoded (listed above)", len(vectors.skipped))
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
@@ -384,12 +385,16 @@ def _fine_tune(config: RetrainConfig, *, source: FeatureSource, head: Head, spli
         return current.objective.evaluate([(current.probabilities(vectors[inverse]), targets.take(indices), indices)],
                                           thresholds=current.thresholds)
 
-    log.info("fine-tuning the module and the new layer: %d steps of %d images, learning rate %g",
-             config.fine_tune_steps, config.fine_tune_batch_size, config.fine_tune_learning_rate)
+    # More images a step than there are training images repeats them and only costs memory.
+    batch_size = min(config.fine_tune_batch_size, len(train_images))
+    log.info("fine-tuning the module and the new layer: %d steps of %d images, learning rate %g%s",
+             config.fine_tune_steps, batch_size, config.fine_tune_learning_rate,
+             f" (all the training images; --fine_tune_batch_size is {config.fine_tune_batch_size})"
+             if batch_size < config.fine_tune_batch_size else "")
     optimizer = Optimizer(learning_rate=config.fine_tune_learning_rate, flag="--fine_tune_learning_rate",
                           kind="momentum")
     steps = ImageSteps(images=train_images, source=source, head=head, optimizer=optimizer,
-                       batch_size=config.fine_tune_batch_size, random=rng(config.seed, "fine_tune"),
+                       batch_size=batch_size, random=rng(config.seed, "fine_tune"),
                        distortions=distortions, fine_tune=True)
     head = train(steps=steps, optimizer=optimizer, validate=validate, label="Fine-tuning",
                  schedule=Schedule(steps=config.fine_tune_steps, eval_interval=config.eval_step_interval,

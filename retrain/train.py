@@ -285,6 +285,21 @@ class ImageSteps(_Layer):
         return Last(loss=float(loss), metric=float(metric), logits=logits)
 
 
+# A layer whose cross-entropy on its own training images ends this many times above the untrained
+# layer's has diverged (a learning rate far too high on features it can separate only blows up).
+DIVERGED_LOSS_FACTOR = 10.0
+
+
+def check_converged(trained: Evaluation, untrained: Evaluation, optimizer: Optimizer) -> None:
+    """Stops with a RetrainError (nothing exported) when training left the layer far worse on its own
+    training images than it started: the loss grew without ever becoming NaN, which `train` catches."""
+    if trained.count and not trained.cross_entropy <= DIVERGED_LOSS_FACTOR * untrained.cross_entropy:
+        raise RetrainError(f"training diverged: the cross-entropy on the training images ended at "
+                           f"{trained.cross_entropy:.3g}, against {untrained.cross_entropy:.3g} before training, so "
+                           f"the model is broken; lower {optimizer.flag} (now {optimizer.learning_rate:g}); nothing "
+                           "was exported")
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Where training pauses: the classic evaluations, the intermediate stores, the last step."""

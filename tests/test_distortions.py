@@ -183,6 +183,19 @@ def test_on_the_fly_mode_trains_with_progress_and_exports(colour_tree: Path, tin
     (["--random_crop", "-5"], "--random_crop must be a percentage"),
     (["--distorted_variants", "0"], "--distorted_variants must be positive"),
     (["--distortion_mode", "sometimes"], "--distortion_mode"),
+    # flags that tune what the run does not do: refused, not silently ignored
+    (["--distortion_mode", "on_the_fly"], "--distortion_mode on_the_fly has no effect without a distortion flag"),
+    (["--distorted_variants", "50"], "--distorted_variants 50 has no effect without a distortion flag and "
+                                     "--distortion_mode cached"),
+    (["--distorted_variants", "50", "--random_crop", "10", "--distortion_mode", "on_the_fly"],
+     "--distorted_variants 50 has no effect without a distortion flag and --distortion_mode cached"),
+    (["--fine_tune_steps", "5"], "--fine_tune_steps 5 has no effect without --fine_tune; add it or drop"),
+    (["--fine_tune_learning_rate", "0.1"], "--fine_tune_learning_rate 0.1 has no effect without --fine_tune"),
+    (["--fine_tune_batch_size", "8"], "--fine_tune_batch_size 8 has no effect without --fine_tune"),
+    # bounds that keep a typo from eating all memory
+    (["--fine_tune", "--fine_tune_batch_size", "1024"], "--fine_tune_batch_size"),
+    (["--random_crop", "10", "--distortion_mode", "on_the_fly", "--train_batch_size", "65536"],
+     "--train_batch_size"),
 ])
 def test_bad_distortion_flags_are_usage_errors(colour_tree: Path, outputs, args: list[str], message: str):
     result = invoke(retrain_command, flags(image_dir=colour_tree, **outputs) + args, expect=2)

@@ -328,3 +328,18 @@ def test_output_tflite_in_a_missing_folder_fails_up_front(tmp_path: Path) -> Non
                  output_tflite=tmp_path / "missing" / "m.tflite")
     result = invoke(retrain_command, args, expect=2)
     assert "--output_tflite" in result.stderr and "does not exist" in result.stderr
+
+
+def test_output_tflite_refuses_a_model_tflite_cannot_run_before_any_work(colour_tree: Path, outputs,
+                                                                         tmp_path: Path) -> None:
+    """Two modules of different input sizes resize in the graph with antialiasing (ScaleAndTranslate), which
+    TFLite's builtin ops lack: said before the vectors are computed, not after training with the graph written."""
+    from tests.conftest import save_tiny_module
+
+    small, large = save_tiny_module(tmp_path / "m20", size=20), save_tiny_module(tmp_path / "m32", size=32)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=f"{large},{small}",
+                                           output_tflite=tmp_path / "model.tflite", **outputs), expect=1)
+    assert "--output_tflite: TFLite cannot run ScaleAndTranslate, which this model needs" in result.stderr
+    assert "drop --output_tflite or use modules of one input size" in result.stderr
+    assert "Bottlenecks" not in result.stderr and not (tmp_path / "model.tflite").exists()
+    assert not outputs["output_graph"].exists()

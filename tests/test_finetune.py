@@ -174,6 +174,20 @@ def test_a_fine_tuning_that_wrecks_the_model_is_undone_and_said(tmp_path: Path) 
                                frozen_graph_scores(tmp_path / "plain" / "graph.pb", images), atol=1e-6)
 
 
+def test_a_fine_tuning_batch_larger_than_the_training_images_takes_them_all(tmp_path: Path, outputs) -> None:
+    """A batch of 100 images drawn from a few dozen repeats them and only costs memory (0.1 GB an image with
+    MobileNet V2 1.0): each step takes them all."""
+    tree = make_colour_tree(tmp_path / "photos", per_class=12)
+    config = RetrainConfig(image_dir=tree, tfhub_module=str(save_tunable_module(tmp_path / "tunable")),
+                           how_many_training_steps=10, fine_tune=True, fine_tune_steps=2, fine_tune_batch_size=100,
+                           validation_percentage=20, testing_percentage=20, **outputs)
+    result, stderr = run_capturing(config)
+    training = len(result.splits["training"])
+    assert 0 < training < 100
+    assert (f"fine-tuning the module and the new layer: 2 steps of {training} images, learning rate 0.0001 "
+            "(all the training images; --fine_tune_batch_size is 100)") in stderr
+
+
 @pytest.mark.integration  # 14 s: tracing the fine-tuning step of a real module; kept out of the 3-minute suite
 def test_fine_tuning_a_real_module_keeps_its_batch_norm_statistics(tmp_path: Path, outputs) -> None:
     """A real hub module (MobileNet V2 0.35) fine-tuned in inference mode: its weights learn, its batch-norm moving

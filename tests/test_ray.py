@@ -312,6 +312,35 @@ def test_cli_run_on_a_local_cluster(photos: list[Path], tmp_path: Path) -> None:
     assert "computed 0 new bottlenecks" in second.stderr
 
 
+def test_sigterm_during_ray_extraction_stops_with_one_line(tmp_path: Path) -> None:
+    """ray.init installs SIGTERM handlers of its own (exit 15 with no message, or a native stack dump and exit
+    134): a `kill` during the Ray phase must still stop the run as everywhere else, one line and exit 143."""
+    import subprocess
+
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [sys.executable, "-m", "retrain", *flags(
+        image_dir=FLOWERS, tfhub_module=MODULE, ray_address="local", how_many_training_steps=30,
+        bottleneck_dir=out / "bottlenecks", output_graph=out / "graph.pb", output_labels=out / "labels.txt",
+        summaries_dir=out / "logs", bottleneck_batch_size=BATCH)]
+    with open(tmp_path / "stderr", "w+") as stderr:
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                                   env={**os.environ, "RAY_ADDRESS": "", "RETRAIN_BOTTLENECK_FLUSH_EVERY": FLUSH_EVERY})
+        try:
+            wait_for_shards(out / "bottlenecks", process=process)  # the actors are computing
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        stderr.seek(0)
+        text = stderr.read()
+    assert code == 143, text[-3000:]
+    assert text.rstrip().splitlines()[-1] == ("retrain: terminated; finished files and cached bottlenecks are "
+                                              "kept, rerun to continue")
+    assert "SIGTERM received" not in text and "Traceback" not in text
+
+
 # ---------------------------------------------------------------- helpers: waiting and processes
 
 

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from retrain.cli import label_image_command
-from tests.conftest import retrain_cli as retrain, COLOURS, EARLIER_GRAPH, colour_photo, flags, invoke, run_script
+from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, colour_photo, flags, invoke,
+                            make_colour_tree, run_script)
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -48,13 +49,19 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
         "graph_is_the_file_index": ({"output_graph": out / "bottlenecks" / "file_keys.json"}, "--bottleneck_dir"),
         "graph_inside_the_saved_model": ({"output_graph": out / "saved" / "graph.pb",
                                           "saved_model_dir": out / "saved"}, "--saved_model_dir"),
+        # the checkpoint is named by the prefix given, not by the folder its files go in
+        "checkpoint_inside_the_tree": ({"checkpoint_path": tree / "red" / "ckpt"},
+                                       f"--checkpoint_path {tree / 'red' / 'ckpt'} would write into --image_dir"),
+        "tflite_is_the_checkpoint_folder": ({"output_tflite": out / "checkpoint"},
+                                            f"overlaps --checkpoint_path {out / 'checkpoint' / 'ckpt'};"),
     }
 
 
 @pytest.mark.parametrize("case", ["labels_is_graph", "graph_is_a_photo", "labels_inside_the_tree",
                                   "saved_model_is_the_module", "saved_model_holds_the_tree", "tflite_is_labels",
                                   "graph_is_the_checkpoint", "graph_is_an_intermediate_graph",
-                                  "graph_is_the_file_index", "graph_inside_the_saved_model"])
+                                  "graph_is_the_file_index", "graph_inside_the_saved_model",
+                                  "checkpoint_inside_the_tree", "tflite_is_the_checkpoint_folder"])
 def test_outputs_that_clash_are_refused_before_any_work(colour_tree: Path, tmp_path: Path, outputs, case: str,
                                                         tiny_module: Path) -> None:
     module = tmp_path / "module"
@@ -169,6 +176,30 @@ def test_a_file_edited_in_a_folder_retrain_wrote_is_refused(tmp_path: Path) -> N
     del marker["sha256"]
     (target / OWNER_MARKER).write_text(json.dumps(marker))
     check_replaceable_folder(target, flag="--output_tfjs")
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_format(tmp_path: Path,
+                                                                                     recorded: bool) -> None:
+    """A SavedModel folder given to --output_tfjs by a slip was replaced by a TF.js model with no word: the marker
+    now says which flag wrote the folder (older markers tell by the files: saved_model.pb, model.json)."""
+    from retrain.errors import UsageError
+    from retrain.names import OWNER_MARKER
+    from retrain.outputs import check_replaceable_folder, replace_folder
+
+    target = tmp_path / "served"
+    replace_folder(target, lambda tmp: (tmp.mkdir(), (tmp / "saved_model.pb").write_bytes(b"\x08\x01")),
+                   flag="--saved_model_dir")
+    if not recorded:  # a marker written before the flag was recorded
+        marker = json.loads((target / OWNER_MARKER).read_text())
+        del marker["flag"]
+        (target / OWNER_MARKER).write_text(json.dumps(marker))
+    check_replaceable_folder(target, flag="--saved_model_dir")  # the same output again: fine
+    before = digest(target)
+    with pytest.raises(UsageError, match=r"--output_tfjs .*served holds what retrain wrote for --saved_model_dir, "
+                                         r"another kind of model; choose another folder for --output_tfjs"):
+        check_replaceable_folder(target, flag="--output_tfjs")
+    assert digest(target) == before
 
 
 @pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
@@ -301,6 +332,39 @@ def test_a_run_whose_loss_stops_being_a_number_exports_nothing(colour_tree: Path
     assert "training stopped at step" in error and "--learning_rate" in error and "nothing was exported" in error
     assert outputs["output_graph"].read_bytes() == EARLIER_GRAPH
     assert not outputs["output_labels"].exists()
+
+
+def test_a_run_whose_loss_grows_huge_but_finite_exports_nothing(tmp_path: Path, tiny_module: Path,
+                                                                 outputs) -> None:
+    """A learning rate far too high that never reaches NaN: on classes the features cannot tell apart the
+    weights and the loss blow up to 1e30, and the model (scores of 0 and 1, one label for nearly everything)
+    used to be exported with exit 0. (On classes they can tell apart the loss falls to 0 instead: kept.)"""
+    alike = make_colour_tree(tmp_path / "alike", classes={"one": (120, 120, 120), "two": (120, 120, 120)})
+    outputs["output_graph"].write_bytes(EARLIER_GRAPH)
+    error = retrain(alike, tiny_module, outputs, expect=1, learning_rate=1e30, how_many_training_steps=20)
+    assert "training diverged: the cross-entropy on the training images ended at" in error
+    assert "--learning_rate (now 1e+30)" in error and "nothing was exported" in error
+    assert outputs["output_graph"].read_bytes() == EARLIER_GRAPH
+    assert not outputs["output_labels"].exists()
+
+
+def test_files_written_before_a_failing_export_are_listed(colour_tree: Path, tiny_module: Path, outputs,
+                                                          tmp_path: Path, monkeypatch) -> None:
+    """An export that fails (a full disk, a converter error) after others were written: the ones written are
+    still listed, so the user knows which files are new (they used to be listed only at the very end)."""
+    from retrain.cli import retrain_command
+    from retrain.errors import RetrainError
+    from retrain.exporters.tflite import TFLite
+
+    def fail(self, model, config):
+        raise RetrainError("--output_tflite: TFLite conversion (float32) failed: no room left")
+
+    monkeypatch.setattr(TFLite, "write", fail)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
+                                           output_tflite=tmp_path / "model.tflite", **outputs), expect=1)
+    wrote = [line.split(" (")[0] for line in result.stdout.splitlines() if line.startswith("Wrote ")]
+    assert wrote[:2] == [f"Wrote {outputs['output_graph']}", f"Wrote {outputs['output_labels']}"]
+    assert outputs["output_graph"].is_file() and "no room left" in result.stderr
 
 
 def test_label_image_refuses_to_print_nan_scores(colour_tree: Path, tiny_module: Path, outputs) -> None:

@@ -24,7 +24,8 @@ class Checkpoint(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
         prefix = config.checkpoint_path
         return [Output("--checkpoint_path", prefix.parent, kind="entries",
-                       pattern=re.escape(prefix.name) + r"\.(index|data-\d+-of-\d+)", content="checkpoint")]
+                       pattern=re.escape(prefix.name) + r"\.(index|data-\d+-of-\d+)", content="checkpoint",
+                       given=prefix)]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_dir(config.checkpoint_path.parent, flag="--checkpoint_path")

@@ -29,6 +29,10 @@ from retrain.tfenv import import_tensorflow, stderr_captured
 
 log = logging.getLogger(__name__)
 
+# Ops a retrain graph can hold that TFLite's builtin op set cannot run: the antialiased resize
+# between the members of a mix of modules with different input sizes (see features/source.py).
+NOT_BUILTIN = frozenset({"ScaleAndTranslate"})
+
 
 def tflite_paths(path: Path, quantizations: Sequence[str]) -> dict[str, Path]:
     """Where each variant goes: `path` for the first, `<stem>_<quantization><suffix>` beside it for the rest."""
@@ -51,6 +55,18 @@ class TFLite(Exporter):
                 raise UsageError(f"--output_tflite would write {path}, which is also --output_graph or "
                                  "--output_labels; choose another --output_tflite")
             check_writable_file(path, flag="--output_tflite")
+
+    def check_model(self, model: Any, config: RetrainConfig) -> None:
+        """Before any work: the graph's ops do not depend on the weights, so the untrained model tells."""
+        graph_def = model.graph_def
+        ops = {node.op for node in graph_def.node}
+        for function in graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+        missing = sorted(ops & NOT_BUILTIN)
+        if missing:
+            raise RetrainError(f"--output_tflite: TFLite cannot run {', '.join(missing)}, which this model needs "
+                               f"(--tfhub_module {model.source.handle}: modules of different input sizes); drop "
+                               "--output_tflite or use modules of one input size")
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         representative = model.calibration(config.tflite_representative_images) \
@@ -97,6 +113,7 @@ def tflite_model(model: Any, *, quantization: str, representative_images: np.nda
         try:
             return converter.convert()
         except Exception as error:  # noqa: BLE001 - the converter raises many kinds
-            detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise RetrainError(f"--output_tflite: TFLite conversion ({quantization}) failed: {detail}; "
-                               f"converter log: {captured().strip()[-300:] or 'empty'}") from None
+            lines = [line.strip() for line in f"{error}\n{captured()}".splitlines() if line.strip()]
+            telling = [line for line in lines if "error:" in line] or lines or [type(error).__name__]
+            detail = telling[0].split("error: ", 1)[-1][:300]
+            raise RetrainError(f"--output_tflite: TFLite conversion ({quantization}) failed: {detail}") from None

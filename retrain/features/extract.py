@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from retrain.distortions import Distortions, Parameters, crop_boxes, distort_tensors, sample_parameters, variant_rng
-from retrain.features.filekeys import FileKeys
+from retrain.features.filekeys import FileKeys, content_key
 from retrain.features.module import FeatureExtractor
 from retrain.features.source import FeatureSource
 from retrain.features.store import BottleneckStore
-from retrain.images import ImageError, decode_rgb, load_image, read_bytes, resize
+from retrain.images import ImageError, decode_rgb, read_bytes, resize
 from retrain.errors import RetrainError
 from retrain.pool import thread_pool, windowed
 from retrain.progress import Progress
@@ -66,6 +66,7 @@ class WorkItem:
     path: Path
     keys: tuple[bytes, ...]
     variants: tuple[int, ...] = ()  # variant index of each key, for variant jobs
+    content: bytes = b""  # the content key the keys derive from: the file must still hold those bytes
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,21 @@ class ExtractionJob:
         return cls(member, store, batch_size=spec.batch_size, label=spec.label, distortions=spec.distortions,
                    seed=spec.seed, image_size=spec.image_size)
 
-    def prepare(self, path: Path) -> np.ndarray:
-        """The image's pixels as this job feeds them: at the module's size, or at the distortion source size."""
+    def prepare(self, item: WorkItem) -> np.ndarray:
+        """The image's pixels as this job feeds them: at the module's size, or at the distortion source size.
+
+        The file is read again here, after its key was taken: if its bytes changed meanwhile (a photo being
+        edited or replaced during the run), caching its vector under the old key would poison the cache for
+        good, so the image is refused for this run instead.
+        """
+        data = read_bytes(item.path)
+        if item.content and content_key(data) != item.content:
+            raise ImageError("changed while the run was reading it; left out of this run (its vector is not "
+                             "cached): rerun to include it")
         if self.distortions is None:
-            return load_image(path, height=self.member.height, width=self.member.width)
-        rgb = decode_rgb(read_bytes(path), min_size=self.source_size)
+            size = (self.member.height, self.member.width)
+            return resize(decode_rgb(data, min_size=size), height=size[0], width=size[1])
+        rgb = decode_rgb(data, min_size=self.source_size)
         return resize(rgb, height=self.source_size[0], width=self.source_size[1])
 
     def _rows(self, item: WorkItem, pixels: np.ndarray) -> list[tuple[bytes, np.ndarray, Parameters | None]]:
@@ -169,7 +180,7 @@ class ExtractionJob:
 
         def prepare(item: WorkItem) -> tuple[WorkItem, np.ndarray | None, str]:
             try:
-                return item, self.prepare(item.path), ""
+                return item, self.prepare(item), ""
             except ImageError as error:
                 return item, None, str(error)
 
@@ -286,7 +297,7 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
                 continue
             log.info("%s: %d cached, %d to compute", name, len(keys) - len(todo), len(todo))
             job = ExtractionJob(member, store, batch_size=batch_size, label=name, image_size=image_size)
-            items = [WorkItem(path=path, keys=(key,)) for key, path in todo.items()]
+            items = [WorkItem(path=path, keys=(key,), content=key) for key, path in todo.items()]
             failed = (runner or LocalRunner())(job, items, pool=pool)
             by_key = {keys[p]: reason for p, reason in failed.items()}
             for path, key in list(keys.items()):
@@ -365,7 +376,7 @@ def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Seq
                 missing = [(k, v) for v, k in enumerate(image_keys) if k not in store]
                 if missing and path not in skipped:
                     items.append(WorkItem(path=path, keys=tuple(k for k, _ in missing),
-                                          variants=tuple(v for _, v in missing)))
+                                          variants=tuple(v for _, v in missing), content=keys[path]))
             missing_count = sum(len(item.keys) for item in items)
             log.info("distorted variants (%d per training image, %s)%s: %d cached, %d to compute", variants,
                      distortions.tag(), "" if len(source.members) == 1 else f" for {member.handle}",

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from retrain.features.store import NEW_FILE_MODE
 from retrain.images import read_bytes
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class FileKeys:
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
+            os.fchmod(fd, NEW_FILE_MODE)
             with os.fdopen(fd, "w") as handle:
                 json.dump({"version": INDEX_VERSION, "files": self._entries}, handle, separators=(",", ":"))
             os.replace(tmp, self.path)

@@ -25,8 +25,10 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -97,6 +99,14 @@ class RayCluster:
         self.close()
 
 
+def _keep_sigterm(handler: Any) -> None:
+    """ray.init installs its own SIGTERM handlers, a Python one (exit 15, no message) and a native one (a
+    stack dump, exit 134): put back the handler from before, so a `kill` stops the run as retrain says it
+    does (one line, exit 143)."""
+    if threading.current_thread() is threading.main_thread() and handler is not None:
+        signal.signal(signal.SIGTERM, handler)
+
+
 def connect(address: str) -> RayCluster:
     """Connect to Ray as --ray_address says.
 
@@ -114,6 +124,7 @@ def connect(address: str) -> RayCluster:
         return RayCluster(address=address, cpus=_cluster_cpus(ray), started=False)
     started = address == "local"
     temp_dir = None
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if started:
             _remove_abandoned_temp_dirs()
@@ -134,6 +145,7 @@ def connect(address: str) -> RayCluster:
             raise RetrainError(f"--ray_address local: cannot start a local Ray cluster ({reason})") from None
         raise RetrainError(f"--ray_address {address}: cannot connect to a Ray cluster ({reason}); start one "
                            "(ray start --head) or fix the address, or use --ray_address local") from None
+    _keep_sigterm(sigterm)
     cluster = RayCluster(address=address, cpus=_cluster_cpus(ray), started=started, temp_dir=temp_dir)
     log.info("Ray cluster %s: %d CPUs", "started on this machine" if started else address, cluster.cpus)
     return cluster
@@ -261,7 +273,7 @@ def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *, cpus_per_actor:
                                  module_batch=job.batch_size)
     actors = min(actors, math.ceil(len(items) / per_batch))  # no idle actors loading the module for nothing
     rows = [{"index": index, "path": os.path.abspath(item.path), "keys": [k.decode() for k in item.keys],
-             "variants": list(item.variants)} for index, item in enumerate(items)]
+             "variants": list(item.variants), "content": item.content.decode()} for index, item in enumerate(items)]
     dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_batch))
     results = dataset.map_batches(
         _Extractor, fn_constructor_kwargs={"spec": spec, "threads": cpus_per_actor,
@@ -422,7 +434,7 @@ class _Extractor:
     def __call__(self, batch: Any) -> dict[str, np.ndarray]:
         rows = batch.to_pylist()
         items = [WorkItem(path=Path(row["path"]), keys=tuple(k.encode() for k in row["keys"]),
-                          variants=tuple(row["variants"])) for row in rows]
+                          variants=tuple(row["variants"]), content=row["content"].encode()) for row in rows]
         failed: dict[Path, str] = {}
         started = time.perf_counter()
         if not self.fatal:

@@ -29,6 +29,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,17 @@ FLUSH_EVERY_ENV = "RETRAIN_BOTTLENECK_FLUSH_EVERY"
 STALE_TEMP_SECONDS = 3600.0  # a temporary shard this old was left by a killed run
 
 
+def _new_file_mode() -> int:
+    """What open() gives a new file under this process's umask (mkstemp gives 0o600, which would lock the
+    other users of a shared cache out of its shards)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+NEW_FILE_MODE = _new_file_mode()  # read once, at import: os.umask is process-wide
+
+
 @dataclass(frozen=True)
 class _Shard:
     """Where one shard's vectors lie in its file: rows [start, start + count) of the store."""
@@ -58,6 +70,9 @@ class _Shard:
     count: int
     offset: int  # byte offset of the first vector in the file (npz members are stored uncompressed)
     dtype: np.dtype
+    # The shard file, kept open from when it was listed: another run's compaction may delete the file
+    # meanwhile, and an open file stays readable (closed when the store drops the shard).
+    handle: Any = None
 
 
 class BottleneckStore:
@@ -101,6 +116,7 @@ class BottleneckStore:
         all_keys = np.concatenate(keys) if keys else np.zeros((0,), KEY_DTYPE)
         self._in_memory = vectors
         self._chunks = [np.concatenate(chunks)] if chunks else []
+        self.close()
         self._shards = shards
         self._rows = len(all_keys)
         self._memory_start = 0 if vectors else self._rows
@@ -124,6 +140,10 @@ class BottleneckStore:
                     (shape, offset), dtype = _member_header(path, "vectors.npy")
             except FileNotFoundError:
                 return None  # another run compacted it away; list again
+            except PermissionError:  # another user's shard in a shared cache: not damaged, not ours to move
+                log.warning("cannot read bottleneck shard %s (permission denied); its vectors will be recomputed "
+                            "here (its owner can make it readable with chmod a+r)", path)
+                continue
             except Exception:  # noqa: BLE001 - numpy and zipfile raise many kinds for a damaged file
                 self._set_aside(path, "it is not a complete .npz file")
                 continue
@@ -135,9 +155,20 @@ class BottleneckStore:
             if vectors:
                 chunks.append(shard_vectors.astype(self.dtype, copy=False))
             else:
-                shards.append(_Shard(path=path, start=start, count=len(shard_keys), offset=offset, dtype=dtype))
+                handle = _open_shard(path)
+                if handle is None:
+                    return None  # compacted away since it was read; list again
+                shards.append(_Shard(path=path, start=start, count=len(shard_keys), offset=offset, dtype=dtype,
+                                     handle=handle))
             start += len(shard_keys)
         return keys, chunks, shards
+
+    def close(self) -> None:
+        """Close the shard files held open for reading vectors from disk (load(vectors=False))."""
+        for shard in self._shards:
+            if shard.handle is not None:
+                shard.handle.close()
+        self._shards = []
 
     def _set_aside(self, path: Path, reason: str) -> None:
         """Move a damaged shard out of the way, once, so every later run does not trip over it."""
@@ -197,11 +228,10 @@ class BottleneckStore:
             picked = np.flatnonzero(which == number)
             size = shard.dtype.itemsize * self.feature_dim
             try:
-                with open(shard.path, "rb", buffering=0) as handle:
-                    fd = handle.fileno()
-                    for position in picked[np.argsort(rows[picked], kind="stable")]:
-                        data = os.pread(fd, size, shard.offset + int(rows[position] - shard.start) * size)
-                        out[position] = np.frombuffer(data, shard.dtype)
+                fd = shard.handle.fileno()
+                for position in picked[np.argsort(rows[picked], kind="stable")]:
+                    data = os.pread(fd, size, shard.offset + int(rows[position] - shard.start) * size)
+                    out[position] = np.frombuffer(data, shard.dtype)
             except OSError as error:
                 raise RetrainError(f"cannot read the bottleneck cache shard {shard.path} ({error.strerror}); was "
                                    "the cache changed during the run? rerun") from None
@@ -231,7 +261,7 @@ class BottleneckStore:
         if not self._in_memory:  # the new rows are on disk now: read them from there, free the memory
             (_, offset), _ = _member_header(path, "vectors.npy")
             self._shards.append(_Shard(path=path, start=self._memory_start, count=len(keys), offset=offset,
-                                       dtype=self.dtype))
+                                       dtype=self.dtype, handle=open(path, "rb", buffering=0)))
             self._memory_start = self._rows
             self._chunks = []
 
@@ -271,6 +301,7 @@ class BottleneckStore:
             for shard in group:  # only shards whose vectors made it into the merged one
                 shard.path.unlink(missing_ok=True)
                 removed += 1
+        merged.close()
         if removed:
             log.info("compacted %d bottleneck shards into %d", removed, written)
             self.load(vectors=self._in_memory)
@@ -280,6 +311,7 @@ class BottleneckStore:
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
+            os.fchmod(fd, NEW_FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
                 np.savez(handle, keys=keys, vectors=np.ascontiguousarray(vectors))
                 handle.flush()
@@ -296,6 +328,14 @@ class BottleneckStore:
             raise
         self.shards_written += 1
         return self.dir / name
+
+
+def _open_shard(path: Path) -> Any:
+    """The shard file opened for reading, or None if it is gone."""
+    try:
+        return open(path, "rb", buffering=0)  # noqa: SIM115 - held open by its _Shard (see there)
+    except FileNotFoundError:
+        return None
 
 
 def _member_header(path: Path, member: str) -> tuple[tuple[tuple[int, ...], int], np.dtype]:
