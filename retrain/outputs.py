@@ -357,7 +357,7 @@ def check_replaceable_files(outputs: Sequence[Output]) -> None:
 
 
 def _check_replaceable(output: Output, path: Path) -> None:
-    shown = dataclasses.replace(output, path=path).named()
+    shown = dataclasses.replace(output, path=path, given=None).named()
     if not path.exists():
         return
     if path.is_dir():

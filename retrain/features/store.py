@@ -138,6 +138,8 @@ class BottleneckStore:
                     shard_keys = shard["keys"]
                     shard_vectors = shard["vectors"] if vectors else None
                     (shape, offset), dtype = _member_header(path, "vectors.npy")
+                if not vectors:
+                    _check_crc(path, "vectors.npy")  # reading them whole (above) checks it; reading rows would not
             except FileNotFoundError:
                 return None  # another run compacted it away; list again
             except PermissionError:  # another user's shard in a shared cache: not damaged, not ours to move
@@ -328,6 +330,13 @@ class BottleneckStore:
             raise
         self.shards_written += 1
         return self.dir / name
+
+
+def _check_crc(path: Path, member: str) -> None:
+    """Read a member of a zip file through, a megabyte at a time: zipfile raises BadZipFile on a wrong CRC-32."""
+    with zipfile.ZipFile(path) as archive, archive.open(member) as data:
+        while data.read(1 << 20):
+            pass
 
 
 def _open_shard(path: Path) -> Any:
