@@ -16,6 +16,7 @@ from tests.conftest import FIXTURES, MODULES, copy_tree, flags, invoke, require
 HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
 
 
+@pytest.mark.integration  # 5 s: two real module loads; the handle end to end stays in the default suite
 def test_tfhub_handle_resolves_through_tfhub_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     cache = copy_tree(require(FIXTURES / "tfhub_cache"), tmp_path / "tfhub_cache")
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))

@@ -451,6 +451,7 @@ def run_limited(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
                           env={**os.environ, **env, "RETRAIN_BOTTLENECK_FLUSH_EVERY": "64"})
 
 
+@pytest.mark.integration  # 5 s: a run in a fresh process on a small disk; kept out of the 3-minute suite
 def test_a_full_disk_under_the_cache_is_one_line_and_leaves_no_temp_files(colour_tree: Path, tiny_module: Path,
                                                                           outputs, small_disk) -> None:
     mount, env = small_disk
@@ -468,6 +469,7 @@ def test_a_full_disk_under_the_cache_is_one_line_and_leaves_no_temp_files(colour
     assert not list(mount.rglob(".tmp-*")), "no temporary shard is left behind"
 
 
+@pytest.mark.integration  # 6.5 s: a run in a fresh process on a small disk; kept out of the 3-minute suite
 def test_a_full_disk_under_an_output_keeps_the_old_output(colour_tree: Path, tiny_module: Path, outputs,
                                                           small_disk) -> None:
     mount, env = small_disk
