@@ -286,7 +286,8 @@ class ImageSteps(_Layer):
 
 
 # A layer whose cross-entropy on its own training images ends this many times above the untrained
-# layer's has diverged (a learning rate far too high on features it can separate only blows up).
+# layer's has diverged. (A learning rate far too high drives the loss up only on classes the features
+# cannot separate; on the others it falls to 0, and that model is kept.)
 DIVERGED_LOSS_FACTOR = 10.0
 
 
