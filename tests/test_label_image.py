@@ -206,7 +206,6 @@ def test_tflite(trained: Trained) -> None:
     assert with_flags.stdout == plain.stdout
 
 
-@pytest.mark.integration  # 4.5 s: the installed console script in fresh processes
 def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
     result = run_script("-c", "from retrain.cli import label_image_command; label_image_command(prog_name='label-image')",
                         "--graph", str(trained.graph), "--labels", str(trained.labels), str(trained.photos[0]))
