@@ -36,6 +36,7 @@ import numpy as np
 from retrain.config import RetrainConfig
 from retrain.errors import RetrainError
 from retrain.exporters import Exporter
+from retrain.exporters.model import graph_ops
 from retrain.names import IMAGE_KEY, INPUT_NODE, OUTPUT_KEY
 from retrain.outputs import Output, check_replaceable_folder, replace_folder
 
@@ -103,11 +104,7 @@ def unsupported_ops(graph_def_bytes: bytes) -> list[str]:
     can run the graph (`write_graph_model` then checks its input and output).
     Raises RetrainError when the bytes are not a GraphDef.
     """
-    graph_def = _parse_graph_def(graph_def_bytes)
-    ops = {node.op for node in graph_def.node}
-    for function in graph_def.library.function:
-        ops.update(node.op for node in function.node_def)
-    return sorted(ops - SUPPORTED_OPS)
+    return sorted(graph_ops(_parse_graph_def(graph_def_bytes)) - SUPPORTED_OPS)
 
 
 def write_graph_model(directory: Path, graph_def_bytes: bytes, *, output_node: str, height: int, width: int,
@@ -398,7 +395,7 @@ class TFJS(Exporter):
 
     def check_model(self, model: Any, config: RetrainConfig) -> None:
         """Before any work: the graph's ops do not depend on the weights, so the untrained model tells."""
-        missing = unsupported_ops(model.graph_def.SerializeToString())
+        missing = sorted(graph_ops(model.graph_def) - SUPPORTED_OPS)
         if missing:
             raise RetrainError(f"--output_tfjs: TF.js {TFJS_VERSION} cannot run {', '.join(missing)}, which this "
                                f"model needs (--tfhub_module {model.source.handle}); drop --output_tfjs or use "

@@ -23,6 +23,7 @@ import numpy as np
 from retrain.config import RetrainConfig
 from retrain.errors import RetrainError, UsageError
 from retrain.exporters import Exporter
+from retrain.exporters.model import graph_ops
 from retrain.names import IMAGE_KEY, OUTPUT_KEY
 from retrain.outputs import Output, atomic_write_bytes, check_writable_file
 from retrain.tfenv import import_tensorflow, stderr_captured
@@ -58,11 +59,7 @@ class TFLite(Exporter):
 
     def check_model(self, model: Any, config: RetrainConfig) -> None:
         """Before any work: the graph's ops do not depend on the weights, so the untrained model tells."""
-        graph_def = model.graph_def
-        ops = {node.op for node in graph_def.node}
-        for function in graph_def.library.function:
-            ops.update(node.op for node in function.node_def)
-        missing = sorted(ops & NOT_BUILTIN)
+        missing = sorted(graph_ops(model.graph_def) & NOT_BUILTIN)
         if missing:
             raise RetrainError(f"--output_tflite: TFLite cannot run {', '.join(missing)}, which this model needs "
                                f"(--tfhub_module {model.source.handle}: modules of different input sizes); drop "
