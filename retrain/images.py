@@ -168,4 +168,9 @@ def resize(rgb: np.ndarray, *, height: int, width: int) -> np.ndarray:
 
 def load_image(path: Path, *, height: int, width: int) -> np.ndarray:
     """Read, decode and resize one image file; raises ImageError with the reason."""
-    return resize(decode_rgb(read_bytes(path), min_size=(height, width)), height=height, width=width)
+    return prepare_image(read_bytes(path), height=height, width=width)
+
+
+def prepare_image(data: bytes, *, height: int, width: int) -> np.ndarray:
+    """Decode and resize an image file's bytes, as `load_image` does; raises ImageError with the reason."""
+    return resize(decode_rgb(data, min_size=(height, width)), height=height, width=width)

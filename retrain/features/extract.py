@@ -30,7 +30,7 @@ from retrain.features.filekeys import FileKeys, content_key
 from retrain.features.module import FeatureExtractor
 from retrain.features.source import FeatureSource
 from retrain.features.store import BottleneckStore
-from retrain.images import ImageError, decode_rgb, read_bytes, resize
+from retrain.images import ImageError, prepare_image, read_bytes
 from retrain.errors import RetrainError
 from retrain.pool import thread_pool, windowed
 from retrain.progress import Progress
@@ -152,11 +152,8 @@ class ExtractionJob:
         if item.content and content_key(data) != item.content:
             raise ImageError("changed while the run was reading it; left out of this run (its vector is not "
                              "cached): rerun to include it")
-        if self.distortions is None:
-            size = (self.member.height, self.member.width)
-            return resize(decode_rgb(data, min_size=size), height=size[0], width=size[1])
-        rgb = decode_rgb(data, min_size=self.source_size)
-        return resize(rgb, height=self.source_size[0], width=self.source_size[1])
+        height, width = self.source_size if self.distortions is not None else (self.member.height, self.member.width)
+        return prepare_image(data, height=height, width=width)
 
     def _rows(self, item: WorkItem, pixels: np.ndarray) -> list[tuple[bytes, np.ndarray, Parameters | None]]:
         if self.distortions is None:
