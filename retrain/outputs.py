@@ -176,12 +176,13 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"{flag} {path} is a file; expected a folder")
-        foreign, changed = _foreign_entries(path)
+        marker = _read_marker(path)
+        foreign, changed = _foreign_entries(path, marker)
         if foreign or changed:
             what = (f"files retrain did not write there (e.g. {foreign[0]})" if foreign
                     else f"files changed since retrain wrote them (e.g. {changed[0]})")
             raise UsageError(f"{flag} {path} exists and holds {what}; choose an empty or new folder")
-        other = _written_for(path)
+        other = _written_for(marker)
         if other not in ("", flag):
             raise UsageError(f"{flag} {path} holds what retrain wrote for {other}, another kind of model; "
                              f"choose another folder for {flag}")
@@ -195,7 +196,16 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
 _CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
-def _foreign_entries(folder: Path) -> tuple[list[str], list[str]]:
+def _read_marker(folder: Path) -> dict[str, Any]:
+    """The marker retrain leaves in a folder it wrote, parsed ({} when there is none or it is not an object)."""
+    try:
+        marker = json.loads((folder / OWNER_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _foreign_entries(folder: Path, marker: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Entries of `folder` its marker does not list (all when there is none), and listed files since changed.
 
     Markers written before retrain recorded hashes list names only; their files count as unchanged.
@@ -204,10 +214,9 @@ def _foreign_entries(folder: Path) -> tuple[list[str], list[str]]:
     if not present:
         return [], []
     try:
-        marker = json.loads((folder / OWNER_MARKER).read_text())
         listed = set(marker["files"]) if marker.get("written_by") == "retrain" else set()
         hashes = (marker.get("sha256") or {}) if listed else {}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (TypeError, KeyError):
         listed, hashes = set(), {}
     foreign = [name for name in present if name not in listed and name != OWNER_MARKER
                and Path(name).name not in _CLUTTER and not Path(name).name.startswith("._")]
@@ -215,13 +224,12 @@ def _foreign_entries(folder: Path) -> tuple[list[str], list[str]]:
     return foreign, changed
 
 
-def _written_for(folder: Path) -> str:
-    """The flag whose output retrain wrote into `folder` ('' if unknown). Markers from before the flag was
-    recorded tell by the files: a SavedModel has saved_model.pb, a TF.js model model.json."""
+def _written_for(marker: dict[str, Any]) -> str:
+    """The flag whose output a folder's marker says retrain wrote there ('' if unknown). Markers from before the
+    flag was recorded tell by the files: a SavedModel has saved_model.pb, a TF.js model model.json."""
     try:
-        marker = json.loads((folder / OWNER_MARKER).read_text())
         files = set(marker["files"])
-    except (OSError, ValueError, TypeError, KeyError):
+    except (TypeError, KeyError):
         return ""
     if isinstance(marker.get("flag"), str):
         return marker["flag"]
