@@ -72,14 +72,14 @@ def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: An
     path = report_path(config.output_labels)
     if test.details is not None:  # multi-label: figures per label at its threshold
         figures = test.details.to_dict(labels)
-        data = {"format": reports.FORMAT, "version": 1, "objective": objective, "labels": list(labels),
+        data = {"format": reports.FORMAT, "version": reports.VERSION, "objective": objective, "labels": list(labels),
                 "overall": {k: v for k, v in figures.items() if k != "labels"}, "classes": figures["labels"],
                 "run": extra}
     elif test.count:
         class_report = reports.class_report(labels=labels, truth=test.truth, predicted=test.predictions)
         data = {**reports.report_dict(class_report, extra=extra), "objective": objective}
     else:  # no test images: the same keys, nothing to fill them with
-        data = {"format": reports.FORMAT, "version": 1, "objective": objective, "labels": list(labels),
+        data = {"format": reports.FORMAT, "version": reports.VERSION, "objective": objective, "labels": list(labels),
                 "overall": None, "classes": {}, "confusion_matrix": None, "run": extra}
     reports.write_report_json(path, data)
     try:
