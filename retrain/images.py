@@ -148,6 +148,40 @@ def resize_tensor(rgb: Any, *, height: int, width: int) -> Any:
     return tf.image.resize(pixels, [height, width], method="bilinear", antialias=True)
 
 
+def resize_weights(size: int, new_size: int) -> np.ndarray:
+    """float32 [new_size, size]: `resize`'s filter along one axis as a matrix (a column in, W @ column out).
+
+    Read off Pillow itself: the filter is linear and separable, so resizing the
+    identity image along one axis gives each input pixel's weight in every
+    output pixel.
+    """
+    identity = Image.fromarray(np.eye(size, dtype=np.float32))  # mode F, width = height = size
+    return np.asarray(identity.resize((size, new_size), Image.Resampling.BILINEAR), np.float32)
+
+
+def resize_batch_tensor(images: Any, *, height: int, width: int) -> Any:
+    """TensorFlow ops: float32 [N, h, w, C] (static h, w, C) -> [N, height, width, C], filtered as `resize`.
+
+    For resizing inside an exported model (the members of a mix of modules of
+    different sizes): two matrix products with `resize_weights`, so the graph
+    holds only MatMul, Transpose and Reshape, which TFLite's builtin ops and
+    TF.js both run (tf.image.resize's antialiased op, ScaleAndTranslate, is in
+    neither). Agrees with `resize` within float32 rounding.
+    """
+    import tensorflow as tf
+
+    _, rows, columns, channels = images.shape
+    if (rows, columns) == (height, width):
+        return images
+    by_column = tf.constant(resize_weights(columns, width).T)  # [columns, width]
+    by_row = tf.constant(resize_weights(rows, height).T)  # [rows, height]
+    x = tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [-1, columns])  # [N*C*rows, columns]
+    x = tf.reshape(tf.matmul(x, by_column), [-1, rows, width])  # [N*C, rows, width]
+    x = tf.reshape(tf.transpose(x, [0, 2, 1]), [-1, rows])  # [N*C*width, rows]
+    x = tf.reshape(tf.matmul(x, by_row), [-1, channels, width, height])
+    return tf.transpose(x, [0, 3, 2, 1])
+
+
 def resize(rgb: np.ndarray, *, height: int, width: int) -> np.ndarray:
     """uint8 RGB [h, w, 3] -> float32 [height, width, 3] in [0, 1] (the model's input).
 

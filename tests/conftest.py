@@ -7,13 +7,16 @@ modules and photos in ../shared/fixtures prove accuracy and compatibility.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,15 +96,23 @@ def _local_only_getaddrinfo(host, *args, **kwargs):
 socket.getaddrinfo = _local_only_getaddrinfo
 
 
-@pytest.fixture(autouse=True)
-def _restore_retrain_logger():
+@contextlib.contextmanager
+def retrain_logger_kept() -> Iterator[None]:
     """The CLI points the 'retrain' logger at stderr with propagate off; undo that so later caplog tests see logs."""
     logger = logging.getLogger("retrain")
     saved = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:] = saved[0]
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+
+
+@pytest.fixture(autouse=True)
+def _restore_retrain_logger() -> Iterator[None]:
+    with retrain_logger_kept():
+        yield
 
 
 @pytest.fixture
@@ -109,8 +120,13 @@ def colour_tree(tmp_path: Path) -> Path:
     return make_colour_tree(tmp_path / "photos")
 
 
-def save_tiny_module(path: Path, *, size: int | None = TINY_SIZE, feature_dim: int = 8) -> Path:
-    """A home-made TF2 image feature-vector SavedModel: colour statistics through a small dense layer."""
+def save_tiny_module(path: Path, *, size: int | None = TINY_SIZE, feature_dim: int = 8,
+                     spatial: bool = False) -> Path:
+    """A home-made TF2 image feature-vector SavedModel: colour statistics through a small dense layer.
+
+    spatial: also the differences between the top and bottom halves and the left and right halves, so the
+    vector tells an image from its mirror or its transpose.
+    """
     from retrain.tfenv import import_tensorflow
 
     tf = import_tensorflow()
@@ -119,13 +135,19 @@ def save_tiny_module(path: Path, *, size: int | None = TINY_SIZE, feature_dim: i
         def __init__(self) -> None:
             super().__init__()
             rng = np.random.default_rng(7)
-            self.kernel = tf.Variable(rng.normal(0, 1, (6, feature_dim)).astype(np.float32), name="kernel")
+            inputs = 12 if spatial else 6
+            self.kernel = tf.Variable(rng.normal(0, 1, (inputs, feature_dim)).astype(np.float32), name="kernel")
             self.bias = tf.Variable(np.zeros(feature_dim, np.float32), name="bias")
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
         def __call__(self, images):
-            stats = tf.concat([tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2])], axis=1)
-            return tf.nn.relu(tf.matmul(stats * 4.0 - 1.0, self.kernel) + self.bias)
+            stats = [tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2])]
+            if spatial:
+                top, bottom = tf.split(images, 2, axis=1)
+                left, right = tf.split(images, 2, axis=2)
+                stats += [8.0 * (tf.reduce_mean(top, [1, 2]) - tf.reduce_mean(bottom, [1, 2])),
+                          8.0 * (tf.reduce_mean(left, [1, 2]) - tf.reduce_mean(right, [1, 2]))]
+            return tf.nn.relu(tf.matmul(tf.concat(stats, axis=1) * 4.0 - 1.0, self.kernel) + self.bias)
 
     module = TinyFeatures()
     tf.saved_model.save(module, str(path))
@@ -135,6 +157,35 @@ def save_tiny_module(path: Path, *, size: int | None = TINY_SIZE, feature_dim: i
 @pytest.fixture(scope="session")
 def tiny_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_module(tmp_path_factory.mktemp("modules") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def mixed_sizes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two home-made modules of different input sizes (32, and 20 with `spatial`) retrained as one classifier,
+    with the frozen graph, TFLite and TF.js: each export resizes its 32-pixel input for the 20-pixel member.
+
+    `images`: random images and ramps, on which the model's scores change when an image is transposed or
+    mirrored (checked), so an export that resized along the wrong axis would not agree.
+    """
+    from retrain.cli import retrain_command
+
+    root = tmp_path_factory.mktemp("mixed_sizes")
+    large, small = save_tiny_module(root / "m32"), save_tiny_module(root / "m20", size=20, spatial=True)
+    out = root / "out"
+    out.mkdir()
+    with retrain_logger_kept():  # a session fixture runs outside the autouse fixture above
+        invoke(retrain_command, flags(
+            image_dir=make_colour_tree(root / "photos"), tfhub_module=f"{large},{small}",
+            output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
+            bottleneck_dir=root / "cache", checkpoint_path=out / "ckpt" / "c", how_many_training_steps=200,
+            output_tflite=out / "model.tflite", output_tfjs=out / "web"))
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(0, 1, TINY_SIZE, dtype=np.float32)
+    ramps = np.stack([np.broadcast_to(ramp[:, None, None] * colour, (TINY_SIZE, TINY_SIZE, 3))
+                      for colour in rng.uniform(0.2, 1, (3, 3)).astype(np.float32)])
+    images = np.concatenate([rng.uniform(0, 1, (3, TINY_SIZE, TINY_SIZE, 3)).astype(np.float32), ramps,
+                             ramps[:, ::-1], ramps.transpose(0, 2, 1, 3)])
+    return {"graph": out / "graph.pb", "tflite": out / "model.tflite", "web": out / "web", "images": images}
 
 
 @pytest.fixture

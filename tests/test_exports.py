@@ -330,16 +330,14 @@ def test_output_tflite_in_a_missing_folder_fails_up_front(tmp_path: Path) -> Non
     assert "--output_tflite" in result.stderr and "does not exist" in result.stderr
 
 
-def test_output_tflite_refuses_a_model_tflite_cannot_run_before_any_work(colour_tree: Path, outputs,
-                                                                         tmp_path: Path) -> None:
-    """Two modules of different input sizes resize in the graph with antialiasing (ScaleAndTranslate), which
-    TFLite's builtin ops lack: said before the vectors are computed, not after training with the graph written."""
-    from tests.conftest import save_tiny_module
-
-    small, large = save_tiny_module(tmp_path / "m20", size=20), save_tiny_module(tmp_path / "m32", size=32)
-    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=f"{large},{small}",
-                                           output_tflite=tmp_path / "model.tflite", **outputs), expect=1)
-    assert "--output_tflite: TFLite cannot run ScaleAndTranslate, which this model needs" in result.stderr
-    assert "drop --output_tflite or use modules of one input size" in result.stderr
-    assert "Bottlenecks" not in result.stderr and not (tmp_path / "model.tflite").exists()
-    assert not outputs["output_graph"].exists()
+def test_tflite_runs_a_mix_of_modules_of_different_sizes_as_the_frozen_graph_does(mixed_sizes: dict) -> None:
+    """The members' resize is in the graph as matrix products, which TFLite's builtin ops run (tf.image.resize's
+    antialiased op is not one of them): TFLite's scores are the frozen graph's."""
+    images = mixed_sizes["images"]
+    expected = frozen_graph_scores(mixed_sizes["graph"], images)
+    n = len(images) // 4  # random, ramps, the ramps mirrored, the ramps transposed
+    assert np.abs(expected[n:2 * n] - expected[2 * n:3 * n]).max() > 1e-3
+    assert np.abs(expected[n:2 * n] - expected[3 * n:]).max() > 1e-3
+    scores, source, _ = _tflite_probabilities(mixed_sizes["tflite"], images)
+    assert list(source["shape"][1:]) == [32, 32, 3]
+    np.testing.assert_allclose(scores, expected, atol=1e-4)

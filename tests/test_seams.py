@@ -16,12 +16,12 @@ from retrain.exporters.model import ExportModel
 from retrain.features.extract import file_vectors
 from retrain.features.source import load_feature_source
 from retrain.features.store import BottleneckStore
-from retrain.images import load_image
+from retrain.images import decode_rgb, load_image, read_bytes, resize, resize_batch_tensor
 from retrain.labels import ClassIds
 from retrain.objectives import Evaluation, evaluate
 from retrain.tfenv import import_tensorflow
 from retrain.train import Optimizer, Schedule, Split, VectorSteps, initial_head, rng, train
-from tests.conftest import flags, invoke, save_tiny_module
+from tests.conftest import PHOTOS, flags, invoke, save_tiny_module
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,29 @@ def two_sizes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The home-made module twice, at two input sizes (32 and 20): two members with their own cache keys."""
     root = tmp_path_factory.mktemp("two_sizes")
     return save_tiny_module(root / "tiny32", size=32), save_tiny_module(root / "tiny20", size=20)
+
+
+@pytest.mark.parametrize(("size", "new_size"), [((224, 224), (32, 32)), ((299, 200), (224, 150)),
+                                               ((20, 32), (33, 7))])
+def test_the_resize_between_members_is_trainings_filter_in_ops_every_export_runs(
+        size: tuple[int, int], new_size: tuple[int, int]) -> None:
+    """A mix of modules of different sizes resizes inside the graph: the numbers of images.resize (Pillow's filter,
+    which training uses), along the right axes and per image, as ops TFLite's builtins and TF.js both run."""
+    from PIL import Image
+
+    from retrain.exporters.tfjs import SUPPORTED_OPS
+
+    tf = import_tensorflow()
+    photos = [np.asarray(Image.fromarray(decode_rgb(read_bytes(p))).resize(size[::-1])) for p in sorted(PHOTOS.glob("*.jpg"))[:2]]
+    batch = tf.constant(np.stack(photos).astype(np.float32) / 255)
+    resized = resize_batch_tensor(batch, height=new_size[0], width=new_size[1]).numpy()
+    expected = np.stack([resize(photo, height=new_size[0], width=new_size[1]) for photo in photos])
+    assert resized.shape == expected.shape == (2, *new_size, 3)
+    assert np.abs(resized - expected).max() <= 1e-6
+    graph = tf.function(lambda images: resize_batch_tensor(images, height=new_size[0], width=new_size[1])
+                        ).get_concrete_function(tf.TensorSpec([None, *size, 3], tf.float32)).graph
+    ops = {op.type for op in graph.get_operations()}
+    assert ops <= {"Placeholder", "Const", "Transpose", "Reshape", "MatMul", "Identity"} and ops <= SUPPORTED_OPS
 
 
 def _vectors(colour_tree: Path, source: Any, cache: Path) -> tuple[list[Path], Any, list[BottleneckStore]]:

@@ -407,12 +407,45 @@ def test_web_page_agrees_with_label_image(node_modules: Path, small: dict[str, A
 
 def test_output_tfjs_refuses_a_model_tfjs_cannot_run_before_any_work(colour_tree: Path, outputs,
                                                                      tmp_path: Path) -> None:
-    """Two modules of different input sizes resize in the graph with antialiasing, which TF.js lacks."""
+    """A module whose graph holds an op TF.js lacks (here tf.image.resize's antialiased ScaleAndTranslate): said
+    before the vectors are computed, not after training with the other outputs written."""
     from retrain.cli import retrain_command
-    from tests.conftest import invoke, save_tiny_module
+    from tests.conftest import invoke
 
-    small, large = save_tiny_module(tmp_path / "m20", size=20), save_tiny_module(tmp_path / "m32", size=32)
-    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=f"{large},{small}",
+    tf = _tf()
+
+    class Resizing(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def __call__(self, images: Any) -> Any:
+            return tf.reduce_mean(tf.image.resize(images, [16, 16], antialias=True), [1, 2])
+
+    tf.saved_model.save(Resizing(), str(tmp_path / "resizing"))
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tmp_path / "resizing",
                                            output_tfjs=tmp_path / "web", **outputs), expect=1)
-    assert "--output_tfjs: TF.js 4.22.0 cannot run ScaleAndTranslate" in result.stderr
+    assert "--output_tfjs: TF.js 4.22.0 cannot run ScaleAndTranslate, which this model needs" in result.stderr
     assert "Bottlenecks" not in result.stderr and not (tmp_path / "web").exists()
+    assert not outputs["output_graph"].exists()
+
+
+def test_tfjs_holds_a_mix_of_modules_of_different_sizes(mixed_sizes: dict[str, Any]) -> None:
+    """The members' resize is matrix products TF.js runs: the model is written, and the graph rebuilt from it
+    gives the frozen graph's scores (the real TF.js runs it in the integration test below)."""
+    graph_bytes = mixed_sizes["graph"].read_bytes()
+    assert unsupported_ops(graph_bytes) == []
+    model = json.loads((mixed_sizes["web"] / "model.json").read_text())
+    assert model["signature"]["inputs"]["image"]["tensorShape"]["dim"][1:] == [{"size": "32"}] * 2 + [{"size": "3"}]
+    images = mixed_sizes["images"]
+    expected = run_graph(parse_graph(graph_bytes), images)
+    assert np.abs(run_graph(rebuild_graph_def(mixed_sizes["web"]), images) - expected).max() <= 1e-5
+
+
+@pytest.mark.integration
+def test_tfjs_in_node_runs_a_mix_of_modules_of_different_sizes(node_modules: Path, mixed_sizes: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    images = mixed_sizes["images"]
+    images.astype("<f4").tofile(tmp_path / "inputs.bin")
+    answer = json.loads(node("run_model.mjs", str(mixed_sizes["web"]), str(tmp_path / "inputs.bin"),
+                             str(len(images))))
+    expected = run_graph(parse_graph(mixed_sizes["graph"].read_bytes()), images)
+    assert answer["input"]["shape"] == [-1, 32, 32, 3]
+    assert np.abs(np.array(answer["probabilities"], dtype=np.float32) - expected).max() <= 1e-4

@@ -398,8 +398,7 @@ class TFJS(Exporter):
         missing = sorted(graph_ops(model.graph_def) - SUPPORTED_OPS)
         if missing:
             raise RetrainError(f"--output_tfjs: TF.js {TFJS_VERSION} cannot run {', '.join(missing)}, which this "
-                               f"model needs (--tfhub_module {model.source.handle}); drop --output_tfjs or use "
-                               "modules of one input size")
+                               f"model needs (--tfhub_module {model.source.handle}); drop --output_tfjs")
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         metadata: dict[str, Any] = {"module": model.source.handle}

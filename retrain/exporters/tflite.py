@@ -23,17 +23,11 @@ import numpy as np
 from retrain.config import RetrainConfig
 from retrain.errors import RetrainError, UsageError
 from retrain.exporters import Exporter
-from retrain.exporters.model import graph_ops
 from retrain.names import IMAGE_KEY, OUTPUT_KEY
 from retrain.outputs import Output, atomic_write_bytes, check_writable_file
 from retrain.tfenv import import_tensorflow, stderr_captured
 
 log = logging.getLogger(__name__)
-
-# Ops a retrain graph can hold that TFLite's builtin op set cannot run: the antialiased resize
-# between the members of a mix of modules with different input sizes (see features/source.py).
-NOT_BUILTIN = frozenset({"ScaleAndTranslate"})
-
 
 def tflite_paths(path: Path, quantizations: Sequence[str]) -> dict[str, Path]:
     """Where each variant goes: `path` for the first, `<stem>_<quantization><suffix>` beside it for the rest."""
@@ -56,14 +50,6 @@ class TFLite(Exporter):
                 raise UsageError(f"--output_tflite would write {path}, which is also --output_graph or "
                                  "--output_labels; choose another --output_tflite")
             check_writable_file(path, flag="--output_tflite")
-
-    def check_model(self, model: Any, config: RetrainConfig) -> None:
-        """Before any work: the graph's ops do not depend on the weights, so the untrained model tells."""
-        missing = sorted(graph_ops(model.graph_def) & NOT_BUILTIN)
-        if missing:
-            raise RetrainError(f"--output_tflite: TFLite cannot run {', '.join(missing)}, which this model needs "
-                               f"(--tfhub_module {model.source.handle}: modules of different input sizes); drop "
-                               "--output_tflite or use modules of one input size")
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         representative = model.calibration(config.tflite_representative_images) \

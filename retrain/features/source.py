@@ -5,7 +5,8 @@ keeps its own input size, preprocessing and cache key, so its vectors are
 cached on their own; an image's vector is the concatenation of its members'
 vectors, in the order given. The exported model takes one image input at the
 source's size (the largest member's) and resizes it in the graph for members
-of a smaller size; training computed each member's vectors from the photo at
+of a smaller size (`images.resize_batch_tensor`: training's filter, as matrix
+products that every export's runtime can run); training computed each member's vectors from the photo at
 the member's own size, so for such members an export's pixels differ slightly
 from training's (see the README). With one member nothing is resized and the
 graph is the classic one.
@@ -19,6 +20,7 @@ from typing import Any
 
 from retrain.errors import RetrainError, UsageError
 from retrain.features.module import FeatureExtractor, load_feature_extractor
+from retrain.images import resize_batch_tensor
 from retrain.tfenv import import_tensorflow
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,7 @@ class FeatureSource:
         tf = import_tensorflow()
         outputs = []
         for member in self.members:
-            pixels = images
-            if (member.height, member.width) != (self.height, self.width):
-                pixels = tf.image.resize(images, [member.height, member.width], method="bilinear", antialias=True)
-            outputs.append(member(pixels))
+            outputs.append(member(resize_batch_tensor(images, height=member.height, width=member.width)))
         return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=1, name="features")
 
     __call__ = features
