@@ -43,11 +43,13 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     `tfhub_module` may be a list (or tuple) of modules, as the repeated flag gives them.
     `log_level` shows the classic log lines on stderr ("INFO"), fewer ("WARN"), or leaves logging as
     the caller configured it (None); it applies to this call only. A caller's own handlers on the
-    'retrain' logger are kept and get the lines instead of stderr.
+    'retrain' logger are kept and get the lines instead of stderr. `logging_verbosity`, the command's
+    flag, is taken as `log_level` when given.
     """
     from retrain.pipeline import run
 
     _check_names("retrain", flags, RetrainConfig)
+    log_level = flags.get("logging_verbosity", log_level)
     _check_log_level(log_level)
     config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags))
     with logging_during(log_level):
