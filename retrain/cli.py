@@ -84,6 +84,21 @@ class _OneLineErrors(click.Command):
             sys.unraisablehook = hook
 
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """A flag where a value belongs is said so (`--image_dir --output_graph x.pb`), as the classic
+        tools' argparse said it; click would take the flag as the value and call `x.pb` an extra argument."""
+        options = [param for param in self.get_params(ctx) if isinstance(param, click.Option)]
+        names = {name for param in options for name in param.opts + param.secondary_opts}
+        takes_value = {name for param in options if not param.is_flag and not param.count for name in param.opts}
+        for flag, value in zip(args, args[1:]):
+            if flag == "--":
+                break
+            if flag in takes_value and value.partition("=")[0] in names:
+                raise click.UsageError(f"{flag} needs a value, but the next argument is the flag "
+                                       f"{value.partition('=')[0]}")
+        return super().parse_args(ctx, args)
+
+
 class _PathFlag(click.Path):
     """click.Path, except that an empty value stays '' for the config to judge (as a Path it would be '.'),
     and a leading '~' is the home folder even where the shell leaves it (`--image_dir=~/photos`)."""

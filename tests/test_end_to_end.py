@@ -178,6 +178,19 @@ def test_help_and_usage_errors_do_not_import_tensorflow():
     assert "Traceback" not in bad.stderr and "how_many_training_steps" in bad.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--image_dir", "--output_graph", "x.pb"], "--image_dir needs a value, but the next argument is the flag "
+                                                "--output_graph"),
+    (["--image-dir", "--how_many_training_steps=10"], "--image-dir needs a value, but the next argument is the "
+                                                      "flag --how_many_training_steps"),
+    (["--image_dir", "photos", "--summaries_dir", "-h"], "--summaries_dir needs a value, but the next argument "
+                                                         "is the flag -h"),
+])
+def test_a_flag_where_a_value_belongs_is_named(args: list[str], message: str) -> None:
+    """Not click's 'Got unexpected extra argument (x.pb)', which names neither flag."""
+    assert f"retrain: error: {message} (see retrain --help)" in invoke(retrain_command, args, expect=2).stderr
+
+
 def test_dashed_aliases_are_accepted(colour_tree: Path, tiny_module: Path, outputs: dict[str, Path]):
     args = [a.replace("_", "-") if a.startswith("--") else a
             for a in flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=3, **outputs)]
