@@ -173,13 +173,14 @@ def resize_batch_tensor(images: Any, *, height: int, width: int) -> Any:
     _, rows, columns, channels = images.shape
     if (rows, columns) == (height, width):
         return images
-    by_column = tf.constant(resize_weights(columns, width).T)  # [columns, width]
-    by_row = tf.constant(resize_weights(rows, height).T)  # [rows, height]
-    x = tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [-1, columns])  # [N*C*rows, columns]
-    x = tf.reshape(tf.matmul(x, by_column), [-1, rows, width])  # [N*C, rows, width]
-    x = tf.reshape(tf.transpose(x, [0, 2, 1]), [-1, rows])  # [N*C*width, rows]
-    x = tf.reshape(tf.matmul(x, by_row), [-1, channels, width, height])
-    return tf.transpose(x, [0, 3, 2, 1])
+    with tf.name_scope("resize"):  # as tf.image.resize: the graph's top-level names (MatMul, add) stay the head's
+        by_column = tf.constant(resize_weights(columns, width).T)  # [columns, width]
+        by_row = tf.constant(resize_weights(rows, height).T)  # [rows, height]
+        x = tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [-1, columns])  # [N*C*rows, columns]
+        x = tf.reshape(tf.matmul(x, by_column), [-1, rows, width])  # [N*C, rows, width]
+        x = tf.reshape(tf.transpose(x, [0, 2, 1]), [-1, rows])  # [N*C*width, rows]
+        x = tf.reshape(tf.matmul(x, by_row), [-1, channels, width, height])
+        return tf.transpose(x, [0, 3, 2, 1])
 
 
 def resize(rgb: np.ndarray, *, height: int, width: int) -> np.ndarray:

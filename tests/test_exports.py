@@ -333,6 +333,11 @@ def test_output_tflite_in_a_missing_folder_fails_up_front(tmp_path: Path) -> Non
 def test_tflite_runs_a_mix_of_modules_of_different_sizes_as_the_frozen_graph_does(mixed_sizes: dict) -> None:
     """The members' resize is in the graph as matrix products, which TFLite's builtin ops run (tf.image.resize's
     antialiased op is not one of them): TFLite's scores are the frozen graph's."""
+    from retrain.tfenv import import_tensorflow
+
+    graph_def = import_tensorflow().compat.v1.GraphDef.FromString(mixed_sizes["graph"].read_bytes())
+    nodes = {node.name: node for node in graph_def.node}
+    assert nodes["MatMul"].input[0] == "features" and nodes["add"].input[0] == "MatMul"  # the head's, as with one
     images = mixed_sizes["images"]
     expected = frozen_graph_scores(mixed_sizes["graph"], images)
     n = len(images) // 4  # random, ramps, the ramps mirrored, the ramps transposed
