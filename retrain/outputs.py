@@ -164,6 +164,7 @@ def check_writable_dir(path: Path, *, flag: str) -> None:
     """Create `path` if needed and check that files can be written into it."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path} is a file; expected a folder")
+    _check_not_a_broken_link(path, flag=flag)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -171,8 +172,16 @@ def check_writable_dir(path: Path, *, flag: str) -> None:
     _check_writable_dir(path, flag=flag, shown=path)
 
 
+def _check_not_a_broken_link(path: Path, *, flag: str) -> None:
+    """A folder output's path may be a link to a folder, written through; a link to nothing is said up front."""
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{flag} {path} is a broken link (to {os.readlink(path)}); create its target or "
+                         f"choose another {flag}")
+
+
 def check_replaceable_folder(path: Path, *, flag: str) -> None:
     """A folder output may replace nothing, an empty folder, or exactly what retrain wrote there before."""
+    _check_not_a_broken_link(path, flag=flag)
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"{flag} {path} is a file; expected a folder")

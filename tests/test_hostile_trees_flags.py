@@ -219,6 +219,20 @@ def test_output_in_unwritable_folder(colour_tree: Path, tiny_module: Path, outpu
     assert no_work_done(outputs)
 
 
+@pytest.mark.parametrize("flag", ["bottleneck_dir", "summaries_dir", "intermediate_output_graphs_dir",
+                                  "saved_model_dir", "output_tfjs"])
+def test_a_folder_output_at_a_broken_link_is_refused_before_any_work(colour_tree: Path, tiny_module: Path,
+                                                                      outputs, tmp_path: Path, flag: str) -> None:
+    """Not 'cannot be created (File exists)', nor, for the exports, 'Not a directory' once the rest is written."""
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "unmounted" / "disk")
+    extra = {"intermediate_store_frequency": 5} if flag == "intermediate_output_graphs_dir" else {}
+    error = retrain(colour_tree, tiny_module, {**outputs, flag: link, **extra}, expect=2)
+    assert error.strip().endswith(f"--{flag} {link} is a broken link (to {tmp_path / 'unmounted' / 'disk'}); "
+                                  f"create its target or choose another --{flag}")
+    assert no_work_done(outputs) and link.is_symlink() and not (tmp_path / "unmounted").exists()
+
+
 def test_unreachable_module_handle(colour_tree: Path, outputs, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub_cache"))
     handle = "https://invalid.invalid/google/imagenet/mobilenet_v2/feature_vector/5"
