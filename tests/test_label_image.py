@@ -341,7 +341,7 @@ def _colour_photos(folder: Path) -> dict[str, Path]:
 
 
 def test_an_input_layer_that_cannot_take_rgb_batches_is_one_error_line(trained: Trained, tmp_path: Path) -> None:
-    """Feeding [N, H, W, 3] floats to a tensor of another shape: one line naming both shapes, no traceback."""
+    """An input layer of another shape than [N, H, W, 3]: one line naming its shape, before any image is read."""
 
     def grey(tf: Any) -> None:  # an MNIST-style graph: one channel
         digits = tf.compat.v1.placeholder(tf.float32, [None, 28, 28, 1], name="input")
@@ -353,8 +353,8 @@ def test_an_input_layer_that_cannot_take_rgb_batches_is_one_error_line(trained: 
     photo = _colour_photos(tmp_path)["red"]
     message = _error(["--graph", str(graph), "--labels", str(labels), "--image", str(photo), "--input_layer", "input"],
                      expect=1)
-    assert message.startswith("label-image: error: running the graph failed: Cannot feed value of shape (1, 28, 28, 3)")
-    assert "(None, 28, 28, 1)" in message
+    assert message.startswith("label-image: error: --input_layer input is Placeholder [?, 28, 28, 1], not an image "
+                              "input [N, H, W, 3] (its input candidates: input (Placeholder [?, 28, 28, 1]); ")
 
     # retrain's own graph fed at an inner tensor [?, classes] (the logits under final_result)
     from retrain.tfenv import import_tensorflow
@@ -364,8 +364,14 @@ def test_an_input_layer_that_cannot_take_rgb_batches_is_one_error_line(trained: 
     logits = next(node.input[0] for node in graph_def.node if node.name == "final_result")
     message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(trained.photos[0]),
                       "--input_layer", logits, "--input_height", "224", "--input_width", "224"], expect=1)
-    assert message.startswith("label-image: error: running the graph failed: "
-                              "Cannot feed value of shape (1, 224, 224, 3)")
+    assert message.startswith(f"label-image: error: --input_layer {logits} is ")
+    assert "[?, 5], not an image input [N, H, W, 3]" in message
+    # the classic layer flags swapped: said so, with the real input and output named
+    message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(trained.photos[0]),
+                      "--input_layer", "final_result", "--output_layer", "Placeholder"], expect=1)
+    assert message.startswith("label-image: error: --input_layer final_result is Softmax [?, 5], not an image input "
+                              "[N, H, W, 3] (its input candidates: Placeholder (Placeholder [?, 224, 224, 3]); its "
+                              "output candidates: final_result (Softmax [?, 5])")
 
 
 @pytest.mark.parametrize("dtype", ["int32", "bool", "string"])

@@ -162,6 +162,9 @@ class _FrozenGraph(Model):
                        f"[N, H, W, 3] ({listing})")
         in_dims = _dims(self.input.shape) if self.input.shape.rank is not None else None
         out_dims = _dims(self.output.shape) if self.output.shape.rank is not None else None
+        if in_dims is not None and not _is_image_input(in_dims):  # e.g. the layer flags swapped
+            raise fail(f"--input_layer {input_layer} is {self.input.op.type} {_shape_text(in_dims)}, not an image "
+                       f"input [N, H, W, 3] ({listing})")
         self.height, self.width, batch = _size_of(in_dims)
         self.max_batch = batch
         self.class_count = out_dims[-1] if out_dims else None
