@@ -102,6 +102,27 @@ def test_leftover_temporary_and_corrupt_shards_are_treated_as_missing(tmp_path: 
     assert "damaged" not in caplog.text
 
 
+@pytest.mark.parametrize("change, reason", [
+    (lambda keys, vectors: (np.arange(len(keys)), vectors), "its keys are int64 ({n},), expected [N] byte strings"),
+    (lambda keys, vectors: (keys, vectors[:, :5]), "it holds float32 ({n}, 5) for {n} keys, expected [{n}, {d}] floats"),
+    (lambda keys, vectors: (keys, vectors.astype(np.int32)), "it holds int32 ({n}, {d}) for {n} keys, expected"),
+])
+def test_a_shard_of_another_layout_is_said_so_and_set_aside(tmp_path: Path, extractor, change, reason: str,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=3))
+    compute(files, extractor, tmp_path / "cache")
+    shard = next(next((tmp_path / "cache").iterdir()).glob("shard-*.npz"))
+    with np.load(shard) as data:
+        keys, vectors = change(data["keys"], data["vectors"])
+    with shard.open("wb") as handle:
+        np.savez(handle, keys=keys, vectors=vectors)
+    with caplog.at_level(logging.WARNING):
+        assert compute(files, extractor, tmp_path / "cache").computed == len(files)
+    expected = reason.format(n=len(files), d=extractor.feature_dim)
+    assert f"bottleneck shard {shard} is damaged ({expected}" in caplog.text
+    assert (shard.parent / f"damaged-{shard.name}").exists()
+
+
 @pytest.mark.parametrize("content", ['[1, 2, 3]', '{"version": 2, "files": {"x": 5}}', '"text"', '{"a": [1]}',
                                      '{"version": 2, "files": {"/p": [1, 2, 3, 4, 5, "short"]}}', "{not json"])
 def test_a_malformed_file_index_is_rebuilt_with_a_warning(tmp_path: Path, extractor, content: str,

@@ -149,8 +149,12 @@ class BottleneckStore:
             except Exception:  # noqa: BLE001 - numpy and zipfile raise many kinds for a damaged file
                 self._set_aside(path, "it is not a complete .npz file")
                 continue
-            if shard_keys.dtype.kind != "S" or shape != (len(shard_keys), self.feature_dim) or dtype.kind != "f":
-                self._set_aside(path, f"it holds {dtype} {shape}, expected [N, {self.feature_dim}] floats")
+            if shard_keys.dtype.kind != "S" or shard_keys.ndim != 1:
+                self._set_aside(path, f"its keys are {shard_keys.dtype} {shard_keys.shape}, expected [N] byte strings")
+                continue
+            if shape != (len(shard_keys), self.feature_dim) or dtype.kind != "f":
+                self._set_aside(path, f"it holds {dtype} {shape} for {len(shard_keys)} keys, expected "
+                                      f"[{len(shard_keys)}, {self.feature_dim}] floats")
                 continue
             self._loaded.add(path)
             keys.append(shard_keys)
