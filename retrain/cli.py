@@ -83,7 +83,6 @@ class _OneLineErrors(click.Command):
                 signal.signal(signum, handler)
             sys.unraisablehook = hook
 
-
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """A flag where a value belongs is said so (`--image_dir --output_graph x.pb`), as the classic
         tools' argparse said it; click would take the flag as the value and call `x.pb` an extra argument."""

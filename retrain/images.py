@@ -173,7 +173,7 @@ def resize_batch_tensor(images: Any, *, height: int, width: int) -> Any:
     _, rows, columns, channels = images.shape
     if (rows, columns) == (height, width):
         return images
-    with tf.name_scope("resize"):  # as tf.image.resize: the graph's top-level names (MatMul, add) stay the head's
+    with tf.name_scope("resize"):  # as tf.image.resize's: top-level MatMul and add stay the head's
         by_column = tf.constant(resize_weights(columns, width).T)  # [columns, width]
         by_row = tf.constant(resize_weights(rows, height).T)  # [rows, height]
         x = tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [-1, columns])  # [N*C*rows, columns]

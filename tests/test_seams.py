@@ -80,7 +80,8 @@ def test_the_resize_between_members_is_trainings_filter_in_ops_every_export_runs
     from retrain.exporters.tfjs import SUPPORTED_OPS
 
     tf = import_tensorflow()
-    photos = [np.asarray(Image.fromarray(decode_rgb(read_bytes(p))).resize(size[::-1])) for p in sorted(PHOTOS.glob("*.jpg"))[:2]]
+    photos = [np.asarray(Image.fromarray(decode_rgb(read_bytes(p))).resize(size[::-1]))
+              for p in sorted(PHOTOS.glob("*.jpg"))[:2]]
     batch = tf.constant(np.stack(photos).astype(np.float32) / 255)
     resized = resize_batch_tensor(batch, height=new_size[0], width=new_size[1]).numpy()
     expected = np.stack([resize(photo, height=new_size[0], width=new_size[1]) for photo in photos])

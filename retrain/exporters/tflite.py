@@ -29,6 +29,7 @@ from retrain.tfenv import import_tensorflow, stderr_captured
 
 log = logging.getLogger(__name__)
 
+
 def tflite_paths(path: Path, quantizations: Sequence[str]) -> dict[str, Path]:
     """Where each variant goes: `path` for the first, `<stem>_<quantization><suffix>` beside it for the rest."""
     suffix = path.suffix or ".tflite"

@@ -6,10 +6,10 @@ cached on their own; an image's vector is the concatenation of its members'
 vectors, in the order given. The exported model takes one image input at the
 source's size (the largest member's) and resizes it in the graph for members
 of a smaller size (`images.resize_batch_tensor`: training's filter, as matrix
-products that every export's runtime can run); training computed each member's vectors from the photo at
-the member's own size, so for such members an export's pixels differ slightly
-from training's (see the README). With one member nothing is resized and the
-graph is the classic one.
+products that every export's runtime can run); training computed each
+member's vectors from the photo at the member's own size, so for such members
+an export's pixels differ slightly from training's (see the README). With one
+member nothing is resized and the graph is the classic one.
 """
 
 from __future__ import annotations
