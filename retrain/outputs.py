@@ -310,6 +310,19 @@ def _is_text(data: Any) -> bool:
     return b"\0" not in head
 
 
+def _is_labels(data: Any) -> bool:
+    """One label per line, each once, in sorted order, newline-terminated: what retrain writes (classes and CSV
+    vocabularies are sorted), and what the classic retrain.py wrote for lowercase folder names. A CSV, a
+    script or notes at --output_labels is not that, and is not replaced."""
+    if len(data) > 1 << 26 or not _is_text(data):
+        return False
+    text = bytes(data).decode("utf-8", errors="surrogateescape")
+    lines = text.split("\n")
+    if lines.pop() != "":  # not newline-terminated
+        return False
+    return all(lines) and all(a < b for a, b in zip(lines, lines[1:]))
+
+
 def _is_numbers(data: Any) -> bool:
     if len(data) > 1 << 26 or not _is_text(data):
         return False
@@ -336,7 +349,7 @@ def _is_checkpoint_index(data: Any) -> bool:
 CONTENTS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "graph": ("a frozen graph", _is_graph_def),
     "tflite": ("a TFLite model", lambda data: bytes(data[4:8]) == b"TFL3"),
-    "labels": ("a labels file", _is_text),
+    "labels": ("a sorted labels file", _is_labels),
     "thresholds": ("a thresholds file", _is_numbers),
     "report": ("a retrain report", _is_report),
     "checkpoint": ("a checkpoint index", _is_checkpoint_index),
@@ -396,7 +409,7 @@ def _check_replaceable(output: Output, path: Path) -> None:
         if recognise(data):
             return
         looks = _looks_like(data)
-    raise UsageError(f"{shown} exists and is not {what} (it is {looks}); retrain replaces only {what} there: "
+    raise UsageError(f"{shown} exists and is not {what} (it is {looks}); retrain replaces only such a file there: "
                      f"move the file or choose another {output.flag}")
 
 

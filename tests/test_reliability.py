@@ -204,7 +204,8 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
 
 @pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
                                   "folder_at_report", "folder_at_thresholds", "pipe_at_graph",
-                                  "photo_as_intermediate_graph", "notes_as_checkpoint_data", "photo_as_checkpoint_index"])
+                                  "photo_as_intermediate_graph", "notes_as_checkpoint_data", "photo_as_checkpoint_index",
+                                  "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -236,6 +237,11 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                                      r"index"),
         "photo_as_checkpoint_index": ({}, outputs["checkpoint_path"].with_name("ckpt.index"),
                                       r"ckpt\.index exists and is not a checkpoint index \(it is a JPEG image\)"),
+        # Text, but not a list of labels as retrain writes one (sorted, each once): the user's, not replaced.
+        **{name: ({"output_labels": mine / file}, mine / file,
+                  rf"--output_labels .*{file} exists and is not a sorted labels file \(it is a text file\)")
+           for name, file in (("csv_at_labels", "tags.csv"), ("script_at_labels", "script.py"),
+                              ("unsorted_labels_at_labels", "imagenet_labels.txt"))},
     }[case]
     target.parent.mkdir(parents=True, exist_ok=True)
     if case == "notes_at_int8_variant":
@@ -250,6 +256,10 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         target.write_text('{"my": "experiment notes"}')
     elif case.startswith("folder_at"):
         (target / "keep").mkdir(parents=True)
+    elif case.endswith("_at_labels"):
+        target.write_text({"csv_at_labels": "path,labels\nred/a.jpg,red\nblue/b.jpg,blue\n",
+                           "script_at_labels": "def main():\n    print('hi')\n",
+                           "unsorted_labels_at_labels": "background\ntench\ngoldfish\n"}[case])
     before = digest(mine) | digest(out)
     error = retrain(colour_tree, tiny_module, {**outputs}, expect=2, **changes)
     assert re.search(expected, error), error
@@ -288,6 +298,10 @@ def test_retrains_own_files_are_replaced_by_a_rerun(colour_tree: Path, tiny_modu
                  "checkpoint/ckpt.index"):
         path = str(outputs["output_graph"].parent / name)
         assert path in first and first[path] != second[path], name  # replaced by the second run
+    # another model's labels, as the classic retrain.py wrote them on Windows: a sorted list, replaced
+    outputs["output_labels"].write_bytes(b"daisy\r\ndandelion\r\nroses\r\n")
+    retrain(colour_tree, tiny_module, outputs, how_many_training_steps=30, **extra)
+    assert outputs["output_labels"].read_text() == "".join(f"{name}\n" for name in sorted(COLOURS))
 
 
 def test_a_second_model_in_the_same_folder_says_it_replaces_the_first_ones_report(colour_tree: Path,
