@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from fixtures import require_fixtures  # noqa: E402
 CLASSES = 5
 
 
@@ -99,7 +99,7 @@ def flowers(dtype: str, out: Path) -> dict:
     from retrain.config import RetrainConfig
     from retrain.pipeline import run
 
-    fixtures = Path(os.environ.get("RETRAIN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+    fixtures = require_fixtures()
     out.mkdir(parents=True, exist_ok=True)
     config = RetrainConfig(image_dir=fixtures / "flower_photos", tfhub_module=str(fixtures / "modules" / "mobilenet_v2_100_224"),
                            output_graph=out / "g.pb", output_labels=out / "l.txt", summaries_dir=out / "logs",
@@ -151,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:
         return child(args.phase, args)
-    with tempfile.TemporaryDirectory(dir="/tmp") as scratch:
+    with tempfile.TemporaryDirectory() as scratch:
         big = Path(scratch) / "big"
         print(f"N = {args.count:,} vectors of {args.dim} ({args.dtype}), bound {args.bound_gb} GB")
         built = run_phase("build", folder=big, count=args.count, dim=args.dim, dtype=args.dtype)

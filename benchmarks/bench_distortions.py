@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("RETRAIN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+from fixtures import FIXTURES, require_fixtures  # noqa: E402
 STEPS = 4000
 DISTORTIONS = ["--flip_left_right", "--random_crop", "10", "--random_scale", "10", "--random_brightness", "10"]
 
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--on_the_fly_steps", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    require_fixtures()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_distortions-"))
     print(f"work folder: {workdir}; os.cpu_count() = {os.cpu_count()}", flush=True)
 

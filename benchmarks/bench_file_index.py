@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FIXTURES = Path(os.environ.get("RETRAIN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+from fixtures import FIXTURES, require_fixtures  # noqa: E402
 
 
 def main() -> None:
@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=20)
     args = parser.parse_args()
+    require_fixtures()
     photos = sorted((FIXTURES / "flower_photos").rglob("*.jpg"))
     with tempfile.TemporaryDirectory() as scratch:
         tree = Path(scratch) / "tree"

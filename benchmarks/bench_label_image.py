@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("RETRAIN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+from fixtures import FIXTURES, require_fixtures  # noqa: E402
 MODULE = FIXTURES / "modules" / "mobilenet_v2_035_224"
 FLOWERS = FIXTURES / "flower_photos"
 COUNT = 100
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is shown)")
     parser.add_argument("--keep", type=Path, help="keep the exported models in this folder (reused when present)")
     args = parser.parse_args()
+    require_fixtures()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_label_image_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FIXTURES = Path(os.environ.get("RETRAIN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+from fixtures import FIXTURES, require_fixtures  # noqa: E402
 
 
 def size(path: Path) -> float:
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--testing_percentage", type=float, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
+    require_fixtures()
 
     from retrain.config import RetrainConfig
     from retrain.pipeline import run
@@ -45,7 +46,7 @@ def main() -> None:
     for members in runs:
         accuracies, first = [], None
         for seed in args.seeds:
-            with tempfile.TemporaryDirectory(dir="/tmp") as scratch:
+            with tempfile.TemporaryDirectory() as scratch:
                 out = Path(scratch)
                 config = RetrainConfig(
                     image_dir=FIXTURES / "flower_photos", seed=seed, testing_percentage=args.testing_percentage,

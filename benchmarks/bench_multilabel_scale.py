@@ -185,7 +185,8 @@ def phase_train(args: argparse.Namespace) -> dict[str, float]:
                                                                      batch_size=args.batch, rng=rng(0, "validation")))
     trained_at = time.monotonic()
     trained = trained.objective.calibrate(trained, score_chunks(trained, vectors[validation], labels.take(validation),
-                                                                np.arange(len(validation))))
+                                                                np.arange(len(validation))),
+                                          training=data.targets)
     figures = evaluate(trained, vectors[test], labels.take(test), batch_size=-1, rng=rng(0, "testing")).metrics
     return {"build_s": built - started, "train_s": trained_at - built, "steps": args.train_steps,
             "evaluate_s": time.monotonic() - trained_at, "micro_f1": figures["micro_f1"],
@@ -218,14 +219,18 @@ def main() -> None:
         return
     print(f"numpy {np.__version__}; {args.rows:,} rows, {args.labels:,} labels, ~{args.per_row:g} per row; "
           f"python baseline RSS {peak_rss_mb():.0f} MB")
+    failed = []
     for name in args.phases.split(","):
         command = [sys.executable, __file__, *sys.argv[1:], "--phase", name]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode:
             print(f"{name}: failed\n{result.stderr}")
+            failed.append(name)
             continue
         figures = json.loads(result.stdout.strip().splitlines()[-1])
         print(f"{name:7s} " + "  ".join(f"{key}={_fmt(value)}" for key, value in figures.items()))
+    if failed:
+        sys.exit(f"failed phases: {', '.join(failed)}")
 
 
 def _fmt(value: float) -> str:

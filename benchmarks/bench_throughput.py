@@ -35,7 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+from fixtures import FIXTURES  # noqa: E402
 
 from retrain.tfenv import import_tensorflow  # noqa: E402
 

@@ -33,7 +33,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("RETRAIN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+from fixtures import FIXTURES, require_fixtures  # noqa: E402
 FLOWERS = FIXTURES / "flower_photos"
 TABS = ("images", "pr_curves", "hparams", "projector", "text")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -43,8 +43,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 def flower_photos(per_class: int) -> dict[str, list[Path]]:
     """The first `per_class` fixture photos of each flower class (sorted, so runs repeat)."""
-    if not FLOWERS.is_dir():
-        sys.exit(f"fixture photos not found at {FLOWERS}: put ../shared beside the clone or set RETRAIN_FIXTURES")
+    require_fixtures()
     return {d.name: sorted(d.glob("*.jpg"))[:per_class] for d in sorted(FLOWERS.iterdir()) if d.is_dir()}
 
 

@@ -413,3 +413,17 @@ def test_sparse_labels_follow_the_targets_protocol() -> None:
                                                                       [0, 1, 0], [0, 1, 0]]
     drawn = labels.sample(np.random.default_rng(0), 300)
     assert drawn.shape == (300,) and set(drawn.tolist()) == {0, 1, 2}
+
+
+@pytest.mark.integration  # four fresh processes, one of them importing TensorFlow
+def test_the_scale_benchmark_runs_every_phase_on_a_small_problem() -> None:
+    """benchmarks/bench_multilabel_scale.py, which the README names, at a few thousand rows: every phase runs
+    (it once called the objective's calibrate the old way, printed 'train: failed' and still exited 0)."""
+    from tests.conftest import ROOT, run_script
+
+    result = run_script(str(ROOT / "benchmarks" / "bench_multilabel_scale.py"), "--rows", "2000", "--labels", "50",
+                        "--batches", "20", "--stats_rows", "1000", "--csv_rows", "500", "--train_steps", "20",
+                        "--dim", "64", timeout=300)
+    assert "failed" not in result.stdout
+    phases = {line.split()[0] for line in result.stdout.splitlines()[1:] if line.strip()}
+    assert phases == {"labels", "stats", "csv", "train"}
