@@ -159,6 +159,7 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 @_option("--saved_model_dir", type=_PathFlag(path_type=Path), default=None, help="Also export a SavedModel here (signatures: serving_default takes float images, serving_bytes encoded image files).")
 @_option("--output_tflite", type=_PathFlag(path_type=Path), default=None, help="Also export a TFLite model here (e.g. model.tflite).")
 @_option("--tflite_quantization", multiple=True, default=_R.tflite_quantization, callback=_comma_list, metavar="Q[,Q...]", help="float32, float16, dynamic (int8 weights) or int8 (full integer, calibrated on training images). Several (comma-separated or repeated): the first goes to --output_tflite, each other to <stem>_<Q>.tflite beside it.")
+@_option("--tflite_representative_images", type=int, default=_R.tflite_representative_images, help="Training images the int8 model is calibrated on.")
 @_option("--output_tfjs", type=_PathFlag(path_type=Path), default=None, help="Also export a TF.js graph model into this folder (model.json, weight shards, labels.txt), for web pages.")
 @_option("--logging_verbosity", type=click.Choice(LOGGING_LEVELS, case_sensitive=False), default=_R.logging_verbosity, help="How much to log on stderr.")
 @_option("--intermediate_store_frequency", type=int, default=_R.intermediate_store_frequency, help="Save a frozen graph every this many steps; 0 = never.")

@@ -302,6 +302,9 @@ def _check_retrain(config: RetrainConfig) -> None:
             (config.label_delimiter != " " and not config.label_delimiter.strip()):
         raise UsageError(f"--label_delimiter {config.label_delimiter!r} cannot separate labels; use a space "
                          "(the default), ';', '|' or another visible character")
+    if config.labels_csv is None and config.label_delimiter != RetrainConfig.label_delimiter:
+        raise UsageError(f"--label_delimiter {config.label_delimiter!r} has no effect without --labels_csv (classes "
+                         "come from the folder names); add it or drop --label_delimiter")
 
 
 def _check_final_tensor_name(name: str) -> None:
@@ -354,18 +357,26 @@ def _check_distortions(config: RetrainConfig) -> None:
 
 
 def _check_tflite(config: RetrainConfig) -> None:
-    """--tflite_quantization names known variants, once each, and only with --output_tflite."""
-    quantizations = config.tflite_quantization
+    """--tflite_quantization names known variants, once each, and only with --output_tflite; the calibration
+    size only with int8."""
+    quantizations, images = tuple(config.tflite_quantization), config.tflite_representative_images
     spelled = ",".join(quantizations) or "(empty)"
+    tuned = [flag for flag, changed in ((f"--tflite_quantization {spelled}",
+                                         quantizations != RetrainConfig.tflite_quantization),
+                                        (f"--tflite_representative_images {images}",
+                                         images != RetrainConfig.tflite_representative_images)) if changed]
     if config.output_tflite is None:
-        if tuple(quantizations) != RetrainConfig.tflite_quantization:
-            raise UsageError(f"--tflite_quantization {spelled} needs --output_tflite PATH")
+        if tuned:
+            raise UsageError(f"{tuned[0]} needs --output_tflite PATH")
         return
     unknown = [q for q in quantizations if q not in TFLITE_QUANTIZATIONS]
     if unknown or not quantizations or len(set(quantizations)) != len(quantizations):
         raise UsageError(f"--tflite_quantization {spelled}: expected one or more of "
                          f"{', '.join(TFLITE_QUANTIZATIONS)}, each once (comma-separated or repeated)")
-    _positive("--tflite_representative_images", config.tflite_representative_images, limit=100_000)
+    _positive("--tflite_representative_images", images, limit=100_000)
+    if "int8" not in quantizations and images != RetrainConfig.tflite_representative_images:
+        raise UsageError(f"--tflite_representative_images {images} has no effect without int8 in "
+                         "--tflite_quantization; add it or drop --tflite_representative_images")
 
 
 MAX_TOP_K = 100_000

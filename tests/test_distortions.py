@@ -192,6 +192,7 @@ def test_on_the_fly_mode_trains_with_progress_and_exports(colour_tree: Path, tin
     (["--fine_tune_steps", "5"], "--fine_tune_steps 5 has no effect without --fine_tune; add it or drop"),
     (["--fine_tune_learning_rate", "0.1"], "--fine_tune_learning_rate 0.1 has no effect without --fine_tune"),
     (["--fine_tune_batch_size", "8"], "--fine_tune_batch_size 8 has no effect without --fine_tune"),
+    (["--label_delimiter", ","], "--label_delimiter ',' has no effect without --labels_csv"),
     # bounds that keep a typo from eating all memory
     (["--fine_tune", "--fine_tune_batch_size", "1024"], "--fine_tune_batch_size"),
     (["--random_crop", "10", "--distortion_mode", "on_the_fly", "--train_batch_size", "65536"],

@@ -291,8 +291,10 @@ def test_cli_writes_tflite_variants_and_reports_sizes(tmp_path: Path, tiny_modul
     args = flags(image_dir=photos, tfhub_module=tiny_module, output_graph=out / "g.pb", output_labels=out / "l.txt",
                  summaries_dir=out / "logs", bottleneck_dir=out / "b", checkpoint_path=out / "ckpt" / "c",
                  how_many_training_steps=50) + ["--output-tflite", str(out / "m.tflite"),
-                                                "--tflite-quantization", "float16,int8", "--tflite_quantization", "dynamic"]
+                                                "--tflite-quantization", "float16,int8", "--tflite_quantization", "dynamic",
+                                                "--tflite_representative_images", "20"]
     result = invoke(retrain_command, args)
+    assert "converted to TFLite (int8, calibrated on 20 training images)" in result.stderr
     for name in ("m.tflite", "m_int8.tflite", "m_dynamic.tflite"):
         path = out / name
         assert path.is_file()
@@ -307,6 +309,11 @@ def test_cli_writes_tflite_variants_and_reports_sizes(tmp_path: Path, tiny_modul
     (["--tflite_quantization", "int8,int8"], "each once"),
     (["--tflite_quantization", "int8"], "--tflite_quantization int8 needs --output_tflite PATH"),
     (["--tflite_quantization", ""], "--tflite_quantization (empty) needs --output_tflite PATH"),
+    (["--tflite_representative_images", "50"], "--tflite_representative_images 50 needs --output_tflite PATH"),
+    (["--tflite_quantization", "float32,dynamic", "--tflite_representative_images", "50"],
+     "--tflite_representative_images 50 has no effect without int8 in --tflite_quantization"),
+    (["--tflite_quantization", "int8", "--tflite_representative_images", "0"],
+     "--tflite_representative_images must be positive, got 0"),
 ])
 def test_bad_tflite_flags_are_usage_errors(tmp_path: Path, extra: list[str], message: str) -> None:
     photos = make_colour_tree(tmp_path / "photos", per_class=2)
