@@ -2,8 +2,8 @@
 
     python examples/classify_frozen_graph.py /tmp/output_graph.pb /tmp/output_labels.txt photo.jpg
 
-Preprocessing: RGB, resized whole to the graph's input size, scaled to [0, 1].
-(retrain itself resizes with antialiasing; plain bilinear here gives nearly the same scores.)
+Preprocessing: RGB, resized whole to the graph's input size (bilinear with antialiasing, as retrain
+resizes), scaled to [0, 1]. retrain also applies a photo's EXIF orientation, which this example skips.
 """
 
 import sys
