@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     model = model.with_head(head)
     written: list[Path] = []
 
-    def wrote(paths: list[Path]) -> None:  # said as each is written: a later failure leaves them listed
+    def wrote(paths: Iterable[Path]) -> None:  # said as each is written: a later failure leaves them listed
         for path in paths:
             print(f"Wrote {path} ({size_text(path)})", flush=True)
         written.extend(paths)

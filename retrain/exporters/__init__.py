@@ -3,13 +3,15 @@
 An exporter says which paths it will write for a config (`outputs`, empty when
 the format was not asked for), checks them and its own flags before any work
 (`check`), may check the model once the modules are loaded (`check_model`), and
-writes the trained model (`write`), returning the files to report. The run
+writes the trained model (`write`), giving the files to report (a generator
+gives each as it is written). The run
 goes through `EXPORTERS` in order; adding a format is a new module here and one
 line in that tuple, never an edit of the pipeline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ class Exporter:
     def check_model(self, model: Any, config: RetrainConfig) -> None:
         pass
 
-    def write(self, model: Any, config: RetrainConfig) -> list[Path]:
+    def write(self, model: Any, config: RetrainConfig) -> Iterable[Path]:
         return []
 
 

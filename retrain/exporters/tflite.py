@@ -52,10 +52,9 @@ class TFLite(Exporter):
                                  "--output_labels; choose another --output_tflite")
             check_writable_file(path, flag="--output_tflite")
 
-    def write(self, model: Any, config: RetrainConfig) -> list[Path]:
+    def write(self, model: Any, config: RetrainConfig) -> Iterator[Path]:
         representative = model.calibration(config.tflite_representative_images) \
             if "int8" in config.tflite_quantization else None
-        written = []
         for quantization, path in tflite_paths(config.output_tflite, config.tflite_quantization).items():
             started = time.monotonic()
             data = tflite_model(model, quantization=quantization, representative_images=representative)
@@ -63,8 +62,7 @@ class TFLite(Exporter):
             log.info("converted to TFLite (%s%s) in %.1f s", quantization,
                      f", calibrated on {len(representative)} training images" if quantization == "int8" else "",
                      time.monotonic() - started)
-            written.append(path)
-        return written
+            yield path  # reported now, not after the slower variants that follow
 
 
 def tflite_model(model: Any, *, quantization: str, representative_images: np.ndarray | None = None) -> bytes:
