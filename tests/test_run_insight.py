@@ -133,6 +133,43 @@ def test_report_json_counts_the_test_split_not_the_test_batch_sample(colour_tree
     assert report["run"]["images"]["validation"] == len(result.splits["validation"].paths)
 
 
+def test_the_tables_columns_line_up_with_wide_and_combining_characters_in_the_labels() -> None:
+    """A terminal shows CJK and emoji two columns wide and a combining accent in none: padding counts columns."""
+    import unicodedata
+
+    from retrain.insight.report import class_report, format_table
+    from retrain.insight.run import _label_table
+
+    labels = ["tülpen 🌷", "daisy", "日本語のラベル", "e\u0301clair"]
+
+    def columns(text: str) -> int:
+        return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+                   for ch in text)
+
+    table = format_table(class_report(labels=labels, truth=np.array([0, 1, 2, 3, 0]),
+                                      predicted=np.array([0, 1, 2, 3, 1])))
+
+    def first_figure_at(lines: list[str]) -> set[int]:
+        """The column where each row's first figure starts (every figure here has the same width)."""
+        found = set()
+        for line, label in zip(lines, labels):
+            assert line.startswith(label)
+            rest = line[len(label):]
+            found.add(columns(label) + len(rest) - len(rest.lstrip(" ")))
+        return found
+
+    assert len(first_figure_at(table.splitlines()[1:5])) == 1, table
+
+    class Details:
+        thresholds = precision = recall = f1 = np.full(4, 0.5)
+        support = np.ones(4)
+        micro_precision = micro_recall = micro_f1 = 0.5
+        rows = 4
+
+    lines = _label_table(Details(), labels).splitlines()
+    assert len(first_figure_at(lines[1:5])) == 1, lines
+
+
 def test_long_labels_sharing_a_start_stay_apart_in_the_table_and_the_pictures() -> None:
     """Cut in the middle, not at the end: names that share a 40-character start differ by their ends."""
     from retrain.insight import pictures

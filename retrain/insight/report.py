@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,17 @@ def _fraction(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def cells(text: str) -> int:
+    """How many terminal columns `text` takes: wide (CJK, emoji) characters two, combining marks none."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+               for ch in text)
+
+
+def pad(text: str, width: int) -> str:
+    """`text` followed by spaces up to `width` columns, so table columns line up whatever its characters."""
+    return text + " " * max(0, width - cells(text))
+
+
 def _elide(text: str, width: int) -> str:
     """Text cut to `width` characters in the middle (names that share a long start differ at the end)."""
     return text if len(text) <= width else cut_middle(text, width - 1)
@@ -204,13 +216,14 @@ def format_table(report: ClassReport) -> str:
     confused with), then accuracy and the macro and weighted averages; "-" marks
     an undefined figure. Labels longer than 32 characters are elided.
     """
-    width = max(5, min(_TABLE_LABEL_WIDTH, max(len(label) for label in report.labels)), len("weighted avg"))
+    shown = {label: _elide(label, _TABLE_LABEL_WIDTH) for label in report.labels}
+    width = max([len("weighted avg"), *(cells(name) for name in shown.values())])
     header = f"{'class':<{width}}  {'precision':>9}  {'recall':>6}  {'f1':>5}  {'support':>7}  most confused with"
     lines = [header]
     for c in report.classes:
         confused = (f"{_elide(c.most_confused_with, _TABLE_LABEL_WIDTH)} ({c.most_confused_count})"
                     if c.most_confused_with is not None else "-")
-        lines.append(f"{_elide(c.label, width):<{width}}  {_fraction(c.precision):>9}  {_fraction(c.recall):>6}  "
+        lines.append(f"{pad(shown[c.label], width)}  {_fraction(c.precision):>9}  {_fraction(c.recall):>6}  "
                      f"{_fraction(c.f1):>5}  {c.support:>7}  {confused}")
     lines.append("")
     lines.append(f"{'accuracy':<{width}}  {'':>9}  {'':>6}  {_fraction(report.accuracy):>5}  {report.total:>7}")

@@ -91,12 +91,12 @@ def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: An
 
 def _label_table(details: Any, labels: Sequence[str]) -> str:
     """Per label: threshold, precision, recall, F1, support (a multi-label model's table)."""
-    width = max(12, *(len(label) for label in labels))
+    width = max(12, *(reports.cells(label) for label in labels))
     lines = [f"{'label':<{width}}  threshold  precision  recall     f1  support"]
     for j, label in enumerate(labels):
         cells = [f"{100 * v:8.1f}%" if np.isfinite(v) else "        -" for v in
                  (details.precision[j], details.recall[j], details.f1[j])]
-        lines.append(f"{label:<{width}}  {details.thresholds[j]:9.3f}  {cells[0]}  {cells[1]} {cells[2]}"
+        lines.append(f"{reports.pad(label, width)}  {details.thresholds[j]:9.3f}  {cells[0]}  {cells[1]} {cells[2]}"
                      f"  {int(details.support[j]):7d}")
     lines.append(f"{'micro':<{width}}  {'':9}  {100 * details.micro_precision:8.1f}%  "
                  f"{100 * details.micro_recall:8.1f}% {100 * details.micro_f1:8.1f}%  {details.rows:7d} images")
