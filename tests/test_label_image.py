@@ -110,6 +110,13 @@ def test_several_images_and_folders_get_a_header_each(trained: Trained, tmp_path
     assert headers == [f"==> {p} <==" for p in expected]
     blocks = result.stdout.strip().split("\n\n")
     assert all(len(block.splitlines()) == 2 for block in blocks)
+    # a name with a line break still gets a one-line header, escaped
+    odd = tmp_path / "new\nline.jpg"
+    shutil.copy(trained.photos[0], odd)
+    result = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(trained.labels),
+                                          "--top_k", "1", str(odd), str(trained.photos[1])])
+    assert result.stdout.splitlines()[0] == f"==> {str(odd)!r} <==" and "\\n" in result.stdout.splitlines()[0]
+    assert all(len(block.splitlines()) == 2 for block in result.stdout.strip().split("\n\n"))
 
 
 def test_bmp_and_other_photos_classify_without_error(trained: Trained) -> None:

@@ -194,8 +194,9 @@ def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | N
 
 
 def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholded: bool) -> None:
-    if header:
-        out.write(f"==> {record['image']} <==\n")
+    if header:  # one line whatever the name holds: a line break or other unprintable character is escaped
+        image = record["image"]
+        out.write(f"==> {image if image.isprintable() else repr(image)} <==\n")
     for prediction in record["predictions"]:
         if thresholded and prediction["label"] not in record["labels"]:
             continue
