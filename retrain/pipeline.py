@@ -235,7 +235,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     def wrote(paths: Iterable[Path]) -> None:  # said as each is written: a later failure leaves them listed
         for path in paths:
             print(f"Wrote {path} ({size_text(path)})", flush=True)
-        written.extend(paths)
+            written.append(path)
 
     for exporter in plan.exporters:
         wrote(exporter.write(model, config))
