@@ -45,8 +45,14 @@ THRESHOLDS_SIGNATURE = "thresholds"
 
 # report.json, beside the labels file, says what it is in its "format" key.
 REPORT_FORMAT = "retrain-report"
+REPORT_NAME = "report.json"
 
 
 def thresholds_path(labels: Path) -> Path:
     """Where a multi-label model's thresholds go, beside its labels file."""
     return labels.with_name(f"{labels.stem}_thresholds{labels.suffix or '.txt'}")
+
+
+def report_path(labels: Path) -> Path:
+    """report.json, beside the labels file (one per folder)."""
+    return labels.parent / REPORT_NAME

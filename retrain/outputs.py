@@ -27,14 +27,14 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from retrain import __version__
 from retrain.errors import RetrainError, UsageError
-from retrain.names import OWNER_MARKER, REPORT_FORMAT
+from retrain.names import OWNER_MARKER, REPORT_FORMAT, report_path
 
 STALE_SECONDS = 3600.0  # a temporary file this old, of a process we cannot see, was left by a killed run
 _HOST = hashlib.sha1(socket.gethostname().encode(errors="replace")).hexdigest()[:6]
@@ -310,17 +310,26 @@ def _is_text(data: Any) -> bool:
     return b"\0" not in head
 
 
-def _is_labels(data: Any) -> bool:
-    """One label per line, each once, in sorted order, newline-terminated: what retrain writes (classes and CSV
-    vocabularies are sorted), and what the classic retrain.py wrote for lowercase folder names. A CSV, a
-    script or notes at --output_labels is not that, and is not replaced."""
+# What the classic retrain.py made of a class folder's name: lowercase, other runs of characters one space.
+_CLASSIC_LABEL = re.compile(r"[a-z0-9 ]+")
+
+
+def _is_labels(data: Any, path: Path) -> bool:
+    """A labels file an earlier run wrote: one distinct label a line, newline-terminated, and either the labels
+    of the retrain report beside it or labels as the classic retrain.py wrote them (lowercase letters, digits
+    and spaces). A CSV, a script, notes or settings at --output_labels is neither, and is not replaced."""
     if len(data) > 1 << 26 or not _is_text(data):
         return False
-    text = bytes(data).decode("utf-8", errors="surrogateescape")
-    lines = text.split("\n")
-    if lines.pop() != "":  # not newline-terminated
+    lines = bytes(data).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n").split("\n")
+    if lines.pop() != "" or not all(lines) or len(set(lines)) != len(lines):
         return False
-    return all(lines) and all(a < b for a, b in zip(lines, lines[1:]))
+    if all(_CLASSIC_LABEL.fullmatch(line) for line in lines):
+        return True
+    try:
+        report = json.loads(report_path(path).read_text())
+        return report.get("format") == REPORT_FORMAT and report.get("labels") == lines
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _is_numbers(data: Any) -> bool:
@@ -346,13 +355,13 @@ def _is_checkpoint_index(data: Any) -> bool:
 
 
 # What retrain writes in a file output (Output.content): how messages call it, and how to recognise one.
-CONTENTS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "graph": ("a frozen graph", _is_graph_def),
-    "tflite": ("a TFLite model", lambda data: bytes(data[4:8]) == b"TFL3"),
-    "labels": ("a sorted labels file", _is_labels),
-    "thresholds": ("a thresholds file", _is_numbers),
-    "report": ("a retrain report", _is_report),
-    "checkpoint": ("a checkpoint index", _is_checkpoint_index),
+CONTENTS: dict[str, tuple[str, Callable[[Any, Path], bool]]] = {
+    "graph": ("a frozen graph", lambda data, _: _is_graph_def(data)),
+    "tflite": ("a TFLite model", lambda data, _: bytes(data[4:8]) == b"TFL3"),
+    "labels": ("a labels file retrain wrote", _is_labels),
+    "thresholds": ("a thresholds file", lambda data, _: _is_numbers(data)),
+    "report": ("a retrain report", lambda data, _: _is_report(data)),
+    "checkpoint": ("a checkpoint index", lambda data, _: _is_checkpoint_index(data)),
 }
 _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
           (b"BM", "a BMP image"), (b"RIFF", "a RIFF file (WebP image, audio or video)"), (b"%PDF", "a PDF"),
@@ -367,18 +376,19 @@ def _looks_like(data: Any) -> str:
     return "a text file" if _is_text(data) else "other data"
 
 
-def check_replaceable_files(outputs: Sequence[Output]) -> None:
+def check_replaceable_files(outputs: Sequence[Output], *, unchanged: Mapping[Path, bytes] | None = None) -> None:
     """Refuse, before any work, a file output that would replace something retrain does not write there.
 
     An existing folder in the way is refused too (for the files no flag names, such as report.json), and
     so is anything that is not a regular file (a device such as /dev/null, a pipe): a write renames a new
-    file over the path. An empty file may be replaced; a file of another kind (a photo at --output_graph,
+    file over the path. An empty file may be replaced, and so may a file that already holds what the run
+    writes there (`unchanged`: path -> those bytes); a file of another kind (a photo at --output_graph,
     notes at --output_tflite, a report.json retrain did not write) is not. For an "entries" output, every
     existing entry is checked (intermediate graphs; a checkpoint's files, by its index).
     """
     for output in outputs:
         if output.kind == "file":
-            _check_replaceable(output, output.path)
+            _check_replaceable(output, output.path, same=(unchanged or {}).get(output.path))
         elif output.kind == "entries" and output.content and output.path.is_dir():
             pattern = re.compile(output.pattern)
             for entry in sorted(output.path.iterdir()):
@@ -386,7 +396,7 @@ def check_replaceable_files(outputs: Sequence[Output]) -> None:
                     _check_replaceable(output, entry)
 
 
-def _check_replaceable(output: Output, path: Path) -> None:
+def _check_replaceable(output: Output, path: Path, *, same: bytes | None = None) -> None:
     shown = dataclasses.replace(output, path=path, given=None).named()
     if not path.exists():
         return
@@ -406,7 +416,7 @@ def _check_replaceable(output: Output, path: Path) -> None:
             raise UsageError(f"{shown} exists beside no checkpoint index, so retrain did not write it; move the "
                              f"file or choose another {output.flag}")
     with open(checked, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if recognise(data):
+        if (same is not None and data[:] == same) or recognise(data, checked):
             return
         looks = _looks_like(data)
     raise UsageError(f"{shown} exists and is not {what} (it is {looks}); retrain replaces only such a file there: "

@@ -23,6 +23,7 @@ from retrain.config import RetrainConfig
 from retrain.distortions import Distortions
 from retrain.errors import RetrainError
 from retrain.exporters.graph import IntermediateGraphs
+from retrain.exporters.labels import labels_text
 from retrain.features.extract import MemoryStore, extraction_runner, file_vectors, take_rows, variant_vectors
 from retrain.features.filekeys import FileKeys
 from retrain.features.module import module_location
@@ -30,12 +31,13 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.insight.run import print_table, report_path, report_run, warn_if_another_models_report
+from retrain.insight.run import print_table, report_run, warn_if_another_models_report
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
 from retrain.labels.folder import check_image_dir, shown
 from retrain.labels.split import SPLITS
+from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, check_clashes, check_input_files, check_replaceable_files,
                              check_writable_dir, size_text)
@@ -126,7 +128,8 @@ def prepare(config: RetrainConfig) -> Plan:
     # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
     check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
                       covered=config.image_dir if config.labels_csv is None else None)
-    check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"])
+    check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"],
+                            unchanged={config.output_labels: labels_text(labels.names)})
     warn_if_another_models_report(config.output_labels)
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 

@@ -205,7 +205,8 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
 @pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
                                   "folder_at_report", "folder_at_thresholds", "pipe_at_graph",
                                   "photo_as_intermediate_graph", "notes_as_checkpoint_data", "photo_as_checkpoint_index",
-                                  "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels"])
+                                  "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels",
+                                  "settings_at_labels", "shell_script_at_labels"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -237,11 +238,12 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                                      r"index"),
         "photo_as_checkpoint_index": ({}, outputs["checkpoint_path"].with_name("ckpt.index"),
                                       r"ckpt\.index exists and is not a checkpoint index \(it is a JPEG image\)"),
-        # Text, but not a list of labels as retrain writes one (sorted, each once): the user's, not replaced.
+        # Text, but neither the labels of a retrain report beside it nor classic ones: the user's, not replaced.
         **{name: ({"output_labels": mine / file}, mine / file,
-                  rf"--output_labels .*{file} exists and is not a sorted labels file \(it is a text file\)")
+                  rf"--output_labels .*{file} exists and is not a labels file retrain wrote \(it is a text file\)")
            for name, file in (("csv_at_labels", "tags.csv"), ("script_at_labels", "script.py"),
-                              ("unsorted_labels_at_labels", "imagenet_labels.txt"))},
+                              ("unsorted_labels_at_labels", "imagenet_labels.txt"), ("settings_at_labels", "app.env"),
+                              ("shell_script_at_labels", "run.sh"))},
     }[case]
     target.parent.mkdir(parents=True, exist_ok=True)
     if case == "notes_at_int8_variant":
@@ -257,9 +259,11 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
     elif case.startswith("folder_at"):
         (target / "keep").mkdir(parents=True)
     elif case.endswith("_at_labels"):
-        target.write_text({"csv_at_labels": "path,labels\nred/a.jpg,red\nblue/b.jpg,blue\n",
-                           "script_at_labels": "def main():\n    print('hi')\n",
-                           "unsorted_labels_at_labels": "background\ntench\ngoldfish\n"}[case])
+        target.write_text({"csv_at_labels": "image,label\nimg_001.jpg,cat\nimg_002.jpg,dog\n",  # in sorted order
+                           "script_at_labels": "import sys\nprint(sys.argv)\n",  # in sorted order too
+                           "unsorted_labels_at_labels": "Background\nTench\nGoldfish\n",
+                           "settings_at_labels": "API_KEY=abc123\n",  # one line
+                           "shell_script_at_labels": "#!/bin/sh\necho hi\n"}[case])
     before = digest(mine) | digest(out)
     error = retrain(colour_tree, tiny_module, {**outputs}, expect=2, **changes)
     assert re.search(expected, error), error
@@ -298,10 +302,32 @@ def test_retrains_own_files_are_replaced_by_a_rerun(colour_tree: Path, tiny_modu
                  "checkpoint/ckpt.index"):
         path = str(outputs["output_graph"].parent / name)
         assert path in first and first[path] != second[path], name  # replaced by the second run
-    # another model's labels, as the classic retrain.py wrote them on Windows: a sorted list, replaced
-    outputs["output_labels"].write_bytes(b"daisy\r\ndandelion\r\nroses\r\n")
-    retrain(colour_tree, tiny_module, outputs, how_many_training_steps=30, **extra)
-    assert outputs["output_labels"].read_text() == "".join(f"{name}\n" for name in sorted(COLOURS))
+    # Labels files an earlier run wrote, for other classes, are replaced: the classic retrain.py's (lowercased
+    # after sorting the folders, here on Windows), and retrain's own, which the report beside it lists.
+    ours = "".join(f"{name}\n" for name in sorted(COLOURS))
+    report = outputs["output_graph"].parent / "report.json"
+    for earlier in (b"roses\r\ndaisy\r\nsun flowers\r\n", "Tulpen \U0001f337\nDaisy\n".encode()):
+        outputs["output_labels"].write_bytes(earlier)
+        if b"Daisy" in earlier:
+            report.write_text(json.dumps({**json.loads(report.read_text()), "labels": ["Tulpen \U0001f337", "Daisy"]}))
+        retrain(colour_tree, tiny_module, outputs, how_many_training_steps=30, **extra)
+        assert outputs["output_labels"].read_text() == ours
+
+
+def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path: Path) -> None:
+    """With no report beside it and labels the classic tool could not have written, a labels file is the user's,
+    unless it holds exactly what this run writes there (then replacing it changes nothing)."""
+    from retrain.errors import UsageError
+    from retrain.outputs import Output, check_replaceable_files
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("Blue Jay\nRed_Panda\n")
+    outputs = [Output("--output_labels", labels, content="labels")]
+    with pytest.raises(UsageError, match="exists and is not a labels file retrain wrote"):
+        check_replaceable_files(outputs)
+    with pytest.raises(UsageError, match="exists and is not a labels file retrain wrote"):
+        check_replaceable_files(outputs, unchanged={labels: b"Blue Jay\nRed_Panda\nZebra\n"})
+    check_replaceable_files(outputs, unchanged={labels: b"Blue Jay\nRed_Panda\n"})
 
 
 def test_a_second_model_in_the_same_folder_says_it_replaces_the_first_ones_report(colour_tree: Path,

@@ -24,16 +24,9 @@ import numpy as np
 
 from retrain.errors import RetrainError
 from retrain.insight import report as reports
+from retrain.names import report_path
 
 log = logging.getLogger(__name__)
-
-REPORT_NAME = "report.json"
-
-
-def report_path(output_labels: Path) -> Path:
-    """report.json beside the labels file."""
-    return output_labels.parent / REPORT_NAME
-
 
 def warn_if_another_models_report(output_labels: Path) -> None:
     """A warning when report.json beside the labels is the report of a model with another labels file: one
