@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from retrain.errors import RetrainError, UsageError
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, FINAL_TENSOR_NAME, NODE_NAME, RESERVED_NODE_NAMES
+from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, FINAL_TENSOR_NAME, NODE_NAME, RESERVED_NODE_NAMES,
+                           RESERVED_NODE_SCOPE)
 
 __all__ = ["RetrainConfig", "LabelImageConfig", "RetrainError", "UsageError", "EXPORT_INPUT_MEAN",
            "EXPORT_INPUT_STD", "DEFAULT_MODULE", "LOGGING_LEVELS", "DISTORTION_MODES", "TFLITE_QUANTIZATIONS",
@@ -311,7 +312,7 @@ def _check_final_tensor_name(name: str) -> None:
     if not NODE_NAME.fullmatch(name):
         raise UsageError(f"--final_tensor_name {name!r} is not a valid node name; use ASCII letters, digits, "
                          "'_', '.' and '-', starting with a letter")
-    if name in RESERVED_NODE_NAMES:
+    if name in RESERVED_NODE_NAMES or RESERVED_NODE_SCOPE.fullmatch(name):
         raise UsageError(f"--final_tensor_name {name!r} is the name of another node of the exported graph; "
                          f"choose another name (the classic one is {FINAL_TENSOR_NAME})")
 

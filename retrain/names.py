@@ -29,6 +29,8 @@ OUTPUT_KEY = "prediction"
 # must not take one of these (TensorFlow would rename one of them, breaking the contract).
 RESERVED_NODE_NAMES = frozenset({INPUT_NODE, "MatMul", "add", "NoOp", "Identity", "concat", "features",
                                  "mirror", "mirrored_features", "logits", "thresholds"})
+# ... nor the scopes of the resizes between members of different sizes: resize, resize_1, ...
+RESERVED_NODE_SCOPE = re.compile(r"resize(_\d+)?")
 # A node name TensorFlow accepts, minus what would put the node in a scope ('/') or clash with
 # the numbered constants that freezing creates (names made of digits).
 NODE_NAME = re.compile(r"[A-Za-z.][A-Za-z0-9_.\-]*")

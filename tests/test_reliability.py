@@ -450,6 +450,7 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--final_tensor_name", "résultat"], "--final_tensor_name 'résultat' is not a valid node name"),
     (["--final_tensor_name", "_result"], "--final_tensor_name '_result' is not a valid node name"),
     (["--final_tensor_name", "MatMul"], "is the name of another node"),
+    (["--final_tensor_name", "resize_1"], "--final_tensor_name 'resize_1' is the name of another node"),
     (["--tfhub_module", ""], "--tfhub_module '' names an empty module"),
     (["--tfhub_module", "a,,b"], "names an empty module"),
     (["--seed", "-1"], "--seed must be between 0"),
@@ -461,6 +462,15 @@ def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_
             "    assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n    raise\n")
     result = run_script("-c", code, *flags(image_dir=colour_tree, **outputs), *args, check=2, timeout=60)
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_final_tensor_name_taken_inside_the_module_is_refused_with_nothing_exported(
+        colour_tree: Path, tiny_module: Path, outputs) -> None:
+    """A name only the module's graph holds cannot be known before it loads: refused once the graph is built,
+    naming the exported graph, not the module, as the place of the clash (it may be retrain's own node)."""
+    error = retrain(colour_tree, tiny_module, outputs, expect=1, final_tensor_name="StatefulPartitionedCall")
+    assert "--final_tensor_name StatefulPartitionedCall clashes with another node of the exported graph" in error
+    assert not outputs["output_graph"].exists()
 
 
 # --- 8. the environment fails ------------------------------------------------------------------------

@@ -101,8 +101,9 @@ class ExportModel:
         ops = {node.name: node.op for node in graph_def.node}
         expected = self.head.objective.output_op
         if ops.get(self.final_tensor_name) != expected:
-            raise RetrainError(f"--final_tensor_name {self.final_tensor_name} clashes with a node of the module's "
-                               f"graph (the {expected} output could not take that name); choose another name")
+            raise RetrainError(f"--final_tensor_name {self.final_tensor_name} clashes with another node of the "
+                               f"exported graph, such as the module's (the {expected} output could not take that "
+                               "name); choose another name")
         if self.head.thresholds is not None:
             # A constant beside the output, for readers that want the per-label thresholds with the model.
             node = graph_def.node.add(name=THRESHOLDS_NODE, op="Const")
