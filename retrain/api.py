@@ -49,7 +49,11 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     from retrain.pipeline import run
 
     _check_names("retrain", flags, RetrainConfig)
-    log_level = flags.get("logging_verbosity", log_level)
+    if "logging_verbosity" in flags:  # the command's flag: the same setting, in any case, None included
+        log_level = flags.pop("logging_verbosity")
+        _check_log_level(log_level, name="logging_verbosity")
+        if log_level is not None:
+            flags["logging_verbosity"] = log_level.upper()
     _check_log_level(log_level)
     config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags))
     with logging_during(log_level):
@@ -85,10 +89,10 @@ def _check_names(function: str, flags: dict[str, Any], config: type) -> None:
             raise UsageError(f"{function}() has no flag {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
-def _check_log_level(level: object) -> None:
+def _check_log_level(level: object, *, name: str = "log_level") -> None:
     """log_level is None or a level name, in any case."""
     if level is not None and not (isinstance(level, str) and level.upper() in LEVELS):
-        raise UsageError(f"log_level must be one of {', '.join(LEVELS)} (any case), or None to leave logging "
+        raise UsageError(f"{name} must be one of {', '.join(LEVELS)} (any case), or None to leave logging "
                          f"as it is, got {level!r}")
 
 

@@ -15,10 +15,20 @@ class _StderrHandler(logging.StreamHandler):
     """The handler setup_logging installs, told apart by its class from handlers a caller installed."""
 
 
+class _OneLineFormatter(logging.Formatter):
+    """Each message one line on the terminal: a line break, an escape code or another unprintable character
+    (a file name can hold any of them) is shown escaped, as Python writes it in a string."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if not record.message.isprintable():
+            record.message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(verbosity: str) -> None:
     """Our log lines go to stderr at the chosen level; TensorFlow's own loggers stay quiet."""
     handler = _StderrHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s: %(message)s", datefmt="%H:%M:%S"))
+    handler.setFormatter(_OneLineFormatter("%(levelname)s %(asctime)s: %(message)s", datefmt="%H:%M:%S"))
     logger = logging.getLogger("retrain")
     logger.handlers[:] = [handler]
     logger.setLevel(LEVELS[verbosity.upper()])

@@ -221,9 +221,12 @@ def test_each_calls_log_level_applies_to_that_call_only(tmp_path: Path, outputs,
         after.append((logger.handlers[:], logger.level, logger.propagate))
     assert shown == [False, True, False, True]
     assert after == [before] * 4  # the logger as the caller left it
-    with pytest.raises(api.RetrainError, match="need at least 2"):  # the command's flag is the same setting
-        api.retrain(tree, logging_verbosity="ERROR", **outputs)
-    assert WARNING not in capsys.readouterr().err
+    for level, shows in (("error", False), ("Warn", True), ("ERROR", False)):  # the command's flag: the same
+        with pytest.raises(api.RetrainError, match="need at least 2"):
+            api.retrain(tree, logging_verbosity=level, **outputs)
+        assert (WARNING in capsys.readouterr().err) == shows
+    with pytest.raises(api.UsageError, match="^logging_verbosity must be one of DEBUG, INFO"):
+        api.retrain(tree, logging_verbosity="verbose", **outputs)
 
 
 class _Collect(logging.Handler):

@@ -117,6 +117,15 @@ def test_several_images_and_folders_get_a_header_each(trained: Trained, tmp_path
                                           "--top_k", "1", str(odd), str(trained.photos[1])])
     assert result.stdout.splitlines()[0] == f"==> {str(odd)!r} <==" and "\\n" in result.stdout.splitlines()[0]
     assert all(len(block.splitlines()) == 2 for block in result.stdout.strip().split("\n\n"))
+    # and a warning about such a name is one line too, with no raw escape code for the terminal to obey
+    for name in ("bro\nken.jpg", "esc\x1b[2Jape.jpg"):
+        (tmp_path / name).write_text("not an image")
+    result = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(trained.labels),
+                                          str(tmp_path / "bro\nken.jpg"), str(tmp_path / "esc\x1b[2Jape.jpg"),
+                                          str(trained.photos[1])], expect=1)
+    warnings = [line for line in result.stderr.splitlines() if "skipping --image" in line]
+    assert len(warnings) == 2 and "bro\\nken.jpg: not a recognised image format" in warnings[0], result.stderr
+    assert "esc\\x1b[2Jape.jpg" in warnings[1] and "\x1b" not in result.stderr
 
 
 def test_bmp_and_other_photos_classify_without_error(trained: Trained) -> None:
