@@ -36,6 +36,19 @@ def setup_logging(verbosity: str) -> None:
 
 
 @contextmanager
+def logger_restored() -> Iterator[logging.Logger]:
+    """The 'retrain' logger; its handlers, level and propagation are put back as they were when the block ends."""
+    logger = logging.getLogger("retrain")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        yield logger
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+
+
+@contextmanager
 def logging_during(verbosity: str | None) -> Iterator[None]:
     """Our log lines at `verbosity` for one call (the Python API's), then the 'retrain' logger as it was.
 
@@ -45,15 +58,9 @@ def logging_during(verbosity: str | None) -> Iterator[None]:
     if verbosity is None:
         yield
         return
-    logger = logging.getLogger("retrain")
-    saved = logger.handlers[:], logger.level, logger.propagate
-    if all(isinstance(handler, _StderrHandler) for handler in logger.handlers):
-        setup_logging(verbosity)
-    else:
-        logger.setLevel(LEVELS[verbosity.upper()])
-    try:
+    with logger_restored() as logger:
+        if all(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+            setup_logging(verbosity)
+        else:
+            logger.setLevel(LEVELS[verbosity.upper()])
         yield
-    finally:
-        logger.handlers[:] = saved[0]
-        logger.setLevel(saved[1])
-        logger.propagate = saved[2]

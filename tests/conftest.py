@@ -7,8 +7,6 @@ modules and photos in ../shared/fixtures prove accuracy and compatibility.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import shutil
 import socket
@@ -22,6 +20,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
+
+from retrain.logs import logger_restored
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -96,22 +96,10 @@ def _local_only_getaddrinfo(host, *args, **kwargs):
 socket.getaddrinfo = _local_only_getaddrinfo
 
 
-@contextlib.contextmanager
-def retrain_logger_kept() -> Iterator[None]:
-    """The CLI points the 'retrain' logger at stderr with propagate off; undo that so later caplog tests see logs."""
-    logger = logging.getLogger("retrain")
-    saved = logger.handlers[:], logger.level, logger.propagate
-    try:
-        yield
-    finally:
-        logger.handlers[:] = saved[0]
-        logger.setLevel(saved[1])
-        logger.propagate = saved[2]
-
-
 @pytest.fixture(autouse=True)
 def _restore_retrain_logger() -> Iterator[None]:
-    with retrain_logger_kept():
+    """The CLI points the 'retrain' logger at stderr with propagate off; undo that so later caplog tests see logs."""
+    with logger_restored():
         yield
 
 
@@ -173,7 +161,7 @@ def mixed_sizes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     large, small = save_tiny_module(root / "m32"), save_tiny_module(root / "m20", size=20, spatial=True)
     out = root / "out"
     out.mkdir()
-    with retrain_logger_kept():  # a session fixture runs outside the autouse fixture above
+    with logger_restored():  # a session fixture runs outside the autouse fixture above
         invoke(retrain_command, flags(
             image_dir=make_colour_tree(root / "photos"), tfhub_module=f"{large},{small}",
             output_graph=out / "graph.pb", output_labels=out / "labels.txt", summaries_dir=out / "logs",
