@@ -268,8 +268,12 @@ def require(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def flowers_bottlenecks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One bottleneck cache for every full retrain on the fixture flowers: vectors are content-keyed, so sharing
-    is safe, and the 500 photos go through each module once per test session instead of once per test module."""
-    return tmp_path_factory.mktemp("flowers_bottlenecks")
+    is safe, and the 500 photos go through each module once, not once per test module. It sits beside pytest's
+    numbered session folders, so the integration run (.ci/run's second session) reuses what the first computed;
+    the cache's own checks (keys, CRCs, damaged shards set aside) guard it as they guard a user's."""
+    path = tmp_path_factory.getbasetemp().parent / "retrain-flowers-bottlenecks"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 FLOWERS_MODULE = "mobilenet_v2_100_224"  # the real module whose int8 TFLite keeps its answers (0.35 width does not)
