@@ -303,9 +303,26 @@ def _check_retrain(config: RetrainConfig) -> None:
             (config.label_delimiter != " " and not config.label_delimiter.strip()):
         raise UsageError(f"--label_delimiter {config.label_delimiter!r} cannot separate labels; use a space "
                          "(the default), ';', '|' or another visible character")
-    if config.labels_csv is None and config.label_delimiter != RetrainConfig.label_delimiter:
-        raise UsageError(f"--label_delimiter {config.label_delimiter!r} has no effect without --labels_csv (classes "
-                         "come from the folder names); add it or drop --label_delimiter")
+    _check_no_effect(config)
+
+
+def _check_no_effect(config: RetrainConfig) -> None:
+    """Flags that tune something the run does not do are refused, not ignored (the user expected it done)."""
+    distorting = config.distortions.active
+    needs = [("--distortion_mode", "distortion_mode", "%s", "a distortion flag (--random_crop, --random_scale, "
+              "--random_brightness or --flip_left_right)", distorting),
+             ("--distorted_variants", "distorted_variants", "%d", "a distortion flag and --distortion_mode cached",
+              distorting and config.distortion_mode == "cached"),
+             *((f"--{name}", name, "%g", "--fine_tune", config.fine_tune)
+               for name in ("fine_tune_steps", "fine_tune_batch_size", "fine_tune_learning_rate")),
+             ("--label_delimiter", "label_delimiter", "%r", "--labels_csv (classes come from the folder names)",
+              config.labels_csv is not None),
+             ("--tflite_representative_images", "tflite_representative_images", "%d",
+              "int8 in --tflite_quantization", "int8" in config.tflite_quantization)]
+    for flag, name, form, needed, active in needs:
+        value = getattr(config, name)
+        if not active and value != getattr(RetrainConfig, name):
+            raise UsageError(f"{flag} {form % value} has no effect without {needed}; add it or drop {flag}")
 
 
 def _check_final_tensor_name(name: str) -> None:
@@ -341,43 +358,26 @@ def _check_distortions(config: RetrainConfig) -> None:
     _positive("--fine_tune_batch_size", config.fine_tune_batch_size, limit=MAX_FINE_TUNE_BATCH)
     if config.fine_tune_learning_rate <= 0:
         raise UsageError(f"--fine_tune_learning_rate must be positive, got {config.fine_tune_learning_rate:g}")
-    distorting = config.distortions.active
-    if distorting and config.distortion_mode == "on_the_fly":
+    if config.distortions.active and config.distortion_mode == "on_the_fly":
         _positive("--train_batch_size", config.train_batch_size, limit=MAX_IMAGE_BATCH)  # each through the module
-    # Flags that tune something the run does not do are refused, not ignored (the user expected it done).
-    needs = [("--distortion_mode", "distortion_mode", "%s", "a distortion flag (--random_crop, --random_scale, "
-              "--random_brightness or --flip_left_right)", distorting),
-             ("--distorted_variants", "distorted_variants", "%d", "a distortion flag and --distortion_mode cached",
-              distorting and config.distortion_mode == "cached"),
-             *((f"--{name}", name, "%g", "--fine_tune", config.fine_tune)
-               for name in ("fine_tune_steps", "fine_tune_batch_size", "fine_tune_learning_rate"))]
-    for flag, name, form, needed, active in needs:
-        value = getattr(config, name)
-        if not active and value != getattr(RetrainConfig, name):
-            raise UsageError(f"{flag} {form % value} has no effect without {needed}; add it or drop {flag}")
 
 
 def _check_tflite(config: RetrainConfig) -> None:
-    """--tflite_quantization names known variants, once each, and only with --output_tflite; the calibration
-    size only with int8."""
+    """--tflite_quantization names known variants, once each, and it and the calibration size only with
+    --output_tflite (the calibration size only with int8: `_check_no_effect`)."""
     quantizations, images = tuple(config.tflite_quantization), config.tflite_representative_images
     spelled = ",".join(quantizations) or "(empty)"
-    tuned = [flag for flag, changed in ((f"--tflite_quantization {spelled}",
-                                         quantizations != RetrainConfig.tflite_quantization),
-                                        (f"--tflite_representative_images {images}",
-                                         images != RetrainConfig.tflite_representative_images)) if changed]
     if config.output_tflite is None:
-        if tuned:
-            raise UsageError(f"{tuned[0]} needs --output_tflite PATH")
+        if quantizations != RetrainConfig.tflite_quantization:
+            raise UsageError(f"--tflite_quantization {spelled} needs --output_tflite PATH")
+        if images != RetrainConfig.tflite_representative_images:
+            raise UsageError(f"--tflite_representative_images {images} needs --output_tflite PATH")
         return
     unknown = [q for q in quantizations if q not in TFLITE_QUANTIZATIONS]
     if unknown or not quantizations or len(set(quantizations)) != len(quantizations):
         raise UsageError(f"--tflite_quantization {spelled}: expected one or more of "
                          f"{', '.join(TFLITE_QUANTIZATIONS)}, each once (comma-separated or repeated)")
     _positive("--tflite_representative_images", images, limit=100_000)
-    if "int8" not in quantizations and images != RetrainConfig.tflite_representative_images:
-        raise UsageError(f"--tflite_representative_images {images} has no effect without int8 in "
-                         "--tflite_quantization; add it or drop --tflite_representative_images")
 
 
 MAX_TOP_K = 100_000
