@@ -21,14 +21,6 @@ from retrain.names import INPUT_NODE, THRESHOLDS_NODE
 from retrain.tfenv import import_tensorflow
 
 
-def graph_ops(graph_def: Any) -> set[str]:
-    """Every op type a GraphDef runs, its function library's included."""
-    ops = {node.op for node in graph_def.node}
-    for function in graph_def.library.function:
-        ops.update(node.op for node in function.node_def)
-    return ops
-
-
 @dataclass(frozen=True)
 class ExportModel:
     """The trained classifier, ready to be exported in any format."""

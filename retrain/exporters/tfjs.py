@@ -36,7 +36,6 @@ import numpy as np
 from retrain.config import RetrainConfig
 from retrain.errors import RetrainError
 from retrain.exporters import Exporter
-from retrain.exporters.model import graph_ops
 from retrain.names import IMAGE_KEY, INPUT_NODE, OUTPUT_KEY
 from retrain.outputs import Output, check_replaceable_folder, replace_folder
 
@@ -104,7 +103,14 @@ def unsupported_ops(graph_def_bytes: bytes) -> list[str]:
     can run the graph (`write_graph_model` then checks its input and output).
     Raises RetrainError when the bytes are not a GraphDef.
     """
-    return sorted(graph_ops(_parse_graph_def(graph_def_bytes)) - SUPPORTED_OPS)
+    return _unsupported(_parse_graph_def(graph_def_bytes))
+
+
+def _unsupported(graph_def: Any) -> list[str]:
+    ops = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        ops.update(node.op for node in function.node_def)
+    return sorted(ops - SUPPORTED_OPS)
 
 
 def write_graph_model(directory: Path, graph_def_bytes: bytes, *, output_node: str, height: int, width: int,
@@ -139,7 +145,7 @@ def write_graph_model(directory: Path, graph_def_bytes: bytes, *, output_node: s
     graph_def = _tidy(graph_def, keep={input_node, output_node}, output_node=output_node)
     if input_node not in {node.name for node in graph_def.node}:
         raise RetrainError(f"the output {output_node!r} does not depend on the input {input_node!r}")
-    missing = sorted({node.op for node in graph_def.node} - SUPPORTED_OPS)
+    missing = _unsupported(graph_def)
     if missing:
         raise RetrainError(f"TF.js {TFJS_VERSION} cannot run these ops of the graph: {', '.join(missing)}")
     classes, output_kind = _output_info(graph_def, output_node=output_node)
@@ -395,7 +401,7 @@ class TFJS(Exporter):
 
     def check_model(self, model: Any, config: RetrainConfig) -> None:
         """Before any work: the graph's ops do not depend on the weights, so the untrained model tells."""
-        missing = sorted(graph_ops(model.graph_def) - SUPPORTED_OPS)
+        missing = _unsupported(model.graph_def)
         if missing:
             raise RetrainError(f"--output_tfjs: TF.js {TFJS_VERSION} cannot run {', '.join(missing)}, which this "
                                f"model needs (--tfhub_module {model.source.handle}); drop --output_tfjs")
