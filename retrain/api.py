@@ -54,7 +54,8 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
         _check_log_level(log_level, name="logging_verbosity")
         if log_level is not None:
             flags["logging_verbosity"] = log_level.upper()
-    _check_log_level(log_level)
+    else:
+        _check_log_level(log_level)
     config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags))
     with logging_during(log_level):
         return run(config)

@@ -28,6 +28,7 @@ from retrain.names import report_path
 
 log = logging.getLogger(__name__)
 
+
 def warn_if_another_models_report(output_labels: Path) -> None:
     """A warning when report.json beside the labels is the report of a model with another labels file: one
     report per folder, so this run replaces it (it is retrain's own file, checked as such before)."""
