@@ -99,12 +99,14 @@ def _check_log_level(level: object, *, name: str = "log_level") -> None:
 
 def _joined_modules(flags: dict[str, Any]) -> dict[str, Any]:
     """tfhub_module=[A, B] (or a tuple) is the repeated flag: one comma-separated value, as the CLI makes it."""
-    modules = flags.get("tfhub_module", "")
-    if isinstance(modules, str):
+    if "tfhub_module" not in flags:
         return flags
-    if isinstance(modules, (list, tuple)) and all(isinstance(module, str) for module in modules):
-        return {**flags, "tfhub_module": ",".join(modules)}
-    raise UsageError(f"--tfhub_module must be a string or a list of strings, got {modules!r}")
+    modules = flags["tfhub_module"]
+    if isinstance(modules, (str, os.PathLike)):
+        return {**flags, "tfhub_module": os.fspath(modules)}
+    if isinstance(modules, (list, tuple)) and all(isinstance(module, (str, os.PathLike)) for module in modules):
+        return {**flags, "tfhub_module": ",".join(map(os.fspath, modules))}
+    raise UsageError(f"--tfhub_module must be a string or a path, or a list of them, got {modules!r}")
 
 
 def _image_list(images: object) -> list[Any] | tuple[Any, ...]:

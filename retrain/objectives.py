@@ -151,8 +151,11 @@ class Sigmoid:
             stats = stats or LabelStats(num_labels=probabilities.shape[1])
             stats.add(probabilities, truth)
             dense = truth.rows(np.arange(len(truth)))
-            clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
-            entropy -= float(np.sum(dense * np.log(clipped) + (1 - dense) * np.log(1 - clipped)))
+            # Floored as the softmax's is, so a saturated wrong label costs up to 69, not 16: that is what lets
+            # train.check_converged tell a diverged layer (every label's sigmoid at 0 or 1) from an untrained one.
+            p = probabilities.astype(np.float64)
+            entropy -= float(np.sum(dense * np.log(np.maximum(p, 1e-30))
+                                    + (1 - dense) * np.log(np.maximum(1 - p, 1e-30))))
             count += len(truth)
             indices.append(rows)
             kept.append(probabilities)

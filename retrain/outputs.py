@@ -134,10 +134,13 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
     regions = [(output, _region(output)) for output in outputs]
     root = str(real(covered)) + os.sep if covered is not None else None
     folders: dict[str, str] = {}
+    linked: dict[Path, None] = {}  # folders outside `covered` that walking it reads, through links in it
     for path in files:
         parent = folders.get(str(path.parent))
         if parent is None:
             parent = folders.setdefault(str(path.parent), str(real(path.parent)) + os.sep)
+            if root is not None and not parent.startswith(root):
+                linked.update(dict.fromkeys(_linked_folders(covered, path.parent, root)))
         if root is not None and parent.startswith(root):
             continue
         resolved = Path(parent + path.name)
@@ -145,6 +148,23 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
             if region._covers(resolved):
                 raise UsageError(f"{output.named()} would overwrite {path}, an image that {flag} "
                                  f"names; choose a {output.flag} elsewhere")
+    for folder in linked:  # a file written there would be read as a photo of that class by the next run
+        for output, region in regions:
+            if region.overlaps(_Region(folder, "tree")):
+                raise UsageError(f"{output.named()} would write into {folder}, which {flag} reads through a link "
+                                 f"in it; choose a {output.flag} outside it")
+
+
+def _linked_folders(tree: Path, folder: Path, root: str) -> Iterable[Path]:
+    """The folders from `tree` down to `folder` (inside it as walked) that resolve outside the tree (`root`)."""
+    try:
+        parts = folder.relative_to(tree).parts
+    except ValueError:
+        return
+    for depth in range(1, len(parts) + 1):
+        resolved = real(tree.joinpath(*parts[:depth]))
+        if not (str(resolved) + os.sep).startswith(root):
+            yield resolved
 
 
 # --------------------------------------------------------------------------- writability
@@ -201,7 +221,8 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
     _check_writable_dir(parent, flag=flag, shown=path)
 
 
-# What file managers leave in any folder they show (Finder, Explorer; `._name` on non-Mac disks): not the user's work.
+# What file managers leave in any folder they show (Finder, Explorer): not the user's work. (So is Finder's
+# `._NAME` beside a file NAME on a non-Mac disk: `_clutter`.)
 _CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
@@ -227,10 +248,17 @@ def _foreign_entries(folder: Path, marker: dict[str, Any]) -> tuple[list[str], l
         hashes = (marker.get("sha256") or {}) if listed else {}
     except (TypeError, KeyError):
         listed, hashes = set(), {}
-    foreign = [name for name in present if name not in listed and name != OWNER_MARKER
-               and Path(name).name not in _CLUTTER and not Path(name).name.startswith("._")]
+    foreign = [name for name in present if name not in listed and name != OWNER_MARKER and not _clutter(name, listed)]
     changed = [name for name in present if name in hashes and _sha256(folder / name) != hashes[name]]
     return foreign, changed
+
+
+def _clutter(name: str, listed: set[str]) -> bool:
+    """What a file manager left: its index files, or the `._NAME` companion of a file NAME retrain wrote."""
+    path = Path(name)
+    if path.name in _CLUTTER:
+        return True
+    return path.name.startswith("._") and (path.parent / path.name[2:]).as_posix() in listed
 
 
 def _written_for(marker: dict[str, Any]) -> str:
@@ -310,21 +338,16 @@ def _is_text(data: Any) -> bool:
     return b"\0" not in head
 
 
-# What the classic retrain.py made of a class folder's name: lowercase, other runs of characters one space.
-_CLASSIC_LABEL = re.compile(r"[a-z0-9 ]+")
-
-
 def _is_labels(data: Any, path: Path) -> bool:
-    """A labels file an earlier run wrote: one distinct label a line, newline-terminated, and either the labels
-    of the retrain report beside it or labels as the classic retrain.py wrote them (lowercase letters, digits
-    and spaces). A CSV, a script, notes or settings at --output_labels is neither, and is not replaced."""
+    """A labels file an earlier run wrote: one distinct label a line, newline-terminated, the labels of the
+    retrain report beside it. (A file holding this run's own labels, or the classic retrain.py's for this run's
+    classes, is accepted through `check_replaceable_files(unchanged=...)`.) A CSV, a script, notes, settings or
+    another model's labels at --output_labels are none of these, and are not replaced."""
     if len(data) > 1 << 26 or not _is_text(data):
         return False
     lines = bytes(data).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n").split("\n")
     if lines.pop() != "" or not all(lines) or len(set(lines)) != len(lines):
         return False
-    if all(_CLASSIC_LABEL.fullmatch(line) for line in lines):
-        return True
     try:
         report = json.loads(report_path(path).read_text())
         return report.get("format") == REPORT_FORMAT and report.get("labels") == lines
@@ -376,27 +399,58 @@ def _looks_like(data: Any) -> str:
     return "a text file" if _is_text(data) else "other data"
 
 
-def check_replaceable_files(outputs: Sequence[Output], *, unchanged: Mapping[Path, bytes] | None = None) -> None:
+def check_replaceable_files(outputs: Sequence[Output], *,
+                            unchanged: Mapping[Path, Sequence[bytes]] | None = None) -> None:
     """Refuse, before any work, a file output that would replace something retrain does not write there.
 
     An existing folder in the way is refused too (for the files no flag names, such as report.json), and
     so is anything that is not a regular file (a device such as /dev/null, a pipe): a write renames a new
     file over the path. An empty file may be replaced, and so may a file that already holds what the run
-    writes there (`unchanged`: path -> those bytes); a file of another kind (a photo at --output_graph,
+    writes there (`unchanged`: path -> the contents that count as such); a file of another kind (a photo at --output_graph,
     notes at --output_tflite, a report.json retrain did not write) is not. For an "entries" output, every
     existing entry is checked (intermediate graphs; a checkpoint's files, by its index).
     """
     for output in outputs:
         if output.kind == "file":
-            _check_replaceable(output, output.path, same=(unchanged or {}).get(output.path))
+            identity = _identity(output.path)
+            _check_replaceable(output, output.path, same=(unchanged or {}).get(output.path, ()))
+            _JUDGED[real(output.path)] = (output, identity)
         elif output.kind == "entries" and output.content and output.path.is_dir():
             pattern = re.compile(output.pattern)
             for entry in sorted(output.path.iterdir()):
                 if pattern.fullmatch(entry.name):
+                    identity = _identity(entry)
                     _check_replaceable(output, entry)
+                    _JUDGED[real(entry)] = (output, identity)
 
 
-def _check_replaceable(output: Output, path: Path, *, same: bytes | None = None) -> None:
+# The file outputs judged by check_replaceable_files (real path -> the output, and what lstat said of the file
+# then, None if there was none). A run takes minutes: atomic_write judges a file again if it appeared or changed
+# meanwhile, and records each file it writes, so its own later writes are not taken for someone else's.
+_JUDGED: dict[Path, tuple[Output, tuple[int, ...] | None]] = {}
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    try:
+        stat = os.lstat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def _judge_again(path: Path) -> None:
+    """Refuse to replace a judged file output that someone changed, or put there, while the run went on."""
+    judged = _JUDGED.get(real(path))
+    if judged is None or _identity(path) == judged[1]:
+        return
+    try:
+        _check_replaceable(judged[0], path)
+    except UsageError as error:
+        raise RetrainError(f"{error} (it appeared or changed while the run went on, so retrain did not replace "
+                           "it)") from None
+
+
+def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()) -> None:
     shown = dataclasses.replace(output, path=path, given=None).named()
     if not path.exists():
         return
@@ -416,7 +470,7 @@ def _check_replaceable(output: Output, path: Path, *, same: bytes | None = None)
             raise UsageError(f"{shown} exists beside no checkpoint index, so retrain did not write it; move the "
                              f"file or choose another {output.flag}")
     with open(checked, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if (same is not None and data[:] == same) or recognise(data, checked):
+        if data[:].replace(b"\r\n", b"\n") in same or recognise(data, checked):  # written on Windows too
             return
         looks = _looks_like(data)
     raise UsageError(f"{shown} exists and is not {what} (it is {looks}); retrain replaces only such a file there: "
@@ -448,9 +502,7 @@ def _temp_owner_gone(name: str, entry: Path) -> bool:
     except OSError:
         return False
     if match is None:
-        # An earlier version's temporary name (.NAME.XXXX.tmp, .NAME.tmp-XXXX, .NAME.old-XXXX).
-        return bool(re.fullmatch(rf"\.{re.escape(name)}\.(\w+\.tmp|tmp-\w+|old-\w+)", entry.name)) \
-            and age > STALE_SECONDS
+        return False  # not a name retrain makes (a user's hidden backup such as .model.pb.old-v1 is left alone)
     host, pid = match.group(1), int(match.group(2))
     if host != _HOST:
         return age > 24 * STALE_SECONDS
@@ -497,7 +549,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str) -> 
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
+        _judge_again(path)
         os.replace(tmp, path)
+        if real(path) in _JUDGED:
+            _JUDGED[real(path)] = (_JUDGED[real(path)][0], _identity(path))
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
         raise _failure(flag, path, error) from None
@@ -513,8 +568,12 @@ def atomic_write_bytes(path: Path, data: bytes, *, flag: str) -> None:
 def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) -> None:
     """Build the folder beside `directory`, mark it as ours, then swap it in; the old one goes only after.
 
-    If the swap fails, the old folder is put back.
+    If the swap fails, the old folder is put back. A link to a folder is written through: the folder it leads
+    to is the one replaced. Just before the swap the old folder is judged again (check_replaceable_folder): files
+    put into it while the run went on are the user's, and stop the swap.
     """
+    if directory.is_symlink():
+        directory = real(directory)
     remove_stale_temps(directory)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -530,6 +589,11 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
                                                     "sha256": {name: _sha256(tmp / name) for name in files}},
                                                    indent=1) + "\n")
         moved = False
+        try:
+            check_replaceable_folder(directory, flag=flag)
+        except UsageError as error:
+            raise RetrainError(f"{error} (found just before replacing it: it changed while the run went on, so "
+                               "retrain did not replace it)") from None
         if directory.exists():
             os.replace(directory, old)
             moved = True

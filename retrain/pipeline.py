@@ -23,7 +23,7 @@ from retrain.config import RetrainConfig
 from retrain.distortions import Distortions
 from retrain.errors import RetrainError
 from retrain.exporters.graph import IntermediateGraphs
-from retrain.exporters.labels import labels_text
+from retrain.exporters.labels import classic_labels_text, labels_text
 from retrain.features.extract import MemoryStore, extraction_runner, file_vectors, take_rows, variant_vectors
 from retrain.features.filekeys import FileKeys
 from retrain.features.module import module_location
@@ -120,16 +120,18 @@ def prepare(config: RetrainConfig) -> Plan:
     run_folder = run_dir(config.summaries_dir)
     outputs = _run_outputs(config, run_folder) + [o for e in requested for o in e.outputs(config)]
     check_clashes(outputs, _inputs(config))
-    for exporter in requested:
-        exporter.check(config)
-    check_writable_dir(config.summaries_dir, flag="--summaries_dir")
-    check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
     labels = label_source(config).scan()
     # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
     check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
                       covered=config.image_dir if config.labels_csv is None else None)
     check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"],
-                            unchanged={config.output_labels: labels_text(labels.names)})
+                            unchanged={config.output_labels: (labels_text(labels.names),
+                                                              classic_labels_text(labels.names))})
+    # Last, as they create the output folders: a run refused by the checks above leaves no empty folder behind.
+    for exporter in requested:
+        exporter.check(config)
+    check_writable_dir(config.summaries_dir, flag="--summaries_dir")
+    check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
     warn_if_another_models_report(config.output_labels)
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 

@@ -34,7 +34,7 @@ def test_retrain_returns_labels_head_accuracy_per_split_and_files(colour_tree: P
 
 
 def test_classify_gives_what_label_image_json_prints(colour_tree: Path, tiny_module: Path, outputs) -> None:
-    api.retrain(colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=50, log_level=None, **outputs)
+    api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=50, log_level=None, **outputs)
     photos = sorted(colour_tree.rglob("*_001.jpg"))
     records = api.classify(photos, graph=outputs["output_graph"], labels=outputs["output_labels"], top_k=2)
     printed = json.loads(invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
@@ -98,7 +98,7 @@ LEVELS_MESSAGE = "log_level must be one of DEBUG, INFO, WARN, WARNING, ERROR, FA
     ("retrain", {"image_dir": b"/tmp/x"}, "--image_dir must be a path, got b'/tmp/x'"),
     ("retrain", {"log_level": "nonsense"}, f"{LEVELS_MESSAGE}, got 'nonsense'"),
     ("retrain", {"log_level": logging.INFO}, f"{LEVELS_MESSAGE}, got 20"),
-    ("retrain", {"tfhub_module": ["a", None]}, "--tfhub_module must be a string or a list of strings, got ['a', None]"),
+    ("retrain", {"tfhub_module": ["a", None]}, "--tfhub_module must be a string or a path, or a list of them, got ['a', None]"),
     ("retrain", {"tflite_quantization": ["float32", 8], "output_tflite": "m.tflite"},
      "--tflite_quantization must be a list of strings, got ['float32', 8]"),
     ("classify", {"images": None}, "--images must be a path or a list of paths, got None"),
@@ -194,7 +194,7 @@ def test_a_list_of_modules_is_the_repeated_flag(colour_tree: Path, tiny_module: 
 def test_a_list_of_modules_trains_on_their_vectors_side_by_side(colour_tree: Path, tiny_module: Path, outputs,
                                                                  tmp_path: Path) -> None:
     other = save_tiny_module(tmp_path / "tiny4", feature_dim=4)
-    result = api.retrain(colour_tree, tfhub_module=[str(tiny_module), str(other)], how_many_training_steps=10,
+    result = api.retrain(colour_tree, tfhub_module=[tiny_module, str(other)], how_many_training_steps=10,
                          log_level=None, **outputs)
     assert result.head.weights.shape == (8 + 4, 3)
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,10 @@ def test_leftover_temporary_and_corrupt_shards_are_treated_as_missing(tmp_path: 
     (lambda keys, vectors: (np.arange(len(keys)), vectors), "its keys are int64 ({n},), expected [N] byte strings"),
     (lambda keys, vectors: (keys, vectors[:, :5]), "it holds float32 ({n}, 5) for {n} keys, expected [{n}, {d}] floats"),
     (lambda keys, vectors: (keys, vectors.astype(np.int32)), "it holds int32 ({n}, {d}) for {n} keys, expected"),
+    (lambda keys, vectors: (keys, np.where(np.arange(len(keys))[:, None] == 1, np.nan, vectors).astype(np.float32)),
+     "it holds vectors that are not finite numbers"),
+    (lambda keys, vectors: (keys, np.where(np.arange(len(keys))[:, None] == 2, np.inf, vectors).astype(np.float32)),
+     "it holds vectors that are not finite numbers"),
 ])
 def test_a_shard_of_another_layout_is_said_so_and_set_aside(tmp_path: Path, extractor, change, reason: str,
                                                             caplog: pytest.LogCaptureFixture) -> None:
@@ -121,12 +126,21 @@ def test_a_shard_of_another_layout_is_said_so_and_set_aside(tmp_path: Path, extr
     expected = reason.format(n=len(files), d=extractor.feature_dim)
     assert f"bottleneck shard {shard} is damaged ({expected}" in caplog.text
     assert (shard.parent / f"damaged-{shard.name}").exists()
+    if "finite" in reason:  # a cache read from its files as training goes (larger than memory) checks it too
+        (shard.parent / f"damaged-{shard.name}").rename(shard)
+        store = BottleneckStore(tmp_path / "cache", module_key=shard.parent.name, feature_dim=extractor.feature_dim)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert store.load(vectors=False) == len(files)  # the recomputed shard's vectors, not the damaged one's
+        assert f"bottleneck shard {shard} is damaged ({expected}" in caplog.text
+        assert np.isfinite(store.get(list(store._index))).all()
 
 
-@pytest.mark.parametrize("content", ['[1, 2, 3]', '{"version": 2, "files": {"x": 5}}', '"text"', '{"a": [1]}',
-                                     '{"version": 2, "files": {"/p": [1, 2, 3, 4, 5, "short"]}}', "{not json"])
-def test_a_malformed_file_index_is_rebuilt_with_a_warning(tmp_path: Path, extractor, content: str,
-                                                         caplog: pytest.LogCaptureFixture):
+@pytest.mark.parametrize("content", ['{"version": 2, "files": {"x": 5}}', '{"version": 1, "files": {}}',
+                                     '{"version": 2, "files": {"/p": [1, 2, 3, 4, 5, "short"]}}',
+                                     '{"/photos/a.jpg": [10, 20, "' + "0" * 40 + '"]}'])
+def test_a_malformed_or_older_file_index_is_rebuilt(tmp_path: Path, extractor, content: str,
+                                                    caplog: pytest.LogCaptureFixture):
     files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -135,7 +149,40 @@ def test_a_malformed_file_index_is_rebuilt_with_a_warning(tmp_path: Path, extrac
         result = compute(files, extractor, cache, file_keys=filekeys.FileKeys(cache / "file_keys.json"))
     assert len(result.paths) == len(files)
     assert "rebuilding the file index" in caplog.text or "malformed entries" in caplog.text
-    json.loads((cache / "file_keys.json").read_text())  # rewritten whole
+    assert json.loads((cache / "file_keys.json").read_text())["version"] == filekeys.INDEX_VERSION  # rewritten
+
+
+@pytest.mark.parametrize("content", ['[1, 2, 3]', '"text"', '{"a": [1]}', '{"api_key": "abc", "keys": [1, 2]}',
+                                     "{not json", "\u00ff\u00fe binary"])
+def test_a_file_index_retrain_did_not_write_is_left_as_it_is(tmp_path: Path, extractor, content: str,
+                                                             caplog: pytest.LogCaptureFixture):
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "file_keys.json").write_text(content, encoding="latin-1")
+    before = (cache / "file_keys.json").read_bytes()
+    with caplog.at_level(logging.INFO):
+        result = compute(files, extractor, cache, file_keys=filekeys.FileKeys(cache / "file_keys.json"))
+    assert len(result.paths) == len(files)
+    assert "is not a file index retrain wrote; leaving it as it is" in caplog.text
+    assert (cache / "file_keys.json").read_bytes() == before
+    assert [p.name for p in cache.iterdir() if p.is_file()] == ["file_keys.json"]  # no index written beside it
+
+
+def test_a_file_index_left_half_written_by_a_killed_run_is_removed(tmp_path: Path, extractor) -> None:
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    index = cache / "file_keys.json"
+    from retrain.outputs import _HOST, STALE_SECONDS
+
+    old = time.time() - 2 * STALE_SECONDS
+    left = [cache / ".tmp-puc8sk_u.json", cache / f".file_keys.json.retrain-{_HOST}-999999999-x.tmp"]
+    for path in left:
+        path.write_text('{"version": 2, "fi')
+        os.utime(path, (old, old))
+    compute(files, extractor, cache, file_keys=filekeys.FileKeys(index))
+    assert not [p for p in left if p.exists()]
 
 
 def test_two_modules_never_share_vectors(tmp_path: Path, extractor):

@@ -499,3 +499,12 @@ def test_an_image_with_no_label_at_its_threshold_says_so(tmp_path: Path) -> None
     assert several == "".join(f"==> {photos[name]} <==\n(no label at or above its threshold)\n\n"
                               for name in ("red", "blue"))
     assert [r["labels"] for r in label_json(*common, "--image", str(photos["red"]))] == [[]]
+
+
+def test_labels_are_read_exactly_as_retrain_wrote_them(tmp_path: Path) -> None:
+    """Folders "cat", " cat", "cat " and "Cat" are four classes: their labels keep their spaces when read back."""
+    from retrain.inference.command import read_labels
+
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("\ufeffcat\n cat\ncat \nCat\ncaf\u00e9\ncafe\u0301\n\n".encode())
+    assert read_labels(labels) == ["cat", " cat", "cat ", "Cat", "caf\u00e9", "cafe\u0301"]

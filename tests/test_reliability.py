@@ -16,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,17 @@ def test_an_output_onto_a_photo_that_a_class_folder_links_to_is_refused(colour_t
     before = digest(elsewhere)
     error = retrain(colour_tree, tiny_module, {**outputs, "output_labels": elsewhere / "yellow_0.jpg"}, expect=2)
     assert "--output_labels" in error
-    assert digest(elsewhere) == before
+    # New files there are refused too: the next run would read them as yellow photos (retrain's own pictures).
+    (elsewhere / "nested").mkdir()
+    colour_photo(elsewhere / "nested" / "yellow_9.jpg", (220, 220, 40), seed=99)
+    before = digest(elsewhere)
+    for flag, value in (("summaries_dir", elsewhere / "logs"), ("saved_model_dir", elsewhere / "nested" / "model"),
+                        ("output_graph", elsewhere / "graph.pb"), ("checkpoint_path", elsewhere / "ckpt")):
+        error = retrain(colour_tree, tiny_module, {**outputs, flag: value}, expect=2)
+        assert re.search(rf"--{flag} .* would write into {re.escape(str(elsewhere))}.*, which --image_dir reads "
+                         r"through a link in it; choose a", error), error
+    assert digest(elsewhere) == before and sorted(p.name for p in elsewhere.iterdir()) == [
+        "nested", "yellow_0.jpg", "yellow_1.jpg", "yellow_2.jpg", "yellow_3.jpg"]
 
 
 def test_outputs_that_share_a_folder_without_clashing_are_fine(colour_tree: Path, tmp_path: Path,
@@ -206,7 +217,8 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
                                   "folder_at_report", "folder_at_thresholds", "pipe_at_graph",
                                   "photo_as_intermediate_graph", "notes_as_checkpoint_data", "photo_as_checkpoint_index",
                                   "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels",
-                                  "settings_at_labels", "shell_script_at_labels"])
+                                  "settings_at_labels", "shell_script_at_labels", "word_list_at_labels",
+                                  "other_models_labels_at_labels"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -243,7 +255,8 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                   rf"--output_labels .*{file} exists and is not a labels file retrain wrote \(it is a text file\)")
            for name, file in (("csv_at_labels", "tags.csv"), ("script_at_labels", "script.py"),
                               ("unsorted_labels_at_labels", "imagenet_labels.txt"), ("settings_at_labels", "app.env"),
-                              ("shell_script_at_labels", "run.sh"))},
+                              ("shell_script_at_labels", "run.sh"), ("word_list_at_labels", "todo.txt"),
+                              ("other_models_labels_at_labels", "coco_labels.txt"))},
     }[case]
     target.parent.mkdir(parents=True, exist_ok=True)
     if case == "notes_at_int8_variant":
@@ -263,7 +276,9 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                            "script_at_labels": "import sys\nprint(sys.argv)\n",  # in sorted order too
                            "unsorted_labels_at_labels": "Background\nTench\nGoldfish\n",
                            "settings_at_labels": "API_KEY=abc123\n",  # one line
-                           "shell_script_at_labels": "#!/bin/sh\necho hi\n"}[case])
+                           "shell_script_at_labels": "#!/bin/sh\necho hi\n",
+                           "word_list_at_labels": "call mom\nbuy milk\npay rent 200\n",  # as the classic labels were
+                           "other_models_labels_at_labels": "person\nbicycle\ntraffic light\n"}[case])
     before = digest(mine) | digest(out)
     error = retrain(colour_tree, tiny_module, {**outputs}, expect=2, **changes)
     assert re.search(expected, error), error
@@ -274,6 +289,7 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
 
 def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,
                                                                            outputs, tmp_path: Path) -> None:
+    from retrain.errors import UsageError
     from retrain.outputs import check_replaceable_folder, replace_folder
 
     table = tmp_path / "classes.csv"  # a single-label CSV: no thresholds file is written, so none is judged
@@ -287,7 +303,58 @@ def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colou
     replace_folder(folder, lambda tmp: (tmp.mkdir(), (tmp / "model.json").write_text("{}")), flag="--output_tfjs")
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (folder / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    (folder / "._model.json").write_bytes(b"\0\5\26\7")  # Finder's companion of a file retrain wrote
     check_replaceable_folder(folder, flag="--output_tfjs")  # Finder and Explorer files are not the user's work
+    (folder / "._thesis_draft.docx").write_bytes(b"\0\5\26\7")  # the companion of a file retrain did not write
+    with pytest.raises(UsageError, match=r"holds files retrain did not write there \(e\.g\. \._thesis_draft\.docx\)"):
+        check_replaceable_folder(folder, flag="--output_tfjs")
+
+
+def test_files_put_in_the_way_of_outputs_while_the_run_goes_on_are_not_replaced(colour_tree: Path, tiny_module: Path,
+                                                                                outputs) -> None:
+    """The checks run before the work; what appears or changes in an output's place by the time it is written
+    is judged again there, so a file saved there meanwhile is the user's and stays."""
+    from retrain.config import RetrainConfig
+    from retrain.errors import RetrainError
+    from retrain.pipeline import prepare, run
+
+    out = outputs["output_graph"].parent
+    config = RetrainConfig(image_dir=colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=20,
+                           saved_model_dir=out / "saved", **outputs)
+    run(config)
+    cases = {"graph.pb": b"my notes\n", "labels.txt": b"Cat\nDog\n", "report.json": b'{"tool": "other"}\n',
+             "saved/DEPLOY_NOTES.md": b"deploy with care\n", "new": b"my notes\n"}
+    for name, data in cases.items():
+        path = out / ("graph.pb" if name == "new" else name)
+        if name == "new":  # no file there when the run is checked; one saved there before it writes
+            path.unlink()
+        plan = prepare(config)
+        path.write_bytes(data)
+        with pytest.raises(RetrainError, match=r"appeared|changed while the run went on") as raised:
+            run(config, plan=plan)
+        assert str(path.parent if name.startswith("saved/") else path) in str(raised.value), name
+        assert path.read_bytes() == data, name
+        path.unlink()
+
+
+def test_a_folder_output_that_is_a_link_is_written_through_and_hidden_backups_stay(colour_tree: Path,
+                                                                                   tiny_module: Path, outputs,
+                                                                                   tmp_path: Path) -> None:
+    out = outputs["output_graph"].parent
+    target = tmp_path / "real_target"
+    target.mkdir()
+    (out / "model").symlink_to(target)
+    backups = [out / ".graph.pb.old-v1", out / ".labels.txt.backup.tmp", out / ".model.old-june" / "README"]
+    for path in backups:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("my backup\n")
+        hours_ago = time.time() - 2 * 3600
+        os.utime(path.parent if path.name == "README" else path, (hours_ago, hours_ago))
+    for _run in range(2):  # the second replaces what the first wrote through the link
+        retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": out / "model"})
+        assert (out / "model").is_symlink() and (target / "saved_model.pb").is_file()
+    assert all(path.read_text() == "my backup\n" for path in backups)
+    assert not [p.name for p in [*out.iterdir(), *tmp_path.iterdir()] if ".retrain-" in p.name]
 
 
 def test_retrains_own_files_are_replaced_by_a_rerun(colour_tree: Path, tiny_module: Path, outputs) -> None:
@@ -302,16 +369,20 @@ def test_retrains_own_files_are_replaced_by_a_rerun(colour_tree: Path, tiny_modu
                  "checkpoint/ckpt.index"):
         path = str(outputs["output_graph"].parent / name)
         assert path in first and first[path] != second[path], name  # replaced by the second run
-    # Labels files an earlier run wrote, for other classes, are replaced: the classic retrain.py's (lowercased
-    # after sorting the folders, here on Windows), and retrain's own, which the report beside it lists.
+    # Labels files an earlier run wrote are replaced: retrain's own for other classes, which the report beside it
+    # lists, and the classic retrain.py's for these classes (folder names lowercased, other characters a space).
     ours = "".join(f"{name}\n" for name in sorted(COLOURS))
     report = outputs["output_graph"].parent / "report.json"
-    for earlier in (b"roses\r\ndaisy\r\nsun flowers\r\n", "Tulpen \U0001f337\nDaisy\n".encode()):
-        outputs["output_labels"].write_bytes(earlier)
-        if b"Daisy" in earlier:
-            report.write_text(json.dumps({**json.loads(report.read_text()), "labels": ["Tulpen \U0001f337", "Daisy"]}))
-        retrain(colour_tree, tiny_module, outputs, how_many_training_steps=30, **extra)
-        assert outputs["output_labels"].read_text() == ours
+    outputs["output_labels"].write_text("Tulpen \U0001f337\nDaisy\n")
+    report.write_text(json.dumps({**json.loads(report.read_text()), "labels": ["Tulpen \U0001f337", "Daisy"]}))
+    retrain(colour_tree, tiny_module, outputs, how_many_training_steps=30, **extra)
+    assert outputs["output_labels"].read_text() == ours
+    named = make_colour_tree(colour_tree.parent / "named", per_class=6, classes={
+        "Red Panda": COLOURS["red"], "blue_jay": COLOURS["blue"], "Green-Frog 2": COLOURS["green"]})
+    report.unlink()
+    outputs["output_labels"].write_bytes(b"green frog 2\r\nred panda\r\nblue jay\r\n")  # as on Windows
+    retrain(named, tiny_module, outputs, how_many_training_steps=30)
+    assert outputs["output_labels"].read_text() == "Green-Frog 2\nRed Panda\nblue_jay\n"
 
 
 def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path: Path) -> None:
@@ -326,8 +397,8 @@ def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path:
     with pytest.raises(UsageError, match="exists and is not a labels file retrain wrote"):
         check_replaceable_files(outputs)
     with pytest.raises(UsageError, match="exists and is not a labels file retrain wrote"):
-        check_replaceable_files(outputs, unchanged={labels: b"Blue Jay\nRed_Panda\nZebra\n"})
-    check_replaceable_files(outputs, unchanged={labels: b"Blue Jay\nRed_Panda\n"})
+        check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\nZebra\n",)})
+    check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\n",)})
 
 
 def test_a_second_model_in_the_same_folder_says_it_replaces_the_first_ones_report(colour_tree: Path,
@@ -374,16 +445,20 @@ def test_a_run_whose_loss_stops_being_a_number_exports_nothing(colour_tree: Path
     assert not outputs["output_labels"].exists()
 
 
+@pytest.mark.parametrize("multi_label", [False, True])
 def test_a_run_whose_loss_grows_huge_but_finite_exports_nothing(tmp_path: Path, tiny_module: Path,
-                                                                 outputs) -> None:
+                                                                 outputs, multi_label: bool) -> None:
     """A learning rate far too high that never reaches NaN: on classes the features cannot tell apart the
     weights and the loss blow up to 1e30, and the model (scores of 0 and 1, one label for nearly everything)
-    used to be exported with exit 0. (On classes they can tell apart the loss falls to 0 instead: kept.)"""
-    alike = make_colour_tree(tmp_path / "alike", classes={"one": (120, 120, 120), "two": (120, 120, 120)})
+    used to be exported with exit 0. (On classes they can tell apart the loss falls to 0 instead: kept.)
+    A multi-label model's sigmoids saturate the same way (every label at 0 for every image, say)."""
+    names = ("one", "two", "three", "four", "five") if multi_label else ("one", "two")  # a loss summed over labels
+    alike = make_colour_tree(tmp_path / "alike", per_class=8, classes=dict.fromkeys(names, (120, 120, 120)))
     outputs["output_graph"].write_bytes(EARLIER_GRAPH)
-    error = retrain(alike, tiny_module, outputs, expect=1, learning_rate=1e30, how_many_training_steps=20)
+    error = retrain(alike, tiny_module, outputs, expect=1, learning_rate=1e6 if multi_label else 1e30,
+                    how_many_training_steps=20, multi_label=multi_label)
     assert "training diverged: the cross-entropy on the training images ended at" in error
-    assert "--learning_rate (now 1e+30)" in error and "nothing was exported" in error
+    assert f"--learning_rate (now {1e6 if multi_label else 1e30:g})" in error and "nothing was exported" in error
     assert outputs["output_graph"].read_bytes() == EARLIER_GRAPH
     assert not outputs["output_labels"].exists()
 

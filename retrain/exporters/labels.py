@@ -6,6 +6,7 @@ line, in label order, written with 9 significant digits so the float32 value is 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ from retrain.outputs import Output, atomic_write_bytes, check_writable_file
 
 def labels_text(labels: tuple[str, ...] | list[str]) -> bytes:
     return "".join(f"{label}\n" for label in labels).encode("utf-8")
+
+
+def classic_labels_text(labels: tuple[str, ...] | list[str]) -> bytes:
+    """The labels file the classic retrain.py wrote for these classes: each folder name lowercased, every run of
+    other characters than a-z and 0-9 one space. A rerun replaces it (it is that run's output)."""
+    return labels_text([re.sub(r"[^a-z0-9]+", " ", label.lower()) for label in labels])
 
 
 def thresholds_text(thresholds: Any) -> bytes:

@@ -8,8 +8,10 @@ no tool can set back: a photo edited in place with its size and modification
 time restored (what "preserve date" options do) still gets a new ctime, so its
 key is recomputed. An entry is only recorded once the file's ctime is safely
 in the past, so an edit in the same clock tick as the hashing cannot hide
-either. The index is one JSON file, written atomically; a damaged or foreign
-index is rebuilt with a warning, and losing it only costs a re-read.
+either. The index is one JSON file, written atomically; an index of another
+version, or with damaged entries, is rebuilt (with a warning for the damage),
+and losing it only costs a re-read. A file there that is no retrain index (the
+user's) is left as it is: the run then remembers no keys, and says so.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from retrain.features.store import NEW_FILE_MODE
+from retrain.features.store import NEW_FILE_MODE, STALE_TEMP_SECONDS
 from retrain.images import read_bytes
+from retrain.outputs import remove_stale_temps, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,17 @@ def content_key(data: bytes, *, variant: str = "") -> bytes:
     return digest.hexdigest().encode()
 
 
+def _is_an_index(data: object) -> bool:
+    """Whether parsed JSON is a file index of this or an earlier version: {"version": N, "files": {...}}, or
+    (before versions) {absolute path: [..., key]}."""
+    if not isinstance(data, dict):
+        return False
+    if "version" in data:
+        return isinstance(data.get("files"), dict)
+    return all(name.startswith("/") and isinstance(entry, list) and entry and isinstance(entry[-1], str)
+               and len(entry[-1]) == 40 for name, entry in data.items())
+
+
 def _stamp(stat: os.stat_result) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
 
@@ -52,22 +66,25 @@ class FileKeys:
         self.path = path
         self._entries: dict[str, list] = {}
         self._changed = False
-        if path is not None and path.is_file():
+        if path is not None and (path.is_file() or os.path.lexists(path)):
             self._entries, self._changed = self._read(path)  # a damaged index is replaced at the next save
 
-    @staticmethod
-    def _read(path: Path) -> tuple[dict[str, list], bool]:
+    def _read(self, path: Path) -> tuple[dict[str, list], bool]:
         """The saved entries that are well formed, and whether anything was wrong (said in a warning)."""
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            log.warning("rebuilding the file index %s: it is unreadable (%s)", path, error)
+            data = json.loads(path.read_bytes()) if path.is_file() and not path.is_symlink() else None
+        except OSError as error:
+            log.warning("rebuilding the file index %s: it is unreadable (%s)", path, error.strerror or error)
             return {}, True
-        if not isinstance(data, dict) or data.get("version") != INDEX_VERSION or not isinstance(data.get("files"), dict):
-            if isinstance(data, dict) and "version" not in data:
-                log.info("rebuilding the file index %s (written by an earlier version)", path)
-            else:
-                log.warning("rebuilding the file index %s: it is not a retrain file index", path)
+        except ValueError:
+            data = None
+        if not _is_an_index(data):
+            log.warning("%s is not a file index retrain wrote; leaving it as it is, so this run remembers no image "
+                        "keys (move it away to make later runs skip re-reading unchanged images)", path)
+            self.path = None
+            return {}, False
+        if data.get("version") != INDEX_VERSION or not isinstance(data.get("files"), dict):
+            log.info("rebuilding the file index %s (written by an earlier version)", path)
             return {}, True
         entries = {}
         for name, entry in data["files"].items():
@@ -103,12 +120,16 @@ class FileKeys:
         return key
 
     def save(self) -> None:
-        """Write the index atomically (only if something changed)."""
-        if self.path is None or not self._changed:
+        """Write the index atomically (only if something changed); remove what killed runs left half-written."""
+        if self.path is None:
+            return
+        remove_stale_temps(self.path)
+        _remove_old_temps(self.path.parent)
+        if not self._changed:
             return
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=temp_prefix(self.path.name), suffix=".tmp")
             os.fchmod(fd, NEW_FILE_MODE)
             with os.fdopen(fd, "w") as handle:
                 json.dump({"version": INDEX_VERSION, "files": self._entries}, handle, separators=(",", ":"))
@@ -118,4 +139,19 @@ class FileKeys:
                 Path(tmp).unlink(missing_ok=True)
             log.warning("could not save the file index %s (%s); the next run re-reads the images", self.path,
                         error.strerror or error)
+        except BaseException:  # interrupted: no half-written index is left behind
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            raise
         self._changed = False
+
+
+def _remove_old_temps(folder: Path) -> None:
+    """Delete the temporary index files (.tmp-XXXXXXXX.json) that killed runs of earlier versions left."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for path in folder.glob(".tmp-????????.json"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass  # another run removed it first, or it is not ours to remove

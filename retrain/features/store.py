@@ -156,6 +156,9 @@ class BottleneckStore:
                 self._set_aside(path, f"it holds {dtype} {shape} for {len(shard_keys)} keys, expected "
                                       f"[{len(shard_keys)}, {self.feature_dim}] floats")
                 continue
+            if not _all_finite(shard_vectors if vectors else _mapped(path, shape, offset, dtype)):
+                self._set_aside(path, "it holds vectors that are not finite numbers")
+                continue
             self._loaded.add(path)
             keys.append(shard_keys)
             if vectors:
@@ -341,6 +344,18 @@ def _check_crc(path: Path, member: str) -> None:
     with zipfile.ZipFile(path) as archive, archive.open(member) as data:
         while data.read(1 << 20):
             pass
+
+
+def _mapped(path: Path, shape: tuple[int, ...], offset: int, dtype: np.dtype) -> np.ndarray:
+    """A shard's vectors as a read-only memory map (the member is stored uncompressed at `offset`)."""
+    if not shape[0]:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def _all_finite(vectors: np.ndarray, rows: int = 16_384) -> bool:
+    """Whether every number is finite (a damaged or tampered shard can hold NaN), a block of rows at a time."""
+    return all(np.isfinite(vectors[start:start + rows]).all() for start in range(0, len(vectors), rows))
 
 
 def _open_shard(path: Path) -> Any:

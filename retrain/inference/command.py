@@ -80,7 +80,8 @@ def read_labels(path: Path) -> list[str]:
         raise RetrainError(f"cannot read --labels {path}: {error}") from None
     except UnicodeDecodeError:
         raise RetrainError(f"--labels {path} is not a UTF-8 text file; pass the labels file retrain wrote") from None
-    labels = [line.strip() for line in text.removeprefix("\ufeff").splitlines()]  # Notepad starts with a BOM
+    # Each line as it is (a label may start or end with a space: folders "cat" and "cat " are two classes).
+    labels = text.removeprefix("\ufeff").splitlines()  # Notepad starts with a BOM
     while labels and not labels[-1]:
         labels.pop()
     if not labels:
