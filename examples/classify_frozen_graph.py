@@ -3,7 +3,9 @@
     python examples/classify_frozen_graph.py /tmp/output_graph.pb /tmp/output_labels.txt photo.jpg
 
 Preprocessing: RGB, resized whole to the graph's input size (bilinear with antialiasing, as retrain
-resizes), scaled to [0, 1]. retrain also applies a photo's EXIF orientation, which this example skips.
+resizes), scaled to [0, 1]. retrain also applies a photo's EXIF orientation, which this example skips,
+and decodes and resizes with Pillow rather than TensorFlow: scores can differ from label-image's in the
+second or third decimal.
 """
 
 import sys

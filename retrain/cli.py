@@ -16,7 +16,7 @@ import click
 
 from retrain.config import BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError
-from retrain.logs import setup_logging
+from retrain.logs import one_line, setup_logging
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
@@ -35,6 +35,12 @@ def _on_signal(signum: int, _frame: Any) -> None:
     reports and drops the exception; the remembered signal still stops the run once it returns."""
     _received.append(signum)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _exit_at_once(signum: int, _frame: Any) -> None:
+    """A second Ctrl-C (or SIGTERM) while an interrupted run winds down (joining its reader threads): exit now,
+    with the same status, instead of a traceback from Python's shutdown. Every finished file is complete."""
+    os._exit(128 + signum)
 
 
 def _unraisable(hook: Any) -> Any:
@@ -61,16 +67,18 @@ class _OneLineErrors(click.Command):
                 raise Terminated() if _received[-1] == signal.SIGTERM else KeyboardInterrupt()
             return result
         except click.ClickException as error:
-            click.echo(f"{prog}: error: {error.format_message()} (see {prog} --help)", err=True)
+            click.echo(f"{prog}: error: {one_line(error.format_message())} (see {prog} --help)", err=True)
             sys.exit(error.exit_code)
         except RetrainError as error:
-            click.echo(f"{prog}: error: {error}", err=True)
+            click.echo(f"{prog}: error: {one_line(str(error))}", err=True)
             sys.exit(error.exit_code)
         except OSError as error:  # the environment failed where no clearer message was prepared
             where = f" ({error.filename})" if error.filename else ""
-            click.echo(f"{prog}: error: {error.strerror or error}{where}; finished files are kept", err=True)
+            click.echo(f"{prog}: error: {one_line(f'{error.strerror or error}{where}')}; finished files are kept",
+                       err=True)
             sys.exit(1)
         except (KeyboardInterrupt, click.Abort) as error:  # click turns KeyboardInterrupt into Abort
+            previous = dict.fromkeys(previous, _exit_at_once)  # installed by `finally`, for the way out
             if isinstance(error, Terminated) or isinstance(error.__cause__, Terminated):
                 click.echo(f"\n{prog}: terminated; finished files and cached bottlenecks are kept, rerun to continue",
                            err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class RetrainError(Exception):
     """A problem with the user's input or environment, reported as one clean line."""
@@ -16,3 +18,12 @@ class UsageError(RetrainError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, exit_code=2)
+
+
+def reason(error: BaseException) -> str:
+    """What went wrong, for one line: an OSError's text, or the first line of a TensorFlow op error's message
+    (the cause; the lines after it retell it) without the function-node prefix and the `[Op:...]` suffix."""
+    text = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(text))
+    text = re.sub(r"\s*\[Op:\w+\]( name: \S*)?", "", text)
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)

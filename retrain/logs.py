@@ -15,13 +15,17 @@ class _StderrHandler(logging.StreamHandler):
     """The handler setup_logging installs, told apart by its class from handlers a caller installed."""
 
 
+def one_line(text: str) -> str:
+    """`text` as one line on the terminal: a line break, an escape code or another unprintable character (a file
+    name can hold any of them) is shown escaped, as Python writes it in a string."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _OneLineFormatter(logging.Formatter):
-    """Each message one line on the terminal: a line break, an escape code or another unprintable character
-    (a file name can hold any of them) is shown escaped, as Python writes it in a string."""
+    """Each message one line on the terminal (`one_line`)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        if not record.message.isprintable():
-            record.message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in record.message)
+        record.message = one_line(record.message)
         return super().formatMessage(record)
 
 

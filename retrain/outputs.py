@@ -205,6 +205,10 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"{flag} {path} is a file; expected a folder")
+        if _inside(real(Path.cwd()), real(path)) or os.path.ismount(path):
+            where = "a mount point" if os.path.ismount(path) else "the current folder or holds it"
+            raise UsageError(f"{flag} {path} is {where}; retrain replaces that folder whole, so give a new "
+                             f"sub-folder, such as {path / 'model'}")
         marker = _read_marker(path)
         foreign, changed = _foreign_entries(path, marker)
         if foreign or changed:
@@ -373,8 +377,11 @@ def _is_report(data: Any) -> bool:
 
 
 def _is_checkpoint_index(data: Any) -> bool:
-    """A TensorFlow checkpoint's .index file: a table that ends with the table format's magic number."""
-    return bytes(data[-8:]) == bytes.fromhex("57fb808b247547db")
+    """The .index file of a checkpoint of the new layer: a TensorFlow checkpoint table (it ends with the table
+    format's magic number) holding retrain's variable `final_biases`, or the classic retrain.py's
+    `final_retrain_ops/...`. Another model's checkpoint at --checkpoint_path is not replaced."""
+    return bytes(data[-8:]) == bytes.fromhex("57fb808b247547db") and len(data) < 1 << 26 and (
+        data.find(b"final_biases/.ATTRIBUTES/VARIABLE_VALUE") >= 0 or data.find(b"final_retrain_ops/") >= 0)
 
 
 # What retrain writes in a file output (Output.content): how messages call it, and how to recognise one.
@@ -384,7 +391,7 @@ CONTENTS: dict[str, tuple[str, Callable[[Any, Path], bool]]] = {
     "labels": ("a labels file retrain wrote", _is_labels),
     "thresholds": ("a thresholds file", lambda data, _: _is_numbers(data)),
     "report": ("a retrain report", lambda data, _: _is_report(data)),
-    "checkpoint": ("a checkpoint index", lambda data, _: _is_checkpoint_index(data)),
+    "checkpoint": ("a checkpoint index of the new layer", lambda data, _: _is_checkpoint_index(data)),
 }
 _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
           (b"BM", "a BMP image"), (b"RIFF", "a RIFF file (WebP image, audio or video)"), (b"%PDF", "a PDF"),
@@ -406,9 +413,9 @@ def check_replaceable_files(outputs: Sequence[Output], *,
     An existing folder in the way is refused too (for the files no flag names, such as report.json), and
     so is anything that is not a regular file (a device such as /dev/null, a pipe): a write renames a new
     file over the path. An empty file may be replaced, and so may a file that already holds what the run
-    writes there (`unchanged`: path -> the contents that count as such); a file of another kind (a photo at --output_graph,
-    notes at --output_tflite, a report.json retrain did not write) is not. For an "entries" output, every
-    existing entry is checked (intermediate graphs; a checkpoint's files, by its index).
+    writes there (`unchanged`: path -> the contents that count as such); a file of another kind (a photo at
+    --output_graph, notes at --output_tflite, a report.json retrain did not write) is not. For an "entries"
+    output, every existing entry is checked (intermediate graphs; a checkpoint's files, by its index).
     """
     for output in outputs:
         if output.kind == "file":

@@ -37,13 +37,14 @@ from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
 from retrain.labels.folder import check_image_dir, shown
 from retrain.labels.split import SPLITS
+from retrain.logs import one_line
 from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, check_clashes, check_input_files, check_replaceable_files,
                              check_writable_dir, size_text)
 from retrain.tfenv import import_tensorflow
-from retrain.train import (Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged, initial_head,
-                           load_images, rng, train)
+from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged,
+                           initial_head, load_images, rng, train)
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,10 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                         labels=labels.names, final_tensor_name=config.final_tensor_name,
                         calibration=lambda count: _calibration_images(splits["training"], source, count, config.seed))
 
+    stored: list[Path] = []  # intermediate graphs written, removed again if their model is not kept
+
     def store_intermediate(step: int, head: Head) -> None:
-        IntermediateGraphs.store(model.with_head(head), config, step=step)
+        stored.append(IntermediateGraphs.store(model.with_head(head), config, step=step))
 
     schedule = Schedule(steps=config.how_many_training_steps, eval_interval=config.eval_step_interval,
                         store_every=config.intermediate_store_frequency)
@@ -209,24 +212,29 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         steps = VectorSteps(data=training, head=model.head, optimizer=optimizer, batch_size=config.train_batch_size,
                             random=rng(config.seed, "training"))
         label = "Training"
-    head = train(steps=steps, schedule=schedule, optimizer=optimizer, label=label,
-                 validate=lambda h: evaluate(h, splits["validation"].vectors, splits["validation"].targets,
-                                             batch_size=config.validation_batch_size, rng=eval_random),
-                 summaries=Summaries(run_folder, objective=objective, labels=labels.names,
-                                     pictured=picture_steps(steps=schedule.steps, interval=schedule.eval_interval)),
-                 on_intermediate=store_intermediate)
-    if config.fine_tune:
-        head, splits = _fine_tune_if_better(config, source=source, head=head, splits=splits, distortions=distortions,
-                                            run_folder=run_folder, store_intermediate=store_intermediate)
+    try:
+        head = train(steps=steps, schedule=schedule, optimizer=optimizer, label=label,
+                     validate=lambda h: evaluate(h, splits["validation"].vectors, splits["validation"].targets,
+                                                 batch_size=config.validation_batch_size, rng=eval_random),
+                     summaries=Summaries(run_folder, objective=objective, labels=labels.names,
+                                         pictured=picture_steps(steps=schedule.steps, interval=schedule.eval_interval)),
+                     on_intermediate=store_intermediate)
+        if config.fine_tune:
+            head, splits = _fine_tune_if_better(config, source=source, head=head, splits=splits,
+                                                distortions=distortions, run_folder=run_folder,
+                                                store_intermediate=store_intermediate, stored=stored)
 
-    validation = splits["validation"]
-    head = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
-                                                  np.arange(len(validation))), training=splits["training"].targets)
-    evaluations = {name: evaluate(head, splits[name].vectors, splits[name].targets, batch_size=-1, rng=eval_random)
-                   for name in ("training", "validation")}
-    training = splits["training"]
-    check_converged(evaluations["training"], evaluate(model.head, training.vectors, training.targets, batch_size=-1,
-                                                      rng=eval_random), optimizer)
+        validation = splits["validation"]
+        head = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
+                                                      np.arange(len(validation))), training=splits["training"].targets)
+        evaluations = {name: evaluate(head, splits[name].vectors, splits[name].targets, batch_size=-1,
+                                      rng=eval_random) for name in ("training", "validation")}
+        training = splits["training"]
+        check_converged(evaluations["training"], evaluate(model.head, training.vectors, training.targets,
+                                                          batch_size=-1, rng=eval_random), optimizer)
+    except Diverged:
+        IntermediateGraphs.remove(stored, why="training diverged")
+        raise
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
     _print_test_figures(test, objective)
@@ -239,7 +247,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
 
     def wrote(paths: Iterable[Path]) -> None:  # said as each is written: a later failure leaves them listed
         for path in paths:
-            print(f"Wrote {path} ({size_text(path)})", flush=True)
+            print(f"Wrote {one_line(str(path))} ({size_text(path)})", flush=True)
             written.append(path)
 
     for exporter in plan.exporters:
@@ -331,7 +339,7 @@ def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[Bottl
 
 
 def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: Head, splits: dict[str, Split],
-                         **kwargs: Any) -> tuple[Head, dict[str, Split]]:
+                         stored: list[Path], **kwargs: Any) -> tuple[Head, dict[str, Split]]:
     """Fine-tune, then keep the fine-tuned model only if its figure on the whole validation split is not lower
     than the new layer's alone; otherwise put the modules' weights back, keep the new layer, and say so. A
     learning rate too high for the module (1e-3 took MobileNet V2 1.0 from 82 % to 20 %, the share of one class
@@ -343,6 +351,7 @@ def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: 
         return _fine_tune(config, source=source, head=head, splits=splits, **kwargs)
     before = evaluate(head, validation.vectors, validation.targets, batch_size=-1, rng=None)
     saved = [variable.numpy() for variable in source.trainable_variables]
+    stored_before = len(stored)
     tuned_head, tuned_splits = _fine_tune(config, source=source, head=head, splits=splits, **kwargs)
     tuned = tuned_splits["validation"]
     after = evaluate(tuned_head, tuned.vectors, tuned.targets, batch_size=-1, rng=None)
@@ -353,6 +362,7 @@ def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: 
         return tuned_head, tuned_splits
     for variable, value in zip(source.trainable_variables, saved):
         variable.assign(value)
+    IntermediateGraphs.remove(stored[stored_before:], why="fine-tuning was undone")
     log.warning("fine-tuning lowered the validation %s from %.1f%% to %.1f%% (N=%d): keeping the model from "
                 "before fine-tuning (the new layer on the module as it was); a lower --fine_tune_learning_rate "
                 "(now %g) may help", name, before.accuracy * 100, after.accuracy * 100, before.count,

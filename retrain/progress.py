@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
@@ -18,7 +19,8 @@ class Progress:
 
     On a terminal it redraws one line at most 10 times a second; when stderr is
     a file or pipe it writes a plain line every `interval` seconds, so logs stay
-    readable.
+    readable. It is shown at the level of INFO lines: `--logging_verbosity WARN`
+    (or `log_level="WARN"`) quietens it with them.
     """
 
     def __init__(self, total: int, label: str, *, unit: str = "images", stream: TextIO | None = None,
@@ -32,16 +34,18 @@ class Progress:
         self.done = 0
         self.start = time.monotonic()
         self._last = 0.0
+        self.shown = logging.getLogger("retrain").isEnabledFor(logging.INFO)
 
     def update(self, count: int = 1) -> None:
         self.done += count
         now = time.monotonic()
-        if now - self._last >= self.interval:
+        if self.shown and now - self._last >= self.interval:
             self._last = now
             self._write(now, final=False)
 
     def close(self) -> None:
-        self._write(time.monotonic(), final=True)
+        if self.shown:
+            self._write(time.monotonic(), final=True)
 
     def _write(self, now: float, *, final: bool) -> None:
         elapsed = max(now - self.start, 1e-9)

@@ -8,6 +8,7 @@ them unless logging is at DEBUG, and replay them if the import itself fails.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -69,6 +70,8 @@ def import_tensorflow(*, verbose: bool = False) -> ModuleType:
         except RuntimeError:
             pass  # TensorFlow was already initialised by the caller; keep its settings.
         tf.get_logger().setLevel("ERROR")
+        if not verbose:  # absl's: e.g. a full traceback for a SavedModel's damaged fingerprint.pb, which loads fine
+            logging.getLogger("absl").setLevel(logging.CRITICAL)
         _configured = True
     return tf
 

@@ -285,6 +285,10 @@ class ImageSteps(_Layer):
         return Last(loss=float(loss), metric=float(metric), logits=logits)
 
 
+class Diverged(RetrainError):
+    """Training broke the model (a loss or weights that are not finite numbers, or a loss that blew up)."""
+
+
 # A layer whose cross-entropy on its own training images ends this many times above the untrained
 # layer's has diverged. (A learning rate far too high drives the loss up only on classes the features
 # cannot separate; on the others it falls to 0, and that model is kept.)
@@ -292,10 +296,10 @@ DIVERGED_LOSS_FACTOR = 10.0
 
 
 def check_converged(trained: Evaluation, untrained: Evaluation, optimizer: Optimizer) -> None:
-    """Stops with a RetrainError (nothing exported) when training left the layer far worse on its own
+    """Stops with Diverged (nothing exported) when training left the layer far worse on its own
     training images than it started: the loss grew without ever becoming NaN, which `train` catches."""
     if trained.count and not trained.cross_entropy <= DIVERGED_LOSS_FACTOR * untrained.cross_entropy:
-        raise RetrainError(f"training diverged: the cross-entropy on the training images ended at "
+        raise Diverged(f"training diverged: the cross-entropy on the training images ended at "
                            f"{trained.cross_entropy:.3g}, against {untrained.cross_entropy:.3g} before training, so "
                            f"the model is broken; lower {optimizer.flag} (now {optimizer.learning_rate:g}); nothing "
                            "was exported")
@@ -334,7 +338,7 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
           label: str = "Training") -> Head:
     """Run `steps` through `schedule`: log the classic lines, write summaries, store intermediate heads.
 
-    Stops with a RetrainError (nothing exported) when the loss stops being a
+    Stops with Diverged (nothing exported) when the loss stops being a
     finite number: the learning rate is then too high for the data.
     """
     progress = Progress(schedule.steps, label, unit="steps") if steps.slow else None
@@ -346,7 +350,7 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
             done = step + 1
             shown = schedule.first_step + step
             if not math.isfinite(last.loss):
-                raise RetrainError(f"training stopped at step {shown}: the cross-entropy became {last.loss} "
+                raise Diverged(f"training stopped at step {shown}: the cross-entropy became {last.loss} "
                                    f"(not a finite number), so the model is broken; lower {optimizer.flag} "
                                    f"(now {optimizer.learning_rate:g}); nothing was exported")
             head = steps.head() if schedule.evaluates(step) or schedule.stores(step) else None
@@ -369,6 +373,6 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
             summaries.close()
     head = steps.head()
     if not head.finite:
-        raise RetrainError(f"training ended with weights that are not finite numbers; lower {optimizer.flag} "
+        raise Diverged(f"training ended with weights that are not finite numbers; lower {optimizer.flag} "
                            f"(now {optimizer.learning_rate:g}); nothing was exported")
     return head

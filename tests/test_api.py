@@ -282,3 +282,19 @@ def test_the_quickstart_example_says_in_one_line_when_it_cannot_fetch_the_photos
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("quickstart: error: cannot fetch the flower photos") and "--image_dir" in last
     assert not (tmp_path / "flower_photos").exists()
+
+
+@pytest.mark.parametrize("level, shown", [("INFO", True), ("WARN", False), ("ERROR", False)])
+def test_progress_is_shown_with_the_info_lines_and_quietened_with_them(level: str, shown: bool) -> None:
+    import io
+
+    from retrain.logs import setup_logging
+    from retrain.progress import Progress
+
+    setup_logging(level)  # what --logging_verbosity does (the autouse fixture restores the logger)
+    stream = io.StringIO()
+    progress = Progress(3, "Bottlenecks", stream=stream, interval=0.0)
+    progress.update(2)
+    progress.close()
+    assert ("Bottlenecks: 2/3 images in" in stream.getvalue()) is shown
+    assert ("2/3 images (67%)" in stream.getvalue()) is shown

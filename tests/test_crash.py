@@ -197,6 +197,25 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_finished_work(flowers, tmp_pat
     assert not list((out / "bottlenecks").rglob(".tmp-*")), "no half-written shard is left behind"
 
 
+def test_a_second_ctrl_c_while_the_run_winds_down_exits_at_once_without_a_traceback(flowers, tmp_path: Path) -> None:
+    """An impatient user presses Ctrl-C twice: the second lands while Python joins the image reader threads,
+    where it used to print a KeyboardInterrupt traceback from `threading` and end the process by the signal."""
+    tree, module = flowers
+    out = tmp_path / "out"
+    out.mkdir()
+    run = Run(tree, module, out, "twice")
+    run.wait_for(lambda: shard_count(out) >= 1)
+    run.process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while "retrain: interrupted;" not in run.stderr and run.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    if run.process.poll() is None:
+        run.process.send_signal(signal.SIGINT)
+    assert run.process.wait(timeout=60) == 130
+    assert "retrain: interrupted; finished files and cached bottlenecks are kept" in run.stderr
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
+
+
 def test_two_runs_share_one_bottleneck_dir(flowers, tmp_path: Path) -> None:
     """Two runs started together compute into one cache at once, and one compacts it under the other
     (batches and flushes of 2 vectors give 25 shards each, above COMPACT_ABOVE_SHARDS); both finish,

@@ -156,9 +156,15 @@ def test_a_fine_tuning_that_wrecks_the_model_is_undone_and_said(tmp_path: Path) 
                              bottleneck_dir=tmp_path / "bottlenecks", how_many_training_steps=STEPS,
                              validation_percentage=20, testing_percentage=20, **extra)
 
-    plain, _ = run_capturing(config("plain"))
-    wrecked = config("wrecked", fine_tune=True, fine_tune_steps=10, fine_tune_batch_size=8, fine_tune_learning_rate=50)
+    plain, _ = run_capturing(config("plain", intermediate_store_frequency=5,  # training pauses where the other's does
+                                    intermediate_output_graphs_dir=tmp_path / "plain" / "intermediate"))
+    wrecked = config("wrecked", fine_tune=True, fine_tune_steps=10, fine_tune_batch_size=8, fine_tune_learning_rate=50,
+                     intermediate_store_frequency=5, intermediate_output_graphs_dir=tmp_path / "intermediate")
     result, stderr = run_capturing(wrecked)
+    # The intermediate graphs of the new layer stay; the one written while fine-tuning holds the wrecked model: gone.
+    assert {p.name for p in (tmp_path / "intermediate").iterdir()} == {f"intermediate_{s}.pb" for s in range(5, STEPS, 5)}
+    assert f"removed the 1 intermediate graph(s) this run wrote from step {STEPS + 5} on (fine-tuning was undone)" \
+        in stderr
     message = re.search(r"WARNING .*fine-tuning lowered the validation accuracy from (\d+\.\d)% to (\d+\.\d)% "
                         r"\(N=\d+\): keeping the model from before fine-tuning.*--fine_tune_learning_rate \(now 50\)",
                         stderr)
@@ -209,7 +215,7 @@ def test_fine_tuning_a_real_module_keeps_its_batch_norm_statistics(tmp_path: Pat
     assert max(np.abs(tuned[name] - original[name]).max() for name in trainable) > 0  # the weights did learn
 
 
-@pytest.mark.integration  # 500 flower photos held in memory and 30 fine-tuning steps of MobileNet V2 1.0: about 1 min
+@pytest.mark.integration  # 500 flower photos held in memory and 10 fine-tuning steps of MobileNet V2 1.0: about 50 s
 def test_fine_tuning_on_real_photos_keeps_the_classifier(tmp_path: Path, flowers_bottlenecks: Path) -> None:
     """The fixture flowers and the module the shared export uses (its vectors are cached already): fine-tuning
     must leave the test accuracy near the new layer's own (the 80 % that test_end_to_end.py requires of the same
@@ -217,7 +223,7 @@ def test_fine_tuning_on_real_photos_keeps_the_classifier(tmp_path: Path, flowers
     which would hide the wreck from the accuracy check alone)."""
     (tmp_path / "tuned").mkdir()
     tuned, stderr = run_capturing(flowers_config(tmp_path / "tuned", flowers_bottlenecks, fine_tune=True,
-                                                 fine_tune_steps=30))
+                                                 fine_tune_steps=10))
     assert "fine-tuning: validation accuracy" in stderr and "fine-tuning lowered" not in stderr
     assert len(tuned.splits["testing"].paths) > 100
     # the new layer alone reaches at least 80 % on this split (test_end_to_end.py, the same config and seed)

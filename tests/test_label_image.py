@@ -19,7 +19,7 @@ import pytest
 
 from retrain.cli import label_image_command
 from retrain.names import thresholds_path
-from tests.conftest import PHOTOS, colour_photo, flags, invoke, require, run_script
+from tests.conftest import PHOTOS, colour_photo, flags, invoke, require, retrain_cli, run_script
 
 HELD_OUT = 10  # test-split photos compared with the in-process prediction
 
@@ -222,6 +222,7 @@ def test_tflite(trained: Trained) -> None:
     assert with_flags.stdout == plain.stdout
 
 
+@pytest.mark.integration  # the installed console script in a fresh process (5-10 s): kept out of the 3-minute suite
 def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
     result = run_script("-c", "from retrain.cli import label_image_command; label_image_command(prog_name='label-image')",
                         "--graph", str(trained.graph), "--labels", str(trained.labels), str(trained.photos[0]))
@@ -508,3 +509,18 @@ def test_labels_are_read_exactly_as_retrain_wrote_them(tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_bytes("\ufeffcat\n cat\ncat \nCat\ncaf\u00e9\ncafe\u0301\n\n".encode())
     assert read_labels(labels) == ["cat", " cat", "cat ", "Cat", "caf\u00e9", "cafe\u0301"]
+
+
+@pytest.mark.integration  # label-image in a fresh process (4 s), where TensorFlow's own loggers print
+def test_a_saved_model_with_a_damaged_fingerprint_is_read_without_tensorflows_traceback(
+        colour_tree: Path, tiny_module: Path, outputs) -> None:
+    """TensorFlow loads such a SavedModel but logs its fingerprint error with a full traceback (absl's logger)."""
+    saved = outputs["output_graph"].with_name("saved")
+    retrain_cli(colour_tree, tiny_module, {**outputs, "saved_model_dir": saved})
+    with open(saved / "fingerprint.pb", "ab") as handle:
+        handle.write(b"\n")
+    photo = colour_tree / "red" / "red_000.jpg"
+    result = run_script("-c", "from retrain.cli import label_image_command; label_image_command(prog_name='label-image')",
+                        "--graph", str(saved), "--labels", str(outputs["output_labels"]), "--image", str(photo))
+    assert "Traceback" not in result.stderr and "Fingerprint" not in result.stderr, result.stderr
+    assert result.stdout.splitlines()[0].split()[0] == "red"

@@ -28,6 +28,7 @@ def test_tfhub_handle_resolves_through_tfhub_cache_dir(tmp_path: Path, monkeypat
     assert local.cache_key == extractor.cache_key  # same content, same cached vectors
 
 
+@pytest.mark.integration  # a run in a fresh process with a handle resolved offline (5-10 s): kept out of the 3-minute suite
 def test_retrain_with_a_handle_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, colour_tree: Path,
                                           outputs: dict[str, Path]):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(copy_tree(require(FIXTURES / "tfhub_cache"), tmp_path / "cache")))

@@ -139,6 +139,22 @@ def test_a_saved_model_folder_with_the_users_files_is_refused(colour_tree: Path,
     assert digest(saved) == before
 
 
+@pytest.mark.parametrize("flag", ["saved_model_dir", "output_tfjs"])
+def test_a_folder_output_at_the_current_folder_is_refused_before_any_work(colour_tree: Path, tiny_module: Path,
+                                                                          outputs, tmp_path: Path, monkeypatch,
+                                                                          flag: str) -> None:
+    """The folder is replaced whole (renamed aside, then removed): '.' (empty, so nothing else refuses it) or a
+    folder holding the current one cannot be, and used to fail only after training."""
+    here = tmp_path / "here"
+    (here / "inner").mkdir(parents=True)
+    monkeypatch.chdir(here / "inner")
+    for value in (".", str(here)):
+        error = retrain(colour_tree, tiny_module, {**outputs, flag: value}, expect=2)
+        assert re.search(rf"--{flag} .* is the current folder or holds it; retrain replaces that folder whole, so give "
+                         "a new sub-folder", error), error
+    assert not outputs["output_graph"].exists() and sorted(p.name for p in here.rglob("*")) == ["inner"]
+
+
 def test_a_saved_model_that_retrain_did_not_write_is_refused(colour_tree: Path, tiny_module: Path, outputs,
                                                              tmp_path: Path) -> None:
     foreign = tmp_path / "someone_elses_model"
@@ -216,6 +232,7 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
 @pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
                                   "folder_at_report", "folder_at_thresholds", "pipe_at_graph",
                                   "photo_as_intermediate_graph", "notes_as_checkpoint_data", "photo_as_checkpoint_index",
+                                  "other_models_checkpoint",
                                   "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels",
                                   "settings_at_labels", "shell_script_at_labels", "word_list_at_labels",
                                   "other_models_labels_at_labels"])
@@ -249,7 +266,11 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                                      r"--checkpoint_path .*ckpt\.data-00000-of-00001 exists beside no checkpoint "
                                      r"index"),
         "photo_as_checkpoint_index": ({}, outputs["checkpoint_path"].with_name("ckpt.index"),
-                                      r"ckpt\.index exists and is not a checkpoint index \(it is a JPEG image\)"),
+                                      r"ckpt\.index exists and is not a checkpoint index of the new layer \(it is a "
+                                      r"JPEG image\)"),
+        "other_models_checkpoint": ({}, outputs["checkpoint_path"].with_name("ckpt.index"),
+                                    r"ckpt\.(index|data-00000-of-00001) exists and is not a checkpoint index of the "
+                                    r"new layer \(it is other data\)"),
         # Text, but neither the labels of a retrain report beside it nor classic ones: the user's, not replaced.
         **{name: ({"output_labels": mine / file}, mine / file,
                   rf"--output_labels .*{file} exists and is not a labels file retrain wrote \(it is a text file\)")
@@ -267,6 +288,11 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         shutil.copy(photo, target)
     elif case == "notes_as_checkpoint_data":
         target.write_text("my notes")
+    elif case == "other_models_checkpoint":  # another model's weights, saved the TF2 way at the same prefix
+        from retrain.tfenv import import_tensorflow
+
+        tf = import_tensorflow()
+        tf.train.Checkpoint(dense=tf.Module(), kernel=tf.Variable(tf.zeros([4, 2]))).write(str(target.with_suffix("")))
     elif case == "foreign_report":
         target.write_text('{"my": "experiment notes"}')
     elif case.startswith("folder_at"):
@@ -456,7 +482,8 @@ def test_a_run_whose_loss_grows_huge_but_finite_exports_nothing(tmp_path: Path, 
     alike = make_colour_tree(tmp_path / "alike", per_class=8, classes=dict.fromkeys(names, (120, 120, 120)))
     outputs["output_graph"].write_bytes(EARLIER_GRAPH)
     error = retrain(alike, tiny_module, outputs, expect=1, learning_rate=1e6 if multi_label else 1e30,
-                    how_many_training_steps=20, multi_label=multi_label)
+                    how_many_training_steps=20, multi_label=multi_label, intermediate_store_frequency=5)
+    assert not list(outputs["intermediate_output_graphs_dir"].iterdir())  # the broken model's snapshots: removed
     assert "training diverged: the cross-entropy on the training images ended at" in error
     assert f"--learning_rate (now {1e6 if multi_label else 1e30:g})" in error and "nothing was exported" in error
     assert outputs["output_graph"].read_bytes() == EARLIER_GRAPH
@@ -612,6 +639,21 @@ def test_a_full_disk_under_an_output_keeps_the_old_output(colour_tree: Path, tin
     assert not [p for p in mount.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
 
 
+@pytest.mark.integration  # a run in a fresh process on a small disk, as the test above
+def test_a_full_disk_under_the_summaries_is_one_plain_line(colour_tree: Path, tiny_module: Path, outputs,
+                                                           small_disk) -> None:
+    mount, env = small_disk
+    if not env:
+        (mount / "filler").write_bytes(b"\0" * (252 * 1024))  # leave only 4 kB: less than the run's summaries
+    result = run_limited(flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=200,
+                               **{**outputs, "summaries_dir": mount / "logs"}), env)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"retrain: error: cannot write TensorBoard summaries into {mount / 'logs'}/"), \
+        result.stderr[-3000:]
+    assert "function_node" not in last and "[Op:" not in last and "Traceback" not in result.stderr
+
+
 def test_a_read_only_cache_folder_is_one_line(colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -692,3 +734,18 @@ def test_outputs_onto_the_labels_csv_or_an_image_it_names_are_refused(colour_tre
     # Outputs inside --image_dir are fine for a CSV run: only the CSV and the images it names are read.
     result = retrain(colour_tree, tiny_module, {**outputs, "output_graph": colour_tree / "model.pb"}, labels_csv=table)
     assert "Final test accuracy" in result.stdout and (colour_tree / "model.pb").exists()
+
+
+def test_paths_with_line_breaks_and_escape_codes_stay_one_line_in_results_and_errors(colour_tree: Path,
+                                                                                      tiny_module: Path, outputs) -> None:
+    """A path may hold any character but / and NUL: the results and the error line show it escaped, so no line
+    reads like a line retrain printed (`Wrote /etc/passwd`) and the terminal obeys no escape code."""
+    out = outputs["output_graph"].parent
+    odd = out / "a\nWrote \x1b[31mred.pb"
+    result = retrain(colour_tree, tiny_module, {**outputs, "output_graph": odd})
+    assert odd.is_file()
+    wrote = [line for line in result.stdout.splitlines() if line.startswith("Wrote ")]
+    assert wrote[0].startswith(f"Wrote {out}/a\\nWrote \\x1b[31mred.pb (") and len(wrote) == 3, result.stdout
+    assert "\x1b" not in result.stdout
+    error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": out / "missing\n" / "g.pb"}, expect=2)
+    assert "missing\\n" in error and "\x1b" not in error

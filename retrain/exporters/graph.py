@@ -45,7 +45,17 @@ class IntermediateGraphs(Exporter):
         check_writable_dir(config.intermediate_output_graphs_dir, flag="--intermediate_output_graphs_dir")
 
     @staticmethod
-    def store(model: Any, config: RetrainConfig, *, step: int) -> None:
+    def store(model: Any, config: RetrainConfig, *, step: int) -> Path:
         path = config.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
         atomic_write_bytes(path, model.graph_def.SerializeToString(), flag="--intermediate_output_graphs_dir")
         log.info("saved intermediate graph %s", path)
+        return path
+
+    @staticmethod
+    def remove(paths: list[Path], *, why: str) -> None:
+        """Delete intermediate graphs this run wrote of a model it did not keep, and say so."""
+        for path in paths:
+            path.unlink(missing_ok=True)
+        if paths:
+            log.warning("removed the %d intermediate graph(s) this run wrote from step %s on (%s), as they hold "
+                        "that model", len(paths), paths[0].stem.removeprefix("intermediate_"), why)

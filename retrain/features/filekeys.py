@@ -66,7 +66,7 @@ class FileKeys:
         self.path = path
         self._entries: dict[str, list] = {}
         self._changed = False
-        if path is not None and (path.is_file() or os.path.lexists(path)):
+        if path is not None and os.path.lexists(path):
             self._entries, self._changed = self._read(path)  # a damaged index is replaced at the next save
 
     def _read(self, path: Path) -> tuple[dict[str, list], bool]:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, reason
 from retrain.insight import pictures
 from retrain.outputs import atomic_write_bytes
 
@@ -87,8 +87,7 @@ def _writer_for(folder: Path, writer: Any | None) -> Iterator[Any]:
         yield writer
         writer.flush()
     except (OSError, tf.errors.OpError) as error:
-        message = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
-        raise RetrainError(f"cannot write TensorBoard summaries into {folder}: {message}; "
+        raise RetrainError(f"cannot write TensorBoard summaries into {folder}: {reason(error)}; "
                            "choose a writable --summaries_dir") from None
     finally:
         if own and writer is not None:
