@@ -96,6 +96,21 @@ def _local_only_getaddrinfo(host, *args, **kwargs):
 socket.getaddrinfo = _local_only_getaddrinfo
 
 
+# Session fixtures that cost tens of seconds. Under `pytest -n 2 --dist loadgroup` (the README's command) the tests
+# that use one run in one worker, so each is built once, as in a serial session; every other test runs in the worker
+# that runs the rest of its file, so a module's fixtures are built once too.
+_COSTLY_FIXTURES = {"flowers_export": "flowers", "flowers_run": "flowers", "trained": "flowers",
+                    "flowers_bottlenecks": "flowers", "mixed_sizes": "mixed_sizes"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        groups = sorted({_COSTLY_FIXTURES[name] for name in getattr(item, "fixturenames", ())
+                         if name in _COSTLY_FIXTURES})
+        item.add_marker(pytest.mark.xdist_group(groups[0] if groups else item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(autouse=True)
 def _restore_retrain_logger() -> Iterator[None]:
     """The CLI points the 'retrain' logger at stderr with propagate off; undo that so later caplog tests see logs."""
@@ -271,7 +286,8 @@ def flowers_bottlenecks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     is safe, and the 500 photos go through each module once, not once per test module. It sits beside pytest's
     numbered session folders, so the integration run (.ci/run's second session) reuses what the first computed;
     the cache's own checks (keys, CRCs, damaged shards set aside) guard it as they guard a user's."""
-    path = tmp_path_factory.getbasetemp().parent / "retrain-flowers-bottlenecks"
+    base = tmp_path_factory.getbasetemp()  # pytest-of-USER/pytest-N, or .../pytest-N/popen-gwK under pytest -n
+    path = (base.parent.parent if os.environ.get("PYTEST_XDIST_WORKER") else base.parent) / "retrain-flowers-bottlenecks"
     path.mkdir(exist_ok=True)
     return path
 

@@ -48,7 +48,6 @@ def test_real_photos_reach_80_percent_test_accuracy(flowers_run):
     assert config.output_labels.read_text() == "daisy\ndandelion\nroses\nsunflowers\ntulips\n"
 
 
-@pytest.mark.integration  # a fresh process importing TensorFlow (5-10 s): kept out of the 3-minute suite
 def test_frozen_graph_matches_the_trained_model_in_a_fresh_process(flowers_run, tmp_path: Path):
     config, result = flowers_run
     test = result.splits["testing"]
@@ -93,7 +92,6 @@ def test_saved_model_serving_default_matches(flowers_run):
     np.testing.assert_allclose(prediction, result.head.probabilities(test.vectors[:16]), atol=1e-4)
 
 
-@pytest.mark.integration  # the example in a fresh process (5-10 s): kept out of the 3-minute suite
 def test_classic_example_script_classifies_a_bmp(flowers_run):
     config, _ = flowers_run
     example = Path(__file__).resolve().parents[1] / "examples" / "classify_frozen_graph.py"

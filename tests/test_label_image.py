@@ -222,7 +222,6 @@ def test_tflite(trained: Trained) -> None:
     assert with_flags.stdout == plain.stdout
 
 
-@pytest.mark.integration  # the installed console script in a fresh process (5-10 s): kept out of the 3-minute suite
 def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
     result = run_script("-c", "from retrain.cli import label_image_command; label_image_command(prog_name='label-image')",
                         "--graph", str(trained.graph), "--labels", str(trained.labels), str(trained.photos[0]))
