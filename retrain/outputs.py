@@ -445,13 +445,14 @@ def _identity(path: Path) -> tuple[int, ...] | None:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
-def _judge_again(path: Path) -> None:
-    """Refuse to replace a judged file output that someone changed, or put there, while the run went on."""
+def _judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:
+    """Refuse to replace a judged file output that someone changed, or put there, while the run went on (unless
+    it now holds retrain's kind of file, or exactly what is about to be written: `same`)."""
     judged = _JUDGED.get(real(path))
     if judged is None or _identity(path) == judged[1]:
         return
     try:
-        _check_replaceable(judged[0], path)
+        _check_replaceable(judged[0], path, same=same)
     except UsageError as error:
         raise RetrainError(f"{error} (it appeared or changed while the run went on, so retrain did not replace "
                            "it)") from None
@@ -543,8 +544,9 @@ def _failure(flag: str, path: Path, error: OSError) -> RetrainError:
                         "earlier outputs are kept")
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over `path`."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, same: Sequence[bytes] = ()) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over `path`; just before the rename, a
+    file there that changed since the run's checks is judged again (`_judge_again`; `same`: what is being written)."""
     remove_stale_temps(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
@@ -556,7 +558,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str) -> 
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
-        _judge_again(path)
+        _judge_again(path, same=same)
         os.replace(tmp, path)
         if real(path) in _JUDGED:
             _JUDGED[real(path)] = (_JUDGED[real(path)][0], _identity(path))
@@ -569,7 +571,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str) -> 
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, flag: str) -> None:
-    atomic_write(path, lambda handle: handle.write(data), flag=flag)
+    atomic_write(path, lambda handle: handle.write(data), flag=flag, same=(data,))
 
 
 def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) -> None:

@@ -361,6 +361,12 @@ def test_files_put_in_the_way_of_outputs_while_the_run_goes_on_are_not_replaced(
         assert str(path.parent if name.startswith("saved/") else path) in str(raised.value), name
         assert path.read_bytes() == data, name
         path.unlink()
+    # Another run of the same model writing the same files meanwhile is no one's loss: this run replaces them.
+    plan = prepare(config)
+    labels = out / "labels.txt"
+    (out / "report.json").unlink(missing_ok=True)  # so only the new labels file's content can vouch for it
+    labels.write_bytes(b"".join(f"{name}\n".encode() for name in sorted(COLOURS)))
+    run(config, plan=plan)
 
 
 def test_a_folder_output_that_is_a_link_is_written_through_and_hidden_backups_stay(colour_tree: Path,
