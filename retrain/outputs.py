@@ -203,26 +203,31 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
     """A folder output may replace nothing, an empty folder, or exactly what retrain wrote there before."""
     _check_not_a_broken_link(path, flag=flag)
     if path.exists():
-        if not path.is_dir():
-            raise UsageError(f"{flag} {path} is a file; expected a folder")
-        if _inside(real(Path.cwd()), real(path)) or os.path.ismount(path):
-            where = "a mount point" if os.path.ismount(path) else "the current folder or holds it"
-            raise UsageError(f"{flag} {path} is {where}; retrain replaces that folder whole, so give a new "
-                             f"sub-folder, such as {path / 'model'}")
-        marker = _read_marker(path)
-        foreign, changed = _foreign_entries(path, marker)
-        if foreign or changed:
-            what = (f"files retrain did not write there (e.g. {foreign[0]})" if foreign
-                    else f"files changed since retrain wrote them (e.g. {changed[0]})")
-            raise UsageError(f"{flag} {path} exists and holds {what}; choose an empty or new folder")
-        other = _written_for(marker)
-        if other not in ("", flag):
-            raise UsageError(f"{flag} {path} holds what retrain wrote for {other}, another kind of model; "
-                             f"choose another folder for {flag}")
+        _check_replaceable_contents(path, flag=flag)
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     _check_writable_dir(parent, flag=flag, shown=path)
+
+
+def _check_replaceable_contents(path: Path, *, flag: str) -> None:
+    """An existing folder output is a folder retrain may swap out whole: empty, or exactly what it wrote there."""
+    if not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; expected a folder")
+    if _inside(real(Path.cwd()), real(path)) or os.path.ismount(path):
+        where = "a mount point" if os.path.ismount(path) else "the current folder or holds it"
+        raise UsageError(f"{flag} {path} is {where}; retrain replaces that folder whole, so give a new "
+                         f"sub-folder, such as {path / 'model'}")
+    marker = _read_marker(path)
+    foreign, changed = _foreign_entries(path, marker)
+    if foreign or changed:
+        what = (f"files retrain did not write there (e.g. {foreign[0]})" if foreign
+                else f"files changed since retrain wrote them (e.g. {changed[0]})")
+        raise UsageError(f"{flag} {path} exists and holds {what}; choose an empty or new folder")
+    other = _written_for(marker)
+    if other not in ("", flag):
+        raise UsageError(f"{flag} {path} holds what retrain wrote for {other}, another kind of model; "
+                         f"choose another folder for {flag}")
 
 
 # What file managers leave in any folder they show (Finder, Explorer): not the user's work. (So is Finder's
@@ -419,16 +424,19 @@ def check_replaceable_files(outputs: Sequence[Output], *,
     """
     for output in outputs:
         if output.kind == "file":
-            identity = _identity(output.path)
-            _check_replaceable(output, output.path, same=(unchanged or {}).get(output.path, ()))
-            _JUDGED[real(output.path)] = (output, identity)
+            _judge(output, output.path, same=(unchanged or {}).get(output.path, ()))
         elif output.kind == "entries" and output.content and output.path.is_dir():
             pattern = re.compile(output.pattern)
             for entry in sorted(output.path.iterdir()):
                 if pattern.fullmatch(entry.name):
-                    identity = _identity(entry)
-                    _check_replaceable(output, entry)
-                    _JUDGED[real(entry)] = (output, identity)
+                    _judge(output, entry)
+
+
+def _judge(output: Output, path: Path, *, same: Sequence[bytes] = ()) -> None:
+    """Check the file at `path`, and record what it was, for atomic_write to notice a change (`_JUDGED`)."""
+    identity = _identity(path)
+    _check_replaceable(output, path, same=same)
+    _JUDGED[real(path)] = (output, identity)
 
 
 # The file outputs judged by check_replaceable_files (real path -> the output, and what lstat said of the file
@@ -578,8 +586,8 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     """Build the folder beside `directory`, mark it as ours, then swap it in; the old one goes only after.
 
     If the swap fails, the old folder is put back. A link to a folder is written through: the folder it leads
-    to is the one replaced. Just before the swap the old folder is judged again (check_replaceable_folder): files
-    put into it while the run went on are the user's, and stop the swap.
+    to is the one replaced. Just before the swap the old folder is judged again (`_check_replaceable_contents`):
+    files put into it while the run went on are the user's, and stop the swap.
     """
     if directory.is_symlink():
         directory = real(directory)
@@ -598,12 +606,12 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
                                                     "sha256": {name: _sha256(tmp / name) for name in files}},
                                                    indent=1) + "\n")
         moved = False
-        try:
-            check_replaceable_folder(directory, flag=flag)
-        except UsageError as error:
-            raise RetrainError(f"{error} (found just before replacing it: it changed while the run went on, so "
-                               "retrain did not replace it)") from None
         if directory.exists():
+            try:
+                _check_replaceable_contents(directory, flag=flag)
+            except UsageError as error:
+                raise RetrainError(f"{error} (found just before replacing it: it changed while the run went on, so "
+                                   "retrain did not replace it)") from None
             os.replace(directory, old)
             moved = True
         try:

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from retrain.features.store import NEW_FILE_MODE, STALE_TEMP_SECONDS
+from retrain.features.store import NEW_FILE_MODE, remove_stale_files
 from retrain.images import read_bytes
 from retrain.outputs import remove_stale_temps, temp_prefix
 
@@ -124,7 +124,7 @@ class FileKeys:
         if self.path is None:
             return
         remove_stale_temps(self.path)
-        _remove_old_temps(self.path.parent)
+        remove_stale_files(self.path.parent, ".tmp-????????.json")  # what killed runs of earlier versions left
         if not self._changed:
             return
         tmp = None
@@ -144,14 +144,3 @@ class FileKeys:
                 Path(tmp).unlink(missing_ok=True)
             raise
         self._changed = False
-
-
-def _remove_old_temps(folder: Path) -> None:
-    """Delete the temporary index files (.tmp-XXXXXXXX.json) that killed runs of earlier versions left."""
-    cutoff = time.time() - STALE_TEMP_SECONDS
-    for path in folder.glob(".tmp-????????.json"):
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-        except OSError:
-            pass  # another run removed it first, or it is not ours to remove

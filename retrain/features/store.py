@@ -195,13 +195,7 @@ class BottleneckStore:
 
     def _remove_stale_temps(self) -> None:
         """Delete half-written shards that killed runs left behind (never a running writer's)."""
-        cutoff = time.time() - STALE_TEMP_SECONDS
-        for path in self.dir.glob(".tmp-*"):
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-            except OSError:
-                pass  # another run removed it first, or it is not ours to remove
+        remove_stale_files(self.dir, ".tmp-*")
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._index
@@ -337,6 +331,18 @@ class BottleneckStore:
             raise
         self.shards_written += 1
         return self.dir / name
+
+
+def remove_stale_files(folder: Path, pattern: str) -> None:
+    """Delete the files in `folder` matching `pattern` not touched for STALE_TEMP_SECONDS: temporary files of
+    killed runs (a running writer's are younger)."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for path in folder.glob(pattern):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass  # another run removed it first, or it is not ours to remove
 
 
 def _check_crc(path: Path, member: str) -> None:

@@ -8,15 +8,14 @@ gets the validation figures.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrain.errors import RetrainError, reason
+from retrain.insight.tensorboard import summary_errors, write_confusion_matrix
 from retrain.tfenv import import_tensorflow
 
 
@@ -59,22 +58,13 @@ class Summaries:
                  pictured: frozenset[int] = frozenset()) -> None:
         tf = import_tensorflow()
         self.tf, self.run_folder, self.objective, self.labels, self.pictured = tf, run_folder, objective, labels, pictured
-        with self._failing_as_one_line():
+        with summary_errors(self.run_folder):
             self.writers = {name: tf.summary.create_file_writer(str(run_folder / name))
                             for name in ("train", "validation")}
 
     def _write(self, split: str, step: int, summary: Any) -> None:
-        with self._failing_as_one_line(), self.writers[split].as_default(step=step):
+        with summary_errors(self.run_folder), self.writers[split].as_default(step=step):
             self.tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
-
-    @contextlib.contextmanager
-    def _failing_as_one_line(self) -> Iterator[None]:
-        """TensorFlow's file errors (a full disk) as one RetrainError naming the run folder."""
-        try:
-            yield
-        except (OSError, self.tf.errors.OpError) as error:
-            raise RetrainError(f"cannot write TensorBoard summaries into {self.run_folder}: {reason(error)}; "
-                               "choose a writable --summaries_dir") from None
 
     def write(self, *, step: int, last: Any, validation: Any, head: Any) -> None:
         from tensorboard.compat.proto import summary_pb2
@@ -98,7 +88,6 @@ class Summaries:
             self._write("validation", step, figures)
         if step in self.pictured and validation.count and validation.truth is not None:
             from retrain.insight.report import confusion_matrix
-            from retrain.insight.tensorboard import write_confusion_matrix
 
             matrix = confusion_matrix(truth=validation.truth, predicted=validation.predictions,
                                       class_count=len(self.labels))
@@ -106,6 +95,6 @@ class Summaries:
                                    step=step, writer=self.writers["validation"])
 
     def close(self) -> None:
-        with self._failing_as_one_line():
+        with summary_errors(self.run_folder):
             for writer in self.writers.values():
                 writer.close()

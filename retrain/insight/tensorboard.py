@@ -76,19 +76,26 @@ def _tf() -> Any:
 
 
 @contextlib.contextmanager
-def _writer_for(folder: Path, writer: Any | None) -> Iterator[Any]:
-    """Yield `writer`, or a new summary writer for `folder` closed afterwards; errors become RetrainError."""
-    tf = _tf()
-    own = writer is None
+def summary_errors(folder: Path) -> Iterator[None]:
+    """TensorFlow's file errors while writing summaries into `folder` (a full disk) as one RetrainError."""
     try:
-        if own:
-            folder.mkdir(parents=True, exist_ok=True)
-            writer = tf.summary.create_file_writer(str(folder))
-        yield writer
-        writer.flush()
-    except (OSError, tf.errors.OpError) as error:
+        yield
+    except (OSError, _tf().errors.OpError) as error:
         raise RetrainError(f"cannot write TensorBoard summaries into {folder}: {reason(error)}; "
                            "choose a writable --summaries_dir") from None
+
+
+@contextlib.contextmanager
+def _writer_for(folder: Path, writer: Any | None) -> Iterator[Any]:
+    """Yield `writer`, or a new summary writer for `folder` closed afterwards; errors become RetrainError."""
+    own = writer is None
+    try:
+        with summary_errors(folder):
+            if own:
+                folder.mkdir(parents=True, exist_ok=True)
+                writer = _tf().summary.create_file_writer(str(folder))
+            yield writer
+            writer.flush()
     finally:
         if own and writer is not None:
             with contextlib.suppress(Exception):
