@@ -11,8 +11,9 @@ in headless Chromium, and chooses each photo through the page's own file input
 on the page (Input.dispatchDragEvent), alternately, then reads the labels and scores the
 page shows. label-image classifies the same photos
 from the frozen graph. Prints a JSON summary (agreement, largest score difference,
-timings, the page's console errors) and exits 1 when fewer than --min_agree top
-labels agree.
+timings, the page's console errors) and exits 1 when fewer than --min_agree photos
+agree: the same top label for a single-label model, the same labels at or above
+their thresholds for a multi-label one.
 
 Chromium is driven over --remote-debugging-pipe (DevTools protocol messages on file
 descriptors 3 and 4), which needs no websocket library. Needs Debian's `chromium`
@@ -290,8 +291,9 @@ def page_results(*, model_dir: Path, photos: Sequence[Path], chromium: str = "ch
             "console_errors": errors}
 
 
-def label_image_results(*, graph: Path, labels: Path, photos: Sequence[Path]) -> list[list[dict[str, Any]]]:
-    """label-image's predictions for each photo (every label, best first), from the frozen graph."""
+def label_image_results(*, graph: Path, labels: Path, photos: Sequence[Path]) -> list[dict[str, Any]]:
+    """label-image's answer for each photo, from the frozen graph: `predictions` (every label, best first) and,
+    for a multi-label model, `labels` (those at or above their thresholds)."""
     count = len([line for line in labels.read_text(encoding="utf-8").splitlines() if line])
     command = shutil.which("label-image", path=str(Path(sys.executable).parent)) or shutil.which("label-image")
     if command is None:
@@ -302,21 +304,30 @@ def label_image_results(*, graph: Path, labels: Path, photos: Sequence[Path]) ->
     if result.returncode != 0:
         raise RuntimeError(f"label-image failed ({result.returncode}): {result.stderr[-2000:]}")
     answers = json.loads(result.stdout)
-    by_photo = {str(Path(answer["image"])): answer["predictions"] for answer in answers}
+    by_photo = {str(Path(answer["image"])): answer for answer in answers}
     return [by_photo[str(Path(photo))] for photo in photos]
 
 
 def check_page(*, model_dir: Path, graph: Path, labels: Path, photos: Sequence[Path], chromium: str = "chromium",
                screenshot: Path | None = None) -> dict[str, Any]:
-    """The page's top labels against label-image's: counts, largest score difference, details."""
+    """What the page shows against label-image: counts, largest score difference, details.
+
+    A single-label model agrees on a photo when the top labels are the same; a multi-label one when the page
+    shows exactly the labels label-image gives (every label at or above its threshold), in the same order.
+    """
     expected = label_image_results(graph=graph, labels=labels, photos=photos)
     shown = page_results(model_dir=model_dir, photos=photos, chromium=chromium, screenshot=screenshot)
     rows = []
     for photo, want, got in zip(photos, expected, shown["photos"]):
-        want_scores = {p["label"]: p["score"] for p in want}
+        want_scores = {p["label"]: p["score"] for p in want["predictions"]}
         diffs = [abs(r["score"] - want_scores[r["label"]]) for r in got["results"] if r["label"] in want_scores]
-        rows.append({"photo": str(photo), "label_image": want[0]["label"], "label_image_score": want[0]["score"],
-                     "page": got["results"][0]["label"] if got["results"] else None,
+        page = [r["label"] for r in got["results"]]
+        if "labels" in want:  # multi-label: the labels at or above their thresholds, best first
+            label_image = sorted(want["labels"], key=lambda label: -want_scores[label])
+        else:
+            label_image, page = want["predictions"][0]["label"], page[0] if page else None
+        rows.append({"photo": str(photo), "label_image": label_image,
+                     "label_image_score": want["predictions"][0]["score"], "page": page,
                      "page_score": got["results"][0]["score"] if got["results"] else None,
                      "max_score_diff": max(diffs) if diffs else None, "state": got["state"], "via": got["via"],
                      "status": got["status"]})
@@ -336,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, required=True, help="its labels file")
     parser.add_argument("--chromium", default="chromium", help="the Chromium binary")
     parser.add_argument("--screenshot", type=Path, help="save a PNG of the page after the last photo")
-    parser.add_argument("--min_agree", type=int, help="exit 1 below this many agreeing top labels (default: all)")
+    parser.add_argument("--min_agree", type=int, help="exit 1 below this many agreeing photos (default: all)")
     parser.add_argument("photos", type=Path, nargs="+")
     args = parser.parse_args(argv)
     summary = check_page(model_dir=args.model_dir, graph=args.graph, labels=args.labels, photos=args.photos,

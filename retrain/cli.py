@@ -116,10 +116,17 @@ class _PathFlag(click.Path):
         return "" if value == "" else super().convert(value, param, ctx)
 
 
+class _ClassicOption(click.Option):
+    """An option whose errors name it the classic way only: `'--image_dir'`, not `'--image_dir' / '--image-dir'`."""
+
+    def get_error_hint(self, ctx: click.Context) -> str:
+        return f"'{self.opts[0]}'"
+
+
 def _option(*names: str, **kwargs: Any):
     """An option spelled the classic way (`--image_dir`) that also accepts `--image-dir`."""
     dashed = [n.replace("_", "-") for n in names if "_" in n]
-    return click.option(*names, *dashed, show_default="default" in kwargs, **kwargs)
+    return click.option(*names, *dashed, cls=_ClassicOption, show_default="default" in kwargs, **kwargs)
 
 
 def _print_module_catalog(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

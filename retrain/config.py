@@ -154,10 +154,20 @@ class RetrainConfig:
 
 
 def module_list(value: str) -> tuple[str, ...]:
-    """'a,b' -> ('a', 'b'); an existing path whose name holds a comma stays whole."""
-    if "," not in value or Path(value).expanduser().exists():
-        return (value.strip(),)
-    return tuple(part.strip() for part in value.split(","))
+    """'a,b' -> ('a', 'b'); an existing path whose name holds a comma stays whole, wherever it stands.
+
+    The repeated flag and the API's list arrive joined by commas, so the split
+    takes, at each place, the longest run of parts that names an existing path
+    ('x,y' in 'x,y,b' when the folder x,y exists), else one part.
+    """
+    parts = value.split(",")
+    members, start = [], 0
+    while start < len(parts):
+        end = next((end for end in range(len(parts), start + 1, -1)
+                    if Path(",".join(parts[start:end]).strip()).expanduser().exists()), start + 1)
+        members.append(",".join(parts[start:end]).strip())
+        start = end
+    return tuple(members)
 
 
 @dataclass(frozen=True)
@@ -340,7 +350,9 @@ def _check_modules(value: str) -> None:
         raise UsageError(f"--tfhub_module {value!r} names an empty module; expected a module name (see "
                          "--list_modules), a tfhub.dev/Kaggle handle or a local SavedModel folder, "
                          "several separated by commas")
-    if len(set(members)) != len(members):
+    # A folder named twice, spelt two ways (a trailing slash, a link): its real path tells.
+    same = [os.path.realpath(Path(m).expanduser()) if Path(m).expanduser().exists() else m for m in members]
+    if len(set(same)) != len(same):
         raise UsageError(f"--tfhub_module {value} names a module twice; give each module once")
 
 

@@ -181,15 +181,19 @@ def check_writable_file(path: Path, *, flag: str) -> None:
 
 
 def check_writable_dir(path: Path, *, flag: str) -> None:
-    """Create `path` if needed and check that files can be written into it."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path} is a file; expected a folder")
+    """Check that files can be written into `path`, or that it can be created (by what first writes into it).
+
+    Nothing is created here: a run refused later (say, once its module has
+    loaded) leaves no empty folder behind.
+    """
     _check_not_a_broken_link(path, flag=flag)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"{flag} {path} cannot be created ({error.strerror}); choose another {flag}") from None
-    _check_writable_dir(path, flag=flag, shown=path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        shown = path if existing == path else f"{path} (its parent {existing})"
+        raise UsageError(f"{flag} {shown} is a file; expected a folder")
+    _check_writable_dir(existing, flag=flag, shown=path)
 
 
 def _check_not_a_broken_link(path: Path, *, flag: str) -> None:
@@ -552,6 +556,14 @@ def _failure(flag: str, path: Path, error: OSError) -> RetrainError:
                         "earlier outputs are kept")
 
 
+def make_folder(directory: Path, *, flag: str) -> None:
+    """Create an output's folder (and its parents) when the run first writes there: check_writable_dir does not."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _failure(flag, directory, error) from None
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, same: Sequence[bytes] = ()) -> None:
     """Write via a temporary file in the same folder, fsync, then rename over `path`; just before the rename, a
     file there that changed since the run's checks is judged again (`_judge_again`; `same`: what is being written)."""
@@ -592,10 +604,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     if directory.is_symlink():
         directory = real(directory)
     remove_stale_temps(directory)
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise _failure(flag, directory, error) from None
+    make_folder(directory.parent, flag=flag)
     tag = f"{temp_prefix(directory.name)}{uuid.uuid4().hex[:8]}"
     tmp, old = directory.parent / f"{tag}.new", directory.parent / f"{tag}.old"
     try:

@@ -6,6 +6,8 @@ no bottleneck is computed. Trees that can still train do, with a warning.
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.pipeline import run
 from tests.conftest import retrain_cli as retrain, COLOURS, EARLIER_GRAPH, colour_photo, flags, invoke, \
-    make_colour_tree, run_script
+    make_colour_tree, run_script, save_tiny_module
 
 
 def no_work_done(outputs: dict[str, Path]) -> bool:
@@ -209,8 +211,9 @@ def test_label_image_refuses_an_empty_path(tmp_path: Path, flag: str) -> None:
 @pytest.mark.parametrize("flag, path, message", [
     ("output_graph", "/sys/graph.pb", "--output_graph /sys/graph.pb: cannot write in /sys (Permission denied)"),
     ("output_labels", "/sys/labels.txt", "--output_labels /sys/labels.txt: cannot write in /sys"),
-    ("summaries_dir", "/sys/retrain_logs", "--summaries_dir /sys/retrain_logs cannot be created"),
-    ("checkpoint_path", "/sys/ckpt/ckpt", "--checkpoint_path /sys/ckpt cannot be created"),
+    ("summaries_dir", "/sys/retrain_logs", "--summaries_dir /sys/retrain_logs: cannot write in /sys (Permission "
+                                           "denied)"),
+    ("checkpoint_path", "/sys/ckpt/ckpt", "--checkpoint_path /sys/ckpt: cannot write in /sys (Permission denied)"),
     ("saved_model_dir", "/sys/model", "--saved_model_dir /sys/model: cannot write in /sys"),
 ])
 def test_output_in_unwritable_folder(colour_tree: Path, tiny_module: Path, outputs, flag, path, message) -> None:
@@ -301,3 +304,68 @@ def test_symlink_loops_inside_a_class_end(tmp_path: Path) -> None:
     result = run_script("-c", script, timeout=60)
     assert result.stdout.split() == ["blue=3", "green=3", "red=3"]
     assert "leads back to a folder already scanned" in result.stderr
+
+
+# --- several modules, CSV splits (a new user's findings) --------------------------------------------
+
+def test_a_module_folder_whose_name_holds_a_comma_stays_whole_in_every_form(tmp_path: Path, colour_tree: Path,
+                                                                           outputs) -> None:
+    """The repeated flag and the API's list arrive joined by commas: a member folder 'tiny,8' is not split."""
+    from retrain.config import module_list
+
+    comma = save_tiny_module(tmp_path / "mods" / "tiny,8", feature_dim=8)
+    other = save_tiny_module(tmp_path / "mods" / "other", feature_dim=4)
+    assert module_list(f"{comma},{other}") == (str(comma), str(other))
+    assert module_list(f"{other},{comma}") == (str(other), str(comma))
+    assert module_list(f"{other}, {comma} ") == (str(other), str(comma))
+    result = invoke(retrain_command, [*flags(image_dir=colour_tree, how_many_training_steps=20, **outputs),
+                                      "--tfhub_module", str(comma), "--tfhub_module", str(other)])
+    assert re.search(rf"feature source: {re.escape(str(comma))} \(8\) \+ {re.escape(str(other))} \(4\) -> 12 "
+                     "features", result.stderr), result.stderr
+
+
+def test_an_image_size_no_module_takes_is_refused_and_leaves_no_folder(tmp_path: Path, colour_tree: Path,
+                                                                       outputs) -> None:
+    """With one module that fixes its size a different --image_size is refused; with several that all fix theirs,
+    too (it was ignored). Refused once the modules have loaded: no cache or summaries folder is left behind."""
+    first = save_tiny_module(tmp_path / "mods" / "a", size=32, feature_dim=8)
+    second = save_tiny_module(tmp_path / "mods" / "b", size=20, feature_dim=4)
+    error = retrain(colour_tree, f"{first},{second}", outputs, expect=2, image_size=48)
+    assert error == ("retrain: error: --image_size 48 has no effect: every --tfhub_module member fixes its input "
+                     "size (32x32, 20x20); drop --image_size")
+    assert not outputs["bottleneck_dir"].exists() and not outputs["summaries_dir"].exists()
+    assert no_work_done(outputs)
+
+
+def test_a_module_named_twice_in_two_spellings_is_refused_before_it_loads(tiny_module: Path, colour_tree: Path,
+                                                                          outputs) -> None:
+    error = retrain(colour_tree, f"{tiny_module},{tiny_module}/", outputs, expect=2)
+    assert error == f"retrain: error: --tfhub_module {tiny_module},{tiny_module}/ names a module twice; give each " \
+                    "module once"
+    assert not outputs["bottleneck_dir"].exists() and not outputs["summaries_dir"].exists()
+
+
+def _split_table(tree: Path, *, leave_one_to_the_hash: bool) -> Path:
+    photos = sorted(p.relative_to(tree) for p in tree.rglob("*.jpg"))
+    splits = ["training", "training", "validation", "testing"]
+    rows = [[str(p), p.parent.name, splits[i % 4]] for i, p in enumerate(photos)]
+    if leave_one_to_the_hash:
+        rows[0][2] = ""
+    table = tree.parent / "labels.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "labels", "split"], *rows])
+    return table
+
+
+def test_split_percentages_are_refused_when_every_csv_row_names_its_split(colour_tree: Path, tiny_module: Path,
+                                                                          outputs) -> None:
+    table = _split_table(colour_tree, leave_one_to_the_hash=False)
+    error = retrain(colour_tree, tiny_module, outputs, expect=2, labels_csv=table, testing_percentage=30)
+    assert error == (f"retrain: error: --testing_percentage 30 has no effect: every row of --labels_csv {table} "
+                     "names its split; drop --testing_percentage or empty the split cells the percentages should "
+                     "decide")
+    assert no_work_done(outputs)
+    table = _split_table(colour_tree, leave_one_to_the_hash=True)  # one row left to the percentages: they count
+    retrain(colour_tree, tiny_module, outputs, labels_csv=table, validation_percentage=20)
+    report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
+    assert report["run"]["flags"]["validation_percentage"] == 20

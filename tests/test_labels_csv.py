@@ -113,6 +113,15 @@ def test_unclosed_quote_is_one_error_naming_its_line(tmp_path: Path, image_dir: 
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("end", ["\n", "", "\r\n"])
+def test_unclosed_quote_on_the_last_line_is_the_same_error(tmp_path: Path, image_dir: Path, end: str) -> None:
+    """Opened on the last line, the quoted field holds no line break: still never closed, not a short row."""
+    content = f'path,labels\na.jpg,cat\nb.jpg,dog\n"c.png,cat{end}'
+    with pytest.raises(RetrainError, match=r"line 4: a quote is never closed \(the field runs to the end of the "
+                                           r"file\); close it or remove it$"):
+        read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+
+
 def test_a_huge_field_is_one_error_naming_its_line(tmp_path: Path, image_dir: Path) -> None:
     content = 'path,labels\na.jpg,cat\nb.jpg,"' + "x" * 200_000 + '"\n'
     with pytest.raises(RetrainError, match=r"line 3: field larger than field limit"):
@@ -140,10 +149,19 @@ def test_duplicates_identical_dropped_conflicting_keep_first(tmp_path: Path, ima
                                                                         (3, "b.jpg", ("dog",))]
     messages = warnings_of(caplog)
     assert any("line 4: repeats line 2" in m for m in messages)
-    assert any("line 5: names b.jpg again" in m and "line 3" in m and "keeping line 3" in m for m in messages)
+    assert any("line 5: names b.jpg again, with labels 'cat' where line 3 has labels 'dog'; keeping line 3" in m
+               for m in messages)
     assert any("line 6: names a.jpg again" in m and "keeping line 2" in m for m in messages)
     assert any("line 7: repeats line 3" in m for m in messages)
     assert (table.skipped.duplicates, table.skipped.conflicts) == (2, 2)
+
+
+def test_a_conflict_quotes_each_label_as_labels_may_hold_spaces(tmp_path: Path, image_dir: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    content = "path,labels\na.jpg,daisy|yellow centre\na.jpg,daisy yellow|centre\n"
+    read_labels_csv(write(tmp_path, content), image_dir=image_dir, delimiter="|")
+    assert any("with labels 'centre' 'daisy yellow' where line 2 has labels 'daisy' 'yellow centre'" in m
+               for m in warnings_of(caplog))
 
 
 def test_a_duplicate_with_another_split_is_a_conflict(tmp_path: Path, image_dir: Path,

@@ -187,6 +187,12 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
         assert record["labels"] == [names[i] for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
     report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
     assert report["objective"] == "sigmoid" and set(report["classes"]) == set(names)
+    # The thresholds node is a constant beside the output, not scores: refused as an --output_layer.
+    refused = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
+                                           str(outputs["output_labels"]), "--output_layer", "thresholds",
+                                           str(photos[0])], expect=1)
+    assert "--output_layer thresholds is Const [4], not scores per image [N, classes]" in refused.stderr
+    assert refused.stdout == ""
 
 
 def test_a_label_with_no_training_image_is_never_predicted(tmp_path: Path, tiny_module: Path, outputs) -> None:

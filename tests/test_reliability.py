@@ -574,11 +574,13 @@ def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_
 
 def test_a_final_tensor_name_taken_inside_the_module_is_refused_with_nothing_exported(
         colour_tree: Path, tiny_module: Path, outputs) -> None:
-    """A name only the module's graph holds cannot be known before it loads: refused once the graph is built,
-    naming the exported graph, not the module, as the place of the clash (it may be retrain's own node)."""
+    """A name only the module's graph holds cannot be known before it loads: refused once it has loaded, before
+    any bottleneck or training, naming the exported graph, not the module, as the place of the clash (it may be
+    retrain's own node)."""
     error = retrain(colour_tree, tiny_module, outputs, expect=1, final_tensor_name="StatefulPartitionedCall")
     assert "--final_tensor_name StatefulPartitionedCall clashes with another node of the exported graph" in error
     assert not outputs["output_graph"].exists()
+    assert not outputs["bottleneck_dir"].exists() and not outputs["summaries_dir"].exists()
 
 
 # --- 8. the environment fails ------------------------------------------------------------------------

@@ -405,6 +405,41 @@ def test_web_page_agrees_with_label_image(node_modules: Path, small: dict[str, A
     assert screenshot.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.integration
+def test_web_page_shows_a_multi_label_models_labels_at_their_thresholds(node_modules: Path, flowers_bottlenecks: Path,
+                                                                         tmp_path: Path) -> None:
+    """A multi-label model (a CSV: each flower's class, and 'yellow' for daisies, dandelions and sunflowers):
+    the page shows, per photo, exactly the labels label-image gives, those at or above their thresholds, not the
+    top 5 of its 6 labels."""
+    if shutil.which("chromium") is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium")
+    classes = sorted(p for p in require(FLOWERS).iterdir() if p.is_dir())
+    rows = ["path,labels"]
+    for class_dir in classes:
+        yellow = " yellow" if class_dir.name in ("daisy", "dandelion", "sunflowers") else ""
+        rows += [f"{class_dir.name}/{photo.name},{class_dir.name}{yellow}"
+                 for photo in sorted(class_dir.iterdir())[:TRAIN_PER_CLASS]]
+    table = tmp_path / "tags.csv"
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    run_script("-m", "retrain", *flags(
+        image_dir=FLOWERS, labels_csv=table, tfhub_module=require(MODULES / "mobilenet_v2_035_224"),
+        how_many_training_steps=200, output_graph=out / "graph.pb", output_labels=out / "labels.txt",
+        summaries_dir=out / "logs", bottleneck_dir=flowers_bottlenecks, checkpoint_path=out / "checkpoint" / "ckpt",
+        output_tfjs=out / "web"))
+    assert "thresholds" in json.loads((out / "web" / "model.json").read_text())["userDefinedMetadata"]
+    photos = [p for d in classes for p in sorted(d.iterdir())[TRAIN_PER_CLASS:TRAIN_PER_CLASS + 2]]
+    summary = _check_web_page().check_page(model_dir=out / "web", graph=out / "graph.pb", labels=out / "labels.txt",
+                                           photos=photos)
+    print(json.dumps(summary["rows"], indent=2))
+    assert summary["total"] == 10
+    assert summary["agree"] == 10, summary["disagreements"]
+    assert summary["console_errors"] == []
+    assert all(isinstance(row["page"], list) for row in summary["rows"])
+    assert any(len(row["page"]) < 5 for row in summary["rows"])  # thresholds, not the top 5, decide
+
+
 def test_output_tfjs_refuses_a_model_tfjs_cannot_run_before_any_work(colour_tree: Path, outputs,
                                                                      tmp_path: Path) -> None:
     """A module whose graph holds an op TF.js lacks (here tf.image.resize's antialiased ScaleAndTranslate): said

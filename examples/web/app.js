@@ -6,6 +6,9 @@
 // the browser decodes (EXIF orientation applied, no colour-profile conversion, as Pillow
 // does in training), resize.js resizes exactly as TensorFlow's resize(antialias=True).
 //
+// A single-label model shows its top 5 labels; a multi-label model (model.json's metadata holds
+// `thresholds`) shows every label whose score is at or above its threshold, as label-image does.
+//
 // Optional URL parameters: ?model=URL (folder), ?backend=cpu|webgl|wasm (TF.js backend).
 
 import {resizeAntialiased} from './resize.js';
@@ -77,6 +80,9 @@ async function loadModel(tf, folder) {
   if (metadata.num_labels !== undefined && metadata.num_labels !== labels.length) {
     throw new Error(`labels.txt has ${labels.length} labels, the model ${metadata.num_labels}`);
   }
+  if (metadata.thresholds !== undefined && metadata.thresholds.length !== labels.length) {
+    throw new Error(`model.json has ${metadata.thresholds.length} thresholds for ${labels.length} labels`);
+  }
   return {model, labels, height, width, metadata};
 }
 
@@ -106,18 +112,26 @@ async function classify(tf, classifier, file) {
       tf.tensor4d(input, [1, classifier.height, classifier.width, 3], 'float32')));
   const scores = await output.data();
   output.dispose();
-  const ranked = Array.from(scores, (score, index) => ({label: classifier.labels[index], score}))
-      .sort((a, b) => b.score - a.score)
-      .slice(0, TOP_K);
+  const thresholds = classifier.metadata.thresholds;
+  const sorted = Array.from(scores, (score, index) => ({label: classifier.labels[index], score,
+    threshold: thresholds ? thresholds[index] : undefined})).sort((a, b) => b.score - a.score);
+  const ranked = thresholds ? sorted.filter(({score, threshold}) => score >= threshold) : sorted.slice(0, TOP_K);
   return {ranked, size: [width, height], prepareMs: prepared - started, modelMs: performance.now() - prepared};
 }
 
 function showResults(file, result) {
   page.fileName.textContent = file.name;
-  page.results.replaceChildren(...result.ranked.map(({label, score}) => {
+  if (result.ranked.length === 0) {  // a multi-label model that gives no label
+    page.results.replaceChildren(Object.assign(document.createElement('p'),
+        {className: 'small', textContent: '(no label at or above its threshold)'}));
+  } else page.results.replaceChildren(...result.ranked.map(({label, score, threshold}) => {
     const item = document.createElement('li');
     item.dataset.label = label;
     item.dataset.score = String(score);
+    if (threshold !== undefined) {
+      item.dataset.threshold = String(threshold);
+      item.title = `threshold ${(100 * threshold).toFixed(1)}%`;
+    }
     const name = Object.assign(document.createElement('span'), {className: 'label', textContent: label});
     const bar = Object.assign(document.createElement('span'), {className: 'bar'});
     const fill = document.createElement('span');

@@ -16,7 +16,7 @@ from typing import Any
 from retrain.config import RetrainConfig
 from retrain.errors import RetrainError
 from retrain.exporters import Exporter
-from retrain.outputs import Output, check_writable_dir, remove_stale_temps, temp_prefix
+from retrain.outputs import Output, check_writable_dir, make_folder, remove_stale_temps, temp_prefix
 from retrain.tfenv import import_tensorflow
 
 
@@ -33,6 +33,7 @@ class Checkpoint(Exporter):
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         tf = import_tensorflow()
         prefix = config.checkpoint_path
+        make_folder(prefix.parent, flag="--checkpoint_path")
         remove_stale_temps(prefix)
         tmp = prefix.with_name(f"{temp_prefix(prefix.name)}{uuid.uuid4().hex[:8]}")
         classifier = model.classifier

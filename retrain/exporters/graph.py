@@ -15,7 +15,8 @@ from typing import Any
 
 from retrain.config import RetrainConfig
 from retrain.exporters import Exporter
-from retrain.outputs import Output, atomic_write_bytes, check_writable_dir, check_writable_file
+from retrain.names import FINAL_TENSOR_NAME
+from retrain.outputs import Output, atomic_write_bytes, check_writable_dir, check_writable_file, make_folder
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,12 @@ class FrozenGraph(Exporter):
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_file(config.output_graph, flag="--output_graph")
+
+    def check_model(self, model: Any, config: RetrainConfig) -> None:
+        """A --final_tensor_name of the user's may clash with a node of the module: said before any work (building
+        the untrained model's graph takes seconds, so only for a name other than the classic one)."""
+        if config.final_tensor_name != FINAL_TENSOR_NAME:
+            model.graph_def  # noqa: B018 - raises a RetrainError on a clash
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         atomic_write_bytes(config.output_graph, model.graph_def.SerializeToString(), flag="--output_graph")
@@ -47,6 +54,7 @@ class IntermediateGraphs(Exporter):
     @staticmethod
     def store(model: Any, config: RetrainConfig, *, step: int) -> Path:
         path = config.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
+        make_folder(path.parent, flag="--intermediate_output_graphs_dir")
         atomic_write_bytes(path, model.graph_def.SerializeToString(), flag="--intermediate_output_graphs_dir")
         log.info("saved intermediate graph %s", path)
         return path

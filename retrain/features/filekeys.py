@@ -129,6 +129,7 @@ class FileKeys:
             return
         tmp = None
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=temp_prefix(self.path.name), suffix=".tmp")
             os.fchmod(fd, NEW_FILE_MODE)
             with os.fdopen(fd, "w") as handle:

@@ -41,6 +41,7 @@ class FeatureExtractor:
     cache_key: str
     model: Any
     is_tf1: bool
+    size_from_flag: bool = False  # the module leaves its input size open: height and width came from --image_size
 
     def __call__(self, images: Any) -> Any:
         """Always in inference mode, also when fine-tuning: `training=True` would switch batch normalization to
@@ -143,6 +144,7 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None, strict
     entry = None if Path(handle).expanduser().exists() else catalog.lookup(handle)
     height, width = _input_size(model, is_tf1=is_tf1, handle=handle, image_size=image_size,
                                 fallback=entry.size if entry else None, strict=strict_size)
+    size_from_flag = image_size is not None and not _fixed_sizes(model, is_tf1=is_tf1)
     extractor = FeatureExtractor(handle=handle, path=path, height=height, width=width, feature_dim=0,
                                  cache_key="", model=model, is_tf1=is_tf1)
     try:
@@ -157,23 +159,13 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None, strict
     key = _cache_key(path, height=height, width=width, feature_dim=feature_dim)
     log.info("module %s: input %dx%d, %d features%s", handle, height, width, feature_dim, " (TF1 Hub format)" if is_tf1 else "")
     return FeatureExtractor(handle=handle, path=path, height=height, width=width, feature_dim=feature_dim,
-                            cache_key=key, model=model, is_tf1=is_tf1)
+                            cache_key=key, model=model, is_tf1=is_tf1, size_from_flag=size_from_flag)
 
 
 def _input_size(model: Any, *, is_tf1: bool, handle: str, image_size: int | None,
                 fallback: int | None = None, strict: bool = True) -> tuple[int, int]:
     """Read (height, width) from the module's signature; fall back to --image_size, then `fallback`."""
-    shapes = []
-    if not is_tf1:
-        for function in getattr(model.__call__, "concrete_functions", []):
-            args = function.structured_input_signature[0]
-            if args and hasattr(args[0], "shape"):
-                shapes.append(args[0].shape)
-    for name in ("image_feature_vector", "default", "serving_default"):
-        if name in model.signatures:
-            specs = list(model.signatures[name].structured_input_signature[1].values())
-            shapes += [s.shape for s in specs if s.shape.rank == 4]
-    fixed = [(int(s[1]), int(s[2])) for s in shapes if s.rank == 4 and s[1] is not None and s[2] is not None]
+    fixed = _fixed_sizes(model, is_tf1=is_tf1)
     if fixed:
         if strict and image_size is not None and (image_size, image_size) != fixed[0]:
             raise UsageError(f"--image_size {image_size} does not match the input size "
@@ -187,6 +179,21 @@ def _input_size(model: Any, *, is_tf1: bool, handle: str, image_size: int | None
         raise UsageError(f"--tfhub_module {handle} does not fix its input size (its signature leaves "
                          "height and width open); pass --image_size, e.g. --image_size 224")
     return image_size, image_size
+
+
+def _fixed_sizes(model: Any, *, is_tf1: bool) -> list[tuple[int, int]]:
+    """The (height, width) pairs the module's call and signatures fix, in that order; [] when they leave it open."""
+    shapes = []
+    if not is_tf1:
+        for function in getattr(model.__call__, "concrete_functions", []):
+            args = function.structured_input_signature[0]
+            if args and hasattr(args[0], "shape"):
+                shapes.append(args[0].shape)
+    for name in ("image_feature_vector", "default", "serving_default"):
+        if name in model.signatures:
+            specs = list(model.signatures[name].structured_input_signature[1].values())
+            shapes += [s.shape for s in specs if s.shape.rank == 4]
+    return [(int(s[1]), int(s[2])) for s in shapes if s.rank == 4 and s[1] is not None and s[2] is not None]
 
 
 def _cache_key(path: Path, *, height: int, width: int, feature_dim: int) -> str:

@@ -81,6 +81,10 @@ def load_feature_source(handles: tuple[str, ...], *, image_size: int | None = No
         if other != member.handle:
             raise UsageError(f"--tfhub_module names one module twice ({other} and {member.handle}); "
                              "give each module once")
+    if image_size is not None and len(members) > 1 and not any(m.size_from_flag for m in members) and \
+            any((m.height, m.width) != (image_size, image_size) for m in members):
+        raise UsageError(f"--image_size {image_size} has no effect: every --tfhub_module member fixes its input size "
+                         f"({', '.join(f'{m.height}x{m.width}' for m in members)}); drop --image_size")
     if len(members) > 1:
         log.info("feature source: %s -> %d features (input %dx%d)", " + ".join(
             f"{m.handle} ({m.feature_dim})" for m in members), sum(m.feature_dim for m in members),

@@ -72,9 +72,10 @@ def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: An
     elif test.count:
         class_report = reports.class_report(labels=labels, truth=test.truth, predicted=test.predictions)
         data = {**reports.report_dict(class_report, extra=extra), "objective": objective}
-    else:  # no test images: the same keys, nothing to fill them with
+    else:  # no test images: the same keys as with them (a multi-label report has no matrix), nothing in them
+        matrix = {} if objective == "sigmoid" else {"confusion_matrix": None}
         data = {"format": reports.FORMAT, "version": reports.VERSION, "objective": objective, "labels": list(labels),
-                "overall": None, "classes": {}, "confusion_matrix": None, "run": extra}
+                "overall": None, "classes": {}, **matrix, "run": extra}
     reports.write_report_json(path, data)
     try:
         _pictures(run_folder, config=config, labels=labels, test=test, split=split)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from retrain.errors import RetrainError
 from retrain.insight.tensorboard import summary_errors, write_confusion_matrix
 from retrain.tfenv import import_tensorflow
 
@@ -42,6 +43,9 @@ def claim_run_dir(planned: Path) -> Path:
         except FileExistsError:
             number += 1
             candidate = planned.with_name(f"{planned.name}-{number}")
+        except OSError as error:
+            raise RetrainError(f"cannot create the TensorBoard run folder {candidate} (--summaries_dir): "
+                               f"{error.strerror or error}") from None
 
 
 class Summaries:

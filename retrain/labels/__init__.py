@@ -218,7 +218,8 @@ _GROUPED = {
     "small": "have too few images to fill every split and none in training; training on all their images "
              "(they get no validation or test images)",
     "unusable": "have no usable training images; training on all their usable images",
-    "no_eval": "have no image in the validation or testing split; add images for a fair evaluation",
+    "no_eval": "have no image in the validation split, the testing split or both; add images for a fair "
+               "evaluation",
 }
 NAMED_CLASSES = 3  # more classes of one kind than this get one warning, naming this many
 
@@ -240,9 +241,12 @@ def label_source(config: Any) -> Any:
     if config.labels_csv is not None:
         from retrain.labels.csv import CsvSource
 
+        tuned = tuple(f"--{name} {getattr(config, name):g}" for name in ("validation_percentage", "testing_percentage")
+                      if getattr(config, name) != getattr(type(config), name))  # set to other than the default
         return CsvSource(config.labels_csv, image_dir=config.image_dir, delimiter=config.label_delimiter,
                          validation_percentage=config.validation_percentage,
-                         testing_percentage=config.testing_percentage, multi_label=config.multi_label)
+                         testing_percentage=config.testing_percentage, multi_label=config.multi_label,
+                         tuned_split=tuned)
     from retrain.labels.folder import FolderSource
 
     return FolderSource(config.image_dir, validation_percentage=config.validation_percentage,

@@ -318,10 +318,11 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
         if not any(cell.strip() for cell in cells):
             notes.counts["blank_lines"] += 1
             continue
+        if stream.tell() == len(text) and '"' in text[start:] and _unclosed(text[start:]):
+            where = f", line {end}" if end > line else ""
+            raise RetrainError(f"{FLAG} {shown(source)} line {line}: a quote is never closed (the field runs "
+                               f"to the end of the file{where}); close it or remove it")
         if end > line:
-            if stream.tell() == len(text) and _unclosed(text[start:]):
-                raise RetrainError(f"{FLAG} {shown(source)} line {line}: a quote is never closed (the field runs "
-                                   f"to the end of the file, line {end}); close it or remove it")
             notes.warn("malformed", line, "a quoted field spans lines %d-%d; a path or label cannot hold a line "
                        "break (is a quote not closed?); row skipped", line, end)
             continue
@@ -463,8 +464,8 @@ def _unclosed(rest: str) -> bool:
 
 
 def _describe(row: CsvRow) -> str:
-    """'labels "a b", split training' for a conflict warning."""
-    described = f"labels {' '.join(row.labels)!r}" if row.labels else "no labels"
+    """"labels 'a' 'b c', split training" for a conflict warning (each label quoted: labels may hold spaces)."""
+    described = f"labels {' '.join(map(repr, row.labels))}" if row.labels else "no labels"
     return described + (f", split {row.split}" if row.split else "")
 
 
@@ -503,12 +504,17 @@ class CsvSource:
     validation_percentage: float
     testing_percentage: float
     multi_label: bool = False
+    tuned_split: tuple[str, ...] = ()  # the split flags the user set, e.g. ('--testing_percentage 30',)
 
     def scan(self) -> "LabelSet":
         from retrain.labels import Example, build
         from retrain.labels.split import split_of
 
         table = read_labels_csv(self.path, image_dir=self.image_dir, delimiter=self.delimiter)
+        if self.tuned_split and all(row.split is not None for row in table.rows):
+            flag = self.tuned_split[0].split()[0]
+            raise UsageError(f"{self.tuned_split[0]} has no effect: every row of {FLAG} {shown(self.path)} names its "
+                             f"split; drop {flag} or empty the split cells the percentages should decide")
         multi = self.multi_label or is_multi_label(table)
         if multi and not self.multi_label:
             row = next(row for row in table.rows if len(row.labels) > 1)
