@@ -10,15 +10,19 @@ report at report.json...: `check_replaceable_files`), and only by a complete new
 file (temporary file, fsync, rename); a folder output (SavedModel, TF.js) is
 replaced only when it is empty or holds exactly what retrain wrote there, file
 for file and byte for byte, which a marker file inside it records; temporary
-files that killed runs left beside an output are removed.
+files that killed runs left beside an output are removed. A run's exports are
+written as one set (`export_set`): if one fails, or the run is interrupted, the
+files it had written are taken back and the earlier ones put back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import mmap
 import os
 import re
@@ -27,7 +31,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,6 +39,8 @@ from typing import Any, BinaryIO
 from retrain import __version__
 from retrain.errors import RetrainError, UsageError
 from retrain.names import OWNER_MARKER, REPORT_FORMAT, report_path
+
+log = logging.getLogger(__name__)
 
 STALE_SECONDS = 3600.0  # a temporary file this old, of a process we cannot see, was left by a killed run
 _HOST = hashlib.sha1(socket.gethostname().encode(errors="replace")).hexdigest()[:6]
@@ -110,6 +116,10 @@ def _region(item: Output | Input) -> _Region:
 
 def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     """Refuse, with one line naming both flags, any output that overlaps an input or another output."""
+    for output in outputs:  # said as it is, rather than as a clash with the outputs inside that folder
+        if output.kind == "file" and not output.role and output.path.is_dir():
+            raise UsageError(f"{output.named()} is a folder; expected a file path (move the folder or choose "
+                             f"another {output.flag})")
     regions = [(output, _region(output)) for output in outputs]
     for output, region in regions:
         for item in inputs:
@@ -425,15 +435,20 @@ def check_replaceable_files(outputs: Sequence[Output], *,
     writes there (`unchanged`: path -> the contents that count as such); a file of another kind (a photo at
     --output_graph, notes at --output_tflite, a report.json retrain did not write) is not. For an "entries"
     output, every existing entry is checked (intermediate graphs; a checkpoint's files, by its index).
+    What it records for atomic_write is this run's: an earlier run's in the same process is forgotten.
     """
+    _JUDGED.clear()
+    _ENTRIES.clear()
     for output in outputs:
         if output.kind == "file":
             _judge(output, output.path, same=(unchanged or {}).get(output.path, ()))
-        elif output.kind == "entries" and output.content and output.path.is_dir():
-            pattern = re.compile(output.pattern)
-            for entry in sorted(output.path.iterdir()):
-                if pattern.fullmatch(entry.name):
-                    _judge(output, entry)
+        elif output.kind == "entries" and output.content:
+            _ENTRIES.setdefault(real(output.path), []).append(output)  # entries that appear later are judged too
+            if output.path.is_dir():
+                pattern = re.compile(output.pattern)
+                for entry in sorted(output.path.iterdir()):
+                    if pattern.fullmatch(entry.name):
+                        _judge(output, entry)
 
 
 def _judge(output: Output, path: Path, *, same: Sequence[bytes] = ()) -> None:
@@ -447,6 +462,9 @@ def _judge(output: Output, path: Path, *, same: Sequence[bytes] = ()) -> None:
 # then, None if there was none). A run takes minutes: atomic_write judges a file again if it appeared or changed
 # meanwhile, and records each file it writes, so its own later writes are not taken for someone else's.
 _JUDGED: dict[Path, tuple[Output, tuple[int, ...] | None]] = {}
+# The "entries" outputs judged (real folder -> outputs): an entry no one had made when the run was checked, such
+# as intermediate_40.pb or the checkpoint's index, is judged as it is written, as a file that was not there.
+_ENTRIES: dict[Path, list[Output]] = {}
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:
@@ -457,17 +475,27 @@ def _identity(path: Path) -> tuple[int, ...] | None:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
-def _judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:
+def judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:
     """Refuse to replace a judged file output that someone changed, or put there, while the run went on (unless
     it now holds retrain's kind of file, or exactly what is about to be written: `same`)."""
     judged = _JUDGED.get(real(path))
+    if judged is None:
+        entries = [o for o in _ENTRIES.get(real(path.parent), ()) if re.fullmatch(o.pattern, path.name)]
+        judged = (entries[0], None) if entries else None
     if judged is None or _identity(path) == judged[1]:
         return
     try:
         _check_replaceable(judged[0], path, same=same)
     except UsageError as error:
-        raise RetrainError(f"{error} (it appeared or changed while the run went on, so retrain did not replace "
-                           "it)") from None
+        raise RetrainError(f"{error} (it appeared or changed while the run went on, written by another program or "
+                           "another run, so retrain did not replace it)") from None
+
+
+def record_written(path: Path) -> None:
+    """Record what the file a run has just written at an output path is, so its own later writes pass."""
+    judged = _JUDGED.get(real(path))
+    if judged is not None:
+        _JUDGED[real(path)] = (judged[0], _identity(path))
 
 
 def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()) -> None:
@@ -494,7 +522,22 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
             return
         looks = _looks_like(data)
     raise UsageError(f"{shown} exists and is not {what} (it is {looks}); retrain replaces only such a file there: "
-                     f"move the file or choose another {output.flag}")
+                     f"move the file or choose another {output.flag}{_labels_hint(output, path)}")
+
+
+def _labels_hint(output: Output, path: Path) -> str:
+    """For a labels file: when the report beside it, which vouches for retrain's labels files, is another model's
+    (two models sharing a folder), say so: retrain may well have written the file."""
+    if output.content != "labels":
+        return ""
+    try:
+        report = json.loads(report_path(path).read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+        return ""
+    return (f" (the {report_path(path).name} beside it is another model's, so it cannot tell whether retrain wrote "
+            "this file; give each model its own folder)")
 
 
 def _check_writable_dir(directory: Path, *, flag: str, shown: Path) -> None:
@@ -566,7 +609,7 @@ def make_folder(directory: Path, *, flag: str) -> None:
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, same: Sequence[bytes] = ()) -> None:
     """Write via a temporary file in the same folder, fsync, then rename over `path`; just before the rename, a
-    file there that changed since the run's checks is judged again (`_judge_again`; `same`: what is being written)."""
+    file there that changed since the run's checks is judged again (`judge_again`; `same`: what is being written)."""
     remove_stale_temps(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
@@ -578,10 +621,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, sam
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
-        _judge_again(path, same=same)
+        judge_again(path, same=same)
+        replacing(path)
         os.replace(tmp, path)
-        if real(path) in _JUDGED:
-            _JUDGED[real(path)] = (_JUDGED[real(path)][0], _identity(path))
+        record_written(path)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
         raise _failure(flag, path, error) from None
@@ -592,6 +635,106 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, sam
 
 def atomic_write_bytes(path: Path, data: bytes, *, flag: str) -> None:
     atomic_write(path, lambda handle: handle.write(data), flag=flag, same=(data,))
+
+
+# --------------------------------------------------------------------------- the export set
+
+
+@dataclass
+class _Replaced:
+    """One output path an export set wrote: what was there before, kept until the set ends well."""
+
+    path: Path
+    aside: Path | None = None  # the earlier file (a hard link or copy) or folder, kept beside it; None if new
+    link: str | None = None  # the earlier link's target, when the path was a link
+
+
+_EXPORT_SETS: list[list[_Replaced]] = []  # the open export set's writes (one per run; a list for nesting)
+
+
+@contextlib.contextmanager
+def export_set() -> Iterator[None]:
+    """The block's output writes form one set: if the block fails or is interrupted, each file or folder written
+    is taken back, in reverse order: the earlier one put back, a new one removed. So a failed export never leaves
+    a new graph beside another model's labels, or new labels beside an earlier SavedModel. If the block ends
+    well, what was kept aside is deleted. (A killed process cannot take anything back; what it kept aside is
+    removed as a stale temporary file by a later run.)"""
+    replaced: list[_Replaced] = []
+    _EXPORT_SETS.append(replaced)
+    try:
+        yield
+    except BaseException:
+        _EXPORT_SETS.remove(replaced)
+        _take_back(replaced)
+        raise
+    _EXPORT_SETS.remove(replaced)
+    for entry in replaced:
+        if entry.aside is not None:
+            _remove(entry.aside)
+
+
+def replacing(path: Path) -> None:
+    """Call just before a new file is renamed over `path`: inside an export set, what is there is kept aside."""
+    if not _EXPORT_SETS:
+        return
+    entry = _Replaced(path)
+    if path.is_symlink():
+        entry.link = os.readlink(path)
+    else:
+        entry.aside = set_aside(path)
+    _EXPORT_SETS[-1].append(entry)
+
+
+def set_aside(path: Path) -> Path | None:
+    """Keep the regular file at `path` beside it under a temporary name (a hard link, else a copy), for a write
+    that may be taken back; None if there is none. The caller puts it back (os.replace) or deletes it."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    aside = path.with_name(f"{temp_prefix(path.name)}{uuid.uuid4().hex[:8]}.earlier")
+    try:
+        os.link(path, aside)
+    except OSError:  # a file system without hard links
+        shutil.copy2(path, aside)
+    return aside
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _take_back(replaced: list[_Replaced]) -> None:
+    """Undo an export set's writes, last first, and say what was done."""
+    restored, removed, failed = [], [], []
+    for entry in reversed(replaced):
+        try:
+            if entry.link is not None:
+                entry.path.unlink(missing_ok=True)
+                os.symlink(entry.link, entry.path)
+                restored.append(entry.path)
+            elif entry.aside is not None and entry.aside.is_dir():
+                tag = entry.aside.with_name(f"{entry.aside.name}.undone")
+                os.replace(entry.path, tag)
+                os.replace(entry.aside, entry.path)
+                shutil.rmtree(tag, ignore_errors=True)
+                restored.append(entry.path)
+            elif entry.aside is not None:
+                os.replace(entry.aside, entry.path)
+                restored.append(entry.path)
+            else:
+                _remove(entry.path)
+                removed.append(entry.path)
+        except OSError as error:
+            failed.append(f"{entry.path} ({error.strerror or error})")
+    said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
+            f"removed the new {', '.join(map(str, removed))}" if removed else ""]
+    if restored or removed:
+        log.warning("the run's files are taken back, as one failed: %s; so no model is left beside another "
+                    "model's labels", "; ".join(part for part in said if part))
+    if failed:
+        log.error("could not take back %s: check these files before using them", ", ".join(failed))
 
 
 def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) -> None:
@@ -629,11 +772,15 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
             if moved:
                 os.replace(old, directory)
             raise
+        if _EXPORT_SETS:  # the old folder is kept until the whole set is written
+            _EXPORT_SETS[-1].append(_Replaced(directory, aside=old if moved else None))
+            old = None
     except OSError as error:
         raise _failure(flag, directory, error) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def size_text(path: Path) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from retrain.cli import retrain_command
 from retrain.features.store import BottleneckStore
-from tests.conftest import flags, invoke
+from tests.conftest import flags, invoke, run_script
 
 
 def fill(store: BottleneckStore, count: int, *, seed: int = 0) -> tuple[list[bytes], np.ndarray]:
@@ -42,6 +42,26 @@ def test_a_shard_whose_vector_bytes_were_damaged_is_set_aside_in_both_modes(tmp_
         assert reader.load(vectors=vectors) == 0
     assert "is damaged" in caplog.text and not shard.exists()
     reader.close()
+
+
+def test_a_pipe_or_a_folder_in_the_shards_place_is_set_aside_not_waited_on(tmp_path: Path) -> None:
+    """Opening a pipe waits for a writer for ever: a run hung after its module loaded. (In a fresh process, so a
+    hang fails the test by its timeout.)"""
+    import os
+
+    store = BottleneckStore(tmp_path, module_key="k", feature_dim=4)
+    store.add([f"{i:040d}".encode() for i in range(3)], np.ones((3, 4), np.float32))
+    store.flush()
+    os.mkfifo(store.dir / "shard-pipe.npz")
+    (store.dir / "shard-folder.npz").mkdir()
+    code = ("import logging, sys; logging.basicConfig(level=logging.WARNING); from pathlib import Path; "
+            "from retrain.features.store import BottleneckStore; "
+            f"print(BottleneckStore(Path({str(tmp_path)!r}), module_key='k', feature_dim=4).load(vectors=False))")
+    result = run_script("-c", code, timeout=60)
+    assert result.stdout.split() == ["3"]
+    assert result.stderr.count("is not a regular file but a pipe, a device or a folder); moved it aside") == 2
+    assert sorted(p.name for p in store.dir.iterdir() if "pipe" in p.name or "folder" in p.name) == [
+        "damaged-shard-folder.npz", "damaged-shard-pipe.npz"]
 
 
 def test_reading_from_the_shard_files_gives_what_memory_gives(tmp_path: Path) -> None:

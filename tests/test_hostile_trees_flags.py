@@ -369,3 +369,37 @@ def test_split_percentages_are_refused_when_every_csv_row_names_its_split(colour
     retrain(colour_tree, tiny_module, outputs, labels_csv=table, validation_percentage=20)
     report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
     assert report["run"]["flags"]["validation_percentage"] == 20
+
+
+def test_a_labels_csv_that_never_ends_is_refused_in_one_line(colour_tree: Path, tiny_module: Path, outputs) -> None:
+    """/dev/zero (or a multi-gigabyte file) as --labels_csv: read up to its cap, not until memory runs out."""
+    error = retrain(colour_tree, tiny_module, outputs, expect=2, labels_csv="/dev/zero")
+    assert error == ("retrain: error: --labels_csv /dev/zero holds more than 1 GB; expected a CSV of image paths and "
+                     "labels (split a larger table over several runs)")
+    assert no_work_done(outputs)
+
+
+def test_a_folder_given_as_the_graph_is_said_so_not_called_a_clash(colour_tree: Path, tiny_module: Path,
+                                                                   outputs) -> None:
+    """`--output_graph out/` with the checkpoint inside out/: it said '--checkpoint_path out/ck overlaps
+    --output_graph out'."""
+    out = outputs["output_graph"].parent
+    error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": Path(f"{out}/"),
+                                               "checkpoint_path": out / "ck"}, expect=2)
+    assert error == (f"retrain: error: --output_graph {out} is a folder; expected a file path (move the folder or "
+                     "choose another --output_graph)")
+
+
+def test_a_labels_file_refused_beside_another_models_report_says_why(colour_tree: Path, tiny_module: Path,
+                                                                     outputs) -> None:
+    """Two models sharing a folder: the report beside the labels file is the other model's, so it cannot vouch for
+    the file; the refusal says so instead of only calling the file foreign."""
+    out = outputs["output_graph"].parent
+    other = make_colour_tree(colour_tree.parent / "other", per_class=6, classes={"cyan": (0, 200, 200),
+                                                                                "red": COLOURS["red"]})
+    retrain(other, tiny_module, {**outputs, "output_graph": out / "b.pb", "output_labels": out / "b.txt"})
+    outputs["output_labels"].write_text("blue\nred\n")  # this model's labels from before a class was added
+    error = retrain(colour_tree, tiny_module, outputs, expect=2)
+    assert error.endswith("move the file or choose another --output_labels (the report.json beside it is another "
+                          "model's, so it cannot tell whether retrain wrote this file; give each model its own "
+                          "folder)"), error

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from retrain.cli import label_image_command
-from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, colour_photo, flags, invoke,
+from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, PHOTOS, colour_photo, flags, invoke,
                             make_colour_tree, run_script)
 
 
@@ -53,8 +53,9 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
         # the checkpoint is named by the prefix given, not by the folder its files go in
         "checkpoint_inside_the_tree": ({"checkpoint_path": tree / "red" / "ckpt"},
                                        f"--checkpoint_path {tree / 'red' / 'ckpt'} would write into --image_dir"),
+        # the folder exists (the test makes it): said as it is, not as a clash with the checkpoint inside it
         "tflite_is_the_checkpoint_folder": ({"output_tflite": out / "checkpoint"},
-                                            f"overlaps --checkpoint_path {out / 'checkpoint' / 'ckpt'};"),
+                                            f"--output_tflite {out / 'checkpoint'} is a folder; expected a file path"),
     }
 
 
@@ -346,14 +347,18 @@ def test_files_put_in_the_way_of_outputs_while_the_run_goes_on_are_not_replaced(
 
     out = outputs["output_graph"].parent
     config = RetrainConfig(image_dir=colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=20,
-                           saved_model_dir=out / "saved", **outputs)
+                           saved_model_dir=out / "saved", intermediate_store_frequency=10, **outputs)
     run(config)
+    bmp = (PHOTOS / "cat.bmp").read_bytes()
     cases = {"graph.pb": b"my notes\n", "labels.txt": b"Cat\nDog\n", "report.json": b'{"tool": "other"}\n',
-             "saved/DEPLOY_NOTES.md": b"deploy with care\n", "new": b"my notes\n"}
+             "saved/DEPLOY_NOTES.md": b"deploy with care\n", "new:graph.pb": b"my notes\n",
+             # entries of a folder output that no one had made when the run was checked
+             "new:checkpoint/ckpt.index": bmp, "new:intermediate/intermediate_10.pb": b"my notes\n"}
     for name, data in cases.items():
-        path = out / ("graph.pb" if name == "new" else name)
-        if name == "new":  # no file there when the run is checked; one saved there before it writes
-            path.unlink()
+        path = out / name.removeprefix("new:")
+        if name.startswith("new:"):  # no file there when the run is checked; one saved there before it writes
+            for gone in path.parent.glob(path.name.split(".")[0] + ".*"):  # a checkpoint's data file goes too
+                gone.unlink()
         plan = prepare(config)
         path.write_bytes(data)
         with pytest.raises(RetrainError, match=r"appeared|changed while the run went on") as raised:
@@ -401,6 +406,7 @@ def test_retrains_own_files_are_replaced_by_a_rerun(colour_tree: Path, tiny_modu
                  "checkpoint/ckpt.index"):
         path = str(outputs["output_graph"].parent / name)
         assert path in first and first[path] != second[path], name  # replaced by the second run
+    assert not [p for p in outputs["output_graph"].parent.rglob("*") if re.search(r"\.retrain-[0-9a-f]{6}-", p.name)]
     # Labels files an earlier run wrote are replaced: retrain's own for other classes, which the report beside it
     # lists, and the classic retrain.py's for these classes (folder names lowercased, other characters a space).
     ours = "".join(f"{name}\n" for name in sorted(COLOURS))
@@ -487,32 +493,68 @@ def test_a_run_whose_loss_grows_huge_but_finite_exports_nothing(tmp_path: Path, 
     names = ("one", "two", "three", "four", "five") if multi_label else ("one", "two")  # a loss summed over labels
     alike = make_colour_tree(tmp_path / "alike", per_class=8, classes=dict.fromkeys(names, (120, 120, 120)))
     outputs["output_graph"].write_bytes(EARLIER_GRAPH)
+    earlier = outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb"  # an earlier run's, of step 10
+    earlier.parent.mkdir()
+    earlier.write_bytes(EARLIER_GRAPH)
     error = retrain(alike, tiny_module, outputs, expect=1, learning_rate=1e6 if multi_label else 1e30,
                     how_many_training_steps=20, multi_label=multi_label, intermediate_store_frequency=5)
-    assert not list(outputs["intermediate_output_graphs_dir"].iterdir())  # the broken model's snapshots: removed
+    # The broken model's snapshots are removed; the earlier run's file of the same step, which one of them had
+    # replaced, is put back.
+    assert [p.name for p in earlier.parent.iterdir()] == ["intermediate_10.pb"]
+    assert earlier.read_bytes() == EARLIER_GRAPH
     assert "training diverged: the cross-entropy on the training images ended at" in error
     assert f"--learning_rate (now {1e6 if multi_label else 1e30:g})" in error and "nothing was exported" in error
     assert outputs["output_graph"].read_bytes() == EARLIER_GRAPH
     assert not outputs["output_labels"].exists()
 
 
-def test_files_written_before_a_failing_export_are_listed(colour_tree: Path, tiny_module: Path, outputs,
-                                                          tmp_path: Path, monkeypatch) -> None:
-    """An export that fails (a full disk, a converter error) after others were written: the ones written are
-    still listed, so the user knows which files are new (they used to be listed only at the very end)."""
+@pytest.mark.parametrize("failure", ["error", "interrupt"])
+def test_an_export_that_fails_takes_back_the_files_written_before_it(colour_tree: Path, tiny_module: Path, outputs,
+                                                                      tmp_path: Path, monkeypatch,
+                                                                      failure: str) -> None:
+    """The exports are one set. One that fails (a full disk, a converter error) or is interrupted after others were
+    written: those are listed as written, then taken back, the earlier ones put back (a link as a link), so the
+    folder never holds a new graph beside an earlier model's labels or an earlier SavedModel beside new labels."""
     from retrain.cli import retrain_command
     from retrain.errors import RetrainError
     from retrain.exporters.tflite import TFLite
 
+    out = outputs["output_graph"].parent
+    every = {**outputs, "saved_model_dir": out / "saved", "output_tflite": out / "model.tflite"}
+    other = make_colour_tree(tmp_path / "other", per_class=6, classes={"cyan": (0, 200, 200), "red": COLOURS["red"]})
+    retrain(other, tiny_module, every)  # the earlier model: other classes, every export
+    (out / "graph.pb").rename(out / "graph_v1.pb")
+    (out / "graph.pb").symlink_to("graph_v1.pb")  # a file output that is a link to a graph: replaced, put back
+
+    def models() -> dict[str, str]:  # what the run exports (not the cache and the TensorBoard runs it adds to)
+        return {name: sha for name, sha in digest(out).items() if "/logs/" not in name and "/bottlenecks/" not in name}
+
+    before = models()
+    assert len(before) > 8
+
     def fail(self, model, config):
+        if failure == "interrupt":
+            raise KeyboardInterrupt
         raise RetrainError("--output_tflite: TFLite conversion (float32) failed: no room left")
 
     monkeypatch.setattr(TFLite, "write", fail)
     result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
-                                           output_tflite=tmp_path / "model.tflite", **outputs), expect=1)
+                                           **every), expect=1 if failure == "error" else 130)
     wrote = [line.split(" (")[0] for line in result.stdout.splitlines() if line.startswith("Wrote ")]
     assert wrote[:2] == [f"Wrote {outputs['output_graph']}", f"Wrote {outputs['output_labels']}"]
-    assert outputs["output_graph"].is_file() and "no room left" in result.stderr
+    assert f"Wrote {out / 'saved'}" in wrote
+    assert "the run's files are taken back, as one failed: put back the earlier" in result.stderr
+    assert models() == before  # graph (through its link), labels, report, checkpoint, SavedModel: the earlier ones
+    assert (out / "graph.pb").is_symlink() and os.readlink(out / "graph.pb") == "graph_v1.pb"
+    assert not [p.name for p in out.rglob("*") if re.search(r"\.retrain-[0-9a-f]{6}-", p.name)]  # none kept aside
+    # With no earlier model, what the failed run wrote is removed.
+    for path in [*out.iterdir()]:
+        if path.name not in ("logs", "bottlenecks"):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
+                                  **every), expect=1 if failure == "error" else 130)
+    assert sorted(p.name for p in out.iterdir()) == ["bottlenecks", "checkpoint", "logs"]
+    assert not list((out / "checkpoint").iterdir())  # its folder is made before the set; its files are taken back
 
 
 def test_label_image_refuses_to_print_nan_scores(colour_tree: Path, tiny_module: Path, outputs) -> None:
@@ -645,6 +687,29 @@ def test_a_full_disk_under_an_output_keeps_the_old_output(colour_tree: Path, tin
     assert "Traceback" not in result.stderr
     assert old.read_bytes() == EARLIER_GRAPH
     assert not [p for p in mount.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
+
+
+@pytest.mark.integration  # a run in a fresh process on a small disk, as the tests above
+def test_a_full_disk_under_the_checkpoint_is_one_plain_line_and_leaves_nothing(colour_tree: Path, tiny_module: Path,
+                                                                                outputs, small_disk) -> None:
+    """TensorFlow's own message named its function node and a temporary file, and its `_temp` folder stayed."""
+    mount, env = small_disk
+    if env:
+        pytest.fail("a checkpoint smaller than the graph written before it needs a full tmpfs: run as root")
+    with (mount / "filler").open("wb", buffering=0) as filler:  # fill the tmpfs to the last byte
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError:
+            pass
+    result = run_limited(flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5,
+                               **{**outputs, "checkpoint_path": mount / "ck"}), env)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"retrain: error: cannot write --checkpoint_path {mount / 'ck'}: No space left on device; "
+                    "earlier outputs are kept"), result.stderr[-3000:]
+    assert [p.name for p in mount.iterdir()] == ["filler"]
+    assert not outputs["output_graph"].exists()  # the set is taken back: no graph without its checkpoint
 
 
 @pytest.mark.integration  # a run in a fresh process on a small disk, as the test above

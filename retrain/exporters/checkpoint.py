@@ -7,16 +7,19 @@ leaves a half-written file under the destination's name.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 from retrain.config import RetrainConfig
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, reason
 from retrain.exporters import Exporter
-from retrain.outputs import Output, check_writable_dir, make_folder, remove_stale_temps, temp_prefix
+from retrain.outputs import (Output, check_writable_dir, judge_again, make_folder, record_written, remove_stale_temps,
+                             replacing, temp_prefix)
 from retrain.tfenv import import_tensorflow
 
 
@@ -41,11 +44,17 @@ class Checkpoint(Exporter):
             tf.train.Checkpoint(final_weights=classifier.final_weights,
                                 final_biases=classifier.final_biases).write(str(tmp))
             written = sorted(tmp.parent.glob(f"{tmp.name}.*"), key=lambda p: p.suffix == ".index")
-            for path in written:  # the index last: it is what readers open first
-                os.replace(path, prefix.with_name(prefix.name + path.name[len(tmp.name):]))
+            targets = [prefix.with_name(prefix.name + path.name[len(tmp.name):]) for path in written]
+            for target in targets:  # files saved there while the run went on are the user's: all judged first
+                judge_again(target)
+            for path, target in zip(written, targets):  # the index last: it is what readers open first
+                replacing(target)
+                os.replace(path, target)
+                record_written(target)
         except (OSError, tf.errors.OpError) as error:
-            for path in tmp.parent.glob(f"{tmp.name}.*"):
-                path.unlink(missing_ok=True)
-            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
-            raise RetrainError(f"cannot write --checkpoint_path {prefix}: {reason}; earlier outputs are kept") from None
+            cause = reason(error).rsplit("; ", 1)[-1]  # TensorFlow's "<its temporary file>; <the cause>"
+            raise RetrainError(f"cannot write --checkpoint_path {prefix}: {cause}; earlier outputs are kept") from None
+        finally:
+            for path in tmp.parent.glob(f"{glob.escape(tmp.name)}*"):  # also TensorFlow's `<tmp>_temp` folder
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         return []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 import time
 import uuid
@@ -133,6 +134,15 @@ class BottleneckStore:
         keys, chunks, shards, start = [], [], [], 0
         self._loaded = set()
         for path in sorted(self.dir.glob("shard-*.npz")):
+            try:
+                mode = path.stat().st_mode
+            except FileNotFoundError:
+                return None  # another run compacted it away; list again
+            except OSError:
+                mode = 0  # e.g. a link that leads to itself
+            if not stat.S_ISREG(mode):  # opening a pipe would wait for a writer for ever
+                self._set_aside(path, "it is not a regular file but a pipe, a device or a folder")
+                continue
             try:
                 with np.load(path, allow_pickle=False) as shard:
                     shard_keys = shard["keys"]

@@ -114,6 +114,9 @@ def is_multi_label(table: LabelTable) -> bool:
     return any(len(row.labels) > 1 for row in table.rows)
 
 
+MAX_CSV_BYTES = 1 << 30  # parsing takes about six times the file's size in memory
+
+
 def read_labels_csv(path: Path, *, image_dir: Path, delimiter: str = " ") -> LabelTable:
     """Read and check a labels CSV; return its usable rows and label vocabulary.
 
@@ -198,9 +201,15 @@ def _separator(text: str) -> str:
 
 
 def _read_source(source: Path) -> bytes:
-    """The file's bytes, or a UsageError that names what is wrong with the path."""
+    """The file's bytes, or a UsageError that names what is wrong with the path (also a stream that does not end,
+    such as /dev/zero: at most MAX_CSV_BYTES are read; a pipe, as `<(...)` gives, is read like a file)."""
     try:
-        return source.read_bytes()
+        with source.open("rb") as handle:
+            data = handle.read(MAX_CSV_BYTES + 1)
+        if len(data) > MAX_CSV_BYTES:
+            raise UsageError(f"{FLAG} {shown(source)} holds more than {MAX_CSV_BYTES >> 30} GB; expected a CSV of "
+                             "image paths and labels (split a larger table over several runs)")
+        return data
     except FileNotFoundError:
         raise UsageError(f"{FLAG} {shown(source)} does not exist; expected a CSV file with a header "
                          f"{_EXPECTED_HEADER}") from None
