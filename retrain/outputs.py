@@ -526,8 +526,8 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
 
 
 def _labels_hint(output: Output, path: Path) -> str:
-    """For a labels file: when the report beside it, which vouches for retrain's labels files, is another model's
-    (two models sharing a folder), say so: retrain may well have written the file."""
+    """For a labels file: when a retrain report beside it, which vouches for retrain's labels files, lists other
+    labels (another model's, two models sharing a folder), say so: retrain may well have written the file."""
     if output.content != "labels":
         return ""
     try:
@@ -536,8 +536,8 @@ def _labels_hint(output: Output, path: Path) -> str:
         return ""
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
         return ""
-    return (f" (the {report_path(path).name} beside it is another model's, so it cannot tell whether retrain wrote "
-            "this file; give each model its own folder)")
+    return (f" (the {report_path(path).name} beside it lists other labels, so it cannot vouch for this file: if "
+            "retrain wrote it for another model in this folder, give each model its own folder)")
 
 
 def _check_writable_dir(directory: Path, *, flag: str, shown: Path) -> None:

@@ -128,7 +128,7 @@ def prepare(config: RetrainConfig) -> Plan:
     check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"],
                             unchanged={config.output_labels: (labels_text(labels.names),
                                                               classic_labels_text(labels.names))})
-    # Last, as some create output folders: a run refused by the checks above leaves no empty folder behind.
+    # None of these creates a folder: what first writes there does, so a refused run leaves nothing behind.
     for exporter in requested:
         exporter.check(config)
     check_writable_dir(config.summaries_dir, flag="--summaries_dir")

@@ -400,6 +400,6 @@ def test_a_labels_file_refused_beside_another_models_report_says_why(colour_tree
     retrain(other, tiny_module, {**outputs, "output_graph": out / "b.pb", "output_labels": out / "b.txt"})
     outputs["output_labels"].write_text("blue\nred\n")  # this model's labels from before a class was added
     error = retrain(colour_tree, tiny_module, outputs, expect=2)
-    assert error.endswith("move the file or choose another --output_labels (the report.json beside it is another "
-                          "model's, so it cannot tell whether retrain wrote this file; give each model its own "
-                          "folder)"), error
+    assert error.endswith("move the file or choose another --output_labels (the report.json beside it lists other "
+                          "labels, so it cannot vouch for this file: if retrain wrote it for another model in this "
+                          "folder, give each model its own folder)"), error
