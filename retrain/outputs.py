@@ -622,8 +622,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, sam
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         judge_again(path, same=same)
-        replacing(path)
-        os.replace(tmp, path)
+        with replacing(path):
+            os.replace(tmp, path)
         record_written(path)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
@@ -647,6 +647,7 @@ class _Replaced:
     path: Path
     aside: Path | None = None  # the earlier file (a hard link or copy) or folder, kept beside it; None if new
     link: str | None = None  # the earlier link's target, when the path was a link
+    folder: bool = False  # a folder output (replace_folder): taken back only while it holds retrain's marker
 
 
 _EXPORT_SETS: list[list[_Replaced]] = []  # the open export set's writes (one per run; a list for nesting)
@@ -673,15 +674,22 @@ def export_set() -> Iterator[None]:
             _remove(entry.aside)
 
 
-def replacing(path: Path) -> None:
-    """Call just before a new file is renamed over `path`: inside an export set, what is there is kept aside."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[None]:
+    """Around the rename of a new file over `path`: inside an export set, what is there is kept aside first, and
+    the write is recorded once the rename has happened (a rename that fails records nothing, keeps nothing)."""
     if not _EXPORT_SETS:
+        yield
         return
-    entry = _Replaced(path)
-    if path.is_symlink():
-        entry.link = os.readlink(path)
-    else:
+    entry = _Replaced(path, link=os.readlink(path) if path.is_symlink() else None)
+    if entry.link is None:
         entry.aside = set_aside(path)
+    try:
+        yield
+    except BaseException:
+        if entry.aside is not None:
+            entry.aside.unlink(missing_ok=True)
+        raise
     _EXPORT_SETS[-1].append(entry)
 
 
@@ -709,25 +717,34 @@ def _take_back(replaced: list[_Replaced]) -> None:
     """Undo an export set's writes, last first, and say what was done."""
     restored, removed, failed = [], [], []
     for entry in reversed(replaced):
+        # Only what this run wrote is taken away: a file where it wrote one, its marked folder where it wrote one.
+        ours = (entry.path / OWNER_MARKER).is_file() if entry.folder else \
+            entry.path.is_file() and not entry.path.is_symlink()
         try:
-            if entry.link is not None:
-                entry.path.unlink(missing_ok=True)
-                os.symlink(entry.link, entry.path)
-                restored.append(entry.path)
-            elif entry.aside is not None and entry.aside.is_dir():
+            if not ours:
+                raise OSError("it is no longer what this run wrote there")
+            if entry.folder and entry.aside is not None:
                 tag = entry.aside.with_name(f"{entry.aside.name}.undone")
                 os.replace(entry.path, tag)
                 os.replace(entry.aside, entry.path)
                 shutil.rmtree(tag, ignore_errors=True)
                 restored.append(entry.path)
+            elif entry.folder:
+                shutil.rmtree(entry.path)
+                removed.append(entry.path)
+            elif entry.link is not None:
+                entry.path.unlink()
+                os.symlink(entry.link, entry.path)
+                restored.append(entry.path)
             elif entry.aside is not None:
                 os.replace(entry.aside, entry.path)
                 restored.append(entry.path)
             else:
-                _remove(entry.path)
+                entry.path.unlink()
                 removed.append(entry.path)
         except OSError as error:
-            failed.append(f"{entry.path} ({error.strerror or error})")
+            kept = f"; the earlier one is {entry.aside}" if entry.aside is not None and entry.aside.exists() else ""
+            failed.append(f"{entry.path} ({error.strerror or error}{kept})")
     said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
             f"removed the new {', '.join(map(str, removed))}" if removed else ""]
     if restored or removed:
@@ -773,7 +790,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
                 os.replace(old, directory)
             raise
         if _EXPORT_SETS:  # the old folder is kept until the whole set is written
-            _EXPORT_SETS[-1].append(_Replaced(directory, aside=old if moved else None))
+            _EXPORT_SETS[-1].append(_Replaced(directory, aside=old if moved else None, folder=True))
             old = None
     except OSError as error:
         raise _failure(flag, directory, error) from None

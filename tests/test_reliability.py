@@ -557,6 +557,31 @@ def test_an_export_that_fails_takes_back_the_files_written_before_it(colour_tree
     assert not list((out / "checkpoint").iterdir())  # its folder is made before the set; its files are taken back
 
 
+def test_taking_back_never_removes_what_the_run_did_not_write(tmp_path: Path, caplog) -> None:
+    """A failed export set removes the files and folders it added, but only while they are what it wrote: a
+    folder of the user's that took a new file's place meanwhile, or a folder without retrain's marker, stays."""
+    from retrain.outputs import atomic_write_bytes, export_set, replace_folder
+
+    graph, saved, labels = tmp_path / "graph.pb", tmp_path / "saved", tmp_path / "labels.txt"
+    with pytest.raises(RuntimeError, match="an export failed"), caplog.at_level("WARNING", logger="retrain"):
+        with export_set():
+            atomic_write_bytes(graph, b"graph", flag="--output_graph")
+            atomic_write_bytes(labels, b"a\nb\n", flag="--output_labels")
+            replace_folder(saved, lambda tmp: (tmp.mkdir(), (tmp / "saved_model.pb").write_bytes(b"x")),
+                           flag="--saved_model_dir")
+            graph.unlink()
+            graph.mkdir()  # the user's, meanwhile
+            (graph / "thesis.docx").write_text("mine")
+            shutil.rmtree(saved)
+            saved.mkdir()
+            (saved / "notes.md").write_text("mine")
+            raise RuntimeError("an export failed")
+    assert (graph / "thesis.docx").read_text() == "mine" and (saved / "notes.md").read_text() == "mine"
+    assert not labels.exists()  # what the run did write is taken back
+    assert f"removed the new {labels}" in caplog.text
+    assert f"could not take back {saved} (it is no longer what this run wrote there)" in caplog.text
+
+
 def test_label_image_refuses_to_print_nan_scores(colour_tree: Path, tiny_module: Path, outputs) -> None:
     from retrain.exporters.model import ExportModel
     from retrain.features.source import load_feature_source

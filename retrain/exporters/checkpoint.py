@@ -48,8 +48,8 @@ class Checkpoint(Exporter):
             for target in targets:  # files saved there while the run went on are the user's: all judged first
                 judge_again(target)
             for path, target in zip(written, targets):  # the index last: it is what readers open first
-                replacing(target)
-                os.replace(path, target)
+                with replacing(target):
+                    os.replace(path, target)
                 record_written(target)
         except (OSError, tf.errors.OpError) as error:
             cause = reason(error).rsplit("; ", 1)[-1]  # TensorFlow's "<its temporary file>; <the cause>"
