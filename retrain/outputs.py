@@ -600,11 +600,15 @@ def _failure(flag: str, path: Path, error: OSError) -> RetrainError:
 
 
 def make_folder(directory: Path, *, flag: str) -> None:
-    """Create an output's folder (and its parents) when the run first writes there: check_writable_dir does not."""
+    """Create an output's folder (and its parents) when the run first writes there: check_writable_dir does not.
+    Inside an export set, the folders it creates are removed again, if empty, when the set is taken back."""
+    missing = [folder for folder in (directory, *directory.parents) if not folder.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _failure(flag, directory, error) from None
+    if _EXPORT_SETS:
+        _EXPORT_SETS[-1].extend(_Replaced(folder, made=True) for folder in reversed(missing))
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, same: Sequence[bytes] = ()) -> None:
@@ -647,7 +651,9 @@ class _Replaced:
     path: Path
     aside: Path | None = None  # the earlier file (a hard link or copy) or folder, kept beside it; None if new
     link: str | None = None  # the earlier link's target, when the path was a link
-    folder: bool = False  # a folder output (replace_folder): taken back only while it holds retrain's marker
+    folder: str = ""  # a folder output's flag (replace_folder): taken back only while it is exactly what it wrote
+    made: bool = False  # a folder make_folder created for an output: removed again if it is empty
+    written: tuple[int, ...] | None = None  # a file's lstat identity once written: taken back only while unchanged
 
 
 _EXPORT_SETS: list[list[_Replaced]] = []  # the open export set's writes (one per run; a list for nesting)
@@ -664,9 +670,10 @@ def export_set() -> Iterator[None]:
     _EXPORT_SETS.append(replaced)
     try:
         yield
-    except BaseException:
+    except BaseException as error:
         _EXPORT_SETS.remove(replaced)
-        _take_back(replaced)
+        with _signals_held():  # a second Ctrl-C or SIGTERM must not stop the take-back half way
+            _take_back(replaced, interrupted=not isinstance(error, Exception))
         raise
     _EXPORT_SETS.remove(replaced)
     for entry in replaced:
@@ -690,7 +697,34 @@ def replacing(path: Path) -> Iterator[None]:
         if entry.aside is not None:
             entry.aside.unlink(missing_ok=True)
         raise
+    entry.written = _identity(path)
     _EXPORT_SETS[-1].append(entry)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs: one that arrives meanwhile is noted, and raised again
+    for the handler in place before once the block ends. (Blocking them in this thread would not do: another
+    thread, TensorFlow's, would take the signal and Python would still run the handler here.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run in the main thread only, so the block is not interrupted here
+        return
+    noted: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in previous.items():
+        if handler is not None:  # None: a handler not set from Python, left as it is
+            signal.signal(signum, lambda number, _frame: noted.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        for signum in noted[:1]:
+            signal.raise_signal(signum)
 
 
 def set_aside(path: Path) -> Path | None:
@@ -698,7 +732,7 @@ def set_aside(path: Path) -> Path | None:
     that may be taken back; None if there is none. The caller puts it back (os.replace) or deletes it."""
     if path.is_symlink() or not path.is_file():
         return None
-    aside = path.with_name(f"{temp_prefix(path.name)}{uuid.uuid4().hex[:8]}.earlier")
+    aside = path.with_name(f"{temp_prefix(path.name)}{uuid.uuid4().hex[:8]}.old")  # as long as atomic_write's
     try:
         os.link(path, aside)
     except OSError:  # a file system without hard links
@@ -713,15 +747,16 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _take_back(replaced: list[_Replaced]) -> None:
+def _take_back(replaced: list[_Replaced], *, interrupted: bool) -> None:
     """Undo an export set's writes, last first, and say what was done."""
     restored, removed, failed = [], [], []
     for entry in reversed(replaced):
-        # Only what this run wrote is taken away: a file where it wrote one, its marked folder where it wrote one.
-        ours = (entry.path / OWNER_MARKER).is_file() if entry.folder else \
-            entry.path.is_file() and not entry.path.is_symlink()
+        if entry.made:  # a folder make_folder created: removed if nothing else is in it
+            with contextlib.suppress(OSError):
+                entry.path.rmdir()
+            continue
         try:
-            if not ours:
+            if not _still_written(entry):  # only what this run wrote, unchanged since, is taken away
                 raise OSError("it is no longer what this run wrote there")
             if entry.folder and entry.aside is not None:
                 tag = entry.aside.with_name(f"{entry.aside.name}.undone")
@@ -748,10 +783,23 @@ def _take_back(replaced: list[_Replaced]) -> None:
     said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
             f"removed the new {', '.join(map(str, removed))}" if removed else ""]
     if restored or removed:
-        log.warning("the run's files are taken back, as one failed: %s; so no model is left beside another "
-                    "model's labels", "; ".join(part for part in said if part))
+        why = "the run was interrupted while writing them" if interrupted else "one of them could not be written"
+        log.warning("the run's files are taken back, as %s: %s; so no model is left beside another model's "
+                    "labels", why, "; ".join(part for part in said if part))
     if failed:
         log.error("could not take back %s: check these files before using them", ", ".join(failed))
+
+
+def _still_written(entry: _Replaced) -> bool:
+    """Whether the path still holds what the export set wrote there: the same file (lstat), or a folder holding
+    exactly what retrain's marker in it lists (a file added or changed inside it is someone's work)."""
+    if entry.folder:
+        try:
+            _check_replaceable_contents(entry.path, flag=entry.folder)
+        except UsageError:
+            return False
+        return (entry.path / OWNER_MARKER).is_file()
+    return entry.written is not None and _identity(entry.path) == entry.written
 
 
 def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) -> None:
@@ -790,7 +838,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
                 os.replace(old, directory)
             raise
         if _EXPORT_SETS:  # the old folder is kept until the whole set is written
-            _EXPORT_SETS[-1].append(_Replaced(directory, aside=old if moved else None, folder=True))
+            _EXPORT_SETS[-1].append(_Replaced(directory, aside=old if moved else None, folder=flag))
             old = None
     except OSError as error:
         raise _failure(flag, directory, error) from None

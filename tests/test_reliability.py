@@ -543,7 +543,8 @@ def test_an_export_that_fails_takes_back_the_files_written_before_it(colour_tree
     wrote = [line.split(" (")[0] for line in result.stdout.splitlines() if line.startswith("Wrote ")]
     assert wrote[:2] == [f"Wrote {outputs['output_graph']}", f"Wrote {outputs['output_labels']}"]
     assert f"Wrote {out / 'saved'}" in wrote
-    assert "the run's files are taken back, as one failed: put back the earlier" in result.stderr
+    why = "one of them could not be written" if failure == "error" else "the run was interrupted while writing them"
+    assert f"the run's files are taken back, as {why}: put back the earlier" in result.stderr
     assert models() == before  # graph (through its link), labels, report, checkpoint, SavedModel: the earlier ones
     assert (out / "graph.pb").is_symlink() and os.readlink(out / "graph.pb") == "graph_v1.pb"
     assert not [p.name for p in out.rglob("*") if re.search(r"\.retrain-[0-9a-f]{6}-", p.name)]  # none kept aside
@@ -553,33 +554,108 @@ def test_an_export_that_fails_takes_back_the_files_written_before_it(colour_tree
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
                                   **every), expect=1 if failure == "error" else 130)
-    assert sorted(p.name for p in out.iterdir()) == ["bottlenecks", "checkpoint", "logs"]
-    assert not list((out / "checkpoint").iterdir())  # its folder is made before the set; its files are taken back
+    assert sorted(p.name for p in out.iterdir()) == ["bottlenecks", "logs"]  # the checkpoint's new folder too
 
 
 def test_taking_back_never_removes_what_the_run_did_not_write(tmp_path: Path, caplog) -> None:
-    """A failed export set removes the files and folders it added, but only while they are what it wrote: a
-    folder of the user's that took a new file's place meanwhile, or a folder without retrain's marker, stays."""
+    """A failed export set takes back only what it wrote, unchanged since: a file of the user's moved over a new
+    output, a folder in its place, or a note added into a new SavedModel folder stays, and so does a file of the
+    user's over an output whose earlier version was kept aside (that one is not put back over it)."""
     from retrain.outputs import atomic_write_bytes, export_set, replace_folder
 
-    graph, saved, labels = tmp_path / "graph.pb", tmp_path / "saved", tmp_path / "labels.txt"
+    graph, labels, saved, tflite, report = (tmp_path / name for name in ("graph.pb", "labels.txt", "saved",
+                                                                         "model.tflite", "report.json"))
+    report.write_text("the earlier report\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
     with pytest.raises(RuntimeError, match="an export failed"), caplog.at_level("WARNING", logger="retrain"):
         with export_set():
-            atomic_write_bytes(graph, b"graph", flag="--output_graph")
-            atomic_write_bytes(labels, b"a\nb\n", flag="--output_labels")
+            for path in (graph, labels, tflite, report):
+                atomic_write_bytes(path, b"new " + path.name.encode(), flag="--output_graph")
             replace_folder(saved, lambda tmp: (tmp.mkdir(), (tmp / "saved_model.pb").write_bytes(b"x")),
                            flag="--saved_model_dir")
-            graph.unlink()
-            graph.mkdir()  # the user's, meanwhile
-            (graph / "thesis.docx").write_text("mine")
-            shutil.rmtree(saved)
-            saved.mkdir()
-            (saved / "notes.md").write_text("mine")
+            (mine / "graph.pb").write_text("my own graph")
+            os.replace(mine / "graph.pb", graph)  # the user's file, moved over the new one meanwhile
+            tflite.unlink()
+            tflite.mkdir()  # a folder of the user's in a new file's place
+            (tflite / "thesis.docx").write_text("mine")
+            (saved / "notes.md").write_text("mine")  # a note added into the new folder
+            report.write_text("my edits")  # over an output whose earlier version is kept aside
             raise RuntimeError("an export failed")
-    assert (graph / "thesis.docx").read_text() == "mine" and (saved / "notes.md").read_text() == "mine"
-    assert not labels.exists()  # what the run did write is taken back
+    assert graph.read_text() == "my own graph" and (tflite / "thesis.docx").read_text() == "mine"
+    assert (saved / "notes.md").read_text() == "mine" and report.read_text() == "my edits"
+    assert not labels.exists()  # what the run wrote, unchanged, is taken back
     assert f"removed the new {labels}" in caplog.text
-    assert f"could not take back {saved} (it is no longer what this run wrote there)" in caplog.text
+    assert "could not take back " in caplog.text
+    for path in (graph, tflite, saved, report):
+        assert f"{path} (it is no longer what this run wrote there" in caplog.text, path
+    assert f"the earlier one is {tmp_path}/.report.json.retrain-" in caplog.text  # where it was kept
+
+
+def test_a_second_signal_waits_until_the_take_back_is_done(tmp_path: Path) -> None:
+    """A second SIGTERM landing while a set is taken back stopped it half way: a new graph and labels beside the
+    earlier SavedModel and TFLite models, and no warning. Signals are held until the take-back ends."""
+    from retrain.outputs import atomic_write_bytes, export_set
+
+    earlier = {tmp_path / name: f"earlier {name}".encode() for name in ("graph.pb", "labels.txt", "report.json")}
+    for path, data in earlier.items():
+        path.write_bytes(data)
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+    try:
+        with pytest.raises(KeyboardInterrupt), export_set():
+            for path in earlier:
+                atomic_write_bytes(path, b"new", flag="--output_graph")
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered at once here: the handler runs
+            assert received == [signal.SIGTERM]
+            # The take-back below sends itself one more, as a second Ctrl-C or SIGTERM would land during it.
+            real_replace, calls = os.replace, []
+
+            def replace_and_signal(source, destination):
+                calls.append(destination)
+                if len(calls) == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.05)
+                    assert received == [signal.SIGTERM], "the signal reached its handler during the take-back"
+                return real_replace(source, destination)
+
+            os.replace = replace_and_signal
+            raise KeyboardInterrupt
+    finally:
+        os.replace = real_replace
+        signal.signal(signal.SIGTERM, previous)
+    assert len(calls) == 3 and received == [signal.SIGTERM, signal.SIGTERM]  # delivered once the take-back ended
+    assert {path: path.read_bytes() for path in earlier} == earlier
+
+
+def test_what_a_killed_run_kept_aside_of_a_checkpoint_is_removed_by_the_next(colour_tree: Path, tiny_module: Path,
+                                                                             outputs) -> None:
+    from retrain.outputs import _HOST, STALE_SECONDS
+
+    folder = outputs["checkpoint_path"].parent
+    folder.mkdir()
+    old = time.time() - 2 * STALE_SECONDS
+    left = [folder / f".ckpt.{suffix}.retrain-{_HOST}-999999999-1a2b3c4d.old"
+            for suffix in ("index", "data-00000-of-00001")]
+    for path in left:
+        path.write_bytes(b"kept aside by a run that was killed")
+        os.utime(path, (old, old))
+    retrain(colour_tree, tiny_module, outputs)
+    assert not [path for path in left if path.exists()]
+
+
+def test_an_output_whose_temporary_name_just_fits_is_replaced_by_a_rerun(colour_tree: Path, tiny_module: Path,
+                                                                           outputs) -> None:
+    """The name a replaced file is kept aside under is no longer than the temporary file's: a graph name whose
+    temporary name is exactly 255 bytes long was written by the first run and refused by the second."""
+    from retrain.outputs import temp_prefix
+
+    length = 255 - len(temp_prefix("")) - len("12345678.tmp")  # mkstemp's 8 characters and suffix
+    graph = outputs["output_graph"].with_name("g" * (length - 3) + ".pb")
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph})
+    first = graph.read_bytes()
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph}, how_many_training_steps=30)
+    assert graph.read_bytes() != first
 
 
 def test_label_image_refuses_to_print_nan_scores(colour_tree: Path, tiny_module: Path, outputs) -> None:

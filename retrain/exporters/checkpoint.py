@@ -46,6 +46,7 @@ class Checkpoint(Exporter):
             written = sorted(tmp.parent.glob(f"{tmp.name}.*"), key=lambda p: p.suffix == ".index")
             targets = [prefix.with_name(prefix.name + path.name[len(tmp.name):]) for path in written]
             for target in targets:  # files saved there while the run went on are the user's: all judged first
+                remove_stale_temps(target)  # what killed runs kept aside of this file
                 judge_again(target)
             for path, target in zip(written, targets):  # the index last: it is what readers open first
                 with replacing(target):
