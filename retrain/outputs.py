@@ -118,8 +118,7 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     """Refuse, with one line naming both flags, any output that overlaps an input or another output."""
     for output in outputs:  # said as it is, rather than as a clash with the outputs inside that folder
         if output.kind == "file" and not output.role and output.path.is_dir():
-            raise UsageError(f"{output.named()} is a folder; expected a file path (move the folder or choose "
-                             f"another {output.flag})")
+            raise _a_folder_in_the_way(output.named(), output.flag)
     regions = [(output, _region(output)) for output in outputs]
     for output, region in regions:
         for item in inputs:
@@ -503,8 +502,7 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
     if not path.exists():
         return
     if path.is_dir():
-        raise UsageError(f"{shown} is a folder; expected a file path (move the folder or choose another "
-                         f"{output.flag})")
+        raise _a_folder_in_the_way(shown, output.flag)
     if not path.is_file():
         raise UsageError(f"{shown} is not a regular file (a device or a pipe); retrain writes a new file "
                          f"there, so choose a file path for {output.flag}")
@@ -538,6 +536,10 @@ def _labels_hint(output: Output, path: Path) -> str:
         return ""
     return (f" (the {report_path(path).name} beside it lists other labels, so it cannot vouch for this file: if "
             "retrain wrote it for another model in this folder, give each model its own folder)")
+
+
+def _a_folder_in_the_way(shown: str, flag: str) -> UsageError:
+    return UsageError(f"{shown} is a folder; expected a file path (move the folder or choose another {flag})")
 
 
 def _check_writable_dir(directory: Path, *, flag: str, shown: Path) -> None:
@@ -601,14 +603,14 @@ def _failure(flag: str, path: Path, error: OSError) -> RetrainError:
 
 def make_folder(directory: Path, *, flag: str) -> None:
     """Create an output's folder (and its parents) when the run first writes there: check_writable_dir does not.
-    Inside an export set, the folders it creates are removed again, if empty, when the set is taken back."""
+    While writes are recorded, the folders it creates are removed again, if empty, when they are taken back."""
     missing = [folder for folder in (directory, *directory.parents) if not folder.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _failure(flag, directory, error) from None
-    if _EXPORT_SETS:
-        _EXPORT_SETS[-1].extend(_Replaced(folder, made=True) for folder in reversed(missing))
+    if _RECORDING:
+        _RECORDING[-1].entries.extend(_Replaced(folder, made=True) for folder in reversed(missing))
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, same: Sequence[bytes] = ()) -> None:
@@ -646,7 +648,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, flag: str) -> None:
 
 @dataclass
 class _Replaced:
-    """One output path an export set wrote: what was there before, kept until the set ends well."""
+    """One output path written while writes were recorded: what was there before, kept until they are kept."""
 
     path: Path
     aside: Path | None = None  # the earlier file (a hard link or copy) or folder, kept beside it; None if new
@@ -656,41 +658,112 @@ class _Replaced:
     written: tuple[int, ...] | None = None  # a file's lstat identity once written: taken back only while unchanged
 
 
-_EXPORT_SETS: list[list[_Replaced]] = []  # the open export set's writes (one per run; a list for nesting)
+class Writes:
+    """Output writes that may yet be taken back, each with what it replaced kept aside (see `recording`)."""
+
+    def __init__(self) -> None:
+        self.entries: list[_Replaced] = []
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def keep(self) -> None:
+        """The writes stand: what they replaced, kept aside, is deleted."""
+        for entry in self.entries:
+            if entry.aside is not None:
+                _remove(entry.aside)
+        self.entries.clear()
+
+    def take_back(self, start: int = 0) -> tuple[list[Path], list[Path]]:
+        """Undo the writes from the `start`-th on, last first: each earlier file or folder put back, each new one
+        removed, but only while it is what was written there (else an error line names it). Returns the paths
+        (restored, removed)."""
+        restored, removed, failed = [], [], []
+        for entry in reversed(self.entries[start:]):
+            if entry.made:  # a folder make_folder created: removed if nothing else is in it
+                with contextlib.suppress(OSError):
+                    entry.path.rmdir()
+                continue
+            try:
+                if not _still_written(entry):  # only what this run wrote, unchanged since, is taken away
+                    raise OSError("it is no longer what this run wrote there")
+                if entry.folder and entry.aside is not None:
+                    tag = entry.aside.with_name(f"{entry.aside.name}.undone")
+                    os.replace(entry.path, tag)
+                    os.replace(entry.aside, entry.path)
+                    shutil.rmtree(tag, ignore_errors=True)
+                    restored.append(entry.path)
+                elif entry.folder:
+                    shutil.rmtree(entry.path)
+                    removed.append(entry.path)
+                elif entry.link is not None:
+                    entry.path.unlink()
+                    os.symlink(entry.link, entry.path)
+                    restored.append(entry.path)
+                elif entry.aside is not None:
+                    os.replace(entry.aside, entry.path)
+                    restored.append(entry.path)
+                else:
+                    entry.path.unlink()
+                    removed.append(entry.path)
+            except OSError as error:
+                kept = f"; the earlier one is {entry.aside}" if entry.aside is not None and entry.aside.exists() else ""
+                failed.append(f"{entry.path} ({error.strerror or error}{kept})")
+        del self.entries[start:]
+        if failed:
+            log.error("could not take back %s: check these files before using them", ", ".join(failed))
+        return restored, removed
+
+
+_RECORDING: list[Writes] = []  # where output writes are recorded now (innermost last): see `recording`
+
+
+@contextlib.contextmanager
+def recording(writes: Writes) -> Iterator[Writes]:
+    """Inside the block, atomic_write, replace_folder and make_folder record each write in `writes`, keeping
+    aside what it replaces, so the caller can take the writes back or keep them."""
+    _RECORDING.append(writes)
+    try:
+        yield writes
+    finally:
+        _RECORDING.remove(writes)
 
 
 @contextlib.contextmanager
 def export_set() -> Iterator[None]:
     """The block's output writes form one set: if the block fails or is interrupted, each file or folder written
-    is taken back, in reverse order: the earlier one put back, a new one removed. So a failed export never leaves
-    a new graph beside another model's labels, or new labels beside an earlier SavedModel. If the block ends
-    well, what was kept aside is deleted. (A killed process cannot take anything back; what it kept aside is
-    removed as a stale temporary file by a later run.)"""
-    replaced: list[_Replaced] = []
-    _EXPORT_SETS.append(replaced)
+    is taken back (`Writes.take_back`). So a failed export never leaves a new graph beside another model's
+    labels, or new labels beside an earlier SavedModel. If the block ends well, what was kept aside is deleted.
+    (A killed process cannot take anything back; what it kept aside is removed as a stale temporary file by a
+    later run.)"""
+    writes = Writes()
     try:
-        yield
+        with recording(writes):
+            yield
     except BaseException as error:
-        _EXPORT_SETS.remove(replaced)
         with _signals_held():  # a second Ctrl-C or SIGTERM must not stop the take-back half way
-            _take_back(replaced, interrupted=not isinstance(error, Exception))
+            restored, removed = writes.take_back()
+            if restored or removed:
+                why = ("the run was interrupted while writing them" if not isinstance(error, Exception)
+                       else "one of them could not be written")
+                said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
+                        f"removed the new {', '.join(map(str, removed))}" if removed else ""]
+                log.warning("the run's files are taken back, as %s: %s; so no model is left beside another "
+                            "model's labels", why, "; ".join(part for part in said if part))
         raise
-    _EXPORT_SETS.remove(replaced)
-    for entry in replaced:
-        if entry.aside is not None:
-            _remove(entry.aside)
+    writes.keep()
 
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[None]:
-    """Around the rename of a new file over `path`: inside an export set, what is there is kept aside first, and
-    the write is recorded once the rename has happened (a rename that fails records nothing, keeps nothing)."""
-    if not _EXPORT_SETS:
+    """Around the rename of a new file over `path`: while writes are recorded, what is there is kept aside first,
+    and the write is recorded once the rename has happened (a rename that fails records nothing, keeps nothing)."""
+    if not _RECORDING:
         yield
         return
     entry = _Replaced(path, link=os.readlink(path) if path.is_symlink() else None)
     if entry.link is None:
-        entry.aside = set_aside(path)
+        entry.aside = _set_aside(path)
     try:
         yield
     except BaseException:
@@ -698,7 +771,7 @@ def replacing(path: Path) -> Iterator[None]:
             entry.aside.unlink(missing_ok=True)
         raise
     entry.written = _identity(path)
-    _EXPORT_SETS[-1].append(entry)
+    _RECORDING[-1].entries.append(entry)
 
 
 @contextlib.contextmanager
@@ -727,7 +800,7 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-def set_aside(path: Path) -> Path | None:
+def _set_aside(path: Path) -> Path | None:
     """Keep the regular file at `path` beside it under a temporary name (a hard link, else a copy), for a write
     that may be taken back; None if there is none. The caller puts it back (os.replace) or deletes it."""
     if path.is_symlink() or not path.is_file():
@@ -745,49 +818,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _take_back(replaced: list[_Replaced], *, interrupted: bool) -> None:
-    """Undo an export set's writes, last first, and say what was done."""
-    restored, removed, failed = [], [], []
-    for entry in reversed(replaced):
-        if entry.made:  # a folder make_folder created: removed if nothing else is in it
-            with contextlib.suppress(OSError):
-                entry.path.rmdir()
-            continue
-        try:
-            if not _still_written(entry):  # only what this run wrote, unchanged since, is taken away
-                raise OSError("it is no longer what this run wrote there")
-            if entry.folder and entry.aside is not None:
-                tag = entry.aside.with_name(f"{entry.aside.name}.undone")
-                os.replace(entry.path, tag)
-                os.replace(entry.aside, entry.path)
-                shutil.rmtree(tag, ignore_errors=True)
-                restored.append(entry.path)
-            elif entry.folder:
-                shutil.rmtree(entry.path)
-                removed.append(entry.path)
-            elif entry.link is not None:
-                entry.path.unlink()
-                os.symlink(entry.link, entry.path)
-                restored.append(entry.path)
-            elif entry.aside is not None:
-                os.replace(entry.aside, entry.path)
-                restored.append(entry.path)
-            else:
-                entry.path.unlink()
-                removed.append(entry.path)
-        except OSError as error:
-            kept = f"; the earlier one is {entry.aside}" if entry.aside is not None and entry.aside.exists() else ""
-            failed.append(f"{entry.path} ({error.strerror or error}{kept})")
-    said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
-            f"removed the new {', '.join(map(str, removed))}" if removed else ""]
-    if restored or removed:
-        why = "the run was interrupted while writing them" if interrupted else "one of them could not be written"
-        log.warning("the run's files are taken back, as %s: %s; so no model is left beside another model's "
-                    "labels", why, "; ".join(part for part in said if part))
-    if failed:
-        log.error("could not take back %s: check these files before using them", ", ".join(failed))
 
 
 def _still_written(entry: _Replaced) -> bool:
@@ -837,8 +867,8 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
             if moved:
                 os.replace(old, directory)
             raise
-        if _EXPORT_SETS:  # the old folder is kept until the whole set is written
-            _EXPORT_SETS[-1].append(_Replaced(directory, aside=old if moved else None, folder=flag))
+        if _RECORDING:  # the old folder is kept until the writes are kept or taken back
+            _RECORDING[-1].entries.append(_Replaced(directory, aside=old if moved else None, folder=flag))
             old = None
     except OSError as error:
         raise _failure(flag, directory, error) from None

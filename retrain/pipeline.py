@@ -22,7 +22,7 @@ from retrain import exporters as formats
 from retrain.config import RetrainConfig
 from retrain.distortions import Distortions
 from retrain.errors import RetrainError
-from retrain.exporters.graph import IntermediateGraphs, Stored
+from retrain.exporters.graph import IntermediateGraphs
 from retrain.exporters.labels import classic_labels_text, labels_text
 from retrain.features.extract import MemoryStore, extraction_runner, file_vectors, take_rows, variant_vectors
 from retrain.features.filekeys import FileKeys
@@ -40,7 +40,7 @@ from retrain.labels.split import SPLITS
 from retrain.logs import one_line
 from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
-from retrain.outputs import (Input, Output, check_clashes, check_input_files, check_replaceable_files,
+from retrain.outputs import (Input, Output, Writes, check_clashes, check_input_files, check_replaceable_files,
                              check_writable_dir, export_set, size_text)
 from retrain.tfenv import import_tensorflow
 from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged,
@@ -190,10 +190,10 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                         labels=labels.names, final_tensor_name=config.final_tensor_name,
                         calibration=lambda count: _calibration_images(splits["training"], source, count, config.seed))
 
-    stored: list[Stored] = []  # intermediate graphs written, taken back if their model is not kept
+    stored = Writes()  # intermediate graphs written, taken back if their model is not kept
 
     def store_intermediate(step: int, head: Head) -> None:
-        stored.append(IntermediateGraphs.store(model.with_head(head), config, step=step))
+        IntermediateGraphs.store(model.with_head(head), config, step=step, writes=stored)
 
     schedule = Schedule(steps=config.how_many_training_steps, eval_interval=config.eval_step_interval,
                         store_every=config.intermediate_store_frequency)
@@ -236,7 +236,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         IntermediateGraphs.remove(stored, why="training diverged")
         raise
     finally:
-        IntermediateGraphs.keep(stored)  # the ones not taken back stay, as any finished file of a failed run
+        stored.keep()  # the ones not taken back stay, as any finished file of a failed run
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
     _print_test_figures(test, objective)
@@ -342,7 +342,7 @@ def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[Bottl
 
 
 def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: Head, splits: dict[str, Split],
-                         stored: list[Stored], **kwargs: Any) -> tuple[Head, dict[str, Split]]:
+                         stored: Writes, **kwargs: Any) -> tuple[Head, dict[str, Split]]:
     """Fine-tune, then keep the fine-tuned model only if its figure on the whole validation split is not lower
     than the new layer's alone; otherwise put the modules' weights back, keep the new layer, and say so. A
     learning rate too high for the module (1e-3 took MobileNet V2 1.0 from 82 % to 20 %, the share of one class
@@ -365,8 +365,7 @@ def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: 
         return tuned_head, tuned_splits
     for variable, value in zip(source.trainable_variables, saved):
         variable.assign(value)
-    IntermediateGraphs.remove(stored[stored_before:], why="fine-tuning was undone")
-    del stored[stored_before:]
+    IntermediateGraphs.remove(stored, start=stored_before, why="fine-tuning was undone")
     log.warning("fine-tuning lowered the validation %s from %.1f%% to %.1f%% (N=%d): keeping the model from "
                 "before fine-tuning (the new layer on the module as it was); a lower --fine_tune_learning_rate "
                 "(now %g) may help", name, before.accuracy * 100, after.accuracy * 100, before.count,
