@@ -247,7 +247,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     model = model.with_head(head)
     written: list[Path] = []
 
-    def wrote(paths: Iterable[Path]) -> None:  # said as each is written: a later failure leaves them listed
+    def wrote(paths: Iterable[Path]) -> None:  # said as each is written (a later failure takes them back, saying so)
         for path in paths:
             print(f"Wrote {one_line(str(path))} ({size_text(path)})", flush=True)
             written.append(path)
