@@ -421,7 +421,10 @@ def _looks_like(data: Any) -> str:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
-    return "a text file" if _is_text(data) else "other data"
+    if _is_text(data):
+        return "a text file"
+    control = re.search(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]", bytes(data[:65536]))  # none in text of any 8-bit encoding
+    return "a text file not in UTF-8" if len(data) and control is None else "other data"
 
 
 def check_replaceable_files(outputs: Sequence[Output], *,

@@ -260,7 +260,7 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
     four = tmp_path / "four.txt"
     four.write_text("a\nb\nc\nd\n")
     message = _error(["--graph", graph, "--labels", str(four), "--image", photo], expect=1)
-    assert "has 4 labels" in message and "5 classes" in message
+    assert "has 4 labels but --graph" in message and "gives 5 scores per image" in message
 
     message = _error(["--graph", graph, "--labels", labels, "--image", photo, "--input_layer", "Mul"], expect=1)
     assert "--input_layer Mul is not in" in message and "Placeholder" in message and "final_result" in message
@@ -388,6 +388,11 @@ def test_an_input_layer_that_cannot_take_rgb_batches_is_one_error_line(trained: 
     assert message.startswith("label-image: error: --input_layer final_result is Softmax [?, 5], not an image input "
                               "[N, H, W, 3] (its input candidates: Placeholder (Placeholder [?, 224, 224, 3]); its "
                               "output candidates: final_result (Softmax [?, 5])")
+    # an output that is an image, not scores per image (it was called a graph of 3 classes)
+    message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(trained.photos[0]),
+                      "--output_layer", "Placeholder"], expect=1)
+    assert message.startswith("label-image: error: --output_layer Placeholder is Placeholder [?, 224, 224, 3], not "
+                              "scores per image [N, classes]")
 
 
 @pytest.mark.parametrize("dtype", ["int32", "bool", "string"])

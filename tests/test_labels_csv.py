@@ -266,6 +266,22 @@ def test_semicolon_and_tab_separated_files_as_spreadsheets_save_them(tmp_path: P
         ("a.jpg", ("cat", "dog"), "training"), ("with, comma.jpg", ("dog",), None), ("c.png", ("cat,bird",), "testing")]
 
 
+@pytest.mark.parametrize("header, row, expected", [
+    ("path;labels", "a.jpg,cat", "the header separates its fields with semicolons, this row seems to use commas"),
+    ("path,labels", "a.jpg;cat", "the header separates its fields with commas, this row seems to use semicolons"),
+    ("path;labels", "a.jpg", "write 'path;' for an image with no label"),
+    ("path;labels", "a.jpg;cat;dog", "quote a field that holds a semicolon"),
+])
+def test_a_row_whose_field_count_is_wrong_gets_a_hint_in_the_header_separator(
+        tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture, header: str, row: str, expected: str) -> None:
+    """A header saved with semicolons above rows typed with commas (or the reverse) is said so, not taken for
+    rows that lack a label."""
+    separator = header[4]
+    read_labels_csv(write(tmp_path, f"{header}\n{row}\nb.jpg{separator}cat\nc.png{separator}dog\n"),
+                    image_dir=image_dir)
+    assert any("line 2: has" in m and expected in m for m in warnings_of(caplog)), warnings_of(caplog)
+
+
 def test_a_comma_header_keeps_semicolons_inside_its_fields(tmp_path: Path, image_dir: Path) -> None:
     table = read_labels_csv(write(tmp_path, "path,labels\na.jpg,cat;dog\nb.jpg,cat\n"), image_dir=image_dir,
                             delimiter=";")

@@ -236,7 +236,7 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
                                   "other_models_checkpoint",
                                   "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels",
                                   "settings_at_labels", "shell_script_at_labels", "word_list_at_labels",
-                                  "other_models_labels_at_labels"])
+                                  "other_models_labels_at_labels", "latin1_labels_at_labels"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -279,6 +279,9 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                               ("unsorted_labels_at_labels", "imagenet_labels.txt"), ("settings_at_labels", "app.env"),
                               ("shell_script_at_labels", "run.sh"), ("word_list_at_labels", "todo.txt"),
                               ("other_models_labels_at_labels", "coco_labels.txt"))},
+        "latin1_labels_at_labels": ({"output_labels": mine / "etiquettes.txt"}, mine / "etiquettes.txt",
+                                    r"--output_labels .*etiquettes\.txt exists and is not a labels file retrain wrote "
+                                    r"\(it is a text file not in UTF-8\)"),
     }[case]
     target.parent.mkdir(parents=True, exist_ok=True)
     if case == "notes_at_int8_variant":
@@ -298,6 +301,8 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         target.write_text('{"my": "experiment notes"}')
     elif case.startswith("folder_at"):
         (target / "keep").mkdir(parents=True)
+    elif case == "latin1_labels_at_labels":
+        target.write_bytes("ch\u00e2teau\ncaf\u00e9\n".encode("latin-1"))
     elif case.endswith("_at_labels"):
         target.write_text({"csv_at_labels": "image,label\nimg_001.jpg,cat\nimg_002.jpg,dog\n",  # in sorted order
                            "script_at_labels": "import sys\nprint(sys.argv)\n",  # in sorted order too

@@ -241,7 +241,7 @@ class Vectors:
     keys: np.ndarray  # S40 [len(paths)]: each path's content key (equal keys, identical files)
     skipped: tuple[tuple[Path, str], ...]
     computed: int  # member vectors computed by this call
-    cached: int  # member vectors found in the cache
+    cached: int  # member vectors found in the cache (one per distinct content, as `computed`)
 
 
 def content_keys(paths: Sequence[Path], *, file_keys: FileKeys | None,
@@ -289,10 +289,11 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
                 if key not in store and key not in todo:
                     todo[key] = path
             name = _member_label(label, source, member)
-            cached += len(keys) - len(todo)
+            found = len(set(keys.values())) - len(todo)  # identical files share one vector: counted once
+            cached += found
             if not todo:
                 continue
-            log.info("%s: %d cached, %d to compute", name, len(keys) - len(todo), len(todo))
+            log.info("%s: %d cached, %d to compute", name, found, len(todo))
             job = ExtractionJob(member, store, batch_size=batch_size, label=name, image_size=image_size)
             items = [WorkItem(path=path, keys=(key,), content=key) for key, path in todo.items()]
             failed = (runner or LocalRunner())(job, items, pool=pool)

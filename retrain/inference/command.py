@@ -225,8 +225,8 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
     if model.class_count is not None and model.class_count != len(labels):
-        raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} has "
-                           f"{model.class_count} classes; pass the labels file written with this model")
+        raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} gives "
+                           f"{model.class_count} scores per image; pass the labels file written with this model")
     prepare = preprocessing_for(model, config)
     thresholds = thresholds_of(model, config.labels, len(labels))
     count = config.top_k or (len(labels) if model.multi_label or config.json else TOP_K)

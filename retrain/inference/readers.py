@@ -165,7 +165,8 @@ class _FrozenGraph(Model):
         if in_dims is not None and not _is_image_input(in_dims):  # e.g. the layer flags swapped
             raise fail(f"--input_layer {input_layer} is {self.input.op.type} {_shape_text(in_dims)}, not an image "
                        f"input [N, H, W, 3] ({listing})")
-        if out_dims is not None and (len(out_dims) < 2 or self.output.op.type == "Const"):  # e.g. the thresholds
+        if out_dims is not None and (len(out_dims) < 2 or self.output.op.type == "Const"  # e.g. the thresholds
+                                     or any(d not in (1, None) for d in out_dims[1:-1])):  # e.g. the input image
             raise fail(f"--output_layer {output_layer} is {self.output.op.type} {_shape_text(out_dims)}, not scores "
                        f"per image [N, classes] ({listing})")
         self.height, self.width, batch = _size_of(in_dims)

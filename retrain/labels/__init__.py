@@ -241,7 +241,7 @@ def label_source(config: Any) -> Any:
     if config.labels_csv is not None:
         from retrain.labels.csv import CsvSource
 
-        tuned = tuple(f"--{name} {getattr(config, name):g}" for name in ("validation_percentage", "testing_percentage")
+        tuned = tuple((f"--{name}", getattr(config, name)) for name in ("validation_percentage", "testing_percentage")
                       if getattr(config, name) != getattr(type(config), name))  # set to other than the default
         return CsvSource(config.labels_csv, image_dir=config.image_dir, delimiter=config.label_delimiter,
                          validation_percentage=config.validation_percentage,

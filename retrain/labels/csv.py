@@ -40,6 +40,7 @@ MAX_WARNINGS_PER_KIND = 10
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _EXPECTED_HEADER = "path,labels[,split]"
 _SEPARATORS = (",", ";", "\t")  # the first is the default
+_SEPARATOR_NAMES = {",": ("a comma", "commas"), ";": ("a semicolon", "semicolons"), "\t": ("a tab", "tabs")}
 # A split cell, case-folded -> the split: our names and the short ones other tools write (train/val/test folders).
 _SPLIT_NAMES = {**{name: name for name in SPLITS}, "train": "training", "val": "validation", "valid": "validation",
                 "test": "testing"}
@@ -275,6 +276,7 @@ class _Header:
     line: int
     names: tuple[str, ...]
     columns: dict[str, int]
+    separator: str = _SEPARATORS[0]
 
 
 def _read_header(source: Path, reader: csv.reader, notes: _Notes) -> _Header:
@@ -306,7 +308,7 @@ def _read_header(source: Path, reader: csv.reader, notes: _Notes) -> _Header:
     extra = [row[index].strip() for index, name in enumerate(names) if name not in COLUMNS]
     if extra:
         log.info("%s %s: ignoring column(s) %s", FLAG, shown(source), ", ".join(repr(name) for name in extra))
-    return _Header(line=line, names=names, columns=columns)
+    return _Header(line=line, names=names, columns=columns, separator=reader.dialect.delimiter)
 
 
 def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _Notes, *, header: _Header,
@@ -370,8 +372,12 @@ def _parse_row(notes: _Notes, *, line: int, cells: list[str], header: _Header, i
     if len(cells) > width and not any(cell.strip() for cell in cells[width:]):
         cells = cells[:width]  # trailing empty fields, as spreadsheets write them
     if len(cells) != width:
-        hint = ("quote a field that holds a comma" if len(cells) > width
-                else "write 'path,' for an image with no label")
+        separator = header.separator
+        other = next((s for s in _SEPARATORS if s != separator and s in cells[0]), None) if len(cells) == 1 else None
+        hint = (f"quote a field that holds {_SEPARATOR_NAMES[separator][0]}" if len(cells) > width
+                else f"the header separates its fields with {_SEPARATOR_NAMES[separator][1]}, this row seems to use "
+                     f"{_SEPARATOR_NAMES[other][1]}" if other
+                else f"write 'path{separator}' for an image with no label")
         notes.warn("malformed", line, "has %d field(s) where the header has %d (%s); row skipped",
                    len(cells), width, hint)
         return None
@@ -513,7 +519,7 @@ class CsvSource:
     validation_percentage: float
     testing_percentage: float
     multi_label: bool = False
-    tuned_split: tuple[str, ...] = ()  # the split flags the user set, e.g. ('--testing_percentage 30',)
+    tuned_split: tuple[tuple[str, float], ...] = ()  # the split flags the user set: (('--testing_percentage', 30),)
 
     def scan(self) -> "LabelSet":
         from retrain.labels import Example, build
@@ -521,8 +527,8 @@ class CsvSource:
 
         table = read_labels_csv(self.path, image_dir=self.image_dir, delimiter=self.delimiter)
         if self.tuned_split and all(row.split is not None for row in table.rows):
-            flag = self.tuned_split[0].split()[0]
-            raise UsageError(f"{self.tuned_split[0]} has no effect: every row of {FLAG} {shown(self.path)} names its "
+            flag, value = self.tuned_split[0]
+            raise UsageError(f"{flag} {value:g} has no effect: every row of {FLAG} {shown(self.path)} names its "
                              f"split; drop {flag} or empty the split cells the percentages should decide")
         multi = self.multi_label or is_multi_label(table)
         if multi and not self.multi_label:
