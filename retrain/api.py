@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,9 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     `log_level` shows the classic log lines on stderr ("INFO"), fewer ("WARN"), or leaves logging as
     the caller configured it (None); it applies to this call only. A caller's own handlers on the
     'retrain' logger are kept and get the lines instead of stderr. `logging_verbosity`, the command's
-    flag, is taken as `log_level` when given.
+    flag, is taken as `log_level` when given. Relative paths are taken from the current folder when
+    the call is made. Calls run one at a time: a call made while another runs (in another thread)
+    waits for it to end.
     """
     from retrain.pipeline import run
 
@@ -56,9 +60,20 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
             flags["logging_verbosity"] = log_level.upper()
     else:
         _check_log_level(log_level)
-    config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags))
-    with logging_during(log_level):
-        return run(config)
+    config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags)).anchored()
+    if not _ONE_RUN.acquire(blocking=False):
+        logging.getLogger("retrain").info("waiting for the retrain() call running in another thread to end")
+        _ONE_RUN.acquire()
+    try:
+        with logging_during(log_level):
+            return run(config)
+    finally:
+        _ONE_RUN.release()
+
+
+# One run at a time in a process: a run records what it judged and wrote per process (retrain.outputs), and
+# holds the 'retrain' logger's settings for its length. A call from another thread meanwhile waits its turn.
+_ONE_RUN = threading.Lock()
 
 
 def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = RetrainConfig.output_graph,

@@ -16,7 +16,7 @@ import click
 
 from retrain.config import BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError
-from retrain.logs import one_line, setup_logging
+from retrain.logs import Commentary, one_line, setup_logging
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
@@ -24,17 +24,31 @@ _L = LabelImageConfig
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, systemd, Docker, batch schedulers), handled like Ctrl-C: finished work is kept."""
+    """SIGTERM (kill, systemd, Docker, batch schedulers) or SIGHUP (the terminal or ssh session closed), handled
+    like Ctrl-C: finished work is kept."""
 
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+# What each stopping signal is called in the last line; SIGHUP only where the platform has it.
+_STOPPED = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+if hasattr(signal, "SIGHUP"):
+    _STOPPED[signal.SIGHUP] = "hung up (its terminal closed)"
 
 _received: list[int] = []  # the signals this process was asked to stop by
+
+
+def _stop(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
     """Remember the signal and raise where the program is. If that is a finaliser (`__del__`), Python
     reports and drops the exception; the remembered signal still stops the run once it returns."""
     _received.append(signum)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise _stop(signum)
 
 
 def _exit_at_once(signum: int, _frame: Any) -> None:
@@ -54,17 +68,24 @@ def _unraisable(hook: Any) -> Any:
 class _OneLineErrors(click.Command):
     """Report every error as `prog: error: message` on one line, with the right exit status."""
 
+    output_is_commentary = False  # see _Retrain
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         prog = self.name or "retrain"
         _received.clear()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal)}
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
             previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
+        if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # not under nohup
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _on_signal)
         hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
+        streams = sys.stdout, sys.stderr
+        if self.output_is_commentary:  # a closed pipe (`retrain ... | head`) must not cost the run its files
+            sys.stdout, sys.stderr = (Commentary(stream, name) for stream, name in zip(streams, ("stdout", "stderr")))
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
             if _received:  # an interrupt that a finaliser swallowed
-                raise Terminated() if _received[-1] == signal.SIGTERM else KeyboardInterrupt()
+                raise _stop(_received[-1])
             return result
         except click.ClickException as error:
             click.echo(f"{prog}: error: {one_line(error.format_message())} (see {prog} --help)", err=True)
@@ -79,17 +100,17 @@ class _OneLineErrors(click.Command):
             sys.exit(1)
         except (KeyboardInterrupt, click.Abort) as error:  # click turns KeyboardInterrupt into Abort
             previous = dict.fromkeys(previous, _exit_at_once)  # installed by `finally`, for the way out
-            if isinstance(error, Terminated) or isinstance(error.__cause__, Terminated):
-                click.echo(f"\n{prog}: terminated; finished files and cached bottlenecks are kept, rerun to continue",
-                           err=True)
-                sys.exit(128 + signal.SIGTERM)
-            click.echo(f"\n{prog}: interrupted; finished files and cached bottlenecks are kept, "
-                       "rerun to continue", err=True)
-            sys.exit(130)
+            stopped = error if isinstance(error, Terminated) else error.__cause__
+            signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
+            click.echo(f"\n{prog}: {_STOPPED[signum]}; finished files and cached bottlenecks are kept, rerun to "
+                       "continue", err=True)
+            sys.exit(128 + signum)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             sys.unraisablehook = hook
+            if self.output_is_commentary:
+                sys.stdout, sys.stderr = streams
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """A flag where a value belongs is said so (`--image_dir --output_graph x.pb`), as the classic
@@ -104,6 +125,14 @@ class _OneLineErrors(click.Command):
                 raise click.UsageError(f"{flag} needs a value, but the next argument is the flag "
                                        f"{value.partition('=')[0]}")
         return super().parse_args(ctx, args)
+
+
+class _Retrain(_OneLineErrors):
+    """retrain's work is the files it writes; what it prints is commentary, which a closed pipe or a full disk
+    under stdout or stderr silences (`Commentary`) rather than stopping the run. (label-image's output is its
+    work: there a closed pipe ends the run.)"""
+
+    output_is_commentary = True
 
 
 class _PathFlag(click.Path):
@@ -149,7 +178,7 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
     return ",".join(value)
 
 
-@click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(cls=_Retrain, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @_option("--image_dir", type=_PathFlag(path_type=Path), required=True, help="Folder with one sub-folder of images per class.")
 @_option("--output_graph", type=_PathFlag(path_type=Path), default=_R.output_graph, help="Where to save the trained frozen graph.")
 @_option("--output_labels", type=_PathFlag(path_type=Path), default=_R.output_labels, help="Where to save the labels, one per line.")

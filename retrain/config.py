@@ -127,9 +127,7 @@ class RetrainConfig:
         if _URL.match(str(self.bottleneck_dir)):
             raise UsageError(f"--bottleneck_dir {self.bottleneck_dir}: object stores are not supported; give a "
                              "folder (on a file system every Ray node mounts at the same path, for --ray_address)")
-        for name in ("image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
-                     "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite",
-                     "labels_csv", "output_tfjs"):
+        for name in _PATH_FIELDS:
             object.__setattr__(self, name, _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY))
         quantization = self.tflite_quantization
         object.__setattr__(self, "tflite_quantization",
@@ -138,6 +136,14 @@ class RetrainConfig:
 
     def replace(self, **changes: object) -> "RetrainConfig":
         return dataclasses.replace(self, **changes)
+
+    def anchored(self) -> "RetrainConfig":
+        """The same run with each relative path made absolute against the current folder now (and a leading `~`
+        the home folder), so a caller that changes folder while the run goes on (a notebook's `%cd` in another
+        thread) moves neither what it reads nor where it writes."""
+        paths = {name: getattr(self, name) for name in _PATH_FIELDS}
+        return self.replace(**{name: Path(os.path.abspath(os.path.expanduser(path))) for name, path in paths.items()
+                               if path is not None and not path.is_absolute()})
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -201,6 +207,10 @@ class LabelImageConfig:
 
 # --------------------------------------------------------------------------- checks
 
+# The path flags of a run (tfhub_module may be a handle, so it is not one).
+_PATH_FIELDS = ("image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
+                "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite", "labels_csv",
+                "output_tfjs")
 # Path flags whose empty value means "not set", as the classic `--saved_model_dir ''` did.
 _UNSET_WHEN_EMPTY = frozenset({"saved_model_dir", "output_tflite", "output_tfjs", "labels_csv"})
 
@@ -215,6 +225,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "tuple[str, ...]": ((tuple, list, str), "a list of strings"),
     "tuple[Path, ...]": ((tuple, list), "a list of paths"),
 }
+_NUMBERS = {"int": int, "float": float}
 # What each member of a list accepts (a str for tuple[str, ...] is one comma-separated value).
 _ITEM_TYPES: dict[str, tuple[type, ...]] = {"tuple[str, ...]": (str,), "tuple[Path, ...]": (str, os.PathLike)}
 
@@ -232,6 +243,11 @@ def _check_types(config: object) -> None:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds) or \
                 (items and not all(isinstance(item, items) for item in value)):
             raise UsageError(f"--{field.name} must be {wanted}, got {value!r}")
+        if annotation.removesuffix(" | None") in _NUMBERS:  # a Fraction, a NumPy scalar: the plain Python number
+            try:
+                object.__setattr__(config, field.name, _NUMBERS[annotation.removesuffix(" | None")](value))
+            except (OverflowError, ValueError):  # float(10**400), int(inf)
+                raise UsageError(f"--{field.name} must be a finite number, got {value!r}") from None
 
 
 def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Path | None:

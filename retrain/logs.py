@@ -2,13 +2,59 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TextIO
 
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
+
+
+class Commentary:
+    """stdout or stderr of a command whose work is the files it writes (retrain): the first write or flush that
+    fails (a closed pipe, as `retrain ... | head` leaves; a full disk, as /dev/full is) silences the stream for the
+    rest of the run instead of failing it. The stream's file descriptor then leads to os.devnull, so what Python
+    flushes at exit does not fail either. A silenced stdout is said once on stderr."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+        self._silenced = False
+
+    def write(self, text: str) -> int:
+        if not self._silenced:
+            try:
+                return self._stream.write(text)
+            except OSError as error:
+                self._silence(error)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._silenced:
+            try:
+                self._stream.flush()
+            except OSError as error:
+                self._silence(error)
+
+    def _silence(self, error: OSError) -> None:
+        self._silenced = True
+        with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+        if self._name == "stdout":
+            logging.getLogger("retrain").warning("cannot print to stdout (%s); the run goes on and writes its files, "
+                                                 "without printing there", error.strerror or error)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class _StderrHandler(logging.StreamHandler):

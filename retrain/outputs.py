@@ -744,7 +744,7 @@ def export_set() -> Iterator[None]:
         with recording(writes):
             yield
     except BaseException as error:
-        with _signals_held():  # a second Ctrl-C or SIGTERM must not stop the take-back half way
+        with _signals_held():  # a second Ctrl-C, SIGTERM or SIGHUP must not stop the take-back half way
             restored, removed = writes.take_back()
             if restored or removed:
                 why = ("the run was interrupted while writing them" if not isinstance(error, Exception)
@@ -779,8 +779,8 @@ def replacing(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while the block runs: one that arrives meanwhile is noted, and raised again
-    for the handler in place before once the block ends. (Blocking them in this thread would not do: another
+    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs: one that arrives meanwhile is noted, and raised
+    again for the handler in place before once the block ends. (Blocking them in this thread would not do: another
     thread, TensorFlow's, would take the signal and Python would still run the handler here.)"""
     import signal
     import threading
@@ -789,7 +789,8 @@ def _signals_held() -> Iterator[None]:
         yield  # handlers run in the main thread only, so the block is not interrupted here
         return
     noted: list[int] = []
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    stopping = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.getsignal(signum) for signum in stopping}
     for signum, handler in previous.items():
         if handler is not None:  # None: a handler not set from Python, left as it is
             signal.signal(signum, lambda number, _frame: noted.append(number))

@@ -219,10 +219,14 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                      summaries=Summaries(run_folder, objective=objective, labels=labels.names,
                                          pictured=picture_steps(steps=schedule.steps, interval=schedule.eval_interval)),
                      on_intermediate=store_intermediate)
+        last = optimizer  # what trained the model kept: a divergence names its learning rate
         if config.fine_tune:
-            head, splits = _fine_tune_if_better(config, source=source, head=head, splits=splits,
-                                                distortions=distortions, run_folder=run_folder,
-                                                store_intermediate=store_intermediate, stored=stored)
+            tuned_head, tuned_splits = _fine_tune_if_better(config, source=source, head=head, splits=splits,
+                                                            distortions=distortions, run_folder=run_folder,
+                                                            store_intermediate=store_intermediate, stored=stored)
+            if tuned_splits is not splits:  # the fine-tuned model is kept
+                last = Optimizer(learning_rate=config.fine_tune_learning_rate, flag="--fine_tune_learning_rate")
+            head, splits = tuned_head, tuned_splits
 
         validation = splits["validation"]
         head = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
@@ -231,7 +235,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                                       rng=eval_random) for name in ("training", "validation")}
         training = splits["training"]
         check_converged(evaluations["training"], evaluate(model.head, training.vectors, training.targets,
-                                                          batch_size=-1, rng=eval_random), optimizer)
+                                                          batch_size=-1, rng=eval_random), last)
     except Diverged:
         IntermediateGraphs.remove(stored, why="training diverged")
         raise
@@ -239,7 +243,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         stored.keep()  # the ones not taken back stay, as any finished file of a failed run
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
-    _print_test_figures(test, objective)
+    _print_test_figures(test, objective, labels)
     print_table(test, labels.names)
     if config.print_misclassified_test_images and test.count:
         _print_misclassified(test, splits["testing"], labels.names)
@@ -264,11 +268,14 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                          skipped=vectors.skipped, source=source, written=tuple(written), run_folder=run_folder)
 
 
-def _print_test_figures(test: Evaluation, objective: object) -> None:
+def _print_test_figures(test: Evaluation, objective: object, labels: LabelSet) -> None:
     """`Final test accuracy = X% (N=n)` (the classic line), then any other figure the objective reports."""
     name = FIGURE_NAMES.get(objective.headline, objective.headline)
     if not test.count:
-        print(f"Final test {name} = n/a (N=0): no test images; raise --testing_percentage or add images", flush=True)
+        hint = (f"every row of {labels.source} names its split, so name some 'testing'"
+                if all(example.split_given for example in labels.examples) else
+                "raise --testing_percentage or add images")
+        print(f"Final test {name} = n/a (N=0): no test images; {hint}", flush=True)
         return
     for key, value in test.metrics.items():
         if key in FIGURE_NAMES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -79,6 +80,88 @@ def test_numpy_numbers_and_lists_are_fine_from_python(colour_tree: Path, outputs
     config = RetrainConfig(colour_tree, how_many_training_steps=np.int64(5), learning_rate=np.float32(0.5),
                            tflite_quantization=["float32", "int8"], output_tflite="m.tflite", **outputs)
     assert (config.how_many_training_steps, config.tflite_quantization) == (5, ("float32", "int8"))
+
+
+def test_other_kinds_of_numbers_become_plain_python_numbers_before_any_work(colour_tree: Path, outputs) -> None:
+    """A Fraction passed the type check, then failed deep in the run (a TypeError from a format string, a
+    ValueError from TensorFlow) or at its very end (report.json cannot hold it), taking the exports back."""
+    from fractions import Fraction
+
+    config = RetrainConfig(colour_tree, learning_rate=Fraction(1, 100), random_crop=Fraction(10),
+                           testing_percentage=Fraction(15), how_many_training_steps=np.uint16(5), **outputs)
+    assert [type(value) for value in (config.learning_rate, config.random_crop, config.testing_percentage,
+                                      config.how_many_training_steps)] == [float, float, float, int]
+    assert (config.learning_rate, config.random_crop, config.how_many_training_steps) == (0.01, 10.0, 5)
+    with pytest.raises(api.UsageError, match=r"^--learning_rate must be a finite number, got 1000"):
+        RetrainConfig(colour_tree, learning_rate=10**400)
+
+
+def test_relative_paths_are_the_ones_of_the_folder_the_call_was_made_in(colour_tree: Path, tiny_module: Path,
+                                                                        tmp_path: Path, monkeypatch) -> None:
+    """A notebook's `%cd` while a run goes on in another thread used to move its writes: the checks looked at
+    ./g.pb in one folder, the run wrote ./g.pb in the other, over the user's file there."""
+    import retrain.pipeline
+
+    start, elsewhere = tmp_path / "run", tmp_path / "notebook"
+    start.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "g.pb").write_text("the user's own file")
+    monkeypatch.chdir(start)
+    vectors = retrain.pipeline.file_vectors
+
+    def and_change_folder(*args, **kwargs):  # the other thread's %cd, once the vectors are computed
+        result = vectors(*args, **kwargs)
+        os.chdir(elsewhere)
+        return result
+
+    monkeypatch.setattr(retrain.pipeline, "file_vectors", and_change_folder)
+    result = api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=20, log_level=None,
+                         output_graph="g.pb", output_labels="labels.txt", summaries_dir="logs",
+                         bottleneck_dir="cache", checkpoint_path="ck/ck", intermediate_output_graphs_dir="inter")
+    assert (elsewhere / "g.pb").read_text() == "the user's own file" and sorted(elsewhere.iterdir()) == \
+        [elsewhere / "g.pb"]
+    assert list(result.written) == [start / "g.pb", start / "labels.txt", start / "report.json"]
+    assert (start / "labels.txt").read_text() == "blue\ngreen\nred\n"
+
+
+def test_calls_from_two_threads_run_one_after_the_other(colour_tree: Path, tiny_module: Path, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """Two calls at once in one process shared the record of what each run judged and wrote (retrain.outputs):
+    the second cleared the first's, so a photo put at the first's --output_tflite meanwhile was overwritten, and
+    the first's exports were recorded in the second's set. A second call now waits for the first to end."""
+    import threading
+
+    import retrain.pipeline
+
+    events: list[str] = []
+    run = retrain.pipeline.run
+
+    def recorded(config, **kwargs):
+        events.append(f"start {config.output_graph.parent.name}")
+        try:
+            return run(config, **kwargs)
+        finally:
+            events.append(f"end {config.output_graph.parent.name}")
+
+    monkeypatch.setattr(retrain.pipeline, "run", recorded)
+    results: dict[str, object] = {}
+
+    def call(name: str) -> None:
+        out = tmp_path / name
+        out.mkdir()
+        results[name] = api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=100,
+                                    log_level=None, output_graph=out / "g.pb", output_labels=out / "labels.txt",
+                                    summaries_dir=out / "logs", bottleneck_dir=tmp_path / "cache",
+                                    checkpoint_path=out / "ck", intermediate_output_graphs_dir=out / "inter")
+
+    threads = [threading.Thread(target=call, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(results) == ["a", "b"]
+    assert [event.split()[0] for event in events] == ["start", "end", "start", "end"], events
+    assert events[0].split()[1] == events[1].split()[1] and events[2].split()[1] == events[3].split()[1]
 
 
 def test_classify_names_a_wrong_flag_and_type(tmp_path: Path) -> None:

@@ -179,10 +179,14 @@ def test_sigkill_during_bottlenecks_and_export_then_resume(flowers, tmp_path: Pa
 @pytest.mark.parametrize("number, status, line", [
     (signal.SIGINT, 130, "retrain: interrupted; finished files and cached bottlenecks are kept, rerun to continue"),
     (signal.SIGTERM, 143, "retrain: terminated; finished files and cached bottlenecks are kept, rerun to continue"),
+    (signal.SIGHUP, 129, "retrain: hung up (its terminal closed); finished files and cached bottlenecks are kept, "
+                         "rerun to continue"),
 ])
 def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_finished_work(flowers, tmp_path: Path, number: int, status: int,
                                                                line: str) -> None:
-    """Ctrl-C and SIGTERM (kill, systemd, Docker, batch schedulers): one line, finished vectors kept."""
+    """Ctrl-C, SIGTERM (kill, systemd, Docker, batch schedulers) and SIGHUP (a closed terminal or ssh session): one
+    line, finished vectors kept. (SIGHUP used to end the run at once, exit 129 with no word, and left a new graph
+    beside an earlier model's files when it landed during the exports.)"""
     tree, module = flowers
     out = tmp_path / "out"
     out.mkdir()

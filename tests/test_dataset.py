@@ -92,6 +92,19 @@ def test_nohash_files_share_a_split(tmp_path: Path):
     assert len({s for splits in by_clip.values() for s in splits}) == 3
 
 
+def test_nohash_in_a_folder_name_does_not_put_the_whole_class_in_one_split(tmp_path: Path):
+    """`_nohash_` groups files by their name; a class folder (or sub-folder) `b_nohash_2019` once hashed every
+    photo in it as `b`, so the whole class landed in one split (no test images, or no training images)."""
+    for i in range(60):
+        touch(tmp_path / "b_nohash_2019" / f"p{i}.jpg")
+        touch(tmp_path / "other" / "shoot_nohash_a" / f"q{i}.jpg")
+    splits = split_map(scan(tmp_path, 20, 20), tmp_path)
+    assert {split for rel, split in splits.items() if rel.startswith("b_nohash_2019/")} == set(SPLITS)
+    assert {split for rel, split in splits.items() if rel.startswith("other/")} == set(SPLITS)
+    assert split_of("b_nohash_2019/p1_nohash_0.jpg", validation_percentage=20, testing_percentage=20) == \
+        split_of("b_nohash_2019/p1_nohash_7.jpg", validation_percentage=20, testing_percentage=20)
+
+
 def test_small_class_is_trained_on_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     for i in range(30):
         touch(tmp_path / "big" / f"{i}.jpg")

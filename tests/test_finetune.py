@@ -180,6 +180,25 @@ def test_a_fine_tuning_that_wrecks_the_model_is_undone_and_said(tmp_path: Path) 
                                frozen_graph_scores(tmp_path / "plain" / "graph.pb", images), atol=1e-6)
 
 
+def test_a_fine_tuning_that_diverges_names_its_own_learning_rate(tmp_path: Path) -> None:
+    """With no validation images the fine-tuned model is kept unchecked; when its loss then ends far above the
+    untrained layer's, the run stops naming --fine_tune_learning_rate (it named --learning_rate, which was fine)."""
+    from retrain.errors import RetrainError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    config = RetrainConfig(image_dir=make_colour_tree(tmp_path / "photos", per_class=20),
+                           tfhub_module=str(save_tunable_module(tmp_path / "tunable")), output_graph=out / "graph.pb",
+                           output_labels=out / "labels.txt", summaries_dir=out / "logs",
+                           bottleneck_dir=out / "bottlenecks", how_many_training_steps=STEPS, validation_percentage=0,
+                           testing_percentage=20, fine_tune=True, fine_tune_steps=10, fine_tune_batch_size=8,
+                           fine_tune_learning_rate=50)
+    with pytest.raises(RetrainError, match=r"^training diverged: .* lower --fine_tune_learning_rate \(now 50\); "
+                                           r"nothing was exported$"):
+        run_capturing(config)
+    assert not (out / "graph.pb").exists()
+
+
 def test_a_fine_tuning_batch_larger_than_the_training_images_takes_them_all(tmp_path: Path, outputs) -> None:
     """A batch of 100 images drawn from a few dozen repeats them and only costs memory (0.1 GB an image with
     MobileNet V2 1.0): each step takes them all."""

@@ -371,6 +371,22 @@ def test_split_percentages_are_refused_when_every_csv_row_names_its_split(colour
     assert report["run"]["flags"]["validation_percentage"] == 20
 
 
+def test_no_test_images_from_a_csv_that_names_every_split_says_what_to_do(colour_tree: Path, tiny_module: Path,
+                                                                             outputs) -> None:
+    """It said "raise --testing_percentage", a flag such a CSV refuses."""
+    photos = sorted(colour_tree.rglob("*.jpg"))
+    table = colour_tree.parent / "no_test.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "labels", "split"],
+                                      *[[str(p), p.parent.name, "validation" if i % 4 == 0 else "training"]
+                                        for i, p in enumerate(photos)]])
+    result = retrain(colour_tree, tiny_module, outputs, labels_csv=table)
+    assert (f"Final test accuracy = n/a (N=0): no test images; every row of --labels_csv {table} names its split, "
+            "so name some 'testing'") in result.stdout
+    result = retrain(colour_tree, tiny_module, outputs, testing_percentage=0)
+    assert "Final test accuracy = n/a (N=0): no test images; raise --testing_percentage or add images" in result.stdout
+
+
 def test_a_labels_csv_that_never_ends_is_refused_in_one_line(colour_tree: Path, tiny_module: Path, outputs) -> None:
     """/dev/zero (or a multi-gigabyte file) as --labels_csv: read up to its cap, not until memory runs out."""
     error = retrain(colour_tree, tiny_module, outputs, expect=2, labels_csv="/dev/zero")

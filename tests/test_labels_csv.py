@@ -353,6 +353,21 @@ def test_repeated_header_and_case_collisions(tmp_path: Path, image_dir: Path, ca
     assert any("'Cat' and 'cat' differ only by letter case" in m for m in messages)
 
 
+def test_labels_that_print_alike_are_said_to_differ_only_invisibly(tmp_path: Path, image_dir: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """`café` typed on a Mac (e and a combining accent) and on Windows, a soft hyphen or a zero-width space
+    pasted in: two labels each that print the same (`label-image` showed `tulips 0.30` and `tulips 0.19`)."""
+    decomposed = "cafe\u0301"
+    content = (f"path,labels\na.jpg,caf\u00e9\nb.jpg,{decomposed}\nc.png,tulips\u00ad\nd.JPEG,tulips\n"
+               "sub/e.webp,\u200brose\nsub/f.bmp,rose\n")
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert len(table.labels) == 6
+    messages = warnings_of(caplog)
+    for first, second in (("caf\u00e9", decomposed), ("tulips", "tulips\u00ad"), ("rose", "\u200brose")):
+        assert any(f"labels {a!r} and {b!r} differ only in spaces, Unicode form or invisible characters" in m
+                   for m in messages for a, b in ((first, second), (second, first))), (first, messages)
+
+
 def test_warnings_are_capped_per_kind_then_counted(tmp_path: Path, image_dir: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     missing = "".join(f"gone_{i}.jpg,cat\n" for i in range(25))

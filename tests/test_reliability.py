@@ -759,6 +759,31 @@ def run_limited(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
                           env={**os.environ, **env, "RETRAIN_BOTTLENECK_FLUSH_EVERY": "64"})
 
 
+@pytest.mark.integration  # a run in a fresh process, as the tests below
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_stdout_or_stderr_does_not_cost_the_run_its_files(colour_tree: Path, tiny_module: Path, outputs,
+                                                                   closed: str) -> None:
+    """`retrain ... | head -n 1`: once head has gone, every line printed fails (a broken pipe). The run used to
+    take its exports back and exit 1 with no error line. What it prints is commentary; its work is the files."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line: every write to the pipe fails
+    try:
+        streams = {"stdout": write, "stderr": subprocess.PIPE} if closed == "stdout" else \
+            {"stdout": subprocess.PIPE, "stderr": write}
+        args = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20, **outputs)
+        result = subprocess.run([sys.executable, "-m", "retrain", *args], text=True, timeout=300, **streams)
+    finally:
+        os.close(write)
+    assert result.returncode == 0, (result.stdout or "") + (result.stderr or "")
+    assert outputs["output_labels"].read_text() == "".join(f"{label}\n" for label in sorted(COLOURS))
+    assert outputs["output_graph"].stat().st_size > 0
+    if closed == "stdout":
+        assert "cannot print to stdout (Broken pipe); the run goes on and writes its files" in result.stderr
+        assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    else:
+        assert f"Wrote {outputs['output_graph']}" in result.stdout
+
+
 @pytest.mark.integration  # 5 s: a run in a fresh process on a small disk; kept out of the 3-minute suite
 def test_a_full_disk_under_the_cache_is_one_line_and_leaves_no_temp_files(colour_tree: Path, tiny_module: Path,
                                                                           outputs, small_disk) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrain.errors import RetrainError, UsageError
-from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, shown
+from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, look_alikes, shown
 from retrain.labels.split import SPLITS
 
 if TYPE_CHECKING:
@@ -495,13 +495,10 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 
 def _warn_case_collisions(source: Path, labels: tuple[str, ...]) -> None:
-    """Labels that differ only by case stay separate; say so, since that surprises people."""
-    seen: dict[str, str] = {}
-    for label in labels:
-        other = seen.setdefault(label.casefold(), label)
-        if other != label:
-            log.warning("%s %s: labels %r and %r differ only by letter case; they are trained as two labels",
-                        FLAG, shown(source), other, label)
+    """Labels that look alike stay separate; say so, since that surprises people."""
+    for other, label, how in look_alikes(labels):
+        log.warning("%s %s: labels %r and %r differ only %s; they are trained as two labels", FLAG, shown(source),
+                    other, label, how)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,10 +265,18 @@ class FolderSource:
 
 
 def _warn_case_collisions(labels: list[str]) -> None:
-    """Folders that differ only by case stay separate classes; say so, since that surprises people."""
+    """Folders that look alike stay separate classes; say so, since that surprises people."""
+    for other, label, how in look_alikes(labels):
+        log.warning("class folders %r and %r differ only %s; they are trained as two classes", other, label, how)
+
+
+def look_alikes(labels: Iterable[str]) -> Iterator[tuple[str, str, str]]:
+    """(earlier label, label, how they differ) for labels that differ only in what a reader may not see: letter
+    case, spaces, the Unicode form (an accented letter as one character or two), invisible characters."""
     seen: dict[str, str] = {}
     for label in labels:
-        other = seen.setdefault(label.casefold(), label)
+        seeming = "".join(c for c in unicodedata.normalize("NFKC", label) if unicodedata.category(c) != "Cf")
+        other = seen.setdefault(" ".join(seeming.split()).casefold(), label)
         if other != label:
-            log.warning("class folders %r and %r differ only by letter case; they are trained as two classes",
-                        other, label)
+            yield other, label, ("by letter case" if other.casefold() == label.casefold() else
+                                 "in spaces, Unicode form or invisible characters")

@@ -22,10 +22,11 @@ def split_of(relative_path: str, *, validation_percentage: float, testing_percen
     """Return 'training', 'validation' or 'testing' for a path relative to image_dir.
 
     Deterministic and stable: adding files never moves an existing one, and
-    files that differ only after `_nohash_` in their name land together.
+    files that differ only after `_nohash_` in their name land together (a folder's name is hashed whole: a class
+    folder `x_nohash_2019` is not one group).
     """
-    key = unicodedata.normalize("NFC", relative_path.replace(os.sep, "/"))
-    key = _NOHASH.sub("", key)
+    folder, _, name = unicodedata.normalize("NFC", relative_path.replace(os.sep, "/")).rpartition("/")
+    key = f"{folder}/{_NOHASH.sub('', name)}" if folder else _NOHASH.sub("", name)  # in the file's name only
     digest = int(hashlib.sha1(key.encode("utf-8", errors="surrogateescape")).hexdigest(), 16)
     percentage = (digest % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
     if percentage < validation_percentage:
