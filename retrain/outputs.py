@@ -320,16 +320,16 @@ def _listing(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- what an existing file may be
 
 
-def _is_graph_def(data: Any) -> bool:
-    """Whether `data` parses as a GraphDef's top level: only its fields (node, library, version, versions,
-    debug info), each with its wire type, and lengths that end exactly at the end."""
+def _graph_nodes(data: Any) -> list[tuple[bytes, bytes]] | None:
+    """The (name, op) of each node if `data` parses as a GraphDef's top level (only its fields: node, library,
+    version, versions, debug info, each with its wire type, and lengths that end exactly at the end); else None."""
     fields = {1: 2, 2: 2, 3: 0, 4: 2, 5: 2}
     position, size = 0, len(data)
 
-    def varint() -> int:
+    def varint(end: int) -> int:
         nonlocal position
         value = shift = 0
-        while position < size and shift < 64:
+        while position < end and shift < 64:
             byte = data[position]
             position += 1
             value |= (byte & 0x7F) << shift
@@ -338,16 +338,52 @@ def _is_graph_def(data: Any) -> bool:
             shift += 7
         raise ValueError("not a varint")
 
+    def name_and_op(end: int) -> tuple[bytes, bytes]:  # a NodeDef: its fields 1 and 2, the others skipped
+        nonlocal position
+        found = {1: b"", 2: b""}
+        while position < end:
+            key = varint(end)
+            kind = key & 7
+            if kind == 2:
+                length = varint(end)
+                if key >> 3 in found:
+                    found[key >> 3] = bytes(data[position:position + length])
+                position += length
+            elif kind in (1, 5):
+                position += 8 if kind == 1 else 4
+            elif kind == 0:
+                varint(end)
+            else:
+                raise ValueError("not a NodeDef")
+        if position != end:
+            raise ValueError("not a NodeDef")
+        return found[1], found[2]
+
+    nodes = []
     try:
         while position < size:
-            key = varint()
+            key = varint(size)
             if fields.get(key >> 3) != key & 7:
-                return False
-            length = varint()
-            position += length if key & 7 == 2 else 0
+                return None
+            length = varint(size) if key & 7 == 2 else 0
+            if key >> 3 == 1:
+                nodes.append(name_and_op(position + length))
+            else:
+                position += length
     except ValueError:
+        return None
+    return nodes if position == size else None
+
+
+def _is_retrain_graph(data: Any) -> bool:
+    """A frozen graph retrain (or the classic retrain.py) wrote: a Softmax or Sigmoid, and the classic input
+    `Placeholder` or output `final_result` by name. Another model's frozen graph (an Inception V3 for production,
+    input `input`) at --output_graph is not replaced."""
+    nodes = _graph_nodes(data)
+    if not nodes:
         return False
-    return position == size
+    names = {name for name, _ in nodes}
+    return any(op in (b"Softmax", b"Sigmoid") for _, op in nodes) and bool({b"Placeholder", b"final_result"} & names)
 
 
 def _is_text(data: Any) -> bool:
@@ -404,9 +440,9 @@ def _is_checkpoint_index(data: Any) -> bool:
 
 # What retrain writes in a file output (Output.content): how messages call it, and how to recognise one.
 CONTENTS: dict[str, tuple[str, Callable[[Any, Path], bool]]] = {
-    "graph": ("a frozen graph", lambda data, _: _is_graph_def(data)),
+    "graph": ("a frozen graph retrain wrote", lambda data, _: _is_retrain_graph(data)),
     "tflite": ("a TFLite model", lambda data, _: bytes(data[4:8]) == b"TFL3"),
-    "labels": ("a labels file retrain wrote", _is_labels),
+    "labels": ("a labels file retrain can tell it wrote", _is_labels),
     "thresholds": ("a thresholds file", lambda data, _: _is_numbers(data)),
     "report": ("a retrain report", lambda data, _: _is_report(data)),
     "checkpoint": ("a checkpoint index of the new layer", lambda data, _: _is_checkpoint_index(data)),
@@ -421,6 +457,8 @@ def _looks_like(data: Any) -> str:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
+    if _graph_nodes(data):
+        return "another model's frozen graph"
     if _is_text(data):
         return "a text file"
     control = re.search(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]", bytes(data[:65536]))  # none in text of any 8-bit encoding

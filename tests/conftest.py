@@ -33,9 +33,20 @@ PHOTOS = FIXTURES / "images"
 
 COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
 TINY_SIZE = 32
-# A valid (tiny) serialized GraphDef, one NoOp node named `earlier`: an earlier model at --output_graph, which
-# retrain may replace (it refuses to replace a file that is not a frozen graph).
-EARLIER_GRAPH = b"\n\x0f\n\x07earlier\x12\x04NoOp"
+
+
+def _node(name: bytes, op: bytes, *inputs: bytes) -> bytes:
+    """A GraphDef's node field, serialized by hand (name, op, inputs: each short)."""
+    body = b"\n" + bytes([len(name)]) + name + b"\x12" + bytes([len(op)]) + op
+    body += b"".join(b"\x1a" + bytes([len(each)]) + each for each in inputs)
+    return b"\n" + bytes([len(body)]) + body
+
+
+# A valid (tiny) serialized GraphDef, `Placeholder` -> Softmax `final_result`: an earlier model retrain wrote at
+# --output_graph, which it may replace (it refuses to replace another model's graph, or a file that is not one).
+EARLIER_GRAPH = _node(b"Placeholder", b"Placeholder") + _node(b"final_result", b"Softmax", b"Placeholder")
+# Another model's frozen graph (an Inception V3 for production: input `input`), which retrain does not replace.
+FOREIGN_GRAPH = _node(b"input", b"Placeholder") + _node(b"InceptionV3/Predictions/Softmax", b"Softmax", b"input")
 
 
 def colour_photo(path: Path, rgb: tuple[int, int, int], *, seed: int, size: tuple[int, int] = (48, 40),

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from retrain.cli import label_image_command
-from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, PHOTOS, colour_photo, flags, invoke,
-                            make_colour_tree, run_script)
+from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, FOREIGN_GRAPH, PHOTOS, colour_photo,
+                            flags, invoke, make_colour_tree, run_script)
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -236,7 +236,8 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
                                   "other_models_checkpoint",
                                   "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels",
                                   "settings_at_labels", "shell_script_at_labels", "word_list_at_labels",
-                                  "other_models_labels_at_labels", "latin1_labels_at_labels"])
+                                  "other_models_labels_at_labels", "latin1_labels_at_labels",
+                                  "other_models_graph_at_graph"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -245,7 +246,7 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
     photo = colour_photo(mine / "holiday.jpg", COLOURS["red"], seed=9)
     (mine / "notes.txt").write_text("my notes, do not lose")
     changes, target, expected = {
-        "photo_at_graph": ({"output_graph": photo}, photo, "--output_graph .* is not a frozen graph "
+        "photo_at_graph": ({"output_graph": photo}, photo, "--output_graph .* is not a frozen graph retrain wrote "
                                                            r"\(it is a JPEG image\)"),
         "notes_at_tflite": ({"output_tflite": mine / "notes.txt"}, mine / "notes.txt",
                             r"--output_tflite .* is not a TFLite model \(it is a text file\)"),
@@ -262,7 +263,11 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                           r"--output_graph .*pipe is not a regular file \(a device or a pipe\)"),
         "photo_as_intermediate_graph": ({"intermediate_store_frequency": 10},
                                         outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb",
-                                        r"intermediate_10\.pb exists and is not a frozen graph \(it is a JPEG image\)"),
+                                        r"intermediate_10\.pb exists and is not a frozen graph retrain wrote "
+                                        r"\(it is a JPEG image\)"),
+        "other_models_graph_at_graph": ({"output_graph": mine / "production.pb"}, mine / "production.pb",
+                                        r"--output_graph .*production\.pb exists and is not a frozen graph retrain "
+                                        r"wrote \(it is another model's frozen graph\)"),
         "notes_as_checkpoint_data": ({}, outputs["checkpoint_path"].with_name("ckpt.data-00000-of-00001"),
                                      r"--checkpoint_path .*ckpt\.data-00000-of-00001 exists beside no checkpoint "
                                      r"index"),
@@ -274,14 +279,15 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                                     r"new layer \(it is other data\)"),
         # Text, but neither the labels of a retrain report beside it nor classic ones: the user's, not replaced.
         **{name: ({"output_labels": mine / file}, mine / file,
-                  rf"--output_labels .*{file} exists and is not a labels file retrain wrote \(it is a text file\)")
+                  rf"--output_labels .*{file} exists and is not a labels file retrain can tell it wrote \(it is a "
+                  r"text file\)")
            for name, file in (("csv_at_labels", "tags.csv"), ("script_at_labels", "script.py"),
                               ("unsorted_labels_at_labels", "imagenet_labels.txt"), ("settings_at_labels", "app.env"),
                               ("shell_script_at_labels", "run.sh"), ("word_list_at_labels", "todo.txt"),
                               ("other_models_labels_at_labels", "coco_labels.txt"))},
         "latin1_labels_at_labels": ({"output_labels": mine / "etiquettes.txt"}, mine / "etiquettes.txt",
-                                    r"--output_labels .*etiquettes\.txt exists and is not a labels file retrain wrote "
-                                    r"\(it is a text file not in UTF-8\)"),
+                                    r"--output_labels .*etiquettes\.txt exists and is not a labels file retrain can "
+                                    r"tell it wrote \(it is a text file not in UTF-8\)"),
     }[case]
     target.parent.mkdir(parents=True, exist_ok=True)
     if case == "notes_at_int8_variant":
@@ -301,6 +307,8 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         target.write_text('{"my": "experiment notes"}')
     elif case.startswith("folder_at"):
         (target / "keep").mkdir(parents=True)
+    elif case == "other_models_graph_at_graph":
+        target.write_bytes(FOREIGN_GRAPH)
     elif case == "latin1_labels_at_labels":
         target.write_bytes("ch\u00e2teau\ncaf\u00e9\n".encode("latin-1"))
     elif case.endswith("_at_labels"):
@@ -437,9 +445,9 @@ def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path:
     labels = tmp_path / "labels.txt"
     labels.write_text("Blue Jay\nRed_Panda\n")
     outputs = [Output("--output_labels", labels, content="labels")]
-    with pytest.raises(UsageError, match="exists and is not a labels file retrain wrote"):
+    with pytest.raises(UsageError, match="exists and is not a labels file retrain can tell it wrote"):
         check_replaceable_files(outputs)
-    with pytest.raises(UsageError, match="exists and is not a labels file retrain wrote"):
+    with pytest.raises(UsageError, match="exists and is not a labels file retrain can tell it wrote"):
         check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\nZebra\n",)})
     check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\n",)})
 
