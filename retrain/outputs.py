@@ -122,9 +122,14 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     regions = [(output, _region(output)) for output in outputs]
     for output, region in regions:
         for item in inputs:
-            if region.overlaps(_region(item)):
-                raise UsageError(f"{output.named()} would write into {item.flag} {item.path}, which "
-                                 f"the run reads; choose a {output.flag} outside it")
+            if not region.overlaps(_region(item)):
+                continue
+            if output.kind == "folder" and real(item.path) != region.path and _inside(real(item.path), region.path):
+                new = os.path.join(output.path, "model")
+                raise UsageError(f"{output.named()} holds {item.flag} {item.path}, which the run reads; retrain "
+                                 f"replaces that folder whole, so give a new sub-folder, such as {new}")
+            raise UsageError(f"{output.named()} would write into {item.flag} {item.path}, which "
+                             f"the run reads; choose a {output.flag} outside it")
     for index, (output, region) in enumerate(regions):
         for other, other_region in regions[:index]:
             if region.overlaps(other_region):

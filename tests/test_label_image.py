@@ -151,6 +151,13 @@ def test_classic_explicit_flags_give_the_same_output(trained: Trained) -> None:
     # `import/` prefixes and `:0` suffixes (as seen in TensorBoard or old scripts) mean the same node.
     spelled = invoke(label_image_command, base + flags(input_layer="import/Placeholder:0", output_layer="final_result:0"))
     assert spelled.stdout == plain.stdout
+    # A script's classic flags, its --graph switched to the SavedModel or the TFLite export: the same model, whose
+    # input and output are `image` and `prediction` there (they used to be refused as not in the model).
+    for export in (trained.saved_model, trained.tflite):
+        exported = ["--graph", str(export), "--labels", str(trained.labels), *images_args(trained.photos[:2])]
+        named = invoke(label_image_command, exported + flags(input_layer="Placeholder", output_layer="final_result"))
+        assert named.stdout == invoke(label_image_command, exported).stdout
+        assert named.stdout.split()[:3] == plain.stdout.split()[:3]  # the header and the top label
 
 
 def test_explicit_mean_and_std_are_applied_with_a_warning(trained: Trained) -> None:
@@ -265,8 +272,8 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
     message = _error(["--graph", graph, "--labels", labels, "--image", photo, "--input_layer", "Mul"], expect=1)
     assert "--input_layer Mul is not in" in message and "Placeholder" in message and "final_result" in message
     message = _error(["--graph", str(trained.saved_model), "--labels", labels, "--image", photo,
-                      "--output_layer", "final_result"], expect=1)
-    assert "--output_layer final_result" in message and "prediction" in message and "image" in message
+                      "--output_layer", "logits"], expect=1)
+    assert "--output_layer logits" in message and "prediction" in message and "image" in message
     message = _error(["--graph", graph, "--labels", labels, "--image", photo, "--input_height", "299"], expect=1)
     assert "--input_height 299 does not match the model (input Placeholder [?, 224, 224, 3] -> output" in message
 

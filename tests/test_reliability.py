@@ -42,7 +42,10 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
         "graph_is_a_photo": ({"output_graph": photo}, "--image_dir"),
         "labels_inside_the_tree": ({"output_labels": tree / "red" / "labels.txt"}, "--image_dir"),
         "saved_model_is_the_module": ({"saved_model_dir": module}, "--tfhub_module"),
-        "saved_model_holds_the_tree": ({"saved_model_dir": tree.parent}, "--image_dir"),
+        "saved_model_holds_the_tree": ({"saved_model_dir": tree.parent},  # not "would write into" it: replaced whole
+                                       f"--saved_model_dir {tree.parent} holds --image_dir {tree}, which the run reads; "
+                                       "retrain replaces that folder whole, so give a new sub-folder, such as "
+                                       f"{tree.parent / 'model'}"),
         "tflite_is_labels": ({"output_tflite": out / "labels.txt"}, "--output_tflite"),
         "graph_is_the_checkpoint": ({"output_graph": out / "checkpoint" / "ckpt.index"}, "--checkpoint_path"),
         "graph_is_an_intermediate_graph": ({"output_graph": out / "intermediate" / "intermediate_10.pb",

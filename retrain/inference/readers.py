@@ -235,6 +235,8 @@ class _SavedModel(Model):
         outputs = dict(self.function.structured_outputs)
         listing = (f"{_candidates('input', (f'{k} {_shape_text(_dims(s.shape))}' for k, s in inputs.items()))}; "
                    f"{_candidates('output', (f'{k} {_shape_text(_dims(s.shape))}' for k, s in outputs.items()))}")
+        input_layer = _classic_name(input_layer, inputs, classic=INPUT_NODE, ours=IMAGE_KEY)
+        output_layer = _classic_name(output_layer, outputs, classic=FINAL_TENSOR_NAME, ours=OUTPUT_KEY)
         found = input_layer is None and output_layer is None
         self.input_key = _pick(input_layer, inputs, preferred=IMAGE_KEY, flag="--input_layer", path=path,
                                listing=listing, usable=lambda s: s.dtype == tf.float32 and _is_image_input(_dims(s.shape)))
@@ -257,6 +259,15 @@ class _SavedModel(Model):
             return self.function(**{self.input_key: self._tf.constant(batch)})[self.output_key].numpy()
         except (self._tf.errors.OpError, ValueError, TypeError) as error:
             raise RetrainError(f"running the SavedModel failed: {_first_line(error)}") from None
+
+
+def _classic_name(layer: str | None, keys: Iterable[str], *, classic: str, ours: str) -> str | None:
+    """None (retrain's own input or output) for the frozen graph's node name (`Placeholder`, `final_result`, as
+    a classic label_image.py command passes them) given for a SavedModel or TFLite export, where that is `ours`."""
+    keys = set(keys)
+    if layer is None or layer in keys or ours not in keys:
+        return layer
+    return None if layer.removeprefix("import/").split(":")[0] == classic else layer
 
 
 def _pick(name: str | None, specs: dict[str, Any], *, preferred: str, flag: str, path: Path, listing: str,
@@ -298,6 +309,8 @@ class _TfliteModel(Model):
                     yield f"{name} ({np.dtype(detail['dtype']).name} {_shape_text(_tflite_dims(detail))})"
 
         listing = f"{_candidates('input', describe(inputs))}; {_candidates('output', describe(outputs))}"
+        input_layer = _classic_name(input_layer, inputs, classic=INPUT_NODE, ours=IMAGE_KEY)
+        output_layer = _classic_name(output_layer, outputs, classic=FINAL_TENSOR_NAME, ours=OUTPUT_KEY)
         self.input = _tflite_pick(input_layer, inputs, self.interpreter.get_input_details(), flag="--input_layer",
                                   path=path, listing=listing)
         self.output = _tflite_pick(output_layer, outputs, self.interpreter.get_output_details(), flag="--output_layer",
