@@ -450,7 +450,7 @@ CONTENTS: dict[str, tuple[str, Callable[[Any, Path], bool]]] = {
     "labels": ("a labels file retrain can tell it wrote", _is_labels),
     "thresholds": ("a thresholds file", lambda data, _: _is_numbers(data)),
     "report": ("a retrain report", lambda data, _: _is_report(data)),
-    "checkpoint": ("a checkpoint index of the new layer", lambda data, _: _is_checkpoint_index(data)),
+    "checkpoint": ("a checkpoint of the new layer", lambda data, _: _is_checkpoint_index(data)),
 }
 _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
           (b"BM", "a BMP image"), (b"RIFF", "a RIFF file (WebP image, audio or video)"), (b"%PDF", "a PDF"),
@@ -565,8 +565,9 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
         if data[:].replace(b"\r\n", b"\n") in same or recognise(data, checked):  # written on Windows too
             return
         looks = _looks_like(data)
-    raise UsageError(f"{shown} exists and is not {what} (it is {looks}); retrain replaces only such a file there: "
-                     f"move the file or choose another {output.flag}{_labels_hint(output, path)}")
+    judged = "it" if checked == path else f"its index {checked.name}"
+    raise UsageError(f"{shown} exists and is not {what} ({judged} is {looks}); retrain replaces only such a file "
+                     f"there: move the file or choose another {output.flag}{_labels_hint(output, path)}")
 
 
 def _labels_hint(output: Output, path: Path) -> str:

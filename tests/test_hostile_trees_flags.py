@@ -252,6 +252,8 @@ def test_module_folder_that_is_not_a_saved_model(colour_tree: Path, outputs, tmp
     error = retrain(colour_tree, folder, outputs, expect=2)
     assert f"--tfhub_module {folder} is not a SavedModel folder (no saved_model.pb inside)" in error
     assert no_work_done(outputs)
+    error = retrain(colour_tree, folder / "README.txt", outputs, expect=2)  # a file: said so, not "no ... inside"
+    assert f"--tfhub_module {folder / 'README.txt'} is a file; expected a folder holding a TF2 image" in error
 
 
 def test_module_that_outputs_feature_maps(colour_tree: Path, outputs, tmp_path: Path) -> None:

@@ -275,11 +275,12 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                                      r"--checkpoint_path .*ckpt\.data-00000-of-00001 exists beside no checkpoint "
                                      r"index"),
         "photo_as_checkpoint_index": ({}, outputs["checkpoint_path"].with_name("ckpt.index"),
-                                      r"ckpt\.index exists and is not a checkpoint index of the new layer \(it is a "
+                                      r"ckpt\.index exists and is not a checkpoint of the new layer \(it is a "
                                       r"JPEG image\)"),
         "other_models_checkpoint": ({}, outputs["checkpoint_path"].with_name("ckpt.index"),
-                                    r"ckpt\.(index|data-00000-of-00001) exists and is not a checkpoint index of the "
-                                    r"new layer \(it is other data\)"),
+                                    r"ckpt\.(index exists and is not a checkpoint of the new layer \(it|"
+                                    r"data-00000-of-00001 exists and is not a checkpoint of the new layer \(its index "
+                                    r"ckpt\.index) is other data\)"),
         # Text, but neither the labels of a retrain report beside it nor classic ones: the user's, not replaced.
         **{name: ({"output_labels": mine / file}, mine / file,
                   rf"--output_labels .*{file} exists and is not a labels file retrain can tell it wrote \(it is a "

@@ -174,6 +174,24 @@ def test_the_tables_columns_line_up_with_wide_and_combining_characters_in_the_la
     assert len(first_figure_at(lines[1:5])) == 1, lines
 
 
+def test_the_multi_label_tables_figures_sit_under_their_headings() -> None:
+    """Recall, F1 and support ran past their headings, each shifted to the right."""
+    import re
+
+    from retrain.insight.run import _label_table
+
+    class Details:
+        thresholds = np.array([0.211, 0.5])
+        precision, recall, f1 = np.array([1.0, np.nan]), np.array([2 / 3, 0.5]), np.array([0.8, 0.25])
+        support = np.array([3, 12])
+        micro_precision, micro_recall, micro_f1, rows = 0.9, 0.6, 0.72, 15
+
+    lines = _label_table(Details(), ["daisy", "roses"]).splitlines()
+    right_edges = [[match.end() for match in re.finditer(r"\S+", line)][1:6] for line in lines]
+    assert right_edges[1] == right_edges[2] == right_edges[0], "\n".join(lines)
+    assert lines[1].split() == ["daisy", "0.211", "100.0%", "66.7%", "80.0%", "3"]
+
+
 def test_long_labels_sharing_a_start_stay_apart_in_the_table_and_the_pictures() -> None:
     """Cut in the middle, not at the end: names that share a 40-character start differ by their ends."""
     from retrain.insight import pictures
@@ -212,3 +230,11 @@ def test_the_multi_label_projector_joins_each_images_labels_with_a_bar(tmp_path:
     assert rows[0] == ["label", "file"] and len(rows) == 1 + len(truth) // 4
     for label, file in rows[1:]:
         assert label == " | ".join(sorted(truth[Path(file).name])), (label, file)
+
+
+def test_report_json_writes_a_negative_zero_as_zero() -> None:
+    """A cross-entropy of 0 on a perfectly separated split came out as -0.0 (the sign of a negated 0)."""
+    from retrain.insight.report import _json_ready
+
+    assert json.dumps(_json_ready({"cross_entropy": -0.0, "loss": np.float32(-0.0), "nan": float("nan")},
+                                  where="run")) == '{"cross_entropy": 0.0, "loss": 0.0, "nan": null}'

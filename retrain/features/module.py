@@ -80,7 +80,10 @@ def module_location(handle: str) -> Path | str:
         if local.is_file() and local.name == "saved_model.pb":
             raise UsageError(f"--tfhub_module {handle} is the SavedModel's graph file; pass the folder that holds "
                              f"it ({local.parent})")
-        if not local.is_dir() or not (local / "saved_model.pb").is_file():
+        if not local.is_dir():
+            raise UsageError(f"--tfhub_module {handle} is a file; expected a folder holding a TF2 image feature-vector "
+                             "SavedModel, or a tfhub.dev/Kaggle handle")
+        if not (local / "saved_model.pb").is_file():
             raise UsageError(f"--tfhub_module {handle} is not a SavedModel folder (no saved_model.pb inside); "
                              "expected a TF2 image feature-vector SavedModel or a tfhub.dev/Kaggle handle")
         return local

@@ -240,7 +240,7 @@ def _json_ready(value: Any, *, where: str) -> Any:
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
+        return float(value) + 0.0 if math.isfinite(value) else None  # + 0.0: -0.0 (a cross-entropy of 0) is 0.0
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, np.ndarray):

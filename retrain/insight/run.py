@@ -87,14 +87,16 @@ def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: An
 def _label_table(details: Any, labels: Sequence[str]) -> str:
     """Per label: threshold, precision, recall, F1, support (a multi-label model's table)."""
     width = max(12, *(reports.cells(label) for label in labels))
-    lines = [f"{'label':<{width}}  threshold  precision  recall     f1  support"]
+
+    def percent(value: float) -> str:
+        return f"{100 * value:.1f}%" if np.isfinite(value) else "-"
+
+    lines = [f"{'label':<{width}}  {'threshold':>9}  {'precision':>9}  {'recall':>7}  {'f1':>7}  {'support':>7}"]
     for j, label in enumerate(labels):
-        cells = [f"{100 * v:8.1f}%" if np.isfinite(v) else "        -" for v in
-                 (details.precision[j], details.recall[j], details.f1[j])]
-        lines.append(f"{reports.pad(label, width)}  {details.thresholds[j]:9.3f}  {cells[0]}  {cells[1]} {cells[2]}"
-                     f"  {int(details.support[j]):7d}")
-    lines.append(f"{'micro':<{width}}  {'':9}  {100 * details.micro_precision:8.1f}%  "
-                 f"{100 * details.micro_recall:8.1f}% {100 * details.micro_f1:8.1f}%  {details.rows:7d} images")
+        lines.append(f"{reports.pad(label, width)}  {details.thresholds[j]:9.3f}  {percent(details.precision[j]):>9}  "
+                     f"{percent(details.recall[j]):>7}  {percent(details.f1[j]):>7}  {int(details.support[j]):7d}")
+    lines.append(f"{'micro':<{width}}  {'':9}  {percent(details.micro_precision):>9}  "
+                 f"{percent(details.micro_recall):>7}  {percent(details.micro_f1):>7}  {details.rows:7d} images")
     return "\n".join(lines) + "\n"
 
 
