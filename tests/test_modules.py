@@ -65,7 +65,7 @@ def test_tf1_hub_module_loads_and_trains(colour_tree: Path, outputs: dict[str, P
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.mkdir(), "not a SavedModel"),
-    (lambda p: p.write_text("hi"), "not a SavedModel"),
+    (lambda p: p.write_text("hi"), "is a file; expected a folder holding a TF2 image feature-vector SavedModel"),
     (lambda p: None, "neither an existing folder nor a handle"),
 ])
 def test_bad_local_module_paths(tmp_path: Path, make, message: str):
