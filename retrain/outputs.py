@@ -371,6 +371,8 @@ def _graph_nodes(data: Any) -> list[tuple[bytes, bytes]] | None:
             if fields.get(key >> 3) != key & 7:
                 return None
             length = varint(size) if key & 7 == 2 else 0
+            if position + length > size:
+                return None
             if key >> 3 == 1:
                 nodes.append(name_and_op(position + length))
             else:
