@@ -331,6 +331,18 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
     assert target.exists() and (case != "pipe_at_graph" or stat.S_ISFIFO(target.stat().st_mode))
 
 
+def test_a_graph_cut_short_at_an_output_is_judged_without_an_error() -> None:
+    """The GraphDef reader (no TensorFlow before the checks) on every cut of a graph: a node record that runs past
+    the end made it read beyond the data (an IndexError, a traceback) before it said "not a graph"."""
+    from retrain.outputs import _graph_nodes, _is_retrain_graph
+
+    for end in range(len(EARLIER_GRAPH)):
+        cut = EARLIER_GRAPH[:end]
+        assert not _is_retrain_graph(cut)  # at most the Placeholder: no Softmax
+        assert _graph_nodes(cut) in (None, [], [(b"Placeholder", b"Placeholder")])
+    assert _is_retrain_graph(EARLIER_GRAPH) and not _is_retrain_graph(FOREIGN_GRAPH)
+
+
 def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,
                                                                            outputs, tmp_path: Path) -> None:
     from retrain.errors import UsageError
