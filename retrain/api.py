@@ -26,13 +26,14 @@ import difflib
 import logging
 import os
 import threading
+import types
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from retrain.config import LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
-from retrain.logs import LEVELS, logging_during
+from retrain.logs import LEVELS, commentary, logging_during
 
 __all__ = ["retrain", "classify", "RetrainError", "UsageError"]
 
@@ -61,19 +62,26 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     else:
         _check_log_level(log_level)
     config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags)).anchored()
+    if _RUNNING.thread == threading.get_ident():
+        raise UsageError("retrain() was called while this thread's retrain() call runs (from a logging handler or a "
+                         "callback?); call it once that one has returned")
     if not _ONE_RUN.acquire(blocking=False):
         logging.getLogger("retrain").info("waiting for the retrain() call running in another thread to end")
         _ONE_RUN.acquire()
+    _RUNNING.thread = threading.get_ident()
     try:
-        with logging_during(log_level):
+        with commentary(), logging_during(log_level):
             return run(config)
     finally:
+        _RUNNING.thread = None
         _ONE_RUN.release()
 
 
 # One run at a time in a process: a run records what it judged and wrote per process (retrain.outputs), and
-# holds the 'retrain' logger's settings for its length. A call from another thread meanwhile waits its turn.
+# holds the 'retrain' logger's settings for its length. A call from another thread meanwhile waits its turn; one
+# from the running call's own thread (a logging handler of the caller's) is refused, as it could only wait forever.
 _ONE_RUN = threading.Lock()
+_RUNNING = types.SimpleNamespace(thread=None)  # the thread whose call holds _ONE_RUN
 
 
 def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = RetrainConfig.output_graph,

@@ -16,7 +16,7 @@ import click
 
 from retrain.config import BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError
-from retrain.logs import Commentary, one_line, setup_logging
+from retrain.logs import commentary, one_line, setup_logging
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
@@ -68,8 +68,6 @@ def _unraisable(hook: Any) -> Any:
 class _OneLineErrors(click.Command):
     """Report every error as `prog: error: message` on one line, with the right exit status."""
 
-    output_is_commentary = False  # see _Retrain
-
     def main(self, *args: Any, **kwargs: Any) -> Any:
         prog = self.name or "retrain"
         _received.clear()
@@ -79,9 +77,6 @@ class _OneLineErrors(click.Command):
         if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # not under nohup
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _on_signal)
         hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
-        streams = sys.stdout, sys.stderr
-        if self.output_is_commentary:  # a closed pipe (`retrain ... | head`) must not cost the run its files
-            sys.stdout, sys.stderr = (Commentary(stream, name) for stream, name in zip(streams, ("stdout", "stderr")))
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
             if _received:  # an interrupt that a finaliser swallowed
@@ -109,8 +104,6 @@ class _OneLineErrors(click.Command):
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             sys.unraisablehook = hook
-            if self.output_is_commentary:
-                sys.stdout, sys.stderr = streams
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """A flag where a value belongs is said so (`--image_dir --output_graph x.pb`), as the classic
@@ -125,14 +118,6 @@ class _OneLineErrors(click.Command):
                 raise click.UsageError(f"{flag} needs a value, but the next argument is the flag "
                                        f"{value.partition('=')[0]}")
         return super().parse_args(ctx, args)
-
-
-class _Retrain(_OneLineErrors):
-    """retrain's work is the files it writes; what it prints is commentary, which a closed pipe or a full disk
-    under stdout or stderr silences (`Commentary`) rather than stopping the run. (label-image's output is its
-    work: there a closed pipe ends the run.)"""
-
-    output_is_commentary = True
 
 
 class _PathFlag(click.Path):
@@ -178,7 +163,7 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
     return ",".join(value)
 
 
-@click.command(cls=_Retrain, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @_option("--image_dir", type=_PathFlag(path_type=Path), required=True, help="Folder with one sub-folder of images per class.")
 @_option("--output_graph", type=_PathFlag(path_type=Path), default=_R.output_graph, help="Where to save the trained frozen graph.")
 @_option("--output_labels", type=_PathFlag(path_type=Path), default=_R.output_labels, help="Where to save the labels, one per line.")
@@ -231,14 +216,15 @@ def retrain_command(**options: Any) -> None:
     """
     options["logging_verbosity"] = options["logging_verbosity"].upper()
     config = RetrainConfig(**options)  # every flag value is checked here
-    setup_logging(config.logging_verbosity)
-    from retrain.pipeline import prepare, run
+    with commentary():  # a closed pipe (`retrain ... | head`) must not cost the run its files
+        setup_logging(config.logging_verbosity)
+        from retrain.pipeline import prepare, run
 
-    plan = prepare(config)  # bad paths and image trees stop here, before the seconds TensorFlow's import costs
-    from retrain.tfenv import import_hub
+        plan = prepare(config)  # bad paths and image trees stop here, before the seconds TensorFlow's import costs
+        from retrain.tfenv import import_hub
 
-    import_hub(verbose=config.logging_verbosity == "DEBUG")
-    run(config, plan=plan)
+        import_hub(verbose=config.logging_verbosity == "DEBUG")
+        run(config, plan=plan)
 
 
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -11,6 +11,7 @@ cheap (no TensorFlow).
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import numbers
 import os
@@ -129,6 +130,7 @@ class RetrainConfig:
                              "folder (on a file system every Ray node mounts at the same path, for --ray_address)")
         for name in _PATH_FIELDS:
             object.__setattr__(self, name, _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY))
+        _check_current_folder(self)
         quantization = self.tflite_quantization
         object.__setattr__(self, "tflite_quantization",
                            tuple(quantization.split(",") if isinstance(quantization, str) else quantization))
@@ -218,7 +220,7 @@ _UNSET_WHEN_EMPTY = frozenset({"saved_model_dir", "output_tflite", "output_tfjs"
 # What each annotation accepts from the Python API (the CLI's click types always fit), and how to say it.
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "int": ((numbers.Integral,), "a whole number"),
-    "float": ((numbers.Real,), "a number"),
+    "float": ((numbers.Real, decimal.Decimal), "a number"),
     "bool": ((bool,), "True or False"),
     "str": ((str,), "a string"),
     "Path": ((str, os.PathLike), "a path"),
@@ -248,6 +250,21 @@ def _check_types(config: object) -> None:
                 object.__setattr__(config, field.name, _NUMBERS[annotation.removesuffix(" | None")](value))
             except (OverflowError, ValueError):  # float(10**400), int(inf)
                 raise UsageError(f"--{field.name} must be a finite number, got {value!r}") from None
+
+
+def _check_current_folder(config: "RetrainConfig") -> None:
+    """Relative paths need a current folder: one deleted while the shell stayed in it fails every write after the
+    whole run, with no path named."""
+    relative = next((name for name in _PATH_FIELDS if getattr(config, name) is not None
+                     and not getattr(config, name).is_absolute()), None)
+    if relative is None:
+        return
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UsageError(f"--{relative} {getattr(config, relative)} is relative, but the current folder no longer "
+                         "exists (deleted while the shell was in it); cd to a folder that exists, or give absolute "
+                         "paths") from None
 
 
 def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Path | None:

@@ -16,7 +16,7 @@ LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
 
 
 class Commentary:
-    """stdout or stderr of a command whose work is the files it writes (retrain): the first write or flush that
+    """stdout or stderr of a run whose work is the files it writes (`commentary`): the first write or flush that
     fails (a closed pipe, as `retrain ... | head` leaves; a full disk, as /dev/full is) silences the stream for the
     rest of the run instead of failing it. The stream's file descriptor then leads to os.devnull, so what Python
     flushes at exit does not fail either. A silenced stdout is said once on stderr."""
@@ -55,6 +55,22 @@ class Commentary:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+@contextmanager
+def commentary() -> Iterator[None]:
+    """Inside the block sys.stdout and sys.stderr are `Commentary`, for a run whose work is the files it writes: what
+    it prints is commentary, and a closed pipe must not cost it those files. (A stream closed from the start is None,
+    which print() already skips: it stays None.)"""
+    saved = sys.stdout, sys.stderr
+    if sys.stdout is not None and not isinstance(sys.stdout, Commentary):
+        sys.stdout = Commentary(sys.stdout, "stdout")
+    if sys.stderr is not None and not isinstance(sys.stderr, Commentary):
+        sys.stderr = Commentary(sys.stderr, "stderr")
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 class _StderrHandler(logging.StreamHandler):

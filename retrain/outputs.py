@@ -61,6 +61,7 @@ class Output:
     kind: str = "file"
     pattern: str = ""
     content: str = ""  # a file's kind (a key of CONTENTS): an existing file is replaced only if it holds that
+    detail: str = ""  # what recognising that kind needs beyond the bytes: a graph's final node name
     role: str = ""  # what a file no flag names is, e.g. "the report beside --output_labels"
     given: Path | None = None  # the flag's value when `path` is not it (the checkpoint prefix's folder)
 
@@ -325,9 +326,13 @@ def _listing(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- what an existing file may be
 
 
-def _graph_nodes(data: Any) -> list[tuple[bytes, bytes]] | None:
-    """The (name, op) of each node if `data` parses as a GraphDef's top level (only its fields: node, library,
-    version, versions, debug info, each with its wire type, and lengths that end exactly at the end); else None."""
+MAX_GRAPH_NODES = 2_000_000  # more than any real frozen graph holds: a file with more is judged not to be ours
+
+
+def _graph_nodes(data: Any) -> Iterator[tuple[bytes, bytes]]:
+    """The (name, op) of each node, as long as `data` parses as a GraphDef's top level (only its fields: node,
+    library, version, versions, debug info, each with its wire type); ValueError where it stops parsing as one, or
+    at its MAX_GRAPH_NODES + 1st node. Read from the wire format: the checks run before TensorFlow loads."""
     fields = {1: 2, 2: 2, 3: 0, 4: 2, 5: 2}
     position, size = 0, len(data)
 
@@ -364,33 +369,40 @@ def _graph_nodes(data: Any) -> list[tuple[bytes, bytes]] | None:
             raise ValueError("not a NodeDef")
         return found[1], found[2]
 
-    nodes = []
+    count = 0
+    while position < size:
+        key = varint(size)
+        if fields.get(key >> 3) != key & 7:
+            raise ValueError("not a GraphDef field")
+        length = varint(size) if key & 7 == 2 else 0
+        if position + length > size:
+            raise ValueError("a record runs past the end")
+        if key >> 3 == 1:
+            count += 1
+            if count > MAX_GRAPH_NODES:
+                raise ValueError("too many nodes")
+            yield name_and_op(position + length)
+        else:
+            position += length
+
+
+def _is_graph_def(data: Any) -> bool:
+    """Whether `data` parses whole as a GraphDef with nodes."""
     try:
-        while position < size:
-            key = varint(size)
-            if fields.get(key >> 3) != key & 7:
-                return None
-            length = varint(size) if key & 7 == 2 else 0
-            if position + length > size:
-                return None
-            if key >> 3 == 1:
-                nodes.append(name_and_op(position + length))
-            else:
-                position += length
+        return sum(1 for _ in _graph_nodes(data)) > 0
     except ValueError:
-        return None
-    return nodes if position == size else None
-
-
-def _is_retrain_graph(data: Any) -> bool:
-    """A frozen graph retrain (or the classic retrain.py) wrote: a Softmax or Sigmoid, and the classic input
-    `Placeholder` or output `final_result` by name. Another model's frozen graph (an Inception V3 for production,
-    input `input`) at --output_graph is not replaced."""
-    nodes = _graph_nodes(data)
-    if not nodes:
         return False
-    names = {name for name, _ in nodes}
-    return any(op in (b"Softmax", b"Sigmoid") for _, op in nodes) and bool({b"Placeholder", b"final_result"} & names)
+
+
+def _is_retrain_graph(data: Any, final: str) -> bool:
+    """A frozen graph retrain (or the classic retrain.py) wrote: its final node, named `final_result` or this run's
+    --final_tensor_name (`final`), is a Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3
+    you serve, a TF1 model with a Placeholder and a Softmax) is not replaced."""
+    names = {b"final_result", final.encode()}
+    try:
+        return any(name in names and op in (b"Softmax", b"Sigmoid") for name, op in _graph_nodes(data))
+    except ValueError:
+        return False
 
 
 def _is_text(data: Any) -> bool:
@@ -446,10 +458,10 @@ def _is_checkpoint_index(data: Any) -> bool:
 
 
 # What retrain writes in a file output (Output.content): how messages call it, and how to recognise one.
-CONTENTS: dict[str, tuple[str, Callable[[Any, Path], bool]]] = {
-    "graph": ("a frozen graph retrain wrote", lambda data, _: _is_retrain_graph(data)),
+CONTENTS: dict[str, tuple[str, Callable[[Any, "Output"], bool]]] = {
+    "graph": ("a frozen graph retrain wrote", lambda data, output: _is_retrain_graph(data, output.detail)),
     "tflite": ("a TFLite model", lambda data, _: bytes(data[4:8]) == b"TFL3"),
-    "labels": ("a labels file retrain can tell it wrote", _is_labels),
+    "labels": ("a labels file retrain can tell it wrote", lambda data, output: _is_labels(data, output.path)),
     "thresholds": ("a thresholds file", lambda data, _: _is_numbers(data)),
     "report": ("a retrain report", lambda data, _: _is_report(data)),
     "checkpoint": ("a checkpoint of the new layer", lambda data, _: _is_checkpoint_index(data)),
@@ -459,12 +471,19 @@ _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF
           (b"PK\x03\x04", "a zip file (or a document that is one)"))
 
 
+def _is_one_of(data: Any, same: Sequence[bytes]) -> bool:
+    """Whether the file holds one of `same` (with line ends written on Windows, too), without copying a large one."""
+    if not same or len(data) > 2 * max(map(len, same)):
+        return False
+    return data[:].replace(b"\r\n", b"\n") in same
+
+
 def _looks_like(data: Any) -> str:
     head = bytes(data[:16])
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
-    if _graph_nodes(data):
+    if _is_graph_def(data):
         return "another model's frozen graph"
     if _is_text(data):
         return "a text file"
@@ -564,7 +583,7 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
             raise UsageError(f"{shown} exists beside no checkpoint index, so retrain did not write it; move the "
                              f"file or choose another {output.flag}")
     with open(checked, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if data[:].replace(b"\r\n", b"\n") in same or recognise(data, checked):  # written on Windows too
+        if _is_one_of(data, same) or recognise(data, dataclasses.replace(output, path=checked)):
             return
         looks = _looks_like(data)
     judged = "it" if checked == path else f"its index {checked.name}"

@@ -35,7 +35,7 @@ COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
 TINY_SIZE = 32
 
 
-def _node(name: bytes, op: bytes, *inputs: bytes) -> bytes:
+def graph_node(name: bytes, op: bytes, *inputs: bytes) -> bytes:
     """A GraphDef's node field, serialized by hand (name, op, inputs: each short)."""
     body = b"\n" + bytes([len(name)]) + name + b"\x12" + bytes([len(op)]) + op
     body += b"".join(b"\x1a" + bytes([len(each)]) + each for each in inputs)
@@ -44,9 +44,10 @@ def _node(name: bytes, op: bytes, *inputs: bytes) -> bytes:
 
 # A valid (tiny) serialized GraphDef, `Placeholder` -> Softmax `final_result`: an earlier model retrain wrote at
 # --output_graph, which it may replace (it refuses to replace another model's graph, or a file that is not one).
-EARLIER_GRAPH = _node(b"Placeholder", b"Placeholder") + _node(b"final_result", b"Softmax", b"Placeholder")
+EARLIER_GRAPH = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"final_result", b"Softmax", b"Placeholder")
 # Another model's frozen graph (an Inception V3 for production: input `input`), which retrain does not replace.
-FOREIGN_GRAPH = _node(b"input", b"Placeholder") + _node(b"InceptionV3/Predictions/Softmax", b"Softmax", b"input")
+FOREIGN_GRAPH = graph_node(b"input", b"Placeholder") + graph_node(b"InceptionV3/Predictions/Softmax", b"Softmax",
+                                                                        b"input")
 
 
 def colour_photo(path: Path, rgb: tuple[int, int, int], *, seed: int, size: tuple[int, int] = (48, 40),

@@ -94,6 +94,22 @@ def test_other_kinds_of_numbers_become_plain_python_numbers_before_any_work(colo
     assert (config.learning_rate, config.random_crop, config.how_many_training_steps) == (0.01, 10.0, 5)
     with pytest.raises(api.UsageError, match=r"^--learning_rate must be a finite number, got 1000"):
         RetrainConfig(colour_tree, learning_rate=10**400)
+    from decimal import Decimal
+
+    assert RetrainConfig(colour_tree, learning_rate=Decimal("0.01"), **outputs).learning_rate == 0.01
+
+
+def test_relative_paths_in_a_deleted_current_folder_are_one_line_before_any_work(colour_tree: Path, tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    """A shell left in a folder that was then deleted: every relative write failed after the whole run, naming no
+    path (the API raised a bare FileNotFoundError)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(api.UsageError, match=r"^--output_graph g\.pb is relative, but the current folder no longer "
+                                             r"exists"):
+        api.retrain(colour_tree, log_level=None, output_graph="g.pb")
 
 
 def test_relative_paths_are_the_ones_of_the_folder_the_call_was_made_in(colour_tree: Path, tiny_module: Path,
@@ -162,6 +178,34 @@ def test_calls_from_two_threads_run_one_after_the_other(colour_tree: Path, tiny_
     assert sorted(results) == ["a", "b"]
     assert [event.split()[0] for event in events] == ["start", "end", "start", "end"], events
     assert events[0].split()[1] == events[1].split()[1] and events[2].split()[1] == events[3].split()[1]
+
+
+def test_a_call_from_inside_a_running_call_is_refused_not_left_waiting(colour_tree: Path, tiny_module: Path,
+                                                                       outputs, tmp_path: Path) -> None:
+    """A caller's logging handler that starts another run when it sees a line ran in the running call's thread,
+    where waiting for the lock could only wait for ever (it hung, silently)."""
+    seen: list[str] = []
+
+    class StartAnother(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("Step 10:") and not seen:
+                try:
+                    api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=20, log_level=None,
+                                output_graph=tmp_path / "other.pb", output_labels=tmp_path / "other.txt")
+                except api.UsageError as error:
+                    seen.append(str(error))
+
+    logger = logging.getLogger("retrain")
+    handler = StartAnother()
+    logger.addHandler(handler)
+    try:
+        result = api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=20, log_level="INFO",
+                             **outputs)
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["retrain() was called while this thread's retrain() call runs (from a logging handler or a "
+                    "callback?); call it once that one has returned"]
+    assert result.labels == ["blue", "green", "red"] and not (tmp_path / "other.pb").exists()
 
 
 def test_classify_names_a_wrong_flag_and_type(tmp_path: Path) -> None:

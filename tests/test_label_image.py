@@ -158,6 +158,11 @@ def test_classic_explicit_flags_give_the_same_output(trained: Trained) -> None:
         named = invoke(label_image_command, exported + flags(input_layer="Placeholder", output_layer="final_result"))
         assert named.stdout == invoke(label_image_command, exported).stdout
         assert named.stdout.split()[:3] == plain.stdout.split()[:3]  # the header and the top label
+    # Only the spellings that name the frozen graph's node itself (`Placeholder:1` is no tensor there).
+    refused = invoke(label_image_command, ["--graph", str(trained.saved_model), "--labels", str(trained.labels),
+                                           "--image", str(trained.photos[0]), "--input_layer", "Placeholder:1"],
+                     expect=1)
+    assert "--input_layer Placeholder:1 is not in the serving_default signature" in refused.stderr
 
 
 def test_explicit_mean_and_std_are_applied_with_a_warning(trained: Trained) -> None:

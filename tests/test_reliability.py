@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from retrain.cli import label_image_command
-from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, FOREIGN_GRAPH, PHOTOS, colour_photo,
-                            flags, invoke, make_colour_tree, run_script)
+from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, FOREIGN_GRAPH, PHOTOS, graph_node,
+                            colour_photo, flags, invoke, make_colour_tree, run_script)
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -334,13 +334,19 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
 def test_a_graph_cut_short_at_an_output_is_judged_without_an_error() -> None:
     """The GraphDef reader (no TensorFlow before the checks) on every cut of a graph: a node record that runs past
     the end made it read beyond the data (an IndexError, a traceback) before it said "not a graph"."""
-    from retrain.outputs import _graph_nodes, _is_retrain_graph
+    from retrain.outputs import _is_graph_def, _is_retrain_graph
 
     for end in range(len(EARLIER_GRAPH)):
         cut = EARLIER_GRAPH[:end]
-        assert not _is_retrain_graph(cut)  # at most the Placeholder: no Softmax
-        assert _graph_nodes(cut) in (None, [], [(b"Placeholder", b"Placeholder")])
-    assert _is_retrain_graph(EARLIER_GRAPH) and not _is_retrain_graph(FOREIGN_GRAPH)
+        assert not _is_retrain_graph(cut, "final_result")  # at most the Placeholder: no final_result
+        assert _is_graph_def(cut) == (end == 28)  # the Placeholder's record is whole there
+    assert _is_retrain_graph(EARLIER_GRAPH, "final_result") and not _is_retrain_graph(FOREIGN_GRAPH, "final_result")
+    # A TF1 model with the default names (Placeholder -> Softmax) is not retrain's; one whose final node is this
+    # run's --final_tensor_name is (an earlier run with the same flag).
+    tf1_model = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"Softmax", b"Softmax", b"Placeholder")
+    tags = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"tags", b"Sigmoid", b"Placeholder")
+    assert not _is_retrain_graph(tf1_model, "final_result") and _is_graph_def(tf1_model)
+    assert _is_retrain_graph(tags, "tags") and not _is_retrain_graph(tags, "final_result")
 
 
 def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,
@@ -784,24 +790,31 @@ def run_limited(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
 
 
 @pytest.mark.integration  # a run in a fresh process, as the tests below
-@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+@pytest.mark.parametrize("closed", ["stdout", "stderr", "stdout of the API"])
 def test_a_closed_stdout_or_stderr_does_not_cost_the_run_its_files(colour_tree: Path, tiny_module: Path, outputs,
                                                                    closed: str) -> None:
     """`retrain ... | head -n 1`: once head has gone, every line printed fails (a broken pipe). The run used to
-    take its exports back and exit 1 with no error line. What it prints is commentary; its work is the files."""
+    take its exports back and exit 1 with no error line. What it prints is commentary; its work is the files.
+    (A script calling retrain() piped into head, the same.)"""
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first line: every write to the pipe fails
     try:
-        streams = {"stdout": write, "stderr": subprocess.PIPE} if closed == "stdout" else \
-            {"stdout": subprocess.PIPE, "stderr": write}
-        args = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20, **outputs)
-        result = subprocess.run([sys.executable, "-m", "retrain", *args], text=True, timeout=300, **streams)
+        streams = {"stdout": subprocess.PIPE, "stderr": write} if closed == "stderr" else \
+            {"stdout": write, "stderr": subprocess.PIPE}
+        if closed == "stdout of the API":
+            command = ["-c", f"from retrain import api; api.retrain({str(colour_tree)!r}, tfhub_module="
+                             f"{str(tiny_module)!r}, how_many_training_steps=20, print_misclassified_test_images=True, "
+                             f"**{ {name: str(path) for name, path in outputs.items()} !r})"]
+        else:
+            command = ["-m", "retrain", *flags(image_dir=colour_tree, tfhub_module=tiny_module,
+                                               how_many_training_steps=20, **outputs)]
+        result = subprocess.run([sys.executable, *command], text=True, timeout=300, **streams)
     finally:
         os.close(write)
     assert result.returncode == 0, (result.stdout or "") + (result.stderr or "")
     assert outputs["output_labels"].read_text() == "".join(f"{label}\n" for label in sorted(COLOURS))
     assert outputs["output_graph"].stat().st_size > 0
-    if closed == "stdout":
+    if closed != "stderr":
         assert "cannot print to stdout (Broken pipe); the run goes on and writes its files" in result.stderr
         assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
     else:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 class FrozenGraph(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
-        return [Output("--output_graph", config.output_graph, content="graph")]
+        return [Output("--output_graph", config.output_graph, content="graph", detail=config.final_tensor_name)]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_file(config.output_graph, flag="--output_graph")
@@ -47,7 +47,7 @@ class IntermediateGraphs(Exporter):
         if config.intermediate_store_frequency <= 0:
             return []
         return [Output("--intermediate_output_graphs_dir", config.intermediate_output_graphs_dir, kind="entries",
-                       pattern=r"intermediate_\d+\.pb", content="graph")]
+                       pattern=r"intermediate_\d+\.pb", content="graph", detail=config.final_tensor_name)]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_dir(config.intermediate_output_graphs_dir, flag="--intermediate_output_graphs_dir")

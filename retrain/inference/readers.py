@@ -267,7 +267,7 @@ def _classic_name(layer: str | None, keys: Iterable[str], *, classic: str, ours:
     keys = set(keys)
     if layer is None or layer in keys or ours not in keys:
         return layer
-    return None if layer.removeprefix("import/").split(":")[0] == classic else layer
+    return None if layer.removeprefix("import/") in (classic, f"{classic}:0") else layer
 
 
 def _pick(name: str | None, specs: dict[str, Any], *, preferred: str, flag: str, path: Path, listing: str,

@@ -267,16 +267,20 @@ class FolderSource:
 def _warn_case_collisions(labels: list[str]) -> None:
     """Folders that look alike stay separate classes; say so, since that surprises people."""
     for other, label, how in look_alikes(labels):
-        log.warning("class folders %r and %r differ only %s; they are trained as two classes", other, label, how)
+        log.warning("class folders %s and %s differ only %s; they are trained as two classes", other, label, how)
 
 
 def look_alikes(labels: Iterable[str]) -> Iterator[tuple[str, str, str]]:
-    """(earlier label, label, how they differ) for labels that differ only in what a reader may not see: letter
-    case, spaces, the Unicode form (an accented letter as one character or two), invisible characters."""
+    """(earlier label, label, how they differ), each label quoted, for labels that differ only in what a reader
+    may not see: letter case, spaces, the Unicode form (an accented letter as one character or two, a ligature),
+    invisible characters. Quoted with escapes (`'cafe\\u0301'`) unless they differ by case only."""
     seen: dict[str, str] = {}
     for label in labels:
         seeming = "".join(c for c in unicodedata.normalize("NFKC", label) if unicodedata.category(c) != "Cf")
         other = seen.setdefault(" ".join(seeming.split()).casefold(), label)
-        if other != label:
-            yield other, label, ("by letter case" if other.casefold() == label.casefold() else
-                                 "in spaces, Unicode form or invisible characters")
+        if other == label:
+            continue
+        if len(other) == len(label) and all(a.casefold() == b.casefold() for a, b in zip(other, label)):
+            yield repr(other), repr(label), "by letter case"
+        else:  # escaped, as they may print the same
+            yield ascii(other), ascii(label), "in spaces, Unicode form or invisible characters"
