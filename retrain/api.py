@@ -49,7 +49,7 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     'retrain' logger are kept and get the lines instead of stderr. `logging_verbosity`, the command's
     flag, is taken as `log_level` when given. Relative paths are taken from the current folder when
     the call is made. Calls run one at a time: a call made while another runs (in another thread)
-    waits for it to end.
+    waits for it to end; one made from inside a running call (a logging handler) raises UsageError.
     """
     from retrain.pipeline import run
 

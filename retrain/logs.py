@@ -34,6 +34,10 @@ class Commentary:
                 self._silence(error)
         return len(text)
 
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         if not self._silenced:
             try:
