@@ -63,9 +63,11 @@ def cached_keys(bottleneck_dir: Path) -> set[bytes]:
 
 
 def _ctrl_c_as_in_a_terminal() -> None:
-    """In the child before exec: SIGINT back to its default. A shell starts background jobs (`.ci/run &`,
-    nohup) with SIGINT ignored, which Python and retrain then rightly honour, and Ctrl-C could not be tested."""
+    """In the child before exec: SIGINT and SIGHUP back to their defaults. A shell starts background jobs
+    (`.ci/run &`) with SIGINT ignored, and nohup ignores SIGHUP, which Python and retrain then rightly honour, and
+    Ctrl-C or a closed terminal could not be tested."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 class Run:
@@ -215,7 +217,9 @@ def test_a_second_ctrl_c_while_the_run_winds_down_exits_at_once_without_a_traceb
         time.sleep(0.001)
     if run.process.poll() is None:
         run.process.send_signal(signal.SIGINT)
-    assert run.process.wait(timeout=60) == 130
+    # 130 from the handler; or, when the second Ctrl-C lands after Python has put back the default handlers in its
+    # last moments, the end by SIGINT itself, which a shell also reports as 130.
+    assert run.process.wait(timeout=60) in (130, -signal.SIGINT)
     assert "retrain: interrupted; finished files and cached bottlenecks are kept" in run.stderr
     assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
 
