@@ -65,11 +65,25 @@ def _unraisable(hook: Any) -> Any:
     return quiet
 
 
+def _fill_closed_descriptors() -> None:
+    """Started with stdout or stderr closed (`>&-`, `2>&-`), the process would hand descriptor 1 or 2 to the next
+    file it opens, a shard or an output, and TensorFlow's native log lines would land in it: /dev/null takes it."""
+    for descriptor in (0, 1, 2):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != descriptor:
+                os.dup2(null, descriptor)
+                os.close(null)
+
+
 class _OneLineErrors(click.Command):
     """Report every error as `prog: error: message` on one line, with the right exit status."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         prog = self.name or "retrain"
+        _fill_closed_descriptors()
         _received.clear()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal)}
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored

@@ -28,13 +28,13 @@ class Progress:
         self.total = total
         self.label = label
         self.unit = unit
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.stream = stream or sys.stderr  # None when stderr was closed (`2>&-`): nothing is shown
+        self.tty = self.stream is not None and self.stream.isatty()
         self.interval = 0.1 if self.tty else interval
         self.done = 0
         self.start = time.monotonic()
         self._last = 0.0
-        self.shown = logging.getLogger("retrain").isEnabledFor(logging.INFO)
+        self.shown = self.stream is not None and logging.getLogger("retrain").isEnabledFor(logging.INFO)
 
     def update(self, count: int = 1) -> None:
         self.done += count

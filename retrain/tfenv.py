@@ -22,7 +22,7 @@ _configured = False
 def stderr_captured(*, enabled: bool = True) -> Iterator[Callable[[], str]]:
     """Send file descriptor 2 (what native code prints) to a temporary file; yields a reader of it."""
     with tempfile.TemporaryFile() as sink:
-        if not enabled:
+        if not enabled or sys.stderr is None:  # None: stderr closed (`2>&-`), nothing to hide it from
             yield lambda: ""
             return
         sys.stderr.flush()
@@ -48,7 +48,8 @@ def _quiet_import(name: str, *, verbose: bool) -> ModuleType:
                 text = captured()
                 raise
     except BaseException:
-        sys.stderr.write(text)
+        if sys.stderr is not None:
+            sys.stderr.write(text)
         raise
     return sys.modules[name]
 
