@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from retrain.config import BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
-from retrain.errors import RetrainError
-from retrain.logs import commentary, one_line, setup_logging
+from retrain.errors import STOP_SIGNALS, RetrainError
+from retrain.logs import commentary, one_line, setup_logging, to_null
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
@@ -31,11 +31,6 @@ class Terminated(KeyboardInterrupt):
         super().__init__()
         self.signum = signum
 
-
-# What each stopping signal is called in the last line; SIGHUP only where the platform has it.
-_STOPPED = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
-if hasattr(signal, "SIGHUP"):
-    _STOPPED[signal.SIGHUP] = "hung up (its terminal closed)"
 
 _received: list[int] = []  # the signals this process was asked to stop by
 
@@ -72,10 +67,7 @@ def _fill_closed_descriptors() -> None:
         try:
             os.fstat(descriptor)
         except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != descriptor:
-                os.dup2(null, descriptor)
-                os.close(null)
+            to_null(descriptor)
 
 
 class _OneLineErrors(click.Command):
@@ -111,7 +103,7 @@ class _OneLineErrors(click.Command):
             previous = dict.fromkeys(previous, _exit_at_once)  # installed by `finally`, for the way out
             stopped = error if isinstance(error, Terminated) else error.__cause__
             signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
-            click.echo(f"\n{prog}: {_STOPPED[signum]}; finished files and cached bottlenecks are kept, rerun to "
+            click.echo(f"\n{prog}: {STOP_SIGNALS[signum]}; finished files and cached bottlenecks are kept, rerun to "
                        "continue", err=True)
             sys.exit(128 + signum)
         finally:

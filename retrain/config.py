@@ -240,14 +240,15 @@ def _check_types(config: object) -> None:
         annotation = str(field.type)
         if value is None and annotation.endswith(" | None"):
             continue
-        kinds, wanted = _TYPES[annotation.removesuffix(" | None")]
-        items = _ITEM_TYPES.get(annotation.removesuffix(" | None"))
+        kind = annotation.removesuffix(" | None")
+        kinds, wanted = _TYPES[kind]
+        items = _ITEM_TYPES.get(kind)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds) or \
                 (items and not all(isinstance(item, items) for item in value)):
             raise UsageError(f"--{field.name} must be {wanted}, got {value!r}")
-        if annotation.removesuffix(" | None") in _NUMBERS:  # a Fraction, a NumPy scalar: the plain Python number
+        if kind in _NUMBERS:  # a Fraction, a NumPy scalar: the plain Python number
             try:
-                object.__setattr__(config, field.name, _NUMBERS[annotation.removesuffix(" | None")](value))
+                object.__setattr__(config, field.name, _NUMBERS[kind](value))
             except (OverflowError, ValueError):  # float(10**400), int(inf)
                 raise UsageError(f"--{field.name} must be a finite number, got {value!r}") from None
 

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import re
+import signal
+
+
+# The signals that stop a run as Ctrl-C does, with the word the run's last line says for each (SIGHUP only where
+# the platform has it): the CLI handles them, and taking back a run's outputs holds them until it is done.
+STOP_SIGNALS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+if hasattr(signal, "SIGHUP"):
+    STOP_SIGNALS[signal.SIGHUP] = "hung up (its terminal closed)"
 
 
 class RetrainError(Exception):

@@ -48,17 +48,21 @@ class Commentary:
     def _silence(self, error: OSError) -> None:
         self._silenced = True
         with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, self._stream.fileno())
-            finally:
-                os.close(devnull)
+            to_null(self._stream.fileno())
         if self._name == "stdout":
             logging.getLogger("retrain").warning("cannot print to stdout (%s); the run goes on and writes its files, "
                                                  "without printing there", error.strerror or error)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def to_null(descriptor: int) -> None:
+    """Point file descriptor `descriptor` at /dev/null (a closed one is opened there)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    if null != descriptor:
+        os.dup2(null, descriptor)
+        os.close(null)
 
 
 @contextmanager

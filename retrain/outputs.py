@@ -27,8 +27,10 @@ import mmap
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from retrain import __version__
-from retrain.errors import RetrainError, UsageError
+from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
 from retrain.names import OWNER_MARKER, REPORT_FORMAT, report_path
 
 log = logging.getLogger(__name__)
@@ -123,9 +125,10 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     regions = [(output, _region(output)) for output in outputs]
     for output, region in regions:
         for item in inputs:
-            if not region.overlaps(_region(item)):
+            item_region = _region(item)
+            if not region.overlaps(item_region):
                 continue
-            if output.kind == "folder" and real(item.path) != region.path and _inside(real(item.path), region.path):
+            if output.kind == "folder" and item_region.path != region.path and _inside(item_region.path, region.path):
                 new = os.path.join(output.path, "model")
                 raise UsageError(f"{output.named()} holds {item.flag} {item.path}, which the run reads; retrain "
                                  f"replaces that folder whole, so give a new sub-folder, such as {new}")
@@ -844,18 +847,14 @@ def replacing(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs: one that arrives meanwhile is noted, and raised
-    again for the handler in place before once the block ends. (Blocking them in this thread would not do: another
-    thread, TensorFlow's, would take the signal and Python would still run the handler here.)"""
-    import signal
-    import threading
-
+    """Hold the signals that stop a run (STOP_SIGNALS) back while the block runs: one that arrives meanwhile is
+    noted, and raised again for the handler in place before once the block ends. (Blocking them in this thread
+    would not do: another thread, TensorFlow's, would take the signal and Python would still run the handler here.)"""
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers run in the main thread only, so the block is not interrupted here
         return
     noted: list[int] = []
-    stopping = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {signum: signal.getsignal(signum) for signum in stopping}
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     for signum, handler in previous.items():
         if handler is not None:  # None: a handler not set from Python, left as it is
             signal.signal(signum, lambda number, _frame: noted.append(number))
