@@ -60,6 +60,11 @@ def _unraisable(hook: Any) -> Any:
     return quiet
 
 
+def _os_error_text(error: OSError) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}"
+
+
 def _fill_closed_descriptors() -> None:
     """Started with stdout or stderr closed (`>&-`, `2>&-`), the process would hand descriptor 1 or 2 to the next
     file it opens, a shard or an output, and TensorFlow's native log lines would land in it: /dev/null takes it."""
@@ -94,10 +99,8 @@ class _OneLineErrors(click.Command):
         except RetrainError as error:
             click.echo(f"{prog}: error: {one_line(str(error))}", err=True)
             sys.exit(error.exit_code)
-        except OSError as error:  # the environment failed where no clearer message was prepared
-            where = f" ({error.filename})" if error.filename else ""
-            click.echo(f"{prog}: error: {one_line(f'{error.strerror or error}{where}')}; finished files are kept",
-                       err=True)
+        except OSError as error:  # the environment failed where no clearer message was prepared (`--help >/dev/full`)
+            click.echo(f"{prog}: error: {one_line(_os_error_text(error))}", err=True)
             sys.exit(1)
         except (KeyboardInterrupt, click.Abort) as error:  # click turns KeyboardInterrupt into Abort
             previous = dict.fromkeys(previous, _exit_at_once)  # installed by `finally`, for the way out
@@ -230,7 +233,10 @@ def retrain_command(**options: Any) -> None:
         from retrain.tfenv import import_hub
 
         import_hub(verbose=config.logging_verbosity == "DEBUG")
-        run(config, plan=plan)
+        try:
+            run(config, plan=plan)
+        except OSError as error:  # the environment failed where no clearer message was prepared
+            raise RetrainError(f"{_os_error_text(error)}; finished files are kept") from error
 
 
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

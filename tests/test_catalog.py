@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,19 @@ def test_list_modules_via_console_script_exits_zero() -> None:
     assert "mobilenet_v2_100_224" in result.stdout and "299" in result.stdout
     assert result.stderr == ""
 
+
+
+@pytest.mark.parametrize("command", [["retrain", "--list_modules"], ["retrain", "--help"], ["label-image", "--help"]])
+def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about_kept_files(command: list[str]) -> None:
+    """Printing is all these do: on a full device they fail (exit 1) and say only why; "finished files are kept",
+    the run's word, would be false here, for nothing ran."""
+    script = shutil.which(command[0])
+    assert script, f"the {command[0]} console script is installed (pip install -e .)"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, script, *command[1:]], stdout=full, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == f"{command[0]}: error: No space left on device\n"
 
 @pytest.fixture
 def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

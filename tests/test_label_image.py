@@ -165,6 +165,16 @@ def test_classic_explicit_flags_give_the_same_output(trained: Trained) -> None:
     assert "--input_layer Placeholder:1 is not in the serving_default signature" in refused.stderr
 
 
+def test_an_input_given_as_the_output_is_said_to_be_the_input(trained: Trained) -> None:
+    """`--output_layer image` names the model's input: said so, not that the model lacks it."""
+    for export, where in ((trained.saved_model, "the serving_default signature of --graph"), (trained.tflite, "--graph")):
+        base = ["--graph", str(export), "--labels", str(trained.labels), "--image", str(trained.photos[0])]
+        swapped = invoke(label_image_command, base + ["--output_layer", "image"], expect=1)
+        assert f"--output_layer image is an input of {where} {export}, not an output; " in swapped.stderr
+        swapped = invoke(label_image_command, base + ["--input_layer", "prediction"], expect=1)
+        assert f"--input_layer prediction is an output of {where} {export}, not an input; " in swapped.stderr
+
+
 def test_explicit_mean_and_std_are_applied_with_a_warning(trained: Trained) -> None:
     base = ["--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(trained.photos[0])]
     plain = scores_of(label_json(*base), trained.labels_list)

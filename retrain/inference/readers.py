@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +239,10 @@ class _SavedModel(Model):
         output_layer = _classic_name(output_layer, outputs, classic=FINAL_TENSOR_NAME, ours=OUTPUT_KEY)
         found = input_layer is None and output_layer is None
         self.input_key = _pick(input_layer, inputs, preferred=IMAGE_KEY, flag="--input_layer", path=path,
-                               listing=listing, usable=lambda s: s.dtype == tf.float32 and _is_image_input(_dims(s.shape)))
+                               listing=listing, other=outputs,
+                               usable=lambda s: s.dtype == tf.float32 and _is_image_input(_dims(s.shape)))
         self.output_key = _pick(output_layer, outputs, preferred=OUTPUT_KEY, flag="--output_layer", path=path,
-                                listing=listing, usable=lambda s: s.shape.rank == 2)
+                                listing=listing, other=inputs, usable=lambda s: s.shape.rank == 2)
         in_dims = _dims(inputs[self.input_key].shape) if inputs[self.input_key].shape.rank else None
         out_spec = outputs[self.output_key]
         out_dims = _dims(out_spec.shape) if out_spec.shape.rank else None
@@ -270,12 +271,21 @@ def _classic_name(layer: str | None, keys: Iterable[str], *, classic: str, ours:
     return None if layer.removeprefix("import/") in (classic, f"{classic}:0") else layer
 
 
+def _not_there(name: str, *, flag: str, other: Container[str], where: str, listing: str) -> RetrainError:
+    """A key or tensor name the model does not have where the flag looks (`--output_layer image`: an input)."""
+    side, other_side = ("input", "output") if flag == "--input_layer" else ("output", "input")
+    if name in other:
+        return RetrainError(f"{flag} {name} is an {other_side} of {where}, not an {side}; {listing}")
+    return RetrainError(f"{flag} {name} is not in {where}; {listing}")
+
+
 def _pick(name: str | None, specs: dict[str, Any], *, preferred: str, flag: str, path: Path, listing: str,
-          usable: Callable[[Any], bool]) -> str:
+          other: Container[str], usable: Callable[[Any], bool]) -> str:
     """A signature key: the one asked for, else retrain's own name, else the only usable one."""
     if name is not None:
         if name not in specs:
-            raise RetrainError(f"{flag} {name} is not in the serving_default signature of --graph {path}; {listing}")
+            raise _not_there(name, flag=flag, other=other, where=f"the serving_default signature of --graph {path}",
+                             listing=listing)
         return name
     if preferred in specs:
         return preferred
@@ -312,9 +322,9 @@ class _TfliteModel(Model):
         input_layer = _classic_name(input_layer, inputs, classic=INPUT_NODE, ours=IMAGE_KEY)
         output_layer = _classic_name(output_layer, outputs, classic=FINAL_TENSOR_NAME, ours=OUTPUT_KEY)
         self.input = _tflite_pick(input_layer, inputs, self.interpreter.get_input_details(), flag="--input_layer",
-                                  path=path, listing=listing)
+                                  path=path, listing=listing, other=outputs)
         self.output = _tflite_pick(output_layer, outputs, self.interpreter.get_output_details(), flag="--output_layer",
-                                   path=path, listing=listing)
+                                   path=path, listing=listing, other=inputs)
         in_dims, out_dims = _tflite_dims(self.input), _tflite_dims(self.output)
         self.height, self.width, self.max_batch = _size_of(in_dims)
         self.class_count = out_dims[-1] if out_dims else None
@@ -387,10 +397,10 @@ def _tflite_names(interpreter: Any, details: list[dict], which: str) -> dict[str
 
 
 def _tflite_pick(name: str | None, names: dict[str, dict], details: list[dict], *, flag: str, path: Path,
-                 listing: str) -> dict:
+                 listing: str, other: Container[str]) -> dict:
     if name is not None:
         if name not in names:
-            raise RetrainError(f"{flag} {name} is not in --graph {path}; {listing}")
+            raise _not_there(name, flag=flag, other=other, where=f"--graph {path}", listing=listing)
         return names[name]
     if len(details) != 1:
         raise RetrainError(f"--graph {path} has {len(details)} {flag[2:]}s; pass {flag} ({listing})")
