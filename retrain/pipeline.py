@@ -221,12 +221,11 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                      on_intermediate=store_intermediate)
         last = optimizer  # what trained the model kept: a divergence names its learning rate
         if config.fine_tune:
-            tuned_head, tuned_splits = _fine_tune_if_better(config, source=source, head=head, splits=splits,
-                                                            distortions=distortions, run_folder=run_folder,
-                                                            store_intermediate=store_intermediate, stored=stored)
-            if tuned_splits is not splits:  # the fine-tuned model is kept
+            tuned = _fine_tune_if_better(config, source=source, head=head, splits=splits, distortions=distortions,
+                                         run_folder=run_folder, store_intermediate=store_intermediate, stored=stored)
+            if tuned is not None:  # the fine-tuned model is kept
+                head, splits = tuned
                 last = Optimizer(learning_rate=config.fine_tune_learning_rate, flag="--fine_tune_learning_rate")
-            head, splits = tuned_head, tuned_splits
 
         validation = splits["validation"]
         head = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
@@ -349,9 +348,10 @@ def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[Bottl
 
 
 def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: Head, splits: dict[str, Split],
-                         stored: Writes, **kwargs: Any) -> tuple[Head, dict[str, Split]]:
+                         stored: Writes, **kwargs: Any) -> tuple[Head, dict[str, Split]] | None:
     """Fine-tune, then keep the fine-tuned model only if its figure on the whole validation split is not lower
-    than the new layer's alone; otherwise put the modules' weights back, keep the new layer, and say so. A
+    than the new layer's alone; otherwise put the modules' weights back, say so and return None (the new layer
+    and the splits from before stand). A
     learning rate too high for the module (1e-3 took MobileNet V2 1.0 from 82 % to 20 %, the share of one class
     of five) must not silently replace a good model with a wrecked one."""
     validation = splits["validation"]
@@ -377,7 +377,7 @@ def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: 
                 "before fine-tuning (the new layer on the module as it was); a lower --fine_tune_learning_rate "
                 "(now %g) may help", name, before.accuracy * 100, after.accuracy * 100, before.count,
                 config.fine_tune_learning_rate)
-    return head, splits
+    return None
 
 
 def _fine_tune(config: RetrainConfig, *, source: FeatureSource, head: Head, splits: dict[str, Split],
