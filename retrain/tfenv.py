@@ -21,10 +21,10 @@ _configured = False
 @contextlib.contextmanager
 def stderr_captured(*, enabled: bool = True) -> Iterator[Callable[[], str]]:
     """Send file descriptor 2 (what native code prints) to a temporary file; yields a reader of it."""
+    if not enabled or sys.stderr is None:  # None: stderr closed (`2>&-`), nothing to hide it from
+        yield lambda: ""
+        return
     with tempfile.TemporaryFile() as sink:
-        if not enabled or sys.stderr is None:  # None: stderr closed (`2>&-`), nothing to hide it from
-            yield lambda: ""
-            return
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(sink.fileno(), 2)
