@@ -183,6 +183,7 @@ def test_a_file_index_retrain_did_not_write_is_left_as_it_is(tmp_path: Path, ext
 
 
 def test_a_file_index_left_half_written_by_a_killed_run_is_removed(tmp_path: Path, extractor) -> None:
+    """...and only that: --bottleneck_dir may hold the user's other files, old temporary-looking ones too."""
     files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -190,12 +191,18 @@ def test_a_file_index_left_half_written_by_a_killed_run_is_removed(tmp_path: Pat
     from retrain.outputs import _HOST, STALE_SECONDS
 
     old = time.time() - 2 * STALE_SECONDS
-    left = [cache / ".tmp-puc8sk_u.json", cache / f".file_keys.json.retrain-{_HOST}-999999999-x.tmp"]
-    for path in left:
+    left = cache / f".file_keys.json.retrain-{_HOST}-999999999-x.tmp"
+    users = [cache / ".tmp-settings.json", cache / ".tmp-puc8sk_u.json", cache / ".tmp-notes.npz"]
+    for path in (left, *users):
         path.write_text('{"version": 2, "fi')
         os.utime(path, (old, old))
+    module_folder = cache / extractor.cache_key
+    module_folder.mkdir()
+    (module_folder / ".tmp-notes.txt").write_text("the user's")
+    os.utime(module_folder / ".tmp-notes.txt", (old, old))
     compute(files, extractor, cache, file_keys=filekeys.FileKeys(index))
-    assert not [p for p in left if p.exists()]
+    assert not left.exists()
+    assert all(path.exists() for path in (*users, module_folder / ".tmp-notes.txt"))
 
 
 def test_two_modules_never_share_vectors(tmp_path: Path, extractor):

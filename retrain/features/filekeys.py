@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from retrain.features.store import NEW_FILE_MODE, remove_stale_files
+from retrain.features.store import NEW_FILE_MODE
 from retrain.images import read_bytes
 from retrain.outputs import remove_stale_temps, temp_prefix
 
@@ -123,8 +123,7 @@ class FileKeys:
         """Write the index atomically (only if something changed); remove what killed runs left half-written."""
         if self.path is None:
             return
-        remove_stale_temps(self.path)
-        remove_stale_files(self.path.parent, ".tmp-????????.json")  # what killed runs of earlier versions left
+        remove_stale_temps(self.path)  # named for this index: --bottleneck_dir may hold the user's other files
         if not self._changed:
             return
         tmp = None

@@ -205,7 +205,7 @@ class BottleneckStore:
 
     def _remove_stale_temps(self) -> None:
         """Delete half-written shards that killed runs left behind (never a running writer's)."""
-        remove_stale_files(self.dir, ".tmp-*")
+        remove_stale_files(self.dir, ".tmp-*.npz")
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._index
