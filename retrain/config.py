@@ -270,7 +270,10 @@ def _check_current_folder(config: "RetrainConfig") -> None:
 
 def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Path | None:
     """A path flag's value as a Path (the Python API accepts strings too). An empty value is "not set" for
-    `optional` flags and an error for the others: Path('') would quietly mean the current folder."""
+    `optional` flags and an error for the others: Path('') would quietly mean the current folder. A NUL byte
+    (only the API can pass one) is refused: the file system would cut the name there, another file's name."""
+    if value is not None and "\0" in str(value):
+        raise UsageError(f"--{flag} {str(value)!r} holds a NUL byte, which no file name can")
     if value is None or isinstance(value, Path):
         return value
     if value == "":

@@ -234,6 +234,11 @@ LEVELS_MESSAGE = "log_level must be one of DEBUG, INFO, WARN, WARNING, ERROR, FA
     ("classify", {"images": [None]}, "--images must be a list of paths, got [None]"),
     ("classify", {"graph": None}, "--graph must be a path, got None"),
     ("classify", {"labels": 5}, "--labels must be a path, got 5"),
+    # A NUL byte cuts the name where the file system reads it: `o/x\0y` as a checkpoint wrote `o/.x.index`.
+    ("retrain", {"checkpoint_path": "o/x\0y"}, "--checkpoint_path 'o/x\\x00y' holds a NUL byte, which no file name can"),
+    ("retrain", {"output_graph": Path("o/g\0.pb")}, "--output_graph 'o/g\\x00.pb' holds a NUL byte, which no file name can"),
+    ("retrain", {"image_dir": "da\0ta"}, "--image_dir 'da\\x00ta' holds a NUL byte, which no file name can"),
+    ("classify", {"images": ["a\0.jpg"]}, "--image 'a\\x00.jpg' holds a NUL byte, which no file name can"),
 ])
 def test_arguments_of_the_wrong_type_are_one_line_before_any_work(colour_tree: Path, outputs, function: str,
                                                                   arguments: dict, message: str) -> None:
