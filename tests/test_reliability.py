@@ -679,6 +679,19 @@ def test_what_a_killed_run_kept_aside_of_a_checkpoint_is_removed_by_the_next(col
     assert not [path for path in left if path.exists()]
 
 
+
+def test_a_checkpoint_name_with_glob_characters_is_written(colour_tree: Path, tiny_module: Path, outputs) -> None:
+    """`--checkpoint_path o/ck[1]`: the files TensorFlow wrote under the temporary name were looked up with the
+    name as a glob pattern, found none, and the run exited 0 with no checkpoint; a rerun replaces it."""
+    prefix = outputs["checkpoint_path"].with_name("ck[1]*?")
+    retrain(colour_tree, tiny_module, {**outputs, "checkpoint_path": prefix})
+    data = prefix.with_name(prefix.name + ".data-00000-of-00001")
+    assert sorted(p.name for p in prefix.parent.iterdir()) == [data.name, "ck[1]*?.index"]
+    first = data.read_bytes()
+    retrain(colour_tree, tiny_module, {**outputs, "checkpoint_path": prefix}, how_many_training_steps=30)
+    assert sorted(p.name for p in prefix.parent.iterdir()) == [data.name, "ck[1]*?.index"]
+    assert data.read_bytes() != first  # the new run's weights
+
 def test_an_output_whose_temporary_name_just_fits_is_replaced_by_a_rerun(colour_tree: Path, tiny_module: Path,
                                                                            outputs) -> None:
     """The name a replaced file is kept aside under is no longer than the temporary file's: a graph name whose

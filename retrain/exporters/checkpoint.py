@@ -43,7 +43,10 @@ class Checkpoint(Exporter):
         try:
             tf.train.Checkpoint(final_weights=classifier.final_weights,
                                 final_biases=classifier.final_biases).write(str(tmp))
-            written = sorted(tmp.parent.glob(f"{tmp.name}.*"), key=lambda p: p.suffix == ".index")
+            written = sorted(tmp.parent.glob(f"{glob.escape(tmp.name)}.*"), key=lambda p: p.suffix == ".index")
+            if not any(path.suffix == ".index" for path in written):  # TensorFlow wrote elsewhere: no silent gap
+                raise RetrainError(f"cannot write --checkpoint_path {prefix}: TensorFlow did not write its index "
+                                   f"where asked; earlier outputs are kept")
             targets = [prefix.with_name(prefix.name + path.name[len(tmp.name):]) for path in written]
             for target in targets:  # files saved there while the run went on are the user's: all judged first
                 remove_stale_temps(target)  # what killed runs kept aside of this file
