@@ -142,8 +142,10 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                                  "give each output its own path")
 
 
-def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None) -> None:
-    """Refuse an output that would overwrite one of many input files (the photos a run reads).
+def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None,
+                      walked: Iterable[Path] = ()) -> None:
+    """Refuse an output that would overwrite one of many input files (the photos a run reads), or write into a
+    folder the walk of `covered` entered through a link (`walked`: those of its folders with no image yet too).
 
     Files inside `covered` (a tree already checked as an input, if any) are skipped cheaply; the others
     (reached through links, or named by a CSV anywhere on disk) are checked one by one. Links are
@@ -153,6 +155,9 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
     root = str(real(covered)) + os.sep if covered is not None else None
     folders: dict[str, str] = {}
     linked: dict[Path, None] = {}  # folders outside `covered` that walking it reads, through links in it
+    for folder in walked:
+        if root is not None and not (str(real(folder)) + os.sep).startswith(root):
+            linked.update(dict.fromkeys(_linked_folders(covered, folder, root)))
     for path in files:
         parent = folders.get(str(path.parent))
         if parent is None:

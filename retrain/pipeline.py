@@ -124,7 +124,7 @@ def prepare(config: RetrainConfig) -> Plan:
     labels = label_source(config).scan()
     # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
     check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
-                      covered=config.image_dir if config.labels_csv is None else None)
+                      covered=config.image_dir if config.labels_csv is None else None, walked=labels.walked)
     check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"],
                             unchanged={config.output_labels: (labels_text(labels.names),
                                                               classic_labels_text(labels.names))})

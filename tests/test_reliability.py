@@ -114,6 +114,23 @@ def test_an_output_onto_a_photo_that_a_class_folder_links_to_is_refused(colour_t
         "nested", "yellow_0.jpg", "yellow_1.jpg", "yellow_2.jpg", "yellow_3.jpg"]
 
 
+
+def test_an_output_into_an_empty_folder_that_the_tree_links_to_is_refused(colour_tree: Path, tmp_path: Path,
+                                                                           outputs, tiny_module: Path) -> None:
+    """A linked folder with no image yet (a class still empty, or an empty folder linked inside a class) was not
+    protected: the run wrote its TensorBoard pictures there, and the next run trained on the sprite as a photo."""
+    empty_class, empty_inside = tmp_path / "sf", tmp_path / "ext"
+    empty_class.mkdir()
+    empty_inside.mkdir()
+    (colour_tree / "sunflowers").symlink_to(empty_class)
+    (colour_tree / "red" / "ext").symlink_to(empty_inside)
+    for folder in (empty_class, empty_inside):
+        error = retrain(colour_tree, tiny_module, {**outputs, "summaries_dir": folder / "logs"}, expect=2)
+        assert re.fullmatch(rf"retrain: error: --summaries_dir {re.escape(str(folder / 'logs'))}\S* would write into "
+                            rf"{re.escape(str(folder))}, which --image_dir reads through a link in it; choose a "
+                            r"--summaries_dir outside it", error), error
+        assert list(folder.iterdir()) == []
+
 def test_outputs_that_share_a_folder_without_clashing_are_fine(colour_tree: Path, tmp_path: Path,
                                                                tiny_module: Path) -> None:
     """One folder per run holding everything is a common habit: it must keep working."""

@@ -94,6 +94,8 @@ class LabelSet:
     examples: tuple[Example, ...]
     source: str  # e.g. "--image_dir photos", for messages
     multi_label: bool = False
+    # The folders a walk of the tree entered, with or without images: where a file written now is read next run.
+    walked: tuple[Path, ...] = ()
 
     def all_files(self) -> list[Path]:
         """Every file once, training first, in a stable order."""
@@ -110,7 +112,8 @@ class LabelSet:
             if label not in left:
                 log.warning("%s %r has no usable images left; leaving it out",
                             "label" if self.multi_label else "class", label)
-        return build(examples, source=self.source, multi_label=self.multi_label, first=False)
+        return replace(build(examples, source=self.source, multi_label=self.multi_label, first=False),
+                       walked=self.walked)
 
 
 def build(examples: Sequence[Example], *, source: str, multi_label: bool, first: bool = True,

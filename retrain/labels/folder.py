@@ -16,6 +16,7 @@ warned about; genuine non-image files get one INFO line.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import unicodedata
@@ -110,6 +111,7 @@ class _Walk:
         self.root_key = _key(root)
         self.holding = _folders_holding(root)
         self.visited: set[_Key] = set()
+        self.entered: list[Path] = []  # every folder walked, with or without images
         self.ignored: list[str] = []
         self.broken: list[str] = []
 
@@ -143,6 +145,7 @@ class _Walk:
             log.warning("not following %s: it leads back to a folder already scanned", shown(folder))
             return
         self.visited.add(key)
+        self.entered.append(folder)
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
@@ -260,8 +263,8 @@ class FolderSource:
                      shown(walk.ignored[0]))
         expected = {name for name, percent in (("validation", self.validation_percentage),
                                                ("testing", self.testing_percentage)) if percent > 0}
-        return build(examples, source=f"--image_dir {image_dir}", multi_label=self.multi_label,
-                     expected_splits=expected)
+        return dataclasses.replace(build(examples, source=f"--image_dir {image_dir}", multi_label=self.multi_label,
+                                         expected_splits=expected), walked=tuple(walk.entered))
 
 
 def _warn_case_collisions(labels: list[str]) -> None:
