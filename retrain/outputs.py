@@ -142,6 +142,12 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                                  "give each output its own path")
 
 
+def writes(outputs: Sequence[Output], path: Path) -> bool:
+    """Whether one of `outputs` writes `path` (the file itself, or the folder or entry holding it)."""
+    target = real(path)
+    return any(_region(output)._covers(target) for output in outputs)
+
+
 def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None,
                       walked: Iterable[Path] = ()) -> None:
     """Refuse an output that would overwrite one of many input files (the photos a run reads), or write into a

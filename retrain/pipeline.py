@@ -31,7 +31,7 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.insight.run import print_table, report_run, warn_if_another_models_report
+from retrain.insight.run import check_earlier_model, print_table, report_run, warn_if_another_models_report
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
@@ -41,7 +41,7 @@ from retrain.logs import one_line
 from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, Writes, check_clashes, check_input_files, check_replaceable_files,
-                             check_writable_dir, export_set, size_text)
+                             check_writable_dir, export_set, size_text, writes)
 from retrain.tfenv import import_tensorflow
 from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged,
                            initial_head, load_images, rng, train)
@@ -134,6 +134,7 @@ def prepare(config: RetrainConfig) -> Plan:
     check_writable_dir(config.summaries_dir, flag="--summaries_dir")
     check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
     warn_if_another_models_report(config.output_labels)
+    check_earlier_model(config.output_labels, labels.names, rewritten=lambda path: writes(outputs, path))
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 

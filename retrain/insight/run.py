@@ -16,13 +16,13 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, UsageError
 from retrain.insight import report as reports
 from retrain.names import report_path
 
@@ -42,6 +42,30 @@ def warn_if_another_models_report(output_labels: Path) -> None:
                     "its own folder to keep both reports)", path, earlier)
 
 
+def check_earlier_model(output_labels: Path, labels: Sequence[str], *, rewritten: Callable[[Path], bool]) -> None:
+    """Refuse, before any work, to put other labels beside files of an earlier model that the run leaves in
+    place: the report beside the labels lists what that run wrote. `--output_labels a/l.txt` with the graph
+    going elsewhere, or a rerun with new classes that drops --output_tflite, left a model whose scores the new
+    labels then named wrongly (label-image exits 0). The same labels again are fine: an older model, same names."""
+    path = report_path(output_labels)
+    try:
+        report = json.loads(path.read_text())
+        earlier, files, folder = report["labels"], report["run"]["files"], report["run"].get("folder")
+        if report.get("format") != reports.FORMAT or list(earlier) == list(labels):
+            return
+        paths = [Path(name) if os.path.isabs(name) else Path(folder, name) for name in files
+                 if os.path.isabs(name) or folder]  # a relative path of a report without its folder: unknown
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    left = [file for file in paths if os.path.lexists(file) and not rewritten(file)]
+    if left:
+        listed = ", ".join(map(str, left[:3])) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+        raise UsageError(f"--output_labels {output_labels} holds the labels of an earlier model ({len(earlier)} "
+                         f"labels, says {path}), whose {listed} this run leaves in place: with other labels beside "
+                         "them they would name their classes wrongly. Write those outputs again in this run, move "
+                         "them, or give --output_labels a path of its own")
+
+
 def _flags(config: Any) -> dict[str, Any]:
     return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
 
@@ -59,6 +83,7 @@ def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: An
                evaluations: Mapping[str, Any], written: Sequence[Path], module: str, objective: str) -> Path:
     """Write report.json and the TensorBoard pictures of the test split; returns report.json's path."""
     extra = {"module": module, "flags": _flags(config), "files": [str(p) for p in written],
+             "folder": os.getcwd(),  # what relative paths in flags and files are relative to
              # each split's size (a --test_batch_size sample may count fewer or repeated images)
              "images": {**{name: evaluation.count for name, evaluation in evaluations.items()},
                         "testing": len(split.targets)},
