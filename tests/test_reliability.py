@@ -131,6 +131,63 @@ def test_an_output_into_an_empty_folder_that_the_tree_links_to_is_refused(colour
                             r"--summaries_dir outside it", error), error
         assert list(folder.iterdir()) == []
 
+
+def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colour_tree: Path, tmp_path: Path,
+                                                                          outputs, tiny_module: Path) -> None:
+    """The labels of model A (with the report listing A's files) given as --output_labels of model B, whose graph
+    goes elsewhere, were replaced silently: A's graph then met B's labels. So did a rerun with new classes that
+    dropped --output_tflite: the earlier TFLite model stayed beside the new labels, and label-image named its
+    scores with them (exit 0). The same labels again are fine: an older model that names its classes rightly."""
+    a = tmp_path / "a"
+    a.mkdir()
+    model_a = {**outputs, "output_graph": a / "g.pb", "output_labels": a / "l.txt"}
+    retrain(colour_tree, tiny_module, model_a, output_tflite=a / "m.tflite")
+    labels_a = (a / "l.txt").read_bytes()
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / sorted(COLOURS)[0])
+    b_graph = tmp_path / "b.pb"
+    error = retrain(other_tree, tiny_module, {**model_a, "output_graph": b_graph}, expect=2)
+    assert error.startswith(f"retrain: error: --output_labels {a / 'l.txt'} holds the labels of an earlier model "
+                            f"({len(COLOURS)} labels, says {a / 'report.json'}), whose {a / 'g.pb'}, {a / 'm.tflite'} "
+                            "this run leaves in place"), error
+    error = retrain(other_tree, tiny_module, model_a, expect=2)  # the graph again, but not the TFLite model
+    assert f"whose {a / 'm.tflite'} this run leaves in place" in error
+    assert (a / "l.txt").read_bytes() == labels_a and not b_graph.exists()
+    retrain(colour_tree, tiny_module, model_a)  # the same labels: the TFLite model is an older one of them
+    retrain(other_tree, tiny_module, model_a, output_tflite=a / "m.tflite")  # the whole set again
+    assert (a / "l.txt").read_bytes() != labels_a
+
+
+def _module_with_nan_for_red(path: Path) -> Path:
+    """A feature-vector module that gives NaN for reddish images (a log of a negative number), as a faulty one may."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+
+    class Faulty(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def __call__(self, images):
+            means = tf.reduce_mean(images, [1, 2])
+            return tf.concat([means, tf.math.log(0.6 - means[:, :1])], axis=1)
+
+    tf.saved_model.save(Faulty(), str(path))
+    return path
+
+
+def test_vectors_that_are_not_numbers_skip_their_images_and_are_not_cached(colour_tree: Path, tmp_path: Path,
+                                                                           outputs) -> None:
+    """A module that gives NaN for some images: the run stopped at step 0 blaming --learning_rate, and each rerun
+    cached the NaN vectors again, found the shard damaged and moved it aside."""
+    module = _module_with_nan_for_red(tmp_path / "faulty")
+    for _ in range(2):  # and again: nothing of them was cached
+        result = retrain(colour_tree, module, outputs)
+        skipped = [line for line in result.stderr.splitlines() if "the module gave it a vector holding NaN" in line]
+        assert len(skipped) == len(list((colour_tree / "red").iterdir())), result.stderr
+        assert all("skipping " + str(colour_tree / "red") in line for line in skipped)
+        assert "damaged" not in result.stderr
+        assert outputs["output_labels"].read_text().split() == ["blue", "green"]
+
 def test_outputs_that_share_a_folder_without_clashing_are_fine(colour_tree: Path, tmp_path: Path,
                                                                tiny_module: Path) -> None:
     """One folder per run holding everything is a common habit: it must keep working."""

@@ -59,6 +59,10 @@ class MemoryStore:
         pass
 
 
+NOT_FINITE = ("the module gave it a vector holding NaN or infinity (the module's fault, not the image's; nothing "
+              "was cached): check --tfhub_module")
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """An image file and the cache keys to compute for it (one, or one per missing variant)."""
@@ -174,6 +178,7 @@ class ExtractionJob:
             progress = Progress(total, self.label, unit="images" if self.distortions is None else "variants")
         failed: dict[Path, str] = {}
         rows: list = []
+        owners: list[Path] = []  # the image of each row
 
         def prepare(item: WorkItem) -> tuple[WorkItem, np.ndarray | None, str]:
             try:
@@ -182,9 +187,15 @@ class ExtractionJob:
                 return item, None, str(error)
 
         def run_batch() -> None:
-            self.store.add([r[0] for r in rows], np.asarray(self._compute(rows)))
+            vectors = np.asarray(self._compute(rows))
+            finite = np.isfinite(vectors).all(axis=1)  # a faulty module's NaN must not be cached, nor trained on
+            for path in (owner for owner, ok in zip(owners, finite) if not ok):
+                failed[path] = NOT_FINITE
+            if finite.any():
+                self.store.add([row[0] for row, ok in zip(rows, finite) if ok], vectors[finite])
             progress.update(len(rows))
             rows.clear()
+            owners.clear()
 
         try:
             for item, pixels, reason in windowed(items, lambda i: pool.submit(prepare, i), 4 * self.batch_size):
@@ -194,6 +205,7 @@ class ExtractionJob:
                     continue
                 for row in self._rows(item, pixels):
                     rows.append(row)
+                    owners.append(item.path)
                     if len(rows) == self.batch_size:
                         run_batch()
             if rows:
