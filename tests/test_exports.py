@@ -274,6 +274,79 @@ def test_bytes_signature_turns_jpegs_by_their_exif_orientation_as_training_does(
         assert np.array_equal(training, np.asarray(upright if turn is None else upright.transpose(turn))), name
 
 
+def _palette_bmp(indices: np.ndarray, palette: list[tuple[int, int, int]], bits: int, *,
+                 top_down: bool = False, compression: int = 0) -> bytes:
+    """A BMP written by hand (Pillow writes neither 4-bit nor top-down ones): 40-byte header, palette, rows."""
+    height, width = indices.shape
+    per_byte = 8 // bits
+    padded = np.zeros((height, -(-width // per_byte) * per_byte), np.int64)
+    padded[:, :width] = indices if top_down else indices[::-1]  # bottom-up unless the height is negative
+    packed = sum(padded[:, i::per_byte] << (8 - bits * (i + 1)) for i in range(per_byte)).astype(np.uint8)
+    stride = (width * bits + 31) // 32 * 4
+    body = b"".join(row.tobytes().ljust(stride, b"\0") for row in packed)
+    table = b"".join(bytes((b, g, r, 0)) for r, g, b in palette)
+    offset = 14 + 40 + len(table)
+    return (b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset)
+            + struct.pack("<IiiHHIIiiII", 40, width, -height if top_down else height, 1, bits, compression,
+                          len(body), 0, 0, len(palette), 0)
+            + table + body)
+
+
+def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _bmp_and_webp_cases() -> dict[str, tuple[bytes, str]]:
+    """name -> (encoded file, the mode Pillow opens it in): the BMP and WebP kinds serving must decode as training."""
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (20, 13, 3), dtype=np.uint8))  # odd width: rows are padded
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (20, 13), dtype=np.uint8)))
+    colours = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(256)]
+    return {
+        "8-bit palette BMP": (_encoded(photo.quantize(200), "BMP"), "P"),
+        "1-bit BMP": (_encoded(photo.convert("1"), "BMP"), "1"),
+        "8-bit grey BMP": (_encoded(photo.convert("L"), "BMP"), "L"),
+        "24-bit BMP": (_encoded(photo, "BMP"), "RGB"),
+        "32-bit BMP": (_encoded(rgba, "BMP"), "RGB"),
+        "4-bit BMP, 16 colours": (_palette_bmp(rng.integers(0, 16, (20, 13)), colours[:16], 4), "P"),
+        "1-bit BMP, two colours": (_palette_bmp(rng.integers(0, 2, (20, 13)), colours[:2], 1), "P"),
+        "top-down 8-bit BMP": (_palette_bmp(rng.integers(0, 100, (20, 13)), colours[:100], 8, top_down=True), "P"),
+        "top-down 4-bit BMP": (_palette_bmp(rng.integers(0, 16, (20, 13)), colours[:16], 4, top_down=True), "P"),
+        "indices past the palette (black)": (_palette_bmp(rng.integers(0, 10, (20, 13)), colours[:5], 8), "P"),
+        "WebP with alpha, lossless": (_encoded(rgba, "WEBP", lossless=True), "RGBA"),
+        "WebP with alpha, lossy": (_encoded(rgba, "WEBP", quality=80), "RGBA"),
+        "WebP, lossless": (_encoded(photo, "WEBP", lossless=True), "RGB"),
+        "WebP, lossy": (_encoded(photo, "WEBP", quality=80), "RGB"),
+    }
+
+
+def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
+    """Palette BMPs (1, 4, 8 bits; bottom-up and top-down) and WebPs with or without alpha: the serving decode's
+    pixels equal Pillow's; an animated WebP or an RLE BMP is refused with a message, not a crash."""
+    from retrain.exporters.saved_model import decode_like_training
+    from retrain.images import decode_rgb
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    decode = tf.function(lambda data: decode_like_training(tf, data, height=224, width=224))
+    for name, (data, mode) in _bmp_and_webp_cases().items():
+        assert Image.open(io.BytesIO(data)).mode == mode, name  # each case is the kind it claims
+        training = decode_rgb(data)
+        served = decode(tf.constant(data)).numpy()
+        assert served.shape == training.shape and np.array_equal(served, training), name
+
+    frames = [Image.new("RGB", (8, 6), colour) for colour in ("red", "blue")]
+    animated = _encoded(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="animated WebP is not supported by serving_bytes"):
+        decode(tf.constant(animated))
+    rle = _palette_bmp(np.zeros((4, 4), np.int64), [(0, 0, 0)], 8, compression=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"compressed BMP \(compression 1, e.g. RLE\) is not"):
+        decode(tf.constant(rle))
+
+
 def test_bytes_signature_rejects_a_non_image(trained: dict, saved_model: object) -> None:
     from retrain.tfenv import import_tensorflow
 

@@ -80,11 +80,23 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
     a JPEG at least 4x the input size on both sides is decoded at scale 1/2,
     1/4 or 1/8, the smallest that keeps both sides at least twice the input
     size. The pixels then match Pillow's exactly (measured on the fixtures). A JPEG's
-    EXIF orientation is applied as training applies it (`jpeg_orientation`). Other
-    formats go through tf.io.decode_image (first frame, alpha dropped, 16-bit scaled to 8).
-    Not replicated: the EXIF orientation of PNG and WebP files, an orientation
-    given only in XMP, and the box reduction training applies to non-JPEG images
-    over 4x the input size.
+    EXIF orientation is applied as training applies it (`jpeg_orientation`).
+    WebPs go through TensorFlow's decoder with their own channel count, alpha then
+    dropped (`_webp_rgb`); BMPs of 1, 4 or 8 bits per pixel are read from their
+    header, palette and rows in plain ops (`_palette_bmp_rgb`), since TensorFlow's
+    BMP decoder returns wrong colours for them or fails. Both match Pillow's pixels
+    exactly (tested). Other formats go through tf.io.decode_image (first frame,
+    alpha dropped, 16-bit scaled to 8).
+    Not replicated: a GIF's transparent palette index (black here; training keeps
+    the palette colour, which TensorFlow's GIF decoder does not expose), the EXIF
+    orientation of PNG and WebP files, an orientation given only in XMP, the box
+    reduction training applies to non-JPEG images over 4x the input size, and
+    rare BMP palettes Pillow takes for greyscale: a black-and-white one at 4 or 8
+    bits and greys 0, 1, 2... at 4 bits (Pillow then misreads the rows), and greys
+    0, 1, 2... with pixels past the palette's end (Pillow: their index as grey;
+    here: black). Palette BMPs with the old 12-byte OS/2 header still go to
+    tf.io.decode_image. Refused with an InvalidArgumentError: animated WebPs and
+    RLE-compressed BMPs.
     """
     def jpeg() -> Any:
         shape = tf.io.extract_jpeg_shape(data)
@@ -108,9 +120,111 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
     def other() -> Any:
         return tf.io.decode_image(data, channels=3, expand_animations=False)
 
-    rgb = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    # Formats TensorFlow's own decoders get wrong (or fail on) get their own branch; the rest go to decode_image.
+    kind = tf.where(tf.io.is_jpeg(data), 1, tf.where(_is_webp(tf, data), 2, tf.where(_is_palette_bmp(tf, data), 3, 0)))
+    rgb = tf.switch_case(kind, [other, jpeg, lambda: _webp_rgb(tf, data), lambda: _palette_bmp_rgb(tf, data)])
     rgb.set_shape([None, None, 3])
     return rgb
+
+
+def _bytes_at(tf: Any, data: Any, offset: int, count: int) -> Any:
+    """int64 [count]: the bytes of data from offset on, zeros past its end (short data is no error here)."""
+    head = tf.io.decode_raw(tf.strings.substr(data, 0, offset + count), tf.uint8)
+    return tf.pad(tf.cast(head, tf.int64), [[0, offset + count - tf.size(head)]])[offset:]
+
+
+def _spells(tf: Any, found: Any, text: str) -> Any:
+    """Whether the int64 bytes `found` are the ASCII `text`."""
+    return tf.reduce_all(tf.equal(found, tf.constant(list(text.encode("ascii")), tf.int64)))
+
+
+def _substr(tf: Any, data: Any, start: Any, length: Any) -> Any:
+    """tf.strings.substr that gives the empty string, not an error, for a start past the end."""
+    return tf.strings.substr(data, tf.minimum(start, tf.cast(tf.strings.length(data), tf.int64)), length)
+
+
+def _is_webp(tf: Any, data: Any) -> Any:
+    head = _bytes_at(tf, data, 0, 12)
+    return _spells(tf, head[:4], "RIFF") & _spells(tf, head[8:], "WEBP")
+
+
+def _webp_rgb(tf: Any, data: Any) -> Any:
+    """TensorFlow ops: a still WebP -> uint8 RGB, alpha dropped; an animated one -> InvalidArgumentError.
+
+    channels=0, then the first three: decode_image(channels=3) refuses a WebP
+    with alpha and channels=4 one without. An animated WebP (the VP8X chunk's
+    animation flag) must never reach TensorFlow's WebP decoder: in TF 2.21 it
+    fails on every such file and channels=0 crashed the process (munmap_chunk).
+    """
+    chunk = _bytes_at(tf, data, 12, 9)  # the first chunk's name, size and (in VP8X) flags
+    animated = _spells(tf, chunk[:4], "VP8X") & tf.not_equal(tf.bitwise.bitwise_and(chunk[8], 0x02), 0)
+    refuse = tf.debugging.Assert(tf.logical_not(animated), [
+        "animated WebP is not supported by serving_bytes; send its first frame as PNG or JPEG"])
+    with tf.control_dependencies([refuse]):
+        return tf.io.decode_image(data, channels=0, expand_animations=False)[:, :, :3]
+
+
+# A BMP's BITMAPFILEHEADER (14 bytes) and the BITMAPINFOHEADER fields read here, little-endian, from offset 0.
+_BMP_HEADER = 54
+_BMP_MIN_DIB = 40  # BITMAPINFOHEADER and its successors; the OS/2 12-byte header lays fields out otherwise
+
+
+def _bmp_field(tf: Any, head: Any, offset: int, width: int, *, signed: bool = False) -> Any:
+    """int64: the little-endian integer of `width` bytes at offset in the header bytes."""
+    value = tf.reduce_sum(head[offset:offset + width] * tf.constant([256 ** i for i in range(width)], tf.int64))
+    return value - tf.cast(value >= 2 ** (8 * width - 1), tf.int64) * 2 ** (8 * width) if signed else value
+
+
+def _is_palette_bmp(tf: Any, data: Any) -> Any:
+    """A BMP of 1, 4 or 8 bits per pixel: TensorFlow's decode_bmp returns wrong pixels or fails on these."""
+    head = _bytes_at(tf, data, 0, _BMP_HEADER)
+    bits = _bmp_field(tf, head, 28, 2)
+    return (_spells(tf, head[:2], "BM") & (_bmp_field(tf, head, 14, 4) >= _BMP_MIN_DIB)
+            & ((bits == 1) | (bits == 4) | (bits == 8)))
+
+
+def _palette_bmp_rgb(tf: Any, data: Any) -> Any:
+    """TensorFlow ops: an uncompressed BMP of 1, 4 or 8 bits per pixel -> uint8 RGB, as Pillow reads it.
+
+    Rows are padded to 4 bytes and stored bottom-up unless the height is
+    negative; within a byte the leftmost pixel is in the high bits. An index
+    past the palette's colours is black, as in Pillow. RLE-compressed files
+    are refused with an InvalidArgumentError.
+    """
+    head = _bytes_at(tf, data, 0, _BMP_HEADER)
+    offset, dib = _bmp_field(tf, head, 10, 4), _bmp_field(tf, head, 14, 4)
+    width, height = _bmp_field(tf, head, 18, 4, signed=True), _bmp_field(tf, head, 22, 4, signed=True)
+    bits, compression, colours = _bmp_field(tf, head, 28, 2), _bmp_field(tf, head, 30, 4), _bmp_field(tf, head, 46, 4)
+    colours = tf.where(tf.equal(colours, 0), tf.bitwise.left_shift(tf.constant(1, tf.int64), bits), colours)
+    # A pixel offset pointing at the palette itself is taken to mean "right after it", as Pillow takes it.
+    offset = tf.where(tf.equal(offset, 14 + dib), offset + 4 * colours, offset)
+    rows, stride = tf.abs(height), (width * bits + 31) // 32 * 4
+    stored = tf.io.decode_raw(_substr(tf, data, offset, rows * stride), tf.uint8)
+    checks = [
+        tf.debugging.Assert(tf.equal(compression, 0), [tf.strings.format(
+            "compressed BMP (compression {}, e.g. RLE) is not supported by serving_bytes; send it as PNG",
+            compression)]),
+        tf.debugging.Assert((width > 0) & (rows > 0), [tf.strings.format(
+            "corrupt BMP: its header gives a size of {} x {} pixels", [width, height])]),
+        tf.debugging.Assert(tf.equal(tf.size(stored, out_type=tf.int64), rows * stride), [
+            "truncated BMP: the file ends before its last row of pixels"]),
+    ]
+    with tf.control_dependencies(checks):
+        per_byte = 8 // bits
+        shifts = 8 - bits * (1 + tf.range(per_byte))  # the leftmost pixel of a byte is in its high bits
+        mask = tf.bitwise.left_shift(tf.constant(1, tf.int64), bits) - 1
+        packed = tf.reshape(tf.cast(stored, tf.int64), [rows, stride, 1])
+        indices = tf.reshape(tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed, shifts), mask), [rows, -1])
+        indices = indices[:, :width]
+        indices = tf.cond(height > 0, lambda: tf.reverse(indices, axis=[0]), lambda: indices)
+        return tf.gather(_bmp_palette(tf, data, start=14 + dib, colours=colours), indices)
+
+
+def _bmp_palette(tf: Any, data: Any, *, start: Any, colours: Any) -> Any:
+    """uint8 [256, 3] RGB: the palette's first `colours` entries (B, G, R, 0 each), then black."""
+    entries = tf.io.decode_raw(_substr(tf, data, start, 4 * tf.minimum(colours, 256)), tf.uint8)
+    entries = tf.reshape(tf.pad(entries, [[0, 1024 - tf.size(entries)]]), [256, 4])
+    return tf.reverse(entries[:, :3], axis=[1])
 
 
 # How much of a JPEG is searched for its EXIF segment: it comes before the image data, after at most a
