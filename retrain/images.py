@@ -118,8 +118,15 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB, scaling 16- and 32-bit greyscale properly."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    """Convert any Pillow mode to RGB, scaling 16- and 32-bit greyscale properly.
+
+    16-bit greyscale keeps its high byte, as Pillow does for 16-bit colour and TensorFlow's decoders (serving)
+    for both: one fixed scale, so a dark image stays dark. (It was read as 8-bit when no value passed 255, which
+    made two nearly equal images 257 times apart in brightness.) Modes I and F do not say their range."""
+    if image.mode.startswith("I;16"):
+        grey = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float32)  # float32, not 64: huge 16-bit scans stay affordable
         top = 65535.0 if values.max(initial=0) > 255 else 255.0
         grey = np.clip(values * np.float32(255.0 / top) + np.float32(0.5), 0, 255).astype(np.uint8)

@@ -122,6 +122,26 @@ def test_odd_formats_decode_to_rgb(tmp_path: Path, make: Callable[[Path], Path])
         assert np.abs(mean - np.array(RED)).max() < 12, mean  # still red: no inverted CMYK, no lost palette
 
 
+
+def test_16_bit_greyscale_keeps_one_scale_as_serving_decodes_it() -> None:
+    """A dark 16-bit PNG (no value over 255) was read as 8-bit, 257 times brighter than one that differs by a
+    single count in one pixel; now both keep their high byte, as TensorFlow's PNG decoder (serving) does."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    dark = (red_pixels()[:, :, 0].astype(np.uint16))  # values up to 255 of 65535
+    brighter = dark.copy()
+    brighter[0, 0] = 256
+    decoded = []
+    for grey in (dark, brighter, dark * 257, np.arange(40 * 48, dtype=np.uint16).reshape(SIZE) * 34):
+        buffer = io.BytesIO()
+        Image.fromarray(grey).save(buffer, format="PNG")
+        assert Image.open(buffer).mode == "I;16"
+        rgb = decode_rgb(buffer.getvalue())
+        assert np.array_equal(rgb, tf.io.decode_png(buffer.getvalue(), channels=3).numpy())
+        decoded.append(rgb)
+    assert np.abs(decoded[0].astype(int) - decoded[1].astype(int)).max() <= 1  # one count apart: alike
+
 # --- files that must be refused with a reason -----------------------------------------------------
 
 def _truncated_jpeg(path: Path) -> Path:

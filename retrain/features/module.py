@@ -23,8 +23,9 @@ from retrain.tfenv import import_hub, import_tensorflow
 log = logging.getLogger(__name__)
 
 # Bump when images.py changes how pixels are prepared: cached vectors then go stale.
-# 2: huge non-JPEGs box-reduced before resizing; 3: Pillow resizes (float, same filter as TensorFlow's, within 3e-5)
-PREPROCESSING_VERSION = "pil-exif+pil-float-bilinear-aa/3"
+# 2: huge non-JPEGs box-reduced before resizing; 3: Pillow resizes (float, same filter as TensorFlow's, within 3e-5);
+# 4: 16-bit greyscale keeps its high byte (a dark one was read as 8-bit)
+PREPROCESSING_VERSION = "pil-exif+pil-float-bilinear-aa/4"
 DOWNLOAD_TIMEOUT_SECONDS = 60
 _TF1_OUTPUTS = ("image_feature_vector", "default")
 
