@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 
 from retrain import __version__
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
-from retrain.names import OWNER_MARKER, REPORT_FORMAT, report_path
+from retrain.names import IMAGE_KEY, OUTPUT_KEY, OWNER_MARKER, REPORT_FORMAT, SERVING_SIGNATURE, report_path
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +419,18 @@ def _is_retrain_graph(data: Any, final: str) -> bool:
         return False
 
 
+def _flatbuffer_string(text: str) -> bytes:
+    """How a FlatBuffer (a TFLite model) stores a string: its length (4 bytes, little-endian), it, a NUL."""
+    return len(text).to_bytes(4, "little") + text.encode() + b"\0"
+
+
+def _is_retrain_tflite(data: Any) -> bool:
+    """A TFLite model retrain wrote: its serving_default signature takes `image` and gives `prediction` (another
+    model at --output_tflite, a Keras export or a detector, is not replaced)."""
+    return bytes(data[4:8]) == b"TFL3" and all(data.find(_flatbuffer_string(name)) >= 0
+                                                for name in (SERVING_SIGNATURE, IMAGE_KEY, OUTPUT_KEY))
+
+
 def _is_text(data: Any) -> bool:
     head = bytes(data[:65536])
     try:
@@ -474,7 +486,7 @@ def _is_checkpoint_index(data: Any) -> bool:
 # What retrain writes in a file output (Output.content): how messages call it, and how to recognise one.
 CONTENTS: dict[str, tuple[str, Callable[[Any, "Output"], bool]]] = {
     "graph": ("a frozen graph retrain wrote", lambda data, output: _is_retrain_graph(data, output.detail)),
-    "tflite": ("a TFLite model", lambda data, _: bytes(data[4:8]) == b"TFL3"),
+    "tflite": ("a TFLite model retrain wrote", lambda data, _: _is_retrain_tflite(data)),
     "labels": ("a labels file retrain can tell it wrote", lambda data, output: _is_labels(data, output.path)),
     "thresholds": ("a thresholds file", lambda data, _: _is_numbers(data)),
     "report": ("a retrain report", lambda data, _: _is_report(data)),
@@ -497,6 +509,8 @@ def _looks_like(data: Any) -> str:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
+    if bytes(data[4:8]) == b"TFL3":
+        return "another TFLite model"
     if _is_graph_def(data):
         return "another model's frozen graph"
     if _is_text(data):

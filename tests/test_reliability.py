@@ -314,7 +314,7 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
                                   "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels",
                                   "settings_at_labels", "shell_script_at_labels", "word_list_at_labels",
                                   "other_models_labels_at_labels", "latin1_labels_at_labels",
-                                  "other_models_graph_at_graph"])
+                                  "other_models_graph_at_graph", "other_models_tflite_at_tflite"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -326,7 +326,10 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         "photo_at_graph": ({"output_graph": photo}, photo, "--output_graph .* is not a frozen graph retrain wrote "
                                                            r"\(it is a JPEG image\)"),
         "notes_at_tflite": ({"output_tflite": mine / "notes.txt"}, mine / "notes.txt",
-                            r"--output_tflite .* is not a TFLite model \(it is a text file\)"),
+                            r"--output_tflite .* is not a TFLite model retrain wrote \(it is a text file\)"),
+        "other_models_tflite_at_tflite": ({"output_tflite": mine / "detector.tflite"}, mine / "detector.tflite",
+                                          r"--output_tflite .*detector\.tflite exists and is not a TFLite model "
+                                          r"retrain wrote \(it is another TFLite model\)"),
         "notes_at_int8_variant": ({"output_tflite": mine / "model.tflite", "tflite_quantization": "float32,int8"},
                                   mine / "model_int8.tflite",
                                   r"model_int8\.tflite \(the int8 model beside --output_tflite\) exists and is not"),
@@ -387,6 +390,13 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         (target / "keep").mkdir(parents=True)
     elif case == "other_models_graph_at_graph":
         target.write_bytes(FOREIGN_GRAPH)
+    elif case == "other_models_tflite_at_tflite":  # a model of the user's, converted from a plain function
+        from retrain.tfenv import import_tensorflow
+
+        tf = import_tensorflow()
+        double = tf.function(lambda x: {"y": tf.nn.relu(2.0 * x)}, input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+        target.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
+            [double.get_concrete_function()], double).convert())
     elif case == "latin1_labels_at_labels":
         target.write_bytes("ch\u00e2teau\ncaf\u00e9\n".encode("latin-1"))
     elif case.endswith("_at_labels"):
