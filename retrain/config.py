@@ -52,6 +52,7 @@ MAX_VARIANTS = 1_000
 MAX_IMAGE_SIZE = 4_096
 MAX_SEED = 2**31 - 1
 RAY_ADDRESS = re.compile(r"local|auto|(ray://)?([\w.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without importing numpy here
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://, gs://, hdfs://... (Path() keeps one slash)
 
 
@@ -445,3 +446,9 @@ def _check_label_image(config: LabelImageConfig) -> None:
             _finite(flag, value)
     if config.input_std is not None and config.input_std == 0:
         raise UsageError("--input_std must not be 0 (pixels are divided by it)")
+    mean = EXPORT_INPUT_MEAN if config.input_mean is None else config.input_mean
+    std = EXPORT_INPUT_STD if config.input_std is None else config.input_std
+    largest = max(abs(0 - mean), abs(255 - mean)) / abs(std)
+    if largest > FLOAT32_MAX:  # the model would be fed infinities
+        raise UsageError(f"--input_mean {mean:g} --input_std {std:g} make pixel values up to {largest:.3g}, beyond "
+                         "what a float32 input holds; retrain's models take --input_mean 0 --input_std 255")

@@ -278,6 +278,13 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
     assert "not found" in _error(["--graph", graph, "--labels", labels, "--image", str(tmp_path / "no.jpg")], expect=2)
     assert "--top_k" in _error(["--graph", graph, "--labels", labels, "--image", photo, "--top_k", "0"], expect=2)
     assert "no --image" in _error(["--graph", graph, "--labels", labels], expect=2)
+    # Pixels a float32 cannot hold were fed to the model as infinities, with numpy's overflow warning, exit 0.
+    for mean, std, largest in (("0", "1e-40", "2.55e+42"), ("1e308", "1e-308", "inf")):
+        message = _error(["--graph", graph, "--labels", labels, "--image", photo, "--input_mean", mean,
+                          "--input_std", std], expect=2)
+        assert message == (f"label-image: error: --input_mean {float(mean):g} --input_std {float(std):g} make pixel "
+                           f"values up to {largest}, beyond what a float32 input holds; retrain's models take "
+                           "--input_mean 0 --input_std 255")
 
     four = tmp_path / "four.txt"
     four.write_text("a\nb\nc\nd\n")
