@@ -8,6 +8,7 @@ it or built by hand, so nothing but that run costs real time.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,6 +95,21 @@ def test_text_output_is_the_classic_label_score_lines(trained: Trained) -> None:
         assert abs(float(score) - expected[index]) < 1e-4
     assert result.stderr == ""
 
+
+
+def test_a_file_whose_name_is_not_utf8_is_classified_in_a_folder_as_when_named(trained: Trained,
+                                                                               tmp_path: Path) -> None:
+    """In a folder such a file was skipped with a warning, its record missing from --json, exit 0; named on its
+    own it was classified. Classified both ways now (retrain itself still skips it: its labels need UTF-8)."""
+    folder = tmp_path / "weird"
+    folder.mkdir()
+    odd = Path(os.fsdecode(bytes(folder) + b"/bad\xffname.jpg"))
+    shutil.copy(trained.photos[0], odd)
+    shutil.copy(trained.photos[1], folder / "good.jpg")
+    base = ["--graph", str(trained.graph), "--labels", str(trained.labels)]
+    records = label_json(*base, "--image", str(folder))
+    assert [record["image"] for record in records] == [str(odd), str(folder / "good.jpg")]
+    assert records[0]["predictions"] == label_json(*base, "--image", str(odd))[0]["predictions"]
 
 def test_several_images_and_folders_get_a_header_each(trained: Trained, tmp_path: Path) -> None:
     folder = tmp_path / "photos"

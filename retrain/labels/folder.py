@@ -102,12 +102,14 @@ def _link_target(path: str | Path) -> str:
 class _Walk:
     """A sorted, link-following, loop-safe walk under `root` that remembers what it ignored.
 
-    `flag` names `root` in messages (--image_dir, --image).
+    `flag` names `root` in messages (--image_dir, --image). `any_name`: also names that are not valid UTF-8
+    (label-image reads such a file as it does when it is named; a run's labels, cache index and report cannot).
     """
 
-    def __init__(self, root: Path, *, flag: str) -> None:
+    def __init__(self, root: Path, *, flag: str, any_name: bool = False) -> None:
         self.root = root
         self.flag = flag
+        self.any_name = any_name
         self.root_key = _key(root)
         self.holding = _folders_holding(root)
         self.visited: set[_Key] = set()
@@ -149,7 +151,7 @@ class _Walk:
         for entry in entries:
             if _is_hidden(entry.name):
                 continue
-            if not valid_name(entry.name):
+            if not self.any_name and not valid_name(entry.name):
                 log.warning("skipping %s: its name is not valid UTF-8; rename it to use it", shown(entry.path))
                 continue
             path = Path(entry.path)
@@ -170,7 +172,7 @@ class _Walk:
 
 def image_files(root: Path) -> list[Path]:
     """All image files under an --image folder, nested folders included, hidden ones and bad names skipped, sorted."""
-    return _Walk(root, flag="--image").files(root)
+    return _Walk(root, flag="--image", any_name=True).files(root)
 
 
 def check_image_dir(image_dir: Path) -> None:
