@@ -36,7 +36,7 @@ from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
 from retrain.labels.folder import check_image_dir, shown
-from retrain.labels.split import SPLITS
+from retrain.labels.split import SPLITS, scant_training
 from retrain.logs import one_line
 from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
@@ -243,7 +243,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         stored.keep()  # the ones not taken back stay, as any finished file of a failed run
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
-    _print_test_figures(test, objective, labels)
+    _print_test_figures(test, objective, labels, config)
     print_table(test, labels.names)
     if config.print_misclassified_test_images and test.count:
         _print_misclassified(test, splits["testing"], labels.names)
@@ -268,13 +268,18 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                          skipped=vectors.skipped, source=source, written=tuple(written), run_folder=run_folder)
 
 
-def _print_test_figures(test: Evaluation, objective: object, labels: LabelSet) -> None:
+def _print_test_figures(test: Evaluation, objective: object, labels: LabelSet, config: RetrainConfig) -> None:
     """`Final test accuracy = X% (N=n)` (the classic line), then any other figure the objective reports."""
     name = FIGURE_NAMES.get(objective.headline, objective.headline)
     if not test.count:
-        hint = (f"every row of {labels.source} names its split, so name some 'testing'"
-                if all(example.split_given for example in labels.examples) else
-                "raise --testing_percentage or add images")
+        scant = scant_training(validation_percentage=config.validation_percentage,
+                               testing_percentage=config.testing_percentage)
+        if all(example.split_given for example in labels.examples):
+            hint = f"every row of {labels.source} names its split, so name some 'testing'"
+        elif scant:  # the classes with no training image took all theirs: more testing would not help
+            hint = f"{scant}, so each class trained on all its images; lower them, or add images"
+        else:
+            hint = "raise --testing_percentage or add images"
         print(f"Final test {name} = n/a (N=0): no test images; {hint}", flush=True)
         return
     for key, value in test.metrics.items():

@@ -387,6 +387,15 @@ def test_no_test_images_from_a_csv_that_names_every_split_says_what_to_do(colour
             "so name some 'testing'") in result.stdout
     result = retrain(colour_tree, tiny_module, outputs, testing_percentage=0)
     assert "Final test accuracy = n/a (N=0): no test images; raise --testing_percentage or add images" in result.stdout
+    # Percentages that leave (almost) nothing for training: every class trains on all its images (the small-class
+    # rule), so "raise --testing_percentage" was wrong advice, and "has only 12 images" named the wrong cause.
+    result = retrain(colour_tree, tiny_module, outputs, testing_percentage=99, validation_percentage=0.5)
+    assert ("Final test accuracy = n/a (N=0): no test images; --testing_percentage 99 and --validation_percentage "
+            "0.5 leave 0.5% for training, so each class trained on all its images; lower them, or add images"
+            ) in result.stdout
+    assert ("class 'blue' has 12 image(s), none in the training split (--testing_percentage 99 and "
+            "--validation_percentage 0.5 leave 0.5% for training); training on all of them") in result.stderr
+    assert "has only" not in result.stderr
 
 
 def test_a_labels_csv_that_never_ends_is_refused_in_one_line(colour_tree: Path, tiny_module: Path, outputs) -> None:

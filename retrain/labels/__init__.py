@@ -117,14 +117,15 @@ class LabelSet:
 
 
 def build(examples: Sequence[Example], *, source: str, multi_label: bool, first: bool = True,
-          expected_splits: Container[str] = ()) -> LabelSet:
+          expected_splits: Container[str] = (), scant: str = "") -> LabelSet:
     """Examples -> LabelSet. Single-label sets keep the classic small-class rule.
 
     A class with no training image is trained on all its images whose split the
     hash chose, with a warning; one whose images all have a split the user gave is
     left out, with a warning. `expected_splits` names the splits the user asked
-    images for (warned about when a class gets none). Fewer than two usable labels
-    is an error.
+    images for (warned about when a class gets none); `scant` says that the
+    percentages leave little for training (`split.scant_training`), the cause to
+    name then. Fewer than two usable labels is an error.
     """
     if multi_label:
         from retrain.labels.multilabel import multi_label_set
@@ -152,9 +153,10 @@ def build(examples: Sequence[Example], *, source: str, multi_label: bool, first:
                     f"class {label!r} has no training image; training on the {len(movable)} of its {total} image(s) "
                     f"whose split {source} leaves to the hash")))
             elif first:
+                count = (f"{total} image(s), none in the training split ({scant})" if scant else
+                         f"only {total} image(s), none in the training split")
                 said.setdefault("small", []).append((label, (
-                    f"class {label!r} has only {total} image(s), none in the training split; training on all of "
-                    "them (it gets no validation or test images)")))
+                    f"class {label!r} has {count}; training on all of them (it gets no validation or test images)")))
             else:
                 said.setdefault("unusable", []).append((label, (
                     f"class {label!r} has no usable training images; training on all {total} of its usable images")))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from retrain.errors import RetrainError, UsageError
 from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, look_alikes, shown
-from retrain.labels.split import SPLITS
+from retrain.labels.split import SPLITS, scant_training
 
 if TYPE_CHECKING:
     from retrain.labels import LabelSet
@@ -550,4 +550,6 @@ class CsvSource:
         expected = () if table.has_split_column else tuple(
             name for name, percent in (("validation", self.validation_percentage),
                                        ("testing", self.testing_percentage)) if percent > 0)
-        return build(examples, source=f"{FLAG} {self.path}", multi_label=multi, expected_splits=expected)
+        scant = "" if table.has_split_column else scant_training(validation_percentage=self.validation_percentage,
+                                                                  testing_percentage=self.testing_percentage)
+        return build(examples, source=f"{FLAG} {self.path}", multi_label=multi, expected_splits=expected, scant=scant)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from retrain.errors import RetrainError, UsageError
 from retrain.labels import Example, LabelSet, build
-from retrain.labels.split import split_of
+from retrain.labels.split import scant_training, split_of
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +265,10 @@ class FolderSource:
                      shown(walk.ignored[0]))
         expected = {name for name, percent in (("validation", self.validation_percentage),
                                                ("testing", self.testing_percentage)) if percent > 0}
+        scant = scant_training(validation_percentage=self.validation_percentage,
+                               testing_percentage=self.testing_percentage)
         return dataclasses.replace(build(examples, source=f"--image_dir {image_dir}", multi_label=self.multi_label,
-                                         expected_splits=expected), walked=tuple(walk.entered))
+                                         expected_splits=expected, scant=scant), walked=tuple(walk.entered))
 
 
 def _warn_case_collisions(labels: list[str]) -> None:

@@ -34,3 +34,13 @@ def split_of(relative_path: str, *, validation_percentage: float, testing_percen
     if percentage < validation_percentage + testing_percentage:
         return "testing"
     return "training"
+
+
+def scant_training(*, validation_percentage: float, testing_percentage: float) -> str:
+    """When the two percentages leave under half the images for training, words that say so (a class with no
+    training image then trains on all its images, the small-class rule: a cause to name, not "a small class")."""
+    left = 100 - validation_percentage - testing_percentage
+    if left >= 50:
+        return ""
+    return (f"--testing_percentage {testing_percentage:g} and --validation_percentage {validation_percentage:g} "
+            f"leave {max(left, 0):g}% for training")
