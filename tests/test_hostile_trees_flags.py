@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,8 +111,15 @@ def test_empty_class_folder_is_left_out(tmp_path: Path, tiny_module: Path, outpu
     tree = make_colour_tree(tmp_path / "photos")
     (tree / "purple").mkdir()
     (tree / "purple" / "notes.txt").write_text("to do: take photos")
+    (tree / "jfif").mkdir()  # JPEGs as Windows may save them: the warning says what the folder holds
+    for index in range(3):
+        shutil.copy(next((tree / "red").iterdir()), tree / "jfif" / f"photo{index}.JFIF")
+    (tree / "jfif" / "readme").write_text("from my phone")
     result = retrain(tree, tiny_module, outputs)
-    assert f"class folder {tree / 'purple'} has no images" in result.stderr
+    assert f"class folder {tree / 'purple'} has no images (.bmp, .gif, .jpeg, .jpg, .png, .webp), only 1 .txt " \
+           "file(s): if they are photos in one of those formats, rename them; skipping it" in result.stderr
+    assert f"class folder {tree / 'jfif'} has no images (.bmp, .gif, .jpeg, .jpg, .png, .webp), only 3 .jfif and " \
+           "1 extension-less file(s)" in result.stderr
     assert outputs["output_labels"].read_text() == "blue\ngreen\nred\n"
 
 

@@ -16,6 +16,7 @@ warned about; genuine non-image files get one INFO line.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -170,6 +171,16 @@ class _Walk:
                 self.ignored.append(str(path))
 
 
+def _what_else(paths: list[str]) -> str:
+    """What a class folder with no images holds instead, for its warning: `, only 6 .jfif and 1 .txt file(s)`."""
+    if not paths:
+        return ""
+    kinds = collections.Counter(Path(path).suffix.lower() or "extension-less" for path in paths)
+    listed = " and ".join(f"{count} {suffix}" for suffix, count in kinds.most_common(2))
+    more = f" (and {len(kinds) - 2} other kinds)" if len(kinds) > 2 else ""
+    return f", only {listed}{more} file(s): if they are photos in one of those formats, rename them"
+
+
 def image_files(root: Path) -> list[Path]:
     """All image files under an --image folder, nested folders included, hidden ones and bad names skipped, sorted."""
     return _Walk(root, flag="--image", any_name=True).files(root)
@@ -238,10 +249,11 @@ class FolderSource:
             if walk.leads_back(class_dir, then="; class skipped"):
                 continue
             walk.visited = set()  # each class is walked on its own, as if it were the only one
+            ignored_before = len(walk.ignored)
             files = walk.files(class_dir)
             if not files:
-                log.warning("class folder %s has no images (%s); skipping it", class_dir,
-                            ", ".join(sorted(IMAGE_EXTENSIONS)))
+                log.warning("class folder %s has no images (%s)%s; skipping it", class_dir,
+                            ", ".join(sorted(IMAGE_EXTENSIONS)), _what_else(walk.ignored[ignored_before:]))
                 continue
             labels.append(entry.name)
             for path in files:
