@@ -221,8 +221,13 @@ def check_writable_dir(path: Path, *, flag: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         shown = path if existing == path else f"{path} (its parent {existing})"
-        raise UsageError(f"{flag} {shown} is a file; expected a folder")
+        raise UsageError(f"{flag} {shown} is {_not_a_folder(existing)}; expected a folder")
     _check_writable_dir(existing, flag=flag, shown=path)
+
+
+def _not_a_folder(path: Path) -> str:
+    """What stands where a folder was expected: a file, or a device or pipe (`--bottleneck_dir /dev/null`)."""
+    return "a file" if path.is_file() else "a device or a pipe"
 
 
 def _check_not_a_broken_link(path: Path, *, flag: str) -> None:
@@ -246,7 +251,7 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
 def _check_replaceable_contents(path: Path, *, flag: str) -> None:
     """An existing folder output is a folder retrain may swap out whole: empty, or exactly what it wrote there."""
     if not path.is_dir():
-        raise UsageError(f"{flag} {path} is a file; expected a folder")
+        raise UsageError(f"{flag} {path} is {_not_a_folder(path)}; expected a folder")
     if _inside(real(Path.cwd()), real(path)) or os.path.ismount(path):
         where = "a mount point" if os.path.ismount(path) else "the current folder or holds it"
         raise UsageError(f"{flag} {path} is {where}; retrain replaces that folder whole, so give a new "

@@ -105,6 +105,8 @@ def test_an_output_folder_that_is_a_file_is_called_a_file(colour_tree: Path, tin
     (tmp_path / "notes").write_text("not a folder")
     error = retrain(colour_tree, tiny_module, outputs, expect=2, output_graph=tmp_path / "notes" / "graph.pb")
     assert f"folder {tmp_path / 'notes'} is a file, not a folder" in error, error
+    error = retrain(colour_tree, tiny_module, outputs, expect=2, bottleneck_dir="/dev/null")  # it was "a file"
+    assert error == "retrain: error: --bottleneck_dir /dev/null is a device or a pipe; expected a folder"
 
 
 def test_empty_class_folder_is_left_out(tmp_path: Path, tiny_module: Path, outputs) -> None:
