@@ -436,6 +436,17 @@ def _is_retrain_tflite(data: Any) -> bool:
                                                 for name in (SERVING_SIGNATURE, IMAGE_KEY, OUTPUT_KEY))
 
 
+def _is_json(data: Any) -> bool:
+    """A JSON object or array (a small file only: what sits at report.json is at most a few megabytes)."""
+    if len(data) > 16 << 20 or bytes(data[:64]).lstrip()[:1] not in (b"{", b"["):
+        return False
+    try:
+        json.loads(bytes(data[:]))
+    except ValueError:
+        return False
+    return True
+
+
 def _is_text(data: Any) -> bool:
     head = bytes(data[:65536])
     try:
@@ -519,7 +530,7 @@ def _looks_like(data: Any) -> str:
     if _is_graph_def(data):
         return "another model's frozen graph"
     if _is_text(data):
-        return "a text file"
+        return "a JSON file" if _is_json(data) else "a text file"
     control = re.search(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]", bytes(data[:65536]))  # none in text of any 8-bit encoding
     return "a text file not in UTF-8" if len(data) and control is None else "other data"
 

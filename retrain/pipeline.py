@@ -145,8 +145,9 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     """
     plan = plan or prepare(config)
     labels = plan.labels
-    log.info("found %d classes in %s: %d training, %d validation, %d testing images", len(labels.names),
-             config.image_dir, labels.count("training"), labels.count("validation"), labels.count("testing"))
+    log.info("found %d %s in %s: %d training, %d validation, %d testing images", len(labels.names),
+             "labels" if labels.multi_label else "classes", config.image_dir, labels.count("training"),
+             labels.count("validation"), labels.count("testing"))
     source = load_feature_source(config.modules, image_size=config.image_size)
     if config.fine_tune:
         source.check_fine_tunable()  # fail before the long part, not after
@@ -168,8 +169,8 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         for store in stores:
             store.compact()
         if vectors.skipped:
-            log.warning("skipped %d images (of %d) that could not be read or decoded; each is named above with "
-                        "the reason", len(vectors.skipped), len(files))
+            log.warning("skipped %d image(s) (of %d) that could not be read, decoded or used; each is named above "
+                        "with the reason", len(vectors.skipped), len(files))
         labels = labels.keep(set(vectors.paths))
         warn_identical_files(labels, vectors.paths, vectors.keys)
         row = {path: index for index, path in enumerate(vectors.paths)}
@@ -263,7 +264,8 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                           split=splits["testing"], evaluations=evaluations, written=written,
                           module=source.handle, objective=objective.name)])
     if vectors.skipped:  # repeated at the end, where the user looks, after the training log
-        log.warning("skipped %d images that could not be read or decoded (listed above)", len(vectors.skipped))
+        log.warning("skipped %d image(s) that could not be read, decoded or used (listed above)",
+                    len(vectors.skipped))
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
                          skipped=vectors.skipped, source=source, written=tuple(written), run_folder=run_folder)
 

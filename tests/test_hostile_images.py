@@ -289,8 +289,8 @@ def test_hostile_run_names_each_skipped_file_with_its_reason(hostile_run) -> Non
 def test_hostile_run_counts_skips_in_a_final_line(hostile_run) -> None:
     result, *_rest, bad, _out = hostile_run
     lines = result.stderr.strip().splitlines()
-    assert f"skipped {len(bad)} images that could not be read or decoded" in lines[-1]
-    assert f"skipped {len(bad)} images (of " in result.stderr
+    assert f"skipped {len(bad)} image(s) that could not be read, decoded or used" in lines[-1]
+    assert f"skipped {len(bad)} image(s) (of " in result.stderr
 
 
 def test_hostile_run_uses_every_good_image(hostile_run) -> None:

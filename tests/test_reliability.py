@@ -334,7 +334,8 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                                   mine / "model_int8.tflite",
                                   r"model_int8\.tflite \(the int8 model beside --output_tflite\) exists and is not"),
         "foreign_report": ({}, out / "report.json",
-                           r"report\.json \(the report beside --output_labels\) exists and is not a retrain report"),
+                           r"report\.json \(the report beside --output_labels\) exists and is not a retrain report "
+                           r"\(it is a JSON file\)"),
         "folder_at_report": ({}, out / "report.json",
                              r"report\.json \(the report beside --output_labels\) is a folder"),
         "folder_at_thresholds": ({"multi_label": True}, outputs["output_labels"].with_name("labels_thresholds.txt"),
