@@ -939,6 +939,8 @@ def test_a_full_disk_under_the_cache_is_one_line_and_leaves_no_temp_files(colour
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("retrain: error: cannot write to the bottleneck cache") and str(mount) in last, last
+    shards = list(mount.rglob("shard-*.npz"))  # what it says was kept is what is there
+    assert last.endswith("vectors computed so far are kept" if shards else "no vector of this run could be kept")
     assert "Traceback" not in result.stderr
     assert not list(mount.rglob(".tmp-*")), "no temporary shard is left behind"
 

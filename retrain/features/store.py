@@ -333,8 +333,10 @@ class BottleneckStore:
         except OSError as error:
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
+            kept = ("vectors computed so far are kept" if self.shards_written else
+                    "no vector of this run could be kept")
             raise RetrainError(f"cannot write to the bottleneck cache {self.dir} (--bottleneck_dir): "
-                               f"{error.strerror or error}; vectors computed so far are kept") from None
+                               f"{error.strerror or error}; {kept}") from None
         except BaseException:
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
