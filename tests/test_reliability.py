@@ -7,6 +7,7 @@ a check but cannot work, a full or read-only disk, and truncated graphs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -926,11 +927,19 @@ def test_a_closed_stdout_or_stderr_does_not_cost_the_run_its_files(colour_tree: 
 
 
 @pytest.mark.integration  # 5 s: a run in a fresh process on a small disk; kept out of the 3-minute suite
+@pytest.mark.parametrize("room", ["8 kB", "none"])
 def test_a_full_disk_under_the_cache_is_one_line_and_leaves_no_temp_files(colour_tree: Path, tiny_module: Path,
-                                                                          outputs, small_disk) -> None:
+                                                                          outputs, small_disk, room: str) -> None:
+    """With no room at all, no shard is written: the line said "vectors computed so far are kept" all the same."""
     mount, env = small_disk
-    if not env:
+    if env and room == "none":
+        env = {**env, "RETRAIN_TEST_FSIZE": "1"}
+    elif not env and room == "8 kB":
         (mount / "filler").write_bytes(b"\0" * (248 * 1024))  # leave only 8 kB on the tmpfs
+    elif not env:
+        with contextlib.suppress(OSError), open(mount / "filler", "wb", buffering=0) as filler:  # fill the tmpfs
+            while True:
+                filler.write(b"\0" * 4096)
     for i in range(40):  # many photos, so the shards outgrow what is left
         for label in COLOURS:
             colour_photo(colour_tree / label / f"more_{i:03d}.jpg", COLOURS[label], seed=3000 + i)
