@@ -50,9 +50,16 @@ def test_list_modules_prints_the_table_without_image_dir_or_tensorflow() -> None
         assert f" {entry.size} " in line and entry.handle in line
 
 
+def console_script(name: str) -> str:
+    """The console script pip installed for this interpreter (beside it: a pyenv shim first on PATH is no
+    Python script)."""
+    script = Path(sys.executable).with_name(name)
+    assert script.is_file(), f"the {name} console script is installed beside {sys.executable} (pip install -e .)"
+    return str(script)
+
+
 def test_list_modules_via_console_script_exits_zero() -> None:
-    retrain = shutil.which("retrain")
-    assert retrain, "the retrain console script is installed (pip install -e .)"
+    retrain = console_script("retrain")
     result = run_script(retrain, "--list_modules", "--how_many_training_steps", "-5")  # eager: nothing else checked
     assert "mobilenet_v2_100_224" in result.stdout and "299" in result.stdout
     assert result.stderr == ""
@@ -63,8 +70,7 @@ def test_list_modules_via_console_script_exits_zero() -> None:
 def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about_kept_files(command: list[str]) -> None:
     """Printing is all these do: on a full device they fail (exit 1) and say only why; "finished files are kept",
     the run's word, would be false here, for nothing ran."""
-    script = shutil.which(command[0])
-    assert script, f"the {command[0]} console script is installed (pip install -e .)"
+    script = console_script(command[0])
     with open("/dev/full", "w") as full:
         result = subprocess.run([sys.executable, script, *command[1:]], stdout=full, stderr=subprocess.PIPE,
                                 text=True, timeout=60)
