@@ -561,16 +561,21 @@ def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path:
 
 
 def test_a_second_model_in_the_same_folder_says_it_replaces_the_first_ones_report(colour_tree: Path,
-                                                                                   tiny_module: Path, outputs) -> None:
+                                                                                   tiny_module: Path, outputs,
+                                                                                   tmp_path: Path) -> None:
+    """...and is not refused, though its labels differ: the first model's graph and labels stay together."""
     retrain(colour_tree, tiny_module, outputs)
     first = json.loads((outputs["output_labels"].parent / "report.json").read_text())
     other = {**outputs, "output_graph": outputs["output_graph"].with_name("other.pb"),
              "output_labels": outputs["output_labels"].with_name("other_labels.txt")}
-    result = retrain(colour_tree, tiny_module, other)
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / sorted(COLOURS)[0])
+    result = retrain(other_tree, tiny_module, other)
     assert f"holds the report of the model whose labels are {outputs['output_labels']}; this run replaces it" \
         in result.stderr
     assert first["run"]["flags"]["output_labels"] == str(outputs["output_labels"])
-    again = retrain(colour_tree, tiny_module, other)  # its own report: nothing to say
+    again = retrain(other_tree, tiny_module, other)  # its own report: nothing to say
     assert "holds the report of the model" not in again.stderr
 
 

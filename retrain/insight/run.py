@@ -50,11 +50,17 @@ def check_earlier_model(output_labels: Path, labels: Sequence[str], *, rewritten
     path = report_path(output_labels)
     try:
         report = json.loads(path.read_text())
-        earlier, files, folder = report["labels"], report["run"]["files"], report["run"].get("folder")
+        earlier, run = report["labels"], report["run"]
         if report.get("format") != reports.FORMAT or list(earlier) == list(labels):
             return
-        paths = [Path(name) if os.path.isabs(name) else Path(folder, name) for name in files
-                 if os.path.isabs(name) or folder]  # a relative path of a report without its folder: unknown
+
+        def where(name: str) -> Path | None:  # a relative path of a report without its folder: unknown
+            return Path(name) if os.path.isabs(name) else Path(run["folder"], name) if run.get("folder") else None
+
+        own = where(run["flags"]["output_labels"])
+        if own is None or os.path.realpath(own) != os.path.realpath(output_labels):
+            return  # the report of a model whose labels are another file: warn_if_another_models_report says so
+        paths = [file for file in map(where, run["files"]) if file is not None]
     except (OSError, ValueError, KeyError, TypeError):
         return
     left = [file for file in paths if os.path.lexists(file) and not rewritten(file)]
