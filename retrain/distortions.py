@@ -45,6 +45,13 @@ class Distortions:
         return bool(self.flip_left_right or self.random_crop or self.random_scale or self.random_brightness)
 
     @property
+    def views(self) -> int:
+        """How many distinct pictures the cached variants can be when they are few: flipping alone makes the
+        photo or its mirror image (2); 0 when every draw is a picture of its own."""
+        return 2 if self.flip_left_right and not (self.random_crop or self.random_scale or self.random_brightness) \
+            else 0
+
+    @property
     def margin(self) -> float:
         return 1.0 + self.random_crop / 100.0
 
@@ -121,6 +128,17 @@ def distort_tensors(images: Any, boxes: Any, flip: Any, brightness: Any, *, heig
     windows = tf.image.crop_and_resize(images, boxes, tf.range(count), [height, width], method="bilinear")
     mirrored = tf.where(tf.reshape(flip, [-1, 1, 1, 1]), tf.reverse(windows, axis=[2]), windows)
     return mirrored * tf.reshape(tf.cast(brightness, tf.float32), [-1, 1, 1, 1])
+
+
+def variant_parameters(distortions: Distortions, *, key: bytes, variant: int, seed: int) -> Parameters:
+    """The distortion of cached variant `variant` of an image: the random draw of (image, variant, seed); or,
+    when the distortions make only a few pictures (`views`), picture `variant % views` (flipping alone: the
+    photo, then its mirror image, in turn), so that each picture is computed once, not once per variant."""
+    if not distortions.views:
+        return sample_parameters(distortions, count=1, rng=variant_rng(key=key, variant=variant, seed=seed))
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+    return Parameters(scale=one, offset_y=zero, offset_x=zero, flip=np.array([variant % distortions.views == 1]),
+                      brightness=one)
 
 
 def variant_rng(*, key: bytes, variant: int, seed: int) -> np.random.Generator:

@@ -19,7 +19,7 @@ from retrain.features.source import FeatureSource
 from retrain.features.store import BottleneckStore
 from retrain.images import load_image
 from retrain.pipeline import run
-from tests.conftest import PHOTOS, colour_photo, flags, invoke, require
+from tests.conftest import PHOTOS, colour_photo, flags, invoke, require, save_tiny_module
 
 ALL_FOUR = Distortions(flip_left_right=True, random_crop=10, random_scale=10, random_brightness=10)
 
@@ -139,6 +139,31 @@ def test_changing_a_distortion_flag_invalidates_the_variant_cache(tiny_training,
     per_image = first.vectors.reshape(len(train), 3, -1)
     assert all(not np.allclose(per_image[i, 0], per_image[i, 1]) for i in range(len(train)))
 
+
+
+def test_flipping_alone_computes_each_picture_once_not_once_per_variant(tiny_training, tmp_path: Path):
+    """--flip_left_right alone makes two pictures of a photo, itself and its mirror image, but each of the 5
+    variants ran the module: 2.5 times the work. The variants now take the two in turn, each computed once."""
+    train = tiny_training[0]
+    extractor = load_feature_extractor(str(save_tiny_module(tmp_path / "spatial", spatial=True)))  # sees mirrors
+    source = FeatureSource(members=(extractor,))
+    plain = file_vectors(train, source=source, stores=[BottleneckStore(tmp_path / "plain",
+                         module_key=extractor.cache_key, feature_dim=extractor.feature_dim)], batch_size=8).vectors
+    store = BottleneckStore(tmp_path / "cache", module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
+    store.load()
+    paths, vectors = variant_vectors(train, source=source, stores=[store], distortions=Distortions(flip_left_right=True),
+                                     variants=5, seed=0, batch_size=8)
+    assert paths == tuple(train) and len(store) == 2 * len(train)
+    per_image = vectors.reshape(len(train), 5, -1)
+    np.testing.assert_allclose(per_image[:, [0, 2, 4]], np.repeat(plain[:, None], 3, axis=1), atol=1e-5)
+    mirrored = per_image[:, 1]
+    assert all(not np.allclose(mirrored[i], plain[i]) for i in range(len(train)))
+    np.testing.assert_array_equal(per_image[:, 3], mirrored)
+    other = BottleneckStore(tmp_path / "crop", module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
+    other.load()  # with a crop too, every variant is a picture of its own
+    variant_vectors(train, source=source, stores=[other], batch_size=8, variants=5, seed=0,
+                    distortions=Distortions(flip_left_right=True, random_crop=10))
+    assert len(other) == 5 * len(train)
 
 def test_validation_and_test_images_are_never_distorted(colour_tree: Path, tiny_module: Path, outputs):
     for i in range(12):  # enough images for validation and test in every class

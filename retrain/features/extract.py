@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.distortions import Distortions, Parameters, crop_boxes, distort_tensors, sample_parameters, variant_rng
+from retrain.distortions import Distortions, Parameters, crop_boxes, distort_tensors, variant_parameters
 from retrain.features.filekeys import FileKeys, content_key
 from retrain.features.module import FeatureExtractor
 from retrain.features.source import FeatureSource
@@ -162,8 +162,7 @@ class ExtractionJob:
     def _rows(self, item: WorkItem, pixels: np.ndarray) -> list[tuple[bytes, np.ndarray, Parameters | None]]:
         if self.distortions is None:
             return [(key, pixels, None) for key in item.keys]
-        return [(key, pixels, sample_parameters(self.distortions, count=1,
-                                                rng=variant_rng(key=key, variant=variant, seed=self.seed)))
+        return [(key, pixels, variant_parameters(self.distortions, key=key, variant=variant, seed=self.seed))
                 for key, variant in zip(item.keys, item.variants)]
 
     def run(self, items: Sequence[WorkItem], *, pool: concurrent.futures.Executor,
@@ -357,7 +356,11 @@ def _concatenate(parts: list[np.ndarray], rows: int, dim: int) -> np.ndarray:
 
 
 def variant_keys(key: bytes, *, distortions: Distortions, variants: int, seed: int) -> list[bytes]:
-    """Cache keys of an image's distorted variants 0..variants-1, from its content key."""
+    """Cache keys of an image's distorted variants 0..variants-1, from its content key: one per variant, or, when
+    the distortions make only a few pictures (`Distortions.views`), one per picture (repeated, seed-free)."""
+    if distortions.views:
+        return [_variant_key(key, f"distorted:{distortions.tag()}:view={index % distortions.views}")
+                for index in range(variants)]
     tag = f"distorted:{distortions.tag()}:seed={seed}"
     return [_variant_key(key, f"{tag}:variant={index}") for index in range(variants)]
 
@@ -383,14 +386,19 @@ def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Seq
         for member, store in zip(source.members, stores):
             items = []
             for path, image_keys in all_keys.items():
-                missing = [(k, v) for v, k in enumerate(image_keys) if k not in store]
+                first: dict[bytes, int] = {}  # each distinct key once, with the first variant that has it
+                for variant, k in enumerate(image_keys):
+                    first.setdefault(k, variant)
+                missing = [(k, v) for k, v in first.items() if k not in store]
                 if missing and path not in skipped:
                     items.append(WorkItem(path=path, keys=tuple(k for k, _ in missing),
                                           variants=tuple(v for _, v in missing), content=keys[path]))
             missing_count = sum(len(item.keys) for item in items)
-            log.info("distorted variants (%d per training image, %s)%s: %d cached, %d to compute", variants,
-                     distortions.tag(), "" if len(source.members) == 1 else f" for {member.handle}",
-                     variants * len(all_keys) - missing_count, missing_count)
+            distinct = sum(len(set(image_keys)) for image_keys in all_keys.values())
+            log.info("distorted variants (%d per training image%s, %s)%s: %d cached, %d to compute", variants,
+                     f", {distortions.views} different pictures" if distortions.views else "", distortions.tag(),
+                     "" if len(source.members) == 1 else f" for {member.handle}", distinct - missing_count,
+                     missing_count)
             if not items:
                 continue
             job = ExtractionJob(member, store, batch_size=batch_size, distortions=distortions, seed=seed,
