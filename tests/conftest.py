@@ -136,11 +136,11 @@ def colour_tree(tmp_path: Path) -> Path:
 
 
 def save_tiny_module(path: Path, *, size: int | None = TINY_SIZE, feature_dim: int = 8,
-                     spatial: bool = False) -> Path:
+                     spatial: bool = False, seed: int = 7) -> Path:
     """A home-made TF2 image feature-vector SavedModel: colour statistics through a small dense layer.
 
     spatial: also the differences between the top and bottom halves and the left and right halves, so the
-    vector tells an image from its mirror or its transpose.
+    vector tells an image from its mirror or its transpose. seed: draws the dense layer's weights.
     """
     from retrain.tfenv import import_tensorflow
 
@@ -149,7 +149,7 @@ def save_tiny_module(path: Path, *, size: int | None = TINY_SIZE, feature_dim: i
     class TinyFeatures(tf.Module):
         def __init__(self) -> None:
             super().__init__()
-            rng = np.random.default_rng(7)
+            rng = np.random.default_rng(seed)
             inputs = 12 if spatial else 6
             self.kernel = tf.Variable(rng.normal(0, 1, (inputs, feature_dim)).astype(np.float32), name="kernel")
             self.bias = tf.Variable(np.zeros(feature_dim, np.float32), name="bias")

@@ -67,6 +67,9 @@ def test_bad_values_raise_the_command_lines_message_before_any_work(colour_tree:
     ({"flip_left_right": "yes"}, "--flip_left_right must be True or False, got 'yes'"),
     ({"image_size": 224.5}, "--image_size must be a whole number, got 224.5"),
     ({"output_graph": 5}, "--output_graph must be a path, got 5"),
+    # bool is an int subclass in Python: True for a count or a rate is a slip, not 1
+    ({"how_many_training_steps": True}, "--how_many_training_steps must be a whole number, got True"),
+    ({"learning_rate": True}, "--learning_rate must be a number, got True"),
 ])
 def test_wrong_names_and_types_from_python_are_one_line_before_any_work(colour_tree: Path, outputs, flags_,
                                                                          message: str) -> None:

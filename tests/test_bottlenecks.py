@@ -379,3 +379,31 @@ def test_a_shard_the_run_may_not_read_is_recomputed_not_called_damaged(tmp_path:
     assert locked.exists() and not list(locked.parent.glob("damaged-*"))
     assert f"cannot read bottleneck shard {locked} (permission denied)" in caplog.text
     assert "damaged" not in caplog.text
+
+
+def test_a_module_whose_weights_changed_under_the_same_graph_does_not_share_vectors(tmp_path: Path, extractor):
+    """A module re-exported with new weights keeps its saved_model.pb: its old vectors must not be reused."""
+    other = save_tiny_module(tmp_path / "other", seed=8)
+    retrained = tmp_path / "retrained"
+    shutil.copytree(extractor.path, retrained)  # the first module's graph...
+    shutil.rmtree(retrained / "variables")
+    shutil.copytree(other / "variables", retrained / "variables")  # ...with the other module's weights
+    assert (retrained / "saved_model.pb").read_bytes() == (extractor.path / "saved_model.pb").read_bytes()
+    reweighted = load_feature_extractor(str(retrained))
+    assert reweighted.cache_key != extractor.cache_key
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
+    before = compute(files, extractor, tmp_path / "cache")
+    after = compute(files, reweighted, tmp_path / "cache")
+    assert after.computed == len(files) and not np.allclose(after.vectors, before.vectors)
+
+
+def test_a_module_of_open_input_size_run_at_two_sizes_does_not_share_vectors(tmp_path: Path):
+    """--image_size 32 and --image_size 40 on a module that leaves its size open give different vectors."""
+    module = save_tiny_module(tmp_path / "open", size=None)
+    small = load_feature_extractor(str(module), image_size=32)
+    large = load_feature_extractor(str(module), image_size=40)
+    assert (small.height, large.height) == (32, 40)
+    assert small.cache_key != large.cache_key
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=2))
+    compute(files, small, tmp_path / "cache")
+    assert compute(files, large, tmp_path / "cache").computed == len(files)

@@ -170,3 +170,15 @@ def test_class_names_that_cannot_be_one_line_are_skipped(tmp_path: Path, name: s
         labels = scan(tmp_path, 0, 0)
     assert labels.names == ("cats", "dogs")
     assert f"skipping class folder {name!r}" in caplog.text and "one label per line" in caplog.text
+
+
+def test_a_name_decomposed_as_macos_writes_it_splits_as_its_composed_spelling() -> None:
+    """A tree copied from a Mac names `café.jpg` with `e` + U+0301: its images must stay in their splits."""
+    import unicodedata
+
+    names = [f"caf\u00e9/cr\u00e8me_br\u00fbl\u00e9e_{i}.jpg" for i in range(20)] + ["\u00c5ngstr\u00f6m/\u00f1.png"]
+    for name in names:
+        decomposed = unicodedata.normalize("NFD", name)
+        assert decomposed != name
+        assert split_of(decomposed, validation_percentage=50, testing_percentage=0) == \
+            split_of(name, validation_percentage=50, testing_percentage=0), name

@@ -226,3 +226,11 @@ def test_on_the_fly_mode_trains_with_progress_and_exports(colour_tree: Path, tin
 def test_bad_distortion_flags_are_usage_errors(colour_tree: Path, outputs, args: list[str], message: str):
     result = invoke(retrain_command, flags(image_dir=colour_tree, **outputs) + args, expect=2)
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_random_brightness_both_darkens_and_brightens() -> None:
+    """--random_brightness 20 multiplies by a factor drawn from [0.8, 1.2], as the classic script did."""
+    drawn = sample_parameters(Distortions(random_brightness=20), count=400, rng=np.random.default_rng(0)).brightness
+    assert drawn.min() >= 0.8 and drawn.max() <= 1.2
+    assert (drawn < 0.9).any() and (drawn > 1.1).any()
+    assert 0.4 < (drawn > 1).mean() < 0.6

@@ -197,5 +197,17 @@ def test_dashed_aliases_are_accepted(colour_tree: Path, tiny_module: Path, outpu
     assert "Final test accuracy" in invoke(retrain_command, args).stdout
 
 
+
+def test_validation_during_training_uses_the_validation_batch_size(colour_tree: Path, tiny_module: Path,
+                                                                   outputs: dict[str, Path]):
+    """--validation_batch_size 7: each evaluation while training scores 7 images (N=7), not the whole set."""
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=3,
+                                           validation_batch_size=7, eval_step_interval=2, **outputs))
+    found = re.search(r"(\d+) validation", result.stderr)
+    assert found and int(found.group(1)) != 7  # the whole set would be another N
+    lines = re.findall(r"Step (\d+): Validation accuracy = \d+\.\d% \(N=(\d+)\)", result.stderr)
+    assert lines == [("0", "7"), ("2", "7")], result.stderr
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

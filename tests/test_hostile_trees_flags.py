@@ -169,6 +169,8 @@ def test_folders_differing_only_by_case(tmp_path: Path, tiny_module: Path, outpu
     ({"test_batch_size": -7}, "--test_batch_size must be positive, or -1 for the whole set; got -7"),
     ({"bottleneck_batch_size": 0}, "--bottleneck_batch_size must be positive, got 0"),
     ({"eval_step_interval": 0}, "--eval_step_interval must be positive, got 0"),
+    ({"learning_rate": 0}, "--learning_rate must be positive, got 0.0"),  # a run that trains nothing
+    ({"intermediate_store_frequency": -1}, "--intermediate_store_frequency must be 0 (never) or positive, got -1"),
 ])
 def test_bad_numbers_stop_before_any_work(colour_tree: Path, tiny_module: Path, outputs, values, message) -> None:
     error = retrain(colour_tree, tiny_module, outputs, expect=2, **values)

@@ -573,3 +573,38 @@ def test_a_saved_model_with_a_damaged_fingerprint_is_read_without_tensorflows_tr
                         "--graph", str(saved), "--labels", str(outputs["output_labels"]), "--image", str(photo))
     assert "Traceback" not in result.stderr and "Fingerprint" not in result.stderr, result.stderr
     assert result.stdout.splitlines()[0].split()[0] == "red"
+
+
+def test_custom_mean_and_std_are_applied_as_pixel_minus_mean_over_std(tmp_path: Path) -> None:
+    """The classic semantics: --input_mean 10 --input_std 100 feeds (pixel - 10) / 100, pixels in 0..255."""
+    from retrain.images import load_image
+    from retrain.inference.command import Preprocessing
+
+    photo = _colour_photos(tmp_path)["green"]
+    fed = Preprocessing(height=32, width=32, mean=10.0, std=100.0)(photo)
+    pixels = load_image(photo, height=32, width=32).astype(np.float64) * 255.0
+    np.testing.assert_allclose(fed, (pixels - 10.0) / 100.0, rtol=1e-6, atol=1e-6)
+    assert fed.dtype == np.float32
+
+
+def test_a_label_scored_exactly_at_its_threshold_is_printed(tmp_path: Path) -> None:
+    """SPEC: a multi-label model prints the labels at or above their thresholds; at counts."""
+    photo = str(_colour_photos(tmp_path)["red"])
+    common = _multi_label_model(tmp_path, "0.5\n0.5\n0.5\n")
+    (record,) = label_json(*common, "--image", photo)
+    scores = {p["label"]: p["score"] for p in record["predictions"]}
+    # each threshold set to its label's own float32 score, written as retrain writes thresholds (9 digits)
+    thresholds_path(tmp_path / "labels.txt").write_text("".join(f"{np.float32(scores[label]):.9g}\n"
+                                                                for label in ("red", "green", "blue")))
+    (record,) = label_json(*common, "--image", photo)
+    assert record["labels"] == [p["label"] for p in record["predictions"]] and len(record["labels"]) == 3
+    printed = invoke(label_image_command, [*common, "--image", photo]).stdout.splitlines()
+    assert [line.split(" ")[0] for line in printed] == record["labels"]
+
+
+def test_an_input_std_of_zero_is_one_usage_error_line(tmp_path: Path) -> None:
+    """Pixels are divided by --input_std: 0 is refused before any work, not a division by zero."""
+    common = _multi_label_model(tmp_path, None)
+    for value in ("0", "0.0", "-0"):
+        message = _error([*common, "--image", str(_colour_photos(tmp_path)["red"]), "--input_std", value], expect=2)
+        assert message == "label-image: error: --input_std must not be 0 (pixels are divided by it)"

@@ -450,3 +450,32 @@ def test_a_csv_that_turns_multi_label_by_itself_says_so(tmp_path: Path, image_di
     caplog.clear()
     scan(tmp_path, image_dir, content, multi_label=True)  # asked for: nothing to say
     assert not [m for m in warnings_of(caplog) if "multi-label" in m]
+
+
+def test_rows_without_a_split_follow_each_percentage_flag(tmp_path: Path) -> None:
+    """--validation_percentage 10 --testing_percentage 30 puts 10 % of the rows in validation, not 30 %."""
+    from retrain.labels.csv import CsvSource
+    from retrain.labels.split import split_of
+
+    root = tmp_path / "many"
+    names = [f"{label}/{label}_{i:02d}.jpg" for label in ("cat", "dog") for i in range(30)]
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\xff\xd8 not decoded here")
+    expected = {name: split_of(name, validation_percentage=10, testing_percentage=30) for name in names}
+    assert any(split != split_of(name, validation_percentage=30, testing_percentage=10)
+               for name, split in expected.items())  # the two flags would place some rows elsewhere
+    content = "path,labels\n" + "".join(f"{name},{name.split('/')[0]}\n" for name in names)
+    labels = CsvSource(write(tmp_path, content), image_dir=root, delimiter=" ", validation_percentage=10,
+                       testing_percentage=30).scan()
+    assert {e.path.relative_to(root).as_posix(): e.split for e in labels.examples} == expected
+
+
+def test_a_path_written_with_dot_segments_is_hashed_for_the_split_as_without_them(tmp_path: Path,
+                                                                                   image_dir: Path) -> None:
+    """`./sub/e.webp` and `sub/e.webp` name one file: the split (a hash of `name`) must not depend on the spelling."""
+    plain = read_labels_csv(write(tmp_path, "path,labels\na.jpg,cat\nsub/e.webp,dog\nsub/f.bmp,dog\n", "plain.csv"),
+                            image_dir=image_dir)
+    dotted = read_labels_csv(write(tmp_path, "path,labels\n./a.jpg,cat\n./sub/e.webp,dog\nsub/./f.bmp,dog\n",
+                                   "dotted.csv"), image_dir=image_dir)
+    assert [row.name for row in dotted.rows] == [row.name for row in plain.rows] == ["a.jpg", "sub/e.webp", "sub/f.bmp"]

@@ -224,3 +224,14 @@ def test_a_label_with_no_training_image_is_never_predicted(tmp_path: Path, tiny_
                                                       str(outputs["output_labels"]), "--json",
                                                       str(image_dir)]).stdout)
     assert len(records) == 60 and not any("rare" in record["labels"] for record in records)
+
+
+def test_thresholds_are_written_with_the_digits_that_read_back_the_same_float32() -> None:
+    """label-image reads the thresholds file as float32: a threshold written short would move, and a score
+    exactly at it would change sides."""
+    from retrain.exporters.labels import thresholds_text
+    from retrain.labels.multilabel import grid_thresholds
+
+    thresholds = np.concatenate([grid_thresholds(1000), np.float32([1 / 3, 0.1, 0.7071068, 1e-7])])
+    read = np.float32([float(line) for line in thresholds_text(thresholds).decode("ascii").splitlines()])
+    np.testing.assert_array_equal(read, thresholds)

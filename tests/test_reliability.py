@@ -1110,3 +1110,69 @@ def test_paths_with_line_breaks_and_escape_codes_stay_one_line_in_results_and_er
     assert "\x1b" not in result.stdout
     error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": out / "missing\n" / "g.pb"}, expect=2)
     assert "missing\\n" in error and "\x1b" not in error
+
+
+def test_written_outputs_are_readable_by_others_under_the_usual_umask(tmp_path: Path) -> None:
+    """Files are written through mkstemp (mode 0600): under umask 022 a model served by another user must still be
+    readable, as a file written in place would be (0644)."""
+    from retrain.outputs import atomic_write_bytes
+
+    mask = os.umask(0o022)
+    try:
+        for name, flag in (("graph.pb", "--output_graph"), ("labels.txt", "--output_labels")):
+            atomic_write_bytes(tmp_path / name, EARLIER_GRAPH if name == "graph.pb" else b"red\n", flag=flag)
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    finally:
+        os.umask(mask)
+
+
+def test_temporary_files_of_another_host_are_removed_only_once_a_day_old(tmp_path: Path) -> None:
+    """On a shared disk a run on another machine may still be writing: its temporary files are left alone until
+    they are 24 hours old. This process's own temporary files are never removed."""
+    from retrain.outputs import _HOST, STALE_SECONDS, remove_stale_temps, temp_prefix
+
+    target = tmp_path / "graph.pb"
+    other_host = "0" * 6 if _HOST != "0" * 6 else "1" * 6
+    now = time.time()
+    files = {  # name -> (age in seconds, removed?)
+        f".graph.pb.retrain-{other_host}-12345-1a2b3c4d.tmp": (2 * STALE_SECONDS, False),
+        f".graph.pb.retrain-{other_host}-12345-5e6f7a8b.old": (23 * STALE_SECONDS, False),
+        f".graph.pb.retrain-{other_host}-12345-9c0d1e2f.tmp": (25 * STALE_SECONDS, True),
+        f"{temp_prefix('graph.pb')}3a4b5c6d.tmp": (48 * STALE_SECONDS, False),  # this run's
+    }
+    for name, (age, _) in files.items():
+        (tmp_path / name).write_bytes(b"being written")
+        os.utime(tmp_path / name, (now - age, now - age))
+    remove_stale_temps(target)
+    assert {name: not (tmp_path / name).exists() for name in files} == {name: gone for name, (_, gone) in files.items()}
+
+
+def test_the_checkpoint_index_is_renamed_into_place_after_its_data(colour_tree: Path, tiny_module: Path, outputs,
+                                                                   monkeypatch) -> None:
+    """Readers open the index first: were it in place before the data, a crash between the two renames would leave
+    an index naming data that is not there (or is the previous run's)."""
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(source, target, *args, **kwargs):
+        if Path(target).parent == outputs["checkpoint_path"].parent:
+            renamed.append(Path(target).name)
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    retrain(colour_tree, tiny_module, outputs)
+    assert renamed == ["ckpt.data-00000-of-00001", "ckpt.index"], renamed
+
+
+def test_notes_that_mention_the_classic_scope_at_the_checkpoint_index_are_not_replaced(colour_tree: Path,
+                                                                                       tiny_module: Path,
+                                                                                       outputs) -> None:
+    """A text file naming `final_retrain_ops/` is not the classic script's checkpoint: only a real checkpoint
+    table holding that scope is retrain's to replace."""
+    index = outputs["checkpoint_path"].with_name("ckpt.index")
+    index.parent.mkdir(parents=True)
+    index.write_text("my notes: the classic script saved final_retrain_ops/weights here\n")
+    before = index.read_bytes()
+    error = retrain(colour_tree, tiny_module, outputs, expect=2)
+    assert re.search(r"ckpt\.index exists and is not a checkpoint of the new layer \(it is a text file\)", error), error
+    assert index.read_bytes() == before and not outputs["output_graph"].exists()
