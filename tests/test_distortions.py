@@ -143,7 +143,8 @@ def test_changing_a_distortion_flag_invalidates_the_variant_cache(tiny_training,
 
 def test_flipping_alone_computes_each_picture_once_not_once_per_variant(tiny_training, tmp_path: Path):
     """--flip_left_right alone makes two pictures of a photo, itself and its mirror image, but each of the 5
-    variants ran the module: 2.5 times the work. The variants now take the two in turn, each computed once."""
+    variants ran the module. The variants now take the two in turn: the photo is its plain vector, and only the
+    mirror image is computed, once."""
     train = tiny_training[0]
     extractor = load_feature_extractor(str(save_tiny_module(tmp_path / "spatial", spatial=True)))  # sees mirrors
     source = FeatureSource(members=(extractor,))
@@ -151,9 +152,10 @@ def test_flipping_alone_computes_each_picture_once_not_once_per_variant(tiny_tra
                          module_key=extractor.cache_key, feature_dim=extractor.feature_dim)], batch_size=8).vectors
     store = BottleneckStore(tmp_path / "cache", module_key=extractor.cache_key, feature_dim=extractor.feature_dim)
     store.load()
+    file_vectors(train, source=source, stores=[store], batch_size=8)  # as a run computes them first
     paths, vectors = variant_vectors(train, source=source, stores=[store], distortions=Distortions(flip_left_right=True),
                                      variants=5, seed=0, batch_size=8)
-    assert paths == tuple(train) and len(store) == 2 * len(train)
+    assert paths == tuple(train) and len(store) == 2 * len(train)  # the plain vectors, and one mirror image each
     per_image = vectors.reshape(len(train), 5, -1)
     np.testing.assert_allclose(per_image[:, [0, 2, 4]], np.repeat(plain[:, None], 3, axis=1), atol=1e-5)
     mirrored = per_image[:, 1]

@@ -357,9 +357,11 @@ def _concatenate(parts: list[np.ndarray], rows: int, dim: int) -> np.ndarray:
 
 def variant_keys(key: bytes, *, distortions: Distortions, variants: int, seed: int) -> list[bytes]:
     """Cache keys of an image's distorted variants 0..variants-1, from its content key: one per variant, or, when
-    the distortions make only a few pictures (`Distortions.views`), one per picture (repeated, seed-free)."""
+    the distortions make only a few pictures (`Distortions.views`), one per picture (repeated, seed-free; the
+    first picture, the photo as it is, under the photo's own key: its plain vector, computed already)."""
     if distortions.views:
-        return [_variant_key(key, f"distorted:{distortions.tag()}:view={index % distortions.views}")
+        return [key if index % distortions.views == 0 else
+                _variant_key(key, f"distorted:{distortions.tag()}:view={index % distortions.views}")
                 for index in range(variants)]
     tag = f"distorted:{distortions.tag()}:seed={seed}"
     return [_variant_key(key, f"{tag}:variant={index}") for index in range(variants)]
@@ -376,8 +378,8 @@ def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Seq
     """`variants` distorted vectors of each image: (the usable paths, vectors [len(paths) * variants, dim]).
 
     Rows of one image are consecutive. Keys cover the image's content, every
-    distortion setting, the variant index and the seed, so changing any of
-    them computes new vectors and never reuses stale ones.
+    distortion setting, the variant index and the seed (for flipping alone, which
+    picture), so changing any of them computes new vectors and never reuses stale ones.
     """
     with thread_pool() as pool:
         keys, skipped = content_keys(paths, file_keys=file_keys, pool=pool)
