@@ -115,6 +115,19 @@ def test_relative_paths_in_a_deleted_current_folder_are_one_line_before_any_work
         api.retrain(colour_tree, log_level=None, output_graph="g.pb")
 
 
+def test_absolute_paths_in_a_deleted_current_folder_make_a_whole_run(colour_tree: Path, tmp_path: Path, outputs,
+                                                                     tiny_module: Path, monkeypatch) -> None:
+    """With every path absolute the folder does not matter: the run trained, then report.json asked for the
+    current folder (to record it) and the exports were taken back."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=20, log_level=None, **outputs)
+    report = json.loads(outputs["output_labels"].with_name("report.json").read_text())
+    assert report["run"]["folder"] is None and outputs["output_graph"].is_file()
+
+
 def test_relative_paths_are_the_ones_of_the_folder_the_call_was_made_in(colour_tree: Path, tiny_module: Path,
                                                                         tmp_path: Path, monkeypatch) -> None:
     """A notebook's `%cd` while a run goes on in another thread used to move its writes: the checks looked at

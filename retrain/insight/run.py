@@ -72,6 +72,15 @@ def check_earlier_model(output_labels: Path, labels: Sequence[str], *, rewritten
                          "them, or give --output_labels a path of its own")
 
 
+def _current_folder() -> str | None:
+    """The current folder, or None if it was deleted while the run went on (its paths are all absolute then:
+    relative ones are refused up front)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
+
+
 def _flags(config: Any) -> dict[str, Any]:
     return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
 
@@ -89,7 +98,7 @@ def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: An
                evaluations: Mapping[str, Any], written: Sequence[Path], module: str, objective: str) -> Path:
     """Write report.json and the TensorBoard pictures of the test split; returns report.json's path."""
     extra = {"module": module, "flags": _flags(config), "files": [str(p) for p in written],
-             "folder": os.getcwd(),  # what relative paths in flags and files are relative to
+             "folder": _current_folder(),  # what relative paths in flags and files are relative to
              # each split's size (a --test_batch_size sample may count fewer or repeated images)
              "images": {**{name: evaluation.count for name, evaluation in evaluations.items()},
                         "testing": len(split.targets)},
