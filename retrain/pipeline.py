@@ -179,11 +179,20 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                                                 np.array([row[p] for p in labels.files[name]], np.int64)))
                   for name in SPLITS}
         training = splits["training"]
+        skipped = vectors.skipped
         if distortions.active and config.distortion_mode == "cached":
             training = _variant_split(training, source=source, stores=stores, distortions=distortions,
                                       config=config, file_keys=file_keys, in_memory=in_memory, runner=runner)
             for store in stores:
                 store.compact()
+            lost = sorted(set(splits["training"].paths) - set(training.paths))  # their variants were unusable
+            if lost:
+                splits["training"] = _without(splits["training"], set(lost))
+                skipped += tuple((path, "its distorted variants could not be used (named above)") for path in lost)
+            if not len(training):
+                raise RetrainError("no training image is left: none of their distorted variants could be used (each "
+                                   "is named above with the reason); check --tfhub_module, or train without "
+                                   "distortions")
 
     run_folder = claim_run_dir(plan.run_folder)
     log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", run_folder, config.summaries_dir)
@@ -263,11 +272,10 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         wrote([report_run(config=config, run_folder=run_folder, labels=labels.names, test=test,
                           split=splits["testing"], evaluations=evaluations, written=written,
                           module=source.handle, objective=objective.name)])
-    if vectors.skipped:  # repeated at the end, where the user looks, after the training log
-        log.warning("skipped %d image(s) that could not be read, decoded or used (listed above)",
-                    len(vectors.skipped))
+    if skipped:  # repeated at the end, where the user looks, after the training log
+        log.warning("skipped %d image(s) that could not be read, decoded or used (listed above)", len(skipped))
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
-                         skipped=vectors.skipped, source=source, written=tuple(written), run_folder=run_folder)
+                         skipped=skipped, source=source, written=tuple(written), run_folder=run_folder)
 
 
 def _print_test_figures(test: Evaluation, objective: object, labels: LabelSet, config: RetrainConfig) -> None:
@@ -353,6 +361,13 @@ def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[Bottl
     kept = np.array([i for i, p in enumerate(data.paths) if p in usable], np.int64)
     return Split(paths=tuple(p for p in paths for _ in range(config.distorted_variants)),
                  targets=data.targets.take(kept).repeat(config.distorted_variants), vectors=vectors)
+
+
+def _without(split: Split, paths: set[Path]) -> Split:
+    """The split without the rows of `paths`."""
+    kept = np.array([i for i, path in enumerate(split.paths) if path not in paths], np.int64)
+    return Split(paths=tuple(split.paths[i] for i in kept), targets=split.targets.take(kept),
+                 vectors=take_rows(split.vectors, kept))
 
 
 def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: Head, splits: dict[str, Split],

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from retrain.cli import label_image_command
 from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, FOREIGN_GRAPH, PHOTOS, graph_node,
@@ -160,8 +161,9 @@ def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colou
     assert (a / "l.txt").read_bytes() != labels_a
 
 
-def _module_with_nan_for_red(path: Path) -> Path:
-    """A feature-vector module that gives NaN for reddish images (a log of a negative number), as a faulty one may."""
+def _faulty_module(path: Path, fault: str) -> Path:
+    """A feature-vector module with a fault: NaN for reddish images (a log of a negative number); values over
+    float16's range for them; or NaN for reddish images that are not their own mirror image (a crop of one)."""
     from retrain.tfenv import import_tensorflow
 
     tf = import_tensorflow()
@@ -170,68 +172,67 @@ def _module_with_nan_for_red(path: Path) -> Path:
         @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
         def __call__(self, images):
             means = tf.reduce_mean(images, [1, 2])
-            return tf.concat([means, tf.math.log(0.6 - means[:, :1])], axis=1)
+            if fault == "nan for red":
+                return tf.concat([means, tf.math.log(0.6 - means[:, :1])], axis=1)
+            if fault == "huge for red":
+                return means * tf.where(means[:, :1] > 0.6, 2e5, 1.0)
+            # "nan for cropped red": NaN for a red image that is not its own mirror image (the photos are)
+            lopsided = tf.reduce_max(tf.abs(images - tf.reverse(images, axis=[2])), [1, 2, 3]) > 1e-3
+            return tf.concat([means, tf.where(lopsided & (means[:, 0] > 0.6), np.nan, 0.0)[:, None]], axis=1)
 
     tf.saved_model.save(Faulty(), str(path))
     return path
 
 
+@pytest.mark.parametrize("fault, dtype, reason", [
+    ("nan for red", "float32", "the module gave it a vector holding NaN"),
+    ("huge for red", "float16", "the module gave it a vector with values beyond what --bottleneck_dtype float16 "
+                                "holds (its largest is 65504)")])
 def test_vectors_that_are_not_numbers_skip_their_images_and_are_not_cached(colour_tree: Path, tmp_path: Path,
-                                                                           outputs) -> None:
-    """A module that gives NaN for some images: the run stopped at step 0 blaming --learning_rate, and each rerun
-    cached the NaN vectors again, found the shard damaged and moved it aside."""
-    module = _module_with_nan_for_red(tmp_path / "faulty")
+                                                                           outputs, fault: str, dtype: str,
+                                                                           reason: str) -> None:
+    """A module that gives NaN for some images (or values a float16 cache makes infinite): the run stopped at step
+    0 blaming --learning_rate, and each rerun cached the NaN vectors again, found the shard damaged and moved it
+    aside."""
+    module = _faulty_module(tmp_path / "faulty", fault)
     for _ in range(2):  # and again: nothing of them was cached
-        result = retrain(colour_tree, module, outputs)
-        skipped = [line for line in result.stderr.splitlines() if "the module gave it a vector holding NaN" in line]
+        result = retrain(colour_tree, module, outputs, bottleneck_dtype=dtype)
+        skipped = [line for line in result.stderr.splitlines() if reason in line]
         assert len(skipped) == len(list((colour_tree / "red").iterdir())), result.stderr
         assert all("skipping " + str(colour_tree / "red") in line for line in skipped)
-        assert "damaged" not in result.stderr
+        assert "damaged" not in result.stderr and "RuntimeWarning" not in result.stderr
         assert outputs["output_labels"].read_text().split() == ["blue", "green"]
 
-def test_outputs_that_share_a_folder_without_clashing_are_fine(colour_tree: Path, tmp_path: Path,
-                                                               tiny_module: Path) -> None:
-    """One folder per run holding everything is a common habit: it must keep working."""
-    run = tmp_path / "run"
-    run.mkdir()
-    retrain(colour_tree, tiny_module, {"output_graph": run / "graph.pb", "output_labels": run / "labels.txt",
-                                       "summaries_dir": run, "bottleneck_dir": run / "cache",
-                                       "checkpoint_path": run / "ckpt", "saved_model_dir": run / "saved"})
-    assert (run / "graph.pb").exists() and (run / "saved" / "saved_model.pb").exists()
+
+def _mirror_photo(path: Path, rgb: tuple[int, int, int], seed: int) -> None:
+    """A noisy photo that is its own mirror image, saved losslessly."""
+    half = np.random.default_rng(seed).normal(0, 20, (40, 24, 3)) + np.array(rgb)
+    pixels = np.clip(np.concatenate([half, half[:, ::-1]], axis=1), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
 
 
-# --- 2. folders the tool replaces ------------------------------------------------------------------
-
-def test_a_saved_model_folder_with_the_users_files_is_refused(colour_tree: Path, tiny_module: Path,
-                                                              outputs) -> None:
-    saved = outputs["output_graph"].parent / "saved"
-    from retrain.names import OWNER_MARKER
-
-    retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": saved})
-    marker = json.loads((saved / OWNER_MARKER).read_text())
-    assert "saved_model.pb" in marker["files"] and marker["written_by"] == "retrain"
-    retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": saved})  # our own: replaced, fine
-    (saved / "my_notes.txt").write_text("precious")
-    before = digest(saved)
-    error = retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": saved}, expect=2)
-    assert "--saved_model_dir" in error and "my_notes.txt" in error
-    assert digest(saved) == before
-
-
-@pytest.mark.parametrize("flag", ["saved_model_dir", "output_tfjs"])
-def test_a_folder_output_at_the_current_folder_is_refused_before_any_work(colour_tree: Path, tiny_module: Path,
-                                                                          outputs, tmp_path: Path, monkeypatch,
-                                                                          flag: str) -> None:
-    """The folder is replaced whole (renamed aside, then removed): '.' (empty, so nothing else refuses it) or a
-    folder holding the current one cannot be, and used to fail only after training."""
-    here = tmp_path / "here"
-    (here / "inner").mkdir(parents=True)
-    monkeypatch.chdir(here / "inner")
-    for value in (".", str(here)):
-        error = retrain(colour_tree, tiny_module, {**outputs, flag: value}, expect=2)
-        assert re.search(rf"--{flag} .* is the current folder or holds it; retrain replaces that folder whole, so give "
-                         "a new sub-folder", error), error
-    assert not outputs["output_graph"].exists() and sorted(p.name for p in here.rglob("*")) == ["inner"]
+def test_distorted_variants_that_are_not_numbers_leave_their_images_out_or_stop_the_run(colour_tree: Path,
+                                                                                        tmp_path: Path,
+                                                                                        outputs) -> None:
+    """NaN for distorted variants only: with none left the run ended in a traceback from the sampler; with some
+    left, the skip count and report.json counted images the run did not train on."""
+    module = _faulty_module(tmp_path / "faulty", "nan for cropped red")
+    reds = tmp_path / "reds"
+    for label, rgb in (("red", (230, 40, 40)), ("pink", (250, 120, 120))):
+        for i in range(10):
+            _mirror_photo(reds / label / f"{label}_{i}.png", rgb, seed=600 + i)
+    error = retrain(reds, module, outputs, expect=1, random_crop=10)
+    assert error == ("retrain: error: no training image is left: none of their distorted variants could be used "
+                     "(each is named above with the reason); check --tfhub_module, or train without distortions")
+    shutil.rmtree(colour_tree / "red")
+    shutil.copytree(reds / "red", colour_tree / "red")
+    result = retrain(colour_tree, module, outputs, random_crop=10)
+    lost = [line for line in result.stderr.splitlines() if "skipping " + str(colour_tree / "red") in line]
+    assert lost and f"skipped {len(lost)} image(s) that could not be read, decoded or used" in result.stderr
+    found = int(re.search(r"found 3 classes in .*: (\d+) training", result.stderr).group(1))
+    report = json.loads(outputs["output_labels"].with_name("report.json").read_text())
+    assert report["run"]["images"]["training"] == found - len(lost)  # what trained, not what the split held
 
 
 def test_a_saved_model_that_retrain_did_not_write_is_refused(colour_tree: Path, tiny_module: Path, outputs,

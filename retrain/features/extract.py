@@ -44,6 +44,7 @@ class MemoryStore:
 
     def __init__(self, feature_dim: int) -> None:
         self.feature_dim = feature_dim
+        self.dtype = np.dtype(np.float32)
         self._vectors: dict[bytes, np.ndarray] = {}
 
     def __contains__(self, key: bytes) -> bool:
@@ -61,6 +62,18 @@ class MemoryStore:
 
 NOT_FINITE = ("the module gave it a vector holding NaN or infinity (the module's fault, not the image's; nothing "
               "was cached): check --tfhub_module")
+TOO_LARGE = ("the module gave it a vector with values beyond what --bottleneck_dtype {dtype} holds (its largest is "
+             "{largest:g}): the default, float32, holds them")
+
+
+def _unusable(vectors: np.ndarray, dtype: np.dtype) -> list[str]:
+    """Why each row of float32 `vectors` cannot be cached as `dtype`, or "" (NaN or infinity; a float16 cache
+    would make values over 65504 infinite)."""
+    finite = np.isfinite(vectors).all(axis=1)
+    with np.errstate(over="ignore"):
+        fits = np.isfinite(vectors.astype(dtype)).all(axis=1)
+    too_large = TOO_LARGE.format(dtype=dtype.name, largest=float(np.finfo(dtype).max))
+    return ["" if ok else NOT_FINITE if not number else too_large for ok, number in zip(finite & fits, finite)]
 
 
 @dataclass(frozen=True)
@@ -186,12 +199,14 @@ class ExtractionJob:
                 return item, None, str(error)
 
         def run_batch() -> None:
-            vectors = np.asarray(self._compute(rows))
-            finite = np.isfinite(vectors).all(axis=1)  # a faulty module's NaN must not be cached, nor trained on
-            for path in (owner for owner, ok in zip(owners, finite) if not ok):
-                failed[path] = NOT_FINITE
-            if finite.any():
-                self.store.add([row[0] for row, ok in zip(rows, finite) if ok], vectors[finite])
+            vectors = np.asarray(self._compute(rows), np.float32)
+            reasons = _unusable(vectors, self.store.dtype)  # a faulty module's NaN must not be cached, nor trained on
+            for owner, reason in zip(owners, reasons):
+                if reason:
+                    failed[owner] = reason
+            usable = np.array([not reason for reason in reasons])
+            if usable.any():
+                self.store.add([row[0] for row, ok in zip(rows, usable) if ok], vectors[usable])
             progress.update(len(rows))
             rows.clear()
             owners.clear()
