@@ -282,6 +282,12 @@ def _read_marker(folder: Path) -> dict[str, Any]:
     return marker if isinstance(marker, dict) else {}
 
 
+def written_for(path: Path) -> str | None:
+    """The flag a folder retrain wrote was written for (`--saved_model_dir`, `--output_tfjs`), from its marker."""
+    flag = _read_marker(path).get("flag") if path.is_dir() else None
+    return flag if isinstance(flag, str) else None
+
+
 def _foreign_entries(folder: Path, marker: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Entries of `folder` its marker does not list (all when there is none), and listed files since changed.
 

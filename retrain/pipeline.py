@@ -31,7 +31,7 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.insight.run import check_earlier_model, print_table, report_run, warn_if_another_models_report
+from retrain.insight.run import check_earlier_models, print_table, report_run, warn_if_another_models_report
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
@@ -134,7 +134,8 @@ def prepare(config: RetrainConfig) -> Plan:
     check_writable_dir(config.summaries_dir, flag="--summaries_dir")
     check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
     warn_if_another_models_report(config.output_labels)
-    check_earlier_model(config.output_labels, labels.names, rewritten=lambda path: writes(outputs, path))
+    check_earlier_models([o.path for o in outputs if o.kind in ("file", "folder") and not o.role], labels.names,
+                         rewritten=lambda path: writes(outputs, path))
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 

@@ -138,26 +138,36 @@ def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colou
                                                                           outputs, tiny_module: Path) -> None:
     """The labels of model A (with the report listing A's files) given as --output_labels of model B, whose graph
     goes elsewhere, were replaced silently: A's graph then met B's labels. So did a rerun with new classes that
-    dropped --output_tflite: the earlier TFLite model stayed beside the new labels, and label-image named its
-    scores with them (exit 0). The same labels again are fine: an older model that names its classes rightly."""
+    dropped --output_tflite (the earlier TFLite model stayed beside the new labels, and label-image named its
+    scores with them, exit 0), and B's graph written over A's with A's labels left. The same labels again are
+    fine: an older model that names its classes rightly; so is a TF.js folder, which holds its own labels."""
     a = tmp_path / "a"
     a.mkdir()
     model_a = {**outputs, "output_graph": a / "g.pb", "output_labels": a / "l.txt"}
-    retrain(colour_tree, tiny_module, model_a, output_tflite=a / "m.tflite")
+    retrain(colour_tree, tiny_module, model_a, output_tflite=a / "m.tflite", output_tfjs=tmp_path / "web")
     labels_a = (a / "l.txt").read_bytes()
     other_tree = tmp_path / "other"
     shutil.copytree(colour_tree, other_tree)
     shutil.rmtree(other_tree / sorted(COLOURS)[0])
-    b_graph = tmp_path / "b.pb"
+    b_graph, b_labels = tmp_path / "b.pb", tmp_path / "b.txt"
     error = retrain(other_tree, tiny_module, {**model_a, "output_graph": b_graph}, expect=2)
-    assert error.startswith(f"retrain: error: --output_labels {a / 'l.txt'} holds the labels of an earlier model "
-                            f"({len(COLOURS)} labels, says {a / 'report.json'}), whose {a / 'g.pb'}, {a / 'm.tflite'} "
-                            "this run leaves in place"), error
+    assert error == (f"retrain: error: this run replaces {a / 'l.txt'} of the earlier model that {a / 'report.json'} "
+                     f"describes ({len(COLOURS)} labels) but leaves its {a / 'g.pb'}, {a / 'm.tflite'}: with other "
+                     "labels they would not match, and that model would name its classes wrongly. Write those "
+                     "outputs again in this run, move them, or choose other paths")
     error = retrain(other_tree, tiny_module, model_a, expect=2)  # the graph again, but not the TFLite model
-    assert f"whose {a / 'm.tflite'} this run leaves in place" in error
-    assert (a / "l.txt").read_bytes() == labels_a and not b_graph.exists()
+    assert f"but leaves its {a / 'm.tflite'}: with other labels" in error
+    error = retrain(other_tree, tiny_module, {**model_a, "output_labels": b_labels}, expect=2)  # A's labels left
+    assert f"this run replaces {a / 'g.pb'} of the earlier model" in error and f"leaves its {a / 'l.txt'}," in error
+    moved = tmp_path / "moved"  # the folder moved: its report still names a/; the files are beside it
+    a.rename(moved)
+    error = retrain(other_tree, tiny_module, {**model_a, "output_graph": b_graph, "output_labels": moved / "l.txt"},
+                    expect=2)
+    assert f"this run replaces {moved / 'l.txt'} of the earlier model" in error and str(moved / "g.pb") in error
+    moved.rename(a)
+    assert (a / "l.txt").read_bytes() == labels_a and not b_graph.exists() and not b_labels.exists()
     retrain(colour_tree, tiny_module, model_a)  # the same labels: the TFLite model is an older one of them
-    retrain(other_tree, tiny_module, model_a, output_tflite=a / "m.tflite")  # the whole set again
+    retrain(other_tree, tiny_module, model_a, output_tflite=a / "m.tflite")  # the whole set again (not TF.js)
     assert (a / "l.txt").read_bytes() != labels_a
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from retrain.errors import RetrainError, UsageError
 from retrain.insight import report as reports
 from retrain.names import report_path
+from retrain.outputs import written_for
 
 log = logging.getLogger(__name__)
 
@@ -37,39 +38,61 @@ def warn_if_another_models_report(output_labels: Path) -> None:
         earlier = json.loads(path.read_text())["run"]["flags"]["output_labels"]
     except (OSError, ValueError, KeyError, TypeError):
         return
-    if os.path.realpath(earlier) != os.path.realpath(output_labels):
+    if Path(earlier).name != output_labels.name:  # it lies beside its labels: one of another name is another's
         log.warning("%s holds the report of the model whose labels are %s; this run replaces it (give each model "
                     "its own folder to keep both reports)", path, earlier)
 
 
-def check_earlier_model(output_labels: Path, labels: Sequence[str], *, rewritten: Callable[[Path], bool]) -> None:
-    """Refuse, before any work, to put other labels beside files of an earlier model that the run leaves in
-    place: the report beside the labels lists what that run wrote. `--output_labels a/l.txt` with the graph
-    going elsewhere, or a rerun with new classes that drops --output_tflite, left a model whose scores the new
-    labels then named wrongly (label-image exits 0). The same labels again are fine: an older model, same names."""
-    path = report_path(output_labels)
-    try:
-        report = json.loads(path.read_text())
-        earlier, run = report["labels"], report["run"]
-        if report.get("format") != reports.FORMAT or list(earlier) == list(labels):
-            return
+def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
+                         rewritten: Callable[[Path], bool]) -> None:
+    """Refuse, before any work, to replace part of an earlier model's files and leave the rest beside them, when
+    that model's labels differ from this run's: its labels given as this run's with its graph left in place
+    (model A's labels for model B), its graph replaced with its labels left, or a rerun with new classes that
+    drops --output_tflite. Each left a model whose scores other labels then named wrongly (label-image exits 0).
+    The earlier models are those whose report.json sits beside one of `outputs` (the files and folders this run
+    writes); what each wrote is read from its report (`run.files`). The same labels again are fine."""
+    for report in dict.fromkeys(report_path(path) for path in outputs):
+        try:
+            data = json.loads(report.read_text())
+            earlier = data["labels"]
+            if data.get("format") != reports.FORMAT or list(earlier) == list(labels):
+                continue
+            files = _where_now(report, data["run"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        present = [file for file in files if os.path.lexists(file) and written_for(file) != "--output_tfjs"]
+        touched = [file for file in present if rewritten(file)]  # a TF.js folder holds its own labels: not at risk
+        left = [file for file in present if not rewritten(file)]
+        if touched and left:
+            raise UsageError(f"this run replaces {_listed(touched)} of the earlier model that {report} describes "
+                             f"({len(earlier)} labels) but leaves its {_listed(left)}: with other labels they would "
+                             "not match, and that model would name its classes wrongly. Write those outputs again "
+                             "in this run, move them, or choose other paths")
 
-        def where(name: str) -> Path | None:  # a relative path of a report without its folder: unknown
-            return Path(name) if os.path.isabs(name) else Path(run["folder"], name) if run.get("folder") else None
 
-        own = where(run["flags"]["output_labels"])
-        if own is None or os.path.realpath(own) != os.path.realpath(output_labels):
-            return  # the report of a model whose labels are another file: warn_if_another_models_report says so
-        paths = [file for file in map(where, run["files"]) if file is not None]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    left = [file for file in paths if os.path.lexists(file) and not rewritten(file)]
-    if left:
-        listed = ", ".join(map(str, left[:3])) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
-        raise UsageError(f"--output_labels {output_labels} holds the labels of an earlier model ({len(earlier)} "
-                         f"labels, says {path}), whose {listed} this run leaves in place: with other labels beside "
-                         "them they would name their classes wrongly. Write those outputs again in this run, move "
-                         "them, or give --output_labels a path of its own")
+def _where_now(report: Path, run: Mapping[str, Any]) -> list[Path]:
+    """The files a report lists, where they are now: those that were in its labels file's folder are in the
+    report's folder (which may have moved, or be reached from another folder); others are absolute, or relative to
+    the run's current folder (unknown for reports written before it was recorded: skipped)."""
+    labels = os.path.normpath(run["flags"]["output_labels"])
+    home = os.path.dirname(labels) or os.curdir
+    found = []
+    for name in run["files"]:
+        if not isinstance(name, str) or not name:
+            continue
+        inside = os.path.isabs(name) == os.path.isabs(labels) and \
+            not os.path.relpath(os.path.normpath(name), home).startswith(os.pardir)
+        if inside:
+            found.append(report.parent / os.path.relpath(os.path.normpath(name), home))
+        elif os.path.isabs(name):
+            found.append(Path(name))
+        elif run.get("folder"):
+            found.append(Path(run["folder"], name))
+    return found
+
+
+def _listed(paths: Sequence[Path]) -> str:
+    return ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
 def _current_folder() -> str | None:
