@@ -27,6 +27,7 @@ from retrain.errors import RetrainError
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS as decompression bombs; we keep
 # that guard (a 180-megapixel image is almost surely hostile) but not its warning.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # what training decodes at most (graphs that decode refuse more too)
 # Pillow's EXIF reader warns ("Tag data larger than file. Skipping tag 271", "Corrupt EXIF data", no file
 # name) for each malformed tag it skips. The pixels still decode in full and the one tag we use, the
 # orientation, is applied when it can be read, else the image is used as stored, as TensorFlow's decoders

@@ -345,6 +345,18 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
     rle = _palette_bmp(np.zeros((4, 4), np.int64), [(0, 0, 0)], 8, compression=1)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"compressed BMP \(compression 1, e.g. RLE\) is not"):
         decode(tf.constant(rle))
+    # What training refuses, serving refuses: a palette Pillow calls unsupported, and a decompression bomb (a
+    # 1-bit BMP of 14,000 x 14,000, 24 MB, took 8 GB to serve).
+    huge_palette = bytearray(_palette_bmp(np.zeros((4, 4), np.int64), [(0, 0, 0), (255, 255, 255)], 8))
+    huge_palette[46:50] = struct.pack("<I", 4_000_000_000)
+    bomb = _palette_bmp(np.zeros((1, 14_000), np.int64), [(0, 0, 0), (255, 255, 255)], 1)
+    bomb = bomb[:22] + struct.pack("<i", 14_000) + bomb[26:] + bomb[-1_752:] * 13_999  # 14,000 equal rows
+    for data, message in ((bytes(huge_palette), "corrupt BMP: a palette of 4000000000 colours"),
+                          (bomb, r"BMP too large to decode safely: 14000 x 14000 pixels \(at most 178956970")):
+        with pytest.raises(Exception):
+            decode_rgb(data)  # training's refusal
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            decode(tf.constant(data))
 
 
 def test_bytes_signature_rejects_a_non_image(trained: dict, saved_model: object) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from retrain.config import RetrainConfig
 from retrain.errors import RetrainError
 from retrain.exporters import Exporter
-from retrain.images import resize_tensor
+from retrain.images import MAX_PIXELS, resize_tensor
 from retrain.names import BYTES_KEY, BYTES_SIGNATURE, IMAGE_KEY, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_SIGNATURE
 from retrain.outputs import Output, check_replaceable_folder, replace_folder
 from retrain.tfenv import import_tensorflow
@@ -208,16 +208,21 @@ def _palette_bmp_rgb(tf: Any, data: Any) -> Any:
             "corrupt BMP: its header gives a size of {} x {} pixels", [width, height])]),
         tf.debugging.Assert(tf.equal(tf.size(stored, out_type=tf.int64), rows * stride), [
             "truncated BMP: the file ends before its last row of pixels"]),
+        # As training (Pillow) refuses them: a palette it calls unsupported, and a decompression bomb (a 32 MB
+        # 1-bit BMP is 256 megapixels: expanded, gigabytes).
+        tf.debugging.Assert(colours <= 65536, [tf.strings.format("corrupt BMP: a palette of {} colours", colours)]),
+        tf.debugging.Assert(width * rows <= MAX_PIXELS, [tf.strings.format(
+            "BMP too large to decode safely: {} x {} pixels (at most {} pixels)", [width, rows, MAX_PIXELS])]),
     ]
     with tf.control_dependencies(checks):
         per_byte = 8 // bits
-        shifts = 8 - bits * (1 + tf.range(per_byte))  # the leftmost pixel of a byte is in its high bits
-        mask = tf.bitwise.left_shift(tf.constant(1, tf.int64), bits) - 1
-        packed = tf.reshape(tf.cast(stored, tf.int64), [rows, stride, 1])
+        shifts = tf.cast(8 - bits * (1 + tf.range(per_byte)), tf.uint8)  # the leftmost pixel is in the high bits
+        mask = tf.cast(tf.bitwise.left_shift(tf.constant(1, tf.int64), bits) - 1, tf.uint8)
+        packed = tf.reshape(stored, [rows, stride, 1])  # uint8 throughout: a byte a pixel at most
         indices = tf.reshape(tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed, shifts), mask), [rows, -1])
         indices = indices[:, :width]
         indices = tf.cond(height > 0, lambda: tf.reverse(indices, axis=[0]), lambda: indices)
-        return tf.gather(_bmp_palette(tf, data, start=14 + dib, colours=colours), indices)
+        return tf.gather(_bmp_palette(tf, data, start=14 + dib, colours=colours), tf.cast(indices, tf.int32))
 
 
 def _bmp_palette(tf: Any, data: Any, *, start: Any, colours: Any) -> Any:
