@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -585,6 +586,12 @@ def test_custom_mean_and_std_are_applied_as_pixel_minus_mean_over_std(tmp_path: 
     pixels = load_image(photo, height=32, width=32).astype(np.float64) * 255.0
     np.testing.assert_allclose(fed, (pixels - 10.0) / 100.0, rtol=1e-6, atol=1e-6)
     assert fed.dtype == np.float32
+    # A mean beyond float32 with a std that brings the pixels back in range: computed in float64, not as infinity
+    # (it printed numpy's overflow warning and scores of infinite pixels, exit 0).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fed = Preprocessing(height=32, width=32, mean=1e39, std=1e37)(photo)
+    np.testing.assert_allclose(fed, (pixels - 1e39) / 1e37, rtol=1e-6)
 
 
 def test_a_label_scored_exactly_at_its_threshold_is_printed(tmp_path: Path) -> None:

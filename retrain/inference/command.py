@@ -108,7 +108,8 @@ class Preprocessing:
         pixels = load_image(path, height=self.height, width=self.width)  # [0, 1], exactly as in training
         if (self.mean, self.std) == (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD):
             return pixels  # what our exports take; skipping the no-op keeps results bit-identical to training
-        return ((pixels * 255.0 - self.mean) / self.std).astype(np.float32)
+        # In float64: a mean or std a float32 cannot hold (1e39) may still give pixels it can (the config checks).
+        return ((pixels.astype(np.float64) * 255.0 - self.mean) / self.std).astype(np.float32)
 
 
 def preprocessing_for(model: Model, config: LabelImageConfig) -> Preprocessing:
