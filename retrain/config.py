@@ -383,6 +383,8 @@ def _check_final_tensor_name(name: str) -> None:
 
 
 def _check_modules(value: str) -> None:
+    if "\0" in value:  # only the API can pass one
+        raise UsageError(f"--tfhub_module {value!r} holds a NUL byte, which no file name or handle can")
     members = module_list(value)
     if not value.strip() or not all(members):
         raise UsageError(f"--tfhub_module {value!r} names an empty module; expected a module name (see "

@@ -255,6 +255,7 @@ LEVELS_MESSAGE = "log_level must be one of DEBUG, INFO, WARN, WARNING, ERROR, FA
     ("retrain", {"output_graph": Path("o/g\0.pb")}, "--output_graph 'o/g\\x00.pb' holds a NUL byte, which no file name can"),
     ("retrain", {"image_dir": "da\0ta"}, "--image_dir 'da\\x00ta' holds a NUL byte, which no file name can"),
     ("classify", {"images": ["a\0.jpg"]}, "--image 'a\\x00.jpg' holds a NUL byte, which no file name can"),
+    ("retrain", {"tfhub_module": "m\0"}, "--tfhub_module 'm\\x00' holds a NUL byte, which no file name or handle can"),
 ])
 def test_arguments_of_the_wrong_type_are_one_line_before_any_work(colour_tree: Path, outputs, function: str,
                                                                   arguments: dict, message: str) -> None:
