@@ -430,16 +430,62 @@ def _is_retrain_graph(data: Any, final: str) -> bool:
         return False
 
 
-def _flatbuffer_string(text: str) -> bytes:
-    """How a FlatBuffer (a TFLite model) stores a string: its length (4 bytes, little-endian), it, a NUL."""
-    return len(text).to_bytes(4, "little") + text.encode() + b"\0"
+MAX_TFLITE_ENTRIES = 10_000  # signatures, or tensors of one: more than any real model has
+
+
+def _tflite_signatures(data: Any) -> list[tuple[str, list[str], list[str]]]:
+    """(key, input names, output names) of each signature of a TFLite model, read from its FlatBuffer without
+    TensorFlow (the checks run before it loads): the Model table's field 7, SignatureDef's fields 0-2, TensorMap's
+    field 0. ValueError where it does not parse as one."""
+    size = len(data)
+
+    def number(position: int, width: int, signed: bool = False) -> int:
+        if not 0 <= position <= size - width:
+            raise ValueError("past the end")
+        return int.from_bytes(data[position:position + width], "little", signed=signed)
+
+    def field(table: int, index: int) -> int | None:  # where a table's field is, or None when absent
+        vtable = table - number(table, 4, signed=True)
+        if 4 + 2 * index >= number(vtable, 2):
+            return None
+        offset = number(vtable + 4 + 2 * index, 2)
+        return table + offset if offset else None
+
+    def follow(position: int | None) -> int | None:
+        return None if position is None else position + number(position, 4)
+
+    def vector(position: int | None) -> list[int]:
+        start = follow(position)
+        if start is None:
+            return []
+        count = number(start, 4)
+        if count > MAX_TFLITE_ENTRIES:
+            raise ValueError("too many entries")
+        return [follow(start + 4 + 4 * i) for i in range(count)]
+
+    def string(position: int | None) -> str:
+        start = follow(position)
+        if start is None:
+            return ""
+        length = number(start, 4)
+        if length:
+            number(start + 3 + length, 1)  # its last byte lies within the data
+        return bytes(data[start + 4:start + 4 + length]).decode()
+
+    model = follow(0)
+    return [(string(field(signature, 2)), [string(field(t, 0)) for t in vector(field(signature, 0))],
+             [string(field(t, 0)) for t in vector(field(signature, 1))]) for signature in vector(field(model, 7))]
 
 
 def _is_retrain_tflite(data: Any) -> bool:
-    """A TFLite model retrain wrote: its serving_default signature takes `image` and gives `prediction` (another
-    model at --output_tflite, a Keras export or a detector, is not replaced)."""
-    return bytes(data[4:8]) == b"TFL3" and all(data.find(_flatbuffer_string(name)) >= 0
-                                                for name in (SERVING_SIGNATURE, IMAGE_KEY, OUTPUT_KEY))
+    """A TFLite model retrain wrote: one signature, serving_default, from `image` to `prediction` and nothing
+    else (another model at --output_tflite, a Keras export or a detector that also gives boxes, is not replaced)."""
+    if bytes(data[4:8]) != b"TFL3":
+        return False
+    try:
+        return _tflite_signatures(data) == [(SERVING_SIGNATURE, [IMAGE_KEY], [OUTPUT_KEY])]
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def _is_json(data: Any) -> bool:

@@ -319,6 +319,22 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
     assert digest(target) == before
 
 
+
+def test_a_tflite_model_is_told_by_its_one_signature_and_a_cut_one_is_not_ours(colour_tree: Path, tiny_module: Path,
+                                                                            outputs) -> None:
+    """The FlatBuffer is read without TensorFlow: retrain's model has one signature, serving_default, from image to
+    prediction. A copy cut anywhere is judged without an error (cut after its signature, it is still ours)."""
+    from retrain.outputs import _is_retrain_tflite, _tflite_signatures
+
+    model = outputs["output_graph"].with_name("m.tflite")
+    retrain(colour_tree, tiny_module, outputs, output_tflite=model)
+    data = model.read_bytes()
+    assert _tflite_signatures(data) == [("serving_default", ["image"], ["prediction"])] and _is_retrain_tflite(data)
+    judged = [_is_retrain_tflite(data[:cut]) for cut in range(0, len(data), max(1, len(data) // 500))]
+    assert judged[0] is False and all(isinstance(ours, bool) for ours in judged)
+    with pytest.raises(ValueError, match="past the end"):  # an offset beyond the file is no table of zeros
+        _tflite_signatures(b"\xff\xff\xff\x7fTFL3" + bytes(8))
+
 @pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
                                   "folder_at_report", "folder_at_thresholds", "pipe_at_graph",
                                   "photo_as_intermediate_graph", "notes_as_checkpoint_data", "photo_as_checkpoint_index",
@@ -326,7 +342,8 @@ def test_a_folder_retrain_wrote_for_another_flag_is_not_replaced_by_another_form
                                   "csv_at_labels", "script_at_labels", "unsorted_labels_at_labels",
                                   "settings_at_labels", "shell_script_at_labels", "word_list_at_labels",
                                   "other_models_labels_at_labels", "latin1_labels_at_labels",
-                                  "other_models_graph_at_graph", "other_models_tflite_at_tflite"])
+                                  "other_models_graph_at_graph", "other_models_tflite_at_tflite",
+                                  "detector_tflite_at_tflite"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -339,9 +356,9 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                                                            r"\(it is a JPEG image\)"),
         "notes_at_tflite": ({"output_tflite": mine / "notes.txt"}, mine / "notes.txt",
                             r"--output_tflite .* is not a TFLite model retrain wrote \(it is a text file\)"),
-        "other_models_tflite_at_tflite": ({"output_tflite": mine / "detector.tflite"}, mine / "detector.tflite",
-                                          r"--output_tflite .*detector\.tflite exists and is not a TFLite model "
-                                          r"retrain wrote \(it is another TFLite model\)"),
+        **{name: ({"output_tflite": mine / "detector.tflite"}, mine / "detector.tflite",
+                  r"--output_tflite .*detector\.tflite exists and is not a TFLite model retrain wrote \(it is "
+                  r"another TFLite model\)") for name in ("other_models_tflite_at_tflite", "detector_tflite_at_tflite")},
         "notes_at_int8_variant": ({"output_tflite": mine / "model.tflite", "tflite_quantization": "float32,int8"},
                                   mine / "model_int8.tflite",
                                   r"model_int8\.tflite \(the int8 model beside --output_tflite\) exists and is not"),
@@ -403,13 +420,27 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         (target / "keep").mkdir(parents=True)
     elif case == "other_models_graph_at_graph":
         target.write_bytes(FOREIGN_GRAPH)
-    elif case == "other_models_tflite_at_tflite":  # a model of the user's, converted from a plain function
+    elif case.endswith("_tflite_at_tflite"):  # a model of the user's; the detector has retrain's names and more
         from retrain.tfenv import import_tensorflow
 
         tf = import_tensorflow()
-        double = tf.function(lambda x: {"y": tf.nn.relu(2.0 * x)}, input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+        class Detector(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="image")])
+            def serve(self, image):
+                return {"prediction": tf.nn.softmax(tf.reduce_mean(image, [1, 2])), "boxes": tf.reduce_max(image, [1, 2])}
+
+        if case == "detector_tflite_at_tflite":
+            model = Detector()
+            function = model.serve
+        else:
+            model = function = tf.function(lambda x: {"y": tf.nn.relu(2.0 * x)},
+                                           input_signature=[tf.TensorSpec([1, 4], tf.float32)])
         target.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
-            [double.get_concrete_function()], double).convert())
+            [function.get_concrete_function()], model).convert())
+        if case == "detector_tflite_at_tflite":
+            from retrain.outputs import _tflite_signatures
+
+            assert _tflite_signatures(target.read_bytes()) == [("serving_default", ["image"], ["boxes", "prediction"])]
     elif case == "latin1_labels_at_labels":
         target.write_bytes("ch\u00e2teau\ncaf\u00e9\n".encode("latin-1"))
     elif case.endswith("_at_labels"):
