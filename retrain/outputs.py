@@ -276,8 +276,10 @@ _CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 def _read_marker(folder: Path) -> dict[str, Any]:
     """The marker retrain leaves in a folder it wrote, parsed ({} when there is none or it is not an object)."""
     try:
+        if not (folder / OWNER_MARKER).is_file():  # a pipe there is never waited on
+            return {}
         marker = json.loads((folder / OWNER_MARKER).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return marker if isinstance(marker, dict) else {}
 
@@ -430,13 +432,12 @@ def _is_retrain_graph(data: Any, final: str) -> bool:
         return False
 
 
-MAX_TFLITE_ENTRIES = 10_000  # signatures, or tensors of one: more than any real model has
-
-
-def _tflite_signatures(data: Any) -> list[tuple[str, list[str], list[str]]]:
+def _tflite_signatures(data: Any, *, most: int = 16, longest: int = 256) -> list[tuple[str, list[str], list[str]]]:
     """(key, input names, output names) of each signature of a TFLite model, read from its FlatBuffer without
     TensorFlow (the checks run before it loads): the Model table's field 7, SignatureDef's fields 0-2, TensorMap's
-    field 0. ValueError where it does not parse as one."""
+    field 0. ValueError where it does not parse as one, or holds more than `most` signatures (or inputs, or
+    outputs of one) or a name longer than `longest` bytes: a crafted file whose vectors share their entries
+    would otherwise cost gigabytes."""
     size = len(data)
 
     def number(position: int, width: int, signed: bool = False) -> int:
@@ -459,7 +460,7 @@ def _tflite_signatures(data: Any) -> list[tuple[str, list[str], list[str]]]:
         if start is None:
             return []
         count = number(start, 4)
-        if count > MAX_TFLITE_ENTRIES:
+        if count > most:
             raise ValueError("too many entries")
         return [follow(start + 4 + 4 * i) for i in range(count)]
 
@@ -468,6 +469,8 @@ def _tflite_signatures(data: Any) -> list[tuple[str, list[str], list[str]]]:
         if start is None:
             return ""
         length = number(start, 4)
+        if length > longest:
+            raise ValueError("too long a name")
         if length:
             number(start + 3 + length, 1)  # its last byte lies within the data
         return bytes(data[start + 4:start + 4 + length]).decode()
@@ -483,7 +486,8 @@ def _is_retrain_tflite(data: Any) -> bool:
     if bytes(data[4:8]) != b"TFL3":
         return False
     try:
-        return _tflite_signatures(data) == [(SERVING_SIGNATURE, [IMAGE_KEY], [OUTPUT_KEY])]
+        return _tflite_signatures(data, most=1, longest=len(SERVING_SIGNATURE)) == [
+            (SERVING_SIGNATURE, [IMAGE_KEY], [OUTPUT_KEY])]
     except (ValueError, UnicodeDecodeError):
         return False
 
@@ -494,7 +498,7 @@ def _is_json(data: Any) -> bool:
         return False
     try:
         json.loads(bytes(data[:]))
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
@@ -519,11 +523,8 @@ def _is_labels(data: Any, path: Path) -> bool:
     lines = bytes(data).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n").split("\n")
     if lines.pop() != "" or not all(lines) or len(set(lines)) != len(lines):
         return False
-    try:
-        report = json.loads(report_path(path).read_text())
-        return report.get("format") == REPORT_FORMAT and report.get("labels") == lines
-    except (OSError, ValueError, AttributeError):
-        return False
+    report = read_report(report_path(path))
+    return report is not None and report.get("labels") == lines
 
 
 def _is_numbers(data: Any) -> bool:
@@ -536,11 +537,26 @@ def _is_numbers(data: Any) -> bool:
     return True
 
 
+MAX_REPORT_BYTES = 64 << 20  # a report is kilobytes; a larger file at report.json is not one
+
+
 def _is_report(data: Any) -> bool:
     try:
-        return json.loads(bytes(data)).get("format") == REPORT_FORMAT
-    except (ValueError, AttributeError):
+        return len(data) <= MAX_REPORT_BYTES and json.loads(bytes(data)).get("format") == REPORT_FORMAT
+    except (ValueError, AttributeError, RecursionError):
         return False
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """The retrain report at `path`, or None: nothing there, a pipe or device (never waited on), a file too
+    large to be one, not JSON (nested beyond Python's recursion too), or not a retrain report."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
+            return None
+        report = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return report if isinstance(report, dict) and report.get("format") == REPORT_FORMAT else None
 
 
 def _is_checkpoint_index(data: Any) -> bool:
@@ -692,11 +708,7 @@ def _labels_hint(output: Output, path: Path) -> str:
     labels (another model's, two models sharing a folder), say so: retrain may well have written the file."""
     if output.content != "labels":
         return ""
-    try:
-        report = json.loads(report_path(path).read_text())
-    except (OSError, ValueError):
-        return ""
-    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+    if read_report(report_path(path)) is None:
         return ""
     return (f" (the {report_path(path).name} beside it lists other labels, so it cannot vouch for this file: if "
             "retrain wrote it for another model in this folder, give each model its own folder)")

@@ -334,6 +334,11 @@ def test_a_tflite_model_is_told_by_its_one_signature_and_a_cut_one_is_not_ours(c
     assert judged[0] is False and all(isinstance(ours, bool) for ours in judged)
     with pytest.raises(ValueError, match="past the end"):  # an offset beyond the file is no table of zeros
         _tflite_signatures(b"\xff\xff\xff\x7fTFL3" + bytes(8))
+    # Bounded: vectors whose entries share one long name cost gigabytes to read whole (a 440 KB file took 2.9 GB).
+    with pytest.raises(ValueError, match="too many entries"):
+        _tflite_signatures(data, most=0)
+    with pytest.raises(ValueError, match="too long a name"):
+        _tflite_signatures(data, longest=len("serving_default") - 1)
 
 @pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
                                   "folder_at_report", "folder_at_thresholds", "pipe_at_graph",
@@ -601,6 +606,43 @@ def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path:
         check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\nZebra\n",)})
     check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\n",)})
 
+
+def test_an_earlier_models_files_are_found_however_their_paths_were_spelt(colour_tree: Path, tmp_path: Path,
+                                                                         outputs, tiny_module: Path,
+                                                                         monkeypatch) -> None:
+    """The graph given as an absolute path, the labels as a relative one: a moved folder's graph was not found
+    (other labels were put beside it), and a copied folder's full rerun was refused over the original's graph."""
+    monkeypatch.chdir(tmp_path)
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / sorted(COLOURS)[0])
+    Path("first").mkdir()
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": tmp_path / "first" / "g.pb",
+                                       "output_labels": Path("first/l.txt")})
+    shutil.copytree("first", "copy")
+    Path("first").rename("moved")
+    error = retrain(other_tree, tiny_module, {**outputs, "output_graph": tmp_path / "b.pb",
+                                              "output_labels": Path("moved/l.txt")}, expect=2)
+    assert "this run replaces moved/l.txt of the earlier model that moved/report.json describes (3 labels) but " \
+           "leaves its moved/g.pb: with other labels" in error, error
+    retrain(other_tree, tiny_module, {**outputs, "output_graph": Path("copy/g.pb"), "output_labels": Path("copy/l.txt")})
+
+
+def test_a_pipe_or_a_deep_json_where_a_report_would_be_read_is_never_waited_on(colour_tree: Path, tmp_path: Path,
+                                                                              outputs, tiny_module: Path) -> None:
+    """A report.json beside an output is read for the earlier-model check: a FIFO there hung the run, a link to
+    /dev/zero ran out of memory, and JSON nested 200,000 deep ended in a RecursionError traceback."""
+    beside = tmp_path / "tflite"
+    beside.mkdir()
+    os.mkfifo(beside / "report.json")
+    retrain(colour_tree, tiny_module, outputs, output_tflite=beside / "m.tflite")  # not read: the run goes on
+    (beside / "report.json").unlink()
+    (beside / "report.json").symlink_to("/dev/zero")
+    retrain(colour_tree, tiny_module, outputs, output_tflite=beside / "m.tflite")
+    deep = outputs["output_labels"].with_name("report.json")
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    error = retrain(colour_tree, tiny_module, outputs, expect=2)
+    assert "report.json (the report beside --output_labels) exists and is not a retrain report" in error
 
 def test_a_second_model_in_the_same_folder_says_it_replaces_the_first_ones_report(colour_tree: Path,
                                                                                    tiny_module: Path, outputs,

@@ -24,8 +24,8 @@ import numpy as np
 
 from retrain.errors import RetrainError, UsageError
 from retrain.insight import report as reports
-from retrain.names import report_path
-from retrain.outputs import written_for
+from retrain.names import report_path, thresholds_path
+from retrain.outputs import read_report, written_for
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def warn_if_another_models_report(output_labels: Path) -> None:
     report per folder, so this run replaces it (it is retrain's own file, checked as such before)."""
     path = report_path(output_labels)
     try:
-        earlier = json.loads(path.read_text())["run"]["flags"]["output_labels"]
-    except (OSError, ValueError, KeyError, TypeError):
+        earlier = read_report(path)["run"]["flags"]["output_labels"]
+    except (KeyError, TypeError):
         return
     if Path(earlier).name != output_labels.name:  # it lies beside its labels: one of another name is another's
         log.warning("%s holds the report of the model whose labels are %s; this run replaces it (give each model "
@@ -53,15 +53,18 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
     writes); what each wrote is read from its report (`run.files`). The same labels again are fine."""
     for report in dict.fromkeys(report_path(path) for path in outputs):
         try:
-            data = json.loads(report.read_text())
+            data = read_report(report)
             earlier = data["labels"]
-            if data.get("format") != reports.FORMAT or list(earlier) == list(labels):
+            if list(earlier) == list(labels):
                 continue
             files = _where_now(report, data["run"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             continue
-        present = [file for file in files if os.path.lexists(file) and written_for(file) != "--output_tfjs"]
-        touched = [file for file in present if rewritten(file)]  # a TF.js folder holds its own labels: not at risk
+        # Not at risk: a TF.js folder holds its own labels; a thresholds file means nothing beside a softmax model.
+        thresholds = thresholds_path(report.parent / Path(str(data["run"]["flags"]["output_labels"])).name)
+        present = [file for file in files if os.path.lexists(file) and written_for(file) != "--output_tfjs"
+                   and file != thresholds]
+        touched = [file for file in present if rewritten(file)]
         left = [file for file in present if not rewritten(file)]
         if touched and left:
             raise UsageError(f"this run replaces {_listed(touched)} of the earlier model that {report} describes "
@@ -72,22 +75,33 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
 
 def _where_now(report: Path, run: Mapping[str, Any]) -> list[Path]:
     """The files a report lists, where they are now: those that were in its labels file's folder are in the
-    report's folder (which may have moved, or be reached from another folder); others are absolute, or relative to
-    the run's current folder (unknown for reports written before it was recorded: skipped)."""
-    labels = os.path.normpath(run["flags"]["output_labels"])
-    home = os.path.dirname(labels) or os.curdir
+    report's folder (which may have moved or been copied, or be reached from another folder); others are where
+    the run put them: absolute, or relative to its current folder (`run.folder`; reports written before it was
+    recorded compare paths as spelt, and relative ones outside the labels' folder are skipped)."""
+    folder = run.get("folder")
+
+    def absolute(name: str) -> str | None:  # as the run meant it, or None when its folder is unknown
+        if os.path.isabs(name):
+            return os.path.normpath(name)
+        return os.path.normpath(os.path.join(folder, name)) if isinstance(folder, str) and folder else None
+
+    labels = str(run["flags"]["output_labels"])
+    home = absolute(labels)
     found = []
     for name in run["files"]:
         if not isinstance(name, str) or not name:
             continue
-        inside = os.path.isabs(name) == os.path.isabs(labels) and \
-            not os.path.relpath(os.path.normpath(name), home).startswith(os.pardir)
-        if inside:
-            found.append(report.parent / os.path.relpath(os.path.normpath(name), home))
-        elif os.path.isabs(name):
-            found.append(Path(name))
-        elif run.get("folder"):
-            found.append(Path(run["folder"], name))
+        where = absolute(name)
+        if home and where:
+            inside = os.path.relpath(where, os.path.dirname(home))
+        elif os.path.isabs(name) == os.path.isabs(labels):
+            inside = os.path.relpath(os.path.normpath(name), os.path.dirname(os.path.normpath(labels)) or os.curdir)
+        else:
+            inside = os.pardir
+        if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
+            found.append(report.parent / inside)
+        elif where:
+            found.append(Path(where))
     return found
 
 
