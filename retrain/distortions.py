@@ -130,15 +130,21 @@ def distort_tensors(images: Any, boxes: Any, flip: Any, brightness: Any, *, heig
     return mirrored * tf.reshape(tf.cast(brightness, tf.float32), [-1, 1, 1, 1])
 
 
-def variant_parameters(distortions: Distortions, *, key: bytes, variant: int, seed: int) -> Parameters:
-    """The distortion of cached variant `variant` of an image: the random draw of (image, variant, seed); or,
-    when the distortions make only a few pictures (`views`), picture `variant % views` (flipping alone: the
-    photo, then its mirror image, in turn), so that each picture is computed once, not once per variant."""
+def view_of(distortions: Distortions, *, content: bytes, variant: int) -> int:
+    """Which picture cached variant `variant` of an image is, when the distortions make only a few (`views`;
+    flipping alone: 0 the photo, 1 its mirror image): they take turns from one the image's content key picks, so
+    that each picture is computed once, and even a single variant is the mirror image for half the photos."""
+    return (variant + int(content[:1], 16)) % distortions.views
+
+
+def variant_parameters(distortions: Distortions, *, key: bytes, content: bytes, variant: int, seed: int) -> Parameters:
+    """The distortion of cached variant `variant` of an image (`key` the variant's, `content` the image's): the
+    random draw of (image, variant, seed); or, when the distortions make only a few pictures, its `view_of`."""
     if not distortions.views:
         return sample_parameters(distortions, count=1, rng=variant_rng(key=key, variant=variant, seed=seed))
     one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
-    return Parameters(scale=one, offset_y=zero, offset_x=zero, flip=np.array([variant % distortions.views == 1]),
-                      brightness=one)
+    flip = view_of(distortions, content=content, variant=variant) == 1
+    return Parameters(scale=one, offset_y=zero, offset_x=zero, flip=np.array([flip]), brightness=one)
 
 
 def variant_rng(*, key: bytes, variant: int, seed: int) -> np.random.Generator:

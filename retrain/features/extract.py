@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.distortions import Distortions, Parameters, crop_boxes, distort_tensors, variant_parameters
+from retrain.distortions import Distortions, Parameters, crop_boxes, distort_tensors, variant_parameters, view_of
 from retrain.features.filekeys import FileKeys, content_key
 from retrain.features.module import FeatureExtractor
 from retrain.features.source import FeatureSource
@@ -175,7 +175,8 @@ class ExtractionJob:
     def _rows(self, item: WorkItem, pixels: np.ndarray) -> list[tuple[bytes, np.ndarray, Parameters | None]]:
         if self.distortions is None:
             return [(key, pixels, None) for key in item.keys]
-        return [(key, pixels, variant_parameters(self.distortions, key=key, variant=variant, seed=self.seed))
+        return [(key, pixels, variant_parameters(self.distortions, key=key, content=item.content, variant=variant,
+                                                 seed=self.seed))
                 for key, variant in zip(item.keys, item.variants)]
 
     def run(self, items: Sequence[WorkItem], *, pool: concurrent.futures.Executor,
@@ -375,9 +376,8 @@ def variant_keys(key: bytes, *, distortions: Distortions, variants: int, seed: i
     the distortions make only a few pictures (`Distortions.views`), one per picture (repeated, seed-free; the
     first picture, the photo as it is, under the photo's own key: its plain vector, computed already)."""
     if distortions.views:
-        return [key if index % distortions.views == 0 else
-                _variant_key(key, f"distorted:{distortions.tag()}:view={index % distortions.views}")
-                for index in range(variants)]
+        views = [view_of(distortions, content=key, variant=index) for index in range(variants)]
+        return [key if view == 0 else _variant_key(key, f"distorted:{distortions.tag()}:view={view}") for view in views]
     tag = f"distorted:{distortions.tag()}:seed={seed}"
     return [_variant_key(key, f"{tag}:variant={index}") for index in range(variants)]
 
@@ -413,7 +413,7 @@ def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Seq
             missing_count = sum(len(item.keys) for item in items)
             distinct = sum(len(set(image_keys)) for image_keys in all_keys.values())
             log.info("distorted variants (%d per training image%s, %s)%s: %d cached, %d to compute", variants,
-                     f", {distortions.views} different pictures" if distortions.views else "", distortions.tag(),
+                     ", the photo and its mirror image in turn" if distortions.views else "", distortions.tag(),
                      "" if len(source.members) == 1 else f" for {member.handle}", distinct - missing_count,
                      missing_count)
             if not items:
