@@ -194,6 +194,11 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                 raise RetrainError("no training image is left: none of their distorted variants could be used (each "
                                    "is named above with the reason); check --tfhub_module, or train without "
                                    "distortions")
+            untaught = [labels.names[index] for index in training.targets.untaught()]
+            if untaught:  # the plain-vector rule would move its validation images; they have no variants
+                raise RetrainError(f"class {untaught[0]!r} has no training image left: the distorted variants of "
+                                   "each could not be used (named above with the reason); check --tfhub_module, or "
+                                   "train without distortions")
 
     run_folder = claim_run_dir(plan.run_folder)
     log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", run_folder, config.summaries_dir)

@@ -225,8 +225,9 @@ def _mirror_photo(path: Path, rgb: tuple[int, int, int], seed: int) -> None:
 def test_distorted_variants_that_are_not_numbers_leave_their_images_out_or_stop_the_run(colour_tree: Path,
                                                                                         tmp_path: Path,
                                                                                         outputs) -> None:
-    """NaN for distorted variants only: with none left the run ended in a traceback from the sampler; with some
-    left, the skip count and report.json counted images the run did not train on."""
+    """NaN for distorted variants only: with none left the run ended in a traceback from the sampler; a class
+    with none left was trained on nothing (exit 0); with some left, the skip count and report.json counted images
+    the run did not train on."""
     module = _faulty_module(tmp_path / "faulty", "nan for cropped red")
     reds = tmp_path / "reds"
     for label, rgb in (("red", (230, 40, 40)), ("pink", (250, 120, 120))):
@@ -237,8 +238,13 @@ def test_distorted_variants_that_are_not_numbers_leave_their_images_out_or_stop_
                      "(each is named above with the reason); check --tfhub_module, or train without distortions")
     shutil.rmtree(colour_tree / "red")
     shutil.copytree(reds / "red", colour_tree / "red")
+    error = retrain(colour_tree, module, outputs, expect=1, random_crop=10)  # red trained on nothing, exit 0
+    assert error.startswith("retrain: error: class 'red' has no training image left: the distorted variants of "
+                            "each could not be used"), error
+    for i in range(6):  # greenish photos in the red folder: their variants are fine, so red keeps some
+        _mirror_photo(colour_tree / "red" / f"greenish_{i}.png", (40, 200, 60), seed=700 + i)
     result = retrain(colour_tree, module, outputs, random_crop=10)
-    lost = [line for line in result.stderr.splitlines() if "skipping " + str(colour_tree / "red") in line]
+    lost = [line for line in result.stderr.splitlines() if "skipping " + str(colour_tree / "red" / "red_") in line]
     assert lost and f"skipped {len(lost)} image(s) that could not be read, decoded or used" in result.stderr
     found = int(re.search(r"found 3 classes in .*: (\d+) training", result.stderr).group(1))
     report = json.loads(outputs["output_labels"].with_name("report.json").read_text())

@@ -51,6 +51,9 @@ class Targets(Protocol):
 
     def batch(self, indices: np.ndarray) -> np.ndarray: ...
 
+    def untaught(self) -> list[int]:
+        """The labels these rows, as a training split, could not teach the model."""
+
 
 class ClassIds:
     """One class index per row (single-label). Sampling is the classic class-uniform draw."""
@@ -82,6 +85,10 @@ class ClassIds:
     def batch(self, indices: np.ndarray) -> np.ndarray:
         """What the softmax loss takes: int32 class indices."""
         return self.ids[indices].astype(np.int32)
+
+    def untaught(self) -> list[int]:
+        """Classes with no row: a softmax never learns to predict them."""
+        return np.flatnonzero(np.bincount(self.ids, minlength=self.class_count) == 0).tolist()
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,11 @@ class SparseLabels:
         """Each row `count` times in a row (row i becomes rows i*count .. i*count+count-1), like np.repeat."""
         return self.take(np.repeat(np.arange(len(self), dtype=np.int64), count))
 
+    def untaught(self) -> list[int]:
+        """None: a label with no positive row is one whose threshold is never reached, as for a label seen only
+        in validation or testing."""
+        return []
+
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` row indices drawn uniformly with replacement (no class to balance in multi-label)."""
         return rng.integers(0, len(self), size=count)
