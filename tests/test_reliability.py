@@ -634,6 +634,18 @@ def test_an_earlier_models_files_are_found_however_their_paths_were_spelt(colour
     retrain(other_tree, tiny_module, {**outputs, "output_graph": Path("copy/g.pb"), "output_labels": Path("copy/l.txt")})
 
 
+def test_a_multi_label_model_retrained_as_single_label_at_the_same_paths_is_fine(colour_tree: Path, tmp_path: Path,
+                                                                                outputs, tiny_module: Path) -> None:
+    """The earlier model's thresholds file stays beside the new labels, which nothing reads for a softmax model:
+    it was counted as a file of the earlier model left behind, and the run refused ("write it again": impossible)."""
+    table = tmp_path / "labels.csv"
+    rows = [f"{photo},{photo.parent.name} shade" for photo in sorted(colour_tree.rglob("*.jpg"))]
+    table.write_text("path,labels\n" + "\n".join(rows) + "\n")
+    retrain(colour_tree, tiny_module, outputs, labels_csv=table)
+    assert outputs["output_labels"].with_name("labels_thresholds.txt").is_file()
+    retrain(colour_tree, tiny_module, outputs)
+    assert outputs["output_labels"].read_text() == "".join(f"{label}\n" for label in sorted(COLOURS))
+
 def test_a_pipe_or_a_deep_json_where_a_report_would_be_read_is_never_waited_on(colour_tree: Path, tmp_path: Path,
                                                                               outputs, tiny_module: Path) -> None:
     """A report.json beside an output is read for the earlier-model check: a FIFO there hung the run, a link to
