@@ -13,7 +13,6 @@ cannot be made is reported in a warning; it never fails a trained run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence

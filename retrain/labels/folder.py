@@ -182,7 +182,7 @@ def _what_else(paths: list[str]) -> str:
 
 
 def image_files(root: Path) -> list[Path]:
-    """All image files under an --image folder, nested folders included, hidden ones and bad names skipped, sorted."""
+    """All image files under an --image folder, nested folders included, hidden ones skipped, sorted."""
     return _Walk(root, flag="--image", any_name=True).files(root)
 
 
