@@ -151,7 +151,8 @@ def writes(outputs: Sequence[Output], path: Path) -> bool:
 def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None,
                       walked: Iterable[Path] = ()) -> None:
     """Refuse an output that would overwrite one of many input files (the photos a run reads), or write into a
-    folder the walk of `covered` entered through a link (`walked`: those of its folders with no image yet too).
+    folder the walk of `covered` entered through a link (`walked`: every folder it entered, the files' own and
+    those with no image yet).
 
     Files inside `covered` (a tree already checked as an input, if any) are skipped cheaply; the others
     (reached through links, or named by a CSV anywhere on disk) are checked one by one. Links are
@@ -168,8 +169,6 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
         parent = folders.get(str(path.parent))
         if parent is None:
             parent = folders.setdefault(str(path.parent), str(real(path.parent)) + os.sep)
-            if root is not None and not parent.startswith(root):
-                linked.update(dict.fromkeys(_linked_folders(covered, path.parent, root)))
         if root is not None and parent.startswith(root):
             continue
         resolved = Path(parent + path.name)
@@ -540,23 +539,31 @@ def _is_numbers(data: Any) -> bool:
 MAX_REPORT_BYTES = 64 << 20  # a report is kilobytes; a larger file at report.json is not one
 
 
-def _is_report(data: Any) -> bool:
+def _report_in(data: Any) -> dict[str, Any] | None:
+    """The retrain report these bytes hold, or None: too large to be one, not JSON (nested beyond Python's
+    recursion too), or not a retrain report."""
+    if len(data) > MAX_REPORT_BYTES:
+        return None
     try:
-        return len(data) <= MAX_REPORT_BYTES and json.loads(bytes(data)).get("format") == REPORT_FORMAT
-    except (ValueError, AttributeError, RecursionError):
-        return False
+        report = json.loads(bytes(data))
+    except (ValueError, RecursionError):
+        return None
+    return report if isinstance(report, dict) and report.get("format") == REPORT_FORMAT else None
+
+
+def _is_report(data: Any) -> bool:
+    return _report_in(data) is not None
 
 
 def read_report(path: Path) -> dict[str, Any] | None:
-    """The retrain report at `path`, or None: nothing there, a pipe or device (never waited on), a file too
-    large to be one, not JSON (nested beyond Python's recursion too), or not a retrain report."""
+    """The retrain report at `path`, or None: nothing there, a pipe or device (never waited on), or bytes that
+    are not one (`_report_in`)."""
     try:
         if not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
             return None
-        report = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
+        return _report_in(path.read_bytes())
+    except OSError:
         return None
-    return report if isinstance(report, dict) and report.get("format") == REPORT_FORMAT else None
 
 
 def _is_checkpoint_index(data: Any) -> bool:

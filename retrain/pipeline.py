@@ -179,17 +179,17 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
                               vectors=take_rows(vectors.vectors,
                                                 np.array([row[p] for p in labels.files[name]], np.int64)))
                   for name in SPLITS}
-        training = splits["training"]
+        training = plain = splits["training"]
         skipped = vectors.skipped
         if distortions.active and config.distortion_mode == "cached":
-            training = _variant_split(training, source=source, stores=stores, distortions=distortions,
-                                      config=config, file_keys=file_keys, in_memory=in_memory, runner=runner)
+            training, splits["training"] = _variant_split(plain, source=source, stores=stores, distortions=distortions,
+                                                          config=config, file_keys=file_keys, in_memory=in_memory,
+                                                          runner=runner)
             for store in stores:
                 store.compact()
-            lost = sorted(set(splits["training"].paths) - set(training.paths))  # their variants were unusable
-            if lost:
-                splits["training"] = _without(splits["training"], set(lost))
-                skipped += tuple((path, "its distorted variants could not be used (named above)") for path in lost)
+            kept = set(splits["training"].paths)
+            skipped += tuple((path, "its distorted variants could not be used (named above)")
+                             for path in plain.paths if path not in kept)
             if not len(training):
                 raise RetrainError("no training image is left: none of their distorted variants could be used (each "
                                    "is named above with the reason); check --tfhub_module, or train without "
@@ -357,23 +357,18 @@ def _sizes(distortions: Distortions, source: FeatureSource) -> dict[str, int]:
 
 def _variant_split(data: Split, *, source: FeatureSource, stores: Sequence[BottleneckStore],
                    distortions: Distortions, config: RetrainConfig, file_keys: FileKeys, in_memory: bool,
-                   runner: Callable[..., dict[Path, str]]) -> Split:
-    """The training split as `--distorted_variants` cached distorted copies of each image."""
+                   runner: Callable[..., dict[Path, str]]) -> tuple[Split, Split]:
+    """The training split as `--distorted_variants` cached distorted copies of each image, and the split itself
+    without the images whose variants could not be used (what the run trains on, counted as such)."""
     paths, vectors = variant_vectors(data.paths, source=source, stores=stores, distortions=distortions,
                                      variants=config.distorted_variants, seed=config.seed,
                                      batch_size=config.bottleneck_batch_size, file_keys=file_keys,
                                      image_size=config.image_size, in_memory=in_memory, runner=runner)
     usable = set(paths)
     kept = np.array([i for i, p in enumerate(data.paths) if p in usable], np.int64)
-    return Split(paths=tuple(p for p in paths for _ in range(config.distorted_variants)),
-                 targets=data.targets.take(kept).repeat(config.distorted_variants), vectors=vectors)
-
-
-def _without(split: Split, paths: set[Path]) -> Split:
-    """The split without the rows of `paths`."""
-    kept = np.array([i for i, path in enumerate(split.paths) if path not in paths], np.int64)
-    return Split(paths=tuple(split.paths[i] for i in kept), targets=split.targets.take(kept),
-                 vectors=take_rows(split.vectors, kept))
+    return (Split(paths=tuple(p for p in paths for _ in range(config.distorted_variants)),
+                  targets=data.targets.take(kept).repeat(config.distorted_variants), vectors=vectors),
+            Split(paths=tuple(paths), targets=data.targets.take(kept), vectors=take_rows(data.vectors, kept)))
 
 
 def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: Head, splits: dict[str, Split],

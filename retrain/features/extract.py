@@ -71,7 +71,7 @@ def _unusable(vectors: np.ndarray, dtype: np.dtype) -> list[str]:
     would make values over 65504 infinite)."""
     finite = np.isfinite(vectors).all(axis=1)
     with np.errstate(over="ignore"):
-        fits = np.isfinite(vectors.astype(dtype)).all(axis=1)
+        fits = np.isfinite(vectors.astype(dtype, copy=False)).all(axis=1)
     too_large = TOO_LARGE.format(dtype=dtype.name, largest=float(np.finfo(dtype).max))
     return ["" if ok else NOT_FINITE if not number else too_large for ok, number in zip(finite & fits, finite)]
 

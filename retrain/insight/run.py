@@ -63,8 +63,9 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
         thresholds = thresholds_path(report.parent / Path(str(data["run"]["flags"]["output_labels"])).name)
         present = [file for file in files if os.path.lexists(file) and written_for(file) != "--output_tfjs"
                    and file != thresholds]
-        touched = [file for file in present if rewritten(file)]
-        left = [file for file in present if not rewritten(file)]
+        replaced = {file: rewritten(file) for file in present}
+        touched = [file for file, yes in replaced.items() if yes]
+        left = [file for file, yes in replaced.items() if not yes]
         if touched and left:
             raise UsageError(f"this run replaces {_listed(touched)} of the earlier model that {report} describes "
                              f"({len(earlier)} labels) but leaves its {_listed(left)}: with other labels they would "
