@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from retrain import __version__
+from retrain import __version__, filekinds
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
-from retrain.names import IMAGE_KEY, OUTPUT_KEY, OWNER_MARKER, REPORT_FORMAT, SERVING_SIGNATURE, report_path
+from retrain.names import OWNER_MARKER, report_path
 
 log = logging.getLogger(__name__)
 
@@ -349,265 +349,20 @@ def _listing(folder: Path) -> list[str]:
     return names
 
 
-# --------------------------------------------------------------------------- what an existing file may be
+# --------------------------------------------------------------------------- what an existing file is
 
 
-MAX_GRAPH_NODES = 2_000_000  # more than any real frozen graph holds: a file with more is judged not to be ours
-
-
-def _graph_nodes(data: Any) -> Iterator[tuple[bytes, bytes]]:
-    """The (name, op) of each node, as long as `data` parses as a GraphDef's top level (only its fields: node,
-    library, version, versions, debug info, each with its wire type); ValueError where it stops parsing as one, or
-    at its MAX_GRAPH_NODES + 1st node. Read from the wire format: the checks run before TensorFlow loads."""
-    fields = {1: 2, 2: 2, 3: 0, 4: 2, 5: 2}
-    position, size = 0, len(data)
-
-    def varint(end: int) -> int:
-        nonlocal position
-        value = shift = 0
-        while position < end and shift < 64:
-            byte = data[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-        raise ValueError("not a varint")
-
-    def name_and_op(end: int) -> tuple[bytes, bytes]:  # a NodeDef: its fields 1 and 2, the others skipped
-        nonlocal position
-        found = {1: b"", 2: b""}
-        while position < end:
-            key = varint(end)
-            kind = key & 7
-            if kind == 2:
-                length = varint(end)
-                if key >> 3 in found:
-                    found[key >> 3] = bytes(data[position:position + length])
-                position += length
-            elif kind in (1, 5):
-                position += 8 if kind == 1 else 4
-            elif kind == 0:
-                varint(end)
-            else:
-                raise ValueError("not a NodeDef")
-        if position != end:
-            raise ValueError("not a NodeDef")
-        return found[1], found[2]
-
-    count = 0
-    while position < size:
-        key = varint(size)
-        if fields.get(key >> 3) != key & 7:
-            raise ValueError("not a GraphDef field")
-        length = varint(size) if key & 7 == 2 else 0
-        if position + length > size:
-            raise ValueError("a record runs past the end")
-        if key >> 3 == 1:
-            count += 1
-            if count > MAX_GRAPH_NODES:
-                raise ValueError("too many nodes")
-            yield name_and_op(position + length)
-        else:
-            position += length
-
-
-def _is_graph_def(data: Any) -> bool:
-    """Whether `data` parses whole as a GraphDef with nodes."""
-    try:
-        return sum(1 for _ in _graph_nodes(data)) > 0
-    except ValueError:
-        return False
-
-
-def _is_retrain_graph(data: Any, final: str) -> bool:
-    """A frozen graph retrain (or the classic retrain.py) wrote: its final node, named `final_result` or this run's
-    --final_tensor_name (`final`), is a Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3
-    you serve, a TF1 model with a Placeholder and a Softmax) is not replaced."""
-    names = {b"final_result", final.encode()}
-    try:
-        return any(name in names and op in (b"Softmax", b"Sigmoid") for name, op in _graph_nodes(data))
-    except ValueError:
-        return False
-
-
-def _tflite_signatures(data: Any, *, most: int = 16, longest: int = 256) -> list[tuple[str, list[str], list[str]]]:
-    """(key, input names, output names) of each signature of a TFLite model, read from its FlatBuffer without
-    TensorFlow (the checks run before it loads): the Model table's field 7, SignatureDef's fields 0-2, TensorMap's
-    field 0. ValueError where it does not parse as one, or holds more than `most` signatures (or inputs, or
-    outputs of one) or a name longer than `longest` bytes: a crafted file whose vectors share their entries
-    would otherwise cost gigabytes."""
-    size = len(data)
-
-    def number(position: int, width: int, signed: bool = False) -> int:
-        if not 0 <= position <= size - width:
-            raise ValueError("past the end")
-        return int.from_bytes(data[position:position + width], "little", signed=signed)
-
-    def field(table: int, index: int) -> int | None:  # where a table's field is, or None when absent
-        vtable = table - number(table, 4, signed=True)
-        if 4 + 2 * index >= number(vtable, 2):
-            return None
-        offset = number(vtable + 4 + 2 * index, 2)
-        return table + offset if offset else None
-
-    def follow(position: int | None) -> int | None:
-        return None if position is None else position + number(position, 4)
-
-    def vector(position: int | None) -> list[int]:
-        start = follow(position)
-        if start is None:
-            return []
-        count = number(start, 4)
-        if count > most:
-            raise ValueError("too many entries")
-        return [follow(start + 4 + 4 * i) for i in range(count)]
-
-    def string(position: int | None) -> str:
-        start = follow(position)
-        if start is None:
-            return ""
-        length = number(start, 4)
-        if length > longest:
-            raise ValueError("too long a name")
-        if length:
-            number(start + 3 + length, 1)  # its last byte lies within the data
-        return bytes(data[start + 4:start + 4 + length]).decode()
-
-    model = follow(0)
-    return [(string(field(signature, 2)), [string(field(t, 0)) for t in vector(field(signature, 0))],
-             [string(field(t, 0)) for t in vector(field(signature, 1))]) for signature in vector(field(model, 7))]
-
-
-def _is_retrain_tflite(data: Any) -> bool:
-    """A TFLite model retrain wrote: one signature, serving_default, from `image` to `prediction` and nothing
-    else (another model at --output_tflite, a Keras export or a detector that also gives boxes, is not replaced)."""
-    if bytes(data[4:8]) != b"TFL3":
-        return False
-    try:
-        return _tflite_signatures(data, most=1, longest=len(SERVING_SIGNATURE)) == [
-            (SERVING_SIGNATURE, [IMAGE_KEY], [OUTPUT_KEY])]
-    except (ValueError, UnicodeDecodeError):
-        return False
-
-
-def _is_json(data: Any) -> bool:
-    """A JSON object or array (a small file only: what sits at report.json is at most a few megabytes)."""
-    if len(data) > 16 << 20 or bytes(data[:64]).lstrip()[:1] not in (b"{", b"["):
-        return False
-    try:
-        json.loads(bytes(data[:]))
-    except (ValueError, RecursionError):
-        return False
-    return True
-
-
-def _is_text(data: Any) -> bool:
-    head = bytes(data[:65536])
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < len(head) - 3:  # not just a character cut at the end of the sample
-            return False
-    return b"\0" not in head
-
-
-def _is_labels(data: Any, path: Path) -> bool:
-    """A labels file an earlier run wrote: one distinct label a line, newline-terminated, the labels of the
-    retrain report beside it. (A file holding this run's own labels, or the classic retrain.py's for this run's
-    classes, is accepted through `check_replaceable_files(unchanged=...)`.) A CSV, a script, notes, settings or
-    another model's labels at --output_labels are none of these, and are not replaced."""
-    if len(data) > 1 << 26 or not _is_text(data):
-        return False
-    lines = bytes(data).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n").split("\n")
-    if lines.pop() != "" or not all(lines) or len(set(lines)) != len(lines):
-        return False
-    report = read_report(report_path(path))
-    return report is not None and report.get("labels") == lines
-
-
-def _is_numbers(data: Any) -> bool:
-    if len(data) > 1 << 26 or not _is_text(data):
-        return False
-    try:
-        [float(line) for line in bytes(data).decode("utf-8-sig").split() if line]
-    except ValueError:
-        return False
-    return True
-
-
-MAX_REPORT_BYTES = 64 << 20  # a report is kilobytes; a larger file at report.json is not one
-
-
-def _report_in(data: Any) -> dict[str, Any] | None:
-    """The retrain report these bytes hold, or None: too large to be one, not JSON (nested beyond Python's
-    recursion too), or not a retrain report."""
-    if len(data) > MAX_REPORT_BYTES:
-        return None
-    try:
-        report = json.loads(bytes(data))
-    except (ValueError, RecursionError):
-        return None
-    return report if isinstance(report, dict) and report.get("format") == REPORT_FORMAT else None
-
-
-def _is_report(data: Any) -> bool:
-    return _report_in(data) is not None
-
-
-def read_report(path: Path) -> dict[str, Any] | None:
-    """The retrain report at `path`, or None: nothing there, a pipe or device (never waited on), or bytes that
-    are not one (`_report_in`)."""
-    try:
-        if not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
-            return None
-        return _report_in(path.read_bytes())
-    except OSError:
-        return None
-
-
-def _is_checkpoint_index(data: Any) -> bool:
-    """The .index file of a checkpoint of the new layer: a TensorFlow checkpoint table (it ends with the table
-    format's magic number) holding retrain's variable `final_biases`, or the classic retrain.py's
-    `final_retrain_ops/...`. Another model's checkpoint at --checkpoint_path is not replaced."""
-    return bytes(data[-8:]) == bytes.fromhex("57fb808b247547db") and len(data) < 1 << 26 and (
-        data.find(b"final_biases/.ATTRIBUTES/VARIABLE_VALUE") >= 0 or data.find(b"final_retrain_ops/") >= 0)
-
-
-# What retrain writes in a file output (Output.content): how messages call it, and how to recognise one.
+# What retrain writes in a file output (Output.content): how messages call it, and how to recognise one
+# (from its bytes: filekinds).
 CONTENTS: dict[str, tuple[str, Callable[[Any, "Output"], bool]]] = {
-    "graph": ("a frozen graph retrain wrote", lambda data, output: _is_retrain_graph(data, output.detail)),
-    "tflite": ("a TFLite model retrain wrote", lambda data, _: _is_retrain_tflite(data)),
-    "labels": ("a labels file retrain can tell it wrote", lambda data, output: _is_labels(data, output.path)),
-    "thresholds": ("a thresholds file", lambda data, _: _is_numbers(data)),
-    "report": ("a retrain report", lambda data, _: _is_report(data)),
-    "checkpoint": ("a checkpoint of the new layer", lambda data, _: _is_checkpoint_index(data)),
+    "graph": ("a frozen graph retrain wrote", lambda data, output: filekinds.is_retrain_graph(data, output.detail)),
+    "tflite": ("a TFLite model retrain wrote", lambda data, _: filekinds.is_retrain_tflite(data)),
+    "labels": ("a labels file retrain can tell it wrote",
+               lambda data, output: filekinds.is_labels(data, output.path)),
+    "thresholds": ("a thresholds file", lambda data, _: filekinds.is_numbers(data)),
+    "report": ("a retrain report", lambda data, _: filekinds.is_report(data)),
+    "checkpoint": ("a checkpoint of the new layer", lambda data, _: filekinds.is_checkpoint_index(data)),
 }
-_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
-          (b"BM", "a BMP image"), (b"RIFF", "a RIFF file (WebP image, audio or video)"), (b"%PDF", "a PDF"),
-          (b"PK\x03\x04", "a zip file (or a document that is one)"))
-
-
-def _is_one_of(data: Any, same: Sequence[bytes]) -> bool:
-    """Whether the file holds one of `same` (with line ends written on Windows, too), without copying a large one."""
-    if not same or len(data) > 2 * max(map(len, same)):
-        return False
-    return data[:].replace(b"\r\n", b"\n") in same
-
-
-def _looks_like(data: Any) -> str:
-    head = bytes(data[:16])
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    if bytes(data[4:8]) == b"TFL3":
-        return "another TFLite model"
-    if _is_graph_def(data):
-        return "another model's frozen graph"
-    if _is_text(data):
-        return "a JSON file" if _is_json(data) else "a text file"
-    control = re.search(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]", bytes(data[:65536]))  # none in text of any 8-bit encoding
-    return "a text file not in UTF-8" if len(data) and control is None else "other data"
 
 
 def check_replaceable_files(outputs: Sequence[Output], *,
@@ -702,9 +457,9 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
             raise UsageError(f"{shown} exists beside no checkpoint index, so retrain did not write it; move the "
                              f"file or choose another {output.flag}")
     with open(checked, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if _is_one_of(data, same) or recognise(data, dataclasses.replace(output, path=checked)):
+        if filekinds.is_one_of(data, same) or recognise(data, dataclasses.replace(output, path=checked)):
             return
-        looks = _looks_like(data)
+        looks = filekinds.looks_like(data)
     judged = "it" if checked == path else f"its index {checked.name}"
     raise UsageError(f"{shown} exists and is not {what} ({judged} is {looks}); retrain replaces only such a file "
                      f"there: move the file or choose another {output.flag}{_labels_hint(output, path)}")
@@ -715,7 +470,7 @@ def _labels_hint(output: Output, path: Path) -> str:
     labels (another model's, two models sharing a folder), say so: retrain may well have written the file."""
     if output.content != "labels":
         return ""
-    if read_report(report_path(path)) is None:
+    if filekinds.read_report(report_path(path)) is None:
         return ""
     return (f" (the {report_path(path).name} beside it lists other labels, so it cannot vouch for this file: if "
             "retrain wrote it for another model in this folder, give each model its own folder)")

@@ -330,21 +330,21 @@ def test_a_tflite_model_is_told_by_its_one_signature_and_a_cut_one_is_not_ours(c
                                                                             outputs) -> None:
     """The FlatBuffer is read without TensorFlow: retrain's model has one signature, serving_default, from image to
     prediction. A copy cut anywhere is judged without an error (cut after its signature, it is still ours)."""
-    from retrain.outputs import _is_retrain_tflite, _tflite_signatures
+    from retrain.filekinds import is_retrain_tflite, tflite_signatures
 
     model = outputs["output_graph"].with_name("m.tflite")
     retrain(colour_tree, tiny_module, outputs, output_tflite=model)
     data = model.read_bytes()
-    assert _tflite_signatures(data) == [("serving_default", ["image"], ["prediction"])] and _is_retrain_tflite(data)
-    judged = [_is_retrain_tflite(data[:cut]) for cut in range(0, len(data), max(1, len(data) // 500))]
+    assert tflite_signatures(data) == [("serving_default", ["image"], ["prediction"])] and is_retrain_tflite(data)
+    judged = [is_retrain_tflite(data[:cut]) for cut in range(0, len(data), max(1, len(data) // 500))]
     assert judged[0] is False and all(isinstance(ours, bool) for ours in judged)
     with pytest.raises(ValueError, match="past the end"):  # an offset beyond the file is no table of zeros
-        _tflite_signatures(b"\xff\xff\xff\x7fTFL3" + bytes(8))
+        tflite_signatures(b"\xff\xff\xff\x7fTFL3" + bytes(8))
     # Bounded: vectors whose entries share one long name cost gigabytes to read whole (a 440 KB file took 2.9 GB).
     with pytest.raises(ValueError, match="too many entries"):
-        _tflite_signatures(data, most=0)
+        tflite_signatures(data, most=0)
     with pytest.raises(ValueError, match="too long a name"):
-        _tflite_signatures(data, longest=len("serving_default") - 1)
+        tflite_signatures(data, longest=len("serving_default") - 1)
 
 @pytest.mark.parametrize("case", ["photo_at_graph", "notes_at_tflite", "notes_at_int8_variant", "foreign_report",
                                   "folder_at_report", "folder_at_thresholds", "pipe_at_graph",
@@ -449,9 +449,9 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         target.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
             [function.get_concrete_function()], model).convert())
         if case == "detector_tflite_at_tflite":
-            from retrain.outputs import _tflite_signatures
+            from retrain.filekinds import tflite_signatures
 
-            assert _tflite_signatures(target.read_bytes()) == [("serving_default", ["image"], ["boxes", "prediction"])]
+            assert tflite_signatures(target.read_bytes()) == [("serving_default", ["image"], ["boxes", "prediction"])]
     elif case == "latin1_labels_at_labels":
         target.write_bytes("ch\u00e2teau\ncaf\u00e9\n".encode("latin-1"))
     elif case.endswith("_at_labels"):
@@ -473,19 +473,19 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
 def test_a_graph_cut_short_at_an_output_is_judged_without_an_error() -> None:
     """The GraphDef reader (no TensorFlow before the checks) on every cut of a graph: a node record that runs past
     the end made it read beyond the data (an IndexError, a traceback) before it said "not a graph"."""
-    from retrain.outputs import _is_graph_def, _is_retrain_graph
+    from retrain.filekinds import is_graph_def, is_retrain_graph
 
     for end in range(len(EARLIER_GRAPH)):
         cut = EARLIER_GRAPH[:end]
-        assert not _is_retrain_graph(cut, "final_result")  # at most the Placeholder: no final_result
-        assert _is_graph_def(cut) == (end == 28)  # the Placeholder's record is whole there
-    assert _is_retrain_graph(EARLIER_GRAPH, "final_result") and not _is_retrain_graph(FOREIGN_GRAPH, "final_result")
+        assert not is_retrain_graph(cut, "final_result")  # at most the Placeholder: no final_result
+        assert is_graph_def(cut) == (end == 28)  # the Placeholder's record is whole there
+    assert is_retrain_graph(EARLIER_GRAPH, "final_result") and not is_retrain_graph(FOREIGN_GRAPH, "final_result")
     # A TF1 model with the default names (Placeholder -> Softmax) is not retrain's; one whose final node is this
     # run's --final_tensor_name is (an earlier run with the same flag).
     tf1_model = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"Softmax", b"Softmax", b"Placeholder")
     tags = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"tags", b"Sigmoid", b"Placeholder")
-    assert not _is_retrain_graph(tf1_model, "final_result") and _is_graph_def(tf1_model)
-    assert _is_retrain_graph(tags, "tags") and not _is_retrain_graph(tags, "final_result")
+    assert not is_retrain_graph(tf1_model, "final_result") and is_graph_def(tf1_model)
+    assert is_retrain_graph(tags, "tags") and not is_retrain_graph(tags, "final_result")
 
 
 def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,

@@ -24,7 +24,8 @@ import numpy as np
 from retrain.errors import RetrainError, UsageError
 from retrain.insight import report as reports
 from retrain.names import report_path, thresholds_path
-from retrain.outputs import read_report, written_for
+from retrain.filekinds import read_report
+from retrain.outputs import written_for
 
 log = logging.getLogger(__name__)
 
