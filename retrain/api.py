@@ -85,7 +85,7 @@ _RUNNING = types.SimpleNamespace(thread=None)  # the thread whose call holds _ON
 
 
 def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = RetrainConfig.output_graph,
-             labels: str | Path = RetrainConfig.output_labels, top_k: int | None = None,
+             labels: str | Path | None = None, top_k: int | None = None,
              **flags: Any) -> list[dict[str, Any]]:
     """Classify image files (or folders of them) with an exported model, as `label-image --json` does.
 
@@ -93,8 +93,9 @@ def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = R
     per image, in order: `image` and `predictions` (label and score, best first: every label, or
     `top_k`), plus `labels` (those at or above their thresholds) for a multi-label
     model; or `image` and `error` for an image that could not be decoded. Other keyword arguments are
-    label-image's flags (`input_mean=...`, `batch_size=...`). A missing file is a UsageError, as a bad
-    value is.
+    label-image's flags (`input_mean=...`, `batch_size=...`). Without `labels`, the labels file the
+    report.json beside `graph` names is read (else /tmp/output_labels.txt), as label-image does. A missing file
+    is a UsageError, as a bad value is.
     """
     from retrain.inference.command import records
 

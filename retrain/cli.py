@@ -242,7 +242,7 @@ def retrain_command(**options: Any) -> None:
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @_option("--graph", type=_PathFlag(path_type=Path), default=_L.graph,
          help="Model retrain exported: frozen graph (.pb), SavedModel folder or .tflite file.")
-@_option("--labels", type=_PathFlag(path_type=Path), default=_L.labels, help="Labels file, one per line.")
+@_option("--labels", type=_PathFlag(path_type=Path), default=_L.labels, help=f"Labels file, one per line (default: the one retrain wrote for --graph, which the report.json beside the model names; else {_R.output_labels}).")
 @_option("--image", "images", type=_PathFlag(path_type=Path), multiple=True,
          help="Image file or folder of images to classify (repeatable; more may follow as arguments).")
 @_option("--input_height", type=int, default=None, help="Model input height (read from the model when omitted).")
@@ -270,7 +270,7 @@ def label_image_command(more_images: tuple[Path, ...], **options: Any) -> None:
     setup_logging("WARN")
     from retrain.inference.command import check, run
 
-    check(config)  # missing files fail before TensorFlow loads
+    config = check(config)  # missing files fail before TensorFlow loads
     from retrain.tfenv import import_tensorflow
 
     import_tensorflow()

@@ -188,7 +188,7 @@ class LabelImageConfig:
     """
 
     graph: Path = RetrainConfig.output_graph
-    labels: Path = RetrainConfig.output_labels
+    labels: Path | None = None  # None: the labels retrain wrote for --graph (label-image's labels_for)
     images: tuple[Path, ...] = ()
     input_height: int | None = None
     input_width: int | None = None

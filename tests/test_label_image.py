@@ -269,15 +269,62 @@ def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
 
 
-def test_defaults_follow_a_default_retrain_run() -> None:
-    """The two commands as users call them: label-image's --graph and --labels default to what retrain writes."""
+def test_defaults_follow_a_default_retrain_run(tmp_path: Path) -> None:
+    """The two commands as users call them: label-image's --graph and --labels default to what retrain writes
+    (the labels, for a model with no retrain report beside it)."""
     from retrain.cli import retrain_command
+    from retrain.inference.command import labels_for
 
     def default(command, name: str):
-        return next(Path(param.default) for param in command.params if param.name == name)
+        return next(param.default for param in command.params if param.name == name)
 
-    assert default(label_image_command, "graph") == default(retrain_command, "output_graph")
-    assert default(label_image_command, "labels") == default(retrain_command, "output_labels")
+    assert Path(default(label_image_command, "graph")) == default(retrain_command, "output_graph")
+    assert default(label_image_command, "labels") is None
+    assert labels_for(tmp_path / "graph.pb") == default(retrain_command, "output_labels")
+
+
+def _renamed_copy(trained: Trained, folder: Path) -> list[str]:
+    """The export's graph, SavedModel, labels and report copied into `folder`, its labels renamed (upper case) in
+    both the labels file and the report: what label-image prints then shows which labels file it read."""
+    shutil.copytree(trained.graph.parent, folder, ignore=shutil.ignore_patterns("logs", "checkpoint", "web", "*.tflite"))
+    renamed = [label.upper() for label in trained.labels_list]
+    (folder / "labels.txt").write_text("".join(f"{label}\n" for label in renamed))
+    report = json.loads((folder / "report.json").read_text())
+    report["labels"] = renamed
+    (folder / "report.json").write_text(json.dumps(report))
+    return renamed
+
+
+@pytest.mark.parametrize("kind", ["frozen graph", "SavedModel"])
+def test_without_labels_the_labels_file_the_report_beside_the_model_names_is_read(
+        trained: Trained, tmp_path: Path, kind: str) -> None:
+    """label-image --graph out/graph.pb without --labels used /tmp/output_labels.txt, whatever model wrote it: another
+    model's labels named the scores, exit 0 (or "not found" when there was none). The report beside the model says
+    which labels file its run wrote; a copy of the whole folder is found the same way."""
+    renamed = _renamed_copy(trained, tmp_path / "copy")
+    model = tmp_path / "copy" / ("graph.pb" if kind == "frozen graph" else "saved_model")
+    records = label_json("--graph", str(model), *images_args(trained.photos[:3]))
+    np.testing.assert_allclose(scores_of(records, renamed), trained.expected[:3], atol=1e-4)
+
+
+def test_labels_whose_report_names_another_model_get_a_warning(trained: Trained, tmp_path: Path) -> None:
+    """Labels given (or found) for a model their report does not list, and of which none of its files is a copy,
+    are used with a warning: they may be another model's. A byte copy of the model, or the model itself, is fine."""
+    renamed = _renamed_copy(trained, tmp_path / "copy")
+    labels = tmp_path / "copy" / "labels.txt"
+    copied = tmp_path / "elsewhere" / "flowers.pb"
+    copied.parent.mkdir()
+    shutil.copyfile(trained.graph, copied)
+    for graph in (tmp_path / "copy" / "graph.pb", copied):
+        result = invoke(label_image_command, ["--graph", str(graph), "--labels", str(labels),
+                                              "--image", str(trained.photos[0])])
+        assert result.stdout.split()[0] in renamed and "WARNING" not in result.stderr, result.stderr
+    other = _write_colour_graph(tmp_path / "elsewhere" / "other.pb", classes=len(renamed))
+    result = invoke(label_image_command, ["--graph", str(other), "--labels", str(labels),
+                                          "--image", str(trained.photos[0])])
+    assert result.stdout.split()[0] in renamed  # still classified: a model moved since is told by nothing else
+    assert f"the report.json beside it says they are the labels of {tmp_path / 'copy' / 'graph.pb'}" in result.stderr
+    assert f"not of --graph {other}" in result.stderr
 
 
 def _error(args: list[str], *, expect: int) -> str:

@@ -10,8 +10,11 @@ model never prints as a confident one.
 
 from __future__ import annotations
 
+import dataclasses
+import filecmp
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,12 +23,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from retrain.config import TOP_K, LabelImageConfig
+from retrain.config import TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
+from retrain.filekinds import read_report
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
+from retrain.insight.report import files_now
 from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, thresholds_path
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, report_path, thresholds_path
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -43,19 +48,78 @@ class ImageResult:
 # --------------------------------------------------------------------------- checks without TensorFlow
 
 
-def check(config: LabelImageConfig) -> None:
-    """Reject missing files before TensorFlow is imported (flag values were checked by the config)."""
+def check(config: LabelImageConfig) -> LabelImageConfig:
+    """Reject missing files before TensorFlow is imported (flag values were checked by the config); returns the
+    config with its labels file found (`labels_for`) when --labels was not given."""
     if not config.images:
         raise UsageError("no --image given; pass an image file or a folder of images")
     if not config.graph.exists():
         raise UsageError(f"--graph {config.graph} not found; pass the model retrain wrote "
                          "(--output_graph, --saved_model_dir) or run retrain first")
+    if config.labels is None:
+        config = dataclasses.replace(config, labels=labels_for(config.graph))
     if not config.labels.exists():
         raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote "
                          "(--output_labels)")
+    _warn_if_another_models_labels(config.graph, config.labels)
     for path in config.images:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
+    return config
+
+
+def labels_for(graph: Path) -> Path:
+    """The labels file of the model at `graph` when --labels is not given: the one its retrain report names
+    (report.json beside the model lists the model among the files its run wrote), else the classic default."""
+    report = report_path(graph)
+    data = read_report(report)
+    try:
+        labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
+        if _among(graph, files_now(report, data["run"])) and labels.is_file():
+            log.info("labels: %s (the %s beside --graph names them)", labels, report.name)
+            return labels
+    except (KeyError, TypeError, ValueError):
+        pass
+    return RetrainConfig.output_labels
+
+
+def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
+    """Warn when the retrain report beside the labels file says they are the labels of other files than the
+    model (and none of those is a copy of it): another model's labels would name its scores wrongly. Only a
+    warning: a model moved since (not a copy) is still told apart by nothing but its class count."""
+    report = report_path(labels)
+    data = read_report(report)
+    try:
+        if data["labels"] != read_labels(labels):
+            return  # the report does not vouch for this labels file
+        files = [file for file in files_now(report, data["run"]) if not _among(labels, [file])]
+    except (KeyError, TypeError, ValueError, RetrainError):
+        return
+    if not files or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
+        return
+    log.warning("--labels %s: the %s beside it says they are the labels of %s, not of --graph %s; if that is "
+                "another model, pass its own labels file", labels, report.name, ", ".join(map(str, files)), graph)
+
+
+def _among(path: Path, files: Sequence[Path]) -> bool:
+    """Whether `path` is one of `files` (the same file or folder, however spelt)."""
+    for file in files:
+        try:
+            if os.path.samefile(path, file):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _same_bytes(path: Path, other: Path) -> bool:
+    """Whether two regular files hold the same bytes (a model copied elsewhere with cp)."""
+    try:
+        if not (path.is_file() and other.is_file()) or path.stat().st_size != other.stat().st_size:
+            return False
+        return filecmp.cmp(path, other, shallow=False)
+    except OSError:
+        return False
 
 
 def collect_images(paths: Sequence[Path]) -> list[Path]:
@@ -220,7 +284,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
 
     `paths` are the image files when the caller has collected them from config.images already.
     """
-    check(config)
+    config = check(config)
     paths = collect_images(config.images) if paths is None else paths
     labels = read_labels(config.labels)
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
@@ -256,7 +320,7 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
     are reported on stderr as they come and skipped).
     """
     out = out or sys.stdout
-    check(config)
+    config = check(config)
     paths = collect_images(config.images)
     several = len(paths) > 1
     printed: list[dict[str, Any]] = []

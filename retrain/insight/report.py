@@ -290,3 +290,35 @@ def write_report_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write a report (report_dict's, or a multi-label one) as strict JSON, atomically (outputs.atomic_write)."""
     text = json.dumps(_json_ready(dict(data), where="report"), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     atomic_write_bytes(Path(path), text.encode("utf-8"), flag="--output_labels")
+
+
+def files_now(report: Path, run: Mapping[str, Any]) -> list[Path]:
+    """The files a report lists, where they are now: those that were in its labels file's folder are in the
+    report's folder (which may have moved or been copied, or be reached from another folder); others are where
+    the run put them: absolute, or relative to its current folder (`run.folder`; reports written before it was
+    recorded compare paths as spelt, and relative ones outside the labels' folder are skipped)."""
+    folder = run.get("folder")
+
+    def absolute(name: str) -> str | None:  # as the run meant it, or None when its folder is unknown
+        if os.path.isabs(name):
+            return os.path.normpath(name)
+        return os.path.normpath(os.path.join(folder, name)) if isinstance(folder, str) and folder else None
+
+    labels = str(run["flags"]["output_labels"])
+    home = absolute(labels)
+    found = []
+    for name in run["files"]:
+        if not isinstance(name, str) or not name:
+            continue
+        where = absolute(name)
+        if home and where:
+            inside = os.path.relpath(where, os.path.dirname(home))
+        elif os.path.isabs(name) == os.path.isabs(labels):
+            inside = os.path.relpath(os.path.normpath(name), os.path.dirname(os.path.normpath(labels)) or os.curdir)
+        else:
+            inside = os.pardir
+        if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
+            found.append(report.parent / inside)
+        elif where:
+            found.append(Path(where))
+    return found

@@ -57,7 +57,7 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
             earlier = data["labels"]
             if list(earlier) == list(labels):
                 continue
-            files = _where_now(report, data["run"])
+            files = reports.files_now(report, data["run"])
         except (ValueError, KeyError, TypeError):
             continue
         # Not at risk: a TF.js folder holds its own labels; a thresholds file means nothing beside a softmax model.
@@ -72,38 +72,6 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
                              f"({len(earlier)} labels) but leaves its {_listed(left)}: with other labels they would "
                              "not match, and that model would name its classes wrongly. Write those outputs again "
                              "in this run, move them, or choose other paths")
-
-
-def _where_now(report: Path, run: Mapping[str, Any]) -> list[Path]:
-    """The files a report lists, where they are now: those that were in its labels file's folder are in the
-    report's folder (which may have moved or been copied, or be reached from another folder); others are where
-    the run put them: absolute, or relative to its current folder (`run.folder`; reports written before it was
-    recorded compare paths as spelt, and relative ones outside the labels' folder are skipped)."""
-    folder = run.get("folder")
-
-    def absolute(name: str) -> str | None:  # as the run meant it, or None when its folder is unknown
-        if os.path.isabs(name):
-            return os.path.normpath(name)
-        return os.path.normpath(os.path.join(folder, name)) if isinstance(folder, str) and folder else None
-
-    labels = str(run["flags"]["output_labels"])
-    home = absolute(labels)
-    found = []
-    for name in run["files"]:
-        if not isinstance(name, str) or not name:
-            continue
-        where = absolute(name)
-        if home and where:
-            inside = os.path.relpath(where, os.path.dirname(home))
-        elif os.path.isabs(name) == os.path.isabs(labels):
-            inside = os.path.relpath(os.path.normpath(name), os.path.dirname(os.path.normpath(labels)) or os.curdir)
-        else:
-            inside = os.pardir
-        if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
-            found.append(report.parent / inside)
-        elif where:
-            found.append(Path(where))
-    return found
 
 
 def _listed(paths: Sequence[Path]) -> str:
