@@ -33,4 +33,6 @@ def main(graph_path: str, labels_path: str, image_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    if len(sys.argv) != 4:
+        sys.exit("usage: python examples/classify_frozen_graph.py GRAPH.pb LABELS.txt IMAGE")
+    main(*sys.argv[1:])

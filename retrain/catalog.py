@@ -14,6 +14,7 @@ prints this table without importing TensorFlow.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 
@@ -71,9 +72,17 @@ def lookup(name: str) -> CatalogEntry | None:
     return _BY_NAME.get(_normalise(name))
 
 
+# TensorFlow for Poets' --architecture names of MobileNet V1: mobilenet_0.50_224, mobilenet_1.0_224_quantized...
+_POETS_MOBILENET = re.compile(r"mobilenet_(\d\.\d+)_(\d+)(_quantized)?")
+
+
 def closest(name: str) -> str | None:
-    """The catalog name a mistyped one was most likely meant to be (mobilenet_v2_100_22 -> mobilenet_v2_100_224),
-    or None when none is close."""
+    """The catalog name a mistyped one was most likely meant to be (mobilenet_v2_100_22 -> mobilenet_v2_100_224;
+    TensorFlow for Poets' mobilenet_0.50_224, a MobileNet V1, -> mobilenet_v1_050_224), or None when none is
+    close."""
+    poets = _POETS_MOBILENET.fullmatch(_normalise(name))
+    if poets and (v1 := f"mobilenet_v1_{round(float(poets[1]) * 100):03d}_{poets[2]}") in _BY_NAME:
+        return v1
     matches = difflib.get_close_matches(_normalise(name), _BY_NAME, n=1, cutoff=0.8)
     return matches[0] if matches else None
 

@@ -115,11 +115,14 @@ class _OneLineErrors(click.Command):
             sys.unraisablehook = hook
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """A flag where a value belongs is said so (`--image_dir --output_graph x.pb`), as the classic
-        tools' argparse said it; click would take the flag as the value and call `x.pb` an extra argument."""
+        """The classic tools' argparse habits: a unique prefix of a flag stands for it (`--how_many=500`), a
+        flag of the older retrain.py gets a pointer to its successor (`--architecture`), and a flag where a
+        value belongs is said so (`--image_dir --output_graph x.pb`; click would take the flag as the value and
+        call `x.pb` an extra argument)."""
         options = [param for param in self.get_params(ctx) if isinstance(param, click.Option)]
         names = {name for param in options for name in param.opts + param.secondary_opts}
         takes_value = {name for param in options if not param.is_flag and not param.count for name in param.opts}
+        args = _unabbreviated(args, options, takes_value)
         for flag, value in zip(args, args[1:]):
             if flag == "--":
                 break
@@ -127,6 +130,68 @@ class _OneLineErrors(click.Command):
                 raise click.UsageError(f"{flag} needs a value, but the next argument is the flag "
                                        f"{value.partition('=')[0]}")
         return super().parse_args(ctx, args)
+
+
+def _unabbreviated(args: list[str], options: list[click.Option], takes_value: set[str]) -> list[str]:
+    """`args` with each long flag that is a prefix of exactly one option's names written out in full, as argparse
+    (the classic scripts' parser) read it: `--how_many=500` is `--how_many_training_steps=500`. A prefix of several
+    is refused naming them; a flag of the older retrain.py (TensorFlow for Poets) is refused with its successor."""
+    known = {opt for param in options for opt in param.opts + param.secondary_opts}
+    written, value_next = [], False
+    for index, arg in enumerate(args):
+        if arg == "--" and not value_next:
+            return written + args[index:]
+        if value_next or not arg.startswith("--") or arg == "--":
+            written.append(arg)
+            value_next = False
+            continue
+        name, equals, value = arg.partition("=")
+        if name in _RETIRED and name not in known:
+            given = value if equals else (args[index + 1] if index + 1 < len(args) else "")
+            raise click.UsageError(_RETIRED[name](given))
+        matched = {}  # the option's first name -> its name that `name` starts
+        if name not in known:
+            matched = {param.opts[0]: opt for param in options for opt in param.opts + param.secondary_opts
+                       if opt.startswith(name)}
+        if len(matched) > 1 and len(classic := [flag for flag in matched if flag in _CLASSIC_FLAGS]) == 1:
+            matched = {classic[0]: matched[classic[0]]}  # what it meant when it was written: `--image` is --image_dir
+        if len(matched) > 1:
+            raise click.UsageError(f"{name} is the start of several flags: {', '.join(sorted(matched))}; "
+                                   "give more of the name")
+        if matched:
+            name = next(iter(matched.values()))
+        written.append(name + equals + value)
+        value_next = not equals and name in takes_value
+    return written
+
+
+def _architecture(value: str) -> str:
+    from retrain import catalog
+
+    close = catalog.closest(value) if value else None
+    example = f"--tfhub_module {close}" if close else "--tfhub_module NAME (retrain --list_modules shows the names)"
+    return (f"--architecture is the flag of TensorFlow's older retrain.py (TensorFlow for Poets); this retrain "
+            f"takes the module with --tfhub_module: {example}")
+
+
+# The classic scripts' flags (retrain.py's and label_image.py's): a prefix that also starts a newer flag, such as
+# --image (--image_dir, --image_size), means the classic one, as it did when the command was written.
+_CLASSIC_FLAGS = frozenset(f"--{name}" for name in (
+    "image_dir output_graph intermediate_output_graphs_dir intermediate_store_frequency output_labels summaries_dir "
+    "how_many_training_steps learning_rate testing_percentage validation_percentage eval_step_interval "
+    "train_batch_size test_batch_size validation_batch_size print_misclassified_test_images bottleneck_dir "
+    "final_tensor_name flip_left_right random_crop random_scale random_brightness tfhub_module saved_model_dir "
+    "logging_verbosity checkpoint_path graph labels image input_height input_width input_mean input_std input_layer "
+    "output_layer").split())
+
+# Flags of the older retrain.py (tensorflow/examples/image_retraining, before TF Hub's), with what replaced them.
+_RETIRED: dict[str, Any] = {
+    "--architecture": _architecture,
+    "--model_dir": lambda value: (
+        "--model_dir is the flag of TensorFlow's older retrain.py, where it downloaded its model; this retrain's "
+        "modules are cached by tensorflow_hub: set TFHUB_CACHE_DIR" + (f"={value}" if value else "")
+        + " to choose that folder, and name the module with --tfhub_module"),
+}
 
 
 class _PathFlag(click.Path):

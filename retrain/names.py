@@ -45,6 +45,11 @@ OWNER_MARKER = ".retrain-export.json"
 THRESHOLDS_NODE = "thresholds"
 THRESHOLDS_SIGNATURE = "thresholds"
 
+# A SavedModel holds its labels, one a line in class-index order, in this file (assets.extra is where files that
+# live beside a SavedModel's graph go: TensorFlow and TF Serving leave it alone), so a SavedModel folder is whole
+# without the labels file beside it, as a TF.js folder is with its labels.txt.
+SAVED_MODEL_LABELS = "assets.extra/labels.txt"
+
 # report.json, beside the labels file, says what it is in its "format" key.
 REPORT_FORMAT = "retrain-report"
 REPORT_NAME = "report.json"

@@ -191,6 +191,41 @@ def test_a_flag_where_a_value_belongs_is_named(args: list[str], message: str) ->
     assert f"retrain: error: {message} (see retrain --help)" in invoke(retrain_command, args, expect=2).stderr
 
 
+def test_flags_shortened_as_the_classic_argparse_allowed_still_run(colour_tree: Path, tiny_module: Path,
+                                                                   outputs: dict[str, Path]):
+    """The classic scripts' argparse took any unique prefix of a flag: `--how_many=3` ran; click refused it. A
+    prefix that also starts a newer flag means the classic one (--image: --image_dir, not --image_size)."""
+    from retrain.cli import label_image_command
+
+    args = [f"--image={colour_tree}", f"--tfhub={tiny_module}", "--how_many", "3", "--print_misclassified",
+            "--eval_step=1", *flags(**outputs)]
+    result = invoke(retrain_command, args)
+    assert re.findall(r"Step (\d+): Train accuracy", result.stderr) == ["0", "1", "2"]
+    assert "=== MISCLASSIFIED TEST IMAGES ===" in result.stdout
+    photo = next(path for path in sorted(colour_tree.rglob("*")) if path.is_file())
+    labelled = invoke(label_image_command, ["--grap", str(outputs["output_graph"]), "--label",
+                                            str(outputs["output_labels"]), "--im", str(photo), "--top", "1"])
+    assert labelled.stdout.split()[0] in COLOURS
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--output=x.pb", "--image_dir", "p"], "--output is the start of several flags: --output_graph, "
+                                            "--output_labels, --output_tfjs, --output_tflite; give more of the name"),
+    (["--test", "5", "--image_dir", "p"], "--test is the start of several flags: --test_batch_size, "
+                                          "--testing_percentage; give more of the name"),
+    (["--image_dir", "p", "--architecture=mobilenet_0.50_224"], "--architecture is the flag of TensorFlow's older "
+     "retrain.py (TensorFlow for Poets); this retrain takes the module with --tfhub_module: --tfhub_module "
+     "mobilenet_v1_050_224"),
+    (["--model_dir", "tf_files/models/", "--image_dir", "p"], "--model_dir is the flag of TensorFlow's older "
+     "retrain.py, where it downloaded its model; this retrain's modules are cached by tensorflow_hub: set "
+     "TFHUB_CACHE_DIR=tf_files/models/ to choose that folder"),
+])
+def test_an_ambiguous_prefix_or_an_older_scripts_flag_is_one_line_naming_what_to_use(args: list[str],
+                                                                                       message: str) -> None:
+    stderr = invoke(retrain_command, args, expect=2).stderr
+    assert stderr.startswith(f"retrain: error: {message}") and stderr.count("\n") == 1, stderr
+
+
 def test_dashed_aliases_are_accepted(colour_tree: Path, tiny_module: Path, outputs: dict[str, Path]):
     args = [a.replace("_", "-") if a.startswith("--") else a
             for a in flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=3, **outputs)]

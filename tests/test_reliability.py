@@ -171,6 +171,33 @@ def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colou
     assert (a / "l.txt").read_bytes() != labels_a
 
 
+def test_a_saved_model_in_a_folder_of_its_own_keeps_its_labels_when_the_next_run_has_new_classes(
+        colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path) -> None:
+    """TF Hub's tutorial gives each run its own --saved_model_dir (saved_models/$(date +%s)) and keeps the default
+    graph and labels: the run after it with new classes was refused, as the earlier SavedModel was left beside
+    labels that are no longer its own. A SavedModel holds its labels now (assets.extra/labels.txt), which
+    label-image reads without --labels; one without them (an earlier version's) is still protected."""
+    first, second = tmp_path / "saved_models" / "1", tmp_path / "saved_models" / "2"
+    retrain(colour_tree, tiny_module, outputs, saved_model_dir=first)
+    assert (first / "assets.extra" / "labels.txt").read_text() == "".join(f"{c}\n" for c in sorted(COLOURS))
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / sorted(COLOURS)[0])
+    retrain(other_tree, tiny_module, outputs, saved_model_dir=second)
+    assert outputs["output_labels"].read_text() == "".join(f"{c}\n" for c in sorted(COLOURS)[1:])
+    photo = next(path for path in sorted((colour_tree / "blue").iterdir()) if path.is_file())
+    printed = invoke(label_image_command, ["--graph", str(first), "--image", str(photo)])
+    assert sorted(line.split()[0] for line in printed.stdout.splitlines()) == sorted(COLOURS)
+    assert "WARNING" not in printed.stderr  # the labels file now holds two labels: those would not do
+    (tmp_path / "l.txt").write_text("cyan\nmagenta\nyellow\n")
+    warned = invoke(label_image_command, ["--graph", str(first), "--labels", str(tmp_path / "l.txt"),
+                                          "--image", str(photo)])
+    assert f"--labels {tmp_path / 'l.txt'} are not the labels --graph {first} holds" in warned.stderr
+    (second / "assets.extra" / "labels.txt").unlink()  # as a SavedModel of an earlier version
+    error = retrain(colour_tree, tiny_module, outputs, saved_model_dir=tmp_path / "saved_models" / "3", expect=2)
+    assert f"but leaves its {second}: with other labels" in error
+
+
 def _faulty_module(path: Path, fault: str) -> Path:
     """A feature-vector module with a fault: NaN for reddish images (a log of a negative number); values over
     float16's range for them; or NaN for reddish images that are not their own mirror image (a crop of one)."""

@@ -6,7 +6,8 @@ GIF, BMP, WebP), decoded by TensorFlow as training decodes (see
 `decode_like_training`) and resized for each module with the very function
 training uses (images.resize_tensor), so its pixels equal training's.
 A multi-label model has a third signature, `thresholds`: no input, `thresholds`
-[labels], the per-label thresholds chosen on validation.
+[labels], the per-label thresholds chosen on validation. The labels, one a line in
+class-index order, are in `assets.extra/labels.txt` inside the folder.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 from retrain.config import RetrainConfig
 from retrain.errors import RetrainError
 from retrain.exporters import Exporter
+from retrain.exporters.labels import labels_text
 from retrain.images import MAX_PIXELS, resize_tensor
-from retrain.names import BYTES_KEY, BYTES_SIGNATURE, IMAGE_KEY, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_SIGNATURE
+from retrain.names import (BYTES_KEY, BYTES_SIGNATURE, IMAGE_KEY, OUTPUT_KEY, SAVED_MODEL_LABELS, SERVING_SIGNATURE,
+                           THRESHOLDS_SIGNATURE)
 from retrain.outputs import Output, check_replaceable_folder, replace_folder
 from retrain.tfenv import import_tensorflow
 
@@ -63,6 +66,8 @@ class SavedModel(Exporter):
         def save(tmp: Path) -> None:
             try:
                 tf.saved_model.save(classifier, str(tmp), signatures=signatures)
+                (tmp / SAVED_MODEL_LABELS).parent.mkdir()
+                (tmp / SAVED_MODEL_LABELS).write_bytes(labels_text(model.labels))
             except tf.errors.OpError as error:  # TensorFlow's own file writing (e.g. a full disk)
                 reason = str(error).strip().splitlines()[0].split("; ")[-1]
                 raise RetrainError(f"cannot write --saved_model_dir {config.saved_model_dir}: {reason} "

@@ -30,7 +30,7 @@ from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now
 from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, report_path, thresholds_path
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if not config.labels.exists():
         raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote "
                          "(--output_labels)")
-    _warn_if_another_models_labels(config.graph, config.labels)
     for path in config.images:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
@@ -69,8 +68,11 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
 
 
 def labels_for(graph: Path) -> Path:
-    """The labels file of the model at `graph` when --labels is not given: the one its retrain report names
-    (report.json beside the model lists the model among the files its run wrote), else the classic default."""
+    """The labels file of the model at `graph` when --labels is not given: the one a SavedModel holds, else the
+    one its retrain report names (report.json beside the model lists the model among the files its run wrote),
+    else the classic default."""
+    if (graph / SAVED_MODEL_LABELS).is_file():
+        return graph / SAVED_MODEL_LABELS
     report = report_path(graph)
     data = read_report(report)
     try:
@@ -85,20 +87,32 @@ def labels_for(graph: Path) -> Path:
 
 def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
     """Warn when the retrain report beside the labels file says they are the labels of other files than the
-    model (and none of those is a copy of it): another model's labels would name its scores wrongly. Only a
-    warning: a model moved since (not a copy) is still told apart by nothing but its class count."""
+    model (and none of those is a copy of it), or when a SavedModel holds other labels: another model's labels
+    would name its scores wrongly. Only a warning: a model moved since (not a copy) is still told apart by
+    nothing but its class count."""
+    own = graph / SAVED_MODEL_LABELS
+    if own.is_file() and not _among(labels, [own]):
+        try:
+            if read_labels(labels) != read_labels(own):
+                log.warning("--labels %s are not the labels --graph %s holds (its %s); if that is another model's "
+                            "labels file, leave --labels out", labels, graph, SAVED_MODEL_LABELS)
+        except RetrainError:
+            pass
+        return
     report = report_path(labels)
     data = read_report(report)
     try:
         if data["labels"] != read_labels(labels):
             return  # the report does not vouch for this labels file
-        files = [file for file in files_now(report, data["run"]) if not _among(labels, [file])]
+        files = [file for file in files_now(report, data["run"])
+                 if os.path.lexists(file) and not _among(labels, [file])]
     except (KeyError, TypeError, ValueError, RetrainError):
         return
     if not files or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
         return
-    log.warning("--labels %s: the %s beside it says they are the labels of %s, not of --graph %s; if that is "
-                "another model, pass its own labels file", labels, report.name, ", ".join(map(str, files)), graph)
+    more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
+    log.warning("--labels %s: the %s beside it says they are the labels of %s%s, not of --graph %s; if that is "
+                "another model, pass its own labels file", labels, report.name, files[0], more, graph)
 
 
 def _among(path: Path, files: Sequence[Path]) -> bool:
@@ -289,6 +303,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     labels = read_labels(config.labels)
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
+    _warn_if_another_models_labels(config.graph, config.labels)
     if model.class_count is not None and model.class_count != len(labels):
         raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} gives "
                            f"{model.class_count} scores per image; pass the labels file written with this model")

@@ -23,7 +23,7 @@ import numpy as np
 
 from retrain.errors import RetrainError, UsageError
 from retrain.insight import report as reports
-from retrain.names import report_path, thresholds_path
+from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.filekinds import read_report
 from retrain.outputs import written_for
 
@@ -60,9 +60,10 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
             files = reports.files_now(report, data["run"])
         except (ValueError, KeyError, TypeError):
             continue
-        # Not at risk: a TF.js folder holds its own labels; a thresholds file means nothing beside a softmax model.
+        # Not at risk: a TF.js or SavedModel folder that holds its own labels; a thresholds file means nothing
+        # beside a softmax model.
         thresholds = thresholds_path(report.parent / Path(str(data["run"]["flags"]["output_labels"])).name)
-        present = [file for file in files if os.path.lexists(file) and written_for(file) != "--output_tfjs"
+        present = [file for file in files if os.path.lexists(file) and not _holds_its_labels(file)
                    and file != thresholds]
         replaced = {file: rewritten(file) for file in present}
         touched = [file for file, yes in replaced.items() if yes]
@@ -72,6 +73,13 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
                              f"({len(earlier)} labels) but leaves its {_listed(left)}: with other labels they would "
                              "not match, and that model would name its classes wrongly. Write those outputs again "
                              "in this run, move them, or choose other paths")
+
+
+def _holds_its_labels(path: Path) -> bool:
+    """A folder retrain wrote that is a whole model without the labels file beside it: TF.js (its labels.txt), or
+    a SavedModel holding its labels (SAVED_MODEL_LABELS; those earlier versions wrote do not)."""
+    flag = written_for(path)
+    return flag == "--output_tfjs" or flag == "--saved_model_dir" and (path / SAVED_MODEL_LABELS).is_file()
 
 
 def _listed(paths: Sequence[Path]) -> str:
