@@ -814,8 +814,15 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
 
 
 def size_text(path: Path) -> str:
-    """'2.1 MB', '12.3 kB' or '512 bytes': a file's size, or a folder's total."""
-    total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    """A file's size, or a folder's total, as `bytes_text` says it."""
+    return bytes_text(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir()
+                      else path.stat().st_size)
+
+
+def bytes_text(total: int) -> str:
+    """'2.1 GB', '2.1 MB', '12.3 kB' or '512 bytes'."""
+    if total >= 100_000_000:
+        return f"{total / 1e9:.1f} GB"
     if total >= 100_000:
         return f"{total / 1e6:.1f} MB"
     return f"{total / 1e3:.1f} kB" if total >= 1000 else f"{total} bytes"

@@ -41,7 +41,7 @@ from retrain.logs import one_line
 from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, Writes, check_clashes, check_input_files, check_replaceable_files,
-                             check_writable_dir, export_set, size_text, writes)
+                             bytes_text, check_writable_dir, export_set, size_text, writes)
 from retrain.tfenv import import_tensorflow
 from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged,
                            initial_head, load_images, rng, train)
@@ -344,8 +344,8 @@ def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> 
     for store in stores:
         log.info("bottleneck cache %s: %d vectors", store.dir, len(store))
     if not in_memory:
-        log.info("the run's %d vectors (%.1f GB) exceed --bottleneck_memory_gb %g: training reads them from the "
-                 "cache files as it goes", rows, rows * source.dim * 4 / 1e9, config.bottleneck_memory_gb)
+        log.info("the run's %d vectors (%s) exceed --bottleneck_memory_gb %g: training reads them from the cache "
+                 "files as it goes", rows, bytes_text(rows * source.dim * 4), config.bottleneck_memory_gb)
     return stores, in_memory
 
 
