@@ -145,6 +145,25 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     return found
 
 
+def test_class_names_are_drawn_in_glyphs_the_font_has_never_as_boxes() -> None:
+    """Pillow's built-in font has ASCII only: café, Straße and 猫 were drawn with boxes in the confusion matrix and
+    the misclassified grid. Pictures now use a system font with wide coverage when there is one, and a character
+    the font lacks becomes a readable stand-in."""
+    from PIL import ImageFont
+
+    names = ["café", "Straße", "猫", 'rosé "red"', "Ωμέγα", "daisy", "two\nlines\t.jpg"]
+    for font in (pictures._font(14), ImageFont.load_default(size=14)):
+        for name in names:
+            drawn = pictures._drawable(name, font)
+            assert all(pictures._has_glyph(font, character) for character in drawn), (name, drawn)
+            assert pictures._elide(name, font, 1000) == drawn
+        assert pictures._drawable("daisy", font) == "daisy"
+    builtin = ImageFont.load_default(size=14)  # Pillow's own, the same everywhere
+    assert [pictures._drawable(name, builtin) for name in names[:4]] == [
+        "cafe", "Stra<U+00DF>e", "<U+732B>", 'rose "red"']
+    assert not pictures._has_glyph(builtin, "é") and pictures._has_glyph(builtin, "e")
+
+
 def test_misclassified_grid_survives_unreadable_images_and_caps(photos: dict[str, list[Path]]) -> None:
     good = [(p, "daisy", "roses", 0.9) for p in photos["daisy"]]
     bad = [(p, "red", "blue", 0.5) for p in photos["bad"]]

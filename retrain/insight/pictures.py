@@ -1,9 +1,10 @@
 """Pictures for TensorBoard, drawn with Pillow: the confusion matrix, misclassified images, the projector sprite.
 
 Pillow and numpy only (both already dependencies), so `import retrain` and
-`--help` stay light and nothing new needs installing. Text uses Pillow's
-built-in scalable font (`ImageFont.load_default(size=...)`, Aileron, Pillow >=
-10.1; it covers Latin scripts, other scripts may show as boxes). Every function
+`--help` stay light and nothing new needs installing. Text uses a system font
+with wide coverage when there is one (DejaVu Sans, Noto Sans, Liberation Sans,
+Arial), else Pillow's built-in font (ASCII only); a character the font lacks is
+drawn as a readable stand-in (é as e, 猫 as <U+732B>), never as a box. Every function
 returns an RGB uint8 array [H, W, 3], ready for `tf.summary.image` or a PNG.
 
 An image that cannot be read (missing, not a regular file, undecodable, too
@@ -16,6 +17,7 @@ import functools
 import math
 import os
 import stat
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,13 +39,53 @@ MAX_LABEL_PIXELS = 180  # longer class names are elided with "…"
 MISCLASSIFIED_LIMIT = 48  # tiles in the misclassified grid; the rest are counted as "+N more"
 
 
+# Fonts with wide coverage (Latin with accents, Greek, Cyrillic...) that systems commonly have, by file name:
+# Pillow looks for each in the system's font folders. Pillow's built-in font, the last resort, has ASCII only.
+_FONT_FILES = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "LiberationSans-Regular.ttf", "Arial Unicode.ttf",
+               "arial.ttf", "Arial.ttf")
+
+
 @functools.lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's built-in font at `size` pixels (a fixed bitmap font where Pillow lacks FreeType or is < 10.1)."""
+    """The first of _FONT_FILES found, at `size` pixels; else Pillow's built-in font (a fixed bitmap font where
+    Pillow lacks FreeType or is < 10.1)."""
+    for name in _FONT_FILES:
+        try:
+            return ImageFont.truetype(name, size)
+        except (OSError, ImportError):  # not on this system, or Pillow built without FreeType
+            continue
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow 10.0 has no size argument
         return ImageFont.load_default()
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_glyph(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, character: str) -> bool:
+    """Whether `font` draws `character` as itself rather than as its box for a missing glyph (the glyph it
+    draws for a private-use character, which no font has)."""
+    if character == " ":
+        return True
+    if not character.isprintable():  # a line break or another control character: Pillow's layout may fail on it
+        return False
+    try:
+        drawn, missing = font.getmask(character), font.getmask("\U0010FFFD")
+    except (UnicodeEncodeError, ValueError, RuntimeError, OSError):  # the bitmap font takes Latin-1 only
+        return False
+    return drawn.size != missing.size or bytes(drawn) != bytes(missing)
+
+
+def _drawable(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
+    """`text` with each character the font cannot draw replaced by a readable stand-in: the letter without its
+    accent when the font has that (é -> e), else its code point (猫 -> <U+732B>). Never boxes."""
+    if all(_has_glyph(font, character) for character in text):
+        return text
+    drawn = []
+    for character in text:
+        plain = "".join(c for c in unicodedata.normalize("NFKD", character) if not unicodedata.combining(c))
+        drawn.append(character if _has_glyph(font, character) else
+                     plain if plain and all(_has_glyph(font, c) for c in plain) else f"<U+{ord(character):04X}>")
+    return "".join(drawn)
 
 
 def _text_width(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> float:
@@ -55,7 +97,9 @@ def _elide(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_wi
     """`text` cut in the middle with '…' so that it renders at most `max_width` pixels wide.
 
     The middle, because names that share a long start (`specimen_category_1`, `_2`) differ at the end.
+    Characters the font lacks are replaced first (`_drawable`).
     """
+    text = _drawable(text, font)
     if _text_width(text, font) <= max_width:
         return text
     low, high = 0, len(text)
