@@ -331,6 +331,19 @@ def test_labels_whose_report_names_another_model_get_a_warning(trained: Trained,
            f"file, not of --graph {other}; if that is another model, pass its own labels file" in result.stderr
 
 
+def test_an_intermediate_graph_of_the_run_gets_no_warning_one_of_another_run_does(
+        colour_tree: Path, tiny_module: Path, outputs: dict[str, Path]) -> None:
+    """The report lists a run's final files only: its intermediate graphs, where it wrote them, are its own (no
+    warning about another model's labels); one left there by an earlier run, when this run wrote none, is not."""
+    retrain_cli(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
+    intermediate = outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb"
+    photo = next(path for path in sorted(colour_tree.rglob("*")) if path.is_file())
+    args = ["--graph", str(intermediate), "--labels", str(outputs["output_labels"]), "--image", str(photo)]
+    assert "WARNING" not in invoke(label_image_command, args).stderr
+    retrain_cli(colour_tree, tiny_module, outputs)  # no intermediate graphs this time
+    assert f"not of --graph {intermediate}; if that is another model" in invoke(label_image_command, args).stderr
+
+
 def _error(args: list[str], *, expect: int) -> str:
     result = invoke(label_image_command, args, expect=expect)
     assert result.stdout == "" and "Traceback" not in result.stderr

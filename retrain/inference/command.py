@@ -15,6 +15,7 @@ import filecmp
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -106,13 +107,28 @@ def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
             return  # the report does not vouch for this labels file
         files = [file for file in files_now(report, data["run"])
                  if os.path.lexists(file) and not _among(labels, [file])]
+        intermediate = _its_intermediate_graph(graph, data["run"])
     except (KeyError, TypeError, ValueError, RetrainError):
         return
-    if not files or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
+    if not files or intermediate or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
         return
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
     log.warning("--labels %s: the %s beside it says they are the labels of %s%s, not of --graph %s; if that is "
                 "another model, pass its own labels file", labels, report.name, files[0], more, graph)
+
+
+def _its_intermediate_graph(graph: Path, run: dict[str, Any]) -> bool:
+    """Whether `graph` is an intermediate graph in the folder where the report's run wrote them, if it did (the
+    report lists only the final files). One there from a run that wrote none is another run's."""
+    flags, folder = run["flags"], run.get("folder")
+    if not re.fullmatch(r"intermediate_\d+\.pb", graph.name) or not int(flags["intermediate_store_frequency"]) > 0:
+        return False
+    where = Path(str(flags["intermediate_output_graphs_dir"]))
+    if not where.is_absolute():
+        if not isinstance(folder, str) or not folder:
+            return False
+        where = Path(folder) / where
+    return _among(graph.parent, [where])
 
 
 def _among(path: Path, files: Sequence[Path]) -> bool:
