@@ -108,7 +108,7 @@ def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
         files = [file for file in files_now(report, data["run"])
                  if os.path.lexists(file) and not _among(labels, [file])]
         intermediate = _its_intermediate_graph(graph, data["run"])
-    except (KeyError, TypeError, ValueError, RetrainError):
+    except (KeyError, TypeError, ValueError, OverflowError, RetrainError):  # a report edited by hand
         return
     if not files or intermediate or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
         return
