@@ -141,12 +141,14 @@ def _unabbreviated(args: list[str], options: list[click.Option], takes_value: se
     for index, arg in enumerate(args):
         if arg == "--" and not value_next:
             return written + args[index:]
+        name, equals, value = arg.partition("=")
+        if value_next and arg.startswith("--") and len(name) > 2 and any(opt.startswith(name) for opt in known):
+            raise click.UsageError(f"{written[-1]} needs a value, but the next argument is the flag {name}")
         if value_next or not arg.startswith("--") or arg == "--":
             written.append(arg)
             value_next = False
             continue
-        name, equals, value = arg.partition("=")
-        if name in _RETIRED and name not in known:
+        if name in _RETIRED and name not in known and "--tfhub_module" in known:  # retrain's successors
             given = value if equals else (args[index + 1] if index + 1 < len(args) else "")
             raise click.UsageError(_RETIRED[name](given))
         matched = {}  # the option's first name -> its name that `name` starts

@@ -256,6 +256,7 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
         IntermediateGraphs.remove(stored, why="training diverged")
         raise
     finally:
+        intermediate_graphs = [entry.path for entry in stored.entries]  # for the report, before keep() forgets them
         stored.keep()  # the ones not taken back stay, as any finished file of a failed run
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
@@ -277,7 +278,8 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
             wrote(exporter.write(model, config))
         wrote([report_run(config=config, run_folder=run_folder, labels=labels.names, test=test,
                           split=splits["testing"], evaluations=evaluations, written=written,
-                          module=source.handle, objective=objective.name)])
+                          intermediate_graphs=intermediate_graphs, module=source.handle,
+                          objective=objective.name)])
     if skipped:  # repeated at the end, where the user looks, after the training log
         log.warning("skipped %d image(s) that could not be read, decoded or used (listed above)", len(skipped))
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,

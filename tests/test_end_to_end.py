@@ -185,6 +185,10 @@ def test_help_and_usage_errors_do_not_import_tensorflow():
                                                       "flag --how_many_training_steps"),
     (["--image_dir", "photos", "--summaries_dir", "-h"], "--summaries_dir needs a value, but the next argument "
                                                          "is the flag -h"),
+    # A shortened flag (as argparse took them) where a value belongs: it trained 4,000 steps into a graph named --how=20
+    (["--image_dir", "photos", "--output_graph", "--how=20"], "--output_graph needs a value, but the next argument "
+                                                              "is the flag --how"),
+    (["--image_dir", "--how", "5"], "--image_dir needs a value, but the next argument is the flag --how"),
 ])
 def test_a_flag_where_a_value_belongs_is_named(args: list[str], message: str) -> None:
     """Not click's 'Got unexpected extra argument (x.pb)', which names neither flag."""

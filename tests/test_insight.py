@@ -164,6 +164,35 @@ def test_class_names_are_drawn_in_glyphs_the_font_has_never_as_boxes() -> None:
     assert not pictures._has_glyph(builtin, "é") and pictures._has_glyph(builtin, "e")
 
 
+def test_a_file_named_like_a_font_in_the_current_folder_is_never_opened(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow opens a bare font name in the current folder first: a pipe named DejaVuSans.ttf there hung the run
+    after training, and any file of that name became the pictures' font. Fonts come from system folders only."""
+    from PIL import ImageFont
+
+    for name in pictures._FONT_FILES:
+        (tmp_path / name).write_bytes(ImageFont.load_default(size=12).font_bytes)  # a real font, in the way
+    monkeypatch.chdir(tmp_path)
+    pictures._font_file.cache_clear()
+    pictures._font.cache_clear()
+    try:
+        path = getattr(pictures._font(13), "path", None)
+        assert path is None or (Path(path).is_absolute() and Path(path).parent != tmp_path), path
+    finally:
+        pictures._font_file.cache_clear()
+        pictures._font.cache_clear()
+
+
+def test_a_cut_name_keeps_its_stand_ins_whole() -> None:
+    """Tiles cut names in the middle: `<U+96DB>` was cut into `…+9999>`, which names nothing."""
+    from PIL import ImageFont
+
+    builtin = ImageFont.load_default(size=10)
+    for width in range(30, 200, 7):
+        cut = pictures._elide("pred: 雏菊玫瑰郁金香 66%", builtin, width)
+        assert re.fullmatch(r"([^<>]|<U\+[0-9A-F]{4,6}>)*", cut), cut
+
+
 def test_misclassified_grid_survives_unreadable_images_and_caps(photos: dict[str, list[Path]]) -> None:
     good = [(p, "daisy", "roses", 0.9) for p in photos["daisy"]]
     bad = [(p, "red", "blue", 0.5) for p in photos["bad"]]

@@ -340,8 +340,58 @@ def test_an_intermediate_graph_of_the_run_gets_no_warning_one_of_another_run_doe
     photo = next(path for path in sorted(colour_tree.rglob("*")) if path.is_file())
     args = ["--graph", str(intermediate), "--labels", str(outputs["output_labels"]), "--image", str(photo)]
     assert "WARNING" not in invoke(label_image_command, args).stderr
+    other = {**outputs, "output_graph": outputs["output_graph"].with_name("b.pb"),
+             "output_labels": outputs["output_labels"].parent / "b" / "labels.txt"}
+    other["output_labels"].parent.mkdir()
+    retrain_cli(colour_tree, tiny_module, other, intermediate_store_frequency=10, learning_rate=0.5)
+    # Another run wrote the same intermediate_10.pb since (the default folder is shared by every run).
+    assert f"not of --graph {intermediate}; if that is another model" in invoke(label_image_command, args).stderr
     retrain_cli(colour_tree, tiny_module, outputs)  # no intermediate graphs this time
     assert f"not of --graph {intermediate}; if that is another model" in invoke(label_image_command, args).stderr
+
+
+def test_a_linked_model_finds_its_labels_and_none_found_says_so(trained: Trained, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link to the model (latest.pb -> runs/X/graph.pb) looked for a report beside the link only, then for
+    /tmp/output_labels.txt, and said "--labels /tmp/output_labels.txt not found" though no --labels was given."""
+    renamed = _renamed_copy(trained, tmp_path / "copy")
+    (tmp_path / "latest.pb").symlink_to(tmp_path / "copy" / "graph.pb")
+    result = invoke(label_image_command, ["--graph", str(tmp_path / "latest.pb"), "--image", str(trained.photos[0]),
+                                          "--top_k", "1"])
+    assert result.stdout.split()[0] in renamed and "WARNING" not in result.stderr
+    (tmp_path / "lone").mkdir()
+    shutil.copyfile(trained.graph, tmp_path / "lone" / "graph.pb")
+    from retrain.config import RetrainConfig
+
+    monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "output_labels.txt")  # not the machine's /tmp
+    message = _error(["--graph", str(tmp_path / "lone" / "graph.pb"), "--image", str(trained.photos[0])], expect=2)
+    assert message == (f"label-image: error: no labels found for --graph {tmp_path / 'lone' / 'graph.pb'}: no "
+                       f"retrain report beside it names its labels file, and the default --labels "
+                       f"{tmp_path / 'output_labels.txt'} does not exist; pass --labels (the labels file retrain "
+                       "wrote with this model)")
+
+
+def test_a_saved_models_own_labels_given_to_another_model_get_a_warning(trained: Trained, tmp_path: Path) -> None:
+    other = _write_colour_graph(tmp_path / "other.pb", classes=len(trained.labels_list))
+    own = trained.saved_model / "assets.extra" / "labels.txt"
+    result = invoke(label_image_command, ["--graph", str(other), "--labels", str(own), "--image",
+                                          str(trained.photos[0])])
+    assert f"--labels {own}: the report.json beside that SavedModel says they are the labels of " in result.stderr
+    assert f"not of --graph {other}; if that is another model, pass its own labels file" in result.stderr
+    same_run = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(own), "--image",
+                                            str(trained.photos[0])])  # the frozen graph of the SavedModel's run
+    assert "WARNING" not in same_run.stderr
+
+
+@pytest.mark.parametrize("run", [[], None, "x", {"flags": [], "files": {}}])
+def test_a_report_whose_run_is_not_an_object_is_ignored(trained: Trained, tmp_path: Path, run: Any) -> None:
+    """A hand-edited report.json beside the labels with "run": [] was an AttributeError traceback."""
+    renamed = _renamed_copy(trained, tmp_path / "copy")
+    report = json.loads((tmp_path / "copy" / "report.json").read_text())
+    (tmp_path / "copy" / "report.json").write_text(json.dumps({**report, "run": run}))
+    result = invoke(label_image_command, ["--graph", str(tmp_path / "copy" / "graph.pb"), "--labels",
+                                          str(tmp_path / "copy" / "labels.txt"), "--image", str(trained.photos[0])])
+    assert result.stdout.split()[0] in renamed and "Traceback" not in result.stderr
 
 
 def _error(args: list[str], *, expect: int) -> str:

@@ -198,6 +198,21 @@ def test_a_saved_model_in_a_folder_of_its_own_keeps_its_labels_when_the_next_run
     assert f"but leaves its {second}: with other labels" in error
 
 
+@pytest.mark.parametrize("run", [None, [], {"flags": {"output_labels": ""}, "files": ["graph.pb"]}])
+def test_a_hand_edited_report_beside_the_outputs_is_no_traceback(colour_tree: Path, tmp_path: Path, tiny_module: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, run: object) -> None:
+    """A report.json of retrain's format beside --output_labels whose "run" is not an object was an AttributeError
+    traceback; one naming an empty labels file, with outputs in the current folder, a ValueError one."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"format": "retrain-report", "labels": ["x", "y"], "run": run}))
+    monkeypatch.chdir(out)
+    retrain(colour_tree, tiny_module, {"output_graph": Path("graph.pb"), "output_labels": Path("labels.txt"),
+                                       "summaries_dir": tmp_path / "logs", "bottleneck_dir": tmp_path / "bn",
+                                       "checkpoint_path": tmp_path / "ck" / "ck"})
+    assert json.loads((out / "report.json").read_text())["labels"] == sorted(COLOURS)
+
+
 def _faulty_module(path: Path, fault: str) -> Path:
     """A feature-vector module with a fault: NaN for reddish images (a log of a negative number); values over
     float16's range for them; or NaN for reddish images that are not their own mirror image (a crop of one)."""

@@ -15,7 +15,6 @@ import filecmp
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -59,6 +58,10 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
                          "(--output_graph, --saved_model_dir) or run retrain first")
     if config.labels is None:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
+        if not os.path.lexists(config.labels):
+            raise UsageError(f"no labels found for --graph {config.graph}: no retrain report beside it names its "
+                             f"labels file, and the default --labels {config.labels} does not exist; pass --labels "
+                             "(the labels file retrain wrote with this model)")
     if not config.labels.exists():
         raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote "
                          "(--output_labels)")
@@ -72,25 +75,26 @@ def labels_for(graph: Path) -> Path:
     """The labels file of the model at `graph` when --labels is not given: the one a SavedModel holds, else the
     one its retrain report names (report.json beside the model lists the model among the files its run wrote),
     else the classic default."""
-    if (graph / SAVED_MODEL_LABELS).is_file():
+    if os.path.lexists(graph / SAVED_MODEL_LABELS):  # read as labels whatever it is: a pipe or folder is an error
         return graph / SAVED_MODEL_LABELS
-    report = report_path(graph)
-    data = read_report(report)
-    try:
-        labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
-        if _among(graph, files_now(report, data["run"])) and labels.is_file():
-            log.info("labels: %s (the %s beside --graph names them)", labels, report.name)
-            return labels
-    except (KeyError, TypeError, ValueError):
-        pass
+    for place in dict.fromkeys([graph, Path(os.path.realpath(graph))]):  # beside a link, then beside its target
+        report = report_path(place)
+        data = read_report(report)
+        try:
+            labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
+            if _among(graph, files_now(report, data["run"])) and labels.is_file():
+                log.info("labels: %s (the %s beside --graph names them)", labels, report.name)
+                return labels
+        except (KeyError, TypeError, ValueError):
+            continue
     return RetrainConfig.output_labels
 
 
 def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
-    """Warn when the retrain report beside the labels file says they are the labels of other files than the
-    model (and none of those is a copy of it), or when a SavedModel holds other labels: another model's labels
-    would name its scores wrongly. Only a warning: a model moved since (not a copy) is still told apart by
-    nothing but its class count."""
+    """Warn when the labels are, by what retrain wrote, another model's: a SavedModel given other labels than
+    those it holds; labels whose report (beside them, or beside the SavedModel holding them) lists other files
+    than the model, none of them a byte copy of it nor the model one of that run's intermediate graphs. Only a
+    warning: a model moved since (not a copy) is still told apart by nothing but its class count."""
     own = graph / SAVED_MODEL_LABELS
     if own.is_file() and not _among(labels, [own]):
         try:
@@ -100,35 +104,28 @@ def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
         except RetrainError:
             pass
         return
-    report = report_path(labels)
+    holder = labels.parent.parent  # when the labels are a SavedModel's own, that SavedModel
+    held = labels.parts[-2:] == Path(SAVED_MODEL_LABELS).parts and (holder / "saved_model.pb").is_file()
+    report = report_path(holder if held else labels)
     data = read_report(report)
     try:
-        if data["labels"] != read_labels(labels):
+        if not held and data["labels"] != read_labels(labels):
             return  # the report does not vouch for this labels file
         files = [file for file in files_now(report, data["run"])
                  if os.path.lexists(file) and not _among(labels, [file])]
-        intermediate = _its_intermediate_graph(graph, data["run"])
-    except (KeyError, TypeError, ValueError, OverflowError, RetrainError):  # a report edited by hand
-        return
+        # One of the run's intermediate graphs, not rewritten since by another run (the default folder is shared).
+        intermediate = _among(graph, files_now(report, data["run"], key="intermediate_graphs")) \
+            and graph.stat().st_mtime <= report.stat().st_mtime
+    except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
+        files, intermediate = [], False
+    if held and not _among(holder, files):  # the SavedModel vouches for itself only
+        files, intermediate = [holder], False
     if not files or intermediate or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
         return
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
-    log.warning("--labels %s: the %s beside it says they are the labels of %s%s, not of --graph %s; if that is "
-                "another model, pass its own labels file", labels, report.name, files[0], more, graph)
-
-
-def _its_intermediate_graph(graph: Path, run: dict[str, Any]) -> bool:
-    """Whether `graph` is an intermediate graph in the folder where the report's run wrote them, if it did (the
-    report lists only the final files). One there from a run that wrote none is another run's."""
-    flags, folder = run["flags"], run.get("folder")
-    if not re.fullmatch(r"intermediate_\d+\.pb", graph.name) or not int(flags["intermediate_store_frequency"]) > 0:
-        return False
-    where = Path(str(flags["intermediate_output_graphs_dir"]))
-    if not where.is_absolute():
-        if not isinstance(folder, str) or not folder:
-            return False
-        where = Path(folder) / where
-    return _among(graph.parent, [where])
+    log.warning("--labels %s: %s they are the labels of %s%s, not of --graph %s; if that is another model, pass "
+                "its own labels file", labels, f"{SAVED_MODEL_LABELS} says" if held and files == [holder]
+                else f"the {report.name} beside {'that SavedModel' if held else 'it'} says", files[0], more, graph)
 
 
 def _among(path: Path, files: Sequence[Path]) -> bool:

@@ -39,21 +39,39 @@ MAX_LABEL_PIXELS = 180  # longer class names are elided with "…"
 MISCLASSIFIED_LIMIT = 48  # tiles in the misclassified grid; the rest are counted as "+N more"
 
 
-# Fonts with wide coverage (Latin with accents, Greek, Cyrillic...) that systems commonly have, by file name:
-# Pillow looks for each in the system's font folders. Pillow's built-in font, the last resort, has ASCII only.
+# Fonts with wide coverage (Latin with accents, Greek, Cyrillic...) that systems commonly have, in the order
+# preferred, and the folders systems keep fonts in. Pillow's built-in font, the last resort, has ASCII only.
 _FONT_FILES = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "LiberationSans-Regular.ttf", "Arial Unicode.ttf",
                "arial.ttf", "Arial.ttf")
+_FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts", "/Library/Fonts",
+                 "/System/Library/Fonts", "~/Library/Fonts", os.path.join(os.environ.get("WINDIR", "C:/Windows"),
+                                                                          "Fonts"))
+
+
+@functools.lru_cache(maxsize=1)
+def _font_file() -> str | None:
+    """The path of the first of _FONT_FILES in a system font folder (a regular file: never the current folder,
+    never a pipe), or None."""
+    found: dict[str, str] = {}
+    for folder in _FONT_FOLDERS:
+        for root, _dirs, files in os.walk(os.path.expanduser(folder)):
+            for name in set(files) & set(_FONT_FILES):
+                path = os.path.join(root, name)
+                if name not in found and os.path.isfile(path):
+                    found[name] = path
+    return next((found[name] for name in _FONT_FILES if name in found), None)
 
 
 @functools.lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """The first of _FONT_FILES found, at `size` pixels; else Pillow's built-in font (a fixed bitmap font where
-    Pillow lacks FreeType or is < 10.1)."""
-    for name in _FONT_FILES:
+    """The system font `_font_file` found, at `size` pixels; else Pillow's built-in font (a fixed bitmap font
+    where Pillow lacks FreeType or is < 10.1)."""
+    path = _font_file()
+    if path is not None:
         try:
-            return ImageFont.truetype(name, size)
-        except (OSError, ImportError):  # not on this system, or Pillow built without FreeType
-            continue
+            return ImageFont.truetype(path, size)
+        except (OSError, ImportError):  # unreadable, or Pillow built without FreeType
+            pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow 10.0 has no size argument
@@ -78,14 +96,19 @@ def _has_glyph(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, character: st
 def _drawable(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
     """`text` with each character the font cannot draw replaced by a readable stand-in: the letter without its
     accent when the font has that (é -> e), else its code point (猫 -> <U+732B>). Never boxes."""
+    return "".join(_drawn_pieces(text, font))
+
+
+def _drawn_pieces(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> list[str]:
+    """What `_drawable` draws for each character of `text`, one piece a character (so a cut keeps stand-ins whole)."""
     if all(_has_glyph(font, character) for character in text):
-        return text
+        return list(text)
     drawn = []
     for character in text:
         plain = "".join(c for c in unicodedata.normalize("NFKD", character) if not unicodedata.combining(c))
         drawn.append(character if _has_glyph(font, character) else
                      plain if plain and all(_has_glyph(font, c) for c in plain) else f"<U+{ord(character):04X}>")
-    return "".join(drawn)
+    return drawn
 
 
 def _text_width(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> float:
@@ -97,19 +120,19 @@ def _elide(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_wi
     """`text` cut in the middle with '…' so that it renders at most `max_width` pixels wide.
 
     The middle, because names that share a long start (`specimen_category_1`, `_2`) differ at the end.
-    Characters the font lacks are replaced first (`_drawable`).
+    Characters the font lacks are replaced first (`_drawable`), and a cut never splits a stand-in.
     """
-    text = _drawable(text, font)
-    if _text_width(text, font) <= max_width:
-        return text
-    low, high = 0, len(text)
-    while low < high:  # the most characters kept, half from each end, that fit with the ellipsis
+    pieces = _drawn_pieces(text, font)
+    if _text_width("".join(pieces), font) <= max_width:
+        return "".join(pieces)
+    low, high = 0, len(pieces)
+    while low < high:  # the most pieces kept, half from each end, that fit with the ellipsis
         middle = (low + high + 1) // 2
-        if _text_width(cut_middle(text, middle), font) <= max_width:
+        if _text_width(cut_middle(pieces, middle), font) <= max_width:
             low = middle
         else:
             high = middle - 1
-    return cut_middle(text, low)
+    return cut_middle(pieces, low)
 
 
 def _row_colours(fractions: np.ndarray) -> np.ndarray:

@@ -203,10 +203,11 @@ def _elide(text: str, width: int) -> str:
     return text if len(text) <= width else cut_middle(text, width - 1)
 
 
-def cut_middle(text: str, kept: int) -> str:
-    """`kept` characters of `text`, the first half from its start and the rest from its end, with '…' between."""
+def cut_middle(text: str | Sequence[str], kept: int) -> str:
+    """`kept` characters of `text` (or pieces of a list of them), the first half from its start and the rest from
+    its end, with '…' between."""
     head = (kept + 1) // 2
-    return text[:head] + "…" + text[len(text) - (kept - head):]
+    return "".join(text[:head]) + "…" + "".join(text[len(text) - (kept - head):])
 
 
 def format_table(report: ClassReport) -> str:
@@ -292,11 +293,14 @@ def write_report_json(path: Path, data: Mapping[str, Any]) -> None:
     atomic_write_bytes(Path(path), text.encode("utf-8"), flag="--output_labels")
 
 
-def files_now(report: Path, run: Mapping[str, Any]) -> list[Path]:
+def files_now(report: Path, run: Mapping[str, Any], *, key: str = "files") -> list[Path]:
     """The files a report lists, where they are now: those that were in its labels file's folder are in the
     report's folder (which may have moved or been copied, or be reached from another folder); others are where
     the run put them: absolute, or relative to its current folder (`run.folder`; reports written before it was
-    recorded compare paths as spelt, and relative ones outside the labels' folder are skipped)."""
+    recorded compare paths as spelt, and relative ones outside the labels' folder are skipped). `key` names the
+    list: `files`, or `intermediate_graphs`. TypeError when `run` is not an object holding such a list."""
+    if not isinstance(run, Mapping) or not isinstance(names := run.get(key, []), list):
+        raise TypeError(f"a report's run is an object whose {key} is a list")
     folder = run.get("folder")
 
     def absolute(name: str) -> str | None:  # as the run meant it, or None when its folder is unknown
@@ -307,7 +311,7 @@ def files_now(report: Path, run: Mapping[str, Any]) -> list[Path]:
     labels = str(run["flags"]["output_labels"])
     home = absolute(labels)
     found = []
-    for name in run["files"]:
+    for name in names:
         if not isinstance(name, str) or not name:
             continue
         where = absolute(name)

@@ -58,11 +58,11 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
             if list(earlier) == list(labels):
                 continue
             files = reports.files_now(report, data["run"])
-        except (ValueError, KeyError, TypeError):
+            # Not at risk: a TF.js or SavedModel folder that holds its own labels; a thresholds file means nothing
+            # beside a softmax model.
+            thresholds = thresholds_path(report.parent / Path(str(data["run"]["flags"]["output_labels"])).name)
+        except (ValueError, KeyError, TypeError):  # not a report of ours, or one edited by hand
             continue
-        # Not at risk: a TF.js or SavedModel folder that holds its own labels; a thresholds file means nothing
-        # beside a softmax model.
-        thresholds = thresholds_path(report.parent / Path(str(data["run"]["flags"]["output_labels"])).name)
         present = [file for file in files if os.path.lexists(file) and not _holds_its_labels(file)
                    and file != thresholds]
         replaced = {file: rewritten(file) for file in present}
@@ -109,9 +109,11 @@ def print_table(test: Any, labels: Sequence[str]) -> None:
 
 
 def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: Any, split: Any,
-               evaluations: Mapping[str, Any], written: Sequence[Path], module: str, objective: str) -> Path:
+               evaluations: Mapping[str, Any], written: Sequence[Path], intermediate_graphs: Sequence[Path],
+               module: str, objective: str) -> Path:
     """Write report.json and the TensorBoard pictures of the test split; returns report.json's path."""
     extra = {"module": module, "flags": _flags(config), "files": [str(p) for p in written],
+             "intermediate_graphs": [str(p) for p in intermediate_graphs],  # not the model's files: kept apart
              "folder": _current_folder(),  # what relative paths in flags and files are relative to
              # each split's size (a --test_batch_size sample may count fewer or repeated images)
              "images": {**{name: evaluation.count for name, evaluation in evaluations.items()},
