@@ -230,6 +230,13 @@ def test_an_ambiguous_prefix_or_an_older_scripts_flag_is_one_line_naming_what_to
     assert stderr.startswith(f"retrain: error: {message}") and stderr.count("\n") == 1, stderr
 
 
+def test_label_image_has_no_hint_about_retrains_flags() -> None:
+    from retrain.cli import label_image_command
+
+    stderr = invoke(label_image_command, ["--architecture", "mobilenet_0.50_224", "--image", "x.jpg"], expect=2).stderr
+    assert stderr.startswith("label-image: error: No such option '--architecture'"), stderr
+
+
 def test_dashed_aliases_are_accepted(colour_tree: Path, tiny_module: Path, outputs: dict[str, Path]):
     args = [a.replace("_", "-") if a.startswith("--") else a
             for a in flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=3, **outputs)]

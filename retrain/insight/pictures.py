@@ -1,9 +1,9 @@
 """Pictures for TensorBoard, drawn with Pillow: the confusion matrix, misclassified images, the projector sprite.
 
 Pillow and numpy only (both already dependencies), so `import retrain` and
-`--help` stay light and nothing new needs installing. Text uses a system font
-with wide coverage when there is one (DejaVu Sans, Noto Sans, Liberation Sans,
-Arial), else Pillow's built-in font (ASCII only); a character the font lacks is
+`--help` stay light and nothing new needs installing. Text uses a font with wide
+coverage from the system's font folders when there is one (DejaVu Sans, Noto
+Sans, Liberation Sans, Arial), else Pillow's built-in font (ASCII only); a character the font lacks is
 drawn as a readable stand-in (é as e, 猫 as <U+732B>), never as a box. Every function
 returns an RGB uint8 array [H, W, 3], ready for `tf.summary.image` or a PNG.
 
