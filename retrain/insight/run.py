@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError, UsageError
+from retrain.filekinds import read_report
 from retrain.insight import report as reports
 from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
-from retrain.filekinds import read_report
 from retrain.outputs import written_for
 
 log = logging.getLogger(__name__)
