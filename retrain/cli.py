@@ -153,8 +153,10 @@ def _unabbreviated(args: list[str], options: list[click.Option], takes_value: se
             raise click.UsageError(_RETIRED[name](given))
         matched = {}  # the option's first name -> its name that `name` starts
         if name not in known:
-            matched = {param.opts[0]: opt for param in options for opt in param.opts + param.secondary_opts
-                       if opt.startswith(name)}
+            for param in options:  # each option once, by its first (the classic, underscore) name it matches
+                for opt in param.opts + param.secondary_opts:
+                    if opt.startswith(name):
+                        matched.setdefault(param.opts[0], opt)
         if len(matched) > 1 and len(classic := [flag for flag in matched if flag in _CLASSIC_FLAGS]) == 1:
             matched = {classic[0]: matched[classic[0]]}  # what it meant when it was written: `--image` is --image_dir
         if len(matched) > 1:

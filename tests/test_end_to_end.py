@@ -189,6 +189,8 @@ def test_help_and_usage_errors_do_not_import_tensorflow():
     (["--image_dir", "photos", "--output_graph", "--how=20"], "--output_graph needs a value, but the next argument "
                                                               "is the flag --how"),
     (["--image_dir", "--how", "5"], "--image_dir needs a value, but the next argument is the flag --how"),
+    (["--image_dir", "p", "--how", "-h"], "--how_many_training_steps needs a value, but the next argument is the "
+                                          "flag -h"),  # the classic spelling, not click's dashed alias
 ])
 def test_a_flag_where_a_value_belongs_is_named(args: list[str], message: str) -> None:
     """Not click's 'Got unexpected extra argument (x.pb)', which names neither flag."""

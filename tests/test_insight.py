@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import re
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -173,13 +175,46 @@ def test_a_file_named_like_a_font_in_the_current_folder_is_never_opened(tmp_path
     for name in pictures._FONT_FILES:
         (tmp_path / name).write_bytes(ImageFont.load_default(size=12).font_bytes)  # a real font, in the way
     monkeypatch.chdir(tmp_path)
-    pictures._font_file.cache_clear()
+    pictures._font_files.cache_clear()
     pictures._font.cache_clear()
     try:
         path = getattr(pictures._font(13), "path", None)
         assert path is None or (Path(path).is_absolute() and Path(path).parent != tmp_path), path
     finally:
-        pictures._font_file.cache_clear()
+        pictures._font_files.cache_clear()
+        pictures._font.cache_clear()
+
+
+def test_a_damaged_font_or_a_deep_font_folder_costs_no_picture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged DejaVuSans.ttf loaded, then failed to draw: the run stopped at step 0 with no model ('invalid
+    outline'). A font folder linked to / was walked whole (42 s)."""
+    from PIL import ImageFont
+
+    good = ImageFont.load_default(size=12).font_bytes
+    damaged = bytearray(good)  # its outlines (the glyf table) 30 % random: it loads, then fails to draw
+    tables = {bytes(damaged[12 + 16 * i:16 + 16 * i]): struct.unpack(">II", damaged[20 + 16 * i:28 + 16 * i])
+              for i in range(struct.unpack(">H", damaged[4:6])[0])}
+    start, length = tables[b"glyf"]
+    noise = random.Random(0)
+    for i in range(start, start + length):
+        if noise.random() < 0.3:
+            damaged[i] = noise.randrange(256)
+    deep = tmp_path / "fonts" / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    (deep / "DejaVuSans.ttf").write_bytes(good)  # four folders down: not looked for
+    (tmp_path / "fonts" / "a" / "NotoSans-Regular.ttf").write_bytes(bytes(damaged))
+    (tmp_path / "fonts" / "a" / "b" / "LiberationSans-Regular.ttf").write_bytes(good)
+    monkeypatch.setattr(pictures, "_FONT_FOLDERS", (str(tmp_path / "fonts"),))
+    pictures._font_files.cache_clear()
+    pictures._font.cache_clear()
+    try:
+        assert [Path(path).name for path in pictures._font_files()] == ["NotoSans-Regular.ttf",
+                                                                          "LiberationSans-Regular.ttf"]
+        font = pictures._font(12)
+        assert Path(font.path).name == "LiberationSans-Regular.ttf"  # the damaged one passed over
+        pictures.confusion_matrix_image(labels=["café", "b"], matrix=np.array([[1, 0], [0, 1]]))
+    finally:
+        pictures._font_files.cache_clear()
         pictures._font.cache_clear()
 
 

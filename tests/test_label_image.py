@@ -289,6 +289,7 @@ def _renamed_copy(trained: Trained, folder: Path) -> list[str]:
     shutil.copytree(trained.graph.parent, folder, ignore=shutil.ignore_patterns("logs", "checkpoint", "web", "*.tflite"))
     renamed = [label.upper() for label in trained.labels_list]
     (folder / "labels.txt").write_text("".join(f"{label}\n" for label in renamed))
+    (folder / "saved_model" / "assets.extra" / "labels.txt").write_text("".join(f"{label}\n" for label in renamed))
     report = json.loads((folder / "report.json").read_text())
     report["labels"] = renamed
     (folder / "report.json").write_text(json.dumps(report))
@@ -304,9 +305,7 @@ def test_without_labels_the_labels_file_the_report_beside_the_model_names_is_rea
     renamed = _renamed_copy(trained, tmp_path / "copy")
     model = tmp_path / "copy" / ("graph.pb" if kind == "frozen graph" else "saved_model")
     result = invoke(label_image_command, ["--graph", str(model), *images_args(trained.photos[:3]), "--json"])
-    # A SavedModel holds its own labels (assets.extra/labels.txt): those, not the renamed ones beside it.
-    expected_labels = renamed if kind == "frozen graph" else trained.labels_list
-    np.testing.assert_allclose(scores_of(json.loads(result.stdout), expected_labels), trained.expected[:3], atol=1e-4)
+    np.testing.assert_allclose(scores_of(json.loads(result.stdout), renamed), trained.expected[:3], atol=1e-4)
     assert "WARNING" not in result.stderr
 
 
@@ -327,7 +326,7 @@ def test_labels_whose_report_names_another_model_get_a_warning(trained: Trained,
                                           "--image", str(trained.photos[0])])
     assert result.stdout.split()[0] in renamed  # still classified: a model moved since is told by nothing else
     assert result.stderr.count("WARNING") == 1, result.stderr
-    assert f"the report.json beside it says they are the labels of {tmp_path / 'copy' / 'graph.pb'} and 1 more " \
+    assert f"the report.json beside them says they are the labels of {tmp_path / 'copy' / 'graph.pb'} and 1 more " \
            f"file, not of --graph {other}; if that is another model, pass its own labels file" in result.stderr
 
 
@@ -335,9 +334,12 @@ def test_an_intermediate_graph_of_the_run_gets_no_warning_one_of_another_run_doe
         colour_tree: Path, tiny_module: Path, outputs: dict[str, Path]) -> None:
     """The report lists a run's final files only: its intermediate graphs, where it wrote them, are its own (no
     warning about another model's labels); one left there by an earlier run, when this run wrote none, is not."""
+    outputs = {**outputs, "intermediate_output_graphs_dir": outputs["output_labels"].parent / "ig"}
     retrain_cli(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
     intermediate = outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb"
     photo = next(path for path in sorted(colour_tree.rglob("*")) if path.is_file())
+    # Without --labels, found through the report beside its folder, which lists it.
+    assert "WARNING" not in invoke(label_image_command, ["--graph", str(intermediate), "--image", str(photo)]).stderr
     args = ["--graph", str(intermediate), "--labels", str(outputs["output_labels"]), "--image", str(photo)]
     assert "WARNING" not in invoke(label_image_command, args).stderr
     other = {**outputs, "output_graph": outputs["output_graph"].with_name("b.pb"),
@@ -376,7 +378,7 @@ def test_a_saved_models_own_labels_given_to_another_model_get_a_warning(trained:
     own = trained.saved_model / "assets.extra" / "labels.txt"
     result = invoke(label_image_command, ["--graph", str(other), "--labels", str(own), "--image",
                                           str(trained.photos[0])])
-    assert f"--labels {own}: the report.json beside that SavedModel says they are the labels of " in result.stderr
+    assert f"labels {own}: the report.json beside that SavedModel says they are the labels of " in result.stderr
     assert f"not of --graph {other}; if that is another model, pass its own labels file" in result.stderr
     same_run = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(own), "--image",
                                             str(trained.photos[0])])  # the frozen graph of the SavedModel's run
@@ -392,6 +394,31 @@ def test_a_report_whose_run_is_not_an_object_is_ignored(trained: Trained, tmp_pa
     result = invoke(label_image_command, ["--graph", str(tmp_path / "copy" / "graph.pb"), "--labels",
                                           str(tmp_path / "copy" / "labels.txt"), "--image", str(trained.photos[0])])
     assert result.stdout.split()[0] in renamed and "Traceback" not in result.stderr
+
+
+def test_labels_follow_links_and_what_retrain_wrote_over_the_classic_default(trained: Trained, tmp_path: Path) -> None:
+    """A link to model A put in model B's folder took B's labels; labels linked from another model's gave no
+    warning; a report naming a labels file since deleted fell back to /tmp/output_labels.txt without a word; a
+    SavedModel whose own labels were replaced by another model's gave none either (probe O)."""
+    renamed = _renamed_copy(trained, tmp_path / "a")
+    shutil.copytree(trained.graph.parent, tmp_path / "b", ignore=shutil.ignore_patterns("logs", "checkpoint", "web"))
+    (tmp_path / "b" / "graph.pb").unlink()
+    (tmp_path / "b" / "graph.pb").symlink_to(tmp_path / "a" / "graph.pb")
+    photo = ["--image", str(trained.photos[0]), "--top_k", "1"]
+    linked = invoke(label_image_command, ["--graph", str(tmp_path / "b" / "graph.pb"), *photo])
+    assert linked.stdout.split()[0] in renamed and "WARNING" not in linked.stderr
+    (tmp_path / "l.txt").symlink_to(tmp_path / "a" / "labels.txt")  # A's labels through a link, for another model
+    other = _write_colour_graph(tmp_path / "other.pb", classes=len(renamed))
+    warned = invoke(label_image_command, ["--graph", str(other), "--labels", str(tmp_path / "l.txt"), *photo])
+    assert f"not of --graph {other}" in warned.stderr
+    (tmp_path / "a" / "saved_model" / "assets.extra" / "labels.txt").write_text(
+        (tmp_path / "b" / "labels.txt").read_text())  # the SavedModel's own labels replaced by B's
+    replaced = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "saved_model"), *photo])
+    assert "holds other labels than its run's report.json lists" in replaced.stderr
+    (tmp_path / "a" / "labels.txt").unlink()
+    assert _error(["--graph", str(tmp_path / "a" / "graph.pb"), *photo], expect=2) == (
+        f"label-image: error: --graph {tmp_path / 'a' / 'graph.pb'}: its run's labels file "
+        f"{tmp_path / 'a' / 'labels.txt'}, which {tmp_path / 'a' / 'report.json'} names, is missing; pass --labels")
 
 
 def _error(args: list[str], *, expect: int) -> str:
@@ -436,7 +463,7 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
     fake_tflite = tmp_path / "model.tflite"
     fake_tflite.write_bytes(b"not a flatbuffer")
     assert "not a TFLite model" in _error(["--graph", str(fake_tflite), "--labels", labels, "--image", photo], expect=1)
-    assert "not a SavedModel" in _error(["--graph", str(tmp_path), "--labels", labels, "--image", photo], expect=1)
+    assert "not a SavedModel" in _error(["--graph", str(tmp_path), "--labels", labels, "--image", photo], expect=2)
 
     empty, text = tmp_path / "empty.jpg", tmp_path / "text.jpg"
     empty.write_bytes(b"")

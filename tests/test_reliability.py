@@ -213,6 +213,23 @@ def test_a_hand_edited_report_beside_the_outputs_is_no_traceback(colour_tree: Pa
     assert json.loads((out / "report.json").read_text())["labels"] == sorted(COLOURS)
 
 
+def test_a_picture_that_fails_to_draw_costs_a_warning_not_the_model(colour_tree: Path, tiny_module: Path, outputs,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged font made Pillow raise OSError('invalid outline') while drawing the confusion matrix: the run
+    stopped with no model written, and 'finished files are kept'."""
+    from retrain.insight import pictures
+
+    def broken(**_: object) -> None:
+        raise OSError("invalid outline")
+
+    monkeypatch.setattr(pictures, "confusion_matrix_image", broken)
+    result = retrain(colour_tree, tiny_module, outputs)
+    assert "TensorBoard pictures of the test split could not be made: OSError: invalid outline" in result.stderr
+    assert result.stderr.count("validation confusion matrix pictures could not be made, so no more are drawn: "
+                               "OSError: invalid outline") == 1
+    assert outputs["output_graph"].is_file() and (outputs["output_labels"].parent / "report.json").is_file()
+
+
 def _faulty_module(path: Path, fault: str) -> Path:
     """A feature-vector module with a fault: NaN for reddish images (a log of a negative number); values over
     float16's range for them; or NaN for reddish images that are not their own mirror image (a crop of one)."""

@@ -56,6 +56,9 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if not config.graph.exists():
         raise UsageError(f"--graph {config.graph} not found; pass the model retrain wrote "
                          "(--output_graph, --saved_model_dir) or run retrain first")
+    if config.graph.is_dir() and not (config.graph / "saved_model.pb").is_file():
+        raise UsageError(f"--graph {config.graph} is a folder but not a SavedModel (no saved_model.pb in it); pass "
+                         "the model retrain wrote: the --output_graph file, the --saved_model_dir folder or a .tflite")
     if config.labels is None:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
         if not os.path.lexists(config.labels):
@@ -73,28 +76,35 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
 
 def labels_for(graph: Path) -> Path:
     """The labels file of the model at `graph` when --labels is not given: the one a SavedModel holds, else the
-    one its retrain report names (report.json beside the model lists the model among the files its run wrote),
-    else the classic default."""
+    one named by the retrain report that lists the model among the files its run wrote (beside the model, or
+    for an intermediate graph beside its folder; a link is followed first), else the classic default.
+    UsageError when that report's labels file is gone: the classic default would be another model's."""
     if os.path.lexists(graph / SAVED_MODEL_LABELS):  # read as labels whatever it is: a pipe or folder is an error
         return graph / SAVED_MODEL_LABELS
-    for place in dict.fromkeys([graph, Path(os.path.realpath(graph))]):  # beside a link, then beside its target
-        report = report_path(place)
-        data = read_report(report)
-        try:
-            labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
-            if _among(graph, files_now(report, data["run"])) and labels.is_file():
-                log.info("labels: %s (the %s beside --graph names them)", labels, report.name)
+    for place in dict.fromkeys([Path(os.path.realpath(graph)), graph]):  # where a link leads first, then beside it
+        for report, key in ((report_path(place), "files"), (report_path(place), "intermediate_graphs"),
+                            (report_path(place.parent), "intermediate_graphs")):
+            data = read_report(report)
+            try:
+                labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
+                listed = _among(graph, files_now(report, data["run"], key=key))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if listed and labels.is_file():
+                log.info("labels: %s (the %s of --graph's run names them)", labels, report)
                 return labels
-        except (KeyError, TypeError, ValueError):
-            continue
+            if listed:
+                raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is "
+                                 "missing; pass --labels")
     return RetrainConfig.output_labels
 
 
 def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
     """Warn when the labels are, by what retrain wrote, another model's: a SavedModel given other labels than
-    those it holds; labels whose report (beside them, or beside the SavedModel holding them) lists other files
-    than the model, none of them a byte copy of it nor the model one of that run's intermediate graphs. Only a
-    warning: a model moved since (not a copy) is still told apart by nothing but its class count."""
+    those it holds; labels whose report (beside them or where a link to them leads, or beside the SavedModel
+    holding them) lists other files than the model, none of them a byte copy of it nor the model one of that
+    run's intermediate graphs; a SavedModel's own labels that differ from its report's. Only a warning: a model
+    moved since (not a copy) is still told apart by nothing but its class count."""
     own = graph / SAVED_MODEL_LABELS
     if own.is_file() and not _among(labels, [own]):
         try:
@@ -104,28 +114,36 @@ def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
         except RetrainError:
             pass
         return
-    holder = labels.parent.parent  # when the labels are a SavedModel's own, that SavedModel
-    held = labels.parts[-2:] == Path(SAVED_MODEL_LABELS).parts and (holder / "saved_model.pb").is_file()
-    report = report_path(holder if held else labels)
-    data = read_report(report)
+    for place in dict.fromkeys([Path(os.path.realpath(labels)), labels]):  # where a link leads first
+        holder = place.parent.parent  # when the labels are a SavedModel's own, that SavedModel
+        held = place.parts[-2:] == Path(SAVED_MODEL_LABELS).parts and (holder / "saved_model.pb").is_file()
+        report = report_path(holder if held else place)
+        data = read_report(report)
+        if data is not None or held:
+            break
     try:
-        if not held and data["labels"] != read_labels(labels):
-            return  # the report does not vouch for this labels file
+        vouched = data["labels"] == read_labels(labels)
         files = [file for file in files_now(report, data["run"])
                  if os.path.lexists(file) and not _among(labels, [file])]
         # One of the run's intermediate graphs, not rewritten since by another run (the default folder is shared).
         intermediate = _among(graph, files_now(report, data["run"], key="intermediate_graphs")) \
             and graph.stat().st_mtime <= report.stat().st_mtime
     except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
-        files, intermediate = [], False
+        vouched, files, intermediate = False, [], False
+    if held and _among(holder, files) and not vouched:
+        log.warning("labels %s: the SavedModel %s holds other labels than its run's %s lists; if they were "
+                    "edited or replaced, its scores are named wrongly", labels, holder, report.name)
+        return
+    if not held and not vouched:
+        return  # no report vouches for these labels: only the class count can be checked
     if held and not _among(holder, files):  # the SavedModel vouches for itself only
         files, intermediate = [holder], False
     if not files or intermediate or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
         return
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
-    log.warning("--labels %s: %s they are the labels of %s%s, not of --graph %s; if that is another model, pass "
+    log.warning("labels %s: %s they are the labels of %s%s, not of --graph %s; if that is another model, pass "
                 "its own labels file", labels, f"{SAVED_MODEL_LABELS} says" if held and files == [holder]
-                else f"the {report.name} beside {'that SavedModel' if held else 'it'} says", files[0], more, graph)
+                else f"the {report.name} beside {'that SavedModel' if held else 'them'} says", files[0], more, graph)
 
 
 def _among(path: Path, files: Sequence[Path]) -> bool:

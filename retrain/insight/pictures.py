@@ -44,34 +44,49 @@ MISCLASSIFIED_LIMIT = 48  # tiles in the misclassified grid; the rest are counte
 _FONT_FILES = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "LiberationSans-Regular.ttf", "Arial Unicode.ttf",
                "arial.ttf", "Arial.ttf")
 _FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts", "/Library/Fonts",
-                 "/System/Library/Fonts", "~/Library/Fonts", os.path.join(os.environ.get("WINDIR", "C:/Windows"),
-                                                                          "Fonts"))
+                 "/System/Library/Fonts", "~/Library/Fonts")
+_FONT_DEPTH = 3  # font folders keep fonts at most this far down (/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf)
+
+
+def _font_folders() -> list[str]:
+    """The system's font folders, as absolute paths (a "~" without a home folder is left out)."""
+    folders = [os.path.expanduser(folder) for folder in _FONT_FOLDERS]
+    if os.name == "nt" and os.environ.get("WINDIR"):
+        folders.append(os.path.join(os.environ["WINDIR"], "Fonts"))
+    return [folder for folder in folders if os.path.isabs(folder)]
 
 
 @functools.lru_cache(maxsize=1)
-def _font_file() -> str | None:
-    """The path of the first of _FONT_FILES in a system font folder (a regular file: never the current folder,
-    never a pipe), or None."""
+def _font_files() -> tuple[str, ...]:
+    """The paths of _FONT_FILES found in the system's font folders, in the order preferred: regular files only,
+    never in the current folder, looked for at most _FONT_DEPTH folders down (a font folder linked to a large
+    tree is not walked whole), and no further once the first choice is found."""
     found: dict[str, str] = {}
-    for folder in _FONT_FOLDERS:
-        for root, _dirs, files in os.walk(os.path.expanduser(folder)):
+    for folder in _font_folders():
+        for root, dirs, files in os.walk(folder):
+            if root[len(folder):].count(os.sep) >= _FONT_DEPTH:
+                dirs.clear()
             for name in set(files) & set(_FONT_FILES):
                 path = os.path.join(root, name)
                 if name not in found and os.path.isfile(path):
                     found[name] = path
-    return next((found[name] for name in _FONT_FILES if name in found), None)
+        if _FONT_FILES[0] in found:
+            break
+    return tuple(found[name] for name in _FONT_FILES if name in found)
 
 
 @functools.lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """The system font `_font_file` found, at `size` pixels; else Pillow's built-in font (a fixed bitmap font
-    where Pillow lacks FreeType or is < 10.1)."""
-    path = _font_file()
-    if path is not None:
+    """The first font of `_font_files` that loads and draws, at `size` pixels; else Pillow's built-in font (a
+    fixed bitmap font where Pillow lacks FreeType or is < 10.1). A damaged font file is passed over."""
+    for path in _font_files():
         try:
-            return ImageFont.truetype(path, size)
-        except (OSError, ImportError):  # unreadable, or Pillow built without FreeType
-            pass
+            font = ImageFont.truetype(path, size)
+            font.getmask("Agé 0123456789…")  # a damaged file may load, then fail to draw
+            font.getbbox("Agé 0123456789…")
+            return font
+        except Exception:  # noqa: BLE001 - FreeType reports a damaged file as OSError, ValueError and others
+            continue
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow 10.0 has no size argument
@@ -100,14 +115,17 @@ def _drawable(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> 
 
 
 def _drawn_pieces(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> list[str]:
-    """What `_drawable` draws for each character of `text`, one piece a character (so a cut keeps stand-ins whole)."""
-    if all(_has_glyph(font, character) for character in text):
-        return list(text)
-    drawn = []
+    """What `_drawable` draws for each character of `text`, one piece a character with its accents (so a cut
+    keeps stand-ins and accented letters whole)."""
+    drawn: list[str] = []
     for character in text:
         plain = "".join(c for c in unicodedata.normalize("NFKD", character) if not unicodedata.combining(c))
-        drawn.append(character if _has_glyph(font, character) else
-                     plain if plain and all(_has_glyph(font, c) for c in plain) else f"<U+{ord(character):04X}>")
+        piece = (character if _has_glyph(font, character) else
+                 plain if plain and all(_has_glyph(font, c) for c in plain) else f"<U+{ord(character):04X}>")
+        if drawn and unicodedata.combining(character):  # an accent stays with its letter when a name is cut
+            drawn[-1] += piece
+        else:
+            drawn.append(piece)
     return drawn
 
 

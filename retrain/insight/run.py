@@ -137,6 +137,8 @@ def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: An
         _pictures(run_folder, config=config, labels=labels, test=test, split=split)
     except RetrainError as error:
         log.warning("TensorBoard pictures of the test split: %s", error)
+    except Exception as error:  # noqa: BLE001 - a picture never fails a trained run (a damaged font, say)
+        log.warning("TensorBoard pictures of the test split could not be made: %s: %s", type(error).__name__, error)
     return path
 
 

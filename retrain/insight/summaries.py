@@ -8,6 +8,7 @@ gets the validation figures.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 from retrain.errors import RetrainError
 from retrain.insight.tensorboard import summary_errors, write_confusion_matrix
 from retrain.tfenv import import_tensorflow
+
+log = logging.getLogger(__name__)
 
 
 def run_dir(summaries_dir: Path) -> Path:
@@ -95,8 +98,15 @@ class Summaries:
 
             matrix = confusion_matrix(truth=validation.truth, predicted=validation.predictions,
                                       class_count=len(self.labels))
-            write_confusion_matrix(self.run_folder, split="validation", labels=self.labels, matrix=matrix,
-                                   step=step, writer=self.writers["validation"])
+            try:
+                write_confusion_matrix(self.run_folder, split="validation", labels=self.labels, matrix=matrix,
+                                       step=step, writer=self.writers["validation"])
+            except RetrainError:
+                raise  # the summaries' folder cannot be written: as for the scalars
+            except Exception as error:  # noqa: BLE001 - a picture never fails a run (a damaged font, say)
+                log.warning("validation confusion matrix pictures could not be made, so no more are drawn: %s: %s",
+                            type(error).__name__, error)
+                self.pictured = frozenset()
 
     def close(self) -> None:
         with summary_errors(self.run_folder):
