@@ -120,29 +120,23 @@ class _OneLineErrors(click.Command):
         value belongs is said so (`--image_dir --output_graph x.pb`; click would take the flag as the value and
         call `x.pb` an extra argument)."""
         options = [param for param in self.get_params(ctx) if isinstance(param, click.Option)]
-        names = {name for param in options for name in param.opts + param.secondary_opts}
         takes_value = {name for param in options if not param.is_flag and not param.count for name in param.opts}
-        args = _unabbreviated(args, options, takes_value)
-        for flag, value in zip(args, args[1:]):
-            if flag == "--":
-                break
-            if flag in takes_value and value.partition("=")[0] in names:
-                raise click.UsageError(f"{flag} needs a value, but the next argument is the flag "
-                                       f"{value.partition('=')[0]}")
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, _unabbreviated(args, options, takes_value))
 
 
 def _unabbreviated(args: list[str], options: list[click.Option], takes_value: set[str]) -> list[str]:
     """`args` with each long flag that is a prefix of exactly one option's names written out in full, as argparse
     (the classic scripts' parser) read it: `--how_many=500` is `--how_many_training_steps=500`. A prefix of several
-    is refused naming them; a flag of the older retrain.py (TensorFlow for Poets) is refused with its successor."""
+    is refused naming them; a flag of the older retrain.py (TensorFlow for Poets) is refused with its successor;
+    a flag (or the start of one) where a value belongs is refused naming both."""
     known = {opt for param in options for opt in param.opts + param.secondary_opts}
     written, value_next = [], False
     for index, arg in enumerate(args):
         if arg == "--" and not value_next:
             return written + args[index:]
         name, equals, value = arg.partition("=")
-        if value_next and arg.startswith("--") and len(name) > 2 and any(opt.startswith(name) for opt in known):
+        if value_next and (name in known or arg.startswith("--") and len(name) > 2
+                           and any(opt.startswith(name) for opt in known)):
             raise click.UsageError(f"{written[-1]} needs a value, but the next argument is the flag {name}")
         if value_next or not arg.startswith("--") or arg == "--":
             written.append(arg)

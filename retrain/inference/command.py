@@ -82,12 +82,12 @@ def labels_for(graph: Path) -> Path:
     if os.path.lexists(graph / SAVED_MODEL_LABELS):  # read as labels whatever it is: a pipe or folder is an error
         return graph / SAVED_MODEL_LABELS
     for place in dict.fromkeys([Path(os.path.realpath(graph)), graph]):  # where a link leads first, then beside it
-        for report, key in ((report_path(place), "files"), (report_path(place), "intermediate_graphs"),
-                            (report_path(place.parent), "intermediate_graphs")):
+        for report, keys in ((report_path(place), ("files", "intermediate_graphs")),
+                             (report_path(place.parent), ("intermediate_graphs",))):
             data = read_report(report)
             try:
                 labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
-                listed = _among(graph, files_now(report, data["run"], key=key))
+                listed = any(_among(graph, files_now(report, data["run"], key=key)) for key in keys)
             except (KeyError, TypeError, ValueError):
                 continue
             if listed and labels.is_file():
@@ -99,16 +99,17 @@ def labels_for(graph: Path) -> Path:
     return RetrainConfig.output_labels
 
 
-def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
+def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str]) -> None:
     """Warn when the labels are, by what retrain wrote, another model's: a SavedModel given other labels than
     those it holds; labels whose report (beside them or where a link to them leads, or beside the SavedModel
     holding them) lists other files than the model, none of them a byte copy of it nor the model one of that
     run's intermediate graphs; a SavedModel's own labels that differ from its report's. Only a warning: a model
-    moved since (not a copy) is still told apart by nothing but its class count."""
+    moved since (not a copy) is still told apart by nothing but its class count. `names`: the labels file's
+    lines, as read."""
     own = graph / SAVED_MODEL_LABELS
     if own.is_file() and not _among(labels, [own]):
         try:
-            if read_labels(labels) != read_labels(own):
+            if list(names) != read_labels(own):
                 log.warning("--labels %s are not the labels --graph %s holds (its %s); if that is another model's "
                             "labels file, leave --labels out", labels, graph, SAVED_MODEL_LABELS)
         except RetrainError:
@@ -122,7 +123,7 @@ def _warn_if_another_models_labels(graph: Path, labels: Path) -> None:
         if data is not None or held:
             break
     try:
-        vouched = data["labels"] == read_labels(labels)
+        vouched = data["labels"] == list(names)
         files = [file for file in files_now(report, data["run"])
                  if os.path.lexists(file) and not _among(labels, [file])]
         # One of the run's intermediate graphs, not rewritten since by another run (the default folder is shared).
@@ -334,7 +335,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     labels = read_labels(config.labels)
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
-    _warn_if_another_models_labels(config.graph, config.labels)
+    _warn_if_another_models_labels(config.graph, config.labels, labels)
     if model.class_count is not None and model.class_count != len(labels):
         raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} gives "
                            f"{model.class_count} scores per image; pass the labels file written with this model")
