@@ -103,7 +103,9 @@ class _OneLineErrors(click.Command):
             click.echo(f"{prog}: error: {one_line(_os_error_text(error))}", err=True)
             sys.exit(1)
         except (KeyboardInterrupt, click.Abort) as error:  # click turns KeyboardInterrupt into Abort
-            previous = dict.fromkeys(previous, _exit_at_once)  # installed by `finally`, for the way out
+            previous = dict.fromkeys(previous, _exit_at_once)  # for the way out, kept by `finally`
+            for held in previous:  # now, before the line below: a second Ctrl-C may come as soon as it shows
+                signal.signal(held, _exit_at_once)
             stopped = error if isinstance(error, Terminated) else error.__cause__
             signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
             click.echo(f"\n{prog}: {STOP_SIGNALS[signum]}; finished files and cached bottlenecks are kept, rerun to "
