@@ -31,7 +31,8 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.insight.run import check_earlier_models, print_table, report_run, warn_if_another_models_report
+from retrain.insight.run import (check_earlier_models, draw_pictures, print_table, report_run,
+                                 warn_if_another_models_report)
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
@@ -276,10 +277,11 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     with export_set():  # one set: a failed or interrupted export takes back the files written before it
         for exporter in plan.exporters:
             wrote(exporter.write(model, config))
-        wrote([report_run(config=config, run_folder=run_folder, labels=labels.names, test=test,
+        wrote([report_run(config=config, labels=labels.names, test=test,
                           split=splits["testing"], evaluations=evaluations, written=written,
                           intermediate_graphs=intermediate_graphs, module=source.handle,
                           objective=objective.name)])
+    draw_pictures(config=config, run_folder=run_folder, labels=labels.names, test=test, split=splits["testing"])
     if skipped:  # repeated at the end, where the user looks, after the training log
         log.warning("skipped %d image(s) that could not be read, decoded or used (listed above)", len(skipped))
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,

@@ -230,6 +230,28 @@ def test_a_picture_that_fails_to_draw_costs_a_warning_not_the_model(colour_tree:
     assert outputs["output_graph"].is_file() and (outputs["output_labels"].parent / "report.json").is_file()
 
 
+def test_an_interrupt_while_the_pictures_are_drawn_keeps_every_output(colour_tree: Path, tiny_module: Path, outputs,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test split's pictures were drawn inside the exports' set: a Ctrl-C after the last 'Wrote' line, while
+    they were drawn (minutes with thousands of classes), took back the graph, labels and SavedModel just written."""
+    from retrain.insight import tensorboard
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tensorboard, "write_misclassified", interrupted)  # the test split's, after the exports
+    saved_model = outputs["output_graph"].parent / "saved_model"
+    from retrain.cli import retrain_command
+
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
+                                           saved_model_dir=saved_model, **outputs), expect=130)
+    assert result.stderr.endswith("retrain: interrupted; finished files and cached bottlenecks are kept, rerun to "
+                                  "continue\n") and "taken back" not in result.stderr
+    assert outputs["output_graph"].is_file() and (saved_model / "saved_model.pb").is_file()
+    assert json.loads((outputs["output_labels"].parent / "report.json").read_text())["labels"] == sorted(COLOURS)
+    assert outputs["output_labels"].read_text() == "".join(f"{c}\n" for c in sorted(COLOURS))
+
+
 def _faulty_module(path: Path, fault: str) -> Path:
     """A feature-vector module with a fault: NaN for reddish images (a log of a negative number); values over
     float16's range for them; or NaN for reddish images that are not their own mirror image (a crop of one)."""
@@ -832,6 +854,7 @@ def test_an_export_that_fails_takes_back_the_files_written_before_it(colour_tree
     assert f"Wrote {out / 'saved'}" in wrote
     why = "one of them could not be written" if failure == "error" else "the run was interrupted while writing them"
     assert f"the run's files are taken back, as {why}: put back the earlier" in result.stderr
+    assert "; so no model is left beside another model's labels" in result.stderr
     assert models() == before  # graph (through its link), labels, report, checkpoint, SavedModel: the earlier ones
     assert (out / "graph.pb").is_symlink() and os.readlink(out / "graph.pb") == "graph_v1.pb"
     assert not [p.name for p in out.rglob("*") if re.search(r"\.retrain-[0-9a-f]{6}-", p.name)]  # none kept aside
@@ -839,9 +862,10 @@ def test_an_export_that_fails_takes_back_the_files_written_before_it(colour_tree
     for path in [*out.iterdir()]:
         if path.name not in ("logs", "bottlenecks"):
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
-                                  **every), expect=1 if failure == "error" else 130)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
+                                           **every), expect=1 if failure == "error" else 130)
     assert sorted(p.name for p in out.iterdir()) == ["bottlenecks", "logs"]  # the checkpoint's new folder too
+    assert "; so no part of an unfinished set of outputs is left" in result.stderr  # no other model was there
 
 
 def test_taking_back_never_removes_what_the_run_did_not_write(tmp_path: Path, caplog) -> None:

@@ -2,12 +2,13 @@
 
 After the final test figures the pipeline calls `print_table` (precision,
 recall, F1, support, most confused with; for a multi-label model, per label with
-its threshold), and after the exports `report_run`: it writes `report.json` beside the labels
-file (format in `retrain.insight.report`), and adds to the run's TensorBoard
-folder the test confusion matrix, the per-class precision-recall curves, a grid
-of misclassified test images, the run's flags as hyperparameters with its final
-figures, and the test bottlenecks in the Embedding Projector. A picture that
-cannot be made is reported in a warning; it never fails a trained run.
+its threshold); with the exports `report_run`, which writes `report.json` beside the labels
+file (format in `retrain.insight.report`); and once every output is written `draw_pictures`,
+which adds to the run's TensorBoard folder the test confusion matrix, the per-class
+precision-recall curves, a grid of misclassified test images, the run's flags as
+hyperparameters with its final figures, and the test bottlenecks in the Embedding Projector.
+A picture that cannot be made is reported in a warning; it never fails a trained run, and an
+interrupt while they are drawn keeps every output (they are not part of the exports' set).
 """
 
 from __future__ import annotations
@@ -108,10 +109,10 @@ def print_table(test: Any, labels: Sequence[str]) -> None:
               flush=True)
 
 
-def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: Any, split: Any,
+def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
                evaluations: Mapping[str, Any], written: Sequence[Path], intermediate_graphs: Sequence[Path],
                module: str, objective: str) -> Path:
-    """Write report.json and the TensorBoard pictures of the test split; returns report.json's path."""
+    """Write report.json; returns its path."""
     extra = {"module": module, "flags": _flags(config), "files": [str(p) for p in written],
              "intermediate_graphs": [str(p) for p in intermediate_graphs],  # not the model's files: kept apart
              "folder": _current_folder(),  # what relative paths in flags and files are relative to
@@ -133,13 +134,18 @@ def report_run(*, config: Any, run_folder: Path, labels: Sequence[str], test: An
         data = {"format": reports.FORMAT, "version": reports.VERSION, "objective": objective, "labels": list(labels),
                 "overall": None, "classes": {}, **matrix, "run": extra}
     reports.write_report_json(path, data)
+    return path
+
+
+def draw_pictures(*, config: Any, run_folder: Path, labels: Sequence[str], test: Any, split: Any) -> None:
+    """Add the test split's pictures and the run's hparams to its TensorBoard folder. Called once every output
+    is written: a picture that fails costs a warning, and an interrupt while they are drawn keeps the outputs."""
     try:
         _pictures(run_folder, config=config, labels=labels, test=test, split=split)
     except RetrainError as error:
         log.warning("TensorBoard pictures of the test split: %s", error)
     except Exception as error:  # noqa: BLE001 - a picture never fails a trained run (a damaged font, say)
         log.warning("TensorBoard pictures of the test split could not be made: %s: %s", type(error).__name__, error)
-    return path
 
 
 def _label_table(details: Any, labels: Sequence[str]) -> str:
