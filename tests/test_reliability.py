@@ -171,6 +171,36 @@ def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colou
     assert (a / "l.txt").read_bytes() != labels_a
 
 
+def test_a_model_written_from_a_linked_folder_is_found_after_its_folder_moves(colour_tree: Path, tiny_module: Path,
+                                                                             tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a folder reached through a link (cd ~/link/proj), the report records the run's folder without the link,
+    while `$PWD/out/graph.pb` keeps it: the graph seemed outside the labels' folder, so after `mv out out_v1`
+    label-image found no labels for it, and the next run replaced its labels without a word (probe P)."""
+    from retrain.config import RetrainConfig
+
+    (tmp_path / "real" / "proj" / "out").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    project = tmp_path / "link" / "proj"
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "output_labels.txt")  # not the machine's /tmp
+    model = {"output_graph": project / "out" / "graph.pb", "output_labels": Path("out/labels.txt"),
+             "summaries_dir": tmp_path / "logs", "bottleneck_dir": tmp_path / "bn",
+             "checkpoint_path": tmp_path / "ck" / "ck"}
+    retrain(colour_tree, tiny_module, model)
+    Path("out").rename("out_v1")
+    photo = next(path for path in sorted((colour_tree / "blue").iterdir()) if path.is_file())
+    printed = invoke(label_image_command, ["--graph", "out_v1/graph.pb", "--image", str(photo), "--top_k", "1"])
+    assert printed.stdout.split()[0] in COLOURS and "WARNING" not in printed.stderr
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / sorted(COLOURS)[0])
+    error = retrain(other_tree, tiny_module, {**model, "output_graph": Path("out_v1/new.pb"),
+                                              "output_labels": Path("out_v1/labels.txt")}, expect=2)
+    assert error.startswith("retrain: error: this run replaces out_v1/labels.txt of the earlier model that "
+                            "out_v1/report.json describes") and "but leaves its out_v1/graph.pb" in error
+
+
 def test_a_saved_model_in_a_folder_of_its_own_keeps_its_labels_when_the_next_run_has_new_classes(
         colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path) -> None:
     """TF Hub's tutorial gives each run its own --saved_model_dir (saved_models/$(date +%s)) and keeps the default
