@@ -421,6 +421,36 @@ def test_labels_follow_links_and_what_retrain_wrote_over_the_classic_default(tra
         f"{tmp_path / 'a' / 'labels.txt'}, which {tmp_path / 'a' / 'report.json'} names, is missing; pass --labels")
 
 
+def test_labels_that_the_models_own_report_contradicts_get_a_warning(trained: Trained, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning came only when the report beside the labels vouched for them (probe P): another model's labels
+    given to a model whose own report names others (`--labels /tmp/output_labels.txt` after a run with other
+    paths), or a labels file replaced in a copied folder, named the scores wrongly without a word. A report beside
+    the model that does not list it (another run's, in a shared folder) made label-image take the classic default
+    silently. A SavedModel given by its saved_model.pb found no labels."""
+    from retrain.config import RetrainConfig
+
+    renamed = _renamed_copy(trained, tmp_path / "a")
+    photo = ["--image", str(trained.photos[0]), "--top_k", "1"]
+    (tmp_path / "other.txt").write_text("".join(f"{label.lower()}_x\n" for label in renamed))  # no report beside
+    given = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "graph.pb"), "--labels",
+                                         str(tmp_path / "other.txt"), *photo])
+    assert given.stdout.split()[0].endswith("_x")
+    assert (f"labels {tmp_path / 'other.txt'} are not those that {tmp_path / 'a' / 'report.json'} names for --graph "
+            f"{tmp_path / 'a' / 'graph.pb'}") in given.stderr
+    shutil.copyfile(tmp_path / "other.txt", tmp_path / "a" / "labels.txt")  # replaced in the model's folder
+    replaced = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "graph.pb"), *photo])
+    assert f"labels {tmp_path / 'a' / 'labels.txt'} are not those that" in replaced.stderr
+    right = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "saved_model" / "saved_model.pb"), *photo])
+    assert right.stdout.split()[0] in renamed and "WARNING" not in right.stderr  # its own labels, as for the folder
+    (tmp_path / "a" / "graph.pb").rename(tmp_path / "a" / "earlier.pb")  # the report now lists another graph
+    monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "other.txt")  # the classic default, elsewhere
+    unlisted = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "earlier.pb"), *photo])
+    assert (f"--graph {tmp_path / 'a' / 'earlier.pb'} is not among the files of the run that "
+            f"{tmp_path / 'a' / 'report.json'} describes (another run's), so the labels are the classic default "
+            f"{tmp_path / 'other.txt'}") in unlisted.stderr
+
+
 def _error(args: list[str], *, expect: int) -> str:
     result = invoke(label_image_command, args, expect=expect)
     assert result.stdout == "" and "Traceback" not in result.stderr

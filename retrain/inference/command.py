@@ -76,36 +76,63 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
 
 def labels_for(graph: Path) -> Path:
     """The labels file of the model at `graph` when --labels is not given: the one a SavedModel holds, else the
-    one named by the retrain report that lists the model among the files its run wrote (beside the model, or
-    for an intermediate graph beside its folder; a link is followed first), else the classic default.
+    one named by the retrain report that lists the model among the files its run wrote (`_run_report`), else the
+    classic default (with a warning when a report beside the model lists other files).
     UsageError when that report's labels file is gone: the classic default would be another model's."""
+    graph = _model(graph)
     if os.path.lexists(graph / SAVED_MODEL_LABELS):  # read as labels whatever it is: a pipe or folder is an error
         return graph / SAVED_MODEL_LABELS
-    for place in dict.fromkeys([Path(os.path.realpath(graph)), graph]):  # where a link leads first, then beside it
+    found = _run_report(graph)
+    if found is None:
+        default = RetrainConfig.output_labels
+        beside = next((report for place in dict.fromkeys([Path(os.path.realpath(graph)), graph])
+                       if read_report(report := report_path(place)) is not None), None)
+        if beside is not None and os.path.lexists(default):
+            log.warning("--graph %s is not among the files of the run that %s describes (another run's), so the "
+                        "labels are the classic default %s; pass --labels if they are not this model's", graph,
+                        beside, default)
+        return default
+    report, data, _ = found
+    labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
+    if labels.is_file():
+        log.info("labels: %s (the %s of --graph's run names them)", labels, report)
+        return labels
+    raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is missing; "
+                     "pass --labels")
+
+
+def _model(graph: Path) -> Path:
+    """The model that --graph names: a SavedModel's folder when given its saved_model.pb."""
+    return graph.parent if graph.name == "saved_model.pb" and graph.is_file() else graph
+
+
+def _run_report(graph: Path) -> tuple[Path, dict[str, Any], bool] | None:
+    """The retrain report that lists the model at `graph` among the files its run wrote, what it holds, and
+    whether the model is surely that run's: beside the model (where a link leads first, then beside the link),
+    or for an intermediate graph beside its folder (unsure when the graph is newer than the report: the default
+    folder is shared, so another run may have rewritten it; or it was copied without its times). None if no
+    report does."""
+    for place in dict.fromkeys([Path(os.path.realpath(graph)), graph]):
         for report, keys in ((report_path(place), ("files", "intermediate_graphs")),
                              (report_path(place.parent), ("intermediate_graphs",))):
             data = read_report(report)
             try:
-                labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
-                listed = any(_among(graph, files_now(report, data["run"], key=key)) for key in keys)
-            except (KeyError, TypeError, ValueError):
+                for key in keys:
+                    if _among(graph, files_now(report, data["run"], key=key)):
+                        return report, data, key == "files" or graph.stat().st_mtime <= report.stat().st_mtime
+            except (KeyError, TypeError, ValueError, OSError):
                 continue
-            if listed and labels.is_file():
-                log.info("labels: %s (the %s of --graph's run names them)", labels, report)
-                return labels
-            if listed:
-                raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is "
-                                 "missing; pass --labels")
-    return RetrainConfig.output_labels
+    return None
 
 
 def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str]) -> None:
     """Warn when the labels are, by what retrain wrote, another model's: a SavedModel given other labels than
-    those it holds; labels whose report (beside them or where a link to them leads, or beside the SavedModel
-    holding them) lists other files than the model, none of them a byte copy of it nor the model one of that
-    run's intermediate graphs; a SavedModel's own labels that differ from its report's. Only a warning: a model
-    moved since (not a copy) is still told apart by nothing but its class count. `names`: the labels file's
-    lines, as read."""
+    those it holds; labels other than those the report listing the model names (`_run_report`); labels whose
+    report (beside them or where a link to them leads, or beside the SavedModel holding them) lists other files
+    than the model, none of them a byte copy of it nor the model one of that run's intermediate graphs; a
+    SavedModel's own labels that differ from its report's. Only a warning: a model moved since (not a copy) is
+    still told apart by nothing but its class count. `names`: the labels file's lines, as read."""
+    graph = _model(graph)
     own = graph / SAVED_MODEL_LABELS
     if own.is_file() and not _among(labels, [own]):
         try:
@@ -114,6 +141,13 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
                             "labels file, leave --labels out", labels, graph, SAVED_MODEL_LABELS)
         except RetrainError:
             pass
+        return
+    found = None if _among(labels, [own]) else _run_report(graph)
+    if found is not None and found[2] and isinstance(named := found[1].get("labels"), list):
+        if named != list(names):
+            log.warning("labels %s are not those that %s names for --graph %s (it lists the model among its run's "
+                        "files); if they are another model's, its scores are named wrongly: pass its own labels "
+                        "file", labels, found[0], graph)
         return
     for place in dict.fromkeys([Path(os.path.realpath(labels)), labels]):  # where a link leads first
         holder = place.parent.parent  # when the labels are a SavedModel's own, that SavedModel
@@ -335,10 +369,10 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     labels = read_labels(config.labels)
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
-    _warn_if_another_models_labels(config.graph, config.labels, labels)
     if model.class_count is not None and model.class_count != len(labels):
         raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} gives "
                            f"{model.class_count} scores per image; pass the labels file written with this model")
+    _warn_if_another_models_labels(config.graph, config.labels, labels)
     prepare = preprocessing_for(model, config)
     thresholds = thresholds_of(model, config.labels, len(labels))
     count = config.top_k or (len(labels) if model.multi_label or config.json else TOP_K)
