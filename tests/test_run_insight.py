@@ -238,3 +238,38 @@ def test_report_json_writes_a_negative_zero_as_zero() -> None:
 
     assert json.dumps(_json_ready({"cross_entropy": -0.0, "loss": np.float32(-0.0), "nan": float("nan")},
                                   where="run")) == '{"cross_entropy": 0.0, "loss": 0.0, "nan": null}'
+
+
+def test_many_classes_get_no_confusion_matrix_picture_and_report_json_keeps_a_row_a_line(tmp_path: Path,
+                                                                                          tiny_module: Path) -> None:
+    """The confusion matrix picture grows with the square of the class count (cells of 20 px at least): 2,800
+    classes passed 16 GB while drawing, and the run would be killed (probe P); report.json, one number a line, passed
+    filekinds.MAX_REPORT_BYTES from about 2,700 classes. Beyond MATRIX_PICTURE_CLASSES no matrix is drawn (a
+    line says so) and the other pictures stay; report.json writes the matrix a row a line."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from retrain.insight.tensorboard import MATRIX_PICTURE_CLASSES
+    from tests.conftest import make_colour_tree
+
+    count = MATRIX_PICTURE_CLASSES + 1
+    rng = np.random.default_rng(3)
+    tree = make_colour_tree(tmp_path / "photos", per_class=3,
+                            classes={f"c{i:03d}": tuple(int(v) for v in rng.integers(0, 256, 3)) for i in range(count)})
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = {"output_graph": out / "graph.pb", "output_labels": out / "labels.txt", "summaries_dir": out / "logs",
+               "bottleneck_dir": out / "bn", "checkpoint_path": out / "ck" / "ck"}
+    result = retrain_cli(tree, tiny_module, outputs, testing_percentage=40, logging_verbosity="INFO")
+    assert (f"no confusion matrix pictures: they are drawn for up to {MATRIX_PICTURE_CLASSES} classes, and this run "
+            f"has {count}") in result.stderr
+    (run_folder,) = (out / "logs").iterdir()
+    test = EventAccumulator(str(run_folder / "test"), size_guidance={"tensors": 0}).Reload()
+    validation = EventAccumulator(str(run_folder / "validation"), size_guidance={"tensors": 0}).Reload()
+    assert "confusion_matrix" not in test.Tags()["tensors"] + validation.Tags()["tensors"]
+    assert "c000/pr_curves" in test.Tags()["tensors"]
+    text = (out / "report.json").read_text()
+    report = json.loads(text)
+    matrix = report["confusion_matrix"]
+    assert len(matrix) == count and sum(map(sum, matrix)) == sum(c["support"] for c in report["classes"].values())
+    rows = [line.strip().rstrip(",") for line in text.splitlines() if line.strip().startswith("[")]
+    assert [json.loads(row) for row in rows] == matrix  # a row a line

@@ -289,8 +289,24 @@ def report_dict(report: ClassReport, *, extra: Mapping[str, Any]) -> dict[str, A
 
 def write_report_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write a report (report_dict's, or a multi-label one) as strict JSON, atomically (outputs.atomic_write)."""
-    text = json.dumps(_json_ready(dict(data), where="report"), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    text = _json_text(_json_ready(dict(data), where="report")) + "\n"
     atomic_write_bytes(Path(path), text.encode("utf-8"), flag="--output_labels")
+
+
+def _json_text(value: Any, depth: int = 0) -> str:
+    """`value` as JSON indented by two spaces, except that a list of numbers stays on one line: a confusion
+    matrix is a row a line (at one number a line, 2,800 classes made 71 MB, over filekinds.MAX_REPORT_BYTES;
+    a row a line, 24 MB)."""
+    indent = "  " * (depth + 1)
+    if isinstance(value, dict) and value:
+        items = (f"{indent}{json.dumps(key, ensure_ascii=False)}: {_json_text(item, depth + 1)}"
+                 for key, item in value.items())
+    elif isinstance(value, list) and not all(item is None or isinstance(item, (int, float)) for item in value):
+        items = (indent + _json_text(item, depth + 1) for item in value)
+    else:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    opening, closing = "{}" if isinstance(value, dict) else "[]"
+    return f"{opening}\n" + ",\n".join(items) + f"\n{'  ' * depth}{closing}"
 
 
 def files_now(report: Path, run: Mapping[str, Any], *, key: str = "files") -> list[Path]:

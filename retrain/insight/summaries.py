@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
-from retrain.insight.tensorboard import summary_errors, write_confusion_matrix
+from retrain.insight.tensorboard import MATRIX_PICTURE_CLASSES, summary_errors, write_confusion_matrix
 from retrain.tfenv import import_tensorflow
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ class Summaries:
                                 ("cross_entropy", validation.cross_entropy)):
                 figures.value.extend(scalar_pb(name, float(value)).value)
             self._write("validation", step, figures)
-        if step in self.pictured and validation.count and validation.truth is not None:
+        if (step in self.pictured and validation.count and validation.truth is not None
+                and len(self.labels) <= MATRIX_PICTURE_CLASSES):
             from retrain.insight.report import confusion_matrix
 
             matrix = confusion_matrix(truth=validation.truth, predicted=validation.predictions,

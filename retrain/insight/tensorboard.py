@@ -50,6 +50,9 @@ PROJECTOR_THUMBNAIL = 64  # sprite cell size in pixels
 _SPRITE_MAX_SIDE = 8192  # the projector refuses larger sprite images
 PR_THRESHOLDS = 101  # thresholds 0.00, 0.01, ..., 1.00
 VALIDATION_PICTURES = 10  # evaluation steps that get a validation confusion matrix
+# Classes up to which a confusion matrix is drawn: its cells are at least 20 px, so k classes make a (20k)^2
+# picture (150: 3,000 px, 27 MB; at 2,800 the run passed 16 GB while drawing); report.json holds the matrix.
+MATRIX_PICTURE_CLASSES = 150
 
 
 def picture_steps(*, steps: int, interval: int, limit: int = VALIDATION_PICTURES) -> frozenset[int]:
@@ -119,13 +122,16 @@ def counts_markdown(*, labels: Sequence[str], matrix: np.ndarray) -> str:
 
 
 def write_confusion_matrix(run_dir: Path, *, split: str, labels: Sequence[str], matrix: np.ndarray, step: int,
-                           writer: Any | None = None) -> Path:
+                           writer: Any | None = None) -> Path | None:
     """Write the confusion matrix of `split` at `step` as an image and as a Markdown table of counts.
 
     `matrix` is int [true, predicted] in label order (report.confusion_matrix
     makes one). Tags: `confusion_matrix` (Images tab) and
-    `confusion_matrix/counts` (Text tab) in `run_dir/split`, which is returned.
+    `confusion_matrix/counts` (Text tab) in `run_dir/split`, which is returned;
+    None, and nothing written, for more than MATRIX_PICTURE_CLASSES classes.
     """
+    if len(labels) > MATRIX_PICTURE_CLASSES:
+        return None
     tf = _tf()
     folder = Path(run_dir) / split
     matrix = np.asarray(matrix, dtype=np.int64)
