@@ -108,8 +108,8 @@ class _OneLineErrors(click.Command):
                 signal.signal(held, _exit_at_once)
             stopped = error if isinstance(error, Terminated) else error.__cause__
             signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
-            click.echo(f"\n{prog}: {STOP_SIGNALS[signum]}; finished files and cached bottlenecks are kept, rerun to "
-                       "continue", err=True)
+            kept = "; finished files and cached bottlenecks are kept, rerun to continue" if prog == "retrain" else ""
+            click.echo(f"\n{prog}: {STOP_SIGNALS[signum]}{kept}", err=True)
             sys.exit(128 + signum)
         finally:
             for signum, handler in previous.items():
@@ -140,6 +140,9 @@ def _unabbreviated(args: list[str], options: list[click.Option], takes_value: se
         if value_next and (name in known or arg.startswith("--") and len(name) > 2
                            and any(opt.startswith(name) for opt in known)):
             raise click.UsageError(f"{written[-1]} needs a value, but the next argument is the flag {name}")
+        if value_next and arg.startswith("--") and " " not in arg:  # as argparse: not a value, whatever follows
+            raise click.UsageError(f"{written[-1]} needs a value, but the next argument is {arg}, which reads as a "
+                                   f"flag; write {written[-1]}={arg} if it is the value")
         if value_next or not arg.startswith("--") or arg == "--":
             written.append(arg)
             value_next = False
@@ -153,11 +156,13 @@ def _unabbreviated(args: list[str], options: list[click.Option], takes_value: se
                 for opt in param.opts + param.secondary_opts:
                     if opt.startswith(name):
                         matched.setdefault(param.opts[0], opt)
+        matched = {flag if flag.startswith("--") else opt: opt for flag, opt in matched.items()}  # not -h: --help
         if len(matched) > 1 and len(classic := [flag for flag in matched if flag in _CLASSIC_FLAGS]) == 1:
             matched = {classic[0]: matched[classic[0]]}  # what it meant when it was written: `--image` is --image_dir
         if len(matched) > 1:
-            raise click.UsageError(f"{name} is the start of several flags: {', '.join(sorted(matched))}; "
-                                   "give more of the name")
+            names = sorted(matched)
+            listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            raise click.UsageError(f"{name} is the start of several flags: {listed}; give more of the name")
         if matched:
             name = next(iter(matched.values()))
         written.append(name + equals + value)
@@ -182,7 +187,7 @@ _CLASSIC_FLAGS = frozenset(f"--{name}" for name in (
     "train_batch_size test_batch_size validation_batch_size print_misclassified_test_images bottleneck_dir "
     "final_tensor_name flip_left_right random_crop random_scale random_brightness tfhub_module saved_model_dir "
     "logging_verbosity checkpoint_path graph labels image input_height input_width input_mean input_std input_layer "
-    "output_layer").split())
+    "output_layer help").split())
 
 # Flags of the older retrain.py (tensorflow/examples/image_retraining, before TF Hub's), with what replaced them.
 _RETIRED: dict[str, Any] = {

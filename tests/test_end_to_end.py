@@ -191,6 +191,11 @@ def test_help_and_usage_errors_do_not_import_tensorflow():
     (["--image_dir", "--how", "5"], "--image_dir needs a value, but the next argument is the flag --how"),
     (["--image_dir", "p", "--how", "-h"], "--how_many_training_steps needs a value, but the next argument is the "
                                           "flag -h"),  # the classic spelling, not click's dashed alias
+    # As argparse: what starts with -- is no value (`--output_graph --` wrote the graph to a file named --)
+    (["--image_dir", "p", "--output_graph", "--", "--output_labels", "l.txt"], "--output_graph needs a value, but "
+     "the next argument is --, which reads as a flag; write --output_graph=-- if it is the value"),
+    (["--image_dir", "p", "--final_tensor_name", "--zzz"], "--final_tensor_name needs a value, but the next "
+     "argument is --zzz, which reads as a flag; write --final_tensor_name=--zzz if it is the value"),
 ])
 def test_a_flag_where_a_value_belongs_is_named(args: list[str], message: str) -> None:
     """Not click's 'Got unexpected extra argument (x.pb)', which names neither flag."""
@@ -219,6 +224,10 @@ def test_flags_shortened_as_the_classic_argparse_allowed_still_run(colour_tree: 
                                             "--output_labels, --output_tfjs, --output_tflite; give more of the name"),
     (["--test", "5", "--image_dir", "p"], "--test is the start of several flags: --test_batch_size, "
                                           "--testing_percentage; give more of the name"),
+    (["--h", "5", "--image_dir", "p"], "--h is the start of several flags: --help, --how_many_training_steps; give "
+                                       "more of the name"),  # as argparse said: --help is a classic flag too
+    (["--=x", "--image_dir", "p"], "-- is the start of several flags: --bottleneck_batch_size, --bottleneck_dir, "
+     "--bottleneck_dtype, --bottleneck_memory_gb, --checkpoint_path, --distorted_variants and "),  # N more
     (["--image_dir", "p", "--architecture=mobilenet_0.50_224"], "--architecture is the flag of TensorFlow's older "
      "retrain.py (TensorFlow for Poets); this retrain takes the module with --tfhub_module: --tfhub_module "
      "mobilenet_v1_050_224"),
@@ -230,6 +239,24 @@ def test_an_ambiguous_prefix_or_an_older_scripts_flag_is_one_line_naming_what_to
                                                                                        message: str) -> None:
     stderr = invoke(retrain_command, args, expect=2).stderr
     assert stderr.startswith(f"retrain: error: {message}") and stderr.count("\n") == 1, stderr
+
+
+def test_an_interrupted_label_image_does_not_speak_of_files_kept(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """label-image said 'finished files and cached bottlenecks are kept, rerun to continue': it writes neither."""
+    from retrain.cli import label_image_command
+    from retrain.inference import command
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "run", interrupted)
+    (tmp_path / "g.pb").write_bytes(b"")
+    (tmp_path / "l.txt").write_text("a\n")
+    (tmp_path / "x.jpg").write_bytes(b"")
+    result = invoke(label_image_command, ["--graph", str(tmp_path / "g.pb"), "--labels", str(tmp_path / "l.txt"),
+                                          "--image", str(tmp_path / "x.jpg")], expect=130)
+    assert result.stderr.strip() == "label-image: interrupted"
 
 
 def test_label_image_has_no_hint_about_retrains_flags() -> None:

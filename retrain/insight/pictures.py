@@ -118,9 +118,10 @@ def _drawn_pieces(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont)
     """What `_drawable` draws for each character of `text`, one piece a character with its accents (so a cut
     keeps stand-ins and accented letters whole)."""
     drawn: list[str] = []
-    for character in text:
+    for character in unicodedata.normalize("NFC", text):  # é as one character, as macOS's names spell it e + ´
         plain = "".join(c for c in unicodedata.normalize("NFKD", character) if not unicodedata.combining(c))
         piece = (character if _has_glyph(font, character) else
+                 "" if drawn and unicodedata.combining(character) else  # an accent left out, as for é -> e
                  plain if plain and all(_has_glyph(font, c) for c in plain) else f"<U+{ord(character):04X}>")
         if drawn and unicodedata.combining(character):  # an accent stays with its letter when a name is cut
             drawn[-1] += piece
