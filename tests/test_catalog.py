@@ -117,6 +117,9 @@ def test_an_unknown_name_points_to_list_modules() -> None:
     with pytest.raises(RetrainError) as error:
         resolve_module_path("my_photos_model")
     assert "did you mean" not in str(error.value) and "(see retrain --list_modules); expected" in str(error.value)
+    # TensorFlow for Poets' names are MobileNet V1s: the one the catalog has, never one it does not (128 pixels).
+    assert (catalog.closest("mobilenet_0.50_224"), catalog.closest("mobilenet_0.50_128")) == ("mobilenet_v1_050_224",
+                                                                                              None)
 
 
 def test_a_mistyped_name_is_a_usage_error_before_the_photos_are_read(tmp_path: Path) -> None:

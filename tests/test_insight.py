@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import time
+import unicodedata
 import urllib.request
 from pathlib import Path
 
@@ -206,12 +207,17 @@ def test_a_damaged_font_or_a_deep_font_folder_costs_no_picture(tmp_path: Path, m
     (deep / "DejaVuSans.ttf").write_bytes(good)  # four folders down: not looked for
     (tmp_path / "fonts" / "a" / "NotoSans-Regular.ttf").write_bytes(bytes(damaged))
     (tmp_path / "fonts" / "a" / "b" / "LiberationSans-Regular.ttf").write_bytes(good)
-    monkeypatch.setattr(pictures, "_FONT_FOLDERS", (str(tmp_path / "fonts"),))
+    os.mkfifo(tmp_path / "fonts" / "a" / "b" / "Arial Unicode.ttf")  # a pipe named like a font: opening it hangs
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "Arial.ttf").write_bytes(good)  # the last choice, in the first folder looked in
+    monkeypatch.setattr(pictures, "_FONT_FOLDERS", (str(tmp_path / "first"), str(tmp_path / "fonts")))
+    monkeypatch.setenv("WINDIR", str(tmp_path / "fonts" / "a"))  # looked in on Windows only
     pictures._font_files.cache_clear()
     pictures._font.cache_clear()
     try:
-        assert [Path(path).name for path in pictures._font_files()] == ["NotoSans-Regular.ttf",
-                                                                          "LiberationSans-Regular.ttf"]
+        assert pictures._font_folders() == [str(tmp_path / "first"), str(tmp_path / "fonts")]
+        assert [Path(path).parent.name + "/" + Path(path).name for path in pictures._font_files()] == [
+            "a/NotoSans-Regular.ttf", "b/LiberationSans-Regular.ttf", "first/Arial.ttf"]  # in the order preferred
         font = pictures._font(12)
         assert Path(font.path).name == "LiberationSans-Regular.ttf"  # the damaged one passed over
         pictures.confusion_matrix_image(labels=["café", "b"], matrix=np.array([[1, 0], [0, 1]]))
@@ -221,13 +227,24 @@ def test_a_damaged_font_or_a_deep_font_folder_costs_no_picture(tmp_path: Path, m
 
 
 def test_a_cut_name_keeps_its_stand_ins_whole() -> None:
-    """Tiles cut names in the middle: `<U+96DB>` was cut into `…+9999>`, which names nothing."""
+    """Tiles cut names in the middle: `<U+96DB>` was cut into `…+9999>`, which names nothing. A cut name fits its
+    width, keeps the longer half at its start, and never leaves an accent apart from its letter."""
     from PIL import ImageFont
+
+    from retrain.insight.report import cut_middle
 
     builtin = ImageFont.load_default(size=10)
     for width in range(30, 200, 7):
         cut = pictures._elide("pred: 雏菊玫瑰郁金香 66%", builtin, width)
         assert re.fullmatch(r"([^<>]|<U\+[0-9A-F]{4,6}>)*", cut), cut
+    assert (cut_middle("abcdef", 1), cut_middle("abcdefgh", 3), cut_middle(["<a>", "b", "<c>"], 2)) == (
+        "a…", "ab…h", "<a>…<c>")
+    for font in (builtin, pictures._font(12)):
+        for width in range(20, 260, 9):
+            for name in ("猫猫猫猫猫猫", "résumé_été_été_résumé_été".replace("é", "e\u0301"), "x\u0301q\u0323" * 9):
+                cut = pictures._elide(name, font, width)
+                assert pictures._text_width(cut, font) <= width or len(cut) <= 2, (name, width, cut)
+                assert not re.search("…[\u0300-\u036f]", unicodedata.normalize("NFD", cut)), (width, cut)
 
 
 def test_misclassified_grid_survives_unreadable_images_and_caps(photos: dict[str, list[Path]]) -> None:

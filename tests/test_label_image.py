@@ -21,7 +21,7 @@ import pytest
 
 from retrain.cli import label_image_command
 from retrain.names import thresholds_path
-from tests.conftest import PHOTOS, colour_photo, flags, invoke, require, retrain_cli, run_script
+from tests.conftest import COLOURS, PHOTOS, colour_photo, flags, invoke, require, retrain_cli, run_script
 
 HELD_OUT = 10  # test-split photos compared with the in-process prediction
 
@@ -350,6 +350,33 @@ def test_an_intermediate_graph_of_the_run_gets_no_warning_one_of_another_run_doe
     assert f"not of --graph {intermediate}; if that is another model" in invoke(label_image_command, args).stderr
     retrain_cli(colour_tree, tiny_module, outputs)  # no intermediate graphs this time
     assert f"not of --graph {intermediate}; if that is another model" in invoke(label_image_command, args).stderr
+
+
+def test_an_intermediate_graph_in_the_labels_folder_finds_its_labels(colour_tree: Path, tiny_module: Path,
+                                                                      outputs: dict[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """--intermediate_output_graphs_dir the labels' own folder: the report beside the graph lists it among the
+    run's intermediate graphs, not its files."""
+    from retrain.config import RetrainConfig
+
+    monkeypatch.setattr(RetrainConfig, "output_labels", outputs["output_labels"].parent / "none.txt")  # not /tmp's
+    outputs = {**outputs, "intermediate_output_graphs_dir": outputs["output_labels"].parent}
+    retrain_cli(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
+    photo = next(path for path in sorted(colour_tree.rglob("*")) if path.is_file())
+    result = invoke(label_image_command, ["--graph", str(outputs["output_labels"].parent / "intermediate_10.pb"),
+                                          "--image", str(photo), "--top_k", "1"])
+    assert result.stdout.split()[0] in COLOURS and "WARNING" not in result.stderr
+
+
+def test_labels_no_report_vouches_for_get_no_warning_about_another_model(trained: Trained, tmp_path: Path) -> None:
+    """Labels edited beside their unchanged report, given to another model: the report says nothing of them, so
+    no warning names a model they would belong to (only the class count is checked)."""
+    shutil.copytree(trained.graph.parent, tmp_path / "a", ignore=shutil.ignore_patterns("logs", "checkpoint", "web"))
+    (tmp_path / "a" / "labels.txt").write_text("".join(f"{label.upper()}\n" for label in trained.labels_list))
+    other = _write_colour_graph(tmp_path / "other.pb", classes=len(trained.labels_list))
+    result = invoke(label_image_command, ["--graph", str(other), "--labels", str(tmp_path / "a" / "labels.txt"),
+                                          "--image", str(trained.photos[0])])
+    assert result.stdout.split()[0].isupper() and "WARNING" not in result.stderr
 
 
 def test_a_linked_model_finds_its_labels_and_none_found_says_so(trained: Trained, tmp_path: Path,

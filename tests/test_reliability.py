@@ -581,6 +581,38 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
     assert target.exists() and (case != "pipe_at_graph" or stat.S_ISFIFO(target.stat().st_mode))
 
 
+def test_a_classic_checkpoint_and_labels_at_the_sample_boundary_are_told_as_retrains(tmp_path: Path) -> None:
+    """The readers that let a run replace its own earlier files: the classic retrain.py's TF1 checkpoint (its
+    variables under final_retrain_ops/) is the new layer's, another checkpoint is not; a labels file whose 64 kB
+    sample ends inside a two-byte character is still UTF-8 text, a byte that is no UTF-8 before the end is not."""
+    from retrain.filekinds import is_checkpoint_index, is_labels, is_text
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    for scope, ours in (("final_retrain_ops/weights", True), ("dense", False)):
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            with tf.compat.v1.variable_scope(scope):
+                tf.compat.v1.get_variable("final_weights", [4, 2])
+            session.run(tf.compat.v1.global_variables_initializer())
+            prefix = tf.compat.v1.train.Saver().save(session, str(tmp_path / scope.replace("/", "_") / "ckpt"))
+        assert is_checkpoint_index(Path(prefix + ".index").read_bytes()) is ours
+    labels = [f"label_{i:05d}" for i in range(5461)]  # 65,532 bytes of labels, then one with é across 65,536
+    labels.append("caf\u00e9" + "s" * 40)
+    text = "".join(f"{label}\n" for label in labels).encode()
+    assert text[65535:65537] == "\u00e9".encode()
+    (tmp_path / "labels.txt").write_bytes(text)
+    (tmp_path / "report.json").write_text(json.dumps({"format": "retrain-report", "labels": labels, "run": {}}))
+    assert is_text(text) and is_labels(text, tmp_path / "labels.txt")
+    assert not is_text(text[:65530] + b"\xff" + text[65531:])
+
+
+def test_sizes_are_said_in_a_unit_that_shows_them() -> None:
+    from retrain.outputs import bytes_text
+
+    assert [bytes_text(n) for n in (999, 1000, 99_999, 100_000, 99_999_999, 100_000_000, 2_100_000_000)] == [
+        "999 bytes", "1.0 kB", "100.0 kB", "0.1 MB", "100.0 MB", "0.1 GB", "2.1 GB"]
+
+
 def test_a_graph_cut_short_at_an_output_is_judged_without_an_error() -> None:
     """The GraphDef reader (no TensorFlow before the checks) on every cut of a graph: a node record that runs past
     the end made it read beyond the data (an IndexError, a traceback) before it said "not a graph"."""
