@@ -368,6 +368,21 @@ def test_an_intermediate_graph_in_the_labels_folder_finds_its_labels(colour_tree
     assert result.stdout.split()[0] in COLOURS and "WARNING" not in result.stderr
 
 
+def test_errors_about_labels_found_without_the_flag_do_not_name_the_flag(trained: Trained, tmp_path: Path) -> None:
+    """A SavedModel's own labels file empty, or a link to nothing: the errors said '--labels ... is empty' and
+    '--labels ... not found', though no --labels was given (probe P)."""
+    shutil.copytree(trained.saved_model, tmp_path / "sm")
+    own = tmp_path / "sm" / "assets.extra" / "labels.txt"
+    own.write_text("")
+    photo = ["--image", str(trained.photos[0])]
+    assert _error(["--graph", str(tmp_path / "sm"), *photo], expect=1) == (
+        f"label-image: error: the labels file {own} is empty; expected one label per line")
+    own.unlink()
+    own.symlink_to(tmp_path / "nowhere.txt")
+    assert _error(["--graph", str(tmp_path / "sm"), *photo], expect=2) == (
+        f"label-image: error: the labels file {own} of --graph {tmp_path / 'sm'} is a link to nothing; pass --labels")
+
+
 def test_labels_no_report_vouches_for_get_no_warning_about_another_model(trained: Trained, tmp_path: Path) -> None:
     """Labels edited beside their unchanged report, given to another model: the report says nothing of them, so
     no warning names a model they would belong to (only the class count is checked)."""
@@ -691,7 +706,7 @@ def test_a_blank_line_inside_the_labels_file_is_an_error_naming_it(tmp_path: Pat
     photo = str(_colour_photos(tmp_path)["red"])
     labels.write_text("red\n\ngreen\n")  # three lines for three classes: read as is, blue would be called green
     message = _error(["--graph", str(graph), "--labels", str(labels), "--image", photo], expect=1)
-    assert f"--labels {labels} line 2 is blank" in message
+    assert f"the labels file {labels} line 2 is blank" in message
     labels.write_text("red\ngreen\nblue\n\n\n")  # blank lines at the end are fine
     records = label_json("--graph", str(graph), "--labels", str(labels), "--image", photo)
     assert records[0]["predictions"][0]["label"] == "red"

@@ -59,15 +59,17 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if config.graph.is_dir() and not (config.graph / "saved_model.pb").is_file():
         raise UsageError(f"--graph {config.graph} is a folder but not a SavedModel (no saved_model.pb in it); pass "
                          "the model retrain wrote: the --output_graph file, the --saved_model_dir folder or a .tflite")
-    if config.labels is None:
+    given = config.labels is not None
+    if not given:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
         if not os.path.lexists(config.labels):
             raise UsageError(f"no labels found for --graph {config.graph}: no retrain report beside it names its "
                              f"labels file, and the default --labels {config.labels} does not exist; pass --labels "
                              "(the labels file retrain wrote with this model)")
     if not config.labels.exists():
-        raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote "
-                         "(--output_labels)")
+        raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote (--output_labels)"
+                         if given else f"the labels file {config.labels} of --graph {config.graph} is a link to "
+                         "nothing; pass --labels")
     for path in config.images:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
@@ -221,17 +223,17 @@ def read_labels(path: Path) -> list[str]:
     try:
         text = read_bytes(path).decode("utf-8")
     except ImageError as error:
-        raise RetrainError(f"cannot read --labels {path}: {error}") from None
+        raise RetrainError(f"cannot read the labels file {path}: {error}") from None
     except UnicodeDecodeError:
-        raise RetrainError(f"--labels {path} is not a UTF-8 text file; pass the labels file retrain wrote") from None
+        raise RetrainError(f"the labels file {path} is not a UTF-8 text file; pass the one retrain wrote") from None
     # Each line as it is (a label may start or end with a space: folders "cat" and "cat " are two classes).
     labels = text.removeprefix("\ufeff").splitlines()  # Notepad starts with a BOM
     while labels and not labels[-1]:
         labels.pop()
     if not labels:
-        raise RetrainError(f"--labels {path} is empty; expected one label per line")
+        raise RetrainError(f"the labels file {path} is empty; expected one label per line")
     if "" in labels:
-        raise RetrainError(f"--labels {path} line {labels.index('') + 1} is blank; every line names one label, "
+        raise RetrainError(f"the labels file {path} line {labels.index('') + 1} is blank; every line names one label, "
                            "in the model's order (pass the labels file retrain wrote)")
     return labels
 
@@ -321,14 +323,14 @@ def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | N
         return model.thresholds
     path = thresholds_path(labels_path)
     if not path.exists():
-        log.warning("multi-label model without thresholds (no %s beside --labels): using 0.5 for every label", path)
+        log.warning("multi-label model without thresholds (no %s beside the labels file): using 0.5 for every label", path)
         return np.full(count, 0.5, np.float32)
     try:
         lines = [(number, line) for number, line in enumerate(read_bytes(path).decode("ascii").splitlines(), 1)
                  if line.strip()]
         values = np.array([float(line) for _, line in lines], np.float32)
     except (ImageError, UnicodeDecodeError, ValueError) as error:
-        raise RetrainError(f"cannot read the thresholds {path} beside --labels ({error}); expected one number "
+        raise RetrainError(f"cannot read the thresholds {path} beside the labels file ({error}); expected one number "
                            "per line, as retrain writes") from None
     if len(values) != count:
         raise RetrainError(f"{path} holds {len(values)} thresholds for {count} labels; pass the labels file "
@@ -370,7 +372,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
     if model.class_count is not None and model.class_count != len(labels):
-        raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} gives "
+        raise RetrainError(f"the labels file {config.labels} has {len(labels)} labels but --graph {config.graph} gives "
                            f"{model.class_count} scores per image; pass the labels file written with this model")
     _warn_if_another_models_labels(config.graph, config.labels, labels)
     prepare = preprocessing_for(model, config)
@@ -381,7 +383,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
             yield {"image": str(result.path), "error": result.error}
             continue
         if result.scores.shape[-1] != len(labels):
-            raise RetrainError(f"--labels {config.labels} has {len(labels)} labels but --graph {config.graph} "
+            raise RetrainError(f"the labels file {config.labels} has {len(labels)} labels but --graph {config.graph} "
                                f"gives {result.scores.shape[-1]} scores; pass the labels file written with this model")
         if not np.isfinite(result.scores).all():
             raise RetrainError(f"--graph {config.graph} gave scores that are not finite numbers (NaN or infinity) "
