@@ -275,13 +275,24 @@ def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Pat
     (only the API can pass one) is refused: the file system would cut the name there, another file's name."""
     if value is not None and "\0" in str(value):
         raise UsageError(f"--{flag} {str(value)!r} holds a NUL byte, which no file name can")
-    if value is None or isinstance(value, Path):
+    if value is None:
         return value
     if value == "":
         if optional:
             return None
         raise UsageError(f"--{flag} is empty; give a path")
-    return Path(value)
+    return _through_links(Path(value))
+
+
+def _through_links(path: Path) -> Path:
+    """`path` with a `..` after a folder worked out by the file system, which follows links: TensorFlow and
+    tempfile clean paths as text, and `link/../out` (the folder beside the link's target) became `./out`."""
+    parts = path.parts
+    if not any(part == ".." and parts[i - 1] not in ("..", path.anchor) for i, part in enumerate(parts) if i):
+        return path
+    if path.name == "..":
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
 
 
 def _finite(flag: str, value: float) -> None:

@@ -201,6 +201,25 @@ def test_a_model_written_from_a_linked_folder_is_found_after_its_folder_moves(co
                             "out_v1/report.json describes") and "but leaves its out_v1/graph.pb" in error
 
 
+def test_outputs_through_a_link_and_dot_dot_are_written_where_that_leads(colour_tree: Path, tiny_module: Path,
+                                                                         tmp_path: Path) -> None:
+    """`--output_graph $PWD/../out/g.pb` in a folder reached through a link: `..` leads out of the link's target,
+    but tempfile and TensorFlow clean paths as text (link/../out as ./out): the run failed after training
+    ('cannot write --output_graph ...: No such file or directory'; probe R), and TensorFlow's files would have gone
+    to another folder."""
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "out").mkdir()
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "link").symlink_to(tmp_path / "elsewhere" / "deep")
+    via = tmp_path / "w" / "link" / ".."
+    retrain(colour_tree, tiny_module, {"output_graph": via / "out" / "g.pb", "output_labels": via / "out" / "l.txt",
+                                       "summaries_dir": via / "logs", "bottleneck_dir": via / "bn",
+                                       "checkpoint_path": via / "ck" / "ck"})
+    assert sorted(p.name for p in (tmp_path / "elsewhere" / "out").iterdir()) == ["g.pb", "l.txt", "report.json"]
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["bn", "ck", "deep", "logs", "out"]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["link"]
+
+
 def test_a_saved_model_in_a_folder_of_its_own_keeps_its_labels_when_the_next_run_has_new_classes(
         colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path) -> None:
     """TF Hub's tutorial gives each run its own --saved_model_dir (saved_models/$(date +%s)) and keeps the default
