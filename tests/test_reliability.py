@@ -176,7 +176,8 @@ def test_a_model_written_from_a_linked_folder_is_found_after_its_folder_moves(co
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """In a folder reached through a link (cd ~/link/proj), the report records the run's folder without the link,
     while `$PWD/out/graph.pb` keeps it: the graph seemed outside the labels' folder, so after `mv out out_v1`
-    label-image found no labels for it, and the next run replaced its labels without a word (probe P)."""
+    label-image found no labels for it, and the next run replaced its labels without a word (probe P). Following
+    the link when the report was read failed once the link led elsewhere (probe R)."""
     from retrain.config import RetrainConfig
 
     (tmp_path / "real" / "proj" / "out").mkdir(parents=True)
@@ -189,6 +190,9 @@ def test_a_model_written_from_a_linked_folder_is_found_after_its_folder_moves(co
              "checkpoint_path": tmp_path / "ck" / "ck"}
     retrain(colour_tree, tiny_module, model)
     Path("out").rename("out_v1")
+    (tmp_path / "link").unlink()  # and the link now leads elsewhere (current -> v2): it decided at write time
+    (tmp_path / "v2" / "proj" / "out").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "v2")
     photo = next(path for path in sorted((colour_tree / "blue").iterdir()) if path.is_file())
     printed = invoke(label_image_command, ["--graph", "out_v1/graph.pb", "--image", str(photo), "--top_k", "1"])
     assert printed.stdout.split()[0] in COLOURS and "WARNING" not in printed.stderr

@@ -313,10 +313,8 @@ def files_now(report: Path, run: Mapping[str, Any], *, key: str = "files") -> li
     """The files a report lists, where they are now: those that were in its labels file's folder are in the
     report's folder (which may have moved or been copied, or be reached from another folder); others are where
     the run put them: absolute, or relative to its current folder (`run.folder`; reports written before it was
-    recorded compare paths as spelt, and relative ones outside the labels' folder are skipped). A file spelt
-    through a link to the labels' folder is in it while that link is there (`run.folder` has no links in it:
-    `$PWD/out/graph.pb` and `out/labels.txt` are in one folder). `key` names the list: `files`, or
-    `intermediate_graphs`. TypeError when `run` is not an object holding such a list."""
+    recorded compare paths as spelt, and relative ones outside the labels' folder are skipped). `key` names the
+    list: `files`, or `intermediate_graphs`. TypeError when `run` is not an object holding such a list."""
     if not isinstance(run, Mapping) or not isinstance(names := run.get(key, []), list):
         raise TypeError(f"a report's run is an object whose {key} is a list")
     folder = run.get("folder")
@@ -335,10 +333,6 @@ def files_now(report: Path, run: Mapping[str, Any], *, key: str = "files") -> li
         where = absolute(name)
         if home and where:
             inside = os.path.relpath(where, os.path.dirname(home))
-            if inside == os.pardir or inside.startswith(os.pardir + os.sep):  # spelt through a link to the folder?
-                inside = os.path.relpath(os.path.join(os.path.realpath(os.path.dirname(where)),
-                                                      os.path.basename(where)),
-                                         os.path.realpath(os.path.dirname(home)))
         elif os.path.isabs(name) == os.path.isabs(labels):
             inside = os.path.relpath(os.path.normpath(name), os.path.dirname(os.path.normpath(labels)) or os.curdir)
         else:

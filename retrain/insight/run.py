@@ -14,6 +14,7 @@ interrupt while they are drawn keeps every output (they are not part of the expo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -113,8 +114,9 @@ def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
                evaluations: Mapping[str, Any], written: Sequence[Path], intermediate_graphs: Sequence[Path],
                module: str, objective: str) -> Path:
     """Write report.json; returns its path."""
-    extra = {"module": module, "flags": _flags(config), "files": [str(p) for p in written],
-             "intermediate_graphs": [str(p) for p in intermediate_graphs],  # not the model's files: kept apart
+    beside = functools.partial(_as_listed, labels=config.output_labels)
+    extra = {"module": module, "flags": _flags(config), "files": [beside(p) for p in written],
+             "intermediate_graphs": [beside(p) for p in intermediate_graphs],  # not the model's files: kept apart
              "folder": _current_folder(),  # what relative paths in flags and files are relative to
              # each split's size (a --test_batch_size sample may count fewer or repeated images)
              "images": {**{name: evaluation.count for name, evaluation in evaluations.items()},
@@ -135,6 +137,19 @@ def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
                 "overall": None, "classes": {}, **matrix, "run": extra}
     reports.write_report_json(path, data)
     return path
+
+
+def _as_listed(path: Path, *, labels: Path) -> str:
+    """`path` as report.json lists it: a file in the labels file's folder is spelt from that folder as
+    --output_labels spells it (`$PWD/out/g.pb` with `out/labels.txt` from a folder reached through a link is
+    `out/g.pb`: the run's folder is recorded without links), so it is found beside the labels wherever that
+    folder goes, whatever a link leads to later (`report.files_now`)."""
+    try:
+        if os.path.samefile(path.parent, labels.parent):
+            return str(labels.parent / path.name)
+    except OSError:
+        pass
+    return str(path)
 
 
 def draw_pictures(*, config: Any, run_folder: Path, labels: Sequence[str], test: Any, split: Any) -> None:
