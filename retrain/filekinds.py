@@ -86,6 +86,18 @@ def is_graph_def(data: Any) -> bool:
         return False
 
 
+def is_saved_model_file(path: Path) -> bool:
+    """Whether `path` is a SavedModel's saved_model.pb, by name and by its first field (the schema version);
+    a frozen graph given that name starts with its first node."""
+    if path.name != "saved_model.pb" or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as handle:
+            return handle.read(1) == b"\x08"
+    except OSError:
+        return False
+
+
 def is_retrain_graph(data: Any, final: str) -> bool:
     """A frozen graph retrain (or the classic retrain.py) wrote: its final node, named `final_result` or this run's
     --final_tensor_name (`final`), is a Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3

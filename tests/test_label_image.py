@@ -383,6 +383,18 @@ def test_errors_about_labels_found_without_the_flag_do_not_name_the_flag(trained
         f"label-image: error: the labels file {own} of --graph {tmp_path / 'sm'} is a link to nothing; pass --labels")
 
 
+def test_a_frozen_graph_named_saved_model_pb_is_read_as_one(colour_tree: Path, tiny_module: Path,
+                                                              outputs: dict[str, Path]) -> None:
+    """`--output_graph out/saved_model.pb` is a frozen graph: label-image loaded it as a SavedModel's folder (a
+    tags= error) and looked for its labels in the folder (probe R). A SavedModel is told by its first field."""
+    outputs = {**outputs, "output_graph": outputs["output_graph"].with_name("saved_model.pb")}
+    retrain_cli(colour_tree, tiny_module, outputs)
+    photo = next(path for path in sorted(colour_tree.rglob("*")) if path.is_file())
+    result = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--image", str(photo),
+                                          "--top_k", "1"])
+    assert result.stdout.split()[0] in COLOURS and "WARNING" not in result.stderr
+
+
 def test_labels_no_report_vouches_for_get_no_warning_about_another_model(trained: Trained, tmp_path: Path) -> None:
     """Labels edited beside their unchanged report, given to another model: the report says nothing of them, so
     no warning names a model they would belong to (only the class count is checked)."""

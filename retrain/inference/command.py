@@ -25,7 +25,7 @@ import numpy as np
 
 from retrain.config import TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import read_report
+from retrain.filekinds import is_saved_model_file, read_report
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now
@@ -105,7 +105,7 @@ def labels_for(graph: Path) -> Path:
 
 def _model(graph: Path) -> Path:
     """The model that --graph names: a SavedModel's folder when given its saved_model.pb."""
-    return graph.parent if graph.name == "saved_model.pb" and graph.is_file() else graph
+    return graph.parent if is_saved_model_file(graph) else graph
 
 
 def _run_report(graph: Path) -> tuple[Path, dict[str, Any], bool] | None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
+from retrain.filekinds import is_saved_model_file
 from retrain.images import ImageError, read_bytes
 from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_NODE,
                            THRESHOLDS_SIGNATURE)
@@ -52,7 +53,7 @@ def load_model(path: Path, *, input_layer: str | None = None, output_layer: str 
     """Open a frozen GraphDef file, a SavedModel folder or a TFLite file, whichever `path` is."""
     if path.is_dir():
         return _SavedModel(path, input_layer=input_layer, output_layer=output_layer)
-    if path.name == "saved_model.pb":
+    if is_saved_model_file(path):
         return _SavedModel(path.parent, input_layer=input_layer, output_layer=output_layer)
     try:
         data = read_bytes(path)
