@@ -686,9 +686,7 @@ def export_set() -> Iterator[None]:
                        else "one of them could not be written")
                 said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
                         f"removed the new {', '.join(map(str, removed))}" if removed else ""]
-                log.warning("the run's files are taken back, as %s: %s; so %s", why, "; ".join(part for part in said
-                            if part), "no model is left beside another model's labels" if restored
-                            else "no part of an unfinished set of outputs is left")
+                log.warning("the run's files are taken back, as %s: %s", why, "; ".join(part for part in said if part))
         raise
     writes.keep()
 
