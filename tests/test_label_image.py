@@ -347,7 +347,8 @@ def test_an_intermediate_graph_of_the_run_gets_no_warning_one_of_another_run_doe
     other["output_labels"].parent.mkdir()
     retrain_cli(colour_tree, tiny_module, other, intermediate_store_frequency=10, learning_rate=0.5)
     # Another run wrote the same intermediate_10.pb since (the default folder is shared by every run).
-    assert f"not of --graph {intermediate}; if that is another model" in invoke(label_image_command, args).stderr
+    assert (f"--graph {intermediate} is one of the intermediate graphs {outputs['output_labels'].parent / 'report.json'}"
+            " lists, but was written after it") in invoke(label_image_command, args).stderr
     retrain_cli(colour_tree, tiny_module, outputs)  # no intermediate graphs this time
     assert f"not of --graph {intermediate}; if that is another model" in invoke(label_image_command, args).stderr
 

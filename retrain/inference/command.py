@@ -162,11 +162,10 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
         vouched = data["labels"] == list(names)
         files = [file for file in files_now(report, data["run"])
                  if os.path.lexists(file) and not _among(labels, [file])]
-        # One of the run's intermediate graphs, not rewritten since by another run (the default folder is shared).
-        intermediate = _among(graph, files_now(report, data["run"], key="intermediate_graphs")) \
-            and graph.stat().st_mtime <= report.stat().st_mtime
+        intermediate = _among(graph, files_now(report, data["run"], key="intermediate_graphs"))  # the run's own
+        rewritten = intermediate and graph.stat().st_mtime > report.stat().st_mtime  # since, by another run?
     except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
-        vouched, files, intermediate = False, [], False
+        vouched, files, intermediate, rewritten = False, [], False, False
     if held and _among(holder, files) and not vouched:
         log.warning("labels %s: the SavedModel %s holds other labels than its run's %s lists; if they were "
                     "edited or replaced, its scores are named wrongly", labels, holder, report.name)
@@ -174,7 +173,11 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
     if not held and not vouched:
         return  # no report vouches for these labels: only the class count can be checked
     if held and not _among(holder, files):  # the SavedModel vouches for itself only
-        files, intermediate = [holder], False
+        files, intermediate, rewritten = [holder], False, False
+    if rewritten:  # the default folder of intermediate graphs is shared by every run
+        log.warning("labels %s: --graph %s is one of the intermediate graphs %s lists, but was written after it: "
+                    "if another run has written it since, these are not its labels", labels, graph, report)
+        return
     if not files or intermediate or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
         return
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
