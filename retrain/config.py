@@ -130,7 +130,8 @@ class RetrainConfig:
             raise UsageError(f"--bottleneck_dir {self.bottleneck_dir}: object stores are not supported; give a "
                              "folder (on a file system every Ray node mounts at the same path, for --ray_address)")
         for name in _PATH_FIELDS:
-            object.__setattr__(self, name, _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY))
+            path = _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY)
+            object.__setattr__(self, name, _through_links(path))
         _check_current_folder(self)
         quantization = self.tflite_quantization
         object.__setattr__(self, "tflite_quantization",
@@ -202,7 +203,7 @@ class LabelImageConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        object.__setattr__(self, "graph", _path("graph", self.graph))
+        object.__setattr__(self, "graph", _through_links(_path("graph", self.graph)))  # TensorFlow may load it
         object.__setattr__(self, "labels", _path("labels", self.labels))
         object.__setattr__(self, "images", tuple(_path("image", p) for p in self.images))
         _check_label_image(self)
@@ -281,18 +282,26 @@ def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Pat
         if optional:
             return None
         raise UsageError(f"--{flag} is empty; give a path")
-    return _through_links(Path(value))
+    return Path(value)
 
 
-def _through_links(path: Path) -> Path:
-    """`path` with a `..` after a folder worked out by the file system, which follows links: TensorFlow and
-    tempfile clean paths as text, and `link/../out` (the folder beside the link's target) became `./out`."""
-    parts = path.parts
-    if not any(part == ".." and parts[i - 1] not in ("..", path.anchor) for i, part in enumerate(parts) if i):
+def _through_links(path: Path | None) -> Path | None:
+    """`path` with a `..` after a folder worked out as the file system does, through links: TensorFlow and
+    tempfile clean paths as text, and `link/../out` (the folder beside the link's target) became `./out`. Only
+    when the file system can follow it to the last `..` (a link to nothing, a file or a missing folder before
+    one is left for the checks to refuse, as the system would); the rest stays as given."""
+    if path is None:
         return path
-    if path.name == "..":
-        return Path(os.path.realpath(path))
-    return Path(os.path.realpath(path.parent)) / path.name
+    parts = Path(os.path.expanduser(path)).parts  # `~` first, as the Python API's anchored() would later
+    ups = [i for i, part in enumerate(parts) if part == ".."]
+    if not ups or all(part in ("..", path.anchor) for part in parts[:ups[-1]]):
+        return path  # no `..`, or only leading ones, which no one cleans away
+    if not all(os.path.isdir(Path(*parts[:i])) for i in ups if i):  # the system steps back from folders only
+        return path
+    try:
+        return Path(os.path.realpath(Path(*parts[:ups[-1] + 1]), strict=True), *parts[ups[-1] + 1:])
+    except (OSError, RuntimeError):  # a loop
+        return path
 
 
 def _finite(flag: str, value: float) -> None:

@@ -447,3 +447,19 @@ def test_progress_is_shown_with_the_info_lines_and_quietened_with_them(level: st
     progress.close()
     assert ("Bottlenecks: 2/3 images in" in stream.getvalue()) is shown
     assert ("2/3 images (67%)" in stream.getvalue()) is shown
+
+
+def test_a_home_folder_path_with_dot_dot_is_where_the_shell_would_put_it(colour_tree: Path, tiny_module: Path,
+                                                                         outputs, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """bottleneck_dir='~/other/../bn' from Python made a folder named `~` in the current folder (probe S): a
+    path's `..` was worked out before its `~` was the home folder."""
+    home = tmp_path / "home"
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    home.mkdir()
+    (home / "other").symlink_to(tmp_path / "elsewhere" / "deep")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=5, log_level=None,
+                **{**outputs, "bottleneck_dir": "~/other/../bn"})
+    assert (tmp_path / "elsewhere" / "bn").is_dir() and not (tmp_path / "~").exists()

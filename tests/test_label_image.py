@@ -396,6 +396,15 @@ def test_a_frozen_graph_named_saved_model_pb_is_read_as_one(colour_tree: Path, t
     assert result.stdout.split()[0] in COLOURS and "WARNING" not in result.stderr
 
 
+def test_an_image_is_named_as_given(trained: Trained, tmp_path: Path) -> None:
+    """--image x/../a.jpg came back as its absolute path (probe S): scripts match results to what they passed."""
+    (tmp_path / "x").mkdir()
+    shutil.copyfile(trained.photos[0], tmp_path / "a.jpg")
+    given = str(tmp_path / "x" / ".." / "a.jpg")
+    (record,) = label_json("--graph", str(trained.graph), "--labels", str(trained.labels), "--image", given)
+    assert record["image"] == given
+
+
 def test_labels_no_report_vouches_for_get_no_warning_about_another_model(trained: Trained, tmp_path: Path) -> None:
     """Labels edited beside their unchanged report, given to another model: the report says nothing of them, so
     no warning names a model they would belong to (only the class count is checked)."""
