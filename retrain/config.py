@@ -292,9 +292,10 @@ def _through_links(path: Path | None) -> Path | None:
     one is left for the checks to refuse, as the system would); the rest stays as given."""
     if path is None:
         return path
-    parts = Path(os.path.expanduser(path)).parts  # `~` first, as the Python API's anchored() would later
+    expanded = Path(os.path.expanduser(path))  # `~` first, as the Python API's anchored() would later
+    parts = expanded.parts
     ups = [i for i, part in enumerate(parts) if part == ".."]
-    if not ups or all(part in ("..", path.anchor) for part in parts[:ups[-1]]):
+    if not ups or all(part in ("..", expanded.anchor) for part in parts[:ups[-1]]):
         return path  # no `..`, or only leading ones, which no one cleans away
     if not all(os.path.isdir(Path(*parts[:i])) for i in ups if i):  # the system steps back from folders only
         return path
