@@ -93,9 +93,9 @@ def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = R
     per image, in order: `image` and `predictions` (label and score, best first: every label, or
     `top_k`), plus `labels` (those at or above their thresholds) for a multi-label
     model; or `image` and `error` for an image that could not be decoded. Other keyword arguments are
-    label-image's flags (`input_mean=...`, `batch_size=...`). Without `labels`, a SavedModel's own labels are read,
-    else the labels file the report.json beside `graph` names (else /tmp/output_labels.txt), as label-image does. A missing file
-    is a UsageError, as a bad value is.
+    label-image's flags (`input_mean=...`, `batch_size=...`). Without `labels`, a SavedModel's own labels are
+    read, else the labels file the report.json beside `graph` names (else /tmp/output_labels.txt), as label-image
+    does. A missing file is a UsageError, as a bad value is.
     """
     from retrain.inference.command import records
 

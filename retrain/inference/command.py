@@ -28,7 +28,7 @@ from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import is_saved_model_file, read_report
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
-from retrain.insight.report import files_now
+from retrain.insight.report import files_now, labels_file_now
 from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.pool import thread_pool, windowed
@@ -87,20 +87,25 @@ def labels_for(graph: Path) -> Path:
     found = _run_report(graph)
     if found is None:
         default = RetrainConfig.output_labels
-        beside = next((report for place in dict.fromkeys([Path(os.path.realpath(graph)), graph])
-                       if read_report(report := report_path(place)) is not None), None)
+        beside = next((report for place in _places(graph) if read_report(report := report_path(place)) is not None),
+                      None)
         if beside is not None and os.path.lexists(default):
             log.warning("--graph %s is not among the files of the run that %s describes (another run's), so the "
                         "labels are the classic default %s; pass --labels if they are not this model's", graph,
                         beside, default)
         return default
     report, data, _ = found
-    labels = report.parent / Path(str(data["run"]["flags"]["output_labels"])).name
+    labels = labels_file_now(report, data["run"])
     if labels.is_file():
         log.info("labels: %s (the %s of --graph's run names them)", labels, report)
         return labels
     raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is missing; "
                      "pass --labels")
+
+
+def _places(path: Path) -> dict[Path, None]:
+    """Where to look for the report of a file that may be a link: where the link leads first, then beside it."""
+    return dict.fromkeys([Path(os.path.realpath(path)), path])
 
 
 def _model(graph: Path) -> Path:
@@ -114,7 +119,7 @@ def _run_report(graph: Path) -> tuple[Path, dict[str, Any], bool] | None:
     or for an intermediate graph beside its folder (unsure when the graph is newer than the report: the default
     folder is shared, so another run may have rewritten it; or it was copied without its times). None if no
     report does."""
-    for place in dict.fromkeys([Path(os.path.realpath(graph)), graph]):
+    for place in _places(graph):
         for report, keys in ((report_path(place), ("files", "intermediate_graphs")),
                              (report_path(place.parent), ("intermediate_graphs",))):
             data = read_report(report)
@@ -151,7 +156,7 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
                         "files); if they are another model's, its scores are named wrongly: pass its own labels "
                         "file", labels, found[0], graph)
         return
-    for place in dict.fromkeys([Path(os.path.realpath(labels)), labels]):  # where a link leads first
+    for place in _places(labels):
         holder = place.parent.parent  # when the labels are a SavedModel's own, that SavedModel
         held = place.parts[-2:] == Path(SAVED_MODEL_LABELS).parts and (holder / "saved_model.pb").is_file()
         report = report_path(holder if held else place)
@@ -236,8 +241,8 @@ def read_labels(path: Path) -> list[str]:
     if not labels:
         raise RetrainError(f"the labels file {path} is empty; expected one label per line")
     if "" in labels:
-        raise RetrainError(f"the labels file {path} line {labels.index('') + 1} is blank; every line names one label, "
-                           "in the model's order (pass the labels file retrain wrote)")
+        raise RetrainError(f"the labels file {path} line {labels.index('') + 1} is blank; every line names one "
+                           "label, in the model's order (pass the labels file retrain wrote)")
     return labels
 
 
@@ -326,15 +331,16 @@ def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | N
         return model.thresholds
     path = thresholds_path(labels_path)
     if not path.exists():
-        log.warning("multi-label model without thresholds (no %s beside the labels file): using 0.5 for every label", path)
+        log.warning("multi-label model without thresholds (no %s beside the labels file): using 0.5 for every "
+                    "label", path)
         return np.full(count, 0.5, np.float32)
     try:
         lines = [(number, line) for number, line in enumerate(read_bytes(path).decode("ascii").splitlines(), 1)
                  if line.strip()]
         values = np.array([float(line) for _, line in lines], np.float32)
     except (ImageError, UnicodeDecodeError, ValueError) as error:
-        raise RetrainError(f"cannot read the thresholds {path} beside the labels file ({error}); expected one number "
-                           "per line, as retrain writes") from None
+        raise RetrainError(f"cannot read the thresholds {path} beside the labels file ({error}); expected one "
+                           "number per line, as retrain writes") from None
     if len(values) != count:
         raise RetrainError(f"{path} holds {len(values)} thresholds for {count} labels; pass the labels file "
                            "written with this model (its thresholds file sits beside it)")
@@ -375,8 +381,8 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
     if model.class_count is not None and model.class_count != len(labels):
-        raise RetrainError(f"the labels file {config.labels} has {len(labels)} labels but --graph {config.graph} gives "
-                           f"{model.class_count} scores per image; pass the labels file written with this model")
+        raise RetrainError(f"the labels file {config.labels} has {len(labels)} labels but --graph {config.graph} "
+                           f"gives {model.class_count} scores per image; pass the labels file written with this model")
     _warn_if_another_models_labels(config.graph, config.labels, labels)
     prepare = preprocessing_for(model, config)
     thresholds = thresholds_of(model, config.labels, len(labels))
@@ -386,8 +392,9 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
             yield {"image": str(result.path), "error": result.error}
             continue
         if result.scores.shape[-1] != len(labels):
-            raise RetrainError(f"the labels file {config.labels} has {len(labels)} labels but --graph {config.graph} "
-                               f"gives {result.scores.shape[-1]} scores; pass the labels file written with this model")
+            raise RetrainError(f"the labels file {config.labels} has {len(labels)} labels but --graph "
+                               f"{config.graph} gives {result.scores.shape[-1]} scores; pass the labels file written "
+                               "with this model")
         if not np.isfinite(result.scores).all():
             raise RetrainError(f"--graph {config.graph} gave scores that are not finite numbers (NaN or infinity) "
                                f"for {result.path}: the model is broken; retrain it")

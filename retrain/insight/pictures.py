@@ -119,11 +119,12 @@ def _drawn_pieces(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont)
     keeps stand-ins and accented letters whole)."""
     drawn: list[str] = []
     for character in unicodedata.normalize("NFC", text):  # é as one character, as macOS's names spell it e + ´
+        accent = bool(drawn) and bool(unicodedata.combining(character))  # on the letter before it
         plain = "".join(c for c in unicodedata.normalize("NFKD", character) if not unicodedata.combining(c))
         piece = (character if _has_glyph(font, character) else
-                 "" if drawn and unicodedata.combining(character) else  # an accent left out, as for é -> e
+                 "" if accent else  # an accent the font lacks is left out, as for é -> e
                  plain if plain and all(_has_glyph(font, c) for c in plain) else f"<U+{ord(character):04X}>")
-        if drawn and unicodedata.combining(character):  # an accent stays with its letter when a name is cut
+        if accent:  # it stays with its letter when a name is cut
             drawn[-1] += piece
         else:
             drawn.append(piece)

@@ -309,6 +309,12 @@ def _json_text(value: Any, depth: int = 0) -> str:
     return f"{opening}\n" + ",\n".join(items) + f"\n{'  ' * depth}{closing}"
 
 
+def labels_file_now(report: Path, run: Mapping[str, Any]) -> Path:
+    """The labels file a report's run wrote, where it is now: beside the report, which goes beside it.
+    KeyError or TypeError when `run` does not name one."""
+    return report.parent / Path(str(run["flags"]["output_labels"])).name
+
+
 def files_now(report: Path, run: Mapping[str, Any], *, key: str = "files") -> list[Path]:
     """The files a report lists, where they are now: those that were in its labels file's folder are in the
     report's folder (which may have moved or been copied, or be reached from another folder); others are where

@@ -62,7 +62,7 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
             files = reports.files_now(report, data["run"])
             # Not at risk: a TF.js or SavedModel folder that holds its own labels; a thresholds file means nothing
             # beside a softmax model.
-            thresholds = thresholds_path(report.parent / Path(str(data["run"]["flags"]["output_labels"])).name)
+            thresholds = thresholds_path(reports.labels_file_now(report, data["run"]))
         except (ValueError, KeyError, TypeError):  # not a report of ours, or one edited by hand
             continue
         present = [file for file in files if os.path.lexists(file) and not _holds_its_labels(file)
