@@ -143,9 +143,18 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
 
 
 def writes(outputs: Sequence[Output], path: Path) -> bool:
-    """Whether one of `outputs` writes `path` (the file itself, or the folder or entry holding it)."""
+    """Whether one of `outputs` writes `path` (the file itself, or the folder or entry holding it). A file
+    output that is a link is replaced by the new file (atomic_write) and the file it pointed to is left: it
+    writes that link, and `path` if it is the link or a link to the link."""
     target = real(path)
-    return any(_region(output)._covers(target) for output in outputs)
+    return any(_entry(output.path) in (target, _entry(path)) if output.kind == "file" else
+               _region(output)._covers(target) for output in outputs)
+
+
+def _entry(path: Path) -> Path:
+    """The folder entry a rename onto `path` replaces: the links to its folder resolved, not a link it is."""
+    path = Path(os.path.expanduser(path))
+    return real(path.parent) / path.name
 
 
 def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None,

@@ -171,6 +171,32 @@ def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colou
     assert (a / "l.txt").read_bytes() != labels_a
 
 
+def test_an_output_that_is_a_link_to_an_earlier_models_file_is_not_taken_for_it(colour_tree: Path, tmp_path: Path,
+                                                                                  outputs, tiny_module: Path) -> None:
+    """--output_graph elsewhere/g.pb, a link to model A's graph, with A's labels file as --output_labels and other
+    classes: the check took the link for A's graph, so the run passed, replaced the link with a new file (as it
+    does with a link) and left A's graph beside the new labels, exit 0. The file itself may be given."""
+    a = tmp_path / "a"
+    a.mkdir()
+    model_a = {**outputs, "output_graph": a / "g.pb", "output_labels": a / "l.txt"}
+    retrain(colour_tree, tiny_module, model_a)
+    labels_a = (a / "l.txt").read_bytes()
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / sorted(COLOURS)[0])
+    link = tmp_path / "elsewhere" / "g.pb"
+    link.parent.mkdir()
+    link.symlink_to("../a/g.pb")
+    error = retrain(other_tree, tiny_module, {**model_a, "output_graph": link}, expect=2)
+    assert f"this run replaces {a / 'l.txt'} of the earlier model that {a / 'report.json'} describes " \
+           f"({len(COLOURS)} labels) but leaves its {a / 'g.pb'}: with other labels" in error, error
+    assert error.endswith(f"choose other paths ({link} is a link to {a / 'g.pb'}; a run replaces such a link with a "
+                          "new file, not the file it points to: give that file's own path to write it)"), error
+    assert (a / "l.txt").read_bytes() == labels_a and link.is_symlink()
+    retrain(other_tree, tiny_module, model_a)  # the graph itself: the whole model again, read through the link too
+    assert (a / "l.txt").read_bytes() != labels_a and link.read_bytes() == (a / "g.pb").read_bytes()
+
+
 def test_a_model_written_from_a_linked_folder_is_found_after_its_folder_moves(colour_tree: Path, tiny_module: Path,
                                                                              tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:

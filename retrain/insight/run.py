@@ -27,7 +27,7 @@ from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import read_report
 from retrain.insight import report as reports
 from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
-from retrain.outputs import written_for
+from retrain.outputs import real, written_for
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,14 @@ def check_earlier_models(outputs: Sequence[Path], labels: Sequence[str], *,
             raise UsageError(f"this run replaces {_listed(touched)} of the earlier model that {report} describes "
                              f"({len(earlier)} labels) but leaves its {_listed(left)}: with other labels they would "
                              "not match, and that model would name its classes wrongly. Write those outputs again "
-                             "in this run, move them, or choose other paths")
+                             f"in this run, move them, or choose other paths{_links_hint(outputs, left)}")
+
+
+def _links_hint(outputs: Sequence[Path], left: Sequence[Path]) -> str:
+    """Where an output is a link to a file left: a write replaces the link, not the file it points to."""
+    links = [(path, file) for path in outputs for file in left if os.path.islink(path) and real(path) == real(file)]
+    return "".join(f" ({path} is a link to {file}; a run replaces such a link with a new file, not the file it "
+                   "points to: give that file's own path to write it)" for path, file in links[:1])
 
 
 def _holds_its_labels(path: Path) -> bool:
