@@ -259,6 +259,29 @@ def test_an_interrupted_label_image_does_not_speak_of_files_kept(tmp_path: Path,
     assert result.stderr.strip() == "label-image: interrupted"
 
 
+# Started as Python starts (site imports sitecustomize): Ctrl-C, by a real SIGINT, as the command line loads click.
+CTRL_C_WHILE_LOADING = """
+import importlib.abc, os, signal, sys
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "click":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+@pytest.mark.parametrize("name", ["retrain", "label-image"])
+def test_ctrl_c_while_the_command_line_loads_is_one_line(name: str, tmp_path: Path) -> None:
+    """A Ctrl-C in the first tenth of a second, while Python imported click, printed a KeyboardInterrupt traceback:
+    the command's handlers did not exist yet."""
+    from tests.test_catalog import console_script
+
+    (tmp_path / "sitecustomize.py").write_text(CTRL_C_WHILE_LOADING)
+    result = run_script(console_script(name), "--help", check=130, env={"PYTHONPATH": str(tmp_path)})
+    assert result.stderr == f"\n{name}: interrupted\n" and not result.stdout, result.stderr
+
+
 def test_label_image_has_no_hint_about_retrains_flags() -> None:
     from retrain.cli import label_image_command
 
