@@ -108,7 +108,10 @@ class _OneLineErrors(click.Command):
                 signal.signal(held, _exit_at_once)
             stopped = error if isinstance(error, Terminated) else error.__cause__
             signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
-            kept = "; finished files and cached bottlenecks are kept, rerun to continue" if prog == "retrain" else ""
+            kept = ("" if prog != "retrain" else
+                    "; every output is written, only the test split's TensorBoard pictures are not complete"
+                    if getattr(stopped, "outputs_written", False) else
+                    "; finished files and cached bottlenecks are kept, rerun to continue")
             click.echo(f"\n{prog}: {STOP_SIGNALS[signum]}{kept}", err=True)
             sys.exit(128 + signum)
         finally:
