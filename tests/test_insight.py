@@ -104,6 +104,36 @@ def test_report_json_is_strict_ordered_and_atomic(tmp_path: Path) -> None:
         report_dict(report, extra={"when": object()})
 
 
+def test_a_report_of_thousands_of_classes_holds_the_cells_that_are_not_zero(tmp_path: Path) -> None:
+    """The whole confusion matrix grows with the square of the class count: from about 4,600 classes report.json
+    passed filekinds.MAX_REPORT_BYTES, so retrain and label-image took the run's own report for another file (the
+    next run in that folder was refused, the labels lookup failed). Beyond DENSE_MATRIX_CLASSES the report holds
+    the matrix's cells that are not zero; up to it, the whole matrix as before."""
+    from retrain.filekinds import read_report
+    from retrain.insight import report as reports
+
+    count, images = 5000, 20000
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, count, images)
+    predicted = np.where(rng.random(images) < 0.8, truth, rng.integers(0, count, images))
+    labels = [f"class {i}" for i in range(count)]
+    report = class_report(labels=labels, truth=truth, predicted=predicted)
+    path = tmp_path / "report.json"
+    write_report_json(path, report_dict(report, extra={}))
+    document = read_report(path)
+    assert document is not None, f"{path.stat().st_size} bytes: not taken for a report"
+    assert document["confusion_matrix"] is None
+    rebuilt = np.zeros((count, count), dtype=np.int64)
+    for row, column, cell in document["confusion_cells"]:
+        rebuilt[row, column] = cell
+    assert (rebuilt == report.matrix).all() and len(document["confusion_cells"]) == np.count_nonzero(report.matrix)
+    assert document["confusion_cells"] == sorted(document["confusion_cells"])  # row order
+    dense_classes = reports.DENSE_MATRIX_CLASSES
+    few = class_report(labels=labels[:dense_classes], truth=truth % dense_classes, predicted=predicted % dense_classes)
+    dense = report_dict(few, extra={})
+    assert "confusion_cells" not in dense and dense["confusion_matrix"] == few.matrix.tolist()
+
+
 # ---------------------------------------------------------------- pictures (Pillow)
 
 def _colour_present(image: np.ndarray, rgb: tuple[int, int, int]) -> bool:

@@ -37,7 +37,9 @@ report.json, written beside the labels file (strict JSON, UTF-8, no NaN)::
                   "most_confused_with": "dandelion", "most_confused_count": 4},
         ...
       },
-      "confusion_matrix": [[57, 4, ...], ...],         # [true][predicted] counts, label order
+      "confusion_matrix": [[57, 4, ...], ...],         # [true][predicted] counts, label order; beyond
+                                                       # 1,000 classes null, and instead
+      "confusion_cells": [[0, 0, 57], [0, 1, 4], ...], # [true, predicted, count] of each cell not 0
       "run": {...}                                     # what the caller adds: model, flags, split sizes, files
     }
 
@@ -282,9 +284,24 @@ def report_dict(report: ClassReport, *, extra: Mapping[str, Any]) -> dict[str, A
             }
             for c in report.classes
         },
-        "confusion_matrix": report.matrix.tolist(),
+        **matrix_entries(report.matrix),
         "run": _json_ready(dict(extra), where="run"),
     }
+
+
+# Up to this many classes report.json holds the whole confusion matrix; beyond, its cells that are not zero. The
+# whole matrix grows with the square of the class count (4,600 classes pass filekinds.MAX_REPORT_BYTES).
+DENSE_MATRIX_CLASSES = 1000
+
+
+def matrix_entries(matrix: np.ndarray) -> dict[str, Any]:
+    """The report's confusion matrix: whole, or beyond DENSE_MATRIX_CLASSES null with "confusion_cells", the
+    [true, predicted, count] of each cell that is not zero, in row order."""
+    if len(matrix) <= DENSE_MATRIX_CLASSES:
+        return {"confusion_matrix": matrix.tolist()}
+    rows, columns = np.nonzero(matrix)
+    return {"confusion_matrix": None,
+            "confusion_cells": np.stack([rows, columns, matrix[rows, columns]], axis=1).tolist()}
 
 
 def write_report_json(path: Path, data: Mapping[str, Any]) -> None:
