@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import glob
 import hashlib
 import json
@@ -29,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -39,6 +41,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from retrain import __version__, filekinds
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): runs are not held against each other
+    fcntl = None
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
 from retrain.names import OWNER_MARKER, report_path
 
@@ -66,6 +73,7 @@ class Output:
     detail: str = ""  # what recognising that kind needs beyond the bytes: a graph's final node name
     role: str = ""  # what a file no flag names is, e.g. "the report beside --output_labels"
     given: Path | None = None  # the flag's value when `path` is not it (the checkpoint prefix's folder)
+    exclusive: bool = True  # held against other runs while the run goes on (hold_outputs); not where runs share
 
     def named(self) -> str:
         """How messages name this output: its flag and the value given, or its path and role."""
@@ -155,6 +163,78 @@ def _entry(path: Path) -> Path:
     """The folder entry a rename onto `path` replaces: the links to its folder resolved, not a link it is."""
     path = Path(os.path.expanduser(path))
     return real(path.parent) / path.name
+
+
+def hold_outputs(outputs: Sequence[Output]) -> None:
+    """Refuse a run that would write an output that another run on this machine is writing now: two runs with the
+    same outputs (the classic /tmp defaults) would each pass the checks and then replace each other's files, one
+    model's graph beside the other's labels. Each output (but those runs share: the cache, the TensorBoard folder)
+    is held until release_outputs, by an flock on a file named after its real path, in a folder of the user's
+    under the temporary folder; the system lets go when the process ends, killed too. Where no lock can be
+    taken (no flock, no such folder), the run goes on unheld."""
+    release_outputs()
+    folder = _lock_folder()
+    if folder is None:
+        return
+    held: set[str] = set()
+    for output in sorted(outputs, key=lambda o: bool(o.role)):  # a clash is named by a flag first
+        if not output.exclusive:
+            continue
+        key = str(_entry(output.path) if output.kind == "file" else real(output.path))
+        key += f"\0{output.pattern}" if output.kind == "entries" else ""
+        name = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock"
+        if name in held:
+            continue
+        try:
+            fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = _holder(fd)
+            os.close(fd)
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                continue
+            release_outputs()
+            other = f"another folder for {output.flag}" if output.role else f"another path for {output.flag}"
+            raise UsageError(f"another retrain run{holder} is writing {output.named()} now: two runs would replace "
+                             f"each other's files; wait for it to end, or choose {other}")
+        held.add(name)
+        _HELD.append(fd)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+
+
+def release_outputs() -> None:
+    """Let go of the outputs hold_outputs held (at the end of a run; a process's next run lets go first too)."""
+    while _HELD:
+        os.close(_HELD.pop())
+
+
+# The lock files this process's run holds (hold_outputs): one run at a time in a process (the API's lock).
+_HELD: list[int] = []
+
+
+def _lock_folder() -> Path | None:
+    """The folder of this user's lock files, made private, or None where there is none to be had."""
+    if fcntl is None:
+        return None
+    folder = Path(tempfile.gettempdir()) / f"retrain-locks-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    return folder if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() else None
+
+
+def _holder(fd: int) -> str:
+    """' (process N)': the run holding a lock file writes its process id there."""
+    with contextlib.suppress(OSError, ValueError):
+        return f" (process {int(os.pread(fd, 32, 0).decode())})"
+    return ""
 
 
 def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None,
@@ -418,10 +498,10 @@ _ENTRIES: dict[Path, list[Output]] = {}
 
 def _identity(path: Path) -> tuple[int, ...] | None:
     try:
-        stat = os.lstat(path)
+        info = os.lstat(path)
     except OSError:
         return None
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:

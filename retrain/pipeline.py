@@ -42,7 +42,8 @@ from retrain.logs import one_line
 from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, Writes, check_clashes, check_input_files, check_replaceable_files,
-                             bytes_text, check_writable_dir, export_set, size_text, writes)
+                             bytes_text, check_writable_dir, export_set, hold_outputs, release_outputs, size_text,
+                             writes)
 from retrain.tfenv import import_tensorflow
 from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged,
                            initial_head, load_images, rng, train)
@@ -91,12 +92,13 @@ class RetrainResult:
 
 def _run_outputs(config: RetrainConfig, run_folder: Path) -> list[Output]:
     """What the run writes besides the model formats: the cache, its TensorBoard run folder, its report."""
-    return [Output("--summaries_dir", run_folder, kind="tree"),
+    return [Output("--summaries_dir", run_folder, kind="tree", exclusive=False),  # each run claims its own
             Output("--output_labels", report_path(config.output_labels), content="report",
                    role="the report beside --output_labels"),
             Output("--bottleneck_dir", config.bottleneck_dir / FILE_KEYS_NAME,
-                   role="the file index of --bottleneck_dir"),
-            Output("--bottleneck_dir", config.bottleneck_dir, kind="entries", pattern=CACHE_KEY_PATTERN)]
+                   role="the file index of --bottleneck_dir", exclusive=False),  # runs share the cache
+            Output("--bottleneck_dir", config.bottleneck_dir, kind="entries", pattern=CACHE_KEY_PATTERN,
+                   exclusive=False)]
 
 
 def _inputs(config: RetrainConfig) -> list[Input]:
@@ -122,21 +124,26 @@ def prepare(config: RetrainConfig) -> Plan:
     run_folder = run_dir(config.summaries_dir)
     outputs = _run_outputs(config, run_folder) + [o for e in requested for o in e.outputs(config)]
     check_clashes(outputs, _inputs(config))
-    labels = label_source(config).scan()
-    # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
-    check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
-                      covered=config.image_dir if config.labels_csv is None else None, walked=labels.walked)
-    check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"],
-                            unchanged={config.output_labels: (labels_text(labels.names),
-                                                              classic_labels_text(labels.names))})
-    # None of these creates a folder: what first writes there does, so a refused run leaves nothing behind.
-    for exporter in requested:
-        exporter.check(config)
-    check_writable_dir(config.summaries_dir, flag="--summaries_dir")
-    check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
-    warn_if_another_models_report(config.output_labels)
-    check_earlier_models([o.path for o in outputs if o.kind in ("file", "folder") and not o.role], labels.names,
-                         rewritten=lambda path: writes(outputs, path))
+    hold_outputs(outputs)  # until the run ends, no other run on this machine writes them
+    try:
+        labels = label_source(config).scan()
+        # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
+        check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
+                          covered=config.image_dir if config.labels_csv is None else None, walked=labels.walked)
+        check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"],
+                                unchanged={config.output_labels: (labels_text(labels.names),
+                                                                  classic_labels_text(labels.names))})
+        # None of these creates a folder: what first writes there does, so a refused run leaves nothing behind.
+        for exporter in requested:
+            exporter.check(config)
+        check_writable_dir(config.summaries_dir, flag="--summaries_dir")
+        check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
+        warn_if_another_models_report(config.output_labels)
+        check_earlier_models([o.path for o in outputs if o.kind in ("file", "folder") and not o.role], labels.names,
+                             rewritten=lambda path: writes(outputs, path))
+    except BaseException:
+        release_outputs()
+        raise
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 
@@ -146,6 +153,13 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     `plan` is what prepare(config) returned, when the caller has already checked.
     """
     plan = plan or prepare(config)
+    try:
+        return _run(config, plan)
+    finally:
+        release_outputs()
+
+
+def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
     labels = plan.labels
     log.info("found %d %s in %s: %d training, %d validation, %d testing images", len(labels.names),
              "labels" if labels.multi_label else "classes", config.image_dir, labels.count("training"),

@@ -197,6 +197,43 @@ def test_an_output_that_is_a_link_to_an_earlier_models_file_is_not_taken_for_it(
     assert (a / "l.txt").read_bytes() != labels_a and link.read_bytes() == (a / "g.pb").read_bytes()
 
 
+def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, tmp_path: Path, outputs,
+                                                              tiny_module: Path) -> None:
+    """Two runs with the same outputs (the classic /tmp defaults, two terminals) each passed the checks at their
+    start, then replaced each other's files: one model's graph beside the other's labels, exit 0 for both. While a
+    run goes on, another that writes one of its outputs is refused; the cache, the TensorBoard folder and the
+    checkpoint are shared as before, and a killed run holds nothing."""
+    args = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=10**8,
+                 logging_verbosity="INFO", **outputs)
+    log = tmp_path / "first.err"
+    with open(log, "w") as stderr:
+        first = subprocess.Popen([sys.executable, "-m", "retrain", *args], stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while "Step 0:" not in log.read_text():  # training: the run holds its outputs
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        error = retrain(colour_tree, tiny_module, outputs, expect=2)
+        assert error == (f"retrain: error: another retrain run (process {first.pid}) is writing --output_graph "
+                         f"{outputs['output_graph']} now: two runs would replace each other's files; wait for it to "
+                         "end, or choose another path for --output_graph")
+        labels = outputs["output_labels"]
+        error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": tmp_path / "g.pb",
+                                                   "output_labels": labels.with_name("other.txt")}, expect=2)
+        assert f"is writing {labels.with_name('report.json')} (the report beside --output_labels) now" in error
+        assert error.endswith("or choose another folder for --output_labels"), error
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        retrain(colour_tree, tiny_module, {**outputs, "output_graph": elsewhere / "g.pb",
+                                           "output_labels": elsewhere / "l.txt"})  # same cache, logs, checkpoint
+        assert not outputs["output_graph"].exists()
+    finally:
+        first.kill()
+        first.wait()
+    retrain(colour_tree, tiny_module, outputs)
+    assert outputs["output_graph"].is_file()
+
+
 def test_a_model_written_from_a_linked_folder_is_found_after_its_folder_moves(colour_tree: Path, tiny_module: Path,
                                                                              tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,7 +28,7 @@ class Checkpoint(Exporter):
         prefix = config.checkpoint_path
         return [Output("--checkpoint_path", prefix.parent, kind="entries",
                        pattern=re.escape(prefix.name) + r"\.(index|data-\d+-of-\d+)", content="checkpoint",
-                       given=prefix)]
+                       given=prefix, exclusive=False)]  # training's scratch, which runs share as the classic ones did
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_dir(config.checkpoint_path.parent, flag="--checkpoint_path")
