@@ -292,6 +292,7 @@ def check_writable_file(path: Path, *, flag: str) -> None:
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; expected a file path")
     if not path.parent.is_dir():
+        _check_not_a_broken_link(path.parent, flag=flag, shown=path)
         missing = "is a file, not a folder;" if path.parent.exists() else "does not exist; create it or"
         raise UsageError(f"{flag} {path}: folder {path.parent} {missing} choose another {flag}")
     _check_writable_dir(path.parent, flag=flag, shown=path)
@@ -303,10 +304,7 @@ def check_writable_dir(path: Path, *, flag: str) -> None:
     Nothing is created here: a run refused later (say, once its module has
     loaded) leaves no empty folder behind.
     """
-    _check_not_a_broken_link(path, flag=flag)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _existing_folder(path, flag=flag)
     if not existing.is_dir():
         shown = path if existing == path else f"{path} (its parent {existing})"
         raise UsageError(f"{flag} {shown} is {_not_a_folder(existing)}; expected a folder")
@@ -318,11 +316,22 @@ def _not_a_folder(path: Path) -> str:
     return "a file" if path.is_file() else "a device or a pipe"
 
 
-def _check_not_a_broken_link(path: Path, *, flag: str) -> None:
+def _check_not_a_broken_link(path: Path, *, flag: str, shown: Path | None = None) -> None:
     """A folder output's path may be a link to a folder, written through; a link to nothing is said up front."""
     if path.is_symlink() and not path.exists():
-        raise UsageError(f"{flag} {path} is a broken link (to {os.readlink(path)}); create its target or "
+        where = f"{flag} {path}" if shown in (None, path) else f"{flag} {shown}: {path}"
+        raise UsageError(f"{where} is a broken link (to {os.readlink(path)}); create its target or "
                          f"choose another {flag}")
+
+
+def _existing_folder(path: Path, *, flag: str, shown: Path | None = None) -> Path:
+    """The deepest of `path` and its parents that exists, where the folders the run creates will go; a link to
+    nothing on the way is said up front (the folders could not be created under it)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        _check_not_a_broken_link(existing, flag=flag, shown=shown or path)
+        existing = existing.parent
+    return existing
 
 
 def check_replaceable_folder(path: Path, *, flag: str) -> None:
@@ -330,10 +339,7 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
     _check_not_a_broken_link(path, flag=flag)
     if path.exists():
         _check_replaceable_contents(path, flag=flag)
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    _check_writable_dir(parent, flag=flag, shown=path)
+    _check_writable_dir(_existing_folder(path.parent, flag=flag, shown=path), flag=flag, shown=path)
 
 
 def _check_replaceable_contents(path: Path, *, flag: str) -> None:

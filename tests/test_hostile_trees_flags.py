@@ -235,17 +235,33 @@ def test_output_in_unwritable_folder(colour_tree: Path, tiny_module: Path, outpu
 
 
 @pytest.mark.parametrize("flag", ["bottleneck_dir", "summaries_dir", "intermediate_output_graphs_dir",
-                                  "saved_model_dir", "output_tfjs"])
+                                  "saved_model_dir", "output_tfjs", "checkpoint_path", "output_graph"])
 def test_a_folder_output_at_a_broken_link_is_refused_before_any_work(colour_tree: Path, tiny_module: Path,
                                                                       outputs, tmp_path: Path, flag: str) -> None:
-    """Not 'cannot be created (File exists)', nor, for the exports, 'Not a directory' once the rest is written."""
+    """Not 'cannot be created (File exists)', nor, for the exports, 'Not a directory' once the rest is written.
+    Below a broken link too (`gone/logs`, `gone/../logs`): --summaries_dir hung for ever at the end of the run,
+    taking the error for another run's folder of that name, and the other folders failed after training, with
+    'File exists' naming the link."""
     link = tmp_path / "gone"
     link.symlink_to(tmp_path / "unmounted" / "disk")
     extra = {"intermediate_store_frequency": 5} if flag == "intermediate_output_graphs_dir" else {}
-    error = retrain(colour_tree, tiny_module, {**outputs, flag: link, **extra}, expect=2)
-    assert error.strip().endswith(f"--{flag} {link} is a broken link (to {tmp_path / 'unmounted' / 'disk'}); "
-                                  f"create its target or choose another --{flag}")
+    broken = f"is a broken link (to {tmp_path / 'unmounted' / 'disk'}); create its target or choose another --{flag}"
+    if flag not in ("checkpoint_path", "output_graph"):  # these two name a file or a prefix in a folder
+        error = retrain(colour_tree, tiny_module, {**outputs, flag: link, **extra}, expect=2)
+        assert error.strip().endswith(f"--{flag} {link} {broken}"), error
+    for below in ([link / "out" / "x"] if flag == "checkpoint_path" else [link / "x"] if flag == "output_graph" else
+                  [link / "out", link / "deeper" / "out", Path(f"{link}/../out")]):
+        error = retrain(colour_tree, tiny_module, {**outputs, flag: below, **extra}, expect=2)
+        shown = below.parent if flag == "checkpoint_path" else below
+        assert error.strip().endswith(f"--{flag} {shown}: {link} {broken}"), error
     assert no_work_done(outputs) and link.is_symlink() and not (tmp_path / "unmounted").exists()
+    if flag == "summaries_dir":  # a link broken after the checks: the run folder is not taken for another run's
+        from retrain.errors import RetrainError
+        from retrain.insight.summaries import claim_run_dir
+
+        with pytest.raises(RetrainError, match=f"cannot create the TensorBoard run folder {link}/out/run "
+                                               r"\(--summaries_dir\): File exists"):
+            claim_run_dir(link / "out" / "run")
 
 
 def test_unreachable_module_handle(colour_tree: Path, outputs, tmp_path: Path, monkeypatch) -> None:

@@ -9,6 +9,7 @@ gets the validation figures.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,10 @@ def claim_run_dir(planned: Path) -> Path:
         try:
             candidate.mkdir(parents=True)
             return candidate
-        except FileExistsError:
+        except FileExistsError as error:
+            if not os.path.lexists(candidate):  # not another run's folder: a file or a link to nothing on the way
+                raise RetrainError(f"cannot create the TensorBoard run folder {candidate} (--summaries_dir): "
+                                   f"{error.strerror} ({error.filename})") from None
             number += 1
             candidate = planned.with_name(f"{planned.name}-{number}")
         except OSError as error:
