@@ -139,8 +139,9 @@ def prepare(config: RetrainConfig) -> Plan:
         check_writable_dir(config.summaries_dir, flag="--summaries_dir")
         check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
         warn_if_another_models_report(config.output_labels)
-        check_earlier_models([o.path for o in outputs if o.kind in ("file", "folder") and not o.role], labels.names,
-                             rewritten=lambda path: writes(outputs, path))
+        written = [o for o in outputs if o.kind in ("file", "folder", "entries") and not o.role]
+        check_earlier_models([o.path if o.kind == "entries" else o.path.parent for o in written], labels.names,
+                             outputs=[o.path for o in written], rewritten=lambda path: writes(outputs, path))
     except BaseException:
         release_outputs()
         raise

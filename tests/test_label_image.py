@@ -432,7 +432,7 @@ def test_a_linked_model_finds_its_labels_and_none_found_says_so(trained: Trained
     monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "output_labels.txt")  # not the machine's /tmp
     message = _error(["--graph", str(tmp_path / "lone" / "graph.pb"), "--image", str(trained.photos[0])], expect=2)
     assert message == (f"label-image: error: no labels found for --graph {tmp_path / 'lone' / 'graph.pb'}: no "
-                       f"retrain report beside it names its labels file, and the default --labels "
+                       f"retrain report beside or above it names its labels file, and the default --labels "
                        f"{tmp_path / 'output_labels.txt'} does not exist; pass --labels (the labels file retrain "
                        "wrote with this model)")
 

@@ -197,6 +197,37 @@ def test_an_output_that_is_a_link_to_an_earlier_models_file_is_not_taken_for_it(
     assert (a / "l.txt").read_bytes() != labels_a and link.read_bytes() == (a / "g.pb").read_bytes()
 
 
+def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(colour_tree: Path, tmp_path: Path,
+                                                                               outputs, tiny_module: Path) -> None:
+    """The check read only the report beside each file or folder output: a graph in a sub-folder of its labels'
+    folder (out/sub/g.pb, out/l.txt) was replaced by a run with other classes and other labels, and intermediate
+    graphs stored into a model's folder replaced its graph of that name, exit 0: label-image then named the new
+    scores with the old labels, without a warning. label-image finds the labels of such a graph too."""
+    from retrain.inference.command import labels_for
+
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    model_a = {**outputs, "output_graph": a / "sub" / "g.pb", "output_labels": a / "l.txt"}
+    retrain(colour_tree, tiny_module, model_a)
+    assert labels_for(a / "sub" / "g.pb") == a / "l.txt"
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / sorted(COLOURS)[0])
+    b = tmp_path / "b"
+    b.mkdir()
+    error = retrain(other_tree, tiny_module, {**model_a, "output_labels": b / "l.txt"}, expect=2)
+    assert error.startswith(f"retrain: error: this run replaces {a / 'sub' / 'g.pb'} of the earlier model that "
+                            f"{a / 'report.json'} describes ({len(COLOURS)} labels) but leaves its {a / 'l.txt'}"), error
+    (a / "sub" / "g.pb").rename(a / "intermediate_10.pb")  # a final graph named like an intermediate one
+    retrain(colour_tree, tiny_module, {**model_a, "output_graph": a / "intermediate_10.pb"})
+    graph_a = (a / "intermediate_10.pb").read_bytes()
+    error = retrain(other_tree, tiny_module, {**model_a, "output_graph": b / "g.pb", "output_labels": b / "l.txt",
+                                              "intermediate_output_graphs_dir": a}, intermediate_store_frequency=10,
+                    expect=2)
+    assert f"this run replaces {a / 'intermediate_10.pb'} of the earlier model that {a / 'report.json'}" in error
+    assert (a / "intermediate_10.pb").read_bytes() == graph_a and not (b / "g.pb").exists()
+
+
 def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, tmp_path: Path, outputs,
                                                               tiny_module: Path) -> None:
     """Two runs with the same outputs (the classic /tmp defaults, two terminals) each passed the checks at their

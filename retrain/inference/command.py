@@ -30,7 +30,8 @@ from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now, labels_file_now
 from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, SAVED_MODEL_LABELS, report_path, thresholds_path
+from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, REPORT_NAME, SAVED_MODEL_LABELS, report_path,
+                           thresholds_path)
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if not given:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
         if not os.path.lexists(config.labels):
-            raise UsageError(f"no labels found for --graph {config.graph}: no retrain report beside it names its "
-                             f"labels file, and the default --labels {config.labels} does not exist; pass --labels "
+            raise UsageError(f"no labels found for --graph {config.graph}: no retrain report beside or above it names "
+                             f"its labels file, and the default --labels {config.labels} does not exist; pass --labels "
                              "(the labels file retrain wrote with this model)")
     if not config.labels.exists():
         raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote (--output_labels)"
@@ -115,16 +116,16 @@ def _model(graph: Path) -> Path:
 
 def _run_report(graph: Path) -> tuple[Path, dict[str, Any], bool] | None:
     """The retrain report that lists the model at `graph` among the files its run wrote, what it holds, and
-    whether the model is surely that run's: beside the model (where a link leads first, then beside the link),
-    or for an intermediate graph beside its folder (unsure when the graph is newer than the report: the default
-    folder is shared, so another run may have rewritten it; or it was copied without its times). None if no
-    report does."""
+    whether the model is surely that run's: the nearest, beside the model or above it (where a link leads
+    first, then from the link: a model in a sub-folder of its labels' folder, an intermediate graph's folder
+    beside the labels), unsure for an intermediate graph newer than the report (the default folder is shared,
+    so another run may have rewritten it; or it was copied without its times). None if no report does."""
     for place in _places(graph):
-        for report, keys in ((report_path(place), ("files", "intermediate_graphs")),
-                             (report_path(place.parent), ("intermediate_graphs",))):
+        for folder in (place.parent, *Path(os.path.abspath(place)).parents[1:]):
+            report = folder / REPORT_NAME
             data = read_report(report)
             try:
-                for key in keys:
+                for key in ("files", "intermediate_graphs"):
                     if _among(graph, files_now(report, data["run"], key=key)):
                         return report, data, key == "files" or graph.stat().st_mtime <= report.stat().st_mtime
             except (KeyError, TypeError, ValueError, OSError):
