@@ -396,29 +396,29 @@ def _fine_tune_if_better(config: RetrainConfig, *, source: FeatureSource, head: 
     than the new layer's alone; otherwise put the modules' weights back, say so and return None (the new layer
     and the splits from before stand). A
     learning rate too high for the module (1e-3 took MobileNet V2 1.0 from 82 % to 20 %, the share of one class
-    of five) must not silently replace a good model with a wrecked one."""
-    validation = splits["validation"]
-    if not len(validation):
-        log.warning("no validation images: the fine-tuned model is kept without checking it against the new "
-                    "layer alone")
-        return _fine_tune(config, source=source, head=head, splits=splits, **kwargs)
-    before = evaluate(head, validation.vectors, validation.targets, batch_size=-1, rng=None)
+    of five) must not silently replace a good model with a wrecked one. Without validation images the training
+    split is the yardstick: it cannot tell overfitting, but it tells a wrecked model."""
+    split = "validation" if len(splits["validation"]) else "training"
+    if split == "training":
+        log.warning("no validation images: the fine-tuned model is checked against the new layer alone on the "
+                    "training images only")
+    before = evaluate(head, splits[split].vectors, splits[split].targets, batch_size=-1, rng=None)
     saved = [variable.numpy() for variable in source.trainable_variables]
     stored_before = len(stored)
     tuned_head, tuned_splits = _fine_tune(config, source=source, head=head, splits=splits, **kwargs)
-    tuned = tuned_splits["validation"]
+    tuned = tuned_splits[split]
     after = evaluate(tuned_head, tuned.vectors, tuned.targets, batch_size=-1, rng=None)
     name = FIGURE_NAMES[before.headline]
     if after.accuracy >= before.accuracy:
-        log.info("fine-tuning: validation %s %.1f%% -> %.1f%% (N=%d)", name, before.accuracy * 100,
+        log.info("fine-tuning: %s %s %.1f%% -> %.1f%% (N=%d)", split, name, before.accuracy * 100,
                  after.accuracy * 100, before.count)
         return tuned_head, tuned_splits
     for variable, value in zip(source.trainable_variables, saved):
         variable.assign(value)
     IntermediateGraphs.remove(stored, start=stored_before, why="fine-tuning was undone")
-    log.warning("fine-tuning lowered the validation %s from %.1f%% to %.1f%% (N=%d): keeping the model from "
+    log.warning("fine-tuning lowered the %s %s from %.1f%% to %.1f%% (N=%d): keeping the model from "
                 "before fine-tuning (the new layer on the module as it was); a lower --fine_tune_learning_rate "
-                "(now %g) may help", name, before.accuracy * 100, after.accuracy * 100, before.count,
+                "(now %g) may help", split, name, before.accuracy * 100, after.accuracy * 100, before.count,
                 config.fine_tune_learning_rate)
     return None
 
@@ -428,10 +428,10 @@ def _fine_tune(config: RetrainConfig, *, source: FeatureSource, head: Head, spli
                store_intermediate: Callable[[int, Head], None]) -> tuple[Head, dict[str, Split]]:
     """Fine-tune the modules and the trained layer together; the modules' variables change in place.
 
-    Returns the new layer and the splits with validation and test vectors
-    recomputed from the files through the fine-tuned modules (the training
-    vectors are not used again). Validation during fine-tuning runs on
-    in-memory uint8 copies, which is close enough to steer by.
+    Returns the new layer and the splits with every split's vectors recomputed
+    from the files through the fine-tuned modules, so that the figures and the
+    convergence check describe the model exported. Validation during fine-tuning
+    runs on in-memory uint8 copies, which is close enough to steer by.
     """
     tf = import_tensorflow()
     train_images = load_images(splits["training"], label="Loading training images", **_sizes(distortions, source))
@@ -471,7 +471,7 @@ def _fine_tune(config: RetrainConfig, *, source: FeatureSource, head: Head, spli
                  summaries=Summaries(run_folder, objective=head.objective),
                  on_intermediate=store_intermediate)
     refreshed = dict(splits)
-    for name in ("validation", "testing"):
+    for name in SPLITS:
         split = splits[name]
         stores = [MemoryStore(member.feature_dim) for member in source.members]
         result = file_vectors(split.paths, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
