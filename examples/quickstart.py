@@ -64,12 +64,13 @@ def main() -> int:
                              bottleneck_dir=out / "bottlenecks", checkpoint_path=out / "checkpoint" / "ckpt")
         print("Accuracy per split: " + ", ".join(f"{split} {100 * value:.1f}%"
                                                  for split, value in result.accuracy.items() if value == value))
-        photo = (result.splits["testing"].paths or result.splits["training"].paths)[0]
+        split = result.splits["testing"] if len(result.splits["testing"]) else result.splits["training"]
+        photo, truth = split.paths[0], result.labels[split.targets.ids[0]]  # a class's photos may be in sub-folders
         (record,) = api.classify([photo], graph=out / "graph.pb", labels=out / "labels.txt", top_k=3)
     except api.RetrainError as error:
         print(f"quickstart: error: {error}", file=sys.stderr)
         return error.exit_code
-    print(f"\n{photo} (a held-out photo of {photo.parent.name}):")
+    print(f"\n{photo} (a held-out photo of {truth}):")
     for prediction in record["predictions"]:
         print(f"  {prediction['label']} {prediction['score']:.3f}")
     print(f"\nNext: label-image --graph {out / 'graph.pb'} --labels {out / 'labels.txt'} --image YOUR_PHOTO.jpg")

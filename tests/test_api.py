@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -408,19 +409,21 @@ def test_a_callers_own_handler_gets_the_lines_at_the_calls_level_and_stays(tmp_p
 @pytest.mark.integration  # a fresh process, a real module and 75 photos: CI runs it with the integration tests
 def test_the_quickstart_example_runs_the_whole_job(tmp_path: Path) -> None:
     """`python examples/quickstart.py`: here on 15 fixture photos per class, the module by its short name
-    resolved offline through a pre-filled TFHUB_CACHE_DIR, as a user's machine resolves it online."""
+    resolved offline through a pre-filled TFHUB_CACHE_DIR, as a user's machine resolves it online. The photos lie
+    in a sub-folder of each class (the example named the sub-folder as the photo's class)."""
     photos = tmp_path / "flower_photos"
     for class_dir in sorted(p for p in require(FLOWERS).iterdir() if p.is_dir()):
-        (photos / class_dir.name).mkdir(parents=True)
+        (photos / class_dir.name / "2019").mkdir(parents=True)
         for photo in sorted(class_dir.iterdir())[:15]:
-            shutil.copyfile(photo, photos / class_dir.name / photo.name)
+            shutil.copyfile(photo, photos / class_dir.name / "2019" / photo.name)
     hub_cache = tmp_path / "hub_cache"
     shutil.copytree(require(FIXTURES / "tfhub_cache"), hub_cache)
     result = run_script(str(ROOT / "examples" / "quickstart.py"), "--image_dir", str(photos), "--output_dir",
                         str(tmp_path / "out"), "--steps", "300", env={"TFHUB_CACHE_DIR": str(hub_cache)},
                         timeout=600)
     assert "Accuracy per split: training" in result.stdout
-    assert "(a held-out photo of " in result.stdout and "Next: label-image" in result.stdout
+    shown = re.search(r"/flower_photos/([^/]+)/2019/[^/]+ \(a held-out photo of ([^)]+)\):", result.stdout)
+    assert shown and shown[1] == shown[2] and "Next: label-image" in result.stdout, result.stdout
     assert (tmp_path / "out" / "graph.pb").exists() and (tmp_path / "out" / "saved_model" / "saved_model.pb").exists()
 
 
