@@ -32,6 +32,10 @@ from retrain.labels.split import scant_training, split_of
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"})
+# Photos in formats retrain does not read (TensorFlow's decoders, which serving uses, do not): a warning, not the
+# INFO line of other files, since the user meant them as training photos.
+OTHER_PHOTO_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".dng", ".cr2",
+                                    ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
 
 
 def _is_hidden(name: str) -> bool:
@@ -272,9 +276,14 @@ class FolderSource:
             found = f"{len(labels)} class folder with images" if labels else "no class folders with images"
             raise RetrainError(f"found {found} in --image_dir {image_dir}; need at least 2 sub-folders, one per "
                                f"class, each holding images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        if walk.ignored:
-            log.info("ignored %d non-image file(s) under %s, e.g. %s", len(walk.ignored), image_dir,
-                     shown(walk.ignored[0]))
+        photos = [path for path in walk.ignored if Path(path).suffix.lower() in OTHER_PHOTO_EXTENSIONS]
+        others = [path for path in walk.ignored if Path(path).suffix.lower() not in OTHER_PHOTO_EXTENSIONS]
+        if photos:
+            kinds = sorted({Path(path).suffix.lower() for path in photos})
+            log.warning("ignored %d photo(s) in formats retrain does not read (%s) under %s, e.g. %s: convert them "
+                        "to JPEG or PNG to train on them", len(photos), " ".join(kinds), image_dir, shown(photos[0]))
+        if others:
+            log.info("ignored %d non-image file(s) under %s, e.g. %s", len(others), image_dir, shown(others[0]))
         expected = {name for name, percent in (("validation", self.validation_percentage),
                                                ("testing", self.testing_percentage)) if percent > 0}
         scant = scant_training(validation_percentage=self.validation_percentage,
