@@ -10,6 +10,7 @@ memory, never waited on (pipes, devices) and never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -193,7 +194,7 @@ def is_text(data: Any) -> bool:
 
 def is_labels(data: Any, path: Path) -> bool:
     """A labels file an earlier run wrote: one distinct label a line, newline-terminated, the labels of the
-    retrain report beside it. (A file holding this run's own labels, or the classic retrain.py's for this run's
+    retrain report beside it (beside the file a link at `path` points to: what is judged). (A file holding this run's own labels, or the classic retrain.py's for this run's
     classes, is accepted through `check_replaceable_files(unchanged=...)`.) A CSV, a script, notes, settings or
     another model's labels at --output_labels are none of these, and are not replaced."""
     if len(data) > 1 << 26 or not is_text(data):
@@ -201,7 +202,7 @@ def is_labels(data: Any, path: Path) -> bool:
     lines = bytes(data).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n").split("\n")
     if lines.pop() != "" or not all(lines) or len(set(lines)) != len(lines):
         return False
-    report = read_report(report_path(path))
+    report = read_report(report_path(Path(os.path.realpath(path))))
     return report is not None and report.get("labels") == lines
 
 

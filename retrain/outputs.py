@@ -122,7 +122,10 @@ class _Region:
 
 
 def _region(item: Output | Input) -> _Region:
-    return _Region(item.path, item.kind, getattr(item, "pattern", ""))
+    region = _Region(item.path, item.kind, getattr(item, "pattern", ""))
+    if isinstance(item, Output) and item.kind == "file":  # a write replaces a link, not the file it points to
+        region.path = _entry(item.path)
+    return region
 
 
 def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:

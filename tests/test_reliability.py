@@ -94,6 +94,21 @@ def test_an_output_reached_through_a_link_into_the_tree_is_refused(colour_tree: 
     assert digest(photo) == before
 
 
+def test_an_output_that_is_a_link_in_the_tree_to_a_file_outside_is_refused(colour_tree: Path, tmp_path: Path,
+                                                                          outputs, tiny_module: Path) -> None:
+    """The check judged the link by the file it points to (outside the tree), but the write replaces the link: a
+    graph landed in a class folder, and with a .jpg name the next run took it for a photo of that class."""
+    earlier = tmp_path / "old.pb"
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": earlier})
+    for name in ("g.pb", "zz.jpg"):
+        link = colour_tree / "red" / name
+        link.symlink_to(earlier if name == "g.pb" else tmp_path / "nowhere.jpg")
+        error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": link}, expect=2)
+        assert f"--output_graph {link} would write into --image_dir" in error, error
+        assert link.is_symlink()
+        link.unlink()
+
+
 def test_an_output_onto_a_photo_that_a_class_folder_links_to_is_refused(colour_tree: Path, tmp_path: Path,
                                                                         outputs, tiny_module: Path) -> None:
     elsewhere = tmp_path / "my_photos"
@@ -195,6 +210,20 @@ def test_an_output_that_is_a_link_to_an_earlier_models_file_is_not_taken_for_it(
     assert (a / "l.txt").read_bytes() == labels_a and link.is_symlink()
     retrain(other_tree, tiny_module, model_a)  # the graph itself: the whole model again, read through the link too
     assert (a / "l.txt").read_bytes() != labels_a and link.read_bytes() == (a / "g.pb").read_bytes()
+    # A labels output that is a link to model A's labels is judged as A's labels (its report is beside them, not
+    # beside the link: it was refused as "not a labels file"); the link is replaced, A's labels are left.
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "l.txt").symlink_to("../a/l.txt")
+    labels_a = (a / "l.txt").read_bytes()
+    retrain(colour_tree, tiny_module, {**model_a, "output_graph": b / "g.pb", "output_labels": b / "l.txt"})
+    assert not (b / "l.txt").is_symlink() and (a / "l.txt").read_bytes() == labels_a
+    # An earlier model's file that is itself a link (a/g.pb -> a store): the same outputs again rewrite it.
+    store = tmp_path / "store.pb"
+    (a / "g.pb").rename(store)
+    (a / "g.pb").symlink_to(store)
+    retrain(colour_tree, tiny_module, model_a)
+    assert not (a / "g.pb").is_symlink() and (a / "l.txt").read_bytes() != labels_a
 
 
 def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(colour_tree: Path, tmp_path: Path,
