@@ -394,6 +394,12 @@ def test_a_frozen_graph_named_saved_model_pb_is_read_as_one(colour_tree: Path, t
     result = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--image", str(photo),
                                           "--top_k", "1"])
     assert result.stdout.split()[0] in COLOURS and "WARNING" not in result.stderr
+    folder = outputs["output_graph"].parent  # given as its folder: TensorFlow's tags= error, or no labels found
+    for labels in ([], ["--labels", str(outputs["output_labels"])]):
+        error = invoke(label_image_command, ["--graph", str(folder), "--image", str(photo), *labels], expect=2)
+        assert error.stderr == (f"label-image: error: --graph {folder} is a folder whose saved_model.pb is a frozen "
+                                "graph (retrain's --output_graph named so), not a SavedModel; pass the file: --graph "
+                                f"{outputs['output_graph']}\n"), error.stderr
 
 
 def test_an_image_is_named_as_given(trained: Trained, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from retrain.config import TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import is_saved_model_file, read_report
+from retrain.filekinds import is_graph_def, is_saved_model_file, read_report
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now, labels_file_now
@@ -60,6 +60,10 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if config.graph.is_dir() and not (config.graph / "saved_model.pb").is_file():
         raise UsageError(f"--graph {config.graph} is a folder but not a SavedModel (no saved_model.pb in it); pass "
                          "the model retrain wrote: the --output_graph file, the --saved_model_dir folder or a .tflite")
+    inside = config.graph / "saved_model.pb"
+    if config.graph.is_dir() and not is_saved_model_file(inside) and _is_frozen_graph(inside):
+        raise UsageError(f"--graph {config.graph} is a folder whose saved_model.pb is a frozen graph (retrain's "
+                         f"--output_graph named so), not a SavedModel; pass the file: --graph {inside}")
     given = config.labels is not None
     if not given:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
@@ -75,6 +79,13 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
     return config
+
+
+def _is_frozen_graph(path: Path) -> bool:
+    try:
+        return is_graph_def(path.read_bytes())
+    except OSError:
+        return False
 
 
 def labels_for(graph: Path) -> Path:
