@@ -202,6 +202,12 @@ def test_a_flag_where_a_value_belongs_is_named(args: list[str], message: str) ->
     assert f"retrain: error: {message} (see retrain --help)" in invoke(retrain_command, args, expect=2).stderr
 
 
+def test_a_value_starting_with_dashes_that_holds_a_space_is_a_value() -> None:
+    """As argparse: `--final_tensor_name "--a b"` is a value (a flag holds no space), judged as a node name."""
+    stderr = invoke(retrain_command, ["--image_dir", "p", "--final_tensor_name", "--a b"], expect=2).stderr
+    assert stderr.startswith("retrain: error: --final_tensor_name '--a b' is not a valid node name"), stderr
+
+
 def test_flags_shortened_as_the_classic_argparse_allowed_still_run(colour_tree: Path, tiny_module: Path,
                                                                    outputs: dict[str, Path]):
     """The classic scripts' argparse took any unique prefix of a flag: `--how_many=3` ran; click refused it. A
@@ -228,6 +234,9 @@ def test_flags_shortened_as_the_classic_argparse_allowed_still_run(colour_tree: 
                                        "more of the name"),  # as argparse said: --help is a classic flag too
     (["--=x", "--image_dir", "p"], "-- is the start of several flags: --bottleneck_batch_size, --bottleneck_dir, "
      "--bottleneck_dtype, --bottleneck_memory_gb, --checkpoint_path, --distorted_variants and "),  # N more
+    (["--f", "5", "--image_dir", "p"], "--f is the start of several flags: --final_tensor_name, --fine_tune, "
+     "--fine_tune_batch_size, --fine_tune_learning_rate, --fine_tune_steps, --flip_left_right; give more of the "
+     "name"),  # six: all named, no "and 0 more"
     (["--image_dir", "p", "--architecture=mobilenet_0.50_224"], "--architecture is the flag of TensorFlow's older "
      "retrain.py (TensorFlow for Poets); this retrain takes the module with --tfhub_module: --tfhub_module "
      "mobilenet_v1_050_224"),

@@ -197,6 +197,17 @@ def test_class_names_are_drawn_in_glyphs_the_font_has_never_as_boxes() -> None:
     # Decomposed, as macOS spells file names (e + U+0301): an accent without a glyph is left out, as for é.
     assert pictures._drawable("cafe\u0301 x\u0301\u0302", builtin) == "cafe x"
     assert not pictures._has_glyph(builtin, "é") and pictures._has_glyph(builtin, "e")
+    # A name that starts with an accent: nothing to put it on (it raised IndexError, losing every picture).
+    assert pictures._drawn_pieces("\u0301ab", builtin) == ["<U+0301>", "a", "b"]
+
+
+def test_a_decomposed_accent_is_drawn_as_the_composed_letter_a_font_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A font with é but without the combining accent (many have no combining marks): e + U+0301 is drawn é,
+    not e with its accent left out."""
+    from PIL import ImageFont
+
+    monkeypatch.setattr(pictures, "_has_glyph", lambda font, character: character != "\u0301")
+    assert pictures._drawable("cafe\u0301", ImageFont.load_default(size=14)) == "café"
 
 
 def test_a_file_named_like_a_font_in_the_current_folder_is_never_opened(tmp_path: Path,

@@ -402,6 +402,19 @@ def test_a_frozen_graph_named_saved_model_pb_is_read_as_one(colour_tree: Path, t
                                 f"{outputs['output_graph']}\n"), error.stderr
 
 
+def test_a_graph_path_whose_dot_dot_follows_a_link_loads_the_model_it_leads_to(trained: Trained,
+                                                                               tmp_path: Path) -> None:
+    """--graph w/link/../sm, where the SavedModel lies beside the link's target: TensorFlow cleans `link/..` away
+    as text, so --graph is worked out by the file system first (probe S; nothing tested it, probe V)."""
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    shutil.copytree(trained.saved_model, tmp_path / "real" / "sm")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "link").symlink_to(tmp_path / "real" / "deep")
+    given = tmp_path / "w" / "link" / ".." / "sm"
+    (record,) = label_json("--graph", str(given), "--image", str(trained.photos[0]))
+    assert record["predictions"][0]["label"] in trained.labels_list
+
+
 def test_an_image_is_named_as_given(trained: Trained, tmp_path: Path) -> None:
     """--image x/../a.jpg came back as its absolute path (probe S): scripts match results to what they passed."""
     (tmp_path / "x").mkdir()

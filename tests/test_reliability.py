@@ -349,12 +349,15 @@ def test_outputs_through_a_link_and_dot_dot_are_written_where_that_leads(colour_
     # the `..` led (followed as text) to the folder beside its missing target, and replaced a model there (probe S).
     (tmp_path / "w" / "dangling").symlink_to(tmp_path / "elsewhere" / "nothing")
     (tmp_path / "w" / "out").mkdir()
-    for bad in (tmp_path / "w" / "dangling" / ".." / "out", tmp_path / "w" / "out" / "g.pb" / ".." / "out"):
+    (tmp_path / "w" / "out" / "file.pb").write_bytes(b"")  # a file before `..`: realpath alone would pass it
+    for bad in (tmp_path / "w" / "dangling" / ".." / "out", tmp_path / "w" / "out" / "g.pb" / ".." / "out",
+                tmp_path / "w" / "out" / "file.pb" / ".." / "out"):
         error = retrain(colour_tree, tiny_module, {"output_graph": bad / "g.pb", "output_labels": bad / "l.txt",
                                                    "summaries_dir": via / "logs", "bottleneck_dir": via / "bn",
                                                    "checkpoint_path": via / "ck" / "ck"}, expect=2)
         assert f"{bad} does not exist" in error or f"{bad} is a file" in error, error
     assert sorted(p.name for p in (tmp_path / "elsewhere" / "out").iterdir()) == ["g.pb", "l.txt", "report.json"]
+    assert sorted(p.name for p in (tmp_path / "w" / "out").iterdir()) == ["file.pb"]
 
 
 def test_a_saved_model_in_a_folder_of_its_own_keeps_its_labels_when_the_next_run_has_new_classes(
