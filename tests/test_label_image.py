@@ -454,6 +454,13 @@ def test_a_linked_model_finds_its_labels_and_none_found_says_so(trained: Trained
                        f"retrain report beside or above it names its labels file, and the default --labels "
                        f"{tmp_path / 'output_labels.txt'} does not exist; pass --labels (the labels file retrain "
                        "wrote with this model)")
+    # A report beside it that does not list it (a later run's in that folder): said, not "no report" (probe U).
+    shutil.copyfile(trained.graph.with_name("report.json"), tmp_path / "lone" / "report.json")
+    (tmp_path / "lone" / "graph.pb").rename(tmp_path / "lone" / "older.pb")
+    message = _error(["--graph", str(tmp_path / "lone" / "older.pb"), "--image", str(trained.photos[0])], expect=2)
+    assert message.startswith(f"label-image: error: no labels found for --graph {tmp_path / 'lone' / 'older.pb'}: "
+                              f"the retrain report beside it, {tmp_path / 'lone' / 'report.json'}, does not list it "
+                              "(another run's, or written by a later run in that folder), and the default"), message
 
 
 def test_a_saved_models_own_labels_given_to_another_model_get_a_warning(trained: Trained, tmp_path: Path) -> None:

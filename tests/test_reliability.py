@@ -977,7 +977,8 @@ def test_a_second_model_in_the_same_folder_says_it_replaces_the_first_ones_repor
     shutil.copytree(colour_tree, other_tree)
     shutil.rmtree(other_tree / sorted(COLOURS)[0])
     result = retrain(other_tree, tiny_module, other)
-    assert f"holds the report of the model whose labels are {outputs['output_labels']}; this run replaces it" \
+    assert f"holds the report of the model whose labels are {outputs['output_labels']}; this run replaces it, so " \
+           "label-image will need --labels for that model's files, and later runs will not see them as its" \
         in result.stderr
     assert first["run"]["flags"]["output_labels"] == str(outputs["output_labels"])
     again = retrain(other_tree, tiny_module, other)  # its own report: nothing to say

@@ -57,6 +57,9 @@ class TFLite(Exporter):
             if "int8" in config.tflite_quantization else None
         for quantization, path in tflite_paths(config.output_tflite, config.tflite_quantization).items():
             started = time.monotonic()
+            if quantization == "int8":  # the slow one, silent while TensorFlow calibrates: said before it starts
+                log.info("converting to TFLite (int8): calibrating on %d training images, each through the whole "
+                         "model", len(representative))
             data = tflite_model(model, quantization=quantization, representative_images=representative)
             atomic_write_bytes(path, data, flag="--output_tflite")
             log.info("converted to TFLite (%s%s) in %.1f s", quantization,

@@ -68,9 +68,12 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if not given:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
         if not os.path.lexists(config.labels):
-            raise UsageError(f"no labels found for --graph {config.graph}: no retrain report beside or above it names "
-                             f"its labels file, and the default --labels {config.labels} does not exist; pass --labels "
-                             "(the labels file retrain wrote with this model)")
+            beside = _report_beside(_model(config.graph))
+            why = (f"the retrain report beside it, {beside}, does not list it (another run's, or written by a later "
+                   "run in that folder)" if beside else "no retrain report beside or above it names its labels file")
+            raise UsageError(f"no labels found for --graph {config.graph}: {why}, and the default --labels "
+                             f"{config.labels} does not exist; pass --labels (the labels file retrain wrote with this "
+                             "model)")
     if not config.labels.exists():
         raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote (--output_labels)"
                          if given else f"the labels file {config.labels} of --graph {config.graph} is a link to "
@@ -79,6 +82,11 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
     return config
+
+
+def _report_beside(graph: Path) -> Path | None:
+    """A retrain report beside the model (where a link to it leads first), whether or not it lists it."""
+    return next((report for place in _places(graph) if read_report(report := report_path(place)) is not None), None)
 
 
 def _is_frozen_graph(path: Path) -> bool:
@@ -99,8 +107,7 @@ def labels_for(graph: Path) -> Path:
     found = _run_report(graph)
     if found is None:
         default = RetrainConfig.output_labels
-        beside = next((report for place in _places(graph) if read_report(report := report_path(place)) is not None),
-                      None)
+        beside = _report_beside(graph)
         if beside is not None and os.path.lexists(default):
             log.warning("--graph %s is not among the files of the run that %s describes (another run's), so the "
                         "labels are the classic default %s; pass --labels if they are not this model's", graph,

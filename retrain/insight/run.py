@@ -41,8 +41,9 @@ def warn_if_another_models_report(output_labels: Path) -> None:
     except (KeyError, TypeError):
         return
     if Path(earlier).name != output_labels.name:  # it lies beside its labels: one of another name is another's
-        log.warning("%s holds the report of the model whose labels are %s; this run replaces it (give each model "
-                    "its own folder to keep both reports)", path, earlier)
+        log.warning("%s holds the report of the model whose labels are %s; this run replaces it, so label-image "
+                    "will need --labels for that model's files, and later runs will not see them as its (give each "
+                    "model its own folder to keep both reports)", path, earlier)
 
 
 def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outputs: Sequence[Path],
