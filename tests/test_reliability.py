@@ -224,6 +224,16 @@ def test_an_output_that_is_a_link_to_an_earlier_models_file_is_not_taken_for_it(
     (a / "g.pb").symlink_to(store)
     retrain(colour_tree, tiny_module, model_a)
     assert not (a / "g.pb").is_symlink() and (a / "l.txt").read_bytes() != labels_a
+    # A model whose graph is a link to another file (c/g.pb -> d/g.pb): a run writing d/g.pb and c/l.txt rewrites
+    # the whole model, read through the link.
+    c, d = tmp_path / "c", tmp_path / "d"
+    c.mkdir()
+    d.mkdir()
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": c / "g.pb", "output_labels": c / "l.txt"})
+    (c / "g.pb").rename(d / "g.pb")
+    (c / "g.pb").symlink_to(d / "g.pb")
+    retrain(other_tree, tiny_module, {**outputs, "output_graph": d / "g.pb", "output_labels": c / "l.txt"})
+    assert (c / "g.pb").is_symlink() and (c / "l.txt").read_text().count("\n") == len(COLOURS) - 1
 
 
 def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(colour_tree: Path, tmp_path: Path,
