@@ -237,7 +237,8 @@ def test_an_output_that_is_a_link_to_an_earlier_models_file_is_not_taken_for_it(
 
 
 def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(colour_tree: Path, tmp_path: Path,
-                                                                               outputs, tiny_module: Path) -> None:
+                                                                               outputs, tiny_module: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The check read only the report beside each file or folder output: a graph in a sub-folder of its labels'
     folder (out/sub/g.pb, out/l.txt) was replaced by a run with other classes and other labels, and intermediate
     graphs stored into a model's folder replaced its graph of that name, exit 0: label-image then named the new
@@ -257,6 +258,13 @@ def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(
     error = retrain(other_tree, tiny_module, {**model_a, "output_labels": b / "l.txt"}, expect=2)
     assert error.startswith(f"retrain: error: this run replaces {a / 'sub' / 'g.pb'} of the earlier model that "
                             f"{a / 'report.json'} describes ({len(COLOURS)} labels) but leaves its {a / 'l.txt'}"), error
+    (tmp_path / "proj").symlink_to(a / "sub")  # the folders above a link's target count too (probe W)
+    error = retrain(other_tree, tiny_module, {**model_a, "output_graph": tmp_path / "proj" / "g.pb",
+                                              "output_labels": b / "l.txt"}, expect=2)
+    assert f"of the earlier model that {a / 'report.json'} describes" in error, error
+    with monkeypatch.context() as patch:  # a report above written by another user (anyone may write into /tmp)
+        patch.setattr(os, "getuid", lambda: os.stat(a / "report.json").st_uid + 1)
+        assert labels_for(a / "sub" / "g.pb") != a / "l.txt"
     (a / "sub" / "g.pb").rename(a / "intermediate_10.pb")  # a final graph named like an intermediate one
     retrain(colour_tree, tiny_module, {**model_a, "output_graph": a / "intermediate_10.pb"})
     graph_a = (a / "intermediate_10.pb").read_bytes()

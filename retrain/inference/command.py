@@ -28,10 +28,9 @@ from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import is_graph_def, is_saved_model_file, read_report
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
-from retrain.insight.report import files_now, labels_file_now
+from retrain.insight.report import files_now, labels_file_now, reports_at
 from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
-from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, REPORT_NAME, SAVED_MODEL_LABELS, report_path,
-                           thresholds_path)
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -139,8 +138,7 @@ def _run_report(graph: Path) -> tuple[Path, dict[str, Any], bool] | None:
     beside the labels), unsure for an intermediate graph newer than the report (the default folder is shared,
     so another run may have rewritten it; or it was copied without its times). None if no report does."""
     for place in _places(graph):
-        for folder in (place.parent, *Path(os.path.abspath(place)).parents[1:]):
-            report = folder / REPORT_NAME
+        for report in reports_at(place.parent):
             data = read_report(report)
             try:
                 for key in ("files", "intermediate_graphs"):

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
-from retrain.names import REPORT_FORMAT
+from retrain.names import REPORT_FORMAT, REPORT_NAME
 from retrain.outputs import atomic_write_bytes
 
 FORMAT = REPORT_FORMAT
@@ -330,6 +330,21 @@ def labels_file_now(report: Path, run: Mapping[str, Any]) -> Path:
     """The labels file a report's run wrote, where it is now: beside the report, which goes beside it.
     KeyError or TypeError when `run` does not name one."""
     return report.parent / Path(str(run["flags"]["output_labels"])).name
+
+
+def reports_at(folder: Path) -> list[Path]:
+    """Where the reports that may list a file in `folder` are: beside it, then in each folder above it, nearest
+    first, as spelt and where links lead (a model's files lie in or below its labels' folder). A report above
+    counts only if this user wrote it: anyone may write one into a shared folder such as /tmp."""
+    above = dict.fromkeys([*Path(os.path.abspath(folder)).parents, *Path(os.path.realpath(folder)).parents])
+    return [folder / REPORT_NAME, *(report for parent in above if _own(report := parent / REPORT_NAME))]
+
+
+def _own(path: Path) -> bool:
+    try:
+        return not hasattr(os, "getuid") or path.stat().st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def files_now(report: Path, run: Mapping[str, Any], *, key: str = "files") -> list[Path]:

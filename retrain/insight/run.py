@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import read_report
 from retrain.insight import report as reports
-from retrain.names import REPORT_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path
+from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.outputs import real, written_for
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,10 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
     (model A's labels for model B), its graph replaced with its labels left, or a rerun with new classes that
     drops --output_tflite. Each left a model whose scores other labels then named wrongly (label-image exits 0).
     The earlier models are those whose report.json sits in one of `folders` (where this run writes) or above
-    one (a model's graph in a sub-folder of its labels' folder); what each wrote is read from its report
+    one (`reports_at`: a model's graph in a sub-folder of its labels' folder); what each wrote is read from its report
     (`run.files`). `outputs`: the paths this run writes, for the hint about links. The same labels again are
     fine."""
-    for report in dict.fromkeys(folder / REPORT_NAME for folder in _and_above(folders)):
+    for report in dict.fromkeys(report for folder in folders for report in reports.reports_at(folder)):
         try:
             data = read_report(report)
             earlier = data["labels"]
@@ -85,13 +85,6 @@ def _links_hint(outputs: Sequence[Path], left: Sequence[Path]) -> str:
     links = [(path, file) for path in outputs for file in left if os.path.islink(path) and real(path) == real(file)]
     return "".join(f" ({path} is a link to {file}; a run replaces such a link with a new file, not the file it "
                    "points to: give that file's own path to write it)" for path, file in links[:1])
-
-
-def _and_above(folders: Sequence[Path]) -> Iterable[Path]:
-    """Each folder as given, then the folders above it (from the root of its absolute path)."""
-    for folder in folders:
-        yield folder
-        yield from Path(os.path.abspath(folder)).parents
 
 
 def _holds_its_labels(path: Path) -> bool:
