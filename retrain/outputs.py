@@ -51,6 +51,7 @@ from retrain.names import OWNER_MARKER, report_path
 
 log = logging.getLogger(__name__)
 
+LOCK_ROOT = "/tmp"  # where runs on this machine find each other's locks (hold_outputs), whatever TMPDIR says
 STALE_SECONDS = 3600.0  # a temporary file this old, of a process we cannot see, was left by a killed run
 _HOST = hashlib.sha1(socket.gethostname().encode(errors="replace")).hexdigest()[:6]
 
@@ -171,66 +172,103 @@ def _entry(path: Path) -> Path:
 def hold_outputs(outputs: Sequence[Output]) -> None:
     """Refuse a run that would write an output that another run on this machine is writing now: two runs with the
     same outputs (the classic /tmp defaults) would each pass the checks and then replace each other's files, one
-    model's graph beside the other's labels. Each output (but those runs share: the cache, the TensorBoard folder)
-    is held until release_outputs, by an flock on a file named after its real path, in a folder of the user's
-    under the temporary folder; the system lets go when the process ends, killed too. Where no lock can be
-    taken (no flock, no such folder), the run goes on unheld."""
+    model's graph beside the other's labels. Each output (but those runs share: the cache, the TensorBoard folder,
+    the checkpoint) is held until release_outputs, by an flock on a file named after its real path, in a folder of
+    the user's under /tmp (whatever TMPDIR says: a scheduler's job has its own); the system lets go when the
+    process ends, killed too. Where no lock can be taken, a warning says so and the run goes on unheld."""
     release_outputs()
     folder = _lock_folder()
     if folder is None:
         return
-    held: set[str] = set()
+    held: set[Path] = set()
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # a clash is named by a flag first
         if not output.exclusive:
             continue
         key = str(_entry(output.path) if output.kind == "file" else real(output.path))
         key += f"\0{output.pattern}" if output.kind == "entries" else ""
-        name = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock"
-        if name in held:
-            continue
+        path = folder / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock")
+        if path not in held:
+            held.add(path)
+            if not _hold(path, output):
+                return
+
+
+def _hold(path: Path, output: Output) -> bool:
+    """Lock one output's file (UsageError when another run holds it); False when locks cannot be had here."""
+    for _ in range(5):  # a file another run removed between our open and our lock is opened again
         try:
-            fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError:
-            continue
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as error:
+            return _unheld(f"cannot create {path} ({error.strerror})")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             holder = _holder(fd)
             os.close(fd)
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                continue
+                return _unheld(f"cannot lock {path} ({error.strerror})")
             release_outputs()
             other = f"another folder for {output.flag}" if output.role else f"another path for {output.flag}"
             raise UsageError(f"another retrain run{holder} is writing {output.named()} now: two runs would replace "
                              f"each other's files; wait for it to end, or choose {other}")
-        held.add(name)
-        _HELD.append(fd)
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if same:
+            _HELD.append((fd, path))
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            return True
+        os.close(fd)
+    return _unheld(f"{path} keeps being replaced")
 
 
 def release_outputs() -> None:
-    """Let go of the outputs hold_outputs held (at the end of a run; a process's next run lets go first too)."""
+    """Let go of the outputs hold_outputs held, removing their lock files (at the end of a run; a process's next
+    run lets go first too). A file is removed while still locked, so no run can lock it and then lose it."""
     while _HELD:
-        os.close(_HELD.pop())
+        fd, path = _HELD.pop()
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def _forget_held() -> None:
+    """In a process forked while a run goes on (a multiprocessing worker): close its copies of the lock files, so
+    that the run's locks end with the run, not with the child."""
+    while _HELD:
+        with contextlib.suppress(OSError):
+            os.close(_HELD.pop()[0])
 
 
 # The lock files this process's run holds (hold_outputs): one run at a time in a process (the API's lock).
-_HELD: list[int] = []
+_HELD: list[tuple[int, Path]] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held)
 
 
 def _lock_folder() -> Path | None:
-    """The folder of this user's lock files, made private, or None where there is none to be had."""
-    if fcntl is None:
+    """The folder of this user's lock files, made private; None (with a warning) where there is none to be had."""
+    if fcntl is None:  # Windows: no flock
         return None
-    folder = Path(tempfile.gettempdir()) / f"retrain-locks-{os.getuid()}"
+    base = LOCK_ROOT if os.path.isdir(LOCK_ROOT) and os.access(LOCK_ROOT, os.W_OK) else tempfile.gettempdir()
+    folder = Path(base) / f"retrain-locks-{os.getuid()}"
     try:
-        folder.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # judged below, whatever is there
+            folder.mkdir(mode=0o700)
         info = os.lstat(folder)
-    except OSError:
-        return None
-    return folder if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() else None
+    except OSError as error:
+        return _unheld(f"cannot create {folder} ({error.strerror})") or None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        return _unheld(f"{folder} is not a folder of this user's") or None
+    return folder
+
+
+def _unheld(why: str) -> bool:
+    log.warning("this run's outputs are not held against other runs on this machine: %s", why)
+    return False
 
 
 def _holder(fd: int) -> str:

@@ -284,8 +284,10 @@ def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, 
     args = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=10**8,
                  logging_verbosity="INFO", **outputs)
     log = tmp_path / "first.err"
+    (tmp_path / "job_tmp").mkdir()  # a scheduler's job has a TMPDIR of its own: runs must see each other anyway
     with open(log, "w") as stderr:
-        first = subprocess.Popen([sys.executable, "-m", "retrain", *args], stdout=subprocess.DEVNULL, stderr=stderr)
+        first = subprocess.Popen([sys.executable, "-m", "retrain", *args], stdout=subprocess.DEVNULL, stderr=stderr,
+                                 env={**os.environ, "TMPDIR": str(tmp_path / "job_tmp")})
     try:
         deadline = time.monotonic() + 120
         while "Step 0:" not in log.read_text():  # training: the run holds its outputs
@@ -310,6 +312,50 @@ def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, 
         first.wait()
     retrain(colour_tree, tiny_module, outputs)
     assert outputs["output_graph"].is_file()
+    from retrain.outputs import LOCK_ROOT
+
+    locks = Path(LOCK_ROOT) / f"retrain-locks-{os.getuid()}"  # a run removes its lock files as it lets go
+    assert not [path for path in locks.iterdir() if path.read_text().strip() == str(os.getpid())]
+
+
+def test_a_process_forked_during_a_run_does_not_keep_its_outputs_held(tmp_path: Path) -> None:
+    """A multiprocessing worker forked while a run went on shares its lock files' descriptions: after the run was
+    killed, the worker still held them, and the next run was refused as if the dead one were going on (probe W)."""
+    script = f"""
+import os, sys, time
+from pathlib import Path
+from retrain.outputs import Output, hold_outputs
+hold_outputs([Output("--output_graph", Path({str(tmp_path / 'g.pb')!r}))])
+worker = os.fork()
+if worker == 0:  # the worker outlives the run
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.dup2(1, 2)
+    time.sleep(60)
+    os._exit(0)
+print(worker, flush=True)
+os._exit(0)  # the run ends as a killed one would: no release
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    worker = int(result.stdout)
+    from retrain.outputs import Output, hold_outputs, release_outputs
+
+    try:
+        hold_outputs([Output("--output_graph", tmp_path / "g.pb")])
+        release_outputs()
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
+def test_a_run_whose_outputs_cannot_be_held_says_so(colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file (or another user's folder) where the lock folder goes: the run went on unheld without a word."""
+    from retrain import outputs as written
+
+    monkeypatch.setattr(written, "LOCK_ROOT", str(tmp_path))
+    (tmp_path / f"retrain-locks-{os.getuid()}").write_text("")
+    result = retrain(colour_tree, tiny_module, outputs)
+    assert ("this run's outputs are not held against other runs on this machine: "
+            f"{tmp_path / f'retrain-locks-{os.getuid()}'} is not a folder of this user's") in result.stderr
 
 
 def test_a_model_written_from_a_linked_folder_is_found_after_its_folder_moves(colour_tree: Path, tiny_module: Path,
