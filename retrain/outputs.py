@@ -597,8 +597,9 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
             return
         looks = filekinds.looks_like(data)
     judged = "it" if checked == path else f"its index {checked.name}"
+    hint = _labels_hint(output, path) if looks == "a text file" else ""  # a photo is no one's labels
     raise UsageError(f"{shown} exists and is not {what} ({judged} is {looks}); retrain replaces only such a file "
-                     f"there: move the file or choose another {output.flag}{_labels_hint(output, path)}")
+                     f"there: move the file or choose another {output.flag}{hint}")
 
 
 def _labels_hint(output: Output, path: Path) -> str:

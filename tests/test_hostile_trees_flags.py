@@ -117,7 +117,12 @@ def test_empty_class_folder_is_left_out(tmp_path: Path, tiny_module: Path, outpu
     for index in range(3):
         shutil.copy(next((tree / "red").iterdir()), tree / "jfif" / f"photo{index}.JFIF")
     (tree / "jfif" / "readme").write_text("from my phone")
+    (tree / "scans").mkdir()  # a format retrain does not read: renaming would not help
+    for index in range(2):
+        (tree / "scans" / f"scan{index}.tiff").write_bytes(b"II*\x00")
     result = retrain(tree, tiny_module, outputs)
+    assert f"class folder {tree / 'scans'} has no images (.bmp, .gif, .jpeg, .jpg, .png, .webp), only 2 .tiff " \
+           "file(s): photos in a format retrain does not read; convert them to JPEG or PNG; skipping it" in result.stderr
     assert f"class folder {tree / 'purple'} has no images (.bmp, .gif, .jpeg, .jpg, .png, .webp), only 1 .txt " \
            "file(s): if they are photos in one of those formats, rename them; skipping it" in result.stderr
     assert f"class folder {tree / 'jfif'} has no images (.bmp, .gif, .jpeg, .jpg, .png, .webp), only 3 .jfif and " \
@@ -458,3 +463,7 @@ def test_a_labels_file_refused_beside_another_models_report_says_why(colour_tree
     assert error.endswith("move the file or choose another --output_labels (the report.json beside it lists other "
                           "labels, so it cannot vouch for this file: if retrain wrote it for another model in this "
                           "folder, give each model its own folder)"), error
+    shutil.copyfile(next((colour_tree / "red").iterdir()), outputs["output_labels"])  # a photo: no one's labels
+    error = retrain(colour_tree, tiny_module, outputs, expect=2)
+    assert error.endswith("(it is a JPEG image); retrain replaces only such a file there: move the file or choose "
+                          "another --output_labels"), error

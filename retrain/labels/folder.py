@@ -182,6 +182,8 @@ def _what_else(paths: list[str]) -> str:
     kinds = collections.Counter(Path(path).suffix.lower() or "extension-less" for path in paths)
     listed = " and ".join(f"{count} {suffix}" for suffix, count in kinds.most_common(2))
     more = f" (and {len(kinds) - 2} other kinds)" if len(kinds) > 2 else ""
+    if kinds.most_common(1)[0][0] in OTHER_PHOTO_EXTENSIONS:  # TIFF, HEIC...: a new name would not decode them
+        return f", only {listed}{more} file(s): photos in a format retrain does not read; convert them to JPEG or PNG"
     return f", only {listed}{more} file(s): if they are photos in one of those formats, rename them"
 
 
