@@ -15,6 +15,7 @@ import pytest
 from retrain import api
 from retrain.cli import label_image_command, retrain_command
 from retrain.config import RetrainConfig
+from retrain.labels.split import split_of
 from tests.conftest import FIXTURES, FLOWERS, flags, invoke, make_colour_tree, require, run_script, save_tiny_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -422,8 +423,9 @@ def test_the_quickstart_example_runs_the_whole_job(tmp_path: Path) -> None:
                         str(tmp_path / "out"), "--steps", "300", env={"TFHUB_CACHE_DIR": str(hub_cache)},
                         timeout=600)
     assert "Accuracy per split: training" in result.stdout
-    shown = re.search(r"/flower_photos/([^/]+)/2019/[^/]+ \(a held-out photo of ([^)]+)\):", result.stdout)
-    assert shown and shown[1] == shown[2] and "Next: label-image" in result.stdout, result.stdout
+    shown = re.search(r"/flower_photos/(([^/]+)/2019/[^/]+) \(a held-out photo of ([^)]+)\):", result.stdout)
+    assert shown and shown[2] == shown[3] and "Next: label-image" in result.stdout, result.stdout
+    assert split_of(shown[1], validation_percentage=10, testing_percentage=10) == "testing"  # held out indeed
     assert (tmp_path / "out" / "graph.pb").exists() and (tmp_path / "out" / "saved_model" / "saved_model.pb").exists()
 
 

@@ -381,8 +381,8 @@ def test_cli_writes_tflite_variants_and_reports_sizes(tmp_path: Path, tiny_modul
     result = invoke(retrain_command, args)
     assert "converted to TFLite (int8, calibrated on 20 training images)" in result.stderr
     # the slow calibration is said before it starts (it showed nothing for half a minute with MobileNet V2 1.0)
-    assert result.stderr.index("converting to TFLite (int8): calibrating on 20 training images") < \
-        result.stderr.index("converted to TFLite (int8")
+    announced = result.stderr.split("converting to TFLite (int8): calibrating on 20 training images")
+    assert len(announced) == 2 and announced[1].split("converted to TFLite")[1].startswith(" (int8"), result.stderr
     # each variant is reported as it is written, not after the slower ones that follow (stdout and stderr as a
     # terminal interleaves them)
     shown = result.output

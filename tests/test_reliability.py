@@ -258,6 +258,11 @@ def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(
     error = retrain(other_tree, tiny_module, {**model_a, "output_labels": b / "l.txt"}, expect=2)
     assert error.startswith(f"retrain: error: this run replaces {a / 'sub' / 'g.pb'} of the earlier model that "
                             f"{a / 'report.json'} describes ({len(COLOURS)} labels) but leaves its {a / 'l.txt'}"), error
+    with monkeypatch.context() as patch:  # a relative path from inside the sub-folder: its folder is "."
+        patch.chdir(a / "sub")
+        error = retrain(other_tree, tiny_module, {**model_a, "output_graph": Path("g.pb"),
+                                                  "output_labels": b / "l.txt"}, expect=2)
+        assert f"of the earlier model that {a / 'report.json'} describes" in error, error
     (tmp_path / "proj").symlink_to(a / "sub")  # the folders above a link's target count too (probe W)
     error = retrain(other_tree, tiny_module, {**model_a, "output_graph": tmp_path / "proj" / "g.pb",
                                               "output_labels": b / "l.txt"}, expect=2)
@@ -276,11 +281,14 @@ def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(
 
 
 def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, tmp_path: Path, outputs,
-                                                              tiny_module: Path) -> None:
+                                                              tiny_module: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two runs with the same outputs (the classic /tmp defaults, two terminals) each passed the checks at their
     start, then replaced each other's files: one model's graph beside the other's labels, exit 0 for both. While a
-    run goes on, another that writes one of its outputs is refused; the cache, the TensorBoard folder and the
-    checkpoint are shared as before, and a killed run holds nothing."""
+    run goes on, another that writes one of its outputs is refused; the cache, the TensorBoard folder (also when
+    both plan the same run folder) and the checkpoint are shared as before, and a killed run holds nothing."""
+    from retrain import pipeline
+
+    outputs["output_graph"].symlink_to(tmp_path / "target.pb")  # a link output: the run writes the link, not this
     args = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=10**8,
                  logging_verbosity="INFO", **outputs)
     log = tmp_path / "first.err"
@@ -304,9 +312,15 @@ def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, 
         assert error.endswith("or choose another folder for --output_labels"), error
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        retrain(colour_tree, tiny_module, {**outputs, "output_graph": elsewhere / "g.pb",
-                                           "output_labels": elsewhere / "l.txt"})  # same cache, logs, checkpoint
-        assert not outputs["output_graph"].exists()
+        (planned,) = outputs["summaries_dir"].iterdir()  # the first run's: as if both started in the same second
+        with monkeypatch.context() as patch:
+            patch.setattr(pipeline, "run_dir", lambda _: planned)
+            retrain(colour_tree, tiny_module, {**outputs, "output_graph": elsewhere / "g.pb",
+                                               "output_labels": elsewhere / "l.txt"})  # same cache, logs, checkpoint
+        assert planned.with_name(f"{planned.name}-2").is_dir()
+        retrain(colour_tree, tiny_module, {**outputs, "output_graph": tmp_path / "target.pb",
+                                           "output_labels": elsewhere / "l.txt"})  # what the first run's link names
+        assert outputs["output_graph"].is_symlink()
     finally:
         first.kill()
         first.wait()
@@ -316,6 +330,32 @@ def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, 
 
     locks = Path(LOCK_ROOT) / f"retrain-locks-{os.getuid()}"  # a run removes its lock files as it lets go
     assert not [path for path in locks.iterdir() if path.read_text().strip() == str(os.getpid())]
+
+
+def test_a_run_lets_go_of_its_outputs_when_it_ends_or_is_refused(colour_tree: Path, tmp_path: Path, outputs,
+                                                                  tiny_module: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a long-lived process (a notebook) a run's outputs stay held until its next run: a run in a terminal
+    with the same outputs would be refused, naming the notebook. Let go when the run ends, and when it is refused
+    after taking them (here: a photo where the graph goes)."""
+    from retrain import api
+    from retrain import outputs as written
+
+    api.retrain(colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=5, log_level=None, **outputs)
+    assert written._HELD == []
+    shutil.copyfile(next((colour_tree / "red").iterdir()), tmp_path / "photo.jpg")
+    with pytest.raises(api.RetrainError, match="is not a frozen graph"):
+        api.retrain(colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=5, log_level=None,
+                    **{**outputs, "output_graph": tmp_path / "photo.jpg"})
+    assert written._HELD == []
+    monkeypatch.setattr(written, "LOCK_ROOT", str(tmp_path))
+    saved = os.umask(0)
+    try:  # the lock folder is private whatever the umask: no other user can hold a run's outputs against it
+        written.hold_outputs([written.Output("--output_graph", tmp_path / "x.pb")])
+        written.release_outputs()
+    finally:
+        os.umask(saved)
+    assert stat.S_IMODE(os.stat(tmp_path / f"retrain-locks-{os.getuid()}").st_mode) == 0o700
 
 
 def test_a_process_forked_during_a_run_does_not_keep_its_outputs_held(tmp_path: Path) -> None:
