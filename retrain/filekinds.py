@@ -194,9 +194,10 @@ def is_text(data: Any) -> bool:
 
 def is_labels(data: Any, path: Path) -> bool:
     """A labels file an earlier run wrote: one distinct label a line, newline-terminated, the labels of the
-    retrain report beside it (beside the file a link at `path` points to: what is judged). (A file holding this run's own labels, or the classic retrain.py's for this run's
-    classes, is accepted through `check_replaceable_files(unchanged=...)`.) A CSV, a script, notes, settings or
-    another model's labels at --output_labels are none of these, and are not replaced."""
+    retrain report beside it (beside the file a link at `path` points to: what is judged). (A file holding this
+    run's own labels, or the classic retrain.py's for this run's classes, is accepted through
+    `check_replaceable_files(unchanged=...)`.) A CSV, a script, notes, settings or another model's labels at
+    --output_labels are none of these, and are not replaced."""
     if len(data) > 1 << 26 or not is_text(data):
         return False
     lines = bytes(data).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n").split("\n")

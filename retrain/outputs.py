@@ -12,7 +12,9 @@ replaced only when it is empty or holds exactly what retrain wrote there, file
 for file and byte for byte, which a marker file inside it records; temporary
 files that killed runs left beside an output are removed. A run's exports are
 written as one set (`export_set`): if one fails, or the run is interrupted, the
-files it had written are taken back and the earlier ones put back.
+files it had written are taken back and the earlier ones put back. From its
+checks to its end a run holds its outputs against other runs on this machine
+(`hold_outputs`).
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from retrain import __version__, filekinds
-
 try:
     import fcntl
 except ImportError:  # no flock (Windows): runs are not held against each other
     fcntl = None
+
+from retrain import __version__, filekinds
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
 from retrain.names import OWNER_MARKER, report_path
 

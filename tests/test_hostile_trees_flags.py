@@ -122,7 +122,8 @@ def test_empty_class_folder_is_left_out(tmp_path: Path, tiny_module: Path, outpu
         (tree / "scans" / f"scan{index}.tiff").write_bytes(b"II*\x00")
     result = retrain(tree, tiny_module, outputs)
     assert f"class folder {tree / 'scans'} has no images (.bmp, .gif, .jpeg, .jpg, .png, .webp), only 2 .tiff " \
-           "file(s): photos in a format retrain does not read; convert them to JPEG or PNG; skipping it" in result.stderr
+           "file(s): photos in a format retrain does not read; convert them to JPEG or PNG; skipping it" \
+        in result.stderr
     assert f"class folder {tree / 'purple'} has no images (.bmp, .gif, .jpeg, .jpg, .png, .webp), only 1 .txt " \
            "file(s): if they are photos in one of those formats, rename them; skipping it" in result.stderr
     assert f"class folder {tree / 'jfif'} has no images (.bmp, .gif, .jpeg, .jpg, .png, .webp), only 3 .jfif and " \

@@ -257,7 +257,8 @@ def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(
     b.mkdir()
     error = retrain(other_tree, tiny_module, {**model_a, "output_labels": b / "l.txt"}, expect=2)
     assert error.startswith(f"retrain: error: this run replaces {a / 'sub' / 'g.pb'} of the earlier model that "
-                            f"{a / 'report.json'} describes ({len(COLOURS)} labels) but leaves its {a / 'l.txt'}"), error
+                            f"{a / 'report.json'} describes ({len(COLOURS)} labels) but leaves its "
+                            f"{a / 'l.txt'}"), error
     with monkeypatch.context() as patch:  # a relative path from inside the sub-folder: its folder is "."
         patch.chdir(a / "sub")
         error = retrain(other_tree, tiny_module, {**model_a, "output_graph": Path("g.pb"),
@@ -281,7 +282,8 @@ def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(
 
 
 def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, tmp_path: Path, outputs,
-                                                              tiny_module: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              tiny_module: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Two runs with the same outputs (the classic /tmp defaults, two terminals) each passed the checks at their
     start, then replaced each other's files: one model's graph beside the other's labels, exit 0 for both. While a
     run goes on, another that writes one of its outputs is refused; the cache, the TensorBoard folder (also when

@@ -53,9 +53,9 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
     (model A's labels for model B), its graph replaced with its labels left, or a rerun with new classes that
     drops --output_tflite. Each left a model whose scores other labels then named wrongly (label-image exits 0).
     The earlier models are those whose report.json sits in one of `folders` (where this run writes) or above
-    one (`reports_at`: a model's graph in a sub-folder of its labels' folder); what each wrote is read from its report
-    (`run.files`). `outputs`: the paths this run writes, for the hint about links. The same labels again are
-    fine."""
+    one (`reports_at`: a model's graph in a sub-folder of its labels' folder); what each wrote is read from its
+    report (`run.files`). `outputs`: the paths this run writes, for the hint about links. The same labels again
+    are fine."""
     for report in dict.fromkeys(report for folder in folders for report in reports.reports_at(folder)):
         try:
             data = read_report(report)
