@@ -271,6 +271,7 @@ def test_an_interrupted_label_image_does_not_speak_of_files_kept(tmp_path: Path,
 # Started as Python starts (site imports sitecustomize): Ctrl-C, by a real SIGINT, as the command line loads click.
 CTRL_C_WHILE_LOADING = """
 import importlib.abc, os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores SIGINT)
 class CtrlC(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "click":
