@@ -160,9 +160,9 @@ def writes(outputs: Sequence[Output], path: Path) -> bool:
     """Whether one of `outputs` writes `path` (the file itself, or the folder or entry holding it). A file
     output that is a link is replaced by the new file (atomic_write) and the file it pointed to is left: it
     writes that link, and `path` if it is the link or a link to the link."""
-    target = real(path)
-    return any(_entry(output.path) in (target, _entry(path)) if output.kind == "file" else
-               _region(output)._covers(target) for output in outputs)
+    target, entry = real(path), _entry(path)
+    return any((region := _region(output))._covers(target) or output.kind == "file" and region._covers(entry)
+               for output in outputs)
 
 
 def _entry(path: Path) -> Path:
@@ -186,8 +186,7 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # a clash is named by a flag first
         if not output.exclusive:
             continue
-        key = str(_entry(output.path) if output.kind == "file" else real(output.path))
-        key += f"\0{output.pattern}" if output.kind == "entries" else ""
+        key = str(_region(output).path) + (f"\0{output.pattern}" if output.kind == "entries" else "")
         path = folder / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock")
         if path not in held:
             held.add(path)

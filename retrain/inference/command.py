@@ -56,10 +56,10 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if not config.graph.exists():
         raise UsageError(f"--graph {config.graph} not found; pass the model retrain wrote "
                          "(--output_graph, --saved_model_dir) or run retrain first")
-    if config.graph.is_dir() and not (config.graph / "saved_model.pb").is_file():
+    inside = config.graph / "saved_model.pb"
+    if config.graph.is_dir() and not inside.is_file():
         raise UsageError(f"--graph {config.graph} is a folder but not a SavedModel (no saved_model.pb in it); pass "
                          "the model retrain wrote: the --output_graph file, the --saved_model_dir folder or a .tflite")
-    inside = config.graph / "saved_model.pb"
     if config.graph.is_dir() and not is_saved_model_file(inside) and _is_frozen_graph(inside):
         raise UsageError(f"--graph {config.graph} is a folder whose saved_model.pb is a frozen graph (retrain's "
                          f"--output_graph named so), not a SavedModel; pass the file: --graph {inside}")
