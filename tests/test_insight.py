@@ -126,12 +126,45 @@ def test_a_report_of_thousands_of_classes_holds_the_cells_that_are_not_zero(tmp_
     rebuilt = np.zeros((count, count), dtype=np.int64)
     for row, column, cell in document["confusion_cells"]:
         rebuilt[row, column] = cell
-    assert (rebuilt == report.matrix).all() and len(document["confusion_cells"]) == np.count_nonzero(report.matrix)
+    reference = confusion_matrix(truth=truth, predicted=predicted, class_count=count)
+    assert (rebuilt == reference).all() and len(document["confusion_cells"]) == np.count_nonzero(reference)
     assert document["confusion_cells"] == sorted(document["confusion_cells"])  # row order
     dense_classes = reports.DENSE_MATRIX_CLASSES
     few = class_report(labels=labels[:dense_classes], truth=truth % dense_classes, predicted=predicted % dense_classes)
     dense = report_dict(few, extra={})
     assert "confusion_cells" not in dense and dense["confusion_matrix"] == few.matrix.tolist()
+
+
+def test_report_figures_match_the_whole_matrix_and_take_memory_in_images_not_classes_squared() -> None:
+    """The report is worked out from the matrix's cells that are not zero: its figures are those of the whole
+    matrix (most confused ties to the first class), and 20,000 classes no longer build a 3.2 GB matrix."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    count = 12
+    truth = rng.integers(0, count, 400)
+    predicted = np.where(rng.random(400) < 0.5, truth, rng.integers(0, 3, 400))  # many ties among mistakes
+    report = class_report(labels=[str(i) for i in range(count)], truth=truth, predicted=predicted)
+    whole = confusion_matrix(truth=truth, predicted=predicted, class_count=count)
+    assert (report.matrix == whole).all()
+    for i, c in enumerate(report.classes):
+        errors = whole[i].copy()
+        errors[i] = -1
+        expected = (str(int(np.argmax(errors))), int(errors.max())) if errors.max() > 0 else (None, 0)
+        assert (c.most_confused_with, c.most_confused_count) == expected
+        assert (c.support, c.predicted, c.correct) == (whole[i].sum(), whole[:, i].sum(), whole[i, i])
+
+    count, images = 20000, 80000
+    truth = rng.integers(0, count, images)
+    predicted = np.where(rng.random(images) < 0.8, truth, rng.integers(0, count, images))
+    tracemalloc.start()
+    try:
+        report = class_report(labels=[f"class {i}" for i in range(count)], truth=truth, predicted=predicted)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200e6, f"{peak / 1e6:.0f} MB for {count} classes"
+    assert report.correct == int((truth == predicted).sum()) and len(report.classes) == count
 
 
 # ---------------------------------------------------------------- pictures (Pillow)

@@ -88,20 +88,27 @@ class ClassStats:
 
 @dataclass(frozen=True, eq=False)
 class ClassReport:
-    """Per-class and overall figures of one evaluation, and its confusion matrix."""
+    """Per-class and overall figures of one evaluation, and its confusion matrix's cells that are not zero."""
 
     labels: tuple[str, ...]
     classes: tuple[ClassStats, ...]
-    matrix: np.ndarray  # int64 [true, predicted], label order
+    cells: np.ndarray  # int64 [k, 3]: true, predicted, count of each cell that is not zero, in row order
     accuracy: float | None
     correct: int
     total: int
     macro: Mapping[str, float | None]  # precision, recall, f1
     weighted: Mapping[str, float | None]
 
+    @property
+    def matrix(self) -> np.ndarray:
+        """The whole confusion matrix, int64 [true, predicted] in label order (class count squared in memory)."""
+        matrix = np.zeros((len(self.labels), len(self.labels)), dtype=np.int64)
+        matrix[self.cells[:, 0], self.cells[:, 1]] = self.cells[:, 2]
+        return matrix
 
-def confusion_matrix(*, truth: np.ndarray, predicted: np.ndarray, class_count: int) -> np.ndarray:
-    """Counts of (true class, predicted class) pairs as an int64 [class_count, class_count] array.
+
+def _class_indices(*, truth: np.ndarray, predicted: np.ndarray, class_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`truth` and `predicted` as flat int64 arrays, checked: one each, every index in [0, class_count).
 
     Raises RetrainError when the two arrays differ in length or hold an index
     outside [0, class_count).
@@ -114,40 +121,45 @@ def confusion_matrix(*, truth: np.ndarray, predicted: np.ndarray, class_count: i
         if values.size and (not np.issubdtype(values.dtype, np.integer) or values.min() < 0 or values.max() >= class_count):
             raise RetrainError(f"report: {name} class indices must be integers in [0, {class_count}); "
                                f"found {values.min()}..{values.max()} ({values.dtype})")
-    flat = truth.astype(np.int64) * class_count + predicted.astype(np.int64)
-    return np.bincount(flat, minlength=class_count * class_count).reshape(class_count, class_count)
+    return truth.astype(np.int64), predicted.astype(np.int64)
+
+
+def confusion_matrix(*, truth: np.ndarray, predicted: np.ndarray, class_count: int) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs as an int64 [class_count, class_count] array.
+
+    Raises RetrainError as _class_indices does.
+    """
+    truth, predicted = _class_indices(truth=truth, predicted=predicted, class_count=class_count)
+    return np.bincount(truth * class_count + predicted, minlength=class_count * class_count).reshape(
+        class_count, class_count)
 
 
 def class_report(*, labels: Sequence[str], truth: np.ndarray, predicted: np.ndarray) -> ClassReport:
     """Precision, recall, F1, support and most-confused class per label, plus overall figures.
 
     `truth` and `predicted` are class indices into `labels` (one per evaluated
-    image). An empty evaluation gives a report whose figures are all None.
+    image). An empty evaluation gives a report whose figures are all None. Memory
+    grows with the images and the classes, not with the classes squared.
     """
     labels = tuple(str(label) for label in labels)
     if not labels:
         raise RetrainError("report: no labels; expected the class names in class-index order")
-    matrix = confusion_matrix(truth=truth, predicted=predicted, class_count=len(labels))
-    return report_from_matrix(labels=labels, matrix=matrix)
-
-
-def report_from_matrix(*, labels: Sequence[str], matrix: np.ndarray) -> ClassReport:
-    """The same report as `class_report`, from a ready confusion matrix [true, predicted]."""
-    labels = tuple(str(label) for label in labels)
-    matrix = np.asarray(matrix, dtype=np.int64)
-    if matrix.shape != (len(labels), len(labels)):
-        raise RetrainError(f"report: confusion matrix of shape {matrix.shape} for {len(labels)} labels; "
-                           f"expected ({len(labels)}, {len(labels)})")
-    support = matrix.sum(axis=1)
-    predicted_counts = matrix.sum(axis=0)
-    correct = np.diag(matrix)
+    n = len(labels)
+    truth, predicted = _class_indices(truth=truth, predicted=predicted, class_count=n)
+    codes, counts = np.unique(truth * n + predicted, return_counts=True)  # sorted: row order
+    cells = np.stack([codes // n, codes % n, counts], axis=1).astype(np.int64).reshape(-1, 3)
+    support = np.bincount(truth, minlength=n)
+    predicted_counts = np.bincount(predicted, minlength=n)
+    correct = np.bincount(truth[truth == predicted], minlength=n)
+    # each row's largest mistake, ties to the class first in label order
+    mistakes = cells[cells[:, 0] != cells[:, 1]]
+    mistakes = mistakes[np.lexsort((mistakes[:, 1], -mistakes[:, 2], mistakes[:, 0]))]
+    rows, first = np.unique(mistakes[:, 0], return_index=True)
+    confused = dict(zip(rows.tolist(), mistakes[first, 1:].tolist()))
     classes = []
     for i, label in enumerate(labels):
         tp, support_i, predicted_i = int(correct[i]), int(support[i]), int(predicted_counts[i])
-        errors = matrix[i].copy()
-        errors[i] = -1
-        confused = int(np.argmax(errors)) if len(labels) > 1 else i
-        confused_count = int(errors[confused]) if confused != i else 0
+        confused_with, confused_count = confused.get(i, (None, 0))
         denominator = support_i + predicted_i  # = 2·TP + FP + FN
         classes.append(ClassStats(
             label=label,
@@ -158,10 +170,10 @@ def report_from_matrix(*, labels: Sequence[str], matrix: np.ndarray) -> ClassRep
             support=support_i,
             predicted=predicted_i,
             correct=tp,
-            most_confused_with=labels[confused] if confused_count > 0 else None,
+            most_confused_with=labels[confused_with] if confused_with is not None else None,
             most_confused_count=confused_count,
         ))
-    total = int(matrix.sum())
+    total = int(truth.size)
     present = [c for c in classes if c.support > 0]
     weights = np.array([c.support for c in present], dtype=np.float64)
 
@@ -175,7 +187,7 @@ def report_from_matrix(*, labels: Sequence[str], matrix: np.ndarray) -> ClassRep
     return ClassReport(
         labels=labels,
         classes=tuple(classes),
-        matrix=matrix,
+        cells=cells,
         accuracy=float(correct.sum()) / total if total else None,
         correct=int(correct.sum()),
         total=total,
@@ -284,7 +296,7 @@ def report_dict(report: ClassReport, *, extra: Mapping[str, Any]) -> dict[str, A
             }
             for c in report.classes
         },
-        **matrix_entries(report.matrix),
+        **matrix_entries(report),
         "run": _json_ready(dict(extra), where="run"),
     }
 
@@ -294,14 +306,12 @@ def report_dict(report: ClassReport, *, extra: Mapping[str, Any]) -> dict[str, A
 DENSE_MATRIX_CLASSES = 1000
 
 
-def matrix_entries(matrix: np.ndarray) -> dict[str, Any]:
+def matrix_entries(report: ClassReport) -> dict[str, Any]:
     """The report's confusion matrix: whole, or beyond DENSE_MATRIX_CLASSES null with "confusion_cells", the
     [true, predicted, count] of each cell that is not zero, in row order."""
-    if len(matrix) <= DENSE_MATRIX_CLASSES:
-        return {"confusion_matrix": matrix.tolist()}
-    rows, columns = np.nonzero(matrix)
-    return {"confusion_matrix": None,
-            "confusion_cells": np.stack([rows, columns, matrix[rows, columns]], axis=1).tolist()}
+    if len(report.labels) <= DENSE_MATRIX_CLASSES:
+        return {"confusion_matrix": report.matrix.tolist()}
+    return {"confusion_matrix": None, "confusion_cells": report.cells.tolist()}
 
 
 def write_report_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -207,9 +207,11 @@ def _pictures(run_folder: Path, *, config: Any, labels: Sequence[str], test: Any
         names = [" | ".join(labels[j] for j in truth_sets.labels_of(i)) or "(none)" for i in range(len(rows))]
         tensorboard.write_projector(run_folder, vectors=vectors, labels=names, paths=paths)
         return
-    matrix = reports.confusion_matrix(truth=test.truth, predicted=test.predictions, class_count=len(labels))
-    if tensorboard.write_confusion_matrix(run_folder, split="test", labels=labels, matrix=matrix,
-                                          step=config.how_many_training_steps) is None:
+    if len(labels) <= tensorboard.MATRIX_PICTURE_CLASSES:
+        matrix = reports.confusion_matrix(truth=test.truth, predicted=test.predictions, class_count=len(labels))
+        tensorboard.write_confusion_matrix(run_folder, split="test", labels=labels, matrix=matrix,
+                                           step=config.how_many_training_steps)
+    else:
         log.info("no confusion matrix pictures: they are drawn for up to %d classes, and this run has %d (report.json "
                  "holds the test split's matrix)", tensorboard.MATRIX_PICTURE_CLASSES, len(labels))
     tensorboard.write_pr_curves(run_folder, split="test", labels=labels, truth=test.truth,
