@@ -395,6 +395,37 @@ os._exit(0)  # the run ends as a killed one would: no release
         os.kill(worker, signal.SIGKILL)
 
 
+def test_a_refusal_names_the_run_holding_the_output_over_a_killed_runs_lock_file(tmp_path: Path) -> None:
+    """A killed run leaves its lock file behind (the system only lets go of the lock); the next run to hold it
+    writes its own process id over the old one, so a refusal names the run going on, not a number from both."""
+    from retrain.errors import UsageError
+    from retrain.outputs import Output, hold_outputs
+
+    hold = f"""
+import sys, time
+from pathlib import Path
+from retrain import outputs
+outputs.LOCK_ROOT = {str(tmp_path)!r}
+outputs.hold_outputs([outputs.Output("--output_graph", Path({str(tmp_path / 'g.pb')!r}))])
+print("held", flush=True)
+time.sleep(float(sys.argv[1]))
+outputs.os._exit(0)  # as a killed run: no release
+"""
+    subprocess.run([sys.executable, "-c", hold, "0"], check=True, capture_output=True, timeout=60)
+    (stale,) = (tmp_path / f"retrain-locks-{os.getuid()}").iterdir()
+    stale.write_text("4000000000\n")  # a longer process id than any the next run can have
+    running = subprocess.Popen([sys.executable, "-c", hold, "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert running.stdout.readline() == "held\n"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
+            with pytest.raises(UsageError, match=rf"another retrain run \(process {running.pid}\) is writing"):
+                hold_outputs([Output("--output_graph", tmp_path / "g.pb")])
+    finally:
+        running.kill()
+        running.wait()
+
+
 def test_a_run_whose_outputs_cannot_be_held_says_so(colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file (or another user's folder) where the lock folder goes: the run went on unheld without a word."""
