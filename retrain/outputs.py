@@ -608,10 +608,11 @@ def _labels_hint(output: Output, path: Path) -> str:
     labels (another model's, two models sharing a folder), say so: retrain may well have written the file."""
     if output.content != "labels":
         return ""
-    if filekinds.read_report(report_path(path)) is None:
+    report = report_path(Path(os.path.realpath(path)))  # as filekinds.is_labels: beside the file a link leads to
+    if filekinds.read_report(report) is None:
         return ""
-    return (f" (the {report_path(path).name} beside it lists other labels, so it cannot vouch for this file: if "
-            "retrain wrote it for another model in this folder, give each model its own folder)")
+    return (f" (the {report} beside it lists other labels, so it cannot vouch for this file: if retrain wrote it "
+            "for another model in that folder, give each model its own folder)")
 
 
 def _a_folder_in_the_way(shown: str, flag: str) -> UsageError:

@@ -461,9 +461,16 @@ def test_a_labels_file_refused_beside_another_models_report_says_why(colour_tree
     retrain(other, tiny_module, {**outputs, "output_graph": out / "b.pb", "output_labels": out / "b.txt"})
     outputs["output_labels"].write_text("blue\nred\n")  # this model's labels from before a class was added
     error = retrain(colour_tree, tiny_module, outputs, expect=2)
-    assert error.endswith("move the file or choose another --output_labels (the report.json beside it lists other "
-                          "labels, so it cannot vouch for this file: if retrain wrote it for another model in this "
-                          "folder, give each model its own folder)"), error
+    hint = (f"move the file or choose another --output_labels (the {out / 'report.json'} beside it lists other "
+            "labels, so it cannot vouch for this file: if retrain wrote it for another model in that folder, give "
+            "each model its own folder)")
+    assert error.endswith(hint), error
+    link = colour_tree.parent / "elsewhere" / "labels.txt"  # judged by the file it leads to, hint and all
+    link.parent.mkdir()
+    link.symlink_to(outputs["output_labels"])
+    error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": link.with_name("g.pb"),
+                                               "output_labels": link}, expect=2)
+    assert error.endswith(hint), error
     shutil.copyfile(next((colour_tree / "red").iterdir()), outputs["output_labels"])  # a photo: no one's labels
     error = retrain(colour_tree, tiny_module, outputs, expect=2)
     assert error.endswith("(it is a JPEG image); retrain replaces only such a file there: move the file or choose "
