@@ -61,8 +61,9 @@ def test_classes_and_files_sorted_extensions_any_case(tmp_path: Path, caplog: py
 
 def test_photos_in_formats_retrain_does_not_read_get_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """TIFF scans or an iPhone's HEIC photos were left out of training with one INFO line among the others (label-
-    image classifies a TIFF given by name): a user meant them as photos. Other files keep their INFO line."""
-    for name in ["a.jpg", "scan1.tif", "scan2.TIFF", "IMG_1.HEIC", "notes.txt"]:
+    image classifies a TIFF given by name): a user meant them as photos. JPEGs a browser saved as .jfif only need
+    a new name. Other files keep their INFO line."""
+    for name in ["a.jpg", "scan1.tif", "scan2.TIFF", "IMG_1.HEIC", "notes.txt", "saved.jfif", "old.JPE"]:
         touch(tmp_path / "apple" / name)
     touch(tmp_path / "zebra" / "b.jpg")
     with caplog.at_level(logging.INFO):
@@ -70,7 +71,9 @@ def test_photos_in_formats_retrain_does_not_read_get_a_warning(tmp_path: Path, c
     assert [p.name for p in files_of(labels, "apple")] == ["a.jpg"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [f"ignored 3 photo(s) in formats retrain does not read (.heic .tif .tiff) under {tmp_path}, "
-                        f"e.g. {tmp_path / 'apple' / 'IMG_1.HEIC'}: convert them to JPEG or PNG to train on them"]
+                        f"e.g. {tmp_path / 'apple' / 'IMG_1.HEIC'}: convert them to JPEG or PNG to train on them",
+                        f"ignored 2 photo(s) named as retrain does not read (.jfif .jpe) under {tmp_path}, "
+                        f"e.g. {tmp_path / 'apple' / 'old.JPE'}: rename them .jpg (they are JPEGs) to train on them"]
     assert f"ignored 1 non-image file(s) under {tmp_path}, e.g. {tmp_path / 'apple' / 'notes.txt'}" in caplog.text
 
 

@@ -36,6 +36,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"})
 # INFO line of other files, since the user meant them as training photos.
 OTHER_PHOTO_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".dng", ".cr2",
                                     ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
+# JPEGs by another name (browsers on Windows save .jfif): a warning too, since a new name is all they need.
+JPEG_OTHER_EXTENSIONS = frozenset({".jfif", ".jpe", ".jif", ".pjpeg", ".pjp"})
 
 
 def _is_hidden(name: str) -> bool:
@@ -278,12 +280,17 @@ class FolderSource:
             found = f"{len(labels)} class folder with images" if labels else "no class folders with images"
             raise RetrainError(f"found {found} in --image_dir {image_dir}; need at least 2 sub-folders, one per "
                                f"class, each holding images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        photos = [path for path in walk.ignored if Path(path).suffix.lower() in OTHER_PHOTO_EXTENSIONS]
-        others = [path for path in walk.ignored if Path(path).suffix.lower() not in OTHER_PHOTO_EXTENSIONS]
-        if photos:
-            kinds = sorted({Path(path).suffix.lower() for path in photos})
-            log.warning("ignored %d photo(s) in formats retrain does not read (%s) under %s, e.g. %s: convert them "
-                        "to JPEG or PNG to train on them", len(photos), " ".join(kinds), image_dir, shown(photos[0]))
+        for suffixes, what, advice in ((OTHER_PHOTO_EXTENSIONS, "in formats retrain does not read",
+                                        "convert them to JPEG or PNG"),
+                                       (JPEG_OTHER_EXTENSIONS, "named as retrain does not read",
+                                        "rename them .jpg (they are JPEGs)")):
+            photos = [path for path in walk.ignored if Path(path).suffix.lower() in suffixes]
+            if photos:
+                kinds = " ".join(sorted({Path(path).suffix.lower() for path in photos}))
+                log.warning("ignored %d photo(s) %s (%s) under %s, e.g. %s: %s to train on them", len(photos), what,
+                            kinds, image_dir, shown(photos[0]), advice)
+        others = [path for path in walk.ignored
+                  if Path(path).suffix.lower() not in OTHER_PHOTO_EXTENSIONS | JPEG_OTHER_EXTENSIONS]
         if others:
             log.info("ignored %d non-image file(s) under %s, e.g. %s", len(others), image_dir, shown(others[0]))
         expected = {name for name, percent in (("validation", self.validation_percentage),
