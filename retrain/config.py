@@ -126,9 +126,6 @@ class RetrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if _URL.match(str(self.bottleneck_dir)):
-            raise UsageError(f"--bottleneck_dir {self.bottleneck_dir}: object stores are not supported; give a "
-                             "folder (on a file system every Ray node mounts at the same path, for --ray_address)")
         for name in _PATH_FIELDS:
             path = _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY)
             object.__setattr__(self, name, _through_links(path))
@@ -282,6 +279,10 @@ def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Pat
         if optional:
             return None
         raise UsageError(f"--{flag} is empty; give a path")
+    if _URL.match(str(value)):  # else a local folder named `gs:` would quietly hold what the user meant to upload
+        url = re.sub("^([^:]+):/+", r"\1://", str(value))  # as typed: Path() keeps one slash
+        raise UsageError(f"--{flag} {url}: URLs and object stores are not supported; give a path on this machine "
+                         "(a shared file system mounted here works, also for --ray_address)")
     return Path(value)
 
 

@@ -1395,6 +1395,11 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--tfhub_module", ""], "--tfhub_module '' names an empty module"),
     (["--tfhub_module", "a,,b"], "names an empty module"),
     (["--seed", "-1"], "--seed must be between 0"),
+    # a URL made a local folder named `gs:` that quietly held what the user meant to upload
+    (["--output_graph", "gs://bucket/g.pb"], "URLs and object stores are not supported; give a path on this"),
+    (["--output_tfjs", "s3://bucket/web"], "--output_tfjs s3://bucket/web: URLs and object stores are not"),
+    (["--summaries_dir", "hdfs://node/logs"], "--summaries_dir hdfs://node/logs: URLs and object stores"),
+    (["--bottleneck_dir", "gs://bucket/cache"], "--bottleneck_dir gs://bucket/cache: URLs and object stores"),
 ])
 def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_tree: Path, outputs, args,
                                                                          message: str) -> None:
