@@ -7,9 +7,11 @@ of labels per image, binary cross-entropy, F1, per-label thresholds chosen on
 validation). A new objective is a class with the same methods; nothing else
 changes.
 
-Evaluation streams: `evaluate` gets the scores of a split in chunks, so a
-multi-label split of 100,000 images and 5,000 labels never becomes one dense
-matrix (its figures come from per-label histograms, `labels.multilabel.LabelStats`).
+Evaluation streams: `evaluate` gets the scores of a split in chunks, so a split
+of 100,000 images and 5,000 classes or labels never becomes one dense matrix
+(a softmax keeps each image's prediction and the cross-entropy's sum, a sigmoid
+per-label histograms, `labels.multilabel.LabelStats`); the scores themselves are
+kept only up to KEEP_SCORES numbers, for the test split's pictures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from retrain.tfenv import import_tensorflow
 
 EVAL_CHUNK = 8192  # rows evaluated at a time, so huge evaluation samples stay within memory
+CHUNK_SCORES = 4_000_000  # scores computed at a time: fewer rows a chunk for thousands of classes
 KEEP_SCORES = 20_000_000  # scores kept in an Evaluation (for pictures, listings); larger splits keep none
 
 # How the figures read in the classic lines ("Step 10: Train accuracy = ...", "Final test micro F1 = ...").
@@ -90,16 +93,19 @@ class Softmax:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def evaluate(self, chunks: Chunks, *, thresholds: np.ndarray | None = None) -> Evaluation:
-        parts = list(chunks)
-        probabilities = np.concatenate([p for p, _, _ in parts])
-        truth = np.concatenate([t.ids for _, t, _ in parts])
-        indices = np.concatenate([i for _, _, i in parts])
-        predictions = np.argmax(probabilities, axis=1)
-        picked = probabilities[np.arange(len(truth)), truth]
-        cross_entropy = float(-np.mean(np.log(np.maximum(picked, 1e-30))))
-        return Evaluation(metrics={"accuracy": float(np.mean(predictions == truth)), "cross_entropy": cross_entropy},
-                          headline=self.headline, count=len(truth), predictions=predictions, indices=indices,
-                          probabilities=probabilities, truth=truth)
+        truths, predictions, indices, entropy, kept = [], [], [], 0.0, _Kept()
+        for probabilities, targets, rows in chunks:
+            truth = targets.ids
+            picked = probabilities[np.arange(len(truth)), truth]
+            entropy -= float(np.sum(np.log(np.maximum(picked, 1e-30))))
+            truths.append(truth)
+            predictions.append(np.argmax(probabilities, axis=1))
+            indices.append(rows)
+            kept.add(probabilities)
+        truth, predicted = np.concatenate(truths), np.concatenate(predictions)
+        return Evaluation(metrics={"accuracy": float(np.mean(predicted == truth)), "cross_entropy": entropy / len(truth)},
+                          headline=self.headline, count=len(truth), predictions=predicted,
+                          indices=np.concatenate(indices), probabilities=kept.scores(), truth=truth)
 
     def calibrate(self, head: Any, chunks: Chunks, *, training: Any) -> Any:
         """The head as it is: a softmax needs no threshold."""
@@ -146,7 +152,7 @@ class Sigmoid:
     def evaluate(self, chunks: Chunks, *, thresholds: np.ndarray | None = None) -> Evaluation:
         from retrain.labels.multilabel import LabelStats
 
-        stats, kept, indices, entropy, count = None, [], [], 0.0, 0
+        stats, kept, indices, entropy, count = None, _Kept(), [], 0.0, 0
         for probabilities, truth, rows in chunks:
             stats = stats or LabelStats(num_labels=probabilities.shape[1])
             stats.add(probabilities, truth)
@@ -158,14 +164,13 @@ class Sigmoid:
                                     + (1 - dense) * np.log(np.maximum(1 - p, 1e-30))))
             count += len(truth)
             indices.append(rows)
-            kept.append(probabilities)
+            kept.add(probabilities)
         if stats is None:
             return Evaluation(metrics={}, headline=self.headline, count=0, predictions=None,
                               indices=np.zeros(0, int), probabilities=None)
         details = stats.metrics(0.5 if thresholds is None else thresholds)
-        small = count * stats.num_labels <= KEEP_SCORES
-        probabilities = np.concatenate(kept) if small else None
-        predictions = probabilities >= (0.5 if thresholds is None else thresholds) if small else None
+        probabilities = kept.scores()
+        predictions = None if probabilities is None else probabilities >= (0.5 if thresholds is None else thresholds)
         return Evaluation(metrics={"micro_f1": details.micro_f1, "cross_entropy": entropy / count,
                                    "macro_f1": details.macro_f1, "mean_average_precision": details.mean_average_precision},
                           headline=self.headline, count=count, predictions=predictions,
@@ -187,15 +192,32 @@ class Sigmoid:
         return replace(head, thresholds=thresholds)
 
 
+class _Kept:
+    """The scores of an evaluation's chunks, kept while they hold up to KEEP_SCORES numbers; beyond, none."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] | None = []
+        self.size = 0
+
+    def add(self, scores: np.ndarray) -> None:
+        self.size += scores.size
+        if self.parts is not None:
+            self.parts = self.parts + [scores] if self.size <= KEEP_SCORES else None
+
+    def scores(self) -> np.ndarray | None:
+        return None if not self.parts else np.concatenate(self.parts)
+
+
 def objective_for(*, multi_label: bool) -> Softmax | Sigmoid:
     """The objective a label set asks for: one sigmoid per label for multi-label sets, else the softmax."""
     return Sigmoid() if multi_label else Softmax()
 
 
 def score_chunks(head: Any, vectors: np.ndarray, targets: Any, indices: np.ndarray) -> Iterator[tuple]:
-    """(scores, targets, indices) of `indices`' rows, EVAL_CHUNK rows at a time."""
-    for start in range(0, len(indices), EVAL_CHUNK):
-        rows = indices[start:start + EVAL_CHUNK]
+    """(scores, targets, indices) of `indices`' rows, up to EVAL_CHUNK rows (and CHUNK_SCORES scores) at a time."""
+    step = max(1, min(EVAL_CHUNK, CHUNK_SCORES // max(1, head.biases.shape[0])))
+    for start in range(0, len(indices), step):
+        rows = indices[start:start + step]
         yield head.probabilities(vectors[rows]), targets.take(rows), rows
 
 

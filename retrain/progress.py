@@ -24,7 +24,7 @@ class Progress:
     """
 
     def __init__(self, total: int, label: str, *, unit: str = "images", stream: TextIO | None = None,
-                 interval: float = 10.0) -> None:
+                 interval: float = 10.0, delay: float = 0.0) -> None:
         self.total = total
         self.label = label
         self.unit = unit
@@ -33,18 +33,22 @@ class Progress:
         self.interval = 0.1 if self.tty else interval
         self.done = 0
         self.start = time.monotonic()
-        self._last = 0.0
+        self._last = self.start + delay - self.interval  # with a delay, quick work shows nothing, not even its end
+        self.delay = delay
+        self._first: tuple[float, int] | None = None  # the first update's time and count: rates are measured from it
         self.shown = self.stream is not None and logging.getLogger("retrain").isEnabledFor(logging.INFO)
 
     def update(self, count: int = 1) -> None:
         self.done += count
         now = time.monotonic()
+        if self._first is None:
+            self._first = (now, self.done)
         if self.shown and now - self._last >= self.interval:
             self._last = now
             self._write(now, final=False)
 
     def close(self) -> None:
-        if self.shown:
+        if self.shown and (not self.delay or time.monotonic() - self.start >= self.delay):
             self._write(time.monotonic(), final=True)
 
     def _write(self, now: float, *, final: bool) -> None:
@@ -53,15 +57,21 @@ class Progress:
         if final:
             text = f"{self.label}: {self.done}/{self.total} {self.unit} in {_duration(elapsed)} ({rate:.1f} {self.unit}/s)"
         else:
-            left = (self.total - self.done) / rate if rate > 0 else 0.0
+            # The rate since the first update: the first batch also pays for start-up (TensorFlow tracing), and
+            # made the first time-left estimate ten times too long; the first line has none.
+            first_time, first_done = self._first or (now, self.done)
+            pace = ""
+            if now > first_time and self.done > first_done:
+                rate = (self.done - first_done) / (now - first_time)
+                pace = f"{rate:.1f} {self.unit}/s, {_duration((self.total - self.done) / rate)} left"
             percent = 100.0 * self.done / self.total if self.total else 100.0
             if self.tty:
                 filled = int(30 * percent / 100)
                 bar = "#" * filled + "-" * (30 - filled)
-                text = f"{self.label} [{bar}] {self.done}/{self.total} {rate:.1f} {self.unit}/s, {_duration(left)} left"
+                text = f"{self.label} [{bar}] {self.done}/{self.total}" + (f" {pace}" if pace else "")
             else:
-                text = (f"{self.label}: {self.done}/{self.total} {self.unit} ({percent:.0f}%), "
-                        f"{rate:.1f} {self.unit}/s, {_duration(left)} left")
+                text = f"{self.label}: {self.done}/{self.total} {self.unit} ({percent:.0f}%)" + (f", {pace}" if pace
+                                                                                               else "")
         if self.tty:
             self.stream.write("\r\033[K" + text + ("\n" if final else ""))
         else:

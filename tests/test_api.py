@@ -454,6 +454,39 @@ def test_progress_is_shown_with_the_info_lines_and_quietened_with_them(level: st
     assert ("2/3 images (67%)" in stream.getvalue()) is shown
 
 
+def test_progress_measures_its_pace_after_the_first_update_and_can_wait_before_showing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first batch also pays for start-up (TensorFlow tracing): the first line said `16:12 left` for work that
+    took 1:21 (probe Z). The first line has no estimate; later ones measure from the first update. Checking
+    photos against the cache shows lines only when it takes a while (a million files took 45 s in silence)."""
+    import io
+
+    from retrain import progress as shown
+    from retrain.logs import setup_logging
+
+    setup_logging("INFO")
+    clock = [100.0]
+    monkeypatch.setattr(shown.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    bar = shown.Progress(1000, "Bottlenecks", stream=stream, interval=10.0)
+    clock[0] = 160.0  # a slow first batch
+    bar.update(10)
+    clock[0] = 170.0
+    bar.update(100)  # 100 images in the 10 s since: 890 left take 89 s
+    assert stream.getvalue().splitlines() == ["Bottlenecks: 10/1000 images (1%)",
+                                              "Bottlenecks: 110/1000 images (11%), 10.0 images/s, 1:29 left"]
+    for seconds, quick in ((4.0, True), (30.0, False)):
+        stream = io.StringIO()
+        clock[0] = 200.0
+        checked = shown.Progress(50, "Checking photos", unit="files", stream=stream, interval=10.0, delay=5.0)
+        for _ in range(50):
+            clock[0] += seconds / 50
+            checked.update()
+        checked.close()
+        assert (stream.getvalue() == "") is quick, stream.getvalue()
+    assert stream.getvalue().splitlines()[-1] == "Checking photos: 50/50 files in 0:30 (1.7 files/s)"
+
+
 def test_a_home_folder_path_with_dot_dot_is_where_the_shell_would_put_it(colour_tree: Path, tiny_module: Path,
                                                                          outputs, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -169,3 +169,42 @@ def test_two_modules_through_the_command_line(colour_tree: Path, two_sizes: tupl
     lines = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
                                          str(outputs["output_labels"]), "--image", str(photo)]).stdout.splitlines()
     assert lines[0].split()[0] == "green"
+
+
+def test_a_split_of_many_classes_is_evaluated_without_its_whole_score_matrix() -> None:
+    """The softmax joined every chunk's probabilities into one [images, classes] array, three times a run (the
+    training split twice, validation once): 32,000 training images of 10,000 classes peaked at 4.7 GB after
+    training, and 1M images of 5,000 classes would need 50 GB (probe Z). It keeps each image's prediction and the
+    cross-entropy's sum, and the scores only up to KEEP_SCORES (for the test split's pictures); the figures are
+    those of the whole matrix."""
+    import tracemalloc
+
+    from retrain.objectives import Softmax
+    from retrain.train import Head
+
+    random = np.random.default_rng(0)
+
+    def case(dim: int, classes: int, images: int) -> tuple[Head, np.ndarray, ClassIds]:
+        head = Head(weights=random.normal(size=(dim, classes)).astype(np.float32),
+                    biases=random.normal(size=classes).astype(np.float32), objective=Softmax())
+        return (head, random.normal(size=(images, dim)).astype(np.float32),
+                ClassIds(random.integers(0, classes, images), class_count=classes))
+
+    head, vectors, targets = case(16, 50, 3000)
+    result = evaluate(head, vectors, targets, batch_size=-1, rng=None)
+    scores = head.probabilities(vectors)
+    assert np.array_equal(result.predictions, np.argmax(scores, axis=1)) and np.array_equal(result.truth, targets.ids)
+    assert result.accuracy == np.mean(np.argmax(scores, axis=1) == targets.ids)
+    assert result.cross_entropy == pytest.approx(-np.mean(np.log(scores[np.arange(3000), targets.ids])), rel=1e-5)
+    assert np.array_equal(result.probabilities, scores)  # a split this small keeps its scores
+
+    head, vectors, targets = case(8, 5000, 20000)  # 100 M scores: 400 MB as one array
+    tracemalloc.start()
+    try:
+        result = evaluate(head, vectors, targets, batch_size=-1, rng=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 150e6, f"{peak / 1e6:.0f} MB to evaluate 20,000 images of 5,000 classes"
+    assert result.probabilities is None and result.count == 20000
+    assert np.array_equal(result.predictions[-500:], np.argmax(head.logits(vectors[-500:]), axis=1))

@@ -284,11 +284,15 @@ def content_keys(paths: Sequence[Path], *, file_keys: FileKeys | None,
 
     keys: dict[Path, bytes] = {}
     skipped: dict[Path, str] = {}
+    # Shown when it takes a while: a first run reads and hashes every photo (a million took 45 s, in silence)
+    progress = Progress(len(paths), "Checking photos (content hashes for the cache)", unit="files", delay=5.0)
     for path, key, reason in windowed(paths, lambda p: pool.submit(key_of, p), 64):
         if key is None:
             skipped[path] = reason
         else:
             keys[path] = key
+        progress.update()
+    progress.close()
     index.save()
     return keys, skipped
 

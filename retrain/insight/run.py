@@ -27,6 +27,7 @@ from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import read_report
 from retrain.insight import report as reports
 from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
+from retrain.objectives import KEEP_SCORES
 from retrain.outputs import real, written_for
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,11 @@ def _pictures(run_folder: Path, *, config: Any, labels: Sequence[str], test: Any
 
     figures = {f"test/{key}": value for key, value in test.metrics.items()}
     tensorboard.write_hparams(run_folder, hparams=_flags(config), metrics=figures)
-    if not test.count or test.probabilities is None:
+    if not test.count:
+        return
+    if test.probabilities is None:
+        log.info("no test pictures: the test split's %d images x %d classes are too many scores to keep (up to %d)",
+                 test.count, len(labels), KEEP_SCORES)
         return
     rows = test.indices
     paths = [split.paths[i] for i in rows]
