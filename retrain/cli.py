@@ -16,7 +16,7 @@ import click
 
 from retrain.config import BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import STOP_SIGNALS, RetrainError
-from retrain.logs import commentary, one_line, setup_logging, to_null
+from retrain.logs import ClosedStdout, commentary, one_line, setup_logging, to_null
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
@@ -81,6 +81,9 @@ class _OneLineErrors(click.Command):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         prog = self.name or "retrain"
         _fill_closed_descriptors()
+        stdout = sys.stdout
+        if stdout is None:  # started with stdout closed
+            sys.stdout = ClosedStdout()
         _received.clear()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal)}
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
@@ -118,6 +121,8 @@ class _OneLineErrors(click.Command):
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             sys.unraisablehook = hook
+            if stdout is None:
+                sys.stdout = stdout
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """The classic tools' argparse habits: a unique prefix of a flag stands for it (`--how_many=500`), a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -57,6 +58,18 @@ class Commentary:
         return getattr(self._stream, name)
 
 
+class ClosedStdout(io.TextIOBase):
+    """sys.stdout for a process started with stdout closed (`>&-`), where Python leaves it None and print() skips
+    it without a word: every write fails as on a closed descriptor, so a run says once that it cannot print, and
+    label-image and --help, whose output is their work, stop with one line."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed")
+
+
 def to_null(descriptor: int) -> None:
     """Point file descriptor `descriptor` at /dev/null (a closed one is opened there)."""
     null = os.open(os.devnull, os.O_RDWR)
@@ -68,8 +81,8 @@ def to_null(descriptor: int) -> None:
 @contextmanager
 def commentary() -> Iterator[None]:
     """Inside the block sys.stdout and sys.stderr are `Commentary`, for a run whose work is the files it writes: what
-    it prints is commentary, and a closed pipe must not cost it those files. (A stream closed from the start is None,
-    which print() already skips: it stays None.)"""
+    it prints is commentary, and a closed pipe must not cost it those files. (A stderr closed from the start is None,
+    which print() skips: it stays None; the command line makes such a stdout a ClosedStdout, said once.)"""
     saved = sys.stdout, sys.stderr
     if sys.stdout is not None and not isinstance(sys.stdout, Commentary):
         sys.stdout = Commentary(sys.stdout, "stdout")

@@ -66,16 +66,24 @@ def test_list_modules_via_console_script_exits_zero() -> None:
 
 
 
+@pytest.mark.parametrize("stdout", ["full", "closed"])
 @pytest.mark.parametrize("command", [["retrain", "--list_modules"], ["retrain", "--help"], ["label-image", "--help"]])
-def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about_kept_files(command: list[str]) -> None:
-    """Printing is all these do: on a full device they fail (exit 1) and say only why; "finished files are kept",
-    the run's word, would be false here, for nothing ran."""
+def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about_kept_files(command: list[str],
+                                                                                          stdout: str) -> None:
+    """Printing is all these do: on a full device or a closed stdout (`>&-`, which exited 0 having printed
+    nothing) they fail (exit 1) and say only why; "finished files are kept", the run's word, would be false here,
+    for nothing ran."""
     script = console_script(command[0])
-    with open("/dev/full", "w") as full:
-        result = subprocess.run([sys.executable, script, *command[1:]], stdout=full, stderr=subprocess.PIPE,
-                                text=True, timeout=60)
+    if stdout == "closed":
+        result = subprocess.run(["bash", "-c", 'exec "$0" "$@" >&-', sys.executable, script, *command[1:]],
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    else:
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, script, *command[1:]], stdout=full, stderr=subprocess.PIPE,
+                                    text=True, timeout=60)
     assert result.returncode == 1
-    assert result.stderr == f"{command[0]}: error: No space left on device\n"
+    why = "No space left on device" if stdout == "full" else "stdout is closed"
+    assert result.stderr == f"{command[0]}: error: {why}\n"
 
 @pytest.fixture
 def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

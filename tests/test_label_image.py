@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -267,6 +269,13 @@ def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
     assert [line.split()[0] for line in result.stdout.splitlines()] == \
         [trained.labels_list[i] for i in np.argsort(-trained.expected[0])]
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
+    for json_flag in ([], ["--json"]):  # `label-image ... >&-`: an AttributeError traceback (probe Y)
+        closed = subprocess.run(["bash", "-c", 'exec "$0" "$@" >&-', sys.executable, "-c",
+                                 "from retrain.cli import label_image_command; "
+                                 "label_image_command(prog_name='label-image')", "--graph", str(trained.graph),
+                                 "--labels", str(trained.labels), *json_flag, str(trained.photos[0])],
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+        assert (closed.returncode, closed.stderr) == (1, "label-image: error: stdout is closed\n"), closed.stderr
 
 
 def test_defaults_follow_a_default_retrain_run(tmp_path: Path) -> None:
