@@ -186,6 +186,30 @@ def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colou
     assert (a / "l.txt").read_bytes() != labels_a
 
 
+def test_an_earlier_models_saved_model_or_web_folder_is_not_replaced_while_its_graph_stays(
+        colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path) -> None:
+    """Model B's --saved_model_dir (or --output_tfjs) over model A's, with A's graph and labels elsewhere left:
+    exit 0, A lost its SavedModel, and A's report listed B's as A's own, so label-image warned that B's right
+    labels were wrong (probe Y). Such a folder holds its labels, so it may stay when the rest is replaced."""
+    a = tmp_path / "a"
+    a.mkdir()
+    model_a = {**outputs, "output_graph": a / "g.pb", "output_labels": a / "l.txt"}
+    retrain(colour_tree, tiny_module, model_a, saved_model_dir=a / "sm", output_tfjs=a / "web")
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / sorted(COLOURS)[0])
+    model_b = {**outputs, "output_graph": tmp_path / "b.pb", "output_labels": tmp_path / "b.txt"}
+    for flag, folder in (("saved_model_dir", a / "sm"), ("output_tfjs", a / "web")):
+        before = sorted(path.read_bytes() for path in folder.rglob("*") if path.is_file())
+        error = retrain(other_tree, tiny_module, model_b, expect=2, **{flag: folder})
+        assert error == (f"retrain: error: this run replaces {folder} of the earlier model that {a / 'report.json'} "
+                         f"describes ({len(COLOURS)} labels) but leaves its {a / 'g.pb'}, {a / 'l.txt'}: that model "
+                         "would lose it, and its report would list another model's as its own. Write those outputs "
+                         "again in this run, move them, or choose other paths")
+        assert sorted(path.read_bytes() for path in folder.rglob("*") if path.is_file()) == before
+    retrain(other_tree, tiny_module, model_a)  # its graph and labels replaced: the folders stay, whole models
+
+
 def test_an_output_that_is_a_link_to_an_earlier_models_file_is_not_taken_for_it(colour_tree: Path, tmp_path: Path,
                                                                                   outputs, tiny_module: Path) -> None:
     """--output_graph elsewhere/g.pb, a link to model A's graph, with A's labels file as --output_labels and other

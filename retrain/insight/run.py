@@ -64,21 +64,23 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
             if list(earlier) == list(labels):
                 continue
             files = reports.files_now(report, data["run"])
-            # Not at risk: a TF.js or SavedModel folder that holds its own labels; a thresholds file means nothing
-            # beside a softmax model.
+            # A thresholds file means nothing beside a softmax model.
             thresholds = thresholds_path(reports.labels_file_now(report, data["run"]))
         except (ValueError, KeyError, TypeError):  # not a report of ours, or one edited by hand
             continue
-        present = [file for file in files if os.path.lexists(file) and not _holds_its_labels(file)
-                   and file != thresholds]
+        present = [file for file in files if os.path.lexists(file) and file != thresholds]
         replaced = {file: rewritten(file) for file in present}
         touched = [file for file, yes in replaced.items() if yes]
-        left = [file for file, yes in replaced.items() if not yes]
+        # Not at risk when left: a TF.js or SavedModel folder that holds its own labels (replaced, it is part of
+        # that model lost while the rest stays, its report then listing another model's folder as its own).
+        left = [file for file, yes in replaced.items() if not yes and not _holds_its_labels(file)]
         if touched and left:
+            why = ("that model would lose it, and its report would list another model's as its own"
+                   if all(map(_holds_its_labels, touched)) else
+                   "with other labels they would not match, and that model would name its classes wrongly")
             raise UsageError(f"this run replaces {_listed(touched)} of the earlier model that {report} describes "
-                             f"({len(earlier)} labels) but leaves its {_listed(left)}: with other labels they would "
-                             "not match, and that model would name its classes wrongly. Write those outputs again "
-                             f"in this run, move them, or choose other paths{_links_hint(outputs, left)}")
+                             f"({len(earlier)} labels) but leaves its {_listed(left)}: {why}. Write those outputs "
+                             f"again in this run, move them, or choose other paths{_links_hint(outputs, left)}")
 
 
 def _links_hint(outputs: Sequence[Path], left: Sequence[Path]) -> str:
