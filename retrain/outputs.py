@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import mmap
+import itertools
 import os
 import re
 import shutil
@@ -182,6 +183,7 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
     folder = _lock_folder()
     if folder is None:
         return
+    _prune(folder)
     held: set[Path] = set()
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # a clash is named by a flag first
         if not output.exclusive:
@@ -255,6 +257,9 @@ def _lock_folder() -> Path | None:
     if fcntl is None:  # Windows: no flock
         return None
     base = LOCK_ROOT if os.path.isdir(LOCK_ROOT) and os.access(LOCK_ROOT, os.W_OK) else tempfile.gettempdir()
+    with contextlib.suppress(OSError):  # tempfile's last resort is the current folder: never the user's folder
+        if base != LOCK_ROOT and os.path.samefile(base, os.curdir):
+            return _unheld(f"neither {LOCK_ROOT} nor another temporary folder can be written") or None
     folder = Path(base) / f"retrain-locks-{os.getuid()}"
     try:
         with contextlib.suppress(FileExistsError):  # judged below, whatever is there
@@ -265,6 +270,24 @@ def _lock_folder() -> Path | None:
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         return _unheld(f"{folder} is not a folder of this user's") or None
     return folder
+
+
+def _prune(folder: Path, *, most: int = 2000) -> None:
+    """Remove lock files no run holds: those of killed runs (a run removes its own as it lets go). A file is
+    removed while locked, so a run that opened it meanwhile finds it gone once it locks it, and opens it again."""
+    with contextlib.suppress(OSError):
+        for entry in itertools.islice(os.scandir(folder), most):
+            try:
+                fd = os.open(entry.path, os.O_RDWR | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(entry.path)
+            except OSError:
+                pass  # held by a run going on
+            finally:
+                os.close(fd)
 
 
 def _unheld(why: str) -> bool:

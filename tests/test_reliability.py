@@ -450,6 +450,51 @@ outputs.os._exit(0)  # as a killed run: no release
         running.wait()
 
 
+def test_lock_files_killed_runs_left_are_removed_and_none_go_into_the_users_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A killed run's lock files stayed for ever (7,808 in /tmp/retrain-locks-0 here); a run removes those no run
+    holds, and keeps those of runs going on. Where /tmp cannot be written, tempfile's last resort is the current
+    folder: the lock folder went there, among the user's files (probe Y)."""
+    import tempfile
+
+    from retrain.outputs import Output, hold_outputs, release_outputs
+
+    hold = f"""
+import sys, time
+from pathlib import Path
+from retrain import outputs
+outputs.LOCK_ROOT = {str(tmp_path)!r}
+outputs.hold_outputs([outputs.Output("--output_graph", Path({str(tmp_path)!r}) / name) for name in sys.argv[2:]])
+print("held", flush=True)
+time.sleep(float(sys.argv[1]))
+outputs.os._exit(0)  # as a killed run: no release
+"""
+    subprocess.run([sys.executable, "-c", hold, "0", "a.pb", "b.pb", "c.pb"], check=True, capture_output=True,
+                   timeout=60)
+    locks = tmp_path / f"retrain-locks-{os.getuid()}"
+    assert len(list(locks.iterdir())) == 3
+    running = subprocess.Popen([sys.executable, "-c", hold, "60", "d.pb"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert running.stdout.readline() == "held\n"
+        (live,) = [path for path in locks.iterdir() if path.read_text() == f"{running.pid}\n"]
+        monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
+        hold_outputs([Output("--output_graph", tmp_path / "e.pb")])
+        release_outputs()
+        assert list(locks.iterdir()) == [live]
+    finally:
+        running.kill()
+        running.wait()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path / "no such folder"))
+    monkeypatch.setattr(tempfile, "tempdir", str(work))  # what gettempdir gives when no temporary folder is writable
+    hold_outputs([Output("--output_graph", tmp_path / "e.pb")])
+    release_outputs()
+    assert list(work.iterdir()) == []
+    assert f"neither {tmp_path / 'no such folder'} nor another temporary folder can be written" in caplog.text
+
+
 def test_a_run_whose_outputs_cannot_be_held_says_so(colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file (or another user's folder) where the lock folder goes: the run went on unheld without a word."""
