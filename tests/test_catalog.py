@@ -65,7 +65,6 @@ def test_list_modules_via_console_script_exits_zero() -> None:
     assert result.stderr == ""
 
 
-
 @pytest.mark.parametrize("stdout", ["full", "closed"])
 @pytest.mark.parametrize("command", [["retrain", "--list_modules"], ["retrain", "--help"], ["label-image", "--help"]])
 def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about_kept_files(command: list[str],
@@ -84,6 +83,7 @@ def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about
     assert result.returncode == 1
     why = "No space left on device" if stdout == "full" else "stdout is closed"
     assert result.stderr == f"{command[0]}: error: {why}\n"
+
 
 @pytest.fixture
 def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -6,6 +6,7 @@ Also the classic contract on small fixtures: log lines, TensorBoard runs, seeds,
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -290,6 +291,31 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line(name: str, tmp_path: Pa
     (tmp_path / "sitecustomize.py").write_text(CTRL_C_WHILE_LOADING)
     result = run_script(console_script(name), "--help", check=130, env={"PYTHONPATH": str(tmp_path)})
     assert result.stderr == f"\n{name}: interrupted\n" and not result.stdout, result.stderr
+
+
+# A signal while Python shuts down, after the command returned (TensorFlow's shutdown takes a second or two).
+SIGNAL_ON_THE_WAY_OUT = """
+import atexit, os, signal, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores SIGINT)
+def late():
+    os.kill(os.getpid(), int(os.environ["LATE_SIGNAL"]))
+    time.sleep(10)
+atexit.register(late)  # registered first: runs last
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_as_the_command_exits_is_one_line(signum: int, tmp_path: Path) -> None:
+    """A Ctrl-C or SIGTERM in the second or two after a run ended, while Python and TensorFlow shut down, printed
+    a traceback of Python's shutdown or killed the process without a word (probe Y)."""
+    from tests.test_catalog import console_script
+
+    (tmp_path / "sitecustomize.py").write_text(SIGNAL_ON_THE_WAY_OUT)
+    result = run_script(console_script("retrain"), "--help", check=128 + signum,
+                        env={"PYTHONPATH": str(tmp_path), "LATE_SIGNAL": str(int(signum))})
+    said = "interrupted" if signum == signal.SIGINT else "terminated"
+    assert result.stderr == f"\nretrain: {said} as it was exiting; what it wrote is complete\n", result.stderr
+    assert "--image_dir" in result.stdout
 
 
 def test_label_image_has_no_hint_about_retrains_flags() -> None:
