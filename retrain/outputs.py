@@ -188,12 +188,38 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # a clash is named by a flag first
         if not output.exclusive:
             continue
-        key = str(_region(output).path) + (f"\0{output.pattern}" if output.kind == "entries" else "")
-        path = folder / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock")
+        path = _lock_file(folder, str(_region(output).path) + (f"\0{output.pattern}" if output.kind == "entries"
+                                                               else ""))
         if path not in held:
             held.add(path)
             if not _hold(path, output):
                 return
+
+
+def _lock_file(folder: Path, key: str) -> Path:
+    """The lock file of an output: named after its real path (a file output's: the folder entry a write replaces)."""
+    return folder / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock")
+
+
+def held_elsewhere(path: Path) -> str | None:
+    """' (process N)' (or '') when another run on this machine holds `path` as a file output of its own, else None:
+    for a file a run writes among "entries" (an intermediate graph), which no lock of its own covers."""
+    if not _HELD:
+        return None  # this run is not held: nor can it tell
+    lock = _lock_file(_HELD[0][1].parent, str(_entry(path)))
+    if any(lock == own for _, own in _HELD):
+        return None  # this run's own
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return None  # no run holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except OSError:
+        return _holder(fd)
+    finally:
+        os.close(fd)
 
 
 def _hold(path: Path, output: Output) -> bool:

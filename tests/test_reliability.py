@@ -495,6 +495,33 @@ outputs.os._exit(0)  # as a killed run: no release
     assert f"neither {tmp_path / 'no such folder'} nor another temporary folder can be written" in caplog.text
 
 
+def test_an_intermediate_graph_is_not_saved_over_a_file_another_run_is_writing(colour_tree: Path, tmp_path: Path,
+                                                                               outputs, tiny_module: Path) -> None:
+    """Run A's --output_graph D/intermediate_10.pb, run B's intermediate graphs in D, at once: B's intermediate
+    graph of step 10 replaced A's model, both exit 0 (probe Y). No lock covered that one file of B's "entries"."""
+    folder = tmp_path / "D"
+    folder.mkdir()
+    hold = f"""
+import time
+from pathlib import Path
+from retrain.outputs import Output, hold_outputs
+hold_outputs([Output("--output_graph", Path({str(folder / 'intermediate_10.pb')!r}))])
+print("held", flush=True)
+time.sleep(60)
+"""
+    other = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "held\n"
+        result = retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=10,
+                         intermediate_output_graphs_dir=folder, how_many_training_steps=25)
+    finally:
+        other.kill()
+        other.wait()
+    assert (f"intermediate graph {folder / 'intermediate_10.pb'} not saved: another retrain run (process "
+            f"{other.pid}) is writing that file") in result.stderr
+    assert sorted(path.name for path in folder.iterdir()) == ["intermediate_20.pb"]
+
+
 def test_a_run_whose_outputs_cannot_be_held_says_so(colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file (or another user's folder) where the lock folder goes: the run went on unheld without a word."""

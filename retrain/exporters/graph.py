@@ -16,8 +16,8 @@ from typing import Any
 from retrain.config import RetrainConfig
 from retrain.exporters import Exporter
 from retrain.names import FINAL_TENSOR_NAME
-from retrain.outputs import (Output, Writes, atomic_write_bytes, check_writable_dir, check_writable_file, make_folder,
-                             recording)
+from retrain.outputs import (Output, Writes, atomic_write_bytes, check_writable_dir, check_writable_file,
+                             held_elsewhere, make_folder, recording)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class IntermediateGraphs(Exporter):
         """Write `intermediate_<step>.pb`, recorded in `writes`: an earlier run's file of that step is kept aside
         until the run keeps its model (`writes.keep()`) or puts it back (`remove`)."""
         path = config.intermediate_output_graphs_dir / f"intermediate_{step}.pb"
+        holder = held_elsewhere(path)
+        if holder is not None:  # another run's --output_graph (say) of that name: not this run's to replace
+            log.warning("intermediate graph %s not saved: another retrain run%s is writing that file", path, holder)
+            return
         make_folder(path.parent, flag="--intermediate_output_graphs_dir")
         with recording(writes):
             atomic_write_bytes(path, model.graph_def.SerializeToString(), flag="--intermediate_output_graphs_dir")
