@@ -284,7 +284,7 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 @_option("--seed", type=int, default=_R.seed, help="Random seed: the same seed gives the same results on the same machine.")
 @_option("--image_size", type=int, default=None, help="Input size for modules that do not fix one (e.g. 224).")
 @_option("--bottleneck_batch_size", type=int, default=_R.bottleneck_batch_size, help="Images per module call when computing bottlenecks.")
-@_option("--bottleneck_memory_gb", type=float, default=_R.bottleneck_memory_gb, help="Hold the run's bottleneck vectors in memory up to this many GB; a larger run reads them from the cache files as training needs them.")
+@_option("--bottleneck_memory_gb", type=float, default=_R.bottleneck_memory_gb, help="Memory for the run's bottleneck vectors, in GB: they are held in memory when twice their size fits; a larger run reads them from the cache files as training needs them.")
 @_option("--ray_address", default=None, metavar="local|auto|ADDRESS", help="Compute bottlenecks on a Ray cluster (pip install 'retrain[ray]'): local starts a throw-away cluster on this machine, auto joins the cluster this machine belongs to, ray://HOST:PORT joins through Ray Client. Images, module and --bottleneck_dir must be at the same paths on every node.")
 @_option("--bottleneck_dtype", type=click.Choice(BOTTLENECK_DTYPES), default=_R.bottleneck_dtype, help="float16 halves the bottleneck cache on disk and in memory (kept apart from float32 vectors).")
 @_option("--distortion_mode", type=click.Choice(DISTORTION_MODES), default=_R.distortion_mode, help="cached: train on precomputed distorted variants (fast); on_the_fly: distort every sample of every step (classic, slow).")

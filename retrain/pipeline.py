@@ -176,15 +176,17 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
         exporter.check_model(probe, config)  # e.g. ops a format cannot run: fail before the long part
 
     files = labels.all_files()
-    stores, in_memory = _open_stores(config, source, rows=len(files))
-    file_keys = FileKeys(config.bottleneck_dir / FILE_KEYS_NAME)
     distortions = config.distortions
+    variants = config.distorted_variants if distortions.active and config.distortion_mode == "cached" else 0
+    stores, in_memory = _open_stores(config, source, rows=len(files) + variants * labels.count("training"))
+    file_keys = FileKeys(config.bottleneck_dir / FILE_KEYS_NAME)
     with extraction_runner(config.ray_address) as runner:  # this process, or Ray actors (--ray_address)
         vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
                                file_keys=file_keys, image_size=config.image_size, in_memory=in_memory, runner=runner)
         log.info("computed %d new bottlenecks, %d from cache", vectors.computed, vectors.cached)
-        for store in stores:
-            store.compact()
+        _compact(stores)
+        if in_memory and not variants:  # the run's vectors are all in `vectors`: before the splits are cut from
+            stores = []  # them, let go of the caches' own copies (a whole cache, maybe)
         if vectors.skipped:
             log.warning("skipped %d image(s) (of %d) that could not be read, decoded or used; each is named above "
                         "with the reason", len(vectors.skipped), len(files))
@@ -197,12 +199,12 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
                   for name in SPLITS}
         training = plain = splits["training"]
         skipped = vectors.skipped
-        if distortions.active and config.distortion_mode == "cached":
+        del vectors, row  # the splits hold copies (or StoredRows): not held through training
+        if variants:
             training, splits["training"] = _variant_split(plain, source=source, stores=stores, distortions=distortions,
                                                           config=config, file_keys=file_keys, in_memory=in_memory,
                                                           runner=runner)
-            for store in stores:
-                store.compact()
+            _compact(stores)
             kept = set(splits["training"].paths)
             skipped += tuple((path, "its distorted variants could not be used (named above)")
                              for path in plain.paths if path not in kept)
@@ -216,6 +218,8 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
                                    "each could not be used (named above with the reason); check --tfhub_module, or "
                                    "train without distortions")
 
+    if in_memory:  # the splits hold copies of their vectors: the caches' own (with variants, kept until now) can go
+        stores = []
     run_folder = claim_run_dir(plan.run_folder)
     log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", run_folder, config.summaries_dir)
     model = ExportModel(source=source, head=initial_head(dim=source.dim, classes=len(labels.names), seed=config.seed,
@@ -347,25 +351,36 @@ def _one_line(path: Path) -> str:
 
 
 def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> tuple[list[BottleneckStore], bool]:
-    """Each member's cache, and whether the run's vectors are held in memory (--bottleneck_memory_gb).
+    """Each member's cache, and whether the run's `rows` vectors (its images' and their cached distorted
+    variants') are held in memory (--bottleneck_memory_gb).
 
-    A cache that fits is read whole (the fast path); a larger one only by its keys, its vectors read
-    from the shard files as the run needs them.
+    The bound holds what the run keeps at once: the run's vectors twice while the splits are cut from them,
+    and a cache read whole (the fast path) only when it fits beside those; a larger cache is read by its
+    keys, its vectors from the shard files as the run needs them. (Counting the vectors once, a 4 GB bound
+    peaked at 15-20 GB: the whole cache, the run's array and the splits' copies were all held.)
     """
     bound = config.bottleneck_memory_gb * 1e9
     stores = [BottleneckStore(config.bottleneck_dir, module_key=m.cache_key, feature_dim=m.feature_dim,
                               dtype=config.bottleneck_dtype) for m in source.members]
     sizes = [store.load(vectors=False) * store.feature_dim * store.dtype.itemsize for store in stores]
-    in_memory = rows * source.dim * 4 <= bound
-    if in_memory and sum(sizes) <= bound:
+    held = 2 * rows * source.dim * 4
+    in_memory = held <= bound
+    if in_memory and sum(sizes) + held <= bound:
         for store in stores:
             store.load()
     for store in stores:
         log.info("bottleneck cache %s: %d vectors", store.dir, len(store))
     if not in_memory:
         log.info("the run's %d vectors (%s) exceed --bottleneck_memory_gb %g: training reads them from the cache "
-                 "files as it goes", rows, bytes_text(rows * source.dim * 4), config.bottleneck_memory_gb)
+                 "files as it goes (in memory, a run holds them twice while its splits are cut)", rows,
+                 bytes_text(rows * source.dim * 4), config.bottleneck_memory_gb)
     return stores, in_memory
+
+
+def _compact(stores: Sequence[BottleneckStore]) -> None:
+    """Compact each cache (a function: a loop's variable in _run would keep the last one, a whole cache, alive)."""
+    for store in stores:
+        store.compact()
 
 
 def _sizes(distortions: Distortions, source: FeatureSource) -> dict[str, int]:

@@ -113,3 +113,49 @@ def test_bad_memory_bounds_are_usage_errors(colour_tree: Path, outputs, value: s
     result = invoke(retrain_command, flags(image_dir=colour_tree, **outputs) + ["--bottleneck_memory_gb", value],
                     expect=2)
     assert message in result.stderr
+
+
+def test_the_memory_bound_counts_what_a_run_holds_at_once(tmp_path: Path, colour_tree: Path, tiny_module: Path,
+                                                          outputs) -> None:
+    """With the vectors counted once, a 4 GB bound peaked at 15-20 GB (probe Z): the whole cache, the run's array
+    and the splits' copies were all held, and cached distorted variants were held whatever the bound. A run is
+    held in memory when twice its vectors, variants included, fit; a cache is read whole only beside those."""
+    from types import SimpleNamespace
+
+    from retrain.pipeline import _open_stores
+
+    keys, _ = fill(BottleneckStore(tmp_path, module_key="k", feature_dim=250), 1000)  # 1 MB of vectors cached
+    member = SimpleNamespace(cache_key="k", feature_dim=250)
+    source = SimpleNamespace(members=[member], dim=250)
+
+    def opened(gigabytes: float, rows: int) -> tuple[bool, bool]:
+        config = SimpleNamespace(bottleneck_memory_gb=gigabytes, bottleneck_dir=tmp_path, bottleneck_dtype="float32")
+        (store,), in_memory = _open_stores(config, source, rows=rows)
+        return in_memory, store._memory_start == 0  # whether the cache was read whole
+
+    assert opened(0.0015, rows=1000) == (False, False)  # 1 MB of the run's vectors, held twice, pass 1.5 MB
+    assert opened(0.0025, rows=1000) == (True, False)  # the run fits twice, but not the 1 MB cache beside it
+    assert opened(0.0031, rows=1000) == (True, True)
+    args = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5, **outputs)
+    result = invoke(retrain_command, args + ["--bottleneck_memory_gb", "0", "--random_brightness", "10"])
+    found = re.search(r"found \d+ classes in \S+: (\d+) training, (\d+) validation, (\d+) testing", result.stderr)
+    training, validation, testing = map(int, found.groups())
+    assert f"the run's {6 * training + validation + testing} vectors" in result.stderr  # 5 variants a training image
+
+
+def test_getting_a_runs_vectors_from_memory_makes_no_second_copy(tmp_path: Path) -> None:
+    """store.get took every row at once, a temporary copy beside the cache and the result: with the splits' copies
+    a 4 GB bound peaked at 15-20 GB (probe Z). It copies a bounded slice at a time."""
+    import tracemalloc
+
+    keys, vectors = fill(BottleneckStore(tmp_path, module_key="k", feature_dim=2048), 12000)  # 98 MB
+    store = BottleneckStore(tmp_path, module_key="k", feature_dim=2048)
+    store.load()
+    tracemalloc.start()
+    try:
+        got = store.get(keys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, vectors)
+    assert peak < 1.8 * got.nbytes, f"{peak / got.nbytes:.2f} times the vectors got"

@@ -224,11 +224,14 @@ class BottleneckStore:
         """float32 vectors [len(keys), D] for keys that are all present (loaded or added this run)."""
         rows = np.fromiter((self._index[k] for k in keys), np.int64, count=len(keys))
         out = np.empty((len(rows), self.feature_dim), np.float32)
-        held = rows >= self._memory_start
-        if held.any():
-            out[held] = self._memory()[rows[held] - self._memory_start]
-        if not held.all():
-            out[~held] = self._read_rows(rows[~held])
+        held = np.flatnonzero(rows >= self._memory_start)
+        step = max(1024, (64 << 20) // (4 * max(1, self.feature_dim)))  # copied 64 MB at a time: a run's whole set
+        for start in range(0, len(held), step):  # at once made a second copy beside the cache and the result
+            part = held[start:start + step]
+            out[part] = self._memory()[rows[part] - self._memory_start]
+        if len(held) < len(rows):
+            on_disk = rows < self._memory_start
+            out[on_disk] = self._read_rows(rows[on_disk])
         return out
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
