@@ -335,8 +335,9 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
     those with no image yet).
 
     Files inside `covered` (a tree already checked as an input, if any) are skipped cheaply; the others
-    (reached through links, or named by a CSV anywhere on disk) are checked one by one. Links are
-    resolved once per folder, so millions of files cost seconds at most.
+    (reached through links, or named by a CSV anywhere on disk) are checked against the outputs that lie in or
+    above their folder. Links are resolved and outputs sorted out once per folder, so millions of files cost
+    seconds at most.
     """
     regions = [(output, _region(output)) for output in outputs]
     root = str(real(covered)) + os.sep if covered is not None else None
@@ -345,14 +346,19 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
     for folder in walked:
         if root is not None and not (str(real(folder)) + os.sep).startswith(root):
             linked.update(dict.fromkeys(_linked_folders(covered, folder, root)))
+    near: dict[str, list] = {}  # per resolved folder, the regions that may cover a file in it (most: none)
     for path in files:
         parent = folders.get(str(path.parent))
         if parent is None:
             parent = folders.setdefault(str(path.parent), str(real(path.parent)) + os.sep)
         if root is not None and parent.startswith(root):
             continue
+        if parent not in near:  # a region covers a file here only if it is this folder's file, it or above it
+            near[parent] = [(output, region) for output, region in regions
+                            if parent.startswith(_folder_text(region.path))
+                            or _folder_text(region.path.parent) == parent]
         resolved = Path(parent + path.name)
-        for output, region in regions:
+        for output, region in near[parent]:
             if region._covers(resolved):
                 raise UsageError(f"{output.named()} would overwrite {path}, an image that {flag} "
                                  f"names; choose a {output.flag} elsewhere")
@@ -361,6 +367,11 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
             if region.overlaps(_Region(folder, "tree")):
                 raise UsageError(f"{output.named()} would write into {folder}, which {flag} reads through a link "
                                  f"in it; choose a {output.flag} outside it")
+
+
+def _folder_text(folder: Path) -> str:
+    """A folder's path with one separator after it, as check_input_files compares them ('/' stays '/')."""
+    return str(folder).rstrip(os.sep) + os.sep
 
 
 def _linked_folders(tree: Path, folder: Path, root: str) -> Iterable[Path]:

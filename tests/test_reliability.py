@@ -1745,6 +1745,9 @@ def test_outputs_onto_the_labels_csv_or_an_image_it_names_are_refused(colour_tre
     for changes, flag in (({"output_labels": table}, "--labels_csv"), ({"output_graph": elsewhere}, "--labels_csv")):
         error = retrain(colour_tree, tiny_module, {**outputs, **changes}, expect=2, labels_csv=table)
         assert flag in error and "--output_" in error, error
+    error = retrain(colour_tree, tiny_module, outputs, expect=2, labels_csv=table, saved_model_dir=elsewhere.parent)
+    assert error == (f"retrain: error: --saved_model_dir {elsewhere.parent} would overwrite {elsewhere}, an image that "
+                     f"--labels_csv names; choose a --saved_model_dir elsewhere")
     assert {**digest(table), **digest(elsewhere)} == before
     # Outputs inside --image_dir are fine for a CSV run: only the CSV and the images it names are read.
     result = retrain(colour_tree, tiny_module, {**outputs, "output_graph": colour_tree / "model.pb"}, labels_csv=table)
