@@ -77,6 +77,20 @@ def test_photos_in_formats_retrain_does_not_read_get_a_warning(tmp_path: Path, c
     assert f"ignored 1 non-image file(s) under {tmp_path}, e.g. {tmp_path / 'apple' / 'notes.txt'}" in caplog.text
 
 
+def test_a_long_walk_of_the_image_folders_says_how_far_it_has_got(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A million photos took 20 s to find, in silence, before the first line of the run (probe Z)."""
+    from retrain.labels import folder
+
+    for i in range(2100):
+        touch(tmp_path / ("apple" if i % 2 else "zebra") / f"p{i:05d}.jpg")
+    monkeypatch.setattr(folder, "WALK_NOTE_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO):
+        scan(tmp_path, 0, 0)
+    notes = [r.getMessage() for r in caplog.records if "so far" in r.getMessage()]
+    assert notes == [f"looking for images in --image_dir {tmp_path}: {n} so far" for n in (1024, 2048)]
+
+
 def test_split_stable_when_files_are_added_and_independent_of_location(tmp_path: Path):
     first = tmp_path / "one" / "images"
     for i in range(60):

@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import logging
 import os
+import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ OTHER_PHOTO_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", 
                                     ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
 # JPEGs by another name (browsers on Windows save .jfif): a warning too, since a new name is all they need.
 JPEG_OTHER_EXTENSIONS = frozenset({".jfif", ".jpe", ".jif", ".pjpeg", ".pjp"})
+
+
+WALK_NOTE_SECONDS = 10.0  # how often a long walk of the image folders says how far it has got
 
 
 def _is_hidden(name: str) -> bool:
@@ -123,6 +127,8 @@ class _Walk:
         self.entered: list[Path] = []  # every folder walked, with or without images
         self.ignored: list[str] = []
         self.broken: list[str] = []
+        self.found = 0
+        self._note = time.monotonic() + WALK_NOTE_SECONDS  # a line every so often: a million files take 20 s
 
     def leads_back(self, path: Path, *, then: str = "") -> bool:
         """Whether `path` leads to the root or a folder holding it; says so (a warning) when it does."""
@@ -170,6 +176,10 @@ class _Walk:
                 if not self.leads_back(path):
                     yield from self._walk(path)
             elif path.suffix.lower() in IMAGE_EXTENSIONS:
+                self.found += 1
+                if self.found % 1024 == 0 and time.monotonic() >= self._note:
+                    log.info("looking for images in %s %s: %d so far", self.flag, shown(self.root), self.found)
+                    self._note = time.monotonic() + WALK_NOTE_SECONDS
                 yield path  # even behind a broken link: reading it says "file not found (a broken link?)"
             elif _is_broken_link(entry):
                 self.broken.append(str(path))
