@@ -362,10 +362,13 @@ def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> 
     bound = config.bottleneck_memory_gb * 1e9
     stores = [BottleneckStore(config.bottleneck_dir, module_key=m.cache_key, feature_dim=m.feature_dim,
                               dtype=config.bottleneck_dtype) for m in source.members]
+    log.info("reading the bottleneck cache in %s", config.bottleneck_dir)  # a large one takes a while: say so
     sizes = [store.load(vectors=False) * store.feature_dim * store.dtype.itemsize for store in stores]
     held = 2 * rows * source.dim * 4
     in_memory = held <= bound
     if in_memory and sum(sizes) + held <= bound:
+        if sum(sizes) > 1e9:
+            log.info("reading %s of cached vectors into memory", bytes_text(sum(sizes)))
         for store in stores:
             store.load()
     for store in stores:
