@@ -205,6 +205,6 @@ def test_a_split_of_many_classes_is_evaluated_without_its_whole_score_matrix() -
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 150e6, f"{peak / 1e6:.0f} MB to evaluate 20,000 images of 5,000 classes"
+    assert peak < 250e6, f"{peak / 1e6:.0f} MB to evaluate 20,000 images of 5,000 classes"  # KEEP_SCORES: 80 MB
     assert result.probabilities is None and result.count == 20000
     assert np.array_equal(result.predictions[-500:], np.argmax(head.logits(vectors[-500:]), axis=1))
