@@ -201,8 +201,10 @@ class _Kept:
 
     def add(self, scores: np.ndarray) -> None:
         self.size += scores.size
-        if self.parts is not None:
-            self.parts = self.parts + [scores] if self.size <= KEEP_SCORES else None
+        if self.parts is not None and self.size <= KEEP_SCORES:
+            self.parts.append(scores)
+        else:
+            self.parts = None
 
     def scores(self) -> np.ndarray | None:
         return None if not self.parts else np.concatenate(self.parts)

@@ -24,10 +24,10 @@ import dataclasses
 import errno
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import mmap
-import itertools
 import os
 import re
 import shutil
@@ -301,8 +301,8 @@ def _lock_folder() -> Path | None:
 def _prune(folder: Path, *, most: int = 2000) -> None:
     """Remove lock files no run holds: those of killed runs (a run removes its own as it lets go). A file is
     removed while locked, so a run that opened it meanwhile finds it gone once it locks it, and opens it again."""
-    with contextlib.suppress(OSError):
-        for entry in itertools.islice(os.scandir(folder), most):
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in itertools.islice(entries, most):
             try:
                 fd = os.open(entry.path, os.O_RDWR | os.O_NOFOLLOW)
             except OSError:

@@ -117,8 +117,8 @@ def test_bad_memory_bounds_are_usage_errors(colour_tree: Path, outputs, value: s
 
 def test_the_memory_bound_counts_what_a_run_holds_at_once(tmp_path: Path, colour_tree: Path, tiny_module: Path,
                                                           outputs) -> None:
-    """With the vectors counted once, a 4 GB bound peaked at 15-20 GB (probe Z): the whole cache, the run's array
-    and the splits' copies were all held, and cached distorted variants were held whatever the bound. A run is
+    """With the vectors counted once, the whole cache, the run's array and the splits' copies were all held (0.8 GB
+    of vectors peaked at 3.5 GB), and cached distorted variants whatever the bound (9 GB under the default 4). A run is
     held in memory when twice its vectors, variants included, fit; a cache is read whole only beside those."""
     from types import SimpleNamespace
 
@@ -144,8 +144,8 @@ def test_the_memory_bound_counts_what_a_run_holds_at_once(tmp_path: Path, colour
 
 
 def test_getting_a_runs_vectors_from_memory_makes_no_second_copy(tmp_path: Path) -> None:
-    """store.get took every row at once, a temporary copy beside the cache and the result: with the splits' copies
-    a 4 GB bound peaked at 15-20 GB (probe Z). It copies a bounded slice at a time."""
+    """store.get took every row at once, a temporary copy beside the cache and the result (probe Z found a run's
+    peak at 3.5 to 5 times its vectors). It copies a bounded slice at a time."""
     import tracemalloc
 
     keys, vectors = fill(BottleneckStore(tmp_path, module_key="k", feature_dim=2048), 12000)  # 98 MB
