@@ -256,6 +256,30 @@ def test_file_index_skips_rereading_unchanged_files(tmp_path: Path, monkeypatch:
     assert filekeys.FileKeys(index).key(files[0]) == filekeys.content_key(files[0].read_bytes()) != keys[0]
 
 
+def test_the_file_index_forgets_files_that_are_gone_and_keeps_other_trees(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries were never removed: a tree moved and run again doubled the index (7.5 to 15 MB at 50,000 photos),
+    and a shared cache's index grew with every tree it had seen (probe Z). Files gone go as the index is
+    rewritten; files of other trees that still exist stay."""
+    import json
+
+    monkeypatch.setattr(filekeys, "RACY_SECONDS", 0.0)
+    kept = files_of(make_colour_tree(tmp_path / "other", per_class=1))
+    moved = files_of(make_colour_tree(tmp_path / "p", per_class=2))
+    index = tmp_path / "keys.json"
+    first = filekeys.FileKeys(index)
+    for path in kept + moved:
+        first.key(path)
+    first.save()
+    (tmp_path / "p").rename(tmp_path / "q")
+    second = filekeys.FileKeys(index)
+    for path in moved:
+        second.key(tmp_path / "q" / path.relative_to(tmp_path / "p"))
+    second.save()
+    names = set(json.loads(index.read_text())["files"])
+    assert names == {str(path) for path in kept} | {str(tmp_path / "q" / p.relative_to(tmp_path / "p")) for p in moved}
+
+
 def test_a_photo_edited_in_place_with_its_size_and_time_kept_is_recomputed(tmp_path: Path, extractor,
                                                                           monkeypatch: pytest.MonkeyPatch):
     """What "preserve date" options of metadata tools do: new bytes, same size, same mtime. Its ctime moves."""

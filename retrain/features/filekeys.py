@@ -66,6 +66,7 @@ class FileKeys:
         self.path = path
         self._entries: dict[str, list] = {}
         self._changed = False
+        self._seen: set[str] = set()  # the paths this run asked about
         if path is not None and os.path.lexists(path):
             self._entries, self._changed = self._read(path)  # a damaged index is replaced at the next save
 
@@ -102,6 +103,7 @@ class FileKeys:
         Raises retrain.images.ImageError when the file cannot be read.
         """
         name = os.path.abspath(path)
+        self._seen.add(name)
         try:
             stat = os.stat(path)
         except OSError:
@@ -126,6 +128,11 @@ class FileKeys:
         remove_stale_temps(self.path)  # named for this index: --bottleneck_dir may hold the user's other files
         if not self._changed:
             return
+        # Entries of files gone (a tree moved or deleted) are dropped as the index is rewritten: it grew with every
+        # tree a shared cache had seen (a moved tree of 50,000 photos doubled it). Other trees' files stay.
+        gone = [name for name in self._entries if name not in self._seen and not os.path.lexists(name)]
+        for name in gone:
+            del self._entries[name]
         tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
