@@ -1,12 +1,15 @@
 """The console scripts: `retrain` and `label-image`.
 
 A Ctrl-C while Python still loads the command line (click and retrain's flags, about a tenth of a second)
-ends with the one line a later one gives, not a traceback; from then on the command handles signals itself,
-and once it has returned, while Python and TensorFlow shut down (a second or two), `_on_the_way_out` does.
+ends with the one line a later one gives, not a traceback; from then on the command handles signals itself.
+Once it has returned, the process exits at once (`_exit_now`): Python's finalization and TensorFlow's
+teardown took a second or two more, during which a signal killed the process without a word (Python puts the
+default handlers back before that teardown).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -30,14 +33,33 @@ def _run(prog: str, name: str) -> None:
         sys.exit(128 + signal.SIGINT)
     try:
         command()
-    finally:
-        _on_the_way_out(prog)
+        code: object = 0
+    except SystemExit as exit:
+        code = exit.code
+    _on_the_way_out(prog)
+    _exit_now(code)
+
+
+def _exit_now(code: object) -> None:
+    """Exit with the command's status without Python's finalization: every file the command writes is closed
+    by then, and what is buffered is flushed here (its summaries' writers close themselves)."""
+    if not isinstance(code, int):  # sys.exit's rules: None is 0, anything else is printed and is 1
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe: what the command printed is all it could
+            pass
+    logging.shutdown()
+    os._exit(code)
 
 
 def _on_the_way_out(prog: str) -> None:
-    """A signal once the command has returned, while Python and TensorFlow shut down, killed the process without a
-    word (SIGTERM) or printed a traceback of Python's shutdown (Ctrl-C). Everything is written by then (complete
-    or not at all): say so and exit at once, with the signal's status."""
+    """A signal while the last output is flushed: one line, the signal's status (everything is written by then,
+    complete or not at all), not a traceback."""
     from retrain.errors import STOP_SIGNALS
 
     def stop(signum: int, _frame: Any) -> None:
