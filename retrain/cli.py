@@ -208,13 +208,15 @@ _RETIRED: dict[str, Any] = {
 
 
 class _PathFlag(click.Path):
-    """click.Path, except that an empty value stays '' for the config to judge (as a Path it would be '.'),
-    and a leading '~' is the home folder even where the shell leaves it (`--image_dir=~/photos`)."""
+    """click.Path, except that a value stays the text typed for the config to judge (as a Path '' would be '.',
+    and `gs://b` would be `gs:/b`), and a leading '~' is the home folder even where the shell leaves it
+    (`--image_dir=~/photos`)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and value.startswith("~"):
             value = os.path.expanduser(value)
-        return "" if value == "" else super().convert(value, param, ctx)
+        # The config makes it a Path: there a URL is refused as typed (Path() would cut a slash)
+        return value if isinstance(value, str) else super().convert(value, param, ctx)
 
 
 class _ClassicOption(click.Option):

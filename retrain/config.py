@@ -53,7 +53,8 @@ MAX_IMAGE_SIZE = 4_096
 MAX_SEED = 2**31 - 1
 RAY_ADDRESS = re.compile(r"local|auto|(ray://)?([\w.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
 FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without importing numpy here
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://, gs://, hdfs://... (Path() keeps one slash)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # s3://, gs://, hdfs://..., as typed
+_URL_IN_A_PATH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")  # the same in a Path (the API's), which keeps one slash
 
 
 @dataclass(frozen=True)
@@ -279,10 +280,11 @@ def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Pat
         if optional:
             return None
         raise UsageError(f"--{flag} is empty; give a path")
-    if _URL.match(str(value)):  # else a local folder named `gs:` would quietly hold what the user meant to upload
-        url = re.sub("^([^:]+):/+", r"\1://", str(value))  # as typed: Path() keeps one slash
-        raise UsageError(f"--{flag} {url}: URLs and object stores are not supported; give a path on this machine "
-                         "(a shared file system mounted here works, also for --ray_address)")
+    url = _URL.match(value) if isinstance(value, str) else _URL_IN_A_PATH.match(str(value))
+    if url:  # else a local folder named `gs:` would quietly hold what the user meant to upload
+        shown = value if isinstance(value, str) else re.sub("^([^:]+):/", r"\1://", str(value))
+        raise UsageError(f"--{flag} {shown}: URLs and object stores are not supported; give a path on this machine "
+                         "(a shared file system mounted here works)")
     return Path(value)
 
 

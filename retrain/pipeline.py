@@ -375,8 +375,8 @@ def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> 
     for store in stores:
         log.info("bottleneck cache %s: %d vectors", store.dir, len(store))
     if not in_memory:
-        log.info("the run's %d vectors (%s) exceed --bottleneck_memory_gb %g: training reads them from the cache "
-                 "files as it goes (in memory, a run holds them twice while its splits are cut)", rows,
+        log.info("the run's %d vectors (%s; in memory, twice that while its splits are cut) exceed "
+                 "--bottleneck_memory_gb %g: training reads them from the cache files as it goes", rows,
                  bytes_text(rows * source.dim * 4), config.bottleneck_memory_gb)
     return stores, in_memory
 

@@ -1496,6 +1496,7 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--output_tfjs", "s3://bucket/web"], "--output_tfjs s3://bucket/web: URLs and object stores are not"),
     (["--summaries_dir", "hdfs://node/logs"], "--summaries_dir hdfs://node/logs: URLs and object stores"),
     (["--bottleneck_dir", "gs://bucket/cache"], "--bottleneck_dir gs://bucket/cache: URLs and object stores"),
+    (["--output_labels", "file:///tmp/l.txt"], "--output_labels file:///tmp/l.txt: URLs"),  # as typed
 ])
 def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_tree: Path, outputs, args,
                                                                          message: str) -> None:
@@ -1504,6 +1505,17 @@ def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_
             "    assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n    raise\n")
     result = run_script("-c", code, *flags(image_dir=colour_tree, **outputs), *args, check=2, timeout=60)
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_local_folder_whose_name_ends_with_a_colon_is_not_taken_for_a_url(tmp_path: Path) -> None:
+    """`ab:/g.pb` (a folder named `ab:`, legal on Linux) was refused as a URL, and shown as `ab://g.pb` (probe AA):
+    the command line's paths reached the check as Paths, which keep one slash of `gs://`."""
+    from retrain.cli import retrain_command
+    from retrain.config import RetrainConfig
+
+    assert RetrainConfig(image_dir=tmp_path, output_graph="ab:/g.pb").output_graph == Path("ab:/g.pb")
+    error = invoke(retrain_command, flags(image_dir=tmp_path, output_graph="ab:/g.pb"), expect=1).stderr
+    assert "URL" not in error and "found no class folders" in error, error  # past the flags' checks
 
 
 def test_a_final_tensor_name_taken_inside_the_module_is_refused_with_nothing_exported(

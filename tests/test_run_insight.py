@@ -273,3 +273,20 @@ def test_many_classes_get_no_confusion_matrix_picture_and_report_json_keeps_a_ro
     assert len(matrix) == count and sum(map(sum, matrix)) == sum(c["support"] for c in report["classes"].values())
     rows = [line.strip().rstrip(",") for line in text.splitlines() if line.strip().startswith("[")]
     assert [json.loads(row) for row in rows] == matrix  # a row a line
+
+
+def test_a_test_split_with_too_many_scores_to_keep_still_gets_the_pictures_that_need_none(
+        colour_tree: Path, tiny_module: Path, outputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluations keep the scores only up to KEEP_SCORES: beyond, the confusion matrix and the projector (which
+    need none) are still drawn; the PR curves and the misclassified grid are not, and a line says so (probe AA)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from retrain import objectives
+
+    monkeypatch.setattr(objectives, "KEEP_SCORES", 5)
+    result = retrain_cli(colour_tree, tiny_module, outputs, logging_verbosity="INFO")
+    assert "no PR curves or misclassified grid: the test split's" in result.stderr
+    (run_folder,) = [p for p in outputs["summaries_dir"].iterdir() if (p / "test").is_dir()]
+    tags = EventAccumulator(str(run_folder / "test"), size_guidance={"tensors": 0}).Reload().Tags()["tensors"]
+    assert "confusion_matrix/counts" in tags and not [tag for tag in tags if tag.endswith("pr_curves")], tags
+    assert (run_folder / "test" / "projector" / "metadata.tsv").is_file()

@@ -202,10 +202,6 @@ def _pictures(run_folder: Path, *, config: Any, labels: Sequence[str], test: Any
     tensorboard.write_hparams(run_folder, hparams=_flags(config), metrics=figures)
     if not test.count:
         return
-    if test.probabilities is None:
-        log.info("no test pictures: the test split's %d images x %d classes are too many scores to keep (up to %d)",
-                 test.count, len(labels), KEEP_SCORES)
-        return
     rows = test.indices
     paths = [split.paths[i] for i in rows]
     vectors = split.vectors[rows]
@@ -221,11 +217,15 @@ def _pictures(run_folder: Path, *, config: Any, labels: Sequence[str], test: Any
     else:
         log.info("no confusion matrix pictures: they are drawn for up to %d classes, and this run has %d (report.json "
                  "holds the test split's matrix)", tensorboard.MATRIX_PICTURE_CLASSES, len(labels))
-    tensorboard.write_pr_curves(run_folder, split="test", labels=labels, truth=test.truth,
-                                probabilities=test.probabilities, step=config.how_many_training_steps)
-    wrong = np.flatnonzero(test.predictions != test.truth)
-    items = [(paths[i], labels[test.truth[i]], labels[test.predictions[i]],
-              float(test.probabilities[i, test.predictions[i]])) for i in wrong]
-    tensorboard.write_misclassified(run_folder, items=items, step=config.how_many_training_steps)
+    if test.probabilities is None:  # the pictures that need every score
+        log.info("no PR curves or misclassified grid: the test split's %d images x %d classes are too many scores to "
+                 "keep (up to %d)", test.count, len(labels), KEEP_SCORES)
+    else:
+        tensorboard.write_pr_curves(run_folder, split="test", labels=labels, truth=test.truth,
+                                    probabilities=test.probabilities, step=config.how_many_training_steps)
+        wrong = np.flatnonzero(test.predictions != test.truth)
+        items = [(paths[i], labels[test.truth[i]], labels[test.predictions[i]],
+                  float(test.probabilities[i, test.predictions[i]])) for i in wrong]
+        tensorboard.write_misclassified(run_folder, items=items, step=config.how_many_training_steps)
     tensorboard.write_projector(run_folder, vectors=vectors, labels=[labels[t] for t in test.truth], paths=paths,
                                 predicted=[labels[p] for p in test.predictions])
