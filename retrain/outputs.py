@@ -230,7 +230,7 @@ def _hold(path: Path, output: Output) -> bool:
         except OSError as error:
             return _unheld(f"cannot create {path} ({error.strerror})")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_soon(fd)
         except OSError as error:
             holder = _holder(fd)
             os.close(fd)
@@ -252,6 +252,19 @@ def _hold(path: Path, output: Output) -> bool:
             return True
         os.close(fd)
     return _unheld(f"{path} keeps being replaced")
+
+
+def _lock_soon(fd: int) -> None:
+    """flock(LOCK_EX) without waiting for a run, but past the moment another run's pruning or held_elsewhere
+    holds the file to look at it (a few attempts, 50 ms apart)."""
+    for attempt in range(3):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or attempt == 2:
+                raise
+            time.sleep(0.05)
 
 
 def release_outputs() -> None:

@@ -522,6 +522,30 @@ time.sleep(60)
     assert sorted(path.name for path in folder.iterdir()) == ["intermediate_20.pb"]
 
 
+def test_a_lock_file_another_run_looks_at_for_a_moment_does_not_refuse_a_run(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run's pruning or held_elsewhere locks a file no run holds for a moment to look at it: a run taking
+    that file just then was refused, naming a process long gone (probe AA, from reading the code)."""
+    import errno
+    import fcntl
+
+    from retrain import outputs as written
+
+    monkeypatch.setattr(written, "LOCK_ROOT", str(tmp_path))
+    real_flock, looked = fcntl.flock, []
+
+    def busy_once(fd: int, operation: int) -> None:  # the other run holds it for the first attempt only
+        if operation & fcntl.LOCK_EX and not looked:
+            looked.append(fd)
+            raise OSError(errno.EWOULDBLOCK, "Resource temporarily unavailable")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(written.fcntl, "flock", busy_once)
+    written.hold_outputs([written.Output("--output_graph", tmp_path / "g.pb")])
+    assert len(written._HELD) == 1 and looked
+    written.release_outputs()
+
+
 def test_a_run_whose_outputs_cannot_be_held_says_so(colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file (or another user's folder) where the lock folder goes: the run went on unheld without a word."""
