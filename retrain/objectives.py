@@ -103,7 +103,8 @@ class Softmax:
             indices.append(rows)
             kept.add(probabilities)
         truth, predicted = np.concatenate(truths), np.concatenate(predictions)
-        return Evaluation(metrics={"accuracy": float(np.mean(predicted == truth)), "cross_entropy": entropy / len(truth)},
+        return Evaluation(metrics={"accuracy": float(np.mean(predicted == truth)),
+                                   "cross_entropy": entropy / len(truth)},
                           headline=self.headline, count=len(truth), predictions=predicted,
                           indices=np.concatenate(indices), probabilities=kept.scores(), truth=truth)
 
