@@ -160,3 +160,23 @@ def test_getting_a_runs_vectors_from_memory_makes_no_second_copy(tmp_path: Path)
         tracemalloc.stop()
     assert np.array_equal(got, vectors)
     assert peak < 1.8 * got.nbytes, f"{peak / got.nbytes:.2f} times the vectors got"
+
+
+def test_a_shard_compacted_away_while_the_cache_is_read_by_its_keys_is_listed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs sharing a cache: one compacted a shard away between the other's reading it and mapping its vectors
+    to check them, and the other stopped with "No such file or directory (shard-….npz)" (a fresh-clone CI run)."""
+    from retrain.features import store as stores
+
+    fill(BottleneckStore(tmp_path, module_key="k", feature_dim=8), 100)  # 3 shards
+    real_mapped, gone = stores._mapped, []
+
+    def compacted_meanwhile(path: Path, *args: object) -> np.ndarray:
+        if not gone:
+            gone.append(len(np.load(path)["keys"]))
+            path.unlink()  # as another run's compaction would
+        return real_mapped(path, *args)
+
+    monkeypatch.setattr(stores, "_mapped", compacted_meanwhile)
+    store = BottleneckStore(tmp_path, module_key="k", feature_dim=8)
+    assert store.load(vectors=False) == 100 - gone[0]

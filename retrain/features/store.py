@@ -166,7 +166,11 @@ class BottleneckStore:
                 self._set_aside(path, f"it holds {dtype} {shape} for {len(shard_keys)} keys, expected "
                                       f"[{len(shard_keys)}, {self.feature_dim}] floats")
                 continue
-            if not _all_finite(shard_vectors if vectors else _mapped(path, shape, offset, dtype)):
+            try:
+                finite = _all_finite(shard_vectors if vectors else _mapped(path, shape, offset, dtype))
+            except FileNotFoundError:
+                return None  # another run compacted it away since it was read; list again
+            if not finite:
                 self._set_aside(path, "it holds vectors that are not finite numbers")
                 continue
             self._loaded.add(path)
