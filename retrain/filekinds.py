@@ -203,8 +203,13 @@ def is_labels(data: Any, path: Path) -> bool:
     lines = bytes(data).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n").split("\n")
     if lines.pop() != "" or not all(lines) or len(set(lines)) != len(lines):
         return False
-    report = read_report(report_path(Path(os.path.realpath(path))))
+    report = read_report(labels_report(path))
     return report is not None and report.get("labels") == lines
+
+
+def labels_report(path: Path) -> Path:
+    """The retrain report that vouches for a labels file at `path`: beside the file a link there points to."""
+    return report_path(Path(os.path.realpath(path)))
 
 
 def is_numbers(data: Any) -> bool:

@@ -50,7 +50,7 @@ except ImportError:  # no flock (Windows): runs are not held against each other
 
 from retrain import __version__, filekinds
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
-from retrain.names import OWNER_MARKER, report_path
+from retrain.names import OWNER_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -681,7 +681,7 @@ def _labels_hint(output: Output, path: Path) -> str:
     labels (another model's, two models sharing a folder), say so: retrain may well have written the file."""
     if output.content != "labels":
         return ""
-    report = report_path(Path(os.path.realpath(path)))  # as filekinds.is_labels: beside the file a link leads to
+    report = filekinds.labels_report(path)  # the one is_labels judged by
     if filekinds.read_report(report) is None:
         return ""
     return (f" (the {report} beside it lists other labels, so it cannot vouch for this file: if retrain wrote it "
