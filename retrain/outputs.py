@@ -12,7 +12,8 @@ replaced only when it is empty or holds exactly what retrain wrote there, file
 for file and byte for byte, which a marker file inside it records; temporary
 files that killed runs left beside an output are removed. A run's exports are
 written as one set (`export_set`): if one fails, or the run is interrupted, the
-files it had written are taken back and the earlier ones put back. From its
+files it had written are taken back and the earlier ones put back (those of a
+killed process by the next run writing there, from its journal). From its
 checks to its end a run holds its outputs against other runs on this machine
 (`hold_outputs`).
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import filecmp
 import glob
 import hashlib
 import itertools
@@ -32,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import stat
 import tempfile
 import threading
@@ -48,15 +49,14 @@ try:
 except ImportError:  # no flock (Windows): runs are not held against each other
     fcntl = None
 
-from retrain import __version__, filekinds
+from retrain import __version__, filekinds, journal
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
+from retrain.journal import HOST as _HOST
 from retrain.names import OWNER_MARKER
 
 log = logging.getLogger(__name__)
 
 LOCK_ROOT = "/tmp"  # where runs on this machine find each other's locks (hold_outputs), whatever TMPDIR says
-STALE_SECONDS = 3600.0  # a temporary file this old, of a process we cannot see, was left by a killed run
-_HOST = hashlib.sha1(socket.gethostname().encode(errors="replace")).hexdigest()[:6]
 
 
 @dataclass(frozen=True)
@@ -709,37 +709,24 @@ def temp_prefix(name: str) -> str:
     return f".{name}.retrain-{_HOST}-{os.getpid()}-"
 
 
-def _temp_owner_gone(name: str, entry: Path) -> bool:
-    """Whether a temporary entry beside an output was left by a process that no longer runs."""
-    match = re.fullmatch(rf"\.{re.escape(name)}\.retrain-([0-9a-f]{{6}})-(\d+)-.*", entry.name)
-    try:
-        age = time.time() - entry.lstat().st_mtime
-    except OSError:
-        return False
+def _temp_owner_gone(name: str | None, entry: Path) -> bool:
+    """Whether a temporary entry beside output `name` (any output: None) was left by a process that no longer runs."""
+    named = re.escape(name) if name is not None else ".+"
+    match = re.fullmatch(rf"\.{named}\.retrain-([0-9a-f]{{6}})-(\d+)-.*", entry.name)
     if match is None:
         return False  # not a name retrain makes (a user's hidden backup such as .model.pb.old-v1 is left alone)
-    host, pid = match.group(1), int(match.group(2))
-    if host != _HOST:
-        return age > 24 * STALE_SECONDS
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    return journal.owner_gone(match.group(1), int(match.group(2)), entry)
 
 
-def remove_stale_temps(path: Path) -> None:
-    """Delete temporary files and folders that killed runs left beside `path` (never a live run's)."""
+def remove_stale_temps(path: Path, *, every: bool = False) -> None:
+    """Delete temporary files and folders that killed runs left beside `path` (never a live run's); `every`:
+    those of every output in folder `path`."""
     try:
-        entries = list(path.parent.glob(f".{glob.escape(path.name)}.*"))
+        entries = list(path.glob(".*") if every else path.parent.glob(f".{glob.escape(path.name)}.*"))
     except OSError:
         return
     for entry in entries:
-        if _temp_owner_gone(path.name, entry):
+        if _temp_owner_gone(None if every else path.name, entry):
             try:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             except OSError:
@@ -755,12 +742,15 @@ def make_folder(directory: Path, *, flag: str) -> None:
     """Create an output's folder (and its parents) when the run first writes there: check_writable_dir does not.
     While writes are recorded, the folders it creates are removed again, if empty, when they are taken back."""
     missing = [folder for folder in (directory, *directory.parents) if not folder.exists()]
+    made = [_Replaced(folder, made=True) for folder in reversed(missing)] if _RECORDING and missing else []
+    if made:
+        _RECORDING[-1].add(*made)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
+        if made:
+            _RECORDING[-1].drop(*made)
         raise _failure(flag, directory, error) from None
-    if _RECORDING:
-        _RECORDING[-1].entries.extend(_Replaced(folder, made=True) for folder in reversed(missing))
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, same: Sequence[bytes] = ()) -> None:
@@ -778,7 +768,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, sam
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         judge_again(path, same=same)
-        with replacing(path):
+        with replacing(path, Path(tmp)):
             os.replace(tmp, path)
         record_written(path)
     except OSError as error:
@@ -805,36 +795,96 @@ class _Replaced:
     link: str | None = None  # the earlier link's target, when the path was a link
     folder: str = ""  # a folder output's flag (replace_folder): taken back only while it is exactly what it wrote
     made: bool = False  # a folder make_folder created for an output: removed again if it is empty
-    written: tuple[int, ...] | None = None  # a file's lstat identity once written: taken back only while unchanged
+    written: tuple[int, ...] | None = None  # the new file's identity (_written_identity): taken back while unchanged
+
+    def record(self) -> dict[str, Any]:
+        """The entry as a journal records it (paths as absolute strings)."""
+        return {key: os.path.abspath(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple)
+                else value for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "_Replaced":
+        return cls(Path(record["path"]), aside=Path(record["aside"]) if record.get("aside") else None,
+                   link=record.get("link"), folder=record.get("folder") or "", made=bool(record.get("made")),
+                   written=tuple(record["written"]) if record.get("written") else None)
+
+
+def _written_identity(path: Path) -> tuple[int, ...] | None:
+    """What tells a file written apart from any other: device, inode, size and modification time (not the change
+    time, which the rename into place moves)."""
+    identity = _identity(path)
+    return identity[:4] if identity else None
 
 
 class Writes:
-    """Output writes that may yet be taken back, each with what it replaced kept aside (see `recording`)."""
+    """Output writes that may yet be taken back, each with what it replaced kept aside (see `recording`).
 
-    def __init__(self) -> None:
+    journaled: each write is recorded on disk before it happens (`retrain.journal`), so that if this process is
+    killed the next run writing there takes the set back (`take_back_killed`)."""
+
+    def __init__(self, *, journaled: bool = False) -> None:
         self.entries: list[_Replaced] = []
+        self._journal = journal.Journal() if journaled else None
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    def add(self, *entries: _Replaced) -> None:
+        """Record writes that are about to happen."""
+        self.entries.extend(entries)
+        self._save()
+
+    def drop(self, *entries: _Replaced) -> None:
+        """Forget writes that did not happen after all."""
+        for entry in entries:
+            self.entries.remove(entry)
+        self._save()
+
+    def _save(self) -> None:
+        if self._journal is None or not self.entries:
+            return
+        made = {entry.path for entry in self.entries if entry.made}
+        folders = []
+        for entry in self.entries:  # the nearest folder each write goes into that the set did not make
+            folder = entry.path.parent
+            while folder in made:
+                folder = folder.parent
+            folders.append(Path(os.path.abspath(folder)))
+        self._journal.save([entry.record() for entry in self.entries], folders)
+
     def keep(self) -> None:
         """The writes stand: what they replaced, kept aside, is deleted."""
+        if self._journal is not None:
+            self._journal.keep()
         for entry in self.entries:
             if entry.aside is not None:
                 _remove(entry.aside)
         self.entries.clear()
+        if self._journal is not None:
+            self._journal.discard()
 
-    def take_back(self, start: int = 0) -> tuple[list[Path], list[Path]]:
+    def take_back(self, start: int = 0, *, killed: bool = False) -> tuple[list[Path], list[Path]]:
         """Undo the writes from the `start`-th on, last first: each earlier file or folder put back, each new one
-        removed, but only while it is what was written there (else an error line names it). Returns the paths
-        (restored, removed)."""
+        removed, but only while it is what was written there (else an error line names it, and the earlier one
+        is kept beside it, under a name no run removes when the writes are a `killed` process's). Returns the
+        paths (restored, removed)."""
         restored, removed, failed = [], [], []
         for entry in reversed(self.entries[start:]):
             if entry.made:  # a folder make_folder created: removed if nothing else is in it
+                if killed:  # but the temporary files of the killed run
+                    remove_stale_temps(entry.path, every=True)
                 with contextlib.suppress(OSError):
                     entry.path.rmdir()
                 continue
             try:
+                if _not_written(entry):  # killed before that write happened: its earlier file is still there
+                    if entry.aside is not None:
+                        _remove(entry.aside)
+                    continue
+                if entry.folder and entry.aside is not None and not os.path.lexists(entry.path):  # killed mid-swap
+                    os.replace(entry.aside, entry.path)
+                    restored.append(entry.path)
+                    continue
                 if not _still_written(entry):  # only what this run wrote, unchanged since, is taken away
                     raise OSError("it is no longer what this run wrote there")
                 if entry.folder and entry.aside is not None:
@@ -857,12 +907,57 @@ class Writes:
                     entry.path.unlink()
                     removed.append(entry.path)
             except OSError as error:
-                kept = f"; the earlier one is {entry.aside}" if entry.aside is not None and entry.aside.exists() else ""
+                kept = ""
+                if entry.aside is not None and entry.aside.exists():
+                    kept = f"; the earlier one is {_kept_visible(entry.aside, entry.path) if killed else entry.aside}"
                 failed.append(f"{entry.path} ({error.strerror or error}{kept})")
         del self.entries[start:]
         if failed:
             log.error("could not take back %s: check these files before using them", ", ".join(failed))
+        if self._journal is not None:
+            self._journal.discard() if not self.entries else self._save()
         return restored, removed
+
+
+def _not_written(entry: _Replaced) -> bool:
+    """Whether a recorded write never happened (its process was killed first): the earlier file or folder is
+    still at the path, or nothing is where a new one was to go."""
+    if entry.made or entry.link is not None:
+        return entry.link is not None and entry.path.is_symlink()
+    if entry.aside is None:
+        return not os.path.lexists(entry.path)
+    if entry.folder:
+        return entry.path.exists() and not entry.aside.exists()
+    with contextlib.suppress(OSError):
+        return os.path.samefile(entry.path, entry.aside) or filecmp.cmp(entry.path, entry.aside, shallow=False)
+    return False
+
+
+def _kept_visible(aside: Path, path: Path) -> Path:
+    """Rename an earlier file or folder kept aside to `<name>.earlier` (or `.earlier-2`...) beside `path`."""
+    for number in itertools.count(1):
+        kept = path.with_name(f"{path.name}.earlier" + (f"-{number}" if number > 1 else ""))
+        if not os.path.lexists(kept):
+            with contextlib.suppress(OSError):
+                os.replace(aside, kept)
+                return kept
+            return aside
+    raise AssertionError  # unreachable: count() never ends
+
+
+def take_back_killed(outputs: Sequence[Output]) -> None:
+    """Take back the export sets that killed processes (SIGKILL, power loss) left half written in the folders
+    these outputs are in, as the process would have had it been interrupted: earlier files put back, new ones
+    removed, with a warning. A write found changed since is left, and the earlier file kept beside it."""
+    folders = dict.fromkeys(o.path if o.kind == "entries" else o.path.parent for o in outputs if o.kind != "tree")
+    for pid, records in journal.killed(folders):
+        writes = Writes()
+        writes.entries = [_Replaced.from_record(record) for record in records]
+        restored, removed = writes.take_back(killed=True)
+        said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
+                f"removed its new {', '.join(map(str, removed))}" if removed else ""]
+        log.warning("a retrain run (process %d) was killed while writing its outputs; its writes are taken back%s",
+                    pid, ": " + "; ".join(part for part in said if part) if restored or removed else "")
 
 
 _RECORDING: list[Writes] = []  # where output writes are recorded now (innermost last): see `recording`
@@ -884,9 +979,9 @@ def export_set() -> Iterator[None]:
     """The block's output writes form one set: if the block fails or is interrupted, each file or folder written
     is taken back (`Writes.take_back`). So a failed export never leaves a new graph beside another model's
     labels, or new labels beside an earlier SavedModel. If the block ends well, what was kept aside is deleted.
-    (A killed process cannot take anything back; what it kept aside is removed as a stale temporary file by a
-    later run.)"""
-    writes = Writes()
+    (A killed process cannot take anything back itself: its journal lets the next run writing there do it,
+    `take_back_killed`.)"""
+    writes = Writes(journaled=True)
     try:
         with recording(writes):
             yield
@@ -904,23 +999,24 @@ def export_set() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def replacing(path: Path) -> Iterator[None]:
-    """Around the rename of a new file over `path`: while writes are recorded, what is there is kept aside first,
-    and the write is recorded once the rename has happened (a rename that fails records nothing, keeps nothing)."""
+def replacing(path: Path, new: Path) -> Iterator[None]:
+    """Around the rename of the new file `new` over `path`: while writes are recorded, what is there is kept
+    aside, and the write recorded, before the rename (a rename that fails records nothing, keeps nothing)."""
     if not _RECORDING:
         yield
         return
-    entry = _Replaced(path, link=os.readlink(path) if path.is_symlink() else None)
+    entry = _Replaced(path, link=os.readlink(path) if path.is_symlink() else None, written=_written_identity(new))
     if entry.link is None:
         entry.aside = _set_aside(path)
+    writes = _RECORDING[-1]
+    writes.add(entry)
     try:
         yield
     except BaseException:
+        writes.drop(entry)
         if entry.aside is not None:
             entry.aside.unlink(missing_ok=True)
         raise
-    entry.written = _identity(path)
-    _RECORDING[-1].entries.append(entry)
 
 
 @contextlib.contextmanager
@@ -975,7 +1071,7 @@ def _still_written(entry: _Replaced) -> bool:
         except UsageError:
             return False
         return (entry.path / OWNER_MARKER).is_file()
-    return entry.written is not None and _identity(entry.path) == entry.written
+    return entry.written is not None and _written_identity(entry.path) == entry.written
 
 
 def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) -> None:
@@ -998,23 +1094,28 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
                                                     "files": files,
                                                     "sha256": {name: _sha256(tmp / name) for name in files}},
                                                    indent=1) + "\n")
-        moved = False
-        if directory.exists():
+        moved = directory.exists()
+        if moved:
             try:
                 _check_replaceable_contents(directory, flag=flag)
             except UsageError as error:
                 raise RetrainError(f"{error} (found just before replacing it: it changed while the run went on, so "
                                    "retrain did not replace it)") from None
-            os.replace(directory, old)
-            moved = True
+        entry = _Replaced(directory, aside=old if moved else None, folder=flag)
+        writes = _RECORDING[-1] if _RECORDING else None
+        if writes is not None:  # recorded before the swap; the old folder is kept until the writes are settled
+            writes.add(entry)
         try:
+            if moved:
+                os.replace(directory, old)
             os.replace(tmp, directory)
         except BaseException:
-            if moved:
+            if moved and old.exists():
                 os.replace(old, directory)
+            if writes is not None:
+                writes.drop(entry)
             raise
-        if _RECORDING:  # the old folder is kept until the writes are kept or taken back
-            _RECORDING[-1].entries.append(_Replaced(directory, aside=old if moved else None, folder=flag))
+        if writes is not None:
             old = None
     except OSError as error:
         raise _failure(flag, directory, error) from None

@@ -43,7 +43,7 @@ from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, Writes, check_clashes, check_input_files, check_replaceable_files,
                              bytes_text, check_writable_dir, export_set, hold_outputs, release_outputs, size_text,
-                             writes)
+                             take_back_killed, writes)
 from retrain.tfenv import import_tensorflow
 from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged,
                            initial_head, load_images, rng, train)
@@ -126,6 +126,7 @@ def prepare(config: RetrainConfig) -> Plan:
     check_clashes(outputs, _inputs(config))
     hold_outputs(outputs)  # until the run ends, no other run on this machine writes them
     try:
+        take_back_killed(outputs)  # a killed run's half-written exports, before they are judged
         labels = label_source(config).scan()
         # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
         check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],

@@ -188,7 +188,7 @@ def test_a_file_index_left_half_written_by_a_killed_run_is_removed(tmp_path: Pat
     cache = tmp_path / "cache"
     cache.mkdir()
     index = cache / "file_keys.json"
-    from retrain.outputs import _HOST, STALE_SECONDS
+    from retrain.journal import HOST as _HOST, STALE_SECONDS
 
     old = time.time() - 2 * STALE_SECONDS
     left = cache / f".file_keys.json.retrain-{_HOST}-999999999-x.tmp"

@@ -1427,7 +1427,7 @@ def test_a_second_signal_waits_until_the_take_back_is_done(tmp_path: Path) -> No
 
 def test_what_a_killed_run_kept_aside_of_a_checkpoint_is_removed_by_the_next(colour_tree: Path, tiny_module: Path,
                                                                              outputs) -> None:
-    from retrain.outputs import _HOST, STALE_SECONDS
+    from retrain.journal import HOST as _HOST, STALE_SECONDS
 
     folder = outputs["checkpoint_path"].parent
     folder.mkdir()
@@ -1822,7 +1822,8 @@ def test_written_outputs_are_readable_by_others_under_the_usual_umask(tmp_path: 
 def test_temporary_files_of_another_host_are_removed_only_once_a_day_old(tmp_path: Path) -> None:
     """On a shared disk a run on another machine may still be writing: its temporary files are left alone until
     they are 24 hours old. This process's own temporary files are never removed."""
-    from retrain.outputs import _HOST, STALE_SECONDS, remove_stale_temps, temp_prefix
+    from retrain.journal import HOST as _HOST, STALE_SECONDS
+    from retrain.outputs import remove_stale_temps, temp_prefix
 
     target = tmp_path / "graph.pb"
     other_host = "0" * 6 if _HOST != "0" * 6 else "1" * 6

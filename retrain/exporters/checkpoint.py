@@ -52,7 +52,7 @@ class Checkpoint(Exporter):
                 remove_stale_temps(target)  # what killed runs kept aside of this file
                 judge_again(target)
             for path, target in zip(written, targets):  # the index last: it is what readers open first
-                with replacing(target):
+                with replacing(target, path):
                     os.replace(path, target)
                 record_written(target)
         except (OSError, tf.errors.OpError) as error:

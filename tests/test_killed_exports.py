@@ -1,0 +1,270 @@
+"""A process killed (SIGKILL, power loss) while it writes its exports: the next run takes the half-written set back.
+
+Before, an earlier model's graph stayed replaced beside its own labels, its originals hidden beside them under
+temporary names that the next run of the new model deleted, and a rerun of the earlier model was refused
+(probe Y). Here real processes are killed at every file-system step of an export set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import flags, retrain_cli as retrain
+
+# A child process that writes an export set over `base`'s earlier files, the way the exporters do: files in two
+# folders (a link among them, a file with nothing earlier, one in folders the set makes) and a SavedModel-like
+# folder. It logs each os.replace and os.unlink, and kills itself with SIGKILL just before or after the N-th.
+CHILD = """
+import os, signal, sys
+from pathlib import Path
+from retrain.outputs import atomic_write_bytes, export_set, make_folder, replace_folder
+
+base, at, when, log = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], open(sys.argv[4], "w")
+calls = []
+
+def watched(name, real):
+    def call(*args, **kwargs):
+        calls.append(name)
+        log.write(f"{name} {args[-1] if name == 'replace' else args[0]}\\n")
+        log.flush()
+        if len(calls) == at and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            if len(calls) == at and when == "after":
+                os.kill(os.getpid(), signal.SIGKILL)
+    return call
+
+os.replace, os.unlink = watched("replace", os.replace), watched("unlink", os.unlink)
+with export_set():
+    for path in (base / "graph.pb", base / "labels.txt", base / "other" / "report.json", base / "new.tflite"):
+        atomic_write_bytes(path, b"new " + path.name.encode(), flag="--output_graph")
+    replace_folder(base / "saved", lambda tmp: (tmp.mkdir(), (tmp / "saved_model.pb").write_bytes(b"new")),
+                   flag="--saved_model_dir")
+    make_folder(base / "made" / "deep", flag="--output_tflite")
+    atomic_write_bytes(base / "made" / "deep" / "model.tflite", b"new", flag="--output_tflite")
+"""
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under `root`, hidden ones too: a file's bytes, a link's target, a folder."""
+    entries = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        entries[key] = (f"-> {os.readlink(path)}" if path.is_symlink() else "folder" if path.is_dir()
+                        else path.read_bytes().decode())
+    return entries
+
+
+def visible(entries: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in entries.items() if "/." not in f"/{name}"}
+
+
+def earlier_model(base: Path) -> None:
+    from retrain.outputs import replace_folder
+
+    (base / "other").mkdir(parents=True)
+    (base / "graph.pb").write_text("earlier graph")
+    (base / "real_labels.txt").write_text("earlier labels")
+    (base / "labels.txt").symlink_to("real_labels.txt")  # an output that is a link: the link is put back
+    (base / "other" / "report.json").write_text("earlier report")
+    replace_folder(base / "saved", lambda tmp: (tmp.mkdir(), (tmp / "saved_model.pb").write_bytes(b"earlier")),
+                   flag="--saved_model_dir")
+
+
+def the_outputs(base: Path) -> list:
+    from retrain.outputs import Output
+
+    return [Output("--output_graph", base / "graph.pb"), Output("--output_labels", base / "labels.txt"),
+            Output("--output_graph", base / "other" / "report.json"), Output("--output_graph", base / "new.tflite"),
+            Output("--saved_model_dir", base / "saved", kind="folder"),
+            Output("--output_tflite", base / "made" / "deep" / "model.tflite")]
+
+
+def write_set(base: Path, log: Path, at: int = 0, when: str = "before") -> int:
+    child = subprocess.run([sys.executable, "-c", CHILD, str(base), str(at), when, str(log)], capture_output=True,
+                           text=True, timeout=60)
+    assert child.returncode == (-signal.SIGKILL if at else 0), child.stderr
+    return child.returncode
+
+
+def the_next_run_writes(base: Path, outputs: list) -> None:
+    """What the next run does before and while writing these outputs: takes back killed sets, removes temporary
+    files of dead processes beside each output."""
+    from retrain.outputs import remove_stale_temps, take_back_killed
+
+    take_back_killed(outputs)
+    for output in outputs:
+        remove_stale_temps(output.path)
+
+
+def test_a_set_killed_at_any_step_is_taken_back_whole_or_stands_whole(tmp_path: Path, caplog) -> None:
+    """Killed just before or just after each rename or delete of the set (the journal's own included), the next
+    run leaves the folders exactly as before the set (earlier files put back, new ones removed, made folders
+    gone) or, once the journal is deleted (the set was kept), exactly as after it; nothing hidden is left."""
+    earlier_model(tmp_path / "base")
+    before = snapshot(tmp_path / "base")
+    finished = tmp_path / "finished"
+    shutil.copytree(tmp_path / "base", finished, symlinks=True)
+    write_set(finished, tmp_path / "steps.log")
+    after = snapshot(finished)
+    steps = (tmp_path / "steps.log").read_text().splitlines()
+    kept_at = next(i for i, step in enumerate(steps, 1)
+                   if step.startswith("unlink ") and Path(step[7:]).name.startswith(".retrain-exports-")
+                   and step.endswith(".journal"))
+    hidden = [name for name in after if "/." in f"/{name}" and name != "saved/.retrain-export.json"]
+    assert before != after and len(steps) > 20 and not hidden, after
+    for at in range(1, len(steps) + 1):
+        for when in ("before", "after"):
+            work = tmp_path / f"{at}-{when}"
+            shutil.copytree(tmp_path / "base", work, symlinks=True)
+            write_set(work, tmp_path / "killed.log", at, when)
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="retrain"):
+                the_next_run_writes(work, the_outputs(work))
+            expected = after if at > kept_at or at == kept_at and when == "after" else before
+            assert snapshot(work) == expected, (at, when, steps[at - 1])
+            if expected is before and at > 3:  # by then a write has happened: the warning says what came back
+                assert "was killed while writing its outputs; its writes are taken back" in caplog.text, (at, when)
+            shutil.rmtree(work)
+
+
+def test_a_run_writing_one_folder_of_the_set_takes_the_whole_set_back(tmp_path: Path, caplog) -> None:
+    """A later run writing only the report (in the set's second folder, where a pointer to the journal is) takes
+    back the set's writes in the first folder too."""
+    base = tmp_path / "base"
+    earlier_model(base)
+    before = snapshot(base)
+    steps = tmp_path / "steps.log"
+    write_set(base, steps)
+    shutil.rmtree(base)
+    earlier_model(base)
+    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1)
+          if step == f"replace {base / 'other' / 'report.json'}"]
+    write_set(base, tmp_path / "killed.log", at[0], "after")
+    with caplog.at_level("WARNING", logger="retrain"):
+        the_next_run_writes(base, the_outputs(base)[2:3])
+    assert visible(snapshot(base)) == visible(before)
+    assert (f"its writes are taken back: put back the earlier {base / 'other' / 'report.json'}, "
+            f"{base / 'labels.txt'}, {base / 'graph.pb'}") in caplog.text
+
+
+def test_a_write_changed_after_the_kill_is_left_and_the_earlier_file_kept_beside_it(tmp_path: Path,
+                                                                                      caplog) -> None:
+    """The user (or another program) wrote over an output after the kill: theirs stays, and the earlier file is
+    kept beside it as `<name>.earlier`, which no run removes, and the error line says so."""
+    base = tmp_path / "base"
+    earlier_model(base)
+    steps = tmp_path / "steps.log"
+    write_set(base, steps)  # once, to count the steps
+    shutil.rmtree(base)
+    earlier_model(base)
+    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1) if step == f"replace {base / 'labels.txt'}"]
+    write_set(base, tmp_path / "killed.log", at[0], "after")
+    (base / "graph.pb").write_text("the user's own graph")
+    with caplog.at_level("WARNING", logger="retrain"):
+        the_next_run_writes(base, the_outputs(base))
+    assert (base / "graph.pb").read_text() == "the user's own graph"
+    assert (base / "graph.pb.earlier").read_text() == "earlier graph"
+    assert os.readlink(base / "labels.txt") == "real_labels.txt"  # the rest is taken back
+    assert f"could not take back {base / 'graph.pb'} (it is no longer what this run wrote there; the earlier one " \
+           f"is {base / 'graph.pb.earlier'})" in caplog.text
+    assert [path.name for path in base.rglob(".*")] == [".retrain-export.json"]  # the SavedModel's marker
+
+
+def test_a_live_runs_journal_is_left_alone(tmp_path: Path) -> None:
+    """A journal whose process still runs (this one) is not taken back, nor are its kept-aside files removed."""
+    from retrain.outputs import atomic_write_bytes, export_set, take_back_killed
+
+    (tmp_path / "graph.pb").write_text("earlier")
+    with export_set():
+        atomic_write_bytes(tmp_path / "graph.pb", b"new", flag="--output_graph")
+        held = snapshot(tmp_path)
+        take_back_killed(the_outputs(tmp_path))
+        assert snapshot(tmp_path) == held and len(held) == 3  # the graph, the earlier one aside, the journal
+    assert snapshot(tmp_path) == {"graph.pb": "new"}
+
+
+def test_rerunning_the_earlier_model_after_a_killed_export_works(colour_tree: Path, tiny_module: Path, outputs,
+                                                                 tmp_path: Path) -> None:
+    """Probe Y's case, with the real command: model A (three colours) written; model B (two colours) killed just
+    after replacing A's graph and labels, leaving them beside A's report. Before, rerunning A was refused ('not a
+    labels file retrain can tell it wrote'); now the rerun takes B's writes back first, says so, and writes A
+    again."""
+    first = retrain(colour_tree, tiny_module, outputs)
+    assert "Wrote" in first.stdout
+    earlier = {name: (outputs["output_graph"].parent / name).read_bytes() for name in ("graph.pb", "labels.txt",
+                                                                                        "report.json")}
+    two = tmp_path / "two"
+    shutil.copytree(colour_tree, two)
+    shutil.rmtree(next(p for p in sorted(two.iterdir()) if p.is_dir()))
+    kill = (f"import os, signal, sys; real = os.replace\n"
+            f"def replace(source, destination):\n"
+            f"    real(source, destination)\n"
+            f"    if str(destination) == {str(outputs['output_labels'])!r}: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"os.replace = replace\n"
+            f"from retrain.entry import retrain_command\n"
+            f"sys.argv[0] = 'retrain'; retrain_command()\n")
+    args = flags(image_dir=two, tfhub_module=tiny_module, how_many_training_steps=20, **outputs)
+    child = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    folder = outputs["output_graph"].parent
+    assert outputs["output_graph"].read_bytes() != earlier["graph.pb"]  # B's graph and labels beside A's report
+    assert (folder / "labels.txt").read_bytes() != earlier["labels.txt"]
+    assert (folder / "report.json").read_bytes() == earlier["report.json"]
+    assert [p for p in folder.iterdir() if p.name.startswith(".retrain-exports-")]
+
+    again = retrain(colour_tree, tiny_module, outputs)
+    assert (f"its writes are taken back: put back the earlier {outputs['output_labels']}, {outputs['output_graph']}"
+            in again.stderr)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["labels"] == json.loads(earlier["report.json"])["labels"]
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_another_users_journal_is_not_followed(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A journal names files to move and delete: in a shared folder such as /tmp (the classic outputs' folder)
+    another user could leave one naming this user's files. Only journals of the user running retrain count."""
+    base = tmp_path / "base"
+    earlier_model(base)
+    steps = tmp_path / "steps.log"
+    write_set(base, steps)
+    shutil.rmtree(base)
+    earlier_model(base)
+    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1) if step == f"replace {base / 'labels.txt'}"]
+    write_set(base, tmp_path / "killed.log", at[0], "after")
+    left = snapshot(base)
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(base).st_uid + 1)  # the journal is now another user's
+    from retrain.outputs import take_back_killed
+
+    with caplog.at_level("WARNING", logger="retrain"):
+        take_back_killed(the_outputs(base))
+    assert snapshot(base) == left and "killed" not in caplog.text
+    monkeypatch.undo()
+    the_next_run_writes(base, the_outputs(base)[:2])
+    assert visible(snapshot(base)) != visible(left)  # this user's journal is followed
+
+
+def test_a_pipe_named_as_a_journal_does_not_stall_the_run(tmp_path: Path) -> None:
+    """Reading a journal-named pipe (another user's, or anyone's in /tmp) would wait for ever: it is passed by."""
+    import threading
+
+    from retrain.journal import HOST
+    from retrain.outputs import take_back_killed
+
+    os.mkfifo(tmp_path / f".retrain-exports-{HOST}-999999999-1a2b3c4d.journal")
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (take_back_killed(the_outputs(tmp_path)), done.set()), daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    if not done.is_set():  # unblock the thread: a writer opening the pipe lets its reader through
+        with open(tmp_path / f".retrain-exports-{HOST}-999999999-1a2b3c4d.journal", "w"):
+            pass
+    assert done.is_set(), "reading the pipe stalled"
