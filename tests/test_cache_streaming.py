@@ -180,3 +180,25 @@ def test_a_shard_compacted_away_while_the_cache_is_read_by_its_keys_is_listed_ag
     monkeypatch.setattr(stores, "_mapped", compacted_meanwhile)
     store = BottleneckStore(tmp_path, module_key="k", feature_dim=8)
     assert store.load(vectors=False) == 100 - gone[0]
+
+
+def test_a_shard_this_run_wrote_and_another_compacted_away_at_once_is_still_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An out-of-core run writes a shard and then reads its vectors from the file: another run's compaction
+    deleting it right after it took its name (its vectors safe in a merged shard) stopped this run with one
+    line. The shard is opened before it is named, so the open file stays readable."""
+    from retrain.features import store as stores
+
+    store = BottleneckStore(tmp_path, module_key="k", feature_dim=8)
+    store.load(vectors=False)
+    real_replace = stores.os.replace
+
+    def compacted_at_once(source: str, destination: Path) -> None:
+        real_replace(source, destination)
+        Path(destination).unlink()  # as another run's compaction would, once its merged shard holds them
+
+    monkeypatch.setattr(stores.os, "replace", compacted_at_once)
+    keys, vectors = fill(store, 100)
+    monkeypatch.undo()
+    assert not list(store.dir.glob("shard-*.npz"))  # every shard this store wrote is gone from the folder
+    assert np.array_equal(store.get(keys), vectors)  # yet its rows are read from the files it holds open

@@ -20,6 +20,7 @@ full-precision ones).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -30,7 +31,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -276,12 +277,12 @@ class BottleneckStore:
         if not self._pending_keys:
             return
         keys = np.array(self._pending_keys, dtype=KEY_DTYPE)
-        path = self._write_shard(keys, np.concatenate(self._pending_vectors))
+        path, handle = self._write_shard(keys, np.concatenate(self._pending_vectors), opened=not self._in_memory)
         self._pending_keys, self._pending_vectors = [], []
-        if not self._in_memory:  # the new rows are on disk now: read them from there, free the memory
-            (_, offset), _ = _member_header(path, "vectors.npy")
+        if handle is not None:  # the new rows are on disk now: read them from there, free the memory
+            (_, offset), _ = _member_header(handle, "vectors.npy")
             self._shards.append(_Shard(path=path, start=self._memory_start, count=len(keys), offset=offset,
-                                       dtype=self.dtype, handle=open(path, "rb", buffering=0)))
+                                       dtype=self.dtype, handle=handle))
             self._memory_start = self._rows
             self._chunks = []
 
@@ -326,9 +327,11 @@ class BottleneckStore:
             log.info("compacted %d bottleneck shards into %d", removed, written)
             self.load(vectors=self._in_memory)
 
-    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
+    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray, *, opened: bool = False) -> tuple[Path, Any]:
+        """Write a new shard file; returns its path, and with `opened` the file opened for reading before it took
+        its name (another run's compaction may delete it as soon as it has: the open file stays readable)."""
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
-        tmp = None
+        tmp = reader = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
             os.fchmod(fd, NEW_FILE_MODE)
@@ -336,8 +339,11 @@ class BottleneckStore:
                 np.savez(handle, keys=keys, vectors=np.ascontiguousarray(vectors))
                 handle.flush()
                 os.fsync(handle.fileno())
+            reader = open(tmp, "rb", buffering=0) if opened else None  # noqa: SIM115 - held by its _Shard
             os.replace(tmp, self.dir / name)
         except OSError as error:
+            if reader is not None:
+                reader.close()
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
             kept = ("vectors computed so far are kept" if self.shards_written else
@@ -345,11 +351,13 @@ class BottleneckStore:
             raise RetrainError(f"cannot write to the bottleneck cache {self.dir} (--bottleneck_dir): "
                                f"{error.strerror or error}; {kept}") from None
         except BaseException:
+            if reader is not None:
+                reader.close()
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
             raise
         self.shards_written += 1
-        return self.dir / name
+        return self.dir / name, reader
 
 
 def remove_stale_files(folder: Path, pattern: str) -> None:
@@ -391,13 +399,15 @@ def _open_shard(path: Path) -> Any:
         return None
 
 
-def _member_header(path: Path, member: str) -> tuple[tuple[tuple[int, ...], int], np.dtype]:
-    """((shape, byte offset of the data in the file), dtype) of an uncompressed .npy member of an .npz file."""
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(member)
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise ValueError(f"{member} is compressed")
-    with open(path, "rb") as handle:
+def _member_header(source: Path | BinaryIO, member: str) -> tuple[tuple[tuple[int, ...], int], np.dtype]:
+    """((shape, byte offset of the data in the file), dtype) of an uncompressed .npy member of an .npz file (its
+    path, or the file opened for reading, left open)."""
+    with contextlib.ExitStack() as stack:
+        handle = stack.enter_context(open(source, "rb")) if isinstance(source, Path) else source
+        with zipfile.ZipFile(handle) as archive:
+            info = archive.getinfo(member)
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{member} is compressed")
         handle.seek(info.header_offset)
         local = handle.read(30)  # the zip local file header: name and extra-field lengths at bytes 26..30
         name_length, extra_length = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
