@@ -171,9 +171,13 @@ def test_sigkill_during_bottlenecks_and_export_then_resume(flowers, tmp_path: Pa
     assert temporary(), "the kill landed while the SavedModel was being written"
     assert {p.relative_to(saved): p.read_bytes() for p in saved.rglob("*") if p.is_file()} == before
     print(f"kill 3 (export): killed with {[p.name for p in temporary()]} beside the untouched SavedModel")
+    journals = lambda: [p for p in out.rglob(".retrain-exports-*")]  # noqa: E731
+    assert journals(), "the files the killed run had written before the SavedModel are in its journal"
     fifth = Run(tree, module, out, "fifth", saved_model_dir=saved)
     assert fifth.process.wait(timeout=300) == 0, fifth.stderr
+    assert "was killed while writing its outputs; its writes are taken back: put back the earlier" in fifth.stderr
     assert not temporary(), "the killed run's temporary folder is cleaned up"
+    assert not journals()
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
     assert cached_keys(out / "bottlenecks") >= expected
 
