@@ -129,6 +129,32 @@ def killed(folders: Iterable[Path]) -> Iterator[tuple[int, list[dict[str, Any]]]
     """The export sets of killed processes with a journal or pointer in `folders`: (process id, its records),
     each yielded while its journal is held against other runs taking it back too, and deleted with its pointers
     once the caller has taken it back (a run killed meanwhile leaves it for the next)."""
+    for journal, found, pid in _dead(folders):
+        if journal is None:  # a journal the killed process was writing: the file it replaces counts
+            _unlink(found)
+        else:
+            yield from _taken_back(journal, found, pid)
+
+
+def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[str]]]:
+    """(process id, the paths its set wrote or was about to write) for each killed process's journal found in
+    `folders`, read only: for label-image, which changes nothing, to warn of a model written half."""
+    for journal, _found, pid in _dead(folders):
+        fd = _open_own(journal) if journal is not None else None
+        if fd is None:
+            continue
+        try:
+            data = _read(fd)
+        finally:
+            os.close(fd)
+        writes = data.get("writes") if data else None
+        if isinstance(writes, list):
+            yield pid, [r["path"] for r in writes if isinstance(r, dict) and isinstance(r.get("path"), str)]
+
+
+def _dead(folders: Iterable[Path]) -> Iterator[tuple[Path | None, Path, int]]:
+    """(journal, the journal or pointer found, process id) for each set of a killed process found in `folders`,
+    once each; (None, file, process id) for a journal it was writing (a temporary file)."""
     seen: set[str] = set()
     for folder in folders:
         try:
@@ -148,13 +174,13 @@ def killed(folders: Iterable[Path]) -> Iterator[tuple[int, list[dict[str, Any]]]
                 data = None if name.endswith(".tmp") else _read(fd)
             finally:
                 os.close(fd)
-            if name.endswith(".tmp"):  # a journal the killed process was writing: the file it replaces counts
-                _unlink(path)
+            if name.endswith(".tmp"):
+                yield None, path, int(match.group(2))
                 continue
             journal = Path(data["journal"]) if data else path
             if str(journal) not in seen:
                 seen.add(str(journal))
-                yield from _taken_back(journal, path, int(match.group(2)))
+                yield journal, path, int(match.group(2))
 
 
 def _taken_back(journal: Path, found: Path, pid: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:

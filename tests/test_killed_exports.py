@@ -59,7 +59,7 @@ def snapshot(root: Path) -> dict[str, str]:
     for path in sorted(root.rglob("*")):
         key = str(path.relative_to(root))
         entries[key] = (f"-> {os.readlink(path)}" if path.is_symlink() else "folder" if path.is_dir()
-                        else path.read_bytes().decode())
+                        else path.read_bytes().decode(errors="backslashreplace"))
     return entries
 
 
@@ -268,3 +268,31 @@ def test_a_pipe_named_as_a_journal_does_not_stall_the_run(tmp_path: Path) -> Non
         with open(tmp_path / f".retrain-exports-{HOST}-999999999-1a2b3c4d.journal", "w"):
             pass
     assert done.is_set(), "reading the pipe stalled"
+
+
+def test_label_image_warns_of_a_model_a_killed_run_replaced_half(colour_tree: Path, tiny_module: Path, outputs,
+                                                                 tmp_path: Path) -> None:
+    """Until the next retrain run takes a killed set back, label-image says the graph and labels may belong to two
+    models (it changes nothing itself); on a model whose set was kept, it says nothing of the kind."""
+    from retrain.cli import label_image_command
+    from tests.conftest import invoke
+
+    retrain(colour_tree, tiny_module, outputs)
+    photo = next(colour_tree.rglob("*.jpg"))
+    args = ["--graph", str(outputs["output_graph"]), "--image", str(photo)]
+    assert "was killed" not in invoke(label_image_command, args).stderr
+    kill = (f"import os, signal, sys; real = os.replace\n"
+            f"def replace(source, destination):\n"
+            f"    real(source, destination)\n"
+            f"    if str(destination) == {str(outputs['output_graph'])!r}: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"os.replace = replace\n"
+            f"from retrain.entry import retrain_command\n"
+            f"sys.argv[0] = 'retrain'; retrain_command()\n")
+    args_b = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=30, **outputs)
+    child = subprocess.run([sys.executable, "-c", kill, *args_b], capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    left = snapshot(outputs["output_graph"].parent)
+    result = invoke(label_image_command, args)
+    assert (f"was killed while it replaced --graph {outputs['output_graph']} or its labels "
+            f"{outputs['output_labels']}: they may belong to two models" in result.stderr)
+    assert snapshot(outputs["output_graph"].parent) == left  # label-image takes nothing back

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from retrain import journal
 from retrain.config import TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import is_graph_def, is_saved_model_file, read_report
@@ -80,7 +81,19 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     for path in config.images:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
+    _warn_if_written_half(config.graph, config.labels)
     return config
+
+
+def _warn_if_written_half(graph: Path, labels: Path) -> None:
+    """A retrain run killed while it wrote its exports leaves the model half replaced until the next run writing
+    there takes its writes back: say so, as the graph and labels may then belong to two models."""
+    model = {os.path.abspath(graph), os.path.abspath(labels)}
+    for pid, paths in journal.half_written(dict.fromkeys([graph.parent, labels.parent])):
+        if model & set(paths):
+            log.warning("a retrain run (process %d) was killed while it replaced --graph %s or its labels %s: they "
+                        "may belong to two models; the next retrain run writing there puts the earlier files back",
+                        pid, graph, labels)
 
 
 def _report_beside(graph: Path) -> Path | None:
