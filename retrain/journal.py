@@ -1,13 +1,16 @@
 """The on-disk record of an export set's writes, so that a later run can take back those of a killed process.
 
-A process that is killed (SIGKILL, power loss) while it writes its exports cannot take them back itself: an
-earlier model's graph stays replaced beside its labels, with its originals kept aside under temporary names.
-While an export set is written, its writes are recorded, each before it happens, in a journal file in the
-first folder it writes, with a small pointer file of the same name in each other folder it writes into. The
-set is kept by deleting the journal; then the pointers go. A run finds the journals of processes that no longer
-run in the folders it writes (`killed`) and takes their writes back before its checks.
+A process that is killed (SIGKILL, the OOM killer, power loss) while it writes its exports cannot take them back
+itself: an earlier model's graph stays replaced beside its labels, with its originals kept aside under temporary
+names. While an export set is written, its writes are recorded, each before it happens, in a journal file in
+the first folder it writes, with a small pointer file of the same name in each other folder it writes into. A
+set that stands is marked kept in its journal before what it replaced is deleted; then the journal and its
+pointers go. A run finds the journals of processes that no longer run in the folders it writes (`killed`) and
+takes their writes back, or finishes keeping them, before its checks.
 
-Records are plain dicts (paths as strings); what they mean, and taking them back, is `outputs`' business.
+Records are plain dicts; what they mean, and taking them back, is `outputs`' business. Here only their paths
+("path", "aside") are stored relative to the journal's folder when they lie under it, so that a folder moved
+after the kill is still taken back where it now is.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +38,41 @@ except ImportError:  # no flock (Windows): two runs taking back one killed set c
 HOST = hashlib.sha1(socket.gethostname().encode(errors="replace")).hexdigest()[:6]
 STALE_SECONDS = 3600.0  # a temporary file this old, of a process we cannot see, was left by a killed run
 _NAME = re.compile(r"\.retrain-exports-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}\.journal")
+_PATHS = ("path", "aside")  # the record fields that are paths
 
 
-def owner_gone(host: str, pid: int, entry: Path) -> bool:
-    """Whether the process that named `entry` after itself (its host and process id) no longer runs. Another
-    host's entry counts as gone once it is a day old, as no process there can be asked."""
+def _boot_id() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return ""
+
+
+def process_start(pid: int) -> str | None:
+    """What tells process `pid` from a later one given the same number (a reused number, or another container's
+    first process): this boot's id and the process's start time in clock ticks; None where /proc cannot say."""
+    with contextlib.suppress(OSError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{_BOOT}:{fields[19]}"  # the 22nd field; the name in parentheses may hold spaces
+    return None
+
+
+_BOOT = _boot_id()
+STARTED = process_start(os.getpid())
+_IMPORTED = time.time()  # files older than this are not this process's own, whatever their name says
+
+
+def owner_gone(host: str, pid: int, entry: Path, started: str | None = None) -> bool:
+    """Whether the process that named `entry` after itself (its host and process id; `started`, when known:
+    `process_start` of it) no longer runs. Another host's entry counts as gone once it is a day old, as no
+    process there can be asked."""
     try:
         age = time.time() - entry.lstat().st_mtime
     except OSError:
         return False
     if host != HOST:
         return age > 24 * STALE_SECONDS
+    if started is not None and (now := process_start(pid)) is not None:
+        return now != started  # the number is another process's now (this one's, in a new container)
     if pid == os.getpid():
         return False
     try:
@@ -56,11 +85,12 @@ def owner_gone(host: str, pid: int, entry: Path) -> bool:
 
 
 class Journal:
-    """One export set's journal: `save` before each write, `keep` once the set stands, `discard` once taken back."""
+    """One export set's journal: `save` before each write, `keep` once the set stands, `discard` at the end."""
 
     def __init__(self) -> None:
         self.name = f".retrain-exports-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.journal"
         self.copies: list[Path] = []  # the journal (first), then a pointer in each other folder written
+        self._records: list[dict[str, Any]] = []
 
     def save(self, records: list[dict[str, Any]], folders: Iterable[Path]) -> None:
         """Record the set's writes so far (and the one about to happen) before it happens."""
@@ -69,22 +99,57 @@ class Journal:
                 self.copies.append(folder / self.name)
         if not self.copies:
             return
-        primary = str(self.copies[0])
-        _write(self.copies[0], {"journal": primary, "copies": [str(p) for p in self.copies], "writes": records})
+        self._records = records
+        self._write_journal(kept=False)
         for pointer in self.copies[1:]:
             if not pointer.exists():
-                _write(pointer, {"journal": primary})
+                _write(pointer, {"journal": str(self.copies[0]), "started": STARTED})
+
+    def _write_journal(self, *, kept: bool) -> None:
+        base = self.copies[0].parent
+        _write(self.copies[0], {"journal": str(self.copies[0]), "started": STARTED, "kept": kept,
+                                "copies": [str(p) for p in self.copies],
+                                "writes": [_relative(record, base) for record in self._records]})
 
     def keep(self) -> None:
-        """The set stands: deleting the journal is the moment past which a killed process's writes stay."""
+        """The set stands: marked so before what it replaced is deleted (a process killed meanwhile leaves the
+        rest of the deleting to the next run)."""
         if self.copies:
-            self.copies.pop(0).unlink(missing_ok=True)
+            self._write_journal(kept=True)
 
     def discard(self) -> None:
-        """Delete the journal and its pointers (after `keep`, or once the writes are taken back)."""
+        """Delete the journal and its pointers (the set kept, or taken back)."""
         for path in self.copies:
-            path.unlink(missing_ok=True)
+            _unlink(path)
         self.copies.clear()
+
+
+@dataclass
+class KilledSet:
+    """The writes of a killed process's export set, as its journal records them; `settled` once the caller has
+    taken them back (or finished keeping them), so that the journal is deleted."""
+
+    host: str
+    pid: int
+    journal: Path
+    records: list[Any]
+    kept: bool
+    folders: list[Path] = field(default_factory=list)  # where the set wrote: the killed process's temporary files
+    settled: bool = False
+
+
+def _relative(record: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The record with its paths inside `base` made relative to it."""
+    return {key: os.path.relpath(value, base) if key in _PATHS and isinstance(value, str)
+            and value.startswith(os.path.join(base, "")) else value for key, value in record.items()}
+
+
+def _absolute(record: Any, base: Path) -> Any:
+    """The record with its relative paths taken from `base`, where the journal is now."""
+    if not isinstance(record, dict):
+        return record
+    return {key: str(base / value) if key in _PATHS and isinstance(value, str) and not os.path.isabs(value)
+            else value for key, value in record.items()}
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -125,21 +190,33 @@ def _unlink(path: Path | str) -> None:
         os.unlink(path)
 
 
-def killed(folders: Iterable[Path]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """The export sets of killed processes with a journal or pointer in `folders`: (process id, its records),
-    each yielded while its journal is held against other runs taking it back too, and deleted with its pointers
-    once the caller has taken it back (a run killed meanwhile leaves it for the next)."""
-    for journal, found, pid in _dead(folders):
+def _unlink_pointer(path: Path) -> None:
+    """Delete a pointer of this user's, not a journal (a copy of the folder holds one that names the original)."""
+    fd = _open_own(path)
+    if fd is not None:
+        try:
+            data = _read(fd)
+        finally:
+            os.close(fd)
+        if data is not None and "writes" not in data:
+            _unlink(path)
+
+
+def killed(folders: Iterable[Path]) -> Iterator[KilledSet]:
+    """The export sets of killed processes with a journal or pointer in `folders`, each yielded while its
+    journal is held against other runs taking it back too, and deleted with its pointers once the caller has
+    settled it (a run killed meanwhile leaves it for the next)."""
+    for journal, found, (host, pid) in _dead(folders):
         if journal is None:  # a journal the killed process was writing: the file it replaces counts
             _unlink(found)
         else:
-            yield from _taken_back(journal, found, pid)
+            yield from _settled(journal, found, host, pid)
 
 
 def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[str]]]:
-    """(process id, the paths its set wrote or was about to write) for each killed process's journal found in
-    `folders`, read only: for label-image, which changes nothing, to warn of a model written half."""
-    for journal, _found, pid in _dead(folders):
+    """(process id, the paths its set wrote or was about to write) for each killed process's set found in
+    `folders` and not kept, read only: for label-image, which changes nothing, to warn of a model written half."""
+    for journal, _found, (_host, pid) in _dead(folders):
         fd = _open_own(journal) if journal is not None else None
         if fd is None:
             continue
@@ -147,14 +224,15 @@ def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[str]]]:
             data = _read(fd)
         finally:
             os.close(fd)
-        writes = data.get("writes") if data else None
+        writes = data.get("writes") if data and not data.get("kept") else None
         if isinstance(writes, list):
-            yield pid, [r["path"] for r in writes if isinstance(r, dict) and isinstance(r.get("path"), str)]
+            yield pid, [record["path"] for record in (_absolute(r, journal.parent) for r in writes)
+                        if isinstance(record, dict) and isinstance(record.get("path"), str)]
 
 
-def _dead(folders: Iterable[Path]) -> Iterator[tuple[Path | None, Path, int]]:
-    """(journal, the journal or pointer found, process id) for each set of a killed process found in `folders`,
-    once each; (None, file, process id) for a journal it was writing (a temporary file)."""
+def _dead(folders: Iterable[Path]) -> Iterator[tuple[Path | None, Path, tuple[str, int]]]:
+    """(journal, the journal or pointer found, (host, process id)) for each set of a killed process found in
+    `folders`, once each; (None, file, ...) for a journal it was writing (a temporary file)."""
     seen: set[str] = set()
     for folder in folders:
         try:
@@ -165,27 +243,30 @@ def _dead(folders: Iterable[Path]) -> Iterator[tuple[Path | None, Path, int]]:
         for name in sorted(names):
             match = _NAME.fullmatch(name.removesuffix(".tmp"))
             path = Path(folder) / name
-            if match is None or not owner_gone(match.group(1), int(match.group(2)), path):
-                continue
-            fd = _open_own(path)
+            fd = _open_own(path) if match is not None else None
             if fd is None:
                 continue
             try:
                 data = None if name.endswith(".tmp") else _read(fd)
             finally:
                 os.close(fd)
-            if name.endswith(".tmp"):
-                yield None, path, int(match.group(2))
+            started = data.get("started") if data else None
+            if not owner_gone(match.group(1), int(match.group(2)), path, started if isinstance(started, str)
+                              else None):
                 continue
-            journal = Path(data["journal"]) if data else path
+            owner = match.group(1), int(match.group(2))
+            if name.endswith(".tmp"):
+                yield None, path, owner
+                continue
+            journal = path if data is None or "writes" in data else Path(data["journal"])
             if str(journal) not in seen:
                 seen.add(str(journal))
-                yield journal, path, int(match.group(2))
+                yield journal, path, owner
 
 
-def _taken_back(journal: Path, found: Path, pid: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """Hold `journal` while its set is taken back, then delete it and its pointers; a pointer whose journal is
-    gone (the set was kept, or taken back already) is deleted."""
+def _settled(journal: Path, found: Path, host: str, pid: int) -> Iterator[KilledSet]:
+    """Hold `journal` while its set is settled, then delete it and its pointers; a pointer whose journal is gone
+    (the set was kept, or taken back already) is deleted."""
     fd = _open_own(journal)
     if fd is None:
         if not os.path.lexists(journal):
@@ -198,11 +279,40 @@ def _taken_back(journal: Path, found: Path, pid: int) -> Iterator[tuple[int, lis
             _unlink(found)
             return
         data = _read(fd)
-        if data is None or not isinstance(data.get("writes"), list):
+        writes = data.get("writes") if data else None
+        if not isinstance(writes, list):
             return  # not a journal retrain can read: left as it is
-        yield pid, [record for record in data["writes"] if isinstance(record, dict)]
-        for copy in [*data.get("copies", [])[1:], str(journal)]:  # the journal last: a kill meanwhile repeats this
-            _unlink(copy)
-        _unlink(found)
+        copies = data.get("copies") if isinstance(data.get("copies"), list) else []
+        copies = [Path(c) for c in copies if isinstance(c, str)]
+        base = journal.parent
+        killed_set = KilledSet(host=host, pid=pid, journal=journal, records=[_absolute(r, base) for r in writes],
+                               kept=data.get("kept") is True,
+                               folders=list(dict.fromkeys([base, *(c.parent for c in copies)])))
+        yield killed_set
+        if killed_set.settled:
+            for copy in copies:
+                _unlink_pointer(copy)
+            _unlink(journal)  # the journal last: a run killed before this repeats the settling
+            if found != journal:
+                _unlink_pointer(found)
     finally:
         os.close(fd)
+
+
+def remove_temporaries(folders: Iterable[Path], host: str, pid: int) -> None:
+    """Delete the temporary files and folders (`.<name>.retrain-<host>-<pid>-…`) that a process known to be
+    dead left in `folders` (older than this process, if it had this process's number), but what it kept aside
+    (`….old`), which its journal's writes put back or delete."""
+    pattern = re.compile(rf"\..+\.retrain-{re.escape(host)}-{pid}-.+(?<!\.old)")
+    for folder in dict.fromkeys(folders):
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in list(entries):
+                if not pattern.fullmatch(entry.name):
+                    continue
+                with contextlib.suppress(OSError):
+                    if pid == os.getpid() and entry.stat(follow_symlinks=False).st_mtime >= _IMPORTED:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)

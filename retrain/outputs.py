@@ -709,24 +709,22 @@ def temp_prefix(name: str) -> str:
     return f".{name}.retrain-{_HOST}-{os.getpid()}-"
 
 
-def _temp_owner_gone(name: str | None, entry: Path) -> bool:
-    """Whether a temporary entry beside output `name` (any output: None) was left by a process that no longer runs."""
-    named = re.escape(name) if name is not None else ".+"
-    match = re.fullmatch(rf"\.{named}\.retrain-([0-9a-f]{{6}})-(\d+)-.*", entry.name)
+def _temp_owner_gone(name: str, entry: Path) -> bool:
+    """Whether a temporary entry beside output `name` was left by a process that no longer runs."""
+    match = re.fullmatch(rf"\.{re.escape(name)}\.retrain-([0-9a-f]{{6}})-(\d+)-.*", entry.name)
     if match is None:
         return False  # not a name retrain makes (a user's hidden backup such as .model.pb.old-v1 is left alone)
     return journal.owner_gone(match.group(1), int(match.group(2)), entry)
 
 
-def remove_stale_temps(path: Path, *, every: bool = False) -> None:
-    """Delete temporary files and folders that killed runs left beside `path` (never a live run's); `every`:
-    those of every output in folder `path`."""
+def remove_stale_temps(path: Path) -> None:
+    """Delete temporary files and folders that killed runs left beside `path` (never a live run's)."""
     try:
-        entries = list(path.glob(".*") if every else path.parent.glob(f".{glob.escape(path.name)}.*"))
+        entries = list(path.parent.glob(f".{glob.escape(path.name)}.*"))
     except OSError:
         return
     for entry in entries:
-        if _temp_owner_gone(None if every else path.name, entry):
+        if _temp_owner_gone(path.name, entry):
             try:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             except OSError:
@@ -803,17 +801,34 @@ class _Replaced:
                 else value for key, value in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "_Replaced":
-        return cls(Path(record["path"]), aside=Path(record["aside"]) if record.get("aside") else None,
-                   link=record.get("link"), folder=record.get("folder") or "", made=bool(record.get("made")),
-                   written=tuple(record["written"]) if record.get("written") else None)
+    def from_record(cls, record: Any) -> "_Replaced":
+        """The entry a journal recorded; ValueError for a record retrain does not write (a damaged journal, or
+        one made up to move other files: an earlier file kept aside has retrain's name beside its path)."""
+        if not isinstance(record, dict):
+            raise ValueError(f"a write recorded as {record!r}")
+        path, aside, link, written = (record.get(key) for key in ("path", "aside", "link", "written"))
+        folder, made = record.get("folder", ""), record.get("made", False)
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise ValueError(f"a path recorded as {path!r}")
+        name = re.escape(os.path.basename(path))
+        if aside is not None and not (isinstance(aside, str) and os.path.dirname(aside) == os.path.dirname(path)
+                                      and re.fullmatch(rf"\.{name}\.retrain-[0-9a-f]{{6}}-\d+-[0-9a-f]{{8}}\.old",
+                                                       os.path.basename(aside))):
+            raise ValueError(f"{path}'s earlier file recorded as {aside!r}")
+        if not (link is None or isinstance(link, str)) or not isinstance(folder, str) or not isinstance(made, bool):
+            raise ValueError(f"{path}'s write recorded as {record!r}")
+        if written is not None and not (isinstance(written, list) and len(written) in (2, 4)
+                                        and all(type(number) is int for number in written)):
+            raise ValueError(f"{path}'s identity recorded as {written!r}")
+        return cls(Path(path), aside=Path(aside) if aside else None, link=link, folder=folder, made=made,
+                   written=tuple(written) if written else None)
 
 
 def _written_identity(path: Path) -> tuple[int, ...] | None:
     """What tells a file written apart from any other: device, inode, size and modification time (not the change
-    time, which the rename into place moves)."""
+    time, which the rename into place moves); a folder's: device and inode."""
     identity = _identity(path)
-    return identity[:4] if identity else None
+    return None if identity is None else identity[:2] if os.path.isdir(path) else identity[:4]
 
 
 class Writes:
@@ -871,8 +886,6 @@ class Writes:
         restored, removed, failed = [], [], []
         for entry in reversed(self.entries[start:]):
             if entry.made:  # a folder make_folder created: removed if nothing else is in it
-                if killed:  # but the temporary files of the killed run
-                    remove_stale_temps(entry.path, every=True)
                 with contextlib.suppress(OSError):
                     entry.path.rmdir()
                 continue
@@ -896,9 +909,10 @@ class Writes:
                 elif entry.folder:
                     shutil.rmtree(entry.path)
                     removed.append(entry.path)
-                elif entry.link is not None:
-                    entry.path.unlink()
-                    os.symlink(entry.link, entry.path)
+                elif entry.link is not None:  # made beside it, then renamed over it: never a moment without it
+                    link = entry.path.with_name(f"{temp_prefix(entry.path.name)}{uuid.uuid4().hex[:8]}.link")
+                    os.symlink(entry.link, link)
+                    os.replace(link, entry.path)
                     restored.append(entry.path)
                 elif entry.aside is not None:
                     os.replace(entry.aside, entry.path)
@@ -926,8 +940,10 @@ def _not_written(entry: _Replaced) -> bool:
         return entry.link is not None and entry.path.is_symlink()
     if entry.aside is None:
         return not os.path.lexists(entry.path)
+    if not os.path.lexists(entry.aside):  # the earlier one is back (a take-back cut short), or was deleted
+        return not _still_written(entry)
     if entry.folder:
-        return entry.path.exists() and not entry.aside.exists()
+        return False
     with contextlib.suppress(OSError):
         return os.path.samefile(entry.path, entry.aside) or filecmp.cmp(entry.path, entry.aside, shallow=False)
     return False
@@ -948,16 +964,40 @@ def _kept_visible(aside: Path, path: Path) -> Path:
 def take_back_killed(outputs: Sequence[Output]) -> None:
     """Take back the export sets that killed processes (SIGKILL, power loss) left half written in the folders
     these outputs are in, as the process would have had it been interrupted: earlier files put back, new ones
-    removed, with a warning. A write found changed since is left, and the earlier file kept beside it."""
+    removed, with a warning. A write found changed since is left, and the earlier file kept beside it. A set
+    that was kept has the rest of what it replaced deleted. Then the killed process's temporary files go."""
     folders = dict.fromkeys(o.path if o.kind == "entries" else o.path.parent for o in outputs if o.kind != "tree")
-    for pid, records in journal.killed(folders):
+    for dead in journal.killed(folders):
+        try:
+            entries = [_Replaced.from_record(record) for record in dead.records]
+            _check_made(entries, dead.folders)
+        except ValueError as error:
+            log.warning("the journal %s of a killed retrain run (process %d) is not one retrain can read (%s): it "
+                        "and the files it names are left as they are; delete it once you have checked them",
+                        dead.journal, dead.pid, error)
+            continue
+        journal.remove_temporaries([*dead.folders, *(e.path if e.made else e.path.parent for e in entries)],
+                                   dead.host, dead.pid)  # its unfinished files (not what it kept aside)
         writes = Writes()
-        writes.entries = [_Replaced.from_record(record) for record in records]
-        restored, removed = writes.take_back(killed=True)
-        said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
-                f"removed its new {', '.join(map(str, removed))}" if removed else ""]
-        log.warning("a retrain run (process %d) was killed while writing its outputs; its writes are taken back%s",
-                    pid, ": " + "; ".join(part for part in said if part) if restored or removed else "")
+        writes.entries = entries
+        if dead.kept:  # the set stood: what it replaced goes, as the process would have deleted it
+            writes.keep()
+        else:
+            restored, removed = writes.take_back(killed=True)
+            said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
+                    f"removed its new {', '.join(map(str, removed))}" if removed else ""]
+            log.warning("a retrain run (process %d) was killed while writing its outputs; its writes are taken "
+                        "back%s", dead.pid, ": " + "; ".join(part for part in said if part) if said != ["", ""]
+                        else "")
+        dead.settled = True
+
+
+def _check_made(entries: Sequence[_Replaced], folders: Sequence[Path]) -> None:
+    """ValueError unless each folder recorded as made lies in a folder the journal is in (as the folders a set
+    makes do: its journal goes into the nearest folder it did not make)."""
+    for entry in entries:
+        if entry.made and not any(folder in entry.path.parents for folder in folders):
+            raise ValueError(f"{entry.path} recorded as a folder the run made, outside the folders it wrote")
 
 
 _RECORDING: list[Writes] = []  # where output writes are recorded now (innermost last): see `recording`
@@ -1065,13 +1105,15 @@ def _remove(path: Path) -> None:
 def _still_written(entry: _Replaced) -> bool:
     """Whether the path still holds what the export set wrote there: the same file (lstat), or a folder holding
     exactly what retrain's marker in it lists (a file added or changed inside it is someone's work)."""
+    if entry.written is None or _written_identity(entry.path) != entry.written:
+        return False
     if entry.folder:
         try:
             _check_replaceable_contents(entry.path, flag=entry.folder)
         except UsageError:
             return False
         return (entry.path / OWNER_MARKER).is_file()
-    return entry.written is not None and _written_identity(entry.path) == entry.written
+    return True
 
 
 def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) -> None:
@@ -1101,7 +1143,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
             except UsageError as error:
                 raise RetrainError(f"{error} (found just before replacing it: it changed while the run went on, so "
                                    "retrain did not replace it)") from None
-        entry = _Replaced(directory, aside=old if moved else None, folder=flag)
+        entry = _Replaced(directory, aside=old if moved else None, folder=flag, written=_written_identity(tmp))
         writes = _RECORDING[-1] if _RECORDING else None
         if writes is not None:  # recorded before the swap; the old folder is kept until the writes are settled
             writes.add(entry)

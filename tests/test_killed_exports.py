@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import flags, retrain_cli as retrain
 
 # A child process that writes an export set over `base`'s earlier files, the way the exporters do: files in two
@@ -23,6 +25,8 @@ from tests.conftest import flags, retrain_cli as retrain
 CHILD = """
 import os, signal, sys
 from pathlib import Path
+
+import pytest
 from retrain.outputs import atomic_write_bytes, export_set, make_folder, replace_folder
 
 base, at, when, log = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], open(sys.argv[4], "w")
@@ -108,7 +112,9 @@ def the_next_run_writes(base: Path, outputs: list) -> None:
 def test_a_set_killed_at_any_step_is_taken_back_whole_or_stands_whole(tmp_path: Path, caplog) -> None:
     """Killed just before or just after each rename or delete of the set (the journal's own included), the next
     run leaves the folders exactly as before the set (earlier files put back, new ones removed, made folders
-    gone) or, once the journal is deleted (the set was kept), exactly as after it; nothing hidden is left."""
+    gone) or, once the journal is marked kept, exactly as after it; nothing hidden is left."""
+    from retrain.outputs import take_back_killed
+
     earlier_model(tmp_path / "base")
     before = snapshot(tmp_path / "base")
     finished = tmp_path / "finished"
@@ -116,9 +122,9 @@ def test_a_set_killed_at_any_step_is_taken_back_whole_or_stands_whole(tmp_path: 
     write_set(finished, tmp_path / "steps.log")
     after = snapshot(finished)
     steps = (tmp_path / "steps.log").read_text().splitlines()
-    kept_at = next(i for i, step in enumerate(steps, 1)
-                   if step.startswith("unlink ") and Path(step[7:]).name.startswith(".retrain-exports-")
-                   and step.endswith(".journal"))
+    first_unlink = next(i for i, step in enumerate(steps, 1) if step.startswith("unlink "))
+    kept_at = max(i for i, step in enumerate(steps[:first_unlink], 1)  # the journal marked kept
+                  if step.startswith("replace ") and Path(step[8:]).name.startswith(".retrain-exports-"))
     hidden = [name for name in after if "/." in f"/{name}" and name != "saved/.retrain-export.json"]
     assert before != after and len(steps) > 20 and not hidden, after
     for at in range(1, len(steps) + 1):
@@ -127,9 +133,12 @@ def test_a_set_killed_at_any_step_is_taken_back_whole_or_stands_whole(tmp_path: 
             shutil.copytree(tmp_path / "base", work, symlinks=True)
             write_set(work, tmp_path / "killed.log", at, when)
             caplog.clear()
-            with caplog.at_level("WARNING", logger="retrain"):
-                the_next_run_writes(work, the_outputs(work))
             expected = after if at > kept_at or at == kept_at and when == "after" else before
+            with caplog.at_level("WARNING", logger="retrain"):
+                if expected is after:  # killed while deleting what the set replaced: finished by a run writing
+                    take_back_killed(the_outputs(work)[2:3])  # any one of its folders, the whole SavedModel too
+                else:
+                    the_next_run_writes(work, the_outputs(work))
             assert snapshot(work) == expected, (at, when, steps[at - 1])
             if expected is before and at > 3:  # by then a write has happened: the warning says what came back
                 assert "was killed while writing its outputs; its writes are taken back" in caplog.text, (at, when)
@@ -296,3 +305,193 @@ def test_label_image_warns_of_a_model_a_killed_run_replaced_half(colour_tree: Pa
     assert (f"was killed while it replaced --graph {outputs['output_graph']} or its labels "
             f"{outputs['output_labels']}: they may belong to two models" in result.stderr)
     assert snapshot(outputs["output_graph"].parent) == left  # label-image takes nothing back
+
+
+def killed_after(base: Path, tmp_path: Path, target: str) -> int:
+    """Write the earlier model in `base`, then kill a set just after it replaced `target` (a path under base);
+    returns the killed process's id."""
+    earlier_model(base)
+    steps = tmp_path / "steps.log"
+    if not steps.exists():
+        write_set(base, steps)
+        shutil.rmtree(base)
+        earlier_model(base)
+    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1)
+          if step.endswith(f"/{target}") and step.startswith("replace ")]
+    log = tmp_path / "killed.log"
+    write_set(base, log, at[0], "after")
+    journal = next(base.glob(".retrain-exports-*.journal"))
+    return int(journal.name.split("-")[3])
+
+
+def test_a_folder_written_again_after_the_kill_is_left(tmp_path: Path, caplog, monkeypatch) -> None:
+    """The killed set's SavedModel was replaced again later (by a run that could not tell the set's process was
+    dead: another host's within a day): that one stays, the earlier one is kept beside it. A folder was taken
+    back whenever it held any folder retrain wrote, deleting or replacing a good model (probe CC)."""
+    from retrain import outputs
+    from retrain.outputs import replace_folder, take_back_killed
+
+    base = tmp_path / "base"
+    killed_after(base, tmp_path, "base/saved")
+    monkeypatch.setattr(outputs, "remove_stale_temps", lambda path: None)  # a run that took the process for live
+    replace_folder(base / "saved", lambda tmp: (tmp.mkdir(), (tmp / "saved_model.pb").write_bytes(b"later")),
+                   flag="--saved_model_dir")
+    monkeypatch.undo()
+    with caplog.at_level("WARNING", logger="retrain"):
+        take_back_killed(the_outputs(base))
+    assert (base / "saved" / "saved_model.pb").read_text() == "later"
+    assert (base / "saved.earlier" / "saved_model.pb").read_text() == "earlier"
+    assert f"could not take back {base / 'saved'} (it is no longer what this run wrote there; the earlier one is " \
+           f"{base / 'saved.earlier'})" in caplog.text
+    assert (base / "graph.pb").read_text() == "earlier graph"  # the rest is taken back
+
+
+@pytest.mark.parametrize("now", ["another process", "this process"])
+def test_a_killed_process_whose_number_is_taken_again_is_known_dead(tmp_path: Path, now: str) -> None:
+    """In a container every run may be process 1 or 2, and numbers are reused: a journal whose process number
+    belongs to a live process now (another one, or this run itself) was never taken back, and probe Y's refusal
+    came back. The journal records when its process started, which tells them apart."""
+    from retrain.outputs import take_back_killed
+
+    base = tmp_path / "base"
+    pid = killed_after(base, tmp_path, "base/labels.txt")
+    live = subprocess.Popen(["sleep", "60"]) if now == "another process" else None
+    try:
+        reused = str(live.pid if live else os.getpid())
+        for path in base.rglob(f"*-{pid}-*"):  # as if the killed process had had that number
+            if ".retrain-exports-" in path.name:
+                path.write_text(path.read_text().replace(f"-{pid}-", f"-{reused}-"))
+            path.rename(path.with_name(path.name.replace(f"-{pid}-", f"-{reused}-")))
+        take_back_killed(the_outputs(base))
+    finally:
+        if live:
+            live.kill()
+            live.wait()
+    assert os.readlink(base / "labels.txt") == "real_labels.txt" and (base / "graph.pb").read_text() == "earlier graph"
+    assert [p.name for p in base.rglob(".*")] == [".retrain-export.json"]
+
+
+def test_a_folder_moved_after_the_kill_is_taken_back_where_it_is(tmp_path: Path) -> None:
+    """The journal names the set's files relative to its folder: moved (or mounted elsewhere) after the kill,
+    the set was dropped unseen and the earlier graph deleted as a temporary file (probe CC)."""
+    base = tmp_path / "base"
+    killed_after(base, tmp_path, "other/report.json")
+    moved = tmp_path / "moved"
+    base.rename(moved)
+    the_next_run_writes(moved, the_outputs(moved))
+    assert (moved / "graph.pb").read_text() == "earlier graph"
+    assert (moved / "other" / "report.json").read_text() == "earlier report"
+    assert [p.name for p in moved.rglob(".*")] == [".retrain-export.json"]
+
+
+@pytest.mark.parametrize("damage", [
+    {"writes": [{"path": None}]}, {"writes": [{}]}, {"writes": [{"path": "/x", "written": 5}]},
+    {"writes": [{"path": "/x", "aside": 5}]}, {"writes": [7]}, {"writes": [{"path": "/x", "made": "yes"}]},
+    {"copies": {"a": 1}}, {"copies": 7}, {"copies": "xkeep.txt"}, {"kept": "yes"},
+])
+def test_a_damaged_journal_is_reported_and_nothing_crashes(tmp_path: Path, caplog, damage: dict) -> None:
+    """A journal damaged (or edited): every later run stopped with a traceback (probe CC). Now a journal whose
+    writes are not what retrain records is left, with its files, and named in a warning."""
+    from retrain.journal import HOST
+    from retrain.outputs import take_back_killed
+
+    journal = tmp_path / f".retrain-exports-{HOST}-999999999-0123abcd.journal"
+    journal.write_text(json.dumps({"journal": str(journal), "writes": [], **damage}))
+    for name in ("k", "e", "p", "keep.txt"):
+        (tmp_path / name).write_text("mine")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with caplog.at_level("WARNING", logger="retrain"):
+            take_back_killed(the_outputs(tmp_path))
+    finally:
+        os.chdir(cwd)
+    assert all((tmp_path / name).read_text() == "mine" for name in ("k", "e", "p", "keep.txt"))
+    if damage.get("writes"):
+        assert journal.exists() and f"the journal {journal} of a killed retrain run (process 999999999) is not " \
+            "one retrain can read" in caplog.text
+
+
+def test_a_made_up_journal_moves_nothing_of_the_users(tmp_path: Path, caplog) -> None:
+    """A journal names files to move and delete: one naming the user's files as what retrain kept aside or as its
+    copies moves and deletes nothing of theirs (probe CC deleted them). (A folder recorded as made is removed
+    only if it is empty and in the journal's folder, as the folders a set makes are.)"""
+    from retrain.journal import HOST
+    from retrain.outputs import take_back_killed
+
+    mine, folder, empty = tmp_path / "thesis.tex", tmp_path / "chapters", tmp_path.parent / "empty"
+    elsewhere = tmp_path.parent / f".graph.pb.retrain-{HOST}-1-0123abcd.old"  # named as retrain's, elsewhere
+    elsewhere.write_text("mine")
+    mine.write_text("mine")
+    folder.mkdir()
+    (folder / "one.tex").write_text("mine")
+    empty.mkdir()
+    journal = tmp_path / f".retrain-exports-{HOST}-999999999-0123abcd.journal"
+    for writes in ([{"path": str(tmp_path / "graph.pb"), "aside": str(mine)}],
+                   [{"path": str(mine), "aside": str(mine)}],
+                   [{"path": str(folder), "aside": str(folder), "folder": "--saved_model_dir"}],
+                   [{"path": str(empty), "made": True}],
+                   [{"path": str(tmp_path / "graph.pb"), "aside": str(elsewhere)}],
+                   [{"path": str(tmp_path / "graph.pb")}]):
+        journal.write_text(json.dumps({"journal": str(journal), "copies": [str(journal), str(mine)],
+                                       "writes": writes}))
+        take_back_killed(the_outputs(tmp_path))
+    assert mine.read_text() == "mine" and (folder / "one.tex").read_text() == "mine" and empty.is_dir()
+    assert elsewhere.read_text() == "mine" and not (tmp_path / "graph.pb").exists()
+
+
+TAKE_BACK = """
+import os, signal, sys
+from pathlib import Path
+
+import pytest
+from retrain.outputs import take_back_killed
+sys.path.insert(0, sys.argv[3])
+from tests.test_killed_exports import the_outputs
+
+base, at, calls = Path(sys.argv[1]), int(sys.argv[2]), []
+
+def watched(real):
+    def call(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return call
+
+os.replace, os.unlink, os.symlink, os.rmdir = (watched(f) for f in (os.replace, os.unlink, os.symlink, os.rmdir))
+take_back_killed(the_outputs(base))
+print(len(calls))
+"""
+
+
+def test_a_take_back_killed_half_way_is_finished_by_the_next_run(tmp_path: Path, caplog) -> None:
+    """The take-back itself killed at each of its steps: the next run finishes it, without calling what was put
+    back already a file it could not take back. A link output was unlinked before its link was made again, so a
+    kill between lost it (probe CC)."""
+    base = tmp_path / "base"
+    earlier_model(base)
+    before = snapshot(base)
+    steps = tmp_path / "steps.log"
+    write_set(base, steps)
+    last_write = max(i for i, step in enumerate(steps.read_text().splitlines(), 1)
+                     if step.startswith("replace ") and ".retrain-" not in step)
+    root = str(Path(__file__).resolve().parents[1])
+    count = None
+    for at in range(1, 1000):
+        work = tmp_path / f"at-{at}"
+        earlier_model(work)
+        write_set(work, tmp_path / "killed.log", last_write, "after")
+        child = subprocess.run([sys.executable, "-c", TAKE_BACK, str(work), str(at), root], capture_output=True,
+                               text=True, timeout=60)
+        if child.returncode == 0:
+            count = int(child.stdout)
+            break
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="retrain"):
+            the_next_run_writes(work, the_outputs(work))
+        assert snapshot(work) == before, at
+        assert "could not take back" not in caplog.text, at
+        shutil.rmtree(work)
+    assert count and count > 10, count
