@@ -9,6 +9,7 @@ default handlers back before that teardown).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -42,7 +43,10 @@ def _run(prog: str, name: str) -> None:
 
 def _exit_now(code: object) -> None:
     """Exit with the command's status without Python's finalization: every file the command writes is closed
-    by then, and what is buffered is flushed here (its summaries' writers close themselves)."""
+    by then, and what is buffered is flushed here (its summaries' writers close themselves). The exit functions
+    registered with atexit still run (TensorFlow's delete the modules AutoGraph wrote to the temporary folder:
+    a dozen files a run were left there)."""
+    atexit._run_exitfuncs()
     if not isinstance(code, int):  # sys.exit's rules: None is 0, anything else is printed and is 1
         if code is not None:
             print(code, file=sys.stderr)

@@ -355,3 +355,20 @@ def test_validation_during_training_uses_the_validation_batch_size(colour_tree: 
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_the_commands_leave_nothing_in_the_temporary_folder(colour_tree: Path, tiny_module: Path,
+                                                           outputs: dict[str, Path], tmp_path: Path) -> None:
+    """TensorFlow's AutoGraph writes a module per traced function to the temporary folder and deletes them at
+    exit: the commands' fast exit skipped that, leaving a dozen `__autograph_generated_file*.py` a run (2,400
+    in this machine's /tmp; probe BB)."""
+    from tests.test_catalog import console_script
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {"TMPDIR": str(temporary)}
+    run_script(console_script("retrain"), *flags(image_dir=colour_tree, tfhub_module=tiny_module,
+                                                 how_many_training_steps=5, **outputs), env=env)
+    run_script(console_script("label-image"), "--graph", str(outputs["output_graph"]),
+               str(next((colour_tree / "red").iterdir())), env=env)
+    assert not list(temporary.iterdir())
