@@ -173,9 +173,19 @@ def module_list(value: str) -> tuple[str, ...]:
     while start < len(parts):
         end = next((end for end in range(len(parts), start + 1, -1)
                     if Path(",".join(parts[start:end]).strip()).expanduser().exists()), start + 1)
-        members.append(",".join(parts[start:end]).strip())
+        members.append(_file_url_path(",".join(parts[start:end]).strip()))
         start = end
     return tuple(members)
+
+
+def _file_url_path(handle: str) -> str:
+    """A file:// URL's local path ('file:///m/x' -> '/m/x'); any other handle as it is (TensorFlow Hub loads
+    such a URL from the folder, so the module flag takes it as the folder)."""
+    if not handle.lower().startswith("file://"):
+        return handle
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(handle).path) or handle
 
 
 @dataclass(frozen=True)

@@ -1542,6 +1542,13 @@ def test_a_local_folder_whose_name_ends_with_a_colon_is_not_taken_for_a_url(tmp_
     assert "URL" not in error and "found no class folders" in error, error  # past the flags' checks
 
 
+def test_a_module_given_as_a_file_url_is_that_folder(colour_tree: Path, tiny_module: Path, outputs) -> None:
+    """`--tfhub_module file:///m/x` (TensorFlow Hub loads such a URL) failed with 'cannot load the SavedModel at
+    file:/m/x (file:/m/x does not exist.)' (probe BB): it is the folder /m/x."""
+    result = retrain(colour_tree, tiny_module, outputs, tfhub_module=f"file://{tiny_module}")
+    assert f"Wrote {outputs['output_graph']}" in result.stdout
+
+
 def test_a_final_tensor_name_taken_inside_the_module_is_refused_with_nothing_exported(
         colour_tree: Path, tiny_module: Path, outputs) -> None:
     """A name only the module's graph holds cannot be known before it loads: refused once it has loaded, before
