@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from retrain.config import LabelImageConfig, RetrainConfig
+from retrain.config import LabelImageConfig, RetrainConfig, check_no_effect
 from retrain.errors import RetrainError, UsageError
 from retrain.logs import LEVELS, commentary, logging_during
 
@@ -62,6 +62,7 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     else:
         _check_log_level(log_level)
     config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags)).anchored()
+    check_no_effect(config, given=flags)
     if _RUNNING.thread == threading.get_ident():
         raise UsageError("retrain() was called while this thread's retrain() call runs (from a logging handler or a "
                          "callback?); call it once that one has returned")

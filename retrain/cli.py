@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from retrain.config import BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig, RetrainConfig
+from retrain.config import (BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig,
+                            RetrainConfig, check_no_effect)
 from retrain.errors import STOP_SIGNALS, RetrainError
 from retrain.logs import ClosedStdout, commentary, one_line, setup_logging, to_null
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
@@ -305,6 +306,9 @@ def retrain_command(**options: Any) -> None:
     """
     options["logging_verbosity"] = options["logging_verbosity"].upper()
     config = RetrainConfig(**options)  # every flag value is checked here
+    context = click.get_current_context()
+    check_no_effect(config, given=[name for name in options  # a typed default is not ignored either
+                                   if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE])
     with commentary():  # a closed pipe (`retrain ... | head`) must not cost the run its files
         setup_logging(config.logging_verbosity)
         from retrain.pipeline import prepare, run

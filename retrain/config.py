@@ -16,6 +16,7 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,11 +386,13 @@ def _check_retrain(config: RetrainConfig) -> None:
             (config.label_delimiter != " " and not config.label_delimiter.strip()):
         raise UsageError(f"--label_delimiter {config.label_delimiter!r} cannot separate labels; use a space "
                          "(the default), ';', '|' or another visible character")
-    _check_no_effect(config)
+    check_no_effect(config)
 
 
-def _check_no_effect(config: RetrainConfig) -> None:
-    """Flags that tune something the run does not do are refused, not ignored (the user expected it done)."""
+def check_no_effect(config: RetrainConfig, *, given: Collection[str] = ()) -> None:
+    """Flags that tune something the run does not do are refused, not ignored (the user expected it done): any
+    value but the default, and any value at all of those named in `given` (the flags the user typed, the API's
+    keywords)."""
     distorting = config.distortions.active
     needs = [("--distortion_mode", "distortion_mode", "%s", "a distortion flag (--random_crop, --random_scale, "
               "--random_brightness or --flip_left_right)", distorting),
@@ -400,11 +403,14 @@ def _check_no_effect(config: RetrainConfig) -> None:
              ("--label_delimiter", "label_delimiter", "%r", "--labels_csv (classes come from the folder names)",
               config.labels_csv is not None),
              ("--tflite_representative_images", "tflite_representative_images", "%d",
-              "int8 in --tflite_quantization", "int8" in config.tflite_quantization)]
+              "int8 in --tflite_quantization", "int8" in config.tflite_quantization),
+             ("--tflite_quantization", "tflite_quantization", "%s", "--output_tflite PATH",
+              config.output_tflite is not None)]
     for flag, name, form, needed, active in needs:
         value = getattr(config, name)
-        if not active and value != getattr(RetrainConfig, name):
-            raise UsageError(f"{flag} {form % value} has no effect without {needed}; add it or drop {flag}")
+        if not active and (value != getattr(RetrainConfig, name) or name in given):
+            shown = form % (",".join(value) if isinstance(value, tuple) else value)
+            raise UsageError(f"{flag} {shown} has no effect without {needed}; add it or drop {flag}")
 
 
 def _check_final_tensor_name(name: str) -> None:

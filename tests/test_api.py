@@ -50,6 +50,7 @@ def test_classify_gives_what_label_image_json_prints(colour_tree: Path, tiny_mod
     ({"learning_rate": float("nan")}, "--learning_rate must be a finite number, got nan"),
     ({"how_many_training_steps": 0}, "--how_many_training_steps must be positive, got 0"),
     ({"tflite_quantization": "int4", "output_tflite": "/tmp/m.tflite"}, "--tflite_quantization int4: expected"),
+    ({"fine_tune_steps": 200}, "--fine_tune_steps 200 has no effect without --fine_tune"),  # given at its default
 ])
 def test_bad_values_raise_the_command_lines_message_before_any_work(colour_tree: Path, outputs, flags_,
                                                                     message: str) -> None:

@@ -222,6 +222,14 @@ def test_on_the_fly_mode_trains_with_progress_and_exports(colour_tree: Path, tin
     (["--fine_tune_learning_rate", "0.1"], "--fine_tune_learning_rate 0.1 has no effect without --fine_tune"),
     (["--fine_tune_batch_size", "8"], "--fine_tune_batch_size 8 has no effect without --fine_tune"),
     (["--label_delimiter", ","], "--label_delimiter ',' has no effect without --labels_csv"),
+    # typed at their defaults: still what the user expected done, and ignored before (probe BB)
+    (["--fine_tune_steps", "200"], "--fine_tune_steps 200 has no effect without --fine_tune"),
+    (["--fine_tune_batch_size", "16"], "--fine_tune_batch_size 16 has no effect without --fine_tune"),
+    (["--distorted_variants", "5"], "--distorted_variants 5 has no effect without a distortion flag"),
+    (["--distortion_mode", "cached"], "--distortion_mode cached has no effect without a distortion flag"),
+    (["--tflite_quantization", "float32"], "--tflite_quantization float32 has no effect without --output_tflite"),
+    (["--tflite_representative_images", "300"], "--tflite_representative_images 300 has no effect without int8"),
+    (["--label_delimiter", " "], "--label_delimiter ' ' has no effect without --labels_csv"),
     # bounds that keep a typo from eating all memory
     (["--fine_tune", "--fine_tune_batch_size", "1024"], "--fine_tune_batch_size"),
     (["--random_crop", "10", "--distortion_mode", "on_the_fly", "--train_batch_size", "65536"],
