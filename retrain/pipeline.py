@@ -10,6 +10,7 @@ evaluates, and hands the model to each requested exporter.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -324,7 +325,8 @@ def _print_test_figures(test: Evaluation, objective: object, labels: LabelSet, c
         return
     for key, value in test.metrics.items():
         if key in FIGURE_NAMES:
-            print(f"Final test {FIGURE_NAMES[key]} = {100 * value:.1f}% (N={test.count})", flush=True)
+            shown = f"{100 * value:.1f}%" if math.isfinite(value) else "n/a"  # e.g. a mean over no label's positives
+            print(f"Final test {FIGURE_NAMES[key]} = {shown} (N={test.count})", flush=True)
 
 
 def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -> None:

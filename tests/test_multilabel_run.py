@@ -235,3 +235,39 @@ def test_thresholds_are_written_with_the_digits_that_read_back_the_same_float32(
     thresholds = np.concatenate([grid_thresholds(1000), np.float32([1 / 3, 0.1, 0.7071068, 1e-7])])
     read = np.float32([float(line) for line in thresholds_text(thresholds).decode("ascii").splitlines()])
     np.testing.assert_array_equal(read, thresholds)
+
+
+def test_a_figure_the_test_split_cannot_define_is_n_a_not_nan(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    """Test images with no labels: no label has a positive there, so the mean average precision is not defined.
+    stdout printed `Final test mean average precision = nan%` and TensorBoard plotted NaN (probe BB, on the
+    README's own three-row CSV); report.json already said null."""
+    from PIL import Image
+
+    image_dir = tmp_path / "photos"
+    image_dir.mkdir()
+    rows, random = [], np.random.default_rng(7)
+    for index in range(30):
+        colour = ("blue", "red", "green")[index % 3]
+        split = ("training", "training", "training", "validation", "testing")[index % 5]
+        pixels = np.clip(np.array(COLOURS[colour]) + random.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(image_dir / f"{index:03d}.png")
+        rows.append([f"{index:03d}.png", "" if split == "testing" else f"{colour} bright", split])
+    table = image_dir / "labels.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "labels", "split"], *rows])
+    result = invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
+                                           how_many_training_steps=20, **outputs))
+    assert "Final test mean average precision = n/a (N=6)" in result.stdout, result.stdout
+    assert "nan" not in result.stdout.lower()
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = next(p for p in outputs["summaries_dir"].iterdir() if p.is_dir())
+    values = []
+    for events in run.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events.parent), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            arrays = [tf.make_ndarray(event.tensor_proto) for event in accumulator.Tensors(tag)]
+            values += [float(array) for array in arrays if array.size == 1 and array.dtype.kind == "f"]
+    assert values and all(np.isfinite(values))

@@ -231,7 +231,8 @@ def write_hparams(run_dir: Path, *, hparams: Mapping[str, Any], metrics: Mapping
     with _writer_for(run_dir, writer) as w, w.as_default():
         hp.hparams(values, trial_id=run_dir.name)
         for name, value in metrics.items():
-            tf.summary.scalar(str(name), float(value), step=step)
+            if math.isfinite(float(value)):  # a figure not defined on the split (NaN) is left out, not plotted
+                tf.summary.scalar(str(name), float(value), step=step)
     return run_dir
 
 
