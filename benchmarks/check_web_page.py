@@ -252,7 +252,7 @@ def page_results(*, model_dir: Path, photos: Sequence[Path], chromium: str = "ch
     """
     with tempfile.TemporaryDirectory(prefix="retrain-web-") as tmp:
         site = Path(tmp) / "site"
-        shutil.copytree(WEB, site)
+        shutil.copytree(WEB, site, ignore=shutil.ignore_patterns("model"))  # the README's export may sit there
         shutil.copytree(model_dir, site / "model")
         assemble_tfjs(site / "vendor" / "tf.min.js")
         with serve(site) as base_url:
