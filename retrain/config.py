@@ -364,8 +364,7 @@ def _check_retrain(config: RetrainConfig) -> None:
     if config.testing_percentage + config.validation_percentage >= 100:
         raise UsageError(f"--testing_percentage {config.testing_percentage} + --validation_percentage "
                          f"{config.validation_percentage} leave no images for training; keep their sum below 100")
-    if config.learning_rate <= 0:
-        raise UsageError(f"--learning_rate must be positive, got {config.learning_rate}")
+    _rate("--learning_rate", config.learning_rate)
     if config.intermediate_store_frequency < 0:
         raise UsageError(f"--intermediate_store_frequency must be 0 (never) or positive, got "
                          f"{config.intermediate_store_frequency}")
@@ -387,6 +386,16 @@ def _check_retrain(config: RetrainConfig) -> None:
         raise UsageError(f"--label_delimiter {config.label_delimiter!r} cannot separate labels; use a space "
                          "(the default), ';', '|' or another visible character")
     check_no_effect(config)
+
+
+FLOAT32_TINY = 1.1754944e-38  # the smallest normal float32: training computes in float32
+
+
+def _rate(flag: str, value: float) -> None:
+    if value <= 0:
+        raise UsageError(f"{flag} must be positive, got {value}")
+    if value < FLOAT32_TINY:  # 1e-320 became 0 (or a denormal) in float32, and trained nothing, exit 0
+        raise UsageError(f"{flag} {value!r} is too small for training's float32 numbers (at least {FLOAT32_TINY:g})")
 
 
 def check_no_effect(config: RetrainConfig, *, given: Collection[str] = ()) -> None:
@@ -448,8 +457,7 @@ def _check_distortions(config: RetrainConfig) -> None:
     _positive("--distorted_variants", config.distorted_variants, limit=MAX_VARIANTS)
     _positive("--fine_tune_steps", config.fine_tune_steps, limit=MAX_STEPS)
     _positive("--fine_tune_batch_size", config.fine_tune_batch_size, limit=MAX_FINE_TUNE_BATCH)
-    if config.fine_tune_learning_rate <= 0:
-        raise UsageError(f"--fine_tune_learning_rate must be positive, got {config.fine_tune_learning_rate:g}")
+    _rate("--fine_tune_learning_rate", config.fine_tune_learning_rate)
     if config.distortions.active and config.distortion_mode == "on_the_fly":
         _positive("--train_batch_size", config.train_batch_size, limit=MAX_IMAGE_BATCH)  # each through the module
 

@@ -1515,6 +1515,8 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--tfhub_module", ""], "--tfhub_module '' names an empty module"),
     (["--tfhub_module", "a,,b"], "names an empty module"),
     (["--seed", "-1"], "--seed must be between 0"),
+    (["--learning_rate", "1e-320"], "--learning_rate 1e-320 is too small for training's float32 numbers"),  # was 0
+    (["--fine_tune", "--fine_tune_learning_rate", "1e-40"], "--fine_tune_learning_rate 1e-40 is too small"),
     # a URL made a local folder named `gs:` that quietly held what the user meant to upload
     (["--output_graph", "gs://bucket/g.pb"], "URLs and object stores are not supported; give a path on this"),
     (["--output_tfjs", "s3://bucket/web"], "--output_tfjs s3://bucket/web: URLs and object stores are not"),
