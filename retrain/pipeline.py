@@ -143,7 +143,8 @@ def prepare(config: RetrainConfig) -> Plan:
         warn_if_another_models_report(config.output_labels)
         written = [o for o in outputs if o.kind in ("file", "folder", "entries") and not o.role]
         check_earlier_models([o.path if o.kind == "entries" else o.path.parent for o in written], labels.names,
-                             outputs=[o.path for o in written], rewritten=lambda path: writes(outputs, path))
+                             outputs=[o.path for o in written], rewritten=lambda path: writes(outputs, path),
+                             thresholds=labels.multi_label)
     except BaseException:
         release_outputs()
         raise

@@ -271,3 +271,33 @@ def test_a_figure_the_test_split_cannot_define_is_n_a_not_nan(tmp_path: Path, ti
             arrays = [tf.make_ndarray(event.tensor_proto) for event in accumulator.Tensors(tag)]
             values += [float(array) for array in arrays if array.size == 1 and array.dtype.kind == "f"]
     assert values and all(np.isfinite(values))
+
+
+def test_new_thresholds_that_an_earlier_tflite_model_would_read_are_refused(tmp_path: Path, tiny_module: Path,
+                                                                          outputs) -> None:
+    """A multi-label model with a TFLite export, then a run of the same labels without --output_tflite: the new
+    thresholds file judged the old TFLite model's scores, which then named other labels than its own SavedModel
+    did, exit 0 (probe BB). The second run is refused before any work; with --output_tflite again it runs."""
+    from PIL import Image
+
+    image_dir = tmp_path / "photos"
+    image_dir.mkdir()
+    rows, random = [], np.random.default_rng(7)
+    for index in range(30):
+        colour = ("blue", "red", "green")[index % 3]
+        pixels = np.clip(np.array(COLOURS[colour]) + random.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(image_dir / f"{index:03d}.png")
+        rows.append([f"{index:03d}.png", f"{colour} bright" if index % 2 else colour])
+    table = image_dir / "labels.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "labels"], *rows])
+    tflite = outputs["output_graph"].parent / "m.tflite"
+    run = flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module, how_many_training_steps=10,
+                **outputs)
+    invoke(retrain_command, [*run, "--output_tflite", str(tflite)])
+    thresholds = thresholds_path(outputs["output_labels"]).read_bytes()
+    refused = invoke(retrain_command, [*run, "--learning_rate", "0.5"], expect=2).stderr
+    assert (f"this run writes new thresholds to {thresholds_path(outputs['output_labels'])} but leaves the TFLite "
+            f"model {tflite} of the earlier model") in refused
+    assert thresholds_path(outputs["output_labels"]).read_bytes() == thresholds
+    invoke(retrain_command, [*run, "--learning_rate", "0.5", "--output_tflite", str(tflite)])

@@ -48,7 +48,7 @@ def warn_if_another_models_report(output_labels: Path) -> None:
 
 
 def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outputs: Sequence[Path],
-                         rewritten: Callable[[Path], bool]) -> None:
+                         rewritten: Callable[[Path], bool], thresholds: bool = False) -> None:
     """Refuse, before any work, to replace part of an earlier model's files and leave the rest beside them, when
     that model's labels differ from this run's: its labels given as this run's with its graph left in place
     (model A's labels for model B), its graph replaced with its labels left, or a rerun with new classes that
@@ -56,19 +56,30 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
     The earlier models are those whose report.json sits in one of `folders` (where this run writes) or above
     one (`reports_at`: a model's graph in a sub-folder of its labels' folder); what each wrote is read from its
     report (`run.files`). `outputs`: the paths this run writes, for the hint about links. The same labels again
-    are fine."""
+    are fine, but for an earlier multi-label model's TFLite files left when this run writes new `thresholds`
+    beside its labels: a TFLite model reads its thresholds there (its other exports hold their own)."""
     for report in dict.fromkeys(report for folder in folders for report in reports.reports_at(folder)):
         try:
             data = read_report(report)
             earlier = data["labels"]
-            if list(earlier) == list(labels):
+            same = list(earlier) == list(labels)
+            if same and not (thresholds and data.get("objective") == "sigmoid"):
                 continue
             files = reports.files_now(report, data["run"])
             # A thresholds file means nothing beside a softmax model.
-            thresholds = thresholds_path(reports.labels_file_now(report, data["run"]))
+            thresholds_file = thresholds_path(reports.labels_file_now(report, data["run"]))
         except (ValueError, KeyError, TypeError):  # not a report of ours, or one edited by hand
             continue
-        present = [file for file in files if os.path.lexists(file) and file != thresholds]
+        if same:
+            left = [file for file in files if file.suffix == ".tflite" and os.path.lexists(file)
+                    and not rewritten(file)]
+            if left and rewritten(thresholds_file):
+                raise UsageError(f"this run writes new thresholds to {thresholds_file} but leaves the TFLite model "
+                                 f"{_listed(left)} of the earlier model that {report} describes: a TFLite model "
+                                 "reads its thresholds from that file, so it would name labels by this run's. Write "
+                                 "--output_tflite there again in this run, move it, or choose other paths")
+            continue
+        present = [file for file in files if os.path.lexists(file) and file != thresholds_file]
         replaced = {file: rewritten(file) for file in present}
         touched = [file for file, yes in replaced.items() if yes]
         # Not at risk when left: a TF.js or SavedModel folder that holds its own labels (replaced, it is part of
