@@ -934,8 +934,9 @@ class Writes:
 
 
 def _not_written(entry: _Replaced) -> bool:
-    """Whether a recorded write never happened (its process was killed first): the earlier file or folder is
-    still at the path, or nothing is where a new one was to go."""
+    """Whether a recorded write is not there to take back: it never happened (its process was killed first: the
+    earlier file or folder is still at the path, or nothing is where a new one was to go), or a take-back cut
+    short has put the earlier one back already."""
     if entry.made or entry.link is not None:
         return entry.link is not None and entry.path.is_symlink()
     if entry.aside is None:
