@@ -103,7 +103,8 @@ class Journal:
         self._write_journal(kept=False)
         for pointer in self.copies[1:]:
             if not pointer.exists():
-                _write(pointer, {"journal": str(self.copies[0]), "started": STARTED})
+                _write(pointer, {"journal": str(self.copies[0]), "started": STARTED,
+                                 "relative": os.path.relpath(self.copies[0], pointer.parent)})
 
     def _write_journal(self, *, kept: bool) -> None:
         base = self.copies[0].parent
@@ -178,7 +179,7 @@ def _open_own(path: Path) -> int | None:
 
 def _read(fd: int) -> dict[str, Any] | None:
     """A journal or pointer's contents, read from its start; None if it is not one."""
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, RecursionError):  # RecursionError: '[[[...' nested too deep
         data = json.loads(os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "surrogateescape"))
         if isinstance(data, dict) and isinstance(data.get("journal"), str):
             return data
@@ -214,8 +215,9 @@ def killed(folders: Iterable[Path]) -> Iterator[KilledSet]:
 
 
 def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[str]]]:
-    """(process id, the paths its set wrote or was about to write) for each killed process's set found in
-    `folders` and not kept, read only: for label-image, which changes nothing, to warn of a model written half."""
+    """(process id, the paths its set replaced) for each killed process's set found in `folders` and not kept,
+    read only: for label-image, which changes nothing, to warn of a model written half. A path whose earlier
+    file is still there (the process was killed before it replaced it) is not among them."""
     for journal, _found, (_host, pid) in _dead(folders):
         fd = _open_own(journal) if journal is not None else None
         if fd is None:
@@ -226,15 +228,25 @@ def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[str]]]:
             os.close(fd)
         writes = data.get("writes") if data and not data.get("kept") else None
         if isinstance(writes, list):
-            yield pid, [record["path"] for record in (_absolute(r, journal.parent) for r in writes)
-                        if isinstance(record, dict) and isinstance(record.get("path"), str)]
+            records = [r for r in (_absolute(r, journal.parent) for r in writes) if isinstance(r, dict)]
+            yield pid, [r["path"] for r in records if isinstance(r.get("path"), str) and _replaced(r)]
+
+
+def _replaced(record: dict[str, Any]) -> bool:
+    """Whether the file a record names is no longer the one it kept aside (or is there, where none was)."""
+    path, aside = record["path"], record.get("aside")
+    if not os.path.lexists(path):
+        return False
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        return not os.path.samefile(path, aside)
+    return True
 
 
 def _dead(folders: Iterable[Path]) -> Iterator[tuple[Path | None, Path, tuple[str, int]]]:
     """(journal, the journal or pointer found, (host, process id)) for each set of a killed process found in
     `folders`, once each; (None, file, ...) for a journal it was writing (a temporary file)."""
     seen: set[str] = set()
-    for folder in folders:
+    for folder in dict.fromkeys(Path(os.path.abspath(folder)) for folder in folders):  # records are absolute
         try:
             with os.scandir(folder) as entries:
                 names = [entry.name for entry in entries if entry.name.startswith(".retrain-exports-")]
@@ -258,10 +270,21 @@ def _dead(folders: Iterable[Path]) -> Iterator[tuple[Path | None, Path, tuple[st
             if name.endswith(".tmp"):
                 yield None, path, owner
                 continue
-            journal = path if data is None or "writes" in data else Path(data["journal"])
+            journal = path if data is None or "writes" in data else _pointed(data, folder)
             if str(journal) not in seen:
                 seen.add(str(journal))
                 yield journal, path, owner
+
+
+def _pointed(pointer: dict[str, Any], folder: Path) -> Path:
+    """The journal a pointer in `folder` names: where it was, or, if the folders were moved together since, as
+    far from the pointer as it was."""
+    journal, relative = Path(pointer["journal"]), pointer.get("relative")
+    if not os.path.lexists(journal) and isinstance(relative, str):
+        moved = Path(os.path.normpath(folder / relative))
+        if moved.name == journal.name and os.path.lexists(moved):
+            return moved
+    return journal
 
 
 def _settled(journal: Path, found: Path, host: str, pid: int) -> Iterator[KilledSet]:

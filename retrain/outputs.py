@@ -966,19 +966,27 @@ def take_back_killed(outputs: Sequence[Output]) -> None:
     """Take back the export sets that killed processes (SIGKILL, power loss) left half written in the folders
     these outputs are in, as the process would have had it been interrupted: earlier files put back, new ones
     removed, with a warning. A write found changed since is left, and the earlier file kept beside it. A set
-    that was kept has the rest of what it replaced deleted. Then the killed process's temporary files go."""
+    that was kept has the rest of what it replaced deleted. Then the killed process's temporary files go. A set
+    whose outputs another run holds is that run's, going on (in another container, say): it is left alone."""
     folders = dict.fromkeys(o.path if o.kind == "entries" else o.path.parent for o in outputs if o.kind != "tree")
     for dead in journal.killed(folders):
         try:
             entries = [_Replaced.from_record(record) for record in dead.records]
             _check_made(entries, dead.folders)
+            _check_asides(entries, kept=dead.kept)
         except ValueError as error:
             log.warning("the journal %s of a killed retrain run (process %d) is not one retrain can read (%s): it "
                         "and the files it names are left as they are; delete it once you have checked them",
                         dead.journal, dead.pid, error)
             continue
+        holder = next((held for entry in entries if not entry.made and (held := held_elsewhere(entry.path))
+                       is not None), None)
+        if holder is not None:
+            log.info("the export set that %s records is held by a retrain run%s going on: left to it",
+                     dead.journal, holder)
+            continue
         journal.remove_temporaries([*dead.folders, *(e.path if e.made else e.path.parent for e in entries)],
-                                   dead.host, dead.pid)  # its unfinished files (not what it kept aside)
+                                   dead.host, dead.pid)  # not what it kept aside: its writes see to those
         writes = Writes()
         writes.entries = entries
         if dead.kept:  # the set stood: what it replaced goes, as the process would have deleted it
@@ -991,6 +999,19 @@ def take_back_killed(outputs: Sequence[Output]) -> None:
                         "back%s", dead.pid, ": " + "; ".join(part for part in said if part) if said != ["", ""]
                         else "")
         dead.settled = True
+
+
+def _check_asides(entries: Sequence[_Replaced], *, kept: bool) -> None:
+    """ValueError unless each earlier file or folder kept aside is of the kind its write replaces: a folder for
+    a folder output (with retrain's marker, unless the set was kept: deleting it may have begun), else not a
+    folder (a made-up journal could name a folder of files)."""
+    for entry in entries:
+        if entry.aside is None or not os.path.lexists(entry.aside):
+            continue
+        is_folder = entry.aside.is_dir() and not entry.aside.is_symlink()
+        if is_folder != bool(entry.folder) or is_folder and not kept and not (entry.aside / OWNER_MARKER).is_file():
+            raise ValueError(f"{entry.path}'s earlier {'folder' if is_folder else 'file'} {entry.aside} is not "
+                             "what retrain keeps aside there")
 
 
 def _check_made(entries: Sequence[_Replaced], folders: Sequence[Path]) -> None:

@@ -81,7 +81,6 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     for path in config.images:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
-    _warn_if_written_half(config.graph, config.labels)
     return config
 
 
@@ -406,6 +405,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     `paths` are the image files when the caller has collected them from config.images already.
     """
     config = check(config)
+    _warn_if_written_half(config.graph, config.labels)
     paths = collect_images(config.images) if paths is None else paths
     labels = read_labels(config.labels)
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
