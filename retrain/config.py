@@ -173,20 +173,25 @@ def module_list(value: str) -> tuple[str, ...]:
     members, start = [], 0
     while start < len(parts):
         end = next((end for end in range(len(parts), start + 1, -1)
-                    if Path(",".join(parts[start:end]).strip()).expanduser().exists()), start + 1)
+                    if Path(_file_url_path(",".join(parts[start:end]).strip())).expanduser().exists()), start + 1)
         members.append(_file_url_path(",".join(parts[start:end]).strip()))
         start = end
     return tuple(members)
 
 
 def _file_url_path(handle: str) -> str:
-    """A file:// URL's local path ('file:///m/x' -> '/m/x'); any other handle as it is (TensorFlow Hub loads
-    such a URL from the folder, so the module flag takes it as the folder)."""
-    if not handle.lower().startswith("file://"):
+    """A file URL's local path ('file:///m/x' and 'file:/m/x' -> '/m/x'); any other handle as it is (TensorFlow
+    Hub loads such a URL from the folder, so the module flag takes it as the folder). A URL naming another host
+    ('file://server/m/x') is refused: the folder would be looked for here."""
+    if not handle.lower().startswith("file:"):
         return handle
     from urllib.parse import unquote, urlsplit
 
-    return unquote(urlsplit(handle).path) or handle
+    url = urlsplit(handle)
+    if url.netloc not in ("", "localhost"):
+        raise UsageError(f"--tfhub_module {handle} names a folder on the host {url.netloc!r}; give the folder's "
+                         f"path on this machine (file:///... or the path itself)")
+    return unquote(url.path) or handle
 
 
 @dataclass(frozen=True)
@@ -388,14 +393,14 @@ def _check_retrain(config: RetrainConfig) -> None:
     check_no_effect(config)
 
 
-FLOAT32_TINY = 1.1754944e-38  # the smallest normal float32: training computes in float32
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32 (numpy's finfo tiny): training's numbers
 
 
 def _rate(flag: str, value: float) -> None:
     if value <= 0:
         raise UsageError(f"{flag} must be positive, got {value}")
     if value < FLOAT32_TINY:  # 1e-320 became 0 (or a denormal) in float32, and trained nothing, exit 0
-        raise UsageError(f"{flag} {value!r} is too small for training's float32 numbers (at least {FLOAT32_TINY:g})")
+        raise UsageError(f"{flag} {value!r} is too small for training's float32 numbers (at least {FLOAT32_TINY!r})")
 
 
 def check_no_effect(config: RetrainConfig, *, given: Collection[str] = ()) -> None:

@@ -1523,6 +1523,7 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--summaries_dir", "hdfs://node/logs"], "--summaries_dir hdfs://node/logs: URLs and object stores"),
     (["--bottleneck_dir", "gs://bucket/cache"], "--bottleneck_dir gs://bucket/cache: URLs and object stores"),
     (["--output_labels", "file:///tmp/l.txt"], "--output_labels file:///tmp/l.txt: URLs"),  # as typed
+    (["--tfhub_module", "file://server/m/x"], "--tfhub_module file://server/m/x names a folder on the host 'server'"),
 ])
 def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_tree: Path, outputs, args,
                                                                          message: str) -> None:
@@ -1544,10 +1545,26 @@ def test_a_local_folder_whose_name_ends_with_a_colon_is_not_taken_for_a_url(tmp_
     assert "URL" not in error and "found no class folders" in error, error  # past the flags' checks
 
 
-def test_a_module_given_as_a_file_url_is_that_folder(colour_tree: Path, tiny_module: Path, outputs) -> None:
+def test_the_smallest_learning_rate_the_refusal_names_is_taken(tmp_path: Path) -> None:
+    """The refusal named 1.17549e-38 as the least, and refused it (probe DD): the bound is float32's own."""
+    import numpy as np
+
+    from retrain.config import RetrainConfig
+    from retrain.errors import UsageError
+
+    tiny = float(np.finfo(np.float32).tiny)
+    assert RetrainConfig(image_dir=tmp_path, learning_rate=tiny).learning_rate == tiny
+    with pytest.raises(UsageError, match=f"at least {tiny!r}"):
+        RetrainConfig(image_dir=tmp_path, learning_rate=float(np.nextafter(tiny, 0)))
+
+
+def test_a_module_given_as_a_file_url_is_that_folder(colour_tree: Path, tiny_module: Path, outputs,
+                                                     tmp_path: Path) -> None:
     """`--tfhub_module file:///m/x` (TensorFlow Hub loads such a URL) failed with 'cannot load the SavedModel at
-    file:/m/x (file:/m/x does not exist.)' (probe BB): it is the folder /m/x."""
-    result = retrain(colour_tree, tiny_module, outputs, tfhub_module=f"file://{tiny_module}")
+    file:/m/x (file:/m/x does not exist.)' (probe BB): it is the folder /m/x, also with a comma in its name
+    (probe DD: split there) or percent-encoded."""
+    commas = shutil.copytree(tiny_module, tmp_path / "my,module")
+    result = retrain(colour_tree, tiny_module, outputs, tfhub_module=f"file://{commas}".replace("module", "m%6Fdule"))
     assert f"Wrote {outputs['output_graph']}" in result.stdout
 
 

@@ -13,6 +13,7 @@ interrupt while they are drawn keeps every output (they are not part of the expo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -71,8 +72,7 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
         except (ValueError, KeyError, TypeError):  # not a report of ours, or one edited by hand
             continue
         if same:
-            left = [file for file in files if file.suffix == ".tflite" and os.path.lexists(file)
-                    and not rewritten(file)]
+            left = [file for file in files if os.path.lexists(file) and not rewritten(file) and _is_tflite(file)]
             if left and rewritten(thresholds_file):
                 raise UsageError(f"this run writes new thresholds to {thresholds_file} but leaves the TFLite model "
                                  f"{_listed(left)} of the earlier model that {report} describes: a TFLite model "
@@ -99,6 +99,15 @@ def _links_hint(outputs: Sequence[Path], left: Sequence[Path]) -> str:
     links = [(path, file) for path in outputs for file in left if os.path.islink(path) and real(path) == real(file)]
     return "".join(f" ({path} is a link to {file}; a run replaces such a link with a new file, not the file it "
                    "points to: give that file's own path to write it)" for path, file in links[:1])
+
+
+def _is_tflite(path: Path) -> bool:
+    """A TFLite model, whatever its name ends with (`--output_tflite model.lite`): its FlatBuffer identifier."""
+    with contextlib.suppress(OSError):
+        if path.is_file():  # never a pipe, which would be waited on
+            with open(path, "rb") as handle:
+                return handle.read(8)[4:] == b"TFL3"
+    return False
 
 
 def _holds_its_labels(path: Path) -> bool:
