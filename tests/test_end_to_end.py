@@ -357,6 +357,7 @@ if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
 
 
+@pytest.mark.integration  # two fresh console-script processes
 def test_the_commands_leave_nothing_in_the_temporary_folder(colour_tree: Path, tiny_module: Path,
                                                            outputs: dict[str, Path], tmp_path: Path) -> None:
     """TensorFlow's AutoGraph writes a module per traced function to the temporary folder and deletes them at

@@ -2,7 +2,8 @@
 
 Before, an earlier model's graph stayed replaced beside its own labels, its originals hidden beside them under
 temporary names that the next run of the new model deleted, and a rerun of the earlier model was refused
-(probe Y). Here real processes are killed at every file-system step of an export set.
+(probe Y). Here real processes are killed at every file-system step of an export set (those sweeps, and the
+real killed runs, under the integration marker: `.ci/run` runs them).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def the_next_run_writes(base: Path, outputs: list) -> None:
         remove_stale_temps(output.path)
 
 
+@pytest.mark.integration  # dozens of fresh processes, or a killed retrain run
 def test_a_set_killed_at_any_step_is_taken_back_whole_or_stands_whole(tmp_path: Path, caplog) -> None:
     """Killed just before or just after each rename or delete of the set (the journal's own included), the next
     run leaves the folders exactly as before the set (earlier files put back, new ones removed, made folders
@@ -201,6 +203,7 @@ def test_a_live_runs_journal_is_left_alone(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == {"graph.pb": "new"}
 
 
+@pytest.mark.integration  # dozens of fresh processes, or a killed retrain run
 def test_rerunning_the_earlier_model_after_a_killed_export_works(colour_tree: Path, tiny_module: Path, outputs,
                                                                  tmp_path: Path) -> None:
     """Probe Y's case, with the real command: model A (three colours) written; model B (two colours) killed just
@@ -279,6 +282,7 @@ def test_a_pipe_named_as_a_journal_does_not_stall_the_run(tmp_path: Path) -> Non
     assert done.is_set(), "reading the pipe stalled"
 
 
+@pytest.mark.integration  # dozens of fresh processes, or a killed retrain run
 def test_label_image_warns_of_a_model_a_killed_run_replaced_half(colour_tree: Path, tiny_module: Path, outputs,
                                                                  tmp_path: Path) -> None:
     """Until the next retrain run takes a killed set back, label-image says the graph and labels may belong to two
@@ -465,6 +469,7 @@ print(len(calls))
 """
 
 
+@pytest.mark.integration  # dozens of fresh processes, or a killed retrain run
 def test_a_take_back_killed_half_way_is_finished_by_the_next_run(tmp_path: Path, caplog) -> None:
     """The take-back itself killed at each of its steps: the next run finishes it, without calling what was put
     back already a file it could not take back. A link output was unlinked before its link was made again, so a
