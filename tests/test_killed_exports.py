@@ -153,13 +153,8 @@ def test_a_run_writing_one_folder_of_the_set_takes_the_whole_set_back(tmp_path: 
     base = tmp_path / "base"
     earlier_model(base)
     before = snapshot(base)
-    steps = tmp_path / "steps.log"
-    write_set(base, steps)
     shutil.rmtree(base)
-    earlier_model(base)
-    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1)
-          if step == f"replace {base / 'other' / 'report.json'}"]
-    write_set(base, tmp_path / "killed.log", at[0], "after")
+    killed_after(base, tmp_path, "other/report.json")
     with caplog.at_level("WARNING", logger="retrain"):
         the_next_run_writes(base, the_outputs(base)[2:3])
     assert visible(snapshot(base)) == visible(before)
@@ -172,13 +167,7 @@ def test_a_write_changed_after_the_kill_is_left_and_the_earlier_file_kept_beside
     """The user (or another program) wrote over an output after the kill: theirs stays, and the earlier file is
     kept beside it as `<name>.earlier`, which no run removes, and the error line says so."""
     base = tmp_path / "base"
-    earlier_model(base)
-    steps = tmp_path / "steps.log"
-    write_set(base, steps)  # once, to count the steps
-    shutil.rmtree(base)
-    earlier_model(base)
-    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1) if step == f"replace {base / 'labels.txt'}"]
-    write_set(base, tmp_path / "killed.log", at[0], "after")
+    killed_after(base, tmp_path, "labels.txt")
     (base / "graph.pb").write_text("the user's own graph")
     with caplog.at_level("WARNING", logger="retrain"):
         the_next_run_writes(base, the_outputs(base))
@@ -203,6 +192,19 @@ def test_a_live_runs_journal_is_left_alone(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == {"graph.pb": "new"}
 
 
+def retrain_killed_after(destination: Path, args: list[str]) -> None:
+    """The `retrain` console command with `args`, killed (SIGKILL) just after it renamed a file to `destination`."""
+    kill = (f"import os, signal, sys; real = os.replace\n"
+            f"def replace(source, destination):\n"
+            f"    real(source, destination)\n"
+            f"    if str(destination) == {str(destination)!r}: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"os.replace = replace\n"
+            f"from retrain.entry import retrain_command\n"
+            f"sys.argv[0] = 'retrain'; retrain_command()\n")
+    child = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+
+
 @pytest.mark.integration  # dozens of fresh processes, or a killed retrain run
 def test_rerunning_the_earlier_model_after_a_killed_export_works(colour_tree: Path, tiny_module: Path, outputs,
                                                                  tmp_path: Path) -> None:
@@ -217,16 +219,8 @@ def test_rerunning_the_earlier_model_after_a_killed_export_works(colour_tree: Pa
     two = tmp_path / "two"
     shutil.copytree(colour_tree, two)
     shutil.rmtree(next(p for p in sorted(two.iterdir()) if p.is_dir()))
-    kill = (f"import os, signal, sys; real = os.replace\n"
-            f"def replace(source, destination):\n"
-            f"    real(source, destination)\n"
-            f"    if str(destination) == {str(outputs['output_labels'])!r}: os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"os.replace = replace\n"
-            f"from retrain.entry import retrain_command\n"
-            f"sys.argv[0] = 'retrain'; retrain_command()\n")
-    args = flags(image_dir=two, tfhub_module=tiny_module, how_many_training_steps=20, **outputs)
-    child = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True, timeout=300)
-    assert child.returncode == -signal.SIGKILL, child.stderr
+    retrain_killed_after(outputs["output_labels"], flags(image_dir=two, tfhub_module=tiny_module,
+                                                         how_many_training_steps=20, **outputs))
     folder = outputs["output_graph"].parent
     assert outputs["output_graph"].read_bytes() != earlier["graph.pb"]  # B's graph and labels beside A's report
     assert (folder / "labels.txt").read_bytes() != earlier["labels.txt"]
@@ -245,13 +239,7 @@ def test_another_users_journal_is_not_followed(tmp_path: Path, monkeypatch, capl
     """A journal names files to move and delete: in a shared folder such as /tmp (the classic outputs' folder)
     another user could leave one naming this user's files. Only journals of the user running retrain count."""
     base = tmp_path / "base"
-    earlier_model(base)
-    steps = tmp_path / "steps.log"
-    write_set(base, steps)
-    shutil.rmtree(base)
-    earlier_model(base)
-    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1) if step == f"replace {base / 'labels.txt'}"]
-    write_set(base, tmp_path / "killed.log", at[0], "after")
+    killed_after(base, tmp_path, "labels.txt")
     left = snapshot(base)
     monkeypatch.setattr(os, "getuid", lambda: os.stat(base).st_uid + 1)  # the journal is now another user's
     from retrain.outputs import take_back_killed
@@ -294,16 +282,8 @@ def test_label_image_warns_of_a_model_a_killed_run_replaced_half(colour_tree: Pa
     photo = next(colour_tree.rglob("*.jpg"))
     args = ["--graph", str(outputs["output_graph"]), "--image", str(photo)]
     assert "was killed" not in invoke(label_image_command, args).stderr
-    kill = (f"import os, signal, sys; real = os.replace\n"
-            f"def replace(source, destination):\n"
-            f"    real(source, destination)\n"
-            f"    if str(destination) == {str(outputs['output_graph'])!r}: os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"os.replace = replace\n"
-            f"from retrain.entry import retrain_command\n"
-            f"sys.argv[0] = 'retrain'; retrain_command()\n")
-    args_b = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=30, **outputs)
-    child = subprocess.run([sys.executable, "-c", kill, *args_b], capture_output=True, text=True, timeout=300)
-    assert child.returncode == -signal.SIGKILL, child.stderr
+    retrain_killed_after(outputs["output_graph"], flags(image_dir=colour_tree, tfhub_module=tiny_module,
+                                                        how_many_training_steps=30, **outputs))
     left = snapshot(outputs["output_graph"].parent)
     result = invoke(label_image_command, args)
     assert result.stderr.count(f"was killed while it replaced --graph {outputs['output_graph']} or its labels "
@@ -311,19 +291,18 @@ def test_label_image_warns_of_a_model_a_killed_run_replaced_half(colour_tree: Pa
     assert snapshot(outputs["output_graph"].parent) == left  # label-image takes nothing back
 
 
-def killed_after(base: Path, tmp_path: Path, target: str) -> int:
-    """Write the earlier model in `base`, then kill a set just after it replaced `target` (a path under base);
-    returns the killed process's id."""
+def killed_after(base: Path, tmp_path: Path, target: str | int) -> int:
+    """Write the earlier model in `base`, then kill a set just after it replaced `target` (a path under base), or
+    after its `target`-th step; returns the killed process's id."""
     earlier_model(base)
     steps = tmp_path / "steps.log"
     if not steps.exists():
         write_set(base, steps)
         shutil.rmtree(base)
         earlier_model(base)
-    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1)
-          if step.endswith(f"/{target}") and step.startswith("replace ")]
-    log = tmp_path / "killed.log"
-    write_set(base, log, at[0], "after")
+    at = [target] if isinstance(target, int) else [i for i, step in enumerate(steps.read_text().splitlines(), 1)
+                                                    if step.endswith(f"/{target}") and step.startswith("replace ")]
+    write_set(base, tmp_path / "killed.log", at[0], "after")
     journal = next(base.glob(".retrain-exports-*.journal"))
     return int(journal.name.split("-")[3])
 
@@ -509,17 +488,10 @@ def test_label_image_says_nothing_of_a_set_killed_before_it_replaced_anything(tm
     from retrain.journal import half_written
 
     base = tmp_path / "base"
-    earlier_model(base)
-    steps = tmp_path / "steps.log"
-    write_set(base, steps)
-    shutil.rmtree(base)
-    earlier_model(base)
-    write_set(base, tmp_path / "killed.log", 1, "after")  # the journal written, nothing replaced yet
+    killed_after(base, tmp_path, 1)  # the journal written, nothing replaced yet
     assert [paths for _, paths in half_written([base])] == [[]]
     replaced = tmp_path / "replaced"
-    earlier_model(replaced)
-    at = [i for i, step in enumerate(steps.read_text().splitlines(), 1) if step == f"replace {base / 'graph.pb'}"]
-    write_set(replaced, tmp_path / "killed.log", at[0], "after")
+    killed_after(replaced, tmp_path, "graph.pb")
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:

@@ -11,6 +11,7 @@ import io
 import json
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -195,23 +196,30 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
     assert refused.stdout == ""
 
 
-def test_a_label_with_no_training_image_is_never_predicted(tmp_path: Path, tiny_module: Path, outputs) -> None:
-    """Its threshold cannot be chosen on validation (the layer never learned it): it is set above any score."""
+def colour_csv(image_dir: Path, count: int, labels: Callable[[int, str, str], str], *, splits: bool = True) -> Path:
+    """`count` noisy photos of one colour each in a new `image_dir`, and their labels CSV: photo i's labels are
+    labels(i, its colour, its split), its split one of five (three training), in a split column if `splits`."""
     from PIL import Image
 
-    image_dir = tmp_path / "photos"
     image_dir.mkdir()
     rows, random = [], np.random.default_rng(7)
-    for index in range(60):
+    for index in range(count):
         colour = ("blue", "red", "green")[index % 3]
         split = ("training", "training", "training", "validation", "testing")[index % 5]
-        labels = colour + (" rare" if split != "training" and index % 2 else "")  # never in training
         pixels = np.clip(np.array(COLOURS[colour]) + random.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(image_dir / f"{index:03d}.png")
-        rows.append([f"{index:03d}.png", labels, split])
+        rows.append([f"{index:03d}.png", labels(index, colour, split), *([split] if splits else [])])
     table = image_dir / "labels.csv"
     with table.open("w", newline="") as handle:
-        csv.writer(handle).writerows([["path", "labels", "split"], *rows])
+        csv.writer(handle).writerows([["path", "labels", *(["split"] if splits else [])], *rows])
+    return table
+
+
+def test_a_label_with_no_training_image_is_never_predicted(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    """Its threshold cannot be chosen on validation (the layer never learned it): it is set above any score."""
+    image_dir = tmp_path / "photos"
+    table = colour_csv(image_dir, 60, lambda index, colour, split:  # "rare" never in training
+                       colour + (" rare" if split != "training" and index % 2 else ""))
     result = invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
                                            how_many_training_steps=50, **outputs))
     assert "1 label(s) have no training image and will never be predicted: 'rare'" in result.stderr
@@ -241,20 +249,8 @@ def test_a_figure_the_test_split_cannot_define_is_n_a_not_nan(tmp_path: Path, ti
     """Test images with no labels: no label has a positive there, so the mean average precision is not defined.
     stdout printed `Final test mean average precision = nan%` and TensorBoard plotted NaN (probe BB, on the
     README's own three-row CSV); report.json already said null."""
-    from PIL import Image
-
     image_dir = tmp_path / "photos"
-    image_dir.mkdir()
-    rows, random = [], np.random.default_rng(7)
-    for index in range(30):
-        colour = ("blue", "red", "green")[index % 3]
-        split = ("training", "training", "training", "validation", "testing")[index % 5]
-        pixels = np.clip(np.array(COLOURS[colour]) + random.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(image_dir / f"{index:03d}.png")
-        rows.append([f"{index:03d}.png", "" if split == "testing" else f"{colour} bright", split])
-    table = image_dir / "labels.csv"
-    with table.open("w", newline="") as handle:
-        csv.writer(handle).writerows([["path", "labels", "split"], *rows])
+    table = colour_csv(image_dir, 30, lambda _, colour, split: "" if split == "testing" else f"{colour} bright")
     result = invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
                                            how_many_training_steps=20, **outputs))
     assert "Final test mean average precision = n/a (N=6)" in result.stdout, result.stdout
@@ -278,19 +274,9 @@ def test_new_thresholds_that_an_earlier_tflite_model_would_read_are_refused(tmp_
     """A multi-label model with a TFLite export, then a run of the same labels without --output_tflite: the new
     thresholds file judged the old TFLite model's scores, which then named other labels than its own SavedModel
     did, exit 0 (probe BB). The second run is refused before any work; with --output_tflite again it runs."""
-    from PIL import Image
-
     image_dir = tmp_path / "photos"
-    image_dir.mkdir()
-    rows, random = [], np.random.default_rng(7)
-    for index in range(30):
-        colour = ("blue", "red", "green")[index % 3]
-        pixels = np.clip(np.array(COLOURS[colour]) + random.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(image_dir / f"{index:03d}.png")
-        rows.append([f"{index:03d}.png", f"{colour} bright" if index % 2 else colour])
-    table = image_dir / "labels.csv"
-    with table.open("w", newline="") as handle:
-        csv.writer(handle).writerows([["path", "labels"], *rows])
+    table = colour_csv(image_dir, 30, lambda index, colour, _: f"{colour} bright" if index % 2 else colour,
+                       splits=False)
     tflite = outputs["output_graph"].parent / "m.lite"  # a TFLite model by its contents, whatever its name
     run = flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module, how_many_training_steps=10,
                 **outputs)
