@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import stat
 import time
@@ -58,7 +57,6 @@ def process_start(pid: int) -> str | None:
 
 _BOOT = _boot_id()
 STARTED = process_start(os.getpid())
-_IMPORTED = time.time()  # files older than this are not this process's own, whatever their name says
 
 
 def owner_gone(host: str, pid: int, entry: Path, started: str | None = None) -> bool:
@@ -214,10 +212,9 @@ def killed(folders: Iterable[Path]) -> Iterator[KilledSet]:
             yield from _settled(journal, found, host, pid)
 
 
-def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[str]]]:
-    """(process id, the paths its set replaced) for each killed process's set found in `folders` and not kept,
-    read only: for label-image, which changes nothing, to warn of a model written half. A path whose earlier
-    file is still there (the process was killed before it replaced it) is not among them."""
+def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[Any]]]:
+    """(process id, its records) for each killed process's set found in `folders` and not kept, read only: for
+    label-image, which changes nothing, to warn of a model written half."""
     for journal, _found, (_host, pid) in _dead(folders):
         fd = _open_own(journal) if journal is not None else None
         if fd is None:
@@ -228,18 +225,7 @@ def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[str]]]:
             os.close(fd)
         writes = data.get("writes") if data and not data.get("kept") else None
         if isinstance(writes, list):
-            records = [r for r in (_absolute(r, journal.parent) for r in writes) if isinstance(r, dict)]
-            yield pid, [r["path"] for r in records if isinstance(r.get("path"), str) and _replaced(r)]
-
-
-def _replaced(record: dict[str, Any]) -> bool:
-    """Whether the file a record names is no longer the one it kept aside (or is there, where none was)."""
-    path, aside = record["path"], record.get("aside")
-    if not os.path.lexists(path):
-        return False
-    with contextlib.suppress(OSError, TypeError, ValueError):
-        return not os.path.samefile(path, aside)
-    return True
+            yield pid, [_absolute(record, journal.parent) for record in writes]
 
 
 def _dead(folders: Iterable[Path]) -> Iterator[tuple[Path | None, Path, tuple[str, int]]]:
@@ -320,22 +306,3 @@ def _settled(journal: Path, found: Path, host: str, pid: int) -> Iterator[Killed
                 _unlink_pointer(found)
     finally:
         os.close(fd)
-
-
-def remove_temporaries(folders: Iterable[Path], host: str, pid: int) -> None:
-    """Delete the temporary files and folders (`.<name>.retrain-<host>-<pid>-…`) that a process known to be
-    dead left in `folders` (older than this process, if it had this process's number), but what it kept aside
-    (`….old`), which its journal's writes put back or delete."""
-    pattern = re.compile(rf"\..+\.retrain-{re.escape(host)}-{pid}-.+(?<!\.old)")
-    for folder in dict.fromkeys(folders):
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            for entry in list(entries):
-                if not pattern.fullmatch(entry.name):
-                    continue
-                with contextlib.suppress(OSError):
-                    if pid == os.getpid() and entry.stat(follow_symlinks=False).st_mtime >= _IMPORTED:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)

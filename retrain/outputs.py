@@ -837,8 +837,8 @@ class Writes:
     journaled: each write is recorded on disk before it happens (`retrain.journal`), so that if this process is
     killed the next run writing there takes the set back (`take_back_killed`)."""
 
-    def __init__(self, *, journaled: bool = False) -> None:
-        self.entries: list[_Replaced] = []
+    def __init__(self, entries: Iterable[_Replaced] = (), *, journaled: bool = False) -> None:
+        self.entries: list[_Replaced] = list(entries)
         self._journal = journal.Journal() if journaled else None
 
     def __len__(self) -> int:
@@ -985,10 +985,9 @@ def take_back_killed(outputs: Sequence[Output]) -> None:
             log.info("the export set that %s records is held by a retrain run%s going on: left to it",
                      dead.journal, holder)
             continue
-        journal.remove_temporaries([*dead.folders, *(e.path if e.made else e.path.parent for e in entries)],
-                                   dead.host, dead.pid)  # not what it kept aside: its writes see to those
-        writes = Writes()
-        writes.entries = entries
+        _remove_temporaries_of([*dead.folders, *(e.path if e.made else e.path.parent for e in entries)],
+                               dead.host, dead.pid)  # not what it kept aside: its writes see to those
+        writes = Writes(entries)
         if dead.kept:  # the set stood: what it replaced goes, as the process would have deleted it
             writes.keep()
         else:
@@ -999,6 +998,37 @@ def take_back_killed(outputs: Sequence[Output]) -> None:
                         "back%s", dead.pid, ": " + "; ".join(part for part in said if part) if said != ["", ""]
                         else "")
         dead.settled = True
+
+
+def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[str]]]:
+    """(process id, the paths its set replaced) for each set a killed process left half written in `folders`,
+    read only: for label-image, which changes nothing, to warn of a model written half. A path whose earlier
+    file is still there (the process was killed before it replaced it) is not among them."""
+    for pid, records in journal.half_written(folders):
+        replaced = []
+        for record in records:
+            with contextlib.suppress(ValueError):
+                entry = _Replaced.from_record(record)
+                if not entry.made and not _not_written(entry):
+                    replaced.append(str(entry.path))
+        yield pid, replaced
+
+
+def _remove_temporaries_of(folders: Iterable[Path], host: str, pid: int) -> None:
+    """Delete the temporary files and folders (`temp_prefix`) that a process known to be dead left in `folders`
+    (older than this process, if it had this process's number), but what it kept aside (`….old`), which its
+    journal's writes put back or delete."""
+    pattern = re.compile(rf"\..+\.retrain-{re.escape(host)}-{pid}-.+(?<!\.old)")
+    for folder in dict.fromkeys(folders):
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in list(entries):
+                with contextlib.suppress(OSError):
+                    if pattern.fullmatch(entry.name) and not (pid == os.getpid() and entry.stat(
+                            follow_symlinks=False).st_mtime >= _IMPORTED):
+                        _remove(Path(entry.path))
+
+
+_IMPORTED = time.time()  # files older than this are not this process's own, whatever their name says
 
 
 def _check_asides(entries: Sequence[_Replaced], *, kept: bool) -> None:

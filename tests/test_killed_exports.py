@@ -485,7 +485,7 @@ def test_label_image_says_nothing_of_a_set_killed_before_it_replaced_anything(tm
     """Killed after its first journal entry but before the graph was replaced, the set left the model whole:
     label-image's warning was a false alarm (probe DD). Once the graph is replaced, it is named, also when the
     folder is given as a relative path (the journal was not found then)."""
-    from retrain.journal import half_written
+    from retrain.outputs import half_written
 
     base = tmp_path / "base"
     killed_after(base, tmp_path, 1)  # the journal written, nothing replaced yet

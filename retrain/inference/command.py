@@ -23,7 +23,6 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from retrain import journal
 from retrain.config import TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import is_graph_def, is_saved_model_file, read_report
@@ -32,6 +31,7 @@ from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now, labels_file_now, reports_at
 from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, SAVED_MODEL_LABELS, report_path, thresholds_path
+from retrain.outputs import half_written
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _warn_if_written_half(graph: Path, labels: Path) -> None:
     """A retrain run killed while it wrote its exports leaves the model half replaced until the next run writing
     there takes its writes back: say so, as the graph and labels may then belong to two models."""
     model = {os.path.abspath(graph), os.path.abspath(labels)}
-    for pid, paths in journal.half_written(dict.fromkeys([graph.parent, labels.parent])):
+    for pid, paths in half_written(dict.fromkeys([graph.parent, labels.parent])):
         if model & set(paths):
             log.warning("a retrain run (process %d) was killed while it replaced --graph %s or its labels %s: they "
                         "may belong to two models; the next retrain run writing there puts the earlier files back",
