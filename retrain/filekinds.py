@@ -158,10 +158,15 @@ def tflite_signatures(data: Any, *, most: int = 16, longest: int = 256) -> list[
              [string(field(t, 0)) for t in vector(field(signature, 1))]) for signature in vector(field(model, 7))]
 
 
+def is_tflite(data: Any) -> bool:
+    """A TFLite model (anyone's), by its FlatBuffer file identifier; the first 8 bytes are enough."""
+    return bytes(data[4:8]) == b"TFL3"
+
+
 def is_retrain_tflite(data: Any) -> bool:
     """A TFLite model retrain wrote: one signature, serving_default, from `image` to `prediction` and nothing
     else (another model at --output_tflite, a Keras export or a detector that also gives boxes, is not replaced)."""
-    if bytes(data[4:8]) != b"TFL3":
+    if not is_tflite(data):
         return False
     try:
         return tflite_signatures(data, most=1, longest=len(SERVING_SIGNATURE)) == [
@@ -279,7 +284,7 @@ def looks_like(data: Any) -> str:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
-    if bytes(data[4:8]) == b"TFL3":
+    if is_tflite(data):
         return "another TFLite model"
     if is_graph_def(data):
         return "another model's frozen graph"

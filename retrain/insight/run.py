@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import read_report
+from retrain.filekinds import is_tflite, read_report
 from retrain.insight import report as reports
 from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.objectives import KEEP_SCORES
@@ -106,7 +106,7 @@ def _is_tflite(path: Path) -> bool:
     with contextlib.suppress(OSError):
         if path.is_file():  # never a pipe, which would be waited on
             with open(path, "rb") as handle:
-                return handle.read(8)[4:] == b"TFL3"
+                return is_tflite(handle.read(8))
     return False
 
 
