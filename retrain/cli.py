@@ -76,6 +76,12 @@ def _fill_closed_descriptors() -> None:
             to_null(descriptor)
 
 
+# The end of retrain's last line after a stop signal, by what became of the exports (pipeline.run's `exports`).
+_AFTER_STOP = {None: "; finished files and cached bottlenecks are kept, rerun to continue",
+               "taken back": "; the earlier outputs are as they were, cached bottlenecks are kept: rerun to continue",
+               "written": "; every output is written, only the test split's TensorBoard pictures are not complete"}
+
+
 class _OneLineErrors(click.Command):
     """Report every error as `prog: error: message` on one line, with the right exit status."""
 
@@ -112,10 +118,7 @@ class _OneLineErrors(click.Command):
                 signal.signal(held, _exit_at_once)
             stopped = error if isinstance(error, Terminated) else error.__cause__
             signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
-            kept = ("" if prog != "retrain" else
-                    "; every output is written, only the test split's TensorBoard pictures are not complete"
-                    if getattr(stopped, "outputs_written", False) else
-                    "; finished files and cached bottlenecks are kept, rerun to continue")
+            kept = "" if prog != "retrain" else _AFTER_STOP.get(getattr(stopped, "exports", None), _AFTER_STOP[None])
             click.echo(f"\n{prog}: {STOP_SIGNALS[signum]}{kept}", err=True)
             sys.exit(128 + signum)
         finally:

@@ -9,6 +9,7 @@ memory, never waited on (pipes, devices) and never a traceback.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -99,15 +100,45 @@ def is_saved_model_file(path: Path) -> bool:
         return False
 
 
-def is_retrain_graph(data: Any, final: str) -> bool:
-    """A frozen graph retrain (or the classic retrain.py) wrote: its final node, named `final_result` or this run's
-    --final_tensor_name (`final`), is a Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3
+SCORE_OPS = ("Softmax", "Sigmoid")  # what a classifier's output node is, when it is not named
+_SCORE_OPS = tuple(op.encode() for op in SCORE_OPS)  # as graph_nodes reads them
+
+
+def is_retrain_graph(data: Any, final: str, path: Path | None = None) -> bool:
+    """A frozen graph retrain (or the classic retrain.py) wrote: its final node, named `final_result`, this run's
+    --final_tensor_name (`final`) or the one the retrain report beside the graph at `path` gave it
+    (`reported_final_name`), is a Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3
     you serve, a TF1 model with a Placeholder and a Softmax) is not replaced."""
     names = {b"final_result", final.encode()}
+    if path is not None and (reported := reported_final_name(path)):
+        names.add(reported.encode())
     try:
-        return any(name in names and op in (b"Softmax", b"Sigmoid") for name, op in graph_nodes(data))
+        return any(name in names and op in _SCORE_OPS for name, op in graph_nodes(data))
     except ValueError:
         return False
+
+
+def score_nodes(data: Any, *, most: int = 16) -> list[str]:
+    """The names of a frozen graph's Softmax and Sigmoid nodes (at most `most`; none if it is not a graph)."""
+    try:
+        return [name.decode(errors="replace") for name, op in itertools.islice(
+            ((name, op) for name, op in graph_nodes(data) if op in _SCORE_OPS), most)]
+    except ValueError:
+        return []
+
+
+def reported_final_name(path: Path) -> str | None:
+    """The --final_tensor_name of the run whose retrain report lies beside the graph at `path` (beside the file a
+    link there points to) and lists a file of its name: a graph written with `--final_tensor_name x`, which a
+    rerun without that flag replaces."""
+    real = Path(os.path.realpath(path))
+    report = read_report(report_path(real))
+    try:
+        name, files = report["run"]["flags"]["final_tensor_name"], report["run"]["files"]
+        listed = any(isinstance(file, str) and os.path.basename(file) == real.name for file in files)
+    except (KeyError, TypeError):
+        return None
+    return name if listed and isinstance(name, str) else None
 
 
 def tflite_signatures(data: Any, *, most: int = 16, longest: int = 256) -> list[tuple[str, list[str], list[str]]]:

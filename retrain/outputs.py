@@ -565,7 +565,8 @@ def _listing(folder: Path) -> list[str]:
 # What retrain writes in a file output (Output.content): how messages call it, and how to recognise one
 # (from its bytes: filekinds).
 CONTENTS: dict[str, tuple[str, Callable[[Any, "Output"], bool]]] = {
-    "graph": ("a frozen graph retrain wrote", lambda data, output: filekinds.is_retrain_graph(data, output.detail)),
+    "graph": ("a frozen graph retrain wrote",
+              lambda data, output: filekinds.is_retrain_graph(data, output.detail, output.path)),
     "tflite": ("a TFLite model retrain wrote", lambda data, _: filekinds.is_retrain_tflite(data)),
     "labels": ("a labels file retrain can tell it wrote",
                lambda data, output: filekinds.is_labels(data, output.path)),
@@ -670,8 +671,12 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
         if filekinds.is_one_of(data, same) or recognise(data, dataclasses.replace(output, path=checked)):
             return
         looks = filekinds.looks_like(data)
+        scores = filekinds.score_nodes(data) if output.content == "graph" else []
     judged = "it" if checked == path else f"its index {checked.name}"
     hint = _labels_hint(output, path) if looks == "a text file" else ""  # a photo is no one's labels
+    if len(scores) == 1:  # perhaps retrain's, written with a --final_tensor_name of the user's
+        hint = (f" (its output node is {scores[0]!r}: if retrain wrote it with --final_tensor_name {scores[0]}, "
+                "give that flag again)")
     raise UsageError(f"{shown} exists and is not {what} ({judged} is {looks}); retrain replaces only such a file "
                      f"there: move the file or choose another {output.flag}{hint}")
 
@@ -840,6 +845,7 @@ class Writes:
     def __init__(self, entries: Iterable[_Replaced] = (), *, journaled: bool = False) -> None:
         self.entries: list[_Replaced] = list(entries)
         self._journal = journal.Journal() if journaled else None
+        self.kept = False  # the writes stand (`keep`)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -871,6 +877,7 @@ class Writes:
         """The writes stand: what they replaced, kept aside, is deleted."""
         if self._journal is not None:
             self._journal.keep()
+        self.kept = True
         for entry in self.entries:
             if entry.aside is not None:
                 _remove(entry.aside)
@@ -1067,16 +1074,16 @@ def recording(writes: Writes) -> Iterator[Writes]:
 
 
 @contextlib.contextmanager
-def export_set() -> Iterator[None]:
+def export_set() -> Iterator[Writes]:
     """The block's output writes form one set: if the block fails or is interrupted, each file or folder written
     is taken back (`Writes.take_back`). So a failed export never leaves a new graph beside another model's
-    labels, or new labels beside an earlier SavedModel. If the block ends well, what was kept aside is deleted.
-    (A killed process cannot take anything back itself: its journal lets the next run writing there do it,
-    `take_back_killed`.)"""
+    labels, or new labels beside an earlier SavedModel. If the block ends well, what was kept aside is deleted,
+    a stop signal held back meanwhile (it is raised once the set is `kept`). (A killed process cannot take
+    anything back itself: its journal lets the next run writing there do it, `take_back_killed`.)"""
     writes = Writes(journaled=True)
     try:
         with recording(writes):
-            yield
+            yield writes
     except BaseException as error:
         with _signals_held():  # a second Ctrl-C, SIGTERM or SIGHUP must not stop the take-back half way
             restored, removed = writes.take_back()
@@ -1087,7 +1094,8 @@ def export_set() -> Iterator[None]:
                         f"removed the new {', '.join(map(str, removed))}" if removed else ""]
                 log.warning("the run's files are taken back, as %s: %s", why, "; ".join(part for part in said if part))
         raise
-    writes.keep()
+    with _signals_held():  # an interrupt half way would leave the earlier files aside under temporary names
+        writes.keep()
 
 
 @contextlib.contextmanager

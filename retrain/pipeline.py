@@ -296,16 +296,21 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
             print(f"Wrote {one_line(str(path))} ({size_text(path)})", flush=True)
             written.append(path)
 
-    with export_set():  # one set: a failed or interrupted export takes back the files written before it
-        for exporter in plan.exporters:
-            wrote(exporter.write(model, config))
-        wrote([report_run(config=config, labels=labels.names, test=test,
-                          split=splits["testing"], evaluations=evaluations, written=written,
-                          intermediate_graphs=intermediate_graphs, module=source.handle,
-                          objective=objective.name)])
-    draw_pictures(config=config, run_folder=run_folder, labels=labels.names, test=test, split=splits["testing"])
-    if skipped:  # repeated at the end, where the user looks, after the training log
-        log.warning("skipped %d image(s) that could not be read, decoded or used (listed above)", len(skipped))
+    exported = None
+    try:
+        with export_set() as exported:  # one set: a failed or interrupted export takes back the files written before it
+            for exporter in plan.exporters:
+                wrote(exporter.write(model, config))
+            wrote([report_run(config=config, labels=labels.names, test=test,
+                              split=splits["testing"], evaluations=evaluations, written=written,
+                              intermediate_graphs=intermediate_graphs, module=source.handle,
+                              objective=objective.name)])
+        draw_pictures(config=config, run_folder=run_folder, labels=labels.names, test=test, split=splits["testing"])
+        if skipped:  # repeated at the end, where the user looks, after the training log
+            log.warning("skipped %d image(s) that could not be read, decoded or used (listed above)", len(skipped))
+    except KeyboardInterrupt as stop:  # Ctrl-C or a stop signal: the run's last line says where the outputs are
+        stop.exports = None if exported is None else "written" if exported.kept else "taken back"
+        raise
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
                          skipped=skipped, source=source, written=tuple(written), run_folder=run_folder)
 

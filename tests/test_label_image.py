@@ -608,6 +608,9 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
     four.write_text("a\nb\nc\nd\n")
     message = _error(["--graph", graph, "--labels", str(four), "--image", photo], expect=1)
     assert "has 4 labels but --graph" in message and "gives 5 scores per image" in message
+    four.write_text("a\n")
+    message = _error(["--graph", graph, "--labels", str(four), "--image", photo], expect=1)
+    assert "has 1 label but --graph" in message  # not "1 labels"
 
     message = _error(["--graph", graph, "--labels", labels, "--image", photo, "--input_layer", "Mul"], expect=1)
     assert "--input_layer Mul is not in" in message and "Placeholder" in message and "final_result" in message

@@ -706,6 +706,32 @@ def test_an_interrupt_while_the_pictures_are_drawn_keeps_every_output(colour_tre
     assert outputs["output_labels"].read_text() == "".join(f"{c}\n" for c in sorted(COLOURS))
 
 
+def test_a_stop_signal_while_the_set_is_kept_lets_it_finish_and_says_every_output_is_written(
+        colour_tree: Path, tiny_module: Path, outputs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM just after the report's 'Wrote' line, as the set was being kept (its journal marked, the earlier
+    files kept aside being deleted): they stayed under temporary names, with the journal, and the last line said
+    "rerun to continue" though every output was written. The signal now waits until the set is kept."""
+    import signal
+
+    from retrain import journal
+    from retrain.cli import retrain_command
+
+    retrain(colour_tree, tiny_module, outputs)  # an earlier model, whose files the next run keeps aside
+    marked = journal.Journal.keep
+
+    def keep_and_stop(self: journal.Journal) -> None:
+        marked(self)
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(journal.Journal, "keep", keep_and_stop)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
+                                           **outputs), expect=143)
+    assert result.stderr.endswith("retrain: terminated; every output is written, only the test split's "
+                                  "TensorBoard pictures are not complete\n"), result.stderr[-300:]
+    assert sorted(path.name for path in outputs["output_graph"].parent.iterdir() if path.is_file()) == [
+        "graph.pb", "labels.txt", "report.json"]  # nothing kept aside, no journal
+
+
 def _faulty_module(path: Path, fault: str) -> Path:
     """A feature-vector module with a fault: NaN for reddish images (a log of a negative number); values over
     float16's range for them; or NaN for reddish images that are not their own mirror image (a crop of one)."""
@@ -1055,6 +1081,27 @@ def test_a_graph_cut_short_at_an_output_is_judged_without_an_error() -> None:
     assert is_retrain_graph(tags, "tags") and not is_retrain_graph(tags, "final_result")
 
 
+def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lists(
+        colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
+    """`--final_tensor_name scores`, then the same run without it: the graph, named by the report beside it, is
+    retrain's and replaced (it was refused as "another model's frozen graph"). A graph whose report lies
+    elsewhere (its labels in another folder) is still refused, the message naming the flag to give again."""
+    from retrain.filekinds import score_nodes
+
+    retrain(colour_tree, tiny_module, outputs, final_tensor_name="scores")
+    assert score_nodes(outputs["output_graph"].read_bytes()) == ["scores"]
+    retrain(colour_tree, tiny_module, outputs)
+    assert score_nodes(outputs["output_graph"].read_bytes()) == ["final_result"]
+
+    apart = {**outputs, "output_labels": tmp_path / "labels.txt"}
+    retrain(colour_tree, tiny_module, apart, final_tensor_name="scores")
+    earlier = apart["output_graph"].read_bytes()
+    error = retrain(colour_tree, tiny_module, apart, expect=2)
+    assert "is another model's frozen graph" in error and error.endswith(
+        "(its output node is 'scores': if retrain wrote it with --final_tensor_name scores, give that flag again)")
+    assert apart["output_graph"].read_bytes() == earlier
+
+
 def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,
                                                                            outputs, tmp_path: Path) -> None:
     from retrain.errors import UsageError
@@ -1341,6 +1388,9 @@ def test_an_export_that_fails_takes_back_the_files_written_before_it(colour_tree
     assert f"Wrote {out / 'saved'}" in wrote
     why = "one of them could not be written" if failure == "error" else "the run was interrupted while writing them"
     assert f"the run's files are taken back, as {why}: put back the earlier" in result.stderr
+    if failure == "interrupt":  # not "finished files ... are kept" after that
+        assert result.stderr.endswith("retrain: interrupted; the earlier outputs are as they were, cached bottlenecks "
+                                      "are kept: rerun to continue\n")
     assert models() == before  # graph (through its link), labels, report, checkpoint, SavedModel: the earlier ones
     assert (out / "graph.pb").is_symlink() and os.readlink(out / "graph.pb") == "graph_v1.pb"
     assert not [p.name for p in out.rglob("*") if re.search(r"\.retrain-[0-9a-f]{6}-", p.name)]  # none kept aside

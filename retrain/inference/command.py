@@ -138,6 +138,10 @@ def _places(path: Path) -> dict[Path, None]:
     return dict.fromkeys([Path(os.path.realpath(path)), path])
 
 
+def _labels(count: int) -> str:
+    return f"{count} label" if count == 1 else f"{count} labels"
+
+
 def _model(graph: Path) -> Path:
     """The model that --graph names: a SavedModel's folder when given its saved_model.pb."""
     return graph.parent if is_saved_model_file(graph) else graph
@@ -371,7 +375,7 @@ def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | N
         raise RetrainError(f"cannot read the thresholds {path} beside the labels file ({error}); expected one "
                            "number per line, as retrain writes") from None
     if len(values) != count:
-        raise RetrainError(f"{path} holds {len(values)} thresholds for {count} labels; pass the labels file "
+        raise RetrainError(f"{path} holds {len(values)} thresholds for {_labels(count)}; pass the labels file "
                            "written with this model (its thresholds file sits beside it)")
     if not np.isfinite(values).all():
         raise RetrainError(f"{path} line {lines[int(np.argmin(np.isfinite(values)))][0]} is not a finite number; "
@@ -411,7 +415,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
     if model.class_count is not None and model.class_count != len(labels):
-        raise RetrainError(f"the labels file {config.labels} has {len(labels)} labels but --graph {config.graph} "
+        raise RetrainError(f"the labels file {config.labels} has {_labels(len(labels))} but --graph {config.graph} "
                            f"gives {model.class_count} scores per image; pass the labels file written with this model")
     _warn_if_another_models_labels(config.graph, config.labels, labels)
     prepare = preprocessing_for(model, config)
@@ -422,7 +426,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
             yield {"image": str(result.path), "error": result.error}
             continue
         if result.scores.shape[-1] != len(labels):
-            raise RetrainError(f"the labels file {config.labels} has {len(labels)} labels but --graph "
+            raise RetrainError(f"the labels file {config.labels} has {_labels(len(labels))} but --graph "
                                f"{config.graph} gives {result.scores.shape[-1]} scores; pass the labels file written "
                                "with this model")
         if not np.isfinite(result.scores).all():

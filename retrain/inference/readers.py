@@ -19,14 +19,11 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
-from retrain.filekinds import is_saved_model_file
+from retrain.filekinds import SCORE_OPS, is_saved_model_file, is_tflite
 from retrain.images import ImageError, read_bytes
 from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_NODE,
                            THRESHOLDS_SIGNATURE)
 from retrain.tfenv import import_tensorflow, stderr_captured
-
-_TFLITE_MAGIC = b"TFL3"  # FlatBuffer file identifier, at bytes 4..8 of every .tflite file
-_SCORE_OPS = ("Softmax", "Sigmoid")  # what a classifier's output node is, when it is not named
 
 
 class Model:
@@ -59,7 +56,7 @@ def load_model(path: Path, *, input_layer: str | None = None, output_layer: str 
         data = read_bytes(path)
     except ImageError as error:
         raise RetrainError(f"cannot read --graph {path}: {error}") from None
-    if data[4:8] == _TFLITE_MAGIC:
+    if is_tflite(data):
         return _TfliteModel(path, data, input_layer=input_layer, output_layer=output_layer)
     if path.suffix.lower() == ".tflite":
         raise RetrainError(f"--graph {path} is not a TFLite model (no TFL3 identifier); expected a .tflite file "
@@ -130,8 +127,8 @@ class _FrozenGraph(Model):
         def describe(node: Any) -> str:
             return f"{node.name} ({node.op} {_shape_text(self._tensor_dims(node.name + ':0'))})"
 
-        softmaxes = [n for n in graph_def.node if n.op in _SCORE_OPS]
-        outputs = softmaxes + [n for n in sinks if n.op not in _SCORE_OPS]
+        softmaxes = [n for n in graph_def.node if n.op in SCORE_OPS]
+        outputs = softmaxes + [n for n in sinks if n.op not in SCORE_OPS]
         listing = (f"{_candidates('input', map(describe, placeholders))}; "
                    f"{_candidates('output', map(describe, outputs))}")
         found_input = input_layer is None

@@ -187,12 +187,9 @@ def _as_listed(path: Path, *, labels: Path) -> str:
 
 def draw_pictures(*, config: Any, run_folder: Path, labels: Sequence[str], test: Any, split: Any) -> None:
     """Add the test split's pictures and the run's hparams to its TensorBoard folder. Called once every output
-    is written: a picture that fails costs a warning, and an interrupt while they are drawn keeps the outputs."""
+    is written: a picture that fails costs a warning (an interrupt keeps the outputs)."""
     try:
         _pictures(run_folder, config=config, labels=labels, test=test, split=split)
-    except KeyboardInterrupt as stop:  # Ctrl-C or a stop signal: the run's last line says nothing is left to redo
-        stop.outputs_written = True
-        raise
     except RetrainError as error:
         log.warning("TensorBoard pictures of the test split: %s", error)
     except Exception as error:  # noqa: BLE001 - a picture never fails a trained run (a damaged font, say)
