@@ -349,9 +349,8 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
             continue
         truth = split.targets.rows([index])[0] > 0
         if not np.array_equal(predicted, truth):
-            given = " | ".join(names[i] for i in np.flatnonzero(predicted)) or "(none)"
-            print(f"{_one_line(split.paths[index]):>70}  {given}  "
-                  f"(true: {' | '.join(names[i] for i in np.flatnonzero(truth))})")
+            given, true = (" | ".join(names[i] for i in np.flatnonzero(labels)) or "(none)" for labels in (predicted, truth))
+            print(f"{_one_line(split.paths[index]):>70}  {given}  (true: {true})")
 
 
 def _one_line(path: Path) -> str:

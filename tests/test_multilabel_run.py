@@ -248,12 +248,16 @@ def test_thresholds_are_written_with_the_digits_that_read_back_the_same_float32(
 def test_a_figure_the_test_split_cannot_define_is_n_a_not_nan(tmp_path: Path, tiny_module: Path, outputs) -> None:
     """Test images with no labels: no label has a positive there, so the mean average precision is not defined.
     stdout printed `Final test mean average precision = nan%` and TensorBoard plotted NaN (probe BB, on the
-    README's own three-row CSV); report.json already said null."""
+    README's own three-row CSV); report.json already said null. Each is listed as misclassified with
+    `(true: (none))`, as a prediction of no label is (it said `(true: )`)."""
     image_dir = tmp_path / "photos"
     table = colour_csv(image_dir, 30, lambda _, colour, split: "" if split == "testing" else f"{colour} bright")
     result = invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
-                                           how_many_training_steps=20, **outputs))
+                                           how_many_training_steps=20, print_misclassified_test_images=True,
+                                           **outputs))
     assert "Final test mean average precision = n/a (N=6)" in result.stdout, result.stdout
+    listed = result.stdout.split("=== MISCLASSIFIED TEST IMAGES ===\n")[1].split("Wrote ")[0].splitlines()
+    assert len(listed) == 6 and all(line.endswith("  (true: (none))") and "bright" in line for line in listed), listed
     assert "nan" not in result.stdout.lower()
     import tensorflow as tf
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
