@@ -128,6 +128,8 @@ class RetrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        for name in _FILE_FIELDS:
+            _check_names_a_file(name, getattr(self, name))
         for name in _PATH_FIELDS:
             path = _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY)
             object.__setattr__(self, name, _through_links(path))
@@ -229,6 +231,10 @@ class LabelImageConfig:
 _PATH_FIELDS = ("image_dir", "output_graph", "output_labels", "summaries_dir", "bottleneck_dir",
                 "intermediate_output_graphs_dir", "checkpoint_path", "saved_model_dir", "output_tflite", "labels_csv",
                 "output_tfjs")
+# Path flags that name a file (a checkpoint's prefix too), with a name to suggest: a trailing slash, `.` or `..`
+# would make Path() name the folder itself, or the file beside it (`ck/` became the checkpoint `ck.index`).
+_FILE_FIELDS = {"output_graph": "output_graph.pb", "output_labels": "output_labels.txt",
+                "checkpoint_path": "_retrain_checkpoint", "output_tflite": "model.tflite"}
 # Path flags whose empty value means "not set", as the classic `--saved_model_dir ''` did.
 _UNSET_WHEN_EMPTY = frozenset({"saved_model_dir", "output_tflite", "output_tfjs", "labels_csv"})
 
@@ -302,6 +308,13 @@ def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Pat
         raise UsageError(f"--{flag} {shown}: URLs and object stores are not supported; give a path on this machine "
                          "(a shared file system mounted here works)")
     return Path(value)
+
+
+def _check_names_a_file(flag: str, value: str | Path | None) -> None:
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else ""
+    if text and (text.endswith(("/", os.sep)) or os.path.basename(text) in (".", "..")):
+        raise UsageError(f"--{flag} {text} names a folder; expected a file path, such as "
+                         f"{os.path.join(os.path.normpath(text), _FILE_FIELDS[flag])}")
 
 
 def _through_links(path: Path | None) -> Path | None:

@@ -117,9 +117,11 @@ class Journal:
             self._write_journal(kept=True)
 
     def discard(self) -> None:
-        """Delete the journal and its pointers (the set kept, or taken back)."""
+        """Delete the journal and its pointers (the set kept, or taken back), and any of their temporary files
+        that a write cut short (an interrupt, a full disk) left."""
         for path in self.copies:
             _unlink(path)
+            _unlink(path.with_name(path.name + ".tmp"))
         self.copies.clear()
 
 

@@ -874,13 +874,16 @@ class Writes:
         self._journal.save([entry.record() for entry in self.entries], folders)
 
     def keep(self) -> None:
-        """The writes stand: what they replaced, kept aside, is deleted."""
+        """The writes stand: what they replaced, kept aside, is deleted. Only marking the journal kept may fail
+        (OSError), before anything is deleted; an earlier file that cannot be deleted stays under its temporary
+        name, which a later run removes (`remove_stale_temps`)."""
         if self._journal is not None:
             self._journal.keep()
         self.kept = True
         for entry in self.entries:
             if entry.aside is not None:
-                _remove(entry.aside)
+                with contextlib.suppress(OSError):
+                    _remove(entry.aside)
         self.entries.clear()
         if self._journal is not None:
             self._journal.discard()
@@ -1085,17 +1088,24 @@ def export_set() -> Iterator[Writes]:
         with recording(writes):
             yield writes
     except BaseException as error:
-        with _signals_held():  # a second Ctrl-C, SIGTERM or SIGHUP must not stop the take-back half way
-            restored, removed = writes.take_back()
-            if restored or removed:
-                why = ("the run was interrupted while writing them" if not isinstance(error, Exception)
-                       else "one of them could not be written")
-                said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
-                        f"removed the new {', '.join(map(str, removed))}" if removed else ""]
-                log.warning("the run's files are taken back, as %s: %s", why, "; ".join(part for part in said if part))
+        _take_back_set(writes, interrupted=not isinstance(error, Exception))
         raise
     with _signals_held():  # an interrupt half way would leave the earlier files aside under temporary names
-        writes.keep()
+        try:
+            writes.keep()
+        except OSError:  # its journal could not be marked kept (a full disk): nothing is deleted yet
+            _take_back_set(writes, interrupted=False)
+            raise
+
+
+def _take_back_set(writes: Writes, *, interrupted: bool) -> None:
+    with _signals_held():  # a second Ctrl-C, SIGTERM or SIGHUP must not stop the take-back half way
+        restored, removed = writes.take_back()
+    if restored or removed:
+        why = "the run was interrupted while writing them" if interrupted else "one of them could not be written"
+        said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
+                f"removed the new {', '.join(map(str, removed))}" if removed else ""]
+        log.warning("the run's files are taken back, as %s: %s", why, "; ".join(part for part in said if part))
 
 
 @contextlib.contextmanager

@@ -192,6 +192,36 @@ def test_a_live_runs_journal_is_left_alone(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == {"graph.pb": "new"}
 
 
+@pytest.mark.parametrize(("cut", "error"), [(1, KeyboardInterrupt), (2, KeyboardInterrupt), (3, KeyboardInterrupt),
+                                             (4, OSError)])
+def test_a_journal_write_cut_short_takes_the_set_back_and_leaves_no_journal_file(tmp_path: Path, monkeypatch,
+                                                                                 cut: int, error: type) -> None:
+    """Ctrl-C or SIGTERM as the journal (or its pointer) was being written: the set was taken back, and the
+    journal's `.journal.tmp` stayed in the output folder until the next run (probe FF). A full disk as the journal
+    was marked kept: the run failed with the new files in place, the earlier ones aside and the journal saying
+    "not kept", so that the next run took the set back; now it is taken back at once."""
+    from retrain import journal
+    from retrain.outputs import atomic_write_bytes, export_set
+
+    (tmp_path / "graph.pb").write_text("earlier")
+    (tmp_path / "sub").mkdir()
+    real, calls = journal.json.dump, []
+
+    def dump(data, handle) -> None:  # the temporary file is open: the interrupt lands before its rename
+        calls.append(1)
+        real(data, handle)
+        if len(calls) == cut:
+            raise error(28, "No space left on device") if error is OSError else error
+
+    monkeypatch.setattr(journal.json, "dump", dump)
+    with pytest.raises(error), export_set():
+        atomic_write_bytes(tmp_path / "graph.pb", b"new", flag="--output_graph")
+        atomic_write_bytes(tmp_path / "sub" / "labels.txt", b"a\nb\n", flag="--output_labels")
+    monkeypatch.undo()
+    assert len(calls) == cut  # the journal twice, the pointer in sub/, the "kept" mark
+    assert snapshot(tmp_path) == {"graph.pb": "earlier", "sub": "folder"}
+
+
 def retrain_killed_after(destination: Path, args: list[str]) -> None:
     """The `retrain` console command with `args`, killed (SIGKILL) just after it renamed a file to `destination`."""
     kill = (f"import os, signal, sys; real = os.replace\n"

@@ -1574,6 +1574,13 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--bottleneck_dir", "gs://bucket/cache"], "--bottleneck_dir gs://bucket/cache: URLs and object stores"),
     (["--output_labels", "file:///tmp/l.txt"], "--output_labels file:///tmp/l.txt: URLs"),  # as typed
     (["--tfhub_module", "file://server/m/x"], "--tfhub_module file://server/m/x names a folder on the host 'server'"),
+    # A traceback after training (`PosixPath('.') has an empty name`); `ck/` wrote the checkpoint ck.index beside ck.
+    (["--checkpoint_path", "."], "--checkpoint_path . names a folder; expected a file path, such as "
+                                 "./_retrain_checkpoint"),
+    (["--checkpoint_path", "ck/"], "--checkpoint_path ck/ names a folder; expected a file path, such as "
+                                   "ck/_retrain_checkpoint"),
+    (["--output_graph", "new/"], "--output_graph new/ names a folder; expected a file path, such as "
+                                 "new/output_graph.pb"),  # it wrote a file named `new`
 ])
 def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_tree: Path, outputs, args,
                                                                          message: str) -> None:
