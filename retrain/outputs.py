@@ -125,6 +125,10 @@ class _Region:
         return (self.tree and _inside(other.path, self.path)) or (other.tree and _inside(self.path, other.path))
 
 
+def _kind(region: _Region) -> str:
+    return "entries" if region.pattern is not None else "tree" if region.tree else "file"
+
+
 def _region(item: Output | Input) -> _Region:
     region = _Region(item.path, item.kind, getattr(item, "pattern", ""))
     if isinstance(item, Output) and item.kind == "file":  # a write replaces a link, not the file it points to
@@ -194,6 +198,45 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
             held.add(path)
             if not _hold(path, output):
                 return
+    _check_nested(folder, outputs)
+
+
+def _check_nested(folder: Path, outputs: Sequence[Output], *, most: int = 2000) -> None:
+    """Refuse a run with an output inside another run's held output, or holding one (a --summaries_dir inside a
+    SavedModel folder that run replaces whole at its end; its --output_graph inside this run's): each lock file
+    says what it holds (`_hold`). Checked once this run's own are held, so of two runs starting at once at least
+    one sees the other."""
+    own = {path for _, path in _HELD}
+    regions = [(output, _region(output)) for output in outputs]
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in itertools.islice(entries, most):
+            if Path(entry.path) in own:
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                continue  # no run holds it
+            except OSError:
+                held = _held_region(fd)
+                holder = _holder(fd)
+            finally:
+                os.close(fd)
+            if held is None:
+                continue
+            named, theirs = held
+            for output, region in regions:
+                kinds = {_kind(region), _kind(theirs)}
+                if kinds == {"entries", "file"}:  # an intermediate graph there is not saved (held_elsewhere)
+                    continue
+                if region.overlaps(theirs):
+                    release_outputs()
+                    where = "inside" if _inside(region.path, theirs.path) else "around"
+                    raise UsageError(f"another retrain run{holder} is writing {named} now, and this run's "
+                                     f"{output.named()} lies {where} it: two runs would replace each other's files; "
+                                     f"wait for it to end, or choose another path for {output.flag}")
 
 
 def _lock_file(folder: Path, key: str) -> Path:
@@ -246,9 +289,11 @@ def _hold(path: Path, output: Output) -> bool:
             same = False
         if same:
             _HELD.append((fd, path))
+            region = _region(output)
+            held = {"named": output.named(), "path": str(region.path), "kind": output.kind, "pattern": output.pattern}
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                os.write(fd, f"{os.getpid()}\n{json.dumps(held)}\n".encode("utf-8", "surrogateescape"))
             return True
         os.close(fd)
     return _unheld(f"{path} keeps being replaced")
@@ -335,10 +380,23 @@ def _unheld(why: str) -> bool:
 
 
 def _holder(fd: int) -> str:
-    """' (process N)': the run holding a lock file writes its process id there."""
+    """' (process N)': the run holding a lock file writes its process id on its first line."""
     with contextlib.suppress(OSError, ValueError):
-        return f" (process {int(os.pread(fd, 32, 0).decode())})"
+        pid = int(os.pread(fd, 32, 0).partition(b"\n")[0])
+        return f" (process {pid})"
     return ""
+
+
+def _held_region(fd: int) -> tuple[str, _Region] | None:
+    """How a lock file's output is named, and what it covers, from its second line (`_hold`); None if it does not
+    say (written by an earlier version, or not yet)."""
+    try:
+        held = json.loads(os.pread(fd, 1 << 16, 0).split(b"\n")[1].decode("utf-8", "surrogateescape"))
+        region = _Region(Path(held["path"]), held["kind"], held["pattern"])
+        region.path = Path(held["path"])  # as it was held: a file output's link is not followed (`_region`)
+        return str(held["named"]), region
+    except (OSError, ValueError, IndexError, KeyError, TypeError, re.error):
+        return None
 
 
 def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag: str, covered: Path | None,

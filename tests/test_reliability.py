@@ -450,6 +450,52 @@ outputs.os._exit(0)  # as a killed run: no release
         running.wait()
 
 
+def test_a_run_writing_inside_or_around_another_runs_output_is_refused(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The locks held exact paths only: a second run whose --summaries_dir (or graph) lay inside a running run's
+    --saved_model_dir was accepted, and the first run, after all its training, found files it had not written in
+    its SavedModel folder and failed, its other exports taken back (probe FF). Each lock file now says what it
+    holds, and a run inside or around one that another run holds is refused before any work."""
+    from retrain.errors import UsageError
+    from retrain.outputs import Output, hold_outputs, release_outputs
+
+    hold = f"""
+import time
+from pathlib import Path
+from retrain import outputs
+outputs.LOCK_ROOT = {str(tmp_path)!r}
+outputs.hold_outputs([outputs.Output("--saved_model_dir", Path({str(tmp_path / 'sm')!r}), kind="folder"),
+                      outputs.Output("--output_graph", Path({str(tmp_path / 'a' / 'g.pb')!r})),
+                      outputs.Output("--bottleneck_dir", Path({str(tmp_path / 'cache')!r}), kind="tree",
+                                     exclusive=False)])
+print("held", flush=True)
+time.sleep(60)
+"""
+    running = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
+    try:
+        assert running.stdout.readline() == "held\n"
+        for output, where in [(Output("--summaries_dir", tmp_path / "sm" / "logs", kind="tree", exclusive=False),
+                               "inside"),
+                              (Output("--output_graph", tmp_path / "sm" / "g.pb"), "inside"),
+                              (Output("--output_tfjs", tmp_path / "a", kind="folder"), "around")]:
+            with pytest.raises(UsageError) as refused:
+                hold_outputs([Output("--output_labels", tmp_path / "b" / "labels.txt"), output])
+            theirs = f"--saved_model_dir {tmp_path / 'sm'}" if where == "inside" else \
+                f"--output_graph {tmp_path / 'a' / 'g.pb'}"
+            assert str(refused.value) == (
+                f"another retrain run (process {running.pid}) is writing {theirs} now, and this run's "
+                f"{output.named()} lies {where} it: two runs would replace each other's files; wait for it to end, "
+                f"or choose another path for {output.flag}")
+        # Beside them, and sharing the cache, which runs share: held.
+        hold_outputs([Output("--output_graph", tmp_path / "b" / "g.pb"),
+                      Output("--bottleneck_dir", tmp_path / "cache", kind="tree", exclusive=False)])
+        release_outputs()
+    finally:
+        running.kill()
+        running.wait()
+
+
 def test_lock_files_killed_runs_left_are_removed_and_none_go_into_the_users_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A killed run's lock files stayed for ever (7,808 in /tmp/retrain-locks-0 here); a run removes those no run
@@ -476,7 +522,7 @@ outputs.os._exit(0)  # as a killed run: no release
     running = subprocess.Popen([sys.executable, "-c", hold, "60", "d.pb"], stdout=subprocess.PIPE, text=True)
     try:
         assert running.stdout.readline() == "held\n"
-        (live,) = [path for path in locks.iterdir() if path.read_text() == f"{running.pid}\n"]
+        (live,) = [path for path in locks.iterdir() if path.read_text().startswith(f"{running.pid}\n")]
         monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
         hold_outputs([Output("--output_graph", tmp_path / "e.pb")])
         release_outputs()
