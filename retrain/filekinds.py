@@ -317,8 +317,9 @@ def looks_like(data: Any) -> str:
             return name
     if is_tflite(data):
         return "another TFLite model"
-    if is_graph_def(data):
-        return "another model's frozen graph"
+    if is_graph_def(data):  # retrain's own, at another flag's path (--output_tflite), is said so
+        return "a frozen graph retrain wrote" if is_retrain_graph(data, "final_result") else \
+            "another model's frozen graph"
     if is_text(data):
         return "a JSON file" if is_json(data) else "a text file"
     control = re.search(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]", bytes(data[:65536]))  # none in text of any 8-bit encoding

@@ -961,7 +961,7 @@ def test_a_tflite_model_is_told_by_its_one_signature_and_a_cut_one_is_not_ours(c
                                   "settings_at_labels", "shell_script_at_labels", "word_list_at_labels",
                                   "other_models_labels_at_labels", "latin1_labels_at_labels",
                                   "other_models_graph_at_graph", "other_models_tflite_at_tflite",
-                                  "detector_tflite_at_tflite"])
+                                  "detector_tflite_at_tflite", "retrain_graph_at_tflite"])
 def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, tiny_module: Path, outputs,
                                                             tmp_path: Path, case: str) -> None:
     out = outputs["output_graph"].parent
@@ -993,6 +993,10 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                                         outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb",
                                         r"intermediate_10\.pb exists and is not a frozen graph retrain wrote "
                                         r"\(it is a JPEG image\)"),
+        # retrain's own graph was called "another model's frozen graph" (probe FF)
+        "retrain_graph_at_tflite": ({"output_tflite": mine / "m.tflite"}, mine / "m.tflite",
+                                    r"--output_tflite .*m\.tflite exists and is not a TFLite model retrain wrote "
+                                    r"\(it is a frozen graph retrain wrote\)"),
         "other_models_graph_at_graph": ({"output_graph": mine / "production.pb"}, mine / "production.pb",
                                         r"--output_graph .*production\.pb exists and is not a frozen graph retrain "
                                         r"wrote \(it is another model's frozen graph\)"),
@@ -1038,6 +1042,8 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
         (target / "keep").mkdir(parents=True)
     elif case == "other_models_graph_at_graph":
         target.write_bytes(FOREIGN_GRAPH)
+    elif case == "retrain_graph_at_tflite":
+        target.write_bytes(EARLIER_GRAPH)
     elif case.endswith("_tflite_at_tflite"):  # a model of the user's; the detector has retrain's names and more
         from retrain.tfenv import import_tensorflow
 
