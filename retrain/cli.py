@@ -16,7 +16,7 @@ import click
 
 from retrain.config import (BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig,
                             RetrainConfig, check_no_effect)
-from retrain.errors import STOP_SIGNALS, RetrainError
+from retrain.errors import RECEIVED, STOP_SIGNALS, RetrainError, Terminated, stop_for
 from retrain.logs import ClosedStdout, commentary, one_line, setup_logging, to_null
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
@@ -24,27 +24,12 @@ _R = RetrainConfig  # defaults are read from the config dataclasses, never repea
 _L = LabelImageConfig
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, systemd, Docker, batch schedulers) or SIGHUP (the terminal or ssh session closed), handled
-    like Ctrl-C: finished work is kept."""
-
-    def __init__(self, signum: int = signal.SIGTERM) -> None:
-        super().__init__()
-        self.signum = signum
-
-
-_received: list[int] = []  # the signals this process was asked to stop by
-
-
-def _stop(signum: int) -> KeyboardInterrupt:
-    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
-
-
 def _on_signal(signum: int, _frame: Any) -> None:
     """Remember the signal and raise where the program is. If that is a finaliser (`__del__`), Python
-    reports and drops the exception; the remembered signal still stops the run once it returns."""
-    _received.append(signum)
-    raise _stop(signum)
+    reports and drops the exception; the remembered signal still stops the run at its next safe point
+    (`raise_if_stopped`), or once it returns."""
+    RECEIVED.append(signum)
+    raise stop_for(signum)
 
 
 def _exit_at_once(signum: int, _frame: Any) -> None:
@@ -79,7 +64,8 @@ def _fill_closed_descriptors() -> None:
 # The end of retrain's last line after a stop signal, by what became of the exports (pipeline.run's `exports`).
 _AFTER_STOP = {None: "; finished files and cached bottlenecks are kept, rerun to continue",
                "taken back": "; the earlier outputs are as they were, cached bottlenecks are kept: rerun to continue",
-               "written": "; every output is written, only the test split's TensorBoard pictures are not complete"}
+               "written": "; every output is written, only the test split's TensorBoard pictures are not complete",
+               "finished": "; it came as the run ended: every output is written"}
 
 
 class _OneLineErrors(click.Command):
@@ -91,7 +77,7 @@ class _OneLineErrors(click.Command):
         stdout = sys.stdout
         if stdout is None:  # started with stdout closed
             sys.stdout = ClosedStdout()
-        _received.clear()
+        RECEIVED.clear()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal)}
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
             previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
@@ -100,8 +86,10 @@ class _OneLineErrors(click.Command):
         hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
-            if _received:  # an interrupt that a finaliser swallowed
-                raise _stop(_received[-1])
+            if RECEIVED:  # an interrupt that a finaliser swallowed after the last safe point: the work is done
+                stop = stop_for(RECEIVED[-1])
+                stop.exports = "finished"
+                raise stop
             return result
         except click.ClickException as error:
             click.echo(f"{prog}: error: {one_line(error.format_message())} (see {prog} --help)", err=True)
@@ -124,6 +112,7 @@ class _OneLineErrors(click.Command):
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            RECEIVED.clear()  # a run of the Python API later in this process is not stopped by them
             sys.unraisablehook = hook
             if stdout is None:
                 sys.stdout = stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 
 
 # The signals that stop a run as Ctrl-C does, with the word the run's last line says for each (SIGHUP only where
@@ -11,6 +12,32 @@ import signal
 STOP_SIGNALS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 if hasattr(signal, "SIGHUP"):
     STOP_SIGNALS[signal.SIGHUP] = "hung up (its terminal closed)"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, Docker, batch schedulers) or SIGHUP (the terminal or ssh session closed), handled
+    like Ctrl-C: finished work is kept."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+# The stop signals this process received while a command ran: the CLI's handler notes each, then raises it where
+# the program is (`stop_for`). If that is a finaliser (`__del__`, which TensorFlow's objects have), Python reports
+# and drops the exception, and the work would go on to its end: `raise_if_stopped` raises it again.
+RECEIVED: list[int] = []
+
+
+def stop_for(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def raise_if_stopped() -> None:
+    """Where long work can stop cleanly (each progress update, training step, written output): stop if a stop
+    signal was received and its exception dropped. Only the main thread, where signal handlers run, raises."""
+    if RECEIVED and threading.current_thread() is threading.main_thread():
+        raise stop_for(RECEIVED[-1])
 
 
 class RetrainError(Exception):

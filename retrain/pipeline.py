@@ -22,7 +22,7 @@ import numpy as np
 from retrain import exporters as formats
 from retrain.config import RetrainConfig
 from retrain.distortions import Distortions
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, raise_if_stopped
 from retrain.exporters.graph import IntermediateGraphs
 from retrain.exporters.labels import classic_labels_text, labels_text
 from retrain.features.extract import MemoryStore, extraction_runner, file_vectors, take_rows, variant_vectors
@@ -295,6 +295,7 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
         for path in paths:
             print(f"Wrote {one_line(str(path))} ({size_text(path)})", flush=True)
             written.append(path)
+            raise_if_stopped()  # the TFLite converter's finalisers drop a stop signal: the set is taken back
 
     exported = None
     try:

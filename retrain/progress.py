@@ -7,6 +7,8 @@ import sys
 import time
 from typing import TextIO
 
+from retrain.errors import raise_if_stopped
+
 
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
@@ -39,6 +41,8 @@ class Progress:
         self.shown = self.stream is not None and logging.getLogger("retrain").isEnabledFor(logging.INFO)
 
     def update(self, count: int = 1) -> None:
+        """Count `count` more items done. Also where long work stops for a signal a finaliser dropped."""
+        raise_if_stopped()
         self.done += count
         now = time.monotonic()
         if self._first is None:

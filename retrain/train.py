@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from retrain.distortions import Distortions, crop_boxes, distort_tensors, sample_parameters
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, raise_if_stopped
 from retrain.images import ImageError, load_image
 from retrain.objectives import FIGURE_NAMES, Evaluation
 from retrain.pool import thread_pool
@@ -346,6 +346,7 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
     done = 0
     try:
         for step in schedule.pauses():
+            raise_if_stopped()  # a stop signal a finaliser dropped (TensorFlow's) stops here, not at the run's end
             last = steps.run(step + 1 - done, tick)
             done = step + 1
             shown = schedule.first_step + step

@@ -778,6 +778,55 @@ def test_a_stop_signal_while_the_set_is_kept_lets_it_finish_and_says_every_outpu
         "graph.pb", "labels.txt", "report.json"]  # nothing kept aside, no journal
 
 
+class _SignalInFinaliser:
+    """Raises a real stop signal from its `__del__`: the handler's exception is dropped there, as it was in the
+    TensorFlow finalisers running while the TFLite converter worked (probe EE)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        import signal
+
+        signal.raise_signal(self.signum)
+
+
+@pytest.mark.parametrize("where", ["export", "training"])
+def test_a_stop_signal_a_finaliser_drops_still_stops_the_run_at_its_next_safe_point(
+        colour_tree: Path, tiny_module: Path, outputs, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """SIGTERM while the TFLite converter ran was raised inside a finaliser, which dropped it: the run went on
+    for seconds to its end, kept the whole new set, then said 'terminated; finished files ... rerun to continue'
+    (probe EE). The signal now stops the run at the next written output (the set is taken back) or training step."""
+    import signal
+
+    from retrain.cli import retrain_command
+    from retrain.exporters.graph import FrozenGraph
+    from retrain.train import VectorSteps
+
+    retrain(colour_tree, tiny_module, outputs)  # the earlier model
+    before = {name: (outputs["output_graph"].parent / name).read_bytes() for name in ("graph.pb", "labels.txt")}
+    patched = FrozenGraph if where == "export" else VectorSteps
+    method = "write" if where == "export" else "run"
+    real, calls = getattr(patched, method), []
+
+    def dropping(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2 or where == "export":
+            _SignalInFinaliser(signal.SIGTERM)  # collected at once: its __del__ raises, and the error is dropped
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(patched, method, dropping)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module,
+                                           how_many_training_steps=200, **outputs), expect=143)
+    if where == "export":
+        assert "the run's files are taken back, as the run was interrupted while writing them" in result.stderr
+        assert result.stderr.endswith("retrain: terminated; the earlier outputs are as they were, cached "
+                                      "bottlenecks are kept: rerun to continue\n"), result.stderr[-400:]
+    else:
+        assert len(calls) == 2 and "Step 199" not in result.stderr and "Wrote" not in result.stdout
+    assert {name: (outputs["output_graph"].parent / name).read_bytes() for name in before} == before
+
+
 def _faulty_module(path: Path, fault: str) -> Path:
     """A feature-vector module with a fault: NaN for reddish images (a log of a negative number); values over
     float16's range for them; or NaN for reddish images that are not their own mirror image (a crop of one)."""
