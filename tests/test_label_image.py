@@ -581,6 +581,28 @@ def test_labels_that_the_models_own_report_contradicts_get_a_warning(trained: Tr
             f"{tmp_path / 'other.txt'}") in unlisted.stderr
 
 
+def test_a_model_an_earlier_run_left_beside_the_labels_is_labelled_by_them(colour_tree: Path, tiny_module: Path,
+                                                                          outputs, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model A with --output_tflite, then a run of the same classes without it (allowed: the TFLite file left is
+    an older model of those classes): the report beside no longer lists m.tflite, and label-image named its
+    scores with the classic default /tmp/output_labels.txt, another model's labels, exit 0 (probe EE). The labels
+    beside it, which that report vouches for, are used, with a warning."""
+    from retrain.config import RetrainConfig
+
+    model = outputs["output_graph"].with_name("m.tflite")
+    retrain_cli(colour_tree, tiny_module, outputs, output_tflite=model)
+    retrain_cli(colour_tree, tiny_module, outputs, learning_rate=0.02)
+    default = tmp_path / "output_labels.txt"
+    default.write_text("cat\ndog\nbird\n")
+    monkeypatch.setattr(RetrainConfig, "output_labels", default)
+    result = invoke(label_image_command, ["--graph", str(model), "--image", str(colour_tree / "red" / "red_000.jpg"),
+                                          "--top_k", "1"])
+    assert result.stdout.split()[0] == "red", result.stdout
+    assert (f"--graph {model} is not among the files of the run that {outputs['output_labels'].parent / 'report.json'}"
+            f" describes, so the labels are that run's {outputs['output_labels']}") in result.stderr
+
+
 def _error(args: list[str], *, expect: int) -> str:
     result = invoke(label_image_command, args, expect=expect)
     assert result.stdout == "" and "Traceback" not in result.stderr

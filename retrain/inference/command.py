@@ -119,6 +119,13 @@ def labels_for(graph: Path) -> Path:
     if found is None:
         default = RetrainConfig.output_labels
         beside = _report_beside(graph)
+        labels = _vouched_labels(beside) if beside is not None else None
+        if labels is not None:
+            log.warning("--graph %s is not among the files of the run that %s describes, so the labels are that "
+                        "run's %s, which it vouches for (a model an earlier run left there has its classes: a run "
+                        "with other classes that left it would have been refused); pass --labels if they are not "
+                        "this model's", graph, beside, labels)
+            return labels
         if beside is not None and os.path.lexists(default):
             log.warning("--graph %s is not among the files of the run that %s describes (another run's), so the "
                         "labels are the classic default %s; pass --labels if they are not this model's", graph,
@@ -131,6 +138,16 @@ def labels_for(graph: Path) -> Path:
         return labels
     raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is missing; "
                      "pass --labels")
+
+
+def _vouched_labels(report: Path) -> Path | None:
+    """The labels file the run of `report` wrote, if it is still what the report says (not replaced since)."""
+    data = read_report(report)
+    try:
+        labels = labels_file_now(report, data["run"])
+        return labels if labels.is_file() and read_labels(labels) == data["labels"] else None
+    except (KeyError, TypeError, RetrainError):
+        return None
 
 
 def _places(path: Path) -> dict[Path, None]:
