@@ -92,7 +92,7 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
             if min_size is not None and image.format == "JPEG":
                 image.draft("RGB", (2 * min_size[1], 2 * min_size[0]))
             image.load()
-            rgb = _to_rgb(_upright(image))
+            rgb = to_rgb(_upright(image))
             if min_size is not None:
                 rgb = _shrink(rgb, min_size=min_size)
             return np.asarray(rgb, dtype=np.uint8)
@@ -118,7 +118,7 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB, scaling 16- and 32-bit greyscale properly.
 
     16-bit greyscale keeps its high byte, as Pillow does for 16-bit colour and TensorFlow's decoders (serving)

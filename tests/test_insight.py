@@ -300,6 +300,20 @@ def test_a_damaged_font_or_a_deep_font_folder_costs_no_picture(tmp_path: Path, m
         pictures._font.cache_clear()
 
 
+def test_a_tile_caption_cuts_only_the_name_and_keeps_the_score() -> None:
+    """A 96-pixel tile's `pred: sunflowers 51%` was cut as a whole, `pred: s…rs 51%`, the name lost (probe EE):
+    the tiles drop the `true:`/`pred:` words (the heading says which line is which) and cut only the name."""
+    font = pictures._font(12)
+    assert pictures._caption("sunflowers", " 51%", font, 96) == "sunflowers 51%"
+    long = pictures._caption("a_very_long_category_name", " 51%", font, 96)
+    assert long.startswith("a_") and long.endswith("e 51%") and "…" in long
+    assert pictures._text_width(long, font) <= 96
+    heading_font = pictures._font(15)
+    grid = pictures.misclassified_grid([(Path("nowhere.jpg"), "roses", "sunflowers", 0.51)], thumbnail=96)
+    assert grid.shape[1] >= pictures._text_width("1 misclassified image: true label, then predicted (red) and its "
+                                                 "score", heading_font)
+
+
 def test_a_cut_name_keeps_its_stand_ins_whole() -> None:
     """Tiles cut names in the middle: `<U+96DB>` was cut into `…+9999>`, which names nothing. A cut name fits its
     width, keeps the longer half at its start, and never leaves an accent apart from its letter."""
@@ -345,6 +359,22 @@ def test_sprite_puts_thumbnails_row_by_row(photos: dict[str, list[Path]]) -> Non
     assert np.all(cells[2][0, 2] == pictures._PLACEHOLDER)  # unreadable
     assert np.all(cells[5:] == 255)  # unused cells stay white
     assert pictures.sprite([], size=16).shape == (0, 0, 3)
+
+
+def test_a_16_bit_photo_is_drawn_as_training_reads_it_not_white(tmp_path: Path) -> None:
+    """A 16-bit greyscale PNG (a scan, a microscope image) was a blank white tile in the sprite and the
+    misclassified grid: Pillow's convert("RGB") clips its values, where training keeps the high byte (probe EE)."""
+    from PIL import Image
+
+    from retrain.images import decode_rgb
+
+    path = tmp_path / "scan.png"
+    Image.fromarray(np.full((40, 48), 200 * 256, np.uint16)).save(path)
+    trained = decode_rgb(path.read_bytes()).mean()
+    assert abs(trained - 200) < 1
+    assert np.abs(pictures.sprite([path], size=16)[8, 8].astype(int) - 200).max() <= 1  # its middle
+    grid = pictures.misclassified_grid([(path, "a", "b", 0.5)], thumbnail=48)
+    assert (np.abs(grid.astype(int) - 200) <= 1).all(axis=-1).sum() > 40 * 40  # the tile, grey as trained on
 
 
 def test_picture_steps_are_few_evenly_spaced_and_include_the_last() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from retrain.images import to_rgb
 from retrain.insight.report import cut_middle
 
 # Blues, as in most confusion-matrix plots: white for 0, dark blue for a whole row.
@@ -155,6 +156,14 @@ def _elide(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_wi
     return cut_middle(pieces, low)
 
 
+def _caption(name: str, suffix: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, max_width: float) -> str:
+    """`name` then `suffix` (a score) within `max_width` pixels, only the name cut: `sunfl…ers 51%`."""
+    room = max_width - _text_width(suffix, font)
+    if room < _text_width("…", font):
+        return _elide(name + suffix, font, max_width)
+    return _elide(name, font, room) + suffix
+
+
 def _row_colours(fractions: np.ndarray) -> np.ndarray:
     """Blues colour map: fractions in [0, 1] -> RGB uint8, interpolated between the stops."""
     positions = np.clip(fractions, 0.0, 1.0) * (len(_BLUES) - 1)
@@ -266,7 +275,7 @@ def _open_thumbnail(path: Path | str, size: int) -> Image.Image | None:
                     rgb = Image.new("RGB", rgba.size, _BACKGROUND)
                     rgb.paste(rgba, mask=rgba.getchannel("A"))
                 else:
-                    rgb = upright.convert("RGB")
+                    rgb = to_rgb(upright)  # as training reads it: a 16-bit image's high byte, not white
                 rgb.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
                 return rgb
     except Exception:  # noqa: BLE001 - any unreadable image becomes a placeholder, by design
@@ -315,6 +324,7 @@ def misclassified_grid(items: Sequence[tuple[Path, str, str, float]], *, thumbna
     rows = math.ceil(len(shown) / columns) if shown else 0
     heading = (f"{len(items)} misclassified image{'s' if len(items) != 1 else ''}" if len(shown) == len(items)
                else f"{len(shown)} of {len(items)} misclassified images (+{len(items) - len(shown)} more)")
+    heading += ": true label, then predicted (red) and its score"  # no "true:"/"pred:" on tiles: room for names
     if not items:
         heading = "No misclassified images"
     tile_w, tile_h = thumbnail, thumbnail + caption
@@ -329,10 +339,9 @@ def misclassified_grid(items: Sequence[tuple[Path, str, str, float]], *, thumbna
         y = top + (n // columns) * (tile_h + gap)
         image.paste(_tile(path, thumbnail), (x, y))
         text_y = y + thumbnail + 3
-        draw.text((x, text_y), _elide(f"true: {true_label}", font, tile_w), font=font, fill=_INK)
+        draw.text((x, text_y), _elide(true_label, font, tile_w), font=font, fill=_INK)
         score_text = f" {score:.0%}" if isinstance(score, (int, float)) and math.isfinite(score) else ""
-        draw.text((x, text_y + line), _elide(f"pred: {predicted_label}{score_text}", font, tile_w), font=font,
-                  fill=_WRONG)
+        draw.text((x, text_y + line), _caption(predicted_label, score_text, font, tile_w), font=font, fill=_WRONG)
         draw.text((x, text_y + 2 * line), _elide(Path(path).name, font, tile_w), font=font, fill=_MUTED)
     return np.asarray(image, dtype=np.uint8)
 
