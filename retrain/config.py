@@ -464,12 +464,10 @@ def _check_modules(value: str) -> None:
 
 
 def _check_distortions(config: RetrainConfig) -> None:
-    for flag, value in (("--random_crop", config.random_crop), ("--random_scale", config.random_scale)):
+    for flag, value in (("--random_crop", config.random_crop), ("--random_scale", config.random_scale),
+                        ("--random_brightness", config.random_brightness)):  # 100: as bright as 0 to 2 times
         if not 0 <= value <= 100:
             raise UsageError(f"{flag} must be a percentage between 0 and 100, got {value:g}")
-    if not 0 <= config.random_brightness < 100:
-        raise UsageError(f"--random_brightness must be a percentage from 0 up to (not including) 100, "
-                         f"got {config.random_brightness:g}")
     if config.distortion_mode not in DISTORTION_MODES:
         raise UsageError(f"--distortion_mode {config.distortion_mode!r} is not one of {', '.join(DISTORTION_MODES)}")
     _positive("--distorted_variants", config.distorted_variants, limit=MAX_VARIANTS)

@@ -74,6 +74,13 @@ def test_each_distortion_does_what_its_flag_says():
     assert np.abs(corner - image).mean() > 0.02
 
 
+def test_the_classic_largest_brightness_change_is_accepted(tmp_path: Path) -> None:
+    """The classic script took --random_brightness 100 (brightness times 0 to 2); it was refused (probe EE)."""
+    config = RetrainConfig(image_dir=tmp_path, random_brightness=100)
+    factors = sample_parameters(config.distortions, count=1000, rng=np.random.default_rng(0)).brightness
+    assert 0 <= factors.min() < 0.05 and 1.95 < factors.max() <= 2
+
+
 def test_a_variants_draw_depends_on_its_image_index_and_seed_only():
     """What makes cached variants reusable: the draw is a function of (image key, variant index, seed)."""
     key, other = content_key(b"one image"), content_key(b"another image")
@@ -208,7 +215,7 @@ def test_on_the_fly_mode_trains_with_progress_and_exports(colour_tree: Path, tin
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--random_brightness", "100"], "--random_brightness must be a percentage"),
+    (["--random_brightness", "100.5"], "--random_brightness must be a percentage between 0 and 100, got 100.5"),
     (["--random_crop", "-5"], "--random_crop must be a percentage"),
     (["--distorted_variants", "0"], "--distorted_variants must be positive"),
     (["--distortion_mode", "sometimes"], "--distortion_mode"),

@@ -184,6 +184,24 @@ def test_writes_model_json_shards_and_labels(trained: dict[str, Any], exported: 
     assert metadata["module"] == str(trained["module"])
 
 
+def test_label_image_given_the_model_json_says_it_is_a_tf_js_model(trained: dict[str, Any], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """label-image --graph web/model.json looked for its labels first and, finding none (no --labels, no classic
+    default), said `no labels found` (probe EE); given --labels, that it was no frozen graph. It says what it is."""
+    from retrain.cli import label_image_command
+    from retrain.config import RetrainConfig
+    from tests.conftest import invoke
+
+    monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "no_default.txt")
+    model = trained["tfjs"] / "model.json"
+    for labels in ([], ["--labels", str(trained["labels"])]):
+        result = invoke(label_image_command, ["--graph", str(model), *labels, "--image", str(trained["test_paths"][0])],
+                        expect=2)
+        assert result.stderr == (f"label-image: error: --graph {model} is a TF.js model (for web pages and Node); "
+                                 "label-image reads the frozen graph (--output_graph), the SavedModel folder "
+                                 "(--saved_model_dir) or the .tflite file retrain wrote\n")
+
+
 def test_weights_manifest_matches_the_shards(exported: dict[str, Any]) -> None:
     directory, model = exported["dir"], exported["model"]
     (group,) = model["weightsManifest"]

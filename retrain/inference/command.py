@@ -15,6 +15,7 @@ import filecmp
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if config.graph.is_dir() and not is_saved_model_file(inside) and _is_frozen_graph(inside):
         raise UsageError(f"--graph {config.graph} is a folder whose saved_model.pb is a frozen graph (retrain's "
                          f"--output_graph named so), not a SavedModel; pass the file: --graph {inside}")
+    if _is_tfjs_model(config.graph):  # said before the labels, which would be looked for in vain
+        raise UsageError(f"--graph {config.graph} is a TF.js model (for web pages and Node); label-image reads the "
+                         "frozen graph (--output_graph), the SavedModel folder (--saved_model_dir) or the .tflite "
+                         "file retrain wrote")
     given = config.labels is not None
     if not given:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
@@ -82,6 +87,18 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
     return config
+
+
+def _is_tfjs_model(path: Path) -> bool:
+    """A TF.js model's model.json: its `format` (which retrain and the converter write first) or topology."""
+    try:
+        if not path.is_file():  # never a pipe, which would be waited on
+            return False
+        with path.open("rb") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return False
+    return re.search(rb'"format"\s*:\s*"(graph|layers)-model"|"modelTopology"\s*:', head) is not None
 
 
 def _warn_if_written_half(graph: Path, labels: Path) -> None:
