@@ -350,7 +350,7 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
             continue
         truth = split.targets.rows([index])[0] > 0
         if not np.array_equal(predicted, truth):
-            given, true = (" | ".join(names[i] for i in np.flatnonzero(labels)) or "(none)" for labels in (predicted, truth))
+            given, true = (" | ".join(names[i] for i in np.flatnonzero(row)) or "(none)" for row in (predicted, truth))
             print(f"{_one_line(split.paths[index]):>70}  {given}  (true: {true})")
 
 
