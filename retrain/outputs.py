@@ -187,7 +187,6 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
     folder = _lock_folder()
     if folder is None:
         return
-    _prune(folder)
     held: set[Path] = set()
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # a clash is named by a flag first
         if not output.exclusive:
@@ -198,14 +197,16 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
             held.add(path)
             if not _hold(path, output):
                 return
-    _check_nested(folder, outputs)
+    _check_others(folder, outputs)
 
 
-def _check_nested(folder: Path, outputs: Sequence[Output], *, most: int = 2000) -> None:
-    """Refuse a run with an output inside another run's held output, or holding one (a --summaries_dir inside a
-    SavedModel folder that run replaces whole at its end; its --output_graph inside this run's): each lock file
-    says what it holds (`_hold`). Checked once this run's own are held, so of two runs starting at once at least
-    one sees the other."""
+def _check_others(folder: Path, outputs: Sequence[Output], *, most: int = 2000) -> None:
+    """Look at the other lock files, once this run's own are held. Those no run holds are removed: killed runs'
+    (a run removes its own as it lets go; a file is removed while locked, so a run that opened it meanwhile finds
+    it gone once it locks it, and opens it again). A run with an output inside one that another run holds, or
+    around it, is refused (a --summaries_dir inside a SavedModel folder that run replaces whole at its end; its
+    --output_graph inside this run's): each lock file says what it holds (`_hold`). Of two runs starting at once,
+    at least one sees the other."""
     own = {path for _, path in _HELD}
     regions = [(output, _region(output)) for output in outputs]
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
@@ -213,15 +214,17 @@ def _check_nested(folder: Path, outputs: Sequence[Output], *, most: int = 2000) 
             if Path(entry.path) in own:
                 continue
             try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+                fd = os.open(entry.path, os.O_RDWR | os.O_NOFOLLOW)
             except OSError:
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                continue  # no run holds it
-            except OSError:
-                held = _held_region(fd)
-                holder = _holder(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by a run going on
+                held, holder = _held_region(fd), _holder(fd)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                continue
             finally:
                 os.close(fd)
             if held is None:
@@ -354,24 +357,6 @@ def _lock_folder() -> Path | None:
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         return _unheld(f"{folder} is not a folder of this user's") or None
     return folder
-
-
-def _prune(folder: Path, *, most: int = 2000) -> None:
-    """Remove lock files no run holds: those of killed runs (a run removes its own as it lets go). A file is
-    removed while locked, so a run that opened it meanwhile finds it gone once it locks it, and opens it again."""
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for entry in itertools.islice(entries, most):
-            try:
-                fd = os.open(entry.path, os.O_RDWR | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.unlink(entry.path)
-            except OSError:
-                pass  # held by a run going on
-            finally:
-                os.close(fd)
 
 
 def _unheld(why: str) -> bool:
