@@ -61,6 +61,8 @@ def _fill_closed_descriptors() -> None:
             to_null(descriptor)
 
 
+_ENDED: list[bool] = []  # retrain's run has returned: a stop signal in the teardown after it finds every output written
+
 # The end of retrain's last line after a stop signal, by what became of the exports (pipeline.run's `exports`).
 _AFTER_STOP = {None: "; finished files and cached bottlenecks are kept, rerun to continue",
                "taken back": "; the earlier outputs are as they were, cached bottlenecks are kept: rerun to continue",
@@ -78,6 +80,7 @@ class _OneLineErrors(click.Command):
         if stdout is None:  # started with stdout closed
             sys.stdout = ClosedStdout()
         RECEIVED.clear()
+        _ENDED.clear()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal)}
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
             previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
@@ -106,7 +109,8 @@ class _OneLineErrors(click.Command):
                 signal.signal(held, _exit_at_once)
             stopped = error if isinstance(error, Terminated) else error.__cause__
             signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
-            kept = "" if prog != "retrain" else _AFTER_STOP.get(getattr(stopped, "exports", None), _AFTER_STOP[None])
+            exports = getattr(stopped, "exports", None) or ("finished" if _ENDED else None)
+            kept = "" if prog != "retrain" else _AFTER_STOP[exports]
             click.echo(f"\n{prog}: {STOP_SIGNALS[signum]}{kept}", err=True)
             sys.exit(128 + signum)
         finally:
@@ -313,6 +317,7 @@ def retrain_command(**options: Any) -> None:
             run(config, plan=plan)
         except OSError as error:  # the environment failed where no clearer message was prepared
             raise RetrainError(f"{_os_error_text(error)}; finished files are kept") from error
+        _ENDED.append(True)
 
 
 @click.command(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

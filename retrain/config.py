@@ -443,7 +443,7 @@ def check_no_effect(config: RetrainConfig, *, given: Collection[str] = ()) -> No
 def _check_final_tensor_name(name: str) -> None:
     if not NODE_NAME.fullmatch(name):
         raise UsageError(f"--final_tensor_name {name!r} is not a valid node name; use ASCII letters, digits, "
-                         "'_', '.' and '-', starting with a letter")
+                         "'_', '.' and '-', starting with a letter or '.'")
     if name in RESERVED_NODE_NAMES or RESERVED_NODE_SCOPE.fullmatch(name):
         raise UsageError(f"--final_tensor_name {name!r} is the name of another node of the exported graph; "
                          f"choose another name (the classic one is {FINAL_TENSOR_NAME})")

@@ -129,16 +129,22 @@ def score_nodes(data: Any, *, most: int = 16) -> list[str]:
 
 def reported_final_name(path: Path) -> str | None:
     """The --final_tensor_name of the run whose retrain report lies beside the graph at `path` (beside the file a
-    link there points to) and lists a file of its name: a graph written with `--final_tensor_name x`, which a
-    rerun without that flag replaces."""
+    link there points to) and lists that very file: a graph written with `--final_tensor_name x`, which a rerun
+    without that flag replaces. Listed means: the path the run wrote (relative ones from its `folder`), or, for a
+    file it wrote beside its labels, the same name beside the report (the folder may have moved since)."""
     real = Path(os.path.realpath(path))
     report = read_report(report_path(real))
     try:
-        name, files = report["run"]["flags"]["final_tensor_name"], report["run"]["files"]
-        listed = any(isinstance(file, str) and os.path.basename(file) == real.name for file in files)
-    except (KeyError, TypeError):
+        run = report["run"]
+        name, files, labels = run["flags"]["final_tensor_name"], run["files"], run["flags"]["output_labels"]
+        folder = run.get("folder") if isinstance(run.get("folder"), str) else ""
+        home = os.path.dirname(os.path.join(folder, labels))
+        listed = any(isinstance(file, str) and file and (
+            os.path.realpath(os.path.join(folder, file)) == str(real)
+            or os.path.normpath(os.path.relpath(os.path.join(folder, file), home)) == real.name) for file in files)
+    except (KeyError, TypeError, ValueError):
         return None
-    return name if listed and isinstance(name, str) else None
+    return name if listed and isinstance(name, str) and name.isascii() else None  # node names are ASCII
 
 
 def tflite_signatures(data: Any, *, most: int = 16, longest: int = 256) -> list[tuple[str, list[str], list[str]]]:

@@ -52,7 +52,7 @@ except ImportError:  # no flock (Windows): runs are not held against each other
 from retrain import __version__, filekinds, journal
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
 from retrain.journal import HOST as _HOST
-from retrain.names import OWNER_MARKER
+from retrain.names import NODE_NAME, OWNER_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -717,7 +717,7 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
         scores = filekinds.score_nodes(data) if output.content == "graph" else []
     judged = "it" if checked == path else f"its index {checked.name}"
     hint = _labels_hint(output, path) if looks == "a text file" else ""  # a photo is no one's labels
-    if len(scores) == 1:  # perhaps retrain's, written with a --final_tensor_name of the user's
+    if len(scores) == 1 and NODE_NAME.fullmatch(scores[0]):  # perhaps retrain's, with a --final_tensor_name
         hint = (f" (its output node is {scores[0]!r}: if retrain wrote it with --final_tensor_name {scores[0]}, "
                 "give that flag again)")
     raise UsageError(f"{shown} exists and is not {what} ({judged} is {looks}); retrain replaces only such a file "
@@ -803,10 +803,17 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, sam
     """Write via a temporary file in the same folder, fsync, then rename over `path`; just before the rename, a
     file there that changed since the run's checks is judged again (`judge_again`; `same`: what is being written)."""
     remove_stale_temps(path)
+    fd, tmp = -1, ""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
-    except OSError as error:
-        raise _failure(flag, path, error) from None
+        with _signals_held():  # an interrupt inside mkstemp would leave a file no one names
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    except BaseException as error:  # also the signal held back, raised once the file is named
+        if tmp:
+            os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _failure(flag, path, error) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -1136,9 +1143,11 @@ def export_set() -> Iterator[Writes]:
     with _signals_held():  # an interrupt half way would leave the earlier files aside under temporary names
         try:
             writes.keep()
-        except OSError:  # its journal could not be marked kept (a full disk): nothing is deleted yet
+        except OSError as error:  # its journal could not be marked kept (a full disk): nothing is deleted yet
             _take_back_set(writes, interrupted=False)
-            raise
+            where = f" in {Path(error.filename).parent}" if error.filename else ""
+            raise RetrainError(f"cannot finish writing the outputs{where} ({error.strerror or error}); the run's files "
+                               "are taken back, the earlier outputs are kept") from None
 
 
 def _take_back_set(writes: Writes, *, interrupted: bool) -> None:

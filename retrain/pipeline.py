@@ -158,9 +158,16 @@ def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
     """
     plan = plan or prepare(config)
     try:
-        return _run(config, plan)
-    finally:
+        result = _run(config, plan)
+    except BaseException:
         release_outputs()
+        raise
+    try:
+        release_outputs()
+    except KeyboardInterrupt as stop:  # a stop signal now finds the run done: the last line says so
+        stop.exports = "finished"
+        raise
+    return result
 
 
 def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:

@@ -498,9 +498,10 @@ def test_a_linked_model_finds_its_labels_and_none_found_says_so(trained: Trained
     shutil.copyfile(trained.graph.with_name("report.json"), tmp_path / "lone" / "report.json")
     (tmp_path / "lone" / "graph.pb").rename(tmp_path / "lone" / "older.pb")
     message = _error(["--graph", str(tmp_path / "lone" / "older.pb"), "--image", str(trained.photos[0])], expect=2)
-    assert message.startswith(f"label-image: error: no labels found for --graph {tmp_path / 'lone' / 'older.pb'}: "
-                              f"the retrain report beside it, {tmp_path / 'lone' / 'report.json'}, does not list it "
-                              "(another run's, or written by a later run in that folder), and the default"), message
+    assert message == (f"label-image: error: --graph {tmp_path / 'lone' / 'older.pb'} is not among the files of the "
+                       f"run that {tmp_path / 'lone' / 'report.json'} describes (an earlier run's model, or "
+                       "another's), so which labels are its cannot be told; pass --labels (the labels file retrain "
+                       "wrote with it)")
 
 
 def test_a_saved_models_own_labels_given_to_another_model_get_a_warning(trained: Trained, tmp_path: Path) -> None:
@@ -575,19 +576,18 @@ def test_labels_that_the_models_own_report_contradicts_get_a_warning(trained: Tr
     assert right.stdout.split()[0] in renamed and "WARNING" not in right.stderr  # its own labels, as for the folder
     (tmp_path / "a" / "graph.pb").rename(tmp_path / "a" / "earlier.pb")  # the report now lists another graph
     monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "other.txt")  # the classic default, elsewhere
-    unlisted = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "earlier.pb"), *photo])
-    assert (f"--graph {tmp_path / 'a' / 'earlier.pb'} is not among the files of the run that "
-            f"{tmp_path / 'a' / 'report.json'} describes (another run's), so the labels are the classic default "
-            f"{tmp_path / 'other.txt'}") in unlisted.stderr
+    unlisted = _error(["--graph", str(tmp_path / "a" / "earlier.pb"), *photo], expect=2)  # no guess: refused
+    assert f"is not among the files of the run that {tmp_path / 'a' / 'report.json'} describes" in unlisted
 
 
-def test_a_model_an_earlier_run_left_beside_the_labels_is_labelled_by_them(colour_tree: Path, tiny_module: Path,
-                                                                          outputs, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Model A with --output_tflite, then a run of the same classes without it (allowed: the TFLite file left is
-    an older model of those classes): the report beside no longer lists m.tflite, and label-image named its
-    scores with the classic default /tmp/output_labels.txt, another model's labels, exit 0 (probe EE). The labels
-    beside it, which that report vouches for, are used, with a warning."""
+def test_a_model_its_report_does_not_list_gets_no_labels_by_guess(colour_tree: Path, tiny_module: Path, outputs,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model A with --output_tflite, then a run of the same classes without it (allowed): the report beside no
+    longer lists m.tflite, and label-image named its scores with the classic default /tmp/output_labels.txt,
+    another model's labels, exit 0 (probe EE). Taking the labels of the report beside it instead was wrong too:
+    a run of other classes with a labels file of another name in that folder is allowed, and its labels named A's
+    scores (probe GG). Neither can be told from the files: label-image asks for --labels."""
     from retrain.config import RetrainConfig
 
     model = outputs["output_graph"].with_name("m.tflite")
@@ -596,11 +596,14 @@ def test_a_model_an_earlier_run_left_beside_the_labels_is_labelled_by_them(colou
     default = tmp_path / "output_labels.txt"
     default.write_text("cat\ndog\nbird\n")
     monkeypatch.setattr(RetrainConfig, "output_labels", default)
-    result = invoke(label_image_command, ["--graph", str(model), "--image", str(colour_tree / "red" / "red_000.jpg"),
-                                          "--top_k", "1"])
-    assert result.stdout.split()[0] == "red", result.stdout
-    assert (f"--graph {model} is not among the files of the run that {outputs['output_labels'].parent / 'report.json'}"
-            f" describes, so the labels are that run's {outputs['output_labels']}") in result.stderr
+    photo = ["--image", str(colour_tree / "red" / "red_000.jpg"), "--top_k", "1"]
+    message = _error(["--graph", str(model), *photo], expect=2)
+    assert message == (f"label-image: error: --graph {model} is not among the files of the run that "
+                       f"{outputs['output_labels'].parent / 'report.json'} describes (an earlier run's model, or "
+                       "another's), so which labels are its cannot be told; pass --labels (the labels file retrain "
+                       "wrote with it)")
+    given = invoke(label_image_command, ["--graph", str(model), "--labels", str(outputs["output_labels"]), *photo])
+    assert given.stdout.split()[0] == "red"
 
 
 def _error(args: list[str], *, expect: int) -> str:

@@ -778,6 +778,30 @@ def test_a_stop_signal_while_the_set_is_kept_lets_it_finish_and_says_every_outpu
         "graph.pb", "labels.txt", "report.json"]  # nothing kept aside, no journal
 
 
+def test_a_stop_signal_after_the_run_has_returned_says_every_output_is_written(
+        colour_tree: Path, tiny_module: Path, outputs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT 0.04 to 0.13 s after the report line, once the pictures were drawn (in the teardown: the run's
+    locks let go, stdout's wrapper closed), said "finished files ... rerun to continue" (probe GG)."""
+    import contextlib
+    import signal
+
+    from retrain import cli
+
+    real = cli.commentary
+
+    @contextlib.contextmanager
+    def stopped_at_its_end():
+        with real():
+            yield
+        signal.raise_signal(signal.SIGTERM)  # (SIGINT's handler is the CLI's only where Python's default was)
+
+    monkeypatch.setattr(cli, "commentary", stopped_at_its_end)
+    result = invoke(cli.retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module,
+                                               how_many_training_steps=20, **outputs), expect=143)
+    assert result.stderr.endswith("retrain: terminated; it came as the run ended: every output is written\n")
+    assert (outputs["output_labels"].parent / "report.json").is_file()
+
+
 class _SignalInFinaliser:
     """Raises a real stop signal from its `__del__`: the handler's exception is dropped there, as it was in the
     TensorFlow finalisers running while the TFLite converter worked (probe EE)."""
@@ -1201,6 +1225,26 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     assert "is another model's frozen graph" in error and error.endswith(
         "(its output node is 'scores': if retrain wrote it with --final_tensor_name scores, give that flag again)")
     assert apart["output_graph"].read_bytes() == earlier
+    # A graph of the user's beside that report, whose output has the name the report gives: the report lists the
+    # graph in out/, not this file, so it is not replaced (a match by file name alone replaced it, probe GG).
+    mine = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"scores", b"Softmax", b"Placeholder")
+    (tmp_path / "graph.pb").write_bytes(mine)
+    error = retrain(colour_tree, tiny_module, {**apart, "output_graph": tmp_path / "graph.pb"}, expect=2)
+    assert "is another model's frozen graph" in error and (tmp_path / "graph.pb").read_bytes() == mine
+    # An output node no --final_tensor_name can name (a scope): no hint to give a flag that would be refused.
+    (tmp_path / "graph.pb").write_bytes(graph_node(b"Placeholder", b"Placeholder") +
+                                        graph_node(b"Net/Predictions/Softmax", b"Softmax", b"Placeholder"))
+    error = retrain(colour_tree, tiny_module, {**apart, "output_graph": tmp_path / "graph.pb"}, expect=2)
+    assert error.endswith("choose another --output_graph"), error
+    # A report edited by hand to a name no node can have: it vouches for nothing, and no traceback (probe GG).
+    from retrain.filekinds import is_retrain_graph, reported_final_name
+
+    report, graph = outputs["output_labels"].parent / "report.json", outputs["output_graph"]
+    assert reported_final_name(graph) == "final_result"  # it lists out/graph.pb
+    report.write_text(report.read_text().replace('"final_tensor_name": "final_result"',
+                                                 '"final_tensor_name": "\\ud800"'))
+    assert reported_final_name(graph) is None  # and the graph (its node `scores`) is judged, not a traceback:
+    assert is_retrain_graph(graph.read_bytes(), "x", graph) is False
 
 
 def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,
@@ -1690,6 +1734,17 @@ def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_
             "    assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n    raise\n")
     result = run_script("-c", code, *flags(image_dir=colour_tree, **outputs), *args, check=2, timeout=60)
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_checkpoint_prefix_that_is_a_folder_is_refused(colour_tree: Path, tiny_module: Path, outputs,
+                                                          tmp_path: Path) -> None:
+    """`--checkpoint_path ckdir` (a folder, or `~`) wrote ckdir.index beside it, not in it (probe GG)."""
+    folder = tmp_path / "ckdir"
+    folder.mkdir()
+    error = retrain(colour_tree, tiny_module, {**outputs, "checkpoint_path": folder}, expect=2)
+    assert error == (f"retrain: error: --checkpoint_path {folder} is a folder; it is the prefix of the checkpoint's "
+                     f"files (ckdir.index, ...), so give a name in it, such as {folder / '_retrain_checkpoint'}")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ckdir", "out", "photos"]
 
 
 def test_a_local_folder_whose_name_ends_with_a_colon_is_not_taken_for_a_url(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config import RetrainConfig
-from retrain.errors import RetrainError, reason
+from retrain.errors import RetrainError, UsageError, reason
 from retrain.exporters import Exporter
 from retrain.outputs import (Output, check_writable_dir, judge_again, make_folder, record_written, remove_stale_temps,
                              replacing, temp_prefix)
@@ -31,7 +31,11 @@ class Checkpoint(Exporter):
                        given=prefix, exclusive=False)]  # training's scratch, which runs share as the classic ones did
 
     def check(self, config: RetrainConfig) -> None:
-        check_writable_dir(config.checkpoint_path.parent, flag="--checkpoint_path")
+        prefix = config.checkpoint_path
+        if prefix.is_dir():  # its files would go beside it, as `ck.index` beside `ck` (`~`: beside the home folder)
+            raise UsageError(f"--checkpoint_path {prefix} is a folder; it is the prefix of the checkpoint's files "
+                             f"({prefix.name}.index, ...), so give a name in it, such as {prefix / '_retrain_checkpoint'}")
+        check_writable_dir(prefix.parent, flag="--checkpoint_path")
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         tf = import_tensorflow()

@@ -73,12 +73,9 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if not given:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
         if not os.path.lexists(config.labels):
-            beside = _report_beside(_model(config.graph))
-            why = (f"the retrain report beside it, {beside}, does not list it (another run's, or written by a later "
-                   "run in that folder)" if beside else "no retrain report beside or above it names its labels file")
-            raise UsageError(f"no labels found for --graph {config.graph}: {why}, and the default --labels "
-                             f"{config.labels} does not exist; pass --labels (the labels file retrain wrote with this "
-                             "model)")
+            raise UsageError(f"no labels found for --graph {config.graph}: no retrain report beside or above it names "
+                             f"its labels file, and the default --labels {config.labels} does not exist; pass --labels "
+                             "(the labels file retrain wrote with this model)")
     if not config.labels.exists():
         raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote (--output_labels)"
                          if given else f"the labels file {config.labels} of --graph {config.graph} is a link to "
@@ -134,20 +131,12 @@ def labels_for(graph: Path) -> Path:
         return graph / SAVED_MODEL_LABELS
     found = _run_report(graph)
     if found is None:
-        default = RetrainConfig.output_labels
         beside = _report_beside(graph)
-        labels = _vouched_labels(beside) if beside is not None else None
-        if labels is not None:
-            log.warning("--graph %s is not among the files of the run that %s describes, so the labels are that "
-                        "run's %s, which it vouches for (a model an earlier run left there has its classes: a run "
-                        "with other classes that left it would have been refused); pass --labels if they are not "
-                        "this model's", graph, beside, labels)
-            return labels
-        if beside is not None and os.path.lexists(default):
-            log.warning("--graph %s is not among the files of the run that %s describes (another run's), so the "
-                        "labels are the classic default %s; pass --labels if they are not this model's", graph,
-                        beside, default)
-        return default
+        if beside is not None:  # neither its labels nor the classic default are surely this model's
+            raise UsageError(f"--graph {graph} is not among the files of the run that {beside} describes (an "
+                             "earlier run's model, or another's), so which labels are its cannot be told; pass "
+                             "--labels (the labels file retrain wrote with it)")
+        return RetrainConfig.output_labels
     report, data, _ = found
     labels = labels_file_now(report, data["run"])
     if labels.is_file():
@@ -155,16 +144,6 @@ def labels_for(graph: Path) -> Path:
         return labels
     raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is missing; "
                      "pass --labels")
-
-
-def _vouched_labels(report: Path) -> Path | None:
-    """The labels file the run of `report` wrote, if it is still what the report says (not replaced since)."""
-    data = read_report(report)
-    try:
-        labels = labels_file_now(report, data["run"])
-        return labels if labels.is_file() and read_labels(labels) == data["labels"] else None
-    except (KeyError, TypeError, RetrainError):
-        return None
 
 
 def _places(path: Path) -> dict[Path, None]:
