@@ -88,16 +88,22 @@ def is_graph_def(data: Any) -> bool:
         return False
 
 
+def head(path: Path, size: int) -> bytes:
+    """The first `size` bytes of the regular file at `path`; b"" for anything else (a pipe or device is never
+    waited on) or a file that cannot be read."""
+    try:
+        if not path.is_file():
+            return b""
+        with path.open("rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
 def is_saved_model_file(path: Path) -> bool:
     """Whether `path` is a SavedModel's saved_model.pb, by name and by its first field (the schema version);
     a frozen graph given that name starts with its first node."""
-    if path.name != "saved_model.pb" or not path.is_file():
-        return False
-    try:
-        with path.open("rb") as handle:
-            return handle.read(1) == b"\x08"
-    except OSError:
-        return False
+    return path.name == "saved_model.pb" and head(path, 1) == b"\x08"
 
 
 SCORE_OPS = ("Softmax", "Sigmoid")  # what a classifier's output node is, when it is not named

@@ -191,16 +191,22 @@ def _unlink(path: Path | str) -> None:
         os.unlink(path)
 
 
+def _read_own(path: Path) -> dict[str, Any] | None:
+    """The journal or pointer at `path` if it is a regular file of this user's (`_open_own`) and one (`_read`)."""
+    fd = _open_own(path)
+    if fd is None:
+        return None
+    try:
+        return _read(fd)
+    finally:
+        os.close(fd)
+
+
 def _unlink_pointer(path: Path) -> None:
     """Delete a pointer of this user's, not a journal (a copy of the folder holds one that names the original)."""
-    fd = _open_own(path)
-    if fd is not None:
-        try:
-            data = _read(fd)
-        finally:
-            os.close(fd)
-        if data is not None and "writes" not in data:
-            _unlink(path)
+    data = _read_own(path)
+    if data is not None and "writes" not in data:
+        _unlink(path)
 
 
 def killed(folders: Iterable[Path]) -> Iterator[KilledSet]:
@@ -218,13 +224,7 @@ def half_written(folders: Iterable[Path]) -> Iterator[tuple[int, list[Any]]]:
     """(process id, its records) for each killed process's set found in `folders` and not kept, read only: for
     label-image, which changes nothing, to warn of a model written half."""
     for journal, _found, (_host, pid) in _dead(folders):
-        fd = _open_own(journal) if journal is not None else None
-        if fd is None:
-            continue
-        try:
-            data = _read(fd)
-        finally:
-            os.close(fd)
+        data = _read_own(journal) if journal is not None else None
         writes = data.get("writes") if data and not data.get("kept") else None
         if isinstance(writes, list):
             yield pid, [_absolute(record, journal.parent) for record in writes]

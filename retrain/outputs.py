@@ -1051,12 +1051,9 @@ def take_back_killed(outputs: Sequence[Output]) -> None:
         if dead.kept:  # the set stood: what it replaced goes, as the process would have deleted it
             writes.keep()
         else:
-            restored, removed = writes.take_back(killed=True)
-            said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
-                    f"removed its new {', '.join(map(str, removed))}" if removed else ""]
+            said = _taken_back_text(*writes.take_back(killed=True), new="its new")
             log.warning("a retrain run (process %d) was killed while writing its outputs; its writes are taken "
-                        "back%s", dead.pid, ": " + "; ".join(part for part in said if part) if said != ["", ""]
-                        else "")
+                        "back%s", dead.pid, f": {said}" if said else "")
         dead.settled = True
 
 
@@ -1152,12 +1149,17 @@ def export_set() -> Iterator[Writes]:
 
 def _take_back_set(writes: Writes, *, interrupted: bool) -> None:
     with _signals_held():  # a second Ctrl-C, SIGTERM or SIGHUP must not stop the take-back half way
-        restored, removed = writes.take_back()
-    if restored or removed:
+        said = _taken_back_text(*writes.take_back(), new="the new")
+    if said:
         why = "the run was interrupted while writing them" if interrupted else "one of them could not be written"
-        said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
-                f"removed the new {', '.join(map(str, removed))}" if removed else ""]
-        log.warning("the run's files are taken back, as %s: %s", why, "; ".join(part for part in said if part))
+        log.warning("the run's files are taken back, as %s: %s", why, said)
+
+
+def _taken_back_text(restored: Sequence[Path], removed: Sequence[Path], *, new: str) -> str:
+    """`put back the earlier A, B; removed <new> C` (either part alone, or nothing)."""
+    said = [f"put back the earlier {', '.join(map(str, restored))}" if restored else "",
+            f"removed {new} {', '.join(map(str, removed))}" if removed else ""]
+    return "; ".join(part for part in said if part)
 
 
 @contextlib.contextmanager

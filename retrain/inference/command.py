@@ -26,7 +26,7 @@ import numpy as np
 
 from retrain.config import TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import is_graph_def, is_saved_model_file, read_report
+from retrain.filekinds import head, is_graph_def, is_saved_model_file, read_report
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now, labels_file_now, reports_at
@@ -88,14 +88,7 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
 
 def _is_tfjs_model(path: Path) -> bool:
     """A TF.js model's model.json: its `format` (which retrain and the converter write first) or topology."""
-    try:
-        if not path.is_file():  # never a pipe, which would be waited on
-            return False
-        with path.open("rb") as handle:
-            head = handle.read(65536)
-    except OSError:
-        return False
-    return re.search(rb'"format"\s*:\s*"(graph|layers)-model"|"modelTopology"\s*:', head) is not None
+    return re.search(rb'"format"\s*:\s*"(graph|layers)-model"|"modelTopology"\s*:', head(path, 65536)) is not None
 
 
 def _warn_if_written_half(graph: Path, labels: Path) -> None:

@@ -13,7 +13,6 @@ interrupt while they are drawn keeps every output (they are not part of the expo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import is_tflite, read_report
+from retrain.filekinds import head, is_tflite, read_report
 from retrain.insight import report as reports
 from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.objectives import KEEP_SCORES
@@ -72,7 +71,8 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
         except (ValueError, KeyError, TypeError):  # not a report of ours, or one edited by hand
             continue
         if same:
-            left = [file for file in files if os.path.lexists(file) and not rewritten(file) and _is_tflite(file)]
+            left = [file for file in files if os.path.lexists(file) and not rewritten(file)
+                    and is_tflite(head(file, 8))]  # whatever its name ends with (`model.lite`)
             if left and rewritten(thresholds_file):
                 raise UsageError(f"this run writes new thresholds to {thresholds_file} but leaves the TFLite model "
                                  f"{_listed(left)} of the earlier model that {report} describes: a TFLite model "
@@ -99,15 +99,6 @@ def _links_hint(outputs: Sequence[Path], left: Sequence[Path]) -> str:
     links = [(path, file) for path in outputs for file in left if os.path.islink(path) and real(path) == real(file)]
     return "".join(f" ({path} is a link to {file}; a run replaces such a link with a new file, not the file it "
                    "points to: give that file's own path to write it)" for path, file in links[:1])
-
-
-def _is_tflite(path: Path) -> bool:
-    """A TFLite model, whatever its name ends with (`--output_tflite model.lite`): its FlatBuffer identifier."""
-    with contextlib.suppress(OSError):
-        if path.is_file():  # never a pipe, which would be waited on
-            with open(path, "rb") as handle:
-                return is_tflite(handle.read(8))
-    return False
 
 
 def _holds_its_labels(path: Path) -> bool:
