@@ -110,14 +110,15 @@ SCORE_OPS = ("Softmax", "Sigmoid")  # what a classifier's output node is, when i
 _SCORE_OPS = tuple(op.encode() for op in SCORE_OPS)  # as graph_nodes reads them
 
 
-def is_retrain_graph(data: Any, final: str, path: Path | None = None) -> bool:
+def is_retrain_graph(data: Any, final: str, path: Path | None = None, report: Path | None = None) -> bool:
     """A frozen graph retrain (or the classic retrain.py) wrote: its final node, named `final_result`, this run's
-    --final_tensor_name (`final`) or the one the retrain report beside the graph at `path` gave it
-    (`reported_final_name`), is a Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3
-    you serve, a TF1 model with a Placeholder and a Softmax) is not replaced."""
+    --final_tensor_name (`final`) or the one a retrain report that lists the graph at `path` gave it
+    (`reported_final_names`: the report beside the graph, or `report`, the one beside this run's labels), is a
+    Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3 you serve, a TF1 model with a
+    Placeholder and a Softmax) is not replaced."""
     names = {b"final_result", final.encode()}
-    if path is not None and (reported := reported_final_name(path)):
-        names.add(reported.encode())
+    if path is not None:
+        names.update(name.encode() for name in reported_final_names(path, report))
     try:
         return any(name in names and op in _SCORE_OPS for name, op in graph_nodes(data))
     except ValueError:
@@ -133,21 +134,29 @@ def score_nodes(data: Any, *, most: int = 16) -> list[str]:
         return []
 
 
-def reported_final_name(path: Path) -> str | None:
-    """The --final_tensor_name of the run whose retrain report lies beside the graph at `path` (beside the file a
-    link there points to) and lists that very file: a graph written with `--final_tensor_name x`, which a rerun
-    without that flag replaces. Listed means: the path the run wrote (relative ones from its `folder`), or, for a
-    file it wrote beside its labels, the same name beside the report (the folder may have moved since)."""
+def reported_final_names(path: Path, report: Path | None = None) -> list[str]:
+    """The --final_tensor_name of each run whose retrain report lists the graph at `path` (the file a link there
+    points to): a graph written with `--final_tensor_name x`, which a rerun without that flag replaces. The
+    reports are the one beside the graph and `report` (beside the labels of the run that asks, where a run that
+    wrote the graph into another folder left it). Listed means that very file: the path the run wrote (relative
+    ones from its `folder`), or the same path from the report's folder as from the run's labels (the folders may
+    have moved since, together)."""
     real = Path(os.path.realpath(path))
-    report = read_report(report_path(real))
+    reports = dict.fromkeys([report_path(real), *([Path(os.path.realpath(report))] if report else [])])
+    return [name for where in reports if (name := _listing_name(read_report(where), real, where.parent))]
+
+
+def _listing_name(report: dict[str, Any] | None, real: Path, home_now: Path) -> str | None:
+    """The --final_tensor_name of `report`'s run if it lists the file at `real` (see reported_final_names)."""
     try:
-        run = report["run"]
+        run = report["run"]  # type: ignore[index]
         name, files, labels = run["flags"]["final_tensor_name"], run["files"], run["flags"]["output_labels"]
         folder = run.get("folder") if isinstance(run.get("folder"), str) else ""
         home = os.path.dirname(os.path.join(folder, labels))
+        here = os.path.relpath(real, home_now)
         listed = any(isinstance(file, str) and file and (
             os.path.realpath(os.path.join(folder, file)) == str(real)
-            or os.path.normpath(os.path.relpath(os.path.join(folder, file), home)) == real.name) for file in files)
+            or os.path.normpath(os.path.relpath(os.path.join(folder, file), home)) == here) for file in files)
     except (KeyError, TypeError, ValueError):
         return None
     return name if listed and isinstance(name, str) and name.isascii() else None  # node names are ASCII

@@ -75,6 +75,7 @@ class Output:
     pattern: str = ""
     content: str = ""  # a file's kind (a key of CONTENTS): an existing file is replaced only if it holds that
     detail: str = ""  # what recognising that kind needs beyond the bytes: a graph's final node name
+    report: Path | None = None  # and the report beside this run's labels, which may list a graph an earlier run wrote
     role: str = ""  # what a file no flag names is, e.g. "the report beside --output_labels"
     given: Path | None = None  # the flag's value when `path` is not it (the checkpoint prefix's folder)
     exclusive: bool = True  # held against other runs while the run goes on (hold_outputs); not where runs share
@@ -609,7 +610,8 @@ def _listing(folder: Path) -> list[str]:
 # (from its bytes: filekinds).
 CONTENTS: dict[str, tuple[str, Callable[[Any, "Output"], bool]]] = {
     "graph": ("a frozen graph retrain wrote",
-              lambda data, output: filekinds.is_retrain_graph(data, output.detail, output.path)),
+              lambda data, output: filekinds.is_retrain_graph(data, output.detail, output.path,
+                                                                output.report)),
     "tflite": ("a TFLite model retrain wrote", lambda data, _: filekinds.is_retrain_tflite(data)),
     "labels": ("a labels file retrain can tell it wrote",
                lambda data, output: filekinds.is_labels(data, output.path)),

@@ -1208,9 +1208,10 @@ def test_a_graph_cut_short_at_an_output_is_judged_without_an_error() -> None:
 
 def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lists(
         colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
-    """`--final_tensor_name scores`, then the same run without it: the graph, named by the report beside it, is
-    retrain's and replaced (it was refused as "another model's frozen graph"). A graph whose report lies
-    elsewhere (its labels in another folder) is still refused, the message naming the flag to give again."""
+    """`--final_tensor_name scores`, then the same run without it: the graph, listed by the report beside it, is
+    retrain's and replaced (it was refused as "another model's frozen graph"). So is one the report beside the
+    labels lists, in another folder or a sub-folder (refused before stop 32). A graph no report lists is still
+    refused, the message naming the flag to give again."""
     from retrain.filekinds import score_nodes
 
     retrain(colour_tree, tiny_module, outputs, final_tensor_name="scores")
@@ -1219,12 +1220,21 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     assert score_nodes(outputs["output_graph"].read_bytes()) == ["final_result"]
 
     apart = {**outputs, "output_labels": tmp_path / "labels.txt"}
+    below = {**apart, "output_graph": tmp_path / "models" / "graph.pb"}
+    (tmp_path / "models").mkdir()
+    for where in (apart, below):  # the graph in a sibling folder of the labels, and in a sub-folder
+        retrain(colour_tree, tiny_module, where, final_tensor_name="scores")
+        assert score_nodes(where["output_graph"].read_bytes()) == ["scores"]
+        retrain(colour_tree, tiny_module, where)
+        assert score_nodes(where["output_graph"].read_bytes()) == ["final_result"]
     retrain(colour_tree, tiny_module, apart, final_tensor_name="scores")
     earlier = apart["output_graph"].read_bytes()
+    (tmp_path / "report.json").rename(tmp_path / "report.json.bak")  # no report lists the graph now
     error = retrain(colour_tree, tiny_module, apart, expect=2)
     assert "is another model's frozen graph" in error and error.endswith(
         "(its output node is 'scores': if retrain wrote it with --final_tensor_name scores, give that flag again)")
     assert apart["output_graph"].read_bytes() == earlier
+    (tmp_path / "report.json.bak").rename(tmp_path / "report.json")
     # A graph of the user's beside that report, whose output has the name the report gives: the report lists the
     # graph in out/, not this file, so it is not replaced (a match by file name alone replaced it, probe GG).
     mine = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"scores", b"Softmax", b"Placeholder")
@@ -1237,13 +1247,13 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     error = retrain(colour_tree, tiny_module, {**apart, "output_graph": tmp_path / "graph.pb"}, expect=2)
     assert error.endswith("choose another --output_graph"), error
     # A report edited by hand to a name no node can have: it vouches for nothing, and no traceback (probe GG).
-    from retrain.filekinds import is_retrain_graph, reported_final_name
+    from retrain.filekinds import is_retrain_graph, reported_final_names
 
     report, graph = outputs["output_labels"].parent / "report.json", outputs["output_graph"]
-    assert reported_final_name(graph) == "final_result"  # it lists out/graph.pb
+    assert reported_final_names(graph) == ["final_result"]  # it lists out/graph.pb
     report.write_text(report.read_text().replace('"final_tensor_name": "final_result"',
                                                  '"final_tensor_name": "\\ud800"'))
-    assert reported_final_name(graph) is None  # and the graph (its node `scores`) is judged, not a traceback:
+    assert reported_final_names(graph) == []  # and the graph (its node `scores`) is judged, not a traceback:
     assert is_retrain_graph(graph.read_bytes(), "x", graph) is False
 
 

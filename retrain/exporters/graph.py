@@ -15,7 +15,7 @@ from typing import Any
 
 from retrain.config import RetrainConfig
 from retrain.exporters import Exporter
-from retrain.names import FINAL_TENSOR_NAME
+from retrain.names import FINAL_TENSOR_NAME, report_path
 from retrain.outputs import (Output, Writes, atomic_write_bytes, check_writable_dir, check_writable_file,
                              held_elsewhere, make_folder, recording)
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 class FrozenGraph(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
-        return [Output("--output_graph", config.output_graph, content="graph", detail=config.final_tensor_name)]
+        return [Output("--output_graph", config.output_graph, content="graph", detail=config.final_tensor_name,
+                       report=report_path(config.output_labels))]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_file(config.output_graph, flag="--output_graph")
@@ -47,7 +48,8 @@ class IntermediateGraphs(Exporter):
         if config.intermediate_store_frequency <= 0:
             return []
         return [Output("--intermediate_output_graphs_dir", config.intermediate_output_graphs_dir, kind="entries",
-                       pattern=r"intermediate_\d+\.pb", content="graph", detail=config.final_tensor_name)]
+                       pattern=r"intermediate_\d+\.pb", content="graph", detail=config.final_tensor_name,
+                       report=report_path(config.output_labels))]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_dir(config.intermediate_output_graphs_dir, flag="--intermediate_output_graphs_dir")
