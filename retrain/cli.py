@@ -111,7 +111,8 @@ class _OneLineErrors(click.Command):
             signum = stopped.signum if isinstance(stopped, Terminated) else signal.SIGINT
             exports = getattr(stopped, "exports", None) or ("finished" if _ENDED else None)
             kept = "" if prog != "retrain" else _AFTER_STOP[exports]
-            click.echo(f"\n{prog}: {STOP_SIGNALS[signum]}{kept}", err=True)
+            start = "" if isinstance(error, click.Abort) else "\n"  # click has ended the line the ^C was echoed on
+            click.echo(f"{start}{prog}: {STOP_SIGNALS[signum]}{kept}", err=True)
             sys.exit(128 + signum)
         finally:
             for signum, handler in previous.items():

@@ -201,6 +201,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_finished_work(flowers, tmp_pat
     assert run.signal(number) == status
     lines = run.stderr.strip().splitlines()
     assert lines[-1] == line
+    assert lines[-2] == "" and lines[-3].strip(), lines[-3:]  # one blank line before it (there were two: click's, ours)
     assert "Traceback" not in run.stderr
     kept = cached_keys(out / "bottlenecks")
     assert len(kept) >= FLUSH_EVERY
