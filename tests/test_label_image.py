@@ -606,6 +606,45 @@ def test_a_model_its_report_does_not_list_gets_no_labels_by_guess(colour_tree: P
     assert given.stdout.split()[0] == "red"
 
 
+def test_the_classic_default_labels_of_another_model_are_refused_and_a_copy_gets_its_runs_labels(
+        colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model with no report listing it (kept in a sub-folder, an earlier run's intermediate graph) took the
+    classic default /tmp/output_labels.txt although the report beside those labels said they were another
+    model's: its scores named wrongly, exit 0, one warning (probe II). Now refused, unless --labels is given. A
+    byte copy beside the report that lists the original (`cp graph.pb graph_backup.pb`) was refused (probe II):
+    it gets that run's labels."""
+    from retrain.config import RetrainConfig
+
+    classic = tmp_path / "classic"
+    classic.mkdir()
+    default = classic / "output_labels.txt"
+    retrain_cli(colour_tree, tiny_module, {**outputs, "output_graph": classic / "output_graph.pb",
+                                           "output_labels": default}, learning_rate=0.02)
+    monkeypatch.setattr(RetrainConfig, "output_labels", default)
+    retrain_cli(colour_tree, tiny_module, outputs)
+    (tmp_path / "kept").mkdir()
+    kept = tmp_path / "kept" / "graph.pb"
+    shutil.copyfile(outputs["output_graph"], kept)
+    photo = ["--image", str(colour_tree / "red" / "red_000.jpg"), "--top_k", "1"]
+    message = _error(["--graph", str(kept), *photo], expect=2)
+    assert message.startswith(f"label-image: error: no labels found for --graph {kept}: the default --labels "
+                              f"{default} are not surely its, as the {classic / 'report.json'} beside them says "
+                              f"they are the labels of {classic}"), message
+    assert message.endswith("pass --labels (the labels file retrain wrote with this model)")
+    given = invoke(label_image_command, ["--graph", str(kept), "--labels", str(default), *photo])
+    assert given.stdout.split()[0] == "red" and f"not of --graph {kept}" in given.stderr  # chosen: a warning
+    shutil.copyfile(classic / "output_graph.pb", tmp_path / "kept" / "classic_copy.pb")  # the default's own model
+    copied = invoke(label_image_command, ["--graph", str(tmp_path / "kept" / "classic_copy.pb"), *photo])
+    assert copied.stdout.split()[0] == "red" and "WARNING" not in copied.stderr
+    backup = outputs["output_graph"].with_name("graph_backup.pb")
+    shutil.copyfile(outputs["output_graph"], backup)
+    beside = invoke(label_image_command, ["--graph", str(backup), *photo])
+    assert beside.stdout.split()[0] == "red" and "WARNING" not in beside.stderr
+    with backup.open("ab") as changed:  # no longer the same bytes: which labels are its cannot be told
+        changed.write(b"\0")
+    assert "is not among the files of the run" in _error(["--graph", str(backup), *photo], expect=2)
+
+
 def _error(args: list[str], *, expect: int) -> str:
     result = invoke(label_image_command, args, expect=expect)
     assert result.stdout == "" and "Traceback" not in result.stderr

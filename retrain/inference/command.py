@@ -80,6 +80,8 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
         raise UsageError(f"--labels {config.labels} not found; pass the labels file retrain wrote (--output_labels)"
                          if given else f"the labels file {config.labels} of --graph {config.graph} is a link to "
                          "nothing; pass --labels")
+    if not given and config.labels == RetrainConfig.output_labels:  # what a report says of the classic default
+        _warn_if_another_models_labels(config.graph, config.labels, read_labels(config.labels), given=False)
     for path in config.images:
         if not path.exists():
             raise UsageError(f"--image {path} not found; pass an existing image file or folder")
@@ -125,6 +127,8 @@ def labels_for(graph: Path) -> Path:
     found = _run_report(graph)
     if found is None:
         beside = _report_beside(graph)
+        if beside is not None and (copied := _copy_listed(graph, beside)) is not None:
+            return copied
         if beside is not None:  # neither its labels nor the classic default are surely this model's
             raise UsageError(f"--graph {graph} is not among the files of the run that {beside} describes (an "
                              "earlier run's model, or another's), so which labels are its cannot be told; pass "
@@ -137,6 +141,21 @@ def labels_for(graph: Path) -> Path:
         return labels
     raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is missing; "
                      "pass --labels")
+
+
+def _copy_listed(graph: Path, report: Path) -> Path | None:
+    """The labels file of the run `report` describes when the model at `graph` is a byte copy of a file that run
+    wrote (`cp graph.pb graph_backup.pb` beside it), and that labels file is there."""
+    data = read_report(report)
+    try:
+        listed = [file for file in files_now(report, data["run"]) if _same_bytes(graph, file)]  # type: ignore[index]
+        labels = labels_file_now(report, data["run"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError, RetrainError):
+        return None
+    if not listed or not labels.is_file():
+        return None
+    log.info("labels: %s (--graph %s holds the same bytes as %s, which %s lists)", labels, graph, listed[0], report)
+    return labels
 
 
 def _places(path: Path) -> dict[Path, None]:
@@ -171,29 +190,32 @@ def _run_report(graph: Path) -> tuple[Path, dict[str, Any], bool] | None:
     return None
 
 
-def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str]) -> None:
+def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str], *, given: bool = True) -> None:
     """Warn when the labels are, by what retrain wrote, another model's: a SavedModel given other labels than
     those it holds; labels other than those the report listing the model names (`_run_report`); labels whose
     report (beside them or where a link to them leads, or beside the SavedModel holding them) lists other files
     than the model, none of them a byte copy of it nor the model one of that run's intermediate graphs; a
-    SavedModel's own labels that differ from its report's. Only a warning: a model moved since (not a copy) is
-    still told apart by nothing but its class count. `names`: the labels file's lines, as read."""
+    SavedModel's own labels that differ from its report's. Only a warning for --labels given: a model moved since
+    (not a copy) is still told apart by nothing but its class count. The classic default labels file (`given`
+    False) whose report says it is another model's is an error: nothing chose it for this model. `names`: the
+    labels file's lines, as read (its other warnings come when the model has loaded, with `given` True)."""
+    warn = log.warning if given else lambda *_: None
     graph = _model(graph)
     own = graph / SAVED_MODEL_LABELS
     if own.is_file() and not _among(labels, [own]):
         try:
             if list(names) != read_labels(own):
-                log.warning("--labels %s are not the labels --graph %s holds (its %s); if that is another model's "
-                            "labels file, leave --labels out", labels, graph, SAVED_MODEL_LABELS)
+                warn("--labels %s are not the labels --graph %s holds (its %s); if that is another model's "
+                     "labels file, leave --labels out", labels, graph, SAVED_MODEL_LABELS)
         except RetrainError:
             pass
         return
     found = None if _among(labels, [own]) else _run_report(graph)
     if found is not None and found[2] and isinstance(named := found[1].get("labels"), list):
         if named != list(names):
-            log.warning("labels %s are not those that %s names for --graph %s (it lists the model among its run's "
-                        "files); if they are another model's, its scores are named wrongly: pass its own labels "
-                        "file", labels, found[0], graph)
+            warn("labels %s are not those that %s names for --graph %s (it lists the model among its run's "
+                 "files); if they are another model's, its scores are named wrongly: pass its own labels "
+                 "file", labels, found[0], graph)
         return
     for place in _places(labels):
         holder = place.parent.parent  # when the labels are a SavedModel's own, that SavedModel
@@ -211,20 +233,24 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
     except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
         vouched, files, intermediate, rewritten = False, [], False, False
     if held and _among(holder, files) and not vouched:
-        log.warning("labels %s: the SavedModel %s holds other labels than its run's %s lists; if they were "
-                    "edited or replaced, its scores are named wrongly", labels, holder, report.name)
+        warn("labels %s: the SavedModel %s holds other labels than its run's %s lists; if they were "
+             "edited or replaced, its scores are named wrongly", labels, holder, report.name)
         return
     if not held and not vouched:
         return  # no report vouches for these labels: only the class count can be checked
     if held and not _among(holder, files):  # the SavedModel vouches for itself only
         files, intermediate, rewritten = [holder], False, False
     if rewritten:  # the default folder of intermediate graphs is shared by every run
-        log.warning("labels %s: --graph %s is one of the intermediate graphs %s lists, but was written after it: "
-                    "if another run has written it since, these are not its labels", labels, graph, report)
+        warn("labels %s: --graph %s is one of the intermediate graphs %s lists, but was written after it: "
+             "if another run has written it since, these are not its labels", labels, graph, report)
         return
     if not files or intermediate or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
         return
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
+    if not given:
+        raise UsageError(f"no labels found for --graph {graph}: the default --labels {labels} are not surely its, "
+                         f"as the {report} beside them says they are the labels of {files[0]}{more}; pass --labels "
+                         "(the labels file retrain wrote with this model)")
     log.warning("labels %s: %s they are the labels of %s%s, not of --graph %s; if that is another model, pass "
                 "its own labels file", labels, f"{SAVED_MODEL_LABELS} says" if held and files == [holder]
                 else f"the {report.name} beside {'that SavedModel' if held else 'them'} says", files[0], more, graph)
