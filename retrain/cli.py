@@ -308,12 +308,17 @@ def retrain_command(**options: Any) -> None:
                                    if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE])
     with commentary():  # a closed pipe (`retrain ... | head`) must not cost the run its files
         setup_logging(config.logging_verbosity)
+        from retrain.outputs import release_outputs
         from retrain.pipeline import prepare, run
 
         plan = prepare(config)  # bad paths and image trees stop here, before the seconds TensorFlow's import costs
-        from retrain.tfenv import import_hub
+        try:
+            from retrain.tfenv import import_hub
 
-        import_hub(verbose=config.logging_verbosity == "DEBUG")
+            import_hub(verbose=config.logging_verbosity == "DEBUG")
+        except BaseException:  # a stop signal during the import: the outputs prepare held are let go (run does so)
+            release_outputs()
+            raise
         try:
             run(config, plan=plan)
         except OSError as error:  # the environment failed where no clearer message was prepared

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.cli import label_image_command
+from retrain.cli import label_image_command, retrain_command
 from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, FOREIGN_GRAPH, PHOTOS, graph_node,
                             colour_photo, flags, invoke, make_colour_tree, run_script)
 
@@ -539,6 +539,29 @@ outputs.os._exit(0)  # as a killed run: no release
     release_outputs()
     assert list(work.iterdir()) == []
     assert f"neither {tmp_path / 'no such folder'} nor another temporary folder can be written" in caplog.text
+
+
+def test_a_stop_while_tensorflow_loads_lets_go_of_the_outputs(colour_tree: Path, tiny_module: Path, outputs,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM while TensorFlow was imported, after the checks had held the outputs, left the run's lock files
+    behind (3 to 7 a stop, probe II): only the run let go of them, and it had not started."""
+    import signal
+
+    import retrain.tfenv
+
+    real = retrain.tfenv.import_hub
+
+    def signalled(**kwargs: object) -> object:
+        assert list(locks.iterdir()), "the outputs are held by now"
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(**kwargs)
+
+    locks = tmp_path / f"retrain-locks-{os.getuid()}"
+    monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
+    monkeypatch.setattr(retrain.tfenv, "import_hub", signalled)
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, **outputs), expect=143)
+    assert result.stderr.strip().splitlines()[-1].startswith("retrain: terminated;")
+    assert list(locks.iterdir()) == []
 
 
 def test_an_intermediate_graph_is_not_saved_over_a_file_another_run_is_writing(colour_tree: Path, tmp_path: Path,
