@@ -23,7 +23,7 @@ from typing import Any
 
 from retrain.errors import RetrainError, UsageError
 from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, FINAL_TENSOR_NAME, NODE_NAME, RESERVED_NODE_NAMES,
-                           RESERVED_NODE_SCOPE)
+                           RESERVED_NODE_SCOPE, shown, valid_name)
 
 __all__ = ["RetrainConfig", "LabelImageConfig", "RetrainError", "UsageError", "EXPORT_INPUT_MEAN",
            "EXPORT_INPUT_STD", "DEFAULT_MODULE", "LOGGING_LEVELS", "DISTORTION_MODES", "TFLITE_QUANTIZATIONS",
@@ -132,7 +132,8 @@ class RetrainConfig:
             _check_names_a_file(name, getattr(self, name))
         for name in _PATH_FIELDS:
             path = _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY)
-            object.__setattr__(self, name, _through_links(path))
+            object.__setattr__(self, name, _through_links(_utf8(name, path)))
+        _utf8("tfhub_module", self.tfhub_module)
         _check_current_folder(self)
         quantization = self.tflite_quantization
         object.__setattr__(self, "tflite_quantization",
@@ -219,7 +220,7 @@ class LabelImageConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        object.__setattr__(self, "graph", _through_links(_path("graph", self.graph)))  # TensorFlow may load it
+        object.__setattr__(self, "graph", _through_links(_utf8("graph", _path("graph", self.graph))))  # TF loads it
         object.__setattr__(self, "labels", _path("labels", self.labels))
         object.__setattr__(self, "images", tuple(_path("image", p) for p in self.images))
         _check_label_image(self)
@@ -283,11 +284,24 @@ def _check_current_folder(config: "RetrainConfig") -> None:
     if relative is None:
         return
     try:
-        os.getcwd()
+        here = os.getcwd()
     except FileNotFoundError:
         raise UsageError(f"--{relative} {getattr(config, relative)} is relative, but the current folder no longer "
                          "exists (deleted while the shell was in it); cd to a folder that exists, or give absolute "
                          "paths") from None
+    if not valid_name(here):
+        raise UsageError(f"--{relative} {getattr(config, relative)} is relative, and the current folder {shown(here)} "
+                         "is not valid UTF-8 (TensorFlow takes only UTF-8 paths); cd to another folder, or give "
+                         "absolute paths")
+
+
+def _utf8(flag: str, value: Any) -> Any:
+    """`value` as it is, unless it is a path whose bytes are not UTF-8 (Python keeps them as surrogates): refused,
+    as TensorFlow cannot take such a path and the report cannot hold it (a traceback after the whole run)."""
+    if isinstance(value, (str, Path)) and not valid_name(str(value)):
+        raise UsageError(f"--{flag} {shown(value)} is not valid UTF-8, and TensorFlow takes only UTF-8 paths; "
+                         "rename it, or choose another path")
+    return value
 
 
 def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Path | None:

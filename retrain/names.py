@@ -6,6 +6,7 @@ reader never re-types what a writer chose. Importing this module costs nothing.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -63,3 +64,22 @@ def thresholds_path(labels: Path) -> Path:
 def report_path(labels: Path) -> Path:
     """report.json, beside the labels file (one per folder)."""
     return labels.parent / REPORT_NAME
+
+
+def shown(path: str | Path) -> str:
+    """A path for messages, even when its name is not valid UTF-8 (shown with \\x escapes)."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", errors="backslashreplace")
+
+
+def valid_name(name: str) -> bool:
+    """Whether a file or folder name is valid UTF-8 (Python keeps undecodable bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -37,10 +37,10 @@ from retrain.insight.run import (check_earlier_models, draw_pictures, print_tabl
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
-from retrain.labels.folder import check_image_dir, shown
+from retrain.labels.folder import check_image_dir
 from retrain.labels.split import SPLITS, scant_training
 from retrain.logs import one_line
-from retrain.names import report_path
+from retrain.names import report_path, shown
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, Writes, check_clashes, check_input_files, check_replaceable_files,
                              bytes_text, check_writable_dir, export_set, hold_outputs, release_outputs, size_text,

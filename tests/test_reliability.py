@@ -1759,6 +1759,12 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
                                    "ck/_retrain_checkpoint"),
     (["--output_graph", "new/"], "--output_graph new/ names a folder; expected a file path, such as "
                                  "new/output_graph.pb"),  # it wrote a file named `new`
+    # Bytes that are not UTF-8: a traceback once the run had trained (its report, TensorFlow's paths; probe II).
+    (["--output_graph", os.fsdecode(b"nu/\xff/g.pb")], "--output_graph nu/\\xff/g.pb is not valid UTF-8, and "
+                                                       "TensorFlow takes only UTF-8 paths; rename it"),
+    (["--summaries_dir", os.fsdecode(b"\xfflogs")], "--summaries_dir \\xfflogs is not valid UTF-8"),
+    (["--image_dir", os.fsdecode(b"caf\xe9")], "--image_dir caf\\xe9 is not valid UTF-8"),
+    (["--tfhub_module", os.fsdecode(b"m\xff")], "--tfhub_module m\\xff is not valid UTF-8"),
 ])
 def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_tree: Path, outputs, args,
                                                                          message: str) -> None:
@@ -1767,6 +1773,24 @@ def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_
             "    assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n    raise\n")
     result = run_script("-c", code, *flags(image_dir=colour_tree, **outputs), *args, check=2, timeout=60)
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_current_folder_or_model_path_that_is_not_utf8_is_refused(colour_tree: Path, outputs, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths from a folder whose name is not UTF-8 became such paths too (a traceback after training);
+    label-image's --graph, which TensorFlow loads, likewise (probe II)."""
+    odd = os.fsdecode(os.fsencode(tmp_path) + b"/\xff")
+    os.mkdir(odd)
+    monkeypatch.chdir(odd)
+    error = invoke(retrain_command, flags(image_dir=os.path.relpath(colour_tree), **outputs), expect=2).stderr
+    assert error.strip() == (f"retrain: error: --image_dir {os.path.relpath(colour_tree)} is relative, and the "
+                             f"current folder {tmp_path}/\\xff is not valid UTF-8 (TensorFlow takes only UTF-8 "
+                             "paths); cd to another folder, or give absolute paths")
+    graph = odd + "/g.pb"
+    Path(graph).write_bytes(EARLIER_GRAPH)
+    error = invoke(label_image_command, ["--graph", graph, "--image", str(colour_tree)], expect=2).stderr
+    assert error.strip() == (f"label-image: error: --graph {tmp_path}/\\xff/g.pb is not valid UTF-8, and TensorFlow "
+                             "takes only UTF-8 paths; rename it, or choose another path")
 
 
 def test_a_checkpoint_prefix_that_is_a_folder_is_refused(colour_tree: Path, tiny_module: Path, outputs,

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrain.errors import RetrainError, UsageError
-from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, look_alikes, shown
+from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, look_alikes
+from retrain.names import shown
 from retrain.labels.split import SPLITS, scant_training
 
 if TYPE_CHECKING:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrain.errors import RetrainError, UsageError
+from retrain.names import shown, valid_name
 from retrain.labels import Example, LabelSet, build
 from retrain.labels.split import scant_training, split_of
 
@@ -46,25 +47,6 @@ WALK_NOTE_SECONDS = 10.0  # how often a long walk of the image folders says how 
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in {"Thumbs.db", "desktop.ini", "__MACOSX"}
-
-
-def shown(path: str | Path) -> str:
-    """A path for messages, even when its name is not valid UTF-8 (shown with \\x escapes)."""
-    text = os.fspath(path)
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return os.fsencode(text).decode("utf-8", errors="backslashreplace")
-
-
-def valid_name(name: str) -> bool:
-    """Whether a file or folder name is valid UTF-8 (Python keeps undecodable bytes as surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def label_problem(label: str) -> str:
