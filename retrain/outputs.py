@@ -190,10 +190,10 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
         return
     held: set[Path] = set()
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # a clash is named by a flag first
-        if not output.exclusive:
-            continue
-        path = _lock_file(folder, str(_region(output).path) + (f"\0{output.pattern}" if output.kind == "entries"
-                                                               else ""))
+        key = str(_region(output).path) + (f"\0{output.pattern}" if output.kind == "entries" else "")
+        if not output.exclusive:  # shared with other runs: a lock file of this run's own, only to say where it writes
+            key += f"\0shared\0{os.getpid()}"
+        path = _lock_file(folder, key)
         if path not in held:
             held.add(path)
             if not _hold(path, output):
@@ -206,8 +206,9 @@ def _check_others(folder: Path, outputs: Sequence[Output], *, most: int = 2000) 
     (a run removes its own as it lets go; a file is removed while locked, so a run that opened it meanwhile finds
     it gone once it locks it, and opens it again). A run with an output inside one that another run holds, or
     around it, is refused (a --summaries_dir inside a SavedModel folder that run replaces whole at its end; its
-    --output_graph inside this run's): each lock file says what it holds (`_hold`). Of two runs starting at once,
-    at least one sees the other."""
+    --output_graph inside this run's; a SavedModel folder around another run's TensorBoard run folder or cache):
+    each lock file says what it holds (`_hold`). Outputs runs share (the cache, TensorBoard's folder) do not clash
+    with each other. Of two runs starting at once, at least one sees the other."""
     own = {path for _, path in _HELD}
     regions = [(output, _region(output)) for output in outputs]
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
@@ -230,11 +231,11 @@ def _check_others(folder: Path, outputs: Sequence[Output], *, most: int = 2000) 
                 os.close(fd)
             if held is None:
                 continue
-            named, theirs = held
+            named, theirs, shared = held
             for output, region in regions:
                 kinds = {_kind(region), _kind(theirs)}
-                if kinds == {"entries", "file"}:  # an intermediate graph there is not saved (held_elsewhere)
-                    continue
+                if kinds == {"entries", "file"} or (shared and not output.exclusive):  # an intermediate graph
+                    continue  # there is not saved (held_elsewhere); runs share a cache and a TensorBoard folder
                 if region.overlaps(theirs):
                     release_outputs()
                     where = "inside" if _inside(region.path, theirs.path) else "around"
@@ -279,13 +280,16 @@ def _hold(path: Path, output: Output) -> bool:
         try:
             _lock_soon(fd)
         except OSError as error:
-            holder = _holder(fd)
+            holder, theirs = _holder(fd), _held_region(fd)
             os.close(fd)
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 return _unheld(f"cannot lock {path} ({error.strerror})")
             release_outputs()
             other = f"another folder for {output.flag}" if output.role else f"another path for {output.flag}"
-            raise UsageError(f"another retrain run{holder} is writing {output.named()} now: two runs would replace "
+            named = output.named()
+            if theirs is not None and theirs[0] != named:  # the same file, spelt otherwise (a link, a relative path)
+                named = f"{theirs[0]}, which is this run's {named},"
+            raise UsageError(f"another retrain run{holder} is writing {named} now: two runs would replace "
                              f"each other's files; wait for it to end, or choose {other}")
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
@@ -294,7 +298,8 @@ def _hold(path: Path, output: Output) -> bool:
         if same:
             _HELD.append((fd, path))
             region = _region(output)
-            held = {"named": output.named(), "path": str(region.path), "kind": output.kind, "pattern": output.pattern}
+            held = {"named": output.named(), "path": str(region.path), "kind": output.kind, "pattern": output.pattern,
+                    "shared": not output.exclusive}
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n{json.dumps(held)}\n".encode("utf-8", "surrogateescape"))
@@ -373,14 +378,14 @@ def _holder(fd: int) -> str:
     return ""
 
 
-def _held_region(fd: int) -> tuple[str, _Region] | None:
-    """How a lock file's output is named, and what it covers, from its second line (`_hold`); None if it does not
-    say (written by an earlier version, or not yet)."""
+def _held_region(fd: int) -> tuple[str, _Region, bool] | None:
+    """How a lock file's output is named, what it covers, and whether runs share it, from its second line
+    (`_hold`); None if it does not say (written by an earlier version, or not yet)."""
     try:
         held = json.loads(os.pread(fd, 1 << 16, 0).split(b"\n")[1].decode("utf-8", "surrogateescape"))
         region = _Region(Path(held["path"]), held["kind"], held["pattern"])
         region.path = Path(held["path"])  # as it was held: a file output's link is not followed (`_region`)
-        return str(held["named"]), region
+        return str(held["named"]), region, held.get("shared") is True
     except (OSError, ValueError, IndexError, KeyError, TypeError, re.error):
         return None
 

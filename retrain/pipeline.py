@@ -93,7 +93,8 @@ class RetrainResult:
 
 def _run_outputs(config: RetrainConfig, run_folder: Path) -> list[Output]:
     """What the run writes besides the model formats: the cache, its TensorBoard run folder, its report."""
-    return [Output("--summaries_dir", run_folder, kind="tree", exclusive=False),  # each run claims its own
+    return [Output("--summaries_dir", run_folder, kind="tree", given=config.summaries_dir,
+                   exclusive=False),  # each run claims its own
             Output("--output_labels", report_path(config.output_labels), content="report",
                    role="the report beside --output_labels"),
             Output("--bottleneck_dir", config.bottleneck_dir / FILE_KEYS_NAME,

@@ -455,7 +455,9 @@ def test_a_run_writing_inside_or_around_another_runs_output_is_refused(tmp_path:
     """The locks held exact paths only: a second run whose --summaries_dir (or graph) lay inside a running run's
     --saved_model_dir was accepted, and the first run, after all its training, found files it had not written in
     its SavedModel folder and failed, its other exports taken back (probe FF). Each lock file now says what it
-    holds, and a run inside or around one that another run holds is refused before any work."""
+    holds, and a run inside or around one that another run holds is refused before any work. What runs share (the
+    cache, a TensorBoard run folder) was held by no lock file, so a SavedModel folder around it was accepted, and
+    failed at the end (probe II)."""
     from retrain.errors import UsageError
     from retrain.outputs import Output, hold_outputs, release_outputs
 
@@ -466,7 +468,7 @@ from retrain import outputs
 outputs.LOCK_ROOT = {str(tmp_path)!r}
 outputs.hold_outputs([outputs.Output("--saved_model_dir", Path({str(tmp_path / 'sm')!r}), kind="folder"),
                       outputs.Output("--output_graph", Path({str(tmp_path / 'a' / 'g.pb')!r})),
-                      outputs.Output("--bottleneck_dir", Path({str(tmp_path / 'cache')!r}), kind="tree",
+                      outputs.Output("--bottleneck_dir", Path({str(tmp_path / 'x' / 'cache')!r}), kind="tree",
                                      exclusive=False)])
 print("held", flush=True)
 time.sleep(60)
@@ -489,8 +491,21 @@ time.sleep(60)
                 f"or choose another path for {output.flag}")
         # Beside them, and sharing the cache, which runs share: held.
         hold_outputs([Output("--output_graph", tmp_path / "b" / "g.pb"),
-                      Output("--bottleneck_dir", tmp_path / "cache", kind="tree", exclusive=False)])
+                      Output("--bottleneck_dir", tmp_path / "x" / "cache", kind="tree", exclusive=False)])
         release_outputs()
+        around = Output("--saved_model_dir", tmp_path / "x", kind="folder")  # around that run's cache
+        with pytest.raises(UsageError) as refused:
+            hold_outputs([around])
+        assert str(refused.value).startswith(
+            f"another retrain run (process {running.pid}) is writing --bottleneck_dir {tmp_path / 'x' / 'cache'} "
+            f"now, and this run's --saved_model_dir {tmp_path / 'x'} lies around it")
+        (tmp_path / "sm").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "sm")  # the same folder, spelt otherwise: both named
+        with pytest.raises(UsageError) as refused:
+            hold_outputs([Output("--saved_model_dir", tmp_path / "link", kind="folder")])
+        assert str(refused.value).startswith(
+            f"another retrain run (process {running.pid}) is writing --saved_model_dir {tmp_path / 'sm'}, which is "
+            f"this run's --saved_model_dir {tmp_path / 'link'}, now: two runs")
     finally:
         running.kill()
         running.wait()
