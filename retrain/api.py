@@ -72,7 +72,7 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     _RUNNING.thread = threading.get_ident()
     try:
         with commentary(), logging_during(log_level):
-            return run(config)
+            return run(config, given=flags)
     finally:
         _RUNNING.thread = None
         _ONE_RUN.release()

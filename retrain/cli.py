@@ -304,14 +304,14 @@ def retrain_command(**options: Any) -> None:
     options["logging_verbosity"] = options["logging_verbosity"].upper()
     config = RetrainConfig(**options)  # every flag value is checked here
     context = click.get_current_context()
-    check_no_effect(config, given=[name for name in options  # a typed default is not ignored either
-                                   if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE])
+    given = [name for name in options if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    check_no_effect(config, given=given)  # a typed default is not ignored either
     with commentary():  # a closed pipe (`retrain ... | head`) must not cost the run its files
         setup_logging(config.logging_verbosity)
         from retrain.outputs import release_outputs
         from retrain.pipeline import prepare, run
 
-        plan = prepare(config)  # bad paths and image trees stop here, before the seconds TensorFlow's import costs
+        plan = prepare(config, given=given)  # bad paths and image trees stop here, before the seconds TensorFlow's import costs
         try:
             from retrain.tfenv import import_hub
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +117,10 @@ def _inputs(config: RetrainConfig) -> list[Input]:
     return inputs
 
 
-def prepare(config: RetrainConfig) -> Plan:
-    """Every check that needs no TensorFlow: outputs, their clashes with each other and the inputs, the labels."""
+def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
+    """Every check that needs no TensorFlow: outputs, their clashes with each other and the inputs, the labels.
+    `given`: the flags the user typed (the API's keywords), which a flag with no effect is refused at even at its
+    default value (`label_source`)."""
     check_image_dir(config.image_dir)
     for handle in config.modules:
         module_location(handle)  # a mistyped name or a wrong path fails here, not after the scan
@@ -129,7 +131,7 @@ def prepare(config: RetrainConfig) -> Plan:
     hold_outputs(outputs)  # until the run ends, no other run on this machine writes them
     try:
         take_back_killed(outputs)  # a killed run's half-written exports, before they are judged
-        labels = label_source(config).scan()
+        labels = label_source(config, given=given).scan()
         # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
         check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
                           covered=config.image_dir if config.labels_csv is None else None, walked=labels.walked)
@@ -152,12 +154,12 @@ def prepare(config: RetrainConfig) -> Plan:
     return Plan(labels=labels, run_folder=run_folder, exporters=requested)
 
 
-def run(config: RetrainConfig, *, plan: Plan | None = None) -> RetrainResult:
+def run(config: RetrainConfig, *, plan: Plan | None = None, given: Collection[str] = ()) -> RetrainResult:
     """Do a whole retrain run as the classic script did; returns what it produced.
 
-    `plan` is what prepare(config) returned, when the caller has already checked.
+    `plan` is what prepare(config) returned, when the caller has already checked; else `given` is for prepare.
     """
-    plan = plan or prepare(config)
+    plan = plan or prepare(config, given=given)
     try:
         result = _run(config, plan)
     except BaseException:

@@ -401,6 +401,17 @@ def test_split_percentages_are_refused_when_every_csv_row_names_its_split(colour
                      "names its split; drop --testing_percentage or empty the split cells the percentages should "
                      "decide")
     assert no_work_done(outputs)
+    # Typed at its default value, as the README promises for every flag with no effect (it was ignored, probe JJ);
+    # the API's keyword likewise.
+    error = retrain(colour_tree, tiny_module, outputs, expect=2, labels_csv=table, validation_percentage=10)
+    assert error.startswith("retrain: error: --validation_percentage 10 has no effect: every row of --labels_csv")
+    from retrain.api import retrain as retrain_api
+    from retrain.errors import UsageError
+
+    with pytest.raises(UsageError, match="--testing_percentage 10 has no effect"):
+        retrain_api(colour_tree, tfhub_module=str(tiny_module), labels_csv=table, testing_percentage=10,
+                    **{name: str(path) for name, path in outputs.items()})
+    assert no_work_done(outputs)
     table = _split_table(colour_tree, leave_one_to_the_hash=True)  # one row left to the percentages: they count
     retrain(colour_tree, tiny_module, outputs, labels_csv=table, validation_percentage=20)
     report = json.loads((outputs["output_labels"].parent / "report.json").read_text())

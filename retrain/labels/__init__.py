@@ -12,7 +12,7 @@ source says otherwise (a CSV's `split` column).
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -248,13 +248,15 @@ def _warn_grouped(said: dict[str, list[tuple[str, str]]], *, source: str) -> Non
                         len(items) - NAMED_CLASSES)
 
 
-def label_source(config: Any) -> Any:
-    """The label source a run's flags name: a labels CSV (--labels_csv), else the folder tree (--image_dir)."""
+def label_source(config: Any, *, given: Collection[str] = ()) -> Any:
+    """The label source a run's flags name: a labels CSV (--labels_csv), else the folder tree (--image_dir).
+    `given`: the flags the user typed (the API's keywords), whose split percentages a CSV that names every row's
+    split refuses even at their default value."""
     if config.labels_csv is not None:
         from retrain.labels.csv import CsvSource
 
         tuned = tuple((f"--{name}", getattr(config, name)) for name in ("validation_percentage", "testing_percentage")
-                      if getattr(config, name) != getattr(type(config), name))  # set to other than the default
+                      if getattr(config, name) != getattr(type(config), name) or name in given)
         return CsvSource(config.labels_csv, image_dir=config.image_dir, delimiter=config.label_delimiter,
                          validation_percentage=config.validation_percentage,
                          testing_percentage=config.testing_percentage, multi_label=config.multi_label,
