@@ -175,17 +175,23 @@ def module_list(value: str) -> tuple[str, ...]:
     parts = value.split(",")
     members, start = [], 0
     while start < len(parts):
-        end = next((end for end in range(len(parts), start + 1, -1)
-                    if Path(_file_url_path(",".join(parts[start:end]).strip())).expanduser().exists()), start + 1)
-        members.append(_file_url_path(",".join(parts[start:end]).strip()))
+        runs = ((end, _handle(",".join(parts[start:end]))) for end in range(len(parts), start + 1, -1))
+        end, member = next(((end, member) for end, member in runs if Path(member).expanduser().exists()),
+                           (start + 1, None))
+        members.append(_handle(parts[start]) if member is None else member)
         start = end
     return tuple(members)
 
 
-def _file_url_path(handle: str) -> str:
-    """A file URL's local path ('file:///m/x' and 'file:/m/x' -> '/m/x'); any other handle as it is (TensorFlow
-    Hub loads such a URL from the folder, so the module flag takes it as the folder). A URL naming another host
-    ('file://server/m/x') is refused: the folder would be looked for here."""
+def _handle(text: str) -> str:
+    """One member of --tfhub_module as the run uses it: a file URL's local path ('file:///m/x' and 'file:/m/x' ->
+    '/m/x'; TensorFlow Hub loads such a URL from the folder, so the module flag takes it as the folder), a web
+    handle without a trailing slash (TensorFlow Hub's cache folder is named after the handle's text, so
+    '.../feature_vector/5/' missed the copy that '.../feature_vector/5' filled), anything else as it is. A file
+    URL naming another host ('file://server/m/x') is refused: the folder would be looked for here."""
+    handle = text.strip()
+    if handle.lower().startswith(("http://", "https://")):
+        return handle.rstrip("/") or handle
     if not handle.lower().startswith("file:"):
         return handle
     from urllib.parse import unquote, urlsplit

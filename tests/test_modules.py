@@ -32,10 +32,20 @@ def test_tfhub_handle_resolves_through_tfhub_cache_dir(tmp_path: Path, monkeypat
 def test_retrain_with_a_handle_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, colour_tree: Path,
                                           outputs: dict[str, Path]):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(copy_tree(require(FIXTURES / "tfhub_cache"), tmp_path / "cache")))
-    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=HANDLE, how_many_training_steps=20,
-                                           **outputs))
+    result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=HANDLE + "/",  # as copied from a page
+                                           how_many_training_steps=20, **outputs))
     assert "Final test accuracy" in result.stdout
     assert outputs["output_graph"].stat().st_size > 1_000_000
+
+
+def test_a_web_handle_is_taken_without_its_trailing_slash(tmp_path: Path) -> None:
+    """`.../feature_vector/5/` missed the TFHUB_CACHE_DIR copy that `.../feature_vector/5` filled: TensorFlow Hub
+    names its cache folder after the handle's text (probe JJ). A file URL's path and a folder keep theirs."""
+    from retrain.config import RetrainConfig
+
+    (tmp_path / "m").mkdir()
+    config = RetrainConfig(image_dir=tmp_path, tfhub_module=f"{HANDLE}/, file://{tmp_path}/m/,{tmp_path}/")
+    assert config.modules == (HANDLE, f"{tmp_path}/m/", f"{tmp_path}/")
 
 
 def test_unreachable_handle_fails_fast_naming_handle_cache_and_local_path(monkeypatch: pytest.MonkeyPatch,
