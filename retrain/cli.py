@@ -227,7 +227,8 @@ class _ClassicOption(click.Option):
 def _option(*names: str, **kwargs: Any):
     """An option spelled the classic way (`--image_dir`) that also accepts `--image-dir`."""
     dashed = [n.replace("_", "-") for n in names if "_" in n]
-    return click.option(*names, *dashed, cls=_ClassicOption, show_default="default" in kwargs, **kwargs)
+    shown = "default" in kwargs and kwargs["default"] != " "  # a space, which the help text names in words
+    return click.option(*names, *dashed, cls=_ClassicOption, show_default=shown, **kwargs)
 
 
 def _print_module_catalog(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

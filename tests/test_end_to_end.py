@@ -176,6 +176,7 @@ def test_help_and_usage_errors_do_not_import_tensorflow():
             "assert 'tensorflow' not in sys.modules, 'help imported tensorflow'\n")
     result = run_script("-c", code)
     assert "--image_dir" in result.stdout and "--how_many_training_steps" in result.stdout
+    assert "[default:  ]" not in result.stdout  # --label_delimiter's space: its help says it in words (probe JJ)
     missing = run_script("-m", "retrain", check=2)
     assert missing.stderr.strip().count("\n") == 0 and "--image_dir" in missing.stderr
     bad = run_script("-m", "retrain", "--image_dir", "x", "--how_many_training_steps", "abc", check=2)
