@@ -297,7 +297,9 @@ def test_a_comma_header_keeps_semicolons_inside_its_fields(tmp_path: Path, image
     ("\r\n \r\n", r"is empty"),
     ("path,labels\n", r"has no usable rows"),
     ("path,labels\nmissing.jpg,cat\nnotes.txt,dog\n", r"has no usable rows \(skipped: missing 1, not images 1\)"),
-    ("path,labels\na.jpg,cat\nb.jpg,cat\n", r"has only the label 'cat' in its 2 usable rows; need at least 2"),
+    ("path,labels\na.jpg,cat\nb.jpg,cat\n", r"has only the label 'cat' in its 2 usable rows; need at least 2 "
+                                           r"distinct labels to train \(for a 'cat' / not 'cat' model, label the "
+                                           r"other rows too, such as 'not_cat'\)$"),
     ("path,labels\na.jpg,\nb.jpg,\n", r"has no labels in its 2 usable rows"),
 ])
 def test_whole_file_errors_are_one_line(tmp_path: Path, image_dir: Path, content: str, expected: str) -> None:

@@ -359,8 +359,10 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
     vocabulary = tuple(sorted({label for row in rows for label in row.labels}))
     if len(vocabulary) < 2:
         found = f"only the label {vocabulary[0]!r}" if vocabulary else "no labels"
+        hint = (f" (for a {vocabulary[0]!r} / not {vocabulary[0]!r} model, label the other rows too, such as "
+                f"'not_{vocabulary[0]}')" if vocabulary else "")
         raise RetrainError(f"{FLAG} {shown(source)} has {found} in its {len(rows)} usable rows; "
-                           f"need at least 2 distinct labels to train")
+                           f"need at least 2 distinct labels to train{hint}")
     _warn_case_collisions(source, vocabulary)
     return LabelTable(source=source, image_dir=image_dir, rows=tuple(rows), labels=vocabulary, skipped=skipped,
                       has_split_column="split" in header.columns)
