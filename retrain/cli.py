@@ -312,7 +312,7 @@ def retrain_command(**options: Any) -> None:
         from retrain.outputs import release_outputs
         from retrain.pipeline import prepare, run
 
-        plan = prepare(config, given=given)  # bad paths and image trees stop here, before the seconds TensorFlow's import costs
+        plan = prepare(config, given=given)  # bad paths and trees stop here, before TensorFlow's seconds of import
         try:
             from retrain.tfenv import import_hub
 

@@ -180,10 +180,11 @@ def _entry(path: Path) -> Path:
 def hold_outputs(outputs: Sequence[Output]) -> None:
     """Refuse a run that would write an output that another run on this machine is writing now: two runs with the
     same outputs (the classic /tmp defaults) would each pass the checks and then replace each other's files, one
-    model's graph beside the other's labels. Each output (but those runs share: the cache, the TensorBoard folder,
-    the checkpoint) is held until release_outputs, by an flock on a file named after its real path, in a folder of
-    the user's under /tmp (whatever TMPDIR says: a scheduler's job has its own); the system lets go when the
-    process ends, killed too. Where no lock can be taken, a warning says so and the run goes on unheld."""
+    model's graph beside the other's labels. Each output is held until release_outputs, by an flock on a file
+    named after its real path, in a folder of the user's under /tmp (whatever TMPDIR says: a scheduler's job has
+    its own); the system lets go when the process ends, killed too. What runs share (the cache, the TensorBoard
+    folder, the checkpoint) gets a lock file named after the process too, only to say where it writes
+    (`_check_others`). Where no lock can be taken, a warning says so and the run goes on unheld."""
     release_outputs()
     folder = _lock_folder()
     if folder is None:
