@@ -139,8 +139,9 @@ def reported_final_names(path: Path, report: Path | None = None) -> list[str]:
     points to): a graph written with `--final_tensor_name x`, which a rerun without that flag replaces. The
     reports are the one beside the graph and `report` (beside the labels of the run that asks, where a run that
     wrote the graph into another folder left it). Listed means that very file: the path the run wrote (relative
-    ones from its `folder`), or the same path from the report's folder as from the run's labels (the folders may
-    have moved since, together)."""
+    ones from its `folder`), or, when nothing is left there (the folders moved since, together), the same path
+    from the report's folder as from the run's labels. A copy of the folders is not a move: the user's own graph
+    put in the copy is not vouched for by the copied report while the file it lists is still in its place."""
     real = Path(os.path.realpath(path))
     reports = dict.fromkeys([report_path(real), *([Path(os.path.realpath(report))] if report else [])])
     return [name for where in reports if (name := _listing_name(read_report(where), real, where.parent))]
@@ -156,7 +157,8 @@ def _listing_name(report: dict[str, Any] | None, real: Path, home_now: Path) -> 
         here = os.path.relpath(real, home_now)
         listed = any(isinstance(file, str) and file and (
             os.path.realpath(os.path.join(folder, file)) == str(real)
-            or os.path.normpath(os.path.relpath(os.path.join(folder, file), home)) == here) for file in files)
+            or (not os.path.lexists(os.path.join(folder, file))
+                and os.path.normpath(os.path.relpath(os.path.join(folder, file), home)) == here)) for file in files)
     except (KeyError, TypeError, ValueError):
         return None
     return name if listed and isinstance(name, str) and name.isascii() else None  # node names are ASCII

@@ -1265,6 +1265,23 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
         assert score_nodes(where["output_graph"].read_bytes()) == ["scores"]
         retrain(colour_tree, tiny_module, where)
         assert score_nodes(where["output_graph"].read_bytes()) == ["final_result"]
+    # Those folders copied, with a graph of the user's (its Softmax named as the report says) in the copy: the
+    # copied report lists the original, still in its place, so it vouches for nothing here (it was replaced, exit
+    # 0: probe KK). Moved instead, the report's files are gone from their place, and the rerun replaces the graph.
+    retrain(colour_tree, tiny_module, below, final_tensor_name="scores")
+    copy = tmp_path / "copy"
+    (copy / "models").mkdir(parents=True)
+    for name in ("labels.txt", "report.json"):
+        shutil.copyfile(tmp_path / name, copy / name)
+    users = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"scores", b"Softmax", b"Placeholder")
+    (copy / "models" / "graph.pb").write_bytes(users)
+    copied = {**below, "output_labels": copy / "labels.txt", "output_graph": copy / "models" / "graph.pb"}
+    assert "is another model's frozen graph" in retrain(colour_tree, tiny_module, copied, expect=2)
+    assert (copy / "models" / "graph.pb").read_bytes() == users
+    (copy / "models" / "graph.pb").unlink()
+    (tmp_path / "models" / "graph.pb").rename(copy / "models" / "graph.pb")  # the set moved instead
+    retrain(colour_tree, tiny_module, copied)
+    assert score_nodes((copy / "models" / "graph.pb").read_bytes()) == ["final_result"]
     retrain(colour_tree, tiny_module, apart, final_tensor_name="scores")
     earlier = apart["output_graph"].read_bytes()
     (tmp_path / "report.json").rename(tmp_path / "report.json.bak")  # no report lists the graph now
