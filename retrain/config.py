@@ -132,8 +132,9 @@ class RetrainConfig:
             _check_names_a_file(name, getattr(self, name))
         for name in _PATH_FIELDS:
             path = _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY)
-            object.__setattr__(self, name, _through_links(_utf8(name, path)))
-        _utf8("tfhub_module", self.tfhub_module)
+            object.__setattr__(self, name, _utf8(name, _through_links(_utf8(name, path))))  # `link/..` too
+        for member in self.modules:  # as the run loads them (a `link/..` worked out)
+            _utf8("tfhub_module", member)
         _check_current_folder(self)
         quantization = self.tflite_quantization
         object.__setattr__(self, "tflite_quantization",
@@ -190,10 +191,11 @@ def _handle(text: str) -> str:
     '.../feature_vector/5/' missed the copy that '.../feature_vector/5' filled), anything else as it is. A file
     URL naming another host ('file://server/m/x') is refused: the folder would be looked for here."""
     handle = text.strip()
-    if handle.lower().startswith(("http://", "https://")):
-        return handle.rstrip("/") or handle
+    scheme, colon, rest = handle.partition(":")
+    if colon and scheme.lower() in ("http", "https") and rest.startswith("//") and rest.strip("/"):
+        return f"{scheme.lower()}:{rest.rstrip('/')}"  # TensorFlow knows no 'HTTPS' file system
     if not handle.lower().startswith("file:"):
-        return handle
+        return str(_through_links(Path(handle))) if ".." in Path(handle).parts else handle  # TF cleans `link/..`
     from urllib.parse import unquote, urlsplit
 
     url = urlsplit(handle)
@@ -226,7 +228,7 @@ class LabelImageConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        object.__setattr__(self, "graph", _through_links(_utf8("graph", _path("graph", self.graph))))  # TF loads it
+        object.__setattr__(self, "graph", _utf8("graph", _through_links(_utf8("graph", _path("graph", self.graph)))))
         object.__setattr__(self, "labels", _path("labels", self.labels))
         object.__setattr__(self, "images", tuple(_path("image", p) for p in self.images))
         _check_label_image(self)

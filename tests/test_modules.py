@@ -46,6 +46,16 @@ def test_a_web_handle_is_taken_without_its_trailing_slash(tmp_path: Path) -> Non
     (tmp_path / "m").mkdir()
     config = RetrainConfig(image_dir=tmp_path, tfhub_module=f"{HANDLE}/, file://{tmp_path}/m/,{tmp_path}/")
     assert config.modules == (HANDLE, f"{tmp_path}/m/", f"{tmp_path}/")
+    # An upper-case scheme, which TensorFlow's file systems do not know; a bare scheme stays as typed (probe KK).
+    assert RetrainConfig(image_dir=tmp_path, tfhub_module="HTTPS://tfhub.dev/a/b/5//").modules == (
+        "https://tfhub.dev/a/b/5",)
+    assert RetrainConfig(image_dir=tmp_path, tfhub_module="https://").modules == ("https://",)
+    # `link/../m`, which the system follows through the link but TensorFlow cleans as text (probe KK).
+    (tmp_path / "far" / "sub").mkdir(parents=True)
+    (tmp_path / "far" / "m").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "far" / "sub")
+    assert RetrainConfig(image_dir=tmp_path, tfhub_module=f"{tmp_path}/link/../m").modules == (
+        str(tmp_path / "far" / "m"),)
 
 
 def test_unreachable_handle_fails_fast_naming_handle_cache_and_local_path(monkeypatch: pytest.MonkeyPatch,

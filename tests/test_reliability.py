@@ -1807,7 +1807,8 @@ def test_flags_that_cannot_work_fail_in_a_second_before_tensorflow_loads(colour_
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 
-def test_a_current_folder_or_model_path_that_is_not_utf8_is_refused(colour_tree: Path, outputs, tmp_path: Path,
+def test_a_current_folder_or_model_path_that_is_not_utf8_is_refused(colour_tree: Path, tiny_module: Path, outputs,
+                                                                     tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative paths from a folder whose name is not UTF-8 became such paths too (a traceback after training);
     label-image's --graph, which TensorFlow loads, likewise (probe II)."""
@@ -1818,6 +1819,18 @@ def test_a_current_folder_or_model_path_that_is_not_utf8_is_refused(colour_tree:
     assert error.strip() == (f"retrain: error: --image_dir {os.path.relpath(colour_tree)} is relative, and the "
                              f"current folder {tmp_path}/\\xff is not valid UTF-8 (TensorFlow takes only UTF-8 "
                              "paths); cd to another folder, or give absolute paths")
+    # All paths absolute from there: the run works, its report records no folder (a traceback at its end, probe KK).
+    result = retrain(colour_tree, tiny_module, outputs)
+    assert json.loads(outputs["output_labels"].with_name("report.json").read_text())["run"]["folder"] is None
+    assert "Final test accuracy" in result.stdout
+    # A path that reaches such a folder through `link/..` once the link is followed (a traceback, probe KK).
+    (tmp_path / "link").symlink_to(Path(odd))
+    (Path(odd) / "sub").mkdir()
+    (tmp_path / "link2").symlink_to(Path(odd) / "sub")
+    error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": tmp_path / "link2" / ".." / "g.pb"},
+                    expect=2)
+    assert error == (f"retrain: error: --output_graph {tmp_path}/\\xff/g.pb is not valid UTF-8, and TensorFlow "
+                     "takes only UTF-8 paths; rename it, or choose another path")
     graph = odd + "/g.pb"
     Path(graph).write_bytes(EARLIER_GRAPH)
     error = invoke(label_image_command, ["--graph", graph, "--image", str(colour_tree)], expect=2).stderr

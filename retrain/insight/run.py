@@ -26,7 +26,7 @@ import numpy as np
 from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import head, is_tflite, read_report
 from retrain.insight import report as reports
-from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
+from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
 from retrain.objectives import KEEP_SCORES
 from retrain.outputs import real, written_for
 
@@ -113,12 +113,13 @@ def _listed(paths: Sequence[Path]) -> str:
 
 
 def _current_folder() -> str | None:
-    """The current folder, or None if it was deleted while the run went on (its paths are all absolute then:
-    relative ones are refused up front)."""
+    """The current folder, or None if it was deleted while the run went on, or its name is not UTF-8, which the
+    report cannot hold (its paths are all absolute then: relative ones are refused up front)."""
     try:
-        return os.getcwd()
+        here = os.getcwd()
     except FileNotFoundError:
         return None
+    return here if valid_name(here) else None
 
 
 def _flags(config: Any) -> dict[str, Any]:
