@@ -356,17 +356,12 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
         predicted = test.predictions[row]
         if predicted.ndim == 0:  # one class per image
             if predicted != split.targets.ids[index]:
-                print(f"{_one_line(split.paths[index]):>70}  {names[predicted]}")
+                print(f"{one_line(shown(split.paths[index])):>70}  {names[predicted]}")
             continue
         truth = split.targets.rows([index])[0] > 0
         if not np.array_equal(predicted, truth):
             given, true = (" | ".join(names[i] for i in np.flatnonzero(row)) or "(none)" for row in (predicted, truth))
-            print(f"{_one_line(split.paths[index]):>70}  {given}  (true: {true})")
-
-
-def _one_line(path: Path) -> str:
-    """A path for a one-line listing: line breaks and other control characters escaped, as Python writes them."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in shown(path))
+            print(f"{one_line(shown(split.paths[index])):>70}  {given}  (true: {true})")
 
 
 def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> tuple[list[BottleneckStore], bool]:

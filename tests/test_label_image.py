@@ -136,6 +136,12 @@ def test_several_images_and_folders_get_a_header_each(trained: Trained, tmp_path
                                           "--top_k", "1", str(odd), str(trained.photos[1])])
     assert result.stdout.splitlines()[0] == f"==> {str(odd)!r} <==" and "\\n" in result.stdout.splitlines()[0]
     assert all(len(block.splitlines()) == 2 for block in result.stdout.strip().split("\n\n"))
+    # a name whose bytes are not UTF-8: \x escapes, as the logs show it (it was '...\udce9...', probe KK)
+    latin = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.jpg")
+    shutil.copy(trained.photos[0], latin)
+    result = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(trained.labels),
+                                          "--top_k", "1", latin, str(trained.photos[1])])
+    assert result.stdout.splitlines()[0] == f"==> {tmp_path}/caf\\xe9.jpg <=="
     # and a warning about such a name is one line too, with no raw escape code for the terminal to obey
     for name in ("bro\nken.jpg", "esc\x1b[2Jape.jpg"):
         (tmp_path / name).write_text("not an image")
@@ -619,7 +625,8 @@ def test_the_classic_default_labels_of_another_model_are_refused_and_a_copy_gets
     classic.mkdir()
     default = classic / "output_labels.txt"
     retrain_cli(colour_tree, tiny_module, {**outputs, "output_graph": classic / "output_graph.pb",
-                                           "output_labels": default}, learning_rate=0.02)
+                                           "output_labels": default, "intermediate_output_graphs_dir": classic / "ig"},
+                learning_rate=0.02, intermediate_store_frequency=10)
     monkeypatch.setattr(RetrainConfig, "output_labels", default)
     retrain_cli(colour_tree, tiny_module, outputs)
     (tmp_path / "kept").mkdir()
@@ -636,6 +643,11 @@ def test_the_classic_default_labels_of_another_model_are_refused_and_a_copy_gets
     shutil.copyfile(classic / "output_graph.pb", tmp_path / "kept" / "classic_copy.pb")  # the default's own model
     copied = invoke(label_image_command, ["--graph", str(tmp_path / "kept" / "classic_copy.pb"), *photo])
     assert copied.stdout.split()[0] == "red" and "WARNING" not in copied.stderr
+    # A copy of one of that run's intermediate graphs, elsewhere or beside its report (refused, probe KK).
+    for copy in (tmp_path / "kept" / "step_10.pb", classic / "step_10.pb"):
+        shutil.copyfile(classic / "ig" / "intermediate_10.pb", copy)
+        copied = invoke(label_image_command, ["--graph", str(copy), *photo])
+        assert len(copied.stdout.split()) == 2 and "WARNING" not in copied.stderr, copied.stderr
     backup = outputs["output_graph"].with_name("graph_backup.pb")
     shutil.copyfile(outputs["output_graph"], backup)
     beside = invoke(label_image_command, ["--graph", str(backup), *photo])

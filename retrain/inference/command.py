@@ -31,7 +31,8 @@ from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now, labels_file_now, reports_at
 from retrain.labels.folder import IMAGE_EXTENSIONS, image_files
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, SAVED_MODEL_LABELS, report_path, thresholds_path
+from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, SAVED_MODEL_LABELS, report_path, shown,
+                           thresholds_path)
 from retrain.outputs import half_written
 from retrain.pool import thread_pool, windowed
 
@@ -148,7 +149,8 @@ def _copy_listed(graph: Path, report: Path) -> Path | None:
     wrote (`cp graph.pb graph_backup.pb` beside it), and that labels file is there."""
     data = read_report(report)
     try:
-        listed = [file for file in files_now(report, data["run"]) if _same_bytes(graph, file)]  # type: ignore[index]
+        listed = [file for key in ("files", "intermediate_graphs")  # an intermediate graph copied too
+                  for file in files_now(report, data["run"], key=key) if _same_bytes(graph, file)]  # type: ignore
         labels = labels_file_now(report, data["run"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError, RetrainError):
         return None
@@ -228,8 +230,10 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
         vouched = data["labels"] == list(names)
         files = [file for file in files_now(report, data["run"])
                  if os.path.lexists(file) and not _among(labels, [file])]
-        intermediate = _among(graph, files_now(report, data["run"], key="intermediate_graphs"))  # the run's own
-        rewritten = intermediate and graph.stat().st_mtime > report.stat().st_mtime  # since, by another run?
+        own = [file for file in files_now(report, data["run"], key="intermediate_graphs")
+               if _among(graph, [file]) or _same_bytes(graph, file)]  # the run's own, or a copy of one
+        intermediate = bool(own)
+        rewritten = intermediate and all(file.stat().st_mtime > report.stat().st_mtime for file in own)  # since?
     except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
         vouched, files, intermediate, rewritten = False, [], False, False
     if held and _among(holder, files) and not vouched:
@@ -418,7 +422,8 @@ def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | N
 def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholded: bool) -> None:
     if header:  # one line whatever the name holds: a line break or other unprintable character is escaped
         image = record["image"]
-        out.write(f"==> {image if image.isprintable() else repr(image)} <==\n")
+        text = shown(image)  # bytes that are not UTF-8 as \x escapes
+        out.write(f"==> {text if text.isprintable() else repr(text)} <==\n")
     for prediction in record["predictions"]:
         if thresholded and prediction["label"] not in record["labels"]:
             continue
