@@ -135,6 +135,10 @@ class RetrainConfig:
             object.__setattr__(self, name, _utf8(name, _through_links(_utf8(name, path))))  # `link/..` too
         for member in self.modules:  # as the run loads them (a `link/..` worked out)
             _utf8("tfhub_module", member)
+            cache = os.environ.get("TFHUB_CACHE_DIR", "") if "://" in member else ""  # where a handle's copy is
+            if not valid_name(cache):
+                raise UsageError(f"TFHUB_CACHE_DIR {shown(cache)} is not valid UTF-8, and TensorFlow takes only "
+                                 f"UTF-8 paths; set it to another folder for --tfhub_module {member}")
         _check_current_folder(self)
         quantization = self.tflite_quantization
         object.__setattr__(self, "tflite_quantization",
@@ -185,24 +189,27 @@ def module_list(value: str) -> tuple[str, ...]:
 
 
 def _handle(text: str) -> str:
-    """One member of --tfhub_module as the run uses it: a file URL's local path ('file:///m/x' and 'file:/m/x' ->
-    '/m/x'; TensorFlow Hub loads such a URL from the folder, so the module flag takes it as the folder), a web
-    handle without a trailing slash (TensorFlow Hub's cache folder is named after the handle's text, so
-    '.../feature_vector/5/' missed the copy that '.../feature_vector/5' filled), anything else as it is. A file
-    URL naming another host ('file://server/m/x') is refused: the folder would be looked for here."""
+    """One member of --tfhub_module as the run uses it: a web handle with its scheme and host in lower case and no
+    trailing slash (TensorFlow Hub's cache folder is named after the handle's text, so '.../feature_vector/5/'
+    missed the copy that '.../feature_vector/5' filled, and TensorFlow knows no 'HTTPS' file system); a file URL's
+    local path ('file:///m/x' and 'file:/m/x' -> '/m/x': TensorFlow Hub loads such a URL from the folder, so the
+    module flag takes it as the folder); a path with `link/..` worked out as the system does (TensorFlow cleans it
+    as text, and loaded another folder); anything else as it is. A file URL naming another host
+    ('file://server/m/x') is refused: the folder would be looked for here."""
     handle = text.strip()
     scheme, colon, rest = handle.partition(":")
     if colon and scheme.lower() in ("http", "https") and rest.startswith("//") and rest.strip("/"):
-        return f"{scheme.lower()}:{rest.rstrip('/')}"  # TensorFlow knows no 'HTTPS' file system
-    if not handle.lower().startswith("file:"):
-        return str(_through_links(Path(handle))) if ".." in Path(handle).parts else handle  # TF cleans `link/..`
-    from urllib.parse import unquote, urlsplit
+        host, slash, tail = rest[2:].partition("/")
+        return f"{scheme.lower()}://{host.lower()}{slash}{tail}".rstrip("/")
+    if handle.lower().startswith("file:"):
+        from urllib.parse import unquote, urlsplit
 
-    url = urlsplit(handle)
-    if url.netloc not in ("", "localhost"):
-        raise UsageError(f"--tfhub_module {handle} names a folder on the host {url.netloc!r}; give the folder's "
-                         f"path on this machine (file:///... or the path itself)")
-    return unquote(url.path) or handle
+        url = urlsplit(handle)
+        if url.netloc.lower() not in ("", "localhost"):
+            raise UsageError(f"--tfhub_module {handle} names a folder on the host {url.netloc!r}; give the folder's "
+                             f"path on this machine (file:///... or the path itself)")
+        handle = unquote(url.path) or handle
+    return str(_through_links(Path(handle))) if ".." in Path(handle).parts else handle
 
 
 @dataclass(frozen=True)

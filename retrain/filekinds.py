@@ -9,6 +9,7 @@ memory, never waited on (pipes, devices) and never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -112,13 +113,13 @@ _SCORE_OPS = tuple(op.encode() for op in SCORE_OPS)  # as graph_nodes reads them
 
 def is_retrain_graph(data: Any, final: str, path: Path | None = None, report: Path | None = None) -> bool:
     """A frozen graph retrain (or the classic retrain.py) wrote: its final node, named `final_result`, this run's
-    --final_tensor_name (`final`) or the one a retrain report that lists the graph at `path` gave it
-    (`reported_final_names`: the report beside the graph, or `report`, the one beside this run's labels), is a
-    Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3 you serve, a TF1 model with a
-    Placeholder and a Softmax) is not replaced."""
+    --final_tensor_name (`final`) or the one a retrain report gives for a graph of exactly these bytes
+    (`reported_final_names`: the report beside the graph at `path`, or `report`, the one beside this run's
+    labels), is a Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3 you serve, a TF1
+    model with a Placeholder and a Softmax) is not replaced."""
     names = {b"final_result", final.encode()}
     if path is not None:
-        names.update(name.encode() for name in reported_final_names(path, report))
+        names.update(name.encode() for name in reported_final_names(data, path, report))
     try:
         return any(name in names and op in _SCORE_OPS for name, op in graph_nodes(data))
     except ValueError:
@@ -134,34 +135,28 @@ def score_nodes(data: Any, *, most: int = 16) -> list[str]:
         return []
 
 
-def reported_final_names(path: Path, report: Path | None = None) -> list[str]:
-    """The --final_tensor_name of each run whose retrain report lists the graph at `path` (the file a link there
-    points to): a graph written with `--final_tensor_name x`, which a rerun without that flag replaces. The
-    reports are the one beside the graph and `report` (beside the labels of the run that asks, where a run that
-    wrote the graph into another folder left it). Listed means that very file: the path the run wrote (relative
-    ones from its `folder`), or, when nothing is left there (the folders moved since, together), the same path
-    from the report's folder as from the run's labels. A copy of the folders is not a move: the user's own graph
-    put in the copy is not vouched for by the copied report while the file it lists is still in its place."""
+def reported_final_names(data: Any, path: Path, report: Path | None = None) -> list[str]:
+    """The --final_tensor_name of each run whose retrain report records the SHA-256 of `data`, the graph at `path`,
+    among the graphs it wrote (`graph_sha256`): such a graph, written with `--final_tensor_name x`, a rerun without
+    that flag replaces. The reports are the one beside the graph (where a link there leads) and `report` (beside
+    the labels of the run that asks, where a run that wrote the graph into another folder left it). The bytes
+    decide, not the paths: a user's own graph whose output has that name, put where a copy of the run's folder
+    lies or where a moved link now leads, is not vouched for; a copy or a move of the run's graph is."""
     real = Path(os.path.realpath(path))
-    reports = dict.fromkeys([report_path(real), *([Path(os.path.realpath(report))] if report else [])])
-    return [name for where in reports if (name := _listing_name(read_report(where), real, where.parent))]
-
-
-def _listing_name(report: dict[str, Any] | None, real: Path, home_now: Path) -> str | None:
-    """The --final_tensor_name of `report`'s run if it lists the file at `real` (see reported_final_names)."""
-    try:
-        run = report["run"]  # type: ignore[index]
-        name, files, labels = run["flags"]["final_tensor_name"], run["files"], run["flags"]["output_labels"]
-        folder = run.get("folder") if isinstance(run.get("folder"), str) else ""
-        home = os.path.dirname(os.path.join(folder, labels))
-        here = os.path.relpath(real, home_now)
-        listed = any(isinstance(file, str) and file and (
-            os.path.realpath(os.path.join(folder, file)) == str(real)
-            or (not os.path.lexists(os.path.join(folder, file))
-                and os.path.normpath(os.path.relpath(os.path.join(folder, file), home)) == here)) for file in files)
-    except (KeyError, TypeError, ValueError):
-        return None
-    return name if listed and isinstance(name, str) and name.isascii() else None  # node names are ASCII
+    reports = [read_report(where) for where in
+               dict.fromkeys([report_path(real), *([Path(os.path.realpath(report))] if report else [])])]
+    recorded = []
+    for data_of in reports:
+        try:
+            name, digests = data_of["run"]["flags"]["final_tensor_name"], data_of["run"]["graph_sha256"]  # type: ignore
+        except (KeyError, TypeError):
+            continue
+        if isinstance(name, str) and name.isascii() and isinstance(digests, list):  # node names are ASCII
+            recorded.append((name, digests))
+    if not recorded:
+        return []
+    digest = hashlib.sha256(data).hexdigest()
+    return [name for name, digests in recorded if digest in digests]
 
 
 def tflite_signatures(data: Any, *, most: int = 16, longest: int = 256) -> list[tuple[str, list[str], list[str]]]:

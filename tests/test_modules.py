@@ -56,6 +56,11 @@ def test_a_web_handle_is_taken_without_its_trailing_slash(tmp_path: Path) -> Non
     (tmp_path / "link").symlink_to(tmp_path / "far" / "sub")
     assert RetrainConfig(image_dir=tmp_path, tfhub_module=f"{tmp_path}/link/../m").modules == (
         str(tmp_path / "far" / "m"),)
+    # The same as a file URL (it loaded the folder the text names, another one, probe LL); an upper-case host.
+    assert RetrainConfig(image_dir=tmp_path, tfhub_module=f"file://LOCALHOST{tmp_path}/link/../m").modules == (
+        str(tmp_path / "far" / "m"),)
+    assert RetrainConfig(image_dir=tmp_path, tfhub_module="https://TFHUB.DEV/A/b/5/").modules == (
+        "https://tfhub.dev/A/b/5",)
 
 
 def test_unreachable_handle_fails_fast_naming_handle_cache_and_local_path(monkeypatch: pytest.MonkeyPatch,

@@ -1252,10 +1252,12 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     refused, the message naming the flag to give again."""
     from retrain.filekinds import score_nodes
 
-    retrain(colour_tree, tiny_module, outputs, final_tensor_name="scores")
+    retrain(colour_tree, tiny_module, outputs, final_tensor_name="scores", intermediate_store_frequency=10)
     assert score_nodes(outputs["output_graph"].read_bytes()) == ["scores"]
-    retrain(colour_tree, tiny_module, outputs)
+    retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)  # its intermediate graphs too
     assert score_nodes(outputs["output_graph"].read_bytes()) == ["final_result"]
+    assert score_nodes((outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb").read_bytes()) == [
+        "final_result"]
 
     apart = {**outputs, "output_labels": tmp_path / "labels.txt"}
     below = {**apart, "output_graph": tmp_path / "models" / "graph.pb"}
@@ -1266,8 +1268,8 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
         retrain(colour_tree, tiny_module, where)
         assert score_nodes(where["output_graph"].read_bytes()) == ["final_result"]
     # Those folders copied, with a graph of the user's (its Softmax named as the report says) in the copy: the
-    # copied report lists the original, still in its place, so it vouches for nothing here (it was replaced, exit
-    # 0: probe KK). Moved instead, the report's files are gone from their place, and the rerun replaces the graph.
+    # copied report vouches for the bytes its run wrote, not for these (it was replaced, exit 0: probes KK, LL).
+    # Moved instead, the graph is the run's, and the rerun replaces it.
     retrain(colour_tree, tiny_module, below, final_tensor_name="scores")
     copy = tmp_path / "copy"
     (copy / "models").mkdir(parents=True)
@@ -1282,6 +1284,16 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     (tmp_path / "models" / "graph.pb").rename(copy / "models" / "graph.pb")  # the set moved instead
     retrain(colour_tree, tiny_module, copied)
     assert score_nodes((copy / "models" / "graph.pb").read_bytes()) == ["final_result"]
+    # A copy of folders whose graph has moved, so that no listed path holds the original (probe LL): still not
+    # the user's graph.
+    retrain(colour_tree, tiny_module, copied, final_tensor_name="scores")
+    shutil.copytree(copy, tmp_path / "copy2")
+    (copy / "models" / "graph.pb").rename(copy / "models" / "moved.pb")
+    (tmp_path / "copy2" / "models" / "graph.pb").write_bytes(users)
+    copied2 = {**below, "output_labels": tmp_path / "copy2" / "labels.txt",
+               "output_graph": tmp_path / "copy2" / "models" / "graph.pb"}
+    assert "is another model's frozen graph" in retrain(colour_tree, tiny_module, copied2, expect=2)
+    assert (tmp_path / "copy2" / "models" / "graph.pb").read_bytes() == users
     retrain(colour_tree, tiny_module, apart, final_tensor_name="scores")
     earlier = apart["output_graph"].read_bytes()
     (tmp_path / "report.json").rename(tmp_path / "report.json.bak")  # no report lists the graph now
@@ -1304,12 +1316,13 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     # A report edited by hand to a name no node can have: it vouches for nothing, and no traceback (probe GG).
     from retrain.filekinds import is_retrain_graph, reported_final_names
 
-    report, graph = outputs["output_labels"].parent / "report.json", outputs["output_graph"]
-    assert reported_final_names(graph) == ["final_result"]  # it lists out/graph.pb
-    report.write_text(report.read_text().replace('"final_tensor_name": "final_result"',
-                                                 '"final_tensor_name": "\\ud800"'))
-    assert reported_final_names(graph) == []  # and the graph (its node `scores`) is judged, not a traceback:
-    assert is_retrain_graph(graph.read_bytes(), "x", graph) is False
+    report, graph = tmp_path / "report.json", outputs["output_graph"]
+    data = graph.read_bytes()
+    assert reported_final_names(data, graph, report) == ["scores"]  # the very bytes that run wrote
+    assert reported_final_names(data + b"\0", graph, report) == []  # other bytes: nothing vouches
+    report.write_text(report.read_text().replace('"final_tensor_name": "scores"', '"final_tensor_name": "\\ud800"'))
+    assert reported_final_names(data, graph, report) == []  # and the graph (its node `scores`) is judged:
+    assert is_retrain_graph(data, "x", graph, report) is False
 
 
 def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,
@@ -1831,6 +1844,12 @@ def test_a_current_folder_or_model_path_that_is_not_utf8_is_refused(colour_tree:
                     expect=2)
     assert error == (f"retrain: error: --output_graph {tmp_path}/\\xff/g.pb is not valid UTF-8, and TensorFlow "
                      "takes only UTF-8 paths; rename it, or choose another path")
+    # A handle's copy in a TFHUB_CACHE_DIR of that name: one line after the scan (probe LL), now before any work.
+    monkeypatch.setenv("TFHUB_CACHE_DIR", odd)
+    error = retrain(colour_tree, "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5",
+                    outputs, expect=2)
+    assert error.startswith(f"retrain: error: TFHUB_CACHE_DIR {tmp_path}/\\xff is not valid UTF-8"), error
+    monkeypatch.delenv("TFHUB_CACHE_DIR")
     graph = odd + "/g.pb"
     Path(graph).write_bytes(EARLIER_GRAPH)
     error = invoke(label_image_command, ["--graph", graph, "--image", str(colour_tree)], expect=2).stderr

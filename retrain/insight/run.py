@@ -26,9 +26,9 @@ import numpy as np
 from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import head, is_tflite, read_report
 from retrain.insight import report as reports
-from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
+from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
 from retrain.objectives import KEEP_SCORES
-from retrain.outputs import real, written_for
+from retrain.outputs import real, sha256, written_for
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,16 @@ def _listed(paths: Sequence[Path]) -> str:
     return ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
+def _graph_digests(config: Any, written: Sequence[Path], intermediate_graphs: Sequence[Path]) -> list[str]:
+    """The SHA-256 of each frozen graph the run wrote, when its output node is not `final_result`: a rerun without
+    that --final_tensor_name replaces a graph holding exactly those bytes (`filekinds.reported_final_names`), and
+    no other graph whose output has that name (a user's own, put where a copy of this run's folder lies)."""
+    if config.final_tensor_name == FINAL_TENSOR_NAME:
+        return []
+    graphs = [path for path in written if path == config.output_graph] + list(intermediate_graphs)
+    return [digest for path in graphs if (digest := sha256(path, links=True))]
+
+
 def _current_folder() -> str | None:
     """The current folder, or None if it was deleted while the run went on, or its name is not UTF-8, which the
     report cannot hold (its paths are all absolute then: relative ones are refused up front)."""
@@ -142,6 +152,7 @@ def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
     beside = functools.partial(_as_listed, labels=config.output_labels)
     extra = {"module": module, "flags": _flags(config), "files": [beside(p) for p in written],
              "intermediate_graphs": [beside(p) for p in intermediate_graphs],  # not the model's files: kept apart
+             "graph_sha256": _graph_digests(config, written, intermediate_graphs),
              "folder": _current_folder(),  # what relative paths in flags and files are relative to
              # each split's size (a --test_batch_size sample may count fewer or repeated images)
              "images": {**{name: evaluation.count for name, evaluation in evaluations.items()},
