@@ -135,7 +135,8 @@ class RetrainConfig:
             object.__setattr__(self, name, _utf8(name, _through_links(_utf8(name, path))))  # `link/..` too
         for member in self.modules:  # as the run loads them (a `link/..` worked out)
             _utf8("tfhub_module", member)
-            cache = os.environ.get("TFHUB_CACHE_DIR", "") if "://" in member else ""  # where a handle's copy is
+            handle = not Path(member).expanduser().exists()  # a web handle or a catalog name: a copy in the cache
+            cache = os.environ.get("TFHUB_CACHE_DIR", "") if handle else ""
             if not valid_name(cache):
                 raise UsageError(f"TFHUB_CACHE_DIR {shown(cache)} is not valid UTF-8, and TensorFlow takes only "
                                  f"UTF-8 paths; set it to another folder for --tfhub_module {member}")
@@ -202,13 +203,16 @@ def _handle(text: str) -> str:
         host, slash, tail = rest[2:].partition("/")
         return f"{scheme.lower()}://{host.lower()}{slash}{tail}".rstrip("/")
     if handle.lower().startswith("file:"):
-        from urllib.parse import unquote, urlsplit
+        from urllib.parse import unquote
 
-        url = urlsplit(handle)
-        if url.netloc.lower() not in ("", "localhost"):
-            raise UsageError(f"--tfhub_module {handle} names a folder on the host {url.netloc!r}; give the folder's "
+        host, path = "", handle[5:]  # no query or fragment: TensorFlow takes `m#1` and `m?v=2` as names
+        if path.startswith("//"):
+            host, slash, rest = path[2:].partition("/")
+            path = slash + rest
+        if host.lower() not in ("", "localhost"):
+            raise UsageError(f"--tfhub_module {handle} names a folder on the host {host!r}; give the folder's "
                              f"path on this machine (file:///... or the path itself)")
-        handle = unquote(url.path) or handle
+        handle = unquote(path, errors="surrogateescape") or handle  # %FF: a byte, refused as not UTF-8
     return str(_through_links(Path(handle))) if ".." in Path(handle).parts else handle
 
 

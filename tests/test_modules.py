@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retrain.cli import retrain_command
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, UsageError
 from retrain.features.module import load_feature_extractor
 from tests.conftest import FIXTURES, MODULES, copy_tree, flags, invoke, require
 
@@ -61,6 +61,12 @@ def test_a_web_handle_is_taken_without_its_trailing_slash(tmp_path: Path) -> Non
         str(tmp_path / "far" / "m"),)
     assert RetrainConfig(image_dir=tmp_path, tfhub_module="https://TFHUB.DEV/A/b/5/").modules == (
         "https://tfhub.dev/A/b/5",)
+    # `#` and `?` are part of a folder's name, as TensorFlow takes them (the URL was cut there, and loaded the
+    # folder `m`, probe MM); %FF is a byte that is not UTF-8, refused (it became U+FFFD, another folder).
+    (tmp_path / "m#1").mkdir()
+    assert RetrainConfig(image_dir=tmp_path, tfhub_module=f"file://{tmp_path}/m#1").modules == (f"{tmp_path}/m#1",)
+    with pytest.raises(UsageError, match=r"hub\\xff is not valid UTF-8"):
+        RetrainConfig(image_dir=tmp_path, tfhub_module=f"file://{tmp_path}/hub%FF")
 
 
 def test_unreachable_handle_fails_fast_naming_handle_cache_and_local_path(monkeypatch: pytest.MonkeyPatch,

@@ -1849,6 +1849,8 @@ def test_a_current_folder_or_model_path_that_is_not_utf8_is_refused(colour_tree:
     error = retrain(colour_tree, "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5",
                     outputs, expect=2)
     assert error.startswith(f"retrain: error: TFHUB_CACHE_DIR {tmp_path}/\\xff is not valid UTF-8"), error
+    error = retrain(colour_tree, "mobilenet_v2_100_224", outputs, expect=2)  # a catalog name too (probe MM)
+    assert error.startswith(f"retrain: error: TFHUB_CACHE_DIR {tmp_path}/\\xff is not valid UTF-8"), error
     monkeypatch.delenv("TFHUB_CACHE_DIR")
     graph = odd + "/g.pb"
     Path(graph).write_bytes(EARLIER_GRAPH)
