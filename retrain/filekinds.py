@@ -136,27 +136,26 @@ def score_nodes(data: Any, *, most: int = 16) -> list[str]:
 
 
 def reported_final_names(data: Any, path: Path, report: Path | None = None) -> list[str]:
-    """The --final_tensor_name of each run whose retrain report records the SHA-256 of `data`, the graph at `path`,
-    among the graphs it wrote (`graph_sha256`): such a graph, written with `--final_tensor_name x`, a rerun without
+    """The --final_tensor_name that a retrain report gives the graph `data` (at `path`), by its SHA-256 among the
+    graphs retrain wrote (`run.graph_sha256`): such a graph, written with `--final_tensor_name x`, a rerun without
     that flag replaces. The reports are the one beside the graph (where a link there leads) and `report` (beside
     the labels of the run that asks, where a run that wrote the graph into another folder left it). The bytes
     decide, not the paths: a user's own graph whose output has that name, put where a copy of the run's folder
     lies or where a moved link now leads, is not vouched for; a copy or a move of the run's graph is."""
     real = Path(os.path.realpath(path))
-    reports = [read_report(where) for where in
-               dict.fromkeys([report_path(real), *([Path(os.path.realpath(report))] if report else [])])]
     recorded = []
-    for data_of in reports:
+    for where in dict.fromkeys([report_path(real), *([Path(os.path.realpath(report))] if report else [])]):
         try:
-            name, digests = data_of["run"]["flags"]["final_tensor_name"], data_of["run"]["graph_sha256"]  # type: ignore
+            digests = read_report(where)["run"]["graph_sha256"]  # type: ignore[index]
         except (KeyError, TypeError):
             continue
-        if isinstance(name, str) and name.isascii() and isinstance(digests, list):  # node names are ASCII
-            recorded.append((name, digests))
+        if isinstance(digests, dict):
+            recorded.append(digests)
     if not recorded:
         return []
     digest = hashlib.sha256(data).hexdigest()
-    return [name for name, digests in recorded if digest in digests]
+    names = [digests.get(digest) for digests in recorded]
+    return [name for name in names if isinstance(name, str) and name.isascii()]  # node names are ASCII
 
 
 def tflite_signatures(data: Any, *, most: int = 16, longest: int = 256) -> list[tuple[str, list[str], list[str]]]:

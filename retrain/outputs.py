@@ -563,7 +563,7 @@ def _foreign_entries(folder: Path, marker: dict[str, Any]) -> tuple[list[str], l
     except (TypeError, KeyError):
         listed, hashes = set(), {}
     foreign = [name for name in present if name not in listed and name != OWNER_MARKER and not _clutter(name, listed)]
-    changed = [name for name in present if name in hashes and sha256(folder / name) != hashes[name]]
+    changed = [name for name in present if name in hashes and _sha256(folder / name) != hashes[name]]
     return foreign, changed
 
 
@@ -587,9 +587,9 @@ def _written_for(marker: dict[str, Any]) -> str:
     return "--saved_model_dir" if "saved_model.pb" in files else "--output_tfjs" if "model.json" in files else ""
 
 
-def sha256(path: Path, *, links: bool = False) -> str:
-    """The file's SHA-256 ('' for anything that is not a regular file, and for a link unless `links`)."""
-    if (path.is_symlink() and not links) or not path.is_file():
+def _sha256(path: Path) -> str:
+    """The file's SHA-256 ('' for a link or anything else that is not a regular file)."""
+    if path.is_symlink() or not path.is_file():
         return ""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -641,6 +641,7 @@ def check_replaceable_files(outputs: Sequence[Output], *,
     """
     _JUDGED.clear()
     _ENTRIES.clear()
+    _DIGESTS.clear()
     for output in outputs:
         if output.kind == "file":
             _judge(output, output.path, same=(unchanged or {}).get(output.path, ()))
@@ -840,8 +841,20 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, sam
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, flag: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, flag: str, digest: bool = False) -> None:
+    """`atomic_write` of `data`; with `digest`, its SHA-256 is kept for `written_sha256` (of the bytes written,
+    not read back: a file put in its place meanwhile is not taken for retrain's)."""
     atomic_write(path, lambda handle: handle.write(data), flag=flag, same=(data,))
+    if digest:
+        _DIGESTS[real(path)] = hashlib.sha256(data).hexdigest()
+
+
+def written_sha256(path: Path) -> str:
+    """The SHA-256 of what this run wrote at `path` with atomic_write_bytes(digest=True), or ''."""
+    return _DIGESTS.get(real(path), "")
+
+
+_DIGESTS: dict[Path, str] = {}  # this run's (check_replaceable_files forgets an earlier run's in the process)
 
 
 # --------------------------------------------------------------------------- the export set
@@ -1266,7 +1279,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
         files = sorted(_listing(tmp))
         (tmp / OWNER_MARKER).write_text(json.dumps({"written_by": "retrain", "version": __version__, "flag": flag,
                                                     "files": files,
-                                                    "sha256": {name: sha256(tmp / name) for name in files}},
+                                                    "sha256": {name: _sha256(tmp / name) for name in files}},
                                                    indent=1) + "\n")
         moved = directory.exists()
         if moved:

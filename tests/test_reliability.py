@@ -1252,12 +1252,16 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     refused, the message naming the flag to give again."""
     from retrain.filekinds import score_nodes
 
-    retrain(colour_tree, tiny_module, outputs, final_tensor_name="scores", intermediate_store_frequency=10)
+    retrain(colour_tree, tiny_module, outputs, final_tensor_name="scores", intermediate_store_frequency=10,
+            how_many_training_steps=40)
     assert score_nodes(outputs["output_graph"].read_bytes()) == ["scores"]
-    retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)  # its intermediate graphs too
+    for _ in range(2):  # its intermediate graphs too, also once a report without the flag has replaced its own
+        retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=20,  # (refused then, probe MM)
+                how_many_training_steps=40)
     assert score_nodes(outputs["output_graph"].read_bytes()) == ["final_result"]
-    assert score_nodes((outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb").read_bytes()) == [
-        "final_result"]
+    intermediate = outputs["intermediate_output_graphs_dir"]
+    assert [score_nodes((intermediate / f"intermediate_{step}.pb").read_bytes()) for step in (10, 20)] == [
+        ["scores"], ["final_result"]]  # step 10 is the first run's, which the later ones did not write
 
     apart = {**outputs, "output_labels": tmp_path / "labels.txt"}
     below = {**apart, "output_graph": tmp_path / "models" / "graph.pb"}
@@ -1320,9 +1324,27 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     data = graph.read_bytes()
     assert reported_final_names(data, graph, report) == ["scores"]  # the very bytes that run wrote
     assert reported_final_names(data + b"\0", graph, report) == []  # other bytes: nothing vouches
-    report.write_text(report.read_text().replace('"final_tensor_name": "scores"', '"final_tensor_name": "\\ud800"'))
+    edited = json.loads(report.read_text())
+    edited["run"]["graph_sha256"] = dict.fromkeys(edited["run"]["graph_sha256"], "\ud800")
+    report.write_text(json.dumps(edited))
     assert reported_final_names(data, graph, report) == []  # and the graph (its node `scores`) is judged:
     assert is_retrain_graph(data, "x", graph, report) is False
+
+
+def test_a_graphs_digest_is_of_the_bytes_written_not_of_what_lies_there_later(tmp_path: Path) -> None:
+    """The report's graph_sha256 was read back from disk at its end: a user's file put in place of an intermediate
+    graph during the run was recorded, and a later run replaced that user's graph elsewhere (probe MM)."""
+    import hashlib
+
+    from retrain.outputs import atomic_write_bytes, check_replaceable_files, written_sha256
+
+    check_replaceable_files([])  # a run starts: an earlier run's digests in this process are forgotten
+    graph = tmp_path / "intermediate_10.pb"
+    atomic_write_bytes(graph, EARLIER_GRAPH, flag="--intermediate_output_graphs_dir", digest=True)
+    graph.write_bytes(FOREIGN_GRAPH)  # the user's, put there while the run goes on
+    assert written_sha256(graph) == hashlib.sha256(EARLIER_GRAPH).hexdigest()
+    check_replaceable_files([])
+    assert written_sha256(graph) == ""
 
 
 def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colour_tree: Path, tiny_module: Path,

@@ -37,7 +37,8 @@ class FrozenGraph(Exporter):
             model.graph_def  # noqa: B018 - raises a RetrainError on a clash
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
-        atomic_write_bytes(config.output_graph, model.graph_def.SerializeToString(), flag="--output_graph")
+        atomic_write_bytes(config.output_graph, model.graph_def.SerializeToString(), flag="--output_graph",
+                           digest=_vouched(config))
         return [config.output_graph]
 
 
@@ -65,7 +66,8 @@ class IntermediateGraphs(Exporter):
             return
         make_folder(path.parent, flag="--intermediate_output_graphs_dir")
         with recording(writes):
-            atomic_write_bytes(path, model.graph_def.SerializeToString(), flag="--intermediate_output_graphs_dir")
+            atomic_write_bytes(path, model.graph_def.SerializeToString(), flag="--intermediate_output_graphs_dir",
+                               digest=_vouched(config))
         log.info("saved intermediate graph %s", path)
 
     @staticmethod
@@ -81,3 +83,9 @@ class IntermediateGraphs(Exporter):
                     f"; put back the earlier run's file of the same step for {put_back} of them" if put_back
                     else "")
         writes.take_back(start)
+
+
+def _vouched(config: RetrainConfig) -> bool:
+    """Whether the report records the graph's SHA-256 (`run.graph_sha256`): when its output node is not named
+    `final_result`, so that a rerun without --final_tensor_name knows the graph for retrain's."""
+    return config.final_tensor_name != FINAL_TENSOR_NAME

@@ -26,9 +26,9 @@ import numpy as np
 from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import head, is_tflite, read_report
 from retrain.insight import report as reports
-from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
+from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
 from retrain.objectives import KEEP_SCORES
-from retrain.outputs import real, sha256, written_for
+from retrain.outputs import real, written_for, written_sha256
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,24 @@ def _listed(paths: Sequence[Path]) -> str:
     return ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
-def _graph_digests(config: Any, written: Sequence[Path], intermediate_graphs: Sequence[Path]) -> list[str]:
-    """The SHA-256 of each frozen graph the run wrote, when its output node is not `final_result`: a rerun without
-    that --final_tensor_name replaces a graph holding exactly those bytes (`filekinds.reported_final_names`), and
-    no other graph whose output has that name (a user's own, put where a copy of this run's folder lies)."""
-    if config.final_tensor_name == FINAL_TENSOR_NAME:
-        return []
-    graphs = [path for path in written if path == config.output_graph] + list(intermediate_graphs)
-    return [digest for path in graphs if (digest := sha256(path, links=True))]
+def _graph_digests(config: Any, written: Sequence[Path], intermediate_graphs: Sequence[Path]) -> dict[str, str]:
+    """SHA-256 -> --final_tensor_name of the frozen graphs written with an output node not named `final_result`:
+    a rerun without that flag replaces a graph of exactly those bytes (`filekinds.reported_final_names`), and no
+    other graph whose output has that name (a user's own, where a copy of this run's folder lies). The earlier
+    report's entries are kept (its run's intermediate graphs, say, stay where this run wrote none), the last
+    `_MOST_DIGESTS`."""
+    run = (read_report(report_path(config.output_labels)) or {}).get("run")
+    kept = run.get("graph_sha256") if isinstance(run, dict) else None  # a report edited by hand holds anything
+    digests = {digest: name for digest, name in kept.items() if isinstance(digest, str) and isinstance(name, str)} \
+        if isinstance(kept, dict) else {}
+    for path in [path for path in written if path == config.output_graph] + list(intermediate_graphs):
+        if digest := written_sha256(path):
+            digests.pop(digest, None)  # now the newest
+            digests[digest] = config.final_tensor_name
+    return dict(list(digests.items())[-_MOST_DIGESTS:])
+
+
+_MOST_DIGESTS = 1000
 
 
 def _current_folder() -> str | None:
