@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from retrain.names import shown
+
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
 
@@ -100,8 +102,12 @@ class _StderrHandler(logging.StreamHandler):
 
 def one_line(text: str) -> str:
     """`text` as one line on the terminal: a line break, an escape code or another unprintable character (a file
-    name can hold any of them) is shown escaped, as Python writes it in a string."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    name can hold any of them) is shown escaped, as Python writes it in a string; a byte that is not UTF-8 (kept
+    by Python as a surrogate) as \\x.., as `names.shown` shows it."""
+    if text.isprintable():
+        return text
+    text = shown(text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _OneLineFormatter(logging.Formatter):

@@ -1879,6 +1879,13 @@ def test_a_current_folder_or_model_path_that_is_not_utf8_is_refused(colour_tree:
     error = invoke(label_image_command, ["--graph", graph, "--image", str(colour_tree)], expect=2).stderr
     assert error.strip() == (f"label-image: error: --graph {tmp_path}/\\xff/g.pb is not valid UTF-8, and TensorFlow "
                              "takes only UTF-8 paths; rename it, or choose another path")
+    # Reached through a link of a UTF-8 name, beside a report that does not list it: the message names that
+    # report with \x escapes, as the logs do (it showed '\udcff', probe KK).
+    shutil.copyfile(outputs["output_labels"].with_name("report.json"), Path(odd) / "report.json")
+    (tmp_path / "model.pb").symlink_to(graph)
+    error = invoke(label_image_command, ["--graph", str(tmp_path / "model.pb"), "--image", str(colour_tree)],
+                   expect=2).stderr
+    assert f"the run that {tmp_path}/\\xff/report.json describes" in error and "udc" not in error, error
 
 
 def test_a_checkpoint_prefix_that_is_a_folder_is_refused(colour_tree: Path, tiny_module: Path, outputs,
