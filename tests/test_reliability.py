@@ -169,7 +169,8 @@ def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colou
     assert error == (f"retrain: error: this run replaces {a / 'l.txt'} of the earlier model that {a / 'report.json'} "
                      f"describes ({len(COLOURS)} labels) but leaves its {a / 'g.pb'}, {a / 'm.tflite'}: with other "
                      "labels they would not match, and that model would name its classes wrongly. Write those "
-                     "outputs again in this run, move them, or choose other paths")
+                     "outputs again in this run, move them away with a copy of that model's labels file and "
+                     "report.json (label-image finds their labels there), or choose other paths")
     error = retrain(other_tree, tiny_module, model_a, expect=2)  # the graph again, but not the TFLite model
     assert f"but leaves its {a / 'm.tflite'}: with other labels" in error
     error = retrain(other_tree, tiny_module, {**model_a, "output_labels": b_labels}, expect=2)  # A's labels left
@@ -205,7 +206,8 @@ def test_an_earlier_models_saved_model_or_web_folder_is_not_replaced_while_its_g
         assert error == (f"retrain: error: this run replaces {folder} of the earlier model that {a / 'report.json'} "
                          f"describes ({len(COLOURS)} labels) but leaves its {a / 'g.pb'}, {a / 'l.txt'}: that model "
                          "would lose it, and its report would list another model's as its own. Write those outputs "
-                         "again in this run, move them, or choose other paths")
+                         "again in this run, move them away with a copy of that model's labels file and report.json "
+                         "(label-image finds their labels there), or choose other paths")
         assert sorted(path.read_bytes() for path in folder.rglob("*") if path.is_file()) == before
     retrain(other_tree, tiny_module, model_a)  # its graph and labels replaced: the folders stay, whole models
 

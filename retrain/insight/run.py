@@ -91,7 +91,9 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
                    "with other labels they would not match, and that model would name its classes wrongly")
             raise UsageError(f"this run replaces {_listed(touched)} of the earlier model that {report} describes "
                              f"({len(earlier)} labels) but leaves its {_listed(left)}: {why}. Write those outputs "
-                             f"again in this run, move them, or choose other paths{_links_hint(outputs, left)}")
+                             f"again in this run, move them away with a copy of that model's labels file and "
+                             f"{report.name} (label-image finds their labels there), or choose other paths"
+                             f"{_links_hint(outputs, left)}")
 
 
 def _links_hint(outputs: Sequence[Path], left: Sequence[Path]) -> str:
