@@ -116,14 +116,16 @@ def is_retrain_graph(data: Any, final: str, path: Path | None = None, report: Pa
     --final_tensor_name (`final`) or the one a retrain report gives for a graph of exactly these bytes
     (`reported_final_names`: the report beside the graph at `path`, or `report`, the one beside this run's
     labels), is a Softmax or Sigmoid. Another model's graph at --output_graph (an Inception V3 you serve, a TF1
-    model with a Placeholder and a Softmax) is not replaced."""
-    names = {b"final_result", final.encode()}
-    if path is not None:
-        names.update(name.encode() for name in reported_final_names(data, path, report))
+    model with a Placeholder and a Softmax) is not replaced. The reports are read (and the bytes hashed) only for
+    a graph whose scores have another name: each of a folder's intermediate graphs is judged."""
     try:
-        return any(name in names and op in _SCORE_OPS for name, op in graph_nodes(data))
+        scores = {name for name, op in graph_nodes(data) if op in _SCORE_OPS}
     except ValueError:
         return False
+    if scores & {b"final_result", final.encode()}:
+        return True
+    return bool(scores) and path is not None and any(
+        name.encode() in scores for name in reported_final_names(data, path, report))
 
 
 def score_nodes(data: Any, *, most: int = 16) -> list[str]:
