@@ -564,6 +564,8 @@ def test_a_stop_while_tensorflow_loads_lets_go_of_the_outputs(colour_tree: Path,
     behind (3 to 7 a stop, probe II): only the run let go of them, and it had not started."""
     import signal
 
+    import retrain.features.module  # noqa: F401 - it binds import_hub as it is first imported: not to the patch
+    import retrain.pipeline  # noqa: F401
     import retrain.tfenv
 
     real = retrain.tfenv.import_hub
