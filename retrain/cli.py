@@ -359,6 +359,8 @@ def label_image_command(more_images: tuple[Path, ...], **options: Any) -> None:
     from retrain.inference.command import check, run
 
     config = check(config)  # missing files fail before TensorFlow loads
+    if isinstance(sys.stdout, ClosedStdout):  # its results go nowhere: said before a model loads, not after
+        sys.stdout.write("")
     from retrain.tfenv import import_tensorflow
 
     import_tensorflow()

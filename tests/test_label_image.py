@@ -275,13 +275,16 @@ def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
     assert [line.split()[0] for line in result.stdout.splitlines()] == \
         [trained.labels_list[i] for i in np.argsort(-trained.expected[0])]
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
-    for json_flag in ([], ["--json"]):  # `label-image ... >&-`: an AttributeError traceback (probe Y)
+    # `label-image ... >&-`: an AttributeError traceback (probe Y); then said only after the model had loaded
+    tensorflow_loaded = ("import atexit, sys; "
+                         "atexit.register(lambda: print('tensorflow' in sys.modules, file=sys.stderr))")
+    for json_flag in ([], ["--json"]):
         closed = subprocess.run(["bash", "-c", 'exec "$0" "$@" >&-', sys.executable, "-c",
-                                 "from retrain.cli import label_image_command; "
+                                 f"{tensorflow_loaded}; from retrain.cli import label_image_command; "
                                  "label_image_command(prog_name='label-image')", "--graph", str(trained.graph),
                                  "--labels", str(trained.labels), *json_flag, str(trained.photos[0])],
                                 stderr=subprocess.PIPE, text=True, timeout=120)
-        assert (closed.returncode, closed.stderr) == (1, "label-image: error: stdout is closed\n"), closed.stderr
+        assert (closed.returncode, closed.stderr) == (1, "label-image: error: stdout is closed\nFalse\n"), closed.stderr
 
 
 def test_json_records_are_printed_as_each_image_is_classified(trained: Trained,
