@@ -14,8 +14,16 @@ prints this table without importing TensorFlow.
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import tempfile
 from dataclasses import dataclass
+
+
+def hub_cache_dir() -> str:
+    """Where tensorflow_hub keeps the modules it fetched: TFHUB_CACHE_DIR, else `tfhub_modules` in the system's
+    temporary folder (TMPDIR, then /tmp), as tensorflow_hub's resolver decides."""
+    return os.environ.get("TFHUB_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "tfhub_modules")
 
 
 @dataclass(frozen=True)

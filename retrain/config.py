@@ -16,11 +16,13 @@ import math
 import numbers
 import os
 import re
+import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retrain.catalog import hub_cache_dir
 from retrain.errors import RetrainError, UsageError
 from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, FINAL_TENSOR_NAME, NODE_NAME, RESERVED_NODE_NAMES,
                            RESERVED_NODE_SCOPE, shown, valid_name)
@@ -133,10 +135,13 @@ class RetrainConfig:
         for name in _PATH_FIELDS:
             path = _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY)
             object.__setattr__(self, name, _utf8(name, _through_links(_utf8(name, path))))  # `link/..` too
+        if not valid_name(tempfile.gettempdir()):  # where TensorFlow writes the code it generates for training
+            raise UsageError(f"the temporary folder {shown(tempfile.gettempdir())} (TMPDIR) is not valid UTF-8, and "
+                             "TensorFlow takes only UTF-8 paths; set TMPDIR to another folder")
         for member in self.modules:  # as the run loads them (a `link/..` worked out)
             _utf8("tfhub_module", member)
             handle = not Path(member).expanduser().exists()  # a web handle or a catalog name: a copy in the cache
-            cache = os.environ.get("TFHUB_CACHE_DIR", "") if handle else ""
+            cache = hub_cache_dir() if handle else ""
             if not valid_name(cache):
                 raise UsageError(f"TFHUB_CACHE_DIR {shown(cache)} is not valid UTF-8, and TensorFlow takes only "
                                  f"UTF-8 paths; set it to another folder for --tfhub_module {member}")

@@ -79,6 +79,9 @@ class Output:
     role: str = ""  # what a file no flag names is, e.g. "the report beside --output_labels"
     given: Path | None = None  # the flag's value when `path` is not it (the checkpoint prefix's folder)
     exclusive: bool = True  # held against other runs while the run goes on (hold_outputs); not where runs share
+    # Of an "entries" output's names, those this run may write, when not all (the steps of intermediate graphs it
+    # stores): only existing entries of those names are judged before any work (check_replaceable_files).
+    writes_name: Callable[[str], bool] | None = None
 
     def named(self) -> str:
         """How messages name this output: its flag and the value given, or its path and role."""
@@ -162,6 +165,22 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                                  "give each output its own path")
 
 
+def check_outside_exports(outputs: Sequence[Output]) -> None:
+    """Refuse an output inside a folder retrain wrote whole for a model (a SavedModel, a TF.js model: its
+    marker says so) that this run does not replace: a checkpoint at `sm/variables/variables` replaced the
+    SavedModel's weights, exit 0, as its index looks like the new layer's checkpoint (probe OO), and any other
+    file written there makes the folder hold what its marker does not list, so its own run's rerun is refused."""
+    for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
+        path = real(output.path)
+        for folder in ([path] if output.kind in ("entries", "tree") else []) + list(path.parents):
+            marker = _read_marker(folder)
+            if marker.get("written_by") == "retrain":
+                model = {"--saved_model_dir": "a SavedModel", "--output_tfjs": "a TF.js model"}.get(
+                    _written_for(marker), "a model")
+                raise UsageError(f"{output.named()} lies inside {folder}, a folder retrain wrote whole for {model}: "
+                                 f"its files are that model's, so choose a {output.flag} outside it")
+
+
 def writes(outputs: Sequence[Output], path: Path) -> bool:
     """Whether one of `outputs` writes `path` (the file itself, or the folder or entry holding it). A file
     output that is a link is replaced by the new file (atomic_write) and the file it pointed to is left: it
@@ -239,7 +258,9 @@ def _check_others(folder: Path, outputs: Sequence[Output], *, most: int = 2000) 
                     continue  # there is not saved (held_elsewhere); runs share a cache and a TensorBoard folder
                 if region.overlaps(theirs):
                     release_outputs()
-                    where = "inside" if _inside(region.path, theirs.path) else "around"
+                    around = _inside(theirs.path, region.path) and (
+                        region.path != theirs.path or region.tree and not theirs.tree)  # a folder of their entries
+                    where = "around" if around else "inside"
                     raise UsageError(f"another retrain run{holder} is writing {named} now, and this run's "
                                      f"{output.named()} lies {where} it: two runs would replace each other's files; "
                                      f"wait for it to end, or choose another path for {output.flag}")
@@ -650,7 +671,7 @@ def check_replaceable_files(outputs: Sequence[Output], *,
             if output.path.is_dir():
                 pattern = re.compile(output.pattern)
                 for entry in sorted(output.path.iterdir()):
-                    if pattern.fullmatch(entry.name):
+                    if pattern.fullmatch(entry.name) and (output.writes_name is None or output.writes_name(entry.name)):
                         _judge(output, entry)
 
 
@@ -702,7 +723,8 @@ def record_written(path: Path) -> None:
 
 
 def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()) -> None:
-    shown = dataclasses.replace(output, path=path, given=None).named()
+    shown = (dataclasses.replace(output, path=path, given=None).named() if output.kind == "file" or output.given
+             else f"{path} (in {output.flag} {output.path})")  # an entry: intermediate_40.pb, say
     if not path.exists():
         return
     if path.is_dir():
@@ -724,12 +746,14 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
             return
         looks = filekinds.looks_like(data)
         scores = filekinds.score_nodes(data) if output.content == "graph" else []
-    judged = "it" if checked == path else f"its index {checked.name}"
+    judged = f"it is {looks}" if checked == path else f"its index {checked.name} is {looks}"
     hint = _labels_hint(output, path) if looks == "a text file" else ""  # a photo is no one's labels
     if len(scores) == 1 and NODE_NAME.fullmatch(scores[0]):  # perhaps retrain's, with a --final_tensor_name
-        hint = (f" (its output node is {scores[0]!r}: if retrain wrote it with --final_tensor_name {scores[0]}, "
-                "give that flag again)")
-    raise UsageError(f"{shown} exists and is not {what} ({judged} is {looks}); retrain replaces only such a file "
+        what = "a frozen graph retrain can tell it wrote"
+        judged = (f"its output node is {scores[0]!r}, and no retrain report beside it or beside this run's "
+                  "labels records its bytes")
+        hint = f" (if retrain wrote it with --final_tensor_name {scores[0]}, give that flag again)"
+    raise UsageError(f"{shown} exists and is not {what} ({judged}); retrain replaces only such a file "
                      f"there: move the file or choose another {output.flag}{hint}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from retrain import exporters as formats
+from retrain.catalog import hub_cache_dir
 from retrain.config import RetrainConfig
 from retrain.distortions import Distortions
 from retrain.errors import RetrainError, raise_if_stopped
@@ -42,9 +42,9 @@ from retrain.labels.split import SPLITS, scant_training
 from retrain.logs import one_line
 from retrain.names import report_path, shown
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
-from retrain.outputs import (Input, Output, Writes, check_clashes, check_input_files, check_replaceable_files,
-                             bytes_text, check_writable_dir, export_set, hold_outputs, release_outputs, size_text,
-                             take_back_killed, writes)
+from retrain.outputs import (Input, Output, Writes, bytes_text, check_clashes, check_input_files,
+                             check_outside_exports, check_replaceable_files, check_writable_dir, export_set,
+                             hold_outputs, release_outputs, size_text, take_back_killed, writes)
 from retrain.tfenv import import_tensorflow
 from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Split, VectorSteps, check_converged,
                            initial_head, load_images, rng, train)
@@ -113,7 +113,7 @@ def _inputs(config: RetrainConfig) -> list[Input]:
         if Path(handle).expanduser().exists():
             inputs.append(Input("--tfhub_module", Path(handle).expanduser()))
         else:
-            inputs.append(Input("TFHUB_CACHE_DIR", Path(os.environ.get("TFHUB_CACHE_DIR") or "/tmp/tfhub_modules")))
+            inputs.append(Input("TFHUB_CACHE_DIR", Path(hub_cache_dir())))
     return inputs
 
 
@@ -128,6 +128,7 @@ def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
     run_folder = run_dir(config.summaries_dir)
     outputs = _run_outputs(config, run_folder) + [o for e in requested for o in e.outputs(config)]
     check_clashes(outputs, _inputs(config))
+    check_outside_exports(outputs)
     hold_outputs(outputs)  # until the run ends, no other run on this machine writes them
     try:
         take_back_killed(outputs)  # a killed run's half-written exports, before they are judged

@@ -23,7 +23,8 @@ import pytest
 
 from retrain.cli import label_image_command
 from retrain.names import thresholds_path
-from tests.conftest import COLOURS, PHOTOS, colour_photo, flags, invoke, require, retrain_cli, run_script
+from tests.conftest import (COLOURS, PHOTOS, colour_photo, flags, invoke, make_colour_tree, require, retrain_cli,
+                            run_script)
 
 HELD_OUT = 10  # test-split photos compared with the in-process prediction
 
@@ -658,6 +659,25 @@ def test_the_classic_default_labels_of_another_model_are_refused_and_a_copy_gets
     with backup.open("ab") as changed:  # no longer the same bytes: which labels are its cannot be told
         changed.write(b"\0")
     assert "is not among the files of the run" in _error(["--graph", str(backup), *photo], expect=2)
+    # Model B written beside the default with labels of its own (the report there now describes it), then
+    # copied away: the copy took the default labels, model A's, exit 0 (probe OO). It gets B's labels; with
+    # those gone, it is refused, and the default given as --labels gets a warning.
+    other = make_colour_tree(tmp_path / "other", per_class=8,
+                             classes={"cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0)})
+    retrain_cli(other, tiny_module, {**outputs, "output_graph": classic / "b.pb",
+                                     "output_labels": classic / "b_labels.txt"}, learning_rate=0.02)
+    shutil.copyfile(classic / "b.pb", tmp_path / "kept" / "b.pb")
+    cyan = ["--image", str(other / "cyan" / "cyan_000.jpg"), "--top_k", "1"]
+    copied = invoke(label_image_command, ["--graph", str(tmp_path / "kept" / "b.pb"), *cyan])
+    assert copied.stdout.split()[0] in ("cyan", "magenta", "yellow") and "WARNING" not in copied.stderr, copied.stderr
+    (classic / "b_labels.txt").unlink()
+    message = _error(["--graph", str(tmp_path / "kept" / "b.pb"), *cyan], expect=2)
+    assert message == (f"label-image: error: no labels found for --graph {tmp_path / 'kept' / 'b.pb'}: the default "
+                       f"--labels {default} are not its, as the {classic / 'report.json'} beside them lists "
+                       f"{classic / 'b.pb'}, which --graph is a copy of, among the files of a run with other labels; "
+                       "pass --labels (the labels file retrain wrote with this model)")
+    given = invoke(label_image_command, ["--graph", str(tmp_path / "kept" / "b.pb"), "--labels", str(default), *cyan])
+    assert f"labels {default} are not those of --graph" in given.stderr
 
 
 def _error(args: list[str], *, expect: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,6 +82,12 @@ def test_unreachable_handle_fails_fast_naming_handle_cache_and_local_path(monkey
     message = str(error.value)
     assert handle in message and "TFHUB_CACHE_DIR" in message and "local" in message
     assert "\n" not in message
+    # Without TFHUB_CACHE_DIR, tensorflow_hub caches in TMPDIR, not always /tmp (said so wrongly, probe OO).
+    monkeypatch.delenv("TFHUB_CACHE_DIR")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # what TMPDIR=... gives tempfile.gettempdir()
+    with pytest.raises(RetrainError, match=re.escape(f"pre-fill TFHUB_CACHE_DIR={tmp_path}/tfhub_modules (its "
+                                                     "default), or pass")):
+        load_feature_extractor(handle)
 
 
 def test_tf1_hub_module_loads_and_trains(colour_tree: Path, outputs: dict[str, Path]):

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import stat
 import subprocess
 import sys
@@ -1286,7 +1287,7 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     users = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"scores", b"Softmax", b"Placeholder")
     (copy / "models" / "graph.pb").write_bytes(users)
     copied = {**below, "output_labels": copy / "labels.txt", "output_graph": copy / "models" / "graph.pb"}
-    assert "is another model's frozen graph" in retrain(colour_tree, tiny_module, copied, expect=2)
+    assert "is not a frozen graph retrain can tell it wrote (its output node is" in retrain(colour_tree, tiny_module, copied, expect=2)
     assert (copy / "models" / "graph.pb").read_bytes() == users
     (copy / "models" / "graph.pb").unlink()
     (tmp_path / "models" / "graph.pb").rename(copy / "models" / "graph.pb")  # the set moved instead
@@ -1300,14 +1301,14 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     (tmp_path / "copy2" / "models" / "graph.pb").write_bytes(users)
     copied2 = {**below, "output_labels": tmp_path / "copy2" / "labels.txt",
                "output_graph": tmp_path / "copy2" / "models" / "graph.pb"}
-    assert "is another model's frozen graph" in retrain(colour_tree, tiny_module, copied2, expect=2)
+    assert "is not a frozen graph retrain can tell it wrote (its output node is" in retrain(colour_tree, tiny_module, copied2, expect=2)
     assert (tmp_path / "copy2" / "models" / "graph.pb").read_bytes() == users
     retrain(colour_tree, tiny_module, apart, final_tensor_name="scores")
     earlier = apart["output_graph"].read_bytes()
     (tmp_path / "report.json").rename(tmp_path / "report.json.bak")  # no report lists the graph now
     error = retrain(colour_tree, tiny_module, apart, expect=2)
-    assert "is another model's frozen graph" in error and error.endswith(
-        "(its output node is 'scores': if retrain wrote it with --final_tensor_name scores, give that flag again)")
+    assert "is not a frozen graph retrain can tell it wrote (its output node is 'scores', and no" in error
+    assert error.endswith("(if retrain wrote it with --final_tensor_name scores, give that flag again)"), error
     assert apart["output_graph"].read_bytes() == earlier
     (tmp_path / "report.json.bak").rename(tmp_path / "report.json")
     # A graph of the user's beside that report, whose output has the name the report gives: the report lists the
@@ -1315,7 +1316,7 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     mine = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"scores", b"Softmax", b"Placeholder")
     (tmp_path / "graph.pb").write_bytes(mine)
     error = retrain(colour_tree, tiny_module, {**apart, "output_graph": tmp_path / "graph.pb"}, expect=2)
-    assert "is another model's frozen graph" in error and (tmp_path / "graph.pb").read_bytes() == mine
+    assert "is not a frozen graph retrain can tell it wrote (its output node is" in error and (tmp_path / "graph.pb").read_bytes() == mine
     # An output node no --final_tensor_name can name (a scope): no hint to give a flag that would be refused.
     (tmp_path / "graph.pb").write_bytes(graph_node(b"Placeholder", b"Placeholder") +
                                         graph_node(b"Net/Predictions/Softmax", b"Softmax", b"Placeholder"))
@@ -1878,6 +1879,12 @@ def test_a_current_folder_or_model_path_that_is_not_utf8_is_refused(colour_tree:
     error = retrain(colour_tree, "mobilenet_v2_100_224", outputs, expect=2)  # a catalog name too (probe MM)
     assert error.startswith(f"retrain: error: TFHUB_CACHE_DIR {tmp_path}/\\xff is not valid UTF-8"), error
     monkeypatch.delenv("TFHUB_CACHE_DIR")
+    # A TMPDIR of that name, where TensorFlow writes the code it generates: a traceback once training began, and
+    # the module cache's default lies in it (probe OO).
+    monkeypatch.setattr(tempfile, "tempdir", odd)  # what TMPDIR=... gives tempfile.gettempdir()
+    error = retrain(colour_tree, tiny_module, outputs, expect=2)
+    assert error == (f"retrain: error: the temporary folder {tmp_path}/\\xff (TMPDIR) is not valid UTF-8, and "
+                     "TensorFlow takes only UTF-8 paths; set TMPDIR to another folder")
     graph = odd + "/g.pb"
     Path(graph).write_bytes(EARLIER_GRAPH)
     error = invoke(label_image_command, ["--graph", graph, "--image", str(colour_tree)], expect=2).stderr
@@ -2265,3 +2272,79 @@ def test_notes_that_mention_the_classic_scope_at_the_checkpoint_index_are_not_re
     error = retrain(colour_tree, tiny_module, outputs, expect=2)
     assert re.search(r"ckpt\.index exists and is not a checkpoint of the new layer \(it is a text file\)", error), error
     assert index.read_bytes() == before and not outputs["output_graph"].exists()
+
+
+def test_no_output_goes_inside_a_folder_retrain_wrote_whole_for_a_model(colour_tree: Path, tiny_module: Path, outputs,
+                                                                         tmp_path: Path) -> None:
+    """A second run's --checkpoint_path at an earlier run's `sm/variables/variables` replaced that SavedModel's
+    weights, exit 0, as its index looks like the new layer's checkpoint (probe OO); any other output written
+    inside it made the folder hold what its marker does not list, so its own run's rerun was refused. Every output
+    inside such a folder is refused before any work, and the folder is left as it was."""
+    saved = tmp_path / "sm"
+    retrain(colour_tree, tiny_module, outputs, saved_model_dir=saved)
+    before = {path: path.read_bytes() for path in saved.rglob("*") if path.is_file()}
+    other = {key: tmp_path / "b" / path.relative_to(outputs["output_graph"].parent) for key, path in outputs.items()}
+    (tmp_path / "b").mkdir()
+    for flag, value in (("checkpoint_path", saved / "variables" / "variables"), ("summaries_dir", saved / "logs"),
+                        ("output_graph", saved / "assets" / "g.pb"), ("bottleneck_dir", saved / "cache")):
+        error = retrain(colour_tree, tiny_module, {**other, flag: value}, expect=2)
+        assert error == (f"retrain: error: --{flag} {value} lies inside {saved}, a folder retrain wrote whole for a "
+                         f"SavedModel: its files are that model's, so choose a --{flag} outside it"), error
+    error = retrain(colour_tree, tiny_module, {**other, "output_labels": saved / "more" / "labels.txt"}, expect=2)
+    assert f"lies inside {saved}, a folder retrain wrote whole for a SavedModel" in error
+    assert {path: path.read_bytes() for path in saved.rglob("*") if path.is_file()} == before
+    retrain(colour_tree, tiny_module, outputs, saved_model_dir=saved)  # its own run's rerun replaces it
+
+
+def test_a_run_judges_only_the_intermediate_graphs_it_stores(colour_tree: Path, tiny_module: Path, outputs) -> None:
+    """Files of steps a run does not store (a longer run's, stopped; a graph of the user's named
+    intermediate_99999.pb) refused every run storing intermediate graphs in that folder, the message naming the
+    file as if it were the flag's value (probe OO). Only the steps it stores are judged, each named as a file in
+    the folder."""
+    from retrain.config import RetrainConfig
+    from retrain.exporters.graph import _stores
+    from retrain.train import Schedule
+
+    folder = outputs["intermediate_output_graphs_dir"]
+    folder.mkdir()
+    users = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"scores", b"Softmax", b"Placeholder")
+    for name in ("intermediate_15.pb", "intermediate_99999.pb", "intermediate_010.pb", f"intermediate_{'9' * 200}.pb"):
+        (folder / name).write_bytes(users)
+    retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=10, how_many_training_steps=40)
+    assert sorted(path.name for path in folder.iterdir() if path.read_bytes() != users) == [
+        "intermediate_10.pb", "intermediate_20.pb", "intermediate_30.pb"]
+    (folder / "intermediate_20.pb").write_bytes(users)
+    error = retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=10, how_many_training_steps=40,
+                    expect=2)
+    assert error == (f"retrain: error: {folder / 'intermediate_20.pb'} (in --intermediate_output_graphs_dir {folder}) "
+                     "exists and is not a frozen graph retrain can tell it wrote (its output node is 'scores', and no "
+                     "retrain report beside it or beside this run's labels records its bytes); retrain replaces only "
+                     "such a file there: move the file or choose another --intermediate_output_graphs_dir (if "
+                     "retrain wrote it with --final_tensor_name scores, give that flag again)")
+    assert (folder / "intermediate_20.pb").read_bytes() == users
+    # The steps judged are those training stores (train.Schedule), fine-tuning's numbered on from training's.
+    for steps, every, fine_tune in ((40, 10, 0), (41, 10, 25), (7, 3, 5), (5, 7, 9)):
+        config = RetrainConfig(image_dir=colour_tree, how_many_training_steps=steps, intermediate_store_frequency=every,
+                               fine_tune=bool(fine_tune), fine_tune_steps=fine_tune or 200)
+        phases = [(0, steps)] + ([(steps, fine_tune)] if fine_tune else [])
+        stored = {first + step for first, count in phases for step in range(count)
+                  if Schedule(steps=count, eval_interval=10, store_every=every).stores(step)}
+        assert {step for step in range(120) if _stores(config, f"intermediate_{step}.pb")} == stored, (steps, every)
+
+
+def test_a_runs_own_graph_is_never_the_digest_dropped(tmp_path: Path) -> None:
+    """A run that stored 1,000 intermediate graphs or more kept the last 1,000 digests, its own graph's first among
+    those dropped, so its rerun without --final_tensor_name was refused its own graph (probe OO)."""
+    from types import SimpleNamespace
+
+    from retrain.insight.run import _MOST_DIGESTS, _graph_digests
+    from retrain.outputs import atomic_write_bytes
+
+    config = SimpleNamespace(output_graph=tmp_path / "graph.pb", output_labels=tmp_path / "labels.txt",
+                             final_tensor_name="scores")
+    intermediate = [tmp_path / f"intermediate_{step}.pb" for step in range(1, _MOST_DIGESTS + 10)]
+    for path in [config.output_graph, *intermediate]:
+        atomic_write_bytes(path, path.name.encode(), flag="--output_graph", digest=True)
+    digests = _graph_digests(config, [config.output_graph, config.output_labels], intermediate)
+    assert len(digests) == _MOST_DIGESTS and digests[hashlib.sha256(b"graph.pb").hexdigest()] == "scores"
+    assert hashlib.sha256(intermediate[-1].name.encode()).hexdigest() in digests

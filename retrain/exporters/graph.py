@@ -9,6 +9,7 @@ exactly as the classic label_image.py does.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class IntermediateGraphs(Exporter):
             return []
         return [Output("--intermediate_output_graphs_dir", config.intermediate_output_graphs_dir, kind="entries",
                        pattern=r"intermediate_\d+\.pb", content="graph", detail=config.final_tensor_name,
-                       report=report_path(config.output_labels))]
+                       report=report_path(config.output_labels), writes_name=functools.partial(_stores, config))]
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_dir(config.intermediate_output_graphs_dir, flag="--intermediate_output_graphs_dir")
@@ -83,6 +84,21 @@ class IntermediateGraphs(Exporter):
                     f"; put back the earlier run's file of the same step for {put_back} of them" if put_back
                     else "")
         writes.take_back(start)
+
+
+def _stores(config: RetrainConfig, name: str) -> bool:
+    """Whether the run stores the intermediate graph of that name: every --intermediate_store_frequency steps
+    of training but step 0 (train.Schedule.stores), then of fine-tuning, whose steps are numbered on from
+    training's. Other steps' files, an earlier run's, are not its to judge."""
+    digits = name.removeprefix("intermediate_").removesuffix(".pb")
+    if len(digits) > 18:  # past any step count (and int() refuses thousands of digits)
+        return False
+    step = int(digits)
+    every, phases = config.intermediate_store_frequency, [(0, config.how_many_training_steps)]
+    if config.fine_tune:
+        phases.append((config.how_many_training_steps, config.fine_tune_steps))
+    return digits == str(step) and any(0 < step - first < steps and (step - first) % every == 0
+                                       for first, steps in phases)
 
 
 def _vouched(config: RetrainConfig) -> bool:

@@ -110,7 +110,7 @@ def resolve_module_path(handle: str) -> Path:
         handle = location
     hub = import_hub()
 
-    cache = os.environ.get("TFHUB_CACHE_DIR", "/tmp/tfhub_modules (default)")
+    cache = catalog.hub_cache_dir() + ("" if os.environ.get("TFHUB_CACHE_DIR") else " (its default)")
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)  # hub's urllib download has no timeout of its own
     try:

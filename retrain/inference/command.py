@@ -134,7 +134,9 @@ def labels_for(graph: Path) -> Path:
             raise UsageError(f"--graph {graph} is not among the files of the run that {beside} describes (an "
                              "earlier run's model, or another's), so which labels are its cannot be told; pass "
                              "--labels (the labels file retrain wrote with it)")
-        return RetrainConfig.output_labels
+        # The report beside the classic default may describe the run that wrote a file this model is a copy of,
+        # with labels of its own elsewhere (`--output_labels /tmp/b_labels.txt`): the default is not its (probe OO).
+        return _copy_listed(graph, report_path(RetrainConfig.output_labels)) or RetrainConfig.output_labels
     report, data, _ = found
     labels = labels_file_now(report, data["run"])
     if labels.is_file():
@@ -148,16 +150,26 @@ def _copy_listed(graph: Path, report: Path) -> Path | None:
     """The labels file of the run `report` describes when the model at `graph` is a byte copy of a file that run
     wrote (`cp graph.pb graph_backup.pb` beside it), and that labels file is there."""
     data = read_report(report)
+    listed = _listed_as(graph, report, data, copies_only=True)
     try:
-        listed = [file for key in ("files", "intermediate_graphs")  # an intermediate graph copied too
-                  for file in files_now(report, data["run"], key=key) if _same_bytes(graph, file)]  # type: ignore
         labels = labels_file_now(report, data["run"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError, RetrainError):
         return None
-    if not listed or not labels.is_file():
+    if listed is None or not labels.is_file():
         return None
-    log.info("labels: %s (--graph %s holds the same bytes as %s, which %s lists)", labels, graph, listed[0], report)
+    log.info("labels: %s (--graph %s holds the same bytes as %s, which %s lists)", labels, graph, listed, report)
     return labels
+
+
+def _listed_as(graph: Path, report: Path, data: Any, *, copies_only: bool = False) -> Path | None:
+    """The file the run `report` describes wrote (a model's file or an intermediate graph) that the model at
+    `graph` is, or holds the same bytes as (`copies_only`: only that); None if none, or the report is not one."""
+    try:
+        listed = [file for key in ("files", "intermediate_graphs") for file in files_now(report, data["run"], key=key)]
+    except (KeyError, TypeError, ValueError, RetrainError):
+        return None
+    return next((file for file in listed if not copies_only and _among(graph, [file]) or _same_bytes(graph, file)),
+                None)
 
 
 def _places(path: Path) -> dict[Path, None]:
@@ -240,8 +252,17 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
         warn("labels %s: the SavedModel %s holds other labels than its run's %s lists; if they were "
              "edited or replaced, its scores are named wrongly", labels, holder, report.name)
         return
-    if not held and not vouched:
-        return  # no report vouches for these labels: only the class count can be checked
+    if not held and not vouched:  # no report vouches for these labels: only the class count can be checked,
+        listed = None if data is None else _listed_as(graph, report, data)  # unless it says whose model this is
+        if listed is not None:
+            listed_text = "it" if _among(graph, [listed]) else f"{listed}, which --graph is a copy of,"
+            if not given:
+                raise UsageError(f"no labels found for --graph {graph}: the default --labels {labels} are not its, "
+                                 f"as the {report} beside them lists {listed_text} among the files of a run with "
+                                 "other labels; pass --labels (the labels file retrain wrote with this model)")
+            log.warning("labels %s are not those of --graph %s: the %s beside them lists %s among the files of a "
+                        "run with other labels; pass its own labels file", labels, graph, report, listed_text)
+        return
     if held and not _among(holder, files):  # the SavedModel vouches for itself only
         files, intermediate, rewritten = [holder], False, False
     if rewritten:  # the default folder of intermediate graphs is shared by every run

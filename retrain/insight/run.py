@@ -119,12 +119,13 @@ def _graph_digests(config: Any, written: Sequence[Path], intermediate_graphs: Se
     a rerun without that flag replaces a graph of exactly those bytes (`filekinds.reported_final_names`), and no
     other graph whose output has that name (a user's own, where a copy of this run's folder lies). The earlier
     report's entries are kept (its run's intermediate graphs, say, stay where this run wrote none), the last
-    `_MOST_DIGESTS`."""
+    `_MOST_DIGESTS`: the model's own graph comes last, so it is never the one dropped (it was, after a run that
+    stored 1,000 intermediate graphs: probe OO)."""
     run = (read_report(report_path(config.output_labels)) or {}).get("run")
     kept = run.get("graph_sha256") if isinstance(run, dict) else None  # a report edited by hand holds anything
     digests = {digest: name for digest, name in kept.items() if isinstance(digest, str) and isinstance(name, str)} \
         if isinstance(kept, dict) else {}
-    for path in [path for path in written if path == config.output_graph] + list(intermediate_graphs):
+    for path in list(intermediate_graphs) + [path for path in written if path == config.output_graph]:
         if digest := written_sha256(path):
             digests.pop(digest, None)  # now the newest
             digests[digest] = config.final_tensor_name
