@@ -472,6 +472,9 @@ outputs.LOCK_ROOT = {str(tmp_path)!r}
 outputs.hold_outputs([outputs.Output("--saved_model_dir", Path({str(tmp_path / 'sm')!r}), kind="folder"),
                       outputs.Output("--output_graph", Path({str(tmp_path / 'a' / 'g.pb')!r})),
                       outputs.Output("--bottleneck_dir", Path({str(tmp_path / 'x' / 'cache')!r}), kind="tree",
+                                     exclusive=False),
+                      outputs.Output("--checkpoint_path", Path({str(tmp_path / 'ck')!r}), kind="entries",
+                                     pattern=r"c\.(index|data-\d+-of-\d+)", given=Path({str(tmp_path / 'ck' / 'c')!r}),
                                      exclusive=False)])
 print("held", flush=True)
 time.sleep(60)
@@ -502,6 +505,11 @@ time.sleep(60)
         assert str(refused.value).startswith(
             f"another retrain run (process {running.pid}) is writing --bottleneck_dir {tmp_path / 'x' / 'cache'} "
             f"now, and this run's --saved_model_dir {tmp_path / 'x'} lies around it")
+        with pytest.raises(UsageError) as refused:  # the folder of that run's checkpoint ("inside", probe OO)
+            hold_outputs([Output("--saved_model_dir", tmp_path / "ck", kind="folder")])
+        assert str(refused.value).startswith(
+            f"another retrain run (process {running.pid}) is writing --checkpoint_path {tmp_path / 'ck' / 'c'} "
+            f"now, and this run's --saved_model_dir {tmp_path / 'ck'} lies around it")
         (tmp_path / "sm").mkdir()
         (tmp_path / "link").symlink_to(tmp_path / "sm")  # the same folder, spelt otherwise: both named
         with pytest.raises(UsageError) as refused:
@@ -1249,6 +1257,9 @@ def test_a_graph_cut_short_at_an_output_is_judged_without_an_error() -> None:
     assert is_retrain_graph(tags, "tags") and not is_retrain_graph(tags, "final_result")
 
 
+UNTOLD = "is not a frozen graph retrain can tell it wrote (its output node is"  # a graph no report vouches for
+
+
 def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lists(
         colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
     """`--final_tensor_name scores`, then the same run without it: the graph, listed by the report beside it, is
@@ -1287,7 +1298,7 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     users = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"scores", b"Softmax", b"Placeholder")
     (copy / "models" / "graph.pb").write_bytes(users)
     copied = {**below, "output_labels": copy / "labels.txt", "output_graph": copy / "models" / "graph.pb"}
-    assert "is not a frozen graph retrain can tell it wrote (its output node is" in retrain(colour_tree, tiny_module, copied, expect=2)
+    assert UNTOLD in retrain(colour_tree, tiny_module, copied, expect=2)
     assert (copy / "models" / "graph.pb").read_bytes() == users
     (copy / "models" / "graph.pb").unlink()
     (tmp_path / "models" / "graph.pb").rename(copy / "models" / "graph.pb")  # the set moved instead
@@ -1301,7 +1312,7 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     (tmp_path / "copy2" / "models" / "graph.pb").write_bytes(users)
     copied2 = {**below, "output_labels": tmp_path / "copy2" / "labels.txt",
                "output_graph": tmp_path / "copy2" / "models" / "graph.pb"}
-    assert "is not a frozen graph retrain can tell it wrote (its output node is" in retrain(colour_tree, tiny_module, copied2, expect=2)
+    assert UNTOLD in retrain(colour_tree, tiny_module, copied2, expect=2)
     assert (tmp_path / "copy2" / "models" / "graph.pb").read_bytes() == users
     retrain(colour_tree, tiny_module, apart, final_tensor_name="scores")
     earlier = apart["output_graph"].read_bytes()
@@ -1316,7 +1327,7 @@ def test_a_rerun_without_its_final_tensor_name_replaces_the_graph_its_report_lis
     mine = graph_node(b"Placeholder", b"Placeholder") + graph_node(b"scores", b"Softmax", b"Placeholder")
     (tmp_path / "graph.pb").write_bytes(mine)
     error = retrain(colour_tree, tiny_module, {**apart, "output_graph": tmp_path / "graph.pb"}, expect=2)
-    assert "is not a frozen graph retrain can tell it wrote (its output node is" in error and (tmp_path / "graph.pb").read_bytes() == mine
+    assert UNTOLD in error and (tmp_path / "graph.pb").read_bytes() == mine
     # An output node no --final_tensor_name can name (a scope): no hint to give a flag that would be refused.
     (tmp_path / "graph.pb").write_bytes(graph_node(b"Placeholder", b"Placeholder") +
                                         graph_node(b"Net/Predictions/Softmax", b"Softmax", b"Placeholder"))
