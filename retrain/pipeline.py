@@ -62,6 +62,7 @@ class Plan:
     labels: LabelSet
     run_folder: Path
     exporters: tuple[formats.Exporter, ...]
+    outputs: tuple[Output, ...] = ()  # every path the run writes
 
 
 @dataclass(frozen=True)
@@ -145,14 +146,19 @@ def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
         check_writable_dir(config.summaries_dir, flag="--summaries_dir")
         check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
         warn_if_another_models_report(config.output_labels)
-        written = [o for o in outputs if o.kind in ("file", "folder", "entries") and not o.role]
-        check_earlier_models([o.path if o.kind == "entries" else o.path.parent for o in written], labels.names,
-                             outputs=[o.path for o in written], rewritten=lambda path: writes(outputs, path),
-                             thresholds=labels.multi_label)
+        _check_earlier_models(outputs, labels)
     except BaseException:
         release_outputs()
         raise
-    return Plan(labels=labels, run_folder=run_folder, exporters=requested)
+    return Plan(labels=labels, run_folder=run_folder, exporters=requested, outputs=tuple(outputs))
+
+
+def _check_earlier_models(outputs: Sequence[Output], labels: LabelSet) -> None:
+    """check_earlier_models for the folders the run writes in, with these labels."""
+    written = [o for o in outputs if o.kind in ("file", "folder", "entries") and not o.role]
+    check_earlier_models([o.path if o.kind == "entries" else o.path.parent for o in written], labels.names,
+                         outputs=[o.path for o in written], rewritten=lambda path: writes(outputs, path),
+                         thresholds=labels.multi_label)
 
 
 def run(config: RetrainConfig, *, plan: Plan | None = None, given: Collection[str] = ()) -> RetrainResult:
@@ -205,6 +211,8 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
             log.warning("skipped %d image(s) (of %d) that could not be read, decoded or used; each is named above "
                         "with the reason", len(vectors.skipped), len(files))
         labels = labels.keep(set(vectors.paths))
+        if labels.names != plan.labels.names:  # a class whose images all failed is left out: the earlier models
+            _check_earlier_models(plan.outputs, labels)  # beside the outputs were judged by the walk's classes
         warn_identical_files(labels, vectors.paths, vectors.keys)
         row = {path: index for index, path in enumerate(vectors.paths)}
         splits = {name: Split(paths=labels.files[name], targets=labels.targets[name],

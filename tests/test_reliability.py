@@ -2359,3 +2359,19 @@ def test_a_runs_own_graph_is_never_the_digest_dropped(tmp_path: Path) -> None:
     digests = _graph_digests(config, [config.output_graph, config.output_labels], intermediate)
     assert len(digests) == _MOST_DIGESTS and digests[hashlib.sha256(b"graph.pb").hexdigest()] == "scores"
     assert hashlib.sha256(intermediate[-1].name.encode()).hexdigest() in digests
+
+
+def test_a_class_left_out_once_its_photos_fail_is_checked_against_the_earlier_models_files(
+        colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
+    """The earlier model's files were judged by the classes the walk found; a class whose photos had all become
+    unreadable was left out later, so a rerun dropping --output_tflite replaced that model's labels and report
+    and left its TFLite file, which no labels then matched, exit 0 (probe PP). The run stops once it knows."""
+    tree = shutil.copytree(colour_tree, tmp_path / "tree")
+    tflite = outputs["output_graph"].with_name("m.tflite")
+    retrain(tree, tiny_module, outputs, output_tflite=tflite)
+    before = {path: path.read_bytes() for path in outputs["output_graph"].parent.glob("*") if path.is_file()}
+    for photo in (tree / "red").iterdir():
+        photo.write_bytes(b"no longer a photo")
+    error = retrain(tree, tiny_module, outputs, expect=2)
+    assert error.startswith("retrain: error: this run replaces ") and f"but leaves its {tflite}" in error, error
+    assert {path: path.read_bytes() for path in outputs["output_graph"].parent.glob("*") if path.is_file()} == before
