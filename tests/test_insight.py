@@ -361,6 +361,21 @@ def test_sprite_puts_thumbnails_row_by_row(photos: dict[str, list[Path]]) -> Non
     assert pictures.sprite([], size=16).shape == (0, 0, 3)
 
 
+def test_the_sprite_shows_progress_when_it_takes_long(photos: dict[str, list[Path]], monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Each photo is decoded in full: 2,000 large test photos took minutes without a word after the run's last
+    line (probe PP). Past a few seconds, a progress line says how far it is."""
+    import itertools
+    import logging
+
+    caplog.set_level(logging.INFO, logger="retrain")
+    monkeypatch.setattr("retrain.progress.time.monotonic", itertools.count(0, 4.0).__next__)  # 4 s a photo
+    pictures.sprite(photos["red"][:3], size=16)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("Drawing the Embedding Projector's thumbnails: 3/3 images in "), lines
+
+
 def test_a_16_bit_photo_is_drawn_as_training_reads_it_not_white(tmp_path: Path) -> None:
     """A 16-bit greyscale PNG (a scan, a microscope image) was a blank white tile in the sprite and the
     misclassified grid: Pillow's convert("RGB") clips its values, where training keeps the high byte (probe EE)."""

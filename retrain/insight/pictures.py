@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from retrain.images import to_rgb
 from retrain.insight.report import cut_middle
+from retrain.progress import Progress
 
 # Blues, as in most confusion-matrix plots: white for 0, dark blue for a whole row.
 _BLUES = np.array([(247, 251, 255), (198, 219, 239), (107, 174, 214), (33, 113, 181), (8, 48, 107)], dtype=np.float64)
@@ -359,6 +360,8 @@ def sprite(paths: Sequence[Path], *, size: int) -> np.ndarray:
     side = math.ceil(math.sqrt(len(paths)))
     image = Image.new("RGB", (side * size, side * size), _BACKGROUND)
     placeholder = _placeholder(size)
+    # Each photo is decoded in full: 2,000 large ones take minutes, silent after the run's last line (probe PP).
+    progress = Progress(len(paths), "Drawing the Embedding Projector's thumbnails", delay=5.0)
     for n, path in enumerate(paths):
         thumbnail = _open_thumbnail(path, size)
         x, y = (n % side) * size, (n // side) * size
@@ -366,4 +369,6 @@ def sprite(paths: Sequence[Path], *, size: int) -> np.ndarray:
             image.paste(placeholder, (x, y))
         else:
             image.paste(thumbnail, (x + (size - thumbnail.width) // 2, y + (size - thumbnail.height) // 2))
+        progress.update()
+    progress.close()
     return np.asarray(image, dtype=np.uint8)
