@@ -149,6 +149,30 @@ def test_only_loose_images_warns_before_the_error(tmp_path: Path, caplog) -> Non
     assert any(line.startswith("3 image(s) directly in --image_dir") for line in warnings_of(caplog))
 
 
+def test_a_tree_one_folder_too_high_or_already_split_is_said(tree: Path, tmp_path: Path, caplog) -> None:
+    """`data/flowers/<classes>` given as `--image_dir data`: one class folder, and no hint where the classes
+    are. Kaggle's `train/<classes>` and `test/<classes>`: a model telling train photos from test ones, exit 0,
+    no word (probe PP)."""
+    from retrain.errors import RetrainError
+
+    shutil.move(tree, tmp_path / "data" / "flowers")
+    with pytest.raises(RetrainError) as error:
+        scan(tmp_path / "data")
+    assert str(error.value).endswith(f"; if the classes are the sub-folders of {tmp_path / 'data' / 'flowers'}, "
+                                     f"pass --image_dir {tmp_path / 'data' / 'flowers'}")
+    for split in ("train", "Test"):
+        shutil.copytree(tmp_path / "data" / "flowers", tmp_path / "kaggle" / split)
+    with caplog.at_level(logging.INFO):
+        assert scan(tmp_path / "kaggle").names == ("Test", "train")
+    assert warnings_of(caplog) == [
+        f"the class folders Test, train of --image_dir {tmp_path / 'kaggle'} are named as splits: this run trains a "
+        "model telling them apart, not the classes inside them; if they hold the class folders, pass one of them as "
+        "--image_dir (retrain splits it itself), or list the photos with --labels_csv and a split column"]
+    caplog.clear()
+    scan(make_colour_tree(tmp_path / "named", per_class=2, classes={"train": (0, 0, 255), "cat": (0, 255, 0)}))
+    assert warnings_of(caplog) == []  # a class of that name among others: as named
+
+
 # --- the same file in two classes ---------------------------------------------------------------------
 
 def identical(labels, caplog) -> list[str]:

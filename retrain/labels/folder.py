@@ -271,7 +271,9 @@ class FolderSource:
         if len(labels) < 2:
             found = f"{len(labels)} class folder with images" if labels else "no class folders with images"
             raise RetrainError(f"found {found} in --image_dir {image_dir}; need at least 2 sub-folders, one per "
-                               f"class, each holding images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                               f"class, each holding images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                               + (_deeper_hint(image_dir / labels[0]) if labels else ""))
+        _warn_split_folders(image_dir, labels)
         for suffixes, what, advice in ((OTHER_PHOTO_EXTENSIONS, "in formats retrain does not read",
                                         "convert them to JPEG or PNG"),
                                        (JPEG_OTHER_EXTENSIONS, "named as retrain does not read",
@@ -291,6 +293,30 @@ class FolderSource:
                                testing_percentage=self.testing_percentage)
         return dataclasses.replace(build(examples, source=f"--image_dir {image_dir}", multi_label=self.multi_label,
                                          expected_splits=expected, scant=scant), walked=tuple(walk.entered))
+
+
+def _deeper_hint(folder: Path) -> str:
+    """For a tree of one class folder: when that folder holds sub-folders, it may be the tree meant (a
+    `data/flowers/<class>` tree given as `--image_dir data`)."""
+    try:
+        inner = [entry.name for entry in os.scandir(folder) if entry.is_dir() and not _is_hidden(entry.name)]
+    except OSError:
+        return ""
+    return f"; if the classes are the sub-folders of {folder}, pass --image_dir {folder}" if len(inner) > 1 else ""
+
+
+# Folder names of a dataset split already (Kaggle's train/ and test/, each holding the class folders).
+_SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation", "dev", "eval"})
+
+
+def _warn_split_folders(image_dir: Path, labels: list[str]) -> None:
+    """Class folders all named as splits (train, test) are most likely a split dataset's: a model telling
+    `train` photos from `test` ones is not what was meant (probe PP)."""
+    if all(label.lower() in _SPLIT_NAMES for label in labels):
+        log.warning("the class folders %s of --image_dir %s are named as splits: this run trains a model telling "
+                    "them apart, not the classes inside them; if they hold the class folders, pass one of them as "
+                    "--image_dir (retrain splits it itself), or list the photos with --labels_csv and a split "
+                    "column", ", ".join(labels), image_dir)
 
 
 def _warn_case_collisions(labels: list[str]) -> None:
