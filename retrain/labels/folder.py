@@ -22,7 +22,7 @@ import logging
 import os
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,8 +182,26 @@ def _what_else(paths: list[str]) -> str:
 
 
 def image_files(root: Path) -> list[Path]:
-    """All image files under an --image folder, nested folders included, hidden ones skipped, sorted."""
-    return _Walk(root, flag="--image", any_name=True).files(root)
+    """All image files under an --image folder, nested folders included, hidden ones skipped, sorted. Photos
+    of other formats and names are said (they were skipped without a word; a TIFF named alone is read)."""
+    walk = _Walk(root, flag="--image", any_name=True)
+    files = walk.files(root)
+    _warn_unread_photos(walk.ignored, root, purpose="classify them")
+    return files
+
+
+def _warn_unread_photos(ignored: Sequence[str], root: Path, *, purpose: str = "train on them") -> None:
+    """Warn about the photos a walk left out for their names: other formats (TIFF, HEIC, raw) and JPEGs by
+    another name (.jfif, which browsers on Windows save)."""
+    for suffixes, what, change in ((OTHER_PHOTO_EXTENSIONS, "in formats retrain does not read",
+                                    "convert them to JPEG or PNG"),
+                                   (JPEG_OTHER_EXTENSIONS, "named as retrain does not read",
+                                    "rename them .jpg (they are JPEGs)")):
+        photos = [path for path in ignored if Path(path).suffix.lower() in suffixes]
+        if photos:
+            kinds = " ".join(sorted({Path(path).suffix.lower() for path in photos}))
+            log.warning("ignored %d photo(s) %s (%s) under %s, e.g. %s: %s to %s", len(photos), what, kinds, root,
+                        shown(photos[0]), change, purpose)
 
 
 def check_image_dir(image_dir: Path) -> None:
@@ -274,15 +292,7 @@ class FolderSource:
                                f"class, each holding images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
                                + (_deeper_hint(image_dir / labels[0]) if labels else ""))
         _warn_split_folders(image_dir, labels)
-        for suffixes, what, advice in ((OTHER_PHOTO_EXTENSIONS, "in formats retrain does not read",
-                                        "convert them to JPEG or PNG"),
-                                       (JPEG_OTHER_EXTENSIONS, "named as retrain does not read",
-                                        "rename them .jpg (they are JPEGs)")):
-            photos = [path for path in walk.ignored if Path(path).suffix.lower() in suffixes]
-            if photos:
-                kinds = " ".join(sorted({Path(path).suffix.lower() for path in photos}))
-                log.warning("ignored %d photo(s) %s (%s) under %s, e.g. %s: %s to train on them", len(photos), what,
-                            kinds, image_dir, shown(photos[0]), advice)
+        _warn_unread_photos(walk.ignored, image_dir)
         others = [path for path in walk.ignored
                   if Path(path).suffix.lower() not in OTHER_PHOTO_EXTENSIONS | JPEG_OTHER_EXTENSIONS]
         if others:
