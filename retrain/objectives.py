@@ -16,6 +16,7 @@ kept only up to KEEP_SCORES numbers, for the test split's pictures.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from retrain.tfenv import import_tensorflow
+
+log = logging.getLogger(__name__)
 
 EVAL_CHUNK = 8192  # rows evaluated at a time, so huge evaluation samples stay within memory
 CHUNK_SCORES = 4_000_000  # scores computed at a time: fewer rows a chunk for thousands of classes
@@ -183,12 +186,16 @@ class Sigmoid:
         A label without a positive in `training` (the training targets) gets one above any probability:
         the layer never learned it, so validation cannot pick a meaningful threshold for it.
         """
-        from retrain.labels.multilabel import UNTRAINED_THRESHOLD, LabelStats
+        from retrain.labels.multilabel import NO_POSITIVE_THRESHOLD, UNTRAINED_THRESHOLD, LabelStats
 
         stats = LabelStats(num_labels=head.biases.shape[0])
         for probabilities, truth, _rows in chunks:
             stats.add(probabilities, truth)
         thresholds = stats.best_thresholds()
+        if not stats.rows:  # said: each threshold was 0.5 without a word (probe PP)
+            log.warning("no validation images to choose each label's threshold on: every label's is %g; give "
+                        "--validation_percentage (or validation rows in --labels_csv) to choose them",
+                        NO_POSITIVE_THRESHOLD)
         thresholds[training.positives_per_label() == 0] = UNTRAINED_THRESHOLD
         return replace(head, thresholds=thresholds)
 

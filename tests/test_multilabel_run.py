@@ -234,6 +234,18 @@ def test_a_label_with_no_training_image_is_never_predicted(tmp_path: Path, tiny_
     assert len(records) == 60 and not any("rare" in record["labels"] for record in records)
 
 
+def test_thresholds_with_no_validation_images_to_choose_them_on_are_said(tmp_path: Path, tiny_module: Path,
+                                                                          outputs) -> None:
+    """With --validation_percentage 0 every label's threshold was 0.5, without a word (probe PP)."""
+    table = colour_csv(tmp_path / "photos", 30, lambda index, colour, split: colour + (" dark" if index % 2 else ""),
+                       splits=False)
+    result = invoke(retrain_command, flags(image_dir=tmp_path / "photos", labels_csv=table, tfhub_module=tiny_module,
+                                           how_many_training_steps=20, validation_percentage=0, **outputs))
+    assert ("no validation images to choose each label's threshold on: every label's is 0.5; give "
+            "--validation_percentage (or validation rows in --labels_csv) to choose them") in result.stderr
+    assert set(thresholds_path(outputs["output_labels"]).read_text().split()) == {"0.5"}
+
+
 def test_thresholds_are_written_with_the_digits_that_read_back_the_same_float32() -> None:
     """label-image reads the thresholds file as float32: a threshold written short would move, and a score
     exactly at it would change sides."""
