@@ -300,6 +300,10 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
     finally:
         intermediate_graphs = [entry.path for entry in stored.entries]  # for the report, before keep() forgets them
         stored.keep()  # the ones not taken back stay, as any finished file of a failed run
+    if config.test_batch_size > len(splits["testing"]) > 0:  # the figures and the report count the repeats
+        log.warning("--test_batch_size %d is more than the %d test images: they are sampled with repeats, as the "
+                    "classic retrain.py did, and every figure counts the repeats; -1 evaluates each image once",
+                    config.test_batch_size, len(splits["testing"]))
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
     _print_test_figures(test, objective, labels, config)

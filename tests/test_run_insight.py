@@ -125,13 +125,19 @@ def test_report_json_without_test_images_keeps_every_key(objective: str, colour_
 
 
 def test_report_json_counts_the_test_split_not_the_test_batch_sample(colour_tree: Path, tiny_module: Path,
-                                                                     outputs: dict[str, Path]) -> None:
+                                                                     outputs: dict[str, Path],
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A sample larger than the split repeats images (the classic script's), said now (the figures counting
+    1,000 images of 6 puzzled probe PP)."""
     from retrain.api import retrain
 
     result = retrain(colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=20, test_batch_size=30,
                      log_level="WARN", **outputs)
     size = len(result.splits["testing"].paths)
     assert 0 < size < 30 and result.evaluations["testing"].count == 30  # a sample larger than the split
+    assert (f"--test_batch_size 30 is more than the {size} test images: they are sampled with repeats, as the "
+            "classic retrain.py did, and every figure counts the repeats; -1 evaluates each image once") in \
+        capsys.readouterr().err
     report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
     assert report["run"]["images"]["testing"] == size
     assert report["run"]["images"]["validation"] == len(result.splits["validation"].paths)
