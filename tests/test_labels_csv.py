@@ -239,6 +239,35 @@ def test_unicode_labels_and_paths(tmp_path: Path, image_dir: Path) -> None:
     assert table.labels == ("chat", "fleur", "été")
 
 
+def test_a_name_on_disk_in_the_other_unicode_form_is_that_file(tmp_path: Path, image_dir: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Photos copied from a Mac keep their accents decomposed (NFD); a CSV typed elsewhere composes them (NFC):
+    each row was 'does not exist', naming what looks like the file on disk (probe PP). It is that file."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "crème.jpg")
+    (image_dir / "sub" / decomposed).write_bytes(b"x")
+    table = read_labels_csv(write(tmp_path, "path,labels\nsub/crème.jpg,dessert\na.jpg,chat\n"), image_dir=image_dir)
+    assert table.rows[0].path == image_dir / "sub" / decomposed and table.rows[0].name == "sub/crème.jpg"
+    assert warnings_of(caplog) == [f"--labels_csv {tmp_path / 'labels.csv'} line 2: sub/crème.jpg is on disk with "
+                                   "its accents written another way (Unicode NFD); using that file"]
+
+
+def test_paths_relative_to_the_csvs_own_folder_are_said(tmp_path: Path, image_dir: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Rows written relative to the CSV's folder, not --image_dir: the error blamed the one usable row's single
+    label, and said nothing of the rows skipped (probe PP)."""
+    table = write(tmp_path, f"path,labels\nimages/a.jpg,cat\nimages/b.jpg,dog\n{image_dir / 'c.png'},cat\n")
+    with pytest.raises(RetrainError) as error:
+        read_labels_csv(table, image_dir=image_dir)
+    assert str(error.value) == (
+        f"--labels_csv {table} has only the label 'cat' in its 1 usable rows (skipped: missing 2); need at least 2 "
+        f"distinct labels to train; 2 of the missing paths exist relative to the folder of --labels_csv instead: "
+        f"paths are relative to --image_dir (now {image_dir}), so pass --image_dir {tmp_path}")
+    assert any("line 2: images/a.jpg does not exist (it exists relative to the folder of --labels_csv)" in message
+               for message in warnings_of(caplog))
+
+
 def test_split_column(tmp_path: Path, image_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     content = ("path,labels,split\na.jpg,cat,training\nb.jpg,dog, Validation \nc.png,cat,TESTING\nd.JPEG,dog,\n"
                "g.gif,cat,holdout\nsub/e.webp,cat,Train\nsub/f.bmp,dog,val\ncafé.jpg,cat,valid\n"

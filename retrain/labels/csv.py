@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import stat
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -243,7 +244,14 @@ class _Notes:
 
     def __init__(self, source: Path) -> None:
         self.source = shown(source)
+        self.folder = os.path.dirname(os.path.abspath(source))  # where missing relative paths may lie instead
         self.counts: Counter[str] = Counter()
+
+    def beside_hint(self, image_dir: Path) -> str:
+        """When missing rows' paths exist relative to the CSV's own folder, the --image_dir they need."""
+        count = self.counts["beside_csv"]
+        return (f"; {count} of the missing paths exist relative to the folder of {FLAG} instead: paths are relative "
+                f"to --image_dir (now {shown(image_dir)}), so pass --image_dir {shown(self.folder)}" if count else "")
 
     def warn(self, kind: str, line: int, message: str, *args: object) -> None:
         """Count one problem of `kind`; log it while that kind is under the cap."""
@@ -265,7 +273,8 @@ class _Notes:
         args = (FLAG, self.source, len(table.rows), len(table.labels),
                 "" if not table.has_split_column else ", splits from its split column (empty: by hash)")
         if skipped.rows or skipped.blank_labels or skipped.bad_splits:
-            log.warning(message + "; skipped %d row(s): %s", *args, skipped.rows, skipped.describe())
+            log.warning(message + "; skipped %d row(s): %s%s", *args, skipped.rows, skipped.describe(),
+                        self.beside_hint(table.image_dir))
         else:
             log.info(message, *args)
 
@@ -355,14 +364,16 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
     skipped = notes.skipped()
     if not rows:
         raise RetrainError(f"{FLAG} {shown(source)} has no usable rows (skipped: {skipped.describe()}); expected rows "
-                           f"'path,labels' naming image files relative to --image_dir {shown(image_dir)}")
+                           f"'path,labels' naming image files relative to --image_dir {shown(image_dir)}"
+                           + notes.beside_hint(image_dir))
     vocabulary = tuple(sorted({label for row in rows for label in row.labels}))
     if len(vocabulary) < 2:
         found = f"only the label {vocabulary[0]!r}" if vocabulary else "no labels"
         hint = (f" (for a {vocabulary[0]!r} / not {vocabulary[0]!r} model, label the other rows too, such as "
-                f"'not_{vocabulary[0]}')" if vocabulary else "")
-        raise RetrainError(f"{FLAG} {shown(source)} has {found} in its {len(rows)} usable rows; "
-                           f"need at least 2 distinct labels to train{hint}")
+                f"'not_{vocabulary[0]}')" if vocabulary and not skipped.rows else "")
+        left_out = f" (skipped: {skipped.describe()})" if skipped.rows else ""  # the cause, more likely
+        raise RetrainError(f"{FLAG} {shown(source)} has {found} in its {len(rows)} usable rows{left_out}; "
+                           f"need at least 2 distinct labels to train{hint}{notes.beside_hint(image_dir)}")
     _warn_case_collisions(source, vocabulary)
     return LabelTable(source=source, image_dir=image_dir, rows=tuple(rows), labels=vocabulary, skipped=skipped,
                       has_split_column="split" in header.columns)
@@ -408,10 +419,19 @@ def _parse_row(notes: _Notes, *, line: int, cells: list[str], header: _Header, i
                        "test; or empty); the hash decides this row's split", _shorten(value))
     checked, key, name = _locate(written, image_dir=image_dir, image_root=image_root)
     problem = _file_problem(checked)
+    stored = _stored_form(checked) if problem is not None and problem[0] == "missing" else None
+    if stored is not None:  # a name with accents, on disk as macOS writes them (NFD), typed composed (NFC)
+        notes.warn("unicode_forms", line, "%s is on disk with its accents written another way (Unicode %s); "
+                   "using that file", _display(written), stored[1])
+        written, checked, problem = os.path.join(os.path.dirname(written), os.path.basename(stored[0])), \
+            stored[0], None
     if problem is not None:
         kind, reason = problem
         if kind == "missing" and "\\" in written:
             reason += " (write paths with / between folders)"
+        if kind == "missing" and not os.path.isabs(written) and os.path.isfile(os.path.join(notes.folder, written)):
+            notes.counts["beside_csv"] += 1
+            reason += f" (it exists relative to the folder of {FLAG})"
         notes.warn(kind, line, "%s %s; row skipped", _display(written), reason)
         return None
     # A Path per kept row (a str went to stat, so the Path's cached string is not built).
@@ -452,6 +472,17 @@ def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str
         return written, absolute, name.replace(os.sep, "/")
     absolute = os.path.normpath(os.path.join(image_root, written))
     return os.path.join(image_dir, written), absolute, os.path.normpath(written).replace(os.sep, "/")
+
+
+def _stored_form(path: str) -> tuple[str, str] | None:
+    """(path, form) when the missing file at `path` exists with its name in the other Unicode form, NFD or NFC
+    (only the last part: folders so named are found by their own rows' warnings)."""
+    folder, name = os.path.split(path)
+    for form in ("NFD", "NFC"):
+        other = os.path.join(folder, unicodedata.normalize(form, name))
+        if other != path and os.path.isfile(other):
+            return other, form
+    return None
 
 
 def _file_problem(path: str) -> tuple[str, str] | None:
