@@ -95,6 +95,15 @@ def closest(name: str) -> str | None:
     return matches[0] if matches else None
 
 
+def starting_with(name: str, *, most: int = 6) -> list[str]:
+    """Catalog names a partial one begins, underscores aside (mobilenet_v2, mobilenetv2 -> the MobileNet V2
+    sizes), the first `most`: for a name too short for `closest` to pick one."""
+    squeezed = _normalise(name).replace("_", "")
+    if len(squeezed) < 3:
+        return []
+    return [entry for entry in _BY_NAME if entry.replace("_", "").startswith(squeezed)][:most]
+
+
 def format_table() -> str:
     """The catalog as a plain-text table for `retrain --list_modules`, newline-terminated."""
     width = max(len(e.name) for e in CATALOG)

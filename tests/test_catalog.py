@@ -125,6 +125,14 @@ def test_an_unknown_name_points_to_list_modules() -> None:
     with pytest.raises(RetrainError) as error:
         resolve_module_path("my_photos_model")
     assert "did you mean" not in str(error.value) and "(see retrain --list_modules); expected" in str(error.value)
+    # A family's name alone: no suggestion (probe PP); its members now, up to six.
+    for partial in ("mobilenet_v2", "MobileNetV2"):
+        with pytest.raises(RetrainError, match=r"\(did you mean one of mobilenet_v2_035_224, mobilenet_v2_050_224, "
+                                               r"mobilenet_v2_075_224, mobilenet_v2_100_224, mobilenet_v2_130_224, "
+                                               r"mobilenet_v2_140_224\? see retrain --list_modules\)"):
+            resolve_module_path(partial)
+    with pytest.raises(RetrainError, match=r"did you mean efficientnet_v2_s\? "):  # one: as it is
+        resolve_module_path("efficientnetv2_s")
     # TensorFlow for Poets' names are MobileNet V1s: the one the catalog has, never one it does not (128 pixels).
     assert (catalog.closest("mobilenet_0.50_224"), catalog.closest("mobilenet_0.50_128")) == ("mobilenet_v1_050_224",
                                                                                               None)

@@ -474,8 +474,8 @@ outputs.hold_outputs([outputs.Output("--saved_model_dir", Path({str(tmp_path / '
                       outputs.Output("--bottleneck_dir", Path({str(tmp_path / 'x' / 'cache')!r}), kind="tree",
                                      exclusive=False),
                       outputs.Output("--checkpoint_path", Path({str(tmp_path / 'ck')!r}), kind="entries",
-                                     pattern=r"c\.(index|data-\d+-of-\d+)", given=Path({str(tmp_path / 'ck' / 'c')!r}),
-                                     exclusive=False)])
+                                     pattern=r"c\\.(index|data-\\d+-of-\\d+)",
+                                     given=Path({str(tmp_path / 'ck' / 'c')!r}), exclusive=False)])
 print("held", flush=True)
 time.sleep(60)
 """
@@ -1115,8 +1115,8 @@ def test_an_existing_file_of_another_kind_is_never_replaced(colour_tree: Path, t
                           r"--output_graph .*pipe is not a regular file \(a device or a pipe\)"),
         "photo_as_intermediate_graph": ({"intermediate_store_frequency": 10},
                                         outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb",
-                                        r"intermediate_10\.pb exists and is not a frozen graph retrain wrote "
-                                        r"\(it is a JPEG image\)"),
+                                        r"intermediate_10\.pb \(in --intermediate_output_graphs_dir .*intermediate\) "
+                                        r"exists and is not a frozen graph retrain wrote \(it is a JPEG image\)"),
         # retrain's own graph was called "another model's frozen graph" (probe FF)
         "retrain_graph_at_tflite": ({"output_tflite": mine / "m.tflite"}, mine / "m.tflite",
                                     r"--output_tflite .*m\.tflite exists and is not a TFLite model retrain wrote "

@@ -92,9 +92,10 @@ def module_location(handle: str) -> Path | str:
     if entry is not None:
         return entry.handle
     if "://" not in handle:
-        close = catalog.closest(handle)
+        close = catalog.closest(handle) or ", ".join(catalog.starting_with(handle))
+        hint = f"did you mean {'one of ' if ',' in close else ''}{close}? " if close else ""
         raise UsageError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
-                         f"({f'did you mean {close}? ' if close else ''}see retrain --list_modules); expected a "
+                         f"({hint}see retrain --list_modules); expected a "
                          "local SavedModel folder, a name such as mobilenet_v2_100_224, or a https://tfhub.dev/... "
                          "or https://www.kaggle.com/models/... handle")
     return handle
