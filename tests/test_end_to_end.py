@@ -52,6 +52,7 @@ def test_real_photos_reach_80_percent_test_accuracy(flowers_run):
     assert config.output_labels.read_text() == "daisy\ndandelion\nroses\nsunflowers\ntulips\n"
 
 
+@pytest.mark.integration  # a fresh process
 def test_frozen_graph_matches_the_trained_model_in_a_fresh_process(flowers_run, tmp_path: Path):
     config, result = flowers_run
     test = result.splits["testing"]
@@ -96,6 +97,7 @@ def test_saved_model_serving_default_matches(flowers_run):
     np.testing.assert_allclose(prediction, result.head.probabilities(test.vectors[:16]), atol=1e-4)
 
 
+@pytest.mark.integration  # a fresh process
 def test_classic_example_script_classifies_a_bmp(flowers_run):
     config, _ = flowers_run
     example = Path(__file__).resolve().parents[1] / "examples" / "classify_frozen_graph.py"
@@ -297,6 +299,7 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line(name: str, tmp_path: Pa
     assert result.stderr == f"\n{name}: interrupted\n" and not result.stdout, result.stderr
 
 
+@pytest.mark.integration  # a fresh retrain process for each signal
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_just_after_the_output_is_never_a_silent_kill(signum: int, colour_tree: Path, tiny_module: Path,
                                                                outputs: dict[str, Path]) -> None:

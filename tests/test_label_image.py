@@ -167,6 +167,7 @@ def test_bmp_and_other_photos_classify_without_error(trained: Trained) -> None:
     assert sunflower["predictions"][0]["label"] == "sunflowers"
 
 
+@pytest.mark.integration  # 12 s: nine models loaded, four of them SavedModels; kept out of the 3-minute suite
 def test_classic_explicit_flags_give_the_same_output(trained: Trained) -> None:
     base = ["--graph", str(trained.graph), "--labels", str(trained.labels), *images_args(trained.photos[:2])]
     plain = invoke(label_image_command, base)
@@ -270,6 +271,7 @@ def test_tflite(trained: Trained) -> None:
     assert with_flags.stdout == plain.stdout
 
 
+@pytest.mark.integration  # three fresh processes
 def test_the_console_script_keeps_stdout_for_results(trained: Trained) -> None:
     result = run_script("-c", "from retrain.cli import label_image_command; label_image_command(prog_name='label-image')",
                         "--graph", str(trained.graph), "--labels", str(trained.labels), str(trained.photos[0]))

@@ -308,6 +308,7 @@ def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(
     assert (a / "intermediate_10.pb").read_bytes() == graph_a and not (b / "g.pb").exists()
 
 
+@pytest.mark.integration  # two retrain processes at once
 def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, tmp_path: Path, outputs,
                                                               tiny_module: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
