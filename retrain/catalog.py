@@ -8,7 +8,8 @@ except EfficientNet B0-B7, published in the classic TF1 Hub format (they load
 and train, but cannot be fine-tuned). The size is the
 one the module was trained at; it is used when a module's signature leaves the
 size open and no --image_size is given. Pure Python: `retrain --list_modules`
-prints this table without importing TensorFlow.
+prints this table without importing TensorFlow. `hub_cache_dir` says where
+tensorflow_hub keeps what it fetches for a handle.
 """
 
 from __future__ import annotations
