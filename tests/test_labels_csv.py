@@ -251,6 +251,16 @@ def test_a_name_on_disk_in_the_other_unicode_form_is_that_file(tmp_path: Path, i
     assert table.rows[0].path == image_dir / "sub" / decomposed and table.rows[0].name == "sub/crème.jpg"
     assert warnings_of(caplog) == [f"--labels_csv {tmp_path / 'labels.csv'} line 2: sub/crème.jpg is on disk with "
                                    "its accents written another way (Unicode NFD); using that file"]
+    # The same file in both forms is one file: a conflict, not two photos with two labels (probe QQ); a folder
+    # so named (a Mac decomposes every name) too.
+    (image_dir / unicodedata.normalize("NFD", "été")).mkdir()
+    (image_dir / unicodedata.normalize("NFD", "été") / "x.jpg").write_bytes(b"x")
+    caplog.clear()
+    table = read_labels_csv(write(tmp_path, f"path,labels\nsub/crème.jpg,dessert\nsub/{decomposed},chat\n"
+                                            "été/x.jpg,chat\n"), image_dir=image_dir)
+    assert [row.path for row in table.rows] == [image_dir / "sub" / decomposed,
+                                                image_dir / unicodedata.normalize("NFD", "été") / "x.jpg"]
+    assert table.skipped.conflicts == 1
 
 
 def test_paths_relative_to_the_csvs_own_folder_are_said(tmp_path: Path, image_dir: Path,

@@ -419,12 +419,12 @@ def _parse_row(notes: _Notes, *, line: int, cells: list[str], header: _Header, i
                        "test; or empty); the hash decides this row's split", _shorten(value))
     checked, key, name = _locate(written, image_dir=image_dir, image_root=image_root)
     problem = _file_problem(checked)
-    stored = _stored_form(checked) if problem is not None and problem[0] == "missing" else None
+    stored = _stored_form(written, image_dir) if problem is not None and problem[0] == "missing" else None
     if stored is not None:  # a name with accents, on disk as macOS writes them (NFD), typed composed (NFC)
         notes.warn("unicode_forms", line, "%s is on disk with its accents written another way (Unicode %s); "
                    "using that file", _display(written), stored[1])
-        written, checked, problem = os.path.join(os.path.dirname(written), os.path.basename(stored[0])), \
-            stored[0], None
+        written, problem = stored[0], None  # the split still hashes the name as the CSV writes it (`name`)
+        checked, key, _ = _locate(written, image_dir=image_dir, image_root=image_root)  # a repeat in the other form
     if problem is not None:
         kind, reason = problem
         if kind == "missing" and "\\" in written:
@@ -474,14 +474,15 @@ def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str
     return os.path.join(image_dir, written), absolute, os.path.normpath(written).replace(os.sep, "/")
 
 
-def _stored_form(path: str) -> tuple[str, str] | None:
-    """(path, form) when the missing file at `path` exists with its name in the other Unicode form, NFD or NFC
-    (only the last part: folders so named are found by their own rows' warnings)."""
-    folder, name = os.path.split(path)
+def _stored_form(written: str, image_dir: Path) -> tuple[str, str] | None:
+    """(path as the CSV would write it, form) when the missing file the CSV names as `written` exists with its
+    path in the other Unicode form, NFD or NFC (its folders too: a Mac's copy decomposes every name), or with
+    only its file name in that form."""
     for form in ("NFD", "NFC"):
-        other = os.path.join(folder, unicodedata.normalize(form, name))
-        if other != path and os.path.isfile(other):
-            return other, form
+        for other in (unicodedata.normalize(form, written),
+                      os.path.join(os.path.dirname(written), unicodedata.normalize(form, os.path.basename(written)))):
+            if other != written and os.path.isfile(other if os.path.isabs(other) else os.path.join(image_dir, other)):
+                return other, form
     return None
 
 

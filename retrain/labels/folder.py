@@ -40,6 +40,8 @@ OTHER_PHOTO_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", 
                                     ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
 # JPEGs by another name (browsers on Windows save .jfif): a warning too, since a new name is all they need.
 JPEG_OTHER_EXTENSIONS = frozenset({".jfif", ".jpe", ".jif", ".pjpeg", ".pjp"})
+# What label-image's walk of a folder takes: also the photos it reads when each is named (Pillow decodes them).
+LABEL_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS | JPEG_OTHER_EXTENSIONS | {".tif", ".tiff"}
 
 
 WALK_NOTE_SECONDS = 10.0  # how often a long walk of the image folders says how far it has got
@@ -99,10 +101,12 @@ class _Walk:
     (label-image reads such a file as it does when it is named; a run's labels, cache index and report cannot).
     """
 
-    def __init__(self, root: Path, *, flag: str, any_name: bool = False) -> None:
+    def __init__(self, root: Path, *, flag: str, any_name: bool = False,
+                 extensions: frozenset[str] = IMAGE_EXTENSIONS) -> None:
         self.root = root
         self.flag = flag
         self.any_name = any_name
+        self.extensions = extensions
         self.root_key = _key(root)
         self.holding = _folders_holding(root)
         self.visited: set[_Key] = set()
@@ -157,7 +161,7 @@ class _Walk:
             if is_dir:
                 if not self.leads_back(path):
                     yield from self._walk(path)
-            elif path.suffix.lower() in IMAGE_EXTENSIONS:
+            elif path.suffix.lower() in self.extensions:
                 self.found += 1
                 if self.found % 1024 == 0 and time.monotonic() >= self._note:
                     log.info("looking for images in %s %s: %d so far", self.flag, shown(self.root), self.found)
@@ -182,9 +186,10 @@ def _what_else(paths: list[str]) -> str:
 
 
 def image_files(root: Path) -> list[Path]:
-    """All image files under an --image folder, nested folders included, hidden ones skipped, sorted. Photos
-    of other formats and names are said (they were skipped without a word; a TIFF named alone is read)."""
-    walk = _Walk(root, flag="--image", any_name=True)
+    """All image files under an --image folder, nested folders included, hidden ones skipped, sorted: those
+    label-image reads when named (TIFF and JPEGs named .jfif too: they were skipped without a word); photos of
+    other formats (HEIC, raw) are said."""
+    walk = _Walk(root, flag="--image", any_name=True, extensions=LABEL_IMAGE_EXTENSIONS)
     files = walk.files(root)
     _warn_unread_photos(walk.ignored, root, purpose="classify them")
     return files
