@@ -1388,7 +1388,8 @@ def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colou
 
 
 def test_files_put_in_the_way_of_outputs_while_the_run_goes_on_are_not_replaced(colour_tree: Path, tiny_module: Path,
-                                                                                outputs) -> None:
+                                                                                outputs,
+                                                                                caplog: pytest.LogCaptureFixture) -> None:
     """The checks run before the work; what appears or changes in an output's place by the time it is written
     is judged again there, so a file saved there meanwhile is the user's and stays."""
     from retrain.config import RetrainConfig
@@ -1403,7 +1404,7 @@ def test_files_put_in_the_way_of_outputs_while_the_run_goes_on_are_not_replaced(
     cases = {"graph.pb": b"my notes\n", "labels.txt": b"Cat\nDog\n", "report.json": b'{"tool": "other"}\n',
              "saved/DEPLOY_NOTES.md": b"deploy with care\n", "new:graph.pb": b"my notes\n",
              # entries of a folder output that no one had made when the run was checked
-             "new:checkpoint/ckpt.index": bmp, "new:intermediate/intermediate_10.pb": b"my notes\n"}
+             "new:checkpoint/ckpt.index": bmp}
     for name, data in cases.items():
         path = out / name.removeprefix("new:")
         if name.startswith("new:"):  # no file there when the run is checked; one saved there before it writes
@@ -1416,6 +1417,15 @@ def test_files_put_in_the_way_of_outputs_while_the_run_goes_on_are_not_replaced(
         assert str(path.parent if name.startswith("saved/") else path) in str(raised.value), name
         assert path.read_bytes() == data, name
         path.unlink()
+    # An intermediate graph's: kept too, and the run goes on without that graph (the whole run stopped, probe QQ).
+    path = out / "intermediate" / "intermediate_10.pb"
+    path.unlink()
+    plan = prepare(config)
+    path.write_bytes(b"my notes\n")
+    run(config, plan=plan)
+    assert path.read_bytes() == b"my notes\n"
+    assert f"intermediate graph {path} not saved: {path} (in --intermediate_output_graphs_dir" in caplog.text
+    path.unlink()
     # Another run of the same model writing the same files meanwhile is no one's loss: this run replaces them.
     plan = prepare(config)
     labels = out / "labels.txt"

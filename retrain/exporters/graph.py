@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config import RetrainConfig
+from retrain.errors import RetrainError
 from retrain.exporters import Exporter
 from retrain.names import FINAL_TENSOR_NAME, report_path
 from retrain.outputs import (Output, Writes, atomic_write_bytes, check_writable_dir, check_writable_file,
-                             held_elsewhere, make_folder, recording)
+                             held_elsewhere, judge_again, make_folder, recording)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ class IntermediateGraphs(Exporter):
         holder = held_elsewhere(path)
         if holder is not None:  # another run's --output_graph (say) of that name: not this run's to replace
             log.warning("intermediate graph %s not saved: another retrain run%s is writing that file", path, holder)
+            return
+        try:
+            judge_again(path)  # a file put there while the run went on is kept; the run goes on without this graph
+        except RetrainError as error:  # (the whole run stopped for it, probe QQ)
+            log.warning("intermediate graph %s not saved: %s", path, error)
             return
         make_folder(path.parent, flag="--intermediate_output_graphs_dir")
         with recording(writes):
