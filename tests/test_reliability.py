@@ -1387,9 +1387,8 @@ def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colou
         check_replaceable_folder(folder, flag="--output_tfjs")
 
 
-def test_files_put_in_the_way_of_outputs_while_the_run_goes_on_are_not_replaced(colour_tree: Path, tiny_module: Path,
-                                                                                outputs,
-                                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_files_put_in_the_way_of_outputs_while_the_run_goes_on_are_not_replaced(
+        colour_tree: Path, tiny_module: Path, outputs, caplog: pytest.LogCaptureFixture) -> None:
     """The checks run before the work; what appears or changes in an output's place by the time it is written
     is judged again there, so a file saved there meanwhile is the user's and stays."""
     from retrain.config import RetrainConfig
