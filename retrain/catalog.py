@@ -81,17 +81,19 @@ def lookup(name: str) -> CatalogEntry | None:
     return _BY_NAME.get(_normalise(name))
 
 
-# TensorFlow for Poets' --architecture names of MobileNet V1: mobilenet_0.50_224, mobilenet_1.0_224_quantized...
-_POETS_MOBILENET = re.compile(r"mobilenet_(\d\.\d+)_(\d+)(_quantized)?")
+# TensorFlow for Poets' --architecture names of MobileNet V1: mobilenet_0.50_224, mobilenet_1.0_224_quantized...;
+# and the same with a version, as Keras and papers write them: mobilenet_v2_1.0_224.
+_POETS_MOBILENET = re.compile(r"mobilenet(?:_v([12]))?_(\d\.\d+)_(\d+)(_quantized)?")
 
 
 def closest(name: str) -> str | None:
     """The catalog name a mistyped one was most likely meant to be (mobilenet_v2_100_22 -> mobilenet_v2_100_224;
-    TensorFlow for Poets' mobilenet_0.50_224, a MobileNet V1, -> mobilenet_v1_050_224), or None when none is
-    close."""
+    TensorFlow for Poets' mobilenet_0.50_224, a MobileNet V1, -> mobilenet_v1_050_224; mobilenet_v2_1.0_224 ->
+    mobilenet_v2_100_224), or None when none is close."""
     poets = _POETS_MOBILENET.fullmatch(_normalise(name))
-    if poets and (v1 := f"mobilenet_v1_{round(float(poets[1]) * 100):03d}_{poets[2]}") in _BY_NAME:
-        return v1
+    if poets:  # never a near miss of another width (mobilenet_v2_1.0_224 was taken for mobilenet_v2_140_224)
+        meant = f"mobilenet_v{poets[1] or 1}_{round(float(poets[2]) * 100):03d}_{poets[3]}"
+        return meant if meant in _BY_NAME else None
     matches = difflib.get_close_matches(_normalise(name), _BY_NAME, n=1, cutoff=0.8)
     return matches[0] if matches else None
 

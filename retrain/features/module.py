@@ -92,7 +92,8 @@ def module_location(handle: str) -> Path | str:
     if entry is not None:
         return entry.handle
     if "://" not in handle:
-        close = catalog.closest(handle) or ", ".join(catalog.starting_with(handle))
+        family = catalog.starting_with(handle)  # a family's name alone: its members, not the one closest
+        close = ", ".join(family) if len(family) > 1 else catalog.closest(handle) or ", ".join(family)
         hint = f"did you mean {'one of ' if ',' in close else ''}{close}? " if close else ""
         raise UsageError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
                          f"({hint}see retrain --list_modules); expected a "
