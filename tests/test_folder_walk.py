@@ -155,13 +155,13 @@ def test_a_tree_one_folder_too_high_or_already_split_is_said(tree: Path, tmp_pat
     no word (probe PP)."""
     from retrain.errors import RetrainError
 
-    shutil.move(tree, tmp_path / "data" / "flowers")
+    shutil.move(tree, tmp_path / "data" / "my flowers")
     with pytest.raises(RetrainError) as error:
         scan(tmp_path / "data")
-    assert str(error.value).endswith(f"; if the classes are the sub-folders of {tmp_path / 'data' / 'flowers'}, "
-                                     f"pass --image_dir {tmp_path / 'data' / 'flowers'}")
+    assert str(error.value).endswith(f"; if the classes are the sub-folders of {tmp_path / 'data' / 'my flowers'}, "
+                                     f"pass --image_dir '{tmp_path / 'data' / 'my flowers'}'")  # as a shell takes it
     for split in ("train", "Test"):
-        shutil.copytree(tmp_path / "data" / "flowers", tmp_path / "kaggle" / split)
+        shutil.copytree(tmp_path / "data" / "my flowers", tmp_path / "kaggle" / split)
     with caplog.at_level(logging.INFO):
         assert scan(tmp_path / "kaggle").names == ("Test", "train")
     assert warnings_of(caplog) == [

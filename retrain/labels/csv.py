@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import stat
 import unicodedata
 from collections import Counter
@@ -251,7 +252,8 @@ class _Notes:
         """When missing rows' paths exist relative to the CSV's own folder, the --image_dir they need."""
         count = self.counts["beside_csv"]
         return (f"; {count} of the missing paths exist relative to the folder of {FLAG} instead: paths are relative "
-                f"to --image_dir (now {shown(image_dir)}), so pass --image_dir {shown(self.folder)}" if count else "")
+                f"to --image_dir (now {shown(image_dir)}), so pass --image_dir {shlex.quote(shown(self.folder))}"
+                if count else "")
 
     def warn(self, kind: str, line: int, message: str, *args: object) -> None:
         """Count one problem of `kind`; log it while that kind is under the cap."""

@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import logging
 import os
+import shlex
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -317,7 +318,8 @@ def _deeper_hint(folder: Path) -> str:
         inner = [entry.name for entry in os.scandir(folder) if entry.is_dir() and not _is_hidden(entry.name)]
     except OSError:
         return ""
-    return f"; if the classes are the sub-folders of {folder}, pass --image_dir {folder}" if len(inner) > 1 else ""
+    return (f"; if the classes are the sub-folders of {folder}, pass --image_dir {shlex.quote(str(folder))}"
+            if len(inner) > 1 else "")  # quoted as a shell needs it: `My Flowers`
 
 
 # Folder names of a dataset split already (Kaggle's train/ and test/, each holding the class folders).
