@@ -184,10 +184,11 @@ def check_outside_exports(outputs: Sequence[Output]) -> None:
 def writes(outputs: Sequence[Output], path: Path) -> bool:
     """Whether one of `outputs` writes `path` (the file itself, or the folder or entry holding it). A file
     output that is a link is replaced by the new file (atomic_write) and the file it pointed to is left: it
-    writes that link, and `path` if it is the link or a link to the link."""
+    writes that link, and `path` if it is the link or a link to the link. Of an "entries" output that names
+    the entries it writes (`writes_name`: the intermediate graphs of the steps it stores), those only."""
     target, entry = real(path), _entry(path)
-    return any((region := _region(output))._covers(target) or output.kind == "file" and region._covers(entry)
-               for output in outputs)
+    return any(((region := _region(output))._covers(target) or output.kind == "file" and region._covers(entry))
+               and (output.writes_name is None or output.writes_name(target.name)) for output in outputs)
 
 
 def _entry(path: Path) -> Path:

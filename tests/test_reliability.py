@@ -2385,3 +2385,18 @@ def test_a_class_left_out_once_its_photos_fail_is_checked_against_the_earlier_mo
     error = retrain(tree, tiny_module, outputs, expect=2)
     assert error.startswith("retrain: error: this run replaces ") and f"but leaves its {tflite}" in error, error
     assert {path: path.read_bytes() for path in outputs["output_graph"].parent.glob("*") if path.is_file()} == before
+
+
+def test_a_rerun_with_other_classes_says_which_earlier_intermediate_graphs_it_leaves(
+        colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
+    """A rerun with other classes replaced the labels and report and left the earlier run's intermediate graphs
+    of steps it does not store, exit 0, without a word (probe QQ). Snapshots in a folder runs share by default:
+    said, not refused; the steps this run writes again are not named."""
+    other = make_colour_tree(tmp_path / "other", per_class=8,
+                             classes={"cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0)})
+    folder = outputs["intermediate_output_graphs_dir"]
+    retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=5)
+    result = retrain(other, tiny_module, outputs, intermediate_store_frequency=10)
+    assert (f"and leaves that run's intermediate graphs {folder / 'intermediate_5.pb'}, "
+            f"{folder / 'intermediate_15.pb'}: with their labels replaced, label-image asks which are theirs; to keep "
+            "them usable, move them with a copy of that model's labels file and report.json") in result.stderr

@@ -66,6 +66,7 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
             if same and not (thresholds and data.get("objective") == "sigmoid"):
                 continue
             files = reports.files_now(report, data["run"])
+            graphs = reports.files_now(report, data["run"], key="intermediate_graphs")
             # A thresholds file means nothing beside a softmax model.
             thresholds_file = thresholds_path(reports.labels_file_now(report, data["run"]))
         except (ValueError, KeyError, TypeError):  # not a report of ours, or one edited by hand
@@ -94,6 +95,12 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
                              f"again in this run, move them away with a copy of that model's labels file and "
                              f"{report.name} (label-image finds their labels there), or choose other paths"
                              f"{_links_hint(outputs, left)}")
+        graphs_left = [graph for graph in graphs if os.path.lexists(graph) and not rewritten(graph)]
+        if touched and graphs_left:  # snapshots, in a folder runs share by default: said, not refused
+            log.warning("this run replaces %s of the earlier model that %s describes (%d labels) and leaves that "
+                        "run's intermediate graphs %s: with their labels replaced, label-image asks which are "
+                        "theirs; to keep them usable, move them with a copy of that model's labels file and %s",
+                        _listed(touched), report, len(earlier), _listed(graphs_left), report.name)
 
 
 def _links_hint(outputs: Sequence[Path], left: Sequence[Path]) -> str:
