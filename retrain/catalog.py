@@ -83,7 +83,7 @@ def lookup(name: str) -> CatalogEntry | None:
 
 # TensorFlow for Poets' --architecture names of MobileNet V1: mobilenet_0.50_224, mobilenet_1.0_224_quantized...;
 # and the same with a version, as Keras and papers write them: mobilenet_v2_1.0_224.
-_POETS_MOBILENET = re.compile(r"mobilenet(?:_v([12]))?_(\d\.\d+)_(\d+)(_quantized)?")
+_POETS_MOBILENET = re.compile(r"mobilenet(?:_v([123]))?_(\d\.\d+)_(\d+)(_quantized)?")
 
 
 def closest(name: str) -> str | None:
@@ -98,13 +98,13 @@ def closest(name: str) -> str | None:
     return matches[0] if matches else None
 
 
-def starting_with(name: str, *, most: int = 6) -> list[str]:
+def starting_with(name: str) -> list[str]:
     """Catalog names a partial one begins, underscores aside (mobilenet_v2, mobilenetv2 -> the MobileNet V2
-    sizes), the first `most`: for a name too short for `closest` to pick one."""
+    sizes): for a name too short for `closest` to pick one."""
     squeezed = _normalise(name).replace("_", "")
     if len(squeezed) < 3:
         return []
-    return [entry for entry in _BY_NAME if entry.replace("_", "").startswith(squeezed)][:most]
+    return [entry for entry in _BY_NAME if entry.replace("_", "").startswith(squeezed)]
 
 
 def format_table() -> str:

@@ -188,7 +188,8 @@ def writes(outputs: Sequence[Output], path: Path) -> bool:
     the entries it writes (`writes_name`: the intermediate graphs of the steps it stores), those only."""
     target, entry = real(path), _entry(path)
     return any(((region := _region(output))._covers(target) or output.kind == "file" and region._covers(entry))
-               and (output.writes_name is None or output.writes_name(target.name)) for output in outputs)
+               and (output.writes_name is None or output.writes_name(target.relative_to(region.path).parts[0]))
+               for output in outputs)
 
 
 def _entry(path: Path) -> Path:

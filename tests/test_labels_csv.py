@@ -261,6 +261,16 @@ def test_a_name_on_disk_in_the_other_unicode_form_is_that_file(tmp_path: Path, i
     assert [row.path for row in table.rows] == [image_dir / "sub" / decomposed,
                                                 image_dir / unicodedata.normalize("NFD", "été") / "x.jpg"]
     assert table.skipped.conflicts == 1
+    # Forms mixed along one path: a folder made here (NFC) holding a Mac's copy (NFD), and the reverse (probe RR).
+    nfd = unicodedata.normalize("NFD", "café")
+    (image_dir / "Fotos_été" / nfd).mkdir(parents=True)
+    (image_dir / "Fotos_été" / nfd / unicodedata.normalize("NFD", "crème0.jpg")).write_bytes(b"x")
+    (image_dir / nfd / "noël0.jpg").parent.mkdir()
+    (image_dir / nfd / "noël0.jpg").write_bytes(b"x")
+    table = read_labels_csv(write(tmp_path, "path,labels\nFotos_été/café/crème0.jpg,a\n./café/noël0.jpg,b\n"),
+                            image_dir=image_dir)
+    assert [row.path for row in table.rows] == [
+        image_dir / "Fotos_été" / nfd / unicodedata.normalize("NFD", "crème0.jpg"), image_dir / nfd / "noël0.jpg"]
 
 
 def test_paths_relative_to_the_csvs_own_folder_are_said(tmp_path: Path, image_dir: Path,

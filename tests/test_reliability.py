@@ -2343,6 +2343,15 @@ def test_a_run_judges_only_the_intermediate_graphs_it_stores(colour_tree: Path, 
                      "such a file there: move the file or choose another --intermediate_output_graphs_dir (if "
                      "retrain wrote it with --final_tensor_name scores, give that flag again)")
     assert (folder / "intermediate_20.pb").read_bytes() == users
+    # What a run writes there is the files of its stored steps, whatever lies inside an entry so named (a folder
+    # `intermediate_10.pb` holding another model's graph: a traceback, probe RR).
+    from retrain.exporters.graph import IntermediateGraphs
+    from retrain.outputs import writes
+
+    output = IntermediateGraphs().outputs(RetrainConfig(image_dir=colour_tree, how_many_training_steps=40,
+                                                        intermediate_store_frequency=10, **outputs))
+    assert [writes(output, folder / name) for name in ("intermediate_10.pb/g.pb", "intermediate_15.pb", "g.pb")] == [
+        True, False, False]
     # The steps judged are those training stores (train.Schedule), fine-tuning's numbered on from training's.
     for steps, every, fine_tune in ((40, 10, 0), (41, 10, 25), (7, 3, 5), (5, 7, 9)):
         config = RetrainConfig(image_dir=colour_tree, how_many_training_steps=steps, intermediate_store_frequency=every,

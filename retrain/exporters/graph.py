@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +98,14 @@ def _stores(config: RetrainConfig, name: str) -> bool:
     of training but step 0 (train.Schedule.stores), then of fine-tuning, whose steps are numbered on from
     training's. Other steps' files, an earlier run's, are not its to judge."""
     digits = name.removeprefix("intermediate_").removesuffix(".pb")
-    if len(digits) > 18:  # past any step count (and int() refuses thousands of digits)
+    if not re.fullmatch(r"[0-9]{1,18}", digits):  # past any step count (and int() refuses thousands of digits)
         return False
     step = int(digits)
     every, phases = config.intermediate_store_frequency, [(0, config.how_many_training_steps)]
     if config.fine_tune:
         phases.append((config.how_many_training_steps, config.fine_tune_steps))
     return digits == str(step) and any(0 < step - first < steps and (step - first) % every == 0
-                                       for first, steps in phases)
+                                       for first, steps in phases)  # (intermediate_010.pb is no step's)
 
 
 def _vouched(config: RetrainConfig) -> bool:

@@ -93,7 +93,8 @@ def module_location(handle: str) -> Path | str:
         return entry.handle
     if "://" not in handle:
         family = catalog.starting_with(handle)  # a family's name alone: its members, not the one closest
-        close = ", ".join(family) if len(family) > 1 else catalog.closest(handle) or ", ".join(family)
+        more = f", and {len(family) - 6} more" if len(family) > 6 else ""
+        close = ", ".join(family[:6]) + more if len(family) > 1 else catalog.closest(handle) or ", ".join(family)
         hint = f"did you mean {'one of ' if ',' in close else ''}{close}? " if close else ""
         raise UsageError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
                          f"({hint}see retrain --list_modules); expected a "

@@ -30,7 +30,7 @@ from retrain.filekinds import head, is_graph_def, is_saved_model_file, read_repo
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now, labels_file_now, reports_at
-from retrain.labels.folder import LABEL_IMAGE_EXTENSIONS, image_files
+from retrain.labels.folder import image_files, label_image_extensions
 from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, SAVED_MODEL_LABELS, report_path, shown,
                            thresholds_path)
 from retrain.outputs import half_written
@@ -311,7 +311,8 @@ def collect_images(paths: Sequence[Path]) -> list[Path]:
             continue
         found = image_files(path)
         if not found:
-            raise UsageError(f"--image {path} is a folder with no images ({', '.join(sorted(LABEL_IMAGE_EXTENSIONS))})")
+            kinds = ", ".join(sorted(label_image_extensions()))
+            raise UsageError(f"--image {path} is a folder with no images ({kinds})")
         files += found
     return files
 

@@ -477,15 +477,23 @@ def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str
 
 
 def _stored_form(written: str, image_dir: Path) -> tuple[str, str] | None:
-    """(path as the CSV would write it, form) when the missing file the CSV names as `written` exists with its
-    path in the other Unicode form, NFD or NFC (its folders too: a Mac's copy decomposes every name), or with
-    only its file name in that form."""
-    for form in ("NFD", "NFC"):
-        for other in (unicodedata.normalize(form, written),
-                      os.path.join(os.path.dirname(written), unicodedata.normalize(form, os.path.basename(written)))):
-            if other != written and os.path.isfile(other if os.path.isabs(other) else os.path.join(image_dir, other)):
-                return other, form
-    return None
+    """(path as the CSV would write it, form) when the missing file the CSV names as `written` exists with some
+    of its names in the other Unicode form, NFD or NFC: each folder and the file is looked up as written, else in
+    either form (a Mac's copy decomposes the names it copies, inside a folder made elsewhere, say)."""
+    absolute = os.path.isabs(written)
+    here, parts, forms = ("" if absolute else str(image_dir)), [], []
+    for part in Path(written).parts:
+        for form, name in (("", part), ("NFD", unicodedata.normalize("NFD", part)),
+                           ("NFC", unicodedata.normalize("NFC", part))):
+            if os.path.lexists(os.path.join(here, name)) or name in ("/", "..", "."):
+                break
+        else:
+            return None
+        here, parts = os.path.join(here, name), parts + [name]
+        forms += [form] if form and name != part else []
+    if not forms or not os.path.isfile(here):
+        return None
+    return os.path.join(*parts), forms[0]
 
 
 def _file_problem(path: str) -> tuple[str, str] | None:

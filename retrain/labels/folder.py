@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import os
 import shlex
@@ -41,8 +42,6 @@ OTHER_PHOTO_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", 
                                     ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
 # JPEGs by another name (browsers on Windows save .jfif): a warning too, since a new name is all they need.
 JPEG_OTHER_EXTENSIONS = frozenset({".jfif", ".jpe", ".jif", ".pjpeg", ".pjp"})
-# What label-image's walk of a folder takes: also the photos it reads when each is named (Pillow decodes them).
-LABEL_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS | JPEG_OTHER_EXTENSIONS | {".tif", ".tiff"}
 
 
 WALK_NOTE_SECONDS = 10.0  # how often a long walk of the image folders says how far it has got
@@ -186,11 +185,19 @@ def _what_else(paths: list[str]) -> str:
     return f", only {listed}{more} file(s): if they are photos in one of those formats, rename them"
 
 
+@functools.cache
+def label_image_extensions() -> frozenset[str]:
+    """What label-image's walk of a folder takes: also the photos it reads when each is named, those Pillow has a
+    decoder for here (TIFF, JPEG 2000, AVIF...) and JPEGs by other names (they were skipped without a word)."""
+    from PIL import Image  # label-image's only: Pillow decodes what it classifies
+
+    return IMAGE_EXTENSIONS | JPEG_OTHER_EXTENSIONS | (OTHER_PHOTO_EXTENSIONS & set(Image.registered_extensions()))
+
+
 def image_files(root: Path) -> list[Path]:
-    """All image files under an --image folder, nested folders included, hidden ones skipped, sorted: those
-    label-image reads when named (TIFF and JPEGs named .jfif too: they were skipped without a word); photos of
-    other formats (HEIC, raw) are said."""
-    walk = _Walk(root, flag="--image", any_name=True, extensions=LABEL_IMAGE_EXTENSIONS)
+    """All image files under an --image folder, nested folders included, hidden ones skipped, sorted
+    (`label_image_extensions`); photos of other formats (HEIC, raw, wherever Pillow has no decoder) are said."""
+    walk = _Walk(root, flag="--image", any_name=True, extensions=label_image_extensions())
     files = walk.files(root)
     _warn_unread_photos(walk.ignored, root, purpose="classify them")
     return files
