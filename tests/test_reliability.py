@@ -1856,6 +1856,10 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--output_graph", os.fsdecode(b"nu/\xff/g.pb")], "--output_graph nu/\\xff/g.pb is not valid UTF-8, and "
                                                        "TensorFlow takes only UTF-8 paths; rename it"),
     (["--summaries_dir", os.fsdecode(b"\xfflogs")], "--summaries_dir \\xfflogs is not valid UTF-8"),
+    # Names longer than file systems take: `File name too long (<the value, whole>)`, no flag named (probe RR).
+    (["--tfhub_module", "m" * 300], "--tfhub_module is too long for a path (300 bytes, a name of 300; file systems "
+                                    "take names of up to 255 bytes and paths of up to 4095): mmmm"),
+    (["--output_graph", "out/" + "g" * 256 + ".pb"], "--output_graph is too long for a path (263 bytes, a name of 259"),
     (["--image_dir", os.fsdecode(b"caf\xe9")], "--image_dir caf\\xe9 is not valid UTF-8"),
     (["--tfhub_module", os.fsdecode(b"m\xff")], "--tfhub_module m\\xff is not valid UTF-8"),
 ])
