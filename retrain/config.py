@@ -323,15 +323,16 @@ def _utf8(flag: str, value: Any) -> Any:
     """`value` as it is, unless it is a path whose bytes are not UTF-8 (Python keeps them as surrogates): refused,
     as TensorFlow cannot take such a path and the report cannot hold it (a traceback after the whole run); or
     one with a name longer than file systems allow (said as `File name too long (<the whole value>)`)."""
-    if isinstance(value, (str, Path)) and not valid_name(str(value)):
+    if not isinstance(value, (str, Path)):
+        return value
+    text = str(value)
+    if not valid_name(text):
         raise UsageError(f"--{flag} {shown(value)} is not valid UTF-8, and TensorFlow takes only UTF-8 paths; "
                          "rename it, or choose another path")
-    if isinstance(value, (str, Path)):
-        longest = max((part for part in str(value).split("/")), key=lambda part: len(part.encode()))
-        if len(longest.encode()) > _NAME_MAX or len(str(value).encode()) > _PATH_MAX:
-            raise UsageError(f"--{flag} is too long for a path ({len(str(value).encode())} bytes, a name of "
-                             f"{len(longest.encode())}; file systems take names of up to {_NAME_MAX} bytes and paths "
-                             f"of up to {_PATH_MAX}): {shown(str(value)[:60])}...")
+    size, longest = len(text.encode()), max(len(part.encode()) for part in text.split("/"))
+    if longest > _NAME_MAX or size > _PATH_MAX:
+        raise UsageError(f"--{flag} is too long for a path ({size} bytes, a name of {longest}; file systems take "
+                         f"names of up to {_NAME_MAX} bytes and paths of up to {_PATH_MAX}): {text[:60]}...")
     return value
 
 

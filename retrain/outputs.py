@@ -83,6 +83,10 @@ class Output:
     # stores): only existing entries of those names are judged before any work (check_replaceable_files).
     writes_name: Callable[[str], bool] | None = None
 
+    def writes_entry(self, name: str) -> bool:
+        """Whether the run may write the entry `name` of this "entries" output (`writes_name`)."""
+        return self.writes_name is None or self.writes_name(name)
+
     def named(self) -> str:
         """How messages name this output: its flag and the value given, or its path and role."""
         return f"{self.path} ({self.role})" if self.role else f"{self.flag} {self.given or self.path}"
@@ -188,7 +192,7 @@ def writes(outputs: Sequence[Output], path: Path) -> bool:
     the entries it writes (`writes_name`: the intermediate graphs of the steps it stores), those only."""
     target, entry = real(path), _entry(path)
     return any(((region := _region(output))._covers(target) or output.kind == "file" and region._covers(entry))
-               and (output.writes_name is None or output.writes_name(target.relative_to(region.path).parts[0]))
+               and (output.kind != "entries" or output.writes_entry(target.relative_to(region.path).parts[0]))
                for output in outputs)
 
 
@@ -673,7 +677,7 @@ def check_replaceable_files(outputs: Sequence[Output], *,
             if output.path.is_dir():
                 pattern = re.compile(output.pattern)
                 for entry in sorted(output.path.iterdir()):
-                    if pattern.fullmatch(entry.name) and (output.writes_name is None or output.writes_name(entry.name)):
+                    if pattern.fullmatch(entry.name) and output.writes_entry(entry.name):
                         _judge(output, entry)
 
 

@@ -40,7 +40,7 @@ from retrain.labels import LabelSet, label_source, warn_identical_files
 from retrain.labels.folder import check_image_dir
 from retrain.labels.split import SPLITS, scant_training
 from retrain.logs import one_line
-from retrain.names import report_path, shown
+from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, Writes, bytes_text, check_clashes, check_input_files,
                              check_outside_exports, check_replaceable_files, check_writable_dir, export_set,
@@ -369,12 +369,12 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
         predicted = test.predictions[row]
         if predicted.ndim == 0:  # one class per image
             if predicted != split.targets.ids[index]:
-                print(f"{one_line(shown(split.paths[index])):>70}  {names[predicted]}")
+                print(f"{one_line(str(split.paths[index])):>70}  {names[predicted]}")
             continue
         truth = split.targets.rows([index])[0] > 0
         if not np.array_equal(predicted, truth):
             given, true = (" | ".join(names[i] for i in np.flatnonzero(row)) or "(none)" for row in (predicted, truth))
-            print(f"{one_line(shown(split.paths[index])):>70}  {given}  (true: {true})")
+            print(f"{one_line(str(split.paths[index])):>70}  {given}  (true: {true})")
 
 
 def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> tuple[list[BottleneckStore], bool]:

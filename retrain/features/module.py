@@ -93,9 +93,12 @@ def module_location(handle: str) -> Path | str:
         return entry.handle
     if "://" not in handle:
         family = catalog.starting_with(handle)  # a family's name alone: its members, not the one closest
-        more = f", and {len(family) - 6} more" if len(family) > 6 else ""
-        close = ", ".join(family[:6]) + more if len(family) > 1 else catalog.closest(handle) or ", ".join(family)
-        hint = f"did you mean {'one of ' if ',' in close else ''}{close}? " if close else ""
+        if len(family) > 1:
+            more = f", and {len(family) - 6} more" if len(family) > 6 else ""
+            hint = f"did you mean one of {', '.join(family[:6])}{more}? "
+        else:
+            close = catalog.closest(handle) or next(iter(family), None)
+            hint = f"did you mean {close}? " if close else ""
         raise UsageError(f"--tfhub_module {handle} is neither an existing folder nor a handle, nor a module name "
                          f"({hint}see retrain --list_modules); expected a "
                          "local SavedModel folder, a name such as mobilenet_v2_100_224, or a https://tfhub.dev/... "

@@ -168,8 +168,8 @@ def _listed_as(graph: Path, report: Path, data: Any, *, copies_only: bool = Fals
         listed = [file for key in ("files", "intermediate_graphs") for file in files_now(report, data["run"], key=key)]
     except (KeyError, TypeError, ValueError, RetrainError):
         return None
-    return next((file for file in listed if not copies_only and _among(graph, [file]) or _same_bytes(graph, file)),
-                None)
+    matches = _same_bytes if copies_only else _is_or_copies
+    return next((file for file in listed if matches(graph, file)), None)
 
 
 def _places(path: Path) -> dict[Path, None]:
@@ -243,7 +243,7 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
         files = [file for file in files_now(report, data["run"])
                  if os.path.lexists(file) and not _among(labels, [file])]
         own = [file for file in files_now(report, data["run"], key="intermediate_graphs")
-               if _among(graph, [file]) or _same_bytes(graph, file)]  # the run's own, or a copy of one
+               if _is_or_copies(graph, file)]  # the run's own, or a copy of one
         intermediate = bool(own)
         rewritten = intermediate and all(file.stat().st_mtime > report.stat().st_mtime for file in own)  # since?
     except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
@@ -253,7 +253,7 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
              "edited or replaced, its scores are named wrongly", labels, holder, report.name)
         return
     if not held and not vouched:  # no report vouches for these labels: only the class count can be checked,
-        listed = None if data is None else _listed_as(graph, report, data)  # unless it says whose model this is
+        listed = _listed_as(graph, report, data)  # unless it says whose model this is
         if listed is not None:
             listed_text = "it" if _among(graph, [listed]) else f"{listed}, which --graph is a copy of,"
             if not given:
@@ -269,7 +269,7 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
         warn("labels %s: --graph %s is one of the intermediate graphs %s lists, but was written after it: "
              "if another run has written it since, these are not its labels", labels, graph, report)
         return
-    if not files or intermediate or _among(graph, files) or any(_same_bytes(graph, file) for file in files):
+    if not files or intermediate or any(_is_or_copies(graph, file) for file in files):
         return
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
     if not given:
@@ -290,6 +290,11 @@ def _among(path: Path, files: Sequence[Path]) -> bool:
         except OSError:
             continue
     return False
+
+
+def _is_or_copies(graph: Path, file: Path) -> bool:
+    """Whether the model at `graph` is `file` (however spelt) or a byte copy of it."""
+    return _among(graph, [file]) or _same_bytes(graph, file)
 
 
 def _same_bytes(path: Path, other: Path) -> bool:
