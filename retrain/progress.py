@@ -52,7 +52,8 @@ class Progress:
             self._write(now, final=False)
 
     def close(self) -> None:
-        if self.shown and (not self.delay or time.monotonic() - self.start >= self.delay):
+        """The last line (none for no work at all: `Loading validation images: 0/0` said nothing)."""
+        if self.shown and (self.total or self.done) and (not self.delay or time.monotonic() - self.start >= self.delay):
             self._write(time.monotonic(), final=True)
 
     def _write(self, now: float, *, final: bool) -> None:

@@ -453,6 +453,9 @@ def test_progress_is_shown_with_the_info_lines_and_quietened_with_them(level: st
     progress.close()
     assert ("Bottlenecks: 2/3 images in" in stream.getvalue()) is shown
     assert ("2/3 images (67%)" in stream.getvalue()) is shown
+    empty = io.StringIO()  # no work at all says nothing (`Loading validation images: 0/0` with no validation split)
+    Progress(0, "Loading validation images", stream=empty, interval=0.0).close()
+    assert empty.getvalue() == ""
 
 
 def test_progress_measures_its_pace_after_the_first_update_and_can_wait_before_showing(

@@ -166,12 +166,14 @@ def test_a_conflict_quotes_each_label_as_labels_may_hold_spaces(tmp_path: Path, 
 
 def test_a_duplicate_with_another_split_is_a_conflict(tmp_path: Path, image_dir: Path,
                                                       caplog: pytest.LogCaptureFixture) -> None:
-    content = "path,labels,split\na.jpg,cat,training\nb.jpg,dog,\na.jpg,cat,testing\nb.jpg,dog,\n"
+    content = "path,labels,split\na.jpg,cat,training\nb.jpg,dog,\na.jpg,cat,testing\nb.jpg,dog,\nb.jpg,dog,testing\n"
     table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
     assert [(row.line, row.split) for row in table.rows] == [(2, "training"), (3, None)]
     messages = warnings_of(caplog)
-    assert any("line 4: names a.jpg again, with labels 'cat', split testing where line 2 has labels 'cat', "
-               "split training; keeping line 2" in m for m in messages)
+    assert any("line 4: names a.jpg again with the same labels but split testing where line 2 has split training; "
+               "keeping line 2" in m for m in messages)
+    assert any("line 6: names b.jpg again with the same labels but split testing where line 3 has no split; "
+               "keeping line 3" in m for m in messages)
     assert any("line 5: repeats line 3" in m for m in messages)
 
 

@@ -360,6 +360,9 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
             rows.append(row)
         elif earlier.labels == row.labels and earlier.split == row.split:
             notes.warn("duplicates", line, "repeats line %d (same path, labels and split); dropped", earlier.line)
+        elif earlier.labels == row.labels:  # said as such: the split alone differs
+            notes.warn("conflicts", line, "names %s again with the same labels but %s where line %d has %s; keeping "
+                       "line %d", _display(row.name), _split(row), earlier.line, _split(earlier), earlier.line)
         else:
             notes.warn("conflicts", line, "names %s again, with %s where line %d has %s; keeping line %d",
                        _display(row.name), _describe(row), earlier.line, _describe(earlier), earlier.line)
@@ -527,6 +530,11 @@ def _describe(row: CsvRow) -> str:
     """"labels 'a' 'b c', split training" for a conflict warning (each label quoted: labels may hold spaces)."""
     described = f"labels {' '.join(map(repr, row.labels))}" if row.labels else "no labels"
     return described + (f", split {row.split}" if row.split else "")
+
+
+def _split(row: CsvRow) -> str:
+    """"split testing", or "no split" (the row's split is then worked out from its path)."""
+    return f"split {row.split}" if row.split else "no split"
 
 
 def _display(text: str) -> str:
