@@ -134,7 +134,8 @@ class RetrainConfig:
             _check_names_a_file(name, getattr(self, name))
         for name in _PATH_FIELDS:
             path = _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY)
-            object.__setattr__(self, name, _utf8(name, _through_links(_utf8(name, path))))  # `link/..` too
+            room = _WRITE_ROOM if name in _WRITTEN_BESIDE else 0
+            object.__setattr__(self, name, _utf8(name, _through_links(_utf8(name, path, room=room)), room=room))
         if not valid_name(tempfile.gettempdir()):  # where TensorFlow writes the code it generates for training
             raise UsageError(f"the temporary folder {shown(tempfile.gettempdir())} (TMPDIR) is not valid UTF-8, and "
                              "TensorFlow takes only UTF-8 paths; set TMPDIR to another folder")
@@ -245,8 +246,8 @@ class LabelImageConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         object.__setattr__(self, "graph", _utf8("graph", _through_links(_utf8("graph", _path("graph", self.graph)))))
-        object.__setattr__(self, "labels", _path("labels", self.labels))
-        object.__setattr__(self, "images", tuple(_path("image", p) for p in self.images))
+        object.__setattr__(self, "labels", _fits("labels", _path("labels", self.labels)))  # read by Python: any
+        object.__setattr__(self, "images", tuple(_fits("image", _path("image", p)) for p in self.images))  # bytes
         _check_label_image(self)
 
 
@@ -319,17 +320,31 @@ def _check_current_folder(config: "RetrainConfig") -> None:
                          "absolute paths")
 
 
-def _utf8(flag: str, value: Any) -> Any:
+def _utf8(flag: str, value: Any, *, room: int = 0) -> Any:
     """`value` as it is, unless it is a path whose bytes are not UTF-8 (Python keeps them as surrogates): refused,
     as TensorFlow cannot take such a path and the report cannot hold it (a traceback after the whole run); or
-    one with a name longer than file systems allow (said as `File name too long (<the whole value>)`)."""
+    one with a name longer than file systems allow (said as `File name too long (<the whole value>)`), its own
+    name `room` bytes shorter still (an output written by way of a longer temporary name: probe SS)."""
     if not isinstance(value, (str, Path)):
         return value
     text = str(value)
     if not valid_name(text):
         raise UsageError(f"--{flag} {shown(value)} is not valid UTF-8, and TensorFlow takes only UTF-8 paths; "
                          "rename it, or choose another path")
-    size, longest = len(text.encode()), max(len(part.encode()) for part in text.split("/"))
+    return _fits(flag, value, room=room)
+
+
+def _fits(flag: str, value: Any, *, room: int = 0) -> Any:
+    """`value` as it is, unless it is a path too long for file systems (see `_utf8`)."""
+    if not isinstance(value, (str, Path)):
+        return value
+    text = str(value)
+    size, longest = len(os.fsencode(text)), max(len(os.fsencode(part)) for part in text.split("/"))
+    own = len(os.fsencode(Path(text).name))
+    if room and own <= _NAME_MAX < own + room:
+        raise UsageError(f"--{flag}'s name is too long ({own} bytes): retrain writes it by way of a temporary "
+                         f"name up to {room} bytes longer, and file systems take names of up to {_NAME_MAX} bytes; "
+                         f"choose a name of up to {_NAME_MAX - room}: {text[:60]}...")
     if longest > _NAME_MAX or size > _PATH_MAX:
         raise UsageError(f"--{flag} is too long for a path ({size} bytes, a name of {longest}; file systems take "
                          f"names of up to {_NAME_MAX} bytes and paths of up to {_PATH_MAX}): {text[:60]}...")
@@ -337,6 +352,12 @@ def _utf8(flag: str, value: Any) -> Any:
 
 
 _NAME_MAX, _PATH_MAX = 255, 4095  # Linux's limits (NAME_MAX, PATH_MAX less the final NUL), as most file systems'
+# Outputs written beside their final name first (`outputs.temp_prefix`: `.NAME.retrain-HOST-PID-XXXXXXXX.tmp`, 37
+# bytes more with the longest process numbers), a checkpoint's data file (`.data-00000-of-00001`, 20 more) and
+# the thresholds file (`_thresholds`, 11 more, beside the labels) that way too.
+_WRITTEN_BESIDE = frozenset({"output_graph", "output_labels", "checkpoint_path", "saved_model_dir", "output_tflite",
+                             "output_tfjs"})
+_WRITE_ROOM = 60
 
 
 def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Path | None:

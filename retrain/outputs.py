@@ -173,7 +173,9 @@ def check_outside_exports(outputs: Sequence[Output]) -> None:
     """Refuse an output inside a folder retrain wrote whole for a model (a SavedModel, a TF.js model: its
     marker says so) that this run does not replace: a checkpoint at `sm/variables/variables` replaced the
     SavedModel's weights, exit 0, as its index looks like the new layer's checkpoint (probe OO), and any other
-    file written there makes the folder hold what its marker does not list, so its own run's rerun is refused."""
+    file written there makes the folder hold what its marker does not list, so its own run's rerun is refused.
+    A SavedModel's folder without the marker (a copy `cp -r sm/* served/1/` leaves it out) is one all the same
+    (probe SS: the checkpoint replaced such a copy's weights)."""
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
         path = real(output.path)
         for folder in ([path] if output.kind in ("entries", "tree") else []) + list(path.parents):
@@ -181,8 +183,12 @@ def check_outside_exports(outputs: Sequence[Output]) -> None:
             if marker.get("written_by") == "retrain":
                 model = {"--saved_model_dir": "a SavedModel", "--output_tfjs": "a TF.js model"}.get(
                     _written_for(marker), "a model")
-                raise UsageError(f"{output.named()} lies inside {folder}, a folder retrain wrote whole for {model}: "
-                                 f"its files are that model's, so choose a {output.flag} outside it")
+                raise UsageError(f"{output.named()} lies inside {folder}, a folder retrain wrote whole for {model} "
+                                 f"(its {OWNER_MARKER} says so; delete that file if the folder no longer holds that "
+                                 f"model): its files are that model's, so choose a {output.flag} outside it")
+            if (folder / "saved_model.pb").is_file():
+                raise UsageError(f"{output.named()} lies inside {folder}, a SavedModel's folder (it holds "
+                                 f"saved_model.pb): its files are that model's, so choose a {output.flag} outside it")
 
 
 def writes(outputs: Sequence[Output], path: Path) -> bool:

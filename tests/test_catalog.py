@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,10 @@ def test_an_unknown_name_points_to_list_modules() -> None:
     with pytest.raises(RetrainError, match=r"did you mean one of efficientnet_b0, efficientnet_b1, .*"
                                            r"efficientnet_b5, and 9 more\? see retrain --list_modules"):  # not b7 alone
         resolve_module_path("efficientnet")
+    for handle in ("tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5",  # no scheme: no hint
+                   "www.kaggle.com/models/google/mobilenet-v2/tensorFlow2/100-224-feature-vector"):  # (probe SS)
+        with pytest.raises(RetrainError, match=rf"\(did you mean https://{re.escape(handle)}\? see retrain"):
+            resolve_module_path(handle)
     # Widths as Keras and papers write them: the same width, never a near miss (1.0 was taken for 1.4, probe QQ).
     assert [catalog.closest(name) for name in ("mobilenet_v2_1.0_224", "mobilenet_v2_0.35_224",
                                                "mobilenet_v2_1.0_192", "mobilenet_v3_1.0_224")] == [

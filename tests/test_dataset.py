@@ -81,8 +81,11 @@ def test_photos_in_formats_retrain_does_not_read_get_a_warning(tmp_path: Path, c
     # (it takes those it reads when each is named: TIFF, .jfif; probe QQ)
     caplog.clear()
     touch(tmp_path / "apple" / "x.jp2")  # and JPEG 2000, for which Pillow has a decoder (probe RR)
+    for name in ("y.ppm", "z.TGA", "w.j2k"):  # netpbm, Targa, a raw JPEG 2000 stream: skipped silently (probe SS)
+        touch(tmp_path / "apple" / name)
     assert [path.name for path in image_files(tmp_path / "apple")] == ["a.jpg", "old.JPE", "saved.jfif", "scan1.tif",
-                                                                       "scan2.TIFF", "x.jp2"]
+                                                                       "scan2.TIFF", "w.j2k", "x.jp2", "y.ppm",
+                                                                       "z.TGA"]
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         f"ignored 1 photo(s) in formats retrain does not read (.heic) under {tmp_path / 'apple'}, e.g. "
         f"{tmp_path / 'apple' / 'IMG_1.HEIC'}: convert them to JPEG or PNG to classify them"]

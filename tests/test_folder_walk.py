@@ -168,9 +168,16 @@ def test_a_tree_one_folder_too_high_or_already_split_is_said(tree: Path, tmp_pat
         f"the class folders Test, train of --image_dir {tmp_path / 'kaggle'} are named as splits: this run trains a "
         "model telling them apart, not the classes inside them; if they hold the class folders, pass one of them as "
         "--image_dir (retrain splits it itself), or list the photos with --labels_csv and a split column"]
+    for names in (("training_set", "test_set"), ("seg_train", "seg_test"), ("train", "test1")):  # as datasets
+        caplog.clear()  # spell them (probe SS)
+        for split in names:
+            shutil.copytree(tmp_path / "data" / "my flowers", tmp_path / names[0] / split)
+        scan(tmp_path / names[0])
+        assert [m for m in warnings_of(caplog) if "are named as splits" in m], names
     caplog.clear()
     scan(make_colour_tree(tmp_path / "named", per_class=2, classes={"train": (0, 0, 255), "cat": (0, 255, 0)}))
-    assert warnings_of(caplog) == []  # a class of that name among others: as named
+    scan(make_colour_tree(tmp_path / "alike", per_class=2, classes={"trains": (0, 0, 255), "tests": (0, 255, 0)}))
+    assert warnings_of(caplog) == []  # a class of that name among others, or names like them: as named
 
 
 # --- the same file in two classes ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -397,10 +398,28 @@ def test_an_intermediate_graph_of_the_run_gets_no_warning_one_of_another_run_doe
     other = {**outputs, "output_graph": outputs["output_graph"].with_name("b.pb"),
              "output_labels": outputs["output_labels"].parent / "b" / "labels.txt"}
     other["output_labels"].parent.mkdir()
+    copied = intermediate.with_name("copy_10.pb")  # a byte copy, newer than the report: its run's all the same
+    shutil.copyfile(intermediate, copied)
+    os.utime(copied, (time.time() + 60, time.time() + 60))
+    assert "WARNING" not in invoke(label_image_command, ["--graph", str(copied), "--labels",
+                                                         str(outputs["output_labels"]), "--image", str(photo)]).stderr
     retrain_cli(colour_tree, tiny_module, other, intermediate_store_frequency=10, learning_rate=0.5)
-    # Another run wrote the same intermediate_10.pb since (the default folder is shared by every run).
-    assert (f"--graph {intermediate} is one of the intermediate graphs {outputs['output_labels'].parent / 'report.json'}"
-            " lists, but was written after it") in invoke(label_image_command, args).stderr
+    # Another run wrote the same intermediate_10.pb since (the default folder is shared by every run): its bytes
+    # are not those the report records (without --labels it printed the first run's labels, exit 0: probe SS).
+    report = outputs["output_labels"].parent / "report.json"
+    assert (f"labels {outputs['output_labels']} are not those of --graph {intermediate}: {report} lists it among "
+            "its run's intermediate graphs, but it holds other bytes than that run wrote there"
+            ) in invoke(label_image_command, args).stderr
+    refused = invoke(label_image_command, ["--graph", str(intermediate), "--image", str(photo)], expect=2)
+    assert refused.stdout == "", refused.stdout
+    assert (f"no labels found for --graph {intermediate}: {report} lists it among its run's intermediate graphs, but "
+            "it holds other bytes than that run wrote there (another run has written it since)") in refused.stderr
+    data = json.loads(report.read_text())  # a report written before it recorded the bytes: told by the times
+    del data["run"]["intermediate_sha256"]
+    report.write_text(json.dumps(data))
+    os.utime(report, (time.time() - 60, time.time() - 60))
+    assert f"--graph {intermediate} is one of the intermediate graphs {report} lists, but was written after it" \
+        in invoke(label_image_command, args).stderr
     retrain_cli(colour_tree, tiny_module, outputs)  # no intermediate graphs this time
     assert f"not of --graph {intermediate}; if that is another model" in invoke(label_image_command, args).stderr
 
@@ -1020,3 +1039,13 @@ def test_an_input_std_of_zero_is_one_usage_error_line(tmp_path: Path) -> None:
     for value in ("0", "0.0", "-0"):
         message = _error([*common, "--image", str(_colour_photos(tmp_path)["red"]), "--input_std", value], expect=2)
         assert message == "label-image: error: --input_std must not be 0 (pixels are divided by it)"
+
+
+@pytest.mark.parametrize("flag", ["--labels", "--image"])
+def test_a_labels_or_image_name_too_long_for_file_systems_names_the_flag(tmp_path: Path, flag: str) -> None:
+    """It said `File name too long (<the whole value>)` (probe SS), as --graph did before it was checked."""
+    args = {"--graph": str(tmp_path / "g.pb"), "--labels": str(tmp_path / "l.txt"), "--image": str(tmp_path)}
+    result = invoke(label_image_command, [*(item for key, value in {**args, flag: str(tmp_path / ("x" * 300))}.items()
+                                           for item in (key, value))], expect=2)
+    assert result.stderr.startswith(f"label-image: error: {flag} is too long for a path (") and \
+        result.stderr.count("\n") == 1, result.stderr

@@ -532,3 +532,16 @@ def test_a_path_written_with_dot_segments_is_hashed_for_the_split_as_without_the
     dotted = read_labels_csv(write(tmp_path, "path,labels\n./a.jpg,cat\n./sub/e.webp,dog\nsub/./f.bmp,dog\n",
                                    "dotted.csv"), image_dir=image_dir)
     assert [row.name for row in dotted.rows] == [row.name for row in plain.rows] == ["a.jpg", "sub/e.webp", "sub/f.bmp"]
+
+
+def test_one_file_named_through_a_link_and_by_its_own_path_is_one_photo(tmp_path: Path, image_dir: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """--image_dir a link to the photos, one row relative to it and another by the photo's own absolute path: the
+    same photo trained under two labels, exit 0 (probe SS). One file is one photo however it is spelt."""
+    link = tmp_path / "photos"
+    link.symlink_to(image_dir)
+    table = read_labels_csv(write(tmp_path, f"path,labels\na.jpg,cat\n{image_dir / 'a.jpg'},dog\nb.jpg,dog\n"),
+                            image_dir=link)
+    assert [row.line for row in table.rows] == [2, 4] and table.skipped.conflicts == 1
+    assert any("line 3: names " in m and " again, with labels 'dog' where line 2 has labels 'cat'" in m
+               for m in warnings_of(caplog))  # (the path shortened when long)

@@ -1778,15 +1778,18 @@ def test_a_checkpoint_name_with_glob_characters_is_written(colour_tree: Path, ti
 def test_an_output_whose_temporary_name_just_fits_is_replaced_by_a_rerun(colour_tree: Path, tiny_module: Path,
                                                                            outputs) -> None:
     """The name a replaced file is kept aside under is no longer than the temporary file's: a graph name whose
-    temporary name is exactly 255 bytes long was written by the first run and refused by the second."""
-    from retrain.outputs import temp_prefix
+    temporary name is exactly 255 bytes long was written by the first run and refused by the second. Names are
+    now refused before any work where a temporary name could pass 255 bytes (`config._WRITE_ROOM`, with the
+    longest process numbers: probe SS): the longest taken is written, and replaced by a rerun."""
+    from retrain.config import _WRITE_ROOM
 
-    length = 255 - len(temp_prefix("")) - len("12345678.tmp")  # mkstemp's 8 characters and suffix
-    graph = outputs["output_graph"].with_name("g" * (length - 3) + ".pb")
+    graph = outputs["output_graph"].with_name("g" * (255 - _WRITE_ROOM - 3) + ".pb")
     retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph})
     first = graph.read_bytes()
     retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph}, how_many_training_steps=30)
     assert graph.read_bytes() != first
+    error = retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph.with_name("g" + graph.name)}, expect=2)
+    assert "--output_graph's name is too long (" in error
 
 
 def test_label_image_refuses_to_print_nan_scores(colour_tree: Path, tiny_module: Path, outputs) -> None:
@@ -1860,6 +1863,10 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--tfhub_module", "m" * 300], "--tfhub_module is too long for a path (300 bytes, a name of 300; file systems "
                                     "take names of up to 255 bytes and paths of up to 4095): mmmm"),
     (["--output_graph", "out/" + "g" * 256 + ".pb"], "--output_graph is too long for a path (263 bytes, a name of 259"),
+    # ... and outputs that pass that but whose temporary names do not: an error after training (probe SS).
+    (["--output_graph", "out/" + "g" * 247 + ".pb"], "--output_graph's name is too long (250 bytes): retrain writes "
+                                                     "it by way of a temporary name up to 60 bytes longer"),
+    (["--checkpoint_path", "c" * 240], "--checkpoint_path's name is too long (240 bytes)"),
     (["--image_dir", os.fsdecode(b"caf\xe9")], "--image_dir caf\\xe9 is not valid UTF-8"),
     (["--tfhub_module", os.fsdecode(b"m\xff")], "--tfhub_module m\\xff is not valid UTF-8"),
 ])
@@ -2314,10 +2321,22 @@ def test_no_output_goes_inside_a_folder_retrain_wrote_whole_for_a_model(colour_t
                         ("output_graph", saved / "assets" / "g.pb"), ("bottleneck_dir", saved / "cache")):
         error = retrain(colour_tree, tiny_module, {**other, flag: value}, expect=2)
         assert error == (f"retrain: error: --{flag} {value} lies inside {saved}, a folder retrain wrote whole for a "
-                         f"SavedModel: its files are that model's, so choose a --{flag} outside it"), error
+                         "SavedModel (its .retrain-export.json says so; delete that file if the folder no longer "
+                         f"holds that model): its files are that model's, so choose a --{flag} outside it"), error
     error = retrain(colour_tree, tiny_module, {**other, "output_labels": saved / "more" / "labels.txt"}, expect=2)
     assert f"lies inside {saved}, a folder retrain wrote whole for a SavedModel" in error
     assert {path: path.read_bytes() for path in saved.rglob("*") if path.is_file()} == before
+    # A copy without the marker (`cp -r sm/* served/1/`: the glob leaves it out) is a SavedModel all the same: the
+    # checkpoint replaced its weights, exit 0 (probe SS).
+    served = tmp_path / "served" / "1"
+    shutil.copytree(saved, served, ignore=shutil.ignore_patterns(".*"))
+    copied = {path: path.read_bytes() for path in served.rglob("*") if path.is_file()}
+    error = retrain(colour_tree, tiny_module, {**other, "checkpoint_path": served / "variables" / "variables"},
+                    expect=2)
+    assert error == (f"retrain: error: --checkpoint_path {served / 'variables' / 'variables'} lies inside {served}, "
+                     "a SavedModel's folder (it holds saved_model.pb): its files are that model's, so choose a "
+                     "--checkpoint_path outside it"), error
+    assert {path: path.read_bytes() for path in served.rglob("*") if path.is_file()} == copied
     retrain(colour_tree, tiny_module, outputs, saved_model_dir=saved)  # its own run's rerun replaces it
 
 
@@ -2413,3 +2432,28 @@ def test_a_rerun_with_other_classes_says_which_earlier_intermediate_graphs_it_le
     assert (f"and leaves that run's intermediate graphs {folder / 'intermediate_5.pb'}, "
             f"{folder / 'intermediate_15.pb'}: with their labels replaced, label-image asks which are theirs; to keep "
             "them usable, move them with a copy of that model's labels file and report.json") in result.stderr
+
+
+def test_a_run_writing_over_another_models_intermediate_graphs_says_so_and_label_image_asks_for_labels(
+        colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
+    """A second model with its own graph and labels but the first's intermediate folder wrote over the graphs the
+    first's report lists, exit 0 without a word, and label-image then named their scores with the first model's
+    labels, exit 0 (probe SS). Said by the run; label-image tells the graphs by their bytes and asks."""
+    other = make_colour_tree(tmp_path / "other", per_class=8,
+                             classes={"cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0)})
+    folder = outputs["intermediate_output_graphs_dir"]
+    retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
+    second = {**outputs, "output_graph": tmp_path / "second" / "graph.pb",
+              "output_labels": tmp_path / "second" / "labels.txt", "checkpoint_path": tmp_path / "second" / "ckpt"}
+    (tmp_path / "second").mkdir()
+    result = retrain(other, tiny_module, second, intermediate_store_frequency=10)
+    report = outputs["output_labels"].parent / "report.json"
+    assert (f"this run writes over {folder / 'intermediate_10.pb'}, intermediate graphs of the earlier model that "
+            f"{report} describes (3 labels): label-image will then ask for --labels for them") in result.stderr
+    photo = next(path for path in sorted(other.rglob("*")) if path.is_file())
+    refused = invoke(label_image_command, ["--graph", str(folder / "intermediate_10.pb"), "--image", str(photo)],
+                     expect=2)
+    assert "holds other bytes than that run wrote there" in refused.stderr and refused.stdout == ""
+    named = invoke(label_image_command, ["--graph", str(folder / "intermediate_10.pb"), "--image", str(photo),
+                                         "--labels", str(second["output_labels"])])
+    assert named.stdout.split()[0] in ("cyan", "magenta", "yellow")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,9 @@ def module_location(handle: str) -> Path | str:
         return entry.handle
     if "://" not in handle:
         family = catalog.starting_with(handle)  # a family's name alone: its members, not the one closest
-        if len(family) > 1:
+        if re.match(r"(www\.)?(tfhub\.dev|kaggle\.com)/", handle, re.IGNORECASE):  # a handle without its scheme
+            hint = f"did you mean https://{handle}? "
+        elif len(family) > 1:
             more = f", and {len(family) - 6} more" if len(family) > 6 else ""
             hint = f"did you mean one of {', '.join(family[:6])}{more}? "
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import hashlib
 import json
 import logging
 import os
@@ -137,7 +138,12 @@ def labels_for(graph: Path) -> Path:
         # The report beside the classic default may describe the run that wrote a file this model is a copy of,
         # with labels of its own elsewhere (`--output_labels /tmp/b_labels.txt`): the default is not its (probe OO).
         return _copy_listed(graph, report_path(RetrainConfig.output_labels)) or RetrainConfig.output_labels
-    report, data, _ = found
+    report, data, over = found
+    if over == _OTHER_BYTES:  # its run's labels are not surely its; the classic default, even less
+        raise UsageError(f"no labels found for --graph {graph}: {report} lists it among its run's intermediate "
+                         "graphs, but it holds other bytes than that run wrote there (another run has written it "
+                         "since), so which labels are its cannot be told; pass --labels (the labels file of the run "
+                         "that wrote it)")
     labels = labels_file_now(report, data["run"])
     if labels.is_file():
         log.info("labels: %s (the %s of --graph's run names them)", labels, report)
@@ -186,22 +192,50 @@ def _model(graph: Path) -> Path:
     return graph.parent if is_saved_model_file(graph) else graph
 
 
-def _run_report(graph: Path) -> tuple[Path, dict[str, Any], bool] | None:
+def _run_report(graph: Path) -> tuple[Path, dict[str, Any], str | None] | None:
     """The retrain report that lists the model at `graph` among the files its run wrote, what it holds, and
-    whether the model is surely that run's: the nearest, beside the model or above it (where a link leads
-    first, then from the link: a model in a sub-folder of its labels' folder, an intermediate graph's folder
-    beside the labels), unsure for an intermediate graph newer than the report (the default folder is shared,
-    so another run may have rewritten it; or it was copied without its times). None if no report does."""
+    None when the model is surely that run's, else why not (`_written_over`: an intermediate graph, in a folder
+    every run shares by default, that another run may have written over): the nearest, beside the model or above
+    it (where a link leads first, then from the link: a model in a sub-folder of its labels' folder, an
+    intermediate graph's folder beside the labels). None if no report does."""
     for place in _places(graph):
         for report in reports_at(place.parent):
             data = read_report(report)
             try:
-                for key in ("files", "intermediate_graphs"):
-                    if _among(graph, files_now(report, data["run"], key=key)):
-                        return report, data, key == "files" or graph.stat().st_mtime <= report.stat().st_mtime
+                if _among(graph, files_now(report, data["run"])):
+                    return report, data, None
+                if _among(graph, files_now(report, data["run"], key="intermediate_graphs")):
+                    return report, data, _written_over(graph, report, data["run"], [graph])
             except (KeyError, TypeError, ValueError, OSError):
                 continue
     return None
+
+
+_OTHER_BYTES = "other bytes"  # than the run wrote there (by the report's intermediate_sha256)
+_NEWER = "newer"  # than a report without intermediate_sha256 (written before stop 34), or a copy without its times
+
+
+def _written_over(graph: Path, report: Path, run: Any, own: Sequence[Path]) -> str | None:
+    """Why the intermediate graph at `graph` (one of `own`, that run's graphs, or a byte copy of one) may not be
+    what the run `report` describes wrote: `_OTHER_BYTES` when its SHA-256 is not among the report's
+    `intermediate_sha256` (another run wrote there since: probe SS), `_NEWER` when a report without them is older
+    than all of `own`; None when it is that run's."""
+    digests = run.get("intermediate_sha256") if isinstance(run, dict) else None
+    if isinstance(digests, list):
+        return None if _sha256(graph) in digests else _OTHER_BYTES
+    return _NEWER if all(file.stat().st_mtime > report.stat().st_mtime for file in own) else None
+
+
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes ('' for what cannot be read as one)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return ""
+    return digest.hexdigest()
 
 
 def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str], *, given: bool = True) -> None:
@@ -225,7 +259,7 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
             pass
         return
     found = None if _among(labels, [own]) else _run_report(graph)
-    if found is not None and found[2] and isinstance(named := found[1].get("labels"), list):
+    if found is not None and found[2] is None and isinstance(named := found[1].get("labels"), list):
         if named != list(names):
             warn("labels %s are not those that %s names for --graph %s (it lists the model among its run's "
                  "files); if they are another model's, its scores are named wrongly: pass its own labels "
@@ -245,9 +279,9 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
         own = [file for file in files_now(report, data["run"], key="intermediate_graphs")
                if _is_or_copies(graph, file)]  # the run's own, or a copy of one
         intermediate = bool(own)
-        rewritten = intermediate and all(file.stat().st_mtime > report.stat().st_mtime for file in own)  # since?
+        rewritten = _written_over(graph, report, data["run"], own) if intermediate else None  # since?
     except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
-        vouched, files, intermediate, rewritten = False, [], False, False
+        vouched, files, intermediate, rewritten = False, [], False, None
     if held and _among(holder, files) and not vouched:
         warn("labels %s: the SavedModel %s holds other labels than its run's %s lists; if they were "
              "edited or replaced, its scores are named wrongly", labels, holder, report.name)
@@ -264,10 +298,15 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
                         "run with other labels; pass its own labels file", labels, graph, report, listed_text)
         return
     if held and not _among(holder, files):  # the SavedModel vouches for itself only
-        files, intermediate, rewritten = [holder], False, False
-    if rewritten:  # the default folder of intermediate graphs is shared by every run
+        files, intermediate, rewritten = [holder], False, None
+    if rewritten == _OTHER_BYTES:  # the default folder of intermediate graphs is shared by every run
+        warn("labels %s are not those of --graph %s: %s lists it among its run's intermediate graphs, but it holds "
+             "other bytes than that run wrote there (another run has written it since); pass the labels file of "
+             "the run that wrote it", labels, graph, report)
+    elif rewritten:
         warn("labels %s: --graph %s is one of the intermediate graphs %s lists, but was written after it: "
              "if another run has written it since, these are not its labels", labels, graph, report)
+    if rewritten:
         return
     if not files or intermediate or any(_is_or_copies(graph, file) for file in files):
         return

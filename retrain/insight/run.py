@@ -26,7 +26,7 @@ import numpy as np
 from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import head, is_tflite, read_report
 from retrain.insight import report as reports
-from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
+from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
 from retrain.objectives import KEEP_SCORES
 from retrain.outputs import real, written_for, written_sha256
 
@@ -95,6 +95,11 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
                              f"again in this run, move them away with a copy of that model's labels file and "
                              f"{report.name} (label-image finds their labels there), or choose other paths"
                              f"{_links_hint(outputs, left)}")
+        graphs_over = [graph for graph in graphs if os.path.lexists(graph) and rewritten(graph)]
+        if graphs_over and not touched:  # that model stays, with its report listing these (probe SS)
+            log.warning("this run writes over %s, intermediate graphs of the earlier model that %s describes (%d "
+                        "labels): label-image will then ask for --labels for them (give each run its own "
+                        "--intermediate_output_graphs_dir to keep both)", _listed(graphs_over), report, len(earlier))
         graphs_left = [graph for graph in graphs if os.path.lexists(graph) and not rewritten(graph)]
         if touched and graphs_left:  # snapshots, in a folder runs share by default: said, not refused
             log.warning("this run replaces %s of the earlier model that %s describes (%d labels) and leaves that "
@@ -132,10 +137,11 @@ def _graph_digests(config: Any, written: Sequence[Path], intermediate_graphs: Se
     kept = run.get("graph_sha256") if isinstance(run, dict) else None  # a report edited by hand holds anything
     digests = {digest: name for digest, name in kept.items() if isinstance(digest, str) and isinstance(name, str)} \
         if isinstance(kept, dict) else {}
-    for path in list(intermediate_graphs) + [path for path in written if path == config.output_graph]:
-        if digest := written_sha256(path):
-            digests.pop(digest, None)  # now the newest
-            digests[digest] = config.final_tensor_name
+    if config.final_tensor_name != FINAL_TENSOR_NAME:  # (intermediate graphs' digests are written either way)
+        for path in list(intermediate_graphs) + [path for path in written if path == config.output_graph]:
+            if digest := written_sha256(path):
+                digests.pop(digest, None)  # now the newest
+                digests[digest] = config.final_tensor_name
     return dict(list(digests.items())[-_MOST_DIGESTS:])
 
 
@@ -172,6 +178,8 @@ def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
     beside = functools.partial(_as_listed, labels=config.output_labels)
     extra = {"module": module, "flags": _flags(config), "files": [beside(p) for p in written],
              "intermediate_graphs": [beside(p) for p in intermediate_graphs],  # not the model's files: kept apart
+             # what this run wrote there: label-image tells a graph another run wrote since by its bytes
+             "intermediate_sha256": [written_sha256(p) for p in intermediate_graphs],
              "graph_sha256": _graph_digests(config, written, intermediate_graphs),
              "folder": _current_folder(),  # what relative paths in flags and files are relative to
              # each split's size (a --test_batch_size sample may count fewer or repeated images)

@@ -327,7 +327,7 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
                image_dir: Path, delimiter: str, text: str) -> LabelTable:
     """Every data row checked and de-duplicated: see read_labels_csv for the rules."""
     rows: list[CsvRow] = []
-    seen: dict[str, CsvRow] = {}
+    seen: dict[tuple[int, int], CsvRow] = {}  # by the file (device, inode)
     interned: dict[str, str] = {}
     image_root = os.path.abspath(image_dir)
     end = reader.line_num
@@ -385,8 +385,9 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
 
 
 def _parse_row(notes: _Notes, *, line: int, cells: list[str], header: _Header, image_dir: Path, image_root: str,
-               delimiter: str, interned: dict[str, str]) -> tuple[str, CsvRow] | None:
-    """(duplicate key, row) for a usable row; None, after a warning, for one that is not."""
+               delimiter: str, interned: dict[str, str]) -> tuple[tuple[int, int], CsvRow] | None:
+    """(duplicate key: the file's device and inode, row) for a usable row; None, after a warning, for one that is
+    not."""
     width = len(header.names)
     if len(cells) > width and not any(cell.strip() for cell in cells[width:]):
         cells = cells[:width]  # trailing empty fields, as spreadsheets write them
@@ -422,14 +423,15 @@ def _parse_row(notes: _Notes, *, line: int, cells: list[str], header: _Header, i
         if split is None and value:
             notes.warn("bad_splits", line, "split %r is not training, validation or testing (or train, val, valid, "
                        "test; or empty); the hash decides this row's split", _shorten(value))
-    checked, key, name = _locate(written, image_dir=image_dir, image_root=image_root)
-    problem = _file_problem(checked)
+    checked, name = _locate(written, image_dir=image_dir, image_root=image_root)
+    problem, key = _file_problem(checked)
     stored = _stored_form(written, image_dir) if problem is not None and problem[0] == "missing" else None
     if stored is not None:  # a name with accents, on disk as macOS writes them (NFD), typed composed (NFC)
         notes.warn("unicode_forms", line, "%s is on disk with its accents written another way (Unicode %s); "
                    "using that file", _display(written), stored[1])
-        written, problem = stored[0], None  # the split still hashes the name as the CSV writes it (`name`)
-        checked, key, _ = _locate(written, image_dir=image_dir, image_root=image_root)  # a repeat in the other form
+        written = stored[0]  # the split still hashes the name as the CSV writes it (`name`)
+        checked, _ = _locate(written, image_dir=image_dir, image_root=image_root)
+        problem, key = _file_problem(checked)  # the file's: a repeat in the other form is a repeat
     if problem is not None:
         kind, reason = problem
         if kind == "missing" and "\\" in written:
@@ -468,15 +470,14 @@ def _split_labels(notes: _Notes, *, line: int, text: str, delimiter: str,
     return tuple(sorted(labels))
 
 
-def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str, str]:
-    """(path to check, duplicate key, split-hash name) as strings, for a path as written in the CSV."""
+def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str]:
+    """(path to check, split-hash name) as strings, for a path as written in the CSV."""
     if os.path.isabs(written):
         absolute = os.path.normpath(written)
         inside = absolute.startswith(image_root.rstrip(os.sep) + os.sep)
         name = os.path.relpath(absolute, image_root) if inside else absolute
-        return written, absolute, name.replace(os.sep, "/")
-    absolute = os.path.normpath(os.path.join(image_root, written))
-    return os.path.join(image_dir, written), absolute, os.path.normpath(written).replace(os.sep, "/")
+        return written, name.replace(os.sep, "/")
+    return os.path.join(image_dir, written), os.path.normpath(written).replace(os.sep, "/")
 
 
 def _stored_form(written: str, image_dir: Path) -> tuple[str, str] | None:
@@ -499,21 +500,23 @@ def _stored_form(written: str, image_dir: Path) -> tuple[str, str] | None:
     return os.path.join(*parts), forms[0]
 
 
-def _file_problem(path: str) -> tuple[str, str] | None:
-    """None for an existing regular file, else (skip kind, reason)."""
+def _file_problem(path: str) -> tuple[tuple[str, str] | None, tuple[int, int] | None]:
+    """(None, the file's device and inode: the duplicate key) for an existing regular file, else ((skip kind,
+    reason), None). The file, not its spelling: one photo named through a link to --image_dir and by its own
+    path was trained under two labels (probe SS)."""
     try:
-        mode = os.stat(path).st_mode
+        found = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return "missing", "does not exist"
+        return ("missing", "does not exist"), None
     except OSError as error:
-        return "missing", f"cannot be checked ({error.strerror or error})"
+        return ("missing", f"cannot be checked ({error.strerror or error})"), None
     except ValueError:  # an embedded NUL
-        return "missing", "is not a valid path (it holds a NUL character)"
-    if stat.S_ISDIR(mode):
-        return "not_images", "is a folder, not an image file"
-    if not stat.S_ISREG(mode):
-        return "not_images", "is not a regular file (a pipe, socket or device)"
-    return None
+        return ("missing", "is not a valid path (it holds a NUL character)"), None
+    if stat.S_ISDIR(found.st_mode):
+        return ("not_images", "is a folder, not an image file"), None
+    if not stat.S_ISREG(found.st_mode):
+        return ("not_images", "is not a regular file (a pipe, socket or device)"), None
+    return None, (found.st_dev, found.st_ino)
 
 
 def _unclosed(rest: str) -> bool:

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import shlex
 import time
 import unicodedata
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"})
 # Photos in formats retrain does not read (TensorFlow's decoders, which serving uses, do not): a warning, not the
 # INFO line of other files, since the user meant them as training photos.
-OTHER_PHOTO_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".dng", ".cr2",
-                                    ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
+OTHER_PHOTO_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", ".avifs", ".jp2", ".j2k", ".j2c",
+                                    ".jpc", ".jpf", ".jpx", ".jxl", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi",
+                                    ".apng", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
 # JPEGs by another name (browsers on Windows save .jfif): a warning too, since a new name is all they need.
 JPEG_OTHER_EXTENSIONS = frozenset({".jfif", ".jpe", ".jif", ".pjpeg", ".pjp"})
 
@@ -329,14 +331,16 @@ def _deeper_hint(folder: Path) -> str:
             if len(inner) > 1 else "")  # quoted as a shell needs it: `My Flowers`
 
 
-# Folder names of a dataset split already (Kaggle's train/ and test/, each holding the class folders).
-_SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation", "dev", "eval"})
+# Folder names of a dataset split already, each holding the class folders: Kaggle's train/ and test/, and as
+# datasets spell them (training_set/ and test_set/, seg_train/, test1/, Validation-Images/: probe SS).
+_SPLIT_NAME = re.compile(r"((seg|data(set)?|images?)[ ._-]?)?(train(ing)?|test(ing)?|val(id(ation)?)?|dev|eval"
+                         r"(uation)?)([ ._-]?(sets?|data|images?|imgs|split))?[ ._-]?\d*", re.IGNORECASE)
 
 
 def _warn_split_folders(image_dir: Path, labels: list[str]) -> None:
     """Class folders all named as splits (train, test) are most likely a split dataset's: a model telling
     `train` photos from `test` ones is not what was meant (probe PP)."""
-    if all(label.lower() in _SPLIT_NAMES for label in labels):
+    if all(_SPLIT_NAME.fullmatch(label) for label in labels):
         log.warning("the class folders %s of --image_dir %s are named as splits: this run trains a model telling "
                     "them apart, not the classes inside them; if they hold the class folders, pass one of them as "
                     "--image_dir (retrain splits it itself), or list the photos with --labels_csv and a split "
