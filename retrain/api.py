@@ -101,7 +101,8 @@ def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = R
     from retrain.inference.command import records
 
     _check_names("classify", flags, LabelImageConfig)
-    config = LabelImageConfig(graph=graph, labels=labels, images=_image_list(images), top_k=top_k,
+    config = LabelImageConfig(graph=_home(graph), labels=_home(labels),
+                              images=[_home(image) for image in _image_list(images)], top_k=top_k,
                               **{**flags, "json": True})
     return list(records(config, _checked_images(config)))
 
@@ -132,6 +133,13 @@ def _joined_modules(flags: dict[str, Any]) -> dict[str, Any]:
     if isinstance(modules, (list, tuple)) and all(isinstance(module, (str, os.PathLike)) for module in modules):
         return {**flags, "tfhub_module": ",".join(map(os.fspath, modules))}
     raise UsageError(f"--tfhub_module must be a string or a path, or a list of them, got {modules!r}")
+
+
+def _home(path: Any) -> Any:
+    """A path with a leading `~` as the home folder, as the command line and retrain() take it (probe TT)."""
+    if isinstance(path, str):
+        return os.path.expanduser(path)
+    return Path(os.path.expanduser(path)) if isinstance(path, os.PathLike) else path
 
 
 def _image_list(images: object) -> list[Any] | tuple[Any, ...]:

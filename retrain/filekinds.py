@@ -248,18 +248,28 @@ def is_text(data: Any) -> bool:
 
 
 def is_labels(data: Any, path: Path) -> bool:
-    """A labels file an earlier run wrote: one distinct label a line, newline-terminated, the labels of the
-    retrain report beside it (beside the file a link at `path` points to: what is judged). (A file holding this
+    """A labels file an earlier run wrote: one distinct label a line, the labels of the retrain report beside it
+    (beside the file a link at `path` points to: what is judged), as label-image reads them (a last line with no
+    line break, blank lines after the last, CRLF, a BOM: an editor's saving, probe TT). (A file holding this
     run's own labels, or the classic retrain.py's for this run's classes, is accepted through
     `check_replaceable_files(unchanged=...)`.) A CSV, a script, notes, settings or another model's labels at
     --output_labels are none of these, and are not replaced."""
-    if len(data) > 1 << 26 or not is_text(data):
-        return False
-    lines = bytes(data).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n").split("\n")
-    if lines.pop() != "" or not all(lines) or len(set(lines)) != len(lines):
+    lines = labels_lines(data)
+    if not lines or not all(lines) or len(set(lines)) != len(lines):
         return False
     report = read_report(labels_report(path))
     return report is not None and report.get("labels") == lines
+
+
+def labels_lines(data: Any) -> list[str] | None:
+    """The lines of a labels file as label-image reads them (a BOM, CRLF and blank lines at the end left out);
+    None for what is not text."""
+    if len(data) > 1 << 26 or not is_text(data):
+        return None
+    lines = bytes(data).decode("utf-8", errors="surrogateescape").removeprefix("\ufeff").splitlines()
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def labels_report(path: Path) -> Path:

@@ -161,6 +161,7 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                                  f"replaces that folder whole, so give a new sub-folder, such as {new}")
             raise UsageError(f"{output.named()} would write into {item.flag} {item.path}, which "
                              f"the run reads; choose a {output.flag} outside it")
+    regions.sort(key=lambda pair: bool(pair[0].role))  # a clash named by the flags typed first (probe TT)
     for index, (output, region) in enumerate(regions):
         for other, other_region in regions[:index]:
             if region.overlaps(other_region):
@@ -770,13 +771,15 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
 
 
 def _labels_hint(output: Output, path: Path) -> str:
-    """For a labels file: when a retrain report beside it, which vouches for retrain's labels files, lists other
-    labels (another model's, two models sharing a folder), say so: retrain may well have written the file."""
+    """For a labels file, what would vouch for it: the retrain report beside it, when it lists its labels. Its
+    report gone (deleted, or the file copied without it: probe TT), or one listing other labels (another
+    model's, two models sharing a folder): retrain may well have written the file, so say what is missing."""
     if output.content != "labels":
         return ""
     report = filekinds.labels_report(path)  # the one is_labels judged by
     if filekinds.read_report(report) is None:
-        return ""
+        return (f" (no {report.name} beside it says which labels retrain wrote there; if it is an earlier model's "
+                "labels file, delete it or move it with that model's files)")
     return (f" (the {report} beside it lists other labels, so it cannot vouch for this file: if retrain wrote it "
             "for another model in that folder, give each model its own folder)")
 

@@ -145,8 +145,8 @@ def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
             exporter.check(config)
         check_writable_dir(config.summaries_dir, flag="--summaries_dir")
         check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
-        warn_if_another_models_report(config.output_labels)
         _check_earlier_models(outputs, labels)
+        warn_if_another_models_report(config.output_labels)  # once the run is sure to go on (probe TT)
     except BaseException:
         release_outputs()
         raise

@@ -302,6 +302,16 @@ def test_classify_takes_one_path_as_a_list_of_one(colour_model) -> None:
     assert [record["image"] for record in folder] == [str(p) for p in sorted((tree / "red").iterdir())]
 
 
+def test_classify_takes_paths_from_the_home_folder(colour_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`~/m/g.pb` was 'not found' (probe TT), though retrain() and both commands take it."""
+    tree, model = colour_model
+    monkeypatch.setenv("HOME", str(tree.parent))
+    home = {key: "~/" + os.path.relpath(value, tree.parent) for key, value in model.items()}
+    photo = "~/" + os.path.relpath(tree / "red" / "red_001.jpg", tree.parent)
+    assert [r["predictions"] for r in api.classify(photo, **home)] == \
+        [r["predictions"] for r in api.classify(tree / "red" / "red_001.jpg", **model)]
+
+
 @pytest.mark.parametrize("missing", ["graph", "labels", "image", "images in the folder"])
 def test_a_missing_file_for_classify_is_a_usage_error_with_the_command_lines_message(colour_model, tmp_path: Path,
                                                                                     missing: str) -> None:

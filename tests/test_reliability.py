@@ -56,6 +56,11 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
         "graph_is_the_file_index": ({"output_graph": out / "bottlenecks" / "file_keys.json"}, "--bottleneck_dir"),
         "graph_inside_the_saved_model": ({"output_graph": out / "saved" / "graph.pb",
                                           "saved_model_dir": out / "saved"}, "--saved_model_dir"),
+        # the labels there too: the clash was named by the report beside them, a file no flag names (probe TT)
+        "graph_and_labels_inside_the_saved_model": ({"output_graph": out / "saved" / "graph.pb",
+                                                     "output_labels": out / "saved" / "labels.txt",
+                                                     "saved_model_dir": out / "saved"},
+                                                    f"overlaps --output_graph {out / 'saved' / 'graph.pb'};"),
         # the checkpoint is named by the prefix given, not by the folder its files go in
         "checkpoint_inside_the_tree": ({"checkpoint_path": tree / "red" / "ckpt"},
                                        f"--checkpoint_path {tree / 'red' / 'ckpt'} would write into --image_dir"),
@@ -69,6 +74,7 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
                                   "saved_model_is_the_module", "saved_model_holds_the_tree", "tflite_is_labels",
                                   "graph_is_the_checkpoint", "graph_is_an_intermediate_graph",
                                   "graph_is_the_file_index", "graph_inside_the_saved_model",
+                                  "graph_and_labels_inside_the_saved_model",
                                   "checkpoint_inside_the_tree", "tflite_is_the_checkpoint_folder"])
 def test_outputs_that_clash_are_refused_before_any_work(colour_tree: Path, tmp_path: Path, outputs, case: str,
                                                         tiny_module: Path) -> None:
@@ -176,6 +182,10 @@ def test_other_labels_beside_an_earlier_models_files_that_stay_are_refused(colou
     assert f"but leaves its {a / 'm.tflite'}: with other labels" in error
     error = retrain(other_tree, tiny_module, {**model_a, "output_labels": b_labels}, expect=2)  # A's labels left
     assert f"this run replaces {a / 'g.pb'} of the earlier model" in error and f"leaves its {a / 'l.txt'}," in error
+    # Renamed beside them: refused without first saying that the run replaces that model's report (probe TT).
+    result = invoke(retrain_command, flags(image_dir=other_tree, tfhub_module=tiny_module, how_many_training_steps=20,
+                                           **{**model_a, "output_labels": a / "classes.txt"}), expect=2)
+    assert "this run replaces" in result.stderr and "holds the report of the model" not in result.stderr
     moved = tmp_path / "moved"  # the folder moved: its report still names a/; the files are beside it
     a.rename(moved)
     error = retrain(other_tree, tiny_module, {**model_a, "output_graph": b_graph, "output_labels": moved / "l.txt"},
@@ -1491,8 +1501,11 @@ def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path:
     labels = tmp_path / "labels.txt"
     labels.write_text("Blue Jay\nRed_Panda\n")
     outputs = [Output("--output_labels", labels, content="labels")]
-    with pytest.raises(UsageError, match="exists and is not a labels file retrain can tell it wrote"):
+    with pytest.raises(UsageError, match="exists and is not a labels file retrain can tell it wrote") as refused:
         check_replaceable_files(outputs)
+    assert str(refused.value).endswith(  # what is missing: it said 'it is a text file' only (probe TT)
+        "(no report.json beside it says which labels retrain wrote there; if it is an earlier model's labels file, "
+        "delete it or move it with that model's files)")
     with pytest.raises(UsageError, match="exists and is not a labels file retrain can tell it wrote"):
         check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\nZebra\n",)})
     check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\n",)})
@@ -2457,3 +2470,19 @@ def test_a_run_writing_over_another_models_intermediate_graphs_says_so_and_label
     named = invoke(label_image_command, ["--graph", str(folder / "intermediate_10.pb"), "--image", str(photo),
                                          "--labels", str(second["output_labels"])])
     assert named.stdout.split()[0] in ("cyan", "magenta", "yellow")
+
+
+def test_a_labels_file_saved_again_by_an_editor_is_still_the_one_its_report_lists(colour_tree: Path,
+                                                                                  tiny_module: Path, outputs,
+                                                                                  tmp_path: Path) -> None:
+    """An earlier model's labels saved again without the last line break, or with a blank line after it (as
+    label-image reads them: the same labels), were refused as not retrain's, the message saying that the report
+    beside them lists other labels, which it did not (probe TT)."""
+    other = make_colour_tree(tmp_path / "other", per_class=8,
+                             classes={"cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0)})
+    for tree, saved in ((colour_tree, "{}"), (other, "{}\n\n"), (colour_tree, "\ufeff{}")):
+        labels = outputs["output_labels"].read_text().rstrip("\n") if outputs["output_labels"].exists() else None
+        if labels is not None:
+            outputs["output_labels"].write_text(saved.format(labels.replace("\n", "\r\n")))
+        retrain(tree, tiny_module, outputs)
+    assert outputs["output_labels"].read_text() == "".join(f"{name}\n" for name in sorted(COLOURS))

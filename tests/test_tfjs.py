@@ -200,6 +200,11 @@ def test_label_image_given_the_model_json_says_it_is_a_tf_js_model(trained: dict
         assert result.stderr == (f"label-image: error: --graph {model} is a TF.js model (for web pages and Node); "
                                  "label-image reads the frozen graph (--output_graph), the SavedModel folder "
                                  "(--saved_model_dir) or the .tflite file retrain wrote\n")
+    # Its folder: it said 'a folder but not a SavedModel' (probe TT).
+    result = invoke(label_image_command, ["--graph", str(model.parent), "--image", str(trained["test_paths"][0])],
+                    expect=2)
+    assert result.stderr.startswith(f"label-image: error: --graph {model.parent} is a TF.js model's folder (for web "
+                                    "pages and Node); label-image reads the frozen graph"), result.stderr
 
 
 def test_weights_manifest_matches_the_shards(exported: dict[str, Any]) -> None:

@@ -61,6 +61,10 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
         raise UsageError(f"--graph {config.graph} not found; pass the model retrain wrote "
                          "(--output_graph, --saved_model_dir) or run retrain first")
     inside = config.graph / "saved_model.pb"
+    if config.graph.is_dir() and not inside.is_file() and _is_tfjs_model(config.graph / "model.json"):
+        raise UsageError(f"--graph {config.graph} is a TF.js model's folder (for web pages and Node); label-image "
+                         "reads the frozen graph (--output_graph), the SavedModel folder (--saved_model_dir) or the "
+                         ".tflite file retrain wrote")
     if config.graph.is_dir() and not inside.is_file():
         raise UsageError(f"--graph {config.graph} is a folder but not a SavedModel (no saved_model.pb in it); pass "
                          "the model retrain wrote: the --output_graph file, the --saved_model_dir folder or a .tflite")
