@@ -134,8 +134,8 @@ class RetrainConfig:
             _check_names_a_file(name, getattr(self, name))
         for name in _PATH_FIELDS:
             path = _path(name, getattr(self, name), optional=name in _UNSET_WHEN_EMPTY)
-            room = _WRITE_ROOM if name in _WRITTEN_BESIDE else 0
-            object.__setattr__(self, name, _utf8(name, _through_links(_utf8(name, path, room=room)), room=room))
+            room = {"room": _WRITE_ROOM if name in _WRITTEN_BESIDE else 0, "deeper": name in _WRITTEN}
+            object.__setattr__(self, name, _utf8(name, _through_links(_utf8(name, path, **room)), **room))
         if not valid_name(tempfile.gettempdir()):  # where TensorFlow writes the code it generates for training
             raise UsageError(f"the temporary folder {shown(tempfile.gettempdir())} (TMPDIR) is not valid UTF-8, and "
                              "TensorFlow takes only UTF-8 paths; set TMPDIR to another folder")
@@ -320,21 +320,22 @@ def _check_current_folder(config: "RetrainConfig") -> None:
                          "absolute paths")
 
 
-def _utf8(flag: str, value: Any, *, room: int = 0) -> Any:
+def _utf8(flag: str, value: Any, *, room: int = 0, deeper: bool = False) -> Any:
     """`value` as it is, unless it is a path whose bytes are not UTF-8 (Python keeps them as surrogates): refused,
     as TensorFlow cannot take such a path and the report cannot hold it (a traceback after the whole run); or
     one with a name longer than file systems allow (said as `File name too long (<the whole value>)`), its own
-    name `room` bytes shorter still (an output written by way of a longer temporary name: probe SS)."""
+    name `room` bytes shorter still (an output written by way of a longer temporary name: probe SS), and with
+    `deeper` (a path retrain writes) its whole path room for the paths it writes in or beside it (probe UU)."""
     if not isinstance(value, (str, Path)):
         return value
     text = str(value)
     if not valid_name(text):
         raise UsageError(f"--{flag} {shown(value)} is not valid UTF-8, and TensorFlow takes only UTF-8 paths; "
                          "rename it, or choose another path")
-    return _fits(flag, value, room=room)
+    return _fits(flag, value, room=room, deeper=deeper)
 
 
-def _fits(flag: str, value: Any, *, room: int = 0) -> Any:
+def _fits(flag: str, value: Any, *, room: int = 0, deeper: bool = False) -> Any:
     """`value` as it is, unless it is a path too long for file systems (see `_utf8`)."""
     if not isinstance(value, (str, Path)):
         return value
@@ -348,6 +349,14 @@ def _fits(flag: str, value: Any, *, room: int = 0) -> Any:
     if longest > _NAME_MAX or size > _PATH_MAX:
         raise UsageError(f"--{flag} is too long for a path ({size} bytes, a name of {longest}; file systems take "
                          f"names of up to {_NAME_MAX} bytes and paths of up to {_PATH_MAX}): {text[:60]}...")
+    try:
+        whole = len(os.fsencode(os.path.abspath(os.path.expanduser(text)))) if deeper else 0
+    except OSError:  # the current folder deleted: said by its own check
+        whole = 0
+    if whole > _PATH_MAX - _NAME_MAX:
+        raise UsageError(f"--{flag} is too long for a path ({whole} bytes from /): retrain writes paths up to "
+                         f"{_NAME_MAX} bytes longer in or beside it, and file systems take paths of up to "
+                         f"{_PATH_MAX}: {text[:60]}...")
     return value
 
 
@@ -358,6 +367,7 @@ _NAME_MAX, _PATH_MAX = 255, 4095  # Linux's limits (NAME_MAX, PATH_MAX less the 
 _WRITTEN_BESIDE = frozenset({"output_graph", "output_labels", "checkpoint_path", "saved_model_dir", "output_tflite",
                              "output_tfjs"})
 _WRITE_ROOM = 60
+_WRITTEN = frozenset(_PATH_FIELDS) - {"image_dir", "labels_csv"}  # inside, or beside, them retrain writes
 
 
 def _path(flag: str, value: str | Path | None, *, optional: bool = False) -> Path | None:

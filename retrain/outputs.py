@@ -166,7 +166,8 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
         for other, other_region in regions[:index]:
             if region.overlaps(other_region):
                 same = real(output.path) == real(other.path) and "entries" not in (output.kind, other.kind)
-                raise UsageError(f"{output.named()} {'is also' if same else 'overlaps'} {other.named()}; "
+                first, second = (other, output) if output.role and not other.role else (output, other)
+                raise UsageError(f"{first.named()} {'is also' if same else 'overlaps'} {second.named()}; "
                                  "give each output its own path")
 
 
@@ -176,10 +177,13 @@ def check_outside_exports(outputs: Sequence[Output]) -> None:
     SavedModel's weights, exit 0, as its index looks like the new layer's checkpoint (probe OO), and any other
     file written there makes the folder hold what its marker does not list, so its own run's rerun is refused.
     A SavedModel's folder without the marker (a copy `cp -r sm/* served/1/` leaves it out) is one all the same
-    (probe SS: the checkpoint replaced such a copy's weights)."""
+    (probe SS: the checkpoint replaced such a copy's weights). The folders above the output as spelt count too:
+    `served/1/variables` a link to the weights elsewhere (probe UU)."""
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
         path = real(output.path)
-        for folder in ([path] if output.kind in ("entries", "tree") else []) + list(path.parents):
+        spelt = Path(os.path.abspath(os.path.expanduser(output.path)))  # through a link to its variables: probe UU
+        inside = ([path, spelt] if output.kind in ("entries", "tree") else []) + [*path.parents, *spelt.parents]
+        for folder in dict.fromkeys(inside):
             marker = _read_marker(folder)
             if marker.get("written_by") == "retrain":
                 model = {"--saved_model_dir": "a SavedModel", "--output_tfjs": "a TF.js model"}.get(

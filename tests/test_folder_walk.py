@@ -168,8 +168,9 @@ def test_a_tree_one_folder_too_high_or_already_split_is_said(tree: Path, tmp_pat
         f"the class folders Test, train of --image_dir {tmp_path / 'kaggle'} are named as splits: this run trains a "
         "model telling them apart, not the classes inside them; if they hold the class folders, pass one of them as "
         "--image_dir (retrain splits it itself), or list the photos with --labels_csv and a split column"]
-    for names in (("training_set", "test_set"), ("seg_train", "seg_test"), ("train", "test1")):  # as datasets
-        caplog.clear()  # spell them (probe SS)
+    for names in (("training_set", "test_set"), ("seg_train", "seg_test"), ("train", "test1"),  # as datasets
+                  ("seg_pred", "seg_test", "seg_train"), ("trainval", "test"), ("train_v2", "test-jpg")):
+        caplog.clear()  # spell them (probes SS, UU), and unlabelled photos beside them
         for split in names:
             shutil.copytree(tmp_path / "data" / "my flowers", tmp_path / names[0] / split)
         scan(tmp_path / names[0])

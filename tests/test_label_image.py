@@ -408,12 +408,13 @@ def test_an_intermediate_graph_of_the_run_gets_no_warning_one_of_another_run_doe
     # are not those the report records (without --labels it printed the first run's labels, exit 0: probe SS).
     report = outputs["output_labels"].parent / "report.json"
     assert (f"labels {outputs['output_labels']} are not those of --graph {intermediate}: {report} lists it among "
-            "its run's intermediate graphs, but it holds other bytes than that run wrote there"
+            "the files its run wrote, but that run wrote other bytes there"
             ) in invoke(label_image_command, args).stderr
     refused = invoke(label_image_command, ["--graph", str(intermediate), "--image", str(photo)], expect=2)
     assert refused.stdout == "", refused.stdout
-    assert (f"no labels found for --graph {intermediate}: {report} lists it among its run's intermediate graphs, but "
-            "it holds other bytes than that run wrote there (another run has written it since)") in refused.stderr
+    assert (f"no labels found for --graph {intermediate}: {report} lists it among the files its run wrote, but it "
+            "holds other bytes than that run wrote there (another run, or a copy, has replaced it since)"
+            ) in refused.stderr
     data = json.loads(report.read_text())  # a report written before it recorded the bytes: told by the times
     del data["run"]["intermediate_sha256"]
     report.write_text(json.dumps(data))
@@ -605,8 +606,11 @@ def test_labels_that_the_models_own_report_contradicts_get_a_warning(trained: Tr
     assert f"labels {tmp_path / 'a' / 'labels.txt'} are not those that" in replaced.stderr
     right = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "saved_model" / "saved_model.pb"), *photo])
     assert right.stdout.split()[0] in renamed and "WARNING" not in right.stderr  # its own labels, as for the folder
-    (tmp_path / "a" / "graph.pb").rename(tmp_path / "a" / "earlier.pb")  # the report now lists another graph
+    (tmp_path / "a" / "graph.pb").rename(tmp_path / "a" / "renamed.pb")  # its bytes: the run's graph all the same
     monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "other.txt")  # the classic default, elsewhere
+    moved = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "renamed.pb"), *photo])
+    assert f"labels {tmp_path / 'a' / 'labels.txt'} are not those of --graph" in moved.stderr  # (replaced above)
+    _write_colour_graph(tmp_path / "a" / "earlier.pb", classes=len(renamed))  # the report lists another graph
     unlisted = _error(["--graph", str(tmp_path / "a" / "earlier.pb"), *photo], expect=2)  # no guess: refused
     assert f"is not among the files of the run that {tmp_path / 'a' / 'report.json'} describes" in unlisted
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -540,8 +541,11 @@ def test_one_file_named_through_a_link_and_by_its_own_path_is_one_photo(tmp_path
     same photo trained under two labels, exit 0 (probe SS). One file is one photo however it is spelt."""
     link = tmp_path / "photos"
     link.symlink_to(image_dir)
-    table = read_labels_csv(write(tmp_path, f"path,labels\na.jpg,cat\n{image_dir / 'a.jpg'},dog\nb.jpg,dog\n"),
-                            image_dir=link)
-    assert [row.line for row in table.rows] == [2, 4] and table.skipped.conflicts == 1
-    assert any("line 3: names " in m and " again, with labels 'dog' where line 2 has labels 'cat'" in m
-               for m in warnings_of(caplog))  # (the path shortened when long)
+    os.link(image_dir / "b.jpg", image_dir / "hard.jpg")  # a hard link: the same file too
+    table = read_labels_csv(write(tmp_path, f"path,labels\na.jpg,cat\n{image_dir / 'a.jpg'},dog\nb.jpg,dog\n"
+                                            "hard.jpg,dog\n"), image_dir=link)
+    assert [row.line for row in table.rows] == [2, 4] and (table.skipped.conflicts, table.skipped.duplicates) == (1, 1)
+    assert any("line 3: names " in m and " (the file line 2 names as a.jpg) again, with labels 'dog' where line 2 "
+               "has labels 'cat'" in m for m in warnings_of(caplog))  # (the path shortened when long)
+    assert any("line 5: repeats line 4 (the same file, there b.jpg, labels and split); dropped" in m
+               for m in warnings_of(caplog))

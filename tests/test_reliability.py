@@ -56,6 +56,9 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
         "graph_is_the_file_index": ({"output_graph": out / "bottlenecks" / "file_keys.json"}, "--bottleneck_dir"),
         "graph_inside_the_saved_model": ({"output_graph": out / "saved" / "graph.pb",
                                           "saved_model_dir": out / "saved"}, "--saved_model_dir"),
+        "labels_named_as_the_report": ({"output_labels": out / "report.json"},  # (the flag first too: probe UU)
+                                       f"error: --output_labels {out / 'report.json'} is also {out / 'report.json'}"
+                                       " (the report beside --output_labels)"),
         # the labels there too: the clash was named by the report beside them, a file no flag names (probe TT)
         "graph_and_labels_inside_the_saved_model": ({"output_graph": out / "saved" / "graph.pb",
                                                      "output_labels": out / "saved" / "labels.txt",
@@ -74,7 +77,7 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
                                   "saved_model_is_the_module", "saved_model_holds_the_tree", "tflite_is_labels",
                                   "graph_is_the_checkpoint", "graph_is_an_intermediate_graph",
                                   "graph_is_the_file_index", "graph_inside_the_saved_model",
-                                  "graph_and_labels_inside_the_saved_model",
+                                  "graph_and_labels_inside_the_saved_model", "labels_named_as_the_report",
                                   "checkpoint_inside_the_tree", "tflite_is_the_checkpoint_folder"])
 def test_outputs_that_clash_are_refused_before_any_work(colour_tree: Path, tmp_path: Path, outputs, case: str,
                                                         tiny_module: Path) -> None:
@@ -754,6 +757,19 @@ def test_a_saved_model_in_a_folder_of_its_own_keeps_its_labels_when_the_next_run
     warned = invoke(label_image_command, ["--graph", str(first), "--labels", str(tmp_path / "l.txt"),
                                           "--image", str(photo)])
     assert f"--labels {tmp_path / 'l.txt'} are not the labels --graph {first} holds" in warned.stderr
+    # The classic habit, --labels /tmp/output_labels.txt: another run's labels file (its report says so) named
+    # the scores, exit 0, with that warning only (probe VV). Refused; a file of other names by hand still warns.
+    third = {**outputs, "output_graph": tmp_path / "c" / "g.pb", "output_labels": tmp_path / "c" / "l.txt",
+             "checkpoint_path": tmp_path / "c" / "ck"}
+    (tmp_path / "c").mkdir()
+    retrain(make_colour_tree(tmp_path / "cmy", per_class=8, classes={
+        "cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0)}), tiny_module, third)
+    refused = invoke(label_image_command, ["--graph", str(first), "--labels", str(third["output_labels"]),
+                                           "--image", str(photo)], expect=2)
+    assert refused.stderr == (f"label-image: error: --labels {third['output_labels']} are another model's: the "
+                              f"{tmp_path / 'c' / 'report.json'} beside them names them for the files of its run, "
+                              f"and --graph {first} holds labels of its own (its assets.extra/labels.txt); leave "
+                              "--labels out\n") and refused.stdout == ""
     (second / "assets.extra" / "labels.txt").unlink()  # as a SavedModel of an earlier version
     error = retrain(colour_tree, tiny_module, outputs, saved_model_dir=tmp_path / "saved_models" / "3", expect=2)
     assert f"but leaves its {second}: with other labels" in error
@@ -1880,6 +1896,8 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
     (["--output_graph", "out/" + "g" * 247 + ".pb"], "--output_graph's name is too long (250 bytes): retrain writes "
                                                      "it by way of a temporary name up to 60 bytes longer"),
     (["--checkpoint_path", "c" * 240], "--checkpoint_path's name is too long (240 bytes)"),
+    (["--bottleneck_dir", "/" + "/".join(["d" * 200] * 20)], "--bottleneck_dir is too long for a path (4020 bytes "
+                                                              "from /): retrain writes paths up to 255 bytes longer"),
     (["--image_dir", os.fsdecode(b"caf\xe9")], "--image_dir caf\\xe9 is not valid UTF-8"),
     (["--tfhub_module", os.fsdecode(b"m\xff")], "--tfhub_module m\\xff is not valid UTF-8"),
 ])
@@ -2350,6 +2368,11 @@ def test_no_output_goes_inside_a_folder_retrain_wrote_whole_for_a_model(colour_t
                      "a SavedModel's folder (it holds saved_model.pb): its files are that model's, so choose a "
                      "--checkpoint_path outside it"), error
     assert {path: path.read_bytes() for path in served.rglob("*") if path.is_file()} == copied
+    (served / "variables").rename(tmp_path / "weights")  # its variables a link to a folder elsewhere (probe UU)
+    (served / "variables").symlink_to(tmp_path / "weights")
+    error = retrain(colour_tree, tiny_module, {**other, "checkpoint_path": served / "variables" / "variables"},
+                    expect=2)
+    assert f"lies inside {served}, a SavedModel's folder" in error, error
     retrain(colour_tree, tiny_module, outputs, saved_model_dir=saved)  # its own run's rerun replaces it
 
 
@@ -2470,6 +2493,56 @@ def test_a_run_writing_over_another_models_intermediate_graphs_says_so_and_label
     named = invoke(label_image_command, ["--graph", str(folder / "intermediate_10.pb"), "--image", str(photo),
                                          "--labels", str(second["output_labels"])])
     assert named.stdout.split()[0] in ("cyan", "magenta", "yellow")
+    # A byte copy of it elsewhere was given the first model's labels, exit 0 (probe UU): refused too.
+    shutil.copyfile(folder / "intermediate_10.pb", outputs["output_labels"].with_name("copy.pb"))
+    copied = invoke(label_image_command, ["--graph", str(outputs["output_labels"].with_name("copy.pb")), "--image",
+                                          str(photo)], expect=2)
+    assert "is not among the files of the run that" in copied.stderr and copied.stdout == ""
+    # A report further up that lists those very bytes names their labels (a nearer one's refusal stopped it).
+    shutil.copyfile(second["output_labels"].with_name("report.json"), tmp_path / "report.json")
+    (tmp_path / "labels.txt").write_text(second["output_labels"].read_text())  # its labels beside it (moved)
+    found = invoke(label_image_command, ["--graph", str(folder / "intermediate_10.pb"), "--image", str(photo)])
+    assert found.stdout.split()[0] in ("cyan", "magenta", "yellow") and "WARNING" not in found.stderr
+    # The first model's report written before the bytes were recorded: the run says label-image will only warn.
+    (tmp_path / "report.json").unlink()
+    data = json.loads(report.read_text())
+    del data["run"]["intermediate_sha256"]
+    report.write_text(json.dumps(data))
+    result = retrain(other, tiny_module, second, intermediate_store_frequency=10)
+    assert "label-image will then name them by that model's labels, with a warning only (its report does not " \
+           "record their bytes" in result.stderr
+
+
+def test_a_model_file_put_back_over_a_newer_one_is_told_by_its_bytes(colour_tree: Path, tiny_module: Path, outputs,
+                                                                     tmp_path: Path) -> None:
+    """The graph of a run put back from a backup over a later run's, of other classes: label-image named its
+    scores with the later run's labels, exit 0, without a word (probe VV). The report records the bytes of the
+    files it lists. A copy of a file holding those bytes is that run's wherever it lies: a TFLite model moved away
+    with copies of its labels and report, as the refusal to leave it beside other labels suggests, was 'not among
+    the files of the run' (probe VV)."""
+    other = make_colour_tree(tmp_path / "other", per_class=8,
+                             classes={"cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0)})
+    tflite = outputs["output_labels"].with_name("m.tflite")
+    retrain(colour_tree, tiny_module, outputs, output_tflite=tflite)
+    backup = tmp_path / "backup.pb"
+    shutil.copyfile(outputs["output_graph"], backup)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("m.tflite", "labels.txt", "report.json"):
+        shutil.copyfile(outputs["output_labels"].with_name(name), shipped / name)
+    tflite.unlink()
+    retrain(other, tiny_module, outputs)
+    shutil.copyfile(backup, outputs["output_graph"])
+    photo = str(colour_tree / "red" / "red_000.jpg")
+    refused = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--image", photo], expect=2)
+    report = outputs["output_labels"].with_name("report.json")
+    assert (f"no labels found for --graph {outputs['output_graph']}: {report} lists it among the files its run "
+            "wrote, but it holds other bytes than that run wrote there") in refused.stderr and refused.stdout == ""
+    warned = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--image", photo, "--labels",
+                                          str(outputs["output_labels"])])
+    assert "lists it among the files its run wrote, but that run wrote other bytes there" in warned.stderr
+    moved = invoke(label_image_command, ["--graph", str(shipped / "m.tflite"), "--image", photo, "--top_k", "1"])
+    assert moved.stdout.split()[0] == "red" and "WARNING" not in moved.stderr, moved.stderr
 
 
 def test_a_labels_file_saved_again_by_an_editor_is_still_the_one_its_report_lists(colour_tree: Path,

@@ -41,7 +41,7 @@ class FrozenGraph(Exporter):
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         atomic_write_bytes(config.output_graph, model.graph_def.SerializeToString(), flag="--output_graph",
-                           digest=_vouched(config))
+                           digest=True)  # in the report always (run.files_sha256)
         return [config.output_graph]
 
 
@@ -106,9 +106,3 @@ def _stores(config: RetrainConfig, name: str) -> bool:
         phases.append((config.how_many_training_steps, config.fine_tune_steps))
     return digits == str(step) and any(0 < step - first < steps and (step - first) % every == 0
                                        for first, steps in phases)  # (intermediate_010.pb is no step's)
-
-
-def _vouched(config: RetrainConfig) -> bool:
-    """Whether the report records the graph's SHA-256 (`run.graph_sha256`): when its output node is not named
-    `final_result`, so that a rerun without --final_tensor_name knows the graph for retrain's."""
-    return config.final_tensor_name != FINAL_TENSOR_NAME

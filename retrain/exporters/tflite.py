@@ -61,7 +61,7 @@ class TFLite(Exporter):
                 log.info("converting to TFLite (int8): calibrating on %d training images, each through the whole "
                          "model", len(representative))
             data = tflite_model(model, quantization=quantization, representative_images=representative)
-            atomic_write_bytes(path, data, flag="--output_tflite")
+            atomic_write_bytes(path, data, flag="--output_tflite", digest=True)  # run.files_sha256
             log.info("converted to TFLite (%s%s) in %.1f s", quantization,
                      f", calibrated on {len(representative)} training images" if quantization == "int8" else "",
                      time.monotonic() - started)

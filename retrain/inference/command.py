@@ -144,10 +144,10 @@ def labels_for(graph: Path) -> Path:
         return _copy_listed(graph, report_path(RetrainConfig.output_labels)) or RetrainConfig.output_labels
     report, data, over = found
     if over == _OTHER_BYTES:  # its run's labels are not surely its; the classic default, even less
-        raise UsageError(f"no labels found for --graph {graph}: {report} lists it among its run's intermediate "
-                         "graphs, but it holds other bytes than that run wrote there (another run has written it "
-                         "since), so which labels are its cannot be told; pass --labels (the labels file of the run "
-                         "that wrote it)")
+        raise UsageError(f"no labels found for --graph {graph}: {report} lists it among the files its run wrote, "
+                         "but it holds other bytes than that run wrote there (another run, or a copy, has replaced "
+                         "it since), so which labels are its cannot be told; pass --labels (the labels file of the "
+                         "run that wrote it)")
     labels = labels_file_now(report, data["run"])
     if labels.is_file():
         log.info("labels: %s (the %s of --graph's run names them)", labels, report)
@@ -173,13 +173,34 @@ def _copy_listed(graph: Path, report: Path) -> Path | None:
 
 def _listed_as(graph: Path, report: Path, data: Any, *, copies_only: bool = False) -> Path | None:
     """The file the run `report` describes wrote (a model's file or an intermediate graph) that the model at
-    `graph` is, or holds the same bytes as (`copies_only`: only that); None if none, or the report is not one."""
+    `graph` is, or holds the same bytes as (`copies_only`: only that); None if none, or the report is not one.
+    A file counts only with the bytes that run wrote there (`_written_over`): a copy of an intermediate graph
+    another run had written over since was given the first run's labels, exit 0 (probe UU). A copy of one whose
+    bytes the report records is that run's wherever the file it copies has gone (a TFLite model moved away with
+    copies of its labels and report, as the refusal to leave it beside other labels suggests: probe VV)."""
     try:
-        listed = [file for key in ("files", "intermediate_graphs") for file in files_now(report, data["run"], key=key)]
+        files = files_now(report, data["run"])
+        graphs = files_now(report, data["run"], key="intermediate_graphs")
     except (KeyError, TypeError, ValueError, RetrainError):
         return None
     matches = _same_bytes if copies_only else _is_or_copies
-    return next((file for file in listed if matches(graph, file)), None)
+    listed = next((file for file in files + graphs if matches(graph, file)), None)
+    if listed is not None:
+        key = "files" if listed in files else "intermediate_graphs"
+        return listed if _written_over(graph, report, data["run"], [listed], key=key) is None else None
+    return _recorded(graph, data["run"])
+
+
+def _recorded(graph: Path, run: Any) -> Path | None:
+    """The file, as the report lists it, whose bytes as its run wrote them (`files_sha256`, `intermediate_sha256`)
+    the file at `graph` holds; None if none."""
+    digest = _sha256(graph) if graph.is_file() else ""
+    for key in _DIGESTS_OF:
+        names, digests = run.get(key), run.get(_DIGESTS_OF[key])
+        if digest and isinstance(names, list) and isinstance(digests, list) and len(names) == len(digests) \
+                and digest in digests and isinstance(name := names[digests.index(digest)], str):
+            return Path(name)
+    return None
 
 
 def _places(path: Path) -> dict[Path, None]:
@@ -202,31 +223,42 @@ def _run_report(graph: Path) -> tuple[Path, dict[str, Any], str | None] | None:
     every run shares by default, that another run may have written over): the nearest, beside the model or above
     it (where a link leads first, then from the link: a model in a sub-folder of its labels' folder, an
     intermediate graph's folder beside the labels). None if no report does."""
+    found = None
     for place in _places(graph):
         for report in reports_at(place.parent):
             data = read_report(report)
             try:
-                if _among(graph, files_now(report, data["run"])):
-                    return report, data, None
-                if _among(graph, files_now(report, data["run"], key="intermediate_graphs")):
-                    return report, data, _written_over(graph, report, data["run"], [graph])
+                for key in _DIGESTS_OF:
+                    if _among(graph, files_now(report, data["run"], key=key)):
+                        over = _written_over(graph, report, data["run"], [graph], key=key)
+                        if over is None:
+                            return report, data, None
+                        found = found or (report, data, over)  # one further up may list its bytes (probe UU)
             except (KeyError, TypeError, ValueError, OSError):
                 continue
-    return None
+    return found
 
 
-_OTHER_BYTES = "other bytes"  # than the run wrote there (by the report's intermediate_sha256)
+_OTHER_BYTES = "other bytes"  # than the run wrote there (by the report's files_sha256 or intermediate_sha256)
 _NEWER = "newer"  # than a report without intermediate_sha256 (written before stop 34), or a copy without its times
+_DIGESTS_OF = {"files": "files_sha256", "intermediate_graphs": "intermediate_sha256"}  # a report's list: its digests
 
 
-def _written_over(graph: Path, report: Path, run: Any, own: Sequence[Path]) -> str | None:
-    """Why the intermediate graph at `graph` (one of `own`, that run's graphs, or a byte copy of one) may not be
-    what the run `report` describes wrote: `_OTHER_BYTES` when its SHA-256 is not among the report's
-    `intermediate_sha256` (another run wrote there since: probe SS), `_NEWER` when a report without them is older
-    than all of `own`; None when it is that run's."""
-    digests = run.get("intermediate_sha256") if isinstance(run, dict) else None
+def _written_over(graph: Path, report: Path, run: Any, own: Sequence[Path], *,
+                  key: str = "intermediate_graphs") -> str | None:
+    """Why the file at `graph` (one of `own`, that run's files of the report's list `key`, or a byte copy of one)
+    may not be what the run `report` describes wrote: `_OTHER_BYTES` when its SHA-256 is not among the report's
+    digests of that list (another run wrote an intermediate graph there since: probe SS; a graph put back from a
+    backup over a newer model's: probe VV), `_NEWER` when a report without them is older than all of the
+    intermediate graphs `own`; None when it is that run's (a folder, a SavedModel, is told by the labels it holds).
+    Reports written before the digests were recorded take their model's files as written."""
+    digests = run.get(_DIGESTS_OF[key]) if isinstance(run, dict) else None
+    if not graph.is_file():
+        return None
     if isinstance(digests, list):
-        return None if _sha256(graph) in digests else _OTHER_BYTES
+        return None if (digest := _sha256(graph)) and digest in digests else _OTHER_BYTES
+    if key == "files":
+        return None
     return _NEWER if all(file.stat().st_mtime > report.stat().st_mtime for file in own) else None
 
 
@@ -256,11 +288,16 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
     own = graph / SAVED_MODEL_LABELS
     if own.is_file() and not _among(labels, [own]):
         try:
-            if list(names) != read_labels(own):
-                warn("--labels %s are not the labels --graph %s holds (its %s); if that is another model's "
-                     "labels file, leave --labels out", labels, graph, SAVED_MODEL_LABELS)
+            its_own = read_labels(own)
         except RetrainError:
-            pass
+            return
+        if list(names) != its_own and given and (report := _vouching_report(labels, names)) is not None:
+            raise UsageError(f"--labels {labels} are another model's: the {report} beside them names them for the "
+                             f"files of its run, and --graph {graph} holds labels of its own (its "
+                             f"{SAVED_MODEL_LABELS}); leave --labels out")  # not renamed by hand: probe VV
+        if list(names) != its_own:
+            warn("--labels %s are not the labels --graph %s holds (its %s); if that is another model's "
+                 "labels file, leave --labels out", labels, graph, SAVED_MODEL_LABELS)
         return
     found = None if _among(labels, [own]) else _run_report(graph)
     if found is not None and found[2] is None and isinstance(named := found[1].get("labels"), list):
@@ -282,10 +319,12 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
                  if os.path.lexists(file) and not _among(labels, [file])]
         own = [file for file in files_now(report, data["run"], key="intermediate_graphs")
                if _is_or_copies(graph, file)]  # the run's own, or a copy of one
+        mine = [file for file in files if _is_or_copies(graph, file)]
         intermediate = bool(own)
-        rewritten = _written_over(graph, report, data["run"], own) if intermediate else None  # since?
+        rewritten = (_written_over(graph, report, data["run"], own) if own else  # since?
+                     _written_over(graph, report, data["run"], mine, key="files") if mine else None)
     except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
-        vouched, files, intermediate, rewritten = False, [], False, None
+        vouched, files, mine, intermediate, rewritten = False, [], [], False, None
     if held and _among(holder, files) and not vouched:
         warn("labels %s: the SavedModel %s holds other labels than its run's %s lists; if they were "
              "edited or replaced, its scores are named wrongly", labels, holder, report.name)
@@ -303,16 +342,19 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
         return
     if held and not _among(holder, files):  # the SavedModel vouches for itself only
         files, intermediate, rewritten = [holder], False, None
+        mine = [holder] if _is_or_copies(graph, holder) else []
     if rewritten == _OTHER_BYTES:  # the default folder of intermediate graphs is shared by every run
-        warn("labels %s are not those of --graph %s: %s lists it among its run's intermediate graphs, but it holds "
-             "other bytes than that run wrote there (another run has written it since); pass the labels file of "
-             "the run that wrote it", labels, graph, report)
+        first = (own or mine)[0]
+        warn("labels %s are not those of --graph %s: %s lists %s among the files its run wrote, but that run "
+             "wrote other bytes there (another run, or a copy, has replaced it since); pass the labels file of "
+             "the run that wrote it", labels, graph, report,
+             "it" if _among(graph, [first]) else f"{first}, which --graph is a copy of,")
     elif rewritten:
         warn("labels %s: --graph %s is one of the intermediate graphs %s lists, but was written after it: "
              "if another run has written it since, these are not its labels", labels, graph, report)
     if rewritten:
         return
-    if not files or intermediate or any(_is_or_copies(graph, file) for file in files):
+    if not files or intermediate or mine:
         return
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
     if not given:
@@ -322,6 +364,14 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
     log.warning("labels %s: %s they are the labels of %s%s, not of --graph %s; if that is another model, pass "
                 "its own labels file", labels, f"{SAVED_MODEL_LABELS} says" if held and files == [holder]
                 else f"the {report.name} beside {'that SavedModel' if held else 'them'} says", files[0], more, graph)
+
+
+def _vouching_report(labels: Path, names: Sequence[str]) -> Path | None:
+    """The retrain report beside a labels file (where a link to it leads) that names exactly these labels: the
+    file is that run's labels file, not a copy renamed or translated by hand."""
+    report = report_path(Path(os.path.realpath(labels)))
+    data = read_report(report)
+    return report if data is not None and data.get("labels") == list(names) else None
 
 
 def _among(path: Path, files: Sequence[Path]) -> bool:

@@ -97,9 +97,12 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
                              f"{_links_hint(outputs, left)}")
         graphs_over = [graph for graph in graphs if os.path.lexists(graph) and rewritten(graph)]
         if graphs_over and not touched:  # that model stays, with its report listing these (probe SS)
+            then = ("ask for --labels for them" if isinstance(data["run"].get("intermediate_sha256"), list) else
+                    "name them by that model's labels, with a warning only (its report does not record their "
+                    "bytes: an earlier version wrote it)")  # probe UU
             log.warning("this run writes over %s, intermediate graphs of the earlier model that %s describes (%d "
-                        "labels): label-image will then ask for --labels for them (give each run its own "
-                        "--intermediate_output_graphs_dir to keep both)", _listed(graphs_over), report, len(earlier))
+                        "labels): label-image will then %s (give each run its own --intermediate_output_graphs_dir "
+                        "to keep both)", _listed(graphs_over), report, len(earlier), then)
         graphs_left = [graph for graph in graphs if os.path.lexists(graph) and not rewritten(graph)]
         if touched and graphs_left:  # snapshots, in a folder runs share by default: said, not refused
             log.warning("this run replaces %s of the earlier model that %s describes (%d labels) and leaves that "
@@ -177,6 +180,9 @@ def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
     """Write report.json; returns its path."""
     beside = functools.partial(_as_listed, labels=config.output_labels)
     extra = {"module": module, "flags": _flags(config), "files": [beside(p) for p in written],
+             # the model files' bytes as written ('' for folders, which hold their labels): label-image tells a
+             # graph put back over them since (probe VV), and a copy of one moved away, by them
+             "files_sha256": [written_sha256(p) for p in written],
              "intermediate_graphs": [beside(p) for p in intermediate_graphs],  # not the model's files: kept apart
              # what this run wrote there: label-image tells a graph another run wrote since by its bytes
              "intermediate_sha256": [written_sha256(p) for p in intermediate_graphs],

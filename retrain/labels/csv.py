@@ -359,13 +359,17 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
             seen[key] = row
             rows.append(row)
         elif earlier.labels == row.labels and earlier.split == row.split:
-            notes.warn("duplicates", line, "repeats line %d (same path, labels and split); dropped", earlier.line)
-        elif earlier.labels == row.labels:  # said as such: the split alone differs
-            notes.warn("conflicts", line, "names %s again with the same labels but %s where line %d has %s; keeping "
-                       "line %d", _display(row.name), _split(row), earlier.line, _split(earlier), earlier.line)
-        else:
-            notes.warn("conflicts", line, "names %s again, with %s where line %d has %s; keeping line %d",
-                       _display(row.name), _describe(row), earlier.line, _describe(earlier), earlier.line)
+            notes.warn("duplicates", line, "repeats line %d (the same %s, labels and split); dropped", earlier.line,
+                       "path" if earlier.name == row.name else f"file, there {_display(earlier.name)}")
+        else:  # the same file however spelt (a link, the other Unicode form): said when spelt otherwise (probe UU)
+            named = _display(row.name) + ("" if earlier.name == row.name else
+                                          f" (the file line {earlier.line} names as {_display(earlier.name)})")
+            if earlier.labels == row.labels:  # said as such: the split alone differs
+                notes.warn("conflicts", line, "names %s again with the same labels but %s where line %d has %s; "
+                           "keeping line %d", named, _split(row), earlier.line, _split(earlier), earlier.line)
+            else:
+                notes.warn("conflicts", line, "names %s again, with %s where line %d has %s; keeping line %d",
+                           named, _describe(row), earlier.line, _describe(earlier), earlier.line)
     skipped = notes.skipped()
     if not rows:
         raise RetrainError(f"{FLAG} {shown(source)} has no usable rows (skipped: {skipped.describe()}); expected rows "

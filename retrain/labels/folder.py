@@ -332,9 +332,11 @@ def _deeper_hint(folder: Path) -> str:
 
 
 # Folder names of a dataset split already, each holding the class folders: Kaggle's train/ and test/, and as
-# datasets spell them (training_set/ and test_set/, seg_train/, test1/, Validation-Images/: probe SS).
-_SPLIT_NAME = re.compile(r"((seg|data(set)?|images?)[ ._-]?)?(train(ing)?|test(ing)?|val(id(ation)?)?|dev|eval"
-                         r"(uation)?)([ ._-]?(sets?|data|images?|imgs|split))?[ ._-]?\d*", re.IGNORECASE)
+# datasets spell them (training_set/ and test_set/, seg_train/, test1/, Validation-Images/: probe SS; trainval/,
+# train_v2/, train-jpg/, and the unlabelled photos beside them, seg_pred/, holdout/: probe UU).
+_SPLIT_NAME = re.compile(r"((seg|data(set)?|images?|imgs)[ ._-]?)?(train(ing)?(val)?|trn|test(ing)?|tst|"
+                         r"val(id(ation)?)?|dev|eval(uation)?|pred(ict(ions?)?)?|unlabell?ed|holdout)"
+                         r"([ ._-]?(sets?|data(set)?|images?|imgs|jpe?g|split|aug|v?\d+))*", re.IGNORECASE)
 
 
 def _warn_split_folders(image_dir: Path, labels: list[str]) -> None:
