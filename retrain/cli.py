@@ -138,10 +138,13 @@ def _unabbreviated(args: list[str], options: list[click.Option], takes_value: se
     is refused naming them; a flag of the older retrain.py (TensorFlow for Poets) is refused with its successor;
     a flag (or the start of one) where a value belongs is refused naming both."""
     known = {opt for param in options for opt in param.opts + param.secondary_opts}
-    written, value_next = [], False
+    written, value_next, retired, skip = [], False, [], False
     for index, arg in enumerate(args):
+        if skip:  # a retired flag's value
+            skip = False
+            continue
         if arg == "--" and not value_next:
-            return written + args[index:]
+            break
         name, equals, value = arg.partition("=")
         if value_next and (name in known or arg.startswith("--") and len(name) > 2
                            and any(opt.startswith(name) for opt in known)):
@@ -153,9 +156,11 @@ def _unabbreviated(args: list[str], options: list[click.Option], takes_value: se
             written.append(arg)
             value_next = False
             continue
-        if name in _RETIRED and name not in known and "--tfhub_module" in known:  # retrain's successors
-            given = value if equals else (args[index + 1] if index + 1 < len(args) else "")
-            raise click.UsageError(_RETIRED[name](given))
+        if name in _RETIRED and name not in known and "--tfhub_module" in known:  # retrain's successors, each said
+            given = value if equals else (args[index + 1] if index + 1 < len(args) else "")  # (one at a time:
+            retired.append(_RETIRED[name](given))  # probe VV)
+            skip = not equals
+            continue
         matched = {}  # the option's first name -> its name that `name` starts
         if name not in known:
             for param in options:  # each option once, by its first (the classic, underscore) name it matches
@@ -173,7 +178,11 @@ def _unabbreviated(args: list[str], options: list[click.Option], takes_value: se
             name = next(iter(matched.values()))
         written.append(name + equals + value)
         value_next = not equals and name in takes_value
-    return written
+    else:
+        index = len(args)
+    if retired:
+        raise click.UsageError("; and ".join(retired))
+    return written + args[index:]
 
 
 def _architecture(value: str) -> str:

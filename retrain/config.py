@@ -441,6 +441,9 @@ def _check_retrain(config: RetrainConfig) -> None:
         _finite(flag, value)
     _positive("--how_many_training_steps", config.how_many_training_steps, limit=MAX_STEPS)
     _positive("--eval_step_interval", config.eval_step_interval, limit=MAX_STEPS)
+    if config.train_batch_size == -1:  # the README's promise (probe VV): said, not just "must be positive"
+        raise UsageError("--train_batch_size -1 (which the classic script took, without saying so, for every "
+                         "training image at each step) is not taken here: give the number of training images")
     _positive("--train_batch_size", config.train_batch_size, limit=MAX_TRAIN_BATCH)
     _positive("--bottleneck_batch_size", config.bottleneck_batch_size, limit=MAX_IMAGE_BATCH)
     _finite("--bottleneck_memory_gb", config.bottleneck_memory_gb)

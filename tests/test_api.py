@@ -49,6 +49,8 @@ def test_classify_gives_what_label_image_json_prints(colour_tree: Path, tiny_mod
 @pytest.mark.parametrize("flags_, message", [
     ({"learning_rate": float("nan")}, "--learning_rate must be a finite number, got nan"),
     ({"how_many_training_steps": 0}, "--how_many_training_steps must be positive, got 0"),
+    ({"train_batch_size": -1}, "--train_batch_size -1 (which the classic script took, without saying so, for "
+                               "every training image at each step) is not taken here"),  # as the README says
     ({"tflite_quantization": "int4", "output_tflite": "/tmp/m.tflite"}, "--tflite_quantization int4: expected"),
     ({"fine_tune_steps": 200}, "--fine_tune_steps 200 has no effect without --fine_tune"),  # given at its default
 ])

@@ -250,6 +250,12 @@ def test_flags_shortened_as_the_classic_argparse_allowed_still_run(colour_tree: 
     (["--model_dir", "tf_files/models/", "--image_dir", "p"], "--model_dir is the flag of TensorFlow's older "
      "retrain.py, where it downloaded its model; this retrain's modules are cached by tensorflow_hub: set "
      "TFHUB_CACHE_DIR=tf_files/models/ to choose that folder"),
+    # both at once (TensorFlow for Poets' command): both said, not one per try (probe VV)
+    (["--model_dir", "tf_files/models/", "--image_dir", "p", "--architecture", "mobilenet_0.50_224"],
+     "--model_dir is the flag of TensorFlow's older retrain.py, where it downloaded its model; this retrain's "
+     "modules are cached by tensorflow_hub: set TFHUB_CACHE_DIR=tf_files/models/ to choose that folder, and name "
+     "the module with --tfhub_module; and --architecture is the flag of TensorFlow's older retrain.py (TensorFlow "
+     "for Poets); this retrain takes the module with --tfhub_module: --tfhub_module mobilenet_v1_050_224"),
 ])
 def test_an_ambiguous_prefix_or_an_older_scripts_flag_is_one_line_naming_what_to_use(args: list[str],
                                                                                        message: str) -> None:

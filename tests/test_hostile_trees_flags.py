@@ -170,7 +170,7 @@ def test_folders_differing_only_by_case(tmp_path: Path, tiny_module: Path, outpu
     ({"how_many_training_steps": 0}, "--how_many_training_steps must be positive, got 0"),
     ({"how_many_training_steps": -10}, "--how_many_training_steps must be positive, got -10"),
     ({"train_batch_size": 0}, "--train_batch_size must be positive, got 0"),
-    ({"train_batch_size": -1}, "--train_batch_size must be positive, got -1"),
+    ({"train_batch_size": -2}, "--train_batch_size must be positive, got -2"),  # (-1: the classic meaning, said)
     ({"validation_batch_size": 0}, "--validation_batch_size must be positive, or -1 for the whole set; got 0"),
     ({"test_batch_size": -7}, "--test_batch_size must be positive, or -1 for the whole set; got -7"),
     ({"bottleneck_batch_size": 0}, "--bottleneck_batch_size must be positive, got 0"),
