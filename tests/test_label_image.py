@@ -601,15 +601,22 @@ def test_labels_that_the_models_own_report_contradicts_get_a_warning(trained: Tr
     assert given.stdout.split()[0].endswith("_x")
     assert (f"labels {tmp_path / 'other.txt'} are not those that {tmp_path / 'a' / 'report.json'} names for --graph "
             f"{tmp_path / 'a' / 'graph.pb'}") in given.stderr
-    shutil.copyfile(tmp_path / "other.txt", tmp_path / "a" / "labels.txt")  # replaced in the model's folder
-    replaced = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "graph.pb"), *photo])
+    shutil.copyfile(tmp_path / "other.txt", tmp_path / "a" / "labels.txt")  # replaced in the model's folder:
+    replaced = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "graph.pb"), *photo], expect=2)
+    assert (f"its run's labels file {tmp_path / 'a' / 'labels.txt'}, which {tmp_path / 'a' / 'report.json'} names, "
+            "holds other labels than that report lists") in replaced.stderr  # a warning only, exit 0 (probe WW)
+    replaced = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "graph.pb"), "--labels",
+                                            str(tmp_path / "a" / "labels.txt"), *photo])  # chosen: a warning
     assert f"labels {tmp_path / 'a' / 'labels.txt'} are not those that" in replaced.stderr
     right = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "saved_model" / "saved_model.pb"), *photo])
     assert right.stdout.split()[0] in renamed and "WARNING" not in right.stderr  # its own labels, as for the folder
     (tmp_path / "a" / "graph.pb").rename(tmp_path / "a" / "renamed.pb")  # its bytes: the run's graph all the same
     monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "other.txt")  # the classic default, elsewhere
-    moved = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "renamed.pb"), *photo])
-    assert f"labels {tmp_path / 'a' / 'labels.txt'} are not those of --graph" in moved.stderr  # (replaced above)
+    moved = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "renamed.pb"), *photo], expect=2)
+    assert "holds other labels than that report lists" in moved.stderr  # (replaced above)
+    (tmp_path / "a" / "labels.txt").write_text("".join(f"{label}\n" for label in renamed))  # its own again:
+    moved = invoke(label_image_command, ["--graph", str(tmp_path / "a" / "renamed.pb"), *photo])  # found by its
+    assert moved.stdout.split()[0] in renamed and "WARNING" not in moved.stderr, moved.stderr  # bytes, no warning
     _write_colour_graph(tmp_path / "a" / "earlier.pb", classes=len(renamed))  # the report lists another graph
     unlisted = _error(["--graph", str(tmp_path / "a" / "earlier.pb"), *photo], expect=2)  # no guess: refused
     assert f"is not among the files of the run that {tmp_path / 'a' / 'report.json'} describes" in unlisted

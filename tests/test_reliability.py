@@ -770,6 +770,16 @@ def test_a_saved_model_in_a_folder_of_its_own_keeps_its_labels_when_the_next_run
                               f"{tmp_path / 'c' / 'report.json'} beside them names them for the files of its run, "
                               f"and --graph {first} holds labels of its own (its assets.extra/labels.txt); leave "
                               "--labels out\n") and refused.stdout == ""
+    # The SavedModel's own labels translated by hand, given its own run's labels file: that run's report lists
+    # the SavedModel, so they are not "another model's" (refused, probe WW): a warning.
+    translated = tmp_path / "c" / "sm"
+    retrain(make_colour_tree(tmp_path / "cmy2", per_class=8, classes={
+        "cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0)}), tiny_module,
+        {**third, "output_graph": tmp_path / "c" / "g2.pb"}, saved_model_dir=translated)
+    (translated / "assets.extra" / "labels.txt").write_text("Zyan\nMagenta\nGelb\n")
+    result = invoke(label_image_command, ["--graph", str(translated), "--labels", str(third["output_labels"]),
+                                          "--image", str(photo)])
+    assert f"--labels {third['output_labels']} are not the labels --graph {translated} holds" in result.stderr
     (second / "assets.extra" / "labels.txt").unlink()  # as a SavedModel of an earlier version
     error = retrain(colour_tree, tiny_module, outputs, saved_model_dir=tmp_path / "saved_models" / "3", expect=2)
     assert f"but leaves its {second}: with other labels" in error
@@ -2543,6 +2553,31 @@ def test_a_model_file_put_back_over_a_newer_one_is_told_by_its_bytes(colour_tree
     assert "lists it among the files its run wrote, but that run wrote other bytes there" in warned.stderr
     moved = invoke(label_image_command, ["--graph", str(shipped / "m.tflite"), "--image", photo, "--top_k", "1"])
     assert moved.stdout.split()[0] == "red" and "WARNING" not in moved.stderr, moved.stderr
+
+
+
+def test_a_copy_of_a_runs_model_below_its_report_or_over_its_graph_is_that_runs(
+        colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of an intermediate graph in a sub-folder of the run's folder (`models/best_step10.pb`) took the
+    classic default's labels silently, or was refused saying no report names its labels; the run's own
+    intermediate graph copied over its output graph (going back to a better step) was refused as other bytes
+    (probe WW). Both hold bytes the report records."""
+    from retrain.config import RetrainConfig
+
+    monkeypatch.setattr(RetrainConfig, "output_labels", tmp_path / "stray" / "output_labels.txt")
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "output_labels.txt").write_text("cat\ndog\nbird\n")  # a classic default of another's
+    retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
+    best = outputs["output_labels"].parent / "models" / "best_step10.pb"
+    best.parent.mkdir()
+    shutil.copyfile(outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb", best)
+    photo = str(colour_tree / "red" / "red_000.jpg")
+    for graph in (best, outputs["output_graph"]):
+        if graph == outputs["output_graph"]:
+            shutil.copyfile(best, graph)
+        result = invoke(label_image_command, ["--graph", str(graph), "--image", photo, "--top_k", "3"])
+        assert sorted(line.split()[0] for line in result.stdout.splitlines()) == sorted(COLOURS), result.stdout
+        assert "WARNING" not in result.stderr, result.stderr
 
 
 def test_a_labels_file_saved_again_by_an_editor_is_still_the_one_its_report_lists(colour_tree: Path,

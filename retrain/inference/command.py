@@ -132,16 +132,18 @@ def labels_for(graph: Path) -> Path:
         return graph / SAVED_MODEL_LABELS
     found = _run_report(graph)
     if found is None:
+        for report in dict.fromkeys(r for place in _places(graph) for r in reports_at(place.parent)):
+            if read_report(report) is not None and (copied := _copy_listed(graph, report)) is not None:
+                return _its_own(graph, copied, report)  # a copy beside its run's report or below it (probe WW)
         beside = _report_beside(graph)
-        if beside is not None and (copied := _copy_listed(graph, beside)) is not None:
-            return copied
         if beside is not None:  # neither its labels nor the classic default are surely this model's
             raise UsageError(f"--graph {graph} is not among the files of the run that {beside} describes (an "
                              "earlier run's model, or another's), so which labels are its cannot be told; pass "
                              "--labels (the labels file retrain wrote with it)")
         # The report beside the classic default may describe the run that wrote a file this model is a copy of,
         # with labels of its own elsewhere (`--output_labels /tmp/b_labels.txt`): the default is not its (probe OO).
-        return _copy_listed(graph, report_path(RetrainConfig.output_labels)) or RetrainConfig.output_labels
+        copied = _copy_listed(graph, default := report_path(RetrainConfig.output_labels))
+        return RetrainConfig.output_labels if copied is None else _its_own(graph, copied, default)
     report, data, over = found
     if over == _OTHER_BYTES:  # its run's labels are not surely its; the classic default, even less
         raise UsageError(f"no labels found for --graph {graph}: {report} lists it among the files its run wrote, "
@@ -150,10 +152,26 @@ def labels_for(graph: Path) -> Path:
                          "run that wrote it)")
     labels = labels_file_now(report, data["run"])
     if labels.is_file():
+        _its_own(graph, labels, report)
         log.info("labels: %s (the %s of --graph's run names them)", labels, report)
         return labels
     raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is missing; "
                      "pass --labels")
+
+
+def _its_own(graph: Path, labels: Path, report: Path) -> Path:
+    """`labels`, the labels file of the run `report` describes, if it holds the labels that report lists (as
+    label-image reads them); else UsageError: replaced since (a run killed as it wrote them, another run, an
+    edit), they are not surely the model's (a warning only, exit 0: probe WW)."""
+    try:
+        same = read_labels(labels) == (read_report(report) or {}).get("labels")
+    except RetrainError:
+        same = False
+    if not same:
+        raise UsageError(f"no labels found for --graph {graph}: its run's labels file {labels}, which {report} "
+                         "names, holds other labels than that report lists (replaced since, by another run or by "
+                         "hand), so which labels are its cannot be told; pass --labels")
+    return labels
 
 
 def _copy_listed(graph: Path, report: Path) -> Path | None:
@@ -240,7 +258,7 @@ def _run_report(graph: Path) -> tuple[Path, dict[str, Any], str | None] | None:
 
 
 _OTHER_BYTES = "other bytes"  # than the run wrote there (by the report's files_sha256 or intermediate_sha256)
-_NEWER = "newer"  # than a report without intermediate_sha256 (written before stop 34), or a copy without its times
+_NEWER = "newer"  # than a report without intermediate_sha256 (an earlier version's), or a copy without its times
 _DIGESTS_OF = {"files": "files_sha256", "intermediate_graphs": "intermediate_sha256"}  # a report's list: its digests
 
 
@@ -255,8 +273,9 @@ def _written_over(graph: Path, report: Path, run: Any, own: Sequence[Path], *,
     digests = run.get(_DIGESTS_OF[key]) if isinstance(run, dict) else None
     if not graph.is_file():
         return None
-    if isinstance(digests, list):
-        return None if (digest := _sha256(graph)) and digest in digests else _OTHER_BYTES
+    if isinstance(digests, list):  # any bytes the run wrote: its intermediate graph copied over its output graph
+        wrote = [d for k in _DIGESTS_OF.values() if isinstance(listed := run.get(k), list) for d in listed]  # (WW)
+        return None if (digest := _sha256(graph)) and digest in wrote else _OTHER_BYTES
     if key == "files":
         return None
     return _NEWER if all(file.stat().st_mtime > report.stat().st_mtime for file in own) else None
@@ -291,7 +310,7 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
             its_own = read_labels(own)
         except RetrainError:
             return
-        if list(names) != its_own and given and (report := _vouching_report(labels, names)) is not None:
+        if list(names) != its_own and given and (report := _vouching_report(labels, names, graph)) is not None:
             raise UsageError(f"--labels {labels} are another model's: the {report} beside them names them for the "
                              f"files of its run, and --graph {graph} holds labels of its own (its "
                              f"{SAVED_MODEL_LABELS}); leave --labels out")  # not renamed by hand: probe VV
@@ -320,6 +339,8 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
         own = [file for file in files_now(report, data["run"], key="intermediate_graphs")
                if _is_or_copies(graph, file)]  # the run's own, or a copy of one
         mine = [file for file in files if _is_or_copies(graph, file)]
+        if not mine and not own and (recorded := _recorded(graph, data["run"])) is not None:
+            mine = [recorded]  # moved or renamed: told by its bytes (probe WW)
         intermediate = bool(own)
         rewritten = (_written_over(graph, report, data["run"], own) if own else  # since?
                      _written_over(graph, report, data["run"], mine, key="files") if mine else None)
@@ -366,12 +387,17 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
                 else f"the {report.name} beside {'that SavedModel' if held else 'them'} says", files[0], more, graph)
 
 
-def _vouching_report(labels: Path, names: Sequence[str]) -> Path | None:
-    """The retrain report beside a labels file (where a link to it leads) that names exactly these labels: the
-    file is that run's labels file, not a copy renamed or translated by hand."""
+def _vouching_report(labels: Path, names: Sequence[str], model: Path) -> Path | None:
+    """The retrain report beside a labels file (where a link to it leads) that names exactly these labels and
+    does not list `model`: the file is another run's labels file, not a copy renamed or translated by hand, nor
+    the labels of the run that wrote `model` (whose own were edited since: probe WW)."""
     report = report_path(Path(os.path.realpath(labels)))
     data = read_report(report)
-    return report if data is not None and data.get("labels") == list(names) else None
+    try:
+        ours = _among(model, files_now(report, data["run"]))  # type: ignore[index]
+    except (KeyError, TypeError, ValueError, RetrainError):
+        ours = False
+    return report if data is not None and data.get("labels") == list(names) and not ours else None
 
 
 def _among(path: Path, files: Sequence[Path]) -> bool:
