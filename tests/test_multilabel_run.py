@@ -303,3 +303,29 @@ def test_new_thresholds_that_an_earlier_tflite_model_would_read_are_refused(tmp_
             f"model {tflite} of the earlier model") in refused
     assert thresholds_path(outputs["output_labels"]).read_bytes() == thresholds
     invoke(retrain_command, [*run, "--learning_rate", "0.5", "--output_tflite", str(tflite)])
+
+
+def test_another_runs_thresholds_beside_a_tflite_models_labels_are_said(tmp_path: Path, tiny_module: Path,
+                                                                         outputs) -> None:
+    """Another run's thresholds file beside the labels (that of a run of the same labels, put back from a
+    backup): the TFLite model, which reads its thresholds there, had its labels chosen by them without a word
+    (probe XX). Its report records its own: said."""
+    image_dir = tmp_path / "photos"
+    table = colour_csv(image_dir, 40, lambda index, colour, _: f"{colour} bright" if index % 2 else colour)
+    tflite = outputs["output_graph"].parent / "m.tflite"
+    run = flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module, how_many_training_steps=10,
+                **outputs)
+    other = {**outputs, "output_graph": tmp_path / "b" / "g.pb", "output_labels": tmp_path / "b" / "labels.txt",
+             "checkpoint_path": tmp_path / "b" / "ck"}
+    (tmp_path / "b").mkdir()
+    invoke(retrain_command, [*run, "--output_tflite", str(tflite)])
+    invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
+                                  how_many_training_steps=40, learning_rate=0.5, **other))
+    own, theirs = (thresholds_path(labels).read_bytes() for labels in (outputs["output_labels"],
+                                                                        other["output_labels"]))
+    assert own != theirs
+    args = ["--graph", str(tflite), "--image", str(image_dir / "000.png")]
+    assert "WARNING" not in invoke(label_image_command, args).stderr
+    thresholds_path(outputs["output_labels"]).write_bytes(theirs)
+    assert (f"the thresholds in {thresholds_path(outputs['output_labels'])} are not those that the report listing "
+            f"--graph {tflite} records for its labels") in invoke(label_image_command, args).stderr

@@ -777,9 +777,12 @@ def test_a_saved_model_in_a_folder_of_its_own_keeps_its_labels_when_the_next_run
         "cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0)}), tiny_module,
         {**third, "output_graph": tmp_path / "c" / "g2.pb"}, saved_model_dir=translated)
     (translated / "assets.extra" / "labels.txt").write_text("Zyan\nMagenta\nGelb\n")
-    result = invoke(label_image_command, ["--graph", str(translated), "--labels", str(third["output_labels"]),
-                                          "--image", str(photo)])
-    assert f"--labels {third['output_labels']} are not the labels --graph {translated} holds" in result.stderr
+    for model in (translated, tmp_path / "served" / "1"):  # in place, or copied away (probe XX)
+        if model != translated:
+            shutil.copytree(translated, model)
+        result = invoke(label_image_command, ["--graph", str(model), "--labels", str(third["output_labels"]),
+                                              "--image", str(photo)])
+        assert f"--labels {third['output_labels']} are not the labels --graph {model} holds" in result.stderr
     (second / "assets.extra" / "labels.txt").unlink()  # as a SavedModel of an earlier version
     error = retrain(colour_tree, tiny_module, outputs, saved_model_dir=tmp_path / "saved_models" / "3", expect=2)
     assert f"but leaves its {second}: with other labels" in error

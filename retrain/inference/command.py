@@ -146,10 +146,12 @@ def labels_for(graph: Path) -> Path:
         return RetrainConfig.output_labels if copied is None else _its_own(graph, copied, default)
     report, data, over = found
     if over == _OTHER_BYTES:  # its run's labels are not surely its; the classic default, even less
+        killed = next((f"a retrain run (process {pid}) was killed while it replaced it; the next retrain run "
+                       "writing there puts the earlier files back" for pid, paths in half_written([graph.parent])
+                       if os.path.abspath(graph) in paths), "another run, or a copy, has replaced it since")
         raise UsageError(f"no labels found for --graph {graph}: {report} lists it among the files its run wrote, "
-                         "but it holds other bytes than that run wrote there (another run, or a copy, has replaced "
-                         "it since), so which labels are its cannot be told; pass --labels (the labels file of the "
-                         "run that wrote it)")
+                         f"but it holds other bytes than that run wrote there ({killed}), so which labels are its "
+                         "cannot be told; pass --labels (the labels file of the run that wrote it)")
     labels = labels_file_now(report, data["run"])
     if labels.is_file():
         _its_own(graph, labels, report)
@@ -387,6 +389,9 @@ def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[st
                 else f"the {report.name} beside {'that SavedModel' if held else 'them'} says", files[0], more, graph)
 
 
+_SAVED_MODEL_FILES = ("saved_model.pb", "variables/variables.index")  # a copy holds both (the index: its weights')
+
+
 def _vouching_report(labels: Path, names: Sequence[str], model: Path) -> Path | None:
     """The retrain report beside a labels file (where a link to it leads) that names exactly these labels and
     does not list `model`: the file is another run's labels file, not a copy renamed or translated by hand, nor
@@ -394,7 +399,8 @@ def _vouching_report(labels: Path, names: Sequence[str], model: Path) -> Path | 
     report = report_path(Path(os.path.realpath(labels)))
     data = read_report(report)
     try:
-        ours = _among(model, files_now(report, data["run"]))  # type: ignore[index]
+        ours = any(_among(model, [file]) or all(_same_bytes(model / name, file / name) for name in _SAVED_MODEL_FILES)
+                   for file in files_now(report, data["run"]))  # type: ignore[index]  # (a copy of it: probe XX)
     except (KeyError, TypeError, ValueError, RetrainError):
         ours = False
     return report if data is not None and data.get("labels") == list(names) and not ours else None
@@ -538,8 +544,10 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, 
     return [(labels[i], float(scores[i])) for i in order]
 
 
-def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | None:
-    """A multi-label model's per-label thresholds: the model's own, else the file beside the labels, else 0.5."""
+def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | None = None,
+                  names: Sequence[str] = ()) -> np.ndarray | None:
+    """A multi-label model's per-label thresholds: the model's own, else the file beside the labels (with a
+    warning when the report that lists the model at `graph` records others for these `names`), else 0.5."""
     if not model.multi_label:
         return None
     if model.thresholds is not None and len(model.thresholds) == count:
@@ -562,7 +570,25 @@ def thresholds_of(model: Model, labels_path: Path, count: int) -> np.ndarray | N
     if not np.isfinite(values).all():
         raise RetrainError(f"{path} line {lines[int(np.argmin(np.isfinite(values)))][0]} is not a finite number; "
                            "retrain writes one finite number per line")
+    recorded = _recorded_thresholds(graph, names) if graph is not None else None
+    if recorded is not None and not np.allclose(values, recorded, rtol=0, atol=1e-6):  # another run's (probe XX)
+        log.warning("the thresholds in %s are not those that the report listing --graph %s records for its labels "
+                    "(%s): if they are another run's, its labels are chosen by them wrongly; pass the labels file "
+                    "written with this model (its thresholds file sits beside it)", path, graph,
+                    ", ".join(f"{value:.4g}" for value in recorded))
     return values
+
+
+def _recorded_thresholds(graph: Path, names: Sequence[str]) -> list[float] | None:
+    """The per-label thresholds the report listing the model at `graph` (its bytes that run's) records, for these
+    labels; None when no such report records them."""
+    found = _run_report(_model(graph))
+    if found is None or found[2] is not None or found[1].get("labels") != list(names):
+        return None
+    try:
+        return [float(found[1]["classes"][name]["threshold"]) for name in names]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholded: bool) -> None:
@@ -602,7 +628,7 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
                            f"gives {model.class_count} scores per image; pass the labels file written with this model")
     _warn_if_another_models_labels(config.graph, config.labels, labels)
     prepare = preprocessing_for(model, config)
-    thresholds = thresholds_of(model, config.labels, len(labels))
+    thresholds = thresholds_of(model, config.labels, len(labels), graph=config.graph, names=labels)
     count = config.top_k or (len(labels) if model.multi_label or config.json else TOP_K)
     for result in classify(model, paths, prepare=prepare, batch_size=config.batch_size):
         if result.scores is None:
