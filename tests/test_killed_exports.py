@@ -353,6 +353,9 @@ def test_label_image_warns_of_a_model_a_killed_run_replaced_half(colour_tree: Pa
     assert "holds other bytes than that run wrote there (a retrain run (process " in refused.stderr, refused.stderr
     assert "was killed while it replaced it; the next retrain run writing there puts the earlier files back)" \
         in refused.stderr
+    (tmp_path / "link.pb").symlink_to(outputs["output_graph"])  # through a link: named too (probe YY)
+    linked = invoke(label_image_command, ["--graph", str(tmp_path / "link.pb"), "--image", str(photo)], expect=2)
+    assert "was killed while it replaced it" in linked.stderr, linked.stderr
     result = invoke(label_image_command, [*args, "--labels", str(outputs["output_labels"])])
     assert result.stderr.count(f"was killed while it replaced --graph {outputs['output_graph']} or its labels "
                                f"{outputs['output_labels']}: they may belong to two models") == 1, result.stderr

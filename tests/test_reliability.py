@@ -2597,3 +2597,22 @@ def test_a_labels_file_saved_again_by_an_editor_is_still_the_one_its_report_list
             outputs["output_labels"].write_text(saved.format(labels.replace("\n", "\r\n")))
         retrain(tree, tiny_module, outputs)
     assert outputs["output_labels"].read_text() == "".join(f"{name}\n" for name in sorted(COLOURS))
+
+
+def test_a_report_edited_to_list_a_path_with_a_nul_byte_is_no_traceback(colour_tree: Path, tiny_module: Path,
+                                                                         outputs, tmp_path: Path) -> None:
+    """A report beside --labels listing a path with a NUL byte (edited by hand) gave label-image a traceback
+    (`embedded null byte`, probe YY): such a path is no file of the model's."""
+    retrain(colour_tree, tiny_module, outputs)
+    report = outputs["output_labels"].with_name("report.json")
+    data = json.loads(report.read_text())
+    data["run"]["files"].insert(0, "/x\u0000y")
+    data["run"]["files_sha256"].insert(0, "")
+    data["labels"] = ["b", "g", "r"]
+    report.write_text(json.dumps(data))
+    loose = tmp_path / "loose" / "g.pb"
+    loose.parent.mkdir()
+    shutil.copyfile(outputs["output_graph"], loose)
+    result = invoke(label_image_command, ["--graph", str(loose), "--labels", str(outputs["output_labels"]),
+                                          "--image", str(colour_tree / "red" / "red_000.jpg")])
+    assert result.stdout.split()[0] in COLOURS and "Traceback" not in result.stderr

@@ -146,9 +146,11 @@ def labels_for(graph: Path) -> Path:
         return RetrainConfig.output_labels if copied is None else _its_own(graph, copied, default)
     report, data, over = found
     if over == _OTHER_BYTES:  # its run's labels are not surely its; the classic default, even less
+        spellings = {os.path.abspath(graph), os.path.realpath(graph)}  # (a link to it: probe YY)
         killed = next((f"a retrain run (process {pid}) was killed while it replaced it; the next retrain run "
-                       "writing there puts the earlier files back" for pid, paths in half_written([graph.parent])
-                       if os.path.abspath(graph) in paths), "another run, or a copy, has replaced it since")
+                       "writing there puts the earlier files back" for pid, paths in half_written(
+                           dict.fromkeys(Path(path).parent for path in spellings)) if spellings & set(paths)),
+                      "another run, or a copy, has replaced it since")
         raise UsageError(f"no labels found for --graph {graph}: {report} lists it among the files its run wrote, "
                          f"but it holds other bytes than that run wrote there ({killed}), so which labels are its "
                          "cannot be told; pass --labels (the labels file of the run that wrote it)")
@@ -412,7 +414,7 @@ def _among(path: Path, files: Sequence[Path]) -> bool:
         try:
             if os.path.samefile(path, file):
                 return True
-        except OSError:
+        except (OSError, ValueError):  # (a NUL byte in a path a report edited by hand lists: probe YY)
             continue
     return False
 
@@ -428,7 +430,7 @@ def _same_bytes(path: Path, other: Path) -> bool:
         if not (path.is_file() and other.is_file()) or path.stat().st_size != other.stat().st_size:
             return False
         return filecmp.cmp(path, other, shallow=False)
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -571,23 +573,29 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
         raise RetrainError(f"{path} line {lines[int(np.argmin(np.isfinite(values)))][0]} is not a finite number; "
                            "retrain writes one finite number per line")
     recorded = _recorded_thresholds(graph, names) if graph is not None else None
-    if recorded is not None and not np.allclose(values, recorded, rtol=0, atol=1e-6):  # another run's (probe XX)
+    known = [(value, mine) for value, mine in zip(values, recorded or []) if mine is not None]  # (each label's:
+    if known and not np.allclose(*np.array(known, np.float64).T, rtol=0, atol=1e-6):  # probes XX, YY)
         log.warning("the thresholds in %s are not those that the report listing --graph %s records for its labels "
                     "(%s): if they are another run's, its labels are chosen by them wrongly; pass the labels file "
                     "written with this model (its thresholds file sits beside it)", path, graph,
-                    ", ".join(f"{value:.4g}" for value in recorded))
+                    ", ".join("none" if value is None else f"{value:.4g}" for value in recorded or []))
     return values
 
 
-def _recorded_thresholds(graph: Path, names: Sequence[str]) -> list[float] | None:
+def _recorded_thresholds(graph: Path, names: Sequence[str]) -> list[float | None] | None:
     """The per-label thresholds the report listing the model at `graph` (its bytes that run's) records, for these
-    labels; None when no such report records them."""
+    labels (None for a label it records none for); None when no such report lists the model."""
     found = _run_report(_model(graph))
     if found is None or found[2] is not None or found[1].get("labels") != list(names):
         return None
+    classes = found[1].get("classes")
+    return [_threshold(classes, name) for name in names]
+
+
+def _threshold(classes: Any, name: str) -> float | None:
     try:
-        return [float(found[1]["classes"][name]["threshold"]) for name in names]
-    except (KeyError, TypeError, ValueError):
+        return float(classes[name]["threshold"])
+    except (KeyError, TypeError, ValueError, IndexError):
         return None
 
 
