@@ -262,14 +262,29 @@ def is_labels(data: Any, path: Path) -> bool:
 
 
 def labels_lines(data: Any) -> list[str] | None:
-    """The lines of a labels file as label-image reads them (a BOM, CRLF and blank lines at the end left out);
-    None for what is not text."""
+    """The lines of a labels file's bytes as label-image reads them (`labels_of_text`); None for what is not
+    text."""
     if len(data) > 1 << 26 or not is_text(data):
         return None
-    lines = bytes(data).decode("utf-8", errors="surrogateescape").removeprefix("\ufeff").splitlines()
+    return labels_of_text(bytes(data).decode("utf-8", errors="surrogateescape"))
+
+
+def labels_of_text(text: str) -> list[str]:
+    """A labels file's lines, in class-index order: a leading BOM (Notepad's), CRLF and blank lines at the end
+    left out; each line as it is (a label may start or end with a space: folders "cat" and "cat " are two)."""
+    lines = text.removeprefix("\ufeff").splitlines()
     while lines and not lines[-1]:
         lines.pop()
     return lines
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file at `path` (where a link leads), read in blocks; OSError when it cannot be read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def labels_report(path: Path) -> Path:

@@ -629,11 +629,7 @@ def _sha256(path: Path) -> str:
     """The file's SHA-256 ('' for a link or anything else that is not a regular file)."""
     if path.is_symlink() or not path.is_file():
         return ""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return filekinds.file_sha256(path)
 
 
 def _listing(folder: Path) -> list[str]:

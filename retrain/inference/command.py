@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
-import hashlib
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import numpy as np
 
 from retrain.config import TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import head, is_graph_def, is_saved_model_file, read_report
+from retrain.filekinds import file_sha256, head, is_graph_def, is_saved_model_file, labels_of_text, read_report
 from retrain.images import ImageError, load_image, read_bytes
 from retrain.inference.readers import Model, load_model
 from retrain.insight.report import files_now, labels_file_now, reports_at
@@ -287,14 +286,10 @@ def _written_over(graph: Path, report: Path, run: Any, own: Sequence[Path], *,
 
 def _sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes ('' for what cannot be read as one)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError:
         return ""
-    return digest.hexdigest()
 
 
 def _warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str], *, given: bool = True) -> None:
@@ -457,10 +452,7 @@ def read_labels(path: Path) -> list[str]:
         raise RetrainError(f"cannot read the labels file {path}: {error}") from None
     except UnicodeDecodeError:
         raise RetrainError(f"the labels file {path} is not a UTF-8 text file; pass the one retrain wrote") from None
-    # Each line as it is (a label may start or end with a space: folders "cat" and "cat " are two classes).
-    labels = text.removeprefix("\ufeff").splitlines()  # Notepad starts with a BOM
-    while labels and not labels[-1]:
-        labels.pop()
+    labels = labels_of_text(text)
     if not labels:
         raise RetrainError(f"the labels file {path} is empty; expected one label per line")
     if "" in labels:
