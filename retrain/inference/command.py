@@ -132,8 +132,9 @@ def labels_for(graph: Path) -> Path:
     found = _run_report(graph)
     if found is None:
         for report in dict.fromkeys(r for place in _places(graph) for r in reports_at(place.parent)):
-            if read_report(report) is not None and (copied := _copy_listed(graph, report)) is not None:
-                return _its_own(graph, copied, report)  # a copy beside its run's report or below it (probe WW)
+            data = read_report(report)  # once a report: each is read by the checks below it
+            if data is not None and (copied := _copy_listed(graph, report, data)) is not None:
+                return _its_own(graph, copied, report, data)  # a copy beside its run's report or below it (WW)
         beside = _report_beside(graph)
         if beside is not None:  # neither its labels nor the classic default are surely this model's
             raise UsageError(f"--graph {graph} is not among the files of the run that {beside} describes (an "
@@ -141,8 +142,9 @@ def labels_for(graph: Path) -> Path:
                              "--labels (the labels file retrain wrote with it)")
         # The report beside the classic default may describe the run that wrote a file this model is a copy of,
         # with labels of its own elsewhere (`--output_labels /tmp/b_labels.txt`): the default is not its (probe OO).
-        copied = _copy_listed(graph, default := report_path(RetrainConfig.output_labels))
-        return RetrainConfig.output_labels if copied is None else _its_own(graph, copied, default)
+        data = read_report(default := report_path(RetrainConfig.output_labels))
+        copied = _copy_listed(graph, default, data)
+        return RetrainConfig.output_labels if copied is None else _its_own(graph, copied, default, data)
     report, data, over = found
     if over == _OTHER_BYTES:  # its run's labels are not surely its; the classic default, even less
         spellings = {os.path.abspath(graph), os.path.realpath(graph)}  # (a link to it: probe YY)
@@ -155,19 +157,19 @@ def labels_for(graph: Path) -> Path:
                          "cannot be told; pass --labels (the labels file of the run that wrote it)")
     labels = labels_file_now(report, data["run"])
     if labels.is_file():
-        _its_own(graph, labels, report)
+        _its_own(graph, labels, report, data)
         log.info("labels: %s (the %s of --graph's run names them)", labels, report)
         return labels
     raise UsageError(f"--graph {graph}: its run's labels file {labels}, which {report} names, is missing; "
                      "pass --labels")
 
 
-def _its_own(graph: Path, labels: Path, report: Path) -> Path:
-    """`labels`, the labels file of the run `report` describes, if it holds the labels that report lists (as
-    label-image reads them); else UsageError: replaced since (a run killed as it wrote them, another run, an
-    edit), they are not surely the model's (a warning only, exit 0: probe WW)."""
+def _its_own(graph: Path, labels: Path, report: Path, data: Any) -> Path:
+    """`labels`, the labels file of the run `report` describes (`data`, what it holds), if it holds the labels
+    that report lists (as label-image reads them); else UsageError: replaced since (a run killed as it wrote
+    them, another run, an edit), they are not surely the model's (they named its scores, with a warning: WW)."""
     try:
-        same = read_labels(labels) == (read_report(report) or {}).get("labels")
+        same = read_labels(labels) == (data or {}).get("labels")
     except RetrainError:
         same = False
     if not same:
@@ -177,10 +179,10 @@ def _its_own(graph: Path, labels: Path, report: Path) -> Path:
     return labels
 
 
-def _copy_listed(graph: Path, report: Path) -> Path | None:
-    """The labels file of the run `report` describes when the model at `graph` is a byte copy of a file that run
-    wrote (`cp graph.pb graph_backup.pb` beside it), and that labels file is there."""
-    data = read_report(report)
+def _copy_listed(graph: Path, report: Path, data: Any) -> Path | None:
+    """The labels file of the run `report` describes (`data`: what it holds, None if it is none) when the model
+    at `graph` is a byte copy of a file that run wrote (`cp graph.pb graph_backup.pb` beside it), and that labels
+    file is there."""
     listed = _listed_as(graph, report, data, copies_only=True)
     try:
         labels = labels_file_now(report, data["run"])  # type: ignore[index]
