@@ -326,7 +326,7 @@ def test_defaults_follow_a_default_retrain_run(tmp_path: Path) -> None:
     """The two commands as users call them: label-image's --graph and --labels default to what retrain writes
     (the labels, for a model with no retrain report beside it)."""
     from retrain.cli import retrain_command
-    from retrain.inference.command import labels_for
+    from retrain.inference.labels import labels_for
 
     def default(command, name: str):
         return next(param.default for param in command.params if param.name == name)
@@ -989,7 +989,7 @@ def test_an_image_with_no_label_at_its_threshold_says_so(tmp_path: Path) -> None
 
 def test_labels_are_read_exactly_as_retrain_wrote_them(tmp_path: Path) -> None:
     """Folders "cat", " cat", "cat " and "Cat" are four classes: their labels keep their spaces when read back."""
-    from retrain.inference.command import read_labels
+    from retrain.inference.labels import read_labels
 
     labels = tmp_path / "labels.txt"
     labels.write_bytes("\ufeffcat\n cat\ncat \nCat\ncaf\u00e9\ncafe\u0301\n\n".encode())

@@ -283,7 +283,7 @@ def test_an_earlier_model_whose_report_is_above_a_folder_the_run_writes_is_seen(
     folder (out/sub/g.pb, out/l.txt) was replaced by a run with other classes and other labels, and intermediate
     graphs stored into a model's folder replaced its graph of that name, exit 0: label-image then named the new
     scores with the old labels, without a warning. label-image finds the labels of such a graph too."""
-    from retrain.inference.command import labels_for
+    from retrain.inference.labels import labels_for
 
     a = tmp_path / "a"
     (a / "sub").mkdir(parents=True)
