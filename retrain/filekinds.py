@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import mmap
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -79,6 +80,105 @@ def graph_nodes(data: Any) -> Iterator[tuple[bytes, bytes]]:
             yield name_and_op(position + length)
         else:
             position += length
+
+
+def _fields(data: Any, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """The fields of the protobuf message in data[start:end], in wire format: (number, start, end) of each
+    length-delimited field's bytes, (number, value, -1) of each varint; fixed-size fields skipped. ValueError
+    where it does not parse as a message."""
+    position = start
+
+    def varint() -> int:
+        nonlocal position
+        value = shift = 0
+        while position < end and shift < 64:
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+        raise ValueError("not a varint")
+
+    while position < end:
+        key = varint()
+        if key & 7 == 0:
+            yield key >> 3, varint(), -1
+        elif key & 7 == 2:
+            length = varint()
+            if position + length > end:
+                raise ValueError("a field runs past the end")
+            yield key >> 3, position, position + length
+            position += length
+        elif key & 7 in (1, 5):
+            position += 8 if key & 7 == 1 else 4
+        else:
+            raise ValueError("not a message")
+    if position != end:
+        raise ValueError("a field runs past the end")
+
+
+def _field(data: Any, start: int, end: int, number: int) -> tuple[int, int] | None:
+    """Where the last length-delimited field `number` of the message in data[start:end] lies (None if none)."""
+    found = None
+    for field, begin, finish in _fields(data, start, end):
+        if field == number and finish >= 0:
+            found = (begin, finish)
+    return found
+
+
+def _const_shape(data: Any, node: tuple[int, int]) -> list[int] | None:
+    """The shape of a Const NodeDef's value (its attr "value": a TensorProto's tensor_shape), None if none."""
+    for field, start, end in _fields(data, *node):
+        if field == 5 and end >= 0 and (key := _field(data, start, end, 1)) and data[key[0]:key[1]] == b"value":
+            where = _field(data, start, end, 2)  # AttrValue -> tensor -> tensor_shape, each a message
+            for number in (8, 2):
+                where = where and _field(data, *where, number)
+            if where:
+                return [value for field, dim, _ in _fields(data, *where) if field == 2
+                        for number, value, kind in _fields(data, dim, _) if number == 1 and kind < 0]
+    return None
+
+
+def graph_class_count(data: Any, final: str) -> int | None:
+    """How many classes the frozen graph `data` scores, read from the new layer that retrain (and the classic
+    retrain.py) builds: its score node, `final` or final_result, a Softmax or Sigmoid of MatMul + biases, the
+    biases a constant of one dimension once frozen (through Identity nodes: a variable's read). None when the
+    graph is not so built."""
+    nodes: dict[bytes, tuple[bytes, list[bytes], tuple[int, int]]] = {}
+    try:
+        for count, (number, start, end) in enumerate(_fields(data, 0, len(data))):
+            if count > MAX_GRAPH_NODES:
+                return None
+            if number == 1 and end >= 0:
+                name, op, inputs = b"", b"", []
+                for field, begin, finish in _fields(data, start, end):
+                    if field in (1, 2) and finish >= 0:
+                        name, op = (bytes(data[begin:finish]), op) if field == 1 else (name, bytes(data[begin:finish]))
+                    elif field == 3 and finish >= 0 and len(inputs) < 2:
+                        inputs.append(bytes(data[begin:finish]).lstrip(b"^").split(b":")[0])
+                nodes[name] = (op, inputs, (start, end))
+
+        def source(name: bytes) -> tuple[bytes, list[bytes], tuple[int, int]] | None:
+            for _ in range(8):  # a variable's read, the Identity a freeze leaves
+                node = nodes.get(name)
+                if node is None or node[0] != b"Identity" or not node[1]:
+                    return node
+                name = node[1][0]
+            return None
+
+        score = next((node for name in dict.fromkeys([final.encode(), b"final_result"])
+                      if (node := nodes.get(name)) is not None and node[0] in _SCORE_OPS and node[1]), None)
+        logits = score and source(score[1][0])
+        if not logits or logits[0] not in (b"Add", b"AddV2", b"BiasAdd"):
+            return None
+        for term in logits[1]:
+            biases = source(term)
+            if biases and biases[0] == b"Const" and len(shape := _const_shape(data, biases[2]) or []) == 1:
+                return shape[0]
+    except ValueError:
+        return None
+    return None
 
 
 def is_graph_def(data: Any) -> bool:
@@ -252,13 +352,33 @@ def is_labels(data: Any, path: Path) -> bool:
     (beside the file a link at `path` points to: what is judged), as label-image reads them (a last line with no
     line break, blank lines after the last, CRLF, a BOM: an editor's saving, probe TT). (A file holding this
     run's own labels, or the classic retrain.py's for this run's classes, is accepted through
-    `check_replaceable_files(unchanged=...)`.) A CSV, a script, notes, settings or another model's labels at
-    --output_labels are none of these, and are not replaced."""
+    `check_replaceable_files(unchanged=...)`; one with no report, by the graph beside it: `is_graphs_labels`.)
+    A CSV, a script, notes, settings or another model's labels at --output_labels are none of these, and are not
+    replaced."""
     lines = labels_lines(data)
     if not lines or not all(lines) or len(set(lines)) != len(lines):
         return False
     report = read_report(labels_report(path))
     return report is not None and report.get("labels") == lines
+
+
+def is_graphs_labels(data: Any, path: Path, graph: Path, final: str) -> bool:
+    """A labels file with no report beside it that is the labels of the frozen graph beside it, which this run
+    replaces with it (`graph`, whose final node is `final` or final_result): as many distinct labels as that
+    graph's new layer has classes. The classic retrain.py's two files (/tmp/output_graph.pb and
+    output_labels.txt), or a model's two files copied without its report (an app's folder: probes TT, VV)."""
+    lines = labels_lines(data)
+    model = Path(os.path.realpath(graph))
+    if not lines or not all(lines) or len(set(lines)) != len(lines) or read_report(labels_report(path)) is not None \
+            or labels_report(path) != report_path(model):  # (in one folder, where the report would be)
+        return False
+    try:
+        if not model.is_file() or model.stat().st_size == 0:
+            return False
+        with open(model, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as model_data:
+            return is_retrain_graph(model_data, final) and graph_class_count(model_data, final) == len(lines)
+    except (OSError, ValueError):
+        return False
 
 
 def labels_lines(data: Any) -> list[str] | None:

@@ -76,6 +76,7 @@ class Output:
     content: str = ""  # a file's kind (a key of CONTENTS): an existing file is replaced only if it holds that
     detail: str = ""  # what recognising that kind needs beyond the bytes: a graph's final node name
     report: Path | None = None  # and the report beside this run's labels, which may list a graph an earlier run wrote
+    graph: Path | None = None  # a labels file's: the frozen graph the run writes with it (`detail`: its final node)
     role: str = ""  # what a file no flag names is, e.g. "the report beside --output_labels"
     given: Path | None = None  # the flag's value when `path` is not it (the checkpoint prefix's folder)
     exclusive: bool = True  # held against other runs while the run goes on (hold_outputs); not where runs share
@@ -654,7 +655,8 @@ CONTENTS: dict[str, tuple[str, Callable[[Any, "Output"], bool]]] = {
                                                                 output.report)),
     "tflite": ("a TFLite model retrain wrote", lambda data, _: filekinds.is_retrain_tflite(data)),
     "labels": ("a labels file retrain can tell it wrote",
-               lambda data, output: filekinds.is_labels(data, output.path)),
+               lambda data, output: filekinds.is_labels(data, output.path) or output.graph is not None and
+               filekinds.is_graphs_labels(data, output.path, output.graph, output.detail)),
     "thresholds": ("a thresholds file", lambda data, _: filekinds.is_numbers(data)),
     "report": ("a retrain report", lambda data, _: filekinds.is_report(data)),
     "checkpoint": ("a checkpoint of the new layer", lambda data, _: filekinds.is_checkpoint_index(data)),

@@ -1540,6 +1540,65 @@ def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path:
     check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\n",)})
 
 
+def classic_graph(classes: int) -> bytes:
+    """A frozen graph as the classic retrain.py wrote it (TF1 variables under final_retrain_ops/, frozen to
+    constants read through Identity nodes), scoring `classes` classes."""
+    from retrain.tfenv import import_tensorflow
+
+    v1 = import_tensorflow().compat.v1
+    graph = v1.Graph()
+    with graph.as_default(), v1.Session() as session:
+        bottleneck = v1.placeholder(v1.float32, [None, 8], name="input/BottleneckInputPlaceholder")
+        with v1.variable_scope("final_retrain_ops"):
+            weights = v1.Variable(v1.ones([8, classes]), name="weights/final_weights", use_resource=False)
+            biases = v1.Variable(v1.zeros([classes]), name="biases/final_biases", use_resource=False)
+            logits = v1.add(v1.matmul(bottleneck, weights), biases, name="Wx_plus_b/add")
+        v1.nn.softmax(logits, name="final_result")
+        session.run(v1.global_variables_initializer())
+        return v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(),
+                                                             ["final_result"]).SerializeToString()
+
+
+def test_a_labels_file_without_its_report_is_replaced_with_the_graph_it_names(colour_tree: Path, tiny_module: Path,
+                                                                             outputs, tmp_path: Path) -> None:
+    """The classic retrain.py's two files (/tmp/output_graph.pb and output_labels.txt), or a model's two files
+    copied without their report, and a rerun with other classes: the labels file was refused as "not a labels
+    file retrain can tell it wrote" (probes TT, VV), though the graph beside it, which the run replaces, has as many
+    classes as it has labels. A labels file the graph beside it does not name that way is still not replaced."""
+    from retrain.filekinds import graph_class_count
+
+    graph, labels = outputs["output_graph"], outputs["output_labels"]
+    assert graph_class_count(classic_graph(6), "final_result") == 6
+    assert graph_class_count(EARLIER_GRAPH, "final_result") is None  # a Softmax of its input: no new layer
+    retrain(colour_tree, tiny_module, outputs)
+    assert graph_class_count(graph.read_bytes(), "final_result") == 3
+    (graph.parent / "report.json").unlink()  # copied without it
+    animals = make_colour_tree(tmp_path / "animals", per_class=6,
+                               classes={"cat": COLOURS["red"], "dog": COLOURS["blue"]})
+    mine = tmp_path / "mine" / "labels.txt"
+    mine.parent.mkdir()
+    mine.write_text("blue\ngreen\nred\n")  # the same labels, but in a folder with no such graph
+    error = retrain(animals, tiny_module, {**outputs, "output_labels": mine}, expect=2)
+    assert "--output_labels" in error and "exists and is not a labels file retrain can tell it wrote" in error, error
+    retrain(animals, tiny_module, outputs)
+    assert labels.read_text() == "cat\ndog\n" and graph_class_count(graph.read_bytes(), "final_result") == 2
+    assert mine.read_text() == "blue\ngreen\nred\n"
+    for classes, text, replaced in ((6, "daisy\ndandelion\nroses\nsunflowers\ntulips\nzebra\n", True),
+                                    (6, "daisy\ndandelion\nroses\nsunflowers\ntulips\n", False),  # one short
+                                    (5, "call mom\nbuy milk\nbuy milk\npay rent\nfix bike\n", False)):  # a repeat
+        (graph.parent / "report.json").unlink(missing_ok=True)
+        graph.write_bytes(classic_graph(classes))
+        labels.write_text(text)
+        before = digest(graph.parent)
+        if replaced:
+            retrain(colour_tree, tiny_module, outputs)
+            assert labels.read_text() == "blue\ngreen\nred\n" and graph.read_bytes() != before[str(graph)]
+        else:
+            error = retrain(colour_tree, tiny_module, outputs, expect=2)
+            assert "exists and is not a labels file retrain can tell it wrote" in error, error
+            assert digest(graph.parent) == before
+
+
 def test_an_earlier_models_files_are_found_however_their_paths_were_spelt(colour_tree: Path, tmp_path: Path,
                                                                          outputs, tiny_module: Path,
                                                                          monkeypatch) -> None:

@@ -32,7 +32,8 @@ def thresholds_text(thresholds: Any) -> bytes:
 
 class Labels(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
-        outputs = [Output("--output_labels", config.output_labels, content="labels")]
+        outputs = [Output("--output_labels", config.output_labels, content="labels", graph=config.output_graph,
+                          detail=config.final_tensor_name)]
         if config.labels_csv is not None or config.multi_label:  # the run may be multi-label
             outputs.append(Output("--output_labels", thresholds_path(config.output_labels), content="thresholds",
                                   role="the thresholds beside --output_labels"))
