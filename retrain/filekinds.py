@@ -29,63 +29,26 @@ def graph_nodes(data: Any) -> Iterator[tuple[bytes, bytes]]:
     """The (name, op) of each node, as long as `data` parses as a GraphDef's top level (only its fields: node,
     library, version, versions, debug info, each with its wire type); ValueError where it stops parsing as one, or
     at its MAX_GRAPH_NODES + 1st node. Read from the wire format: the checks run before TensorFlow loads."""
-    fields = {1: 2, 2: 2, 3: 0, 4: 2, 5: 2}
-    position, size = 0, len(data)
-
-    def varint(end: int) -> int:
-        nonlocal position
-        value = shift = 0
-        while position < end and shift < 64:
-            byte = data[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-        raise ValueError("not a varint")
-
-    def name_and_op(end: int) -> tuple[bytes, bytes]:  # a NodeDef: its fields 1 and 2, the others skipped
-        nonlocal position
-        found = {1: b"", 2: b""}
-        while position < end:
-            key = varint(end)
-            kind = key & 7
-            if kind == 2:
-                length = varint(end)
-                if key >> 3 in found:
-                    found[key >> 3] = bytes(data[position:position + length])
-                position += length
-            elif kind in (1, 5):
-                position += 8 if kind == 1 else 4
-            elif kind == 0:
-                varint(end)
-            else:
-                raise ValueError("not a NodeDef")
-        if position != end:
-            raise ValueError("not a NodeDef")
-        return found[1], found[2]
-
+    kinds = {1: 2, 2: 2, 3: 0, 4: 2, 5: 2}
     count = 0
-    while position < size:
-        key = varint(size)
-        if fields.get(key >> 3) != key & 7:
+    for number, kind, start, end in _fields(data, 0, len(data)):
+        if kinds.get(number) != kind:
             raise ValueError("not a GraphDef field")
-        length = varint(size) if key & 7 == 2 else 0
-        if position + length > size:
-            raise ValueError("a record runs past the end")
-        if key >> 3 == 1:
+        if number == 1:
             count += 1
             if count > MAX_GRAPH_NODES:
                 raise ValueError("too many nodes")
-            yield name_and_op(position + length)
-        else:
-            position += length
+            found = {1: b"", 2: b""}  # a NodeDef: its fields 1 and 2, the others skipped
+            for field, wire, begin, finish in _fields(data, start, end):
+                if wire == 2 and field in found:
+                    found[field] = bytes(data[begin:finish])
+            yield found[1], found[2]
 
 
-def _fields(data: Any, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """The fields of the protobuf message in data[start:end], in wire format: (number, start, end) of each
-    length-delimited field's bytes, (number, value, -1) of each varint; fixed-size fields skipped. ValueError
-    where it does not parse as a message."""
+def _fields(data: Any, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """The fields of the protobuf message in data[start:end], in wire format: (number, wire type, start, end)
+    of each, where data[start:end] is a length-delimited field's bytes or a fixed-size field's, and a varint's
+    value is `start` (`end` 0). ValueError where it does not parse as a message."""
     position = start
 
     def varint() -> int:
@@ -102,41 +65,38 @@ def _fields(data: Any, start: int, end: int) -> Iterator[tuple[int, int, int]]:
 
     while position < end:
         key = varint()
-        if key & 7 == 0:
-            yield key >> 3, varint(), -1
-        elif key & 7 == 2:
-            length = varint()
-            if position + length > end:
-                raise ValueError("a field runs past the end")
-            yield key >> 3, position, position + length
-            position += length
-        elif key & 7 in (1, 5):
-            position += 8 if key & 7 == 1 else 4
-        else:
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            yield number, kind, varint(), 0
+            continue
+        if kind not in (1, 2, 5):
             raise ValueError("not a message")
-    if position != end:
-        raise ValueError("a field runs past the end")
+        length = varint() if kind == 2 else 8 if kind == 1 else 4
+        if position + length > end:
+            raise ValueError("a field runs past the end")
+        yield number, kind, position, position + length
+        position += length
 
 
 def _field(data: Any, start: int, end: int, number: int) -> tuple[int, int] | None:
     """Where the last length-delimited field `number` of the message in data[start:end] lies (None if none)."""
     found = None
-    for field, begin, finish in _fields(data, start, end):
-        if field == number and finish >= 0:
+    for field, kind, begin, finish in _fields(data, start, end):
+        if field == number and kind == 2:
             found = (begin, finish)
     return found
 
 
 def _const_shape(data: Any, node: tuple[int, int]) -> list[int] | None:
     """The shape of a Const NodeDef's value (its attr "value": a TensorProto's tensor_shape), None if none."""
-    for field, start, end in _fields(data, *node):
-        if field == 5 and end >= 0 and (key := _field(data, start, end, 1)) and data[key[0]:key[1]] == b"value":
+    for field, kind, start, end in _fields(data, *node):
+        if field == 5 and kind == 2 and (key := _field(data, start, end, 1)) and data[key[0]:key[1]] == b"value":
             where = _field(data, start, end, 2)  # AttrValue -> tensor -> tensor_shape, each a message
             for number in (8, 2):
                 where = where and _field(data, *where, number)
             if where:
-                return [value for field, dim, _ in _fields(data, *where) if field == 2
-                        for number, value, kind in _fields(data, dim, _) if number == 1 and kind < 0]
+                return [value for field, kind, begin, finish in _fields(data, *where) if field == 2 and kind == 2
+                        for number, wire, value, _ in _fields(data, begin, finish) if number == 1 and wire == 0]
     return None
 
 
@@ -147,15 +107,15 @@ def graph_class_count(data: Any, final: str) -> int | None:
     graph is not so built."""
     nodes: dict[bytes, tuple[bytes, list[bytes], tuple[int, int]]] = {}
     try:
-        for count, (number, start, end) in enumerate(_fields(data, 0, len(data))):
+        for count, (number, kind, start, end) in enumerate(_fields(data, 0, len(data))):
             if count > MAX_GRAPH_NODES:
                 return None
-            if number == 1 and end >= 0:
+            if number == 1 and kind == 2:
                 name, op, inputs = b"", b"", []
-                for field, begin, finish in _fields(data, start, end):
-                    if field in (1, 2) and finish >= 0:
+                for field, wire, begin, finish in _fields(data, start, end):
+                    if field in (1, 2) and wire == 2:
                         name, op = (bytes(data[begin:finish]), op) if field == 1 else (name, bytes(data[begin:finish]))
-                    elif field == 3 and finish >= 0 and len(inputs) < 2:
+                    elif field == 3 and wire == 2 and len(inputs) < 2:
                         inputs.append(bytes(data[begin:finish]).lstrip(b"^").split(b":")[0])
                 nodes[name] = (op, inputs, (start, end))
 
