@@ -319,18 +319,26 @@ class Schedule:
         step = 0
         while step < self.steps:
             yield step
-            candidates = [(step // self.eval_interval + 1) * self.eval_interval]
+            candidates = [self._next(step, self.eval_interval)]
             if self.store_every:
-                candidates.append((step // self.store_every + 1) * self.store_every)
+                candidates.append(self._next(step, self.store_every))
             if step < self.steps - 1:
                 candidates.append(self.steps - 1)
             step = min(candidates)
 
+    def _next(self, step: int, every: int) -> int:
+        """The phase's next step after `step` whose shown number is a multiple of `every`."""
+        return ((self.first_step + step) // every + 1) * every - self.first_step
+
     def evaluates(self, step: int) -> bool:
-        return step % self.eval_interval == 0 or step == self.steps - 1
+        """Every eval_interval shown steps, and at the phase's first and last steps (where fine-tuning starts)."""
+        return step == 0 or (self.first_step + step) % self.eval_interval == 0 or step == self.steps - 1
 
     def stores(self, step: int) -> bool:
-        return self.store_every > 0 and step > 0 and step % self.store_every == 0
+        """Every store_every shown steps but the first: fine-tuning's numbered on from training's (probe AAA: they
+        were counted from its own start, storing intermediate_27.pb for every 5 steps after 22)."""
+        shown = self.first_step + step
+        return self.store_every > 0 and shown > 0 and shown % self.store_every == 0
 
 
 def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: Callable[[Head], Evaluation],

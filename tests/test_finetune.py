@@ -140,6 +140,20 @@ def test_fine_tuning_shows_progress_and_continues_the_step_count(fine_tuned):
     assert "Distorted variants" in stderr  # the first phase trained on cached distorted variants
 
 
+def test_fine_tunings_steps_are_numbered_on_from_trainings(colour_tree: Path) -> None:
+    """Every --intermediate_store_frequency and --eval_step_interval steps counts the run's steps: fine-tuning
+    after 22 steps of training stored intermediate_27.pb and _32.pb for every 5 steps (probe AAA)."""
+    from retrain.exporters.graph import _stores
+    from retrain.train import Schedule
+
+    schedule = Schedule(steps=12, eval_interval=10, store_every=5, first_step=22)
+    assert [22 + step for step in schedule.pauses() if schedule.stores(step)] == [25, 30]
+    assert [22 + step for step in schedule.pauses() if schedule.evaluates(step)] == [22, 30, 33]  # its first, last
+    config = RetrainConfig(image_dir=colour_tree, how_many_training_steps=22, intermediate_store_frequency=5,
+                           fine_tune=True, fine_tune_steps=12)
+    assert [step for step in range(60) if _stores(config, f"intermediate_{step}.pb")] == [5, 10, 15, 20, 25, 30]
+
+
 def test_a_fine_tuning_that_helps_or_ties_on_validation_is_kept(fine_tuned):
     _, _, stderr = fine_tuned
     assert re.search(r"INFO .*fine-tuning: validation accuracy (\d+\.\d)% -> (\d+\.\d)% \(N=\d+\)", stderr)
@@ -167,7 +181,8 @@ def test_a_fine_tuning_that_wrecks_the_model_is_undone_and_said(tmp_path: Path) 
     result, stderr = run_capturing(wrecked)
     # The intermediate graphs of the new layer stay; the one written while fine-tuning holds the wrecked model: gone.
     assert {p.name for p in (tmp_path / "intermediate").iterdir()} == {f"intermediate_{s}.pb" for s in range(5, STEPS, 5)}
-    assert f"removed the 1 intermediate graph(s) this run wrote from step {STEPS + 5} on (fine-tuning was undone)" \
+    # (fine-tuning's steps are numbered on from training's: it stores every 5 of them from step 40, not 45: AAA)
+    assert f"removed the 2 intermediate graph(s) this run wrote from step {STEPS} on (fine-tuning was undone)" \
         in stderr
     message = re.search(r"WARNING .*fine-tuning lowered the validation accuracy from (\d+\.\d)% to (\d+\.\d)% "
                         r"\(N=\d+\): keeping the model from before fine-tuning.*--fine_tune_learning_rate \(now 50\)",

@@ -2489,7 +2489,7 @@ def test_a_run_judges_only_the_intermediate_graphs_it_stores(colour_tree: Path, 
                                fine_tune=bool(fine_tune), fine_tune_steps=fine_tune or 200)
         phases = [(0, steps)] + ([(steps, fine_tune)] if fine_tune else [])
         stored = {first + step for first, count in phases for step in range(count)
-                  if Schedule(steps=count, eval_interval=10, store_every=every).stores(step)}
+                  if Schedule(steps=count, eval_interval=10, store_every=every, first_step=first).stores(step)}
         assert {step for step in range(120) if _stores(config, f"intermediate_{step}.pb")} == stored, (steps, every)
 
 

@@ -95,14 +95,12 @@ class IntermediateGraphs(Exporter):
 
 def _stores(config: RetrainConfig, name: str) -> bool:
     """Whether the run stores the intermediate graph of that name: every --intermediate_store_frequency steps
-    of training but step 0 (train.Schedule.stores), then of fine-tuning, whose steps are numbered on from
+    but step 0 (train.Schedule.stores), of training, then of fine-tuning, whose steps are numbered on from
     training's. Other steps' files, an earlier run's, are not its to judge."""
     digits = name.removeprefix("intermediate_").removesuffix(".pb")
     if not re.fullmatch(r"[0-9]{1,18}", digits):  # past any step count (and int() refuses thousands of digits)
         return False
     step = int(digits)
-    every, phases = config.intermediate_store_frequency, [(0, config.how_many_training_steps)]
-    if config.fine_tune:
-        phases.append((config.how_many_training_steps, config.fine_tune_steps))
-    return digits == str(step) and any(0 < step - first < steps and (step - first) % every == 0
-                                       for first, steps in phases)  # (intermediate_010.pb is no step's)
+    steps = config.how_many_training_steps + (config.fine_tune_steps if config.fine_tune else 0)
+    every = config.intermediate_store_frequency
+    return digits == str(step) and 0 < step < steps and step % every == 0  # (intermediate_010.pb is no step's)
