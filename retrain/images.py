@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from retrain.errors import RetrainError
 
@@ -28,6 +29,10 @@ from retrain.errors import RetrainError
 # that guard (a 180-megapixel image is almost surely hostile) but not its warning.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # what training decodes at most (graphs that decode refuse more too)
+# A JPEG decoded at reduced scale (1/2 to 1/8 a side) costs memory for its reduced size only, but a progressive
+# one keeps its coefficients, up to 6 bytes a pixel (616 MB measured for 200 megapixels): phone photos of 200
+# megapixels (probe ZZ) are decoded, up to this.
+JPEG_MAX_PIXELS = 2 * MAX_PIXELS
 # Pillow's EXIF reader warns ("Tag data larger than file. Skipping tag 271", "Corrupt EXIF data", no file
 # name) for each malformed tag it skips. The pixels still decode in full and the one tag we use, the
 # orientation, is applied when it can be read, else the image is used as stored, as TensorFlow's decoders
@@ -88,24 +93,49 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _open(data, reduced=min_size is not None) as image:
             if min_size is not None and image.format == "JPEG":
                 image.draft("RGB", (2 * min_size[1], 2 * min_size[0]))
+                if image.width * image.height > MAX_PIXELS:  # (a JPEG of JPEG_MAX_PIXELS at 1/8 is far below)
+                    raise _too_large(image.width * image.height)
             image.load()
             rgb = to_rgb(_upright(image))
             if min_size is not None:
                 rgb = _shrink(rgb, min_size=min_size)
             return np.asarray(rgb, dtype=np.uint8)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
     except Image.DecompressionBombError as error:
-        raise ImageError(f"too large to decode safely ({error})") from None
+        raise _too_large(int(found[1]) if (found := re.search(r"\((\d+) pixels\)", str(error))) else None) from None
     except MemoryError:
         raise ImageError("not enough memory to decode it") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image data ({error})") from None
     except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds; one bad file is never fatal
         raise ImageError(f"cannot decode ({type(error).__name__}: {error})") from None
+
+
+def _open(data: bytes, *, reduced: bool) -> Image.Image:
+    """Pillow's Image.open, which refuses an image over MAX_PIXELS as a decompression bomb; a JPEG up to
+    JPEG_MAX_PIXELS that will be decoded at reduced scale (`reduced`) is opened all the same."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        if not reduced or not data.startswith(b"\xff\xd8\xff"):
+            raise
+    image = JpegImagePlugin.JpegImageFile(io.BytesIO(data))  # Image.open's bomb check left out
+    if image.width * image.height > JPEG_MAX_PIXELS:
+        image.close()
+        raise _too_large(image.width * image.height)
+    return image
+
+
+def _too_large(pixels: int | None) -> ImageError:
+    size = f"{pixels:,} pixels; " if pixels else ""
+    return ImageError(f"too large to decode safely ({size}retrain decodes up to {MAX_PIXELS:,}, or "
+                      f"{JPEG_MAX_PIXELS:,} for a JPEG)")
 
 
 def _upright(image: Image.Image) -> Image.Image:
