@@ -241,7 +241,8 @@ def _bmp_palette(tf: Any, data: Any, *, start: Any, colours: Any) -> Any:
 # few other segments (JFIF, ICC profile: each at most 64 KiB).
 _EXIF_SEARCH = 1 << 18
 _ORIENTATION_TAG = 0x0112
-_TIFF_TYPES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16)  # the value types Pillow reads (others: skipped)
+# The bytes of one number of each TIFF value type Pillow reads (by type, 0..16; 0: a type it skips).
+_TIFF_UNITS = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4, 0, 0, 8)
 
 
 def jpeg_orientation(tf: Any, data: Any) -> Any:
@@ -285,25 +286,61 @@ def jpeg_orientation(tf: Any, data: Any) -> Any:
     little = tf.equal(at(tiff), 0x49) & tf.equal(at(tiff + 1), 0x49)
     big = tf.equal(at(tiff), 0x4D) & tf.equal(at(tiff + 1), 0x4D)
 
-    def number(offset: Any, width: int) -> Any:
+    def number(offset: Any, width: int) -> Any:  # unsigned (8 bytes: the bits, in an int64)
         digits = tf.stack([at(offset + i) for i in range(width)], axis=-1)
         weights = [256 ** i for i in range(width)]
         return tf.where(little, tf.reduce_sum(digits * tf.constant(weights, tf.int64), -1),
                         tf.reduce_sum(digits * tf.constant(weights[::-1], tf.int64), -1))
 
-    ifd = tiff + number(tiff + 4, 4)
-    count = number(ifd, 2)
-    usable = (tiff >= 0) & (little | big) & tf.equal(number(tiff + 2, 2), 42) & (ifd + 2 + 12 * count <= end)
-    entries = ifd + 2 + 12 * tf.range(tf.where(usable, count, 0))
-    # Pillow keeps the first entry of a tag whose type it knows and that holds a value.
-    known = tf.reduce_any(tf.equal(number(entries + 2, 2)[:, None], _TIFF_TYPES), axis=1)
-    tagged = tf.equal(number(entries, 2), _ORIENTATION_TAG) & known & (number(entries + 4, 4) > 0)
-    first = tf.concat([tf.boolean_mask(entries, tagged), [-one]], 0)[0]
-    kind, count = number(first + 2, 2), number(first + 4, 4)
-    value = tf.where(tf.equal(kind, 1), at(first + 8),
-                     tf.where(tf.equal(kind, 3), number(first + 8, 2), number(first + 8, 4)))
-    # A BYTE, SHORT or LONG value held in the entry itself (larger ones point elsewhere: left as stored).
-    inline = ((tf.equal(kind, 1) & (count <= 4)) | (tf.equal(kind, 3) & (count <= 2))
-              | (tf.equal(kind, 4) & tf.equal(count, 1)))
-    valid = (first >= 0) & inline
-    return tf.cast(tf.where(valid & (value >= 1) & (value <= 8), value, one), tf.int32)
+    # The TIFF header Pillow takes: II or MM, then 42 in either byte order; IFD0 where it says.
+    magic = at(tiff + 2) * 256 + at(tiff + 3)
+    header = (tiff >= 0) & (little | big) & ((magic == 0x002A) | (magic == 0x2A00))
+    ifd, limit = tiff + number(tiff + 4, 4), end - tiff  # (offsets count from the header; limit: its bytes)
+    # Entries are read until the segment ends, even when the IFD says more (an EXIF block cut short: probe ZZ).
+    count = tf.where(header & (ifd + 2 <= end), tf.minimum(number(ifd, 2), (end - ifd - 2) // 12), 0)
+    entries = ifd + 2 + 12 * tf.range(tf.maximum(count, 0))
+    units = tf.constant(_TIFF_UNITS, tf.int64)
+
+    def size_of(entry: Any) -> Any:  # the bytes of an entry's value: 0 for a type Pillow skips
+        kind = number(entry + 2, 2)
+        return number(entry + 4, 4) * tf.gather(units, tf.where(kind < len(_TIFF_UNITS), kind, 0))
+
+    lengths = size_of(entries)
+    pointer = lengths > 4  # the value lies elsewhere: at an offset from the header, if within its bytes
+    offsets = number(entries + 8, 4)
+    seen = tf.cumsum(tf.where(pointer, lengths, 0))  # Pillow skips a value once the values so far pass the limit,
+    past = pointer & (seen <= limit) & (offsets + lengths > limit)  # and stops at one that runs past the end
+    readable = (lengths > 0) & (~pointer | ((seen <= limit) & ~past)) & tf.equal(tf.cumsum(
+        tf.cast(past, tf.int64), exclusive=True), 0)
+    # Pillow keeps the first entry of the tag that it reads; its first number is the orientation.
+    first = tf.concat([tf.boolean_mask(entries, tf.equal(number(entries, 2), _ORIENTATION_TAG) & readable), [-one]],
+                      0)[0]
+    kind = number(first + 2, 2)
+    at_value = tf.where(size_of(first) > 4, tiff + number(first + 8, 4), first + 8)
+
+    def signed(value: Any, bits: int) -> Any:
+        return tf.where(value >= 2 ** (bits - 1), value - 2 ** bits, value)
+
+    numerator, denominator = signed(number(at_value, 4), 32), signed(number(at_value + 4, 4), 32)
+    unsigned_ratio = tf.equal(kind, 5)
+    numerator = tf.where(unsigned_ratio, number(at_value, 4), numerator)
+    denominator = tf.where(unsigned_ratio, number(at_value + 4, 4), denominator)
+    safe = tf.where(tf.equal(denominator, 0), one, denominator)
+    ratio = tf.where(tf.equal(denominator, 0) | tf.not_equal(tf.math.floormod(numerator, safe), 0), -one,
+                     tf.math.floordiv(numerator, safe))
+    single = tf.bitcast(tf.cast(number(at_value, 4), tf.uint32), tf.float32)
+    double = tf.bitcast(number(at_value, 8), tf.float64)
+
+    def whole(value: Any) -> Any:  # a float equal to a whole number 1..8 is that number (6.0 == 6 in Pillow)
+        value = tf.cast(value, tf.float64)
+        return tf.where(tf.equal(value, tf.round(value)) & (value >= 1) & (value <= 8), tf.cast(
+            tf.clip_by_value(value, 0, 9), tf.int64), -one)
+
+    # By type: SBYTE, SHORT, SSHORT, LONG, SLONG, IFD, LONG8, RATIONAL, SRATIONAL, FLOAT, DOUBLE give a number;
+    # BYTE gives Pillow bytes, and ASCII and UNDEFINED text or bytes: no orientation.
+    value = tf.switch_case(tf.cast(tf.clip_by_value(kind, 0, 17), tf.int32), [
+        lambda: -one, lambda: -one, lambda: -one, lambda: number(at_value, 2), lambda: number(at_value, 4),
+        lambda: ratio, lambda: at(at_value), lambda: -one, lambda: number(at_value, 2), lambda: number(at_value, 4),
+        lambda: ratio, lambda: whole(single), lambda: whole(double), lambda: number(at_value, 4), lambda: -one,
+        lambda: -one, lambda: number(at_value, 8), lambda: -one])
+    return tf.cast(tf.where((first >= 0) & (value >= 1) & (value <= 8), value, one), tf.int32)
