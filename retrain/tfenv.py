@@ -7,12 +7,15 @@ them unless logging is at DEBUG, and replay them if the import itself fails.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 
 _configured = False
@@ -81,3 +84,21 @@ def import_hub(*, verbose: bool = False) -> ModuleType:
     """Return tensorflow_hub (only `retrain` needs it: it costs label-image a second of start-up)."""
     import_tensorflow(verbose=verbose)
     return _quiet_import("tensorflow_hub", verbose=verbose)
+
+
+_PATTERN_CHARACTERS = "*?[\\"  # what TensorFlow's file matching reads as a pattern
+
+
+def loadable(path: Path) -> Path:
+    """Where TensorFlow can load the SavedModel at `path` from: `path`, or, when it holds a character that
+    TensorFlow's file matching reads as a pattern, a link to it in a temporary folder, removed when the process
+    ends (TensorFlow finds a SavedModel's variables by matching their names: in `sm[1]` it found none and said
+    they were missing, probe ZZ)."""
+    absolute = os.path.abspath(path)
+    if not any(character in absolute for character in _PATTERN_CHARACTERS):
+        return path
+    folder = tempfile.mkdtemp(prefix="retrain-model-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    link = Path(folder) / "model"
+    link.symlink_to(absolute, target_is_directory=True)
+    return link

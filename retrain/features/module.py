@@ -19,7 +19,7 @@ from typing import Any
 
 from retrain import catalog
 from retrain.errors import RetrainError, UsageError
-from retrain.tfenv import import_hub, import_tensorflow
+from retrain.tfenv import import_hub, import_tensorflow, loadable
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None, strict
 
     path = resolve_module_path(handle)
     try:
-        model = hub.load(str(path))
+        model = hub.load(str(loadable(path)))
     except Exception as error:  # noqa: BLE001
         raise RetrainError(f"--tfhub_module {handle}: cannot load the SavedModel at {path} "
                            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None

@@ -23,7 +23,7 @@ from retrain.filekinds import SCORE_OPS, is_saved_model_file, is_tflite
 from retrain.images import ImageError, read_bytes
 from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_NODE,
                            THRESHOLDS_SIGNATURE)
-from retrain.tfenv import import_tensorflow, stderr_captured
+from retrain.tfenv import import_tensorflow, loadable, stderr_captured
 
 
 class Model:
@@ -220,7 +220,7 @@ class _SavedModel(Model):
             raise RetrainError(f"--graph {path} is a folder but not a SavedModel (no saved_model.pb); pass the "
                                "--saved_model_dir folder retrain wrote, or a frozen .pb or .tflite file")
         try:
-            loaded = tf.saved_model.load(str(path))
+            loaded = tf.saved_model.load(str(loadable(path)))
         except Exception as error:  # noqa: BLE001 - TF raises OSError, ValueError, OpError... for bad SavedModels
             raise RetrainError(f"--graph {path}: cannot load the SavedModel: {_first_line(error)}") from None
         signatures = dict(loaded.signatures)
