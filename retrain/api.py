@@ -38,7 +38,8 @@ from retrain.logs import LEVELS, commentary, logging_during
 __all__ = ["retrain", "classify", "RetrainError", "UsageError"]
 
 
-def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: Any) -> Any:
+def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", print_results: bool = True,
+            **flags: Any) -> Any:
     """Run a whole retraining, as `retrain --image_dir IMAGE_DIR --FLAG VALUE...` does; returns its result.
 
     The result (`retrain.pipeline.RetrainResult`) holds `labels`, the trained `head`, `accuracy` per
@@ -47,7 +48,8 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
     `log_level` shows the classic log lines on stderr ("INFO"), fewer ("WARN"), or leaves logging as
     the caller configured it (None); it applies to this call only. A caller's own handlers on the
     'retrain' logger are kept and get the lines instead of stderr. `logging_verbosity`, the command's
-    flag, is taken as `log_level` when given. Relative paths are taken from the current folder when
+    flag, is taken as `log_level` when given. `print_results=False` prints nothing on stdout (the command's final
+    figures, per-class table, misclassified images and `Wrote` lines: all are in the result). Relative paths are taken from the current folder when
     the call is made. Calls run one at a time: a call made while another runs (in another thread)
     waits for it to end; one made from inside a running call (a logging handler) raises UsageError.
     """
@@ -61,6 +63,8 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
             flags["logging_verbosity"] = log_level.upper()
     else:
         _check_log_level(log_level)
+    if not isinstance(print_results, bool):
+        raise UsageError(f"print_results must be True or False, not {print_results!r}")
     config = RetrainConfig(image_dir=image_dir, **_joined_modules(flags)).anchored()
     check_no_effect(config, given=flags)
     if _RUNNING.thread == threading.get_ident():
@@ -71,7 +75,7 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", **flags: A
         _ONE_RUN.acquire()
     _RUNNING.thread = threading.get_ident()
     try:
-        with commentary(), logging_during(log_level):
+        with commentary(quiet=not print_results), logging_during(log_level):
             return run(config, given=flags)
     finally:
         _RUNNING.thread = None

@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -24,13 +25,14 @@ class Commentary:
     rest of the run instead of failing it. The stream's file descriptor then leads to os.devnull, so what Python
     flushes at exit does not fail either. A silenced stdout is said once on stderr."""
 
-    def __init__(self, stream: TextIO, name: str) -> None:
+    def __init__(self, stream: TextIO, name: str, *, muted: int | None = None) -> None:
         self._stream = stream
         self._name = name
         self._silenced = False
+        self._muted = muted  # the thread whose writes go nowhere (`retrain(print_results=False)`), if any
 
     def write(self, text: str) -> int:
-        if not self._silenced:
+        if not self._silenced and threading.get_ident() != self._muted:
             try:
                 return self._stream.write(text)
             except OSError as error:
@@ -81,13 +83,15 @@ def to_null(descriptor: int) -> None:
 
 
 @contextmanager
-def commentary() -> Iterator[None]:
+def commentary(*, quiet: bool = False) -> Iterator[None]:
     """Inside the block sys.stdout and sys.stderr are `Commentary`, for a run whose work is the files it writes: what
     it prints is commentary, and a closed pipe must not cost it those files. (A stderr closed from the start is None,
-    which print() skips: it stays None; the command line makes such a stdout a ClosedStdout, said once.)"""
+    which print() skips: it stays None; the command line makes such a stdout a ClosedStdout, said once.) `quiet`:
+    what this thread prints on stdout goes nowhere (other threads' lines still go there)."""
     saved = sys.stdout, sys.stderr
-    if sys.stdout is not None and not isinstance(sys.stdout, Commentary):
-        sys.stdout = Commentary(sys.stdout, "stdout")
+    muted = threading.get_ident() if quiet else None
+    if sys.stdout is not None and (muted is not None or not isinstance(sys.stdout, Commentary)):
+        sys.stdout = Commentary(sys.stdout, "stdout", muted=muted)
     if sys.stderr is not None and not isinstance(sys.stderr, Commentary):
         sys.stderr = Commentary(sys.stderr, "stderr")
     try:

@@ -211,6 +211,9 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
             log.warning("skipped %d image(s) (of %d) that could not be read, decoded or used; each is named above "
                         "with the reason", len(vectors.skipped), len(files))
         labels = labels.keep(set(vectors.paths))
+        if vectors.skipped:  # the walk's counts are out of date (probe ZZ)
+            log.info("using %d %s: %d training, %d validation, %d testing images", len(labels.names),
+                     "labels" if labels.multi_label else "classes", *(labels.count(split) for split in SPLITS))
         if labels.names != plan.labels.names:  # a class whose images all failed is left out: the earlier models
             _check_earlier_models(plan.outputs, labels)  # beside the outputs were judged by the walk's classes
         warn_identical_files(labels, vectors.paths, vectors.keys)

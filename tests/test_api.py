@@ -36,6 +36,35 @@ def test_retrain_returns_labels_head_accuracy_per_split_and_files(colour_tree: P
     assert all(path.exists() for path in result.written)
 
 
+def test_print_results_false_prints_nothing_on_stdout(colour_tree: Path, tiny_module: Path, outputs,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """retrain() printed the command's results on stdout, whatever `log_level` said: a script whose own stdout is
+    data (JSON, CSV) got the per-class table in it (probe AAA). `print_results=False` prints none of it; another
+    thread's prints meanwhile still go there."""
+    import threading
+
+    api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=20, log_level=None, **outputs)
+    printed = capsys.readouterr().out
+    assert "Final test accuracy" in printed and f"Wrote {outputs['output_graph']}" in printed
+
+    class Loud(logging.Handler):  # runs in the calling thread, as the run's own prints do: muted with them
+        def emit(self, record: logging.LogRecord) -> None:
+            if "computed" in record.getMessage():
+                print("from the caller's thread")
+                other = threading.Thread(target=print, args=("from another thread",))
+                other.start()
+                other.join()
+
+    handler = Loud()
+    logging.getLogger("retrain").addHandler(handler)
+    try:
+        result = api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=20, log_level="INFO",
+                             print_results=False, **outputs)
+    finally:
+        logging.getLogger("retrain").removeHandler(handler)
+    assert capsys.readouterr().out == "from another thread\n" and result.accuracy["testing"] >= 0
+
+
 def test_classify_gives_what_label_image_json_prints(colour_tree: Path, tiny_module: Path, outputs) -> None:
     api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=50, log_level=None, **outputs)
     photos = sorted(colour_tree.rglob("*_001.jpg"))
@@ -261,6 +290,7 @@ LEVELS_MESSAGE = "log_level must be one of DEBUG, INFO, WARN, WARNING, ERROR, FA
     ("retrain", {"image_dir": "da\0ta"}, "--image_dir 'da\\x00ta' holds a NUL byte, which no file name can"),
     ("classify", {"images": ["a\0.jpg"]}, "--image 'a\\x00.jpg' holds a NUL byte, which no file name can"),
     ("retrain", {"tfhub_module": "m\0"}, "--tfhub_module 'm\\x00' holds a NUL byte, which no file name or handle can"),
+    ("retrain", {"print_results": "no"}, "print_results must be True or False, not 'no'"),
 ])
 def test_arguments_of_the_wrong_type_are_one_line_before_any_work(colour_tree: Path, outputs, function: str,
                                                                   arguments: dict, message: str) -> None:

@@ -318,6 +318,11 @@ def test_hostile_run_counts_skips_in_a_final_line(hostile_run) -> None:
     result, *_rest, bad, _out = hostile_run
     lines = result.stderr.strip().splitlines()
     assert f"skipped {len(bad)} image(s) that could not be read, decoded or used" in lines[-1]
+    # The split sizes the walk logged are said again without the skipped images (they went stale: probe ZZ).
+    found, using = (re.search(rf"{word} 3 classes.*: (\d+) training, (\d+) validation, (\d+) testing images",
+                              result.stderr) for word in ("found", "using"))
+    assert found and using, result.stderr
+    assert sum(map(int, found.groups())) - sum(map(int, using.groups())) == len(bad), (found[0], using[0])
     assert f"skipped {len(bad)} image(s) (of " in result.stderr
 
 
