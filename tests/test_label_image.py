@@ -204,12 +204,22 @@ def test_an_input_given_as_the_output_is_said_to_be_the_input(trained: Trained) 
 
 
 def test_explicit_mean_and_std_are_applied_with_a_warning(trained: Trained) -> None:
+    """Also when the layer flags name the export's own input and output, as the classic label_image.py command
+    does (`--input_layer=Placeholder --output_layer=final_result`: no warning, probe CCC)."""
     base = ["--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(trained.photos[0])]
     plain = scores_of(label_json(*base), trained.labels_list)
     result = invoke(label_image_command, base + flags(input_mean=127.5, input_std=127.5, json=True))
     shifted = scores_of(json.loads(result.stdout), trained.labels_list)
     assert np.abs(shifted - plain).max() > 1e-3  # pixels in [-1, 1] instead of [0, 1]: another answer
     assert "--input_mean 127.5 --input_std 127.5" in result.stderr and "expect 0 and 255" in result.stderr
+    for model, layers in ((trained.graph, {"input_layer": "Placeholder", "output_layer": "final_result"}),
+                          (trained.graph, {"input_layer": "Placeholder:0"}), (trained.graph, {"output_layer": "final_result"}),
+                          (trained.saved_model, {"input_layer": "image", "output_layer": "prediction"}),
+                          (trained.tflite, {"input_layer": "image", "output_layer": "prediction"})):
+        named = ["--graph", str(model), *base[2:]]
+        result = invoke(label_image_command, named + flags(input_mean=128, input_std=128, **layers))
+        assert "--input_mean 128 --input_std 128" in result.stderr and "expect 0 and 255" in result.stderr, (model,
+                                                                                                          layers)
 
 
 def _write_foreign_graph(path: Path) -> None:

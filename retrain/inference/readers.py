@@ -35,7 +35,7 @@ class Model:
     width: int | None
     class_count: int | None
     max_batch: int | None  # None = any batch size; 1 for graphs with a fixed batch of one
-    retrain_export: bool  # input and output were found by retrain's own names
+    retrain_export: bool  # its input and output are retrain's own (found, or named by the layer flags)
     multi_label: bool = False  # the output is a sigmoid per label, not a softmax over classes
     thresholds: np.ndarray | None = None  # per-label thresholds the model carries (multi-label)
 
@@ -131,7 +131,6 @@ class _FrozenGraph(Model):
         outputs = softmaxes + [n for n in sinks if n.op not in SCORE_OPS]
         listing = (f"{_candidates('input', map(describe, placeholders))}; "
                    f"{_candidates('output', map(describe, outputs))}")
-        found_input = input_layer is None
         if input_layer is None:
             images = [n for n in placeholders if n.attr["dtype"].type == tf.float32.as_datatype_enum
                       and _is_image_input(self._tensor_dims(n.name + ":0"))]
@@ -139,7 +138,6 @@ class _FrozenGraph(Model):
                 raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders, expected one; "
                                    f"pass --input_layer ({listing})")
             input_layer = images[0].name
-        found_output = output_layer is None
         if output_layer is None:
             # retrain's own name first; else the one softmax (a graph may end in Identity nodes after it)
             softmax_sinks = [n for n in softmaxes if n.name not in consumed]
@@ -170,8 +168,9 @@ class _FrozenGraph(Model):
         self.height, self.width, batch = _size_of(in_dims)
         self.max_batch = batch
         self.class_count = out_dims[-1] if out_dims else None
-        self.retrain_export = found_input and found_output and output_layer == FINAL_TENSOR_NAME and \
-            self.input.op.name == f"import/{INPUT_NODE}"
+        # By the nodes used, found or named by the classic flags (--input_layer=Placeholder: probe CCC)
+        self.retrain_export = (self.input.op.name, self.output.op.name) == (f"import/{INPUT_NODE}",
+                                                                            f"import/{FINAL_TENSOR_NAME}")
         self.description = (f"input {self.input.op.name[7:]} {_shape_text(in_dims)} -> "
                             f"output {self.output.op.name[7:]} {_shape_text(out_dims)}")
         self.multi_label = self.output.op.type == "Sigmoid"
@@ -235,7 +234,6 @@ class _SavedModel(Model):
                    f"{_candidates('output', (f'{k} {_shape_text(_dims(s.shape))}' for k, s in outputs.items()))}")
         input_layer = _classic_name(input_layer, inputs, classic=INPUT_NODE, ours=IMAGE_KEY)
         output_layer = _classic_name(output_layer, outputs, classic=FINAL_TENSOR_NAME, ours=OUTPUT_KEY)
-        found = input_layer is None and output_layer is None
         self.input_key = _pick(input_layer, inputs, preferred=IMAGE_KEY, flag="--input_layer", path=path,
                                listing=listing, other=outputs,
                                usable=lambda s: s.dtype == tf.float32 and _is_image_input(_dims(s.shape)))
@@ -246,7 +244,7 @@ class _SavedModel(Model):
         out_dims = _dims(out_spec.shape) if out_spec.shape.rank else None
         self.height, self.width, self.max_batch = _size_of(in_dims)
         self.class_count = out_dims[-1] if out_dims else None
-        self.retrain_export = found and (self.input_key, self.output_key) == (IMAGE_KEY, OUTPUT_KEY)
+        self.retrain_export = (self.input_key, self.output_key) == (IMAGE_KEY, OUTPUT_KEY)
         if THRESHOLDS_SIGNATURE in signatures:
             self.multi_label = True
             self.thresholds = signatures[THRESHOLDS_SIGNATURE]()[THRESHOLDS_SIGNATURE].numpy().astype(np.float32)
@@ -326,7 +324,8 @@ class _TfliteModel(Model):
         in_dims, out_dims = _tflite_dims(self.input), _tflite_dims(self.output)
         self.height, self.width, self.max_batch = _size_of(in_dims)
         self.class_count = out_dims[-1] if out_dims else None
-        self.retrain_export = input_layer is None and output_layer is None and IMAGE_KEY in inputs
+        self.retrain_export = (_tflite_label(inputs, self.input), _tflite_label(outputs, self.output)) == (
+            IMAGE_KEY, OUTPUT_KEY)
         self.multi_label = _produced_by(self.interpreter, self.output["index"]) == "LOGISTIC"
         dtype = np.dtype(self.input["dtype"]).name
         self.description = (f"input {_tflite_label(inputs, self.input)} {dtype} {_shape_text(in_dims)} -> "
