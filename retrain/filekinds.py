@@ -312,7 +312,7 @@ def is_labels(data: Any, path: Path) -> bool:
     (beside the file a link at `path` points to: what is judged), as label-image reads them (a last line with no
     line break, blank lines after the last, CRLF, a BOM: an editor's saving, probe TT). (A file holding this
     run's own labels, or the classic retrain.py's for this run's classes, is accepted through
-    `check_replaceable_files(unchanged=...)`; one with no report, by the graph beside it: `is_graphs_labels`.)
+    `check_replaceable_files(unchanged=...)`; the classic script's own, by the graph beside it: `classic_pair`.)
     A CSV, a script, notes, settings or another model's labels at --output_labels are none of these, and are not
     replaced."""
     lines = labels_lines(data)
@@ -322,23 +322,32 @@ def is_labels(data: Any, path: Path) -> bool:
     return report is not None and report.get("labels") == lines
 
 
-def is_graphs_labels(data: Any, path: Path, graph: Path, final: str) -> bool:
-    """A labels file with no report beside it that is the labels of the frozen graph beside it, which this run
-    replaces with it (`graph`, whose final node is `final` or final_result): as many distinct labels as that
-    graph's new layer has classes. The classic retrain.py's two files (/tmp/output_graph.pb and
-    output_labels.txt), or a model's two files copied without its report (an app's folder: probes TT, VV)."""
+# The classic retrain.py's two outputs by its defaults, and by TensorFlow for Poets' flags: a labels file of one of
+# these names, beside the graph of the other, with no report, is that classic run's (`classic_pair`).
+CLASSIC_PAIRS = {"output_labels.txt": "output_graph.pb", "retrained_labels.txt": "retrained_graph.pb"}
+_CLASSIC_LABEL = re.compile(r"[a-z0-9 ]+")  # a folder name as the classic script wrote it (lowercased, others a space)
+
+
+def classic_pair(labels: Path, data: Any, final: str) -> Path | None:
+    """The graph whose labels the file at `labels` (its bytes: `data`) are, by the classic retrain.py's names:
+    `/tmp/output_labels.txt` beside `/tmp/output_graph.pb` (or `retrained_labels.txt` beside `retrained_graph.pb`),
+    neither a link, no report.json there, one label a line as the classic script wrote them (lowercase letters,
+    digits, spaces), each once, as many as the graph scores (its output node `final` or final_result). None
+    otherwise: a labels file of any other name, or in a folder with a report, is told by the report alone
+    (probe BBB: links, to-do lists and other models' labels beside a graph of that many classes)."""
     lines = labels_lines(data)
-    model = Path(os.path.realpath(graph))
-    if not lines or not all(lines) or len(set(lines)) != len(lines) or read_report(labels_report(path)) is not None \
-            or labels_report(path) != report_path(model):  # (in one folder, where the report would be)
-        return False
+    if labels.name not in CLASSIC_PAIRS or not lines or len(set(lines)) != len(lines) or \
+            not all(_CLASSIC_LABEL.fullmatch(line) for line in lines):
+        return None
+    graph = labels.with_name(CLASSIC_PAIRS[labels.name])
     try:
-        if not model.is_file() or model.stat().st_size == 0:
-            return False
-        with open(model, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as model_data:
-            return is_retrain_graph(model_data, final) and graph_class_count(model_data, final) == len(lines)
+        if labels.is_symlink() or graph.is_symlink() or not graph.is_file() or \
+                os.path.lexists(report_path(labels)) or graph.stat().st_size == 0:
+            return None
+        with open(graph, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as graph_data:
+            return graph if graph_class_count(graph_data, final) == len(lines) else None
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def labels_lines(data: Any) -> list[str] | None:

@@ -655,12 +655,18 @@ CONTENTS: dict[str, tuple[str, Callable[[Any, "Output"], bool]]] = {
                                                                 output.report)),
     "tflite": ("a TFLite model retrain wrote", lambda data, _: filekinds.is_retrain_tflite(data)),
     "labels": ("a labels file retrain can tell it wrote",
-               lambda data, output: filekinds.is_labels(data, output.path) or output.graph is not None and
-               filekinds.is_graphs_labels(data, output.path, output.graph, output.detail)),
+               lambda data, output: filekinds.is_labels(data, output.path) or _replaced_with_its_graph(data, output)),
     "thresholds": ("a thresholds file", lambda data, _: filekinds.is_numbers(data)),
     "report": ("a retrain report", lambda data, _: filekinds.is_report(data)),
     "checkpoint": ("a checkpoint of the new layer", lambda data, _: filekinds.is_checkpoint_index(data)),
 }
+
+
+def _replaced_with_its_graph(data: Any, output: Output) -> bool:
+    """A labels file the classic retrain.py wrote (`filekinds.classic_pair`) beside the graph this run replaces
+    with it (`output.graph`, --output_graph): the two go together."""
+    graph = filekinds.classic_pair(output.path, data, output.detail)
+    return graph is not None and output.graph is not None and os.path.abspath(graph) == os.path.abspath(output.graph)
 
 
 def check_replaceable_files(outputs: Sequence[Output], *,

@@ -32,8 +32,8 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.insight.run import (check_earlier_models, draw_pictures, print_table, report_run,
-                                 warn_if_another_models_report)
+from retrain.insight.run import (check_classic_labels_left, check_earlier_models, draw_pictures, print_table,
+                                 report_run, warn_if_another_models_report)
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
@@ -154,11 +154,16 @@ def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
 
 
 def _check_earlier_models(outputs: Sequence[Output], labels: LabelSet) -> None:
-    """check_earlier_models for the folders the run writes in, with these labels."""
+    """check_earlier_models for the folders the run writes in, with these labels (and the classic retrain.py's
+    graph, which no report describes)."""
     written = [o for o in outputs if o.kind in ("file", "folder", "entries") and not o.role]
     check_earlier_models([o.path if o.kind == "entries" else o.path.parent for o in written], labels.names,
                          outputs=[o.path for o in written], rewritten=lambda path: writes(outputs, path),
                          thresholds=labels.multi_label)
+    for graph in (o for o in written if o.kind == "file" and o.content == "graph"):
+        check_classic_labels_left(graph.path, graph.detail, same=(labels_text(labels.names),
+                                                                   classic_labels_text(labels.names)),
+                                  rewritten=lambda path: writes(outputs, path))
 
 
 def run(config: RetrainConfig, *, plan: Plan | None = None, given: Collection[str] = ()) -> RetrainResult:

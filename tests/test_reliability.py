@@ -1559,44 +1559,56 @@ def classic_graph(classes: int) -> bytes:
                                                              ["final_result"]).SerializeToString()
 
 
-def test_a_labels_file_without_its_report_is_replaced_with_the_graph_it_names(colour_tree: Path, tiny_module: Path,
-                                                                             outputs, tmp_path: Path) -> None:
-    """The classic retrain.py's two files (/tmp/output_graph.pb and output_labels.txt), or a model's two files
-    copied without their report, and a rerun with other classes: the labels file was refused as "not a labels
-    file retrain can tell it wrote" (probes TT, VV), though the graph beside it, which the run replaces, has as many
-    classes as it has labels. A labels file the graph beside it does not name that way is still not replaced."""
+def test_the_classic_scripts_labels_go_with_its_graph(colour_tree: Path, tiny_module: Path, outputs,
+                                                     tmp_path: Path) -> None:
+    """The classic retrain.py's two files (/tmp/output_graph.pb and output_labels.txt; TensorFlow for Poets'
+    retrained_graph.pb and retrained_labels.txt) from another dataset, no report: the labels file was refused as
+    "not a labels file retrain can tell it wrote" on every classic user's first run (probes TT, VV). It is
+    replaced with its graph when the names, the classic labels' form and the graph's class count say they are a
+    pair; nothing else without a report is (probe BBB: a link to another model's graph, a to-do list or another
+    model's labels beside a graph of as many classes were replaced). And a run replacing that graph while it
+    writes its labels elsewhere is refused: the classic labels left would name its classes (probe CCC)."""
     from retrain.filekinds import graph_class_count
 
-    graph, labels = outputs["output_graph"], outputs["output_labels"]
     assert graph_class_count(classic_graph(6), "final_result") == 6
     assert graph_class_count(EARLIER_GRAPH, "final_result") is None  # a Softmax of its input: no new layer
-    retrain(colour_tree, tiny_module, outputs)
-    assert graph_class_count(graph.read_bytes(), "final_result") == 3
-    (graph.parent / "report.json").unlink()  # copied without it
-    animals = make_colour_tree(tmp_path / "animals", per_class=6,
-                               classes={"cat": COLOURS["red"], "dog": COLOURS["blue"]})
-    mine = tmp_path / "mine" / "labels.txt"
-    mine.parent.mkdir()
-    mine.write_text("blue\ngreen\nred\n")  # the same labels, but in a folder with no such graph
-    error = retrain(animals, tiny_module, {**outputs, "output_labels": mine}, expect=2)
-    assert "--output_labels" in error and "exists and is not a labels file retrain can tell it wrote" in error, error
-    retrain(animals, tiny_module, outputs)
-    assert labels.read_text() == "cat\ndog\n" and graph_class_count(graph.read_bytes(), "final_result") == 2
-    assert mine.read_text() == "blue\ngreen\nred\n"
-    for classes, text, replaced in ((6, "daisy\ndandelion\nroses\nsunflowers\ntulips\nzebra\n", True),
-                                    (6, "daisy\ndandelion\nroses\nsunflowers\ntulips\n", False),  # one short
-                                    (5, "call mom\nbuy milk\nbuy milk\npay rent\nfix bike\n", False)):  # a repeat
-        (graph.parent / "report.json").unlink(missing_ok=True)
-        graph.write_bytes(classic_graph(classes))
-        labels.write_text(text)
-        before = digest(graph.parent)
-        if replaced:
-            retrain(colour_tree, tiny_module, outputs)
-            assert labels.read_text() == "blue\ngreen\nred\n" and graph.read_bytes() != before[str(graph)]
-        else:
-            error = retrain(colour_tree, tiny_module, outputs, expect=2)
-            assert "exists and is not a labels file retrain can tell it wrote" in error, error
-            assert digest(graph.parent) == before
+    folder = tmp_path / "classic"
+    folder.mkdir()
+    flowers = "daisy\ndandelion\nroses\nsunflowers\ntulips\nwild rose 2\n"  # as the classic script wrote them
+    for graph_name, labels_name in (("output_graph.pb", "output_labels.txt"), ("retrained_graph.pb",
+                                                                               "retrained_labels.txt")):
+        graph, labels = folder / graph_name, folder / labels_name
+        ours = {**outputs, "output_graph": graph, "output_labels": labels}
+        graph.write_bytes(classic_graph(6))
+        labels.write_text(flowers)
+        elsewhere = retrain(colour_tree, tiny_module, {**ours, "output_labels": tmp_path / "new_labels.txt"},
+                            expect=2)
+        assert f"this run replaces {graph}, the classic retrain.py's graph whose labels are {labels}" in elsewhere
+        retrain(colour_tree, tiny_module, ours)
+        assert labels.read_text() == "blue\ngreen\nred\n" and graph_class_count(graph.read_bytes(), "final_result") == 3
+        (folder / "report.json").unlink()
+    # Not the classic script's pair: refused, nothing written.
+    graph, labels = folder / "output_graph.pb", folder / "output_labels.txt"
+    for case in ("one label short", "not as the classic script wrote them", "another name", "a link to the graph"):
+        graph.unlink(missing_ok=True)
+        graph.write_bytes(classic_graph(6))
+        labels.write_text(flowers.replace("wild rose 2\n", "") if case == "one label short" else
+                          flowers.replace("daisy", "Daisy") if case == "not as the classic script wrote them" else
+                          flowers)
+        ours = {**outputs, "output_graph": graph, "output_labels": labels}
+        if case == "another name":
+            labels = labels.rename(folder / "labels.txt")
+            ours["output_labels"] = labels
+        if case == "a link to the graph":  # the run replaces the link, not the graph it leads to
+            graph.rename(folder / "model_v1.pb")
+            graph.symlink_to("model_v1.pb")
+        before = digest(folder)
+        error = retrain(colour_tree, tiny_module, ours, expect=2)
+        assert "exists and is not a labels file retrain can tell it wrote" in error, (case, error)
+        assert digest(folder) == before, case
+        labels.unlink()
+        for other in folder.iterdir():
+            other.unlink()
 
 
 def test_an_earlier_models_files_are_found_however_their_paths_were_spelt(colour_tree: Path, tmp_path: Path,

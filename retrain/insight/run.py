@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import head, is_tflite, read_report
+from retrain.filekinds import CLASSIC_PAIRS, classic_pair, head, is_one_of, is_tflite, read_report
 from retrain.insight import report as reports
 from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
 from retrain.objectives import KEEP_SCORES
@@ -109,6 +109,25 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
                         "run's intermediate graphs %s: with their labels replaced, label-image asks which are "
                         "theirs; to keep them usable, move them with a copy of that model's labels file and %s",
                         _listed(touched), report, len(earlier), _listed(graphs_left), report.name)
+
+
+def check_classic_labels_left(graph: Path, final: str, *, same: Sequence[bytes],
+                              rewritten: Callable[[Path], bool]) -> None:
+    """Refuse, before any work, to replace the classic retrain.py's graph and leave its labels file beside it
+    (`filekinds.classic_pair`: no report says whose they are), unless they hold this run's labels (`same`: the
+    contents that count as such). Probe CCC: `--output_labels /tmp/new_labels.txt` left the classic
+    /tmp/output_labels.txt beside a graph of other classes, and label-image named a sunflower 'birds', exit 0."""
+    partner = next((graph.with_name(name) for name, pair in CLASSIC_PAIRS.items() if pair == graph.name), None)
+    if partner is None or rewritten(partner) or not rewritten(graph) or not partner.is_file():
+        return
+    data = head(partner, 1 << 20)
+    found = classic_pair(partner, data, final)
+    if found is None or os.path.abspath(found) != os.path.abspath(graph) or is_one_of(data, same):
+        return
+    raise UsageError(f"this run replaces {graph}, the classic retrain.py's graph whose labels are {partner} beside "
+                     "it (no report.json there says otherwise), but writes its own labels elsewhere and leaves "
+                     f"those: they would name this run's classes wrongly. Give --output_labels {partner} to write "
+                     "them too, move both files away, or choose another --output_graph")
 
 
 def _links_hint(outputs: Sequence[Path], left: Sequence[Path]) -> str:
