@@ -24,14 +24,15 @@ import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from retrain.errors import RetrainError
+from retrain.filekinds import looks_like
 
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS as decompression bombs; we keep
 # that guard (a 180-megapixel image is almost surely hostile) but not its warning.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # what training decodes at most (graphs that decode refuse more too)
-# A JPEG decoded at reduced scale (1/2 to 1/8 a side) costs memory for its reduced size only, but a progressive
-# one keeps its coefficients, up to 6 bytes a pixel (616 MB measured for 200 megapixels): phone photos of 200
-# megapixels (probe ZZ) are decoded, up to this.
+# A baseline JPEG decoded at reduced scale (1/2 to 1/8 a side) costs memory for its reduced size only: phone
+# photos of 200 megapixels (probe ZZ) are decoded, up to this. (A progressive one keeps its coefficients, up to
+# 8 bytes a pixel: Pillow's limit stands for it.)
 JPEG_MAX_PIXELS = 2 * MAX_PIXELS
 # Pillow's EXIF reader warns ("Tag data larger than file. Skipping tag 271", "Corrupt EXIF data", no file
 # name) for each malformed tag it skips. The pixels still decode in full and the one tag we use, the
@@ -100,7 +101,7 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
             if min_size is not None and image.format == "JPEG":
                 image.draft("RGB", (2 * min_size[1], 2 * min_size[0]))
                 if image.width * image.height > MAX_PIXELS:  # (a JPEG of JPEG_MAX_PIXELS at 1/8 is far below)
-                    raise _too_large(image.width * image.height)
+                    raise _too_large(image.width * image.height, data)
             image.load()
             rgb = to_rgb(_upright(image))
             if min_size is not None:
@@ -111,7 +112,8 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
     except UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
     except Image.DecompressionBombError as error:
-        raise _too_large(int(found[1]) if (found := re.search(r"\((\d+) pixels\)", str(error))) else None) from None
+        raise _too_large(int(found[1]) if (found := re.search(r"\((\d+) pixels\)", str(error))) else None,
+                         data) from None
     except MemoryError:
         raise ImageError("not enough memory to decode it") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
@@ -121,24 +123,28 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
 
 
 def _open(data: bytes, *, reduced: bool) -> Image.Image:
-    """Pillow's Image.open, which refuses an image over MAX_PIXELS as a decompression bomb; a JPEG up to
-    JPEG_MAX_PIXELS that will be decoded at reduced scale (`reduced`) is opened all the same."""
+    """Pillow's Image.open, which refuses an image over MAX_PIXELS as a decompression bomb; a baseline JPEG up to
+    JPEG_MAX_PIXELS that will be decoded at reduced scale (`reduced`) is opened all the same. (Not a progressive
+    one: it keeps its coefficients, 2.7 GB for a 342-megapixel CMYK one, probe BBB.)"""
     try:
         return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         if not reduced or not data.startswith(b"\xff\xd8\xff"):
             raise
     image = JpegImagePlugin.JpegImageFile(io.BytesIO(data))  # Image.open's bomb check left out
-    if image.width * image.height > JPEG_MAX_PIXELS:
+    if image.width * image.height > JPEG_MAX_PIXELS or "progressive" in image.info:
         image.close()
-        raise _too_large(image.width * image.height)
+        raise _too_large(image.width * image.height, data)
     return image
 
 
-def _too_large(pixels: int | None) -> ImageError:
-    size = f"{pixels:,} pixels; " if pixels else ""
-    return ImageError(f"too large to decode safely ({size}retrain decodes up to {MAX_PIXELS:,}, or "
-                      f"{JPEG_MAX_PIXELS:,} for a JPEG)")
+def _too_large(pixels: int | None, data: bytes) -> ImageError:
+    """The refusal of an image over the limits, saying its size and kind."""
+    kind = "a progressive JPEG" if data.startswith(b"\xff\xd8\xff") and b"\xff\xc2" in data[:1 << 16] else \
+        "a JPEG" if data.startswith(b"\xff\xd8\xff") else looks_like(data)
+    size = f"{pixels:,} pixels, " if pixels else ""
+    return ImageError(f"too large to decode safely ({size}{kind}; retrain decodes up to {MAX_PIXELS:,} pixels, or "
+                      f"{JPEG_MAX_PIXELS:,} for a baseline JPEG)")
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -97,8 +97,14 @@ def loadable(path: Path) -> Path:
     absolute = os.path.abspath(path)
     if not any(character in absolute for character in _PATTERN_CHARACTERS):
         return path
-    folder = tempfile.mkdtemp(prefix="retrain-model-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    link = Path(folder) / "model"
-    link.symlink_to(absolute, target_is_directory=True)
-    return link
+    for where in dict.fromkeys([tempfile.gettempdir(), "/tmp", os.path.expanduser("~")]):  # (a $TMPDIR may hold one
+        if not any(character in os.path.abspath(where) for character in _PATTERN_CHARACTERS):  # too: probe BBB)
+            try:
+                folder = tempfile.mkdtemp(prefix="retrain-model-", dir=where)
+            except OSError:
+                continue
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            link = Path(folder) / "model"
+            link.symlink_to(absolute, target_is_directory=True)
+            return link
+    return path

@@ -209,26 +209,30 @@ def test_a_jpeg_over_the_decompression_bomb_limit_is_decoded_at_reduced_scale(tm
                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A 200-megapixel phone photo (16,320 x 12,240) was skipped as "too large to decode safely (... could be
     decompression bomb DOS attack)" (probe ZZ), though a JPEG is decoded at reduced scale. Pillow's limit is
-    lowered here to the scale of small images: a JPEG up to JPEG_MAX_PIXELS decodes to the pixels it gives under
-    the limit; a larger one, or another format over MAX_PIXELS, is refused in retrain's words."""
+    lowered here to the scale of small images: a baseline JPEG up to JPEG_MAX_PIXELS decodes to the pixels it
+    gives under the limit; a larger one, or another format over MAX_PIXELS, is refused in retrain's words."""
     from retrain import images
 
     photo = Image.fromarray(np.random.default_rng(5).integers(0, 255, (120, 160, 3), dtype=np.uint8))
     data = {}
-    for name, size in (("jpeg", (160, 120)), ("huge_jpeg", (400, 300)), ("png", (160, 120))):
+    for name, size in (("jpeg", (160, 120)), ("huge_jpeg", (400, 300)), ("png", (160, 120)),
+                       ("progressive_jpeg", (160, 120))):
         buffer = io.BytesIO()
-        photo.resize(size).save(buffer, format="PNG" if name == "png" else "JPEG", quality=90)
+        photo.resize(size).save(buffer, format="PNG" if name == "png" else "JPEG", quality=90,
+                                progressive=name.startswith("progressive"))
         data[name] = buffer.getvalue()
     expected = decode_rgb(data["jpeg"], min_size=(8, 8))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)  # Pillow refuses over 10,000 pixels
     monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
     monkeypatch.setattr(images, "JPEG_MAX_PIXELS", 40_000)
     assert np.array_equal(decode_rgb(data["jpeg"], min_size=(8, 8)), expected)  # 19,200 pixels, read at 1/8
-    for name, pixels in (("huge_jpeg", 120_000), ("png", 19_200)):
+    # A progressive JPEG keeps its coefficients (2.7 GB at 342 megapixels, probe BBB): Pillow's limit stands.
+    for name, pixels, kind in (("huge_jpeg", 120_000, "a JPEG"), ("png", 19_200, "a PNG image"),
+                               ("progressive_jpeg", 19_200, "a progressive JPEG")):
         with pytest.raises(ImageError) as refused:
             decode_rgb(data[name], min_size=(8, 8))
-        assert str(refused.value) == (f"too large to decode safely ({pixels:,} pixels; retrain decodes up to 10,000, "
-                                      "or 40,000 for a JPEG)"), name
+        assert str(refused.value) == (f"too large to decode safely ({pixels:,} pixels, {kind}; retrain decodes up "
+                                      "to 10,000 pixels, or 40,000 for a baseline JPEG)"), name
     with pytest.raises(ImageError, match="too large to decode safely"):  # not decoded at reduced scale: refused
         decode_rgb(data["jpeg"])
 

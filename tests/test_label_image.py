@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -1007,7 +1008,7 @@ def test_labels_are_read_exactly_as_retrain_wrote_them(tmp_path: Path) -> None:
 
 
 def test_saved_models_in_folders_named_like_patterns_load(colour_tree: Path, tiny_module: Path, tmp_path: Path,
-                                                          outputs) -> None:
+                                                          outputs, monkeypatch: pytest.MonkeyPatch) -> None:
     """TensorFlow finds a SavedModel's variables by matching their names, so one in `sm[1]` (or a module in
     `mods [v1]/`) could not be loaded: "Failed to find any matching files for sm[1]/variables/variables"
     (probe ZZ). Each is loaded through a link to it."""
@@ -1015,6 +1016,12 @@ def test_saved_models_in_folders_named_like_patterns_load(colour_tree: Path, tin
     shutil.copytree(tiny_module, module)
     saved = tmp_path / "out" / "sm[1]"
     retrain_cli(colour_tree, module, {**outputs, "saved_model_dir": saved})
+    result = invoke(label_image_command, flags(graph=saved, image=colour_tree / "red" / "red_000.jpg"))
+    assert result.output.splitlines()[0].split()[0] == "red", result.output + result.stderr
+    patterned = tmp_path / "tmp[1]"  # a temporary folder whose own name is a pattern: not where the link goes
+    patterned.mkdir()
+    monkeypatch.setenv("TMPDIR", str(patterned))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads $TMPDIR again
     result = invoke(label_image_command, flags(graph=saved, image=colour_tree / "red" / "red_000.jpg"))
     assert result.output.splitlines()[0].split()[0] == "red", result.output + result.stderr
 
