@@ -88,7 +88,12 @@ class _OneLineErrors(click.Command):
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _on_signal)
         hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            try:
+                result = super().main(*args, standalone_mode=False, **kwargs)
+            except RetrainError:
+                if RECEIVED:  # the stop broke what the error reports: TensorFlow raised its own error for the
+                    raise stop_for(RECEIVED[-1]) from None  # interrupt while it loaded a module (probe CCC)
+                raise
             if RECEIVED:  # an interrupt that a finaliser swallowed after the last safe point: the work is done
                 stop = stop_for(RECEIVED[-1])
                 stop.exports = "finished"

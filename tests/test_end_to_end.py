@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from retrain.cli import retrain_command
-from tests.conftest import COLOURS, PHOTOS, colour_photo, flags, invoke, run_script
+from tests.conftest import COLOURS, PHOTOS, colour_photo, flags, invoke, make_colour_tree, run_script
 
 # The frozen graph, loaded the classic way in a separate Python: what label_image.py and serving stacks do.
 CLASSIC_LOADER = r"""
@@ -279,6 +279,40 @@ def test_an_interrupted_label_image_does_not_speak_of_files_kept(tmp_path: Path,
     result = invoke(label_image_command, ["--graph", str(tmp_path / "g.pb"), "--labels", str(tmp_path / "l.txt"),
                                           "--image", str(tmp_path / "x.jpg")], expect=130)
     assert result.stderr.strip() == "label-image: interrupted"
+
+
+@pytest.mark.parametrize("name", ["retrain", "label-image"])
+def test_ctrl_c_while_tensorflow_loads_a_model_is_the_interrupt(name: str, tmp_path: Path, tiny_module: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C while TensorFlow loaded the module or the SavedModel came out of it as its own error ("MISMATCH of
+    original and normalized active exception types ... REPLACED BY KeyboardInterrupt"), reported as a broken model
+    with exit 1 (probe CCC). A stop signal received is the interrupt, whatever error it broke the work with."""
+    from retrain.cli import label_image_command, retrain_command
+    from retrain.errors import RECEIVED
+    from retrain.tfenv import import_hub, import_tensorflow
+
+    def interrupted_load(*_: object, **__: object) -> None:
+        RECEIVED.append(signal.SIGINT)  # as the command's handler records it, before TensorFlow swallows it
+        raise RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized active exception "
+                           "types: ORIGINAL InvalidArgumentError REPLACED BY KeyboardInterrupt")
+
+    monkeypatch.setattr(import_hub(), "load", interrupted_load)
+    monkeypatch.setattr(import_tensorflow().saved_model, "load", interrupted_load)
+    tree = make_colour_tree(tmp_path / "photos", per_class=4)
+    if name == "retrain":
+        out = tmp_path / "out"
+        out.mkdir()
+        result = invoke(retrain_command, flags(image_dir=tree, tfhub_module=tiny_module, output_graph=out / "g.pb",
+                                               output_labels=out / "l.txt", summaries_dir=out / "logs",
+                                               bottleneck_dir=out / "b"), expect=130)
+    else:
+        (tmp_path / "sm").mkdir()
+        (tmp_path / "sm" / "saved_model.pb").write_bytes(b"\x08\x01")
+        (tmp_path / "l.txt").write_text("a\nb\n")
+        result = invoke(label_image_command, flags(graph=tmp_path / "sm", labels=tmp_path / "l.txt",
+                                                   image=tree / "red" / "red_000.jpg"), expect=130)
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{name}: interrupted"), result.stderr
+    assert "error" not in result.stderr
 
 
 # Started as Python starts (site imports sitecustomize): Ctrl-C, by a real SIGINT, as the command line loads click.
