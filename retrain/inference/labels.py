@@ -308,6 +308,12 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
         return
     if not files or intermediate or mine:
         return
+    try:
+        its = labels_file_now(report, data["run"])
+    except (KeyError, TypeError, ValueError, RetrainError):
+        its = None
+    if given and not held and its is not None and os.path.lexists(its) and not _among(labels, [its]):
+        return  # the report's labels are another file with the same lines: it says nothing of this one (probe CCC)
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
     if not given:
         raise UsageError(f"no labels found for --graph {graph}: the default --labels {labels} are not surely its, "
