@@ -100,6 +100,9 @@ def _const_shape(data: Any, node: tuple[int, int]) -> list[int] | None:
     return None
 
 
+_LAYER_OPS = frozenset({b"Identity", b"Add", b"AddV2", b"BiasAdd", b"Const", b"Softmax", b"Sigmoid"})  # walked
+
+
 def graph_class_count(data: Any, final: str) -> int | None:
     """How many classes the frozen graph `data` scores, read from the new layer that retrain (and the classic
     retrain.py) builds: its score node, `final` or final_result, a Softmax or Sigmoid of MatMul + biases, the
@@ -117,7 +120,8 @@ def graph_class_count(data: Any, final: str) -> int | None:
                         name, op = (bytes(data[begin:finish]), op) if field == 1 else (name, bytes(data[begin:finish]))
                     elif field == 3 and wire == 2 and len(inputs) < 2:
                         inputs.append(bytes(data[begin:finish]).lstrip(b"^").split(b":")[0])
-                nodes[name] = (op, inputs, (start, end))
+                if op in _LAYER_OPS:  # (a crafted graph's millions of other nodes are not kept: probe BBB)
+                    nodes[name] = (op, inputs, (start, end))
 
         def source(name: bytes) -> tuple[bytes, list[bytes], tuple[int, int]] | None:
             for _ in range(8):  # a variable's read, the Identity a freeze leaves
