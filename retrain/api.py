@@ -48,9 +48,9 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", print_resu
     `log_level` shows the classic log lines on stderr ("INFO"), fewer ("WARN"), or leaves logging as
     the caller configured it (None); it applies to this call only. A caller's own handlers on the
     'retrain' logger are kept and get the lines instead of stderr. `logging_verbosity`, the command's
-    flag, is taken as `log_level` when given. `print_results=False` prints nothing on stdout (the command's final
-    figures, per-class table, misclassified images and `Wrote` lines: all are in the result). Relative paths are taken from the current folder when
-    the call is made. Calls run one at a time: a call made while another runs (in another thread)
+    flag, is taken as `log_level` when given. `print_results=False` prints nothing on stdout (the command's
+    final figures, per-class table, misclassified images and `Wrote` lines: all are in the result). Relative
+    paths are taken from the current folder when the call is made. Calls run one at a time: a call made while another runs (in another thread)
     waits for it to end; one made from inside a running call (a logging handler) raises UsageError.
     """
     from retrain.pipeline import run

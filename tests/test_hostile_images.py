@@ -205,8 +205,8 @@ def test_unreadable_by_permission_bits(tmp_path: Path) -> None:
         shutil.rmtree(folder)
 
 
-def test_a_jpeg_over_the_decompression_bomb_limit_is_decoded_at_reduced_scale(tmp_path: Path,
-                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_jpeg_over_the_decompression_bomb_limit_is_decoded_at_reduced_scale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 200-megapixel phone photo (16,320 x 12,240) was skipped as "too large to decode safely (... could be
     decompression bomb DOS attack)" (probe ZZ), though a JPEG is decoded at reduced scale. Pillow's limit is
     lowered here to the scale of small images: a baseline JPEG up to JPEG_MAX_PIXELS decodes to the pixels it

@@ -214,7 +214,8 @@ def test_explicit_mean_and_std_are_applied_with_a_warning(trained: Trained) -> N
     assert np.abs(shifted - plain).max() > 1e-3  # pixels in [-1, 1] instead of [0, 1]: another answer
     assert "--input_mean 127.5 --input_std 127.5" in result.stderr and "expect 0 and 255" in result.stderr
     for model, layers in ((trained.graph, {"input_layer": "Placeholder", "output_layer": "final_result"}),
-                          (trained.graph, {"input_layer": "Placeholder:0"}), (trained.graph, {"output_layer": "final_result"}),
+                          (trained.graph, {"input_layer": "Placeholder:0"}),
+                          (trained.graph, {"output_layer": "final_result"}),
                           (trained.saved_model, {"input_layer": "image", "output_layer": "prediction"}),
                           (trained.tflite, {"input_layer": "image", "output_layer": "prediction"})):
         named = ["--graph", str(model), *base[2:]]
