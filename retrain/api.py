@@ -50,8 +50,9 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", print_resu
     'retrain' logger are kept and get the lines instead of stderr. `logging_verbosity`, the command's
     flag, is taken as `log_level` when given. `print_results=False` prints nothing on stdout (the command's
     final figures, per-class table, misclassified images and `Wrote` lines: all are in the result). Relative
-    paths are taken from the current folder when the call is made. Calls run one at a time: a call made while another runs (in another thread)
-    waits for it to end; one made from inside a running call (a logging handler) raises UsageError.
+    paths are taken from the current folder when the call is made. Calls run one at a time: a call made while
+    another runs (in another thread) waits for it to end; one made from inside a running call (a logging
+    handler) raises UsageError.
     """
     from retrain.pipeline import run
 
