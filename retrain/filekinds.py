@@ -100,7 +100,8 @@ def _const_shape(data: Any, node: tuple[int, int]) -> list[int] | None:
     return None
 
 
-_LAYER_OPS = frozenset({b"Identity", b"Add", b"AddV2", b"BiasAdd", b"Const", b"Softmax", b"Sigmoid"})  # walked
+_PASSED = (b"Identity", b"FakeQuantWithMinMaxVars", b"FakeQuantWithMinMaxArgs")  # a read; a quantized layer's
+_LAYER_OPS = frozenset({*_PASSED, b"Add", b"AddV2", b"BiasAdd", b"Const", b"Softmax", b"Sigmoid"})  # walked
 
 
 def graph_class_count(data: Any, final: str) -> int | None:
@@ -124,9 +125,9 @@ def graph_class_count(data: Any, final: str) -> int | None:
                     nodes[name] = (op, inputs, (start, end))
 
         def source(name: bytes) -> tuple[bytes, list[bytes], tuple[int, int]] | None:
-            for _ in range(8):  # a variable's read, the Identity a freeze leaves
+            for _ in range(8):  # a variable's read, the Identity a freeze leaves, a quantized module's FakeQuant
                 node = nodes.get(name)
-                if node is None or node[0] != b"Identity" or not node[1]:
+                if node is None or node[0] not in _PASSED or not node[1]:
                     return node
                 name = node[1][0]
             return None
@@ -335,23 +336,34 @@ _CLASSIC_LABEL = re.compile(r"[a-z0-9 ]+")  # a folder name as the classic scrip
 def classic_pair(labels: Path, data: Any, final: str) -> Path | None:
     """The graph whose labels the file at `labels` (its bytes: `data`) are, by the classic retrain.py's names:
     `/tmp/output_labels.txt` beside `/tmp/output_graph.pb` (or `retrained_labels.txt` beside `retrained_graph.pb`),
-    neither a link, no report.json there, one label a line as the classic script wrote them (lowercase letters,
-    digits, spaces), each once, as many as the graph scores (its output node `final` or final_result). None
-    otherwise: a labels file of any other name, or in a folder with a report, is told by the report alone
-    (probe BBB: links, to-do lists and other models' labels beside a graph of that many classes)."""
+    neither a link, no retrain report there speaking of either, one label a line as the classic script wrote them
+    (lowercase letters, digits, spaces), each once, as many as the graph scores (its output node `final` or
+    final_result). None otherwise: a labels file of any other name is told by its report alone (probe BBB: links,
+    to-do lists and other models' labels beside a graph of that many classes)"""
     lines = labels_lines(data)
     if labels.name not in CLASSIC_PAIRS or not lines or len(set(lines)) != len(lines) or \
             not all(_CLASSIC_LABEL.fullmatch(line) for line in lines):
         return None
     graph = labels.with_name(CLASSIC_PAIRS[labels.name])
     try:
-        if labels.is_symlink() or graph.is_symlink() or not graph.is_file() or \
-                os.path.lexists(report_path(labels)) or graph.stat().st_size == 0:
+        if labels.is_symlink() or graph.is_symlink() or not graph.is_file() or graph.stat().st_size == 0 or \
+                {labels.name, graph.name} & _names_in(read_report(report_path(labels))):
             return None
         with open(graph, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as graph_data:
             return graph if graph_class_count(graph_data, final) == len(lines) else None
     except (OSError, ValueError):
         return None
+
+
+def _names_in(report: dict[str, Any] | None) -> set[str]:
+    """The file names a retrain report speaks of: its labels file's and those of the files it lists (another run's
+    report in the classic script's folder, /tmp, speaks of neither of its files: probe DDD)."""
+    try:
+        run = report["run"]  # type: ignore[index]
+        return {Path(name).name for name in [run["flags"]["output_labels"], *run.get("files", [])]
+                if isinstance(name, str)}
+    except (KeyError, TypeError):
+        return set() if report is None else {*CLASSIC_PAIRS, *CLASSIC_PAIRS.values()}  # (edited by hand: all)
 
 
 def labels_lines(data: Any) -> list[str] | None:

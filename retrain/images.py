@@ -101,7 +101,7 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
             if min_size is not None and image.format == "JPEG":
                 image.draft("RGB", (2 * min_size[1], 2 * min_size[0]))
                 if image.width * image.height > MAX_PIXELS:  # (a JPEG of JPEG_MAX_PIXELS at 1/8 is far below)
-                    raise _too_large(image.width * image.height, data)
+                    raise _too_large(image.width * image.height, "a JPEG")
             image.load()
             rgb = to_rgb(_upright(image))
             if min_size is not None:
@@ -113,7 +113,7 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
         raise ImageError("not a recognised image format") from None
     except Image.DecompressionBombError as error:
         raise _too_large(int(found[1]) if (found := re.search(r"\((\d+) pixels\)", str(error))) else None,
-                         data) from None
+                         "a JPEG" if data.startswith(b"\xff\xd8\xff") else looks_like(data)) from None
     except MemoryError:
         raise ImageError("not enough memory to decode it") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
@@ -134,14 +134,13 @@ def _open(data: bytes, *, reduced: bool) -> Image.Image:
     image = JpegImagePlugin.JpegImageFile(io.BytesIO(data))  # Image.open's bomb check left out
     if image.width * image.height > JPEG_MAX_PIXELS or "progressive" in image.info:
         image.close()
-        raise _too_large(image.width * image.height, data)
+        raise _too_large(image.width * image.height, "a progressive JPEG" if "progressive" in image.info else
+                         "a JPEG")
     return image
 
 
-def _too_large(pixels: int | None, data: bytes) -> ImageError:
+def _too_large(pixels: int | None, kind: str) -> ImageError:
     """The refusal of an image over the limits, saying its size and kind."""
-    kind = "a progressive JPEG" if data.startswith(b"\xff\xd8\xff") and b"\xff\xc2" in data[:1 << 16] else \
-        "a JPEG" if data.startswith(b"\xff\xd8\xff") else looks_like(data)
     size = f"{pixels:,} pixels, " if pixels else ""
     return ImageError(f"too large to decode safely ({size}{kind}; retrain decodes up to {MAX_PIXELS:,} pixels, or "
                       f"{JPEG_MAX_PIXELS:,} for a baseline JPEG)")

@@ -666,7 +666,7 @@ def _replaced_with_its_graph(data: Any, output: Output) -> bool:
     """A labels file the classic retrain.py wrote (`filekinds.classic_pair`) beside the graph this run replaces
     with it (`output.graph`, --output_graph): the two go together."""
     graph = filekinds.classic_pair(output.path, data, output.detail)
-    return graph is not None and output.graph is not None and os.path.abspath(graph) == os.path.abspath(output.graph)
+    return graph is not None and output.graph is not None and real(graph) == real(output.graph)  # (however spelt)
 
 
 def check_replaceable_files(outputs: Sequence[Output], *,
@@ -784,6 +784,10 @@ def _labels_hint(output: Output, path: Path) -> str:
     model's, two models sharing a folder): retrain may well have written the file, so say what is missing."""
     if output.content != "labels":
         return ""
+    graph = filekinds.classic_pair(path, filekinds.head(path, 1 << 20), output.detail)
+    if graph is not None:  # (probe DDD: it was called a file retrain cannot tell it wrote, and no more)
+        return (f" (it is the classic retrain.py's labels file of {graph} beside it, which this run does not "
+                f"replace: give --output_graph {graph} too to replace both, or move both away)")
     report = filekinds.labels_report(path)  # the one is_labels judged by
     if filekinds.read_report(report) is None:
         return (f" (no {report.name} beside it says which labels retrain wrote there; if it is an earlier model's "

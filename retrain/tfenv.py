@@ -89,22 +89,42 @@ def import_hub(*, verbose: bool = False) -> ModuleType:
 _PATTERN_CHARACTERS = "*?[\\"  # what TensorFlow's file matching reads as a pattern
 
 
+def _plain(path: str) -> bool:
+    return not any(character in os.path.abspath(path) for character in _PATTERN_CHARACTERS)
+
+
+def _plain_folder() -> str | None:
+    """A folder for temporary files whose path TensorFlow's file matching reads as itself: the usual one, else
+    /tmp, else the home folder ($TMPDIR may hold a pattern character too: probes BBB, DDD); None if none."""
+    return next((folder for folder in dict.fromkeys([tempfile.gettempdir(), "/tmp", os.path.expanduser("~")])
+                 if _plain(folder) and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)), None)
+
+
 def loadable(path: Path) -> Path:
     """Where TensorFlow can load the SavedModel at `path` from: `path`, or, when it holds a character that
     TensorFlow's file matching reads as a pattern, a link to it in a temporary folder, removed when the process
     ends (TensorFlow finds a SavedModel's variables by matching their names: in `sm[1]` it found none and said
     they were missing, probe ZZ)."""
-    absolute = os.path.abspath(path)
-    if not any(character in absolute for character in _PATTERN_CHARACTERS):
+    if _plain(str(path)) or (where := _plain_folder()) is None:
         return path
-    for where in dict.fromkeys([tempfile.gettempdir(), "/tmp", os.path.expanduser("~")]):  # (a $TMPDIR may hold one
-        if not any(character in os.path.abspath(where) for character in _PATTERN_CHARACTERS):  # too: probe BBB)
-            try:
-                folder = tempfile.mkdtemp(prefix="retrain-model-", dir=where)
-            except OSError:
-                continue
-            atexit.register(shutil.rmtree, folder, ignore_errors=True)
-            link = Path(folder) / "model"
-            link.symlink_to(absolute, target_is_directory=True)
-            return link
-    return path
+    folder = tempfile.mkdtemp(prefix="retrain-model-", dir=where)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    link = Path(folder) / "model"
+    link.symlink_to(os.path.abspath(path), target_is_directory=True)
+    return link
+
+
+@contextlib.contextmanager
+def plain_temporary_files() -> Iterator[None]:
+    """Inside the block Python's temporary files go to `_plain_folder()` when the usual folder's path holds a
+    pattern character: the TFLite converter saves a SavedModel there and loads it back (probe DDD: with
+    TMPDIR=/tmp/tm[x] every --output_tflite failed, and the run's files were taken back)."""
+    saved = tempfile.tempdir
+    where = None if _plain(tempfile.gettempdir()) else _plain_folder()
+    if where is not None:
+        tempfile.tempdir = where
+    try:
+        yield
+    finally:
+        if where is not None:
+            tempfile.tempdir = saved

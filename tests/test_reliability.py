@@ -1540,9 +1540,10 @@ def test_a_labels_file_that_already_holds_this_runs_labels_is_replaced(tmp_path:
     check_replaceable_files(outputs, unchanged={labels: (b"Blue Jay\nRed_Panda\n",)})
 
 
-def classic_graph(classes: int) -> bytes:
+def classic_graph(classes: int, *, quantized: bool = False) -> bytes:
     """A frozen graph as the classic retrain.py wrote it (TF1 variables under final_retrain_ops/, frozen to
-    constants read through Identity nodes), scoring `classes` classes."""
+    constants read through Identity nodes), scoring `classes` classes; `quantized`: with a FakeQuant op on the
+    logits, as it built the layer for a quantized module."""
     from retrain.tfenv import import_tensorflow
 
     v1 = import_tensorflow().compat.v1
@@ -1553,6 +1554,8 @@ def classic_graph(classes: int) -> bytes:
             weights = v1.Variable(v1.ones([8, classes]), name="weights/final_weights", use_resource=False)
             biases = v1.Variable(v1.zeros([classes]), name="biases/final_biases", use_resource=False)
             logits = v1.add(v1.matmul(bottleneck, weights), biases, name="Wx_plus_b/add")
+            if quantized:
+                logits = v1.quantization.fake_quant_with_min_max_vars(logits, v1.constant(-6.0), v1.constant(6.0))
         v1.nn.softmax(logits, name="final_result")
         session.run(v1.global_variables_initializer())
         return v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(),
@@ -1560,7 +1563,7 @@ def classic_graph(classes: int) -> bytes:
 
 
 def test_the_classic_scripts_labels_go_with_its_graph(colour_tree: Path, tiny_module: Path, outputs,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The classic retrain.py's two files (/tmp/output_graph.pb and output_labels.txt; TensorFlow for Poets'
     retrained_graph.pb and retrained_labels.txt) from another dataset, no report: the labels file was refused as
     "not a labels file retrain can tell it wrote" on every classic user's first run (probes TT, VV). It is
@@ -1571,6 +1574,7 @@ def test_the_classic_scripts_labels_go_with_its_graph(colour_tree: Path, tiny_mo
     from retrain.filekinds import graph_class_count
 
     assert graph_class_count(classic_graph(6), "final_result") == 6
+    assert graph_class_count(classic_graph(4, quantized=True), "final_result") == 4  # (probe DDD)
     assert graph_class_count(EARLIER_GRAPH, "final_result") is None  # a Softmax of its input: no new layer
     folder = tmp_path / "classic"
     folder.mkdir()
@@ -1587,8 +1591,27 @@ def test_the_classic_scripts_labels_go_with_its_graph(colour_tree: Path, tiny_mo
         retrain(colour_tree, tiny_module, ours)
         assert labels.read_text() == "blue\ngreen\nred\n" and graph_class_count(graph.read_bytes(), "final_result") == 3
         (folder / "report.json").unlink()
-    # Not the classic script's pair: refused, nothing written.
+    # Another run's report in that folder (as /tmp holds one) speaks of neither file (probe DDD: it hid the pair);
+    # the folder reached through a link and spelt two ways is one folder (probe DDD).
     graph, labels = folder / "output_graph.pb", folder / "output_labels.txt"
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": folder / "mine.pb",
+                                       "output_labels": folder / "mine.txt"})
+    graph.write_bytes(classic_graph(6))
+    labels.write_text(flowers)
+    elsewhere = retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph,
+                                                   "output_labels": folder / "mine.txt"}, expect=2)
+    assert f"this run replaces {graph}, the classic retrain.py's graph whose labels are {labels}" in elsewhere
+    kept = retrain(colour_tree, tiny_module, {**outputs, "output_labels": labels}, expect=2)  # its graph not written
+    assert f"(it is the classic retrain.py's labels file of {graph} beside it, which this run does not replace: " \
+           f"give --output_graph {graph} too to replace both, or move both away)" in kept, kept
+    (tmp_path / "linked").symlink_to(folder)
+    monkeypatch.chdir(tmp_path / "linked")
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": Path("output_graph.pb"),
+                                       "output_labels": tmp_path / "linked" / "output_labels.txt"})
+    assert labels.read_text() == "blue\ngreen\nred\n"
+    for name in ("mine.pb", "mine.txt", "report.json"):
+        (folder / name).unlink()
+    # Not the classic script's pair: refused, nothing written.
     for case in ("one label short", "not as the classic script wrote them", "another name", "a link to the graph"):
         graph.unlink(missing_ok=True)
         graph.write_bytes(classic_graph(6))

@@ -25,7 +25,7 @@ from retrain.errors import RetrainError, UsageError
 from retrain.exporters import Exporter
 from retrain.names import IMAGE_KEY, OUTPUT_KEY
 from retrain.outputs import Output, atomic_write_bytes, check_writable_file
-from retrain.tfenv import import_tensorflow, stderr_captured
+from retrain.tfenv import import_tensorflow, plain_temporary_files, stderr_captured
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def tflite_model(model: Any, *, quantization: str, representative_images: np.nda
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    with stderr_captured() as captured:
+    with stderr_captured() as captured, plain_temporary_files():
         try:
             return converter.convert()
         except Exception as error:  # noqa: BLE001 - the converter raises many kinds

@@ -312,9 +312,17 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
         its = labels_file_now(report, data["run"])
     except (KeyError, TypeError, ValueError, RetrainError):
         its = None
-    if given and not held and its is not None and os.path.lexists(its) and not _among(labels, [its]):
-        return  # the report's labels are another file with the same lines: it says nothing of this one (probe CCC)
+    elsewhere = given and not held and its is not None and os.path.lexists(its) and not _among(labels, [its])
+    if elsewhere:  # (its own labels file is not among the model files it is the labels of)
+        files = [file for file in files if not _among(file, [its])] or files
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
+    if elsewhere:
+        # Another file with the same lines as the report's labels file: said as such (probe CCC: the report was
+        # said to name these; probe DDD: a backup copy given to another model needs the word all the same)
+        log.warning("labels %s hold the labels that the %s beside them names for %s%s (in %s), not for --graph "
+                    "%s; if that is another model, pass its own labels file", labels, report.name, files[0], more,
+                    its.name, graph)
+        return
     if not given:
         raise UsageError(f"no labels found for --graph {graph}: the default --labels {labels} are not surely its, "
                          f"as the {report} beside them says they are the labels of {files[0]}{more}; pass --labels "

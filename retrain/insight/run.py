@@ -122,7 +122,7 @@ def check_classic_labels_left(graph: Path, final: str, *, same: Sequence[bytes],
         return
     data = head(partner, 1 << 20)
     found = classic_pair(partner, data, final)
-    if found is None or os.path.abspath(found) != os.path.abspath(graph) or is_one_of(data, same):
+    if found is None or real(found) != real(graph) or is_one_of(data, same):
         return
     raise UsageError(f"this run replaces {graph}, the classic retrain.py's graph whose labels are {partner} beside "
                      "it (no report.json there says otherwise), but writes its own labels elsewhere and leaves "
