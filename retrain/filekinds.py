@@ -333,13 +333,14 @@ CLASSIC_PAIRS = {"output_labels.txt": "output_graph.pb", "retrained_labels.txt":
 _CLASSIC_LABEL = re.compile(r"[a-z0-9 ]+")  # a folder name as the classic script wrote it (lowercased, others a space)
 
 
-def classic_pair(labels: Path, data: Any, final: str) -> Path | None:
+def classic_pair(labels: Path, data: Any, final: str, *, reports: bool = True) -> Path | None:
     """The graph whose labels the file at `labels` (its bytes: `data`) are, by the classic retrain.py's names:
     `/tmp/output_labels.txt` beside `/tmp/output_graph.pb` (or `retrained_labels.txt` beside `retrained_graph.pb`),
     neither a link, no retrain report there speaking of either, one label a line as the classic script wrote them
     (lowercase letters, digits, spaces), each once, as many as the graph scores (its output node `final` or
     final_result). None otherwise: a labels file of any other name is told by its report alone (probe BBB: links,
-    to-do lists and other models' labels beside a graph of that many classes)"""
+    to-do lists and other models' labels beside a graph of that many classes). `reports` False: whatever a
+    report there says (for the refusal to leave such a file beside a graph of other classes)."""
     lines = labels_lines(data)
     if labels.name not in CLASSIC_PAIRS or not lines or len(set(lines)) != len(lines) or \
             not all(_CLASSIC_LABEL.fullmatch(line) for line in lines):
@@ -347,7 +348,7 @@ def classic_pair(labels: Path, data: Any, final: str) -> Path | None:
     graph = labels.with_name(CLASSIC_PAIRS[labels.name])
     try:
         if labels.is_symlink() or graph.is_symlink() or not graph.is_file() or graph.stat().st_size == 0 or \
-                {labels.name, graph.name} & _names_in(read_report(report_path(labels))):
+                reports and _speaks_of(read_report(report_path(labels)), graph, lines):
             return None
         with open(graph, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as graph_data:
             return graph if graph_class_count(graph_data, final) == len(lines) else None
@@ -355,15 +356,23 @@ def classic_pair(labels: Path, data: Any, final: str) -> Path | None:
         return None
 
 
-def _names_in(report: dict[str, Any] | None) -> set[str]:
-    """The file names a retrain report speaks of: its labels file's and those of the files it lists (another run's
-    report in the classic script's folder, /tmp, speaks of neither of its files: probe DDD)."""
+def _speaks_of(report: dict[str, Any] | None, graph: Path, lines: list[str]) -> bool:
+    """Whether the retrain report there is the one of these files: it lists these labels, or the graph's bytes
+    as they are now (`files_sha256`; by its name for a report written before the digests, or edited by hand).
+    Another run's report there, or one whose graph the classic script has written over since, is not (probes
+    DDD, EEE)."""
+    if report is None:
+        return False
     try:
-        run = report["run"]  # type: ignore[index]
-        return {Path(name).name for name in [run["flags"]["output_labels"], *run.get("files", [])]
-                if isinstance(name, str)}
-    except (KeyError, TypeError):
-        return set() if report is None else {*CLASSIC_PAIRS, *CLASSIC_PAIRS.values()}  # (edited by hand: all)
+        run = report["run"]
+        digests = run.get("files_sha256")
+        if report.get("labels") == lines:
+            return True
+        if isinstance(digests, list):
+            return file_sha256(graph) in digests
+        return graph.name in {Path(name).name for name in run.get("files", []) if isinstance(name, str)}
+    except (KeyError, TypeError, AttributeError, OSError):
+        return True  # (a report edited by hand: taken to speak of them)
 
 
 def labels_lines(data: Any) -> list[str] | None:

@@ -402,6 +402,13 @@ def test_labels_whose_report_names_another_model_get_a_warning(trained: Trained,
     assert result.stdout.split()[0] in renamed and result.stderr.count("WARNING") == 1, result.stderr
     assert f"labels {earlier} hold the labels that the report.json beside them names for " \
            f"{tmp_path / 'copy' / 'graph.pb'} and 1 more file (in labels.txt), not for --graph {other}" in result.stderr
+    # That run's model files moved away, its labels file left: nothing to say they are another model's (probe EEE:
+    # the labels file was named as the model).
+    shutil.move(tmp_path / "copy" / "graph.pb", tmp_path / "moved.pb")
+    shutil.move(tmp_path / "copy" / "saved_model", tmp_path / "moved_saved_model")
+    result = invoke(label_image_command, ["--graph", str(other), "--labels", str(earlier),
+                                          "--image", str(trained.photos[0])])
+    assert "WARNING" not in result.stderr, result.stderr
 
 
 def test_an_intermediate_graph_of_the_run_gets_no_warning_one_of_another_run_does(

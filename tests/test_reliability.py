@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -1609,6 +1610,33 @@ def test_the_classic_scripts_labels_go_with_its_graph(colour_tree: Path, tiny_mo
     retrain(colour_tree, tiny_module, {**outputs, "output_graph": Path("output_graph.pb"),
                                        "output_labels": tmp_path / "linked" / "output_labels.txt"})
     assert labels.read_text() == "blue\ngreen\nred\n"
+    # A report there whose files the classic script has written over since (its digests say so) is not theirs
+    # (probe EEE: it switched the refusal off, and refused the pair's own rerun).
+    graph.write_bytes(classic_graph(6))
+    labels.write_text(flowers)
+    elsewhere = retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph,
+                                                   "output_labels": folder / "mine.txt"}, expect=2)
+    assert f"this run replaces {graph}, the classic retrain.py's graph whose labels are {labels}" in elsewhere
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": graph, "output_labels": labels})
+    # label-image does not call the classic pair's labels another model's for another run's report beside them
+    # that lists the same labels (probe EEE).
+    from retrain.inference.labels import warn_if_another_models_labels
+
+    graph.write_bytes(classic_graph(3))
+    labels.write_text("blue\ngreen\nred\n")
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": folder / "mine.pb",
+                                       "output_labels": folder / "mine.txt"})
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("retrain").addHandler(handler)
+    try:
+        warn_if_another_models_labels(graph, labels, ["blue", "green", "red"])
+        warn_if_another_models_labels(graph, folder / "mine.txt", ["blue", "green", "red"])  # the control
+    finally:
+        logging.getLogger("retrain").removeHandler(handler)
+    assert len(said) == 1 and said[0].startswith(f"labels {folder / 'mine.txt'}: the report.json beside them says "
+                                                 f"they are the labels of {folder / 'mine.pb'}, not of --graph"), said
     for name in ("mine.pb", "mine.txt", "report.json"):
         (folder / name).unlink()
     # Not the classic script's pair: refused, nothing written.

@@ -21,11 +21,11 @@ import numpy as np
 
 from retrain.config import RetrainConfig
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import file_sha256, is_saved_model_file, labels_of_text, read_report
+from retrain.filekinds import classic_pair, file_sha256, head, is_saved_model_file, labels_of_text, read_report
 from retrain.images import ImageError, read_bytes
 from retrain.inference.readers import Model
 from retrain.insight.report import files_now, labels_file_now, reports_at
-from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
+from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.outputs import half_written
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,10 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
         its = None
     elsewhere = given and not held and its is not None and os.path.lexists(its) and not _among(labels, [its])
     if elsewhere:  # (its own labels file is not among the model files it is the labels of)
-        files = [file for file in files if not _among(file, [its])] or files
+        files = [file for file in files if not _among(file, [its])]
+        classic = classic_pair(labels, head(labels, 1 << 20), FINAL_TENSOR_NAME, reports=False)
+        if not files or classic is not None and _among(graph, [classic]):  # the classic script's own pair (EEE)
+            return
     more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
     if elsewhere:
         # Another file with the same lines as the report's labels file: said as such (probe CCC: the report was

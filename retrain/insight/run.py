@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import CLASSIC_PAIRS, classic_pair, head, is_one_of, is_tflite, read_report
+from retrain.filekinds import CLASSIC_PAIRS, classic_pair, head, is_labels, is_one_of, is_tflite, read_report
 from retrain.insight import report as reports
 from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
 from retrain.objectives import KEEP_SCORES
@@ -121,9 +121,9 @@ def check_classic_labels_left(graph: Path, final: str, *, same: Sequence[bytes],
     if partner is None or rewritten(partner) or not rewritten(graph) or not partner.is_file():
         return
     data = head(partner, 1 << 20)
-    found = classic_pair(partner, data, final)
-    if found is None or real(found) != real(graph) or is_one_of(data, same):
-        return
+    found = classic_pair(partner, data, final, reports=False)  # (a report there may be stale or another's: EEE)
+    if found is None or real(found) != real(graph) or is_one_of(data, same) or is_labels(data, partner):
+        return  # (the labels a report there lists: check_earlier_models judges those by that report)
     raise UsageError(f"this run replaces {graph}, the classic retrain.py's graph whose labels are {partner} beside "
                      "it (no report.json there says otherwise), but writes its own labels elsewhere and leaves "
                      f"those: they would name this run's classes wrongly. Give --output_labels {partner} to write "
