@@ -421,10 +421,22 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
     huge_palette[46:50] = struct.pack("<I", 4_000_000_000)
     bomb = _palette_bmp(np.zeros((1, 14_000), np.int64), [(0, 0, 0), (255, 255, 255)], 1)
     bomb = bomb[:22] + struct.pack("<i", 14_000) + bomb[26:] + bomb[-1_752:] * 13_999  # 14,000 equal rows
+    # Headers that give more pixels than training decodes (probe BBB: a 196-megapixel PNG took 4 GB to serve):
+    # refused before decoding, as training refuses them.
+    png = bytearray(_encoded(Image.new("RGB", (8, 6)), "PNG"))
+    png[16:24] = struct.pack(">II", 20_000, 20_000)
+    gif = bytearray(_encoded(Image.new("P", (8, 6)), "GIF"))
+    gif[6:10] = struct.pack("<HH", 65_535, 65_535)
+    jpeg = bytearray(_encoded(Image.new("RGB", (8, 6)), "JPEG"))
+    at = jpeg.index(b"\xff\xc0") + 5  # the frame header's height and width
+    jpeg[at:at + 4] = struct.pack(">HH", 20_000, 30_000)
     for data, message in ((bytes(huge_palette), "corrupt BMP: a palette of 4000000000 colours"),
-                          (bomb, r"BMP too large to decode safely: 14000 x 14000 pixels \(at most 178956970")):
+                          (bomb, r"BMP too large to decode safely: 14000 x 14000 pixels \(at most 178956970"),
+                          (bytes(png), r"image too large to decode safely: 400000000 pixels \(at most 178956970"),
+                          (bytes(gif), r"image too large to decode safely: 4294836225 pixels \(at most 178956970"),
+                          (bytes(jpeg), r"JPEG too large to decode safely: 600000000 pixels \(at most 357913940")):
         with pytest.raises(Exception):
-            decode_rgb(data)  # training's refusal
+            decode_rgb(data, min_size=(224, 224))  # training's refusal
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             decode(tf.constant(data))
 

@@ -19,7 +19,7 @@ from retrain.config import RetrainConfig
 from retrain.errors import RetrainError
 from retrain.exporters import Exporter
 from retrain.exporters.labels import labels_text
-from retrain.images import MAX_PIXELS, resize_tensor
+from retrain.images import JPEG_MAX_PIXELS, MAX_PIXELS, resize_tensor
 from retrain.names import (BYTES_KEY, BYTES_SIGNATURE, IMAGE_KEY, OUTPUT_KEY, SAVED_MODEL_LABELS, SERVING_SIGNATURE,
                            THRESHOLDS_SIGNATURE)
 from retrain.outputs import Output, check_replaceable_folder, replace_folder
@@ -100,11 +100,16 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
     bits and greys 0, 1, 2... at 4 bits (Pillow then misreads the rows), and greys
     0, 1, 2... with pixels past the palette's end (Pillow: their index as grey;
     here: black). Palette BMPs with the old 12-byte OS/2 header still go to
-    tf.io.decode_image. Refused with an InvalidArgumentError: animated WebPs and
-    RLE-compressed BMPs.
+    tf.io.decode_image. Refused with an InvalidArgumentError: animated WebPs,
+    RLE-compressed BMPs, and images over training's size limits (`images.MAX_PIXELS`,
+    `JPEG_MAX_PIXELS`; a progressive JPEG between the two is decoded here, refused there).
     """
     def jpeg() -> Any:
         shape = tf.io.extract_jpeg_shape(data)
+        size = tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64)
+        with tf.control_dependencies([tf.debugging.Assert(size <= JPEG_MAX_PIXELS, [tf.strings.format(
+                "JPEG too large to decode safely: {} pixels (at most {})", [size, JPEG_MAX_PIXELS])])]):
+            shape = tf.identity(shape)
         fits = tf.minimum(shape[0] // (2 * height), shape[1] // (2 * width))
         branch = tf.cast(fits >= 2, tf.int32) + tf.cast(fits >= 4, tf.int32) + tf.cast(fits >= 8, tf.int32)
         stored = tf.switch_case(branch, [
@@ -122,14 +127,27 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
             lambda: tf.reverse(turned, axis=[0, 1]),
             lambda: tf.reverse(turned, axis=[0])])  # turned 90 degrees counter-clockwise
 
-    def other() -> Any:
-        return tf.io.decode_image(data, channels=3, expand_animations=False)
+    def other() -> Any:  # a PNG or GIF over training's limit is refused before it is decoded (probe BBB)
+        size = _declared_pixels(tf, data)
+        with tf.control_dependencies([tf.debugging.Assert(size <= MAX_PIXELS, [tf.strings.format(
+                "image too large to decode safely: {} pixels (at most {})", [size, MAX_PIXELS])])]):
+            return tf.io.decode_image(data, channels=3, expand_animations=False)
 
     # Formats TensorFlow's own decoders get wrong (or fail on) get their own branch; the rest go to decode_image.
     kind = tf.where(tf.io.is_jpeg(data), 1, tf.where(_is_webp(tf, data), 2, tf.where(_is_palette_bmp(tf, data), 3, 0)))
     rgb = tf.switch_case(kind, [other, jpeg, lambda: _webp_rgb(tf, data), lambda: _palette_bmp_rgb(tf, data)])
     rgb.set_shape([None, None, 3])
     return rgb
+
+
+def _declared_pixels(tf: Any, data: Any) -> Any:
+    """int64: the pixels a PNG's header (IHDR) or a GIF's (its screen) gives; 0 for other data."""
+    head = _bytes_at(tf, data, 0, 24)
+    png = tf.reduce_all(tf.equal(head[:8], tf.constant([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], tf.int64)))
+    big_endian = tf.constant([2 ** 24, 2 ** 16, 2 ** 8, 1], tf.int64)
+    png_size = tf.reduce_sum(head[16:20] * big_endian) * tf.reduce_sum(head[20:24] * big_endian)
+    gif_size = (head[6] + 256 * head[7]) * (head[8] + 256 * head[9])
+    return tf.where(png, png_size, tf.where(_spells(tf, head[:3], "GIF"), gif_size, tf.constant(0, tf.int64)))
 
 
 def _bytes_at(tf: Any, data: Any, offset: int, count: int) -> Any:
