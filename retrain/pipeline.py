@@ -9,6 +9,7 @@ evaluates, and hands the model to each requested exporter.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -157,13 +158,12 @@ def _check_earlier_models(outputs: Sequence[Output], labels: LabelSet) -> None:
     """check_earlier_models for the folders the run writes in, with these labels (and the classic retrain.py's
     graph, which no report describes)."""
     written = [o for o in outputs if o.kind in ("file", "folder", "entries") and not o.role]
+    rewritten = functools.partial(writes, outputs)
     check_earlier_models([o.path if o.kind == "entries" else o.path.parent for o in written], labels.names,
-                         outputs=[o.path for o in written], rewritten=lambda path: writes(outputs, path),
-                         thresholds=labels.multi_label)
+                         outputs=[o.path for o in written], rewritten=rewritten, thresholds=labels.multi_label)
     for graph in (o for o in written if o.kind == "file" and o.content == "graph"):
-        check_classic_labels_left(graph.path, graph.detail, same=(labels_text(labels.names),
-                                                                   classic_labels_text(labels.names)),
-                                  rewritten=lambda path: writes(outputs, path))
+        check_classic_labels_left(graph.path, graph.detail, rewritten=rewritten,
+                                  same=(labels_text(labels.names), classic_labels_text(labels.names)))
 
 
 def run(config: RetrainConfig, *, plan: Plan | None = None, given: Collection[str] = ()) -> RetrainResult:

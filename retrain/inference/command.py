@@ -104,7 +104,6 @@ def _is_frozen_graph(path: Path) -> bool:
         return False
 
 
-
 def collect_images(paths: Sequence[Path]) -> list[Path]:
     """The image files named by `--image`: files as given, folders walked (sorted, recursive, hidden skipped)."""
     files: list[Path] = []

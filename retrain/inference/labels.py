@@ -51,8 +51,6 @@ def _report_beside(graph: Path) -> Path | None:
     return next((report for place in _places(graph) if read_report(report := report_path(place)) is not None), None)
 
 
-
-
 def labels_for(graph: Path) -> Path:
     """The labels file of the model at `graph` when --labels is not given: the one a SavedModel holds, else the
     one named by the retrain report that lists the model among the files its run wrote (`_run_report`), else the
@@ -161,8 +159,6 @@ def _recorded(graph: Path, run: Any) -> Path | None:
 def _places(path: Path) -> dict[Path, None]:
     """Where to look for the report of a file that may be a link: where the link leads first, then beside it."""
     return dict.fromkeys([Path(os.path.realpath(path)), path])
-
-
 
 
 def _model(graph: Path) -> Path:
@@ -312,27 +308,29 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
         its = labels_file_now(report, data["run"])
     except (KeyError, TypeError, ValueError, RetrainError):
         its = None
-    elsewhere = given and not held and its is not None and os.path.lexists(its) and not _among(labels, [its])
-    if elsewhere:  # (its own labels file is not among the model files it is the labels of)
-        files = [file for file in files if not _among(file, [its])]
-        classic = classic_pair(labels, head(labels, 1 << 20), FINAL_TENSOR_NAME, reports=False)
-        if not files or classic is not None and _among(graph, [classic]):  # the classic script's own pair (EEE)
-            return
-    more = f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
-    if elsewhere:
+    if given and not held and its is not None and os.path.lexists(its) and not _among(labels, [its]):
         # Another file with the same lines as the report's labels file: said as such (probe CCC: the report was
         # said to name these; probe DDD: a backup copy given to another model needs the word all the same)
-        log.warning("labels %s hold the labels that the %s beside them names for %s%s (in %s), not for --graph "
-                    "%s; if that is another model, pass its own labels file", labels, report.name, files[0], more,
-                    its.name, graph)
+        files = [file for file in files if not _among(file, [its])]  # (the model files it is the labels of)
+        classic = classic_pair(labels, head(labels, 1 << 20), FINAL_TENSOR_NAME, reports=False)
+        if files and not (classic is not None and _among(graph, [classic])):  # (the classic script's pair: EEE)
+            log.warning("labels %s hold the labels that the %s beside them names for %s%s (in %s), not for --graph "
+                        "%s; if that is another model, pass its own labels file", labels, report.name, files[0],
+                        _more(files), its.name, graph)
         return
     if not given:
         raise UsageError(f"no labels found for --graph {graph}: the default --labels {labels} are not surely its, "
-                         f"as the {report} beside them says they are the labels of {files[0]}{more}; pass --labels "
-                         "(the labels file retrain wrote with this model)")
+                         f"as the {report} beside them says they are the labels of {files[0]}{_more(files)}; pass "
+                         "--labels (the labels file retrain wrote with this model)")
     log.warning("labels %s: %s they are the labels of %s%s, not of --graph %s; if that is another model, pass "
                 "its own labels file", labels, f"{SAVED_MODEL_LABELS} says" if held and files == [holder]
-                else f"the {report.name} beside {'that SavedModel' if held else 'them'} says", files[0], more, graph)
+                else f"the {report.name} beside {'that SavedModel' if held else 'them'} says", files[0],
+                _more(files), graph)
+
+
+def _more(files: Sequence[Path]) -> str:
+    """' and N more file(s)' after the first of `files` is named."""
+    return f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}" if len(files) > 1 else ""
 
 
 _SAVED_MODEL_FILES = ("saved_model.pb", "variables/variables.index")  # a copy holds both (the index: its weights')
@@ -376,6 +374,7 @@ def _same_bytes(path: Path, other: Path) -> bool:
         return filecmp.cmp(path, other, shallow=False)
     except (OSError, ValueError):
         return False
+
 
 def read_labels(path: Path) -> list[str]:
     """One label per line, in class-index order (a leading BOM and trailing blank lines ignored)."""
