@@ -430,15 +430,57 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
     jpeg = bytearray(_encoded(Image.new("RGB", (8, 6)), "JPEG"))
     at = jpeg.index(b"\xff\xc0") + 5  # the frame header's height and width
     jpeg[at:at + 4] = struct.pack(">HH", 20_000, 30_000)
+    # WebPs too (probe HHH: a 38-byte lossless WebP of 196 megapixels took 4 GB to serve): each of its three
+    # headers, a lossless frame (14-bit sides, minus 1), an extended file's canvas (24-bit), a lossy frame.
+    lossless = bytearray(_encoded(Image.new("RGB", (8, 6)), "WEBP", lossless=True))
+    lossless[21:25] = struct.pack("<I", 13_999 | 13_999 << 14)
+    extended = bytearray(_encoded(Image.new("RGBA", (8, 6)), "WEBP"))
+    extended[24:30] = struct.pack("<I", 19_999)[:3] + struct.pack("<I", 9_999)[:3]
+    lossy = bytearray(_encoded(Image.new("RGB", (8, 6)), "WEBP"))
+    lossy[26:30] = struct.pack("<HH", 16_383, 12_000)
+    assert [bytes(data[12:16]) for data in (lossless, extended, lossy)] == [b"VP8L", b"VP8X", b"VP8 "]
     for data, message in ((bytes(huge_palette), "corrupt BMP: a palette of 4000000000 colours"),
                           (bomb, r"BMP too large to decode safely: 14000 x 14000 pixels \(at most 178956970"),
                           (bytes(png), r"image too large to decode safely: 400000000 pixels \(at most 178956970"),
                           (bytes(gif), r"image too large to decode safely: 4294836225 pixels \(at most 178956970"),
-                          (bytes(jpeg), r"JPEG too large to decode safely: 600000000 pixels \(at most 357913940")):
+                          (bytes(jpeg), r"JPEG too large to decode safely: 600000000 pixels \(at most 357913940"),
+                          (bytes(lossless), r"image too large to decode safely: 196000000 pixels \(at most"),
+                          (bytes(extended), r"image too large to decode safely: 200000000 pixels \(at most"),
+                          (bytes(lossy), r"image too large to decode safely: 196596000 pixels \(at most")):
         with pytest.raises(Exception):
             decode_rgb(data, min_size=(224, 224))  # training's refusal
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             decode(tf.constant(data))
+
+
+def test_bytes_signature_box_reduces_large_images_as_training_does() -> None:
+    """Probe HHH: training box-reduces an image still 4x the input size on both sides after decoding (a JPEG
+    after its 1/8 decode: a 108-megapixel phone photo for a 224 input), and `serving_bytes` did not (scores 0.006
+    to 0.019 off). Now its pixels equal training's: JPEGs (one turned by its EXIF orientation first), PNGs and
+    WebPs, sides that leave the last blocks cut short, at two input sizes (small, to keep the images small)."""
+    from retrain.exporters.saved_model import decode_like_training
+    from retrain.images import decode_rgb
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    rng = np.random.default_rng(0)
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    cases = [("JPEG", (700, 530), {}), ("JPEG", (1203, 917), {"exif": turned.tobytes()}), ("PNG", (301, 203), {}),
+             ("PNG", (97, 61), {}), ("WEBP", (333, 250), {"lossless": True}), ("JPEG", (130, 90), {})]
+    reduced = 0
+    for height, width in ((8, 8), (16, 12)):
+        decode = tf.function(lambda data, h=height, w=width: decode_like_training(tf, data, height=h, width=w))
+        for kind, size, options in cases:
+            image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+            data = _encoded(image, kind, **options)
+            training = decode_rgb(data, min_size=(height, width))
+            served = decode(tf.constant(data)).numpy()
+            assert served.shape == training.shape and np.array_equal(served, training), (kind, size, height)
+            decoded = Image.open(io.BytesIO(data))
+            decoded.draft("RGB", (2 * width, 2 * height))  # a JPEG's reduced-scale size, before the reduction
+            reduced += min(decoded.size) // (2 * max(height, width)) >= 2  # the case reaches the reduction
+    assert reduced == 9  # (the smallest JPEG, and the smallest PNG at 16 x 12, are not: controls)
 
 
 def test_bytes_signature_rejects_a_non_image(trained: dict, saved_model: object) -> None:

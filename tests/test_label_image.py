@@ -717,7 +717,7 @@ def test_the_classic_default_labels_of_another_model_are_refused_and_a_copy_gets
     beside = invoke(label_image_command, ["--graph", str(backup), *photo])
     assert beside.stdout.split()[0] == "red" and "WARNING" not in beside.stderr
     with backup.open("ab") as changed:  # no longer the same bytes: which labels are its cannot be told
-        changed.write(b"\0")
+        changed.write(b"\x22\0")  # (an empty version record: a graph still, of other bytes)
     assert "is not among the files of the run" in _error(["--graph", str(backup), *photo], expect=2)
     # Model B written beside the default with labels of its own (the report there now describes it), then
     # copied away: the copy took the default labels, model A's, exit 0 (probe OO). It gets B's labels; with
@@ -781,11 +781,15 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
 
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\xfe definitely not a protobuf" * 10)
-    assert "is not a frozen GraphDef" in _error(["--graph", str(garbage), "--labels", labels, "--image", photo], expect=1)
+    assert "is not a frozen GraphDef" in _error(["--graph", str(garbage), "--labels", labels, "--image", photo], expect=2)
     fake_tflite = tmp_path / "model.tflite"
     fake_tflite.write_bytes(b"not a flatbuffer")
-    assert "not a TFLite model" in _error(["--graph", str(fake_tflite), "--labels", labels, "--image", photo], expect=1)
+    assert "not a TFLite model" in _error(["--graph", str(fake_tflite), "--labels", labels, "--image", photo], expect=2)
     assert "not a SavedModel" in _error(["--graph", str(tmp_path), "--labels", labels, "--image", photo], expect=2)
+    for not_a_model in (labels, photo):  # without --labels (probe HHH: the labels file, listed in the report
+        message = _error(["--graph", not_a_model, "--image", photo], expect=2)  # beside it, was said to hold
+        assert message == f"label-image: error: --graph {not_a_model} is not a frozen GraphDef, a SavedModel folder or a TFLite " \
+                          "file; pass the --output_graph, --saved_model_dir or .tflite file retrain wrote"  # other bytes)
 
     empty, text = tmp_path / "empty.jpg", tmp_path / "text.jpg"
     empty.write_bytes(b"")

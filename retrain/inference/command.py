@@ -30,7 +30,7 @@ from retrain.filekinds import head, is_graph_def, is_saved_model_file
 from retrain.images import ImageError, load_image
 from retrain.inference.labels import (label_count, labels_for, read_labels, thresholds_of,
                                       warn_if_another_models_labels, warn_if_written_half)
-from retrain.inference.readers import Model, load_model
+from retrain.inference.readers import Model, load_model, not_a_model
 from retrain.labels.folder import image_files, label_image_extensions
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, shown
 from retrain.pool import thread_pool, windowed
@@ -73,6 +73,9 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
         raise UsageError(f"--graph {config.graph} is a TF.js model (for web pages and Node); label-image reads the "
                          "frozen graph (--output_graph), the SavedModel folder (--saved_model_dir) or the .tflite "
                          "file retrain wrote")
+    data = _bytes(config.graph) if config.graph.is_file() else None
+    if data is not None and (problem := not_a_model(config.graph, data)) is not None:
+        raise UsageError(problem)  # said before its labels are looked for
     given = config.labels is not None
     if not given:
         config = dataclasses.replace(config, labels=labels_for(config.graph))
@@ -98,10 +101,15 @@ def _is_tfjs_model(path: Path) -> bool:
 
 
 def _is_frozen_graph(path: Path) -> bool:
+    return (data := _bytes(path)) is not None and is_graph_def(data)
+
+
+def _bytes(path: Path) -> bytes | None:
+    """The file's bytes; None for one that cannot be read (loading it says why)."""
     try:
-        return is_graph_def(path.read_bytes())
+        return path.read_bytes()
     except OSError:
-        return False
+        return None
 
 
 def collect_images(paths: Sequence[Path]) -> list[Path]:

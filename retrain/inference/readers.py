@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
-from retrain.filekinds import SCORE_OPS, is_saved_model_file, is_tflite
+from retrain.filekinds import SCORE_OPS, is_graph_def, is_saved_model_file, is_tflite
 from retrain.images import ImageError, read_bytes
 from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_NODE,
                            THRESHOLDS_SIGNATURE)
@@ -58,10 +58,25 @@ def load_model(path: Path, *, input_layer: str | None = None, output_layer: str 
         raise RetrainError(f"cannot read --graph {path}: {error}") from None
     if is_tflite(data):
         return _TfliteModel(path, data, input_layer=input_layer, output_layer=output_layer)
-    if path.suffix.lower() == ".tflite":
-        raise RetrainError(f"--graph {path} is not a TFLite model (no TFL3 identifier); expected a .tflite file "
-                           "that retrain or the TFLite converter wrote")
+    if (problem := not_a_model(path, data)) is not None:
+        raise RetrainError(problem)
     return _FrozenGraph(path, data, input_layer=input_layer, output_layer=output_layer)
+
+
+def not_a_model(path: Path, data: bytes) -> str | None:
+    """Why the file at `path` (its bytes `data`) is no model label-image loads, or None: a TFLite model, a
+    SavedModel's saved_model.pb or a frozen graph (told without TensorFlow, so label-image says it before it
+    looks for the labels: probe HHH's --graph given the labels file was answered with a word about its labels)."""
+    if is_tflite(data) or is_saved_model_file(path):
+        return None
+    if path.suffix.lower() == ".tflite":
+        return (f"--graph {path} is not a TFLite model (no TFL3 identifier); expected a .tflite file that retrain or "
+                "the TFLite converter wrote")
+    return None if is_graph_def(data) else _NOT_A_GRAPH.format(path=path)
+
+
+_NOT_A_GRAPH = ("--graph {path} is not a frozen GraphDef, a SavedModel folder or a TFLite file; pass the "
+                "--output_graph, --saved_model_dir or .tflite file retrain wrote")
 
 
 def _dims(shape: Any) -> list[int | None]:
@@ -101,8 +116,7 @@ class _FrozenGraph(Model):
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeWarning and friends
             graph_def = None
         if graph_def is None or not graph_def.node:
-            raise RetrainError(f"--graph {path} is not a frozen GraphDef, a SavedModel folder or a TFLite file; "
-                               "pass the --output_graph, --saved_model_dir or .tflite file retrain wrote")
+            raise RetrainError(_NOT_A_GRAPH.format(path=path))
         # TensorFlow writes a GraphDef's version record after all its nodes: a graph that lacks it
         # and cannot be used was cut short (a copy or download that stopped between two nodes).
         truncated = not graph_def.HasField("versions")
