@@ -781,15 +781,18 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
 
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\xfe definitely not a protobuf" * 10)
-    assert "is not a frozen GraphDef" in _error(["--graph", str(garbage), "--labels", labels, "--image", photo], expect=2)
+    message = _error(["--graph", str(garbage), "--labels", labels, "--image", photo], expect=2)
+    assert "is not a frozen GraphDef" in message
     fake_tflite = tmp_path / "model.tflite"
     fake_tflite.write_bytes(b"not a flatbuffer")
     assert "not a TFLite model" in _error(["--graph", str(fake_tflite), "--labels", labels, "--image", photo], expect=2)
     assert "not a SavedModel" in _error(["--graph", str(tmp_path), "--labels", labels, "--image", photo], expect=2)
-    for not_a_model in (labels, photo):  # without --labels (probe HHH: the labels file, listed in the report
-        message = _error(["--graph", not_a_model, "--image", photo], expect=2)  # beside it, was said to hold
-        assert message == f"label-image: error: --graph {not_a_model} is not a frozen GraphDef, a SavedModel folder or a TFLite " \
-                          "file; pass the --output_graph, --saved_model_dir or .tflite file retrain wrote"  # other bytes)
+    # Without --labels too (probe HHH: the labels file, listed in the report beside it, was said to hold other
+    # bytes than its run wrote), said before any labels are looked for.
+    for not_a_model in (labels, photo):
+        assert _error(["--graph", not_a_model, "--image", photo], expect=2) == (
+            f"label-image: error: --graph {not_a_model} is not a frozen GraphDef, a SavedModel folder or a TFLite "
+            "file; pass the --output_graph, --saved_model_dir or .tflite file retrain wrote")
 
     empty, text = tmp_path / "empty.jpg", tmp_path / "text.jpg"
     empty.write_bytes(b"")
