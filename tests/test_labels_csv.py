@@ -535,6 +535,21 @@ def test_a_path_written_with_dot_segments_is_hashed_for_the_split_as_without_the
     assert [row.name for row in dotted.rows] == [row.name for row in plain.rows] == ["a.jpg", "sub/e.webp", "sub/f.bmp"]
 
 
+def test_a_photo_inside_image_dir_hashes_one_name_however_the_csv_spells_it(tmp_path: Path, image_dir: Path) -> None:
+    """Probe FFF: `../images/sub/e.webp` beside `sub/e.webp`, or a photo's real path under an --image_dir that is
+    a link (a CSV a tool wrote with resolved paths), hashed other names, so photos changed splits between two
+    spellings of one CSV. A file outside --image_dir keeps its own spelling."""
+    link = tmp_path / "link"
+    link.symlink_to(image_dir)
+    real_path, linked_path = image_dir / "sub" / "e.webp", link / "sub" / "e.webp"
+    for folder, written in ((image_dir, "sub/e.webp"), (image_dir, "../images/sub/e.webp"), (image_dir, real_path),
+                            (image_dir, linked_path), (link, "sub/e.webp"), (link, "../images/sub/e.webp"),
+                            (link, real_path), (link, linked_path), (link, "sub/../sub/e.webp")):
+        table = read_labels_csv(write(tmp_path, f"path,labels\n{written},cat\n../outside.jpg,dog\n"),
+                                image_dir=folder)
+        assert [row.name for row in table.rows] == ["sub/e.webp", "../outside.jpg"], (folder, written)
+
+
 def test_one_file_named_through_a_link_and_by_its_own_path_is_one_photo(tmp_path: Path, image_dir: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     """--image_dir a link to the photos, one row relative to it and another by the photo's own absolute path: the
@@ -543,9 +558,11 @@ def test_one_file_named_through_a_link_and_by_its_own_path_is_one_photo(tmp_path
     link.symlink_to(image_dir)
     os.link(image_dir / "b.jpg", image_dir / "hard.jpg")  # a hard link: the same file too
     table = read_labels_csv(write(tmp_path, f"path,labels\na.jpg,cat\n{image_dir / 'a.jpg'},dog\nb.jpg,dog\n"
-                                            "hard.jpg,dog\n"), image_dir=link)
-    assert [row.line for row in table.rows] == [2, 4] and (table.skipped.conflicts, table.skipped.duplicates) == (1, 1)
-    assert any("line 3: names " in m and " (the file line 2 names as a.jpg) again, with labels 'dog' where line 2 "
-               "has labels 'cat'" in m for m in warnings_of(caplog))  # (the path shortened when long)
+                                            "hard.jpg,dog\nhard.jpg,cat\n"), image_dir=link)
+    assert [row.line for row in table.rows] == [2, 4] and (table.skipped.conflicts, table.skipped.duplicates) == (2, 1)
+    assert any("line 3: names a.jpg again, with labels 'dog' where line 2 has labels 'cat'" in m
+               for m in warnings_of(caplog))  # (its real path is a.jpg from --image_dir too: probe FFF)
+    assert any("line 6: names hard.jpg (the file line 4 names as b.jpg) again, with labels 'cat' where line 4 "
+               "has labels 'dog'" in m for m in warnings_of(caplog))
     assert any("line 5: repeats line 4 (the same file, there b.jpg, labels and split); dropped" in m
                for m in warnings_of(caplog))

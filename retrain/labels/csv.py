@@ -11,6 +11,7 @@ file unusable is one `RetrainError` line naming `--labels_csv` and the line.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import os
@@ -328,6 +329,7 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
     """Every data row checked and de-duplicated: see read_labels_csv for the rules."""
     rows: list[CsvRow] = []
     seen: dict[tuple[int, int], CsvRow] = {}  # by the file (device, inode)
+    _real_folder.cache_clear()  # (links may have changed since an earlier read in this process)
     interned: dict[str, str] = {}
     image_root = os.path.abspath(image_dir)
     end = reader.line_num
@@ -475,13 +477,30 @@ def _split_labels(notes: _Notes, *, line: int, text: str, delimiter: str,
 
 
 def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str]:
-    """(path to check, split-hash name) as strings, for a path as written in the CSV."""
-    if os.path.isabs(written):
-        absolute = os.path.normpath(written)
-        inside = absolute.startswith(image_root.rstrip(os.sep) + os.sep)
-        name = os.path.relpath(absolute, image_root) if inside else absolute
-        return written, name.replace(os.sep, "/")
-    return os.path.join(image_dir, written), os.path.normpath(written).replace(os.sep, "/")
+    """(path to check, split-hash name) as strings, for a path as written in the CSV. The name of a file inside
+    --image_dir is its path from there however the CSV spells it (probe FFF: `../photos/a.jpg` beside `a.jpg`,
+    or a photo's real path under an --image_dir that is a link, hashed other names: photos changed splits);
+    one outside keeps the path as written, normalised (absolute, or from --image_dir)."""
+    checked = written if os.path.isabs(written) else os.path.join(image_dir, written)
+    absolute = os.path.normpath(os.path.join(image_root, written))
+    name = _within(absolute, image_root)
+    if name is None:  # (its folder's links followed, not the file's: a photo that is a link keeps its name)
+        folder, file = os.path.split(absolute)
+        name = _within(os.path.join(_real_folder(folder), file), _real_folder(image_root))
+    if name is None:
+        name = absolute if os.path.isabs(written) else os.path.normpath(written)
+    return checked, name.replace(os.sep, "/")
+
+
+def _within(path: str, root: str) -> str | None:
+    """`path` from `root` when it lies inside it (by the spelling of both), else None."""
+    return os.path.relpath(path, root) if path.startswith(root.rstrip(os.sep) + os.sep) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    """os.path.realpath, once per folder (a CSV's rows share few folders)."""
+    return os.path.realpath(folder)
 
 
 def _stored_form(written: str, image_dir: Path) -> tuple[str, str] | None:
