@@ -49,7 +49,7 @@ try:
 except ImportError:  # no flock (Windows): runs are not held against each other
     fcntl = None
 
-from retrain import __version__, filekinds, journal
+from retrain import __version__, filekinds, journal, mounts
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
 from retrain.journal import HOST as _HOST
 from retrain.names import NODE_NAME, OWNER_MARKER
@@ -103,8 +103,9 @@ class Input:
 
 
 def real(path: Path) -> Path:
-    """The path with links resolved, as far as it exists (what a write would really touch)."""
-    return Path(os.path.realpath(os.path.expanduser(path)))
+    """The path with links resolved, as far as it exists (what a write would really touch), through a bind mount
+    where a wider mount shows the same place (`mounts.canonical`: probe GGG)."""
+    return Path(mounts.canonical(os.path.realpath(os.path.expanduser(path))))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -147,6 +148,15 @@ def _region(item: Output | Input) -> _Region:
 
 def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     """Refuse, with one line naming both flags, any output that overlaps an input or another output."""
+    mounts.reset()  # this run's checks see the mounts as they are now
+    for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
+        made_up = _kernels_place(output.path)
+        if made_up is not None:
+            hint = " (to see it on stdout, write it to a file, then cat that)" if made_up.startswith("/proc/") and \
+                "/fd/" in made_up else ""
+            raise UsageError(f"{output.named()} leads to {made_up}, which the kernel makes up (a process's open "
+                             f"files, its settings), not a place for files; choose a path on a disk for "
+                             f"{output.flag}{hint}")
     for output in outputs:  # said as it is, rather than as a clash with the outputs inside that folder
         if output.kind == "file" and not output.role and output.path.is_dir():
             raise _a_folder_in_the_way(output.named(), output.flag)
@@ -170,6 +180,27 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                 first, second = (other, output) if output.role and not other.role else (output, other)
                 raise UsageError(f"{first.named()} {'is also' if same else 'overlaps'} {second.named()}; "
                                  "give each output its own path")
+
+
+_KERNELS = ("/proc", "/sys")
+
+
+def _kernels_place(path: Path) -> str | None:
+    """The place in /proc or /sys that `path` leads to, as spelt or through its links, or None. (Probe GGG:
+    `--output_graph /dev/stdout`, a link to /proc/self/fd/1, which led to the empty file stdout went to, was
+    taken for a link to a file and replaced by the graph: /dev/stdout became a regular file, exit 0. And
+    `--saved_model_dir /proc/self` failed after training with a word about /proc/self/task/N/fd/12.)"""
+    place = os.path.abspath(os.path.expanduser(path))
+    for _ in range(40):  # (the system's own limit on links followed)
+        if any(place == top or place.startswith(top + "/") for top in _KERNELS):
+            return place
+        place = os.path.join(os.path.realpath(os.path.dirname(place)), os.path.basename(place))
+        if any(place == top or place.startswith(top + "/") for top in _KERNELS):
+            return place
+        if not os.path.islink(place):
+            return None
+        place = os.path.normpath(os.path.join(os.path.dirname(place), os.readlink(place)))
+    return None
 
 
 def check_outside_exports(outputs: Sequence[Output]) -> None:

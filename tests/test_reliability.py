@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import tempfile
@@ -103,6 +104,58 @@ def test_an_output_reached_through_a_link_into_the_tree_is_refused(colour_tree: 
                     expect=2)
     assert "--output_graph" in error and "--image_dir" in error
     assert digest(photo) == before
+
+
+def test_a_bind_mount_does_not_hide_an_output_in_the_tree_or_two_outputs_on_one_file(colour_tree: Path,
+                                                                                     tmp_path: Path, outputs,
+                                                                                     tiny_module: Path) -> None:
+    """Probe GGG: paths were compared with links resolved, and a bind mount shows a folder at a second path no
+    link resolves (a container's `-v ~/photos:/data -v ~/photos/models:/models`): a graph written into the tree
+    through one (the next run trained on the TensorBoard sprite as a red photo), two outputs on one file (found
+    only after training, called another program's), two runs' locks on one folder two locks. Run in a mount
+    namespace of its own (root, as the machines running these tests are), each refused before any work."""
+    bound, alias, out = tmp_path / "bound", tmp_path / "alias", outputs["output_graph"].parent
+    bound.mkdir()
+    alias.mkdir()
+    cases = [[sys.executable, "-m", "retrain", *flags(image_dir=colour_tree, tfhub_module=tiny_module,
+                                                      how_many_training_steps=5, **{**outputs, **change})]
+             for change in ({"output_graph": bound / "red" / "g.pb"}, {"summaries_dir": bound / "red" / "logs"},
+                            {"output_tflite": alias / "graph.pb"})]
+    script = (f"mount --bind {colour_tree} {bound} && mount --bind {out} {alias} && " + " ; ".join(
+        f"{' '.join(map(shlex.quote, case))} 2>&1 | grep 'retrain: error'" for case in cases) +
+        f" ; {sys.executable} -c " + shlex.quote(f"from retrain.outputs import real; print(real({str(alias / 'x')!r}))"))
+    before = digest(colour_tree)
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.stdout.splitlines() == [
+        f"retrain: error: --output_graph {bound / 'red' / 'g.pb'} would write into --image_dir {colour_tree}, which "
+        "the run reads; choose a --output_graph outside it",
+        f"retrain: error: --summaries_dir {bound / 'red' / 'logs'} would write into --image_dir {colour_tree}, "
+        "which the run reads; choose a --summaries_dir outside it",
+        f"retrain: error: --output_tflite {alias / 'graph.pb'} is also --output_graph {outputs['output_graph']}; "
+        "give each output its own path",
+        str(out / "x")], done.stderr  # the place the locks are named after: the output folder's, either way
+    assert digest(colour_tree) == before and not list(out.iterdir())
+
+
+def test_an_output_that_leads_into_proc_is_refused(colour_tree: Path, tmp_path: Path, outputs,
+                                                  tiny_module: Path) -> None:
+    """Probe GGG: `--output_graph /dev/stdout` (a link to /proc/self/fd/1) with stdout sent to a new, empty file
+    was taken for a link to that file and replaced by the graph: /dev/stdout became a regular file, exit 0. Here
+    a link of the test's own to /proc/self/fd/1; and `--saved_model_dir /proc/self` failed only after training."""
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    with open(tmp_path / "printed.txt", "w") as printed:
+        done = subprocess.run([sys.executable, "-m", "retrain", *flags(
+            image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5,
+            **{**outputs, "output_graph": link})], stdout=printed, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.splitlines()[-1] == (
+        f"retrain: error: --output_graph {link} leads to /proc/self/fd/1, which the kernel makes up (a process's open "
+        "files, its settings), not a place for files; choose a path on a disk for --output_graph (to see it on "
+        "stdout, write it to a file, then cat that)"), done.stderr
+    assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+    error = retrain(colour_tree, tiny_module, {**outputs, "saved_model_dir": "/proc/self"}, expect=2)
+    assert error.startswith("retrain: error: --saved_model_dir /proc/self leads to /proc/self, which the kernel")
 
 
 def test_an_output_that_is_a_link_in_the_tree_to_a_file_outside_is_refused(colour_tree: Path, tmp_path: Path,
