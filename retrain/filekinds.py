@@ -25,6 +25,10 @@ from retrain.names import IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATUR
 MAX_GRAPH_NODES = 2_000_000  # more than any real frozen graph holds: a file with more is judged not to be ours
 
 
+class CutShort(ValueError):
+    """Protobuf bytes that end inside a field: a file cut short (a copy or download that stopped)."""
+
+
 def graph_nodes(data: Any) -> Iterator[tuple[bytes, bytes]]:
     """The (name, op) of each node, as long as `data` parses as a GraphDef's top level (only its fields: node,
     library, version, versions, debug info, each with its wire type); ValueError where it stops parsing as one, or
@@ -61,7 +65,7 @@ def _fields(data: Any, start: int, end: int) -> Iterator[tuple[int, int, int, in
             if byte < 0x80:
                 return value
             shift += 7
-        raise ValueError("not a varint")
+        raise CutShort("a varint runs past the end") if position >= end else ValueError("not a varint")
 
     while position < end:
         key = varint()
@@ -73,7 +77,7 @@ def _fields(data: Any, start: int, end: int) -> Iterator[tuple[int, int, int, in
             raise ValueError("not a message")
         length = varint() if kind == 2 else 8 if kind == 1 else 4
         if position + length > end:
-            raise ValueError("a field runs past the end")
+            raise CutShort("a field runs past the end")
         yield number, kind, position, position + length
         position += length
 

@@ -60,6 +60,10 @@ class Evaluation:
         return self.metrics.get("cross_entropy", float("nan"))
 
 
+# An evaluation's cross-entropy counts a score below this as this (so one image adds at most -ln of it, 69.1).
+SCORE_FLOOR = 1e-30
+
+
 @dataclass(frozen=True)
 class Softmax:
     """One class per image: softmax over classes, mean cross-entropy, accuracy (the classic objective)."""
@@ -100,7 +104,7 @@ class Softmax:
         for probabilities, targets, rows in chunks:
             truth = targets.ids
             picked = probabilities[np.arange(len(truth)), truth]
-            entropy -= float(np.sum(np.log(np.maximum(picked, 1e-30))))
+            entropy -= float(np.sum(np.log(np.maximum(picked, SCORE_FLOOR))))
             truths.append(truth)
             predictions.append(np.argmax(probabilities, axis=1))
             indices.append(rows)
@@ -164,8 +168,8 @@ class Sigmoid:
             # Floored as the softmax's is, so a saturated wrong label costs up to 69, not 16: that is what lets
             # train.check_converged tell a diverged layer (every label's sigmoid at 0 or 1) from an untrained one.
             p = probabilities.astype(np.float64)
-            entropy -= float(np.sum(dense * np.log(np.maximum(p, 1e-30))
-                                    + (1 - dense) * np.log(np.maximum(1 - p, 1e-30))))
+            entropy -= float(np.sum(dense * np.log(np.maximum(p, SCORE_FLOOR))
+                                    + (1 - dense) * np.log(np.maximum(1 - p, SCORE_FLOOR))))
             count += len(truth)
             indices.append(rows)
             kept.add(probabilities)

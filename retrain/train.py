@@ -30,7 +30,7 @@ import numpy as np
 from retrain.distortions import Distortions, crop_boxes, distort_tensors, sample_parameters
 from retrain.errors import RetrainError, raise_if_stopped
 from retrain.images import ImageError, load_image
-from retrain.objectives import FIGURE_NAMES, Evaluation
+from retrain.objectives import FIGURE_NAMES, SCORE_FLOOR, Evaluation
 from retrain.pool import thread_pool
 from retrain.progress import Progress
 from retrain.tfenv import import_tensorflow
@@ -299,10 +299,11 @@ def check_converged(trained: Evaluation, untrained: Evaluation, optimizer: Optim
     """Stops with Diverged (nothing exported) when training left the layer far worse on its own
     training images than it started: the loss grew without ever becoming NaN, which `train` catches."""
     if trained.count and not trained.cross_entropy <= DIVERGED_LOSS_FACTOR * untrained.cross_entropy:
-        raise Diverged(f"training diverged: the cross-entropy on the training images ended at "
-                           f"{trained.cross_entropy:.3g}, against {untrained.cross_entropy:.3g} before training, so "
-                           f"the model is broken; lower {optimizer.flag} (now {optimizer.learning_rate:g}); nothing "
-                           "was exported")
+        raise Diverged(f"training diverged: the mean cross-entropy of all the training images ended at "
+                           f"{trained.cross_entropy:.3g} (scores below {SCORE_FLOOR:g} count as that, so at most "
+                           f"{-math.log(SCORE_FLOOR):.3g}: the steps' logged batches can show more), against "
+                           f"{untrained.cross_entropy:.3g} before training, so the model is broken; lower "
+                           f"{optimizer.flag} (now {optimizer.learning_rate:g}); nothing was exported")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
-from retrain.filekinds import SCORE_OPS, is_graph_def, is_saved_model_file, is_tflite
+from retrain.filekinds import SCORE_OPS, CutShort, graph_nodes, is_saved_model_file, is_tflite
 from retrain.images import ImageError, read_bytes
 from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_NODE,
                            THRESHOLDS_SIGNATURE)
@@ -72,7 +72,18 @@ def not_a_model(path: Path, data: bytes) -> str | None:
     if path.suffix.lower() == ".tflite":
         return (f"--graph {path} is not a TFLite model (no TFL3 identifier); expected a .tflite file that retrain or "
                 "the TFLite converter wrote")
-    return None if is_graph_def(data) else _NOT_A_GRAPH.format(path=path)
+    nodes = named = 0
+    try:
+        for name, op in graph_nodes(data):
+            nodes, named = nodes + 1, named + bool(name and op)
+    except CutShort:  # whole nodes, each with a name and an op, then the end (probe GGG: a graph cut inside a
+        if nodes and named == nodes:  # node was called no graph at all)
+            return (f"--graph {path} is truncated: it ends inside a node, after {nodes} whole nodes; copy or export "
+                    "it again")
+        return _NOT_A_GRAPH.format(path=path)
+    except ValueError:
+        return _NOT_A_GRAPH.format(path=path)
+    return None if nodes else _NOT_A_GRAPH.format(path=path)
 
 
 _NOT_A_GRAPH = ("--graph {path} is not a frozen GraphDef, a SavedModel folder or a TFLite file; pass the "
