@@ -171,7 +171,8 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
     with table.open("w", newline="") as handle:
         csv.writer(handle).writerows([["path", "labels"], *rows])
     result = invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
-                                           how_many_training_steps=200, learning_rate=0.1, **outputs))
+                                           how_many_training_steps=200, learning_rate=0.1,
+                                           intermediate_store_frequency=100, **outputs))
     assert re.search(r"Step 199: Train micro F1 = \d+\.\d%", result.stderr)
     assert re.search(r"^Final test micro F1 = \d+\.\d% \(N=\d+\)$", result.stdout, re.M)
     assert outputs["output_labels"].read_text() == "".join(f"{name}\n" for name in names)
@@ -188,6 +189,15 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
         assert record["labels"] == [names[i] for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
     report = json.loads((outputs["output_labels"].parent / "report.json").read_text())
     assert report["objective"] == "sigmoid" and set(report["classes"]) == set(names)
+    # An intermediate graph has no thresholds of its own: those beside the labels are the final model's, said
+    # (probe FFF: nothing was), and the final model's own are not.
+    final = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), str(photos[0])])
+    assert "WARNING" not in final.stderr, final.stderr
+    snapshot = outputs["intermediate_output_graphs_dir"] / "intermediate_100.pb"
+    said = invoke(label_image_command, ["--graph", str(snapshot), str(photos[0])]).stderr
+    assert (f"the thresholds in {thresholds_path(outputs['output_labels'])} were chosen on validation for the final "
+            f"model of the run that wrote --graph {snapshot}, one of its intermediate graphs, which has none of its "
+            "own: its labels are chosen by another model's thresholds") in " ".join(said.split()), said
     # The thresholds node is a constant beside the output, not scores: refused as an --output_layer.
     refused = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
                                            str(outputs["output_labels"]), "--output_layer", "thresholds",

@@ -421,12 +421,25 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
                            "retrain writes one finite number per line")
     recorded = _recorded_thresholds(graph, names) if graph is not None else None
     known = [(value, mine) for value, mine in zip(values, recorded or []) if mine is not None]  # (each label's:
-    if known and not np.allclose(*np.array(known, np.float64).T, rtol=0, atol=1e-6):  # probes XX, YY)
+    if graph is not None and _an_intermediate_graph(graph):  # probe FFF: said nothing
+        log.warning("the thresholds in %s were chosen on validation for the final model of the run that wrote "
+                    "--graph %s, one of its intermediate graphs, which has none of its own: its labels are chosen by "
+                    "another model's thresholds", path, graph)
+    elif known and not np.allclose(*np.array(known, np.float64).T, rtol=0, atol=1e-6):  # probes XX, YY)
         log.warning("the thresholds in %s are not those that the report listing --graph %s records for its labels "
                     "(%s): if they are another run's, its labels are chosen by them wrongly; pass the labels file "
                     "written with this model (its thresholds file sits beside it)", path, graph,
                     ", ".join("none" if value is None else f"{value:.4g}" for value in recorded or []))
     return values
+
+
+def _an_intermediate_graph(graph: Path) -> bool:
+    """Whether the report that lists the model at `graph` lists it among its run's intermediate graphs."""
+    found = _run_report(_model(graph))
+    try:
+        return found is not None and _among(graph, files_now(found[0], found[1]["run"], key="intermediate_graphs"))
+    except (KeyError, TypeError):
+        return False
 
 
 def _recorded_thresholds(graph: Path, names: Sequence[str]) -> list[float | None] | None:
