@@ -255,6 +255,24 @@ def test_a_foreign_graph_with_classic_flags(tmp_path: Path) -> None:
     assert [r["predictions"][0]["label"] for r in records] == ["red", "green", "blue"]
 
 
+def test_a_runs_own_final_tensor_name_names_the_output_of_each_of_its_exports(colour_tree: Path, tiny_module: Path,
+                                                                              outputs, tmp_path: Path) -> None:
+    """Probe HHH: a script passing the classic flags with the run's --final_tensor_name worked on the frozen graph
+    and was refused by the SavedModel and the TFLite model of the same run; `final_result` already worked there.
+    The name the run's report (beside or above the model) records counts as it does; another is still refused."""
+    saved, tflite = outputs["output_graph"].with_name("saved"), outputs["output_graph"].with_name("model.tflite")
+    retrain_cli(colour_tree, tiny_module, outputs, final_tensor_name="my_out", saved_model_dir=saved,
+                output_tflite=tflite)
+    photo = str(colour_tree / "blue" / "blue_002.jpg")
+    layers = flags(input_layer="Placeholder", output_layer="my_out", input_height=32, input_width=32)
+    for model in (outputs["output_graph"], saved, tflite):
+        named = invoke(label_image_command, ["--graph", str(model), "--image", photo, *layers])
+        assert named.stdout == invoke(label_image_command, ["--graph", str(model), "--image", photo]).stdout, model
+    refused = invoke(label_image_command, ["--graph", str(saved), "--image", photo, "--output_layer", "other"],
+                     expect=1)
+    assert "--output_layer other is not in the serving_default signature" in refused.stderr
+
+
 def test_a_graph_with_another_final_tensor_name_is_found_by_its_softmax(trained: Trained, tmp_path: Path) -> None:
     """As if retrain ran with --final_tensor_name scores: no `final_result`, the softmax feeds an Identity sink."""
     from retrain.tfenv import import_tensorflow

@@ -28,7 +28,7 @@ from retrain.config import TOP_K, LabelImageConfig, RetrainConfig
 from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import head, is_graph_def, is_saved_model_file
 from retrain.images import ImageError, load_image
-from retrain.inference.labels import (label_count, labels_for, read_labels, thresholds_of,
+from retrain.inference.labels import (label_count, labels_for, read_labels, run_final_tensor_name, thresholds_of,
                                       warn_if_another_models_labels, warn_if_written_half)
 from retrain.inference.readers import Model, load_model, not_a_model
 from retrain.labels.folder import image_files, label_image_extensions
@@ -234,7 +234,8 @@ def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> It
     warn_if_written_half(config.graph, config.labels)
     paths = collect_images(config.images) if paths is None else paths
     labels = read_labels(config.labels)
-    model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer)
+    model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer,
+                       final_name=run_final_tensor_name(config.graph) if config.output_layer else None)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
     if model.class_count is not None and model.class_count != len(labels):
         raise RetrainError(f"the labels file {config.labels} has {label_count(len(labels))} but --graph {config.graph} "

@@ -433,6 +433,16 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
     return values
 
 
+def run_final_tensor_name(graph: Path) -> str | None:
+    """The --final_tensor_name of the run whose report lists the model at `graph` (its bytes that run's)."""
+    found = _run_report(_model(graph))
+    try:
+        name = found[1]["run"]["flags"]["final_tensor_name"] if found is not None and found[2] is None else None
+    except (KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def _an_intermediate_graph(graph: Path) -> bool:
     """Whether the report that lists the model at `graph` lists it among its run's intermediate graphs."""
     found = _run_report(_model(graph))

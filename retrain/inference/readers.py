@@ -46,18 +46,22 @@ class Model:
 # --------------------------------------------------------------------------- loading models
 
 
-def load_model(path: Path, *, input_layer: str | None = None, output_layer: str | None = None) -> Model:
-    """Open a frozen GraphDef file, a SavedModel folder or a TFLite file, whichever `path` is."""
+def load_model(path: Path, *, input_layer: str | None = None, output_layer: str | None = None,
+               final_name: str | None = None) -> Model:
+    """Open a frozen GraphDef file, a SavedModel folder or a TFLite file, whichever `path` is. `final_name`: the
+    --final_tensor_name the run that wrote it gave its frozen graph, which --output_layer may name for the
+    SavedModel's or TFLite model's output too, as it names `final_result` (probe HHH)."""
+    classic = (FINAL_TENSOR_NAME, *([final_name] if final_name else []))
     if path.is_dir():
-        return _SavedModel(path, input_layer=input_layer, output_layer=output_layer)
+        return _SavedModel(path, input_layer=input_layer, output_layer=output_layer, classic=classic)
     if is_saved_model_file(path):
-        return _SavedModel(path.parent, input_layer=input_layer, output_layer=output_layer)
+        return _SavedModel(path.parent, input_layer=input_layer, output_layer=output_layer, classic=classic)
     try:
         data = read_bytes(path)
     except ImageError as error:
         raise RetrainError(f"cannot read --graph {path}: {error}") from None
     if is_tflite(data):
-        return _TfliteModel(path, data, input_layer=input_layer, output_layer=output_layer)
+        return _TfliteModel(path, data, input_layer=input_layer, output_layer=output_layer, classic=classic)
     if (problem := not_a_model(path, data)) is not None:
         raise RetrainError(problem)
     return _FrozenGraph(path, data, input_layer=input_layer, output_layer=output_layer)
@@ -238,7 +242,8 @@ class _SavedModel(Model):
 
     kind = "SavedModel"
 
-    def __init__(self, path: Path, *, input_layer: str | None, output_layer: str | None) -> None:
+    def __init__(self, path: Path, *, input_layer: str | None, output_layer: str | None,
+                 classic: Sequence[str] = (FINAL_TENSOR_NAME,)) -> None:
         tf = import_tensorflow()
         if not (path / "saved_model.pb").exists() and not (path / "saved_model.pbtxt").exists():
             raise RetrainError(f"--graph {path} is a folder but not a SavedModel (no saved_model.pb); pass the "
@@ -257,8 +262,8 @@ class _SavedModel(Model):
         outputs = dict(self.function.structured_outputs)
         listing = (f"{_candidates('input', (f'{k} {_shape_text(_dims(s.shape))}' for k, s in inputs.items()))}; "
                    f"{_candidates('output', (f'{k} {_shape_text(_dims(s.shape))}' for k, s in outputs.items()))}")
-        input_layer = _classic_name(input_layer, inputs, classic=INPUT_NODE, ours=IMAGE_KEY)
-        output_layer = _classic_name(output_layer, outputs, classic=FINAL_TENSOR_NAME, ours=OUTPUT_KEY)
+        input_layer = _classic_name(input_layer, inputs, classic=(INPUT_NODE,), ours=IMAGE_KEY)
+        output_layer = _classic_name(output_layer, outputs, classic=classic, ours=OUTPUT_KEY)
         self.input_key = _pick(input_layer, inputs, preferred=IMAGE_KEY, flag="--input_layer", path=path,
                                listing=listing, other=outputs,
                                usable=lambda s: s.dtype == tf.float32 and _is_image_input(_dims(s.shape)))
@@ -283,13 +288,13 @@ class _SavedModel(Model):
             raise RetrainError(f"running the SavedModel failed: {_first_line(error)}") from None
 
 
-def _classic_name(layer: str | None, keys: Iterable[str], *, classic: str, ours: str) -> str | None:
+def _classic_name(layer: str | None, keys: Iterable[str], *, classic: Sequence[str], ours: str) -> str | None:
     """None (retrain's own input or output) for the frozen graph's node name (`Placeholder`, `final_result`, as
     a classic label_image.py command passes them) given for a SavedModel or TFLite export, where that is `ours`."""
     keys = set(keys)
     if layer is None or layer in keys or ours not in keys:
         return layer
-    return None if layer.removeprefix("import/") in (classic, f"{classic}:0") else layer
+    return None if layer.removeprefix("import/").removesuffix(":0") in classic else layer
 
 
 def _not_there(name: str, *, flag: str, other: Container[str], where: str, listing: str) -> RetrainError:
@@ -321,7 +326,8 @@ class _TfliteModel(Model):
 
     kind = "TFLite model"
 
-    def __init__(self, path: Path, data: bytes, *, input_layer: str | None, output_layer: str | None) -> None:
+    def __init__(self, path: Path, data: bytes, *, input_layer: str | None, output_layer: str | None,
+                 classic: Sequence[str] = (FINAL_TENSOR_NAME,)) -> None:
         interpreter_class = _interpreter_class()
         try:
             with stderr_captured():
@@ -340,8 +346,8 @@ class _TfliteModel(Model):
                     yield f"{name} ({np.dtype(detail['dtype']).name} {_shape_text(_tflite_dims(detail))})"
 
         listing = f"{_candidates('input', describe(inputs))}; {_candidates('output', describe(outputs))}"
-        input_layer = _classic_name(input_layer, inputs, classic=INPUT_NODE, ours=IMAGE_KEY)
-        output_layer = _classic_name(output_layer, outputs, classic=FINAL_TENSOR_NAME, ours=OUTPUT_KEY)
+        input_layer = _classic_name(input_layer, inputs, classic=(INPUT_NODE,), ours=IMAGE_KEY)
+        output_layer = _classic_name(output_layer, outputs, classic=classic, ours=OUTPUT_KEY)
         self.input = _tflite_pick(input_layer, inputs, self.interpreter.get_input_details(), flag="--input_layer",
                                   path=path, listing=listing, other=outputs)
         self.output = _tflite_pick(output_layer, outputs, self.interpreter.get_output_details(), flag="--output_layer",
