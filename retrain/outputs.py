@@ -182,11 +182,11 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                                  "give each output its own path")
 
 
-_KERNELS = ("/proc", "/sys")
+_KERNELS = ("/proc",)  # (/sys refuses new files even to root: said as any folder that cannot be written)
 
 
 def _kernels_place(path: Path) -> str | None:
-    """The place in /proc or /sys that `path` leads to, as spelt or through its links, or None. (Probe GGG:
+    """The place in /proc that `path` leads to, as spelt or through its links, or None. (Probe GGG:
     `--output_graph /dev/stdout`, a link to /proc/self/fd/1, which led to the empty file stdout went to, was
     taken for a link to a file and replaced by the graph: /dev/stdout became a regular file, exit 0. And
     `--saved_model_dir /proc/self` failed after training with a word about /proc/self/task/N/fd/12.)"""

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from retrain.cli import retrain_command
-from tests.conftest import COLOURS, PHOTOS, colour_photo, flags, invoke, make_colour_tree, run_script
+from tests.conftest import COLOURS, EARLIER_GRAPH, PHOTOS, colour_photo, flags, invoke, make_colour_tree, run_script
 
 # The frozen graph, loaded the classic way in a separate Python: what label_image.py and serving stacks do.
 CLASSIC_LOADER = r"""
@@ -273,7 +273,7 @@ def test_an_interrupted_label_image_does_not_speak_of_files_kept(tmp_path: Path,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(command, "run", interrupted)
-    (tmp_path / "g.pb").write_bytes(b"")
+    (tmp_path / "g.pb").write_bytes(EARLIER_GRAPH)  # a graph: a file that is none is refused before any work
     (tmp_path / "l.txt").write_text("a\n")
     (tmp_path / "x.jpg").write_bytes(b"")
     result = invoke(label_image_command, ["--graph", str(tmp_path / "g.pb"), "--labels", str(tmp_path / "l.txt"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -407,7 +408,11 @@ class TFJS(Exporter):
                                f"model needs (--tfhub_module {model.source.handle}); drop --output_tfjs")
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
-        metadata: dict[str, Any] = {"module": model.source.handle}
+        # A web model is published: a local module is named by its folder's name, not the trainer's path to it
+        # (probe HHH: /home/<user>/... went out with every web page); handles and short names stay as given.
+        metadata: dict[str, Any] = {"module": ",".join(
+            os.path.basename(member.handle.rstrip("/")) if os.path.isabs(member.handle) else member.handle
+            for member in model.source.members)}
         if model.head.thresholds is not None:
             metadata["thresholds"] = [float(t) for t in model.head.thresholds]
 
