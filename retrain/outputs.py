@@ -149,6 +149,7 @@ def _region(item: Output | Input) -> _Region:
 def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     """Refuse, with one line naming both flags, any output that overlaps an input or another output."""
     mounts.reset()  # this run's checks see the mounts as they are now
+    _INPUTS[:] = [(item, _region(item)) for item in inputs if item.kind == "tree"]
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
         made_up = _kernels_place(output.path)
         if made_up is not None:
@@ -253,7 +254,7 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
     its own); the system lets go when the process ends, killed too. What runs share (the cache, the TensorBoard
     folder, the checkpoint) gets a lock file named after the process too, only to say where it writes
     (`_check_others`). Where no lock can be taken, a warning says so and the run goes on unheld."""
-    release_outputs()
+    _release_locks()
     folder = _lock_folder()
     if folder is None:
         return
@@ -394,7 +395,13 @@ def _lock_soon(fd: int) -> None:
 
 def release_outputs() -> None:
     """Let go of the outputs hold_outputs held, removing their lock files (at the end of a run; a process's next
-    run lets go first too). A file is removed while still locked, so no run can lock it and then lose it."""
+    run lets go first too), and of the trees the run read (`check_still_outside`)."""
+    _INPUTS.clear()
+    _release_locks()
+
+
+def _release_locks() -> None:
+    """A lock file is removed while still locked, so no run can lock it and then lose it."""
     while _HELD:
         fd, path = _HELD.pop()
         with contextlib.suppress(OSError):
@@ -767,6 +774,22 @@ def judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:
                            "another run, so retrain did not replace it)") from None
 
 
+# The trees the run reads (its images), as check_clashes found them: a write checks it is still outside them.
+_INPUTS: list[tuple[Input, _Region]] = []
+
+
+def check_still_outside(path: Path, *, flag: str) -> None:
+    """RetrainError when the output at `path` now lies inside a tree the run reads (probe GGG: the output folder
+    replaced by a link into the image tree after the run's checks put the model's files among the photos)."""
+    region = _Region(path, "file")
+    region.path = _entry(path)  # (a write replaces a link, not the file it leads to: as check_clashes judged)
+    for item, tree in _INPUTS:
+        if tree.overlaps(region):
+            raise RetrainError(f"{flag} {path} now lies inside {item.flag} {item.path}, which the run reads (a "
+                               "folder on its way was moved or replaced by a link while the run went on); nothing "
+                               "was written there")
+
+
 def record_written(path: Path) -> None:
     """Record what the file a run has just written at an output path is, so its own later writes pass."""
     judged = _JUDGED.get(real(path))
@@ -892,7 +915,8 @@ def make_folder(directory: Path, *, flag: str) -> None:
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, same: Sequence[bytes] = ()) -> None:
     """Write via a temporary file in the same folder, fsync, then rename over `path`; just before the rename, a
-    file there that changed since the run's checks is judged again (`judge_again`; `same`: what is being written)."""
+    file there that changed since the run's checks is judged again (`judge_again`; `same`: what is being written),
+    and the path must still lie outside the trees the run reads (`check_still_outside`)."""
     remove_stale_temps(path)
     fd, tmp = -1, ""
     try:
@@ -911,6 +935,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, sam
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
+        check_still_outside(path, flag=flag)
         judge_again(path, same=same)
         with replacing(path, Path(tmp)):
             os.replace(tmp, path)
@@ -1352,6 +1377,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     """
     if directory.is_symlink():
         directory = real(directory)
+    check_still_outside(directory, flag=flag)
     remove_stale_temps(directory)
     make_folder(directory.parent, flag=flag)
     tag = f"{temp_prefix(directory.name)}{uuid.uuid4().hex[:8]}"
@@ -1363,6 +1389,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
                                                     "files": files,
                                                     "sha256": {name: _sha256(tmp / name) for name in files}},
                                                    indent=1) + "\n")
+        check_still_outside(directory, flag=flag)
         moved = directory.exists()
         if moved:
             try:

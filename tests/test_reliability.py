@@ -158,6 +158,37 @@ def test_an_output_that_leads_into_proc_is_refused(colour_tree: Path, tmp_path: 
     assert error.startswith("retrain: error: --saved_model_dir /proc/self leads to /proc/self, which the kernel")
 
 
+def test_an_output_folder_replaced_by_a_link_into_the_tree_while_the_run_goes_on_is_not_written(
+        tmp_path: Path) -> None:
+    """Probe GGG: the output folder swapped for a link into the image tree after the run's checks (at `Step 0`)
+    put the graph, labels, report and SavedModel among the red photos, exit 0. Each write checks again."""
+    from retrain.errors import RetrainError
+    from retrain.outputs import (Input, Output, atomic_write_bytes, check_clashes, check_replaceable_files,
+                                 release_outputs, replace_folder)
+
+    tree, out = make_colour_tree(tmp_path / "photos", per_class=2), tmp_path / "out"
+    out.mkdir()
+    outputs = [Output("--output_graph", out / "g.pb", content="graph"),
+               Output("--saved_model_dir", out / "sm", kind="folder")]
+    check_clashes(outputs, [Input("--image_dir", tree)])
+    check_replaceable_files(outputs)
+    before = digest(tree)
+    out.rmdir()
+    out.symlink_to(tree / "red")
+    try:
+        with pytest.raises(RetrainError, match=rf"^--output_graph {out / 'g.pb'} now lies inside --image_dir {tree}, "
+                                               r"which the run reads \(a folder on its way was moved or replaced"):
+            atomic_write_bytes(out / "g.pb", b"graph", flag="--output_graph")
+        with pytest.raises(RetrainError, match=rf"^--saved_model_dir {out / 'sm'} now lies inside --image_dir"):
+            replace_folder(out / "sm", lambda folder: folder.mkdir(), flag="--saved_model_dir")
+    finally:
+        release_outputs()
+    assert digest(tree) == before
+    out.unlink()  # once the run is over, the trees it read are no longer held against writes
+    out.mkdir()
+    atomic_write_bytes(tree / "red" / "written.txt", b"x", flag="--output_labels")
+
+
 def test_an_output_that_is_a_link_in_the_tree_to_a_file_outside_is_refused(colour_tree: Path, tmp_path: Path,
                                                                           outputs, tiny_module: Path) -> None:
     """The check judged the link by the file it points to (outside the tree), but the write replaces the link: a
