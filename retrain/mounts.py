@@ -1,13 +1,17 @@
-"""One spelling for a place that bind mounts show at several paths (Linux's /proc/self/mountinfo).
+"""One spelling for a place that mounts show at several paths (Linux's /proc/self/mountinfo).
 
 `retrain`'s checks compare paths with links resolved (`outputs.real`); a bind
 mount shows one folder at a second path that no link resolves. A container
 started with `-v ~/photos:/data -v ~/photos/models:/models` (probe GGG: `mount
 --bind`) made `/models/graph.pb` an output inside the image tree that the next
 run trains on, two outputs one file, and two runs' locks two locks. `canonical`
-maps a path on a bind mount to the same place under a mount of the same
-filesystem that shows more of it (the one whose root lies highest), when that
-is the same folder (checked by device and inode); other paths are unchanged.
+maps a path to the same place under one chosen mount of its filesystem: of those
+that show it, the one whose root within the filesystem lies highest, then the
+one with the shortest mount point (the first in order of those of one length),
+when that is the same folder (checked by device and inode); other paths are
+unchanged. `filesystem_type` tells a path on a /proc file system wherever it is
+mounted, and `is_mount_point` a bind mount of a folder of the same file system,
+which os.path.ismount does not see.
 """
 
 from __future__ import annotations
@@ -15,63 +19,101 @@ from __future__ import annotations
 import functools
 import os
 import re
+from typing import NamedTuple
 
 _MOUNTINFO = "/proc/self/mountinfo"
 _ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space as \040, a backslash as \134
 
 
+class _Mount(NamedTuple):
+    point: str  # where it is mounted
+    device: str  # major:minor of its file system
+    root: str  # the folder of that file system it shows
+    kind: str  # the file system's type (ext4, tmpfs, proc...)
+
+
+class _Table(NamedTuple):
+    at: dict[str, _Mount]  # by mount point: the one on top (mounted last) where several share a point
+    by_device: dict[str, list[_Mount]]  # the mounts of each file system, in the order mounted
+
+
 @functools.lru_cache(maxsize=1)
-def _mounts() -> tuple[tuple[str, str, str], ...]:
-    """(mount point, device, root within the device) of each mount, in the order mounted (a later one at the
-    same point hides the earlier); empty where there is no mountinfo to read."""
+def _table() -> _Table:
+    """The mount table; empty where there is no mountinfo to read."""
     try:
         with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
-            lines = handle.read().splitlines()
+            lines = handle.read().split("\n")  # (not splitlines: a mount point may hold \x1c or \u2028)
     except OSError:
-        return ()
-    found = []
+        return _Table({}, {})
+    at: dict[str, _Mount] = {}
+    by_device: dict[str, list[_Mount]] = {}
     for line in lines:
         fields = line.split(" ")
-        if len(fields) >= 5:
-            root, point = (_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field) for field in fields[3:5])
-            found.append((point, fields[2], root))
-    return tuple(found)
+        if len(fields) < 7 or "-" not in fields[6:]:
+            continue
+        root, point = (_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field) for field in fields[3:5])
+        kind = fields[fields.index("-", 6) + 1] if len(fields) > fields.index("-", 6) + 1 else ""
+        mount = _Mount(point, fields[2], root, kind)
+        at[point] = mount
+        by_device.setdefault(mount.device, []).append(mount)
+    return _Table(at, by_device)
 
 
 def reset() -> None:
     """Read the mount table again at the next use (a run's checks start here; mounts may change between runs)."""
-    _mounts.cache_clear()
+    _table.cache_clear()
 
 
 def _within(path: str, folder: str) -> str | None:
-    """`path` below `folder` ('' for the folder itself), or None."""
+    """`path` below `folder` ('' for the folder itself, else starting with '/'), or None."""
     if path == folder:
         return ""
-    base = folder.rstrip("/") + "/"
-    return path[len(base) - 1:] if path.startswith(base) else None
+    if folder == "/":
+        return path if path.startswith("/") else None
+    return path[len(folder):] if path.startswith(folder + "/") else None
+
+
+def _mount_of(path: str) -> _Mount | None:
+    """The mount an absolute, link-free path lies on: its deepest ancestor that is a mount point."""
+    at = _table().at
+    place = path
+    while True:
+        if place in at:
+            return at[place]
+        parent = os.path.dirname(place)
+        if parent == place:
+            return None
+        place = parent
 
 
 def canonical(path: str) -> str:
-    """The absolute, link-free `path` as seen through the mount of its filesystem whose root lies highest."""
-    mounts = _mounts()
-    for _ in range(8):  # a bind of a bind mount
-        own = None  # the mount the path lies on: the deepest point, the later of two at one point (it is on top)
-        for mount in mounts:
-            if _within(path, mount[0]) is not None and (own is None or len(mount[0]) >= len(own[0])):
-                own = mount
-        if own is None or own[2] == "/":
+    """The absolute, link-free `path` as seen through the chosen mount of its file system (see the module)."""
+    for _ in range(8):  # (each step moves to a mount whose root lies higher, or a shorter mount point)
+        own = _mount_of(path)
+        if own is None:
             return path
-        inner = own[2].rstrip("/") + _within(path, own[0])  # the path within the device
-        wider = [(root, point) for point, device, root in mounts
-                 if device == own[1] and len(root) < len(own[2]) and _within(inner, root) is not None]
-        if not wider:
+        inner = own.root.rstrip("/") + _within(path, own.point) or "/"  # the path within the file system
+        showing = [mount for mount in _table().by_device.get(own.device, ()) if _within(inner, mount.root) is not None
+                   and _table().at.get(mount.point) == mount]  # (one hidden under a later mount shows nothing)
+        best = min(showing, key=lambda mount: (len(mount.root), len(mount.point), mount.point), default=own)
+        if best == own:
             return path
-        root, point = min(wider, key=lambda mount: len(mount[0]))
-        seen = os.path.normpath(point.rstrip("/") + _within(inner, root))
+        seen = os.path.normpath(best.point.rstrip("/") + (_within(inner, best.root) or "")) or "/"
         if not _same_place(path, seen):  # hidden by a mount over it: keep the path as given
             return path
         path = seen
     return path
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the file system an absolute, link-free path lies on ('' when unknown)."""
+    mount = _mount_of(path)
+    return mount.kind if mount is not None else ""
+
+
+def is_mount_point(path: str) -> bool:
+    """Whether an absolute, link-free path is a mount point (a bind mount of the same file system too)."""
+    return path in _table().at or os.path.ismount(path)
 
 
 def _same_place(path: str, other: str) -> bool:

@@ -153,7 +153,7 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
         made_up = _kernels_place(output.path)
         if made_up is not None:
-            hint = " (to see it on stdout, write it to a file, then cat that)" if made_up.startswith("/proc/") and \
+            hint = " (to see it on stdout, write it to a file, then cat that)" if output.kind == "file" and \
                 "/fd/" in made_up else ""
             raise UsageError(f"{output.named()} leads to {made_up}, which the kernel makes up (a process's open "
                              f"files, its settings), not a place for files; choose a path on a disk for "
@@ -183,25 +183,22 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                                  "give each output its own path")
 
 
-_KERNELS = ("/proc",)  # (/sys refuses new files even to root: said as any folder that cannot be written)
-
-
 def _kernels_place(path: Path) -> str | None:
-    """The place in /proc that `path` leads to, as spelt or through its links, or None. (Probe GGG:
-    `--output_graph /dev/stdout`, a link to /proc/self/fd/1, which led to the empty file stdout went to, was
-    taken for a link to a file and replaced by the graph: /dev/stdout became a regular file, exit 0. And
-    `--saved_model_dir /proc/self` failed after training with a word about /proc/self/task/N/fd/12.)"""
+    """The place on a /proc file system that `path` leads to, through its folders' links and its own, or None.
+    (Probe GGG: `--output_graph /dev/stdout`, a link to /proc/self/fd/1, which led to the empty file stdout went
+    to, was taken for a link to a file and replaced by the graph: /dev/stdout became a regular file, exit 0; and
+    `--saved_model_dir /proc/self` failed after training. Probe III: /proc mounted elsewhere too, and a link
+    whose `..` follows a link; /proc/self/root/... leads to the disk, and is no such place. /sys refuses new
+    files even to root, as any folder that cannot be written.)"""
     place = os.path.abspath(os.path.expanduser(path))
     for _ in range(40):  # (the system's own limit on links followed)
-        if any(place == top or place.startswith(top + "/") for top in _KERNELS):
-            return place
         place = os.path.join(os.path.realpath(os.path.dirname(place)), os.path.basename(place))
-        if any(place == top or place.startswith(top + "/") for top in _KERNELS):
+        if place == "/proc" or place.startswith("/proc/") or mounts.filesystem_type(place) == "proc":
             return place
         if not os.path.islink(place):
             return None
-        place = os.path.normpath(os.path.join(os.path.dirname(place), os.readlink(place)))
-    return None
+        place = os.path.join(os.path.dirname(place), os.readlink(place))  # (its folder resolved as the kernel
+    return None  # does: links first, then `..`)
 
 
 def check_outside_exports(outputs: Sequence[Output]) -> None:
@@ -588,8 +585,9 @@ def _check_replaceable_contents(path: Path, *, flag: str) -> None:
     """An existing folder output is a folder retrain may swap out whole: empty, or exactly what it wrote there."""
     if not path.is_dir():
         raise UsageError(f"{flag} {path} is {_not_a_folder(path)}; expected a folder")
-    if _inside(real(Path.cwd()), real(path)) or os.path.ismount(path):
-        where = "a mount point" if os.path.ismount(path) else "the current folder or holds it"
+    mount_point = mounts.is_mount_point(os.path.realpath(path))  # (a bind mount too: probe III)
+    if _inside(real(Path.cwd()), real(path)) or mount_point:
+        where = "a mount point" if mount_point else "the current folder or holds it"
         raise UsageError(f"{flag} {path} is {where}; retrain replaces that folder whole, so give a new "
                          f"sub-folder, such as {path / 'model'}")
     marker = _read_marker(path)
@@ -807,6 +805,10 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
     if not path.is_file():
         raise UsageError(f"{shown} is not a regular file (a device or a pipe); retrain writes a new file "
                          f"there, so choose a file path for {output.flag}")
+    if mounts.is_mount_point(os.path.join(os.path.realpath(path.parent), path.name)):  # a file bind-mounted there
+        # (probe III: found only after training, when the rename failed)
+        raise UsageError(f"{shown} is a mount point (a file mounted there); retrain writes a new file and renames it "
+                         f"there, which a mount point refuses, so choose another path for {output.flag}")
     if not output.content or path.stat().st_size == 0:
         return
     what, recognise = CONTENTS[output.content]
@@ -1376,7 +1378,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     files put into it while the run went on are the user's, and stop the swap.
     """
     if directory.is_symlink():
-        directory = real(directory)
+        directory = Path(os.path.realpath(directory))  # (not `real`: through a bind mount, as spelt: probe III)
     check_still_outside(directory, flag=flag)
     remove_stale_temps(directory)
     make_folder(directory.parent, flag=flag)

@@ -439,14 +439,22 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
     lossy = bytearray(_encoded(Image.new("RGB", (8, 6)), "WEBP"))
     lossy[26:30] = struct.pack("<HH", 16_383, 12_000)
     assert [bytes(data[12:16]) for data in (lossless, extended, lossy)] == [b"VP8L", b"VP8X", b"VP8 "]
+    # Probe III: a GIF whose first frame is larger than its screen (read past a comment's sub-blocks), a 24-bit BMP.
+    framed = bytearray(_encoded(Image.new("P", (16, 16)), "GIF", comment=b"x" * 600))
+    at = framed.index(b"\x2c\x00\x00\x00\x00\x10\x00\x10\x00")  # the image descriptor: at 0, 0, 16 x 16
+    framed[at + 5:at + 9] = struct.pack("<HH", 15_000, 15_000)
+    rgb_bmp = bytearray(_encoded(Image.new("RGB", (8, 6)), "BMP"))
+    rgb_bmp[18:26] = struct.pack("<ii", 13_500, -13_400)  # (top-down rows)
     for data, message in ((bytes(huge_palette), "corrupt BMP: a palette of 4000000000 colours"),
-                          (bomb, r"BMP too large to decode safely: 14000 x 14000 pixels \(at most 178956970"),
+                          (bomb, r"image too large to decode safely: 196000000 pixels \(at most 178956970"),
                           (bytes(png), r"image too large to decode safely: 400000000 pixels \(at most 178956970"),
                           (bytes(gif), r"image too large to decode safely: 4294836225 pixels \(at most 178956970"),
                           (bytes(jpeg), r"JPEG too large to decode safely: 600000000 pixels \(at most 357913940"),
                           (bytes(lossless), r"image too large to decode safely: 196000000 pixels \(at most"),
                           (bytes(extended), r"image too large to decode safely: 200000000 pixels \(at most"),
-                          (bytes(lossy), r"image too large to decode safely: 196596000 pixels \(at most")):
+                          (bytes(lossy), r"image too large to decode safely: 196596000 pixels \(at most"),
+                          (bytes(framed), r"image too large to decode safely: 225000000 pixels \(at most"),
+                          (bytes(rgb_bmp), r"image too large to decode safely: 180900000 pixels \(at most")):
         with pytest.raises(Exception):
             decode_rgb(data, min_size=(224, 224))  # training's refusal
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):

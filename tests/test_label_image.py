@@ -805,6 +805,10 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
     fake_tflite.write_bytes(b"not a flatbuffer")
     assert "not a TFLite model" in _error(["--graph", str(fake_tflite), "--labels", labels, "--image", photo], expect=2)
     assert "not a SavedModel" in _error(["--graph", str(tmp_path), "--labels", labels, "--image", photo], expect=2)
+    renamed = tmp_path / "model.pb"  # a SavedModel's saved_model.pb copied under another name (probe III)
+    shutil.copyfile(trained.saved_model / "saved_model.pb", renamed)
+    assert "looks like a SavedModel's saved_model.pb under another name; pass the folder" in _error(
+        ["--graph", str(renamed), "--labels", labels, "--image", photo], expect=2)
     # Without --labels too (probe HHH: the labels file, listed in the report beside it, was said to hold other
     # bytes than its run wrote), said before any labels are looked for.
     for not_a_model in (labels, photo):

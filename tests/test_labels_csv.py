@@ -541,10 +541,14 @@ def test_a_photo_inside_image_dir_hashes_one_name_however_the_csv_spells_it(tmp_
     spellings of one CSV. A file outside --image_dir keeps its own spelling."""
     link = tmp_path / "link"
     link.symlink_to(image_dir)
+    far = tmp_path / "a" / "b" / "far"  # a link whose `..` the kernel takes after the link (probe III):
+    far.parent.mkdir(parents=True)  # far/../images is the photos; as spelt (a/b/images), nothing
+    far.symlink_to(image_dir)
     real_path, linked_path = image_dir / "sub" / "e.webp", link / "sub" / "e.webp"
     for folder, written in ((image_dir, "sub/e.webp"), (image_dir, "../images/sub/e.webp"), (image_dir, real_path),
                             (image_dir, linked_path), (link, "sub/e.webp"), (link, "../images/sub/e.webp"),
-                            (link, real_path), (link, linked_path), (link, "sub/../sub/e.webp")):
+                            (link, real_path), (link, linked_path), (link, "sub/../sub/e.webp"),
+                            (far, "../images/sub/e.webp")):
         table = read_labels_csv(write(tmp_path, f"path,labels\n{written},cat\n../outside.jpg,dog\n"),
                                 image_dir=folder)
         assert [row.name for row in table.rows] == ["sub/e.webp", "../outside.jpg"], (folder, written)

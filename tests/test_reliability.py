@@ -112,30 +112,68 @@ def test_a_bind_mount_does_not_hide_an_output_in_the_tree_or_two_outputs_on_one_
     """Probe GGG: paths were compared with links resolved, and a bind mount shows a folder at a second path no
     link resolves (a container's `-v ~/photos:/data -v ~/photos/models:/models`): a graph written into the tree
     through one (the next run trained on the TensorBoard sprite as a red photo), two outputs on one file (found
-    only after training, called another program's), two runs' locks on one folder two locks. Run in a mount
-    namespace of its own (root, as the machines running these tests are), each refused before any work."""
-    bound, alias, out = tmp_path / "bound", tmp_path / "alias", outputs["output_graph"].parent
-    bound.mkdir()
-    alias.mkdir()
+    only after training, called another program's), two runs' locks on one folder two locks. Probe III: a file
+    system mounted at two places (each showing its root), /proc bound elsewhere, a CSV's spelling through a bind
+    (another split). Run in a mount namespace of its own (root, as the machines running these tests are), each
+    refused before any work."""
+    bound, alias, one, two, proc, wide, shown, saved = (tmp_path / name for name in (
+        "bound", "alias", "one", "two", "proc", "wide", "shown", "saved"))
+    for folder in (bound, alias, one, two, proc, wide, shown, saved, tmp_path / "elsewhere"):
+        folder.mkdir()
+    (tmp_path / "labels_there.txt").write_text("")
+    out = outputs["output_graph"].parent
+    (tmp_path / "stdout").symlink_to(proc / "self" / "fd" / "1")
+    table = tmp_path / "labels.csv"
+    table.write_text(f"path,labels\n{bound / 'red' / 'red_000.jpg'},red\nblue/blue_000.jpg,blue\n")
     cases = [[sys.executable, "-m", "retrain", *flags(image_dir=colour_tree, tfhub_module=tiny_module,
                                                       how_many_training_steps=5, **{**outputs, **change})]
              for change in ({"output_graph": bound / "red" / "g.pb"}, {"summaries_dir": bound / "red" / "logs"},
-                            {"output_tflite": alias / "graph.pb"})]
-    script = (f"mount --bind {colour_tree} {bound} && mount --bind {out} {alias} && " + " ; ".join(
-        f"{' '.join(map(shlex.quote, case))} 2>&1 | grep 'retrain: error'" for case in cases) +
-        f" ; {sys.executable} -c " + shlex.quote(f"from retrain.outputs import real; print(real({str(alias / 'x')!r}))"))
+                            {"output_tflite": alias / "graph.pb"},
+                            {"output_graph": one / "g.pb", "output_labels": two / "g.pb"},
+                            {"output_graph": tmp_path / "stdout"},
+                            {"saved_model_dir": saved}, {"output_labels": out / "labels_mounted.txt"},
+                            {"saved_model_dir": tmp_path / "linked"})]
+    csv_name = (f"from pathlib import Path; from retrain.labels.csv import read_labels_csv; print(read_labels_csv("
+                f"Path({str(table)!r}), image_dir=Path({str(colour_tree)!r})).rows[0].name)")
+    # A folder and a file bound over others of the same disk (mount points os.path.ismount does not see: probe
+    # III, refused only after training), and a link to a folder of a read-only wide mount's writable part (the
+    # SavedModel was written through the wide mount's spelling, and failed).
+    (out / "labels_mounted.txt").write_text("")
+    (tmp_path / "linked").symlink_to(shown / "sm")
+    script = (f"mount --bind {colour_tree} {bound} && mount --bind {out} {alias} && mount -t tmpfs tmpfs {one} && "
+              f"mount --bind {one} {two} && mount --bind /proc {proc} && mount --bind {tmp_path / 'elsewhere'} {saved}"
+              f" && mount --bind {tmp_path / 'labels_there.txt'} {out / 'labels_mounted.txt'} && "
+              f"mount -t tmpfs tmpfs {wide} && mkdir -p {wide / 'rw' / 'sm'} && mount --bind {wide / 'rw'} {shown} && "
+              f"mount -o remount,bind,ro {wide} && " + " ; ".join(
+                  f"{' '.join(map(shlex.quote, case))} 2>&1 >/dev/null | grep 'retrain: error' || echo done"
+                  for case in cases) +
+              f" ; {sys.executable} -c " + shlex.quote(f"from retrain.outputs import real; print(real("
+                                                         f"{str(alias / 'x')!r}))") +
+              f" ; {sys.executable} -c " + shlex.quote(csv_name) + " 2>/dev/null")
     before = digest(colour_tree)
     done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
-    assert done.stdout.splitlines() == [
+    assert re.sub(rf"{proc}/\d+/", f"{proc}/PID/", done.stdout).splitlines() == [
         f"retrain: error: --output_graph {bound / 'red' / 'g.pb'} would write into --image_dir {colour_tree}, which "
         "the run reads; choose a --output_graph outside it",
         f"retrain: error: --summaries_dir {bound / 'red' / 'logs'} would write into --image_dir {colour_tree}, "
         "which the run reads; choose a --summaries_dir outside it",
         f"retrain: error: --output_tflite {alias / 'graph.pb'} is also --output_graph {outputs['output_graph']}; "
         "give each output its own path",
-        str(out / "x")], done.stderr  # the place the locks are named after: the output folder's, either way
-    assert digest(colour_tree) == before and not list(out.iterdir())
+        f"retrain: error: --output_labels {two / 'g.pb'} is also --output_graph {one / 'g.pb'}; give each output "
+        "its own path",
+        f"retrain: error: --output_graph {tmp_path / 'stdout'} leads to {proc}/PID/fd/1, which the kernel makes up "
+        "(a process's open files, its settings), not a place for files; choose a path on a disk for --output_graph "
+        "(to see it on stdout, write it to a file, then cat that)",
+        f"retrain: error: --saved_model_dir {saved} is a mount point; retrain replaces that folder whole, so give a "
+        f"new sub-folder, such as {saved / 'model'}",
+        f"retrain: error: --output_labels {out / 'labels_mounted.txt'} is a mount point (a file mounted there); "
+        "retrain writes a new file and renames it there, which a mount point refuses, so choose another path for "
+        "--output_labels",
+        "done",  # the SavedModel written through the link, beside the read-only wide mount
+        str(out / "x"),  # the place the locks are named after: the output folder's, either way
+        "red/red_000.jpg"], done.stderr  # as the CSV names it without the bind: the same split
+    assert digest(colour_tree) == before and (tmp_path / "stdout").is_symlink()
 
 
 def test_an_output_that_leads_into_proc_is_refused(colour_tree: Path, tmp_path: Path, outputs,
@@ -149,8 +187,8 @@ def test_an_output_that_leads_into_proc_is_refused(colour_tree: Path, tmp_path: 
         done = subprocess.run([sys.executable, "-m", "retrain", *flags(
             image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5,
             **{**outputs, "output_graph": link})], stdout=printed, stderr=subprocess.PIPE, text=True, timeout=300)
-    assert done.returncode == 2 and done.stderr.splitlines()[-1] == (
-        f"retrain: error: --output_graph {link} leads to /proc/self/fd/1, which the kernel makes up (a process's open "
+    assert done.returncode == 2 and re.sub(r"/proc/\d+/", "/proc/PID/", done.stderr.splitlines()[-1]) == (
+        f"retrain: error: --output_graph {link} leads to /proc/PID/fd/1, which the kernel makes up (a process's open "
         "files, its settings), not a place for files; choose a path on a disk for --output_graph (to see it on "
         "stdout, write it to a file, then cat that)"), done.stderr
     assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"

@@ -76,6 +76,10 @@ def not_a_model(path: Path, data: bytes) -> str | None:
     if path.suffix.lower() == ".tflite":
         return (f"--graph {path} is not a TFLite model (no TFL3 identifier); expected a .tflite file that retrain or "
                 "the TFLite converter wrote")
+    # A SavedModel's saved_model.pb starts with its schema version (field 1, a number), a graph with a node.
+    if data[:1] == b"\x08" and path.name != "saved_model.pb":
+        return (f"--graph {path} looks like a SavedModel's saved_model.pb under another name; pass the folder that "
+                "holds it as saved_model.pb, beside its variables/ (the --saved_model_dir retrain wrote)")
     nodes = named = 0
     try:
         for name, op in graph_nodes(data):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from retrain import mounts
 from retrain.errors import RetrainError, UsageError
 from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, look_alikes
 from retrain.names import shown
@@ -329,7 +330,8 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
     """Every data row checked and de-duplicated: see read_labels_csv for the rules."""
     rows: list[CsvRow] = []
     seen: dict[tuple[int, int], CsvRow] = {}  # by the file (device, inode)
-    _real_folder.cache_clear()  # (links may have changed since an earlier read in this process)
+    _real_folder.cache_clear()  # (links and mounts may have changed since an earlier read in this process)
+    mounts.reset()
     interned: dict[str, str] = {}
     image_root = os.path.abspath(image_dir)
     end = reader.line_num
@@ -479,16 +481,17 @@ def _split_labels(notes: _Notes, *, line: int, text: str, delimiter: str,
 def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str]:
     """(path to check, split-hash name) as strings, for a path as written in the CSV. The name of a file inside
     --image_dir is its path from there however the CSV spells it (probe FFF: `../photos/a.jpg` beside `a.jpg`,
-    or a photo's real path under an --image_dir that is a link, hashed other names: photos changed splits);
-    one outside keeps the path as written, normalised (absolute, or from --image_dir)."""
+    or a photo's real path under an --image_dir that is a link, hashed other names: photos changed splits; probe
+    III: a bind mount's spelling, a `..` after a link): its folder's real path from the tree's, else (a folder
+    that is a link out of the tree) its path from the tree as written; one outside keeps the path as written,
+    normalised (absolute, or from --image_dir)."""
     checked = written if os.path.isabs(written) else os.path.join(image_dir, written)
-    absolute = os.path.normpath(os.path.join(image_root, written))
-    name = _within(absolute, image_root)
-    if name is None:  # (its folder's links followed, not the file's: a photo that is a link keeps its name)
-        folder, file = os.path.split(absolute)
-        name = _within(os.path.join(_real_folder(folder), file), _real_folder(image_root))
+    folder, file = os.path.split(os.path.join(image_root, written))  # (`..` kept: the kernel follows links first)
+    name = _within(os.path.join(_real_folder(folder), file), _real_folder(image_root))
     if name is None:
-        name = absolute if os.path.isabs(written) else os.path.normpath(written)
+        name = _within(os.path.normpath(os.path.join(image_root, written)), image_root)
+    if name is None:
+        name = os.path.normpath(written)
     return checked, name.replace(os.sep, "/")
 
 
@@ -499,8 +502,9 @@ def _within(path: str, root: str) -> str | None:
 
 @functools.lru_cache(maxsize=4096)
 def _real_folder(folder: str) -> str:
-    """os.path.realpath, once per folder (a CSV's rows share few folders)."""
-    return os.path.realpath(folder)
+    """The folder with links resolved and one spelling through bind mounts (`mounts.canonical`), once per folder
+    (a CSV's rows share few folders)."""
+    return mounts.canonical(os.path.realpath(folder))
 
 
 def _stored_form(written: str, image_dir: Path) -> tuple[str, str] | None:
