@@ -60,7 +60,7 @@ class Evaluation:
         return self.metrics.get("cross_entropy", float("nan"))
 
 
-# An evaluation's cross-entropy counts a score below this as this (so one image adds at most -ln of it, 69.1).
+# An evaluation's cross-entropy counts a score below this as this (a softmax image adds at most 69.1).
 SCORE_FLOOR = 1e-30
 
 

@@ -103,8 +103,9 @@ class Input:
 
 
 def real(path: Path) -> Path:
-    """The path with links resolved, as far as it exists (what a write would really touch), through a bind mount
-    where a wider mount shows the same place (`mounts.canonical`: probe GGG)."""
+    """The path with links resolved, as far as it exists (what a write would really touch), spelt through one
+    chosen mount of its file system (`mounts.canonical`: a bind mount shows a place at a second path: probe GGG).
+    For comparing places; a write goes where the user spelt it."""
     return Path(mounts.canonical(os.path.realpath(os.path.expanduser(path))))
 
 
@@ -197,8 +198,9 @@ def _kernels_place(path: Path) -> str | None:
             return place
         if not os.path.islink(place):
             return None
-        place = os.path.join(os.path.dirname(place), os.readlink(place))  # (its folder resolved as the kernel
-    return None  # does: links first, then `..`)
+        # Not normalised: the next round resolves its folder as the kernel does, the links before any `..`.
+        place = os.path.join(os.path.dirname(place), os.readlink(place))
+    return None
 
 
 def check_outside_exports(outputs: Sequence[Output]) -> None:
@@ -805,8 +807,8 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
     if not path.is_file():
         raise UsageError(f"{shown} is not a regular file (a device or a pipe); retrain writes a new file "
                          f"there, so choose a file path for {output.flag}")
-    if mounts.is_mount_point(os.path.join(os.path.realpath(path.parent), path.name)):  # a file bind-mounted there
-        # (probe III: found only after training, when the rename failed)
+    # A file mounted there (probe III: bound over a file, the rename failed after training).
+    if mounts.is_mount_point(os.path.join(os.path.realpath(path.parent), path.name)):
         raise UsageError(f"{shown} is a mount point (a file mounted there); retrain writes a new file and renames it "
                          f"there, which a mount point refuses, so choose another path for {output.flag}")
     if not output.content or path.stat().st_size == 0:

@@ -300,10 +300,10 @@ def check_converged(trained: Evaluation, untrained: Evaluation, optimizer: Optim
     training images than it started: the loss grew without ever becoming NaN, which `train` catches."""
     if trained.count and not trained.cross_entropy <= DIVERGED_LOSS_FACTOR * untrained.cross_entropy:
         raise Diverged(f"training diverged: the mean cross-entropy of all the training images ended at "
-                           f"{trained.cross_entropy:.3g} (scores below {SCORE_FLOOR:g} count as that, so at most "
-                           f"{-math.log(SCORE_FLOOR):.3g}: the steps' logged batches can show more), against "
-                           f"{untrained.cross_entropy:.3g} before training, so the model is broken; lower "
-                           f"{optimizer.flag} (now {optimizer.learning_rate:g}); nothing was exported")
+                       f"{trained.cross_entropy:.3g} (each score below {SCORE_FLOOR:g} counts as {SCORE_FLOOR:g}: the "
+                       f"steps' logged batches can show more), against {untrained.cross_entropy:.3g} before training, "
+                       f"so the model is broken; lower {optimizer.flag} (now {optimizer.learning_rate:g}); nothing was "
+                       "exported")
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,8 @@ def not_a_model(path: Path, data: bytes) -> str | None:
     try:
         for name, op in graph_nodes(data):
             nodes, named = nodes + 1, named + bool(name and op)
-    except CutShort:  # whole nodes, each with a name and an op, then the end (probe GGG: a graph cut inside a
-        if nodes and named == nodes:  # node was called no graph at all)
+    except CutShort:  # (probe GGG: a graph cut inside a node was called no graph at all)
+        if nodes and named == nodes:  # whole nodes, each with a name and an op, then the end
             return (f"--graph {path} is truncated: it ends inside a node, after {nodes} whole nodes; copy or export "
                     "it again")
         return _NOT_A_GRAPH.format(path=path)
