@@ -672,10 +672,11 @@ def test_a_model_its_report_does_not_list_gets_no_labels_by_guess(colour_tree: P
                                                                    tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Model A with --output_tflite, then a run of the same classes without it (allowed): the report beside no
-    longer lists m.tflite, and label-image named its scores with the classic default /tmp/output_labels.txt,
-    another model's labels, exit 0 (probe EE). Taking the labels of the report beside it instead was wrong too:
-    a run of other classes with a labels file of another name in that folder is allowed, and its labels named A's
-    scores (probe GG). Neither can be told from the files: label-image asks for --labels."""
+    longer listed m.tflite, and label-image named its scores with the classic default /tmp/output_labels.txt,
+    another model's labels, exit 0 (probe EE). That rerun's report now lists it (`run.kept_files`, probe JJJ):
+    its labels are those. Taking the labels of the report beside it when none lists it is wrong: a run of other
+    classes with a labels file of another name in that folder is allowed, and its labels named A's scores (probe
+    GG). That cannot be told from the files: label-image asks for --labels."""
     from retrain.config import RetrainConfig
 
     model = outputs["output_graph"].with_name("m.tflite")
@@ -685,6 +686,13 @@ def test_a_model_its_report_does_not_list_gets_no_labels_by_guess(colour_tree: P
     default.write_text("cat\ndog\nbird\n")
     monkeypatch.setattr(RetrainConfig, "output_labels", default)
     photo = ["--image", str(colour_tree / "red" / "red_000.jpg"), "--top_k", "1"]
+    kept = invoke(label_image_command, ["--graph", str(model), *photo])
+    assert kept.stdout.split()[0] == "red" and "WARNING" not in kept.stderr, kept.stderr
+    other_tree = tmp_path / "other"
+    shutil.copytree(colour_tree, other_tree)
+    shutil.rmtree(other_tree / "blue")
+    retrain_cli(other_tree, tiny_module, {**outputs, "output_graph": tmp_path / "other.pb",
+                                          "output_labels": outputs["output_labels"].with_name("other.txt")})
     message = _error(["--graph", str(model), *photo], expect=2)
     assert message == (f"label-image: error: --graph {model} is not among the files of the run that "
                        f"{outputs['output_labels'].parent / 'report.json'} describes (an earlier run's model, or "
@@ -799,20 +807,20 @@ def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
 
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\xfe definitely not a protobuf" * 10)
-    message = _error(["--graph", str(garbage), "--labels", labels, "--image", photo], expect=2)
+    message = _error(["--graph", str(garbage), "--labels", labels, "--image", photo], expect=1)
     assert "is not a frozen GraphDef" in message
     fake_tflite = tmp_path / "model.tflite"
     fake_tflite.write_bytes(b"not a flatbuffer")
-    assert "not a TFLite model" in _error(["--graph", str(fake_tflite), "--labels", labels, "--image", photo], expect=2)
+    assert "not a TFLite model" in _error(["--graph", str(fake_tflite), "--labels", labels, "--image", photo], expect=1)
     assert "not a SavedModel" in _error(["--graph", str(tmp_path), "--labels", labels, "--image", photo], expect=2)
     renamed = tmp_path / "model.pb"  # a SavedModel's saved_model.pb copied under another name (probe III)
     shutil.copyfile(trained.saved_model / "saved_model.pb", renamed)
     assert "looks like a SavedModel's saved_model.pb under another name; pass the folder" in _error(
-        ["--graph", str(renamed), "--labels", labels, "--image", photo], expect=2)
+        ["--graph", str(renamed), "--labels", labels, "--image", photo], expect=1)
     # Without --labels too (probe HHH: the labels file, listed in the report beside it, was said to hold other
     # bytes than its run wrote), said before any labels are looked for.
     for not_a_model in (labels, photo):
-        assert _error(["--graph", not_a_model, "--image", photo], expect=2) == (
+        assert _error(["--graph", not_a_model, "--image", photo], expect=1) == (
             f"label-image: error: --graph {not_a_model} is not a frozen GraphDef, a SavedModel folder or a TFLite "
             "file; pass the --output_graph, --saved_model_dir or .tflite file retrain wrote")
 

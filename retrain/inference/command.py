@@ -75,7 +75,7 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
                          "file retrain wrote")
     data = _bytes(config.graph) if config.graph.is_file() else None
     if data is not None and (problem := not_a_model(config.graph, data)) is not None:
-        raise UsageError(problem)  # said before its labels are looked for
+        raise RetrainError(problem)  # said before its labels are looked for (exit 1, as when it is loaded)
     given = config.labels is not None
     if not given:
         config = dataclasses.replace(config, labels=labels_for(config.graph))

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError, UsageError
-from retrain.filekinds import CLASSIC_PAIRS, classic_pair, head, is_labels, is_one_of, is_tflite, read_report
+from retrain.filekinds import (CLASSIC_PAIRS, classic_pair, file_sha256, head, is_labels, is_one_of, is_tflite,
+                               read_report)
 from retrain.insight import report as reports
 from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path, valid_name
 from retrain.objectives import KEEP_SCORES
@@ -198,10 +199,12 @@ def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
                module: str, objective: str) -> Path:
     """Write report.json; returns its path."""
     beside = functools.partial(_as_listed, labels=config.output_labels)
-    extra = {"module": module, "flags": _flags(config), "files": [beside(p) for p in written],
+    kept = _kept_files(config, labels, written)
+    extra = {"module": module, "flags": _flags(config), "files": [beside(p) for p in [*written, *kept]],
              # the model files' bytes as written ('' for folders, which hold their labels): label-image tells a
              # graph put back over them since (probe VV), and a copy of one moved away, by them
-             "files_sha256": [written_sha256(p) for p in written],
+             "files_sha256": [written_sha256(p) for p in written] + list(kept.values()),
+             "kept_files": [beside(p) for p in kept],  # of `files`: an earlier run's, of these labels (probe JJJ)
              "intermediate_graphs": [beside(p) for p in intermediate_graphs],  # not the model's files: kept apart
              # what this run wrote there: label-image tells a graph another run wrote since by its bytes
              "intermediate_sha256": [written_sha256(p) for p in intermediate_graphs],
@@ -226,6 +229,36 @@ def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
                 "overall": None, "classes": {}, **matrix, "run": extra}
     reports.write_report_json(path, data)
     return path
+
+
+def _kept_files(config: Any, labels: Sequence[str], written: Sequence[Path]) -> dict[Path, str]:
+    """The files (and their SHA-256) that the report this run replaces lists, of the same labels, that this run
+    does not write and that are still as that run left them: they stay beside this run's files, a model of these
+    labels, so this run's report lists them too. (Probe JJJ: a rerun without --output_tflite wrote a report that
+    forgot the earlier TFLite model, and a later rerun with new classes then left it beside other labels.)"""
+    report = report_path(config.output_labels)
+    data = read_report(report)
+    if data is None or data.get("labels") != list(labels):
+        return {}
+    run = data.get("run")
+    kept: dict[Path, str] = {}
+    try:
+        for name, digest in zip(run["files"], run["files_sha256"]):
+            listed = reports.files_now(report, {**run, "files": [name]})
+            if not listed or not isinstance(digest, str) or not digest or not listed[0].is_file():
+                continue  # (a folder holds its own labels)
+            if not any(_same_file(listed[0], path) for path in written) and file_sha256(listed[0]) == digest:
+                kept[listed[0]] = digest
+    except (KeyError, TypeError, ValueError, OSError):  # a report edited by hand
+        return {}
+    return kept
+
+
+def _same_file(one: Path, two: Path) -> bool:
+    try:
+        return os.path.samefile(one, two)
+    except OSError:
+        return False
 
 
 def _as_listed(path: Path, *, labels: Path) -> str:
