@@ -26,6 +26,8 @@ _ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space as \040, a bac
 
 
 class _Mount(NamedTuple):
+    id: str  # the mount's number, and its parent's: a mount over another at one point has that one as parent
+    parent: str
     point: str  # where it is mounted
     device: str  # major:minor of its file system
     root: str  # the folder of that file system it shows
@@ -33,30 +35,60 @@ class _Mount(NamedTuple):
 
 
 class _Table(NamedTuple):
-    at: dict[str, _Mount]  # by mount point: the one on top (mounted last) where several share a point
-    by_device: dict[str, list[_Mount]]  # the mounts of each file system, in the order mounted
+    at: dict[str, _Mount]  # by mount point, the visible mounts only (probe KKK: hidden ones counted)
+    by_device: dict[str, list[_Mount]]  # the visible mounts of each file system
 
 
 @functools.lru_cache(maxsize=1)
 def _table() -> _Table:
-    """The mount table; empty where there is no mountinfo to read."""
+    """The visible mounts; none where there is no mountinfo to read. A mount is visible when it is the top one
+    at its point (no other there has it as parent: `mount --move` lists them out of order) and its parent is the
+    deepest visible mount above its point (else a mount over a folder above hides it)."""
     try:
         with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
             lines = handle.read().split("\n")  # (not splitlines: a mount point may hold \x1c or \u2028)
     except OSError:
         return _Table({}, {})
-    at: dict[str, _Mount] = {}
-    by_device: dict[str, list[_Mount]] = {}
+    mounts = []
     for line in lines:
         fields = line.split(" ")
         if len(fields) < 7 or "-" not in fields[6:]:
             continue
         root, point = (_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field) for field in fields[3:5])
-        kind = fields[fields.index("-", 6) + 1] if len(fields) > fields.index("-", 6) + 1 else ""
-        mount = _Mount(point, fields[2], root, kind)
-        at[point] = mount
+        dash = fields.index("-", 6)
+        mounts.append(_Mount(fields[0], fields[1], point, fields[2], root, fields[dash + 1] if len(fields) > dash + 1
+                             else ""))
+    here: dict[str, list[_Mount]] = {}
+    for mount in mounts:
+        here.setdefault(mount.point, []).append(mount)
+    tops = {}
+    for point, stacked in here.items():  # at each point, the one no other there sits on (else the last listed)
+        under = {mount.parent for mount in stacked}
+        tops[point] = ([mount for mount in stacked if mount.id not in under] or stacked)[-1]
+    at: dict[str, _Mount] = {}
+    for mount in sorted(tops.values(), key=lambda m: (m.point.count("/"), m.point != "/")):
+        bottom, ids = mount, {m.id: m for m in here[mount.point]}
+        while bottom.parent in ids and ids[bottom.parent] != bottom:  # down the stack at that point
+            bottom = ids.pop(bottom.parent)
+        above = _deepest(at, os.path.dirname(mount.point)) if mount.point != "/" else None
+        if above is None or above.id == bottom.parent:
+            at[mount.point] = mount
+    by_device: dict[str, list[_Mount]] = {}
+    for mount in at.values():
         by_device.setdefault(mount.device, []).append(mount)
     return _Table(at, by_device)
+
+
+def _deepest(at: dict[str, _Mount], path: str) -> _Mount | None:
+    """Of the mounts `at` their points, the one at `path` or its deepest ancestor."""
+    place = path
+    while True:
+        if place in at:
+            return at[place]
+        parent = os.path.dirname(place)
+        if parent == place:
+            return None
+        place = parent
 
 
 def reset() -> None:
@@ -74,34 +106,27 @@ def _within(path: str, folder: str) -> str | None:
 
 
 def _mount_of(path: str) -> _Mount | None:
-    """The mount an absolute, link-free path lies on: its deepest ancestor that is a mount point."""
-    at = _table().at
-    place = path
-    while True:
-        if place in at:
-            return at[place]
-        parent = os.path.dirname(place)
-        if parent == place:
-            return None
-        place = parent
+    """The mount an absolute, link-free path lies on: its deepest ancestor that is a visible mount point."""
+    return _deepest(_table().at, path)
 
 
 def canonical(path: str) -> str:
-    """The absolute, link-free `path` as seen through the chosen mount of its file system (see the module)."""
-    for _ in range(8):  # (each step moves to a mount whose root lies higher, or a shorter mount point)
-        own = _mount_of(path)
-        if own is None:
+    """The absolute, link-free `path` as seen through the chosen mount of its file system (see the module): of
+    the mounts that show it, by their roots' height then their points' length, the first through which it is the
+    same folder (probe KKK: one hidden under another mount was given up on, not passed over)."""
+    own = _mount_of(path)
+    if own is None:
+        return path
+    inner = own.root.rstrip("/") + _within(path, own.point) or "/"  # the path within the file system
+    showing = sorted((mount for mount in _table().by_device.get(own.device, ())
+                      if _within(inner, mount.root) is not None),
+                     key=lambda mount: (len(mount.root), len(mount.point), mount.point))
+    for mount in showing:
+        if mount == own:
             return path
-        inner = own.root.rstrip("/") + _within(path, own.point) or "/"  # the path within the file system
-        showing = [mount for mount in _table().by_device.get(own.device, ()) if _within(inner, mount.root) is not None
-                   and _table().at.get(mount.point) == mount]  # (one hidden under a later mount shows nothing)
-        best = min(showing, key=lambda mount: (len(mount.root), len(mount.point), mount.point), default=own)
-        if best == own:
-            return path
-        seen = os.path.normpath(best.point.rstrip("/") + (_within(inner, best.root) or "")) or "/"
-        if not _same_place(path, seen):  # hidden by a mount over it: keep the path as given
-            return path
-        path = seen
+        seen = os.path.normpath(mount.point.rstrip("/") + (_within(inner, mount.root) or "") or "/")
+        if _same_place(path, seen) and _mount_of(seen) == mount:
+            return seen
     return path
 
 

@@ -439,10 +439,30 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
     lossy = bytearray(_encoded(Image.new("RGB", (8, 6)), "WEBP"))
     lossy[26:30] = struct.pack("<HH", 16_383, 12_000)
     assert [bytes(data[12:16]) for data in (lossless, extended, lossy)] == [b"VP8L", b"VP8X", b"VP8 "]
-    # Probe III: a GIF whose first frame is larger than its screen (read past a comment's sub-blocks), a 24-bit BMP.
-    framed = bytearray(_encoded(Image.new("P", (16, 16)), "GIF", comment=b"x" * 600))
-    at = framed.index(b"\x2c\x00\x00\x00\x00\x10\x00\x10\x00")  # the image descriptor: at 0, 0, 16 x 16
-    framed[at + 5:at + 9] = struct.pack("<HH", 15_000, 15_000)
+    # Probe III: a GIF whose first frame is larger than its screen (read past a comment's sub-blocks), a 24-bit BMP;
+    # probe KKK: the large frame after 5,000 sub-blocks, or second (TensorFlow makes every frame the largest's size).
+    def with_frame(gif: bytes, sides: tuple[int, int], *, skip: int = 0) -> bytes:
+        """The GIF with frame `skip` (its image descriptor, found by walking the blocks) of these sides at 0, 0."""
+        gif, at, found = bytearray(gif), 13 + (3 << (gif[10] % 8 + 1) if gif[10] & 0x80 else 0), []
+        while gif[at] != 0x3B:
+            if gif[at] == 0x2C:
+                found.append(at)
+                at += 11 + (3 << (gif[at + 9] % 8 + 1) if gif[at + 9] & 0x80 else 0)
+            else:
+                at += 2
+            while gif[at]:
+                at += 1 + gif[at]
+            at += 1
+        gif[found[skip] + 1:found[skip] + 9] = struct.pack("<HHHH", 0, 0, *sides)
+        return bytes(gif)
+
+    framed = with_frame(_encoded(Image.new("P", (16, 16)), "GIF", comment=b"x" * 600), (15_000, 15_000))
+    padded = bytearray(_encoded(Image.new("P", (16, 16)), "GIF"))
+    padded[13 + 6:13 + 6] = b"\x21\xfe" + b"\x01x" * 5_000 + b"\x00"  # a comment of 5,000 one-byte sub-blocks
+    padded = with_frame(bytes(padded), (13_500, 13_400))
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ("red", "blue")]
+    second = with_frame(_encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50,
+                                 disposal=1), (13_500, 13_400), skip=1)
     rgb_bmp = bytearray(_encoded(Image.new("RGB", (8, 6)), "BMP"))
     rgb_bmp[18:26] = struct.pack("<ii", 13_500, -13_400)  # (top-down rows)
     for data, message in ((bytes(huge_palette), "corrupt BMP: a palette of 4000000000 colours"),
@@ -453,12 +473,17 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
                           (bytes(lossless), r"image too large to decode safely: 196000000 pixels \(at most"),
                           (bytes(extended), r"image too large to decode safely: 200000000 pixels \(at most"),
                           (bytes(lossy), r"image too large to decode safely: 196596000 pixels \(at most"),
-                          (bytes(framed), r"image too large to decode safely: 225000000 pixels \(at most"),
+                          (framed, r"GIF too large to decode safely: 1 frames of 15000 x 15000 pixels"),
+                          (padded, r"GIF too large to decode safely: 1 frames of 13500 x 13400 pixels"),
                           (bytes(rgb_bmp), r"image too large to decode safely: 180900000 pixels \(at most")):
         with pytest.raises(Exception):
             decode_rgb(data, min_size=(224, 224))  # training's refusal
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             decode(tf.constant(data))
+    # Training reads the first frame only; TensorFlow's decoder makes every frame the largest frame's size.
+    assert decode_rgb(second, min_size=(224, 224)).shape == (16, 16, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="GIF too large to decode safely: 2 frames of 13500 x"):
+        decode(tf.constant(second))
 
 
 def test_bytes_signature_box_reduces_large_images_as_training_does() -> None:

@@ -552,6 +552,13 @@ def test_a_photo_inside_image_dir_hashes_one_name_however_the_csv_spells_it(tmp_
         table = read_labels_csv(write(tmp_path, f"path,labels\n{written},cat\n../outside.jpg,dog\n"),
                                 image_dir=folder)
         assert [row.name for row in table.rows] == ["sub/e.webp", "../outside.jpg"], (folder, written)
+    # A class folder that links to another folder in the tree keeps its own name, as the folder walk gives it,
+    # whatever it leads to (probe KKK: named by its target, the split moved when the link was retargeted).
+    (image_dir / ".store" / "v3").mkdir(parents=True)
+    (image_dir / ".store" / "v3" / "x.jpg").write_bytes(b"\xff\xd8")
+    (image_dir / "cats").symlink_to(".store/v3")
+    table = read_labels_csv(write(tmp_path, "path,labels\ncats/x.jpg,cat\na.jpg,dog\n"), image_dir=image_dir)
+    assert [row.name for row in table.rows] == ["cats/x.jpg", "a.jpg"]
 
 
 def test_one_file_named_through_a_link_and_by_its_own_path_is_one_photo(tmp_path: Path, image_dir: Path,

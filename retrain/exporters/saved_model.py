@@ -100,8 +100,9 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
     rare BMP palettes Pillow takes for greyscale: a black-and-white one at 4 or 8
     bits and greys 0, 1, 2... at 4 bits (Pillow then misreads the rows), and greys
     0, 1, 2... with pixels past the palette's end (Pillow: their index as grey;
-    here: black). Palette BMPs with the old 12-byte OS/2 header still go to
-    tf.io.decode_image. Refused with an InvalidArgumentError: animated WebPs,
+    here: black). BMPs with the old 12-byte OS/2 header still go to
+    tf.io.decode_image, which refuses them; GIFs too, which makes every frame the
+    largest frame's size. Refused with an InvalidArgumentError: animated WebPs,
     RLE-compressed BMPs, and images over training's size limits (`images.MAX_PIXELS`,
     `JPEG_MAX_PIXELS`; a progressive JPEG between the two is decoded here, refused there).
     """
@@ -129,7 +130,13 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
             lambda: tf.reverse(turned, axis=[0])])  # turned 90 degrees counter-clockwise
 
     def other() -> Any:
-        return tf.io.decode_image(data, channels=3, expand_animations=False)
+        def checked() -> Any:
+            with tf.control_dependencies([_gif_refusal(tf, data)]):
+                return tf.constant(True)
+
+        gif = _spells(tf, _bytes_at(tf, data, 0, 3), "GIF")  # (the walk only for a GIF)
+        with tf.control_dependencies([tf.cond(gif, checked, lambda: tf.constant(True))]):
+            return tf.io.decode_image(data, channels=3, expand_animations=False)
 
     # A PNG, GIF or WebP over training's limit is refused before it is decoded (probes BBB, HHH: a 38-byte WebP
     # of 196 megapixels took 4 GB to serve); a JPEG's limit is checked above, a BMP's in its branch.
@@ -170,8 +177,8 @@ def _box_reduce(tf: Any, rgb: Any, *, height: int, width: int) -> Any:
 
 
 def _declared_pixels(tf: Any, data: Any) -> Any:
-    """int64: the pixels a PNG's header (IHDR), a GIF's (its screen, or its first frame when larger: `_gif_size`),
-    a WebP's (its VP8X canvas, or its VP8 or VP8L frame) or a BMP's gives; 0 for other data."""
+    """int64: the pixels a PNG's header (IHDR), a GIF's (its screen), a WebP's (its VP8X canvas, or its VP8 or
+    VP8L frame) or a BMP's gives; 0 for other data."""
     head = _bytes_at(tf, data, 0, 30)
     png = tf.reduce_all(tf.equal(head[:8], tf.constant([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], tf.int64)))
     big_endian = tf.constant([2 ** 24, 2 ** 16, 2 ** 8, 1], tf.int64)
@@ -189,41 +196,58 @@ def _declared_pixels(tf: Any, data: Any) -> Any:
     # A BMP: 16-bit sides in the old 12-byte OS/2 header, else 32-bit ones (a negative height: rows top-down).
     bmp_height = little(22, 4) - tf.cast(little(22, 4) >= 2 ** 31, tf.int64) * 2 ** 32
     bmp_size = tf.where(tf.equal(little(14, 4), 12), little(18, 2) * little(20, 2), little(18, 4) * tf.abs(bmp_height))
+    gif_size = (head[6] + 256 * head[7]) * (head[8] + 256 * head[9])  # its screen (`_gif_refusal`: its frames)
     return tf.where(png, png_size, tf.where(
-        _spells(tf, head[:3], "GIF"), _gif_size(tf, data), tf.where(
+        _spells(tf, head[:3], "GIF"), gif_size, tf.where(
             _is_webp(tf, data), webp_size, tf.where(_spells(tf, head[:2], "BM"), bmp_size, tf.constant(0, tf.int64)))))
 
 
-_GIF_STEPS = 4096  # blocks and sub-blocks walked to a GIF's first frame at most (past them: its screen counts)
+_GIF_STEPS = 65_536  # blocks and sub-blocks of a GIF walked at most (a 16 MB file of full sub-blocks)
 
 
-def _gif_size(tf: Any, data: Any) -> Any:
-    """int64: a GIF's pixels as TensorFlow decodes it: its screen, or its first frame's extent when larger (probe
-    III: a 15,000 x 15,000 frame on a 16 x 16 screen took 3.8 GB to serve), read by walking the extension blocks
-    (each a run of sub-blocks) before the first image descriptor."""
+def _gif_refusal(tf: Any, data: Any) -> Any:
+    """An Assert op: a GIF TensorFlow would decode into more than MAX_PIXELS pixels in all is refused. Its GIF
+    decoder makes every frame as large as the largest (probe KKK: a 16 x 16 first frame, then one of 13,500 x
+    13,400, 135 kB, took 3 GB; training reads the first frame only), so every frame's extent is read, walking the
+    file's blocks and sub-blocks in TensorFlow ops (probe III: a first frame larger than the screen; KKK: 5,000
+    sub-blocks before it got past a shorter walk). A file of more blocks than _GIF_STEPS is refused too."""
     def byte(at: Any) -> Any:
         return tf.cast(tf.io.decode_raw(_substr(tf, data, at, 1) + "\0", tf.uint8)[0], tf.int64)
 
     def word(at: Any) -> Any:
         return byte(at) + 256 * byte(at + 1)
 
-    packed = byte(tf.constant(10, tf.int64))
-    start = 13 + tf.where(packed >= 128, 3 * 2 ** (packed % 8 + 1), 0)  # after the global colour table, if any
+    def table(packed: Any) -> Any:  # a colour table's bytes, from its packed field
+        return tf.where(packed >= 128, 3 * 2 ** (packed % 8 + 1), tf.constant(0, tf.int64))
 
-    def step(at: Any, in_blocks: Any, frame: Any, steps: Any) -> tuple[Any, Any, Any, Any]:
+    # What the walk expects next: a block's first byte, sub-blocks; the end.
+    block, blocks, done = (tf.constant(value, tf.int64) for value in range(3))
+
+    def step(at: Any, expect: Any, sides: Any, frames: Any, steps: Any) -> tuple[Any, Any, Any, Any, Any]:
         here = byte(at)
-        descriptor = tf.logical_and(tf.logical_not(in_blocks), tf.equal(here, 0x2C))
-        extension = tf.logical_and(tf.logical_not(in_blocks), tf.equal(here, 0x21))
-        ended = tf.logical_and(tf.logical_not(in_blocks), tf.logical_not(descriptor | extension))  # trailer, junk
+        descriptor = tf.logical_and(tf.equal(expect, block), tf.equal(here, 0x2C))
+        extension = tf.logical_and(tf.equal(expect, block), tf.equal(here, 0x21))
+        in_blocks = tf.equal(expect, blocks)
         extent = tf.stack([word(at + 1) + word(at + 5), word(at + 3) + word(at + 7)])  # left + width, top + height
-        frame = tf.where(descriptor, extent, tf.where(ended, tf.zeros([2], tf.int64), frame))
-        moved = tf.where(extension, at + 2, tf.where(in_blocks, at + 1 + here, at))
-        return moved, tf.logical_or(extension, tf.logical_and(in_blocks, here > 0)), frame, steps + 1
+        sides = tf.where(descriptor, tf.maximum(sides, extent), sides)
+        moved = tf.where(descriptor, at + 11 + table(byte(at + 9)),  # its colour table, then the LZW code size
+                         tf.where(extension, at + 2, tf.where(in_blocks, at + 1 + here, at)))
+        expect = tf.where(descriptor | extension, blocks, tf.where(
+            in_blocks, tf.where(tf.equal(here, 0), block, blocks), done))  # a trailer, junk or the end: done
+        return moved, expect, sides, frames + tf.cast(descriptor, tf.int64), steps + 1
 
-    _, _, frame, _ = tf.while_loop(
-        lambda at, in_blocks, frame, steps: tf.logical_and(frame[0] < 0, steps < _GIF_STEPS), step,
-        (start, tf.constant(False), tf.constant([-1, -1], tf.int64), tf.constant(0, tf.int64)))
-    return tf.maximum(word(tf.constant(6, tf.int64)), frame[0]) * tf.maximum(word(tf.constant(8, tf.int64)), frame[1])
+    screen = tf.stack([word(tf.constant(6, tf.int64)), word(tf.constant(8, tf.int64))])
+    _, expect, sides, frames, _ = tf.while_loop(
+        lambda at, expect, sides, frames, steps: tf.logical_and(tf.not_equal(expect, done), steps < _GIF_STEPS), step,
+        (13 + table(byte(tf.constant(10, tf.int64))), block, screen, tf.constant(0, tf.int64),
+         tf.constant(0, tf.int64)))
+    pixels = tf.maximum(frames, 1) * sides[0] * sides[1]
+    walked = tf.debugging.Assert(tf.equal(expect, done), [
+        f"GIF of more than {_GIF_STEPS} blocks, too long to check; send its first frame as PNG"])
+    with tf.control_dependencies([walked]):
+        return tf.debugging.Assert(pixels <= MAX_PIXELS, [tf.strings.format(
+            "GIF too large to decode safely: {} frames of {} x {} pixels as TensorFlow decodes them (at most {} "
+            "pixels in all); send its first frame as PNG", [frames, sides[0], sides[1], MAX_PIXELS])])
 
 
 def _bytes_at(tf: Any, data: Any, offset: int, count: int) -> Any:

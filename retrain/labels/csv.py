@@ -331,6 +331,7 @@ def _read_rows(source: Path, reader: csv.reader, stream: io.StringIO, notes: _No
     rows: list[CsvRow] = []
     seen: dict[tuple[int, int], CsvRow] = {}  # by the file (device, inode)
     _real_folder.cache_clear()  # (links and mounts may have changed since an earlier read in this process)
+    _same_folder.cache_clear()
     mounts.reset()
     interned: dict[str, str] = {}
     image_root = os.path.abspath(image_dir)
@@ -482,14 +483,15 @@ def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str
     """(path to check, split-hash name) as strings, for a path as written in the CSV. The name of a file inside
     --image_dir is its path from there however the CSV spells it (probe FFF: `../photos/a.jpg` beside `a.jpg`,
     or a photo's real path under an --image_dir that is a link, hashed other names: photos changed splits; probe
-    III: a bind mount's spelling, a `..` after a link): its folder's real path from the tree's, else (a folder
-    that is a link out of the tree) its path from the tree as written; one outside keeps the path as written,
-    normalised (absolute, or from --image_dir)."""
+    III: a bind mount's spelling, a `..` after a link): as written, normalised, when that is inside the tree and
+    names the same folder (a class folder that is a link keeps its name, as the folder walk names it: probe
+    KKK), else its folder's real path from the tree's; one outside keeps the path as written, normalised."""
     checked = written if os.path.isabs(written) else os.path.join(image_dir, written)
     folder, file = os.path.split(os.path.join(image_root, written))  # (`..` kept: the kernel follows links first)
-    name = _within(os.path.join(_real_folder(folder), file), _real_folder(image_root))
+    spelt = os.path.normpath(os.path.join(image_root, written))
+    name = _within(spelt, image_root) if _same_folder(os.path.dirname(spelt), folder) else None
     if name is None:
-        name = _within(os.path.normpath(os.path.join(image_root, written)), image_root)
+        name = _within(os.path.join(_real_folder(folder), file), _real_folder(image_root))
     if name is None:
         name = os.path.normpath(written)
     return checked, name.replace(os.sep, "/")
@@ -498,6 +500,15 @@ def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str
 def _within(path: str, root: str) -> str | None:
     """`path` from `root` when it lies inside it (by the spelling of both), else None."""
     return os.path.relpath(path, root) if path.startswith(root.rstrip(os.sep) + os.sep) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _same_folder(one: str, two: str) -> bool:
+    """Whether two spellings name one existing folder (once per pair: a CSV's rows share few folders)."""
+    try:
+        return os.path.samefile(one, two)
+    except (OSError, ValueError):
+        return False
 
 
 @functools.lru_cache(maxsize=4096)
