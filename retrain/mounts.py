@@ -5,13 +5,13 @@ mount shows one folder at a second path that no link resolves. A container
 started with `-v ~/photos:/data -v ~/photos/models:/models` (probe GGG: `mount
 --bind`) made `/models/graph.pb` an output inside the image tree that the next
 run trains on, two outputs one file, and two runs' locks two locks. `canonical`
-maps a path to the same place under one chosen mount of its filesystem: of those
-that show it, the one whose root within the filesystem lies highest, then the
-one with the shortest mount point (the first in order of those of one length),
-when that is the same folder (checked by device and inode); other paths are
-unchanged. `filesystem_type` tells a path on a /proc file system wherever it is
-mounted, and `is_mount_point` a bind mount of a folder of the same file system,
-which os.path.ismount does not see.
+maps a path to the same place under one chosen mount of its file system: of the
+visible mounts that show it, ordered by how high their root within the file
+system lies, then by the length of their mount point, the first through which
+it is the same folder (checked by device and inode). `filesystem_type` tells a
+path on a /proc file system wherever it is mounted, and `is_mount_point` a bind
+mount of a folder of the same file system, which os.path.ismount does not see.
+Without a mount table (not Linux) paths are left as they are.
 """
 
 from __future__ import annotations
