@@ -480,10 +480,17 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
             decode_rgb(data, min_size=(224, 224))  # training's refusal
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             decode(tf.constant(data))
-    # Training reads the first frame only; TensorFlow's decoder makes every frame the largest frame's size.
-    assert decode_rgb(second, min_size=(224, 224)).shape == (16, 16, 3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="GIF too large to decode safely: 2 frames of 13500 x"):
-        decode(tf.constant(second))
+    # Training reads the first frame only; TensorFlow's decoder makes every frame the largest frame's size. The
+    # walk skips runs of full sub-blocks: noisy frames of 200 x 200 hold about 150 each, before the large one.
+    noisy = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (200, 200, 3), dtype=np.uint8)).quantize(64)
+             for i in range(3)]
+    long = _encoded(noisy[0], "GIF", save_all=True, append_images=noisy[1:], duration=50)
+    assert decode(tf.constant(long)).shape == (200, 200, 3)  # as it is: decoded
+    for data, frames in ((second, 2), (with_frame(long, (13_500, 13_400), skip=2), 3)):
+        assert decode_rgb(data, min_size=(224, 224)).shape[2] == 3
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=f"GIF too large to decode safely: {frames} frames of 13500 x 13400"):
+            decode(tf.constant(data))
 
 
 def test_bytes_signature_box_reduces_large_images_as_training_does() -> None:

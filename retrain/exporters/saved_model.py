@@ -202,7 +202,8 @@ def _declared_pixels(tf: Any, data: Any) -> Any:
             _is_webp(tf, data), webp_size, tf.where(_spells(tf, head[:2], "BM"), bmp_size, tf.constant(0, tf.int64)))))
 
 
-_GIF_STEPS = 65_536  # blocks and sub-blocks of a GIF walked at most (a 16 MB file of full sub-blocks)
+_GIF_STEPS = 65_536  # steps of the walk of a GIF's blocks at most
+_GIF_RUN = 64  # full sub-blocks (255 bytes) a step skips at most
 
 
 def _gif_refusal(tf: Any, data: Any) -> Any:
@@ -210,12 +211,9 @@ def _gif_refusal(tf: Any, data: Any) -> Any:
     decoder makes every frame as large as the largest (probe KKK: a 16 x 16 first frame, then one of 13,500 x
     13,400, 135 kB, took 3 GB; training reads the first frame only), so every frame's extent is read, walking the
     file's blocks and sub-blocks in TensorFlow ops (probe III: a first frame larger than the screen; KKK: 5,000
-    sub-blocks before it got past a shorter walk). A file of more blocks than _GIF_STEPS is refused too."""
-    def byte(at: Any) -> Any:
-        return tf.cast(tf.io.decode_raw(_substr(tf, data, at, 1) + "\0", tf.uint8)[0], tf.int64)
-
-    def word(at: Any) -> Any:
-        return byte(at) + 256 * byte(at + 1)
+    sub-blocks before it got past a shorter walk). A file longer than _GIF_STEPS steps is refused too."""
+    raw = tf.pad(tf.io.decode_raw(data, tf.uint8), [[0, 16]])  # the file, and zeros past its end
+    end = tf.cast(tf.size(raw), tf.int64) - 16
 
     def table(packed: Any) -> Any:  # a colour table's bytes, from its packed field
         return tf.where(packed >= 128, 3 * 2 ** (packed % 8 + 1), tf.constant(0, tf.int64))
@@ -224,23 +222,29 @@ def _gif_refusal(tf: Any, data: Any) -> Any:
     block, blocks, done = (tf.constant(value, tf.int64) for value in range(3))
 
     def step(at: Any, expect: Any, sides: Any, frames: Any, steps: Any) -> tuple[Any, Any, Any, Any, Any]:
-        here = byte(at)
+        near = tf.cast(tf.slice(raw, [tf.minimum(at, end)], [10]), tf.int64)  # one slice a step: the walk's cost
+        here = tf.where(at < end, near[0], tf.constant(0, tf.int64))
         descriptor = tf.logical_and(tf.equal(expect, block), tf.equal(here, 0x2C))
         extension = tf.logical_and(tf.equal(expect, block), tf.equal(here, 0x21))
         in_blocks = tf.equal(expect, blocks)
-        extent = tf.stack([word(at + 1) + word(at + 5), word(at + 3) + word(at + 7)])  # left + width, top + height
-        sides = tf.where(descriptor, tf.maximum(sides, extent), sides)
-        moved = tf.where(descriptor, at + 11 + table(byte(at + 9)),  # its colour table, then the LZW code size
-                         tf.where(extension, at + 2, tf.where(in_blocks, at + 1 + here, at)))
+        word = near[1:9:2] + 256 * near[2:10:2]  # left, top, width, height
+        sides = tf.where(descriptor, tf.maximum(sides, word[:2] + word[2:]), sides)
+        # Sub-blocks of 255 bytes (an image's, but its last) are skipped up to _GIF_RUN at a time.
+        lengths = tf.gather(raw, tf.minimum(at + 256 * tf.range(_GIF_RUN, dtype=tf.int64), end))
+        full = tf.reduce_sum(tf.cast(tf.math.cumprod(tf.cast(tf.equal(lengths, 255), tf.int64)), tf.int64))
+        moved = tf.where(descriptor, at + 11 + table(near[9]),  # its colour table, then the LZW code size
+                         tf.where(extension, at + 2, tf.where(in_blocks, tf.where(full > 0, at + 256 * full,
+                                                                                   at + 1 + here), at)))
         expect = tf.where(descriptor | extension, blocks, tf.where(
-            in_blocks, tf.where(tf.equal(here, 0), block, blocks), done))  # a trailer, junk or the end: done
+            in_blocks, tf.where(tf.equal(here, 0) & tf.equal(full, 0), block, blocks), done))  # a trailer, junk
+        # or the end: done
         return moved, expect, sides, frames + tf.cast(descriptor, tf.int64), steps + 1
 
-    screen = tf.stack([word(tf.constant(6, tf.int64)), word(tf.constant(8, tf.int64))])
+    head = tf.cast(raw[:13], tf.int64)
+    screen = head[6:10:2] + 256 * head[7:10:2]
     _, expect, sides, frames, _ = tf.while_loop(
         lambda at, expect, sides, frames, steps: tf.logical_and(tf.not_equal(expect, done), steps < _GIF_STEPS), step,
-        (13 + table(byte(tf.constant(10, tf.int64))), block, screen, tf.constant(0, tf.int64),
-         tf.constant(0, tf.int64)))
+        (13 + table(head[10]), block, screen, tf.constant(0, tf.int64), tf.constant(0, tf.int64)))
     pixels = tf.maximum(frames, 1) * sides[0] * sides[1]
     walked = tf.debugging.Assert(tf.equal(expect, done), [
         f"GIF of more than {_GIF_STEPS} blocks, too long to check; send its first frame as PNG"])
