@@ -41,9 +41,9 @@ class _Table(NamedTuple):
 
 @functools.lru_cache(maxsize=1)
 def _table() -> _Table:
-    """The visible mounts; none where there is no mountinfo to read. A mount is visible when it is the top one
-    at its point (no other there has it as parent: `mount --move` lists them out of order) and its parent is the
-    deepest visible mount above its point (else a mount over a folder above hides it)."""
+    """The visible mounts; none where there is no mountinfo to read. A mount is visible when it is a top one at
+    its point (no other there has it as parent: `mount --move` lists them out of order) and the stack it tops sits
+    on the deepest visible mount above its point (else a mount over a folder above hides it)."""
     try:
         with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
             lines = handle.read().split("\n")  # (not splitlines: a mount point may hold \x1c or \u2028)
@@ -61,18 +61,18 @@ def _table() -> _Table:
     here: dict[str, list[_Mount]] = {}
     for mount in mounts:
         here.setdefault(mount.point, []).append(mount)
-    tops = {}
-    for point, stacked in here.items():  # at each point, the one no other there sits on (else the last listed)
-        under = {mount.parent for mount in stacked}
-        tops[point] = ([mount for mount in stacked if mount.id not in under] or stacked)[-1]
     at: dict[str, _Mount] = {}
-    for mount in sorted(tops.values(), key=lambda m: (m.point.count("/"), m.point != "/")):
-        bottom, ids = mount, {m.id: m for m in here[mount.point]}
-        while bottom.parent in ids and ids[bottom.parent] != bottom:  # down the stack at that point
-            bottom = ids.pop(bottom.parent)
-        above = _deepest(at, os.path.dirname(mount.point)) if mount.point != "/" else None
-        if above is None or above.id == bottom.parent:
-            at[mount.point] = mount
+    for point in sorted(here, key=lambda point: (point.count("/"), point != "/")):
+        stacked = here[point]
+        above = _deepest(at, os.path.dirname(point)) if point != "/" else None
+        under = {mount.parent for mount in stacked}
+        for mount in reversed([mount for mount in stacked if mount.id not in under] or stacked):
+            bottom, ids = mount, {m.id: m for m in stacked}  # down the stack at that point, to what it sits on
+            while bottom.parent in ids and ids[bottom.parent] != bottom:
+                bottom = ids.pop(bottom.parent)
+            if above is None or above.id == bottom.parent:  # (probe LLL: of two tops at one point, one moved
+                at[point] = mount  # there, the hidden one was taken and the visible one dropped)
+                break
     by_device: dict[str, list[_Mount]] = {}
     for mount in at.values():
         by_device.setdefault(mount.device, []).append(mount)

@@ -473,24 +473,31 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
                           (bytes(lossless), r"image too large to decode safely: 196000000 pixels \(at most"),
                           (bytes(extended), r"image too large to decode safely: 200000000 pixels \(at most"),
                           (bytes(lossy), r"image too large to decode safely: 196596000 pixels \(at most"),
-                          (framed, r"GIF too large to decode safely: 1 frames of 15000 x 15000 pixels"),
-                          (padded, r"GIF too large to decode safely: 1 frames of 13500 x 13400 pixels"),
+                          (framed, r"GIF too large to decode safely: a canvas of 15000 x 15000 pixels"),
+                          (padded, r"GIF too large to decode safely: a canvas of 13500 x 13400 pixels"),
                           (bytes(rgb_bmp), r"image too large to decode safely: 180900000 pixels \(at most")):
         with pytest.raises(Exception):
             decode_rgb(data, min_size=(224, 224))  # training's refusal
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             decode(tf.constant(data))
-    # Training reads the first frame only; TensorFlow's decoder makes every frame the largest frame's size. The
-    # walk skips runs of full sub-blocks: noisy frames of 200 x 200 hold about 150 each, before the large one.
+    # Training reads the first frame only; TensorFlow's decoder makes a canvas the largest frame's size. The walk
+    # skips runs of full sub-blocks: noisy frames of 200 x 200 hold about 150 each, before the large one.
     noisy = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (200, 200, 3), dtype=np.uint8)).quantize(64)
              for i in range(3)]
     long = _encoded(noisy[0], "GIF", save_all=True, append_images=noisy[1:], duration=50)
     assert decode(tf.constant(long)).shape == (200, 200, 3)  # as it is: decoded
-    for data, frames in ((second, 2), (with_frame(long, (13_500, 13_400), skip=2), 3)):
+    for data in (second, with_frame(long, (13_500, 13_400), skip=2)):
         assert decode_rgb(data, min_size=(224, 224)).shape[2] == 3
         with pytest.raises(tf.errors.InvalidArgumentError,
-                           match=f"GIF too large to decode safely: {frames} frames of 13500 x 13400"):
+                           match="GIF too large to decode safely: a canvas of 13500 x 13400 pixels"):
             decode(tf.constant(data))
+    # Many frames are no more than their pixels (probe LLL: 250 frames of 1280 x 720 were refused as 250 canvases).
+    moving = [Image.new("RGB", (1280, 720))]
+    for i in range(1, 250):
+        moving.append(moving[0].copy())
+        moving[-1].paste((255, 255, 255), (4 * i, 100, 4 * i + 60, 160))
+    assert decode(tf.constant(_encoded(moving[0], "GIF", save_all=True, append_images=moving[1:],
+                                       duration=40))).shape[2] == 3
 
 
 def test_bytes_signature_box_reduces_large_images_as_training_does() -> None:

@@ -559,6 +559,13 @@ def test_a_photo_inside_image_dir_hashes_one_name_however_the_csv_spells_it(tmp_
     (image_dir / "cats").symlink_to(".store/v3")
     table = read_labels_csv(write(tmp_path, "path,labels\ncats/x.jpg,cat\na.jpg,dog\n"), image_dir=image_dir)
     assert [row.name for row in table.rows] == ["cats/x.jpg", "a.jpg"]
+    # A `..` after a class folder that links out of the tree reads as inside it, and is not (probe LLL: it took
+    # the name of the photo of the same name in the tree): its real path.
+    (tmp_path / "away" / "out").mkdir(parents=True)
+    (tmp_path / "away" / "a.jpg").write_bytes(b"\xff\xd8 another photo")
+    (image_dir / "exits").symlink_to(tmp_path / "away" / "out")
+    table = read_labels_csv(write(tmp_path, "path,labels\nexits/../a.jpg,cat\na.jpg,dog\n"), image_dir=image_dir)
+    assert [row.name for row in table.rows] == [str(tmp_path / "away" / "a.jpg"), "a.jpg"]
 
 
 def test_one_file_named_through_a_link_and_by_its_own_path_is_one_photo(tmp_path: Path, image_dir: Path,

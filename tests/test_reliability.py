@@ -180,26 +180,32 @@ def test_one_spelling_of_a_place_is_found_through_the_mounts_that_show_it(tmp_pa
     """Probe KKK, in a mount namespace of its own: the disk's own view of a folder hidden under another mount (as
     systemd's ProtectHome=tmpfs with two BindPaths does) made the two binds of it two places again; a proc file
     system moved (`mount --move`) over a folder with a tmpfs under it, and one hidden under a later mount, were
-    taken the wrong way round; a bind of / gave the relative path '.'."""
+    taken the wrong way round; a bind of / gave the relative path '.'. Probe LLL: a bind moved onto a point where
+    a hidden mount lies (under a later mount above it) was dropped from the table."""
     home, ns, stage, moved, hid, root_bind = (tmp_path / name for name in ("home", "ns", "stage", "moved", "hid",
                                                                            "root"))
-    for folder in (home / "photos" / "red", ns, stage, moved, hid, root_bind):
+    for folder in (home / "photos" / "red", ns, stage, moved, hid, root_bind, tmp_path / "w"):
         folder.mkdir(parents=True)
     check = ("from retrain import mounts; "
              f"print(mounts.canonical({str(ns / 'models' / 'g.pb')!r}) == "
              f"mounts.canonical({str(ns / 'photos' / 'red' / 'g.pb')!r})); "
              f"print(mounts.filesystem_type({str(moved / 'self')!r}), mounts.filesystem_type({str(hid / 'x')!r}), "
              f"mounts.is_mount_point({str(hid / 'proc')!r})); "
-             f"print(mounts.canonical({str(root_bind)!r}), mounts.canonical({str(root_bind / 'work')!r}))")
+             f"print(mounts.canonical({str(root_bind)!r}), mounts.canonical({str(root_bind / 'work')!r})); "
+             f"print(mounts.canonical({str(stage / 'a' / 'g.pb')!r}) == "
+             f"mounts.canonical({str(ns / 'photos' / 'red' / 'g.pb')!r}))")
     script = (f"mount -t tmpfs ns {ns} && mkdir {ns / 'photos'} {ns / 'models'} && "
               f"mount --bind {home / 'photos'} {ns / 'photos'} && mount --bind {home / 'photos' / 'red'} "
-              f"{ns / 'models'} && mount -t tmpfs protecthome {home} && "
+              f"{ns / 'models'} && mount --bind {home / 'photos' / 'red'} {tmp_path / 'w'} && "
+              f"mount -t tmpfs protecthome {home} && "
               f"mount -t proc proc {stage} && mount -t tmpfs under {moved} && mount --move {stage} {moved} && "
               f"mkdir {hid / 'proc'} && mount -t proc proc {hid / 'proc'} && mount -t tmpfs over {hid} && "
-              f"mount --bind / {root_bind} && cd / && {sys.executable} -c {shlex.quote(check)}")
+              f"mount --bind / {root_bind} && mkdir {stage / 'a'} && mount -t tmpfs y {stage / 'a'} && "
+              f"mount -t tmpfs z {stage} && mkdir {stage / 'a'} && mount --move {tmp_path / 'w'} {stage / 'a'} && "
+              f"cd / && {sys.executable} -c {shlex.quote(check)}")
     done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
                           text=True, timeout=60)
-    assert done.stdout.splitlines() == ["True", "proc tmpfs False", "/ /work"], done.stderr
+    assert done.stdout.splitlines() == ["True", "proc tmpfs False", "/ /work", "True"], done.stderr
 
 
 def test_an_output_that_leads_into_proc_is_refused(colour_tree: Path, tmp_path: Path, outputs,

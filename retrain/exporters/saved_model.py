@@ -204,14 +204,17 @@ def _declared_pixels(tf: Any, data: Any) -> Any:
 
 _GIF_STEPS = 65_536  # steps of the walk of a GIF's blocks at most
 _GIF_RUN = 64  # full sub-blocks (255 bytes) a step skips at most
+_GIF_RASTER = 3 * MAX_PIXELS  # the frames' pixels in all at most (one byte each as TensorFlow reads them)
 
 
 def _gif_refusal(tf: Any, data: Any) -> Any:
-    """An Assert op: a GIF TensorFlow would decode into more than MAX_PIXELS pixels in all is refused. Its GIF
-    decoder makes every frame as large as the largest (probe KKK: a 16 x 16 first frame, then one of 13,500 x
-    13,400, 135 kB, took 3 GB; training reads the first frame only), so every frame's extent is read, walking the
-    file's blocks and sub-blocks in TensorFlow ops (probe III: a first frame larger than the screen; KKK: 5,000
-    sub-blocks before it got past a shorter walk). A file longer than _GIF_STEPS steps is refused too."""
+    """An Assert op refusing a GIF that TensorFlow would decode into too much memory. Its decoder reads every
+    frame (one byte a pixel: at most _GIF_RASTER in all) and makes a canvas as large as the largest frame's
+    extent, or the screen (at most MAX_PIXELS: probe KKK, a 16 x 16 first frame, then one of 13,500 x 13,400,
+    135 kB, took 3 GB; training reads the first frame only). Every frame is read by walking the file's blocks
+    and sub-blocks in TensorFlow ops (probe III: a first frame larger than the screen; KKK: 5,000 sub-blocks
+    before it got past a shorter walk; LLL: 250 frames of 1280 x 720 are no more than one, 9 MB). A file longer
+    than _GIF_STEPS steps is refused too."""
     raw = tf.pad(tf.io.decode_raw(data, tf.uint8), [[0, 16]])  # the file, and zeros past its end
     end = tf.cast(tf.size(raw), tf.int64) - 16
 
@@ -221,7 +224,7 @@ def _gif_refusal(tf: Any, data: Any) -> Any:
     # What the walk expects next: a block's first byte, sub-blocks; the end.
     block, blocks, done = (tf.constant(value, tf.int64) for value in range(3))
 
-    def step(at: Any, expect: Any, sides: Any, frames: Any, steps: Any) -> tuple[Any, Any, Any, Any, Any]:
+    def step(at: Any, expect: Any, sides: Any, raster: Any, steps: Any) -> tuple[Any, Any, Any, Any, Any]:
         near = tf.cast(tf.slice(raw, [tf.minimum(at, end)], [10]), tf.int64)  # one slice a step: the walk's cost
         here = tf.where(at < end, near[0], tf.constant(0, tf.int64))
         descriptor = tf.logical_and(tf.equal(expect, block), tf.equal(here, 0x2C))
@@ -238,20 +241,22 @@ def _gif_refusal(tf: Any, data: Any) -> Any:
         expect = tf.where(descriptor | extension, blocks, tf.where(
             in_blocks, tf.where(tf.equal(here, 0) & tf.equal(full, 0), block, blocks), done))  # a trailer, junk
         # or the end: done
-        return moved, expect, sides, frames + tf.cast(descriptor, tf.int64), steps + 1
+        area = tf.where(descriptor, word[2] * word[3], tf.constant(0, tf.int64))
+        return moved, expect, sides, raster + area, steps + 1
 
     head = tf.cast(raw[:13], tf.int64)
     screen = head[6:10:2] + 256 * head[7:10:2]
-    _, expect, sides, frames, _ = tf.while_loop(
-        lambda at, expect, sides, frames, steps: tf.logical_and(tf.not_equal(expect, done), steps < _GIF_STEPS), step,
+    _, expect, sides, raster, _ = tf.while_loop(
+        lambda at, expect, sides, raster, steps: tf.logical_and(tf.not_equal(expect, done), steps < _GIF_STEPS), step,
         (13 + table(head[10]), block, screen, tf.constant(0, tf.int64), tf.constant(0, tf.int64)))
-    pixels = tf.maximum(frames, 1) * sides[0] * sides[1]
     walked = tf.debugging.Assert(tf.equal(expect, done), [
         f"GIF of more than {_GIF_STEPS} blocks, too long to check; send its first frame as PNG"])
     with tf.control_dependencies([walked]):
-        return tf.debugging.Assert(pixels <= MAX_PIXELS, [tf.strings.format(
-            "GIF too large to decode safely: {} frames of {} x {} pixels as TensorFlow decodes them (at most {} "
-            "pixels in all); send its first frame as PNG", [frames, sides[0], sides[1], MAX_PIXELS])])
+        return tf.debugging.Assert(
+            tf.logical_and(sides[0] * sides[1] <= MAX_PIXELS, raster <= _GIF_RASTER), [tf.strings.format(
+                "GIF too large to decode safely: a canvas of {} x {} pixels and frames of {} pixels in all as "
+                "TensorFlow decodes it (at most {} and {}); send its first frame as PNG",
+                [sides[0], sides[1], raster, MAX_PIXELS, _GIF_RASTER])])
 
 
 def _bytes_at(tf: Any, data: Any, offset: int, count: int) -> Any:

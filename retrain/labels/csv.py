@@ -492,8 +492,10 @@ def _locate(written: str, *, image_dir: Path, image_root: str) -> tuple[str, str
     name = _within(spelt, image_root) if _same_folder(os.path.dirname(spelt), folder) else None
     if name is None:
         name = _within(os.path.join(_real_folder(folder), file), _real_folder(image_root))
-    if name is None:
-        name = os.path.normpath(written)
+    if name is None:  # Outside the tree: as written, unless that reads as inside it (probe LLL: a `..` after a
+        # link out of the tree took the name of the tree's photo of that name): then its real path.
+        real = os.path.join(_real_folder(folder), file)
+        name = real if _within(spelt, image_root) is not None else os.path.normpath(written)
     return checked, name.replace(os.sep, "/")
 
 
