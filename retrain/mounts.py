@@ -66,12 +66,14 @@ def _table() -> _Table:
         stacked = here[point]
         above = _deepest(at, os.path.dirname(point)) if point != "/" else None
         under = {mount.parent for mount in stacked}
+        # Of two tops at one point (probe LLL: one moved there, the other hidden under a mount above), the one
+        # whose stack sits on the visible mount above.
         for mount in reversed([mount for mount in stacked if mount.id not in under] or stacked):
             bottom, ids = mount, {m.id: m for m in stacked}  # down the stack at that point, to what it sits on
             while bottom.parent in ids and ids[bottom.parent] != bottom:
                 bottom = ids.pop(bottom.parent)
-            if above is None or above.id == bottom.parent:  # (probe LLL: of two tops at one point, one moved
-                at[point] = mount  # there, the hidden one was taken and the visible one dropped)
+            if above is None or above.id == bottom.parent:
+                at[point] = mount
                 break
     by_device: dict[str, list[_Mount]] = {}
     for mount in at.values():

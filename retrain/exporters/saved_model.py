@@ -101,8 +101,8 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
     bits and greys 0, 1, 2... at 4 bits (Pillow then misreads the rows), and greys
     0, 1, 2... with pixels past the palette's end (Pillow: their index as grey;
     here: black). BMPs with the old 12-byte OS/2 header still go to
-    tf.io.decode_image, which refuses them; GIFs too, which makes every frame the
-    largest frame's size. Refused with an InvalidArgumentError: animated WebPs,
+    tf.io.decode_image, which refuses them; GIFs too, whose canvas there is the
+    largest frame's extent (`_gif_refusal`). Refused with an InvalidArgumentError: animated WebPs,
     RLE-compressed BMPs, and images over training's size limits (`images.MAX_PIXELS`,
     `JPEG_MAX_PIXELS`; a progressive JPEG between the two is decoded here, refused there).
     """
@@ -238,9 +238,9 @@ def _gif_refusal(tf: Any, data: Any) -> Any:
         moved = tf.where(descriptor, at + 11 + table(near[9]),  # its colour table, then the LZW code size
                          tf.where(extension, at + 2, tf.where(in_blocks, tf.where(full > 0, at + 256 * full,
                                                                                    at + 1 + here), at)))
+        # After a trailer, junk or the end of the file: done.
         expect = tf.where(descriptor | extension, blocks, tf.where(
-            in_blocks, tf.where(tf.equal(here, 0) & tf.equal(full, 0), block, blocks), done))  # a trailer, junk
-        # or the end: done
+            in_blocks, tf.where(tf.equal(here, 0) & tf.equal(full, 0), block, blocks), done))
         area = tf.where(descriptor, word[2] * word[3], tf.constant(0, tf.int64))
         return moved, expect, sides, raster + area, steps + 1
 
@@ -250,7 +250,7 @@ def _gif_refusal(tf: Any, data: Any) -> Any:
         lambda at, expect, sides, raster, steps: tf.logical_and(tf.not_equal(expect, done), steps < _GIF_STEPS), step,
         (13 + table(head[10]), block, screen, tf.constant(0, tf.int64), tf.constant(0, tf.int64)))
     walked = tf.debugging.Assert(tf.equal(expect, done), [
-        f"GIF of more than {_GIF_STEPS} blocks, too long to check; send its first frame as PNG"])
+        f"GIF too long to check (more than {_GIF_STEPS} steps of its blocks); send its first frame as PNG"])
     with tf.control_dependencies([walked]):
         return tf.debugging.Assert(
             tf.logical_and(sides[0] * sides[1] <= MAX_PIXELS, raster <= _GIF_RASTER), [tf.strings.format(
