@@ -91,8 +91,10 @@ class _OneLineErrors(click.Command):
             try:
                 result = super().main(*args, standalone_mode=False, **kwargs)
             except RetrainError:
-                if RECEIVED:  # the stop broke what the error reports: TensorFlow raised its own error for the
-                    raise stop_for(RECEIVED[-1]) from None  # interrupt while it loaded a module (probe CCC)
+                # The stop broke what the error reports: TensorFlow raised its own error for the interrupt while
+                # it loaded a module (probe CCC).
+                if RECEIVED:
+                    raise stop_for(RECEIVED[-1]) from None
                 raise
             if RECEIVED:  # an interrupt that a finaliser swallowed after the last safe point: the work is done
                 stop = stop_for(RECEIVED[-1])

@@ -24,7 +24,7 @@ from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import classic_pair, file_sha256, head, is_saved_model_file, labels_of_text, read_report
 from retrain.images import ImageError, read_bytes
 from retrain.inference.readers import Model
-from retrain.insight.report import files_now, labels_file_now, reports_at
+from retrain.insight.report import among, files_now, labels_file_now, reports_at
 from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.outputs import half_written
 
@@ -178,7 +178,7 @@ def _run_report(graph: Path) -> tuple[Path, dict[str, Any], str | None] | None:
             data = read_report(report)
             try:
                 for key in _DIGESTS_OF:
-                    if _among(graph, files_now(report, data["run"], key=key)):
+                    if among(graph, files_now(report, data["run"], key=key)):
                         over = _written_over(graph, report, data["run"], [graph], key=key)
                         if over is None:
                             return report, data, None
@@ -232,7 +232,7 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
     warn = log.warning if given else lambda *_: None
     graph = _model(graph)
     own = graph / SAVED_MODEL_LABELS
-    if own.is_file() and not _among(labels, [own]):
+    if own.is_file() and not among(labels, [own]):
         try:
             its_own = read_labels(own)
         except RetrainError:
@@ -245,7 +245,7 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
             warn("--labels %s are not the labels --graph %s holds (its %s); if that is another model's "
                  "labels file, leave --labels out", labels, graph, SAVED_MODEL_LABELS)
         return
-    found = None if _among(labels, [own]) else _run_report(graph)
+    found = None if among(labels, [own]) else _run_report(graph)
     if found is not None and found[2] is None and isinstance(named := found[1].get("labels"), list):
         if named != list(names):
             warn("labels %s are not those that %s names for --graph %s (it lists the model among its run's "
@@ -262,7 +262,7 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
     try:
         vouched = data["labels"] == list(names)
         files = [file for file in files_now(report, data["run"])
-                 if os.path.lexists(file) and not _among(labels, [file])]
+                 if os.path.lexists(file) and not among(labels, [file])]
         own = [file for file in files_now(report, data["run"], key="intermediate_graphs")
                if _is_or_copies(graph, file)]  # the run's own, or a copy of one
         mine = [file for file in files if _is_or_copies(graph, file)]
@@ -273,14 +273,14 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
                      _written_over(graph, report, data["run"], mine, key="files") if mine else None)
     except (KeyError, TypeError, ValueError, OSError, RetrainError):  # no report, or one edited by hand
         vouched, files, mine, intermediate, rewritten = False, [], [], False, None
-    if held and _among(holder, files) and not vouched:
+    if held and among(holder, files) and not vouched:
         warn("labels %s: the SavedModel %s holds other labels than its run's %s lists; if they were "
              "edited or replaced, its scores are named wrongly", labels, holder, report.name)
         return
     if not held and not vouched:  # no report vouches for these labels: only the class count can be checked,
         listed = _listed_as(graph, report, data)  # unless it says whose model this is
         if listed is not None:
-            listed_text = "it" if _among(graph, [listed]) else f"{listed}, which --graph is a copy of,"
+            listed_text = "it" if among(graph, [listed]) else f"{listed}, which --graph is a copy of,"
             if not given:
                 raise UsageError(f"no labels found for --graph {graph}: the default --labels {labels} are not its, "
                                  f"as the {report} beside them lists {listed_text} among the files of a run with "
@@ -288,7 +288,7 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
             log.warning("labels %s are not those of --graph %s: the %s beside them lists %s among the files of a "
                         "run with other labels; pass its own labels file", labels, graph, report, listed_text)
         return
-    if held and not _among(holder, files):  # the SavedModel vouches for itself only
+    if held and not among(holder, files):  # the SavedModel vouches for itself only
         files, intermediate, rewritten = [holder], False, None
         mine = [holder] if _is_or_copies(graph, holder) else []
     if rewritten == _OTHER_BYTES:  # the default folder of intermediate graphs is shared by every run
@@ -296,7 +296,7 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
         warn("labels %s are not those of --graph %s: %s lists %s among the files its run wrote, but that run "
              "wrote other bytes there (another run, or a copy, has replaced it since); pass the labels file of "
              "the run that wrote it", labels, graph, report,
-             "it" if _among(graph, [first]) else f"{first}, which --graph is a copy of,")
+             "it" if among(graph, [first]) else f"{first}, which --graph is a copy of,")
     elif rewritten:
         warn("labels %s: --graph %s is one of the intermediate graphs %s lists, but was written after it: "
              "if another run has written it since, these are not its labels", labels, graph, report)
@@ -308,12 +308,12 @@ def warn_if_another_models_labels(graph: Path, labels: Path, names: Sequence[str
         its = labels_file_now(report, data["run"])
     except (KeyError, TypeError, ValueError, RetrainError):
         its = None
-    if given and not held and its is not None and os.path.lexists(its) and not _among(labels, [its]):
+    if given and not held and its is not None and os.path.lexists(its) and not among(labels, [its]):
         # Another file with the same lines as the report's labels file: said as such (probe CCC: the report was
         # said to name these; probe DDD: a backup copy given to another model needs the word all the same)
-        files = [file for file in files if not _among(file, [its])]  # (the model files it is the labels of)
+        files = [file for file in files if not among(file, [its])]  # (the model files it is the labels of)
         classic = classic_pair(labels, head(labels, 1 << 20), FINAL_TENSOR_NAME, reports=False)
-        if files and not (classic is not None and _among(graph, [classic])):  # (the classic script's pair: EEE)
+        if files and not (classic is not None and among(graph, [classic])):  # (the classic script's pair: EEE)
             log.warning("labels %s hold the labels that the %s beside them names for %s%s (in %s), not for --graph "
                         "%s; if that is another model, pass its own labels file", labels, report.name, files[0],
                         _more(files), its.name, graph)
@@ -343,27 +343,16 @@ def _vouching_report(labels: Path, names: Sequence[str], model: Path) -> Path | 
     report = report_path(Path(os.path.realpath(labels)))
     data = read_report(report)
     try:
-        ours = any(_among(model, [file]) or all(_same_bytes(model / name, file / name) for name in _SAVED_MODEL_FILES)
+        ours = any(among(model, [file]) or all(_same_bytes(model / name, file / name) for name in _SAVED_MODEL_FILES)
                    for file in files_now(report, data["run"]))  # type: ignore[index]  # (a copy of it: probe XX)
     except (KeyError, TypeError, ValueError, RetrainError):
         ours = False
     return report if data is not None and data.get("labels") == list(names) and not ours else None
 
 
-def _among(path: Path, files: Sequence[Path]) -> bool:
-    """Whether `path` is one of `files` (the same file or folder, however spelt)."""
-    for file in files:
-        try:
-            if os.path.samefile(path, file):
-                return True
-        except (OSError, ValueError):  # (a NUL byte in a path a report edited by hand lists: probe YY)
-            continue
-    return False
-
-
 def _is_or_copies(graph: Path, file: Path) -> bool:
     """Whether the model at `graph` is `file` (however spelt) or a byte copy of it."""
-    return _among(graph, [file]) or _same_bytes(graph, file)
+    return among(graph, [file]) or _same_bytes(graph, file)
 
 
 def _same_bytes(path: Path, other: Path) -> bool:
@@ -419,9 +408,10 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
     if not np.isfinite(values).all():
         raise RetrainError(f"{path} line {lines[int(np.argmin(np.isfinite(values)))][0]} is not a finite number; "
                            "retrain writes one finite number per line")
-    recorded = _recorded_thresholds(graph, names) if graph is not None else None
+    found = _run_report(_model(graph)) if graph is not None else None  # (read once for both questions)
+    recorded = _recorded_thresholds(found, names)
     known = [(value, mine) for value, mine in zip(values, recorded or []) if mine is not None]  # (each label's:
-    if graph is not None and _an_intermediate_graph(graph):  # probe FFF: said nothing
+    if graph is not None and _an_intermediate_graph(graph, found):  # probe FFF: said nothing
         log.warning("the thresholds in %s were chosen on validation for the final model of the run that wrote "
                     "--graph %s, one of its intermediate graphs, which has none of its own: its labels are chosen by "
                     "another model's thresholds", path, graph)
@@ -443,19 +433,19 @@ def run_final_tensor_name(graph: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _an_intermediate_graph(graph: Path) -> bool:
-    """Whether the report that lists the model at `graph` lists it among its run's intermediate graphs."""
-    found = _run_report(_model(graph))
+def _an_intermediate_graph(graph: Path, found: tuple[Path, dict[str, Any], str | None] | None) -> bool:
+    """Whether the report that lists the model at `graph` (`found`: `_run_report`) lists it among its run's
+    intermediate graphs."""
     try:
-        return found is not None and _among(graph, files_now(found[0], found[1]["run"], key="intermediate_graphs"))
+        return found is not None and among(graph, files_now(found[0], found[1]["run"], key="intermediate_graphs"))
     except (KeyError, TypeError):
         return False
 
 
-def _recorded_thresholds(graph: Path, names: Sequence[str]) -> list[float | None] | None:
-    """The per-label thresholds the report listing the model at `graph` (its bytes that run's) records, for these
-    labels (None for a label it records none for); None when no such report lists the model."""
-    found = _run_report(_model(graph))
+def _recorded_thresholds(found: tuple[Path, dict[str, Any], str | None] | None,
+                         names: Sequence[str]) -> list[float | None] | None:
+    """The per-label thresholds the report listing the model (`found`: `_run_report`; its bytes that run's)
+    records, for these labels (None for a label it records none for); None when no such report lists the model."""
     if found is None or found[2] is not None or found[1].get("labels") != list(names):
         return None
     classes = found[1].get("classes")

@@ -357,6 +357,17 @@ def _own(path: Path) -> bool:
         return False
 
 
+def among(path: Path, files: Sequence[Path]) -> bool:
+    """Whether `path` is one of `files` (the same file or folder, however spelt)."""
+    for file in files:
+        try:
+            if os.path.samefile(path, file):
+                return True
+        except (OSError, ValueError):  # (a NUL byte in a path a report edited by hand lists: probe YY)
+            continue
+    return False
+
+
 def files_now(report: Path, run: Mapping[str, Any], *, key: str = "files") -> list[Path]:
     """The files a report lists, where they are now: those that were in its labels file's folder are in the
     report's folder (which may have moved or been copied, or be reached from another folder); others are where

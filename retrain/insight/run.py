@@ -247,18 +247,11 @@ def _kept_files(config: Any, labels: Sequence[str], written: Sequence[Path]) -> 
             listed = reports.files_now(report, {**run, "files": [name]})
             if not listed or not isinstance(digest, str) or not digest or not listed[0].is_file():
                 continue  # (a folder holds its own labels)
-            if not any(_same_file(listed[0], path) for path in written) and file_sha256(listed[0]) == digest:
+            if not reports.among(listed[0], written) and file_sha256(listed[0]) == digest:
                 kept[listed[0]] = digest
     except (KeyError, TypeError, ValueError, OSError):  # a report edited by hand
         return {}
     return kept
-
-
-def _same_file(one: Path, two: Path) -> bool:
-    try:
-        return os.path.samefile(one, two)
-    except OSError:
-        return False
 
 
 def _as_listed(path: Path, *, labels: Path) -> str:
