@@ -138,8 +138,8 @@ def decode_like_training(tf: Any, data: Any, *, height: int, width: int) -> Any:
         with tf.control_dependencies([tf.cond(gif, checked, lambda: tf.constant(True))]):
             return tf.io.decode_image(data, channels=3, expand_animations=False)
 
-    # A PNG, GIF or WebP over training's limit is refused before it is decoded (probes BBB, HHH: a 38-byte WebP
-    # of 196 megapixels took 4 GB to serve); a JPEG's limit is checked above, a BMP's in its branch.
+    # A PNG, GIF (its screen), WebP or BMP over training's limit is refused before it is decoded (probes BBB,
+    # HHH, III: a 38-byte WebP of 196 megapixels took 4 GB to serve); a JPEG's limit is checked above.
     size = _declared_pixels(tf, data)
     with tf.control_dependencies([tf.debugging.Assert(size <= MAX_PIXELS, [tf.strings.format(
             "image too large to decode safely: {} pixels (at most {})", [size, MAX_PIXELS])])]):
@@ -340,11 +340,9 @@ def _palette_bmp_rgb(tf: Any, data: Any) -> Any:
             "corrupt BMP: its header gives a size of {} x {} pixels", [width, height])]),
         tf.debugging.Assert(tf.equal(tf.size(stored, out_type=tf.int64), rows * stride), [
             "truncated BMP: the file ends before its last row of pixels"]),
-        # As training (Pillow) refuses them: a palette it calls unsupported, and a decompression bomb (a 32 MB
-        # 1-bit BMP is 256 megapixels: expanded, gigabytes).
+        # As training (Pillow) refuses it: a palette it calls unsupported. (A decompression bomb, a 32 MB 1-bit
+        # BMP of 256 megapixels, is refused from its header before this branch: `_declared_pixels`.)
         tf.debugging.Assert(colours <= 65536, [tf.strings.format("corrupt BMP: a palette of {} colours", colours)]),
-        tf.debugging.Assert(width * rows <= MAX_PIXELS, [tf.strings.format(
-            "BMP too large to decode safely: {} x {} pixels (at most {} pixels)", [width, rows, MAX_PIXELS])]),
     ]
     with tf.control_dependencies(checks):
         per_byte = 8 // bits
