@@ -766,6 +766,24 @@ def test_the_classic_default_labels_of_another_model_are_refused_and_a_copy_gets
     assert f"labels {default} are not those of --graph" in given.stderr
 
 
+def test_the_same_run_writes_the_same_bytes_so_a_backup_of_its_model_keeps_its_labels(colour_tree: Path,
+                                                                                      tiny_module: Path,
+                                                                                      outputs) -> None:
+    # Freezing named each weight's constant by a counter of the process and wrote the graph's maps in any order:
+    # each run of one command wrote other bytes, and a backup of the model taken before the rerun was refused
+    # as another run's (probe NNN).
+    retrain_cli(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
+    graph, intermediate = outputs["output_graph"], outputs["intermediate_output_graphs_dir"] / "intermediate_10.pb"
+    backup = graph.with_name("graph_backup.pb")
+    shutil.copyfile(graph, backup)
+    first = intermediate.read_bytes()
+    retrain_cli(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
+    assert graph.read_bytes() == backup.read_bytes() and intermediate.read_bytes() == first
+    result = invoke(label_image_command, ["--graph", str(backup), "--image", str(colour_tree / "red" / "red_000.jpg"),
+                                          "--top_k", "1"])
+    assert result.stdout.split()[0] == "red" and "WARNING" not in result.stderr
+
+
 def _error(args: list[str], *, expect: int) -> str:
     result = invoke(label_image_command, args, expect=expect)
     assert result.stdout == "" and "Traceback" not in result.stderr

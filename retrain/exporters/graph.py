@@ -40,7 +40,7 @@ class FrozenGraph(Exporter):
             model.graph_def  # noqa: B018 - raises a RetrainError on a clash
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
-        atomic_write_bytes(config.output_graph, model.graph_def.SerializeToString(), flag="--output_graph",
+        atomic_write_bytes(config.output_graph, model.graph_bytes, flag="--output_graph",
                            digest=True)  # in the report always (run.files_sha256)
         return [config.output_graph]
 
@@ -74,7 +74,7 @@ class IntermediateGraphs(Exporter):
             return
         make_folder(path.parent, flag="--intermediate_output_graphs_dir")
         with recording(writes):
-            atomic_write_bytes(path, model.graph_def.SerializeToString(), flag="--intermediate_output_graphs_dir",
+            atomic_write_bytes(path, model.graph_bytes, flag="--intermediate_output_graphs_dir",
                                digest=True)  # in the report always (run.intermediate_sha256)
         log.info("saved intermediate graph %s", path)
 

@@ -10,6 +10,7 @@ needs; none of them knows which objective or how many modules it exports.
 from __future__ import annotations
 
 import functools
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,9 +102,75 @@ class ExportModel:
             node = graph_def.node.add(name=THRESHOLDS_NODE, op="Const")
             node.attr["dtype"].type = tf.float32.as_datatype_enum
             node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(self.head.thresholds, np.float32)))
-        return graph_def
+        return _in_fixed_form(graph_def)
+
+    @functools.cached_property
+    def graph_bytes(self) -> bytes:
+        """The frozen GraphDef's bytes, the same for the same model (its maps written in one order)."""
+        return self.graph_def.SerializeToString(deterministic=True)
 
     def with_head(self, head: Any) -> "ExportModel":
         """The same model with another head (for intermediate graphs during training)."""
         return ExportModel(source=self.source, head=head, labels=self.labels, final_tensor_name=self.final_tensor_name,
                            calibration=self.calibration)
+
+
+def _in_fixed_form(graph_def: Any) -> Any:
+    """The same graph in one form for one model, so the same run writes the same bytes.
+
+    Freezing names each variable's constant by a counter of the process, and
+    the nodes' order follows those names: the same model came out in other
+    bytes on every run. Here each such constant is named after the node that
+    reads it (`<reader>/value`), and the nodes are put in topological order,
+    placeholders first, then by name.
+    """
+    readers: dict[str, list[str]] = {}
+    for node in graph_def.node:
+        for name in node.input:
+            readers.setdefault(_node_of(name), []).append(node.name)
+    taken = {node.name for node in graph_def.node}
+    renamed: dict[str, str] = {}
+    for node in graph_def.node:
+        if node.name.isdigit() and node.op == "Const" and node.name in readers:
+            name = new = f"{min(readers[node.name])}/value"
+            count = 0
+            while new in taken:
+                count += 1
+                new = f"{name}_{count}"
+            taken.add(new)
+            renamed[node.name] = new
+    for node in graph_def.node:
+        node.name = renamed.get(node.name, node.name)
+        for i, name in enumerate(node.input):
+            if _node_of(name) in renamed:
+                head, tail = ("^", name[1:]) if name.startswith("^") else ("", name)
+                node_name, colon, port = tail.partition(":")
+                node.input[i] = f"{head}{renamed[node_name]}{colon}{port}"
+    nodes = {node.name: node for node in graph_def.node}
+    waiting = {name: {_node_of(i) for i in node.input} & nodes.keys() for name, node in nodes.items()}
+    readers = {}
+    for name, inputs in waiting.items():
+        for source in inputs:
+            readers.setdefault(source, []).append(name)
+    ready = [(node.op != "Placeholder", name) for name, node in nodes.items() if not waiting[name]]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        for reader in readers.get(name, ()):
+            waiting[reader].discard(name)
+            if not waiting[reader]:
+                heapq.heappush(ready, (nodes[reader].op != "Placeholder", reader))
+    order += sorted(nodes.keys() - set(order))  # nodes on a cycle (none in retrain's graphs), by name
+    fixed = type(graph_def)()
+    fixed.CopyFrom(graph_def)
+    del fixed.node[:]
+    fixed.node.extend(nodes[name] for name in order)
+    return fixed
+
+
+def _node_of(input_name: str) -> str:
+    """The node an input names: `^name` (a control input) and `name:1` (an output) are `name`'s."""
+    return input_name.lstrip("^").partition(":")[0]
+

@@ -418,7 +418,7 @@ class TFJS(Exporter):
 
         def write(tmp: Path) -> None:
             tmp.mkdir()
-            write_graph_model(tmp, model.graph_def.SerializeToString(), output_node=config.final_tensor_name,
+            write_graph_model(tmp, model.graph_bytes, output_node=config.final_tensor_name,
                               height=model.height, width=model.width, labels=model.labels, metadata=metadata)
 
         replace_folder(config.output_tfjs, write, flag="--output_tfjs")
