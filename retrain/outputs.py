@@ -150,7 +150,7 @@ def _region(item: Output | Input) -> _Region:
 def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     """Refuse, with one line naming both flags, any output that overlaps an input or another output."""
     mounts.reset()  # this run's checks see the mounts as they are now
-    _INPUTS[:] = [(item, _region(item)) for item in inputs if item.kind == "tree"]
+    _INPUTS[:] = [item for item in inputs if item.kind == "tree"]
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
         made_up = _kernels_place(output.path)
         if made_up is not None:
@@ -159,6 +159,13 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
             raise UsageError(f"{output.named()} leads to {made_up}, which the kernel makes up (a process's open "
                              f"files, its settings), not a place for files; choose a path on a disk for "
                              f"{output.flag}{hint}")
+    for item in [*outputs, *_INPUTS]:
+        if _in_another_view(item.path):
+            named = item.named() if isinstance(item, Output) else f"{item.flag} {item.path}"
+            raise UsageError(f"{named} leads into another view of the files than this process's, through a link the "
+                             "kernel makes up (/proc/N/root or /proc/N/cwd of a process in another mount namespace, "
+                             "such as a container's), where its place cannot be checked against the run's other "
+                             "files; give that place's path as this system sees it")
     for output in outputs:  # said as it is, rather than as a clash with the outputs inside that folder
         if output.kind == "file" and not output.role and output.path.is_dir():
             raise _a_folder_in_the_way(output.named(), output.flag)
@@ -201,6 +208,21 @@ def _kernels_place(path: Path) -> str | None:
         # Not normalised: the next round resolves its folder as the kernel does, the links before any `..`.
         place = os.path.join(os.path.dirname(place), os.readlink(place))
     return None
+
+
+def _in_another_view(path: Path) -> bool:
+    """Whether `path`, as spelt, names another place than its real path does. Links the kernel makes up, such as
+    /proc/N/root and /proc/N/cwd, read as a path of this process's view of the files and lead into that
+    process's own: through /proc/N/root of a container, the checks judged a harmless folder of the host's and
+    the model went into the container's view of the photos, exit 0 (probe OOO)."""
+    spelt = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(spelt) and os.path.dirname(spelt) != spelt:
+        spelt = os.path.dirname(spelt)
+    try:
+        here, there = os.stat(spelt), os.stat(os.path.realpath(spelt))
+    except OSError:
+        return True
+    return (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino)
 
 
 def check_outside_exports(outputs: Sequence[Output]) -> None:
@@ -774,20 +796,23 @@ def judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:
                            "another run, so retrain did not replace it)") from None
 
 
-# The trees the run reads (its images), as check_clashes found them: a write checks it is still outside them.
-_INPUTS: list[tuple[Input, _Region]] = []
+# The trees the run reads (its images), as check_clashes was given them: a write checks it is still outside them.
+_INPUTS: list[Input] = []
 
 
 def check_still_outside(path: Path, *, flag: str) -> None:
     """RetrainError when the output at `path` now lies inside a tree the run reads (probe GGG: the output folder
     replaced by a link into the image tree after the run's checks put the model's files among the photos)."""
+    if not _INPUTS:
+        return
+    mounts.reset()  # (a bind mount made over the output folder during the run: probe OOO)
     region = _Region(path, "file")
     region.path = _entry(path)  # (a write replaces a link, not the file it leads to: as check_clashes judged)
-    for item, tree in _INPUTS:
-        if tree.overlaps(region):
+    for item in _INPUTS:
+        if _region(item).overlaps(region):
             raise RetrainError(f"{flag} {path} now lies inside {item.flag} {item.path}, which the run reads (a "
-                               "folder on its way was moved or replaced by a link while the run went on); nothing "
-                               "was written there")
+                               "folder on its way was moved, replaced by a link or mounted over while the run went "
+                               "on); nothing was written there")
 
 
 def record_written(path: Path) -> None:

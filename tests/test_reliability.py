@@ -247,7 +247,7 @@ def test_an_output_folder_replaced_by_a_link_into_the_tree_while_the_run_goes_on
     out.symlink_to(tree / "red")
     try:
         with pytest.raises(RetrainError, match=rf"^--output_graph {out / 'g.pb'} now lies inside --image_dir {tree}, "
-                                               r"which the run reads \(a folder on its way was moved or replaced"):
+                                               r"which the run reads \(a folder on its way was moved, replaced by a link"):
             atomic_write_bytes(out / "g.pb", b"graph", flag="--output_graph")
         with pytest.raises(RetrainError, match=rf"^--saved_model_dir {out / 'sm'} now lies inside --image_dir"):
             replace_folder(out / "sm", lambda folder: folder.mkdir(), flag="--saved_model_dir")
@@ -257,6 +257,59 @@ def test_an_output_folder_replaced_by_a_link_into_the_tree_while_the_run_goes_on
     out.unlink()  # once the run is over, the trees it read are no longer held against writes
     out.mkdir()
     atomic_write_bytes(tree / "red" / "written.txt", b"x", flag="--output_labels")
+
+
+def test_an_output_folder_mounted_over_with_a_folder_of_the_tree_while_the_run_goes_on_is_not_written(
+        tmp_path: Path) -> None:
+    """Probe OOO: a bind mount of a class folder made over the output folder after the run's checks put the
+    graph among the photos, exit 0: each write's check read the mount table of the run's start."""
+    tree, out = make_colour_tree(tmp_path / "photos", per_class=2), tmp_path / "out"
+    out.mkdir()
+    script = (f"from pathlib import Path; import subprocess; from retrain.errors import RetrainError; "
+              f"from retrain.outputs import Input, Output, atomic_write_bytes, check_clashes; "
+              f"out, tree = Path({str(out)!r}), Path({str(tree)!r}); "
+              f"check_clashes([Output('--output_graph', out / 'g.pb')], [Input('--image_dir', tree)]); "
+              f"subprocess.run(['mount', '--bind', str(tree / 'red'), str(out)], check=True)\n"
+              f"try: atomic_write_bytes(out / 'g.pb', b'graph', flag='--output_graph')\n"
+              f"except RetrainError as error: print(error)")
+    before = digest(tree)
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith(f"--output_graph {out / 'g.pb'} now lies inside --image_dir {tree}, which the run "
+                                  "reads (a folder on its way was moved, replaced by a link or mounted over while "
+                                  "the run went on); nothing was written there"), done.stdout + done.stderr
+    assert digest(tree) == before
+
+
+def test_a_path_through_another_processs_view_of_the_files_is_refused(colour_tree: Path, tmp_path: Path, outputs,
+                                                                      tiny_module: Path) -> None:
+    """Probe OOO: /proc/N/root of a process in another mount namespace (a container's, seen from the host)
+    reads as a path of ours: the checks judged a harmless folder here, and the graph went into that process's
+    view of the photos, exit 0; two runs wrote one folder, one through such a path, unlocked."""
+    seen = tmp_path / "data"
+    (seen / "red").mkdir(parents=True)  # here, an empty folder; there, the photos' red folder
+    other = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                              f"mount --bind {colour_tree} {seen} && exec sleep 120"])
+    try:
+        through = Path(f"/proc/{other.pid}/root") / str(seen).lstrip("/")
+        for _ in range(100):
+            if (through / "red" / "red_000.jpg").exists():
+                break
+            time.sleep(0.1)
+        before = digest(colour_tree)
+        for change in ({"output_graph": through / "red" / "g.pb"}, {"image_dir": through}):
+            error = retrain(colour_tree, tiny_module, {**outputs, **change}, expect=2)
+            flag, path = next(iter(change.items()))
+            assert error == (f"retrain: error: --{flag} {path} leads into another view of the files than this "
+                             "process's, through a link the kernel makes up (/proc/N/root or /proc/N/cwd of a process "
+                             "in another mount namespace, such as a container's), where its place cannot be checked "
+                             "against the run's other files; give that place's path as this system sees it")
+        assert digest(colour_tree) == before and not any(seen.rglob("*.pb"))
+        retrain(colour_tree, tiny_module, {**outputs, "output_graph": Path("/proc/self/root") / str(
+            outputs["output_graph"]).lstrip("/")})  # this process's own view: the place itself
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_an_output_that_is_a_link_in_the_tree_to_a_file_outside_is_refused(colour_tree: Path, tmp_path: Path,
