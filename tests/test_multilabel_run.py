@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -198,6 +199,14 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
     assert (f"the thresholds in {thresholds_path(outputs['output_labels'])} were chosen on validation for the final "
             f"model of the run that wrote --graph {snapshot}, one of its intermediate graphs, which has none of its "
             "own: its labels are chosen by another model's thresholds") in " ".join(said.split()), said
+    # The same for a copy of it beside the report, and for one in a folder of its own given the labels (probe OOO).
+    elsewhere = image_dir.parent / "elsewhere"
+    elsewhere.mkdir()
+    for copy, labels in ((outputs["output_labels"].parent / "step_100.pb", []),
+                         (elsewhere / "intermediate_100.pb", ["--labels", str(outputs["output_labels"])])):
+        shutil.copyfile(snapshot, copy)
+        said = invoke(label_image_command, ["--graph", str(copy), *labels, str(photos[0])]).stderr
+        assert "one of its intermediate graphs, which has none of its own" in " ".join(said.split()), (copy, said)
     # The thresholds node is a constant beside the output, not scores: refused as an --output_layer.
     refused = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), "--labels",
                                            str(outputs["output_labels"]), "--output_layer", "thresholds",

@@ -411,7 +411,7 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
     found = _run_report(_model(graph)) if graph is not None else None  # (read once for both questions)
     recorded = _recorded_thresholds(found, names)
     known = [(value, mine) for value, mine in zip(values, recorded or []) if mine is not None]  # (each label's:
-    if graph is not None and _an_intermediate_graph(graph, found):  # probe FFF: said nothing
+    if graph is not None and (_an_intermediate_graph(graph, found) or _its_intermediate_graph(graph, path)):
         log.warning("the thresholds in %s were chosen on validation for the final model of the run that wrote "
                     "--graph %s, one of its intermediate graphs, which has none of its own: its labels are chosen by "
                     "another model's thresholds", path, graph)
@@ -440,6 +440,20 @@ def _an_intermediate_graph(graph: Path, found: tuple[Path, dict[str, Any], str |
         return found is not None and among(graph, files_now(found[0], found[1]["run"], key="intermediate_graphs"))
     except (KeyError, TypeError):
         return False
+
+
+def _its_intermediate_graph(graph: Path, thresholds: Path) -> bool:
+    """Whether the model at `graph` holds the bytes of one of the intermediate graphs of the run whose report
+    sits beside `thresholds` (where a link to them leads), and of none of its other files: a copy of one, or
+    one in a folder of its own, given these thresholds' labels (probe OOO: no warning)."""
+    data = read_report(report_path(Path(os.path.realpath(thresholds))))
+    run = data.get("run") if isinstance(data, dict) else None
+    files, intermediate = (run.get(_DIGESTS_OF[key]) if isinstance(run, dict) else None
+                           for key in ("files", "intermediate_graphs"))
+    if not isinstance(intermediate, list) or not graph.is_file():
+        return False
+    digest = _sha256(graph)
+    return bool(digest) and digest in intermediate and not (isinstance(files, list) and digest in files)
 
 
 def _recorded_thresholds(found: tuple[Path, dict[str, Any], str | None] | None,
