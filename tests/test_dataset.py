@@ -59,6 +59,19 @@ def test_classes_and_files_sorted_extensions_any_case(tmp_path: Path, caplog: py
     assert "ignored 3 non-image file(s)" in caplog.text
 
 
+def test_the_folders_systems_and_nas_boxes_keep_beside_photos_are_neither_classes_nor_photos(tmp_path: Path):
+    """Probe NNN: a USB stick used as --image_dir made `$RECYCLE.BIN` (deleted photos) and `System Volume
+    Information` classes, exit 0, and Synology's `@eaDir/<photo>/SYNOPHOTO_THUMB_M.jpg` thumbnails roses."""
+    for folder in ["$RECYCLE.BIN/S-1-5-21-1", "System Volume Information", "lost+found", "#recycle", "@Recycle"]:
+        touch(tmp_path / folder / "deleted.jpg")
+    touch(tmp_path / "$Recycle.Bin" / "x.jpg")  # (Windows names it in either case)
+    for name in ["a.jpg", "@eaDir/a.jpg/SYNOPHOTO_THUMB_M.jpg", "@__thumb/a.jpg", "#snapshot/old.jpg"]:
+        touch(tmp_path / "roses" / name)
+    touch(tmp_path / "tulips" / "b.jpg")
+    labels = scan(tmp_path, 0, 0)
+    assert labels.names == ("roses", "tulips") and [p.name for p in files_of(labels, "roses")] == ["a.jpg"]
+
+
 def test_photos_in_formats_retrain_does_not_read_get_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """TIFF scans or an iPhone's HEIC photos were left out of training with one INFO line among the others (label-
     image classifies a TIFF given by name): a user meant them as photos. JPEGs a browser saved as .jfif only need

@@ -49,8 +49,16 @@ JPEG_OTHER_EXTENSIONS = frozenset({".jfif", ".jpe", ".jif", ".pjpeg", ".pjp"})
 WALK_NOTE_SECONDS = 10.0  # how often a long walk of the image folders says how far it has got
 
 
+# What file managers, systems and NAS boxes keep beside photos (macOS's own start with "."): never photos nor
+# classes. A USB stick or share used as --image_dir made `$RECYCLE.BIN` a class and Synology's `@eaDir`
+# thumbnails roses (probe NNN). Compared case-blind, as Windows names them.
+_SYSTEM_NAMES = frozenset(name.casefold() for name in (
+    "Thumbs.db", "desktop.ini", "__MACOSX", "$RECYCLE.BIN", "RECYCLER", "RECYCLED", "System Volume Information",
+    "lost+found", "@eaDir", "#recycle", "#snapshot", "@Recycle", "@Recently-Snapshot", "@__thumb"))
+
+
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name in {"Thumbs.db", "desktop.ini", "__MACOSX"}
+    return name.startswith(".") or name.casefold() in _SYSTEM_NAMES
 
 
 def label_problem(label: str) -> str:
