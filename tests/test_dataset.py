@@ -72,6 +72,28 @@ def test_the_folders_systems_and_nas_boxes_keep_beside_photos_are_neither_classe
     assert labels.names == ("roses", "tulips") and [p.name for p in files_of(labels, "roses")] == ["a.jpg"]
 
 
+def test_a_class_whose_validation_or_test_images_all_prove_unusable_is_said_to_have_none_left(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Probe NNN: 150 online-only placeholders (empty files) beside 10 photos gave the class all its validation
+    and test images from the walk; once they were dropped it had none, and nothing said so (with 10 photos
+    alone, the walk's warning did)."""
+    for name in ("roses", "tulips"):
+        for i in range(30):
+            touch(tmp_path / name / f"{name}_{i}.jpg")
+    labels = scan(tmp_path, 20, 20)
+    evaluated = files_of(labels, "roses", "validation") + files_of(labels, "roses", "testing")
+    assert evaluated and files_of(labels, "tulips", "testing")
+    usable = set(labels.all_files()) - set(evaluated) - set(files_of(labels, "tulips", "testing"))
+    with caplog.at_level(logging.WARNING):
+        kept = labels.keep(usable)
+    assert kept.names == ("roses", "tulips") and not files_of(kept, "roses", "validation")
+    assert [r.getMessage() for r in caplog.records] == [
+        "class 'roses' has no usable image left in the validation or testing split (those there could not be used); "
+        "add images for a fair evaluation",
+        "class 'tulips' has no usable image left in the testing split (those there could not be used); add images "
+        "for a fair evaluation"]
+
+
 def test_photos_in_formats_retrain_does_not_read_get_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """TIFF scans or an iPhone's HEIC photos were left out of training with one INFO line among the others (label-
     image classifies a TIFF given by name): a user meant them as photos. JPEGs a browser saved as .jfif only need

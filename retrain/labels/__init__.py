@@ -119,8 +119,24 @@ class LabelSet:
             if label not in left:
                 log.warning("%s %r has no usable images left; leaving it out",
                             "label" if self.multi_label else "class", label)
-        return replace(build(examples, source=self.source, multi_label=self.multi_label, first=False),
+        kept = replace(build(examples, source=self.source, multi_label=self.multi_label, first=False),
                        walked=self.walked)
+        before, after = _evaluated(self.examples), _evaluated(kept.examples)
+        trained = {label for e in examples if e.split == "training" for label in e.labels}  # (else said above)
+        lost = {label: [n for n in ("validation", "testing") if (label, n) in before and (label, n) not in after]
+                for label in kept.names if label in trained}
+        kind = "label" if self.multi_label else "class"
+        said = [(label, f"{kind} {label!r} has no usable image left in the {' or '.join(splits)} split (those "
+                        "there could not be used); add images for a fair evaluation")
+                for label, splits in lost.items() if splits]
+        _warn_grouped({"no_eval_left": said}, source=self.source)
+        return kept
+
+
+def _evaluated(examples: Sequence[Example]) -> set[tuple[str, str]]:
+    """(label, split) for each label with an image in the validation or testing split (probe NNN: a class whose
+    images there all proved unreadable was not said to have none, as the walk's count had some)."""
+    return {(label, e.split) for e in examples if e.split in ("validation", "testing") for label in e.labels}
 
 
 def build(examples: Sequence[Example], *, source: str, multi_label: bool, first: bool = True,
@@ -232,6 +248,8 @@ _GROUPED = {
     "unusable": "have no usable training images; training on all their usable images",
     "no_eval": "have no image in the validation split, the testing split or both; add images for a fair "
                "evaluation",
+    "no_eval_left": "have no usable image left in the validation split, the testing split or both (those there "
+                    "could not be used); add images for a fair evaluation",
 }
 NAMED_CLASSES = 3  # more classes of one kind than this get one warning, naming this many
 
