@@ -9,7 +9,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -17,6 +18,44 @@ from retrain.names import shown
 
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
+
+
+NAMED_SKIPS = 10  # files left out that are named one by one in warnings; the rest are counted by reason
+
+
+class Skips:
+    """Warnings for files left out, each with its reason: the first `NAMED_SKIPS` named, the rest counted by
+    reason in one closing line (each named at DEBUG level), so the warnings that matter do not scroll away
+    (probe NNN: 180 lines for 150 online-only placeholders and 30 web pages saved as .jpg)."""
+
+    def __init__(self, log: logging.Logger, what: str = "") -> None:
+        self._log, self._what = log, what  # what: the flag named before each path (`--image `), if any
+        self._rest: Counter[str] = Counter()
+        self.count = 0
+
+    def add(self, path: object, reason: str) -> None:
+        self.count += 1
+        if self.count <= NAMED_SKIPS:
+            self._log.warning("skipping %s%s: %s", self._what, path, reason)
+        else:
+            self._rest[reason] += 1
+            self._log.debug("skipping %s%s: %s", self._what, path, reason)
+
+    def close(self) -> None:
+        if self._rest:
+            reasons = "; ".join(f"{reason} ({count})" for reason, count in self._rest.most_common(3))
+            others = len(self._rest) - 3
+            self._log.warning("skipping %d more (--logging_verbosity DEBUG names each): %s%s", sum(self._rest.values()),
+                              reasons, f"; {others} other reason(s)" if others > 0 else "")
+            self._rest.clear()
+
+
+def warn_skipped(log: logging.Logger, skipped: Iterable[tuple[object, str]]) -> None:
+    """`Skips` for a list of (path, reason)."""
+    skips = Skips(log)
+    for path, reason in skipped:
+        skips.add(path, reason)
+    skips.close()
 
 
 class Commentary:

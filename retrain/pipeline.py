@@ -213,8 +213,8 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
         if in_memory and not variants:  # the run's vectors are all in `vectors`: before the splits are cut from
             stores = []  # them, let go of the caches' own copies (a whole cache, maybe)
         if vectors.skipped:
-            log.warning("skipped %d image(s) (of %d) that could not be read, decoded or used; each is named above "
-                        "with the reason", len(vectors.skipped), len(files))
+            log.warning("skipped %d image(s) (of %d) that could not be read, decoded or used; the warnings above "
+                        "give the reasons", len(vectors.skipped), len(files))
         labels = labels.keep(set(vectors.paths))
         if vectors.skipped:  # the walk's counts are out of date (probe ZZ)
             log.info("using %d %s: %d training, %d validation, %d testing images", len(labels.names),
@@ -236,17 +236,17 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
                                                           runner=runner)
             _compact(stores)
             kept = set(splits["training"].paths)
-            skipped += tuple((path, "its distorted variants could not be used (named above)")
+            skipped += tuple((path, "its distorted variants could not be used (said above)")
                              for path in plain.paths if path not in kept)
             if not len(training):
-                raise RetrainError("no training image is left: none of their distorted variants could be used (each "
-                                   "is named above with the reason); check --tfhub_module, or train without "
+                raise RetrainError("no training image is left: none of their distorted variants could be used (the "
+                                   "warnings above give the reasons); check --tfhub_module, or train without "
                                    "distortions")
             untaught = [labels.names[index] for index in training.targets.untaught()]
             if untaught:  # the plain-vector rule would move its validation images; they have no variants
                 raise RetrainError(f"class {untaught[0]!r} has no training image left: the distorted variants of "
-                                   "each could not be used (named above with the reason); check --tfhub_module, or "
-                                   "train without distortions")
+                                   "each could not be used (the warnings above give the reasons); check "
+                                   "--tfhub_module, or train without distortions")
 
     if in_memory:  # the splits hold copies of their vectors: the caches' own (with variants, kept until now) can go
         stores = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -154,6 +155,31 @@ def test_several_images_and_folders_get_a_header_each(trained: Trained, tmp_path
     warnings = [line for line in result.stderr.splitlines() if "skipping --image" in line]
     assert len(warnings) == 2 and "bro\\nken.jpg: not a recognised image format" in warnings[0], result.stderr
     assert "esc\\x1b[2Jape.jpg" in warnings[1] and "\x1b" not in result.stderr
+
+
+def test_many_unreadable_images_are_named_up_to_ten_then_counted_by_reason(trained: Trained, tmp_path: Path,
+                                                                          outputs, tiny_module: Path) -> None:
+    """Probe NNN: 150 online-only placeholders (empty files) and 30 web pages saved as .jpg gave 180 warning lines
+    in label-image and in retrain; the warnings that matter scrolled away. Ten are named, the rest counted."""
+    for i in range(9):
+        (tmp_path / f"empty_{i}.jpg").write_bytes(b"")
+    for i in range(6):
+        (tmp_path / f"page_{i}.jpg").write_text("<html></html>")
+    result = invoke(label_image_command, ["--graph", str(trained.graph), "--labels", str(trained.labels),
+                                          "--top_k", "1", str(tmp_path), str(trained.photos[0])], expect=1)
+    warnings = [line for line in result.stderr.splitlines() if "skipping " in line]
+    assert len(warnings) == 11 and all("skipping --image " in line for line in warnings[:10]), result.stderr
+    assert warnings[10].endswith("skipping 5 more (--logging_verbosity DEBUG names each): not a recognised image "
+                                 "format (5)"), warnings[10]
+    assert result.stderr.strip().splitlines()[-1] == ("label-image: error: 15 of 16 images could not be decoded and "
+                                                      "were skipped (in the warnings above)")
+    tree = make_colour_tree(tmp_path / "tree", per_class=8)
+    for i in range(12):
+        (tree / "red" / f"placeholder_{i}.jpg").write_bytes(b"")
+    done = retrain_cli(tree, tiny_module, outputs)
+    warnings = [line for line in done.stderr.splitlines() if "skipping " in line]
+    assert len(warnings) == 11 and re.search(r"skipping 2 more \(--logging_verbosity DEBUG names each\): .* \(2\)$",
+                                             warnings[10]), done.stderr
 
 
 def test_bmp_and_other_photos_classify_without_error(trained: Trained) -> None:

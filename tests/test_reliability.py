@@ -1219,7 +1219,7 @@ def test_distorted_variants_that_are_not_numbers_leave_their_images_out_or_stop_
             _mirror_photo(reds / label / f"{label}_{i}.png", rgb, seed=600 + i)
     error = retrain(reds, module, outputs, expect=1, random_crop=10)
     assert error == ("retrain: error: no training image is left: none of their distorted variants could be used "
-                     "(each is named above with the reason); check --tfhub_module, or train without distortions")
+                     "(the warnings above give the reasons); check --tfhub_module, or train without distortions")
     shutil.rmtree(colour_tree / "red")
     shutil.copytree(reds / "red", colour_tree / "red")
     error = retrain(colour_tree, module, outputs, expect=1, random_crop=10)  # red trained on nothing, exit 0

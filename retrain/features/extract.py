@@ -31,6 +31,7 @@ from retrain.features.module import FeatureExtractor
 from retrain.features.source import FeatureSource
 from retrain.features.store import BottleneckStore
 from retrain.images import ImageError, prepare_image, read_bytes
+from retrain.logs import warn_skipped
 from retrain.errors import RetrainError
 from retrain.pool import thread_pool, windowed
 from retrain.progress import Progress
@@ -334,8 +335,7 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
                     skipped[path] = by_key[key]
                     del keys[path]
             computed += len(todo) - len(failed)
-    for path, reason in skipped.items():
-        log.warning("skipping %s: %s", path, reason)
+    warn_skipped(log, skipped.items())
     good = tuple(p for p in paths if p in keys)
     rows = StoredRows(stores, np.array([keys[p] for p in good], dtype="S40").reshape(len(good)))
     vectors = rows[np.arange(len(good))] if in_memory else rows
@@ -425,8 +425,7 @@ def variant_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Seq
             job = ExtractionJob(member, store, batch_size=batch_size, distortions=distortions, seed=seed,
                                 label=_member_label("Distorted variants", source, member), image_size=image_size)
             skipped.update((runner or LocalRunner())(job, items, pool=pool))
-    for path, reason in skipped.items():
-        log.warning("skipping %s: %s", path, reason)
+    warn_skipped(log, skipped.items())
     good = tuple(p for p in paths if p in all_keys and p not in skipped)
     rows = StoredRows(stores, np.array([k for p in good for k in all_keys[p]], dtype="S40").reshape(-1))
     return good, (rows[np.arange(len(rows))] if in_memory else rows)

@@ -32,6 +32,7 @@ from retrain.inference.labels import (label_count, labels_for, read_labels, run_
                                       warn_if_another_models_labels, warn_if_written_half)
 from retrain.inference.readers import Model, load_model, not_a_model
 from retrain.labels.folder import image_files, label_image_extensions
+from retrain.logs import Skips
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, shown
 from retrain.pool import thread_pool, windowed
 
@@ -275,6 +276,7 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
     several = len(paths) > 1
     printed = 0
     failed: list[dict[str, Any]] = []
+    skips = Skips(log, "--image ")
     for record in records(config, paths):
         if config.json:  # the array json.dump(indent=2) wrote, a record at a time: thousands of labels an image
             # kept every record until the end (1,000 images of 10,000 labels: 3 GB, and nothing printed for minutes)
@@ -285,15 +287,16 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
         if "error" in record:
             failed.append(record)
             if several:
-                log.warning("skipping --image %s: %s", record["image"], record["error"])
+                skips.add(record["image"], record["error"])
         elif not config.json:
             _write_text(out, record, header=several, thresholded="labels" in record and config.top_k is None)
     if config.json:
         out.write("\n]\n" if printed else "[]\n")
         out.flush()
+    skips.close()
     if failed and not several:
         raise RetrainError(f"cannot classify --image {failed[0]['image']}: {failed[0]['error']}")
     if failed:
         raise RetrainError(f"{len(failed)} of {printed} images could not be decoded and were skipped "
-                           "(named in the warnings above)")
+                           "(in the warnings above)")
     return printed
