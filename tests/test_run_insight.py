@@ -226,6 +226,31 @@ def test_long_labels_sharing_a_start_stay_apart_in_the_table_and_the_pictures() 
     assert pictures._elide("tulips", font, pictures.MAX_LABEL_PIXELS) == "tulips"
 
 
+def test_labels_that_would_show_alike_in_the_tables_get_their_line_in_the_labels_file() -> None:
+    """Probe NNN: two long names elided to one, and `Café` in its two Unicode forms, gave two rows of one name in
+    the table, the first one confused with itself."""
+    from retrain.insight.report import class_report, format_table
+    from retrain.insight.run import _label_table
+
+    start, end = "Holiday in Brittany 2019 - ", " in the garden of the hotel"
+    labels = [f"{start}roses{end}", f"{start}tulips{end}", "Caf\u00e9", "Cafe\u0301", "daisy"]
+    table = format_table(class_report(labels=labels, truth=np.array([0, 0, 1, 2, 3, 4]),
+                                      predicted=np.array([1, 0, 1, 3, 3, 4])))
+    rows = [row.split("  ")[0].rstrip() for row in table.splitlines()[1:6]]
+    assert rows[0].endswith(" #1") and rows[1].endswith(" #2") and len(rows[0]) == len(rows[1]) == 32, table
+    assert rows[2:] == ["Caf\u00e9 #3", "Cafe\u0301 #4", "daisy"], table
+    assert table.splitlines()[1].endswith(f"{rows[1]} (1)") and table.splitlines()[3].endswith("Cafe\u0301 #4 (1)")
+
+    class Details:
+        thresholds = precision = recall = f1 = np.full(5, 0.5)
+        support = np.ones(5)
+        micro_precision = micro_recall = micro_f1 = 0.5
+        rows = 5
+
+    names = [line.split("  ")[0].rstrip() for line in _label_table(Details(), labels).splitlines()[1:6]]
+    assert names == rows
+
+
 def test_the_multi_label_projector_joins_each_images_labels_with_a_bar(tmp_path: Path, tiny_module: Path,
                                                                        outputs: dict[str, Path]) -> None:
     """Projector metadata of a multi-label run: `blue | red`, one value TensorBoard can colour and search by."""

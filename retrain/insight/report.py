@@ -54,6 +54,7 @@ import json
 import math
 import os
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,19 +225,32 @@ def cut_middle(text: str | Sequence[str], kept: int) -> str:
     return "".join(text[:head]) + "…" + "".join(text[len(text) - (kept - head):])
 
 
+def table_names(labels: Sequence[str]) -> dict[str, str]:
+    """Each label as the table shows it: elided, and followed by its line in the labels file (`#N`) when another
+    would show alike (probe NNN: two long names elided to one, and `Café` in its two Unicode forms, gave two rows
+    of one name, one of them confused with itself)."""
+    shown = {label: _elide(label, _TABLE_LABEL_WIDTH) for label in labels}
+    alike = Counter(unicodedata.normalize("NFC", name) for name in shown.values())
+    for line, label in enumerate(labels, 1):
+        if alike[unicodedata.normalize("NFC", shown[label])] > 1:
+            shown[label] = f"{_elide(label, _TABLE_LABEL_WIDTH - len(f' #{line}'))} #{line}"
+    return shown
+
+
 def format_table(report: ClassReport) -> str:
     """The per-class table printed on stdout after a run (no trailing newline).
 
     One row per class in label order (precision, recall, F1, support, most
     confused with), then accuracy and the macro and weighted averages; "-" marks
-    an undefined figure. Labels longer than 32 characters are elided.
+    an undefined figure. Labels longer than 32 characters are elided; labels that would show alike are followed
+    by their line in the labels file (`#N`).
     """
-    shown = {label: _elide(label, _TABLE_LABEL_WIDTH) for label in report.labels}
+    shown = table_names(report.labels)
     width = max([len("weighted avg"), *(cells(name) for name in shown.values())])
     header = f"{'class':<{width}}  {'precision':>9}  {'recall':>6}  {'f1':>5}  {'support':>7}  most confused with"
     lines = [header]
     for c in report.classes:
-        confused = (f"{_elide(c.most_confused_with, _TABLE_LABEL_WIDTH)} ({c.most_confused_count})"
+        confused = (f"{shown[c.most_confused_with]} ({c.most_confused_count})"
                     if c.most_confused_with is not None else "-")
         lines.append(f"{pad(shown[c.label], width)}  {_fraction(c.precision):>9}  {_fraction(c.recall):>6}  "
                      f"{_fraction(c.f1):>5}  {c.support:>7}  {confused}")

@@ -280,14 +280,15 @@ def draw_pictures(*, config: Any, run_folder: Path, labels: Sequence[str], test:
 
 def _label_table(details: Any, labels: Sequence[str]) -> str:
     """Per label: threshold, precision, recall, F1, support (a multi-label model's table)."""
-    width = max(12, *(reports.cells(label) for label in labels))
+    shown = reports.table_names(labels)
+    width = max(12, *(reports.cells(name) for name in shown.values()))
 
     def percent(value: float) -> str:
         return f"{100 * value:.1f}%" if np.isfinite(value) else "-"
 
     lines = [f"{'label':<{width}}  {'threshold':>9}  {'precision':>9}  {'recall':>7}  {'f1':>7}  {'support':>7}"]
     for j, label in enumerate(labels):
-        lines.append(f"{reports.pad(label, width)}  {details.thresholds[j]:9.3f}  {percent(details.precision[j]):>9}  "
+        lines.append(f"{reports.pad(shown[label], width)}  {details.thresholds[j]:9.3f}  {percent(details.precision[j]):>9}  "
                      f"{percent(details.recall[j]):>7}  {percent(details.f1[j]):>7}  {int(details.support[j]):7d}")
     lines.append(f"{'micro':<{width}}  {'':9}  {percent(details.micro_precision):>9}  "
                  f"{percent(details.micro_recall):>7}  {percent(details.micro_f1):>7}  {details.rows:7d} images")
