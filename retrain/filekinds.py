@@ -464,6 +464,27 @@ _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF
           (b"PK\x03\x04", "a zip file (or a document that is one)"))
 
 
+# ISO base media files (`....ftyp<brand>`) that hold photos or videos no decoder here reads, by brand.
+_HEIF = "a HEIC/HEIF photo (as iPhones save them); convert it to JPEG or PNG"
+_FTYP_BRANDS = {**dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"), _HEIF),
+                **dict.fromkeys((b"avif", b"avis"), "an AVIF image; convert it to JPEG or PNG"),
+                b"crx ": "a Canon CR3 raw photo; convert it to JPEG or PNG",
+                **dict.fromkeys((b"qt  ", b"isom", b"iso2", b"mp41", b"mp42", b"M4V ", b"3gp4", b"3gp5"),
+                                "a video, not a photo")}
+
+
+def unread_image(data: Any) -> str:
+    """What a file no image decoder recognised holds, when its first bytes say ('' when they do not): an iPhone's
+    HEIC photo named .jpg, a PNG whose header is damaged were all 'not a recognised image format' (probe NNN)."""
+    head = bytes(data[:16])
+    if head[4:8] == b"ftyp" and head[8:12] in _FTYP_BRANDS:
+        return _FTYP_BRANDS[head[8:12]]
+    for magic, name in _MAGIC[:3]:  # JPEG, PNG, GIF: signatures no text starts with
+        if head.startswith(magic):
+            return f"a damaged {name[2:]} (its header does not read)"
+    return "a PDF, not a photo" if head.startswith(b"%PDF") else ""
+
+
 def is_one_of(data: Any, same: Sequence[bytes]) -> bool:
     """Whether the file holds one of `same` (with line ends written on Windows, too), without copying a large one."""
     if not same or len(data) > 2 * max(map(len, same)):

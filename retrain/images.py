@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from retrain.errors import RetrainError
-from retrain.filekinds import looks_like
+from retrain.filekinds import looks_like, unread_image
 
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS as decompression bombs; we keep
 # that guard (a 180-megapixel image is almost surely hostile) but not its warning.
@@ -110,7 +110,8 @@ def decode_rgb(data: bytes, *, min_size: tuple[int, int] | None = None) -> np.nd
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not a recognised image format") from None
+        held = unread_image(data)
+        raise ImageError("not a recognised image format" + (f": it holds {held}" if held else "")) from None
     except Image.DecompressionBombError as error:
         raise _too_large(int(found[1]) if (found := re.search(r"\((\d+) pixels\)", str(error))) else None,
                          "a JPEG" if data.startswith(b"\xff\xd8\xff") else looks_like(data)) from None

@@ -179,6 +179,26 @@ def test_bad_files_are_refused_with_a_reason(tmp_path: Path, name: str) -> None:
     assert reason in str(error.value)
 
 
+def test_files_no_decoder_recognises_say_what_they_hold_when_their_first_bytes_tell() -> None:
+    """Probe NNN: an iPhone's HEIC photo named .jpg, a PNG with a damaged header, a video were all only 'not a
+    recognised image format'."""
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    damaged = bytearray(png.getvalue())
+    damaged[29] ^= 0xFF  # inside IHDR: its CRC no longer matches
+    cases = {b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(500): "it holds a HEIC/HEIF photo (as iPhones save them); "
+                                                                "convert it to JPEG or PNG",
+             b"\0\0\0\x1cftypavif" + bytes(300): "it holds an AVIF image; convert it to JPEG or PNG",
+             b"\0\0\0\x14ftypqt  " + bytes(300): "it holds a video, not a photo",
+             bytes(damaged): "it holds a damaged PNG image (its header does not read)",
+             b"%PDF-1.7\n" + bytes(100): "it holds a PDF, not a photo",
+             b"<html><body>not found</body></html>": ""}
+    for data, held in cases.items():
+        with pytest.raises(ImageError) as error:
+            decode_rgb(data, min_size=(32, 32))
+        assert str(error.value) == "not a recognised image format" + (f": {held}" if held else ""), data[:16]
+
+
 def test_unreadable_by_permission_bits(tmp_path: Path) -> None:
     """The plain chmod 000 case. Root reads such files anyway, so as root this thread's file-system
     identity is switched to user `nobody` (setfsuid) while the file is read: the kernel's real check."""
