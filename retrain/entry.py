@@ -25,7 +25,23 @@ def label_image_command() -> None:
     _run("label-image", "label_image_command")
 
 
+def in_utf8_mode() -> None:
+    """Run the command again in Python's UTF-8 mode when the locale's encoding is another (a Latin-1 locale, or
+    C with PYTHONUTF8=0): file names were decoded in that encoding, so a class folder `café` became the label
+    `cafÃ©`, `猫` was refused for a control character it does not hold, and outputs went to a garbled sibling
+    folder (probe PPP). TensorFlow takes UTF-8 paths only, and the labels file is UTF-8. The arguments are
+    passed on as the bytes they came as."""
+    if sys.flags.utf8_mode or sys.getfilesystemencoding().replace("-", "").lower() == "utf8":
+        return
+    if os.environ.get("PYTHONUTF8") == "1" or not sys.executable or len(getattr(sys, "orig_argv", ())) < 2:
+        return  # (asked already, or no command line to run again: go on as things are)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "PYTHONUTF8": "1"})
+
+
 def _run(prog: str, name: str) -> None:
+    in_utf8_mode()
+    if hasattr(sys.stdout, "reconfigure"):  # a label stdout's encoding lacks is written escaped (\u732b), as the
+        sys.stdout.reconfigure(errors="backslashreplace")  # log lines are, not a traceback (probe PPP)
     try:
         from retrain import cli  # the command installs its own handlers when it starts
         command = getattr(cli, name)

@@ -73,7 +73,11 @@ class Commentary:
     def write(self, text: str) -> int:
         if not self._silenced and threading.get_ident() != self._muted:
             try:
-                return self._stream.write(text)
+                try:
+                    return self._stream.write(text)
+                except UnicodeEncodeError:  # a label the stream's encoding lacks: escaped, as on stderr (probe PPP:
+                    encoding = getattr(self._stream, "encoding", None) or "ascii"  # a traceback lost the run)
+                    return self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
             except OSError as error:
                 self._silence(error)
         return len(text)

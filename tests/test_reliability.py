@@ -2189,6 +2189,29 @@ def test_label_image_refuses_to_print_nan_scores(colour_tree: Path, tiny_module:
 
 # --- 5. names ---------------------------------------------------------------------------------------
 
+def test_a_locale_that_is_not_utf8_changes_no_label_and_a_name_stdout_cannot_encode_loses_nothing(
+        tmp_path: Path, tiny_module: Path, outputs) -> None:
+    """Probe PPP, under a Latin-1 locale: the class folder `café` became the label `cafÃ©` (exit 0), `猫` was
+    refused for a control character it does not hold, outputs under a non-ASCII folder went to a garbled sibling,
+    and a label stdout could not encode ended the run with a traceback after training, nothing written. Here C
+    with PYTHONUTF8=0 (file names decoded as ASCII) and PYTHONIOENCODING=ascii."""
+    tree = make_colour_tree(tmp_path / "photos", per_class=6,
+                            classes={"café": (220, 40, 40), "green": (40, 200, 60), "猫": (30, 60, 220)})
+    (tmp_path / "sortie_é").mkdir()
+    outputs = {**outputs, "output_graph": tmp_path / "sortie_é" / "g.pb",
+               "output_labels": tmp_path / "sortie_é" / "l.txt"}
+    env = {"PYTHONUTF8": "0", "LC_ALL": "C", "PYTHONIOENCODING": "ascii"}
+    done = run_script("-m", "retrain", *flags(image_dir=tree, tfhub_module=tiny_module, how_many_training_steps=5,
+                                               **outputs), env=env)
+    assert outputs["output_labels"].read_text(encoding="utf-8") == "café\ngreen\n猫\n", done.stderr
+    assert outputs["output_graph"].is_file() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out", "photos", "sortie_é"]
+    assert "caf\\xe9 " in done.stdout and "\\u732b " in done.stdout and "skipping" not in done.stderr, done.stderr
+    labelled = run_script("-c", "from retrain.entry import label_image_command; label_image_command()", "--graph",
+                          str(outputs["output_graph"]), "--top_k", "3", str(tree / "猫" / "猫_000.jpg"), env=env)
+    assert sorted(labelled.stdout.split()[::2]) == ["\\u732b", "caf\\xe9", "green"], labelled.stdout + labelled.stderr
+
+
 def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class(colour_tree: Path,
                                                                                  tiny_module: Path,
                                                                                  outputs) -> None:
