@@ -498,6 +498,35 @@ def test_bytes_signature_decodes_bmp_and_webp_as_training_does() -> None:
         moving[-1].paste((255, 255, 255), (4 * i, 100, 4 * i + 60, 160))
     assert decode(tf.constant(_encoded(moving[0], "GIF", save_all=True, append_images=moving[1:],
                                        duration=40))).shape[2] == 3
+    # Sub-blocks of another length than 255 are skipped in runs too (probe OOO: a 4.7 MB GIF written in 64-byte
+    # sub-blocks went past the walk's 65,536 steps and was refused).
+    noise = Image.fromarray(np.random.default_rng(3).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)).quantize(256)
+    plain = _encoded(noise, "GIF")
+    short = _rechunked(plain, 12)
+    assert len(plain) > 12 * 70_000 and len(short) > len(plain)  # over 70,000 sub-blocks: once a step, refused
+    np.testing.assert_array_equal(decode(tf.constant(short)).numpy(), decode(tf.constant(plain)).numpy())
+
+
+def _rechunked(gif: bytes, size: int) -> bytes:
+    """The GIF with each image's data written again in sub-blocks of `size` bytes (the last one shorter)."""
+    at = 13 + (3 << (gif[10] % 8 + 1) if gif[10] & 0x80 else 0)
+    out = bytearray(gif[:at])
+    while gif[at] != 0x3B:
+        image, start = gif[at] == 0x2C, at
+        at += (11 + (3 << (gif[at + 9] % 8 + 1) if gif[at + 9] & 0x80 else 0)) if image else 2
+        out += gif[start:at]
+        start, data = at, bytearray()
+        while gif[at]:
+            data += gif[at + 1:at + 1 + gif[at]]
+            at += 1 + gif[at]
+        at += 1
+        if not image:  # an extension's sub-blocks as they were
+            out += gif[start:at]
+            continue
+        for i in range(0, len(data), size):
+            out += bytes([len(data[i:i + size])]) + data[i:i + size]
+        out.append(0)
+    return bytes(out + b"\x3b")
 
 
 def test_bytes_signature_box_reduces_large_images_as_training_does() -> None:

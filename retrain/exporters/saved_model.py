@@ -203,7 +203,7 @@ def _declared_pixels(tf: Any, data: Any) -> Any:
 
 
 _GIF_STEPS = 65_536  # steps of the walk of a GIF's blocks at most
-_GIF_RUN = 64  # full sub-blocks (255 bytes) a step skips at most
+_GIF_RUN = 64  # sub-blocks of one length a step skips at most
 _GIF_RASTER = 3 * MAX_PIXELS  # the frames' pixels in all at most (one byte each as TensorFlow reads them)
 
 
@@ -232,11 +232,14 @@ def _gif_refusal(tf: Any, data: Any) -> Any:
         in_blocks = tf.equal(expect, blocks)
         word = near[1:9:2] + 256 * near[2:10:2]  # left, top, width, height
         sides = tf.where(descriptor, tf.maximum(sides, word[:2] + word[2:]), sides)
-        # Sub-blocks of 255 bytes (an image's, but its last) are skipped up to _GIF_RUN at a time.
-        lengths = tf.gather(raw, tf.minimum(at + 256 * tf.range(_GIF_RUN, dtype=tf.int64), end))
-        full = tf.reduce_sum(tf.cast(tf.math.cumprod(tf.cast(tf.equal(lengths, 255), tf.int64)), tf.int64))
+        # A run of sub-blocks as long as this one (an image's are, but its last: 255 bytes from most encoders,
+        # other lengths from some, probe OOO) is skipped up to _GIF_RUN at a time.
+        lengths = tf.cast(tf.gather(raw, tf.minimum(at + (here + 1) * tf.range(_GIF_RUN, dtype=tf.int64), end)),
+                          tf.int64)
+        alike = tf.reduce_sum(tf.cast(tf.math.cumprod(tf.cast(tf.equal(lengths, here), tf.int64)), tf.int64))
+        full = tf.where(here > 0, alike, tf.constant(0, tf.int64))
         moved = tf.where(descriptor, at + 11 + table(near[9]),  # its colour table, then the LZW code size
-                         tf.where(extension, at + 2, tf.where(in_blocks, tf.where(full > 0, at + 256 * full,
+                         tf.where(extension, at + 2, tf.where(in_blocks, tf.where(full > 0, at + (here + 1) * full,
                                                                                    at + 1 + here), at)))
         # After a trailer, junk or the end of the file: done.
         expect = tf.where(descriptor | extension, blocks, tf.where(
