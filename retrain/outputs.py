@@ -526,8 +526,8 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
     for folder in linked:  # a file written there would be read as a photo of that class by the next run
         for output, region in regions:
             if region.overlaps(_Region(folder, "tree")):
-                raise UsageError(f"{output.named()} would write into {folder}, which {flag} reads through a link "
-                                 f"in it; choose a {output.flag} outside it")
+                raise UsageError(f"{output.named()} would write into {folder}, which {flag} reads through a link or "
+                                 f"a mount in it; choose a {output.flag} outside it")
 
 
 def _folder_text(folder: Path) -> str:

@@ -362,8 +362,8 @@ def test_an_output_into_an_empty_folder_that_the_tree_links_to_is_refused(colour
     for folder in (empty_class, empty_inside):
         error = retrain(colour_tree, tiny_module, {**outputs, "summaries_dir": folder / "logs"}, expect=2)
         assert re.fullmatch(rf"retrain: error: --summaries_dir {re.escape(str(folder / 'logs'))}\S* would write into "
-                            rf"{re.escape(str(folder))}, which --image_dir reads through a link in it; choose a "
-                            r"--summaries_dir outside it", error), error
+                            rf"{re.escape(str(folder))}, which --image_dir reads through a link or a mount in it; "
+                            r"choose a --summaries_dir outside it", error), error
         assert list(folder.iterdir()) == []
 
 
