@@ -344,7 +344,7 @@ def test_an_output_onto_a_photo_that_a_class_folder_links_to_is_refused(colour_t
                         ("output_graph", elsewhere / "graph.pb"), ("checkpoint_path", elsewhere / "ckpt")):
         error = retrain(colour_tree, tiny_module, {**outputs, flag: value}, expect=2)
         assert re.search(rf"--{flag} .* would write into {re.escape(str(elsewhere))}.*, which --image_dir reads "
-                         r"through a link in it; choose a", error), error
+                         r"through a link or a mount in it; choose a", error), error
     assert digest(elsewhere) == before and sorted(p.name for p in elsewhere.iterdir()) == [
         "nested", "yellow_0.jpg", "yellow_1.jpg", "yellow_2.jpg", "yellow_3.jpg"]
 
