@@ -11,6 +11,7 @@ system lies, then by the length of their mount point, the first through which
 it is the same folder (checked by device and inode). `filesystem_type` tells a
 path on a /proc file system wherever it is mounted, and `is_mount_point` a bind
 mount of a folder of the same file system, which os.path.ismount does not see.
+A path in an overlay's upper or lower folder is spelt as the overlay shows it.
 Without a mount table (not Linux) paths are left as they are.
 """
 
@@ -32,6 +33,7 @@ class _Mount(NamedTuple):
     device: str  # major:minor of its file system
     root: str  # the folder of that file system it shows
     kind: str  # the file system's type (ext4, tmpfs, proc...)
+    options: str = ""  # its super options (an overlay's upper and lower folders)
 
 
 class _Table(NamedTuple):
@@ -56,8 +58,8 @@ def _table() -> _Table:
             continue
         root, point = (_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field) for field in fields[3:5])
         dash = fields.index("-", 6)
-        mounts.append(_Mount(fields[0], fields[1], point, fields[2], root, fields[dash + 1] if len(fields) > dash + 1
-                             else ""))
+        kind, _, options = (fields[dash + 1:] + ["", "", ""])[:3]
+        mounts.append(_Mount(fields[0], fields[1], point, fields[2], root, kind, options))
     here: dict[str, list[_Mount]] = {}
     for mount in mounts:
         here.setdefault(mount.point, []).append(mount)
@@ -115,7 +117,12 @@ def _mount_of(path: str) -> _Mount | None:
 def canonical(path: str) -> str:
     """The absolute, link-free `path` as seen through the chosen mount of its file system (see the module): of
     the mounts that show it, by their roots' height then their points' length, the first through which it is the
-    same folder (probe KKK: one hidden under another mount was given up on, not passed over)."""
+    same folder (probe KKK: one hidden under another mount was given up on, not passed over); then as an overlay
+    that shows it sees it (`_overlaid`)."""
+    return _overlaid(_chosen(path))
+
+
+def _chosen(path: str) -> str:
     own = _mount_of(path)
     if own is None:
         return path
@@ -130,6 +137,36 @@ def canonical(path: str) -> str:
         if _same_place(path, seen) and _mount_of(seen) == mount:
             return seen
     return path
+
+
+def _overlaid(path: str) -> str:
+    """`path` as the overlay that shows it sees it, when it lies in an overlay's upper or lower folder (probe OOO:
+    an output in the upper folder of the overlay holding the photos lay inside the tree; two runs, one through
+    the overlay, one through its upper folder, wrote one folder unlocked), else `path`. A lower folder's file
+    may be hidden by the upper's: taken as shown all the same (changing either under a mounted overlay is
+    undefined in Linux, so no output may go there). Only a path on the file system of that folder (not on a
+    mount below it, which the overlay does not show)."""
+    best, own = None, _mount_of(path)
+    for mount in _table().at.values():
+        if mount.kind == "overlay":
+            for folder in _layers(mount.options):
+                below = _within(path, folder)
+                if below is not None and (best is None or len(folder) > len(best[0])) and own == _mount_of(folder):
+                    best = folder, os.path.normpath(mount.point.rstrip("/") + below or "/")
+    return best[1] if best is not None else path
+
+
+@functools.lru_cache(maxsize=256)
+def _layers(options: str) -> tuple[str, ...]:
+    """The upper and lower folders an overlay's super options name, links resolved (those given as absolute
+    paths: as the mount was asked for them). Kept across `reset`: an overlay's folders do not change."""
+    folders: list[str] = []
+    for option in options.split(","):  # (a comma in a name is written \054)
+        key, _, value = option.partition("=")
+        if key in ("upperdir", "lowerdir", "lowerdir+", "datadir+"):
+            folders += (_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), part).replace("\\:", ":")
+                        for part in re.split(r"(?<!\\):", value))
+    return tuple(os.path.realpath(folder) for folder in folders if folder.startswith("/"))
 
 
 def filesystem_type(path: str) -> str:
