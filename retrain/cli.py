@@ -70,6 +70,15 @@ _AFTER_STOP = {None: "; finished files and cached bottlenecks are kept, rerun to
                "finished": "; it came as the run ended: every output is written"}
 
 
+def _say(line: str) -> None:
+    """The command's last line, on stderr; a stderr that cannot take it (`2>/dev/full`) does not change the exit
+    status the line goes with (probe PPP: a usage error exited 1, not 2, there)."""
+    try:
+        click.echo(line, err=True)
+    except (OSError, ValueError):
+        pass
+
+
 class _OneLineErrors(click.Command):
     """Report every error as `prog: error: message` on one line, with the right exit status."""
 
@@ -102,13 +111,13 @@ class _OneLineErrors(click.Command):
                 raise stop
             return result
         except click.ClickException as error:
-            click.echo(f"{prog}: error: {one_line(error.format_message())} (see {prog} --help)", err=True)
+            _say(f"{prog}: error: {one_line(error.format_message())} (see {prog} --help)")
             sys.exit(error.exit_code)
         except RetrainError as error:
-            click.echo(f"{prog}: error: {one_line(str(error))}", err=True)
+            _say(f"{prog}: error: {one_line(str(error))}")
             sys.exit(error.exit_code)
         except OSError as error:  # the environment failed where no clearer message was prepared (`--help >/dev/full`)
-            click.echo(f"{prog}: error: {one_line(_os_error_text(error))}", err=True)
+            _say(f"{prog}: error: {one_line(_os_error_text(error))}")
             sys.exit(1)
         except (KeyboardInterrupt, click.Abort) as error:  # click turns KeyboardInterrupt into Abort
             previous = dict.fromkeys(previous, _exit_at_once)  # for the way out, kept by `finally`
@@ -119,7 +128,7 @@ class _OneLineErrors(click.Command):
             exports = getattr(stopped, "exports", None) or ("finished" if _ENDED else None)
             kept = "" if prog != "retrain" else _AFTER_STOP[exports]
             start = "" if isinstance(error, click.Abort) else "\n"  # click has ended the line the ^C was echoed on
-            click.echo(f"{start}{prog}: {STOP_SIGNALS[signum]}{kept}", err=True)
+            _say(f"{start}{prog}: {STOP_SIGNALS[signum]}{kept}")
             sys.exit(128 + signum)
         finally:
             for signum, handler in previous.items():

@@ -86,6 +86,16 @@ def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about
     assert result.stderr == f"{command[0]}: error: {why}\n"
 
 
+@pytest.mark.parametrize("command", [["retrain", "--image_dir", "/no/such/folder"], ["retrain", "--bogus"],
+                                     ["label-image", "--graph", "/no/such.pb", "--image", "x.jpg"]])
+def test_a_usage_error_exits_2_when_stderr_cannot_take_its_line(command: list[str]) -> None:
+    """Probe PPP: with stderr on a full device, a usage error exited 1 (the line's failed write), not 2."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, console_script(command[0]), *command[1:]], stderr=full,
+                                stdout=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+
+
 @pytest.fixture
 def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the fixture TFHUB_CACHE_DIR, so handles resolve offline."""
