@@ -33,7 +33,7 @@ from typing import Any
 
 from retrain.config import LabelImageConfig, RetrainConfig, check_no_effect
 from retrain.errors import RetrainError, UsageError
-from retrain.logs import LEVELS, commentary, logging_during
+from retrain.logs import LEVELS, caller_settings_kept, commentary, logging_during
 
 __all__ = ["retrain", "classify", "RetrainError", "UsageError"]
 
@@ -76,7 +76,7 @@ def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", print_resu
         _ONE_RUN.acquire()
     _RUNNING.thread = threading.get_ident()
     try:
-        with commentary(quiet=not print_results), logging_during(log_level):
+        with caller_settings_kept(), commentary(quiet=not print_results), logging_during(log_level):
             return run(config, given=flags)
     finally:
         _RUNNING.thread = None
@@ -109,7 +109,8 @@ def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = R
     config = LabelImageConfig(graph=_home(graph), labels=_home(labels),
                               images=[_home(image) for image in _image_list(images)], top_k=top_k,
                               **{**flags, "json": True})
-    return list(records(config, _checked_images(config)))
+    with caller_settings_kept():
+        return list(records(config, _checked_images(config)))
 
 
 def _check_names(function: str, flags: dict[str, Any], config: type) -> None:

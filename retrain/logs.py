@@ -189,6 +189,29 @@ def logger_restored() -> Iterator[logging.Logger]:
 
 
 @contextmanager
+def caller_settings_kept() -> Iterator[None]:
+    """The caller's logging and TensorFlow's log settings as they were once a Python API call ends (probe PPP: a
+    call left the root logger a handler TensorFlow's checkpoint code added through logging.info, so the caller's
+    own basicConfig did nothing, 'tensorflow' at ERROR, 'absl' at CRITICAL, and TF_CPP_MIN_LOG_LEVEL=3 in the
+    environment of the caller's later subprocesses). TensorFlow's thread settings cannot be put back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in ("tensorflow", "absl")}
+    environment = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, saved in levels.items():
+            logging.getLogger(name).setLevel(saved)
+        if environment is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = environment
+
+
+@contextmanager
 def logging_during(verbosity: str | None) -> Iterator[None]:
     """Our log lines at `verbosity` for one call (the Python API's), then the 'retrain' logger as it was.
 

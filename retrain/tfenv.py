@@ -73,10 +73,10 @@ def import_tensorflow(*, verbose: bool = False) -> ModuleType:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:
             pass  # TensorFlow was already initialised by the caller; keep its settings.
-        tf.get_logger().setLevel("ERROR")
-        if not verbose:  # absl's: e.g. a full traceback for a SavedModel's damaged fingerprint.pb, which loads fine
-            logging.getLogger("absl").setLevel(logging.CRITICAL)
         _configured = True
+    tf.get_logger().setLevel("ERROR")  # (each time: the Python API puts the caller's levels back after a call)
+    if not verbose:  # absl's: e.g. a full traceback for a SavedModel's damaged fingerprint.pb, which loads fine
+        logging.getLogger("absl").setLevel(logging.CRITICAL)
     return tf
 
 

@@ -65,6 +65,23 @@ def test_print_results_false_prints_nothing_on_stdout(colour_tree: Path, tiny_mo
     assert capsys.readouterr().out == "from another thread\n" and result.accuracy["testing"] >= 0
 
 
+def test_a_call_leaves_the_callers_logging_and_environment_as_they_were(colour_tree: Path, tiny_module: Path,
+                                                                         outputs) -> None:
+    """Probe PPP: after retrain(), the root logger held a handler TensorFlow's checkpoint code added (the caller's
+    own basicConfig then did nothing), the 'tensorflow' and 'absl' loggers were at ERROR and CRITICAL, and
+    TF_CPP_MIN_LOG_LEVEL=3 was in the environment of the caller's later subprocesses. In a fresh process: pytest
+    gives the root logger handlers of its own."""
+    code = ("import logging, os, sys; from retrain import api; os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None); "
+            "before = lambda: (logging.getLogger().handlers[:], logging.getLogger('tensorflow').level, "
+            "logging.getLogger('absl').level, os.environ.get('TF_CPP_MIN_LOG_LEVEL')); first = before(); "
+            f"api.retrain({str(colour_tree)!r}, tfhub_module={str(tiny_module)!r}, how_many_training_steps=5, "
+            f"print_results=False, log_level='ERROR', **{ {k: str(v) for k, v in outputs.items()}!r}); "
+            "assert before() == first, (before(), first); "
+            f"api.classify({str(colour_tree / 'red' / 'red_000.jpg')!r}, graph={str(outputs['output_graph'])!r}); "
+            "assert before() == first, (before(), first); print('kept')")
+    assert run_script("-c", code).stdout == "kept\n"
+
+
 def test_classify_gives_what_label_image_json_prints(colour_tree: Path, tiny_module: Path, outputs) -> None:
     api.retrain(colour_tree, tfhub_module=tiny_module, how_many_training_steps=50, log_level=None, **outputs)
     photos = sorted(colour_tree.rglob("*_001.jpg"))
