@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 # The classic frozen-graph contract: feed `Placeholder`, fetch `final_result` (the default of
@@ -83,3 +84,28 @@ def valid_name(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def spelt_otherwise(path: Path) -> str:
+    """For a path that does not exist: ' (NAME exists: ...)' when it does with its names in another Unicode form
+    (a file copied from a Mac keeps `e` and an accent apart, where a keyboard types `é`: probe NNN) or another
+    letter case, else ''."""
+    found, how = Path(path.anchor), set()
+    for part in path.parts[1:] if path.anchor else path.parts:
+        if (found / part).exists() or part in (".", ".."):
+            found = found / part
+            continue
+        try:
+            names = os.listdir(found if str(found) else ".")
+        except OSError:
+            return ""
+        for kind, key in (("another Unicode form", lambda n: unicodedata.normalize("NFC", n)),
+                          ("other letter case", lambda n: unicodedata.normalize("NFC", n).casefold())):
+            match = next((name for name in sorted(names) if key(name) == key(part)), None)
+            if match is not None:
+                found, how = found / match, how | {kind}
+                break
+        else:
+            return ""
+    return f" ({shown(found)} exists: the same name in {' and '.join(sorted(how))})" if how else ""
+

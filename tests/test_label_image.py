@@ -818,6 +818,26 @@ def _error(args: list[str], *, expect: int) -> str:
     return lines[0]
 
 
+def test_a_path_not_found_that_exists_in_another_unicode_form_or_case_is_said(trained: Trained,
+                                                                              tmp_path: Path) -> None:
+    """Probe NNN: `été.jpg` typed on a keyboard (NFC) for a file copied from a Mac (NFD) was only 'not found'."""
+    import unicodedata
+
+    from retrain.cli import retrain_command
+
+    mac = tmp_path / unicodedata.normalize("NFD", "été.jpg")
+    shutil.copyfile(trained.photos[0], mac)
+    (tmp_path / "Roses").mkdir()
+    typed = tmp_path / unicodedata.normalize("NFC", "été.jpg")
+    assert not typed.exists()
+    message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image", str(typed)], expect=2)
+    assert message == (f"label-image: error: --image {typed} not found ({mac} exists: the same name in another "
+                       "Unicode form); pass an existing image file or folder")
+    error = invoke(retrain_command, ["--image_dir", str(tmp_path / "roses")], expect=2).stderr
+    assert f"--image_dir {tmp_path / 'roses'} does not exist ({tmp_path / 'Roses'} exists: the same name in other " \
+           "letter case)" in error
+
+
 def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:
     graph, labels, photo = str(trained.graph), str(trained.labels), str(trained.photos[0])
     assert "--graph" in _error(["--graph", str(tmp_path / "nope.pb"), "--labels", labels, "--image", photo], expect=2)

@@ -33,7 +33,7 @@ from retrain.inference.labels import (label_count, labels_for, read_labels, run_
 from retrain.inference.readers import Model, load_model, not_a_model
 from retrain.labels.folder import image_files, label_image_extensions
 from retrain.logs import Skips
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, shown
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, shown, spelt_otherwise
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
     if not config.images:
         raise UsageError("no --image given; pass an image file or a folder of images")
     if not config.graph.exists():
-        raise UsageError(f"--graph {config.graph} not found; pass the model retrain wrote "
-                         "(--output_graph, --saved_model_dir) or run retrain first")
+        raise UsageError(f"--graph {config.graph} not found{spelt_otherwise(config.graph)}; pass the model retrain "
+                         "wrote (--output_graph, --saved_model_dir) or run retrain first")
     inside = config.graph / "saved_model.pb"
     if config.graph.is_dir() and not inside.is_file() and _is_tfjs_model(config.graph / "model.json"):
         raise UsageError(f"--graph {config.graph} is a TF.js model's folder (for web pages and Node); label-image "
@@ -92,7 +92,7 @@ def check(config: LabelImageConfig) -> LabelImageConfig:
         warn_if_another_models_labels(config.graph, config.labels, read_labels(config.labels), given=False)
     for path in config.images:
         if not path.exists():
-            raise UsageError(f"--image {path} not found; pass an existing image file or folder")
+            raise UsageError(f"--image {path} not found{spelt_otherwise(path)}; pass an existing image file or folder")
     return config
 
 

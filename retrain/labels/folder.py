@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrain.errors import RetrainError, UsageError
-from retrain.names import shown, valid_name
+from retrain.names import shown, spelt_otherwise, valid_name
 from retrain.labels import Example, LabelSet, build
 from retrain.labels.split import scant_training, split_of
 
@@ -230,7 +230,8 @@ def _warn_unread_photos(ignored: Sequence[str], root: Path, *, purpose: str = "t
 def check_image_dir(image_dir: Path) -> None:
     """Raise UsageError unless `image_dir` is an existing folder (checked before any work)."""
     if not image_dir.exists():
-        raise UsageError(f"--image_dir {image_dir} does not exist; expected a folder with one sub-folder per class")
+        raise UsageError(f"--image_dir {image_dir} does not exist{spelt_otherwise(image_dir)}; expected a folder with "
+                         "one sub-folder per class")
     if not image_dir.is_dir():
         raise UsageError(f"--image_dir {image_dir} is a file; expected a folder with one sub-folder per class")
 
