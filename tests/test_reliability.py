@@ -274,7 +274,7 @@ def test_an_output_folder_replaced_by_a_link_into_the_tree_while_the_run_goes_on
     out.symlink_to(tree / "red")
     try:
         with pytest.raises(RetrainError, match=rf"^--output_graph {out / 'g.pb'} now lies inside --image_dir {tree}, "
-                                               r"which the run reads \(a folder on its way was moved, replaced by a link"):
+                                               r"which the run reads \(a folder on its way was moved, replaced"):
             atomic_write_bytes(out / "g.pb", b"graph", flag="--output_graph")
         with pytest.raises(RetrainError, match=rf"^--saved_model_dir {out / 'sm'} now lies inside --image_dir"):
             replace_folder(out / "sm", lambda folder: folder.mkdir(), flag="--saved_model_dir")

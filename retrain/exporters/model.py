@@ -148,7 +148,7 @@ def _in_fixed_form(graph_def: Any) -> Any:
                 node.input[i] = f"{head}{renamed[node_name]}{colon}{port}"
     nodes = {node.name: node for node in graph_def.node}
     waiting = {name: {_node_of(i) for i in node.input} & nodes.keys() for name, node in nodes.items()}
-    readers = {}
+    readers = {}  # (again, by the new names)
     for name, inputs in waiting.items():
         for source in inputs:
             readers.setdefault(source, []).append(name)
@@ -173,4 +173,3 @@ def _in_fixed_form(graph_def: Any) -> Any:
 def _node_of(input_name: str) -> str:
     """The node an input names: `^name` (a control input) and `name:1` (an output) are `name`'s."""
     return input_name.lstrip("^").partition(":")[0]
-
