@@ -7,6 +7,7 @@ import errno
 import io
 import logging
 import os
+import re
 import sys
 import threading
 from collections import Counter
@@ -20,33 +21,38 @@ LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
           "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
 
 
-NAMED_SKIPS = 10  # files left out that are named one by one in warnings; the rest are counted by reason
+NAMED_SKIPS = 10  # files left out that are named one by one in warnings (and the first of each other reason)
 
 
 class Skips:
-    """Warnings for files left out, each with its reason: the first `NAMED_SKIPS` named, the rest counted by
-    reason in one closing line (each named at DEBUG level), so the warnings that matter do not scroll away
-    (probe NNN: 180 lines for 150 online-only placeholders and 30 web pages saved as .jpg)."""
+    """Warnings for files left out, each with its reason: the first `NAMED_SKIPS` named, and then the first of
+    each reason not named yet; the rest counted by reason in one closing line (each named at DEBUG level), so the
+    warnings that matter do not scroll away (probe NNN: 180 lines for 150 online-only placeholders and 30 web
+    pages saved as .jpg; probe RRR: an iPhone photo among 40 placeholders must still be named). A reason's
+    details in parentheses and its numbers do not make it another (`truncated (54 bytes not processed)`)."""
 
-    def __init__(self, log: logging.Logger, what: str = "") -> None:
-        self._log, self._what = log, what  # what: the flag named before each path (`--image `), if any
+    def __init__(self, log: logging.Logger, what: str = "", *, more: str = "--logging_verbosity DEBUG names each"
+                 ) -> None:
+        self._log, self._what, self._more = log, what, more  # what: the flag before each path (`--image `), if any
+        self._named: set[str] = set()
         self._rest: Counter[str] = Counter()
         self.count = 0
 
     def add(self, path: object, reason: str) -> None:
         self.count += 1
-        if self.count <= NAMED_SKIPS:
+        kind = re.sub(r"\b\d+\b", "N", reason.split(" (")[0])
+        if self.count <= NAMED_SKIPS or kind not in self._named:
+            self._named.add(kind)
             self._log.warning("skipping %s%s: %s", self._what, path, reason)
         else:
-            self._rest[reason] += 1
+            self._rest[kind] += 1
             self._log.debug("skipping %s%s: %s", self._what, path, reason)
 
     def close(self) -> None:
         if self._rest:
-            reasons = "; ".join(f"{reason} ({count})" for reason, count in self._rest.most_common(3))
-            others = len(self._rest) - 3
-            self._log.warning("skipping %d more (--logging_verbosity DEBUG names each): %s%s", sum(self._rest.values()),
-                              reasons, f"; {others} other reason(s)" if others > 0 else "")
+            reasons = "; ".join(f"{kind} ({count})" for kind, count in self._rest.most_common())
+            more = "" if self._log.isEnabledFor(logging.DEBUG) else f" ({self._more})"
+            self._log.warning("skipping %d more%s: %s", sum(self._rest.values()), more, reasons)
             self._rest.clear()
 
 

@@ -339,7 +339,8 @@ def _run(config: RetrainConfig, plan: Plan) -> RetrainResult:
                               objective=objective.name)])
         draw_pictures(config=config, run_folder=run_folder, labels=labels.names, test=test, split=splits["testing"])
         if skipped:  # repeated at the end, where the user looks, after the training log
-            log.warning("skipped %d image(s) that could not be read, decoded or used (listed above)", len(skipped))
+            log.warning("skipped %d image(s) that could not be read, decoded or used (the warnings above give the "
+                        "reasons)", len(skipped))
     except KeyboardInterrupt as stop:  # Ctrl-C or a stop signal: the run's last line says where the outputs are
         stop.exports = None if exported is None else "written" if exported.kept else "taken back"
         raise

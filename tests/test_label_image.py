@@ -7,7 +7,9 @@ it or built by hand, so nothing but that run costs real time.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -169,17 +171,50 @@ def test_many_unreadable_images_are_named_up_to_ten_then_counted_by_reason(train
                                           "--top_k", "1", str(tmp_path), str(trained.photos[0])], expect=1)
     warnings = [line for line in result.stderr.splitlines() if "skipping " in line]
     assert len(warnings) == 11 and all("skipping --image " in line for line in warnings[:10]), result.stderr
-    assert warnings[10].endswith("skipping 5 more (--logging_verbosity DEBUG names each): not a recognised image "
-                                 "format (5)"), warnings[10]
+    assert warnings[10].endswith("skipping 5 more (--json lists each): not a recognised image format (5)"), warnings
     assert result.stderr.strip().splitlines()[-1] == ("label-image: error: 15 of 16 images could not be decoded and "
                                                       "were skipped (in the warnings above)")
     tree = make_colour_tree(tmp_path / "tree", per_class=8)
     for i in range(12):
         (tree / "red" / f"placeholder_{i}.jpg").write_bytes(b"")
+    # Probe RRR: the one file of another reason, past the ten, must be named still (an iPhone photo: convert it).
+    (tree / "red" / "zz_iphone.jpg").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(300))
     done = retrain_cli(tree, tiny_module, outputs)
     warnings = [line for line in done.stderr.splitlines() if "skipping " in line]
-    assert len(warnings) == 11 and re.search(r"skipping 2 more \(--logging_verbosity DEBUG names each\): .* \(2\)$",
-                                             warnings[10]), done.stderr
+    assert len(warnings) == 11 and sum("it holds a HEIC/HEIF photo" in line for line in warnings) == 1, done.stderr
+    assert warnings[-1].endswith("skipping 3 more (--logging_verbosity DEBUG names each): empty file (3)")
+    # The first file of each other reason is named past the ten; a reason's details and numbers make no other.
+    from retrain.logs import Skips
+
+    logger = logging.getLogger("retrain.test_skips")
+    with caplog_records(logger) as records:
+        skips = Skips(logger)
+        for i in range(12):
+            skips.add(f"p{i}.jpg", "empty file (0 bytes)")
+        skips.add("iphone.jpg", "not a recognised image format: it holds a HEIC/HEIF photo")
+        for i, cut in enumerate((54, 77, 12)):
+            skips.add(f"t{i}.jpg", f"corrupt or truncated image data (image file is truncated ({cut} bytes not "
+                                   "processed))")
+        skips.close()
+    assert [r.getMessage().split(":")[0] for r in records if r.levelno == logging.WARNING] == [
+        *(f"skipping p{i}.jpg" for i in range(10)), "skipping iphone.jpg", "skipping t0.jpg", "skipping 4 more "
+        "(--logging_verbosity DEBUG names each)"]
+    assert records[-1].getMessage().endswith("): empty file (2); corrupt or truncated image data (2)")
+
+
+@contextlib.contextmanager
+def caplog_records(logger: logging.Logger):
+    """The records `logger` emits in the block, from INFO up."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    level, logger.level = logger.level, logging.INFO
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def test_bmp_and_other_photos_classify_without_error(trained: Trained) -> None:
@@ -805,6 +840,14 @@ def test_the_same_run_writes_the_same_bytes_so_a_backup_of_its_model_keeps_its_l
     first = intermediate.read_bytes()
     retrain_cli(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
     assert graph.read_bytes() == backup.read_bytes() and intermediate.read_bytes() == first
+    # In two processes (a map's order is a process's own): the TF.js model.json too (probe RRR).
+    written = []
+    for _ in range(2):
+        web = outputs["output_graph"].parent / "web"
+        run_script("-m", "retrain", *flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=20,
+                                           output_tfjs=web, **outputs))
+        written.append(((web / "model.json").read_bytes(), graph.read_bytes()))
+    assert written[0] == written[1] and written[0][1] == backup.read_bytes()
     result = invoke(label_image_command, ["--graph", str(backup), "--image", str(colour_tree / "red" / "red_000.jpg"),
                                           "--top_k", "1"])
     assert result.stdout.split()[0] == "red" and "WARNING" not in result.stderr

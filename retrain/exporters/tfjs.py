@@ -169,7 +169,8 @@ def write_graph_model(directory: Path, graph_def_bytes: bytes, *, output_node: s
     }
 
     try:
-        text = json.dumps(model, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(model, separators=(",", ":"), allow_nan=False, sort_keys=True)  # (the graph's attribute
+        # maps come in any order: one model, one model.json, probe RRR)
     except (TypeError, ValueError) as error:
         raise RetrainError(f"TF.js metadata must be plain JSON values ({error})") from None
 

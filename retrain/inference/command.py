@@ -276,7 +276,7 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
     several = len(paths) > 1
     printed = 0
     failed: list[dict[str, Any]] = []
-    skips = Skips(log, "--image ")
+    skips = Skips(log, "--image ", more="--json lists each")
     for record in records(config, paths):
         if config.json:  # the array json.dump(indent=2) wrote, a record at a time: thousands of labels an image
             # kept every record until the end (1,000 images of 10,000 labels: 3 GB, and nothing printed for minutes)
