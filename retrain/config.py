@@ -25,7 +25,7 @@ from typing import Any
 from retrain.catalog import hub_cache_dir
 from retrain.errors import RetrainError, UsageError
 from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, FINAL_TENSOR_NAME, NODE_NAME, RESERVED_NODE_NAMES,
-                           RESERVED_NODE_SCOPE, shown, valid_name)
+                           RESERVED_NODE_SCOPE, in_locale, shown, valid_name)
 
 __all__ = ["RetrainConfig", "LabelImageConfig", "RetrainError", "UsageError", "EXPORT_INPUT_MEAN",
            "EXPORT_INPUT_STD", "DEFAULT_MODULE", "LOGGING_LEVELS", "DISTORTION_MODES", "TFLITE_QUANTIZATIONS",
@@ -330,8 +330,8 @@ def _utf8(flag: str, value: Any, *, room: int = 0, deeper: bool = False) -> Any:
         return value
     text = str(value)
     if not valid_name(text):
-        raise UsageError(f"--{flag} {shown(value)} is not valid UTF-8, and TensorFlow takes only UTF-8 paths; "
-                         "rename it, or choose another path")
+        raise UsageError(f"--{flag} {shown(value)} is not valid UTF-8{in_locale(text)}, and TensorFlow takes only "
+                         "UTF-8 paths; rename it, or choose another path")
     return _fits(flag, value, room=room, deeper=deeper)
 
 

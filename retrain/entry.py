@@ -31,11 +31,19 @@ def in_utf8_mode() -> None:
     `cafÃ©`, `猫` was refused for a control character it does not hold, and outputs went to a garbled sibling
     folder (probe PPP). TensorFlow takes UTF-8 paths only, and the labels file is UTF-8. The arguments are
     passed on as the bytes they came as."""
-    if sys.flags.utf8_mode or sys.getfilesystemencoding().replace("-", "").lower() == "utf8":
-        return
-    if os.environ.get("PYTHONUTF8") == "1" or not sys.executable or len(getattr(sys, "orig_argv", ())) < 2:
-        return  # (asked already, or no command line to run again: go on as things are)
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "PYTHONUTF8": "1"})
+    from retrain.names import is_utf8, locale_encoding
+
+    if not (sys.flags.utf8_mode or is_utf8(sys.getfilesystemencoding())):
+        if os.environ.get("PYTHONUTF8") == "1" or not sys.executable or len(getattr(sys, "orig_argv", ())) < 2:
+            return  # (asked already, or no command line to run again: go on as things are)
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "PYTHONUTF8": "1"})
+    encoding = locale_encoding()
+    if sys.flags.utf8_mode and encoding and not is_utf8(encoding) and not os.environ.get("PYTHONIOENCODING"):
+        for stream in (sys.stdout, sys.stderr):  # what the user reads, in the terminal's own encoding (probe RRR:
+            try:  # a Latin-1 terminal showed cafÃ©); what it lacks, escaped
+                stream.reconfigure(encoding=encoding, errors="backslashreplace")
+            except (AttributeError, LookupError, ValueError, OSError):
+                pass
 
 
 def _run(prog: str, name: str) -> None:

@@ -6,6 +6,7 @@ reader never re-types what a writer chose. Importing this module costs nothing.
 
 from __future__ import annotations
 
+import locale
 import os
 import re
 import unicodedata
@@ -108,4 +109,30 @@ def spelt_otherwise(path: Path) -> str:
         else:
             return ""
     return f" ({shown(found)} exists: the same name in {' and '.join(sorted(how))})" if how else ""
+
+
+def locale_encoding() -> str:
+    """The encoding of the user's locale (`ISO-8859-1`, `ANSI_X3.4-1968`...; '' when unknown), which Python's UTF-8
+    mode, the commands' own (`entry.in_utf8_mode`), leaves as it is."""
+    try:
+        return locale.nl_langinfo(locale.CODESET)
+    except (AttributeError, ValueError):
+        return ""
+
+
+def is_utf8(encoding: str) -> bool:
+    return encoding.replace("-", "").replace("_", "").lower() == "utf8"
+
+
+def in_locale(text: str) -> str:
+    """For a name that is not valid UTF-8: how it reads in the locale's own encoding, when that is another that
+    reads it (probe RRR: a Latin-1 system's `café`, which the code before UTF-8 mode took as it is), else ''."""
+    encoding = locale_encoding()
+    if not encoding or is_utf8(encoding):
+        return ""
+    try:
+        reading = os.fsencode(text).decode(encoding)
+    except (LookupError, UnicodeDecodeError):
+        return ""
+    return f" (in this system's {encoding} it reads {reading!r}: rename it in UTF-8, e.g. convmv -f {encoding} -t UTF-8)"
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrain.errors import RetrainError, UsageError
-from retrain.names import shown, spelt_otherwise, valid_name
+from retrain.names import in_locale, shown, spelt_otherwise, valid_name
 from retrain.labels import Example, LabelSet, build
 from retrain.labels.split import scant_training, split_of
 
@@ -161,7 +161,8 @@ class _Walk:
             if _is_hidden(entry.name):
                 continue
             if not self.any_name and not valid_name(entry.name):
-                log.warning("skipping %s: its name is not valid UTF-8; rename it to use it", shown(entry.path))
+                log.warning("skipping %s: its name is not valid UTF-8%s; rename it to use it", shown(entry.path),
+                            in_locale(entry.name))
                 continue
             path = Path(entry.path)
             try:
@@ -280,8 +281,8 @@ class FolderSource:
                     walk.ignored.append(entry.path)
                 continue
             if not valid_name(entry.name):
-                log.warning("skipping class folder %s: its name is not valid UTF-8; rename it to use it",
-                            shown(entry.path))
+                log.warning("skipping class folder %s: its name is not valid UTF-8%s; rename it to use it",
+                            shown(entry.path), in_locale(entry.name))
                 continue
             problem = label_problem(entry.name)
             if problem:
