@@ -2239,9 +2239,25 @@ def test_a_locale_that_is_not_utf8_changes_no_label_and_a_name_stdout_cannot_enc
     assert outputs["output_graph"].is_file() and sorted(p.name for p in tmp_path.iterdir()) == [
         "out", "photos", "sortie_é"]
     assert "caf\\xe9 " in done.stdout and "\\u732b " in done.stdout and "skipping" not in done.stderr, done.stderr
+    # Without PYTHONIOENCODING, stdout speaks the locale's own encoding (probe RRR: a Latin-1 terminal was sent
+    # UTF-8, cafÃ©): here ASCII, so the labels come escaped.
+    env.pop("PYTHONIOENCODING")
     labelled = run_script("-c", "from retrain.entry import label_image_command; label_image_command()", "--graph",
                           str(outputs["output_graph"]), "--top_k", "3", str(tree / "猫" / "猫_000.jpg"), env=env)
     assert sorted(labelled.stdout.split()[::2]) == ["\\u732b", "caf\\xe9", "green"], labelled.stdout + labelled.stderr
+
+
+def test_a_name_that_is_not_utf8_says_how_it_reads_in_the_locales_own_encoding(monkeypatch) -> None:
+    """Probe RRR: on a Latin-1 system, a folder `café` in Latin-1 bytes, which the code before UTF-8 mode took as
+    it is, is now refused for its bytes; the message says what it is, and how to rename it."""
+    from retrain import names
+
+    latin = os.fsdecode(b"caf\xe9")
+    monkeypatch.setattr(names, "locale_encoding", lambda: "ISO-8859-1")
+    assert names.in_locale(latin) == (" (in this system's ISO-8859-1 it reads 'café': rename it in UTF-8, e.g. "
+                                      "convmv -f ISO-8859-1 -t UTF-8)")
+    monkeypatch.setattr(names, "locale_encoding", lambda: "UTF-8")
+    assert names.in_locale(latin) == ""
 
 
 def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class(colour_tree: Path,
