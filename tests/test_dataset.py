@@ -59,7 +59,8 @@ def test_classes_and_files_sorted_extensions_any_case(tmp_path: Path, caplog: py
     assert "ignored 3 non-image file(s)" in caplog.text
 
 
-def test_the_folders_systems_and_nas_boxes_keep_beside_photos_are_neither_classes_nor_photos(tmp_path: Path):
+def test_the_folders_systems_and_nas_boxes_keep_beside_photos_are_neither_classes_nor_photos(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """Probe NNN: a USB stick used as --image_dir made `$RECYCLE.BIN` (deleted photos) and `System Volume
     Information` classes, exit 0, and Synology's `@eaDir/<photo>/SYNOPHOTO_THUMB_M.jpg` thumbnails roses."""
     for folder in ["$RECYCLE.BIN/S-1-5-21-1", "System Volume Information", "lost+found", "#recycle", "@Recycle"]:
@@ -68,8 +69,11 @@ def test_the_folders_systems_and_nas_boxes_keep_beside_photos_are_neither_classe
     for name in ["a.jpg", "@eaDir/a.jpg/SYNOPHOTO_THUMB_M.jpg", "@__thumb/a.jpg", "#snapshot/old.jpg"]:
         touch(tmp_path / "roses" / name)
     touch(tmp_path / "tulips" / "b.jpg")
-    labels = scan(tmp_path, 0, 0)
-    assert labels.names == ("roses", "tulips") and [p.name for p in files_of(labels, "roses")] == ["a.jpg"]
+    touch(tmp_path / "recycled" / "c.jpg")  # a class (probe QQQ: dropped as Windows XP's RECYCLED)
+    with caplog.at_level(logging.INFO):
+        labels = scan(tmp_path, 0, 0)
+    assert labels.names == ("recycled", "roses", "tulips") and [p.name for p in files_of(labels, "roses")] == ["a.jpg"]
+    assert f"ignoring {tmp_path / '$RECYCLE.BIN'}: a folder systems and NAS boxes keep" in caplog.text
 
 
 def test_a_class_whose_validation_or_test_images_all_prove_unusable_is_said_to_have_none_left(

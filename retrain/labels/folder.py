@@ -51,14 +51,25 @@ WALK_NOTE_SECONDS = 10.0  # how often a long walk of the image folders says how 
 
 # What file managers, systems and NAS boxes keep beside photos (macOS's own start with "."): never photos nor
 # classes. A USB stick or share used as --image_dir made `$RECYCLE.BIN` a class and Synology's `@eaDir`
-# thumbnails roses (probe NNN). Compared case-blind, as Windows names them.
-_SYSTEM_NAMES = frozenset(name.casefold() for name in (
-    "Thumbs.db", "desktop.ini", "__MACOSX", "$RECYCLE.BIN", "RECYCLER", "RECYCLED", "System Volume Information",
-    "lost+found", "@eaDir", "#recycle", "#snapshot", "@Recycle", "@Recently-Snapshot", "@__thumb"))
+# thumbnails roses (probe NNN). Compared case-blind, as Windows names them; only names no one gives a class
+# (probe QQQ: `recycled`, a waste-sorting class, was left out as Windows XP's RECYCLED).
+_SYSTEM_FILES = frozenset(name.casefold() for name in ("Thumbs.db", "desktop.ini"))
+_SYSTEM_FOLDERS = frozenset(name.casefold() for name in (
+    "__MACOSX", "$RECYCLE.BIN", "System Volume Information", "lost+found", "@eaDir", "#recycle", "#snapshot",
+    "@Recycle", "@Recently-Snapshot", "@__thumb"))
 
 
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.casefold() in _SYSTEM_NAMES
+    return name.startswith(".") or name.casefold() in _SYSTEM_FILES | _SYSTEM_FOLDERS
+
+
+def _said_hidden(entry: os.DirEntry) -> bool:
+    """Whether to pass over a folder entry (`_is_hidden`); a system folder is named in an INFO line."""
+    if not _is_hidden(entry.name):
+        return False
+    if entry.name.casefold() in _SYSTEM_FOLDERS:
+        log.info("ignoring %s: a folder systems and NAS boxes keep beside photos, not photos", shown(entry.path))
+    return True
 
 
 def label_problem(label: str) -> str:
@@ -158,7 +169,7 @@ class _Walk:
         self.visited.add(key)
         self.entered.append(folder)
         for entry in entries:
-            if _is_hidden(entry.name):
+            if _said_hidden(entry):
                 continue
             if not self.any_name and not valid_name(entry.name):
                 log.warning("skipping %s: its name is not valid UTF-8%s; rename it to use it", shown(entry.path),
@@ -265,7 +276,7 @@ class FolderSource:
         labels: list[str] = []
         loose: list[Path] = []
         for entry in entries:
-            if _is_hidden(entry.name):
+            if _said_hidden(entry):
                 continue
             class_dir = Path(entry.path)
             try:
