@@ -1,8 +1,15 @@
 """`python -m retrain` is the `retrain` command."""
 
+import signal
+import sys
+
 from retrain.entry import in_utf8_mode
 
-in_utf8_mode()
+try:
+    in_utf8_mode()
+except KeyboardInterrupt:
+    print("\nretrain: interrupted", file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
 
 from retrain.cli import retrain_command  # noqa: E402 - after the locale is settled
 

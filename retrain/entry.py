@@ -34,8 +34,10 @@ def in_utf8_mode() -> None:
     from retrain.names import is_utf8, locale_encoding
 
     if not (sys.flags.utf8_mode or is_utf8(sys.getfilesystemencoding())):
-        if os.environ.get("PYTHONUTF8") == "1" or not sys.executable or len(getattr(sys, "orig_argv", ())) < 2:
-            return  # (asked already, or no command line to run again: go on as things are)
+        if os.environ.get("PYTHONUTF8") == "1" or not sys.executable or len(getattr(sys, "orig_argv", ())) < 2 \
+                or sys.argv[0] in ("", "-"):
+            return  # asked already (-E, -I, -X utf8=0 keep it off), or no command line to run again (a script read
+            # from stdin: probe QQQ, it ran an empty one): go on as things are, with a warning (names_not_utf8)
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "PYTHONUTF8": "1"})
     encoding = locale_encoding()
     if sys.flags.utf8_mode and encoding and not is_utf8(encoding) and not os.environ.get("PYTHONIOENCODING"):
@@ -47,7 +49,11 @@ def in_utf8_mode() -> None:
 
 
 def _run(prog: str, name: str) -> None:
-    in_utf8_mode()
+    try:
+        in_utf8_mode()
+    except KeyboardInterrupt:  # (probe QQQ: a traceback from the re-exec's first moments)
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     if hasattr(sys.stdout, "reconfigure"):  # a label stdout's encoding lacks is written escaped (\u732b), as the
         sys.stdout.reconfigure(errors="backslashreplace")  # log lines are, not a traceback (probe PPP)
     try:

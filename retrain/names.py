@@ -9,6 +9,7 @@ from __future__ import annotations
 import locale
 import os
 import re
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -135,4 +136,16 @@ def in_locale(text: str) -> str:
     except (LookupError, UnicodeDecodeError):
         return ""
     return f" (in this system's {encoding} it reads {reading!r}: rename it in UTF-8, e.g. convmv -f {encoding} -t UTF-8)"
+
+
+def names_not_utf8() -> str:
+    """Why file names are read otherwise than as UTF-8 in this process ('' when they are not): a Python whose
+    locale is not UTF-8 and that could not be put in UTF-8 mode (`python -E`, `-I`, `-X utf8=0`, a script read
+    from stdin, the Python API: probes QQQ and RRR, `café` became the label `cafÃ©`, exit 0)."""
+    encoding = sys.getfilesystemencoding()
+    if sys.flags.utf8_mode or is_utf8(encoding):
+        return ""
+    return (f"this Python reads file names in {encoding}, not UTF-8, so names outside ASCII become other labels and "
+            "paths than they are; start it in UTF-8 mode (PYTHONUTF8=1 or -X utf8, without -E or -I) or under a "
+            "UTF-8 locale (LC_ALL=C.UTF-8)")
 

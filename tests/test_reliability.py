@@ -2247,6 +2247,22 @@ def test_a_locale_that_is_not_utf8_changes_no_label_and_a_name_stdout_cannot_enc
     assert sorted(labelled.stdout.split()[::2]) == ["\\u732b", "caf\\xe9", "green"], labelled.stdout + labelled.stderr
 
 
+def test_a_command_that_cannot_start_again_in_utf8_mode_runs_with_a_warning(tmp_path: Path) -> None:
+    """Probe QQQ: a script read from stdin (`python -`) under a locale that is not UTF-8 was started again to turn
+    UTF-8 mode on, found stdin empty, and did nothing, exit 0. It runs as it is now, and says that names outside
+    ASCII will not read as they are (so does the Python API under such a locale)."""
+    done = subprocess.run([sys.executable, "-", "--image_dir", str(tmp_path / "nope")], text=True, timeout=60,
+                          input="from retrain.entry import retrain_command; retrain_command()\n",
+                          capture_output=True, env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"})
+    lines = [re.sub(r"^WARNING \S+ ", "WARNING ", line) for line in done.stderr.splitlines()]
+    assert done.returncode == 2 and lines == [
+        "WARNING this Python reads file names in ascii, not UTF-8, so names outside ASCII become other labels and "
+        "paths than they are; start it in UTF-8 mode (PYTHONUTF8=1 or -X utf8, without -E or -I) or under a UTF-8 "
+        "locale (LC_ALL=C.UTF-8)",
+        f"retrain: error: --image_dir {tmp_path / 'nope'} does not exist; expected a folder with one sub-folder per "
+        "class"], done.stderr
+
+
 def test_a_name_that_is_not_utf8_says_how_it_reads_in_the_locales_own_encoding(monkeypatch) -> None:
     """Probe RRR: on a Latin-1 system, a folder `café` in Latin-1 bytes, which the code before UTF-8 mode took as
     it is, is now refused for its bytes; the message says what it is, and how to rename it."""

@@ -33,7 +33,7 @@ from retrain.inference.labels import (label_count, labels_for, read_labels, run_
 from retrain.inference.readers import Model, load_model, not_a_model
 from retrain.labels.folder import image_files, label_image_extensions
 from retrain.logs import Skips
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, shown, spelt_otherwise
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, names_not_utf8, shown, spelt_otherwise
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class ImageResult:
 def check(config: LabelImageConfig) -> LabelImageConfig:
     """Reject missing files before TensorFlow is imported (flag values were checked by the config); returns the
     config with its labels file found (`labels_for`) when --labels was not given."""
+    if names_not_utf8():
+        log.warning("%s", names_not_utf8())
     if not config.images:
         raise UsageError("no --image given; pass an image file or a folder of images")
     if not config.graph.exists():
