@@ -151,6 +151,10 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     """Refuse, with one line naming both flags, any output that overlaps an input or another output."""
     mounts.reset()  # this run's checks see the mounts as they are now
     _INPUTS[:] = [item for item in inputs if item.kind == "tree"]
+    _TREES.clear()
+    for item in _INPUTS:
+        with contextlib.suppress(OSError):
+            _TREES[_key(os.path.realpath(item.path))] = item
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
         made_up = _kernels_place(output.path)
         if made_up is not None:
@@ -215,14 +219,25 @@ def _in_another_view(path: Path) -> bool:
     /proc/N/root and /proc/N/cwd, read as a path of this process's view of the files and lead into that
     process's own: through /proc/N/root of a container, the checks judged a harmless folder of the host's and
     the model went into the container's view of the photos, exit 0 (probe OOO)."""
+    if not os.path.isabs(os.path.expanduser(path)) and not _same_folder(".", os.getcwd()):
+        return True  # the current folder itself is another view's (entered through /proc/N/cwd: probe QQQ)
     spelt = os.path.abspath(os.path.expanduser(path))
     while not os.path.exists(spelt) and os.path.dirname(spelt) != spelt:
         spelt = os.path.dirname(spelt)
+    return not _same_folder(spelt, os.path.realpath(spelt))
+
+
+def _same_folder(one: str, other: str) -> bool:
+    """Whether two paths name one file or folder (device and inode); False when either cannot be read."""
     try:
-        here, there = os.stat(spelt), os.stat(os.path.realpath(spelt))
+        return _key(one) == _key(other)
     except OSError:
-        return True
-    return (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino)
+        return False
+
+
+def _key(path: str) -> tuple[int, int]:
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
 
 
 def check_outside_exports(outputs: Sequence[Output]) -> None:
@@ -418,6 +433,7 @@ def release_outputs() -> None:
     """Let go of the outputs hold_outputs held, removing their lock files (at the end of a run; a process's next
     run lets go first too), and of the trees the run read (`check_still_outside`)."""
     _INPUTS.clear()
+    _TREES.clear()
     _release_locks()
 
 
@@ -796,8 +812,10 @@ def judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:
                            "another run, so retrain did not replace it)") from None
 
 
-# The trees the run reads (its images), as check_clashes was given them: a write checks it is still outside them.
+# The trees the run reads (its images), as check_clashes was given them, and by their folders' device and inode:
+# a write checks it is still outside them.
 _INPUTS: list[Input] = []
+_TREES: dict[tuple[int, int], Input] = {}
 
 
 def check_still_outside(path: Path, *, flag: str) -> None:
@@ -808,8 +826,16 @@ def check_still_outside(path: Path, *, flag: str) -> None:
     mounts.reset()  # (a bind mount made over the output folder during the run: probe OOO)
     region = _Region(path, "file")
     region.path = _entry(path)  # (a write replaces a link, not the file it leads to: as check_clashes judged)
+    moved = None  # the tree itself moved (`mv photos out`, `mount --move`) to a folder on the output's way (QQQ)
+    folder = os.path.realpath(path.parent)
+    while moved is None:
+        with contextlib.suppress(OSError):
+            moved = _TREES.get(_key(folder))
+        if os.path.dirname(folder) == folder:
+            break
+        folder = os.path.dirname(folder)
     for item in _INPUTS:
-        if _region(item).overlaps(region):
+        if item is moved or _region(item).overlaps(region):
             raise RetrainError(f"{flag} {path} now lies inside {item.flag} {item.path}, which the run reads (a "
                                "folder on its way was moved, replaced by a link or mounted over while the run went "
                                "on); nothing was written there")

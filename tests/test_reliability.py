@@ -208,6 +208,50 @@ def test_one_spelling_of_a_place_is_found_through_the_mounts_that_show_it(tmp_pa
     assert done.stdout.splitlines() == ["True", "proc tmpfs False", "/ /work", "True"], done.stderr
 
 
+def test_the_image_tree_moved_onto_the_output_folder_while_the_run_goes_on_is_not_written_into(
+        tmp_path: Path) -> None:
+    """Probe QQQ: `rmdir out; mv photos out` (or `mount --move` of the photos' file system onto the output
+    folder) during a run put the graph among the photos, exit 0: the tree was judged by its path, now gone."""
+    from retrain.errors import RetrainError
+    from retrain.outputs import Input, Output, atomic_write_bytes, check_clashes, release_outputs
+
+    tree, out = make_colour_tree(tmp_path / "photos", per_class=2), tmp_path / "out"
+    out.mkdir()
+    check_clashes([Output("--output_graph", out / "g.pb")], [Input("--image_dir", tree)])
+    try:
+        out.rmdir()
+        tree.rename(out)
+        with pytest.raises(RetrainError, match=rf"^--output_graph {out / 'g.pb'} now lies inside --image_dir {tree}"):
+            atomic_write_bytes(out / "g.pb", b"graph", flag="--output_graph")
+    finally:
+        release_outputs()
+    assert not (out / "g.pb").exists()
+
+
+def test_a_relative_output_from_a_current_folder_in_another_mount_namespace_is_refused(
+        colour_tree: Path, tmp_path: Path, tiny_module: Path, outputs) -> None:
+    """Probe QQQ: from `cd /proc/N/cwd` into another namespace's folder, a relative output was judged by the
+    current folder's path here, and the run failed after training ('Invalid cross-device link')."""
+    there = tmp_path / "there"
+    there.mkdir()
+    other = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                              f"mount -t tmpfs t {there} && cd {there} && exec sleep 120"])
+    try:
+        for _ in range(100):
+            if os.path.ismount(f"/proc/{other.pid}/cwd") or os.stat(f"/proc/{other.pid}/cwd").st_dev != \
+                    there.stat().st_dev:
+                break
+            time.sleep(0.1)
+        done = subprocess.run([sys.executable, "-m", "retrain", *flags(
+            image_dir=colour_tree, tfhub_module=tiny_module, **{**outputs, "output_graph": "g.pb"})],
+            cwd=f"/proc/{other.pid}/cwd", capture_output=True, text=True, timeout=120)
+    finally:
+        other.kill()
+        other.wait()
+    assert done.returncode == 2 and done.stderr.splitlines()[-1].startswith(
+        "retrain: error: --output_graph g.pb leads into another view of the files than this process's"), done.stderr
+
+
 def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_shows_it(
         tmp_path: Path, tiny_module: Path, outputs) -> None:
     """Probe OOO: with the photos in an overlay, an output in its upper or its lower folder landed among them,
