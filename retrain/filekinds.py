@@ -469,8 +469,8 @@ _HEIF = "a HEIC/HEIF photo (as iPhones save them); convert it to JPEG or PNG"
 _FTYP_BRANDS = {**dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"), _HEIF),
                 **dict.fromkeys((b"avif", b"avis"), "an AVIF image; convert it to JPEG or PNG"),
                 b"crx ": "a Canon CR3 raw photo; convert it to JPEG or PNG",
-                **dict.fromkeys((b"qt  ", b"isom", b"iso2", b"mp41", b"mp42", b"M4V ", b"3gp4", b"3gp5"),
-                                "a video, not a photo")}
+                **dict.fromkeys((b"qt  ", b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1",
+                                 b"dash", b"M4V ", b"M4A ", b"f4v ", b"3gp4", b"3gp5", b"3g2a"), "a video, not a photo")}
 
 
 def unread_image(data: Any) -> str:
@@ -479,10 +479,12 @@ def unread_image(data: Any) -> str:
     head = bytes(data[:16])
     if head[4:8] == b"ftyp" and head[8:12] in _FTYP_BRANDS:
         return _FTYP_BRANDS[head[8:12]]
+    if head.startswith(b"\x1a\x45\xdf\xa3") or (head.startswith(b"RIFF") and head[8:12] == b"AVI "):
+        return "a video, not a photo"  # (WebM, Matroska; AVI)
     for magic, name in _MAGIC[:3]:  # JPEG, PNG, GIF: signatures no text starts with
         if head.startswith(magic):
             return f"a damaged {name[2:]} (its header does not read)"
-    return "a PDF, not a photo" if head.startswith(b"%PDF") else ""
+    return "a PDF, not a photo" if head.lstrip().startswith(b"%PDF") else ""
 
 
 def is_one_of(data: Any, same: Sequence[bytes]) -> bool:

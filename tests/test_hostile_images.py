@@ -190,6 +190,9 @@ def test_files_no_decoder_recognises_say_what_they_hold_when_their_first_bytes_t
                                                                 "convert it to JPEG or PNG",
              b"\0\0\0\x1cftypavif" + bytes(300): "it holds an AVIF image; convert it to JPEG or PNG",
              b"\0\0\0\x14ftypqt  " + bytes(300): "it holds a video, not a photo",
+             b"\0\0\0\x18ftypavc1" + bytes(300): "it holds a video, not a photo",
+             b"\x1a\x45\xdf\xa3" + bytes(300): "it holds a video, not a photo",
+             b"RIFF\0\0\0\0AVI LIST" + bytes(300): "it holds a video, not a photo",
              bytes(damaged): "it holds a damaged PNG image (its header does not read)",
              b"%PDF-1.7\n" + bytes(100): "it holds a PDF, not a photo",
              b"<html><body>not found</body></html>": ""}
