@@ -30,7 +30,7 @@ def in_utf8_mode() -> None:
     C with PYTHONUTF8=0): file names were decoded in that encoding, so a class folder `café` became the label
     `cafÃ©`, `猫` was refused for a control character it does not hold, and outputs went to a garbled sibling
     folder (probe PPP). TensorFlow takes UTF-8 paths only, and the labels file is UTF-8. The arguments are
-    passed on as the bytes they came as."""
+    passed on as the bytes they came as. In UTF-8 mode, stdout and stderr then speak the locale's encoding."""
     from retrain.names import is_utf8, locale_encoding
 
     if not (sys.flags.utf8_mode or is_utf8(sys.getfilesystemencoding())):
