@@ -135,7 +135,8 @@ def in_locale(text: str) -> str:
         reading = os.fsencode(text).decode(encoding)
     except (LookupError, UnicodeDecodeError):
         return ""
-    return f" (in this system's {encoding} it reads {reading!r}: rename it in UTF-8, e.g. convmv -f {encoding} -t UTF-8)"
+    return (f" (in this system's {encoding} it reads {reading!r}: rename it in UTF-8, e.g. convmv -f {encoding} "
+            "-t UTF-8)")
 
 
 def names_not_utf8() -> str:
@@ -148,4 +149,3 @@ def names_not_utf8() -> str:
     return (f"this Python reads file names in {encoding}, not UTF-8, so names outside ASCII become other labels and "
             "paths than they are; start it in UTF-8 mode (PYTHONUTF8=1 or -X utf8, without -E or -I) or under a "
             "UTF-8 locale (LC_ALL=C.UTF-8)")
-

@@ -219,8 +219,10 @@ def _in_another_view(path: Path) -> bool:
     /proc/N/root and /proc/N/cwd, read as a path of this process's view of the files and lead into that
     process's own: through /proc/N/root of a container, the checks judged a harmless folder of the host's and
     the model went into the container's view of the photos, exit 0 (probe OOO)."""
-    if not os.path.isabs(os.path.expanduser(path)) and not _same_folder(".", os.getcwd()):
-        return True  # the current folder itself is another view's (entered through /proc/N/cwd: probe QQQ)
+    if not os.path.isabs(os.path.expanduser(path)):
+        with contextlib.suppress(OSError):  # (a deleted current folder is refused elsewhere)
+            if not _same_folder(".", os.getcwd()):
+                return True  # the current folder itself is another view's (entered through /proc/N/cwd: QQQ)
     spelt = os.path.abspath(os.path.expanduser(path))
     while not os.path.exists(spelt) and os.path.dirname(spelt) != spelt:
         spelt = os.path.dirname(spelt)
