@@ -289,8 +289,8 @@ def _label_table(details: Any, labels: Sequence[str]) -> str:
     lines = [f"{'label':<{width}}  {'threshold':>9}  {'precision':>9}  {'recall':>7}  {'f1':>7}  {'support':>7}"]
     for j, label in enumerate(labels):
         lines.append(f"{reports.pad(shown[label], width)}  {details.thresholds[j]:9.3f}  "
-                     f"{percent(details.precision[j]):>9}  {percent(details.recall[j]):>7}  {percent(details.f1[j]):>7}  "
-                     f"{int(details.support[j]):7d}")
+                     f"{percent(details.precision[j]):>9}  {percent(details.recall[j]):>7}  "
+                     f"{percent(details.f1[j]):>7}  {int(details.support[j]):7d}")
     lines.append(f"{'micro':<{width}}  {'':9}  {percent(details.micro_precision):>9}  "
                  f"{percent(details.micro_recall):>7}  {percent(details.micro_f1):>7}  {details.rows:7d} images")
     return "\n".join(lines) + "\n"
