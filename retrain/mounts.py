@@ -98,6 +98,7 @@ def _deepest(at: dict[str, _Mount], path: str) -> _Mount | None:
 def reset() -> None:
     """Read the mount table again at the next use (a run's checks start here; mounts may change between runs)."""
     _table.cache_clear()
+    _layer_places.cache_clear()
 
 
 def _within(path: str, folder: str) -> str | None:
@@ -142,31 +143,55 @@ def _chosen(path: str) -> str:
 def _overlaid(path: str) -> str:
     """`path` as the overlay that shows it sees it, when it lies in an overlay's upper or lower folder (probe OOO:
     an output in the upper folder of the overlay holding the photos lay inside the tree; two runs, one through
-    the overlay, one through its upper folder, wrote one folder unlocked), else `path`. A lower folder's file
-    may be hidden by the upper's: taken as shown all the same (changing either under a mounted overlay is
-    undefined in Linux, so no output may go there). Only a path on the file system of that folder (not on a
-    mount below it, which the overlay does not show)."""
-    best, own = None, _mount_of(path)
+    the overlay, one through its upper folder, wrote one folder unlocked), else `path`; again through an overlay
+    whose lower folder is that overlay (probe SSS: nested overlays). A lower folder's file may be hidden by the
+    upper's: taken as shown all the same (changing either under a mounted overlay is undefined in Linux, so no
+    output may go there). Only a path on the file system of that folder (not on a mount below it, which the
+    overlay does not show)."""
+    for _ in range(8):  # (overlays stacked deeper than this are not followed)
+        own, best = _mount_of(path), None
+        for folder, holder, point in _layer_places():
+            below = _within(path, folder)
+            if below is not None and own == holder and (best is None or len(folder) > len(best[0])):
+                best = folder, os.path.normpath(point.rstrip("/") + below or "/")
+        if best is None:
+            return path
+        path = best[1]
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _layer_places() -> tuple[tuple[str, _Mount | None, str], ...]:
+    """Each visible overlay's upper and lower folders: (the folder, spelt through the chosen mount of its file
+    system, as paths are: probe SSS, a lower folder that is a bind mount was missed; the mount it lies on; the
+    overlay's mount point). Read again with the mount table (`reset`)."""
+    places = []
     for mount in _table().at.values():
         if mount.kind == "overlay":
             for folder in _layers(mount.options):
-                below = _within(path, folder)
-                if below is not None and (best is None or len(folder) > len(best[0])) and own == _mount_of(folder):
-                    best = folder, os.path.normpath(mount.point.rstrip("/") + below or "/")
-    return best[1] if best is not None else path
+                chosen = _chosen(folder)
+                places.append((chosen, _mount_of(chosen), mount.point))
+    return tuple(places)
 
 
-@functools.lru_cache(maxsize=256)
+_LAYERS: dict[str, tuple[str, ...]] = {}  # an overlay's options -> its folders, links resolved (they do not change)
+
+
 def _layers(options: str) -> tuple[str, ...]:
     """The upper and lower folders an overlay's super options name, links resolved (those given as absolute
-    paths: as the mount was asked for them). Kept across `reset`: an overlay's folders do not change."""
-    folders: list[str] = []
-    for option in options.split(","):  # (a comma in a name is written \054)
-        key, _, value = option.partition("=")
-        if key in ("upperdir", "lowerdir", "lowerdir+", "datadir+"):
-            folders += (_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), part).replace("\\:", ":")
-                        for part in re.split(r"(?<!\\):", value))
-    return tuple(os.path.realpath(folder) for folder in folders if folder.startswith("/"))
+    paths: as the mount was asked for them; a relative one cannot be found again). Kept for the process: a
+    Docker host has hundreds of overlays (probe SSS: 3x slower past the 256 a cache held)."""
+    if options not in _LAYERS:
+        folders: list[str] = []
+        for option in options.split(","):  # (a comma in a name is written \054)
+            key, _, value = option.partition("=")
+            value = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), value)
+            if key in ("lowerdir+", "datadir+"):  # one folder each, as given (the new mount API: probe SSS)
+                folders.append(value)
+            elif key in ("upperdir", "lowerdir"):  # folders joined by ':', a ':' or ',' in a name escaped by '\\'
+                folders += (re.sub(r"\\([:,\\])", r"\1", part) for part in re.split(r"(?<!\\):", value) if part)
+        _LAYERS[options] = tuple(os.path.realpath(folder) for folder in folders if folder.startswith("/"))
+    return _LAYERS[options]
 
 
 def filesystem_type(path: str) -> str:

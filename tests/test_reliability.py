@@ -270,12 +270,31 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
     script = (f"mount -t overlay overlay -o lowerdir={low},upperdir={up},workdir={work} {merged} && "
               f"mount -t tmpfs sub {low / 'sub'} && {sys.executable} -c {shlex.quote(check)} && "
               f"{' '.join(map(shlex.quote, command))} 2>&1 >/dev/null | grep 'retrain: error'")
+    # Probe SSS: an overlay over that overlay (nested), one whose lower folder is a bind mount, one whose lower
+    # folder's name holds ':', ',' and a space (escaped in its options) were not followed.
+    nested, bound, odd = (tmp_path / name for name in ("nested", "bound", "odd"))
+    for root in (nested, bound, odd):
+        for name in ("up", "work", "merged", "real"):
+            (root / name).mkdir(parents=True)
+    (bound / "low").mkdir()
+    (odd / "a:b, c").mkdir()
+    later = ("from pathlib import Path; from retrain.outputs import real; "
+             f"print(real(Path({str(low / 'red' / 'x')!r})), real(Path({str(bound / 'real' / 'x')!r})), "
+             f"real(Path({str(odd / 'a:b, c' / 'x')!r})))")
+    lowers = str(odd / "a:b, c").replace(":", "\\:").replace(",", "\\,")
+    options = f"lowerdir={lowers},upperdir={odd / 'up'},workdir={odd / 'work'}"
+    script += (f" ; mount -t overlay n -o lowerdir={merged},upperdir={nested / 'up'},workdir={nested / 'work'} "
+               f"{nested / 'merged'} && mount --bind {bound / 'real'} {bound / 'low'} && mount -t overlay b -o "
+               f"lowerdir={bound / 'low'},upperdir={bound / 'up'},workdir={bound / 'work'} {bound / 'merged'} && "
+               f"mount -t overlay o -o {shlex.quote(options)} {odd / 'merged'} && "
+               f"{sys.executable} -c {shlex.quote(later)}")
     done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
                           text=True, timeout=120)
     assert done.stdout.splitlines() == [
         f"{merged / 'red' / 'g.pb'} {merged / 'blue' / 'g.pb'} {low / 'sub' / 'g.pb'}",
         f"retrain: error: --output_graph {up / 'red' / 'g.pb'} would write into --image_dir {merged}, which the run "
-        "reads; choose a --output_graph outside it"], done.stdout + done.stderr
+        "reads; choose a --output_graph outside it",
+        f"{nested / 'merged' / 'red' / 'x'} {bound / 'merged' / 'x'} {odd / 'merged' / 'x'}"], done.stdout + done.stderr
     assert not (up / "red" / "g.pb").exists()
 
 
