@@ -25,24 +25,26 @@ def label_image_command() -> None:
     _run("label-image", "label_image_command")
 
 
-def in_utf8_mode() -> None:
+def in_utf8_mode(*, again: bool) -> None:
     """Run the command again in Python's UTF-8 mode when the locale's encoding is another (a Latin-1 locale, or
     C with PYTHONUTF8=0): file names were decoded in that encoding, so a class folder `café` became the label
     `cafÃ©`, `猫` was refused for a control character it does not hold, and outputs went to a garbled sibling
     folder (probe PPP). TensorFlow takes UTF-8 paths only, and the labels file is UTF-8. The arguments are
-    passed on as the bytes they came as. In UTF-8 mode, stdout and stderr then speak the locale's encoding."""
-    from retrain.names import is_utf8, locale_encoding
+    passed on as the bytes they came as. `again`: the command line is one of retrain's own (its console
+    scripts, `python -m retrain`), which may run twice; a script of the user's may not (probes QQQ, SSS: one read
+    from stdin or `<(...)` ran empty, a wrapper's own work ran twice), and goes on as it is, with a warning
+    (`names.names_not_utf8`). In UTF-8 mode, stdout and stderr then speak the terminal's encoding."""
+    from retrain.names import is_utf8, terminal_encoding
 
     if not (sys.flags.utf8_mode or is_utf8(sys.getfilesystemencoding())):
-        if os.environ.get("PYTHONUTF8") == "1" or not sys.executable or len(getattr(sys, "orig_argv", ())) < 2 \
-                or sys.argv[0] in ("", "-"):
-            return  # asked already (-E, -I, -X utf8=0 keep it off), or no command line to run again (a script read
-            # from stdin: probe QQQ, it ran an empty one): go on as things are, with a warning (names_not_utf8)
+        if not again or os.environ.get("PYTHONUTF8") == "1" or not sys.executable \
+                or len(getattr(sys, "orig_argv", ())) < 2:
+            return  # (-E, -I, -X utf8=0 keep it off even when asked)
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "PYTHONUTF8": "1"})
-    encoding = locale_encoding()
-    if sys.flags.utf8_mode and encoding and not is_utf8(encoding) and not os.environ.get("PYTHONIOENCODING"):
-        for stream in (sys.stdout, sys.stderr):  # what the user reads, in the terminal's own encoding (probe RRR:
-            try:  # a Latin-1 terminal showed cafÃ©); what it lacks, escaped
+    encoding = terminal_encoding()
+    if encoding is not None:
+        for stream in (sys.stdout, sys.stderr):  # what a character lacks there, escaped
+            try:
                 stream.reconfigure(encoding=encoding, errors="backslashreplace")
             except (AttributeError, LookupError, ValueError, OSError):
                 pass
@@ -50,7 +52,7 @@ def in_utf8_mode() -> None:
 
 def _run(prog: str, name: str) -> None:
     try:
-        in_utf8_mode()
+        in_utf8_mode(again=os.path.basename(sys.argv[0]) == prog)  # (its console script, not a user's wrapper)
     except KeyboardInterrupt:  # (probe QQQ: a traceback from the re-exec's first moments)
         print(f"\n{prog}: interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)

@@ -6,6 +6,7 @@ reader never re-types what a writer chose. Importing this module costs nothing.
 
 from __future__ import annotations
 
+import codecs
 import locale
 import os
 import re
@@ -123,6 +124,20 @@ def locale_encoding() -> str:
 
 def is_utf8(encoding: str) -> bool:
     return encoding.replace("-", "").replace("_", "").lower() == "utf8"
+
+
+def terminal_encoding(utf8_mode: bool | None = None) -> str | None:
+    """The encoding stdout and stderr should speak in Python's UTF-8 mode: the locale's, when it is another than
+    UTF-8 and ASCII (a Latin-1 terminal was sent UTF-8, cafÃ©: probe RRR), else None: under C or POSIX, UTF-8,
+    Python's own choice there (probe SSS: escapes where labels were), and never over PYTHONIOENCODING."""
+    encoding = locale_encoding()
+    if not (sys.flags.utf8_mode if utf8_mode is None else utf8_mode) or os.environ.get("PYTHONIOENCODING") \
+            or not encoding or is_utf8(encoding):
+        return None
+    try:
+        return None if codecs.lookup(encoding).name == "ascii" else encoding
+    except LookupError:
+        return None
 
 
 def in_locale(text: str) -> str:

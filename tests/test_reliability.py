@@ -2302,28 +2302,45 @@ def test_a_locale_that_is_not_utf8_changes_no_label_and_a_name_stdout_cannot_enc
     assert outputs["output_graph"].is_file() and sorted(p.name for p in tmp_path.iterdir()) == [
         "out", "photos", "sortie_é"]
     assert "caf\\xe9 " in done.stdout and "\\u732b " in done.stdout and "skipping" not in done.stderr, done.stderr
-    # Without PYTHONIOENCODING, stdout speaks the locale's own encoding (probe RRR: a Latin-1 terminal was sent
-    # UTF-8, cafÃ©): here ASCII, so the labels come escaped.
+    # Without PYTHONIOENCODING, under C: UTF-8, Python's own choice there (probe SSS: escaped labels were a
+    # regression); the console script starts again in UTF-8 mode as `python -m retrain` does.
     env.pop("PYTHONIOENCODING")
-    labelled = run_script("-c", "from retrain.entry import label_image_command; label_image_command()", "--graph",
-                          str(outputs["output_graph"]), "--top_k", "3", str(tree / "猫" / "猫_000.jpg"), env=env)
-    assert sorted(labelled.stdout.split()[::2]) == ["\\u732b", "caf\\xe9", "green"], labelled.stdout + labelled.stderr
+    labelled = subprocess.run([str(Path(sys.executable).with_name("label-image")), "--graph",
+                               str(outputs["output_graph"]), "--top_k", "3", str(tree / "猫" / "猫_000.jpg")],
+                              capture_output=True, timeout=120, env={**os.environ, **env})
+    assert sorted(labelled.stdout.decode("utf-8").split()[::2]) == ["café", "green", "猫"], labelled
+
+
+def test_stdout_speaks_the_terminals_encoding_in_utf8_mode(monkeypatch) -> None:
+    """Probe RRR: under a Latin-1 locale the commands' UTF-8 mode sent a Latin-1 terminal UTF-8 (cafÃ©); probe
+    SSS: under C, escapes where Python's own UTF-8 was."""
+    from retrain import names
+
+    monkeypatch.delenv("PYTHONIOENCODING", raising=False)
+    for locale_encoding, expected in (("ISO-8859-1", "ISO-8859-1"), ("ANSI_X3.4-1968", None), ("UTF-8", None)):
+        monkeypatch.setattr(names, "locale_encoding", lambda: locale_encoding)
+        assert names.terminal_encoding(True) == expected and names.terminal_encoding(False) is None
+    monkeypatch.setattr(names, "locale_encoding", lambda: "ISO-8859-1")
+    monkeypatch.setenv("PYTHONIOENCODING", "utf-8")
+    assert names.terminal_encoding(True) is None
 
 
 def test_a_command_that_cannot_start_again_in_utf8_mode_runs_with_a_warning(tmp_path: Path) -> None:
     """Probe QQQ: a script read from stdin (`python -`) under a locale that is not UTF-8 was started again to turn
     UTF-8 mode on, found stdin empty, and did nothing, exit 0. It runs as it is now, and says that names outside
     ASCII will not read as they are (so does the Python API under such a locale)."""
-    done = subprocess.run([sys.executable, "-", "--image_dir", str(tmp_path / "nope")], text=True, timeout=60,
-                          input="from retrain.entry import retrain_command; retrain_command()\n",
-                          capture_output=True, env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"})
-    lines = [re.sub(r"^WARNING \S+ ", "WARNING ", line) for line in done.stderr.splitlines()]
-    assert done.returncode == 2 and lines == [
-        "WARNING this Python reads file names in ascii, not UTF-8, so names outside ASCII become other labels and "
-        "paths than they are; start it in UTF-8 mode (PYTHONUTF8=1 or -X utf8, without -E or -I) or under a UTF-8 "
-        "locale (LC_ALL=C.UTF-8)",
-        f"retrain: error: --image_dir {tmp_path / 'nope'} does not exist; expected a folder with one sub-folder per "
-        "class"], done.stderr
+    code = "print('wrapper started'); from retrain.entry import retrain_command; retrain_command()\n"
+    (tmp_path / "wrap.py").write_text(code)  # probe SSS: a wrapper of the user's ran twice, `<(...)` empty
+    for command, given in (([sys.executable, "-"], code), ([sys.executable, str(tmp_path / "wrap.py")], None)):
+        done = subprocess.run([*command, "--image_dir", str(tmp_path / "nope")], text=True, timeout=60, input=given,
+                              capture_output=True, env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"})
+        lines = [re.sub(r"^WARNING \S+ ", "WARNING ", line) for line in done.stderr.splitlines()]
+        assert done.returncode == 2 and done.stdout == "wrapper started\n" and lines == [
+            "WARNING this Python reads file names in ascii, not UTF-8, so names outside ASCII become other labels "
+            "and paths than they are; start it in UTF-8 mode (PYTHONUTF8=1 or -X utf8, without -E or -I) or under a "
+            "UTF-8 locale (LC_ALL=C.UTF-8)",
+            f"retrain: error: --image_dir {tmp_path / 'nope'} does not exist; expected a folder with one sub-folder "
+            "per class"], done.stderr
 
 
 def test_a_name_that_is_not_utf8_says_how_it_reads_in_the_locales_own_encoding(monkeypatch) -> None:
