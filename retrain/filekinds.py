@@ -470,8 +470,8 @@ _FTYP_BRANDS = {**dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"
                 **dict.fromkeys((b"avif", b"avis"), "an AVIF image; convert it to JPEG or PNG"),
                 b"crx ": "a Canon CR3 raw photo; convert it to JPEG or PNG",
                 **dict.fromkeys((b"qt  ", b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1",
-                                 b"dash", b"M4V ", b"M4A ", b"f4v ", b"3gp4", b"3gp5", b"3g2a"),
-                                "a video, not a photo")}
+                                 b"dash", b"M4V ", b"f4v ", b"3gp4", b"3gp5", b"3g2a"), "a video, not a photo"),
+                b"M4A ": "an audio file, not a photo"}
 
 
 def unread_image(data: Any) -> str:

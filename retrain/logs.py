@@ -51,7 +51,8 @@ class Skips:
     def close(self) -> None:
         if self._rest:
             reasons = "; ".join(f"{kind} ({count})" for kind, count in self._rest.most_common())
-            more = "" if self._log.isEnabledFor(logging.DEBUG) else f" ({self._more})"
+            named = self._log.isEnabledFor(logging.DEBUG)
+            more = " (named above at DEBUG level)" if named else f" ({self._more})" if self._more else ""
             self._log.warning("skipping %d more%s: %s", sum(self._rest.values()), more, reasons)
             self._rest.clear()
 

@@ -98,13 +98,15 @@ def spelt_otherwise(path: Path) -> str:
         if (found / part).exists() or part in (".", ".."):
             found = found / part
             continue
+        if os.path.lexists(found / part):  # (probe SSS: a broken link was said to exist in another form)
+            return f" ({shown(found / part)} is a link to nothing)"
         try:
             names = os.listdir(found if str(found) else ".")
         except OSError:
             return ""
         for kind, key in (("another Unicode form", lambda n: unicodedata.normalize("NFC", n)),
                           ("other letter case", lambda n: unicodedata.normalize("NFC", n).casefold())):
-            match = next((name for name in sorted(names) if key(name) == key(part)), None)
+            match = next((name for name in sorted(names) if name != part and key(name) == key(part)), None)
             if match is not None:
                 found, how = found / match, how | {kind}
                 break

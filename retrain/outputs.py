@@ -168,8 +168,9 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
             named = item.named() if isinstance(item, Output) else f"{item.flag} {item.path}"
             raise UsageError(f"{named} leads into another view of the files than this process's, through a link the "
                              "kernel makes up (/proc/N/root or /proc/N/cwd of a process in another mount namespace, "
-                             "such as a container's), where its place cannot be checked against the run's other "
-                             "files; give that place's path as this system sees it")
+                             "such as a container's) or a current folder that a mount now covers, where its place "
+                             "cannot be checked against the run's other files; give that place's path as this "
+                             "system sees it")
     for output in outputs:  # said as it is, rather than as a clash with the outputs inside that folder
         if output.kind == "file" and not output.role and output.path.is_dir():
             raise _a_folder_in_the_way(output.named(), output.flag)

@@ -172,7 +172,7 @@ def test_many_unreadable_images_are_named_up_to_ten_then_counted_by_reason(train
     assert len(warnings) == 11 and all("skipping --image " in line for line in warnings[:10]), result.stderr
     assert warnings[10].endswith("skipping 5 more (--json lists each): not a recognised image format (5)"), warnings
     assert result.stderr.strip().splitlines()[-1] == ("label-image: error: 15 of 16 images could not be decoded and "
-                                                      "were skipped (in the warnings above)")
+                                                      "were skipped (the warnings above give the reasons)")
     tree = make_colour_tree(tmp_path / "tree", per_class=8)
     for i in range(12):
         (tree / "red" / f"placeholder_{i}.jpg").write_bytes(b"")
@@ -878,6 +878,10 @@ def test_a_path_not_found_that_exists_in_another_unicode_form_or_case_is_said(tr
     error = invoke(retrain_command, ["--image_dir", str(tmp_path / "roses")], expect=2).stderr
     assert f"--image_dir {tmp_path / 'roses'} does not exist ({tmp_path / 'Roses'} exists: the same name in other " \
            "letter case)" in error
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")  # (probe SSS: 'exists in another Unicode form')
+    message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image",
+                      str(tmp_path / "gone.jpg")], expect=2)
+    assert f"not found ({tmp_path / 'gone.jpg'} is a link to nothing)" in message
 
 
 def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:

@@ -392,8 +392,9 @@ def test_a_path_through_another_processs_view_of_the_files_is_refused(colour_tre
             flag, path = next(iter(change.items()))
             assert error == (f"retrain: error: --{flag} {path} leads into another view of the files than this "
                              "process's, through a link the kernel makes up (/proc/N/root or /proc/N/cwd of a process "
-                             "in another mount namespace, such as a container's), where its place cannot be checked "
-                             "against the run's other files; give that place's path as this system sees it")
+                             "in another mount namespace, such as a container's) or a current folder that a mount "
+                             "now covers, where its place cannot be checked against the run's other files; give that "
+                             "place's path as this system sees it")
         assert digest(colour_tree) == before and not any(seen.rglob("*.pb"))
         retrain(colour_tree, tiny_module, {**outputs, "output_graph": Path("/proc/self/root") / str(
             outputs["output_graph"]).lstrip("/")})  # this process's own view: the place itself

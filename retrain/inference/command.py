@@ -33,7 +33,7 @@ from retrain.inference.labels import (label_count, labels_for, read_labels, run_
 from retrain.inference.readers import Model, load_model, not_a_model
 from retrain.labels.folder import image_files, label_image_extensions
 from retrain.logs import Skips
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, names_not_utf8, shown, spelt_otherwise
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, shown, spelt_otherwise
 from retrain.pool import thread_pool, windowed
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,6 @@ class ImageResult:
 def check(config: LabelImageConfig) -> LabelImageConfig:
     """Reject missing files before TensorFlow is imported (flag values were checked by the config); returns the
     config with its labels file found (`labels_for`) when --labels was not given."""
-    if names_not_utf8():
-        log.warning("%s", names_not_utf8())
     if not config.images:
         raise UsageError("no --image given; pass an image file or a folder of images")
     if not config.graph.exists():
@@ -278,7 +276,7 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
     several = len(paths) > 1
     printed = 0
     failed: list[dict[str, Any]] = []
-    skips = Skips(log, "--image ", more="--json lists each")
+    skips = Skips(log, "--image ", more="" if config.json else "--json lists each")
     for record in records(config, paths):
         if config.json:  # the array json.dump(indent=2) wrote, a record at a time: thousands of labels an image
             # kept every record until the end (1,000 images of 10,000 labels: 3 GB, and nothing printed for minutes)
@@ -299,6 +297,6 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
     if failed and not several:
         raise RetrainError(f"cannot classify --image {failed[0]['image']}: {failed[0]['error']}")
     if failed:
-        raise RetrainError(f"{len(failed)} of {printed} images could not be decoded and were skipped "
-                           "(in the warnings above)")
+        raise RetrainError(f"{len(failed)} of {printed} images could not be decoded and were skipped (the warnings "
+                           "above give the reasons)")
     return printed

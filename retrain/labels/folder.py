@@ -63,13 +63,22 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name.casefold() in _SYSTEM_FILES | _SYSTEM_FOLDERS
 
 
-def _said_hidden(entry: os.DirEntry) -> bool:
-    """Whether to pass over a folder entry (`_is_hidden`); a system folder is named in an INFO line."""
+def _passed_over(entry: os.DirEntry, system: list[str]) -> bool:
+    """Whether to pass over a folder entry (`_is_hidden`); a system folder is added to `system`, for one INFO
+    line (`_say_system`)."""
     if not _is_hidden(entry.name):
         return False
     if entry.name.casefold() in _SYSTEM_FOLDERS:
-        log.info("ignoring %s: a folder systems and NAS boxes keep beside photos, not photos", shown(entry.path))
+        system.append(entry.path)
     return True
+
+
+def _say_system(system: Sequence[str], root: Path) -> None:
+    """One INFO line for the system and NAS folders a walk passed over (probe SSS: a NAS tree has `@eaDir` in
+    every folder, and a line each)."""
+    if system:
+        log.info("ignored %d folder(s) systems and NAS boxes keep beside photos under %s, e.g. %s", len(system), root,
+                 shown(system[0]))
 
 
 def label_problem(label: str) -> str:
@@ -134,6 +143,7 @@ class _Walk:
         self.entered: list[Path] = []  # every folder walked, with or without images
         self.ignored: list[str] = []
         self.broken: list[str] = []
+        self.system: list[str] = []  # system and NAS folders passed over
         self.found = 0
         self._note = time.monotonic() + WALK_NOTE_SECONDS  # a line every so often: a million files take 20 s
 
@@ -169,11 +179,11 @@ class _Walk:
         self.visited.add(key)
         self.entered.append(folder)
         for entry in entries:
-            if _said_hidden(entry):
+            if _passed_over(entry, self.system):
                 continue
             if not self.any_name and not valid_name(entry.name):
-                log.warning("skipping %s: its name is not valid UTF-8%s; rename it to use it", shown(entry.path),
-                            in_locale(entry.name))
+                log.warning("skipping %s: its name is not valid UTF-8%s", shown(entry.path),
+                            in_locale(entry.name) or "; rename it to use it")
                 continue
             path = Path(entry.path)
             try:
@@ -221,6 +231,7 @@ def image_files(root: Path) -> list[Path]:
     (`label_image_extensions`); photos of other formats (HEIC, raw, wherever Pillow has no decoder) are said."""
     walk = _Walk(root, flag="--image", any_name=True, extensions=label_image_extensions())
     files = walk.files(root)
+    _say_system(walk.system, root)
     _warn_unread_photos(walk.ignored, root, purpose="classify them")
     return files
 
@@ -276,7 +287,7 @@ class FolderSource:
         labels: list[str] = []
         loose: list[Path] = []
         for entry in entries:
-            if _said_hidden(entry):
+            if _passed_over(entry, walk.system):
                 continue
             class_dir = Path(entry.path)
             try:
@@ -292,8 +303,8 @@ class FolderSource:
                     walk.ignored.append(entry.path)
                 continue
             if not valid_name(entry.name):
-                log.warning("skipping class folder %s: its name is not valid UTF-8%s; rename it to use it",
-                            shown(entry.path), in_locale(entry.name))
+                log.warning("skipping class folder %s: its name is not valid UTF-8%s", shown(entry.path),
+                            in_locale(entry.name) or "; rename it to use it")
                 continue
             problem = label_problem(entry.name)
             if problem:
@@ -328,6 +339,7 @@ class FolderSource:
                                f"class, each holding images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
                                + (_deeper_hint(image_dir / labels[0]) if labels else ""))
         _warn_split_folders(image_dir, labels)
+        _say_system(walk.system, image_dir)
         _warn_unread_photos(walk.ignored, image_dir)
         others = [path for path in walk.ignored
                   if Path(path).suffix.lower() not in OTHER_PHOTO_EXTENSIONS | JPEG_OTHER_EXTENSIONS]
