@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import signal
 import sys
 from typing import Any
@@ -31,8 +32,8 @@ def in_utf8_mode(*, again: bool) -> None:
     `cafÃ©`, `猫` was refused for a control character it does not hold, and outputs went to a garbled sibling
     folder (probe PPP). TensorFlow takes UTF-8 paths only, and the labels file is UTF-8. The arguments are
     passed on as the bytes they came as. `again`: the command line is one of retrain's own (its console
-    scripts, `python -m retrain`), which may run twice; a script of the user's may not (probes QQQ, SSS: one read
-    from stdin or `<(...)` ran empty, a wrapper's own work ran twice), and goes on as it is, with a warning
+    scripts, `python -m retrain`), which may run twice; a script of the user's may not (probes QQQ, SSS, TTT: one
+    read from stdin or `<(...)` ran empty, a wrapper's own work ran twice), and goes on as it is, with a warning
     (`names.names_not_utf8`). In UTF-8 mode, stdout and stderr then speak the terminal's encoding."""
     from retrain.names import is_utf8, terminal_encoding
 
@@ -50,9 +51,27 @@ def in_utf8_mode(*, again: bool) -> None:
                 pass
 
 
+# The lines of the console scripts installers write (pip, uv, distlib): comments, these imports, the call.
+_CONSOLE_SCRIPT_LINE = re.compile(r"#.*|import (re|sys)|from retrain\.entry import \w+|if __name__ == .__main__.:|"
+                                  r"sys\.argv\[0\] = re\.sub\(.*\)|sys\.exit\(\w+\(\)\)")
+
+
+def _console_script(path: str) -> bool:
+    """Whether the file that started this process is a console script an installer wrote for retrain, whatever
+    its name (probe TTT: a link to it named otherwise was taken for a user's script; a user's wrapper named
+    `retrain`, which does work of its own, for retrain's)."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(4097)
+        lines = text.decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(text) <= 4096 and all(_CONSOLE_SCRIPT_LINE.fullmatch(line.strip()) for line in lines if line.strip())
+
+
 def _run(prog: str, name: str) -> None:
     try:
-        in_utf8_mode(again=os.path.basename(sys.argv[0]) == prog)  # (its console script, not a user's wrapper)
+        in_utf8_mode(again=_console_script(sys.argv[0]))
     except KeyboardInterrupt:  # (probe QQQ: a traceback from the re-exec's first moments)
         print(f"\n{prog}: interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)

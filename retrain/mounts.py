@@ -186,12 +186,27 @@ def _layers(options: str) -> tuple[str, ...]:
         for option in options.split(","):  # (a comma in a name is written \054)
             key, _, value = option.partition("=")
             value = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), value)
-            if key in ("lowerdir+", "datadir+"):  # one folder each, as given (the new mount API: probe SSS)
-                folders.append(value)
-            elif key in ("upperdir", "lowerdir"):  # folders joined by ':', a ':' or ',' in a name escaped by '\\'
-                folders += (re.sub(r"\\([:,\\])", r"\1", part) for part in re.split(r"(?<!\\):", value) if part)
+            if key in ("upperdir", "lowerdir+", "datadir+"):  # one folder, as given (probe TTT: an upper folder's
+                folders.append(value)  # ':' is no separator; the new mount API's lowerdir+ neither: probe SSS)
+            elif key == "lowerdir":
+                folders += _lower_folders(value)
         _LAYERS[options] = tuple(os.path.realpath(folder) for folder in folders if folder.startswith("/"))
     return _LAYERS[options]
+
+
+def _lower_folders(value: str) -> list[str]:
+    """A `lowerdir=` value's folders: joined by ':', with '\\' escaping the character after it (a ':', a ',', a
+    '\\' in a name: probe TTT, a name ending in '\\' hid the folders after it)."""
+    folders, current, escaped = [], "", False
+    for char in value:
+        if escaped or char not in "\\:":
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        else:
+            folders.append(current)
+            current = ""
+    return [folder for folder in [*folders, current] if folder]
 
 
 def filesystem_type(path: str) -> str:

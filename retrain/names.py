@@ -7,6 +7,7 @@ reader never re-types what a writer chose. Importing this module costs nothing.
 from __future__ import annotations
 
 import codecs
+import errno
 import locale
 import os
 import re
@@ -99,7 +100,11 @@ def spelt_otherwise(path: Path) -> str:
             found = found / part
             continue
         if os.path.lexists(found / part):  # (probe SSS: a broken link was said to exist in another form)
-            return f" ({shown(found / part)} is a link to nothing)"
+            try:
+                os.stat(found / part)
+            except OSError as error:
+                looped = error.errno == errno.ELOOP  # (probe TTT: a loop of links called a link to nothing)
+                return f" ({shown(found / part)} is {'a loop of links' if looped else 'a link to nothing'})"
         try:
             names = os.listdir(found if str(found) else ".")
         except OSError:
@@ -152,8 +157,8 @@ def in_locale(text: str) -> str:
         reading = os.fsencode(text).decode(encoding)
     except (LookupError, UnicodeDecodeError):
         return ""
-    return (f" (in this system's {encoding} it reads {reading!r}: rename it in UTF-8, e.g. convmv -f {encoding} "
-            "-t UTF-8)")
+    return (f" (in this system's {encoding} it reads {reading!r}: rename it in UTF-8, e.g. with convmv -f {encoding} "
+            "-t UTF-8 --notest and its path)")
 
 
 def names_not_utf8() -> str:

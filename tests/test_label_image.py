@@ -878,6 +878,10 @@ def test_a_path_not_found_that_exists_in_another_unicode_form_or_case_is_said(tr
     message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image",
                       str(tmp_path / "gone.jpg")], expect=2)
     assert f"not found ({tmp_path / 'gone.jpg'} is a link to nothing)" in message
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")  # (probe TTT: called a link to nothing)
+    message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image",
+                      str(tmp_path / "loop.jpg")], expect=2)
+    assert f"not found ({tmp_path / 'loop.jpg'} is a loop of links)" in message
 
 
 def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:

@@ -272,17 +272,22 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
               f"{' '.join(map(shlex.quote, command))} 2>&1 >/dev/null | grep 'retrain: error'")
     # Probe SSS: an overlay over that overlay (nested), one whose lower folder is a bind mount, one whose lower
     # folder's name holds ':', ',' and a space (escaped in its options) were not followed.
+    # Probe TTT: an upper folder's ':' taken for a separator (an output in it reached the tree, and a folder
+    # named as its first half was refused), a lower folder whose name ends in '\' hid the one after it.
     nested, bound, odd = (tmp_path / name for name in ("nested", "bound", "odd"))
     for root in (nested, bound, odd):
         for name in ("up", "work", "merged", "real"):
             (root / name).mkdir(parents=True)
     (bound / "low").mkdir()
-    (odd / "a:b, c").mkdir()
+    for name in ("a:b, c", "u:v", "u", "x\\", "y"):
+        (odd / name).mkdir()
     later = ("from pathlib import Path; from retrain.outputs import real; "
              f"print(real(Path({str(low / 'red' / 'x')!r})), real(Path({str(bound / 'real' / 'x')!r})), "
-             f"real(Path({str(odd / 'a:b, c' / 'x')!r})))")
-    lowers = str(odd / "a:b, c").replace(":", "\\:").replace(",", "\\,")
-    options = f"lowerdir={lowers},upperdir={odd / 'up'},workdir={odd / 'work'}"
+             f"real(Path({str(odd / 'a:b, c' / 'x')!r})), real(Path({str(odd / 'u:v' / 'x')!r})), "
+             f"real(Path({str(odd / 'u' / 'x')!r})), real(Path({str(odd / 'y' / 'x')!r})))")
+    lowers = ":".join(str(odd / name).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+                      for name in ("a:b, c", "x\\", "y"))
+    options = f"lowerdir={lowers},upperdir={odd / 'u:v'},workdir={odd / 'work'}"
     script += (f" ; mount -t overlay n -o lowerdir={merged},upperdir={nested / 'up'},workdir={nested / 'work'} "
                f"{nested / 'merged'} && mount --bind {bound / 'real'} {bound / 'low'} && mount -t overlay b -o "
                f"lowerdir={bound / 'low'},upperdir={bound / 'up'},workdir={bound / 'work'} {bound / 'merged'} && "
@@ -294,7 +299,8 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
         f"{merged / 'red' / 'g.pb'} {merged / 'blue' / 'g.pb'} {low / 'sub' / 'g.pb'}",
         f"retrain: error: --output_graph {up / 'red' / 'g.pb'} would write into --image_dir {merged}, which the run "
         "reads; choose a --output_graph outside it",
-        f"{nested / 'merged' / 'red' / 'x'} {bound / 'merged' / 'x'} {odd / 'merged' / 'x'}"], done.stdout + done.stderr
+        f"{nested / 'merged' / 'red' / 'x'} {bound / 'merged' / 'x'} {odd / 'merged' / 'x'} {odd / 'merged' / 'x'} "
+        f"{odd / 'u' / 'x'} {odd / 'merged' / 'x'}"], done.stdout + done.stderr
     assert not (up / "red" / "g.pb").exists()
 
 
@@ -2306,9 +2312,11 @@ def test_a_locale_that_is_not_utf8_changes_no_label_and_a_name_stdout_cannot_enc
     # Without PYTHONIOENCODING, under C: UTF-8, Python's own choice there (probe SSS: escaped labels were a
     # regression); the console script starts again in UTF-8 mode as `python -m retrain` does.
     env.pop("PYTHONIOENCODING")
-    labelled = subprocess.run([str(Path(sys.executable).with_name("label-image")), "--graph",
-                               str(outputs["output_graph"]), "--top_k", "3", str(tree / "猫" / "猫_000.jpg")],
-                              capture_output=True, timeout=120, env={**os.environ, **env})
+    linked = tmp_path / "my-labeller"  # the console script by another name starts again too (probe TTT)
+    linked.symlink_to(Path(sys.executable).with_name("label-image"))
+    labelled = subprocess.run([str(linked), "--graph", str(outputs["output_graph"]), "--top_k", "3",
+                               str(tree / "猫" / "猫_000.jpg")], capture_output=True, timeout=120,
+                              env={**os.environ, **env})
     assert sorted(labelled.stdout.decode("utf-8").split()[::2]) == ["café", "green", "猫"], labelled
 
 
@@ -2331,8 +2339,8 @@ def test_a_command_that_cannot_start_again_in_utf8_mode_runs_with_a_warning(tmp_
     UTF-8 mode on, found stdin empty, and did nothing, exit 0. It runs as it is now, and says that names outside
     ASCII will not read as they are (so does the Python API under such a locale)."""
     code = "print('wrapper started'); from retrain.entry import retrain_command; retrain_command()\n"
-    (tmp_path / "wrap.py").write_text(code)  # probe SSS: a wrapper of the user's ran twice, `<(...)` empty
-    for command, given in (([sys.executable, "-"], code), ([sys.executable, str(tmp_path / "wrap.py")], None)):
+    (tmp_path / "retrain").write_text(code)  # probes SSS, TTT: a wrapper of the user's (named so) ran twice
+    for command, given in (([sys.executable, "-"], code), ([sys.executable, str(tmp_path / "retrain")], None)):
         done = subprocess.run([*command, "--image_dir", str(tmp_path / "nope")], text=True, timeout=60, input=given,
                               capture_output=True, env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"})
         lines = [re.sub(r"^WARNING \S+ ", "WARNING ", line) for line in done.stderr.splitlines()]
@@ -2351,8 +2359,8 @@ def test_a_name_that_is_not_utf8_says_how_it_reads_in_the_locales_own_encoding(m
 
     latin = os.fsdecode(b"caf\xe9")
     monkeypatch.setattr(names, "locale_encoding", lambda: "ISO-8859-1")
-    assert names.in_locale(latin) == (" (in this system's ISO-8859-1 it reads 'café': rename it in UTF-8, e.g. "
-                                      "convmv -f ISO-8859-1 -t UTF-8)")
+    assert names.in_locale(latin) == (" (in this system's ISO-8859-1 it reads 'café': rename it in UTF-8, e.g. with "
+                                      "convmv -f ISO-8859-1 -t UTF-8 --notest and its path)")
     monkeypatch.setattr(names, "locale_encoding", lambda: "UTF-8")
     assert names.in_locale(latin) == ""
 
