@@ -160,6 +160,24 @@ def _overlaid(path: str) -> str:
     return path
 
 
+def views(path: str) -> set[str]:
+    """Every spelling of the absolute, link-free `path` as the overlays whose folders hold it show it, and again
+    as overlays show those, with its own chosen spelling: where one overlay's folder lies inside another's, a
+    place is shown by both, and `canonical` can follow one only (probe TTT: an overlay of one class folder, its
+    upper folder in the tree overlay's upper folder, hid an output in the tree). For the tree checks."""
+    found, frontier = {_chosen(path)}, [_chosen(path)]
+    while frontier and len(found) < 64:
+        place = frontier.pop()
+        own = _mount_of(place)
+        for folder, holder, point in _layer_places():
+            below = _within(place, folder)
+            seen = os.path.normpath(point.rstrip("/") + below or "/") if below is not None and own == holder else None
+            if seen is not None and seen not in found:
+                found.add(seen)
+                frontier.append(seen)
+    return found
+
+
 @functools.lru_cache(maxsize=1)
 def _layer_places() -> tuple[tuple[str, _Mount | None, str], ...]:
     """Each visible overlay's upper and lower folders: (the folder, spelt through the chosen mount of its file

@@ -186,6 +186,11 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                                  f"replaces that folder whole, so give a new sub-folder, such as {new}")
             raise UsageError(f"{output.named()} would write into {item.flag} {item.path}, which "
                              f"the run reads; choose a {output.flag} outside it")
+    for output in outputs:  # also as every overlay that holds them shows them (`mounts.views`: probe TTT)
+        for item in _INPUTS:
+            if _in_a_view(output.path, item.path):
+                raise UsageError(f"{output.named()} would write into {item.flag} {item.path}, which the run reads; "
+                                 f"choose a {output.flag} outside it")
     regions.sort(key=lambda pair: bool(pair[0].role))  # a clash named by the flags typed first (probe TT)
     for index, (output, region) in enumerate(regions):
         for other, other_region in regions[:index]:
@@ -194,6 +199,13 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                 first, second = (other, output) if output.role and not other.role else (output, other)
                 raise UsageError(f"{first.named()} {'is also' if same else 'overlaps'} {second.named()}; "
                                  "give each output its own path")
+
+
+def _in_a_view(path: Path, tree: Path) -> bool:
+    """Whether some spelling of `path` lies in some spelling of `tree`, as the overlays that hold them show them
+    (`mounts.views`; `real` follows one overlay only)."""
+    paths, trees = (mounts.views(os.path.realpath(os.path.expanduser(p))) for p in (path, tree))
+    return any(_inside(Path(one), Path(other)) for one in paths for other in trees)
 
 
 def _kernels_place(path: Path) -> str | None:
@@ -838,7 +850,7 @@ def check_still_outside(path: Path, *, flag: str) -> None:
             break
         folder = os.path.dirname(folder)
     for item in _INPUTS:
-        if item is moved or _region(item).overlaps(region):
+        if item is moved or _region(item).overlaps(region) or _in_a_view(path, item.path):
             raise RetrainError(f"{flag} {path} now lies inside {item.flag} {item.path}, which the run reads (a "
                                "folder on its way was moved, replaced by a link or mounted over while the run went "
                                "on); nothing was written there")

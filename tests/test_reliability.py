@@ -282,12 +282,24 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
     for name in ("a:b, c", "u:v", "u", "x\\", "y"):
         (odd / name).mkdir()
     later = ("from pathlib import Path; from retrain.outputs import real; "
-             f"print(real(Path({str(low / 'red' / 'x')!r})), real(Path({str(bound / 'real' / 'x')!r})), "
+             f"print(real(Path({str(low / 'blue' / 'x')!r})), real(Path({str(bound / 'real' / 'x')!r})), "
              f"real(Path({str(odd / 'a:b, c' / 'x')!r})), real(Path({str(odd / 'u:v' / 'x')!r})), "
              f"real(Path({str(odd / 'u' / 'x')!r})), real(Path({str(odd / 'y' / 'x')!r})))")
     lowers = ":".join(str(odd / name).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
                       for name in ("a:b, c", "x\\", "y"))
     options = f"lowerdir={lowers},upperdir={odd / 'u:v'},workdir={odd / 'work'}"
+    # Probe TTT: an overlay of one class folder whose upper folder lies in the tree overlay's upper folder: the
+    # path is shown by both, and checked as each shows it.
+    inner, one = up / "inner", tmp_path / "one"
+    for folder in (inner, one / "up", one / "work", one / "merged", one / "merged2", one / "work2"):
+        folder.mkdir(parents=True)
+    later += ("; from retrain.outputs import _in_a_view; "
+              f"print(_in_a_view(Path({str(inner / 'g.pb')!r}), Path({str(merged)!r})), "
+              f"_in_a_view(Path({str(low / 'red' / 'g.pb')!r}), Path({str(one / 'merged')!r})), "
+              f"_in_a_view(Path({str(tmp_path / 'elsewhere.pb')!r}), Path({str(merged)!r})))")
+    script += (f" ; mount -t overlay c -o lowerdir={low / 'red'},upperdir={one / 'up'},workdir={one / 'work'} "
+               f"{one / 'merged'} && mount -t overlay d -o lowerdir={one / 'up'},upperdir={inner},"
+               f"workdir={one / 'work2'} {one / 'merged2'}")
     script += (f" ; mount -t overlay n -o lowerdir={merged},upperdir={nested / 'up'},workdir={nested / 'work'} "
                f"{nested / 'merged'} && mount --bind {bound / 'real'} {bound / 'low'} && mount -t overlay b -o "
                f"lowerdir={bound / 'low'},upperdir={bound / 'up'},workdir={bound / 'work'} {bound / 'merged'} && "
@@ -299,8 +311,8 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
         f"{merged / 'red' / 'g.pb'} {merged / 'blue' / 'g.pb'} {low / 'sub' / 'g.pb'}",
         f"retrain: error: --output_graph {up / 'red' / 'g.pb'} would write into --image_dir {merged}, which the run "
         "reads; choose a --output_graph outside it",
-        f"{nested / 'merged' / 'red' / 'x'} {bound / 'merged' / 'x'} {odd / 'merged' / 'x'} {odd / 'merged' / 'x'} "
-        f"{odd / 'u' / 'x'} {odd / 'merged' / 'x'}"], done.stdout + done.stderr
+        f"{nested / 'merged' / 'blue' / 'x'} {bound / 'merged' / 'x'} {odd / 'merged' / 'x'} {odd / 'merged' / 'x'} "
+        f"{odd / 'u' / 'x'} {odd / 'merged' / 'x'}", "True True False"], done.stdout + done.stderr
     assert not (up / "red" / "g.pb").exists()
 
 
