@@ -6,7 +6,7 @@ import sys
 from retrain.entry import in_utf8_mode
 
 try:
-    in_utf8_mode(again=True)
+    in_utf8_mode(again=lambda: True)
 except KeyboardInterrupt:
     print("\nretrain: interrupted", file=sys.stderr)
     sys.exit(128 + signal.SIGINT)

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -26,7 +27,7 @@ def label_image_command() -> None:
     _run("label-image", "label_image_command")
 
 
-def in_utf8_mode(*, again: bool) -> None:
+def in_utf8_mode(*, again: Callable[[], bool]) -> None:
     """Run the command again in Python's UTF-8 mode when the locale's encoding is another (a Latin-1 locale, or
     C with PYTHONUTF8=0): file names were decoded in that encoding, so a class folder `café` became the label
     `cafÃ©`, `猫` was refused for a control character it does not hold, and outputs went to a garbled sibling
@@ -38,8 +39,8 @@ def in_utf8_mode(*, again: bool) -> None:
     from retrain.names import is_utf8, terminal_encoding
 
     if not (sys.flags.utf8_mode or is_utf8(sys.getfilesystemencoding())):
-        if not again or os.environ.get("PYTHONUTF8") == "1" or not sys.executable \
-                or len(getattr(sys, "orig_argv", ())) < 2:
+        if os.environ.get("PYTHONUTF8") == "1" or not sys.executable or len(getattr(sys, "orig_argv", ())) < 2 \
+                or not again():
             return  # (-E, -I, -X utf8=0 keep it off even when asked)
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "PYTHONUTF8": "1"})
     encoding = terminal_encoding()
@@ -51,27 +52,36 @@ def in_utf8_mode(*, again: bool) -> None:
                 pass
 
 
-# The lines of the console scripts installers write (pip, uv, distlib): comments, these imports, the call.
-_CONSOLE_SCRIPT_LINE = re.compile(r"#.*|import (re|sys)|from retrain\.entry import \w+|if __name__ == .__main__.:|"
-                                  r"sys\.argv\[0\] = re\.sub\(.*\)|sys\.exit\(\w+\(\)\)")
+# The lines of the console scripts installers write for retrain: pip's and distlib's (with the `/bin/sh`
+# trampoline they put first for a long or spaced interpreter path), uv's (probe UUU: both taken for a user's).
+_CONSOLE_SCRIPT_LINE = re.compile("|".join((
+    r"#.*", r"import (re|sys)", r"from retrain\.entry import (retrain|label_image)_command",
+    r"if __name__ == .__main__.:",
+    r"sys\.argv\[0\] = re\.sub\(r.\(-script\\\.pyw\|\\\.exe\)\?\$., .., sys\.argv\[0\]\)",
+    r"(el)?if sys\.argv\[0\]\.endswith\(.(-script\.pyw|\.exe).\):", r"sys\.argv\[0\] = sys\.argv\[0\]\[:-\d+\]",
+    r"sys\.exit\((retrain|label_image)_command\(\)\)", r"'''exec' .* \"\$0\" \"\$@\"", r"' '''")))
 
 
 def _console_script(path: str) -> bool:
     """Whether the file that started this process is a console script an installer wrote for retrain, whatever
     its name (probe TTT: a link to it named otherwise was taken for a user's script; a user's wrapper named
-    `retrain`, which does work of its own, for retrain's)."""
+    `retrain`, which does work of its own, for retrain's): its every line one of theirs, the call among them.
+    Only a regular file is read (probe UUU: a FIFO hung; an emptied `<(...)` passed)."""
     try:
+        if not os.path.isfile(path):
+            return False
         with open(path, "rb") as handle:
             text = handle.read(4097)
-        lines = text.decode("utf-8").splitlines()
+        lines = [line.strip() for line in text.decode("utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError):
         return False
-    return len(text) <= 4096 and all(_CONSOLE_SCRIPT_LINE.fullmatch(line.strip()) for line in lines if line.strip())
+    return len(text) <= 4096 and any(line.startswith("sys.exit(") for line in lines) \
+        and all(_CONSOLE_SCRIPT_LINE.fullmatch(line) for line in lines)
 
 
 def _run(prog: str, name: str) -> None:
     try:
-        in_utf8_mode(again=_console_script(sys.argv[0]))
+        in_utf8_mode(again=lambda: _console_script(sys.argv[0]))
     except KeyboardInterrupt:  # (probe QQQ: a traceback from the re-exec's first moments)
         print(f"\n{prog}: interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)

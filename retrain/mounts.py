@@ -144,19 +144,14 @@ def _overlaid(path: str) -> str:
     """`path` as the overlay that shows it sees it, when it lies in an overlay's upper or lower folder (probe OOO:
     an output in the upper folder of the overlay holding the photos lay inside the tree; two runs, one through
     the overlay, one through its upper folder, wrote one folder unlocked), else `path`; again through an overlay
-    whose lower folder is that overlay (probe SSS: nested overlays). A lower folder's file may be hidden by the
-    upper's: taken as shown all the same (changing either under a mounted overlay is undefined in Linux, so no
-    output may go there). Only a path on the file system of that folder (not on a mount below it, which the
-    overlay does not show)."""
+    whose lower folder is that overlay (probe SSS: nested overlays); through the deepest such folder. A lower
+    folder's file may be hidden by the upper's: taken as shown all the same (changing either under a mounted
+    overlay is undefined in Linux, so no output may go there)."""
     for _ in range(8):  # (overlays stacked deeper than this are not followed)
-        own, best = _mount_of(path), None
-        for folder, holder, point in _layer_places():
-            below = _within(path, folder)
-            if below is not None and own == holder and (best is None or len(folder) > len(best[0])):
-                best = folder, os.path.normpath(point.rstrip("/") + below or "/")
-        if best is None:
+        shown = _shown_by_overlays(path)
+        if not shown:
             return path
-        path = best[1]
+        path = shown[0]
     return path
 
 
@@ -166,30 +161,42 @@ def views(path: str) -> set[str]:
     place is shown by both, and `canonical` can follow one only (probe TTT: an overlay of one class folder, its
     upper folder in the tree overlay's upper folder, hid an output in the tree). For the tree checks."""
     found, frontier = {_chosen(path)}, [_chosen(path)]
-    while frontier and len(found) < 64:
-        place = frontier.pop()
-        own = _mount_of(place)
-        for folder, holder, point in _layer_places():
-            below = _within(place, folder)
-            seen = os.path.normpath(point.rstrip("/") + below or "/") if below is not None and own == holder else None
-            if seen is not None and seen not in found:
+    while frontier and len(found) < 4096:  # (probe UUU: 63 overlays sharing one lower folder filled 64)
+        for seen in _shown_by_overlays(frontier.pop()):
+            if seen not in found:
                 found.add(seen)
                 frontier.append(seen)
     return found
 
 
+def _shown_by_overlays(path: str) -> list[str]:
+    """Where the overlays whose upper or lower folders hold `path` show it, the deepest folder's first. Only a
+    path on the file system of that folder (not on a mount below it, which the overlay does not show)."""
+    own, places, shown = _mount_of(path), _layer_places(), []
+    folder = path
+    while True:
+        for holder, mount in places.get(folder, ()):
+            inside = _within("/" + _within(path, folder).lstrip("/"), mount.root.rstrip("/") or "/")
+            if own == holder and inside is not None:  # (shown through its mount's root: probe UUU, a bind of a
+                shown.append(os.path.normpath(mount.point.rstrip("/") + inside or "/"))  # sub-folder alone)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return shown
+        folder = parent
+
+
 @functools.lru_cache(maxsize=1)
-def _layer_places() -> tuple[tuple[str, _Mount | None, str], ...]:
-    """Each visible overlay's upper and lower folders: (the folder, spelt through the chosen mount of its file
-    system, as paths are: probe SSS, a lower folder that is a bind mount was missed; the mount it lies on; the
-    overlay's mount point). Read again with the mount table (`reset`)."""
-    places = []
+def _layer_places() -> dict[str, list[tuple[_Mount | None, _Mount]]]:
+    """Each visible overlay mount by its upper and lower folders (each spelt through the chosen mount of its file
+    system, as paths are: probe SSS, a lower folder that is a bind mount was missed): the mount the folder lies
+    on, and the overlay's mount. Read again with the mount table (`reset`)."""
+    places: dict[str, list[tuple[_Mount | None, _Mount]]] = {}
     for mount in _table().at.values():
         if mount.kind == "overlay":
             for folder in _layers(mount.options):
                 chosen = _chosen(folder)
-                places.append((chosen, _mount_of(chosen), mount.point))
-    return tuple(places)
+                places.setdefault(chosen, []).append((_mount_of(chosen), mount))
+    return places
 
 
 _LAYERS: dict[str, tuple[str, ...]] = {}  # an overlay's options -> its folders, links resolved (they do not change)
@@ -204,8 +211,10 @@ def _layers(options: str) -> tuple[str, ...]:
         for option in options.split(","):  # (a comma in a name is written \054)
             key, _, value = option.partition("=")
             value = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), value)
-            if key in ("upperdir", "lowerdir+", "datadir+"):  # one folder, as given (probe TTT: an upper folder's
-                folders.append(value)  # ':' is no separator; the new mount API's lowerdir+ neither: probe SSS)
+            if key in ("lowerdir+", "datadir+"):  # one folder each, as given (the new mount API: probe SSS)
+                folders.append(value)
+            elif key == "upperdir":  # one folder, its '\\' escapes undone (probe UUU), ':' in it no separator (TTT)
+                folders.append(re.sub(r"\\(.)", r"\1", value))
             elif key == "lowerdir":
                 folders += _lower_folders(value)
         _LAYERS[options] = tuple(os.path.realpath(folder) for folder in folders if folder.startswith("/"))

@@ -111,7 +111,8 @@ def spelt_otherwise(path: Path) -> str:
             return ""
         for kind, key in (("another Unicode form", lambda n: unicodedata.normalize("NFC", n)),
                           ("other letter case", lambda n: unicodedata.normalize("NFC", n).casefold())):
-            match = next((name for name in sorted(names) if name != part and key(name) == key(part)), None)
+            match = next((name for name in sorted(names) if name != part and key(name) == key(part)
+                          and (found / name).exists()), None)  # (probe UUU: a broken link said to exist)
             if match is not None:
                 found, how = found / match, how | {kind}
                 break

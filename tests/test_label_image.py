@@ -882,6 +882,10 @@ def test_a_path_not_found_that_exists_in_another_unicode_form_or_case_is_said(tr
     message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image",
                       str(tmp_path / "loop.jpg")], expect=2)
     assert f"not found ({tmp_path / 'loop.jpg'} is a loop of links)" in message
+    (tmp_path / "Broken.jpg").symlink_to(tmp_path / "nowhere.jpg")  # (probe UUU: said to exist in other case)
+    message = _error(["--graph", str(trained.graph), "--labels", str(trained.labels), "--image",
+                      str(tmp_path / "broken.jpg")], expect=2)
+    assert message.startswith(f"label-image: error: --image {tmp_path / 'broken.jpg'} not found; "), message
 
 
 def test_errors_are_one_clear_line(trained: Trained, tmp_path: Path) -> None:

@@ -279,27 +279,42 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
         for name in ("up", "work", "merged", "real"):
             (root / name).mkdir(parents=True)
     (bound / "low").mkdir()
-    for name in ("a:b, c", "u:v", "u", "x\\", "y"):
+    upper_name = "u:v,w\\x"
+    for name in ("a:b, c", upper_name, "u", "x\\", "y"):
         (odd / name).mkdir()
     later = ("from pathlib import Path; from retrain.outputs import real; "
              f"print(real(Path({str(low / 'blue' / 'x')!r})), real(Path({str(bound / 'real' / 'x')!r})), "
-             f"real(Path({str(odd / 'a:b, c' / 'x')!r})), real(Path({str(odd / 'u:v' / 'x')!r})), "
+             f"real(Path({str(odd / 'a:b, c' / 'x')!r})), real(Path({str(odd / upper_name / 'x')!r})), "
              f"real(Path({str(odd / 'u' / 'x')!r})), real(Path({str(odd / 'y' / 'x')!r})))")
     lowers = ":".join(str(odd / name).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
                       for name in ("a:b, c", "x\\", "y"))
-    options = f"lowerdir={lowers},upperdir={odd / 'u:v'},workdir={odd / 'work'}"
+    upper = str(odd / upper_name).replace("\\", "\\\\").replace(",", "\\,")  # (probe UUU: its escapes kept)
+    options = f"lowerdir={lowers},upperdir={upper},workdir={odd / 'work'}"
     # Probe TTT: an overlay of one class folder whose upper folder lies in the tree overlay's upper folder: the
     # path is shown by both, and checked as each shows it.
     inner, one = up / "inner", tmp_path / "one"
     for folder in (inner, one / "up", one / "work", one / "merged", one / "merged2", one / "work2"):
         folder.mkdir(parents=True)
+    # Probe UUU: 70 overlays sharing one lower folder (a Docker image's layer) filled the 64 spellings looked
+    # at, and one over the 70th hid an output in its lower folder; an overlay shown only through a bind of one
+    # of its folders was placed at the bind as if at the overlay's root.
+    shared, solo = tmp_path / "shared", tmp_path / "solo"
+    for folder in (shared / "L" / "tree", shared / "E", shared / "n", solo / "L" / "tree", solo / "U" / "tree",
+                   solo / "W", solo / "m", solo / "b", *(shared / f"m{i}" for i in range(70))):
+        folder.mkdir(parents=True)
     later += ("; from retrain.outputs import _in_a_view; "
               f"print(_in_a_view(Path({str(inner / 'g.pb')!r}), Path({str(merged)!r})), "
               f"_in_a_view(Path({str(low / 'red' / 'g.pb')!r}), Path({str(one / 'merged')!r})), "
-              f"_in_a_view(Path({str(tmp_path / 'elsewhere.pb')!r}), Path({str(merged)!r})))")
+              f"_in_a_view(Path({str(tmp_path / 'elsewhere.pb')!r}), Path({str(merged)!r})), "
+              f"_in_a_view(Path({str(shared / 'L' / 'tree' / 'g.pb')!r}), Path({str(shared / 'n' / 'tree')!r})), "
+              f"real(Path({str(solo / 'U' / 'tree' / 'x')!r})))")
     script += (f" ; mount -t overlay c -o lowerdir={low / 'red'},upperdir={one / 'up'},workdir={one / 'work'} "
                f"{one / 'merged'} && mount -t overlay d -o lowerdir={one / 'up'},upperdir={inner},"
-               f"workdir={one / 'work2'} {one / 'merged2'}")
+               f"workdir={one / 'work2'} {one / 'merged2'} && for i in $(seq 0 69); do mount -t overlay s$i -o "
+               f"lowerdir={shared / 'L'}:{shared / 'E'} {shared}/m$i; done && mount -t overlay n -o "
+               f"lowerdir={shared / 'm69'}:{shared / 'E'} {shared / 'n'} && mount -t overlay solo -o "
+               f"lowerdir={solo / 'L'},upperdir={solo / 'U'},workdir={solo / 'W'} {solo / 'm'} && "
+               f"mount --bind {solo / 'm' / 'tree'} {solo / 'b'} && umount {solo / 'm'}")
     script += (f" ; mount -t overlay n -o lowerdir={merged},upperdir={nested / 'up'},workdir={nested / 'work'} "
                f"{nested / 'merged'} && mount --bind {bound / 'real'} {bound / 'low'} && mount -t overlay b -o "
                f"lowerdir={bound / 'low'},upperdir={bound / 'up'},workdir={bound / 'work'} {bound / 'merged'} && "
@@ -312,7 +327,8 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
         f"retrain: error: --output_graph {up / 'red' / 'g.pb'} would write into --image_dir {merged}, which the run "
         "reads; choose a --output_graph outside it",
         f"{nested / 'merged' / 'blue' / 'x'} {bound / 'merged' / 'x'} {odd / 'merged' / 'x'} {odd / 'merged' / 'x'} "
-        f"{odd / 'u' / 'x'} {odd / 'merged' / 'x'}", "True True False"], done.stdout + done.stderr
+        f"{odd / 'u' / 'x'} {odd / 'merged' / 'x'}", f"True True False True {solo / 'b' / 'x'}"], \
+        done.stdout + done.stderr
     assert not (up / "red" / "g.pb").exists()
 
 
@@ -2351,6 +2367,23 @@ def test_a_command_that_cannot_start_again_in_utf8_mode_runs_with_a_warning(tmp_
     UTF-8 mode on, found stdin empty, and did nothing, exit 0. It runs as it is now, and says that names outside
     ASCII will not read as they are (so does the Python API under such a locale)."""
     code = "print('wrapper started'); from retrain.entry import retrain_command; retrain_command()\n"
+    from retrain.entry import _console_script
+
+    installed = Path(sys.executable).with_name("retrain")
+    pip = installed.read_text()  # the installers' console scripts, whatever their names; probe UUU: uv's and
+    uv = pip.replace("import re\n", "").replace(  # pip's /bin/sh trampoline were taken for a user's script
+        next(line for line in pip.splitlines() if "re.sub" in line),
+        '    if sys.argv[0].endswith("-script.pyw"):\n        sys.argv[0] = sys.argv[0][:-11]\n'
+        '    elif sys.argv[0].endswith(".exe"):\n        sys.argv[0] = sys.argv[0][:-4]')
+    trampoline = "#!/bin/sh\n'''exec' \"/some path/python\" \"$0\" \"$@\"\n' '''\n" + pip.split("\n", 1)[1]
+    crafted = pip.replace(next(line for line in pip.splitlines() if "re.sub" in line),
+                          '    sys.argv[0] = re.sub("@", "@", sys.argv[0] + str(open("count", "a").write("ran")))')
+    os.mkfifo(tmp_path / "fifo")  # (hung, probe UUU)
+    for name, text, expected in (("pip", pip, True), ("uv", uv, True), ("trampoline", trampoline, True),
+                                 ("crafted", crafted, False), ("empty", "", False), ("wrapper", code, False)):
+        (tmp_path / name).write_text(text)
+        assert _console_script(str(tmp_path / name)) is expected, (name, text)
+    assert crafted != pip and not _console_script(str(tmp_path / "fifo"))
     (tmp_path / "retrain").write_text(code)  # probes SSS, TTT: a wrapper of the user's (named so) ran twice
     for command, given in (([sys.executable, "-"], code), ([sys.executable, str(tmp_path / "retrain")], None)):
         done = subprocess.run([*command, "--image_dir", str(tmp_path / "nope")], text=True, timeout=60, input=given,
