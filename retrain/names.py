@@ -172,3 +172,16 @@ def names_not_utf8() -> str:
     return (f"this Python reads file names in {encoding}, not UTF-8, so names outside ASCII become other labels and "
             "paths than they are; start it in UTF-8 mode (PYTHONUTF8=1 or -X utf8, without -E or -I) or under a "
             "UTF-8 locale (LC_ALL=C.UTF-8)")
+
+
+def unreadable_name(name: str) -> str:
+    """Why a file or folder name cannot be used (`valid_name` False): not UTF-8 (with how it reads in the locale's
+    encoding), or, in a Python that is not in UTF-8 mode, UTF-8 this Python does not read as such (probe VVV:
+    `café` was told to be renamed)."""
+    try:
+        os.fsencode(name).decode("utf-8")
+    except UnicodeDecodeError:
+        return "its name is not valid UTF-8" + (in_locale(name) or "; rename it to use it")
+    return (f"its name is UTF-8, which this Python reads as {sys.getfilesystemencoding()}: start it in UTF-8 mode "
+            "(see the warning above)")
+

@@ -2408,6 +2408,9 @@ def test_a_name_that_is_not_utf8_says_how_it_reads_in_the_locales_own_encoding(m
                                       "convmv -f ISO-8859-1 -t UTF-8 --notest and its path)")
     monkeypatch.setattr(names, "locale_encoding", lambda: "UTF-8")
     assert names.in_locale(latin) == ""
+    assert names.unreadable_name(latin) == "its name is not valid UTF-8; rename it to use it"
+    # UTF-8 bytes a Python outside UTF-8 mode read as ASCII (each byte kept as a surrogate): no renaming (VVV).
+    assert names.unreadable_name("caf\udcc3\udca9").startswith("its name is UTF-8, which this Python reads as ")
 
 
 def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class(colour_tree: Path,

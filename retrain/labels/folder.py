@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrain.errors import RetrainError, UsageError
-from retrain.names import in_locale, shown, spelt_otherwise, valid_name
+from retrain.names import shown, spelt_otherwise, unreadable_name, valid_name
 from retrain.labels import Example, LabelSet, build
 from retrain.labels.split import scant_training, split_of
 
@@ -182,8 +182,7 @@ class _Walk:
             if _passed_over(entry, self.system):
                 continue
             if not self.any_name and not valid_name(entry.name):
-                log.warning("skipping %s: its name is not valid UTF-8%s", shown(entry.path),
-                            in_locale(entry.name) or "; rename it to use it")
+                log.warning("skipping %s: %s", shown(entry.path), unreadable_name(entry.name))
                 continue
             path = Path(entry.path)
             try:
@@ -303,8 +302,7 @@ class FolderSource:
                     walk.ignored.append(entry.path)
                 continue
             if not valid_name(entry.name):
-                log.warning("skipping class folder %s: its name is not valid UTF-8%s", shown(entry.path),
-                            in_locale(entry.name) or "; rename it to use it")
+                log.warning("skipping class folder %s: %s", shown(entry.path), unreadable_name(entry.name))
                 continue
             problem = label_problem(entry.name)
             if problem:
