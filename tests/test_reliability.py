@@ -32,6 +32,12 @@ from tests.conftest import (retrain_cli as retrain, COLOURS, EARLIER_GRAPH, FORE
                             colour_photo, flags, invoke, make_colour_tree, run_script)
 
 
+def in_own_mounts(script: str, *, timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a shell script in a mount namespace of its own (its mounts vanish with it), output captured."""
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
 def digest(root: Path) -> dict[str, str]:
     """Every file under `root` (or `root` itself) with the SHA-1 of its bytes: to prove nothing changed."""
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
@@ -151,8 +157,7 @@ def test_a_bind_mount_does_not_hide_an_output_in_the_tree_or_two_outputs_on_one_
                                                          f"{str(alias / 'x')!r}))") +
               f" ; {sys.executable} -c " + shlex.quote(csv_name) + " 2>/dev/null")
     before = digest(colour_tree)
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    done = in_own_mounts(script, timeout=300, cwd=tmp_path)
     assert re.sub(rf"{proc}/\d+/", f"{proc}/PID/", done.stdout).splitlines() == [
         f"retrain: error: --output_graph {bound / 'red' / 'g.pb'} would write into --image_dir {colour_tree}, which "
         "the run reads; choose a --output_graph outside it",
@@ -203,8 +208,7 @@ def test_one_spelling_of_a_place_is_found_through_the_mounts_that_show_it(tmp_pa
               f"mount --bind / {root_bind} && mkdir {stage / 'a'} && mount -t tmpfs y {stage / 'a'} && "
               f"mount -t tmpfs z {stage} && mkdir {stage / 'a'} && mount --move {tmp_path / 'w'} {stage / 'a'} && "
               f"cd / && {sys.executable} -c {shlex.quote(check)}")
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
-                          text=True, timeout=60)
+    done = in_own_mounts(script, timeout=60)
     assert done.stdout.splitlines() == ["True", "proc tmpfs False", "/ /work", "True"], done.stderr
 
 
@@ -320,8 +324,7 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
                f"lowerdir={bound / 'low'},upperdir={bound / 'up'},workdir={bound / 'work'} {bound / 'merged'} && "
                f"mount -t overlay o -o {shlex.quote(options)} {odd / 'merged'} && "
                f"{sys.executable} -c {shlex.quote(later)}")
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
-                          text=True, timeout=120)
+    done = in_own_mounts(script, timeout=120)
     assert done.stdout.splitlines() == [
         f"{merged / 'red' / 'g.pb'} {merged / 'blue' / 'g.pb'} {low / 'sub' / 'g.pb'}",
         f"retrain: error: --output_graph {up / 'red' / 'g.pb'} would write into --image_dir {merged}, which the run "
