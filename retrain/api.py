@@ -33,8 +33,7 @@ from typing import Any
 
 from retrain.config import LabelImageConfig, RetrainConfig, check_no_effect
 from retrain.errors import RetrainError, UsageError
-from retrain.logs import LEVELS, caller_settings_kept, commentary, logging_during
-from retrain.names import names_not_utf8
+from retrain.logs import LEVELS, caller_settings_kept, commentary, logging_during, warn_if_names_not_utf8
 
 __all__ = ["retrain", "classify", "RetrainError", "UsageError"]
 
@@ -106,8 +105,7 @@ def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = R
     """
     from retrain.inference.command import records
 
-    if names_not_utf8():
-        logging.getLogger("retrain").warning("%s", names_not_utf8())
+    warn_if_names_not_utf8()
     _check_names("classify", flags, LabelImageConfig)
     config = LabelImageConfig(graph=_home(graph), labels=_home(labels),
                               images=[_home(image) for image in _image_list(images)], top_k=top_k,

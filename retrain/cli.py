@@ -6,7 +6,6 @@ TensorFlow is imported only once the arguments are known to be good, so
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -18,8 +17,8 @@ import click
 from retrain.config import (BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig,
                             RetrainConfig, check_no_effect)
 from retrain.errors import RECEIVED, STOP_SIGNALS, RetrainError, Terminated, stop_for
-from retrain.logs import ClosedStdout, commentary, one_line, setup_logging, to_null
-from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, names_not_utf8
+from retrain.logs import ClosedStdout, commentary, one_line, setup_logging, to_null, warn_if_names_not_utf8
+from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
 _L = LabelImageConfig
@@ -382,8 +381,7 @@ def label_image_command(more_images: tuple[Path, ...], **options: Any) -> None:
     options["images"] = tuple(options["images"]) + tuple(more_images)
     config = LabelImageConfig(**options)
     setup_logging("WARN")
-    if names_not_utf8():
-        logging.getLogger("retrain").warning("%s", names_not_utf8())
+    warn_if_names_not_utf8()
     from retrain.inference.command import check, run
 
     config = check(config)  # missing files fail before TensorFlow loads

@@ -35,7 +35,7 @@ def in_utf8_mode(*, again: Callable[[], bool]) -> None:
     passed on as the bytes they came as. `again`: the command line is one of retrain's own (its console
     scripts, `python -m retrain`), which may run twice; a script of the user's may not (probes QQQ, SSS, TTT: one
     read from stdin or `<(...)` ran empty, a wrapper's own work ran twice), and goes on as it is, with a warning
-    (`names.names_not_utf8`). In UTF-8 mode, stdout and stderr then speak the terminal's encoding."""
+    (`logs.warn_if_names_not_utf8`). In UTF-8 mode, stdout and stderr then speak the terminal's encoding."""
     from retrain.names import is_utf8, terminal_encoding
 
     if not (sys.flags.utf8_mode or is_utf8(sys.getfilesystemencoding())):

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from retrain.names import shown
+from retrain.names import names_not_utf8, shown
 
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
@@ -36,12 +36,12 @@ class Skips:
         self._log, self._what, self._more = log, what, more  # what: the flag before each path (`--image `), if any
         self._named: set[str] = set()
         self._rest: Counter[str] = Counter()
-        self.count = 0
+        self._count = 0
 
     def add(self, path: object, reason: str) -> None:
-        self.count += 1
+        self._count += 1
         kind = re.sub(r"\b\d+\b", "N", reason.split(" (")[0])
-        if self.count <= NAMED_SKIPS or kind not in self._named:
+        if self._count <= NAMED_SKIPS or kind not in self._named:
             self._named.add(kind)
             self._log.warning("skipping %s%s: %s", self._what, path, reason)
         else:
@@ -55,6 +55,14 @@ class Skips:
             more = " (named above at DEBUG level)" if named else f" ({self._more})" if self._more else ""
             self._log.warning("skipping %d more%s: %s", sum(self._rest.values()), more, reasons)
             self._rest.clear()
+
+
+def warn_if_names_not_utf8() -> None:
+    """Say, on the 'retrain' logger, why file names are read otherwise than as UTF-8 here (`names.names_not_utf8`),
+    once a command or Python API call starts; nothing when they are not."""
+    problem = names_not_utf8()
+    if problem:
+        logging.getLogger("retrain").warning("%s", problem)
 
 
 def warn_skipped(log: logging.Logger, skipped: Iterable[tuple[object, str]]) -> None:

@@ -40,8 +40,8 @@ from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
 from retrain.labels.folder import check_image_dir
 from retrain.labels.split import SPLITS, scant_training
-from retrain.logs import one_line
-from retrain.names import names_not_utf8, report_path
+from retrain.logs import one_line, warn_if_names_not_utf8
+from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, Writes, bytes_text, check_clashes, check_input_files,
                              check_outside_exports, check_replaceable_files, check_writable_dir, export_set,
@@ -123,8 +123,7 @@ def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
     """Every check that needs no TensorFlow: outputs, their clashes with each other and the inputs, the labels.
     `given`: the flags the user typed (the API's keywords), which a flag with no effect is refused at even at its
     default value (`label_source`)."""
-    if names_not_utf8():
-        log.warning("%s", names_not_utf8())
+    warn_if_names_not_utf8()
     check_image_dir(config.image_dir)
     for handle in config.modules:
         module_location(handle)  # a mistyped name or a wrong path fails here, not after the scan
