@@ -6,6 +6,7 @@ TensorFlow is imported only once the arguments are known to be good, so
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -48,7 +49,9 @@ def _unraisable(hook: Any) -> Any:
 
 def _os_error_text(error: OSError) -> str:
     where = f" ({error.filename})" if error.filename else ""
-    return f"{error.strerror or error}{where}"
+    limit = " (the process's limit on open files: raise it, e.g. ulimit -n 4096)" if error.errno == errno.EMFILE \
+        else ""  # (probe YYY: under `ulimit -n 16`, the whole message was "Too many open files")
+    return f"{error.strerror or error}{where}{limit}"
 
 
 def _fill_closed_descriptors() -> None:
@@ -118,6 +121,12 @@ class _OneLineErrors(click.Command):
             sys.exit(error.exit_code)
         except OSError as error:  # the environment failed where no clearer message was prepared (`--help >/dev/full`)
             _say(f"{prog}: error: {one_line(_os_error_text(error))}")
+            sys.exit(1)
+        except MemoryError as error:  # also TensorFlow's std::bad_alloc (probe YYY: a traceback under `ulimit -v`)
+            detail = f" ({one_line(str(error))})" if str(error) else ""
+            kept = "; finished files are kept" if prog == "retrain" else ""
+            _say(f"{prog}: error: out of memory{detail}: this run needs more than the system (or ulimit -v) "
+                 f"gives it{kept}")
             sys.exit(1)
         except (KeyboardInterrupt, click.Abort) as error:  # click turns KeyboardInterrupt into Abort
             previous = dict.fromkeys(previous, _exit_at_once)  # for the way out, kept by `finally`

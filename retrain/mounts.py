@@ -46,11 +46,10 @@ def _table() -> _Table:
     """The visible mounts; none where there is no mountinfo to read. A mount is visible when it is a top one at
     its point (no other there has it as parent: `mount --move` lists them out of order) and the stack it tops sits
     on the deepest visible mount above its point (else a mount over a folder above hides it)."""
-    try:
-        with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
-            lines = handle.read().split("\n")  # (not splitlines: a mount point may hold \x1c or \u2028)
-    except OSError:
+    text = _mountinfo()
+    if text is None:
         return _Table({}, {})
+    lines = text.split("\n")  # (not splitlines: a mount point may hold \x1c or \u2028)
     mounts = []
     for line in lines:
         fields = line.split(" ")
@@ -95,8 +94,25 @@ def _deepest(at: dict[str, _Mount], path: str) -> _Mount | None:
         place = parent
 
 
+def _mountinfo() -> str | None:
+    try:
+        with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+_READ: list[str | None] = []  # the mount table as `reset` last read it
+
+
 def reset() -> None:
-    """Read the mount table again at the next use (a run's checks start here; mounts may change between runs)."""
+    """Read the mount table again at the next use if it has changed (a run's checks start here, and each write
+    checks again: mounts may change while a run goes on). Only its text is read here: what is made of it costs
+    more the more mounts there are, and was made again for each write (probe WWW: 60 ms a write at 1,620 mounts)."""
+    text = _mountinfo()
+    if _READ == [text]:
+        return
+    _READ[:] = [text]
     _table.cache_clear()
     _layer_places.cache_clear()
 

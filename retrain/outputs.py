@@ -986,7 +986,9 @@ def make_folder(directory: Path, *, flag: str) -> None:
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, same: Sequence[bytes] = ()) -> None:
     """Write via a temporary file in the same folder, fsync, then rename over `path`; just before the rename, a
     file there that changed since the run's checks is judged again (`judge_again`; `same`: what is being written),
-    and the path must still lie outside the trees the run reads (`check_still_outside`)."""
+    and the path must still lie outside the trees the run reads (`check_still_outside`, also before the temporary
+    file is made: probe YYY saw a class folder's time change when the output folder had become a link into it)."""
+    check_still_outside(path, flag=flag)
     remove_stale_temps(path)
     fd, tmp = -1, ""
     try:
@@ -1094,14 +1096,64 @@ class Writes:
         self.entries: list[_Replaced] = list(entries)
         self._journal = journal.Journal() if journaled else None
         self.kept = False  # the writes stand (`keep`)
+        self._folders: dict[Path, int] = {}  # each folder written into, as spelt then, and an open descriptor of it
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def add(self, *entries: _Replaced) -> None:
-        """Record writes that are about to happen."""
+        """Record writes that are about to happen (RetrainError, recording nothing, when a folder written into
+        before has moved: `check_in_place`)."""
+        self.check_in_place()
+        for entry in entries:
+            folder = Path(os.path.abspath(entry.path.parent))
+            if not entry.made and folder not in self._folders:
+                with contextlib.suppress(OSError):
+                    self._folders[folder] = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         self.entries.extend(entries)
         self._save()
+
+    def check_in_place(self) -> None:
+        """RetrainError when a folder the set has written into is no longer at its path (moved, renamed or removed
+        while the run wrote its outputs): the next write would go to another folder of that name, or a new one,
+        and the model would be split between two folders, exit 0 (probe YYY)."""
+        for folder, fd in self._folders.items():
+            try:
+                same = os.path.samestat(os.stat(folder), os.fstat(fd))
+            except OSError:
+                same = False
+            if not same:
+                raise RetrainError(f"{folder}, where the run was writing its outputs, was moved, renamed or removed "
+                                   "meanwhile; nothing more is written, and what the run wrote there is taken back "
+                                   "where that folder is now")
+
+    def _where_now(self) -> dict[Path, Path]:
+        """The folders written into that have moved, each to where it is now (the kernel follows a folder's
+        renames through an open descriptor); a removed one is not among them."""
+        moved = {}
+        for folder, fd in self._folders.items():
+            with contextlib.suppress(OSError):
+                now = Path(os.readlink(f"/proc/self/fd/{fd}"))
+                if now != folder and now.is_absolute() and os.path.samestat(os.stat(now), os.fstat(fd)):
+                    moved[folder] = now
+        return moved
+
+    def _follow_moves(self) -> None:
+        """Rewrite the entries' paths (and the journal's) into the folders' places now (`_where_now`)."""
+        moved = self._where_now()
+        if not moved:
+            return
+        for entry in self.entries:
+            now = moved.get(Path(os.path.abspath(entry.path.parent)))
+            if now is not None:
+                entry.path = now / entry.path.name
+                entry.aside = None if entry.aside is None else now / entry.aside.name
+        if self._journal is not None:
+            self._journal.copies = [moved.get(copy.parent, copy.parent) / copy.name for copy in self._journal.copies]
+
+    def _close(self) -> None:
+        while self._folders:
+            os.close(self._folders.popitem()[1])
 
     def drop(self, *entries: _Replaced) -> None:
         """Forget writes that did not happen after all."""
@@ -1124,7 +1176,9 @@ class Writes:
     def keep(self) -> None:
         """The writes stand: what they replaced, kept aside, is deleted. Only marking the journal kept may fail
         (OSError), before anything is deleted; an earlier file that cannot be deleted stays under its temporary
-        name, which a later run removes (`remove_stale_temps`)."""
+        name, which a later run removes (`remove_stale_temps`). A folder moved after its last write holds the
+        whole set: it is kept where it is now."""
+        self._follow_moves()
         if self._journal is not None:
             self._journal.keep()
         self.kept = True
@@ -1135,6 +1189,16 @@ class Writes:
         self.entries.clear()
         if self._journal is not None:
             self._journal.discard()
+        self._close()
+
+    def put_back_earlier(self) -> list[Path]:
+        """Take back only the writes that replaced an earlier file (it is put back), and keep the others (new
+        files); returns the paths put back."""
+        replaced = [entry for entry in self.entries if entry.aside is not None or entry.link is not None]
+        self.entries = [entry for entry in self.entries if all(entry is not other for other in replaced)]
+        restored, _ = Writes(replaced).take_back()
+        self.keep()
+        return restored
 
     def take_back(self, start: int = 0, *, killed: bool = False) -> tuple[list[Path], list[Path]]:
         """Undo the writes from the `start`-th on, last first: each earlier file or folder put back, each new one
@@ -1142,6 +1206,7 @@ class Writes:
         is kept beside it, under a name no run removes when the writes are a `killed` process's). Returns the
         paths (restored, removed)."""
         restored, removed, failed = [], [], []
+        self._follow_moves()
         for entry in reversed(self.entries[start:]):
             if entry.made:  # a folder make_folder created: removed if nothing else is in it
                 with contextlib.suppress(OSError):
@@ -1188,6 +1253,8 @@ class Writes:
             log.error("could not take back %s: check these files before using them", ", ".join(failed))
         if self._journal is not None:
             self._journal.discard() if not self.entries else self._save()
+        if not self.entries:
+            self._close()
         return restored, removed
 
 
@@ -1367,10 +1434,11 @@ def replacing(path: Path, new: Path) -> Iterator[None]:
     if not _RECORDING:
         yield
         return
+    writes = _RECORDING[-1]
+    writes.check_in_place()  # before anything is kept aside
     entry = _Replaced(path, link=os.readlink(path) if path.is_symlink() else None, written=_written_identity(new))
     if entry.link is None:
         entry.aside = _set_aside(path)
-    writes = _RECORDING[-1]
     writes.add(entry)
     try:
         yield

@@ -292,3 +292,29 @@ def test_bad_fine_tuning_flags_are_usage_errors(colour_tree: Path, outputs):
                           (["--fine_tune_steps", "-1"], "--fine_tune_steps must be positive")):
         result = invoke(retrain_command, flags(image_dir=colour_tree, fine_tune=True, **outputs) + args, expect=2)
         assert message in result.stderr
+
+
+def test_a_multi_label_fine_tuning_is_judged_at_the_thresholds_the_model_ships_with(tmp_path: Path) -> None:
+    """Probe XXX: the keep-or-undo verdict, and its warning, used each label's 0.5 (`validation micro F1 from 81.5%`)
+    while the report gave the same model's figure at its chosen thresholds (90.3 %). Both now measure the model as
+    it would be exported."""
+    from tests.test_multilabel_run import colour_csv
+
+    table = colour_csv(tmp_path / "photos", 60, lambda index, colour, split:
+                       f"{colour} warm" if colour == "red" or index % 4 == 0 else colour)
+    module = save_tunable_module(tmp_path / "tunable")
+
+    def config(name: str, **extra) -> RetrainConfig:
+        out = tmp_path / name
+        out.mkdir()
+        return RetrainConfig(image_dir=table.parent, labels_csv=table, multi_label=True, tfhub_module=str(module),
+                             output_graph=out / "graph.pb", output_labels=out / "labels.txt",
+                             summaries_dir=out / "logs", bottleneck_dir=tmp_path / "bottlenecks",
+                             how_many_training_steps=STEPS, **extra)
+
+    plain, _ = run_capturing(config("plain"))
+    _, stderr = run_capturing(config("wrecked", fine_tune=True, fine_tune_steps=10, fine_tune_batch_size=8,
+                                     fine_tune_learning_rate=50))
+    message = re.search(r"fine-tuning lowered the validation micro F1 from (\d+\.\d)% to (\d+\.\d)%", stderr)
+    assert message, stderr[-3000:]
+    assert message[1] == f"{100 * plain.evaluations['validation'].accuracy:.1f}"

@@ -645,3 +645,49 @@ def test_an_earlier_file_kept_aside_must_be_of_its_outputs_kind(tmp_path: Path, 
     with caplog.at_level("WARNING", logger="retrain"):
         take_back_killed(the_outputs(tmp_path))
     assert (folder / "thesis.tex").read_text() == "mine" and "is not what retrain keeps aside there" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["moved", "removed"])
+def test_a_folder_moved_while_the_set_is_written_stops_it_and_is_taken_back_where_it_is(tmp_path: Path,
+                                                                                       how: str) -> None:
+    """Probe YYY: `mv out out_moved` (or `rm -rf out`) after the graph and labels were written and before the
+    SavedModel: the next writes made a new `out` holding the rest, exit 0; the new graph stood in out_moved
+    beside the earlier SavedModel, the earlier graph only as a hidden `.old` file. Now the next write stops the
+    set, and what it wrote is taken back where the folder is now."""
+    from retrain.errors import RetrainError
+    from retrain.outputs import atomic_write_bytes, export_set, make_folder
+
+    out, moved = tmp_path / "out", tmp_path / "out_moved"
+    out.mkdir()
+    (out / "graph.pb").write_text("earlier graph")
+    (out / "labels.txt").write_text("earlier labels")
+    with pytest.raises(RetrainError) as raised, export_set():
+        atomic_write_bytes(out / "graph.pb", b"new graph", flag="--output_graph")
+        atomic_write_bytes(out / "labels.txt", b"new labels", flag="--output_labels")
+        if how == "moved":
+            out.rename(moved)
+        else:
+            shutil.rmtree(out)
+        make_folder(out / "sm", flag="--saved_model_dir")
+    assert str(raised.value).startswith(f"{out}, where the run was writing its outputs, was moved, renamed or removed")
+    assert not out.exists()  # no new folder of that name
+    if how == "moved":  # the earlier files back, nothing hidden left (journal, files kept aside)
+        assert snapshot(tmp_path) == {"out_moved": "folder", "out_moved/graph.pb": "earlier graph",
+                                      "out_moved/labels.txt": "earlier labels"}
+    else:
+        assert snapshot(tmp_path) == {}
+
+
+def test_a_folder_moved_after_the_last_write_keeps_the_set_where_it_is(tmp_path: Path) -> None:
+    """The whole set is in the folder the user moved: it stands, with nothing hidden left behind."""
+    from retrain.outputs import atomic_write_bytes, export_set
+
+    out, moved = tmp_path / "out", tmp_path / "out_moved"
+    out.mkdir()
+    (out / "graph.pb").write_text("earlier graph")
+    with export_set():
+        atomic_write_bytes(out / "graph.pb", b"new graph", flag="--output_graph")
+        atomic_write_bytes(out / "labels.txt", b"new labels", flag="--output_labels")
+        out.rename(moved)
+    assert snapshot(tmp_path) == {"out_moved": "folder", "out_moved/graph.pb": "new graph",
+                                  "out_moved/labels.txt": "new labels"}

@@ -1262,3 +1262,35 @@ def test_a_labels_or_image_name_too_long_for_file_systems_names_the_flag(tmp_pat
                                            for item in (key, value))], expect=2)
     assert result.stderr.startswith(f"label-image: error: {flag} is too long for a path (") and \
         result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_graph_no_report_lists_in_a_runs_intermediate_folder_gets_no_default_labels(
+        colour_tree: Path, tiny_module: Path, outputs: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe XXX: an interrupted run's intermediate graph, in the folder where an earlier run's report (above it)
+    lists that run's own, was given the classic default /tmp/output_labels.txt, another model's labels, exit 0.
+    A report above that lists files in the graph's folder speaks for it, as one beside it does."""
+    from retrain.config import RetrainConfig
+
+    default = tmp_path / "default_labels.txt"
+    default.write_text("cat\ndog\nbird\n")  # another model's, as the classic default often is
+    monkeypatch.setattr(RetrainConfig, "output_labels", default)
+    folder = outputs["output_labels"].parent / "ig"
+    retrain_cli(colour_tree, tiny_module, {**outputs, "intermediate_output_graphs_dir": folder},
+                intermediate_store_frequency=10)
+    other = tmp_path / "other"
+    other.mkdir()
+    retrain_cli(colour_tree, tiny_module, {**outputs, "output_graph": other / "g.pb",
+                                           "output_labels": other / "labels.txt",
+                                           "intermediate_output_graphs_dir": other / "ig"},
+                intermediate_store_frequency=10, learning_rate=0.5)
+    (other / "report.json").unlink()  # as an interrupted run writes none
+    stray = folder / "intermediate_30.pb"
+    shutil.move(other / "ig" / "intermediate_10.pb", stray)
+    photo = next(path for path in sorted(colour_tree.rglob("*")) if path.is_file())
+    refused = invoke(label_image_command, ["--graph", str(stray), "--image", str(photo)], expect=2)
+    assert refused.stdout == ""
+    report = outputs["output_labels"].parent / "report.json"
+    assert (f"--graph {stray} is not among the files of the run that {report} describes") in refused.stderr
+    listed = folder / "intermediate_10.pb"  # the earlier run's own still finds its labels
+    assert invoke(label_image_command, ["--graph", str(listed), "--image", str(photo)]).stdout.split()[0] in COLOURS

@@ -8,6 +8,7 @@ a check but cannot work, a full or read-only disk, and truncated graphs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -3186,3 +3187,57 @@ def test_a_report_edited_to_list_a_path_with_a_nul_byte_is_no_traceback(colour_t
     result = invoke(label_image_command, ["--graph", str(loose), "--labels", str(outputs["output_labels"]),
                                           "--image", str(colour_tree / "red" / "red_000.jpg")])
     assert result.stdout.split()[0] in COLOURS and "Traceback" not in result.stderr
+
+
+def test_a_run_that_fails_after_training_puts_back_the_earlier_runs_intermediate_graphs(
+        colour_tree: Path, tiny_module: Path, outputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe YYY: a full disk at the SavedModel (or any later failure, or an interrupt) left the earlier run's
+    intermediate graphs of the same steps replaced by this run's, with "earlier outputs are kept": label-image
+    then refused them, their bytes no longer those its report records. Now they are put back; a step only this
+    run reached keeps its graph, as any finished file of a run that stopped."""
+    from retrain.exporters.labels import Labels
+
+    folder = outputs["output_labels"].parent / "ig"
+    outputs = {**outputs, "intermediate_output_graphs_dir": folder}
+    retrain(colour_tree, tiny_module, outputs, intermediate_store_frequency=10)
+    earlier = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert sorted(earlier) == ["intermediate_10.pb"]
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Labels, "write", full)
+    error = retrain(colour_tree, tiny_module, outputs, expect=1, intermediate_store_frequency=10,
+                        how_many_training_steps=25, learning_rate=0.5)
+    assert error.startswith("retrain: error: No space left on device"), error
+    assert (folder / "intermediate_10.pb").read_bytes() == earlier["intermediate_10.pb"]  # put back
+    assert (folder / "intermediate_20.pb").is_file()  # this run's own step
+    assert sorted(path.name for path in folder.iterdir()) == ["intermediate_10.pb", "intermediate_20.pb"]
+    monkeypatch.undo()
+    photo = next(path for path in sorted(colour_tree.rglob("*")) if path.is_file())
+    assert invoke(label_image_command, ["--graph", str(folder / "intermediate_10.pb"), "--image", str(photo)]).stdout
+
+
+@pytest.mark.parametrize("failure", ["memory", "open files"])
+def test_out_of_memory_or_open_files_during_the_exports_is_one_line_and_takes_the_set_back(
+        colour_tree: Path, tiny_module: Path, outputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        failure: str) -> None:
+    """Probe YYY: under `ulimit -v`, TensorFlow's std::bad_alloc (a MemoryError) as the SavedModel was saved
+    ended the run with a traceback; under `ulimit -n 16` the whole error was "Too many open files"."""
+    from retrain.exporters.labels import Labels
+
+    retrain(colour_tree, tiny_module, outputs)
+    earlier = outputs["output_graph"].read_bytes()
+
+    def short(*_args, **_kwargs):
+        if failure == "memory":
+            raise MemoryError("std::bad_alloc")
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(Labels, "write", short)
+    error = retrain(colour_tree, tiny_module, outputs, expect=1, learning_rate=0.5)
+    assert error == ("retrain: error: out of memory (std::bad_alloc): this run needs more than the system (or "
+                     "ulimit -v) gives it; finished files are kept" if failure == "memory" else
+                     "retrain: error: Too many open files (the process's limit on open files: raise it, e.g. "
+                     "ulimit -n 4096); finished files are kept")
+    assert outputs["output_graph"].read_bytes() == earlier  # the set taken back

@@ -512,3 +512,19 @@ def test_tfjs_in_node_runs_a_mix_of_modules_of_different_sizes(node_modules: Pat
     expected = run_graph(parse_graph(mixed_sizes["graph"].read_bytes()), images)
     assert answer["input"]["shape"] == [-1, 32, 32, 3]
     assert np.abs(np.array(answer["probabilities"], dtype=np.float32) - expected).max() <= 1e-4
+
+
+def test_tfjs_names_a_local_module_by_its_folder_however_it_was_given(colour_tree: Path, tiny_module: Path, outputs,
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The web model is published: a relative path to the module (`./mods/x/`, `../../alice/models/x`) went out
+    in its metadata as typed; only an absolute one was reduced to the folder's name (probe XXX)."""
+    from retrain.cli import retrain_command
+    from tests.conftest import invoke
+
+    monkeypatch.chdir(tiny_module.parent)
+    given = f"./{tiny_module.name}/"
+    invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=given, how_many_training_steps=5,
+                                  output_tfjs=tmp_path / "web", **outputs))
+    model = json.loads((tmp_path / "web" / "model.json").read_text())
+    assert model["userDefinedMetadata"]["module"] == tiny_module.name

@@ -79,6 +79,16 @@ class IntermediateGraphs(Exporter):
         log.info("saved intermediate graph %s", path)
 
     @staticmethod
+    def put_back(writes: Writes) -> None:
+        """A run that ends without keeping its model (an error, an interrupt): the earlier run's files of the steps
+        whose graphs this run replaced are put back (probe YYY: a full disk at the SavedModel left them replaced,
+        "earlier outputs are kept"); this run's new ones stay, as any finished file of a run that stopped."""
+        restored = writes.put_back_earlier()
+        if restored:
+            log.warning("put back the earlier run's intermediate graph(s) %s, which this run had replaced, as its "
+                        "model is not kept", ", ".join(map(str, restored)))
+
+    @staticmethod
     def remove(writes: Writes, *, start: int = 0, why: str) -> None:
         """Take back the intermediate graphs this run wrote (from the `start`-th on) of a model it does not keep
         (an earlier run's file of the same step is put back), and say so."""

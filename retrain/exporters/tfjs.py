@@ -410,9 +410,11 @@ class TFJS(Exporter):
 
     def write(self, model: Any, config: RetrainConfig) -> list[Path]:
         # A web model is published: a local module is named by its folder's name, not the trainer's path to it
-        # (probe HHH: /home/<user>/... went out with every web page); handles and short names stay as given.
+        # (probe HHH: /home/<user>/... went out with every web page; XXX: a relative ../../alice/models/x too);
+        # handles and short names stay as given.
         metadata: dict[str, Any] = {"module": ",".join(
-            os.path.basename(member.handle.rstrip("/")) if os.path.isabs(member.handle) else member.handle
+            os.path.basename(os.path.abspath(os.path.expanduser(member.handle)))
+            if os.path.exists(os.path.expanduser(member.handle)) else member.handle
             for member in model.source.members)}
         if model.head.thresholds is not None:
             metadata["thresholds"] = [float(t) for t in model.head.thresholds]

@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from retrain import journal
 from retrain.errors import RetrainError
 from retrain.features.extract import ExtractionJob, JobSpec, WorkItem
-from retrain.features.store import BottleneckStore
+from retrain.features.store import PROBE_PREFIX, BottleneckStore
 from retrain.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -332,7 +333,8 @@ def _portable(spec: JobSpec) -> JobSpec:
 
 def _write_probe(folder: Path) -> Path:
     """A marker file in the cache folder, which every actor must see before it computes anything."""
-    probe = folder / f".ray-probe-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    probe = folder / f"{PROBE_PREFIX}{journal.HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # (the store removes a
+    # killed run's: `BottleneckStore`)
     try:
         probe.write_bytes(b"")
     except OSError as error:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 import tempfile
 import time
@@ -35,6 +36,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from retrain import journal
 from retrain.errors import RetrainError
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ FLUSH_EVERY_VECTORS = 256
 FLUSH_EVERY_SECONDS = 30.0
 FLUSH_EVERY_ENV = "RETRAIN_BOTTLENECK_FLUSH_EVERY"
 STALE_TEMP_SECONDS = 3600.0  # a temporary shard this old was left by a killed run
+PROBE_PREFIX = ".ray-probe-"  # a Ray run's marker in the cache, named after its host and process (features/ray.py)
 
 
 def _new_file_mode() -> int:
@@ -209,8 +212,14 @@ class BottleneckStore:
                     path, reason, aside.name)
 
     def _remove_stale_temps(self) -> None:
-        """Delete half-written shards that killed runs left behind (never a running writer's)."""
+        """Delete half-written shards that killed runs left behind (never a running writer's), and the markers a
+        Ray run puts in the cache for its workers (features/ray.py) that a killed run left (probe XXX)."""
         remove_stale_files(self.dir, ".tmp-*.npz")
+        for path in self.dir.glob(f"{PROBE_PREFIX}*"):
+            owner = re.fullmatch(rf"{re.escape(PROBE_PREFIX)}([0-9a-f]{{6}})-(\d+)-[0-9a-f]{{8}}", path.name)
+            if owner is not None and journal.owner_gone(owner[1], int(owner[2]), path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._index

@@ -46,9 +46,31 @@ def warn_if_written_half(graph: Path, labels: Path) -> None:
                         pid, graph, labels)
 
 
-def _report_beside(graph: Path) -> Path | None:
-    """A retrain report beside the model (where a link to it leads first), whether or not it lists it."""
-    return next((report for place in _places(graph) if read_report(report := report_path(place)) is not None), None)
+def _report_over(graph: Path) -> Path | None:
+    """A retrain report that speaks for the model's folder, whether or not it lists the model: the one beside it
+    (where a link to it leads first), else one above it whose run wrote files into that folder (its intermediate
+    graphs' folder: probe XXX, an interrupted run's intermediate graph there, which no report lists, was given the
+    classic default's labels, another model's, exit 0)."""
+    beside = next((report for place in _places(graph) if read_report(report := report_path(place)) is not None), None)
+    if beside is not None:
+        return beside
+    for place in _places(graph):
+        for report in reports_at(place.parent)[1:]:
+            data = read_report(report)
+            try:
+                listed = [*files_now(report, data["run"]), *files_now(report, data["run"], key="intermediate_graphs")]
+            except (KeyError, TypeError, ValueError, RetrainError):
+                continue
+            if any(_same_folder(file.parent, place.parent) for file in listed):
+                return report
+    return None
+
+
+def _same_folder(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except (OSError, ValueError):
+        return False
 
 
 def labels_for(graph: Path) -> Path:
@@ -65,7 +87,7 @@ def labels_for(graph: Path) -> Path:
             data = read_report(report)  # once a report: each is read by the checks below it
             if data is not None and (copied := _copy_listed(graph, report, data)) is not None:
                 return _its_own(graph, copied, report, data)  # a copy beside its run's report or below it (WW)
-        beside = _report_beside(graph)
+        beside = _report_over(graph)
         if beside is not None:  # neither its labels nor the classic default are surely this model's
             raise UsageError(f"--graph {graph} is not among the files of the run that {beside} describes (an "
                              "earlier run's model, or another's), so which labels are its cannot be told; pass "
