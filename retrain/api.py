@@ -100,8 +100,9 @@ def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = R
     `top_k`), plus `labels` (those at or above their thresholds) for a multi-label
     model; or `image` and `error` for an image that could not be decoded. Other keyword arguments are
     label-image's flags (`input_mean=...`, `batch_size=...`). Without `labels`, a SavedModel's own labels are
-    read, else the labels file the report.json beside `graph` names (else /tmp/output_labels.txt), as label-image
-    does. A missing file is a UsageError, as a bad value is.
+    read, else the labels file named by the report.json that lists `graph` (beside it or above it; else the
+    classic /tmp/output_labels.txt), as label-image does (the README's `--labels` paragraph says when neither is
+    surely the model's: then a UsageError). A missing file is a UsageError, as a bad value is.
     """
     from retrain.inference.command import records
 

@@ -46,8 +46,10 @@ def _table() -> _Table:
     """The visible mounts; none where there is no mountinfo to read. A mount is visible when it is a top one at
     its point (no other there has it as parent: `mount --move` lists them out of order) and the stack it tops sits
     on the deepest visible mount above its point (else a mount over a folder above hides it)."""
-    text = _mountinfo()
-    if text is None:
+    if not _READ:
+        _READ.append(_mountinfo())
+    text = _READ[0]  # the text `reset` compares: the table is always made from it (probe ZZA: read twice, a mount
+    if text is None:  # made between the reads was kept under the older text, and missed once it came back)
         return _Table({}, {})
     lines = text.split("\n")  # (not splitlines: a mount point may hold \x1c or \u2028)
     mounts = []
@@ -94,6 +96,9 @@ def _deepest(at: dict[str, _Mount], path: str) -> _Mount | None:
         place = parent
 
 
+_READ: list[str | None] = []  # the mount table's text, as `reset` last read it: what `_table` is made of
+
+
 def _mountinfo() -> str | None:
     try:
         with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
@@ -102,7 +107,6 @@ def _mountinfo() -> str | None:
         return None
 
 
-_READ: list[str | None] = []  # the mount table as `reset` last read it
 
 
 def reset() -> None:

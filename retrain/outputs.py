@@ -989,6 +989,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], *, flag: str, sam
     and the path must still lie outside the trees the run reads (`check_still_outside`, also before the temporary
     file is made: probe YYY saw a class folder's time change when the output folder had become a link into it)."""
     check_still_outside(path, flag=flag)
+    if _RECORDING:  # its folder, or one written before, moved: said as such, not as "No such file" (probe ZZZ)
+        _RECORDING[-1].check_in_place()
     remove_stale_temps(path)
     fd, tmp = -1, ""
     try:
@@ -1123,9 +1125,11 @@ class Writes:
             except OSError:
                 same = False
             if not same:
+                now = self._where_now().get(folder)
                 raise RetrainError(f"{folder}, where the run was writing its outputs, was moved, renamed or removed "
-                                   "meanwhile; nothing more is written, and what the run wrote there is taken back "
-                                   "where that folder is now")
+                                   "meanwhile; nothing more is written" + (
+                                       f", and what the run wrote there is taken back in {now}, where it is now"
+                                       if now is not None else ""))
 
     def _where_now(self) -> dict[Path, Path]:
         """The folders written into that have moved, each to where it is now (the kernel follows a folder's
@@ -1139,8 +1143,18 @@ class Writes:
         return moved
 
     def _follow_moves(self) -> None:
-        """Rewrite the entries' paths (and the journal's) into the folders' places now (`_where_now`)."""
+        """Rewrite the entries' paths (and the journal's) into the folders' places now (`_where_now`). A folder
+        that cannot be followed (removed; moved to another disk, which copies it; mounted over) is named in a
+        warning: what the run wrote there, and the earlier files it kept aside, are wherever that folder went."""
         moved = self._where_now()
+        for folder, fd in self._folders.items():
+            with contextlib.suppress(OSError):
+                if folder not in moved and not os.path.samestat(os.stat(folder), os.fstat(fd)) and any(
+                        Path(os.path.abspath(entry.path.parent)) == folder for entry in self.entries):
+                    log.warning("cannot follow %s, where the run wrote outputs: it was removed, moved to another "
+                                "disk or mounted over, so what the run wrote there is not taken back; if a copy of "
+                                "it exists, the next retrain run writing into that copy takes the writes back (its "
+                                "journal went with it)", folder)
         if not moved:
             return
         for entry in self.entries:
@@ -1194,17 +1208,17 @@ class Writes:
     def put_back_earlier(self) -> list[Path]:
         """Take back only the writes that replaced an earlier file (it is put back), and keep the others (new
         files); returns the paths put back."""
+        self._follow_moves()
         replaced = [entry for entry in self.entries if entry.aside is not None or entry.link is not None]
         self.entries = [entry for entry in self.entries if all(entry is not other for other in replaced)]
         restored, _ = Writes(replaced).take_back()
         self.keep()
         return restored
 
-    def take_back(self, start: int = 0, *, killed: bool = False) -> tuple[list[Path], list[Path]]:
+    def take_back(self, start: int = 0) -> tuple[list[Path], list[Path]]:
         """Undo the writes from the `start`-th on, last first: each earlier file or folder put back, each new one
         removed, but only while it is what was written there (else an error line names it, and the earlier one
-        is kept beside it, under a name no run removes when the writes are a `killed` process's). Returns the
-        paths (restored, removed)."""
+        is kept beside it as `<name>.earlier`, a name no run removes). Returns the paths (restored, removed)."""
         restored, removed, failed = [], [], []
         self._follow_moves()
         for entry in reversed(self.entries[start:]):
@@ -1245,8 +1259,8 @@ class Writes:
                     removed.append(entry.path)
             except OSError as error:
                 kept = ""
-                if entry.aside is not None and entry.aside.exists():
-                    kept = f"; the earlier one is {_kept_visible(entry.aside, entry.path) if killed else entry.aside}"
+                if entry.aside is not None and entry.aside.exists():  # (not under a name later runs remove: ZZZ)
+                    kept = f"; the earlier one is {_kept_visible(entry.aside, entry.path)}"
                 failed.append(f"{entry.path} ({error.strerror or error}{kept})")
         del self.entries[start:]
         if failed:
@@ -1316,7 +1330,7 @@ def take_back_killed(outputs: Sequence[Output]) -> None:
         if dead.kept:  # the set stood: what it replaced goes, as the process would have deleted it
             writes.keep()
         else:
-            said = _taken_back_text(*writes.take_back(killed=True), new="its new")
+            said = _taken_back_text(*writes.take_back(), new="its new")
             log.warning("a retrain run (process %d) was killed while writing its outputs; its writes are taken "
                         "back%s", dead.pid, f": {said}" if said else "")
         dead.settled = True
@@ -1516,6 +1530,8 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     if directory.is_symlink():
         directory = Path(os.path.realpath(directory))  # (not `real`: through a bind mount, as spelt: probe III)
     check_still_outside(directory, flag=flag)
+    if _RECORDING:
+        _RECORDING[-1].check_in_place()
     remove_stale_temps(directory)
     make_folder(directory.parent, flag=flag)
     tag = f"{temp_prefix(directory.name)}{uuid.uuid4().hex[:8]}"

@@ -50,9 +50,16 @@ def _quiet_import(name: str, *, verbose: bool) -> ModuleType:
             except BaseException:
                 text = captured()
                 raise
-    except BaseException:
+    except BaseException as error:
         if sys.stderr is not None:
             sys.stderr.write(text)
+        if isinstance(error, (ImportError, SystemError)):  # a broken install, or too little memory to map its
+            # libraries (probe ZZZ: `ulimit -v` gave a traceback ending "failed to map segment from shared object")
+            from retrain.errors import RetrainError
+
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise RetrainError(f"cannot load {name} ({reason}); if the memory this run may use is limited "
+                               "(ulimit -v), raise the limit, else reinstall it") from None
         raise
     return sys.modules[name]
 

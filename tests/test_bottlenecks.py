@@ -435,7 +435,8 @@ def test_a_module_of_open_input_size_run_at_two_sizes_does_not_share_vectors(tmp
 
 def test_a_killed_ray_runs_marker_in_the_cache_is_removed_a_running_ones_kept(tmp_path: Path, extractor) -> None:
     """Probe XXX: a Ray run killed with -9 left its `.ray-probe-…` marker in the cache for good, though the
-    README says the next run removes what a killed run left. A live run's (this process's) stays."""
+    README says the next run removes what a killed run left. A live run's stays: this process's, and one whose
+    process cannot be seen from here but which holds its marker's lock (probe ZZA: another process namespace)."""
     from retrain import journal
     from retrain.features.store import PROBE_PREFIX
 
@@ -445,11 +446,32 @@ def test_a_killed_ray_runs_marker_in_the_cache_is_removed_a_running_ones_kept(tm
     gone = subprocess_pid_gone()
     dead = shard_dir / f"{PROBE_PREFIX}{journal.HOST}-{gone}-0123abcd"
     alive = shard_dir / f"{PROBE_PREFIX}{journal.HOST}-{os.getpid()}-0123abcd"
-    users = shard_dir / f"{PROBE_PREFIX}notes.txt"  # not a name retrain makes
-    for path in (dead, alive, users):
+    earlier = shard_dir / f"{PROBE_PREFIX}vm-0123abcd"  # an earlier version's, never held: by its age
+    held = shard_dir / f"{PROBE_PREFIX}{journal.HOST}-{subprocess_pid_gone()}-4567abcd"
+    for path in (dead, alive, earlier, held):
         path.write_bytes(b"")
-    assert compute(files, extractor, tmp_path / "cache").computed == 0
-    assert not dead.exists() and alive.exists() and users.exists()
+    hour_ago = time.time() - 3700
+    os.utime(earlier, (hour_ago, hour_ago))
+    # A run in another process namespace, whose process this one cannot see, holds its marker (probe ZZA).
+    holder = subprocess_holding(held)
+    try:
+        assert compute(files, extractor, tmp_path / "cache").computed == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not dead.exists() and alive.exists() and not earlier.exists() and held.exists()
+
+
+def subprocess_holding(path: Path):
+    """A process holding an flock on `path`, as a Ray run holds its marker, once it says so."""
+    import subprocess
+    import sys
+
+    script = f"import fcntl, os, time; fd = os.open({str(path)!r}, os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); " \
+             "print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
 
 
 def subprocess_pid_gone() -> int:

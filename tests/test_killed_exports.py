@@ -669,7 +669,9 @@ def test_a_folder_moved_while_the_set_is_written_stops_it_and_is_taken_back_wher
         else:
             shutil.rmtree(out)
         make_folder(out / "sm", flag="--saved_model_dir")
-    assert str(raised.value).startswith(f"{out}, where the run was writing its outputs, was moved, renamed or removed")
+    said = f"{out}, where the run was writing its outputs, was moved, renamed or removed meanwhile; nothing more is written"
+    assert str(raised.value) == said + (f", and what the run wrote there is taken back in {moved}, where it is now"
+                                        if how == "moved" else "")  # (not claimed for a folder gone: probe ZZZ)
     assert not out.exists()  # no new folder of that name
     if how == "moved":  # the earlier files back, nothing hidden left (journal, files kept aside)
         assert snapshot(tmp_path) == {"out_moved": "folder", "out_moved/graph.pb": "earlier graph",
@@ -691,3 +693,41 @@ def test_a_folder_moved_after_the_last_write_keeps_the_set_where_it_is(tmp_path:
         out.rename(moved)
     assert snapshot(tmp_path) == {"out_moved": "folder", "out_moved/graph.pb": "new graph",
                                   "out_moved/labels.txt": "new labels"}
+
+
+def test_the_earlier_runs_intermediate_graphs_are_put_back_where_their_folder_moved(tmp_path: Path) -> None:
+    """Probe ZZZ: the intermediate graphs' folder moved during training, then the run failed: the earlier run's
+    graph stayed hidden as a `.old` file beside this run's (which the next run deleted), and an empty folder was
+    made again at the old path."""
+    from retrain.outputs import Writes, atomic_write_bytes, recording
+
+    folder, moved = tmp_path / "ig", tmp_path / "ig_moved"
+    folder.mkdir()
+    (folder / "intermediate_5.pb").write_text("earlier run's")
+    stored = Writes()
+    with recording(stored):
+        atomic_write_bytes(folder / "intermediate_5.pb", b"this run's 5", flag="--intermediate_output_graphs_dir")
+        atomic_write_bytes(folder / "intermediate_10.pb", b"this run's 10", flag="--intermediate_output_graphs_dir")
+    folder.rename(moved)
+    assert stored.put_back_earlier() == [moved / "intermediate_5.pb"]
+    assert snapshot(tmp_path) == {"ig_moved": "folder", "ig_moved/intermediate_10.pb": "this run's 10",
+                                  "ig_moved/intermediate_5.pb": "earlier run's"}
+
+
+def test_an_intermediate_graph_after_its_folder_moved_stops_the_run_and_makes_no_new_folder(tmp_path: Path) -> None:
+    """Probe ZZZ: the next graph made an empty folder again at the old path before the move was seen."""
+    from types import SimpleNamespace
+
+    from retrain.errors import RetrainError
+    from retrain.exporters.graph import IntermediateGraphs
+    from retrain.outputs import Writes
+
+    folder, moved = tmp_path / "ig", tmp_path / "ig_moved"
+    config, stored = SimpleNamespace(intermediate_output_graphs_dir=folder), Writes()
+    IntermediateGraphs.store(SimpleNamespace(graph_bytes=b"graph 5"), config, step=5, writes=stored)
+    folder.rename(moved)
+    with pytest.raises(RetrainError, match="was moved, renamed or removed meanwhile"):
+        IntermediateGraphs.store(SimpleNamespace(graph_bytes=b"graph 10"), config, step=10, writes=stored)
+    assert not folder.exists()
+    stored.keep()
+    assert snapshot(tmp_path) == {"ig_moved": "folder", "ig_moved/intermediate_5.pb": "graph 5"}

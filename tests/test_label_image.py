@@ -1294,3 +1294,10 @@ def test_a_graph_no_report_lists_in_a_runs_intermediate_folder_gets_no_default_l
     assert (f"--graph {stray} is not among the files of the run that {report} describes") in refused.stderr
     listed = folder / "intermediate_10.pb"  # the earlier run's own still finds its labels
     assert invoke(label_image_command, ["--graph", str(listed), "--image", str(photo)]).stdout.split()[0] in COLOURS
+    # A run with the classic default labels whose graph went into that folder: the default's report vouches for
+    # them wherever the graph lies (probe ZZA: refused by the first version of this rule).
+    default.unlink()
+    retrain_cli(colour_tree, tiny_module, {**outputs, "output_graph": folder / "default_run.pb",
+                                           "output_labels": default})
+    found = invoke(label_image_command, ["--graph", str(folder / "default_run.pb"), "--image", str(photo)])
+    assert found.stdout.split()[0] in COLOURS and "WARNING" not in found.stderr, found.stderr

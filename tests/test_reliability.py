@@ -2219,7 +2219,11 @@ def test_taking_back_never_removes_what_the_run_did_not_write(tmp_path: Path, ca
     assert "could not take back " in caplog.text
     for path in (graph, tflite, saved, report):
         assert f"{path} (it is no longer what this run wrote there" in caplog.text, path
-    assert f"the earlier one is {tmp_path}/.report.json.retrain-" in caplog.text  # where it was kept
+    # Kept under a name no later run removes (probe ZZZ: a hidden `.report.json.retrain-….old`, which the next run
+    # deleted as a dead run's temporary file), and said.
+    assert f"the earlier one is {tmp_path / 'report.json.earlier'})" in caplog.text
+    assert (tmp_path / "report.json.earlier").read_text() == "the earlier report\n"
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
 
 
 def test_a_second_signal_waits_until_the_take_back_is_done(tmp_path: Path) -> None:
@@ -3241,3 +3245,37 @@ def test_out_of_memory_or_open_files_during_the_exports_is_one_line_and_takes_th
                      "retrain: error: Too many open files (the process's limit on open files: raise it, e.g. "
                      "ulimit -n 4096); finished files are kept")
     assert outputs["output_graph"].read_bytes() == earlier  # the set taken back
+
+
+def test_the_mount_table_is_made_from_the_text_its_reread_compares(tmp_path: Path) -> None:
+    """Probe ZZA: `reset` read the table's text, and the table was parsed from a second read; a mount made between
+    the two was kept under the older text, so once it was unmounted and made again (the same text as before) a
+    bind mount over the output folder was not seen."""
+    tree, out = tmp_path / "photos", tmp_path / "out"
+    (tree / "blue").mkdir(parents=True)
+    out.mkdir()
+    script = (f"import subprocess; from retrain import mounts; tree, out = {str(tree)!r}, {str(out)!r}\n"
+              f"bind = lambda: subprocess.run(['mount', '--bind', tree + '/blue', out], check=True)\n"
+              f"bind(); mounts.reset(); subprocess.run(['umount', out], check=True); mounts.canonical(out)\n"
+              f"bind(); mounts.reset(); print(mounts.canonical(out))")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == str(tree / "blue"), done.stdout + done.stderr
+
+
+def test_tensorflow_that_cannot_be_loaded_is_one_line(colour_tree: Path, tiny_module: Path, outputs,
+                                                     tmp_path: Path) -> None:
+    """Probe ZZZ: under `ulimit -v`, importing TensorFlow failed with a traceback ending "failed to map segment
+    from shared object" (or a SystemError). Here the import fails as it did, through a package of that name put
+    first on the path."""
+    shim = tmp_path / "shim" / "tensorflow"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise ImportError("libtensorflow_cc.so.2: failed to map segment from shared '
+                                      'object")\n')
+    repo = Path(__file__).resolve().parents[1]
+    result = run_script("-m", "retrain", *flags(image_dir=colour_tree, tfhub_module=tiny_module, **outputs),
+                        env={"PYTHONPATH": f"{shim.parent}{os.pathsep}{repo}"}, check=1)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "retrain: error: cannot load tensorflow (libtensorflow_cc.so.2: failed to map segment from shared object); "
+        "if the memory this run may use is limited (ulimit -v), raise the limit, else reinstall it")

@@ -72,6 +72,7 @@ class IntermediateGraphs(Exporter):
         except RetrainError as error:  # (the whole run stopped for it, probe QQ)
             log.warning("intermediate graph %s not saved: %s", path, error)
             return
+        writes.check_in_place()  # the folder moved since the last graph: not made again at its old path (ZZZ)
         make_folder(path.parent, flag="--intermediate_output_graphs_dir")
         with recording(writes):
             atomic_write_bytes(path, model.graph_bytes, flag="--intermediate_output_graphs_dir",

@@ -20,6 +20,7 @@ node (a shared file system); see the README. Ray is an optional extra
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import math
@@ -267,7 +268,7 @@ def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *, cpus_per_actor:
     _quiet_ray_data(ray)
     cpus_per_actor, actors = _pool_shape(ray, cpus_per_actor=cpus_per_actor)
     spec = _portable(job.spec)
-    probe = _write_probe(job.store.dir)
+    probe, held = _write_probe(job.store.dir)
     total = sum(len(item.keys) for item in items)
     actors = min(actors, len(items))
     per_batch = _items_per_batch(items, actors=actors, flush_every=job.store.flush_every,
@@ -304,6 +305,7 @@ def run_on_ray(job: ExtractionJob, items: Sequence[WorkItem], *, cpus_per_actor:
         raise _worker_error(error, job=job) from None
     finally:
         probe.unlink(missing_ok=True)
+        os.close(held)
     progress.close()
     _check_visible(job, items, failed)
     if stats is not None:
@@ -331,16 +333,21 @@ def _portable(spec: JobSpec) -> JobSpec:
     return dataclasses.replace(spec, module=module, store_root=Path(os.path.abspath(spec.store_root)))
 
 
-def _write_probe(folder: Path) -> Path:
-    """A marker file in the cache folder, which every actor must see before it computes anything."""
-    probe = folder / f"{PROBE_PREFIX}{journal.HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # (the store removes a
-    # killed run's: `BottleneckStore`)
+def _write_probe(folder: Path) -> tuple[Path, int]:
+    """A marker file in the cache folder, which every actor must see before it computes anything, and a descriptor
+    holding an flock on it while the run goes on: the cache of a later run removes a marker no run holds
+    (`BottleneckStore`: a killed run's)."""
+    probe = folder / f"{PROBE_PREFIX}{journal.HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        probe.write_bytes(b"")
+        held = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as error:
         raise RetrainError(f"cannot write to the bottleneck cache {folder} (--bottleneck_dir): "
                            f"{error.strerror or error}") from None
-    return probe
+    with contextlib.suppress(OSError, AttributeError):  # (no locks there: the marker is left to its age)
+        import fcntl
+
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return probe, held
 
 
 def _items_per_batch(items: Sequence[WorkItem], *, actors: int, flush_every: int, module_batch: int) -> int:

@@ -216,10 +216,7 @@ class BottleneckStore:
         Ray run puts in the cache for its workers (features/ray.py) that a killed run left (probe XXX)."""
         remove_stale_files(self.dir, ".tmp-*.npz")
         for path in self.dir.glob(f"{PROBE_PREFIX}*"):
-            owner = re.fullmatch(rf"{re.escape(PROBE_PREFIX)}([0-9a-f]{{6}})-(\d+)-[0-9a-f]{{8}}", path.name)
-            if owner is not None and journal.owner_gone(owner[1], int(owner[2]), path):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            _remove_unheld_probe(path)
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._index
@@ -367,6 +364,30 @@ class BottleneckStore:
             raise
         self.shards_written += 1
         return self.dir / name, reader
+
+
+def _remove_unheld_probe(path: Path) -> None:
+    """Delete a Ray run's marker (features/ray.py) that no run holds: the run holds an flock on it while it goes
+    on, and names it after its host and process, which must be gone too (probe ZZA: a run in another process
+    namespace, which cannot see the Ray run's process, removed its marker). An earlier version's marker, named
+    otherwise and never held, goes once it is STALE_TEMP_SECONDS old."""
+    owner = re.fullmatch(rf"{re.escape(PROBE_PREFIX)}([0-9a-f]{{6}})-(\d+)-[0-9a-f]{{8}}", path.name)
+    try:
+        if not (journal.owner_gone(owner[1], int(owner[2]), path) if owner is not None
+                else time.time() - path.lstat().st_mtime > STALE_TEMP_SECONDS):
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: a run going on (in another namespace, say)
+        path.unlink()
+    except (OSError, ImportError):
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_stale_files(folder: Path, pattern: str) -> None:

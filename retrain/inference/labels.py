@@ -87,16 +87,19 @@ def labels_for(graph: Path) -> Path:
             data = read_report(report)  # once a report: each is read by the checks below it
             if data is not None and (copied := _copy_listed(graph, report, data)) is not None:
                 return _its_own(graph, copied, report, data)  # a copy beside its run's report or below it (WW)
+        # The report beside the classic default may describe the run that wrote this model, or a file it is a copy
+        # of, with labels of its own elsewhere (`--output_labels /tmp/b_labels.txt`: probe OO); it vouches for
+        # them wherever the model lies (probe ZZA: a default run's graph put in another run's folder).
+        data = read_report(default := report_path(RetrainConfig.output_labels))
+        copied = _copy_listed(graph, default, data)
+        if copied is not None:
+            return _its_own(graph, copied, default, data)
         beside = _report_over(graph)
         if beside is not None:  # neither its labels nor the classic default are surely this model's
             raise UsageError(f"--graph {graph} is not among the files of the run that {beside} describes (an "
                              "earlier run's model, or another's), so which labels are its cannot be told; pass "
                              "--labels (the labels file retrain wrote with it)")
-        # The report beside the classic default may describe the run that wrote a file this model is a copy of,
-        # with labels of its own elsewhere (`--output_labels /tmp/b_labels.txt`): the default is not its (probe OO).
-        data = read_report(default := report_path(RetrainConfig.output_labels))
-        copied = _copy_listed(graph, default, data)
-        return RetrainConfig.output_labels if copied is None else _its_own(graph, copied, default, data)
+        return RetrainConfig.output_labels
     report, data, over = found
     if over == _OTHER_BYTES:  # its run's labels are not surely its; the classic default, even less
         spellings = {os.path.abspath(graph), os.path.realpath(graph)}  # (a link to it: probe YY)
