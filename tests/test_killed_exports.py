@@ -669,7 +669,8 @@ def test_a_folder_moved_while_the_set_is_written_stops_it_and_is_taken_back_wher
         else:
             shutil.rmtree(out)
         make_folder(out / "sm", flag="--saved_model_dir")
-    said = f"{out}, where the run was writing its outputs, was moved, renamed or removed meanwhile; nothing more is written"
+    said = f"{out}, where the run was writing its outputs, was moved, renamed or removed meanwhile; nothing more is " \
+           "written"
     assert str(raised.value) == said + (f", and what the run wrote there is taken back in {moved}, where it is now"
                                         if how == "moved" else "")  # (not claimed for a folder gone: probe ZZZ)
     assert not out.exists()  # no new folder of that name
