@@ -107,8 +107,6 @@ def _mountinfo() -> str | None:
         return None
 
 
-
-
 def reset() -> None:
     """Read the mount table again at the next use if it has changed (a run's checks start here, and each write
     checks again: mounts may change while a run goes on). Only its text is read here: what is made of it costs

@@ -1111,7 +1111,7 @@ class Writes:
             folder = Path(os.path.abspath(entry.path.parent))
             if not entry.made and folder not in self._folders:
                 with contextlib.suppress(OSError):
-                    self._folders[folder] = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                    self._folders[folder] = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         self.entries.extend(entries)
         self._save()
 

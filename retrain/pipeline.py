@@ -290,8 +290,8 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
         last = optimizer  # what trained the model kept: a divergence names its learning rate
         if config.fine_tune:
             tuned = _fine_tune_if_better(config, source=source, head=head, splits=splits, objective=objective,
-                                         distortions=distortions,
-                                         run_folder=run_folder, store_intermediate=store_intermediate, stored=stored)
+                                         distortions=distortions, run_folder=run_folder,
+                                         store_intermediate=store_intermediate, stored=stored)
             if tuned is not None:  # the fine-tuned model is kept
                 head, splits = tuned
                 last = Optimizer(learning_rate=config.fine_tune_learning_rate, flag="--fine_tune_learning_rate")
