@@ -69,6 +69,8 @@ _ENDED: list[bool] = []  # retrain's run has returned: a stop signal in the tear
 # The end of retrain's last line after a stop signal, by what became of the exports (pipeline.run's `exports`).
 _AFTER_STOP = {None: "; finished files and cached bottlenecks are kept, rerun to continue",
                "taken back": "; the earlier outputs are as they were, cached bottlenecks are kept: rerun to continue",
+               "not all taken back": "; not every earlier output could be put back (the error above names them), "
+                                     "cached bottlenecks are kept",
                "written": "; every output is written, only the test split's TensorBoard pictures are not complete",
                "finished": "; it came as the run ended: every output is written"}
 

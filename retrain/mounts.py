@@ -20,7 +20,8 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import NamedTuple
+import select
+from typing import Any, NamedTuple
 
 _MOUNTINFO = "/proc/self/mountinfo"
 _ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space as \040, a backslash as \134
@@ -107,10 +108,36 @@ def _mountinfo() -> str | None:
         return None
 
 
+_WATCH: list[Any] = []  # a poll of the mount table's file: the kernel marks it at each mount and unmount
+
+
+def _may_have_changed() -> bool:
+    """False only when the mount table surely has not changed since the last call: /proc/self/mountinfo is
+    pollable (proc(5)), a priority event at each change of this namespace's mounts. True the first time (the
+    watch starts before the table is read) and wherever it cannot be watched."""
+    if _WATCH:
+        return bool(_WATCH[0].poll(0))
+    try:
+        fd = os.open(_MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+        watch = select.poll()
+        watch.register(fd, select.POLLPRI | select.POLLERR)
+    except (OSError, AttributeError):  # (no such file, or no poll: not Linux)
+        return True
+    _WATCH.append(watch)
+    return True
+
+
+if hasattr(os, "register_at_fork"):  # a forked child's polls would take the parent's events
+    os.register_at_fork(after_in_child=_WATCH.clear)
+
+
 def reset() -> None:
     """Read the mount table again at the next use if it has changed (a run's checks start here, and each write
-    checks again: mounts may change while a run goes on). Only its text is read here: what is made of it costs
-    more the more mounts there are, and was made again for each write (probe WWW: 60 ms a write at 1,620 mounts)."""
+    checks again: mounts may change while a run goes on). What is made of it costs more the more mounts there
+    are, and was made again for each write (probe WWW: 60 ms a write at 1,620 mounts), and even reading its text
+    cost 5 ms there (probe ZZC): the kernel says when it changes (`_may_have_changed`)."""
+    if _READ and not _may_have_changed():
+        return
     text = _mountinfo()
     if _READ == [text]:
         return

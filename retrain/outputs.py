@@ -1098,6 +1098,7 @@ class Writes:
         self.entries: list[_Replaced] = list(entries)
         self._journal = journal.Journal() if journaled else None
         self.kept = False  # the writes stand (`keep`)
+        self.failed: list[str] = []  # the writes a take-back could not undo, each said in an error line
         self._folders: dict[Path, int] = {}  # each folder written into, as spelt then, and an open descriptor of it
 
     def __len__(self) -> int:
@@ -1148,13 +1149,17 @@ class Writes:
         warning: what the run wrote there, and the earlier files it kept aside, are wherever that folder went."""
         moved = self._where_now()
         for folder, fd in self._folders.items():
-            with contextlib.suppress(OSError):
-                if folder not in moved and not os.path.samestat(os.stat(folder), os.fstat(fd)) and any(
-                        Path(os.path.abspath(entry.path.parent)) == folder for entry in self.entries):
-                    log.warning("cannot follow %s, where the run wrote outputs: it was removed, moved to another "
-                                "disk or mounted over, so what the run wrote there is not taken back; if a copy of "
-                                "it exists, the next retrain run writing into that copy takes the writes back (its "
-                                "journal went with it)", folder)
+            try:
+                here = os.path.samestat(os.stat(folder), os.fstat(fd))
+            except OSError:  # nothing there now (probe ZZB: the warning was skipped for a folder gone)
+                here = False
+            written = [entry for entry in self.entries if Path(os.path.abspath(entry.path.parent)) == folder]
+            if folder not in moved and not here and written:
+                asides = ", ".join(entry.aside.name for entry in written if entry.aside is not None)
+                log.warning("cannot follow %s, where the run wrote outputs: it was removed, moved to another disk "
+                            "or mounted over, so what the run wrote there (%s) is not taken back%s", folder,
+                            ", ".join(entry.path.name for entry in written),
+                            f"; in a copy of it, the earlier files are kept as {asides}" if asides else "")
         if not moved:
             return
         for entry in self.entries:
@@ -1263,6 +1268,7 @@ class Writes:
                     kept = f"; the earlier one is {_kept_visible(entry.aside, entry.path)}"
                 failed.append(f"{entry.path} ({error.strerror or error}{kept})")
         del self.entries[start:]
+        self.failed += failed
         if failed:
             log.error("could not take back %s: check these files before using them", ", ".join(failed))
         if self._journal is not None:

@@ -332,7 +332,7 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
     try:
         with export_set() as exported:  # one set: a failed or interrupted export takes back the files written before it
             for exporter in plan.exporters:
-                wrote(exporter.write(model, config))
+                wrote(_written_by(exporter, model, config))
             wrote([report_run(config=config, labels=labels.names, test=test,
                               split=splits["testing"], evaluations=evaluations, written=written,
                               intermediate_graphs=intermediate_graphs, module=source.handle,
@@ -343,10 +343,27 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
             log.warning("skipped %d image(s) that could not be read, decoded or used (the warnings above give the "
                         "reasons)", len(skipped))
     except KeyboardInterrupt as stop:  # Ctrl-C or a stop signal: the run's last line says where the outputs are
-        stop.exports = None if exported is None else "written" if exported.kept else "taken back"
+        stop.exports = None if exported is None else "written" if exported.kept else \
+            "not all taken back" if exported.failed else "taken back"
         raise
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
                          skipped=skipped, source=source, written=tuple(written), run_folder=run_folder)
+
+
+def _written_by(exporter: Any, model: ExportModel, config: RetrainConfig) -> Iterable[Path]:
+    """What `exporter` wrote. A failure of TensorFlow's own that retrain has no words for (probe ZZB: short of
+    memory under `ulimit -v`, a protobuf "Arena alloc failed", a grappler "Resource temporarily unavailable") is
+    one line naming the output, its traceback at DEBUG; the set is then taken back as for any failure."""
+    try:
+        return exporter.write(model, config)
+    except (RetrainError, OSError, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - TensorFlow and protobuf raise many kinds
+        log.debug("writing %s failed", type(exporter).__name__, exc_info=True)
+        flags = dict.fromkeys(output.flag for output in exporter.outputs(config))
+        reason = (str(error).strip().splitlines() or [""])[-1] or type(error).__name__
+        raise RetrainError(f"cannot write {', '.join(flags) or type(exporter).__name__} ({type(error).__name__}: "
+                           f"{reason}); earlier outputs are kept") from None
 
 
 def _print_test_figures(test: Evaluation, objective: object, labels: LabelSet, config: RetrainConfig) -> None:
