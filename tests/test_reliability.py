@@ -3284,3 +3284,20 @@ def test_tensorflow_that_cannot_be_loaded_is_one_line(colour_tree: Path, tiny_mo
     assert result.stderr.strip().splitlines()[-1] == (
         "retrain: error: cannot load tensorflow (libtensorflow_cc.so.2: failed to map segment from shared object); "
         "if the memory this run may use is limited (ulimit -v), raise the limit, else reinstall it")
+
+
+def test_a_mount_made_while_the_table_is_watched_is_seen(tmp_path: Path) -> None:
+    """The table is read again only when the kernel marks /proc/self/mountinfo as changed (probe ZZC: reading it at
+    each write cost 5 ms at 1,621 mounts): mounts and unmounts after the watch began are seen all the same."""
+    tree, out = tmp_path / "photos", tmp_path / "out"
+    (tree / "blue").mkdir(parents=True)
+    out.mkdir()
+    script = (f"import subprocess; from retrain import mounts; tree, out = {str(tree)!r}, {str(out)!r}\n"
+              f"mounts.reset(); mounts.reset(); print(mounts.canonical(out))\n"
+              f"subprocess.run(['mount', '--bind', tree + '/blue', out], check=True)\n"
+              f"mounts.reset(); print(mounts.canonical(out))\n"
+              f"subprocess.run(['umount', out], check=True)\n"
+              f"mounts.reset(); print(mounts.canonical(out))")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == [str(out), str(tree / "blue"), str(out)], done.stdout + done.stderr
