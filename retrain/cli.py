@@ -47,11 +47,19 @@ def _unraisable(hook: Any) -> Any:
     return quiet
 
 
+# Said after "Too many open files" (probe YYY: under `ulimit -n 16`, that was the whole message).
+_OPEN_FILES_HINT = " (the process's limit on open files: raise it, e.g. ulimit -n 4096)"
+
+
 def _os_error_text(error: OSError) -> str:
     where = f" ({error.filename})" if error.filename else ""
-    limit = " (the process's limit on open files: raise it, e.g. ulimit -n 4096)" if error.errno == errno.EMFILE \
-        else ""  # (probe YYY: under `ulimit -n 16`, the whole message was "Too many open files")
-    return f"{error.strerror or error}{where}{limit}"
+    return f"{error.strerror or error}{where}{_OPEN_FILES_HINT if error.errno == errno.EMFILE else ''}"
+
+
+def _with_limit_hint(text: str) -> str:
+    """An error line that came of the limit on open files, wherever it was worded (`cannot read --image_dir ...:
+    Too many open files`, TensorFlow's own RestoreV2 error: probe ZZB), with the hint once."""
+    return f"{text}{_OPEN_FILES_HINT}" if "Too many open files" in text and "ulimit -n" not in text else text
 
 
 def _fill_closed_descriptors() -> None:
@@ -119,7 +127,7 @@ class _OneLineErrors(click.Command):
             _say(f"{prog}: error: {one_line(error.format_message())} (see {prog} --help)")
             sys.exit(error.exit_code)
         except RetrainError as error:
-            _say(f"{prog}: error: {one_line(str(error))}")
+            _say(f"{prog}: error: {_with_limit_hint(one_line(str(error)))}")
             sys.exit(error.exit_code)
         except OSError as error:  # the environment failed where no clearer message was prepared (`--help >/dev/full`)
             _say(f"{prog}: error: {one_line(_os_error_text(error))}")

@@ -3223,12 +3223,13 @@ def test_a_run_that_fails_after_training_puts_back_the_earlier_runs_intermediate
     assert invoke(label_image_command, ["--graph", str(folder / "intermediate_10.pb"), "--image", str(photo)]).stdout
 
 
-@pytest.mark.parametrize("failure", ["memory", "open files", "tensorflow"])
+@pytest.mark.parametrize("failure", ["memory", "open files", "tensorflow", "open files, worded"])
 def test_out_of_memory_or_open_files_during_the_exports_is_one_line_and_takes_the_set_back(
         colour_tree: Path, tiny_module: Path, outputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
         failure: str) -> None:
     """Probe YYY: under `ulimit -v`, TensorFlow's std::bad_alloc (a MemoryError) as the SavedModel was saved
     ended the run with a traceback; under `ulimit -n 16` the whole error was "Too many open files"."""
+    from retrain.errors import RetrainError
     from retrain.exporters.labels import Labels
 
     retrain(colour_tree, tiny_module, outputs)
@@ -3239,6 +3240,8 @@ def test_out_of_memory_or_open_files_during_the_exports_is_one_line_and_takes_th
             raise MemoryError("std::bad_alloc")
         if failure == "tensorflow":  # (probe ZZB: grappler's, as the TFLite converter shut down short of memory)
             raise RuntimeError("Resource temporarily unavailable")
+        if failure == "open files, worded":  # an error line of retrain's own words (ZZB: `cannot read --image_dir`)
+            raise RetrainError("cannot read --image_dir photos: Too many open files")
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(Labels, "write", short)
@@ -3248,7 +3251,9 @@ def test_out_of_memory_or_open_files_during_the_exports_is_one_line_and_takes_th
                      "open files": "retrain: error: Too many open files (the process's limit on open files: raise "
                                    "it, e.g. ulimit -n 4096); finished files are kept",
                      "tensorflow": "retrain: error: cannot write --output_labels (RuntimeError: Resource temporarily "
-                                   "unavailable); earlier outputs are kept"}[failure]
+                                   "unavailable); earlier outputs are kept",
+                     "open files, worded": "retrain: error: cannot read --image_dir photos: Too many open files (the "
+                                           "process's limit on open files: raise it, e.g. ulimit -n 4096)"}[failure]
     assert outputs["output_graph"].read_bytes() == earlier  # the set taken back
 
 
