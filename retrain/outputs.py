@@ -1143,12 +1143,12 @@ class Writes:
                     moved[folder] = now
         return moved
 
-    def _follow_moves(self) -> None:
-        """Rewrite the entries' paths (and the journal's) into the folders' places now (`_where_now`). A folder
-        that cannot be followed (removed; moved to another disk, which copies it; mounted over) is named in a
-        warning: what the run wrote there, and the earlier files it kept aside, are wherever that folder went."""
+    def _follow_moves(self, *, taking_back: bool = True) -> None:
+        """Rewrite the entries' paths (and the journal's) into the folders' places now (`_where_now`). When
+        `taking_back`, a folder that cannot be followed (removed; moved to another disk, which copies it; mounted
+        over) is named in a warning: what the run wrote there, and the earlier files kept aside, went with it."""
         moved = self._where_now()
-        for folder, fd in self._folders.items():
+        for folder, fd in self._folders.items() if taking_back else ():
             try:
                 here = os.path.samestat(os.stat(folder), os.fstat(fd))
             except OSError:  # nothing there now (probe ZZB: the warning was skipped for a folder gone)
@@ -1197,7 +1197,7 @@ class Writes:
         (OSError), before anything is deleted; an earlier file that cannot be deleted stays under its temporary
         name, which a later run removes (`remove_stale_temps`). A folder moved after its last write holds the
         whole set: it is kept where it is now."""
-        self._follow_moves()
+        self._follow_moves(taking_back=False)
         if self._journal is not None:
             self._journal.keep()
         self.kept = True
