@@ -1,15 +1,11 @@
 """`python -m retrain` is the `retrain` command."""
 
-import signal
-import sys
-
-from retrain.entry import in_utf8_mode
+from retrain.entry import in_utf8_mode, stopped_early
 
 try:
     in_utf8_mode(again=lambda: True)
 except KeyboardInterrupt:
-    print("\nretrain: interrupted", file=sys.stderr)
-    sys.exit(128 + signal.SIGINT)
+    stopped_early("retrain")
 
 from retrain.cli import retrain_command  # noqa: E402 - after the locale is settled
 

@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 
 def retrain_command() -> None:
@@ -79,20 +79,25 @@ def _console_script(path: str) -> bool:
         and all(_CONSOLE_SCRIPT_LINE.fullmatch(line) for line in lines)
 
 
+def stopped_early(prog: str) -> NoReturn:
+    """A Ctrl-C before the command's own handlers are in place (the re-exec's first moments, the imports: probe
+    QQQ, a traceback): one line, as the command says it, and its exit status."""
+    print(f"\n{prog}: interrupted", file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
+
+
 def _run(prog: str, name: str) -> None:
     try:
         in_utf8_mode(again=lambda: _console_script(sys.argv[0]))
-    except KeyboardInterrupt:  # (probe QQQ: a traceback from the re-exec's first moments)
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+    except KeyboardInterrupt:
+        stopped_early(prog)
     if hasattr(sys.stdout, "reconfigure"):  # a label stdout's encoding lacks is written escaped (\u732b), as the
         sys.stdout.reconfigure(errors="backslashreplace")  # log lines are, not a traceback (probe PPP)
     try:
         from retrain import cli  # the command installs its own handlers when it starts
         command = getattr(cli, name)
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+        stopped_early(prog)
     try:
         command()
         code: object = 0

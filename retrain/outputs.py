@@ -1081,6 +1081,15 @@ class _Replaced:
                    written=tuple(written) if written else None)
 
 
+def _at_its_path(folder: Path, fd: int) -> bool:
+    """Whether the folder open at `fd` is still the one at `folder`; False when nothing is there now (probe ZZB: a
+    folder gone was not said)."""
+    try:
+        return os.path.samestat(os.stat(folder), os.fstat(fd))
+    except OSError:
+        return False
+
+
 def _written_identity(path: Path) -> tuple[int, ...] | None:
     """What tells a file written apart from any other: device, inode, size and modification time (not the change
     time, which the rename into place moves); a folder's: device and inode."""
@@ -1121,11 +1130,7 @@ class Writes:
         while the run wrote its outputs): the next write would go to another folder of that name, or a new one,
         and the model would be split between two folders, exit 0 (probe YYY)."""
         for folder, fd in self._folders.items():
-            try:
-                same = os.path.samestat(os.stat(folder), os.fstat(fd))
-            except OSError:
-                same = False
-            if not same:
+            if not _at_its_path(folder, fd):
                 now = self._where_now().get(folder)
                 raise RetrainError(f"{folder}, where the run was writing its outputs, was moved, renamed or removed "
                                    "meanwhile; nothing more is written" + (
@@ -1149,12 +1154,8 @@ class Writes:
         over) is named in a warning: what the run wrote there, and the earlier files kept aside, went with it."""
         moved = self._where_now()
         for folder, fd in self._folders.items() if taking_back else ():
-            try:
-                here = os.path.samestat(os.stat(folder), os.fstat(fd))
-            except OSError:  # nothing there now (probe ZZB: the warning was skipped for a folder gone)
-                here = False
             written = [entry for entry in self.entries if Path(os.path.abspath(entry.path.parent)) == folder]
-            if folder not in moved and not here and written:
+            if folder not in moved and not _at_its_path(folder, fd) and written:
                 asides = ", ".join(entry.aside.name for entry in written if entry.aside is not None)
                 log.warning("cannot follow %s, where the run wrote outputs: it was removed, moved to another disk "
                             "or mounted over, so what the run wrote there (%s) is not taken back%s", folder,

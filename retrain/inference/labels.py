@@ -61,16 +61,9 @@ def _report_over(graph: Path) -> Path | None:
                 listed = [*files_now(report, data["run"]), *files_now(report, data["run"], key="intermediate_graphs")]
             except (KeyError, TypeError, ValueError, RetrainError):
                 continue
-            if any(_same_folder(file.parent, place.parent) for file in listed):
+            if among(place.parent, [file.parent for file in listed]):
                 return report
     return None
-
-
-def _same_folder(one: Path, other: Path) -> bool:
-    try:
-        return os.path.samefile(one, other)
-    except (OSError, ValueError):
-        return False
 
 
 def labels_for(graph: Path) -> Path:

@@ -57,10 +57,11 @@ _SYSTEM_FILES = frozenset(name.casefold() for name in ("Thumbs.db", "desktop.ini
 _SYSTEM_FOLDERS = frozenset(name.casefold() for name in (
     "__MACOSX", "$RECYCLE.BIN", "System Volume Information", "lost+found", "@eaDir", "#recycle", "#snapshot",
     "@Recycle", "@Recently-Snapshot", "@__thumb"))
+_SYSTEM_NAMES = _SYSTEM_FILES | _SYSTEM_FOLDERS
 
 
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.casefold() in _SYSTEM_FILES | _SYSTEM_FOLDERS
+    return name.startswith(".") or name.casefold() in _SYSTEM_NAMES
 
 
 def _passed_over(entry: os.DirEntry, system: list[str]) -> bool:
