@@ -382,12 +382,11 @@ def test_a_folder_written_again_after_the_kill_is_left(tmp_path: Path, caplog, m
     """The killed set's SavedModel was replaced again later (by a run that could not tell the set's process was
     dead: another host's within a day): that one stays, the earlier one is kept beside it. A folder was taken
     back whenever it held any folder retrain wrote, deleting or replacing a good model (probe CC)."""
-    from retrain import outputs
-    from retrain.outputs import replace_folder, take_back_killed
+    from retrain.outputs import replace_folder, take_back_killed, writing
 
     base = tmp_path / "base"
     killed_after(base, tmp_path, "base/saved")
-    monkeypatch.setattr(outputs, "remove_stale_temps", lambda path: None)  # a run that took the process for live
+    monkeypatch.setattr(writing, "remove_stale_temps", lambda path: None)  # a run that took the process for live
     replace_folder(base / "saved", lambda tmp: (tmp.mkdir(), (tmp / "saved_model.pb").write_bytes(b"later")),
                    flag="--saved_model_dir")
     monkeypatch.undo()

@@ -307,7 +307,7 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
     for folder in (shared / "L" / "tree", shared / "E", shared / "n", solo / "L" / "tree", solo / "U" / "tree",
                    solo / "W", solo / "m", solo / "b", *(shared / f"m{i}" for i in range(70))):
         folder.mkdir(parents=True)
-    later += ("; from retrain.outputs import _in_a_view; "
+    later += ("; from retrain.outputs.declared import _in_a_view; "
               f"print(_in_a_view(Path({str(inner / 'g.pb')!r}), Path({str(merged)!r})), "
               f"_in_a_view(Path({str(low / 'red' / 'g.pb')!r}), Path({str(one / 'merged')!r})), "
               f"_in_a_view(Path({str(tmp_path / 'elsewhere.pb')!r}), Path({str(merged)!r})), "
@@ -711,7 +711,7 @@ def test_a_run_is_refused_the_outputs_another_run_is_writing(colour_tree: Path, 
         first.wait()
     retrain(colour_tree, tiny_module, outputs)
     assert outputs["output_graph"].is_file()
-    from retrain.outputs import LOCK_ROOT
+    from retrain.outputs.holding import LOCK_ROOT
 
     locks = Path(LOCK_ROOT) / f"retrain-locks-{os.getuid()}"  # a run removes its lock files as it lets go
 
@@ -731,7 +731,7 @@ def test_a_run_lets_go_of_its_outputs_when_it_ends_or_is_refused(colour_tree: Pa
     with the same outputs would be refused, naming the notebook. Let go when the run ends, and when it is refused
     after taking them (here: a photo where the graph goes)."""
     from retrain import api
-    from retrain import outputs as written
+    from retrain.outputs import holding as written
 
     api.retrain(colour_tree, tfhub_module=str(tiny_module), how_many_training_steps=5, log_level=None, **outputs)
     assert written._HELD == []
@@ -787,7 +787,7 @@ def test_a_refusal_names_the_run_holding_the_output_over_a_killed_runs_lock_file
     hold = f"""
 import sys, time
 from pathlib import Path
-from retrain import outputs
+from retrain.outputs import holding as outputs
 outputs.LOCK_ROOT = {str(tmp_path)!r}
 outputs.hold_outputs([outputs.Output("--output_graph", Path({str(tmp_path / 'g.pb')!r}))])
 print("held", flush=True)
@@ -801,7 +801,7 @@ outputs.os._exit(0)  # as a killed run: no release
     try:
         assert running.stdout.readline() == "held\n"
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
+            patch.setattr("retrain.outputs.holding.LOCK_ROOT", str(tmp_path))
             with pytest.raises(UsageError, match=rf"another retrain run \(process {running.pid}\) is writing"):
                 hold_outputs([Output("--output_graph", tmp_path / "g.pb")])
     finally:
@@ -823,7 +823,7 @@ def test_a_run_writing_inside_or_around_another_runs_output_is_refused(tmp_path:
     hold = f"""
 import time
 from pathlib import Path
-from retrain import outputs
+from retrain.outputs import holding as outputs
 outputs.LOCK_ROOT = {str(tmp_path)!r}
 outputs.hold_outputs([outputs.Output("--saved_model_dir", Path({str(tmp_path / 'sm')!r}), kind="folder"),
                       outputs.Output("--output_graph", Path({str(tmp_path / 'a' / 'g.pb')!r})),
@@ -836,7 +836,7 @@ print("held", flush=True)
 time.sleep(60)
 """
     running = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
-    monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
+    monkeypatch.setattr("retrain.outputs.holding.LOCK_ROOT", str(tmp_path))
     try:
         assert running.stdout.readline() == "held\n"
         for output, where in [(Output("--summaries_dir", tmp_path / "sm" / "logs", kind="tree", exclusive=False),
@@ -890,7 +890,7 @@ def test_lock_files_killed_runs_left_are_removed_and_none_go_into_the_users_fold
     hold = f"""
 import sys, time
 from pathlib import Path
-from retrain import outputs
+from retrain.outputs import holding as outputs
 outputs.LOCK_ROOT = {str(tmp_path)!r}
 outputs.hold_outputs([outputs.Output("--output_graph", Path({str(tmp_path)!r}) / name) for name in sys.argv[2:]])
 print("held", flush=True)
@@ -905,7 +905,7 @@ outputs.os._exit(0)  # as a killed run: no release
     try:
         assert running.stdout.readline() == "held\n"
         (live,) = [path for path in locks.iterdir() if path.read_text().startswith(f"{running.pid}\n")]
-        monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
+        monkeypatch.setattr("retrain.outputs.holding.LOCK_ROOT", str(tmp_path))
         hold_outputs([Output("--output_graph", tmp_path / "e.pb")])
         release_outputs()
         assert list(locks.iterdir()) == [live]
@@ -915,7 +915,7 @@ outputs.os._exit(0)  # as a killed run: no release
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path / "no such folder"))
+    monkeypatch.setattr("retrain.outputs.holding.LOCK_ROOT", str(tmp_path / "no such folder"))
     monkeypatch.setattr(tempfile, "tempdir", str(work))  # what gettempdir gives when no temporary folder is writable
     hold_outputs([Output("--output_graph", tmp_path / "e.pb")])
     release_outputs()
@@ -941,7 +941,7 @@ def test_a_stop_while_tensorflow_loads_lets_go_of_the_outputs(colour_tree: Path,
         return real(**kwargs)
 
     locks = tmp_path / f"retrain-locks-{os.getuid()}"
-    monkeypatch.setattr("retrain.outputs.LOCK_ROOT", str(tmp_path))
+    monkeypatch.setattr("retrain.outputs.holding.LOCK_ROOT", str(tmp_path))
     monkeypatch.setattr(retrain.tfenv, "import_hub", signalled)
     result = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, **outputs), expect=143)
     assert result.stderr.strip().splitlines()[-1].startswith("retrain: terminated;")
@@ -982,7 +982,7 @@ def test_a_lock_file_another_run_looks_at_for_a_moment_does_not_refuse_a_run(tmp
     import errno
     import fcntl
 
-    from retrain import outputs as written
+    from retrain.outputs import holding as written
 
     monkeypatch.setattr(written, "LOCK_ROOT", str(tmp_path))
     real_flock, looked = fcntl.flock, []
@@ -1002,7 +1002,7 @@ def test_a_lock_file_another_run_looks_at_for_a_moment_does_not_refuse_a_run(tmp
 def test_a_run_whose_outputs_cannot_be_held_says_so(colour_tree: Path, tmp_path: Path, outputs, tiny_module: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file (or another user's folder) where the lock folder goes: the run went on unheld without a word."""
-    from retrain import outputs as written
+    from retrain.outputs import holding as written
 
     monkeypatch.setattr(written, "LOCK_ROOT", str(tmp_path))
     (tmp_path / f"retrain-locks-{os.getuid()}").write_text("")
