@@ -1,4 +1,4 @@
-"""The console scripts: `retrain` and `label-image`.
+"""The console scripts, `retrain` and `label-image`, and `python -m retrain`.
 
 A Ctrl-C while Python still loads the command line (click and retrain's flags, about a tenth of a second)
 ends with the one line a later one gives, not a traceback; from then on the command handles signals itself.
@@ -20,11 +20,17 @@ from typing import Any, NoReturn
 
 
 def retrain_command() -> None:
-    _run("retrain", "retrain_command")
+    _run("retrain", "retrain_command", again=lambda: _console_script(sys.argv[0]))
 
 
 def label_image_command() -> None:
-    _run("label-image", "label_image_command")
+    _run("label-image", "label_image_command", again=lambda: _console_script(sys.argv[0]))
+
+
+def retrain_module() -> None:
+    """`python -m retrain`: the same command, which exits the same way (it went through Python's finalization and
+    TensorFlow's teardown, where a SIGTERM or Ctrl-C killed it without a word)."""
+    _run("retrain", "retrain_command", again=lambda: True, prog_name="retrain")
 
 
 def in_utf8_mode(*, again: Callable[[], bool]) -> None:
@@ -86,9 +92,9 @@ def stopped_early(prog: str) -> NoReturn:
     sys.exit(128 + signal.SIGINT)
 
 
-def _run(prog: str, name: str) -> None:
+def _run(prog: str, name: str, *, again: Callable[[], bool], **options: Any) -> None:
     try:
-        in_utf8_mode(again=lambda: _console_script(sys.argv[0]))
+        in_utf8_mode(again=again)
     except KeyboardInterrupt:
         stopped_early(prog)
     if hasattr(sys.stdout, "reconfigure"):  # a label stdout's encoding lacks is written escaped (\u732b), as the
@@ -99,7 +105,7 @@ def _run(prog: str, name: str) -> None:
     except KeyboardInterrupt:
         stopped_early(prog)
     try:
-        command()
+        command(**options)
         code: object = 0
     except SystemExit as exit:
         code = exit.code

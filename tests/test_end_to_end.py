@@ -364,6 +364,25 @@ def test_a_signal_just_after_the_output_is_never_a_silent_kill(signum: int, colo
     assert child.returncode == 0 or stderr.rstrip().splitlines()[-1].startswith("label-image: "), stderr
 
 
+@pytest.mark.integration  # a real retrain process
+def test_python_m_retrain_exits_as_it_returns_too(colour_tree: Path, tiny_module: Path,
+                                                  outputs: dict[str, Path]) -> None:
+    """`python -m retrain` did not exit as the console scripts do: after its last line it went through Python's
+    finalization and TensorFlow's teardown (about a second), where a SIGTERM killed it without a word (-15)."""
+    child = subprocess.Popen([sys.executable, "-m", "retrain", *flags(image_dir=colour_tree, tfhub_module=tiny_module,
+                                                                      how_many_training_steps=5, **outputs)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in child.stdout:
+        if line.startswith("Wrote ") and "report.json" in line:  # the run's last line
+            break
+    time.sleep(0.3)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode in (0, 128 + signal.SIGTERM), (child.returncode, stderr)  # never a negative status
+    assert child.returncode == 0 or stderr.rstrip().splitlines()[-1].startswith("retrain: "), stderr
+
+
 def _default_sigint_site(folder: Path) -> Path:
     """A sitecustomize folder that gives the child Python's default SIGINT handler, as a terminal would."""
     site = folder / "site"
