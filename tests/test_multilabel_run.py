@@ -324,6 +324,34 @@ def test_new_thresholds_that_an_earlier_tflite_model_would_read_are_refused(tmp_
     invoke(retrain_command, [*run, "--learning_rate", "0.5", "--output_tflite", str(tflite)])
 
 
+def test_a_tflite_model_moved_without_its_thresholds_file_takes_those_its_report_records(tmp_path: Path,
+                                                                                       tiny_module: Path,
+                                                                                       outputs) -> None:
+    """A multi-label TFLite model moved with copies of its labels and report, as the README says (but not its
+    thresholds file): every label was judged at 0.5, with a warning, though the report beside it, which label-image
+    found for the labels, records the run's thresholds: labels dropped, exit 0 (probe ZZD)."""
+    image_dir = tmp_path / "photos"
+    table = colour_csv(image_dir, 40, lambda index, colour, _: f"{colour} bright" if index % 2 else colour)
+    tflite = outputs["output_graph"].parent / "m.tflite"
+    invoke(retrain_command, [*flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
+                                    how_many_training_steps=10, **outputs), "--output_tflite", str(tflite)])
+    photos = [str(path) for path in sorted(image_dir.glob("*.png"))[:12]]
+    here = json.loads(invoke(label_image_command, ["--graph", str(tflite), "--json", *photos]).stdout)
+    thresholds = [float(line) for line in thresholds_path(outputs["output_labels"]).read_text().split()]
+    assert any(value != 0.5 for value in thresholds)
+    moved = tmp_path / "deploy"
+    moved.mkdir()
+    for path in (tflite, outputs["output_labels"], outputs["output_labels"].with_name("report.json")):
+        (moved / path.name).write_bytes(path.read_bytes())
+    there = invoke(label_image_command, ["--graph", str(moved / "m.tflite"), "--json", *photos])
+    assert "WARNING" not in there.stderr, there.stderr
+    assert json.loads(there.stdout) == here
+    (moved / "report.json").unlink()  # nothing records them: 0.5, said
+    said = invoke(label_image_command, ["--graph", str(moved / "m.tflite"), "--labels",
+                                        str(moved / outputs["output_labels"].name), photos[0]]).stderr
+    assert "multi-label model without thresholds" in said and "using 0.5 for every label" in said
+
+
 def test_another_runs_thresholds_beside_a_tflite_models_labels_are_said(tmp_path: Path, tiny_module: Path,
                                                                          outputs) -> None:
     """Another run's thresholds file beside the labels (that of a run of the same labels, put back from a

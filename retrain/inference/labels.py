@@ -403,13 +403,20 @@ def read_labels(path: Path) -> list[str]:
 def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | None = None,
                   names: Sequence[str] = ()) -> np.ndarray | None:
     """A multi-label model's per-label thresholds: the model's own, else the file beside the labels (with a
-    warning when the report that lists the model at `graph` records others for these `names`), else 0.5."""
+    warning when the report that lists the model at `graph` records others for these `names`), else those that
+    report records (a TFLite model moved with copies of its labels and report: probe ZZD), else 0.5."""
     if not model.multi_label:
         return None
     if model.thresholds is not None and len(model.thresholds) == count:
         return model.thresholds
     path = thresholds_path(labels_path)
+    found = _run_report(_model(graph)) if graph is not None else None  # (read once for every question below)
+    recorded = _recorded_thresholds(found, names)
     if not path.exists():
+        if recorded and None not in recorded and not _an_intermediate_graph(graph, found):
+            log.info("thresholds from %s, the report of the run that wrote --graph %s (no %s beside the labels "
+                     "file)", found[0], graph, path)
+            return np.array(recorded, np.float32)
         log.warning("multi-label model without thresholds (no %s beside the labels file): using 0.5 for every "
                     "label", path)
         return np.full(count, 0.5, np.float32)
@@ -426,8 +433,6 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
     if not np.isfinite(values).all():
         raise RetrainError(f"{path} line {lines[int(np.argmin(np.isfinite(values)))][0]} is not a finite number; "
                            "retrain writes one finite number per line")
-    found = _run_report(_model(graph)) if graph is not None else None  # (read once for both questions)
-    recorded = _recorded_thresholds(found, names)
     known = [(value, mine) for value, mine in zip(values, recorded or []) if mine is not None]  # (each label's:
     if graph is not None and (_an_intermediate_graph(graph, found) or _its_intermediate_graph(graph, path)):
         log.warning("the thresholds in %s were chosen on validation for the final model of the run that wrote "
