@@ -2,7 +2,7 @@
 
 TensorFlow (and tensorflow_hub, through tf_keras) print CUDA and CPU-feature
 notices on import; they worry users and say nothing about their run. We hide
-them unless logging is at DEBUG, and replay them if the import itself fails.
+them unless logging is at DEBUG, and replay what else they print if the import itself fails.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ def stderr_captured(*, enabled: bool = True) -> Iterator[Callable[[], str]]:
             os.close(saved)
 
 
+# TensorFlow's start-up notices, printed by every import: not replayed when one fails (probe ZZD: under
+# `ulimit -v` they came before the one-line error, twice)
+_NOTICES = ("before absl::InitializeLog() is called", "oneDNN custom operations are on",
+            "Could not find cuda drivers", "cpu_feature_guard")
+
+
+def _without_notices(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not any(notice in line for notice in _NOTICES))
+
+
 def _quiet_import(name: str, *, verbose: bool) -> ModuleType:
     """Import a noisy module; on failure, show what it printed and re-raise."""
     if name in sys.modules:
@@ -48,7 +58,7 @@ def _quiet_import(name: str, *, verbose: bool) -> ModuleType:
             try:
                 __import__(name)
             except BaseException:
-                text = captured()
+                text = _without_notices(captured())
                 raise
     except BaseException as error:
         if sys.stderr is not None:

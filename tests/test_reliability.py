@@ -3285,15 +3285,23 @@ def test_tensorflow_that_cannot_be_loaded_is_one_line(colour_tree: Path, tiny_mo
                                                      tmp_path: Path) -> None:
     """Probe ZZZ: under `ulimit -v`, importing TensorFlow failed with a traceback ending "failed to map segment
     from shared object" (or a SystemError). Here the import fails as it did, through a package of that name put
-    first on the path."""
+    first on the path, which prints TensorFlow's start-up notices first: they came before the line (probe ZZD);
+    what else the import printed still comes."""
     shim = tmp_path / "shim" / "tensorflow"
     shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text('raise ImportError("libtensorflow_cc.so.2: failed to map segment from shared '
+    notices = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+               "I0000 00:00:1795882684.535594    2036 port.cc:153] oneDNN custom operations are on. You may see\n"
+               "I0000 00:00:1795882684.535902    2036 cudart_stub.cc:31] Could not find cuda drivers on your machine\n"
+               "E0000 00:00:1795882684.535903    2036 loader.cc:7] a reason of its own\n")
+    (shim / "__init__.py").write_text(f'import os; os.write(2, {notices.encode()!r})\n'
+                                      'raise ImportError("libtensorflow_cc.so.2: failed to map segment from shared '
                                       'object")\n')
     repo = Path(__file__).resolve().parents[1]
     result = run_script("-m", "retrain", *flags(image_dir=colour_tree, tfhub_module=tiny_module, **outputs),
                         env={"PYTHONPATH": f"{shim.parent}{os.pathsep}{repo}"}, check=1)
     assert "Traceback" not in result.stderr
+    assert "InitializeLog" not in result.stderr and "I0000" not in result.stderr, result.stderr
+    assert "loader.cc:7] a reason of its own" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "retrain: error: cannot load tensorflow (libtensorflow_cc.so.2: failed to map segment from shared object); "
         "if the memory this run may use is limited (ulimit -v), raise the limit, else reinstall it")
