@@ -265,6 +265,22 @@ def test_thresholds_with_no_validation_images_to_choose_them_on_are_said(tmp_pat
     assert set(thresholds_path(outputs["output_labels"]).read_text().split()) == {"0.5"}
 
 
+def test_a_label_with_no_validation_image_is_said_to_keep_the_threshold_half(tmp_path: Path, tiny_module: Path,
+                                                                             outputs) -> None:
+    """A label with training images but none in validation got the threshold 0.5 without a word, though the
+    README said it is said (probe ZZD)."""
+    table = colour_csv(tmp_path / "photos", 60, lambda index, colour, split:
+                       colour + (" dark" if index % 2 else "") + (" shiny" if split == "training" and index % 4 == 0
+                                                                    else ""))
+    result = invoke(retrain_command, flags(image_dir=tmp_path / "photos", labels_csv=table, tfhub_module=tiny_module,
+                                           how_many_training_steps=20, **outputs))
+    assert ("1 label(s) have no image in the validation split, so their threshold cannot be chosen there and is "
+            "0.5: 'shiny'") in result.stderr
+    names = outputs["output_labels"].read_text().split()
+    thresholds = thresholds_path(outputs["output_labels"]).read_text().split()
+    assert thresholds[names.index("shiny")] == "0.5"
+
+
 def test_thresholds_are_written_with_the_digits_that_read_back_the_same_float32() -> None:
     """label-image reads the thresholds file as float32: a threshold written short would move, and a score
     exactly at it would change sides."""

@@ -469,11 +469,16 @@ def frequency_baseline(*, train: SparseLabels, validation: SparseLabels | None =
                              validation_micro_f1=f1_at_k)
 
 
+def _some(names: Sequence[str], most: int = 10) -> str:
+    return ", ".join(repr(name) for name in names[:most]) + (", ..." if len(names) > most else "")
+
+
 def multi_label_set(examples: Sequence[Any], *, source: str, first: bool = True) -> Any:
     """Examples with any number of labels each -> a LabelSet whose targets are SparseLabels per split.
 
     Labels are sorted; an image with no label is a negative for every label. A
-    label with no training image is kept (it is never predicted) with a warning.
+    label with no training image is kept (it is never predicted) with a warning; so is one with no validation
+    image, whose threshold cannot be chosen (0.5).
     """
     from retrain.labels import LabelSet
     from retrain.labels.split import SPLITS
@@ -488,6 +493,11 @@ def multi_label_set(examples: Sequence[Any], *, source: str, first: bool = True)
         missing = [names[i] for i in np.flatnonzero(targets["training"].positives_per_label() == 0)]
         if missing:
             log.warning("%d label(s) have no training image and will never be predicted: %s", len(missing),
-                        ", ".join(repr(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else ""))
+                        _some(missing))
+        trained = targets["training"].positives_per_label() > 0
+        unchosen = [names[i] for i in np.flatnonzero(trained & (targets["validation"].positives_per_label() == 0))]
+        if unchosen and files["validation"]:  # (with no validation split at all, calibrate says it for every label)
+            log.warning("%d label(s) have no image in the validation split, so their threshold cannot be chosen "
+                        "there and is %g: %s", len(unchosen), NO_POSITIVE_THRESHOLD, _some(unchosen))
     return LabelSet(names=names, files=files, targets=targets, examples=tuple(examples), source=source,
                     multi_label=True)
