@@ -18,7 +18,8 @@ import click
 from retrain.config import (BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig,
                             RetrainConfig, check_no_effect)
 from retrain.errors import RECEIVED, STOP_SIGNALS, RetrainError, Terminated, stop_for
-from retrain.logs import ClosedStdout, commentary, one_line, setup_logging, to_null, warn_if_names_not_utf8
+from retrain.logs import (ClosedStdout, NamedStdout, commentary, one_line, setup_logging, to_null,
+                          warn_if_names_not_utf8)
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
 
 _R = RetrainConfig  # defaults are read from the config dataclasses, never repeated here
@@ -99,8 +100,7 @@ class _OneLineErrors(click.Command):
         prog = self.name or "retrain"
         _fill_closed_descriptors()
         stdout = sys.stdout
-        if stdout is None:  # started with stdout closed
-            sys.stdout = ClosedStdout()
+        sys.stdout = ClosedStdout() if stdout is None else NamedStdout(stdout)  # None: started with stdout closed
         RECEIVED.clear()
         _ENDED.clear()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal)}
@@ -154,8 +154,7 @@ class _OneLineErrors(click.Command):
                 signal.signal(signum, handler)
             RECEIVED.clear()  # a run of the Python API later in this process is not stopped by them
             sys.unraisablehook = hook
-            if stdout is None:
-                sys.stdout = stdout
+            sys.stdout = stdout
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """The classic tools' argparse habits: a unique prefix of a flag stands for it (`--how_many=500`), a

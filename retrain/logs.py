@@ -132,6 +132,33 @@ class ClosedStdout(io.TextIOBase):
         raise OSError(errno.EBADF, "stdout is closed")
 
 
+class NamedStdout:
+    """sys.stdout while a command runs: a write or flush that fails says it was stdout's (probe ZZD: `--help` or
+    label-image `>/dev/full` said only "No space left on device", as if a disk of the user's were full)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as error:
+            raise _on_stdout(error) from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as error:
+            raise _on_stdout(error) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _on_stdout(error: OSError) -> OSError:
+    return OSError(error.errno, f"cannot print to stdout: {error.strerror or error}")
+
+
 def to_null(descriptor: int) -> None:
     """Point file descriptor `descriptor` at /dev/null (a closed one is opened there)."""
     null = os.open(os.devnull, os.O_RDWR)
@@ -149,7 +176,8 @@ def commentary(*, quiet: bool = False) -> Iterator[None]:
     saved = sys.stdout, sys.stderr
     muted = threading.get_ident() if quiet else None
     if sys.stdout is not None and (muted is not None or not isinstance(sys.stdout, Commentary)):
-        sys.stdout = Commentary(sys.stdout, "stdout", muted=muted)
+        stream = sys.stdout.stream if isinstance(sys.stdout, NamedStdout) else sys.stdout  # (says it its own way)
+        sys.stdout = Commentary(stream, "stdout", muted=muted)
     if sys.stderr is not None and not isinstance(sys.stderr, Commentary):
         sys.stderr = Commentary(sys.stderr, "stderr")
     try:

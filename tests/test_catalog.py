@@ -72,7 +72,8 @@ def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about
                                                                                           stdout: str) -> None:
     """Printing is all these do: on a full device or a closed stdout (`>&-`, which exited 0 having printed
     nothing) they fail (exit 1) and say only why; "finished files are kept", the run's word, would be false here,
-    for nothing ran."""
+    for nothing ran. A full device is said to be stdout's (probe ZZD: "No space left on device" alone read as a
+    disk of the user's full)."""
     script = console_script(command[0])
     if stdout == "closed":
         result = subprocess.run(["bash", "-c", 'exec "$0" "$@" >&-', sys.executable, script, *command[1:]],
@@ -82,7 +83,7 @@ def test_a_table_or_help_that_cannot_be_printed_is_one_line_without_a_word_about
             result = subprocess.run([sys.executable, script, *command[1:]], stdout=full, stderr=subprocess.PIPE,
                                     text=True, timeout=60)
     assert result.returncode == 1
-    why = "No space left on device" if stdout == "full" else "stdout is closed"
+    why = "cannot print to stdout: No space left on device" if stdout == "full" else "stdout is closed"
     assert result.stderr == f"{command[0]}: error: {why}\n"
 
 
