@@ -33,6 +33,7 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
+from retrain.insight.report import cells
 from retrain.insight.run import (check_classic_labels_left, check_earlier_models, draw_pictures, print_table,
                                  report_run, warn_if_another_models_report)
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
@@ -396,12 +397,17 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
         predicted = test.predictions[row]
         if predicted.ndim == 0:  # one class per image
             if predicted != split.targets.ids[index]:
-                print(f"{one_line(str(split.paths[index])):>70}  {names[predicted]}")
+                print(f"{_right(one_line(str(split.paths[index])), 70)}  {names[predicted]}")
             continue
         truth = split.targets.rows([index])[0] > 0
         if not np.array_equal(predicted, truth):
             given, true = (" | ".join(names[i] for i in np.flatnonzero(row)) or "(none)" for row in (predicted, truth))
-            print(f"{one_line(str(split.paths[index])):>70}  {given}  (true: {true})")
+            print(f"{_right(one_line(str(split.paths[index])), 70)}  {given}  (true: {true})")
+
+
+def _right(text: str, width: int) -> str:
+    """`text` after spaces up to `width` terminal columns (probe ZZE: a CJK name stuck out by one a character)."""
+    return " " * max(0, width - cells(text)) + text
 
 
 def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> tuple[list[BottleneckStore], bool]:

@@ -1166,6 +1166,18 @@ def test_an_image_with_no_label_at_its_threshold_says_so(tmp_path: Path) -> None
     assert [r["labels"] for r in label_json(*common, "--image", str(photos["red"]))] == [[]]
 
 
+def test_labels_that_differ_only_in_unicode_form_are_printed_with_their_line(tmp_path: Path) -> None:
+    """Class folders `rosés` in its two Unicode forms (a copy from macOS beside one typed here) are two labels, as
+    retrain's table shows (`rosés #2`); label-image printed `rosés` twice with nothing to tell them apart (probe
+    ZZE). --json keeps the labels as they are."""
+    graph, labels = _write_colour_graph(tmp_path / "graph.pb"), tmp_path / "labels.txt"
+    labels.write_bytes("ros\u00e9s\nrose\u0301s\nblue\n".encode())
+    common = ["--graph", str(graph), "--labels", str(labels), "--image", str(_colour_photos(tmp_path)["red"])]
+    printed = [line.rsplit(" ", 1)[0] for line in invoke(label_image_command, common).stdout.splitlines()]
+    assert set(printed) == {"blue", "ros\u00e9s #1", "rose\u0301s #2"}, printed
+    assert {p["label"] for p in label_json(*common)[0]["predictions"]} == {"ros\u00e9s", "rose\u0301s", "blue"}
+
+
 def test_labels_are_read_exactly_as_retrain_wrote_them(tmp_path: Path) -> None:
     """Folders "cat", " cat", "cat " and "Cat" are four classes: their labels keep their spaces when read back."""
     from retrain.inference.labels import read_labels

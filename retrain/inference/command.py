@@ -31,6 +31,7 @@ from retrain.images import ImageError, load_image
 from retrain.inference.labels import (label_count, labels_for, read_labels, run_final_tensor_name, thresholds_of,
                                       warn_if_another_models_labels, warn_if_written_half)
 from retrain.inference.readers import Model, load_model, not_a_model
+from retrain.insight.report import table_names
 from retrain.labels.folder import image_files, label_image_extensions
 from retrain.logs import Skips
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, shown, spelt_otherwise
@@ -205,7 +206,8 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, 
     return [(labels[i], float(scores[i])) for i in order]
 
 
-def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholded: bool) -> None:
+def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholded: bool,
+                names: dict[str, str]) -> None:
     if header:  # one line whatever the name holds: a line break or other unprintable character is escaped
         image = record["image"]
         text = shown(image)  # bytes that are not UTF-8 as \x escapes
@@ -214,7 +216,7 @@ def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholde
         if thresholded and prediction["label"] not in record["labels"]:
             continue
         # str(np.float32) is what the classic label_image.py printed, e.g. "daisy 0.9273"
-        out.write(f"{prediction['label']} {str(np.float32(prediction['score']))}\n")
+        out.write(f"{names[prediction['label']]} {str(np.float32(prediction['score']))}\n")
     if thresholded and not record["labels"]:
         out.write("(no label at or above its threshold)\n")
     if header:
@@ -277,6 +279,7 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
     printed = 0
     failed: list[dict[str, Any]] = []
     skips = Skips(log, "--image ", more="" if config.json else "--json lists each")
+    names: dict[str, str] = {}  # each label as printed: `#N` after those that look alike (probe ZZE: `rosés` twice)
     for record in records(config, paths):
         if config.json:  # the array json.dump(indent=2) wrote, a record at a time: thousands of labels an image
             # kept every record until the end (1,000 images of 10,000 labels: 3 GB, and nothing printed for minutes)
@@ -289,7 +292,9 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
             if several:
                 skips.add(record["image"], record["error"])
         elif not config.json:
-            _write_text(out, record, header=several, thresholded="labels" in record and config.top_k is None)
+            names = names or table_names(read_labels(config.labels), width=None)
+            _write_text(out, record, header=several, thresholded="labels" in record and config.top_k is None,
+                        names=names)
     if config.json:
         out.write("\n]\n" if printed else "[]\n")
         out.flush()

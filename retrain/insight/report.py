@@ -225,15 +225,18 @@ def cut_middle(text: str | Sequence[str], kept: int) -> str:
     return "".join(text[:head]) + "…" + "".join(text[len(text) - (kept - head):])
 
 
-def table_names(labels: Sequence[str]) -> dict[str, str]:
-    """Each label as the table shows it: elided, and followed by its line in the labels file (`#N`) when another
-    would show alike (probe NNN: two long names elided to one, and `Café` in its two Unicode forms, gave two rows
-    of one name, one of them confused with itself)."""
-    shown = {label: _elide(label, _TABLE_LABEL_WIDTH) for label in labels}
+def table_names(labels: Sequence[str], *, width: int | None = _TABLE_LABEL_WIDTH) -> dict[str, str]:
+    """Each label as the table (or label-image, `width` None: whole) shows it: elided to `width` characters, and
+    followed by its line in the labels file (`#N`) when another would show alike (probe NNN: two long names elided
+    to one, and `Café` in its two Unicode forms, gave two rows of one name, one of them confused with itself)."""
+    def elided(label: str, room: int) -> str:
+        return label if width is None else _elide(label, room)
+
+    shown = {label: elided(label, width or 0) for label in labels}
     alike = Counter(unicodedata.normalize("NFC", name) for name in shown.values())
     for line, label in enumerate(labels, 1):
         if alike[unicodedata.normalize("NFC", shown[label])] > 1:
-            shown[label] = f"{_elide(label, _TABLE_LABEL_WIDTH - len(f' #{line}'))} #{line}"
+            shown[label] = f"{elided(label, (width or 0) - len(f' #{line}'))} #{line}"
     return shown
 
 
