@@ -406,7 +406,8 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
 
 
 def _right(text: str, width: int) -> str:
-    """`text` after spaces up to `width` terminal columns (probe ZZE: a CJK name stuck out by one a character)."""
+    """`text` after spaces up to `width` terminal columns (probe ZZE: a CJK name stuck out a column for each wide
+    character)."""
     return " " * max(0, width - cells(text)) + text
 
 
