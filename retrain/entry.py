@@ -15,7 +15,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 
@@ -29,8 +29,37 @@ def label_image_command() -> None:
 
 def retrain_module() -> None:
     """`python -m retrain`: the same command, which exits the same way (it went through Python's finalization and
-    TensorFlow's teardown, where a SIGTERM or Ctrl-C killed it without a word)."""
-    _run("retrain", "retrain_command", again=lambda: True, prog_name="retrain")
+    TensorFlow's teardown, where a SIGTERM or Ctrl-C killed it without a word). Run inside another program
+    (IPython's `%run -m retrain`, `runpy` in a script: probe ZZF, the host ended with it), it neither exits nor
+    starts the host again in UTF-8 mode: it ends as a function does, by SystemExit."""
+    if _started_as(getattr(sys, "orig_argv", []), "retrain"):
+        _run("retrain", "retrain_command", again=lambda: True, prog_name="retrain")  # (exits)
+        return
+    try:
+        in_utf8_mode(again=lambda: False)
+    except KeyboardInterrupt:
+        stopped_early("retrain")
+    from retrain.cli import retrain_command as command
+
+    command(prog_name="retrain")
+
+
+def _started_as(argv: Sequence[str], module: str) -> bool:
+    """Whether the command line that started this process (`sys.orig_argv`) is `python [options] -m module`."""
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if not arg.startswith("-") or arg == "-" or arg.startswith("--"):
+            return False  # a script, stdin, or a long option (none of which is -m)
+        for position, flag in enumerate(arg[1:], 2):
+            if flag in "mcWX":  # an option with a value: the rest of this argument, or the next one
+                value = arg[position:] or (argv[index + 1] if index + 1 < len(argv) else "")
+                if flag in "mc":
+                    return flag == "m" and value == module
+                index += 0 if arg[position:] else 1
+                break
+        index += 1
+    return False
 
 
 def in_utf8_mode(*, again: Callable[[], bool]) -> None:

@@ -383,6 +383,22 @@ def test_python_m_retrain_exits_as_it_returns_too(colour_tree: Path, tiny_module
     assert child.returncode == 0 or stderr.rstrip().splitlines()[-1].startswith("retrain: "), stderr
 
 
+def test_python_m_retrain_run_inside_another_program_ends_as_a_function_does(tmp_path: Path) -> None:
+    """`python -m retrain` exits as soon as the command returns; run inside another program (IPython's `%run -m
+    retrain`, runpy in a script) that exit ended the host, and a C locale's restart in UTF-8 mode ran the host's
+    script again (probe ZZF)."""
+    count = tmp_path / "count.txt"
+    host = tmp_path / "host.py"
+    host.write_text(f"import runpy, sys\nopen({str(count)!r}, 'a').write('x')\nsys.argv = ['retrain', '--help']\n"
+                    "try:\n    runpy.run_module('retrain', run_name='__main__', alter_sys=True)\n"
+                    "except SystemExit as end:\n    print('exit', end.code)\nprint('the host goes on')\n")
+    env = {**os.environ, "LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0"}
+    result = subprocess.run([sys.executable, str(host)], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("Usage: retrain"), result.stderr
+    assert result.stdout.rstrip().endswith("Show this message and exit.\nthe host goes on")
+    assert count.read_text() == "x"  # its own work done once
+
+
 def _default_sigint_site(folder: Path) -> Path:
     """A sitecustomize folder that gives the child Python's default SIGINT handler, as a terminal would."""
     site = folder / "site"

@@ -362,6 +362,18 @@ def test_a_tflite_model_moved_without_its_thresholds_file_takes_those_its_report
     there = invoke(label_image_command, ["--graph", str(moved / "m.tflite"), "--json", *photos])
     assert "WARNING" not in there.stderr, there.stderr
     assert json.loads(there.stdout) == here
+    report = json.loads((moved / "report.json").read_text())  # one label's threshold not recorded: 0.5 for it,
+    missing = next(iter(report["classes"]))  # said (probe ZZF: every label was judged at 0.5, said as if none were)
+    del report["classes"][missing]["threshold"]
+    (moved / "report.json").write_text(json.dumps(report))
+    partly = invoke(label_image_command, ["--graph", str(moved / "m.tflite"), "--json", *photos])
+    assert f"it records none for {missing!r}: 0.5 for those" in partly.stderr, partly.stderr
+    names = outputs["output_labels"].read_text().split()
+    expected = [value if name != missing else 0.5 for name, value in zip(names, thresholds)]
+    for record in json.loads(partly.stdout):
+        scores = {p["label"]: p["score"] for p in record["predictions"]}
+        assert set(record["labels"]) == {name for name, value in zip(names, expected)
+                                         if np.float32(scores[name]) >= np.float32(value)}
     (moved / "report.json").unlink()  # nothing records them: 0.5, said
     said = invoke(label_image_command, ["--graph", str(moved / "m.tflite"), "--labels",
                                         str(moved / outputs["output_labels"].name), photos[0]]).stderr

@@ -413,10 +413,13 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
     found = _run_report(_model(graph)) if graph is not None else None  # (read once for every question below)
     recorded = _recorded_thresholds(found, names)
     if not path.exists():
-        if recorded and None not in recorded and not _an_intermediate_graph(graph, found):
-            log.info("thresholds from %s, the report of the run that wrote --graph %s (no %s beside the labels "
-                     "file)", found[0], graph, path)
-            return np.array(recorded, np.float32)
+        if recorded and not _an_intermediate_graph(graph, found):
+            unrecorded = [name for name, value in zip(names, recorded) if value is None]
+            (log.warning if unrecorded else log.info)(
+                "thresholds from %s, the report of the run that wrote --graph %s (no %s beside the labels file)%s",
+                found[0], graph, path, f"; it records none for {', '.join(map(repr, unrecorded))}: 0.5 for those"
+                if unrecorded else "")  # (probe ZZF: one missing, and every label was judged at 0.5, unsaid)
+            return np.array([0.5 if value is None else value for value in recorded], np.float32)
         log.warning("multi-label model without thresholds (no %s beside the labels file): using 0.5 for every "
                     "label", path)
         return np.full(count, 0.5, np.float32)
