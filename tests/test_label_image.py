@@ -1178,6 +1178,33 @@ def test_labels_that_differ_only_in_unicode_form_are_printed_with_their_line(tmp
     assert {p["label"] for p in label_json(*common)[0]["predictions"]} == {"ros\u00e9s", "rose\u0301s", "blue"}
 
 
+def test_a_labels_file_replaced_while_label_image_runs_does_not_change_its_output(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """The labels are read once: a rerun of retrain replacing them while label-image went through a folder ended it
+    with a KeyError traceback, the printed names read a second time (probe ZZG)."""
+    import io
+
+    from retrain.config import LabelImageConfig
+    from retrain.inference import command
+
+    graph, labels = _write_colour_graph(tmp_path / "graph.pb"), tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    photos = _colour_photos(tmp_path)
+    read = command.records
+
+    def replaced_after_the_first(*args, **kwargs):
+        for index, record in enumerate(read(*args, **kwargs)):
+            if index == 0:
+                labels.write_text("rouge\nvert\nbleu\n")
+            yield record
+
+    monkeypatch.setattr(command, "records", replaced_after_the_first)
+    out = io.StringIO()
+    command.run(LabelImageConfig(graph=graph, labels=labels, images=tuple(photos.values())), out=out)
+    assert [line.split()[0] for line in out.getvalue().splitlines() if line and not line.startswith("==>")] \
+        and "rouge" not in out.getvalue() and "red" in out.getvalue()
+
+
 def test_labels_are_read_exactly_as_retrain_wrote_them(tmp_path: Path) -> None:
     """Folders "cat", " cat", "cat " and "Cat" are four classes: their labels keep their spaces when read back."""
     from retrain.inference.labels import read_labels

@@ -224,19 +224,23 @@ def _write_text(out: TextIO, record: dict[str, Any], *, header: bool, thresholde
     out.flush()
 
 
-def records(config: LabelImageConfig, paths: Sequence[Path] | None = None) -> Iterator[dict[str, Any]]:
+def records(config: LabelImageConfig, paths: Sequence[Path] | None = None, *,
+            shown: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
     """Classify every image: one record per image, in order, `{"image", "predictions"}` (best first,
     --top_k of them) or `{"image", "error"}` for an image that could not be decoded.
     `predictions` holds every label, unless --top_k is given, for --json and for a multi-label
     model (else the classic 5); for a multi-label model `labels` names those at or above their
     thresholds, best first.
 
-    `paths` are the image files when the caller has collected them from config.images already.
+    `paths` are the image files when the caller has collected them from config.images already; `shown`, if
+    given, gets each label as the text output shows it (`insight.report.table_names`), from the labels read once.
     """
     config = check(config)
     warn_if_written_half(config.graph, config.labels)
     paths = collect_images(config.images) if paths is None else paths
     labels = read_labels(config.labels)
+    if shown is not None:
+        shown.update(table_names(labels, width=None))
     model = load_model(config.graph, input_layer=config.input_layer, output_layer=config.output_layer,
                        final_name=run_final_tensor_name(config.graph) if config.output_layer else None)
     log.info("%s %s: %s", model.kind, config.graph, model.description)
@@ -280,7 +284,7 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
     failed: list[dict[str, Any]] = []
     skips = Skips(log, "--image ", more="" if config.json else "--json lists each")
     names: dict[str, str] = {}  # each label as printed: `#N` after those that look alike (probe ZZE: `rosés` twice)
-    for record in records(config, paths):
+    for record in records(config, paths, shown=names):
         if config.json:  # the array json.dump(indent=2) wrote, a record at a time: thousands of labels an image
             # kept every record until the end (1,000 images of 10,000 labels: 3 GB, and nothing printed for minutes)
             item = json.dumps(record, indent=2).replace("\n", "\n  ")
@@ -292,7 +296,6 @@ def run(config: LabelImageConfig, *, out: TextIO | None = None) -> int:
             if several:
                 skips.add(record["image"], record["error"])
         elif not config.json:
-            names = names or table_names(read_labels(config.labels), width=None)
             _write_text(out, record, header=several, thresholded="labels" in record and config.top_k is None,
                         names=names)
     if config.json:
