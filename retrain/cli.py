@@ -17,7 +17,7 @@ import click
 
 from retrain.config import (BOTTLENECK_DTYPES, DISTORTION_MODES, LOGGING_LEVELS, TOP_K, LabelImageConfig,
                             RetrainConfig, check_no_effect)
-from retrain.errors import RECEIVED, STOP_SIGNALS, RetrainError, Terminated, stop_for
+from retrain.errors import RECEIVED, STOP_SIGNALS, RetrainError, Terminated, stop_for, stops_held
 from retrain.logs import (ClosedStdout, NamedStdout, commentary, one_line, setup_logging, to_null,
                           warn_if_names_not_utf8)
 from retrain.names import EXPORT_INPUT_MEAN, EXPORT_INPUT_STD
@@ -31,7 +31,8 @@ def _on_signal(signum: int, _frame: Any) -> None:
     reports and drops the exception; the remembered signal still stops the run at its next safe point
     (`raise_if_stopped`), or once it returns."""
     RECEIVED.append(signum)
-    raise stop_for(signum)
+    if not stops_held():  # inside a TensorFlow call: raised as it returns (errors.stops_after)
+        raise stop_for(signum)
 
 
 def _exit_at_once(signum: int, _frame: Any) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
+from collections.abc import Iterator
 
 
 # The signals that stop a run as Ctrl-C does, with the word the run's last line says for each (SIGHUP only where
@@ -38,6 +40,29 @@ def raise_if_stopped() -> None:
     signal was received and its exception dropped. Only the main thread, where signal handlers run, raises."""
     if RECEIVED and threading.current_thread() is threading.main_thread():
         raise stop_for(RECEIVED[-1])
+
+
+# How deep the main thread is in TensorFlow calls during which a stop signal is only noted (`stops_after`).
+_HELD: list[bool] = []
+
+
+def stops_held() -> bool:
+    """Whether a stop signal is to be noted only, not raised where the program is (the CLI's handler asks)."""
+    return bool(_HELD)
+
+
+@contextlib.contextmanager
+def stops_after() -> Iterator[None]:
+    """A TensorFlow call that a stop signal must not break into: one that comes meanwhile is raised as the call
+    returns. Raised inside TensorFlow's own Python code, it left that code's state broken (probe ZZG: "AssertionError:
+    Concurrent access?" from tf_stack, a traceback and exit 1, for a SIGTERM during training). The call itself runs
+    in native code, where no handler runs anyway, so the stop comes no later."""
+    _HELD.append(True)
+    try:
+        yield
+    finally:
+        _HELD.pop()
+    raise_if_stopped()
 
 
 class RetrainError(Exception):

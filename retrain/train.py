@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from retrain.distortions import Distortions, crop_boxes, distort_tensors, sample_parameters
-from retrain.errors import RetrainError, raise_if_stopped
+from retrain.errors import RetrainError, raise_if_stopped, stops_after
 from retrain.images import ImageError, load_image
 from retrain.objectives import FIGURE_NAMES, SCORE_FLOOR, Evaluation
 from retrain.pool import thread_pool
@@ -182,7 +182,8 @@ class VectorSteps(_Layer):
             indices = self.data.targets.sample(self.random, steps * self.batch_size)
             features = self.data.vectors[indices].reshape(steps, self.batch_size, -1)
             targets = self.data.targets.batch(indices)
-            result = self._block(features, targets.reshape(steps, self.batch_size, *targets.shape[1:]))
+            with stops_after():
+                result = self._block(features, targets.reshape(steps, self.batch_size, *targets.shape[1:]))
             count -= steps
             tick(steps)
         loss, metric, logits = result
@@ -278,8 +279,9 @@ class ImageSteps(_Layer):
         for _ in range(count):
             indices = self.images.targets.sample(self.random, self.batch_size)
             drawn = sample_parameters(self.distortions, count=self.batch_size, rng=self.random)
-            result = self._step(self.images.pixels[indices], crop_boxes(drawn, margin=self.distortions.margin),
-                                drawn.flip, drawn.brightness, self.images.targets.batch(indices))
+            with stops_after():
+                result = self._step(self.images.pixels[indices], crop_boxes(drawn, margin=self.distortions.margin),
+                                    drawn.flip, drawn.brightness, self.images.targets.batch(indices))
             tick(1)
         loss, metric, logits = result
         return Last(loss=float(loss), metric=float(metric), logits=logits)

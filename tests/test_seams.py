@@ -208,3 +208,34 @@ def test_a_split_of_many_classes_is_evaluated_without_its_whole_score_matrix() -
     assert peak < 250e6, f"{peak / 1e6:.0f} MB to evaluate 20,000 images of 5,000 classes"  # KEEP_SCORES: 80 MB
     assert result.probabilities is None and result.count == 20000
     assert np.array_equal(result.predictions[-500:], np.argmax(head.logits(vectors[-500:]), axis=1))
+
+
+def test_a_stop_signal_during_a_training_step_is_raised_once_the_step_returns() -> None:
+    """The CLI's handler raised a SIGTERM wherever the program was, also inside TensorFlow's own Python code around
+    a training step, which it left broken: "AssertionError: Concurrent access?" from tf_stack, a traceback, exit 1
+    (probe ZZG). Now the step runs to its end and the stop comes as it returns."""
+    import signal
+
+    from retrain import cli, errors
+    from retrain.objectives import Softmax
+
+    random = np.random.default_rng(0)
+    data = Split(paths=tuple(Path(f"{i}.jpg") for i in range(40)),
+                 targets=ClassIds(np.arange(40) % 2, class_count=2), vectors=random.normal(size=(40, 8)))
+    steps = VectorSteps(data=data, head=initial_head(dim=8, classes=2, seed=0, objective=Softmax()),
+                        optimizer=Optimizer(learning_rate=0.1), batch_size=8, random=rng(0, "training"))
+    block, finished = steps._block, []
+
+    def signalled(*args: Any) -> Any:  # the signal arrives while the step runs
+        cli._on_signal(signal.SIGTERM, None)
+        finished.append(block(*args))
+        return finished[-1]
+
+    steps._block = signalled
+    errors.RECEIVED.clear()
+    try:
+        with pytest.raises(errors.Terminated):
+            steps.run(5, lambda _count: None)
+    finally:
+        errors.RECEIVED.clear()
+    assert len(finished) == 1  # the step ended; none began after it

@@ -32,7 +32,7 @@ from retrain.features.source import FeatureSource
 from retrain.features.store import BottleneckStore
 from retrain.images import ImageError, prepare_image, read_bytes
 from retrain.logs import warn_skipped
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, stops_after
 from retrain.pool import thread_pool, windowed
 from retrain.progress import Progress
 from retrain.tfenv import import_tensorflow
@@ -201,7 +201,8 @@ class ExtractionJob:
                 return item, None, str(error)
 
         def run_batch() -> None:
-            vectors = np.asarray(self._compute(rows), np.float32)
+            with stops_after():
+                vectors = np.asarray(self._compute(rows), np.float32)
             reasons = _unusable(vectors, self.store.dtype)  # a faulty module's NaN must not be cached, nor trained on
             for owner, reason in zip(owners, reasons):
                 if reason:
