@@ -31,8 +31,8 @@ def _on_signal(signum: int, _frame: Any) -> None:
     reports and drops the exception; the remembered signal still stops the run at its next safe point
     (`raise_if_stopped`), or once it returns."""
     RECEIVED.append(signum)
-    if not stops_held():  # inside a TensorFlow call: raised as it returns (errors.stops_after)
-        raise stop_for(signum)
+    if not stops_held() or len(RECEIVED) > 1:  # inside a TensorFlow call: raised as it returns (errors.stops_after),
+        raise stop_for(signum)  # unless it is the second (probe ZZH: the first fine-tuning step traces for seconds)
 
 
 def _exit_at_once(signum: int, _frame: Any) -> None:

@@ -32,7 +32,7 @@ def retrain_module() -> None:
     TensorFlow's teardown, where a SIGTERM or Ctrl-C killed it without a word). Run inside another program
     (IPython's `%run -m retrain`, `runpy` in a script: probe ZZF, the host ended with it), it neither exits nor
     starts the host again in UTF-8 mode: it ends as a function does, by SystemExit."""
-    if _started_as(getattr(sys, "orig_argv", []), "retrain"):
+    if _started_as(getattr(sys, "orig_argv", []), "retrain") and not sys.flags.inspect:  # (-i: its prompt after)
         _run("retrain", "retrain_command", again=lambda: True, prog_name="retrain")  # (exits)
         return
     try:
@@ -49,8 +49,11 @@ def _started_as(argv: Sequence[str], module: str) -> bool:
     index = 1
     while index < len(argv):
         arg = argv[index]
+        if arg == "--check-hash-based-pycs":  # Python's one long option with a value (probe ZZH)
+            index += 2
+            continue
         if not arg.startswith("-") or arg == "-" or arg.startswith("--"):
-            return False  # a script, stdin, or a long option (none of which is -m)
+            return False  # a script, stdin, or another long option (--help, --version: no module runs)
         for position, flag in enumerate(arg[1:], 2):
             if flag in "mcWX":  # an option with a value: the rest of this argument, or the next one
                 value = arg[position:] or (argv[index + 1] if index + 1 < len(argv) else "")

@@ -399,6 +399,25 @@ def test_python_m_retrain_run_inside_another_program_ends_as_a_function_does(tmp
     assert count.read_text() == "x"  # its own work done once
 
 
+def test_python_m_retrain_knows_its_own_command_line_from_a_hosts() -> None:
+    """Which command lines start `python -m retrain` as the process (exit at once, restart in UTF-8 mode) and which
+    are another program running it (probes ZZF, ZZH)."""
+    from retrain.entry import _started_as
+
+    own = [["-m", "retrain"], ["-mretrain"], ["-u", "-m", "retrain"], ["-um", "retrain"],
+           ["-X", "utf8", "-m", "retrain"], ["-Xutf8", "-m", "retrain"], ["-W", "ignore", "-m", "retrain"],
+           ["-E", "-s", "-m", "retrain", "--help"],
+           ["--check-hash-based-pycs", "default", "-m", "retrain"]]
+    other = [["script.py", "-m", "retrain"], ["-c", "import runpy", "-m", "retrain"], ["-m", "retrain.x"], ["-m"],
+             ["-X", "-m", "retrain"], ["--help"], []]
+    assert [_started_as(["python", *argv], "retrain") for argv in own] == [True] * len(own)
+    assert [_started_as(["python", *argv], "retrain") for argv in other] == [False] * len(other)
+    # `python -i -m retrain`: Python's prompt comes after the command, as after any module (it exited at once)
+    result = subprocess.run([sys.executable, "-i", "-m", "retrain", "--bogus"], input="print('the prompt came')\n",
+                            capture_output=True, text=True, timeout=60)
+    assert "the prompt came" in result.stdout and "No such option '--bogus'" in result.stderr, result
+
+
 def _default_sigint_site(folder: Path) -> Path:
     """A sitecustomize folder that gives the child Python's default SIGINT handler, as a terminal would."""
     site = folder / "site"

@@ -374,6 +374,10 @@ def test_a_tflite_model_moved_without_its_thresholds_file_takes_those_its_report
         scores = {p["label"]: p["score"] for p in record["predictions"]}
         assert set(record["labels"]) == {name for name, value in zip(names, expected)
                                          if np.float32(scores[name]) >= np.float32(value)}
+    report["classes"][missing]["threshold"] = float("nan")  # one not a finite number: as none (probe ZZH: taken)
+    (moved / "report.json").write_text(json.dumps(report))
+    said = invoke(label_image_command, ["--graph", str(moved / "m.tflite"), photos[0]]).stderr
+    assert f"it records none for {missing!r}: 0.5 for those" in said, said
     (moved / "report.json").unlink()  # nothing records them: 0.5, said
     said = invoke(label_image_command, ["--graph", str(moved / "m.tflite"), "--labels",
                                         str(moved / outputs["output_labels"].name), photos[0]]).stderr

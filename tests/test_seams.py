@@ -239,3 +239,20 @@ def test_a_stop_signal_during_a_training_step_is_raised_once_the_step_returns() 
     finally:
         errors.RECEIVED.clear()
     assert len(finished) == 1  # the step ended; none began after it
+
+
+def test_a_second_stop_signal_during_a_held_call_is_raised_at_once() -> None:
+    """An impatient user's second Ctrl-C exits at once even while a TensorFlow call holds the first (probe ZZH: the
+    first fine-tuning step, which traces for seconds, held both)."""
+    import signal
+
+    from retrain import cli, errors
+
+    errors.RECEIVED.clear()
+    try:
+        with pytest.raises(KeyboardInterrupt), errors.stops_after():  # (the held one, as the call returns)
+            cli._on_signal(signal.SIGINT, None)  # noted
+            with pytest.raises(KeyboardInterrupt):
+                cli._on_signal(signal.SIGINT, None)  # raised where the program is
+    finally:
+        errors.RECEIVED.clear()

@@ -493,7 +493,10 @@ def _recorded_thresholds(found: tuple[Path, dict[str, Any], str | None] | None,
 
 
 def _threshold(classes: Any, name: str) -> float | None:
+    """The threshold a report records for label `name`; None for none, or for one that is not a finite number (probe
+    ZZH: a NaN there, taken as it was, dropped its label)."""
     try:
-        return float(classes[name]["threshold"])
+        value = float(classes[name]["threshold"])
     except (KeyError, TypeError, ValueError, IndexError):
         return None
+    return value if np.isfinite(value) else None
