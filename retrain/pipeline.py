@@ -33,7 +33,7 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.insight.report import cells
+from retrain.insight.report import pad
 from retrain.insight.run import (check_classic_labels_left, check_earlier_models, draw_pictures, print_table,
                                  report_run, warn_if_another_models_report)
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
@@ -388,7 +388,8 @@ def _print_test_figures(test: Evaluation, objective: object, labels: LabelSet, c
 
 
 def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -> None:
-    """The classic listing: each test image whose prediction is wrong, with what was predicted."""
+    """The classic listing: each test image whose prediction is wrong, with what was predicted; paths aligned by
+    terminal columns (probe ZZE: a CJK name stuck out a column for each wide character)."""
     print("=== MISCLASSIFIED TEST IMAGES ===")
     if test.predictions is None:
         print("(too many test images and labels to list)")
@@ -397,18 +398,13 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
         predicted = test.predictions[row]
         if predicted.ndim == 0:  # one class per image
             if predicted != split.targets.ids[index]:
-                print(f"{_right(one_line(str(split.paths[index])), 70)}  {names[predicted]}")
+                print(f"{pad(one_line(str(split.paths[index])), 70, right=True)}  {names[predicted]}")
             continue
         truth = split.targets.rows([index])[0] > 0
         if not np.array_equal(predicted, truth):
             given, true = (" | ".join(names[i] for i in np.flatnonzero(row)) or "(none)" for row in (predicted, truth))
-            print(f"{_right(one_line(str(split.paths[index])), 70)}  {given}  (true: {true})")
+            print(f"{pad(one_line(str(split.paths[index])), 70, right=True)}  {given}  (true: {true})")
 
-
-def _right(text: str, width: int) -> str:
-    """`text` after spaces up to `width` terminal columns (probe ZZE: a CJK name stuck out a column for each wide
-    character)."""
-    return " " * max(0, width - cells(text)) + text
 
 
 def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> tuple[list[BottleneckStore], bool]:

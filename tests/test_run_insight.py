@@ -146,11 +146,10 @@ def test_report_json_counts_the_test_split_not_the_test_batch_sample(colour_tree
 def test_the_misclassified_listing_lines_up_wide_file_names_by_their_columns() -> None:
     """The classic listing right-aligns each path to 70 columns: `玫瑰 16.jpg` stuck out by one a CJK character
     (probe ZZE), padded by characters."""
-    from retrain.insight.report import cells
-    from retrain.pipeline import _right
+    from retrain.insight.report import cells, pad
 
     for name in ("photos/roses/玫瑰 16.jpg", "photos/daisy/d.jpg", "photos/e\u0301clair.jpg", "x" * 80):
-        shown = _right(name, 70)
+        shown = pad(name, 70, right=True)
         assert shown.endswith(name) and cells(shown) == max(70, cells(name)), (name, cells(shown))
 
 

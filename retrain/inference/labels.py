@@ -400,6 +400,10 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
+# A label's threshold when nothing records one (no thresholds file, no report that lists the model).
+_UNKNOWN_THRESHOLD = 0.5
+
+
 def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | None = None,
                   names: Sequence[str] = ()) -> np.ndarray | None:
     """A multi-label model's per-label thresholds: the model's own, else the file beside the labels (with a
@@ -414,15 +418,16 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
     recorded = _recorded_thresholds(found, names)
     if not path.exists():
         if recorded and not _an_intermediate_graph(graph, found):
+            # (probe ZZF: with one label's missing, every label was judged at 0.5, unsaid)
             unrecorded = [name for name, value in zip(names, recorded) if value is None]
+            those = f"; it records none for {', '.join(map(repr, unrecorded))}: {_UNKNOWN_THRESHOLD:g} for those"
             (log.warning if unrecorded else log.info)(
                 "thresholds from %s, the report of the run that wrote --graph %s (no %s beside the labels file)%s",
-                found[0], graph, path, f"; it records none for {', '.join(map(repr, unrecorded))}: 0.5 for those"
-                if unrecorded else "")  # (probe ZZF: one missing, and every label was judged at 0.5, unsaid)
-            return np.array([0.5 if value is None else value for value in recorded], np.float32)
-        log.warning("multi-label model without thresholds (no %s beside the labels file): using 0.5 for every "
-                    "label", path)
-        return np.full(count, 0.5, np.float32)
+                found[0], graph, path, those if unrecorded else "")
+            return np.array([_UNKNOWN_THRESHOLD if value is None else value for value in recorded], np.float32)
+        log.warning("multi-label model without thresholds (no %s beside the labels file): using %g for every "
+                    "label", path, _UNKNOWN_THRESHOLD)
+        return np.full(count, _UNKNOWN_THRESHOLD, np.float32)
     try:
         lines = [(number, line) for number, line in enumerate(read_bytes(path).decode("ascii").splitlines(), 1)
                  if line.strip()]

@@ -208,9 +208,11 @@ def cells(text: str) -> int:
                for ch in text)
 
 
-def pad(text: str, width: int) -> str:
-    """`text` followed by spaces up to `width` columns, so table columns line up whatever its characters."""
-    return text + " " * max(0, width - cells(text))
+def pad(text: str, width: int, *, right: bool = False) -> str:
+    """`text` followed (or, `right`-aligned, preceded) by spaces up to `width` columns, so table columns line up
+    whatever its characters."""
+    room = " " * max(0, width - cells(text))
+    return room + text if right else text + room
 
 
 def _elide(text: str, width: int) -> str:

@@ -490,11 +490,11 @@ def multi_label_set(examples: Sequence[Any], *, source: str, first: bool = True)
     targets = {split: SparseLabels.from_names([e.labels for e in examples if e.split == split], vocabulary=names)
                for split in SPLITS}
     if first:
-        missing = [names[i] for i in np.flatnonzero(targets["training"].positives_per_label() == 0)]
+        trained = targets["training"].positives_per_label() > 0
+        missing = [names[i] for i in np.flatnonzero(~trained)]
         if missing:
             log.warning("%d label(s) have no training image and will never be predicted: %s", len(missing),
                         _some(missing))
-        trained = targets["training"].positives_per_label() > 0
         unchosen = [names[i] for i in np.flatnonzero(trained & (targets["validation"].positives_per_label() == 0))]
         if unchosen and files["validation"]:  # (with no validation split at all, calibrate says it for every label)
             log.warning("%d label(s) have no image in the validation split, so their threshold cannot be chosen "
