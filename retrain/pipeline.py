@@ -139,10 +139,11 @@ def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
         with held_back() as walk_said:
             labels = label_source(config, given=given).scan()
             try:
-                _check_outputs(config, labels, outputs, requested)
+                _check_output_paths(config, labels, outputs, requested)
             except RetrainError:
-                walk_said.drop()  # a refusal of an output: the photos' warnings would only bury it (probe ZZD)
+                walk_said.drop()  # a refused path: the photos' warnings would only bury it (probe ZZD)
                 raise
+            _check_earlier_models(outputs, labels)  # its refusals turn on the labels, which the warnings explain
         warn_if_another_models_report(config.output_labels)  # once the run is sure to go on (probe TT)
     except BaseException:
         release_outputs()
@@ -150,10 +151,10 @@ def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
     return Plan(labels=labels, run_folder=run_folder, exporters=requested, outputs=tuple(outputs))
 
 
-def _check_outputs(config: RetrainConfig, labels: LabelSet, outputs: Sequence[Output],
-                   requested: Sequence[formats.Exporter]) -> None:
-    """The checks of the outputs that need the labels: none of them creates a folder (what first writes there
-    does), so a refused run leaves nothing behind."""
+def _check_output_paths(config: RetrainConfig, labels: LabelSet, outputs: Sequence[Output],
+                        requested: Sequence[formats.Exporter]) -> None:
+    """The checks of the output paths that need the photos' list: none of them creates a folder (what first
+    writes there does), so a refused run leaves nothing behind."""
     # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
     check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
                       covered=config.image_dir if config.labels_csv is None else None, walked=labels.walked)
@@ -164,7 +165,6 @@ def _check_outputs(config: RetrainConfig, labels: LabelSet, outputs: Sequence[Ou
         exporter.check(config)
     check_writable_dir(config.summaries_dir, flag="--summaries_dir")
     check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
-    _check_earlier_models(outputs, labels)
 
 
 def _check_earlier_models(outputs: Sequence[Output], labels: LabelSet) -> None:

@@ -194,8 +194,9 @@ def test_output_in_missing_folder(colour_tree: Path, tiny_module: Path, outputs,
 
 def test_a_refused_output_is_said_alone_and_the_photos_warnings_come_with_a_run(
         colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
-    """The walk's warnings are held until the outputs are checked: a refused output is the one line (probe ZZD:
-    a class folder's warning came before it); a run, or a refusal of the photos themselves, says them."""
+    """The walk's warnings are held until the outputs are checked: a refused output path is the one line (probe
+    ZZD: a class folder's warning came before it); a run, or a refusal that turns on the classes found (an
+    earlier model's, the photos' own), says them."""
     (colour_tree / "notes").mkdir()
     (colour_tree / "notes" / "readme.txt").write_text("not a photo")
     warning = f"class folder {colour_tree / 'notes'} has no images"
@@ -205,8 +206,10 @@ def test_a_refused_output_is_said_alone_and_the_photos_warnings_come_with_a_run(
     assert refused.stderr.splitlines() == [f"retrain: error: --output_graph {graph}: folder {graph.parent} does "
                                            "not exist; create it or choose another --output_graph"]
     assert warning in invoke(retrain_command, args).stderr
-    for colour in ("green", "blue"):
-        shutil.rmtree(colour_tree / colour)
+    shutil.rmtree(colour_tree / "green")
+    other_labels = invoke(retrain_command, args + ["--output_graph", str(tmp_path / "other.pb")], expect=2)
+    assert warning in other_labels.stderr and "of the earlier model that" in other_labels.stderr.splitlines()[-1]
+    shutil.rmtree(colour_tree / "blue")
     one_class = invoke(retrain_command, args, expect=1).stderr.splitlines()
     assert warning in one_class[0] and one_class[-1].startswith("retrain: error: found 1 class folder with images")
 
