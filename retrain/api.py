@@ -158,7 +158,7 @@ def _image_list(images: object) -> list[Any] | tuple[Any, ...]:
         return images
     if isinstance(images, Iterable) and not isinstance(images, (bytes, bytearray)):
         return list(images)
-    raise UsageError(f"--images must be a path or a list of paths, got {images!r}")
+    raise UsageError(f"images must be a path or a list of paths, got {images!r}")
 
 
 def _checked_images(config: LabelImageConfig) -> list[Path]:

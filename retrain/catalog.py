@@ -36,13 +36,14 @@ class CatalogEntry:
 
 
 _IMAGENET = "https://tfhub.dev/google/imagenet/{}/feature_vector/5"
+DEFAULT_MODULE = _IMAGENET.format("inception_v3")  # the classic retrain.py's default --tfhub_module
 _EFFICIENTNET = "https://tfhub.dev/tensorflow/efficientnet/{}/feature-vector/1"
 _EFFICIENTNET_V2 = "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet1k_{}/feature_vector/2"
 
 
 def _entries() -> tuple[CatalogEntry, ...]:
     rows = [
-        CatalogEntry("inception_v3", _IMAGENET.format("inception_v3"), 299, "Inception V3 (the default), 2048-d"),
+        CatalogEntry("inception_v3", DEFAULT_MODULE, 299, "Inception V3 (the default), 2048-d"),
         CatalogEntry("inception_resnet_v2", _IMAGENET.format("inception_resnet_v2"), 299, "Inception-ResNet V2, 1536-d"),
         *(CatalogEntry(f"resnet_{v}_{d}", _IMAGENET.format(f"resnet_{v}_{d}"), 224, f"ResNet {v.upper()}-{d}, 2048-d")
           for v in ("v1", "v2") for d in (50, 101, 152)),

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrain.catalog import hub_cache_dir
+from retrain.catalog import DEFAULT_MODULE, hub_cache_dir
 from retrain.errors import RetrainError, UsageError
+from retrain.logs import LEVELS
 from retrain.names import (EXPORT_INPUT_MEAN, EXPORT_INPUT_STD, FINAL_TENSOR_NAME, NODE_NAME, RESERVED_NODE_NAMES,
                            RESERVED_NODE_SCOPE, in_locale, shown, valid_name)
 
@@ -31,8 +32,7 @@ __all__ = ["RetrainConfig", "LabelImageConfig", "RetrainError", "UsageError", "E
            "EXPORT_INPUT_STD", "DEFAULT_MODULE", "LOGGING_LEVELS", "DISTORTION_MODES", "TFLITE_QUANTIZATIONS",
            "WORKERS"]
 
-DEFAULT_MODULE = "https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5"
-LOGGING_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL")
+LOGGING_LEVELS = tuple(LEVELS)  # the names --logging_verbosity takes
 DISTORTION_MODES = ("cached", "on_the_fly")
 BOTTLENECK_DTYPES = ("float32", "float16")
 # TFLite variants: float32 as trained; float16 weights; dynamic-range (int8 weights, float
@@ -259,8 +259,9 @@ _PATH_FIELDS = ("image_dir", "output_graph", "output_labels", "summaries_dir", "
                 "output_tfjs")
 # Path flags that name a file (a checkpoint's prefix too), with a name to suggest: a trailing slash, `.` or `..`
 # would make Path() name the folder itself, or the file beside it (`ck/` became the checkpoint `ck.index`).
-_FILE_FIELDS = {"output_graph": "output_graph.pb", "output_labels": "output_labels.txt",
-                "checkpoint_path": "_retrain_checkpoint", "output_tflite": "model.tflite"}
+_FILE_FIELDS = {**{name: getattr(RetrainConfig, name).name for name in ("output_graph", "output_labels",
+                                                                       "checkpoint_path")},
+                "output_tflite": "model.tflite"}
 # Path flags whose empty value means "not set", as the classic `--saved_model_dir ''` did.
 _UNSET_WHEN_EMPTY = frozenset({"saved_model_dir", "output_tflite", "output_tfjs", "labels_csv"})
 
@@ -293,7 +294,8 @@ def _check_types(config: object) -> None:
         items = _ITEM_TYPES.get(kind)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds) or \
                 (items and not all(isinstance(item, items) for item in value)):
-            raise UsageError(f"--{field.name} must be {wanted}, got {value!r}")
+            named = "images" if field.name == "images" else f"--{field.name}"  # the API's keyword: flag --image
+            raise UsageError(f"{named} must be {wanted}, got {value!r}")
         if kind in _NUMBERS:  # a Fraction, a NumPy scalar: the plain Python number
             try:
                 object.__setattr__(config, field.name, _NUMBERS[kind](value))
@@ -513,13 +515,15 @@ def check_no_effect(config: RetrainConfig, *, given: Collection[str] = ()) -> No
              ("--label_delimiter", "label_delimiter", "%r", "--labels_csv (classes come from the folder names)",
               config.labels_csv is not None),
              ("--tflite_representative_images", "tflite_representative_images", "%d",
-              "int8 in --tflite_quantization", "int8" in config.tflite_quantization),
+              "int8 in --tflite_quantization" if config.output_tflite else
+              "--output_tflite PATH with int8 in --tflite_quantization",
+              config.output_tflite is not None and "int8" in config.tflite_quantization),
              ("--tflite_quantization", "tflite_quantization", "%s", "--output_tflite PATH",
               config.output_tflite is not None)]
     for flag, name, form, needed, active in needs:
         value = getattr(config, name)
         if not active and (value != getattr(RetrainConfig, name) or name in given):
-            shown = form % (",".join(value) if isinstance(value, tuple) else value)
+            shown = form % ((",".join(value) or "(empty)") if isinstance(value, tuple) else value)
             raise UsageError(f"{flag} {shown} has no effect without {needed}; add it or drop {flag}")
 
 
@@ -562,15 +566,11 @@ def _check_distortions(config: RetrainConfig) -> None:
 
 
 def _check_tflite(config: RetrainConfig) -> None:
-    """--tflite_quantization names known variants, once each, and it and the calibration size only with
-    --output_tflite (the calibration size only with int8: `_check_no_effect`)."""
+    """--tflite_quantization names known variants, once each (without --output_tflite, it and the calibration
+    size are refused by `check_no_effect`)."""
     quantizations, images = tuple(config.tflite_quantization), config.tflite_representative_images
     spelled = ",".join(quantizations) or "(empty)"
     if config.output_tflite is None:
-        if quantizations != RetrainConfig.tflite_quantization:
-            raise UsageError(f"--tflite_quantization {spelled} needs --output_tflite PATH")
-        if images != RetrainConfig.tflite_representative_images:
-            raise UsageError(f"--tflite_representative_images {images} needs --output_tflite PATH")
         return
     unknown = [q for q in quantizations if q not in TFLITE_QUANTIZATIONS]
     if unknown or not quantizations or len(set(quantizations)) != len(quantizations):

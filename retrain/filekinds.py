@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrain.names import IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATURE, report_path
+from retrain.names import FINAL_TENSOR_NAME, IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATURE, report_path
+from retrain.objectives import OBJECTIVES
 
 
 MAX_GRAPH_NODES = 2_000_000  # more than any real frozen graph holds: a file with more is judged not to be ours
@@ -105,7 +106,8 @@ def _const_shape(data: Any, node: tuple[int, int]) -> list[int] | None:
 
 
 _PASSED = (b"Identity", b"FakeQuantWithMinMaxVars", b"FakeQuantWithMinMaxArgs")  # a read; a quantized layer's
-_LAYER_OPS = frozenset({*_PASSED, b"Add", b"AddV2", b"BiasAdd", b"Const", b"Softmax", b"Sigmoid"})  # walked
+_LAYER_OPS = frozenset({*_PASSED, b"Add", b"AddV2", b"BiasAdd", b"Const",  # walked
+                        *(objective.output_op.encode() for objective in OBJECTIVES)})
 
 
 def graph_class_count(data: Any, final: str) -> int | None:
@@ -136,7 +138,7 @@ def graph_class_count(data: Any, final: str) -> int | None:
                 name = node[1][0]
             return None
 
-        score = next((node for name in dict.fromkeys([final.encode(), b"final_result"])
+        score = next((node for name in dict.fromkeys([final.encode(), FINAL_TENSOR_NAME.encode()])
                       if (node := nodes.get(name)) is not None and node[0] in _SCORE_OPS and node[1]), None)
         logits = score and source(score[1][0])
         if not logits or logits[0] not in (b"Add", b"AddV2", b"BiasAdd"):
@@ -176,7 +178,7 @@ def is_saved_model_file(path: Path) -> bool:
     return path.name == "saved_model.pb" and head(path, 1) == b"\x08"
 
 
-SCORE_OPS = ("Softmax", "Sigmoid")  # what a classifier's output node is, when it is not named
+SCORE_OPS = tuple(objective.output_op for objective in OBJECTIVES)  # a classifier's output node, when not named
 _SCORE_OPS = tuple(op.encode() for op in SCORE_OPS)  # as graph_nodes reads them
 
 
@@ -191,7 +193,7 @@ def is_retrain_graph(data: Any, final: str, path: Path | None = None, report: Pa
         scores = {name for name, op in graph_nodes(data) if op in _SCORE_OPS}
     except ValueError:
         return False
-    if scores & {b"final_result", final.encode()}:
+    if scores & {FINAL_TENSOR_NAME.encode(), final.encode()}:
         return True
     return bool(scores) and path is not None and any(
         name.encode() in scores for name in reported_final_names(data, path, report))
@@ -504,7 +506,7 @@ def looks_like(data: Any) -> str:
     if is_tflite(data):
         return "another TFLite model"
     if is_graph_def(data):  # retrain's own, at another flag's path (--output_tflite), is said so
-        return "a frozen graph retrain wrote" if is_retrain_graph(data, "final_result") else \
+        return "a frozen graph retrain wrote" if is_retrain_graph(data, FINAL_TENSOR_NAME) else \
             "another model's frozen graph"
     if is_text(data):
         return "a JSON file" if is_json(data) else "a text file"

@@ -43,7 +43,7 @@ JPEG_MAX_PIXELS = 2 * MAX_PIXELS
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 
-_ORIENTATION = 0x0112  # the EXIF tag
+ORIENTATION_TAG = 0x0112  # the EXIF tag
 _TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                8: Image.Transpose.ROTATE_90}  # each EXIF orientation's turn, as ImageOps.exif_transpose's
@@ -152,7 +152,7 @@ def _upright(image: Image.Image) -> Image.Image:
     the metadata, which can fail on a malformed block and lose an orientation that was read); an EXIF block
     that cannot be read leaves the pixels as stored."""
     try:
-        method = _TRANSPOSES.get(image.getexif().get(_ORIENTATION, 1))  # (6.0 counts as 6, as in Pillow)
+        method = _TRANSPOSES.get(image.getexif().get(ORIENTATION_TAG, 1))  # (6.0 counts as 6, as in Pillow)
     except Exception:  # noqa: BLE001 - broken metadata must not cost a good image
         return image
     return image if method is None else image.transpose(method)

@@ -68,10 +68,11 @@ SCORE_FLOOR = 1e-30
 class Softmax:
     """One class per image: softmax over classes, mean cross-entropy, accuracy (the classic objective)."""
 
-    label_smoothing: float = 0.0
     name: str = "softmax"
     headline: str = "accuracy"  # the metric of the classic log lines: "Step N: Train accuracy = X%"
-    output_op: str = "Softmax"
+    output_op: str = "Softmax"  # the exported graph's score node (its op in a TFLite model: tflite_op)
+    tflite_op: str = "SOFTMAX"
+    multi_label: bool = False
 
     def activation(self, logits: Any, *, name: str | None = None) -> Any:
         return import_tensorflow().nn.softmax(logits, name=name)
@@ -83,11 +84,6 @@ class Softmax:
 
     def loss(self, logits: Any, targets: Any) -> Any:
         tf = import_tensorflow()
-        if self.label_smoothing:
-            classes = tf.shape(logits)[1]
-            smooth = tf.one_hot(targets, classes) * (1.0 - self.label_smoothing) + \
-                self.label_smoothing / tf.cast(classes, tf.float32)
-            return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(smooth, logits))
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
 
     def batch_metric(self, logits: Any, targets: Any) -> Any:
@@ -134,6 +130,8 @@ class Sigmoid:
     name: str = "sigmoid"
     headline: str = "micro_f1"
     output_op: str = "Sigmoid"
+    tflite_op: str = "LOGISTIC"
+    multi_label: bool = True
 
     def activation(self, logits: Any, *, name: str | None = None) -> Any:
         return import_tensorflow().math.sigmoid(logits, name=name)
@@ -158,7 +156,7 @@ class Sigmoid:
         return np.exp(-np.logaddexp(0.0, -logits)).astype(np.float32)
 
     def evaluate(self, chunks: Chunks, *, thresholds: np.ndarray | None = None) -> Evaluation:
-        from retrain.labels.multilabel import LabelStats
+        from retrain.labels.multilabel import DEFAULT_THRESHOLD, LabelStats
 
         stats, kept, indices, entropy, count = None, _Kept(), [], 0.0, 0
         for probabilities, truth, rows in chunks:
@@ -176,9 +174,10 @@ class Sigmoid:
         if stats is None:
             return Evaluation(metrics={}, headline=self.headline, count=0, predictions=None,
                               indices=np.zeros(0, int), probabilities=None)
-        details = stats.metrics(0.5 if thresholds is None else thresholds)
+        thresholds = DEFAULT_THRESHOLD if thresholds is None else thresholds
+        details = stats.metrics(thresholds)
         probabilities = kept.scores()
-        predictions = None if probabilities is None else probabilities >= (0.5 if thresholds is None else thresholds)
+        predictions = None if probabilities is None else probabilities >= thresholds
         return Evaluation(metrics={"micro_f1": details.micro_f1, "cross_entropy": entropy / count,
                                    "macro_f1": details.macro_f1, "mean_average_precision": details.mean_average_precision},
                           headline=self.headline, count=count, predictions=predictions,
@@ -190,7 +189,7 @@ class Sigmoid:
         A label without a positive in `training` (the training targets) gets one above any probability:
         the layer never learned it, so validation cannot pick a meaningful threshold for it.
         """
-        from retrain.labels.multilabel import NO_POSITIVE_THRESHOLD, UNTRAINED_THRESHOLD, LabelStats
+        from retrain.labels.multilabel import DEFAULT_THRESHOLD, UNTRAINED_THRESHOLD, LabelStats
 
         stats = LabelStats(num_labels=head.biases.shape[0])
         for probabilities, truth, _rows in chunks:
@@ -199,7 +198,7 @@ class Sigmoid:
         if not stats.rows:  # said: each threshold was 0.5 without a word (probe PP)
             log.warning("no validation images to choose each label's threshold on: every label's is %g; give "
                         "--validation_percentage (or validation rows in --labels_csv) to choose them",
-                        NO_POSITIVE_THRESHOLD)
+                        DEFAULT_THRESHOLD)
         thresholds[training.positives_per_label() == 0] = UNTRAINED_THRESHOLD
         return replace(head, thresholds=thresholds)
 
@@ -222,9 +221,18 @@ class _Kept:
         return None if not self.parts else np.concatenate(self.parts)
 
 
+OBJECTIVES = (Softmax(), Sigmoid())
+
+
 def objective_for(*, multi_label: bool) -> Softmax | Sigmoid:
     """The objective a label set asks for: one sigmoid per label for multi-label sets, else the softmax."""
-    return Sigmoid() if multi_label else Softmax()
+    return next(objective for objective in OBJECTIVES if objective.multi_label == multi_label)
+
+
+def objective_of(op: str) -> Softmax | Sigmoid | None:
+    """The objective whose scores an exported model's output op computes (a graph's op, or a TFLite model's), or
+    None (another model's output, logits)."""
+    return next((objective for objective in OBJECTIVES if op in (objective.output_op, objective.tflite_op)), None)
 
 
 def score_chunks(head: Any, vectors: np.ndarray, targets: Any, indices: np.ndarray) -> Iterator[tuple]:

@@ -27,10 +27,10 @@ from retrain.errors import RetrainError, raise_if_stopped
 from retrain.exporters.graph import IntermediateGraphs
 from retrain.exporters.labels import classic_labels_text, labels_text
 from retrain.features.extract import MemoryStore, extraction_runner, file_vectors, take_rows, variant_vectors
-from retrain.features.filekeys import FileKeys
+from retrain.features.filekeys import INDEX_NAME, FileKeys
 from retrain.features.module import module_location
 from retrain.features.source import FeatureSource, load_feature_source
-from retrain.features.store import BottleneckStore
+from retrain.features.store import FOLDER_PATTERN, BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
 from retrain.insight.report import pad
@@ -53,8 +53,6 @@ from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Spli
 
 log = logging.getLogger(__name__)
 
-FILE_KEYS_NAME = "file_keys.json"
-CACHE_KEY_PATTERN = r"[0-9a-f]{24}"  # the cache's per-module folders (see features.module._cache_key)
 
 
 @dataclass(frozen=True)
@@ -100,9 +98,9 @@ def _run_outputs(config: RetrainConfig, run_folder: Path) -> list[Output]:
                    exclusive=False),  # each run claims its own
             Output("--output_labels", report_path(config.output_labels), content="report",
                    role="the report beside --output_labels"),
-            Output("--bottleneck_dir", config.bottleneck_dir / FILE_KEYS_NAME,
+            Output("--bottleneck_dir", config.bottleneck_dir / INDEX_NAME,
                    role="the file index of --bottleneck_dir", exclusive=False),  # runs share the cache
-            Output("--bottleneck_dir", config.bottleneck_dir, kind="entries", pattern=CACHE_KEY_PATTERN,
+            Output("--bottleneck_dir", config.bottleneck_dir, kind="entries", pattern=FOLDER_PATTERN,
                    exclusive=False)]
 
 
@@ -219,7 +217,7 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
     distortions = config.distortions
     variants = config.distorted_variants if distortions.active and config.distortion_mode == "cached" else 0
     stores, in_memory = _open_stores(config, source, rows=len(files) + variants * labels.count("training"))
-    file_keys = FileKeys(config.bottleneck_dir / FILE_KEYS_NAME)
+    file_keys = FileKeys(config.bottleneck_dir / INDEX_NAME)
     with extraction_runner(config.ray_address) as runner:  # this process, or Ray actors (--ray_address)
         vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
                                file_keys=file_keys, image_size=config.image_size, in_memory=in_memory, runner=runner)
@@ -572,7 +570,8 @@ def _fine_tune(config: RetrainConfig, *, source: FeatureSource, head: Head, spli
         result = file_vectors(split.paths, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
                               label=f"Recomputing {name} vectors")
         if len(result.paths) != len(split.paths):
-            raise RetrainError(f"a {name} image became unreadable during the run ({result.skipped[0][1]}); rerun")
+            path, why = result.skipped[0]
+            raise RetrainError(f"a {name} image became unreadable during the run: {path} ({why}); rerun")
         refreshed[name] = Split(paths=split.paths, targets=split.targets, vectors=result.vectors)
     return head, refreshed
 

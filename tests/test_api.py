@@ -295,10 +295,11 @@ LEVELS_MESSAGE = "log_level must be one of DEBUG, INFO, WARN, WARNING, ERROR, FA
     ("retrain", {"tfhub_module": ["a", None]}, "--tfhub_module must be a string or a path, or a list of them, got ['a', None]"),
     ("retrain", {"tflite_quantization": ["float32", 8], "output_tflite": "m.tflite"},
      "--tflite_quantization must be a list of strings, got ['float32', 8]"),
-    ("classify", {"images": None}, "--images must be a path or a list of paths, got None"),
-    ("classify", {"images": b"a.jpg"}, "--images must be a path or a list of paths, got b'a.jpg'"),
-    ("classify", {"images": ["a.jpg", 5]}, "--images must be a list of paths, got ['a.jpg', 5]"),
-    ("classify", {"images": [None]}, "--images must be a list of paths, got [None]"),
+    # the keyword's name: the flag is --image (probe ZZJ: '--images', which is neither)
+    ("classify", {"images": None}, "images must be a path or a list of paths, got None"),
+    ("classify", {"images": b"a.jpg"}, "images must be a path or a list of paths, got b'a.jpg'"),
+    ("classify", {"images": ["a.jpg", 5]}, "images must be a list of paths, got ['a.jpg', 5]"),
+    ("classify", {"images": [None]}, "images must be a list of paths, got [None]"),
     ("classify", {"graph": None}, "--graph must be a path, got None"),
     ("classify", {"labels": 5}, "--labels must be a path, got 5"),
     # A NUL byte cuts the name where the file system reads it: `o/x\0y` as a checkpoint wrote `o/.x.index`.

@@ -14,6 +14,7 @@ import pytest
 from retrain.cli import retrain_command
 from retrain.logs import setup_logging
 from retrain.config import RetrainConfig
+from retrain.errors import RetrainError
 from retrain.exporters.model import ExportModel
 from retrain.features.module import load_feature_extractor
 from retrain.features.source import FeatureSource
@@ -318,3 +319,34 @@ def test_a_multi_label_fine_tuning_is_judged_at_the_thresholds_the_model_ships_w
     message = re.search(r"fine-tuning lowered the validation micro F1 from (\d+\.\d)% to (\d+\.\d)%", stderr)
     assert message, stderr[-3000:]
     assert message[1] == f"{100 * plain.evaluations['validation'].accuracy:.1f}"
+
+
+def test_an_image_unreadable_after_fine_tuning_is_named(tmp_path: Path, monkeypatch) -> None:
+    """The splits' vectors are computed again through the fine-tuned module; a photo that cannot be read by then
+    stops the run with its name (probe ZZJ: the line said only that 'a testing image' had become unreadable)."""
+    from retrain import pipeline
+
+    tree = make_colour_tree(tmp_path / "photos", per_class=10)
+    out = tmp_path / "out"
+    out.mkdir()
+    config = RetrainConfig(
+        image_dir=tree, tfhub_module=str(save_tunable_module(tmp_path / "tunable")), output_graph=out / "graph.pb",
+        output_labels=out / "labels.txt", summaries_dir=out / "logs", bottleneck_dir=out / "bottlenecks",
+        checkpoint_path=out / "ckpt" / "c", how_many_training_steps=5, fine_tune=True, fine_tune_steps=2,
+        fine_tune_batch_size=4, validation_percentage=20, testing_percentage=20)
+    broken: list[Path] = []
+
+    def train_then_break_a_photo(*args, **kwargs):
+        head = real_train(*args, **kwargs)
+        if kwargs["label"] == "Fine-tuning":
+            photo = sorted((tree / "red").iterdir())[0]
+            photo.write_bytes(b"not a photo any more")
+            broken.append(photo)
+        return head
+
+    real_train = pipeline.train
+    monkeypatch.setattr(pipeline, "train", train_then_break_a_photo)
+    with pytest.raises(RetrainError, match=r"image became unreadable during the run: (.*); rerun$") as error:
+        run_capturing(config)
+    assert broken and f": {broken[0]} (" in str(error.value)
+    assert not (out / "graph.pb").exists()

@@ -271,7 +271,8 @@ def test_memory_does_not_grow_with_rows() -> None:
 def test_bad_scores() -> None:
     stats = LabelStats(num_labels=2)
     truth = SparseLabels.from_lists([[0], [1]], num_labels=2)
-    with pytest.raises(RetrainError, match="1 non-finite score.*--learning_rate"):
+    with pytest.raises(RetrainError,
+                       match=r"1 non-finite score.*--learning_rate \(--fine_tune_learning_rate when fine-tuning\)$"):
         stats.add(np.array([[0.5, np.nan], [0.1, 0.2]], np.float32), truth)
     with pytest.raises(ValueError, match="do not match"):
         stats.add(np.zeros((3, 2), np.float32), truth)

@@ -63,6 +63,11 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
         "graph_is_an_intermediate_graph": ({"output_graph": out / "intermediate" / "intermediate_10.pb",
                                             "intermediate_store_frequency": 10}, "--intermediate_output_graphs_dir"),
         "graph_is_the_file_index": ({"output_graph": out / "bottlenecks" / "file_keys.json"}, "--bottleneck_dir"),
+        "graph_in_a_cache_folder": ({"output_graph": out / "bottlenecks" / ("0a" * 12) / "graph.pb"},
+                                    "--bottleneck_dir"),
+        # a float16 cache's folder is named `<key>-float16` (probe ZZJ: its pattern did not cover that)
+        "graph_in_a_float16_cache_folder": ({"output_graph": out / "bottlenecks" / f"{'0a' * 12}-float16" / "g.pb",
+                                             "bottleneck_dtype": "float16"}, "--bottleneck_dir"),
         "graph_inside_the_saved_model": ({"output_graph": out / "saved" / "graph.pb",
                                           "saved_model_dir": out / "saved"}, "--saved_model_dir"),
         "labels_named_as_the_report": ({"output_labels": out / "report.json"},  # (the flag first too: probe UU)
@@ -85,7 +90,8 @@ def clash_cases(tree: Path, module: Path, out: Path) -> dict[str, tuple[dict, st
 @pytest.mark.parametrize("case", ["labels_is_graph", "graph_is_a_photo", "labels_inside_the_tree",
                                   "saved_model_is_the_module", "saved_model_holds_the_tree", "tflite_is_labels",
                                   "graph_is_the_checkpoint", "graph_is_an_intermediate_graph",
-                                  "graph_is_the_file_index", "graph_inside_the_saved_model",
+                                  "graph_is_the_file_index", "graph_in_a_cache_folder",
+                                  "graph_in_a_float16_cache_folder", "graph_inside_the_saved_model",
                                   "graph_and_labels_inside_the_saved_model", "labels_named_as_the_report",
                                   "checkpoint_inside_the_tree", "tflite_is_the_checkpoint_folder"])
 def test_outputs_that_clash_are_refused_before_any_work(colour_tree: Path, tmp_path: Path, outputs, case: str,

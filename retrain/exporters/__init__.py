@@ -5,8 +5,8 @@ the format was not asked for), checks them and its own flags before any work
 (`check`), may check the model once the modules are loaded (`check_model`), and
 writes the trained model (`write`), giving the files to report (a generator
 gives each as it is written). The run
-goes through `EXPORTERS` in order; adding a format is a new module here and one
-line in that tuple, never an edit of the pipeline.
+goes through `exporters()` in order; adding a format is a new module here and
+one entry in that tuple, never an edit of the pipeline.
 """
 
 from __future__ import annotations

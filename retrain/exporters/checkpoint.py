@@ -33,7 +33,7 @@ class Checkpoint(Exporter):
     def check(self, config: RetrainConfig) -> None:
         prefix = config.checkpoint_path
         if prefix.is_dir():  # its files would go beside it, as `ck.index` beside `ck` (`~`: beside the home folder)
-            inside = prefix / "_retrain_checkpoint"
+            inside = prefix / RetrainConfig.checkpoint_path.name
             raise UsageError(f"--checkpoint_path {prefix} is a folder; it is the prefix of the checkpoint's files "
                              f"({prefix.name}.index, ...), so give a name in it, such as {inside}")
         check_writable_dir(prefix.parent, flag="--checkpoint_path")

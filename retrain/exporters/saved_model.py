@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config import RetrainConfig
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, reason
 from retrain.exporters import Exporter
 from retrain.exporters.labels import labels_text
-from retrain.images import JPEG_MAX_PIXELS, MAX_PIXELS, resize_tensor
+from retrain.images import JPEG_MAX_PIXELS, MAX_PIXELS, ORIENTATION_TAG, resize_tensor
 from retrain.names import (BYTES_KEY, BYTES_SIGNATURE, IMAGE_KEY, OUTPUT_KEY, SAVED_MODEL_LABELS, SERVING_SIGNATURE,
                            THRESHOLDS_SIGNATURE)
 from retrain.outputs import Output, check_replaceable_folder, replace_folder
@@ -69,8 +69,8 @@ class SavedModel(Exporter):
                 (tmp / SAVED_MODEL_LABELS).parent.mkdir()
                 (tmp / SAVED_MODEL_LABELS).write_bytes(labels_text(model.labels))
             except tf.errors.OpError as error:  # TensorFlow's own file writing (e.g. a full disk)
-                reason = str(error).strip().splitlines()[0].split("; ")[-1]
-                raise RetrainError(f"cannot write --saved_model_dir {config.saved_model_dir}: {reason} "
+                raise RetrainError(f"cannot write --saved_model_dir {config.saved_model_dir}: "
+                                   f"{reason(error).split('; ')[-1]} "
                                    f"(in {config.saved_model_dir.parent}); earlier outputs are kept") from None
 
         replace_folder(config.saved_model_dir, save, flag="--saved_model_dir")
@@ -368,7 +368,6 @@ def _bmp_palette(tf: Any, data: Any, *, start: Any, colours: Any) -> Any:
 # How much of a JPEG is searched for its EXIF segment: it comes before the image data, after at most a
 # few other segments (JFIF, ICC profile: each at most 64 KiB).
 _EXIF_SEARCH = 1 << 18
-_ORIENTATION_TAG = 0x0112
 # The bytes of one number of each TIFF value type Pillow reads (by type, 0..16; 0: a type it skips).
 _TIFF_UNITS = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4, 0, 0, 8)
 
@@ -441,7 +440,7 @@ def jpeg_orientation(tf: Any, data: Any) -> Any:
     readable = (lengths > 0) & (~pointer | ((seen <= limit) & ~past)) & tf.equal(tf.cumsum(
         tf.cast(past, tf.int64), exclusive=True), 0)
     # Pillow keeps the first entry of the tag that it reads; its first number is the orientation.
-    first = tf.concat([tf.boolean_mask(entries, tf.equal(number(entries, 2), _ORIENTATION_TAG) & readable), [-one]],
+    first = tf.concat([tf.boolean_mask(entries, tf.equal(number(entries, 2), ORIENTATION_TAG) & readable), [-one]],
                       0)[0]
     kind = number(first + 2, 2)
     at_value = tf.where(size_of(first) > 4, tiff + number(first + 8, 4), first + 8)

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from retrain.config import RetrainConfig
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, reason
 from retrain.exporters import Exporter
 from retrain.names import IMAGE_KEY, INPUT_NODE, OUTPUT_KEY
+from retrain.objectives import objective_of
 from retrain.outputs import Output, check_replaceable_folder, replace_folder
 
 MODEL_FILE = "model.json"
@@ -296,13 +297,13 @@ def _output_info(tidy: Any, *, output_node: str) -> tuple[int | None, str]:
     node = nodes[output_node]
     while node.op == "Identity" and node.input and node.input[0].partition(":")[0] in nodes:
         node = nodes[node.input[0].partition(":")[0]]
-    kind = {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(node.op, node.op)
+    kind = getattr(objective_of(node.op), "name", node.op)
     graph = tf.Graph()
     with graph.as_default():
         try:
             tf.graph_util.import_graph_def(tidy, name="")
         except (ValueError, tf.errors.OpError) as error:
-            raise RetrainError(f"TensorFlow cannot import the graph ({str(error).splitlines()[0]})") from None
+            raise RetrainError(f"TensorFlow cannot import the graph ({reason(error)})") from None
     shape = graph.get_tensor_by_name(f"{output_node}:0").shape
     if shape.rank != 2:
         raise RetrainError(f"output {output_node!r} has shape {shape}; expected [None, classes]")

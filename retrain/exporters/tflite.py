@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from retrain.config import RetrainConfig
-from retrain.errors import RetrainError, UsageError
+from retrain.errors import RetrainError
 from retrain.exporters import Exporter
 from retrain.names import IMAGE_KEY, OUTPUT_KEY
 from retrain.outputs import Output, atomic_write_bytes, check_writable_file
@@ -46,10 +46,7 @@ class TFLite(Exporter):
                 for quantization, path in paths.items()]
 
     def check(self, config: RetrainConfig) -> None:
-        for path in tflite_paths(config.output_tflite, config.tflite_quantization).values():
-            if path in (config.output_graph, config.output_labels):
-                raise UsageError(f"--output_tflite would write {path}, which is also --output_graph or "
-                                 "--output_labels; choose another --output_tflite")
+        for path in tflite_paths(config.output_tflite, config.tflite_quantization).values():  # clashes: outputs
             check_writable_file(path, flag="--output_tflite")
 
     def write(self, model: Any, config: RetrainConfig) -> Iterator[Path]:

@@ -30,6 +30,8 @@ from retrain.outputs import remove_stale_temps, temp_prefix
 
 log = logging.getLogger(__name__)
 
+INDEX_NAME = "file_keys.json"  # the index's file in --bottleneck_dir
+
 INDEX_VERSION = 2  # 2: entries hold ctime and inode besides size and mtime
 # A file whose ctime is this recent may still be changing within the file system's clock
 # resolution: its key is computed but not remembered (it is read again next run).

@@ -18,7 +18,7 @@ from typing import Any
 
 
 from retrain import catalog
-from retrain.errors import RetrainError, UsageError
+from retrain.errors import RetrainError, UsageError, reason
 from retrain.tfenv import import_hub, import_tensorflow, loadable
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ def resolve_module_path(handle: str) -> Path:
     try:
         return Path(hub.resolve(handle))
     except Exception as error:  # noqa: BLE001 - hub raises many kinds; all mean "could not fetch"
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise RetrainError(f"cannot fetch module --tfhub_module {handle} ({reason}); check the handle and the "
+        raise RetrainError(f"cannot fetch module --tfhub_module {handle} ({reason(error)}); check the handle and the "
                            f"network, or pre-fill TFHUB_CACHE_DIR={cache}, or pass a local SavedModel folder "
                            "as --tfhub_module") from None
     finally:
@@ -148,7 +147,7 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None, strict
         model = hub.load(str(loadable(path)))
     except Exception as error:  # noqa: BLE001
         raise RetrainError(f"--tfhub_module {handle}: cannot load the SavedModel at {path} "
-                           f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+                           f"({reason(error)})") from None
     is_tf1 = not callable(model)
     if is_tf1 and not any(k in model.signatures for k in ("default", "image_feature_vector")):
         raise RetrainError(f"--tfhub_module {handle} is not callable and has no 'default' signature; "
@@ -164,7 +163,7 @@ def load_feature_extractor(handle: str, *, image_size: int | None = None, strict
         probe = extractor(tf.zeros([1, height, width, 3], tf.float32))
     except Exception as error:  # noqa: BLE001
         raise RetrainError(f"--tfhub_module {handle} failed on a [1, {height}, {width}, 3] float image batch "
-                           f"({str(error).splitlines()[0]}); expected an image feature-vector module") from None
+                           f"({reason(error)}); expected an image feature-vector module") from None
     if probe.shape.rank != 2 or not probe.dtype.is_floating:
         raise RetrainError(f"--tfhub_module {handle} outputs {probe.dtype.name} {probe.shape.as_list()}; expected a "
                            "float feature vector [N, D] (use an image feature_vector module)")

@@ -42,7 +42,6 @@ from retrain.errors import RetrainError
 log = logging.getLogger(__name__)
 
 KEY_DTYPE = "S40"  # hex SHA-1
-DTYPES = ("float32", "float16")
 COMPACT_ABOVE_SHARDS = 16
 SHARD_VECTORS = 65_536  # compaction merges small shards into shards of at most this many vectors
 # A kill loses at most this much work: up to FLUSH_EVERY_VECTORS vectors or
@@ -51,7 +50,9 @@ SHARD_VECTORS = 65_536  # compaction merges small shards into shards of at most 
 FLUSH_EVERY_VECTORS = 256
 FLUSH_EVERY_SECONDS = 30.0
 FLUSH_EVERY_ENV = "RETRAIN_BOTTLENECK_FLUSH_EVERY"
-STALE_TEMP_SECONDS = 3600.0  # a temporary shard this old was left by a killed run
+# The cache's folder of one module: its key (features.module's cache key, 24 hex digits), followed by the
+# dtype when it is not float32 (`BottleneckStore`).
+FOLDER_PATTERN = r"[0-9a-f]{24}(-[0-9a-z]+)?"
 PROBE_PREFIX = ".ray-probe-"  # a Ray run's marker in the cache, named after its host and process (features/ray.py)
 
 
@@ -370,11 +371,11 @@ def _remove_unheld_probe(path: Path) -> None:
     """Delete a Ray run's marker (features/ray.py) that no run holds: the run holds an flock on it while it goes
     on, and names it after its host and process, which must be gone too (probe ZZA: a run in another process
     namespace, which cannot see the Ray run's process, removed its marker). An earlier version's marker, named
-    otherwise and never held, goes once it is STALE_TEMP_SECONDS old."""
+    otherwise and never held, goes once it is journal.STALE_SECONDS old."""
     owner = re.fullmatch(rf"{re.escape(PROBE_PREFIX)}([0-9a-f]{{6}})-(\d+)-[0-9a-f]{{8}}", path.name)
     try:
         if not (journal.owner_gone(owner[1], int(owner[2]), path) if owner is not None
-                else time.time() - path.lstat().st_mtime > STALE_TEMP_SECONDS):
+                else time.time() - path.lstat().st_mtime > journal.STALE_SECONDS):
             return
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -391,9 +392,9 @@ def _remove_unheld_probe(path: Path) -> None:
 
 
 def remove_stale_files(folder: Path, pattern: str) -> None:
-    """Delete the files in `folder` matching `pattern` not touched for STALE_TEMP_SECONDS: temporary files of
+    """Delete the files in `folder` matching `pattern` not touched for journal.STALE_SECONDS: temporary files of
     killed runs (a running writer's are younger)."""
-    cutoff = time.time() - STALE_TEMP_SECONDS
+    cutoff = time.time() - journal.STALE_SECONDS
     for path in folder.glob(pattern):
         try:
             if path.stat().st_mtime < cutoff:

@@ -1,7 +1,7 @@
 """`label-image`: classify image files with a model that retrain exported, and print the top labels.
 
 Images are prepared exactly as retrain prepared them for training
-(`retrain.images`: Pillow decode, TensorFlow antialiased bilinear resize) and
+(`retrain.images`: Pillow decode, antialiased bilinear resize) and
 run through the model (`retrain.inference.readers`) in batches; its scores are
 named by the labels retrain wrote with it (`retrain.inference.labels`). An
 image that cannot be decoded is reported and skipped; the command then ends

@@ -24,6 +24,7 @@ from retrain.errors import RetrainError, UsageError
 from retrain.filekinds import classic_pair, file_sha256, head, is_saved_model_file, labels_of_text, read_report
 from retrain.images import ImageError, read_bytes
 from retrain.inference.readers import Model
+from retrain.labels.multilabel import DEFAULT_THRESHOLD
 from retrain.insight.report import among, files_now, labels_file_now, reports_at
 from retrain.names import FINAL_TENSOR_NAME, SAVED_MODEL_LABELS, report_path, thresholds_path
 from retrain.outputs import half_written
@@ -400,10 +401,6 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
-# A label's threshold when nothing records one (no thresholds file, no report that lists the model).
-_UNKNOWN_THRESHOLD = 0.5
-
-
 def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | None = None,
                   names: Sequence[str] = ()) -> np.ndarray | None:
     """A multi-label model's per-label thresholds: the model's own, else the file beside the labels (with a
@@ -420,14 +417,14 @@ def thresholds_of(model: Model, labels_path: Path, count: int, *, graph: Path | 
         if recorded and not _an_intermediate_graph(graph, found):
             # (probe ZZF: with one label's missing, every label was judged at 0.5, unsaid)
             unrecorded = [name for name, value in zip(names, recorded) if value is None]
-            those = f"; it records none for {', '.join(map(repr, unrecorded))}: {_UNKNOWN_THRESHOLD:g} for those"
+            those = f"; it records none for {', '.join(map(repr, unrecorded))}: {DEFAULT_THRESHOLD:g} for those"
             (log.warning if unrecorded else log.info)(
                 "thresholds from %s, the report of the run that wrote --graph %s (no %s beside the labels file)%s",
                 found[0], graph, path, those if unrecorded else "")
-            return np.array([_UNKNOWN_THRESHOLD if value is None else value for value in recorded], np.float32)
+            return np.array([DEFAULT_THRESHOLD if value is None else value for value in recorded], np.float32)
         log.warning("multi-label model without thresholds (no %s beside the labels file): using %g for every "
-                    "label", path, _UNKNOWN_THRESHOLD)
-        return np.full(count, _UNKNOWN_THRESHOLD, np.float32)
+                    "label", path, DEFAULT_THRESHOLD)
+        return np.full(count, DEFAULT_THRESHOLD, np.float32)
     try:
         lines = [(number, line) for number, line in enumerate(read_bytes(path).decode("ascii").splitlines(), 1)
                  if line.strip()]

@@ -23,6 +23,7 @@ from retrain.filekinds import SCORE_OPS, CutShort, graph_nodes, is_saved_model_f
 from retrain.images import ImageError, read_bytes
 from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, INPUT_NODE, OUTPUT_KEY, SERVING_SIGNATURE, THRESHOLDS_NODE,
                            THRESHOLDS_SIGNATURE)
+from retrain.objectives import objective_of
 from retrain.tfenv import import_tensorflow, loadable, stderr_captured
 
 
@@ -206,7 +207,7 @@ class _FrozenGraph(Model):
                                                                             f"import/{FINAL_TENSOR_NAME}")
         self.description = (f"input {self.input.op.name[7:]} {_shape_text(in_dims)} -> "
                             f"output {self.output.op.name[7:]} {_shape_text(out_dims)}")
-        self.multi_label = self.output.op.type == "Sigmoid"
+        self.multi_label = getattr(objective_of(self.output.op.type), "multi_label", False)
         if THRESHOLDS_NODE in nodes and nodes[THRESHOLDS_NODE].op == "Const":
             self.thresholds = tf.make_ndarray(nodes[THRESHOLDS_NODE].attr["value"].tensor).astype(np.float32)
         threads = tf.config.threading
@@ -361,7 +362,8 @@ class _TfliteModel(Model):
         self.class_count = out_dims[-1] if out_dims else None
         self.retrain_export = (_tflite_label(inputs, self.input), _tflite_label(outputs, self.output)) == (
             IMAGE_KEY, OUTPUT_KEY)
-        self.multi_label = _produced_by(self.interpreter, self.output["index"]) == "LOGISTIC"
+        self.multi_label = getattr(objective_of(_produced_by(self.interpreter, self.output["index"])), "multi_label",
+                                   False)
         dtype = np.dtype(self.input["dtype"]).name
         self.description = (f"input {_tflite_label(inputs, self.input)} {dtype} {_shape_text(in_dims)} -> "
                             f"output {_tflite_label(outputs, self.output)} {np.dtype(self.output['dtype']).name} "

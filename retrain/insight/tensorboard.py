@@ -264,12 +264,12 @@ def write_projector(run_dir: Path, *, vectors: np.ndarray, labels: Sequence[str]
         raise RetrainError(f"projector: vectors of shape {vectors.shape}, {len(labels)} labels and {len(paths)} paths; "
                            "expected [N, D] vectors and one label and path per row")
     if count == 0:
-        log.info("Projector: no %s images, nothing written", split)
+        log.info("projector: no %s images, nothing written", split)
         return None
     rows = np.arange(count)
     if count > limit:
         rows = np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
-        log.info("Projector: showing %d of %d %s images (a seeded sample)", limit, count, split)
+        log.info("projector: showing %d of %d %s images (a seeded sample)", limit, count, split)
     side = math.ceil(math.sqrt(len(rows)))
     size = max(8, min(thumbnail, _SPRITE_MAX_SIDE // side))
 

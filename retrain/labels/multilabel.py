@@ -60,7 +60,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BINS = 1000
 MAX_BINS = 1 << 20
-NO_POSITIVE_THRESHOLD = 0.5
+# A label's threshold where none was chosen: training's figures, a label without a validation positive, a model
+# whose thresholds label-image does not know.
+DEFAULT_THRESHOLD = 0.5
 UNTRAINED_THRESHOLD = 2.0  # above any probability: a label with no training image is never predicted
 
 
@@ -285,7 +287,7 @@ class LabelStats:
         if not np.isfinite(scores).all():
             bad = int(np.size(scores) - np.count_nonzero(np.isfinite(scores)))
             raise RetrainError(f"the model produced {bad} non-finite score(s) (NaN or infinity): the training "
-                               f"diverged; lower --learning_rate")
+                               f"diverged; lower --learning_rate (--fine_tune_learning_rate when fine-tuning)")
         if self.rows + len(truth) >= np.iinfo(self._total.dtype).max:
             self._positive, self._total = self._positive.astype(np.int64), self._total.astype(np.int64)
         width = self.bins + 1
@@ -339,7 +341,7 @@ class LabelStats:
         Among thresholds of maximal F1, the middle of the highest run of
         consecutive ones; 0.5 for a label without positives.
         """
-        thresholds = np.full(self.num_labels, NO_POSITIVE_THRESHOLD, np.float32)
+        thresholds = np.full(self.num_labels, DEFAULT_THRESHOLD, np.float32)
         grid = np.arange(self.bins + 1)
         for part, tp, fp, support in self._blocks():
             tp, fp = tp[:, :-1], fp[:, :-1]
@@ -431,7 +433,7 @@ class FrequencyBaseline:
         chosen[self.label_ids] = True
         with np.errstate(invalid="ignore", divide="ignore"):
             average_precision = np.where(support > 0, support / max(n, 1), np.nan)
-        return _metrics_from_counts(rows=n, thresholds=np.full(self.num_labels, NO_POSITIVE_THRESHOLD, np.float32),
+        return _metrics_from_counts(rows=n, thresholds=np.full(self.num_labels, DEFAULT_THRESHOLD, np.float32),
                                     support=support, predicted=np.where(chosen, n, 0),
                                     true_positives=np.where(chosen, support, 0), average_precision=average_precision)
 
@@ -498,6 +500,6 @@ def multi_label_set(examples: Sequence[Any], *, source: str, first: bool = True)
         unchosen = [names[i] for i in np.flatnonzero(trained & (targets["validation"].positives_per_label() == 0))]
         if unchosen and files["validation"]:  # (with no validation split at all, calibrate says it for every label)
             log.warning("%d label(s) have no image in the validation split, so their threshold cannot be chosen "
-                        "there and is %g: %s", len(unchosen), NO_POSITIVE_THRESHOLD, _some(unchosen))
+                        "there and is %g: %s", len(unchosen), DEFAULT_THRESHOLD, _some(unchosen))
     return LabelSet(names=names, files=files, targets=targets, examples=tuple(examples), source=source,
                     multi_label=True)
