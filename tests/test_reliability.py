@@ -313,11 +313,11 @@ def test_an_output_in_an_overlays_upper_or_lower_folder_is_taken_as_the_overlay_
     for folder in (shared / "L" / "tree", shared / "E", shared / "n", solo / "L" / "tree", solo / "U" / "tree",
                    solo / "W", solo / "m", solo / "b", *(shared / f"m{i}" for i in range(70))):
         folder.mkdir(parents=True)
-    later += ("; from retrain.outputs.declared import _in_a_view; "
-              f"print(_in_a_view(Path({str(inner / 'g.pb')!r}), Path({str(merged)!r})), "
-              f"_in_a_view(Path({str(low / 'red' / 'g.pb')!r}), Path({str(one / 'merged')!r})), "
-              f"_in_a_view(Path({str(tmp_path / 'elsewhere.pb')!r}), Path({str(merged)!r})), "
-              f"_in_a_view(Path({str(shared / 'L' / 'tree' / 'g.pb')!r}), Path({str(shared / 'n' / 'tree')!r})), "
+    later += ("; from retrain.outputs.declared import in_a_view; "
+              f"print(in_a_view(Path({str(inner / 'g.pb')!r}), Path({str(merged)!r})), "
+              f"in_a_view(Path({str(low / 'red' / 'g.pb')!r}), Path({str(one / 'merged')!r})), "
+              f"in_a_view(Path({str(tmp_path / 'elsewhere.pb')!r}), Path({str(merged)!r})), "
+              f"in_a_view(Path({str(shared / 'L' / 'tree' / 'g.pb')!r}), Path({str(shared / 'n' / 'tree')!r})), "
               f"real(Path({str(solo / 'U' / 'tree' / 'x')!r})))")
     script += (f" ; mount -t overlay c -o lowerdir={low / 'red'},upperdir={one / 'up'},workdir={one / 'work'} "
                f"{one / 'merged'} && mount -t overlay d -o lowerdir={one / 'up'},upperdir={inner},"

@@ -19,8 +19,8 @@ from typing import Any
 from retrain import filekinds, mounts
 from retrain.errors import RetrainError, UsageError
 from retrain.names import NODE_NAME, OWNER_MARKER
-from retrain.outputs.declared import (_INPUTS, _TREES, Output, _a_folder_in_the_way, _entry, _in_a_view, _inside,
-                                      _key, _Region, _region, real)
+from retrain.outputs.declared import (INPUTS, TREES, Output, a_folder_in_the_way, entry_of, in_a_view, is_inside,
+                                      device_inode, Region, region_of, real)
 
 
 def check_outside_exports(outputs: Sequence[Output]) -> None:
@@ -59,7 +59,7 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
     above their folder. Links are resolved and outputs sorted out once per folder, so millions of files cost
     seconds at most.
     """
-    regions = [(output, _region(output)) for output in outputs]
+    regions = [(output, region_of(output)) for output in outputs]
     root = str(real(covered)) + os.sep if covered is not None else None
     folders: dict[str, str] = {}
     linked: dict[Path, None] = {}  # folders outside `covered` that walking it reads, through links in it
@@ -79,12 +79,12 @@ def check_input_files(outputs: Sequence[Output], files: Iterable[Path], *, flag:
                             or _folder_text(region.path.parent) == parent]
         resolved = Path(parent + path.name)
         for output, region in near[parent]:
-            if region._covers(resolved):
+            if region.covers(resolved):
                 raise UsageError(f"{output.named()} would overwrite {path}, an image that {flag} "
                                  f"names; choose a {output.flag} elsewhere")
     for folder in linked:  # a file written there would be read as a photo of that class by the next run
         for output, region in regions:
-            if region.overlaps(_Region(folder, "tree")):
+            if region.overlaps(Region(folder, "tree")):
                 raise UsageError(f"{output.named()} would write into {folder}, which {flag} reads through a link or "
                                  f"a mount in it; choose a {output.flag} outside it")
 
@@ -160,16 +160,16 @@ def check_replaceable_folder(path: Path, *, flag: str) -> None:
     """A folder output may replace nothing, an empty folder, or exactly what retrain wrote there before."""
     _check_not_a_broken_link(path, flag=flag)
     if path.exists():
-        _check_replaceable_contents(path, flag=flag)
+        check_replaceable_contents(path, flag=flag)
     _check_writable_dir(_existing_folder(path.parent, flag=flag, shown=path), flag=flag, shown=path)
 
 
-def _check_replaceable_contents(path: Path, *, flag: str) -> None:
+def check_replaceable_contents(path: Path, *, flag: str) -> None:
     """An existing folder output is a folder retrain may swap out whole: empty, or exactly what it wrote there."""
     if not path.is_dir():
         raise UsageError(f"{flag} {path} is {_not_a_folder(path)}; expected a folder")
     mount_point = mounts.is_mount_point(os.path.realpath(path))  # (a bind mount too: probe III)
-    if _inside(real(Path.cwd()), real(path)) or mount_point:
+    if is_inside(real(Path.cwd()), real(path)) or mount_point:
         where = "a mount point" if mount_point else "the current folder or holds it"
         raise UsageError(f"{flag} {path} is {where}; retrain replaces that folder whole, so give a new "
                          f"sub-folder, such as {path / 'model'}")
@@ -212,7 +212,7 @@ def _foreign_entries(folder: Path, marker: dict[str, Any]) -> tuple[list[str], l
 
     Markers written before retrain recorded hashes list names only; their files count as unchanged.
     """
-    present = sorted(_listing(folder))
+    present = sorted(listing_of(folder))
     if not present:
         return [], []
     try:
@@ -221,7 +221,7 @@ def _foreign_entries(folder: Path, marker: dict[str, Any]) -> tuple[list[str], l
     except (TypeError, KeyError):
         listed, hashes = set(), {}
     foreign = [name for name in present if name not in listed and name != OWNER_MARKER and not _clutter(name, listed)]
-    changed = [name for name in present if name in hashes and _sha256(folder / name) != hashes[name]]
+    changed = [name for name in present if name in hashes and sha256_of(folder / name) != hashes[name]]
     return foreign, changed
 
 
@@ -245,14 +245,14 @@ def _written_for(marker: dict[str, Any]) -> str:
     return "--saved_model_dir" if "saved_model.pb" in files else "--output_tfjs" if "model.json" in files else ""
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     """The file's SHA-256 ('' for a link or anything else that is not a regular file)."""
     if path.is_symlink() or not path.is_file():
         return ""
     return filekinds.file_sha256(path)
 
 
-def _listing(folder: Path) -> list[str]:
+def listing_of(folder: Path) -> list[str]:
     """Every file, link and empty folder under `folder`, as relative POSIX paths."""
     names = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -302,7 +302,7 @@ def check_replaceable_files(outputs: Sequence[Output], *,
     """
     _JUDGED.clear()
     _ENTRIES.clear()
-    _DIGESTS.clear()
+    DIGESTS.clear()
     for output in outputs:
         if output.kind == "file":
             _judge(output, output.path, same=(unchanged or {}).get(output.path, ()))
@@ -317,7 +317,7 @@ def check_replaceable_files(outputs: Sequence[Output], *,
 
 def _judge(output: Output, path: Path, *, same: Sequence[bytes] = ()) -> None:
     """Check the file at `path`, and record what it was, for atomic_write to notice a change (`_JUDGED`)."""
-    identity = _identity(path)
+    identity = identity_of(path)
     _check_replaceable(output, path, same=same)
     _JUDGED[real(path)] = (output, identity)
 
@@ -330,10 +330,10 @@ _JUDGED: dict[Path, tuple[Output, tuple[int, ...] | None]] = {}
 # as intermediate_40.pb or the checkpoint's index, is judged as it is written, as a file that was not there.
 _ENTRIES: dict[Path, list[Output]] = {}
 # The SHA-256 of each file written with atomic_write_bytes(digest=True), by real path (written_sha256).
-_DIGESTS: dict[Path, str] = {}  # this run's (check_replaceable_files forgets an earlier run's in the process)
+DIGESTS: dict[Path, str] = {}  # this run's (check_replaceable_files forgets an earlier run's in the process)
 
 
-def _identity(path: Path) -> tuple[int, ...] | None:
+def identity_of(path: Path) -> tuple[int, ...] | None:
     try:
         info = os.lstat(path)
     except OSError:
@@ -348,7 +348,7 @@ def judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:
     if judged is None:
         entries = [o for o in _ENTRIES.get(real(path.parent), ()) if re.fullmatch(o.pattern, path.name)]
         judged = (entries[0], None) if entries else None
-    if judged is None or _identity(path) == judged[1]:
+    if judged is None or identity_of(path) == judged[1]:
         return
     try:
         _check_replaceable(judged[0], path, same=same)
@@ -360,21 +360,21 @@ def judge_again(path: Path, *, same: Sequence[bytes] = ()) -> None:
 def check_still_outside(path: Path, *, flag: str) -> None:
     """RetrainError when the output at `path` now lies inside a tree the run reads (probe GGG: the output folder
     replaced by a link into the image tree after the run's checks put the model's files among the photos)."""
-    if not _INPUTS:
+    if not INPUTS:
         return
     mounts.reset()  # (a bind mount made over the output folder during the run: probe OOO)
-    region = _Region(path, "file")
-    region.path = _entry(path)  # (a write replaces a link, not the file it leads to: as check_clashes judged)
+    region = Region(path, "file")
+    region.path = entry_of(path)  # (a write replaces a link, not the file it leads to: as check_clashes judged)
     moved = None  # the tree itself moved (`mv photos out`, `mount --move`) to a folder on the output's way (QQQ)
     folder = os.path.realpath(path.parent)
     while moved is None:
         with contextlib.suppress(OSError):
-            moved = _TREES.get(_key(folder))
+            moved = TREES.get(device_inode(folder))
         if os.path.dirname(folder) == folder:
             break
         folder = os.path.dirname(folder)
-    for item in _INPUTS:
-        if item is moved or _region(item).overlaps(region) or _in_a_view(path, item.path):
+    for item in INPUTS:
+        if item is moved or region_of(item).overlaps(region) or in_a_view(path, item.path):
             raise RetrainError(f"{flag} {path} now lies inside {item.flag} {item.path}, which the run reads (a "
                                "folder on its way was moved, replaced by a link or mounted over while the run went "
                                "on); nothing was written there")
@@ -384,7 +384,7 @@ def record_written(path: Path) -> None:
     """Record what the file a run has just written at an output path is, so its own later writes pass."""
     judged = _JUDGED.get(real(path))
     if judged is not None:
-        _JUDGED[real(path)] = (judged[0], _identity(path))
+        _JUDGED[real(path)] = (judged[0], identity_of(path))
 
 
 def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()) -> None:
@@ -393,7 +393,7 @@ def _check_replaceable(output: Output, path: Path, *, same: Sequence[bytes] = ()
     if not path.exists():
         return
     if path.is_dir():
-        raise _a_folder_in_the_way(shown, output.flag)
+        raise a_folder_in_the_way(shown, output.flag)
     if not path.is_file():
         raise UsageError(f"{shown} is not a regular file (a device or a pipe); retrain writes a new file "
                          f"there, so choose a file path for {output.flag}")

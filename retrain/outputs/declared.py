@@ -64,11 +64,11 @@ def real(path: Path) -> Path:
     return Path(mounts.canonical(os.path.realpath(os.path.expanduser(path))))
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def is_inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-class _Region:
+class Region:
     """What a path covers on disk, for overlap tests: one file, a whole tree, or matching entries of a folder."""
 
     def __init__(self, path: Path, kind: str, pattern: str = "") -> None:
@@ -76,40 +76,40 @@ class _Region:
         self.tree = kind in ("folder", "tree")
         self.pattern = re.compile(pattern) if kind == "entries" else None
 
-    def _covers(self, path: Path) -> bool:
+    def covers(self, path: Path) -> bool:
         """Whether `path` (resolved) lies in this region."""
         if self.pattern is not None:
-            if not _inside(path, self.path) or path == self.path:
+            if not is_inside(path, self.path) or path == self.path:
                 return False
             return bool(self.pattern.fullmatch(path.relative_to(self.path).parts[0]))
-        return _inside(path, self.path) if self.tree else path == self.path
+        return is_inside(path, self.path) if self.tree else path == self.path
 
-    def overlaps(self, other: "_Region") -> bool:
-        if self._covers(other.path) or other._covers(self.path):
+    def overlaps(self, other: "Region") -> bool:
+        if self.covers(other.path) or other.covers(self.path):
             return True
         # A tree that contains a whole entries-folder (or another tree) overlaps it.
-        return (self.tree and _inside(other.path, self.path)) or (other.tree and _inside(self.path, other.path))
+        return (self.tree and is_inside(other.path, self.path)) or (other.tree and is_inside(self.path, other.path))
 
 
-def _kind(region: _Region) -> str:
+def region_kind(region: Region) -> str:
     return "entries" if region.pattern is not None else "tree" if region.tree else "file"
 
 
-def _region(item: Output | Input) -> _Region:
-    region = _Region(item.path, item.kind, getattr(item, "pattern", ""))
+def region_of(item: Output | Input) -> Region:
+    region = Region(item.path, item.kind, getattr(item, "pattern", ""))
     if isinstance(item, Output) and item.kind == "file":  # a write replaces a link, not the file it points to
-        region.path = _entry(item.path)
+        region.path = entry_of(item.path)
     return region
 
 
 def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
     """Refuse, with one line naming both flags, any output that overlaps an input or another output."""
     mounts.reset()  # this run's checks see the mounts as they are now
-    _INPUTS[:] = [item for item in inputs if item.kind == "tree"]
-    _TREES.clear()
-    for item in _INPUTS:
+    INPUTS[:] = [item for item in inputs if item.kind == "tree"]
+    TREES.clear()
+    for item in INPUTS:
         with contextlib.suppress(OSError):
-            _TREES[_key(os.path.realpath(item.path))] = item
+            TREES[device_inode(os.path.realpath(item.path))] = item
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # named by a flag first
         made_up = _kernels_place(output.path)
         if made_up is not None:
@@ -118,7 +118,7 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
             raise UsageError(f"{output.named()} leads to {made_up}, which the kernel makes up (a process's open "
                              f"files, its settings), not a place for files; choose a path on a disk for "
                              f"{output.flag}{hint}")
-    for item in [*outputs, *_INPUTS]:
+    for item in [*outputs, *INPUTS]:
         if _in_another_view(item.path):
             named = item.named() if isinstance(item, Output) else f"{item.flag} {item.path}"
             raise UsageError(f"{named} leads into another view of the files than this process's, through a link the "
@@ -128,22 +128,22 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
                              "system sees it")
     for output in outputs:  # said as it is, rather than as a clash with the outputs inside that folder
         if output.kind == "file" and not output.role and output.path.is_dir():
-            raise _a_folder_in_the_way(output.named(), output.flag)
-    regions = [(output, _region(output)) for output in outputs]
+            raise a_folder_in_the_way(output.named(), output.flag)
+    regions = [(output, region_of(output)) for output in outputs]
     for output, region in regions:
         for item in inputs:
-            item_region = _region(item)
+            item_region = region_of(item)
             if not region.overlaps(item_region):
                 continue
-            if output.kind == "folder" and item_region.path != region.path and _inside(item_region.path, region.path):
+            if output.kind == "folder" and item_region.path != region.path and is_inside(item_region.path, region.path):
                 new = os.path.join(output.path, "model")
                 raise UsageError(f"{output.named()} holds {item.flag} {item.path}, which the run reads; retrain "
                                  f"replaces that folder whole, so give a new sub-folder, such as {new}")
             raise UsageError(f"{output.named()} would write into {item.flag} {item.path}, which "
                              f"the run reads; choose a {output.flag} outside it")
     for output in outputs:  # also as every overlay that holds them shows them (`mounts.views`: probe TTT)
-        for item in _INPUTS:
-            if _in_a_view(output.path, item.path):
+        for item in INPUTS:
+            if in_a_view(output.path, item.path):
                 raise UsageError(f"{output.named()} would write into {item.flag} {item.path}, which the run reads; "
                                  f"choose a {output.flag} outside it")
     regions.sort(key=lambda pair: bool(pair[0].role))  # a clash named by the flags typed first (probe TT)
@@ -158,15 +158,15 @@ def check_clashes(outputs: Sequence[Output], inputs: Sequence[Input]) -> None:
 
 # The trees the run reads (its images), as check_clashes was given them, and by their folders' device and inode:
 # a write checks it is still outside them.
-_INPUTS: list[Input] = []
-_TREES: dict[tuple[int, int], Input] = {}
+INPUTS: list[Input] = []
+TREES: dict[tuple[int, int], Input] = {}
 
 
-def _in_a_view(path: Path, tree: Path) -> bool:
+def in_a_view(path: Path, tree: Path) -> bool:
     """Whether some spelling of `path` lies in some spelling of `tree`, as the overlays that hold them show them
     (`mounts.views`; `real` follows one overlay only)."""
     paths, trees = (mounts.views(os.path.realpath(os.path.expanduser(p))) for p in (path, tree))
-    return any(_inside(Path(one), Path(other)) for one in paths for other in trees)
+    return any(is_inside(Path(one), Path(other)) for one in paths for other in trees)
 
 
 def _kernels_place(path: Path) -> str | None:
@@ -206,12 +206,12 @@ def _in_another_view(path: Path) -> bool:
 def _same_folder(one: str, other: str) -> bool:
     """Whether two paths name one file or folder (device and inode); False when either cannot be read."""
     try:
-        return _key(one) == _key(other)
+        return device_inode(one) == device_inode(other)
     except OSError:
         return False
 
 
-def _key(path: str) -> tuple[int, int]:
+def device_inode(path: str) -> tuple[int, int]:
     found = os.stat(path)
     return found.st_dev, found.st_ino
 
@@ -221,17 +221,17 @@ def writes(outputs: Sequence[Output], path: Path) -> bool:
     output that is a link is replaced by the new file (atomic_write) and the file it pointed to is left: it
     writes that link, and `path` if it is the link or a link to the link. Of an "entries" output that names
     the entries it writes (`writes_name`: the intermediate graphs of the steps it stores), those only."""
-    target, entry = real(path), _entry(path)
-    return any(((region := _region(output))._covers(target) or output.kind == "file" and region._covers(entry))
+    target, entry = real(path), entry_of(path)
+    return any(((region := region_of(output)).covers(target) or output.kind == "file" and region.covers(entry))
                and (output.kind != "entries" or output.writes_entry(target.relative_to(region.path).parts[0]))
                for output in outputs)
 
 
-def _entry(path: Path) -> Path:
+def entry_of(path: Path) -> Path:
     """The folder entry a rename onto `path` replaces: the links to its folder resolved, not a link it is."""
     path = Path(os.path.expanduser(path))
     return real(path.parent) / path.name
 
 
-def _a_folder_in_the_way(shown: str, flag: str) -> UsageError:
+def a_folder_in_the_way(shown: str, flag: str) -> UsageError:
     return UsageError(f"{shown} is a folder; expected a file path (move the folder or choose another {flag})")

@@ -23,7 +23,7 @@ except ImportError:  # no flock (Windows): runs are not held against each other
     fcntl = None
 
 from retrain.errors import UsageError
-from retrain.outputs.declared import _INPUTS, _TREES, Output, _entry, _inside, _kind, _Region, _region
+from retrain.outputs.declared import INPUTS, TREES, Output, entry_of, is_inside, region_kind, Region, region_of
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def hold_outputs(outputs: Sequence[Output]) -> None:
         return
     held: set[Path] = set()
     for output in sorted(outputs, key=lambda o: bool(o.role)):  # a clash is named by a flag first
-        key = str(_region(output).path) + (f"\0{output.pattern}" if output.kind == "entries" else "")
+        key = str(region_of(output).path) + (f"\0{output.pattern}" if output.kind == "entries" else "")
         if not output.exclusive:  # shared with other runs: a lock file of this run's own, only to say where it writes
             key += f"\0shared\0{os.getpid()}"
         path = _lock_file(folder, key)
@@ -64,7 +64,7 @@ def _check_others(folder: Path, outputs: Sequence[Output], *, most: int = 2000) 
     each lock file says what it holds (`_hold`). Outputs runs share (the cache, TensorBoard's folder) do not clash
     with each other. Of two runs starting at once, at least one sees the other."""
     own = {path for _, path in _HELD}
-    regions = [(output, _region(output)) for output in outputs]
+    regions = [(output, region_of(output)) for output in outputs]
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in itertools.islice(entries, most):
             if Path(entry.path) in own:
@@ -87,12 +87,12 @@ def _check_others(folder: Path, outputs: Sequence[Output], *, most: int = 2000) 
                 continue
             named, theirs, shared = held
             for output, region in regions:
-                kinds = {_kind(region), _kind(theirs)}
+                kinds = {region_kind(region), region_kind(theirs)}
                 if kinds == {"entries", "file"} or (shared and not output.exclusive):  # an intermediate graph
                     continue  # there is not saved (held_elsewhere); runs share a cache and a TensorBoard folder
                 if region.overlaps(theirs):
                     release_outputs()
-                    around = _inside(theirs.path, region.path) and (
+                    around = is_inside(theirs.path, region.path) and (
                         region.path != theirs.path or region.tree and not theirs.tree)  # a folder of their entries
                     where = "around" if around else "inside"
                     raise UsageError(f"another retrain run{holder} is writing {named} now, and this run's "
@@ -110,7 +110,7 @@ def held_elsewhere(path: Path) -> str | None:
     for a file a run writes among "entries" (an intermediate graph), which no lock of its own covers."""
     if not _HELD:
         return None  # this run is not held: nor can it tell
-    lock = _lock_file(_HELD[0][1].parent, str(_entry(path)))
+    lock = _lock_file(_HELD[0][1].parent, str(entry_of(path)))
     if any(lock == own for _, own in _HELD):
         return None  # this run's own
     try:
@@ -153,7 +153,7 @@ def _hold(path: Path, output: Output) -> bool:
             same = False
         if same:
             _HELD.append((fd, path))
-            region = _region(output)
+            region = region_of(output)
             held = {"named": output.named(), "path": str(region.path), "kind": output.kind, "pattern": output.pattern,
                     "shared": not output.exclusive}
             with contextlib.suppress(OSError):
@@ -180,8 +180,8 @@ def _lock_soon(fd: int) -> None:
 def release_outputs() -> None:
     """Let go of the outputs hold_outputs held, removing their lock files (at the end of a run; a process's next
     run lets go first too), and of the trees the run read (`check_still_outside`)."""
-    _INPUTS.clear()
-    _TREES.clear()
+    INPUTS.clear()
+    TREES.clear()
     _release_locks()
 
 
@@ -241,13 +241,13 @@ def _holder(fd: int) -> str:
     return ""
 
 
-def _held_region(fd: int) -> tuple[str, _Region, bool] | None:
+def _held_region(fd: int) -> tuple[str, Region, bool] | None:
     """How a lock file's output is named, what it covers, and whether runs share it, from its second line
     (`_hold`); None if it does not say (written by an earlier version, or not yet)."""
     try:
         held = json.loads(os.pread(fd, 1 << 16, 0).split(b"\n")[1].decode("utf-8", "surrogateescape"))
-        region = _Region(Path(held["path"]), held["kind"], held["pattern"])
-        region.path = Path(held["path"])  # as it was held: a file output's link is not followed (`_region`)
+        region = Region(Path(held["path"]), held["kind"], held["pattern"])
+        region.path = Path(held["path"])  # as it was held: a file output's link is not followed (`region_of`)
         return str(held["named"]), region, held.get("shared") is True
     except (OSError, ValueError, IndexError, KeyError, TypeError, re.error):
         return None

@@ -29,7 +29,7 @@ from retrain import __version__, journal
 from retrain.errors import STOP_SIGNALS, RetrainError, UsageError
 from retrain.journal import HOST as _HOST
 from retrain.names import OWNER_MARKER
-from retrain.outputs.checks import (_DIGESTS, _check_replaceable_contents, _identity, _listing, _sha256,
+from retrain.outputs.checks import (DIGESTS, check_replaceable_contents, identity_of, listing_of, sha256_of,
                                     check_still_outside, judge_again, record_written)
 from retrain.outputs.declared import Output, real
 from retrain.outputs.holding import held_elsewhere
@@ -128,12 +128,12 @@ def atomic_write_bytes(path: Path, data: bytes, *, flag: str, digest: bool = Fal
     not read back: a file put in its place meanwhile is not taken for retrain's)."""
     atomic_write(path, lambda handle: handle.write(data), flag=flag, same=(data,))
     if digest:
-        _DIGESTS[real(path)] = hashlib.sha256(data).hexdigest()
+        DIGESTS[real(path)] = hashlib.sha256(data).hexdigest()
 
 
 def written_sha256(path: Path) -> str:
     """The SHA-256 of what this run wrote at `path` with atomic_write_bytes(digest=True), or ''."""
-    return _DIGESTS.get(real(path), "")
+    return DIGESTS.get(real(path), "")
 
 
 # --------------------------------------------------------------------------- the export set
@@ -191,7 +191,7 @@ def _at_its_path(folder: Path, fd: int) -> bool:
 def _written_identity(path: Path) -> tuple[int, ...] | None:
     """What tells a file written apart from any other: device, inode, size and modification time (not the change
     time, which the rename into place moves); a folder's: device and inode."""
-    identity = _identity(path)
+    identity = identity_of(path)
     return None if identity is None else identity[:2] if os.path.isdir(path) else identity[:4]
 
 
@@ -618,7 +618,7 @@ def _still_written(entry: _Replaced) -> bool:
         return False
     if entry.folder:
         try:
-            _check_replaceable_contents(entry.path, flag=entry.folder)
+            check_replaceable_contents(entry.path, flag=entry.folder)
         except UsageError:
             return False
         return (entry.path / OWNER_MARKER).is_file()
@@ -629,7 +629,7 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     """Build the folder beside `directory`, mark it as ours, then swap it in; the old one goes only after.
 
     If the swap fails, the old folder is put back. A link to a folder is written through: the folder it leads
-    to is the one replaced. Just before the swap the old folder is judged again (`_check_replaceable_contents`):
+    to is the one replaced. Just before the swap the old folder is judged again (`check_replaceable_contents`):
     files put into it while the run went on are the user's, and stop the swap.
     """
     if directory.is_symlink():
@@ -643,16 +643,16 @@ def replace_folder(directory: Path, write: Callable[[Path], Any], *, flag: str) 
     tmp, old = directory.parent / f"{tag}.new", directory.parent / f"{tag}.old"
     try:
         write(tmp)
-        files = sorted(_listing(tmp))
+        files = sorted(listing_of(tmp))
         (tmp / OWNER_MARKER).write_text(json.dumps({"written_by": "retrain", "version": __version__, "flag": flag,
                                                     "files": files,
-                                                    "sha256": {name: _sha256(tmp / name) for name in files}},
+                                                    "sha256": {name: sha256_of(tmp / name) for name in files}},
                                                    indent=1) + "\n")
         check_still_outside(directory, flag=flag)
         moved = directory.exists()
         if moved:
             try:
-                _check_replaceable_contents(directory, flag=flag)
+                check_replaceable_contents(directory, flag=flag)
             except UsageError as error:
                 raise RetrainError(f"{error} (found just before replacing it: it changed while the run went on, so "
                                    "retrain did not replace it)") from None
