@@ -261,6 +261,14 @@ class _PathFlag(click.Path):
         return value if isinstance(value, str) else super().convert(value, param, ctx)
 
 
+class _AnyCase(click.Choice):
+    """A choice of upper-case names taken in any case, and listed as they are spelt (click's own lists them
+    folded to lower case: probe ZZJ)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return super().convert(str(value).upper(), param, ctx)
+
+
 class _ClassicOption(click.Option):
     """An option whose errors name it the classic way only: `'--image_dir'`, not `'--image_dir' / '--image-dir'`."""
 
@@ -322,7 +330,7 @@ def _joined(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 @_option("--tflite_quantization", multiple=True, default=_R.tflite_quantization, callback=_comma_list, metavar="Q[,Q...]", help="float32, float16, dynamic (int8 weights) or int8 (full integer, calibrated on training images). Several (comma-separated or repeated): the first goes to --output_tflite, each other to <stem>_<Q>.tflite beside it.")
 @_option("--tflite_representative_images", type=int, default=_R.tflite_representative_images, help="Training images the int8 model is calibrated on.")
 @_option("--output_tfjs", type=_PathFlag(path_type=Path), default=None, help="Also export a TF.js graph model into this folder (model.json, weight shards, labels.txt), for web pages.")
-@_option("--logging_verbosity", type=click.Choice(LOGGING_LEVELS, case_sensitive=False), default=_R.logging_verbosity, help="How much to log on stderr.")
+@_option("--logging_verbosity", type=_AnyCase(LOGGING_LEVELS), default=_R.logging_verbosity, help="How much to log on stderr.")
 @_option("--intermediate_store_frequency", type=int, default=_R.intermediate_store_frequency, help="Save a frozen graph every this many steps; 0 = never.")
 @_option("--intermediate_output_graphs_dir", type=_PathFlag(path_type=Path), default=_R.intermediate_output_graphs_dir, help="Where intermediate graphs go.")
 @_option("--checkpoint_path", type=_PathFlag(path_type=Path), default=_R.checkpoint_path, help="Checkpoint prefix for the new layer's variables.")
@@ -346,7 +354,6 @@ def retrain_command(**options: Any) -> None:
 
     Example: retrain --image_dir ~/flower_photos
     """
-    options["logging_verbosity"] = options["logging_verbosity"].upper()
     config = RetrainConfig(**options)  # every flag value is checked here
     context = click.get_current_context()
     given = [name for name in options if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]

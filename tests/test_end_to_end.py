@@ -209,6 +209,18 @@ def test_a_flag_where_a_value_belongs_is_named(args: list[str], message: str) ->
     assert f"retrain: error: {message} (see retrain --help)" in invoke(retrain_command, args, expect=2).stderr
 
 
+def test_logging_verbosity_is_taken_in_any_case_and_listed_as_spelt(colour_tree: Path, tiny_module: Path,
+                                                                     outputs: dict[str, Path]) -> None:
+    """Probe ZZJ: click listed the levels folded to lower case ('debug', 'info', ...), unlike --help and the
+    README."""
+    stderr = invoke(retrain_command, ["--image_dir", "p", "--logging_verbosity", "LOUD"], expect=2).stderr
+    assert stderr == ("retrain: error: Invalid value for '--logging_verbosity': 'LOUD' is not one of 'DEBUG', 'INFO', "
+                      "'WARN', 'WARNING', 'ERROR', 'FATAL'. (see retrain --help)\n")
+    quiet = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5,
+                                          logging_verbosity="error", **outputs))
+    assert "INFO" not in quiet.stderr and "Final test accuracy" in quiet.stdout
+
+
 def test_a_value_starting_with_dashes_that_holds_a_space_is_a_value() -> None:
     """As argparse: `--final_tensor_name "--a b"` is a value (a flag holds no space), judged as a node name."""
     stderr = invoke(retrain_command, ["--image_dir", "p", "--final_tensor_name", "--a b"], expect=2).stderr
