@@ -213,56 +213,8 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
     for exporter in plan.exporters:
         exporter.check_model(probe, config)  # e.g. ops a format cannot run: fail before the long part
 
-    files = labels.all_files()
+    labels, splits, training, skipped = _bottlenecks(config, plan, source)
     distortions = config.distortions
-    variants = config.distorted_variants if distortions.active and config.distortion_mode == "cached" else 0
-    stores, in_memory = _open_stores(config, source, rows=len(files) + variants * labels.count("training"))
-    file_keys = FileKeys(config.bottleneck_dir / INDEX_NAME)
-    with extraction_runner(config.ray_address) as runner:  # this process, or Ray actors (--ray_address)
-        vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
-                               file_keys=file_keys, image_size=config.image_size, in_memory=in_memory, runner=runner)
-        log.info("computed %d new bottlenecks, %d from cache", vectors.computed, vectors.cached)
-        _compact(stores)
-        if in_memory and not variants:  # the run's vectors are all in `vectors`: before the splits are cut from
-            stores = []  # them, let go of the caches' own copies (a whole cache, maybe)
-        if vectors.skipped:
-            log.warning("skipped %d image(s) (of %d) that could not be read, decoded or used; the warnings above "
-                        "give the reasons", len(vectors.skipped), len(files))
-        labels = labels.keep(set(vectors.paths))
-        if vectors.skipped:  # the walk's counts are out of date (probe ZZ)
-            log.info("using %d %s: %d training, %d validation, %d testing images", len(labels.names),
-                     "labels" if labels.multi_label else "classes", *(labels.count(split) for split in SPLITS))
-        if labels.names != plan.labels.names:  # a class whose images all failed is left out: the earlier models
-            _check_earlier_models(plan.outputs, labels)  # beside the outputs were judged by the walk's classes
-        warn_identical_files(labels, vectors.paths, vectors.keys)
-        row = {path: index for index, path in enumerate(vectors.paths)}
-        splits = {name: Split(paths=labels.files[name], targets=labels.targets[name],
-                              vectors=take_rows(vectors.vectors,
-                                                np.array([row[p] for p in labels.files[name]], np.int64)))
-                  for name in SPLITS}
-        training = plain = splits["training"]
-        skipped = vectors.skipped
-        del vectors, row  # the splits hold copies (or StoredRows): not held through training
-        if variants:
-            training, splits["training"] = _variant_split(plain, source=source, stores=stores, distortions=distortions,
-                                                          config=config, file_keys=file_keys, in_memory=in_memory,
-                                                          runner=runner)
-            _compact(stores)
-            kept = set(splits["training"].paths)
-            skipped += tuple((path, "its distorted variants could not be used (said above)")
-                             for path in plain.paths if path not in kept)
-            if not len(training):
-                raise RetrainError("no training image is left: none of their distorted variants could be used (the "
-                                   "warnings above give the reasons); check --tfhub_module, or train without "
-                                   "distortions")
-            untaught = [labels.names[index] for index in training.targets.untaught()]
-            if untaught:  # the plain-vector rule would move its validation images; they have no variants
-                raise RetrainError(f"class {untaught[0]!r} has no training image left: the distorted variants of "
-                                   "each could not be used (the warnings above give the reasons); check "
-                                   "--tfhub_module, or train without distortions")
-
-    if in_memory:  # the splits hold copies of their vectors: the caches' own (with variants, kept until now) can go
-        stores = []
     run_folder = claim_run_dir(plan.run_folder)
     log.info("TensorBoard summaries: %s (tensorboard --logdir %s)", run_folder, config.summaries_dir)
     model = ExportModel(source=source, head=initial_head(dim=source.dim, classes=len(labels.names), seed=config.seed,
@@ -358,6 +310,62 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
         raise
     return RetrainResult(labels=list(labels.names), head=head, splits=splits, evaluations=evaluations,
                          skipped=skipped, source=source, written=tuple(written), run_folder=run_folder)
+
+
+def _bottlenecks(config: RetrainConfig, plan: Plan, source: FeatureSource
+                 ) -> tuple[LabelSet, dict[str, Split], Split, tuple[tuple[Path, str], ...]]:
+    """Every image's vectors, from the cache or computed (with its distorted variants when cached): the labels
+    of the images that could be used, the splits, what training trains on (the variants, or the training split)
+    and the images skipped. The caches' own copies go as this returns when the splits hold theirs in memory."""
+    labels = plan.labels
+    files = labels.all_files()
+    distortions = config.distortions
+    variants = config.distorted_variants if distortions.active and config.distortion_mode == "cached" else 0
+    stores, in_memory = _open_stores(config, source, rows=len(files) + variants * labels.count("training"))
+    file_keys = FileKeys(config.bottleneck_dir / INDEX_NAME)
+    with extraction_runner(config.ray_address) as runner:  # this process, or Ray actors (--ray_address)
+        vectors = file_vectors(files, source=source, stores=stores, batch_size=config.bottleneck_batch_size,
+                               file_keys=file_keys, image_size=config.image_size, in_memory=in_memory, runner=runner)
+        log.info("computed %d new bottlenecks, %d from cache", vectors.computed, vectors.cached)
+        _compact(stores)
+        if in_memory and not variants:  # the run's vectors are all in `vectors`: before the splits are cut from
+            stores = []  # them, let go of the caches' own copies (a whole cache, maybe)
+        if vectors.skipped:
+            log.warning("skipped %d image(s) (of %d) that could not be read, decoded or used; the warnings above "
+                        "give the reasons", len(vectors.skipped), len(files))
+        labels = labels.keep(set(vectors.paths))
+        if vectors.skipped:  # the walk's counts are out of date (probe ZZ)
+            log.info("using %d %s: %d training, %d validation, %d testing images", len(labels.names),
+                     "labels" if labels.multi_label else "classes", *(labels.count(split) for split in SPLITS))
+        if labels.names != plan.labels.names:  # a class whose images all failed is left out: the earlier models
+            _check_earlier_models(plan.outputs, labels)  # beside the outputs were judged by the walk's classes
+        warn_identical_files(labels, vectors.paths, vectors.keys)
+        row = {path: index for index, path in enumerate(vectors.paths)}
+        splits = {name: Split(paths=labels.files[name], targets=labels.targets[name],
+                              vectors=take_rows(vectors.vectors,
+                                                np.array([row[p] for p in labels.files[name]], np.int64)))
+                  for name in SPLITS}
+        training = plain = splits["training"]
+        skipped = vectors.skipped
+        del vectors, row  # the splits hold copies (or StoredRows): not held through training
+        if variants:
+            training, splits["training"] = _variant_split(plain, source=source, stores=stores, distortions=distortions,
+                                                          config=config, file_keys=file_keys, in_memory=in_memory,
+                                                          runner=runner)
+            _compact(stores)
+            kept = set(splits["training"].paths)
+            skipped += tuple((path, "its distorted variants could not be used (said above)")
+                             for path in plain.paths if path not in kept)
+            if not len(training):
+                raise RetrainError("no training image is left: none of their distorted variants could be used (the "
+                                   "warnings above give the reasons); check --tfhub_module, or train without "
+                                   "distortions")
+            untaught = [labels.names[index] for index in training.targets.untaught()]
+            if untaught:  # the plain-vector rule would move its validation images; they have no variants
+                raise RetrainError(f"class {untaught[0]!r} has no training image left: the distorted variants of "
+                                   "each could not be used (the warnings above give the reasons); check "
+                                   "--tfhub_module, or train without distortions")
+    return labels, splits, training, skipped
 
 
 def _written_by(exporter: Any, model: ExportModel, config: RetrainConfig) -> Iterable[Path]:
