@@ -34,8 +34,8 @@ from retrain.features.store import FOLDER_PATTERN, BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
 from retrain.insight.report import pad
-from retrain.insight.run import (check_classic_labels_left, check_earlier_models, draw_pictures, print_table,
-                                 report_run, warn_if_another_models_report)
+from retrain.insight.earlier import check_classic_labels_left, check_earlier_models, warn_if_another_models_report
+from retrain.insight.run import draw_pictures, print_table, report_run
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
