@@ -226,6 +226,7 @@ class _Kept(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None  # as it read then, whatever its arguments become
         self.records.append(record)
 
     def drop(self) -> None:

@@ -54,7 +54,6 @@ from retrain.train import (Diverged, Head, ImageSteps, Optimizer, Schedule, Spli
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Plan:
     """What `prepare` found: the labelled images, the run's TensorBoard folder, the formats to write."""
