@@ -266,7 +266,8 @@ class _AnyCase(click.Choice):
     folded to lower case: probe ZZJ)."""
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        return super().convert(str(value).upper(), param, ctx)
+        upper = str(value).upper()  # a wrong value is quoted as typed (probe ZZK)
+        return upper if upper in self.choices else super().convert(value, param, ctx)
 
 
 class _ClassicOption(click.Option):

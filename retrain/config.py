@@ -514,17 +514,18 @@ def check_no_effect(config: RetrainConfig, *, given: Collection[str] = ()) -> No
                for name in ("fine_tune_steps", "fine_tune_batch_size", "fine_tune_learning_rate")),
              ("--label_delimiter", "label_delimiter", "%r", "--labels_csv (classes come from the folder names)",
               config.labels_csv is not None),
-             ("--tflite_representative_images", "tflite_representative_images", "%d",
-              "int8 in --tflite_quantization" if config.output_tflite else
-              "--output_tflite PATH with int8 in --tflite_quantization",
-              config.output_tflite is not None and "int8" in config.tflite_quantization),
              ("--tflite_quantization", "tflite_quantization", "%s", "--output_tflite PATH",
-              config.output_tflite is not None)]
+              config.output_tflite is not None),
+             ("--tflite_representative_images", "tflite_representative_images", "%d",
+              "int8 in --tflite_quantization" if config.output_tflite or "int8" in config.tflite_quantization else
+              "--output_tflite PATH and int8 in --tflite_quantization",
+              config.output_tflite is not None and "int8" in config.tflite_quantization)]
     for flag, name, form, needed, active in needs:
         value = getattr(config, name)
         if not active and (value != getattr(RetrainConfig, name) or name in given):
             shown = form % ((",".join(value) or "(empty)") if isinstance(value, tuple) else value)
-            raise UsageError(f"{flag} {shown} has no effect without {needed}; add it or drop {flag}")
+            them = "them" if " and " in needed else "it"
+            raise UsageError(f"{flag} {shown} has no effect without {needed}; add {them} or drop {flag}")
 
 
 def _check_final_tensor_name(name: str) -> None:
@@ -566,12 +567,10 @@ def _check_distortions(config: RetrainConfig) -> None:
 
 
 def _check_tflite(config: RetrainConfig) -> None:
-    """--tflite_quantization names known variants, once each (without --output_tflite, it and the calibration
-    size are refused by `check_no_effect`)."""
+    """--tflite_quantization names known variants, once each, and a positive calibration size (without
+    --output_tflite, valid values are refused by `check_no_effect`)."""
     quantizations, images = tuple(config.tflite_quantization), config.tflite_representative_images
     spelled = ",".join(quantizations) or "(empty)"
-    if config.output_tflite is None:
-        return
     unknown = [q for q in quantizations if q not in TFLITE_QUANTIZATIONS]
     if unknown or not quantizations or len(set(quantizations)) != len(quantizations):
         raise UsageError(f"--tflite_quantization {spelled}: expected one or more of "

@@ -218,38 +218,6 @@ def setup_logging(verbosity: str) -> None:
     logger.propagate = False
 
 
-class _Kept(logging.Handler):
-    """Holds the records that reach it, for `held_back`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        record.msg, record.args = record.getMessage(), None  # as it read then, whatever its arguments become
-        self.records.append(record)
-
-    def drop(self) -> None:
-        """Forget what was held: the block's end passes nothing on."""
-        self.records.clear()
-
-
-@contextmanager
-def held_back() -> Iterator[_Kept]:
-    """The block's log lines (the 'retrain' logger's and its children's) held back, then passed on in order as
-    the block ends, however it ends, unless it called `drop()` on what this yields."""
-    logger = logging.getLogger("retrain")
-    kept = _Kept()
-    saved = logger.handlers[:], logger.propagate
-    logger.handlers[:], logger.propagate = [kept], False
-    try:
-        yield kept
-    finally:
-        logger.handlers[:], logger.propagate = saved
-        for record in kept.records:
-            logging.getLogger(record.name).handle(record)
-
-
 @contextmanager
 def logger_restored() -> Iterator[logging.Logger]:
     """The 'retrain' logger; its handlers, level and propagation are put back as they were when the block ends."""

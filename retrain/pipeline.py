@@ -41,7 +41,7 @@ from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
 from retrain.labels.folder import check_image_dir
 from retrain.labels.split import SPLITS, scant_training
-from retrain.logs import held_back, one_line, warn_if_names_not_utf8
+from retrain.logs import one_line, warn_if_names_not_utf8
 from retrain.names import report_path
 from retrain.objectives import FIGURE_NAMES, Evaluation, evaluate, objective_for, score_chunks
 from retrain.outputs import (Input, Output, Writes, bytes_text, check_clashes, check_input_files,
@@ -133,35 +133,24 @@ def prepare(config: RetrainConfig, *, given: Collection[str] = ()) -> Plan:
     hold_outputs(outputs)  # until the run ends, no other run on this machine writes them
     try:
         take_back_killed(outputs)  # a killed run's half-written exports, before they are judged
-        with held_back() as walk_said:
-            labels = label_source(config, given=given).scan()
-            try:
-                _check_output_paths(config, labels, outputs, requested)
-            except RetrainError:
-                walk_said.drop()  # a refused path: the photos' warnings would only bury it (probe ZZD)
-                raise
-            _check_earlier_models(outputs, labels)  # its refusals turn on the labels, which the warnings explain
+        labels = label_source(config, given=given).scan()
+        # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
+        check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
+                          covered=config.image_dir if config.labels_csv is None else None, walked=labels.walked)
+        check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"],
+                                unchanged={config.output_labels: (labels_text(labels.names),
+                                                                  classic_labels_text(labels.names))})
+        # None of these creates a folder: what first writes there does, so a refused run leaves nothing behind.
+        for exporter in requested:
+            exporter.check(config)
+        check_writable_dir(config.summaries_dir, flag="--summaries_dir")
+        check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
+        _check_earlier_models(outputs, labels)
         warn_if_another_models_report(config.output_labels)  # once the run is sure to go on (probe TT)
     except BaseException:
         release_outputs()
         raise
     return Plan(labels=labels, run_folder=run_folder, exporters=requested, outputs=tuple(outputs))
-
-
-def _check_output_paths(config: RetrainConfig, labels: LabelSet, outputs: Sequence[Output],
-                        requested: Sequence[formats.Exporter]) -> None:
-    """The checks of the output paths that need the photos' list: none of them creates a folder (what first
-    writes there does), so a refused run leaves nothing behind."""
-    # Photos reached through links (or named by a CSV) may lie outside the image tree: inputs too.
-    check_input_files(outputs, labels.all_files(), flag=labels.source.split()[0],
-                      covered=config.image_dir if config.labels_csv is None else None, walked=labels.walked)
-    check_replaceable_files([o for o in outputs if labels.multi_label or o.content != "thresholds"],
-                            unchanged={config.output_labels: (labels_text(labels.names),
-                                                              classic_labels_text(labels.names))})
-    for exporter in requested:
-        exporter.check(config)
-    check_writable_dir(config.summaries_dir, flag="--summaries_dir")
-    check_writable_dir(config.bottleneck_dir, flag="--bottleneck_dir")
 
 
 def _check_earlier_models(outputs: Sequence[Output], labels: LabelSet) -> None:

@@ -236,7 +236,7 @@ def test_on_the_fly_mode_trains_with_progress_and_exports(colour_tree: Path, tin
     (["--distortion_mode", "cached"], "--distortion_mode cached has no effect without a distortion flag"),
     (["--tflite_quantization", "float32"], "--tflite_quantization float32 has no effect without --output_tflite"),
     (["--tflite_representative_images", "300"],
-     "--tflite_representative_images 300 has no effect without --output_tflite PATH with int8"),
+     "--tflite_representative_images 300 has no effect without --output_tflite PATH and int8"),
     (["--label_delimiter", " "], "--label_delimiter ' ' has no effect without --labels_csv"),
     # bounds that keep a typo from eating all memory
     (["--fine_tune", "--fine_tune_batch_size", "1024"], "--fine_tune_batch_size"),

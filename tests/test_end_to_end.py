@@ -213,8 +213,8 @@ def test_logging_verbosity_is_taken_in_any_case_and_listed_as_spelt(colour_tree:
                                                                      outputs: dict[str, Path]) -> None:
     """Probe ZZJ: click listed the levels folded to lower case ('debug', 'info', ...), unlike --help and the
     README."""
-    stderr = invoke(retrain_command, ["--image_dir", "p", "--logging_verbosity", "LOUD"], expect=2).stderr
-    assert stderr == ("retrain: error: Invalid value for '--logging_verbosity': 'LOUD' is not one of 'DEBUG', 'INFO', "
+    stderr = invoke(retrain_command, ["--image_dir", "p", "--logging_verbosity", "Loud"], expect=2).stderr
+    assert stderr == ("retrain: error: Invalid value for '--logging_verbosity': 'Loud' is not one of 'DEBUG', 'INFO', "
                       "'WARN', 'WARNING', 'ERROR', 'FATAL'. (see retrain --help)\n")
     quiet = invoke(retrain_command, flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5,
                                           logging_verbosity="error", **outputs))

@@ -192,28 +192,6 @@ def test_output_in_missing_folder(colour_tree: Path, tiny_module: Path, outputs,
     assert no_work_done(outputs)
 
 
-def test_a_refused_output_is_said_alone_and_the_photos_warnings_come_with_a_run(
-        colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path) -> None:
-    """The walk's warnings are held until the outputs are checked: a refused output path is the one line (probe
-    ZZD: a class folder's warning came before it); a run, or a refusal that turns on the classes found (an
-    earlier model's, the photos' own), says them."""
-    (colour_tree / "notes").mkdir()
-    (colour_tree / "notes" / "readme.txt").write_text("not a photo")
-    warning = f"class folder {colour_tree / 'notes'} has no images"
-    args = flags(image_dir=colour_tree, tfhub_module=tiny_module, how_many_training_steps=5, **outputs)
-    graph = tmp_path / "no" / "graph.pb"
-    refused = invoke(retrain_command, args + ["--output_graph", str(graph)], expect=2)
-    assert refused.stderr.splitlines() == [f"retrain: error: --output_graph {graph}: folder {graph.parent} does "
-                                           "not exist; create it or choose another --output_graph"]
-    assert warning in invoke(retrain_command, args).stderr
-    shutil.rmtree(colour_tree / "green")
-    other_labels = invoke(retrain_command, args + ["--output_graph", str(tmp_path / "other.pb")], expect=2)
-    assert warning in other_labels.stderr and "of the earlier model that" in other_labels.stderr.splitlines()[-1]
-    shutil.rmtree(colour_tree / "blue")
-    one_class = invoke(retrain_command, args, expect=1).stderr.splitlines()
-    assert warning in one_class[0] and one_class[-1].startswith("retrain: error: found 1 class folder with images")
-
-
 def test_an_empty_optional_path_means_not_set_as_the_classic_saved_model_dir(
         colour_tree: Path, tiny_module: Path, outputs, tmp_path: Path, monkeypatch) -> None:
     """The classic default was `--saved_model_dir ''`: scripts that spell it out get no SavedModel, never one

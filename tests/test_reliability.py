@@ -108,6 +108,16 @@ def test_outputs_that_clash_are_refused_before_any_work(colour_tree: Path, tmp_p
     assert not outputs["bottleneck_dir"].exists() or not list(outputs["bottleneck_dir"].rglob("shard-*"))
 
 
+def test_a_folder_in_the_cache_that_only_looks_like_the_caches_own_may_hold_an_output(
+        colour_tree: Path, tiny_module: Path, outputs) -> None:
+    """Probe ZZK: any `<24 hex digits>-<suffix>` folder was taken for the cache's; it writes `<key>` and
+    `<key>-float16` only."""
+    mine = outputs["bottleneck_dir"] / f"{'0a' * 12}-mine"
+    mine.mkdir(parents=True)
+    retrain(colour_tree, tiny_module, {**outputs, "output_graph": mine / "graph.pb"})
+    assert (mine / "graph.pb").is_file()
+
+
 def test_an_output_reached_through_a_link_into_the_tree_is_refused(colour_tree: Path, tmp_path: Path, outputs,
                                                                    tiny_module: Path) -> None:
     (tmp_path / "innocent").symlink_to(colour_tree / "red")

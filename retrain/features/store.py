@@ -51,8 +51,8 @@ FLUSH_EVERY_VECTORS = 256
 FLUSH_EVERY_SECONDS = 30.0
 FLUSH_EVERY_ENV = "RETRAIN_BOTTLENECK_FLUSH_EVERY"
 # The cache's folder of one module: its key (features.module's cache key, 24 hex digits), followed by the
-# dtype when it is not float32 (`BottleneckStore`).
-FOLDER_PATTERN = r"[0-9a-f]{24}(-[0-9a-z]+)?"
+# dtype when it is not float32 (`BottleneckStore`): only those, so a folder of the user's there is not the cache's.
+FOLDER_PATTERN = r"[0-9a-f]{24}(-float16)?"
 PROBE_PREFIX = ".ray-probe-"  # a Ray run's marker in the cache, named after its host and process (features/ray.py)
 
 
