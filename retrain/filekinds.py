@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrain.names import FINAL_TENSOR_NAME, IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATURE, report_path
-from retrain.objectives import OBJECTIVES
+from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATURE, SIGMOID_OPS,
+                           SOFTMAX_OPS, report_path)
 
 
 MAX_GRAPH_NODES = 2_000_000  # more than any real frozen graph holds: a file with more is judged not to be ours
@@ -106,8 +106,8 @@ def _const_shape(data: Any, node: tuple[int, int]) -> list[int] | None:
 
 
 _PASSED = (b"Identity", b"FakeQuantWithMinMaxVars", b"FakeQuantWithMinMaxArgs")  # a read; a quantized layer's
-_LAYER_OPS = frozenset({*_PASSED, b"Add", b"AddV2", b"BiasAdd", b"Const",  # walked
-                        *(objective.output_op.encode() for objective in OBJECTIVES)})
+_LAYER_OPS = frozenset({*_PASSED, b"Add", b"AddV2", b"BiasAdd", b"Const", SOFTMAX_OPS[0].encode(),  # walked
+                        SIGMOID_OPS[0].encode()})
 
 
 def graph_class_count(data: Any, final: str) -> int | None:
@@ -178,7 +178,7 @@ def is_saved_model_file(path: Path) -> bool:
     return path.name == "saved_model.pb" and head(path, 1) == b"\x08"
 
 
-SCORE_OPS = tuple(objective.output_op for objective in OBJECTIVES)  # a classifier's output node, when not named
+SCORE_OPS = (SOFTMAX_OPS[0], SIGMOID_OPS[0])  # what a classifier's output node is, when it is not named
 _SCORE_OPS = tuple(op.encode() for op in SCORE_OPS)  # as graph_nodes reads them
 
 

@@ -19,6 +19,9 @@ from pathlib import Path
 # --final_tensor_name). The input takes float32 [N, H, W, 3] RGB scaled to [0, 1].
 INPUT_NODE = "Placeholder"
 FINAL_TENSOR_NAME = "final_result"
+# The op of an exported model's score node, by objective: a frozen graph's, and a TFLite model's (objectives).
+SOFTMAX_OPS = ("Softmax", "SOFTMAX")
+SIGMOID_OPS = ("Sigmoid", "LOGISTIC")
 # What our exports take: RGB in [0, 1], i.e. the classic (pixel - mean) / std with these values.
 EXPORT_INPUT_MEAN = 0.0
 EXPORT_INPUT_STD = 255.0

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from retrain.names import SIGMOID_OPS, SOFTMAX_OPS
 from retrain.tfenv import import_tensorflow
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ class Softmax:
 
     name: str = "softmax"
     headline: str = "accuracy"  # the metric of the classic log lines: "Step N: Train accuracy = X%"
-    output_op: str = "Softmax"  # the exported graph's score node (its op in a TFLite model: tflite_op)
-    tflite_op: str = "SOFTMAX"
+    output_op: str = SOFTMAX_OPS[0]  # the exported graph's score node (its op in a TFLite model: tflite_op)
+    tflite_op: str = SOFTMAX_OPS[1]
     multi_label: bool = False
 
     def activation(self, logits: Any, *, name: str | None = None) -> Any:
@@ -130,8 +131,8 @@ class Sigmoid:
 
     name: str = "sigmoid"
     headline: str = "micro_f1"
-    output_op: str = "Sigmoid"
-    tflite_op: str = "LOGISTIC"
+    output_op: str = SIGMOID_OPS[0]
+    tflite_op: str = SIGMOID_OPS[1]
     multi_label: bool = True
 
     def activation(self, logits: Any, *, name: str | None = None) -> Any:
