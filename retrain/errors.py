@@ -80,10 +80,16 @@ class UsageError(RetrainError):
         super().__init__(message, exit_code=2)
 
 
+# The lines of a TensorFlow op error that frame its cause: a graph's header and where the node was defined.
+_FRAMING = re.compile(r"Graph execution error:|Detected at node .*|<stack traces unavailable>|File \".*|\[\[.*\]\]")
+
+
 def reason(error: BaseException) -> str:
     """What went wrong, for one line: an OSError's text, or the first line of a TensorFlow op error's message
-    (the cause; the lines after it retell it) without the function-node prefix and the `[Op:...]` suffix."""
+    that says the cause (the lines after it retell it), without the function-node prefix, the `[Op:...]` suffix
+    and the lines that frame it (probe ZZK: "Graph execution error:" was said as the cause)."""
     text = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(text))
     text = re.sub(r"\s*\[Op:\w+\]( name: \S*)?", "", text)
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return next((line for line in lines if not _FRAMING.fullmatch(line)), lines[0] if lines else type(error).__name__)

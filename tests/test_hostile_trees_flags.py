@@ -309,6 +309,32 @@ def test_module_that_outputs_feature_maps(colour_tree: Path, outputs, tmp_path: 
     assert no_work_done(outputs)
 
 
+@pytest.mark.parametrize("fails_on", ["photos", "every image"])
+def test_a_module_that_fails_on_images_is_one_line_naming_its_cause(colour_tree: Path, outputs, tmp_path: Path,
+                                                                    fails_on: str) -> None:
+    """Probe ZZK: a module whose own check passes the blank probe image but fails on photos ended in a 40-line
+    traceback; one that fails on every image was said to fail with 'Graph execution error:', TensorFlow's header."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+
+    class Picky(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def __call__(self, images):
+            features = tf.concat([tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2])], axis=1)
+            refused = tf.reduce_max(images) > 0.05 if fails_on == "photos" else tf.constant(True)
+            tf.debugging.Assert(tf.logical_not(refused), ["this module refuses the input"])
+            return features
+
+    module = tmp_path / "picky"
+    tf.saved_model.save(Picky(), str(module))
+    error = retrain(colour_tree, module, outputs, expect=1)
+    when = "a batch of images" if fails_on == "photos" else "a [1, 32, 32, 3] float image batch"
+    assert error == (f"retrain: error: --tfhub_module {module} failed on {when} (assertion failed: [this module "
+                     "refuses the input]); expected an image feature-vector module")
+    assert not outputs["output_graph"].exists()
+
+
 # --- nothing the user owns is deleted -----------------------------------------------------------------
 
 def test_earlier_summaries_and_outputs_survive(colour_tree: Path, tiny_module: Path, outputs) -> None:

@@ -32,6 +32,7 @@ from retrain.features.source import FeatureSource
 from retrain.features.store import BottleneckStore
 from retrain.images import ImageError, prepare_image, read_bytes
 from retrain.logs import warn_skipped
+from retrain import errors
 from retrain.errors import RetrainError, stops_after
 from retrain.pool import thread_pool, windowed
 from retrain.progress import Progress
@@ -159,6 +160,19 @@ class ExtractionJob:
         return cls(member, store, batch_size=spec.batch_size, label=spec.label, distortions=spec.distortions,
                    seed=spec.seed, image_size=spec.image_size)
 
+    def _vectors(self, rows: Sequence[Any]) -> np.ndarray:
+        """The module's vectors of a batch; a module that fails on photos (its own check, a shape it cannot take)
+        is one line naming it (probe ZZK: a traceback)."""
+        tf = import_tensorflow()
+        try:
+            return np.asarray(self._compute(rows), np.float32)
+        except tf.errors.ResourceExhaustedError as error:
+            raise RetrainError(f"--tfhub_module {self.member.handle} ran out of memory on a batch of {len(rows)} "
+                               f"images ({errors.reason(error)}); lower --bottleneck_batch_size") from None
+        except tf.errors.OpError as error:
+            raise RetrainError(f"--tfhub_module {self.member.handle} failed on a batch of images "
+                               f"({errors.reason(error)}); expected an image feature-vector module") from None
+
     def prepare(self, item: WorkItem) -> np.ndarray:
         """The image's pixels as this job feeds them: at the module's size, or at the distortion source size.
 
@@ -202,7 +216,7 @@ class ExtractionJob:
 
         def run_batch() -> None:
             with stops_after():
-                vectors = np.asarray(self._compute(rows), np.float32)
+                vectors = self._vectors(rows)
             reasons = _unusable(vectors, self.store.dtype)  # a faulty module's NaN must not be cached, nor trained on
             for owner, reason in zip(owners, reasons):
                 if reason:
