@@ -90,12 +90,14 @@ _ONE_RUN = threading.Lock()
 _RUNNING = types.SimpleNamespace(thread=None)  # the thread whose call holds _ONE_RUN
 
 
-def classify(images: str | Path | Iterable[str | Path], *, graph: str | Path = RetrainConfig.output_graph,
+def classify(images: str | Path | Iterable[str | Path] | None = None, *,
+             graph: str | Path = RetrainConfig.output_graph,
              labels: str | Path | None = None, top_k: int | None = None,
              **flags: Any) -> list[dict[str, Any]]:
     """Classify image files (or folders of them) with an exported model, as `label-image --json` does.
 
-    `images` is one path (a str or Path: an image file or a folder) or a list of them. Returns one dict
+    `images` is one path (a str or Path: an image file or a folder) or a list of them (required: a default
+    only so that `image=`, the command's flag, is a UsageError naming `images`). Returns one dict
     per image, in order: `image` and `predictions` (label and score, best first: every label, or
     `top_k`), plus `labels` (those at or above their thresholds) for a multi-label
     model; or `image` and `error` for an image that could not be decoded. Other keyword arguments are

@@ -321,6 +321,14 @@ def test_arguments_of_the_wrong_type_are_one_line_before_any_work(colour_tree: P
     assert not outputs["bottleneck_dir"].exists()
 
 
+def test_classify_given_the_commands_image_flag_names_its_keyword(tmp_path: Path) -> None:
+    """Probe ZZK: `classify(image=...)`, the command's flag, was Python's TypeError about a missing argument."""
+    with pytest.raises(api.UsageError, match=r"^classify\(\) has no flag 'image'; did you mean 'images'\?$"):
+        api.classify(image=tmp_path / "a.jpg")
+    with pytest.raises(api.UsageError, match=r"^images must be a path or a list of paths, got None$"):
+        api.classify()
+
+
 def test_the_error_paths_do_not_import_tensorflow() -> None:
     code = ("import sys\nfrom retrain import api\n"
             "for call in (lambda: api.retrain(None), lambda: api.retrain('.', log_level='x'),\n"
