@@ -116,6 +116,26 @@ def test_leftover_temporary_and_corrupt_shards_are_treated_as_missing(tmp_path: 
     assert "damaged" not in caplog.text
 
 
+def test_a_killed_runs_old_temporary_shard_goes_and_a_running_writers_stays(tmp_path: Path, extractor) -> None:
+    """Only a temporary shard older than journal.STALE_SECONDS is a killed run's (probe ZZI: the age test reversed,
+    deleting a running writer's shard and keeping the dead one's, went unnoticed)."""
+    import os
+    import time
+
+    from retrain.journal import STALE_SECONDS
+
+    files = files_of(make_colour_tree(tmp_path / "p", per_class=3))
+    compute(files, extractor, tmp_path / "cache")
+    shard_dir = next((tmp_path / "cache").iterdir())
+    dead, live = shard_dir / ".tmp-killed.npz", shard_dir / ".tmp-running.npz"
+    for path in (dead, live):
+        path.write_bytes(b"half written")
+    old = time.time() - 2 * STALE_SECONDS
+    os.utime(dead, (old, old))
+    compute(files, extractor, tmp_path / "cache")
+    assert not dead.exists() and live.read_bytes() == b"half written"
+
+
 @pytest.mark.parametrize("change, reason", [
     (lambda keys, vectors: (np.arange(len(keys)), vectors), "its keys are int64 ({n},), expected [N] byte strings"),
     (lambda keys, vectors: (keys, vectors[:, :5]), "it holds float32 ({n}, 5) for {n} keys, expected [{n}, {d}] floats"),

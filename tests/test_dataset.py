@@ -47,6 +47,56 @@ def test_split_matches_classic_formula_on_relative_path():
         assert split_of(name, validation_percentage=10, testing_percentage=10) == classic_split(name, 10, 10)
 
 
+def test_the_split_is_strict_at_its_boundaries_as_the_classic_formula() -> None:
+    """An image whose percentage is exactly --validation_percentage (or the sum) is not in that split, as in
+    the classic `percentage_hash < validation_percentage` (probe ZZI: `<=` went unnoticed)."""
+    name = "roses/img_7.jpg"
+    value = int(hashlib.sha1(name.encode()).hexdigest(), 16)
+    percent = (value % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    assert split_of(name, validation_percentage=percent, testing_percentage=1) == "testing"
+    assert split_of(name, validation_percentage=0, testing_percentage=percent) == "training"
+    assert split_of(name, validation_percentage=percent + 1e-9, testing_percentage=0) == "validation"
+
+
+def test_the_split_hashes_the_composed_unicode_form_as_the_readme_says() -> None:
+    """README: the path is hashed in its NFC form (probe ZZI: hashing both spellings as NFD agreed with itself
+    and went unnoticed, but moved every accented name's split away from the documented one)."""
+    import unicodedata
+
+    for i in range(40):
+        name = f"caf\u00e9/cr\u00e8me_{i}.jpg"
+        for spelt in (name, unicodedata.normalize("NFD", name)):
+            assert split_of(spelt, validation_percentage=30, testing_percentage=30) == classic_split(name, 30, 30)
+
+
+def test_classes_are_in_the_classic_order_of_their_folder_names(tmp_path: Path) -> None:
+    """The labels file's order is the model's output order: the classic script sorted the folder paths by code
+    point, capitals first (probe ZZI: a case-folded sort went unnoticed, and would renumber every old model's
+    classes)."""
+    for name in ("apple", "Zebra", "Mango", "banana"):
+        for photo in ("a.jpg", "b.jpg"):
+            touch(tmp_path / name / photo)
+    assert scan(tmp_path, 0, 0).names == ("Mango", "Zebra", "apple", "banana")
+
+
+def test_a_label_sources_classes_are_sorted_whatever_order_it_gives_them_in(tmp_path: Path) -> None:
+    """A CSV lists its rows in any order; the classes are still sorted, as the folder source's are (probe ZZI:
+    taking them in the order met went unnoticed)."""
+    from retrain.labels import Example, build
+
+    examples = [Example(tmp_path / f"{label}_{i}.jpg", (label,), "training")
+                for label in ("zebra", "Mango", "apple") for i in range(2)]
+    assert build(examples, source="--labels_csv l.csv", multi_label=False).names == ("Mango", "apple", "zebra")
+
+
+def test_a_half_left_for_training_is_not_called_scant() -> None:
+    from retrain.labels.split import scant_training
+
+    assert scant_training(validation_percentage=25, testing_percentage=25) == ""
+    assert scant_training(validation_percentage=25, testing_percentage=25.5) == \
+        "--testing_percentage 25.5 and --validation_percentage 25 leave 49.5% for training"
+
+
 def test_classes_and_files_sorted_extensions_any_case(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     for name in ["b.JPG", "a.jpeg", "c.Png", "d.gif", "e.BMP", "f.webp", "notes.txt", ".DS_Store", "Thumbs.db"]:
         touch(tmp_path / "zebra" / name)

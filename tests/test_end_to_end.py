@@ -209,6 +209,36 @@ def test_a_flag_where_a_value_belongs_is_named(args: list[str], message: str) ->
     assert f"retrain: error: {message} (see retrain --help)" in invoke(retrain_command, args, expect=2).stderr
 
 
+def test_every_classic_default_is_the_specs() -> None:
+    """The SPEC's table of the classic flags' defaults, read from ../shared/SPEC.md, against RetrainConfig's (probe
+    ZZI: --how_many_training_steps 400 or --testing_percentage 20 went unnoticed)."""
+    from retrain.config import RetrainConfig
+    from tests.conftest import FIXTURES, require
+
+    spec = require(FIXTURES.parent / "SPEC.md").read_text()
+    table = spec[spec.index("| flag | default | flag | default |"):]
+    table = table[:table.index("\n\n")]
+    cells = [cell.strip() for line in table.splitlines()[2:] for cell in line.strip("|").split("|")]
+    defaults = {flag.strip("`")[2:]: value for flag, value in zip(cells[::2], cells[1::2]) if flag}
+    assert len(defaults) == 25
+    for name, text in defaults.items():
+        ours = getattr(RetrainConfig, name, None)
+        if name == "image_dir":
+            assert text == "required"
+        elif name == "tfhub_module":
+            assert text.startswith("Inception V3") and "inception_v3/feature_vector" in ours
+        elif name == "saved_model_dir":
+            assert text.startswith("''") and ours is None
+        elif text.split()[0] == "off":
+            assert ours is False, name
+        elif isinstance(ours, Path):
+            assert ours == Path(text), name
+        elif isinstance(ours, (int, float)):
+            assert ours == float(text.split()[0]), name
+        else:
+            assert ours == text.split()[0], name
+
+
 def test_logging_verbosity_is_taken_in_any_case_and_listed_as_spelt(colour_tree: Path, tiny_module: Path,
                                                                      outputs: dict[str, Path]) -> None:
     """Probe ZZJ: click listed the levels folded to lower case ('debug', 'info', ...), unlike --help and the

@@ -90,6 +90,12 @@ def test_every_export_is_written_and_reported(trained: dict) -> None:
     # Quantized variants are smaller than float32; float16 about half, dynamic (int8 weights) about a quarter.
     assert sizes["model_float16.tflite"] < 0.6 * sizes["model.tflite"]
     assert sizes["model_dynamic.tflite"] < 0.45 * sizes["model.tflite"]
+    # Each holds its weights as it says: float16 ones, int8 ones (probe ZZI: a float16 variant converted as dynamic
+    # range passed the size check above).
+    kinds = {name: {np.dtype(t["dtype"]).name for t in _interpreter(out / name).get_tensor_details()}
+             for name in ("model_float16.tflite", "model_dynamic.tflite")}
+    assert "float16" in kinds["model_float16.tflite"] and "int8" not in kinds["model_float16.tflite"], kinds
+    assert "int8" in kinds["model_dynamic.tflite"] and "float16" not in kinds["model_dynamic.tflite"], kinds
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files are left behind"
     print(f"\n[exports] retrain run with 3 TFLite conversions: {trained['seconds']:.1f} s; sizes: "
           f"graph.pb {trained['config'].output_graph.stat().st_size}, "

@@ -1152,6 +1152,26 @@ def test_thresholds_that_are_not_finite_numbers_are_named_by_line(tmp_path: Path
     assert f"{thresholds_path(tmp_path / 'labels.txt')} line {line} is not a finite number" in message
 
 
+@pytest.mark.parametrize("thresholds", ["0.5\n0.5\n", "0.5\n0.5\n0.5\n0.5\n"])
+def test_a_thresholds_file_of_another_label_count_is_refused(tmp_path: Path, thresholds: str) -> None:
+    """Probe ZZI: one line too many went unnoticed by the tests (only too few was tried)."""
+    common = _multi_label_model(tmp_path, thresholds)
+    message = _error([*common, "--image", str(_colour_photos(tmp_path)["red"])], expect=1)
+    count = thresholds.count("\n")
+    assert f"{thresholds_path(tmp_path / 'labels.txt')} holds {count} thresholds for 3 labels" in message
+
+
+def test_top_k_keeps_class_order_among_equal_scores() -> None:
+    """Ties (a quantized TFLite model's scores often tie) keep the labels file's order (probe ZZI: reversed
+    order among ties went unnoticed)."""
+    from retrain.inference.command import top_k
+
+    assert top_k(np.float32([0.2, 0.4, 0.4, 0.0, 0.4]), list("abcde"), 4) == [("b", np.float32(0.4)),
+                                                                             ("c", np.float32(0.4)),
+                                                                             ("e", np.float32(0.4)),
+                                                                             ("a", np.float32(0.2))]
+
+
 def test_an_image_with_no_label_at_its_threshold_says_so(tmp_path: Path) -> None:
     photos = _colour_photos(tmp_path)
     common = _multi_label_model(tmp_path, "0.5\n0.5\n0.5\n")

@@ -428,3 +428,20 @@ def test_the_scale_benchmark_runs_every_phase_on_a_small_problem() -> None:
     assert "failed" not in result.stdout
     phases = {line.split()[0] for line in result.stdout.splitlines()[1:] if line.strip()}
     assert phases == {"labels", "stats", "csv", "train"}
+
+
+def test_the_sigmoid_judges_batches_at_logit_0_and_evaluations_at_their_thresholds() -> None:
+    """A training batch's micro F1 counts a label at probability 0.5 and up (logit 0); an evaluation's predictions
+    are at the thresholds it is given, else 0.5 (probe ZZI: both thresholds could change unnoticed)."""
+    from retrain.objectives import Sigmoid
+
+    objective = Sigmoid()
+    logits = np.float32([[0.2, -0.2, 3.0], [-3.0, 0.1, -0.1]])
+    dense = np.float32([[1, 0, 1], [0, 1, 0]])
+    assert float(objective.batch_metric(logits, dense)) == 1.0  # 0.1 and 0.2 (p 0.52, 0.55) are positives
+    probabilities = objective.probabilities(logits)
+    truth = SparseLabels.from_lists([[0, 2], [1]], num_labels=3)
+    chunks = [(probabilities, truth, np.arange(2))]
+    assert objective.evaluate(chunks).predictions.tolist() == [[True, False, True], [False, True, False]]
+    chosen = objective.evaluate(chunks, thresholds=np.float32([0.04, 0.6, 0.99]))
+    assert chosen.predictions.tolist() == [[True, False, False], [True, False, False]]

@@ -2477,6 +2477,9 @@ def test_odd_names_never_stop_the_run_and_the_labels_file_has_one_line_per_class
 @pytest.mark.parametrize("args, message", [
     (["--how_many_training_steps", "10000000000"], "--how_many_training_steps 10000000000 is too large"),
     (["--train_batch_size", "100000000"], "--train_batch_size 100000000 is too large"),
+    # the bounds themselves (probe ZZI: raising one went unnoticed)
+    (["--train_batch_size", "65537"], "--train_batch_size 65537 is too large (at most 65,536)"),
+    (["--bottleneck_batch_size", "1025"], "--bottleneck_batch_size 1025 is too large (at most 1,024)"),
     (["--validation_batch_size", "100000000"], "--validation_batch_size 100000000 is too large"),
     (["--bottleneck_batch_size", "100000"], "--bottleneck_batch_size 100000 is too large"),
     (["--final_tensor_name", "résultat"], "--final_tensor_name 'résultat' is not a valid node name"),
