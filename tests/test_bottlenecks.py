@@ -119,9 +119,6 @@ def test_leftover_temporary_and_corrupt_shards_are_treated_as_missing(tmp_path: 
 def test_a_killed_runs_old_temporary_shard_goes_and_a_running_writers_stays(tmp_path: Path, extractor) -> None:
     """Only a temporary shard older than journal.STALE_SECONDS is a killed run's (probe ZZI: the age test reversed,
     deleting a running writer's shard and keeping the dead one's, went unnoticed)."""
-    import os
-    import time
-
     from retrain.journal import STALE_SECONDS
 
     files = files_of(make_colour_tree(tmp_path / "p", per_class=3))
@@ -502,3 +499,36 @@ def subprocess_pid_gone() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def synced_before_renamed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Records each os.fsync (the file it syncs) and os.replace (the file it renames): the events, in order."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source: str, target: str, **kwargs: object) -> None:
+        events.append(("replace", os.path.abspath(source)))
+        real_replace(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def test_a_shard_and_an_output_are_on_disk_before_they_take_their_names(tmp_path: Path, extractor,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power loss must not leave a named shard or output that is empty or half written: each temporary file is
+    synced before its rename (probe ZZI: dropping either fsync went unnoticed)."""
+    from retrain.outputs import atomic_write_bytes
+
+    events = synced_before_renamed(monkeypatch)
+    compute(files_of(make_colour_tree(tmp_path / "p", per_class=3)), extractor, tmp_path / "cache")
+    atomic_write_bytes(tmp_path / "labels.txt", b"a\nb\n", flag="--output_labels")
+    renamed = [(index, path) for index, (kind, path) in enumerate(events) if kind == "replace"]
+    assert any("/.tmp-" in path for _, path in renamed) and any("labels.txt" in path for _, path in renamed), events
+    for index, path in renamed:
+        assert ("fsync", path) in events[:index], (path, events)
