@@ -50,7 +50,6 @@ class Evaluation:
     probabilities: np.ndarray | None  # [n, classes]; None for splits too large to keep (see KEEP_SCORES)
     details: Any = None  # per-label figures (sigmoid: labels.multilabel.MultiLabelMetrics)
     truth: np.ndarray | None = None  # per row: the true class (softmax)
-    label_losses: np.ndarray | None = None  # per label: its mean cross-entropy over the rows (sigmoid)
 
     @property
     def accuracy(self) -> float:
@@ -160,7 +159,7 @@ class Sigmoid:
     def evaluate(self, chunks: Chunks, *, thresholds: np.ndarray | None = None) -> Evaluation:
         from retrain.labels.multilabel import DEFAULT_THRESHOLD, LabelStats
 
-        stats, kept, indices, entropy, count = None, _Kept(), [], 0.0, 0  # entropy: per label
+        stats, kept, indices, entropy, count = None, _Kept(), [], 0.0, 0
         for probabilities, truth, rows in chunks:
             stats = stats or LabelStats(num_labels=probabilities.shape[1])
             stats.add(probabilities, truth)
@@ -168,8 +167,8 @@ class Sigmoid:
             # Floored as the softmax's is, so a saturated wrong label costs up to 69, not 16: that is what lets
             # train.check_converged tell a diverged layer (every label's sigmoid at 0 or 1) from an untrained one.
             p = probabilities.astype(np.float64)
-            entropy = entropy - np.sum(dense * np.log(np.maximum(p, SCORE_FLOOR))
-                                       + (1 - dense) * np.log(np.maximum(1 - p, SCORE_FLOOR)), axis=0)
+            entropy -= float(np.sum(dense * np.log(np.maximum(p, SCORE_FLOOR))
+                                    + (1 - dense) * np.log(np.maximum(1 - p, SCORE_FLOOR))))
             count += len(truth)
             indices.append(rows)
             kept.add(probabilities)
@@ -180,11 +179,10 @@ class Sigmoid:
         details = stats.metrics(thresholds)
         probabilities = kept.scores()
         predictions = None if probabilities is None else probabilities >= thresholds
-        return Evaluation(metrics={"micro_f1": details.micro_f1, "cross_entropy": float(np.sum(entropy)) / count,
+        return Evaluation(metrics={"micro_f1": details.micro_f1, "cross_entropy": entropy / count,
                                    "macro_f1": details.macro_f1, "mean_average_precision": details.mean_average_precision},
                           headline=self.headline, count=count, predictions=predictions,
-                          indices=np.concatenate(indices), probabilities=probabilities, details=details,
-                          label_losses=entropy / count)
+                          indices=np.concatenate(indices), probabilities=probabilities, details=details)
 
     def calibrate(self, head: Any, chunks: Chunks, *, training: Any) -> Any:
         """The head with a threshold per label, each maximising that label's F1 on `chunks` (validation).
