@@ -17,7 +17,7 @@ kept only up to KEEP_SCORES numbers, for the test split's pictures.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -112,7 +112,7 @@ class Softmax:
                           headline=self.headline, count=len(truth), predictions=predicted,
                           indices=np.concatenate(indices), probabilities=kept.scores(), truth=truth)
 
-    def calibrate(self, head: Any, chunks: Chunks, *, training: Any) -> Any:
+    def calibrate(self, head: Any, chunks: Chunks, *, training: Any, names: Sequence[str] = ()) -> Any:
         """The head as it is: a softmax needs no threshold."""
         return head
 
@@ -184,11 +184,13 @@ class Sigmoid:
                           headline=self.headline, count=count, predictions=predictions,
                           indices=np.concatenate(indices), probabilities=probabilities, details=details)
 
-    def calibrate(self, head: Any, chunks: Chunks, *, training: Any) -> Any:
+    def calibrate(self, head: Any, chunks: Chunks, *, training: Any, names: Sequence[str] = ()) -> Any:
         """The head with a threshold per label, each maximising that label's F1 on `chunks` (validation).
 
         A label without a positive in `training` (the training targets) gets one above any probability:
-        the layer never learned it, so validation cannot pick a meaningful threshold for it.
+        the layer never learned it, so validation cannot pick a meaningful threshold for it. One whose best
+        threshold is 0, which names it on every image whatever its score (its validation positives scored no
+        higher than anything), gets the default instead, said when `names` (the labels) are given.
         """
         from retrain.labels.multilabel import DEFAULT_THRESHOLD, UNTRAINED_THRESHOLD, LabelStats
 
@@ -200,6 +202,13 @@ class Sigmoid:
             log.warning("no validation images to choose each label's threshold on: every label's is %g; give "
                         "--validation_percentage (or validation rows in --labels_csv) to choose them",
                         DEFAULT_THRESHOLD)
+        everywhere = np.flatnonzero(thresholds <= 0)  # probe ZZM: saturated scores, a tag on every photo
+        thresholds[everywhere] = DEFAULT_THRESHOLD
+        if names and everywhere.size:
+            log.warning("%d label(s) would be named on every image at the threshold that maximises their F1 on "
+                        "validation, where their images score no higher than the others (%s): they get %g instead; "
+                        "add validation images of them, or lower --learning_rate if their scores saturate",
+                        everywhere.size, ", ".join(repr(names[i]) for i in everywhere[:5]), DEFAULT_THRESHOLD)
         thresholds[training.positives_per_label() == 0] = UNTRAINED_THRESHOLD
         return replace(head, thresholds=thresholds)
 

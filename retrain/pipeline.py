@@ -248,7 +248,8 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
 
         validation = splits["validation"]
         head = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
-                                                      np.arange(len(validation))), training=splits["training"].targets)
+                                                      np.arange(len(validation))), training=splits["training"].targets,
+                                   names=labels.names)
         evaluations = {name: evaluate(head, splits[name].vectors, splits[name].targets, batch_size=-1,
                                       rng=eval_random) for name in ("training", "validation")}
         training = splits["training"]

@@ -445,3 +445,20 @@ def test_the_sigmoid_judges_batches_at_logit_0_and_evaluations_at_their_threshol
     assert objective.evaluate(chunks).predictions.tolist() == [[True, False, True], [False, True, False]]
     chosen = objective.evaluate(chunks, thresholds=np.float32([0.04, 0.6, 0.99]))
     assert chosen.predictions.tolist() == [[True, False, False], [True, False, False]]
+
+
+def test_a_threshold_that_would_name_a_label_on_every_image_is_not_chosen(caplog: pytest.LogCaptureFixture) -> None:
+    """Probe ZZM: saturated scores put a label's only validation positive below every other image, so the F1-best
+    threshold was 0 and label-image named that label on every photo, even at score 0.0 (at the default flags on
+    100 fixture flowers). It gets the default threshold, said with the label's name."""
+    from retrain.objectives import Sigmoid
+    from retrain.train import Head
+
+    probabilities = np.float32([[0.9, 0.0], [0.8, 0.3], [0.1, 0.2], [0.2, 0.4]])
+    truth = SparseLabels.from_lists([[0, 1], [0], [], []], num_labels=2)
+    head = Head(weights=np.zeros((3, 2), np.float32), biases=np.zeros(2, np.float32), objective=Sigmoid())
+    with caplog.at_level(logging.WARNING, logger="retrain"):
+        chosen = Sigmoid().calibrate(head, [(probabilities, truth, np.arange(4))], training=truth, names=["a", "b"])
+    assert 0.2 < chosen.thresholds[0] <= 0.8 and chosen.thresholds[1] == 0.5
+    assert "1 label(s) would be named on every image at the threshold that maximises their F1 on validation" in \
+        caplog.text and "('b')" in caplog.text and "they get 0.5 instead" in caplog.text
