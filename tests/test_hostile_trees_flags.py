@@ -329,10 +329,32 @@ def test_a_module_that_fails_on_images_is_one_line_naming_its_cause(colour_tree:
     module = tmp_path / "picky"
     tf.saved_model.save(Picky(), str(module))
     error = retrain(colour_tree, module, outputs, expect=1)
-    when = "a batch of images" if fails_on == "photos" else "a [1, 32, 32, 3] float image batch"
+    when, hint = ("a batch of 32 images", " (one that fails only on large batches takes a smaller "
+                  "--bottleneck_batch_size)") if fails_on == "photos" else ("a [1, 32, 32, 3] float image batch", "")
     assert error == (f"retrain: error: --tfhub_module {module} failed on {when} (assertion failed: [this module "
-                     "refuses the input]); expected an image feature-vector module")
+                     f"refuses the input]); expected an image feature-vector module{hint}")
     assert not outputs["output_graph"].exists()
+
+
+def test_a_module_that_gives_one_vector_too_few_caches_nothing(colour_tree: Path, outputs, tmp_path: Path) -> None:
+    """Probe ZZM: a module dropping a row of large batches had its vectors stored under the wrong images' keys
+    (then a KeyError traceback); the rerun trained on them, exit 0."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+
+    class DropsOne(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def __call__(self, images):
+            features = tf.concat([tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2])], axis=1)
+            return tf.cond(tf.shape(images)[0] > 4, lambda: features[1:], lambda: features)
+
+    module = tmp_path / "drops_one"
+    tf.saved_model.save(DropsOne(), str(module))
+    error = retrain(colour_tree, module, outputs, expect=1)
+    assert error == (f"retrain: error: --tfhub_module {module} gave (31, 6) vectors for a batch of 32 images, "
+                     "expected [32, 6]: one vector per image; expected an image feature-vector module")
+    assert not list(outputs["bottleneck_dir"].rglob("shard-*"))
 
 
 # --- nothing the user owns is deleted -----------------------------------------------------------------

@@ -165,13 +165,19 @@ class ExtractionJob:
         is one line naming it (probe ZZK: a traceback)."""
         tf = import_tensorflow()
         try:
-            return np.asarray(self._compute(rows), np.float32)
+            vectors = np.asarray(self._compute(rows), np.float32)
         except tf.errors.ResourceExhaustedError as error:
             raise RetrainError(f"--tfhub_module {self.member.handle} ran out of memory on a batch of {len(rows)} "
                                f"images ({errors.reason(error)}); lower --bottleneck_batch_size") from None
         except tf.errors.OpError as error:
-            raise RetrainError(f"--tfhub_module {self.member.handle} failed on a batch of images "
-                               f"({errors.reason(error)}); expected an image feature-vector module") from None
+            raise RetrainError(f"--tfhub_module {self.member.handle} failed on a batch of {len(rows)} images "
+                               f"({errors.reason(error)}); expected an image feature-vector module (one that fails "
+                               "only on large batches takes a smaller --bottleneck_batch_size)") from None
+        if vectors.shape != (len(rows), self.member.feature_dim):  # stored under the wrong images' keys (probe ZZM)
+            raise RetrainError(f"--tfhub_module {self.member.handle} gave {vectors.shape} vectors for a batch of "
+                               f"{len(rows)} images, expected [{len(rows)}, {self.member.feature_dim}]: one vector "
+                               "per image; expected an image feature-vector module")
+        return vectors
 
     def prepare(self, item: WorkItem) -> np.ndarray:
         """The image's pixels as this job feeds them: at the module's size, or at the distortion source size.
