@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from retrain.distortions import Distortions, crop_boxes, distort_tensors, sample_parameters
-from retrain.errors import RetrainError, raise_if_stopped, stops_after
+from retrain.errors import RetrainError, raise_if_stopped, reason, stops_after
 from retrain.images import ImageError, load_image
 from retrain.objectives import FIGURE_NAMES, SCORE_FLOOR, Evaluation
 from retrain.pool import thread_pool
@@ -272,16 +272,23 @@ class ImageSteps(_Layer):
             apply(tape.gradient(total, variables))
             return loss, objective.batch_metric(logits, targets), logits
 
-        self._step = step
+        self._step, self._source = step, source
 
     def run(self, count: int, tick: Callable[[int], None]) -> Last:
+        tf = import_tensorflow()
         result = None
         for _ in range(count):
             indices = self.images.targets.sample(self.random, self.batch_size)
             drawn = sample_parameters(self.distortions, count=self.batch_size, rng=self.random)
-            with stops_after():
-                result = self._step(self.images.pixels[indices], crop_boxes(drawn, margin=self.distortions.margin),
-                                    drawn.flip, drawn.brightness, self.images.targets.batch(indices))
+            try:
+                with stops_after():
+                    result = self._step(self.images.pixels[indices],
+                                        crop_boxes(drawn, margin=self.distortions.margin), drawn.flip,
+                                        drawn.brightness, self.images.targets.batch(indices))
+            except tf.errors.OpError as error:  # the module, on distorted or fine-tuned images (probe ZZM)
+                raise RetrainError(f"--tfhub_module {self._source.handle} failed during a training step on "
+                                   f"{self.batch_size} images ({reason(error)}); expected an image feature-vector "
+                                   "module (one that fails only on large batches takes a smaller batch)") from None
             tick(1)
         loss, metric, logits = result
         return Last(loss=float(loss), metric=float(metric), logits=logits)
@@ -361,6 +368,11 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
             last = steps.run(step + 1 - done, tick)
             done = step + 1
             shown = schedule.first_step + step
+            if not math.isfinite(last.loss) and step == 0:  # its loss is the untouched layer's (probe ZZM)
+                raise Diverged(f"training stopped at step {shown}: the cross-entropy of its first batch was "
+                               f"{last.loss}, before any step had changed the model: the batch's vectors hold NaN or "
+                               "infinity (the module's output for those images); check --tfhub_module; nothing was "
+                               "exported")
             if not math.isfinite(last.loss):
                 raise Diverged(f"training stopped at step {shown}: the cross-entropy became {last.loss} "
                                    f"(not a finite number), so the model is broken; lower {optimizer.flag} "

@@ -336,6 +336,38 @@ def test_a_module_that_fails_on_images_is_one_line_naming_its_cause(colour_tree:
     assert not outputs["output_graph"].exists()
 
 
+@pytest.mark.parametrize("kind", ["asserts", "nan"])
+def test_a_module_that_fails_only_on_distorted_images_is_one_line(colour_tree: Path, outputs, tmp_path: Path,
+                                                                  kind: str) -> None:
+    """Probe ZZM: a module refusing pixels above 1 (brightness distortions give them) ended in a traceback when
+    distorting on the fly; one giving NaN for them was blamed on --learning_rate at step 0."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+
+    class InRangeOnly(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def __call__(self, images):
+            features = tf.concat([tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2])], axis=1)
+            bright = tf.reduce_max(images, axis=[1, 2, 3], keepdims=False)[:, None] > 1.0
+            if kind == "asserts":
+                tf.debugging.Assert(tf.logical_not(tf.reduce_any(bright)), ["pixel above 1"])
+                return features
+            return tf.where(bright, tf.fill(tf.shape(features), float("nan")), features)
+
+    module = tmp_path / kind
+    tf.saved_model.save(InRangeOnly(), str(module))
+    error = retrain(colour_tree, module, outputs, expect=1, random_brightness=60, distortion_mode="on_the_fly")
+    if kind == "asserts":
+        assert error.startswith(f"retrain: error: --tfhub_module {module} failed during a training step on 100 "
+                                "images (assertion failed: [pixel above 1]); expected an image feature-vector "), error
+    else:
+        assert error == ("retrain: error: training stopped at step 0: the cross-entropy of its first batch was nan, "
+                         "before any step had changed the model: the batch's vectors hold NaN or infinity (the "
+                         "module's output for those images); check --tfhub_module; nothing was exported")
+    assert not outputs["output_graph"].exists()
+
+
 def test_a_module_that_gives_one_vector_too_few_caches_nothing(colour_tree: Path, outputs, tmp_path: Path) -> None:
     """Probe ZZM: a module dropping a row of large batches had its vectors stored under the wrong images' keys
     (then a KeyError traceback); the rerun trained on them, exit 0."""
