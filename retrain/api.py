@@ -38,7 +38,7 @@ from retrain.logs import LEVELS, caller_settings_kept, commentary, logging_durin
 __all__ = ["retrain", "classify", "RetrainError", "UsageError"]
 
 
-def retrain(image_dir: str | Path, *, log_level: str | None = "INFO", print_results: bool = True,
+def retrain(image_dir: str | Path | None = None, *, log_level: str | None = "INFO", print_results: bool = True,
             **flags: Any) -> Any:
     """Run a whole retraining, as `retrain --image_dir IMAGE_DIR --FLAG VALUE...` does; returns its result.
 

@@ -327,6 +327,8 @@ def test_classify_given_the_commands_image_flag_names_its_keyword(tmp_path: Path
         api.classify(image=tmp_path / "a.jpg")
     with pytest.raises(api.UsageError, match=r"^images must be a path or a list of paths, got None$"):
         api.classify()
+    with pytest.raises(api.UsageError, match=r"^--image_dir must be a path, got None$"):  # probe ZZM: a TypeError
+        api.retrain(log_level=None)
 
 
 def test_the_error_paths_do_not_import_tensorflow() -> None:
