@@ -152,6 +152,7 @@ class VectorSteps(_Layer):
     """Steps on cached vectors: many steps per compiled call, batches gathered from `data.vectors`."""
 
     slow = False
+    loss_before_step = False  # the loss `run` reports is the batch's after its step, as the classic lines print it
 
     def __init__(self, *, data: Split, head: Head, optimizer: Optimizer, batch_size: int,
                  random: np.random.Generator) -> None:
@@ -239,6 +240,7 @@ class ImageSteps(_Layer):
     """
 
     slow = True
+    loss_before_step = True  # the loss `run` reports is the batch's before its step changed the model
 
     def __init__(self, *, images: ImageSet, source: Any, head: Head, optimizer: Optimizer, batch_size: int,
                  random: np.random.Generator, distortions: Distortions, fine_tune: bool) -> None:
@@ -368,7 +370,7 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
             last = steps.run(step + 1 - done, tick)
             done = step + 1
             shown = schedule.first_step + step
-            if not math.isfinite(last.loss) and step == 0:  # its loss is the untouched layer's (probe ZZM)
+            if not math.isfinite(last.loss) and step == 0 and steps.loss_before_step:  # (probe ZZM)
                 raise Diverged(f"training stopped at step {shown}: the cross-entropy of its first batch was "
                                f"{last.loss}, before any step had changed the model: the batch's vectors hold NaN or "
                                "infinity (the module's output for those images); check --tfhub_module; nothing was "
