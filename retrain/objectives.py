@@ -202,14 +202,15 @@ class Sigmoid:
             log.warning("no validation images to choose each label's threshold on: every label's is %g; give "
                         "--validation_percentage (or validation rows in --labels_csv) to choose them",
                         DEFAULT_THRESHOLD)
-        everywhere = np.flatnonzero(thresholds <= 0)  # probe ZZM: saturated scores, a tag on every photo
+        untrained = training.positives_per_label() == 0
+        everywhere = np.flatnonzero((thresholds <= 0) & ~untrained)  # probe ZZM: saturated scores, a tag on every photo
         thresholds[everywhere] = DEFAULT_THRESHOLD
         if names and everywhere.size:
             log.warning("%d label(s) would be named on every image at the threshold that maximises their F1 on "
                         "validation, where their images score no higher than the others (%s): they get %g instead; "
                         "add validation images of them, or lower --learning_rate if their scores saturate",
                         everywhere.size, ", ".join(repr(names[i]) for i in everywhere[:5]), DEFAULT_THRESHOLD)
-        thresholds[training.positives_per_label() == 0] = UNTRAINED_THRESHOLD
+        thresholds[untrained] = UNTRAINED_THRESHOLD
         return replace(head, thresholds=thresholds)
 
 
