@@ -194,16 +194,21 @@ class Sigmoid:
         """
         from retrain.labels.multilabel import DEFAULT_THRESHOLD, UNTRAINED_THRESHOLD, LabelStats
 
-        stats = LabelStats(num_labels=head.biases.shape[0])
+        labels = head.biases.shape[0]
+        stats, lowest, negatives = LabelStats(num_labels=labels), np.full(labels, np.inf, np.float32), np.zeros(labels)
         for probabilities, truth, _rows in chunks:
             stats.add(probabilities, truth)
+            lowest = np.minimum(lowest, probabilities.min(axis=0, initial=np.inf))
+            negatives += len(truth) - truth.rows(np.arange(len(truth))).sum(axis=0)
         thresholds = stats.best_thresholds()
         if not stats.rows:  # said: each threshold was 0.5 without a word (probe PP)
             log.warning("no validation images to choose each label's threshold on: every label's is %g; give "
                         "--validation_percentage (or validation rows in --labels_csv) to choose them",
                         DEFAULT_THRESHOLD)
         untrained = training.positives_per_label() == 0
-        everywhere = np.flatnonzero((thresholds <= 0) & ~untrained)  # probe ZZM: saturated scores, a tag on every photo
+        # Named on every validation image, negatives too (probes ZZM, ZZN: saturated or unlearnable scores), or on
+        # every image whatever its score (0): not a threshold the scores chose.
+        everywhere = np.flatnonzero(((thresholds <= 0) | (thresholds <= lowest) & (negatives > 0)) & ~untrained)
         thresholds[everywhere] = DEFAULT_THRESHOLD
         if names and everywhere.size:
             log.warning("%d label(s) would be named on every image at the threshold that maximises their F1 on "

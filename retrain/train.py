@@ -256,6 +256,11 @@ class ImageSteps(_Layer):
         apply = optimizer.updater(variables)
         active = distortions.active
 
+        def one_each(features: Any, images: Any) -> Any:  # a multi-label loss would broadcast others (probe ZZN)
+            tf.debugging.Assert(tf.equal(tf.shape(features)[0], tf.shape(images)[0]),
+                                ["the module gave another number of vectors than images"])
+            return features
+
         @tf.function(input_signature=[tf.TensorSpec([None, *images.pixels.shape[1:]], tf.uint8),
                                       tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.bool),
                                       tf.TensorSpec([None], tf.float32),
@@ -266,15 +271,17 @@ class ImageSteps(_Layer):
                 images = distort_tensors(images, boxes, flip, brightness, height=height, width=width)
             # A frozen source runs outside the tape: no backward pass through it is ever built. A fine-tuned one
             # runs inside it, in inference mode like the frozen one (batch normalization keeps its statistics).
-            features = None if fine_tune else tf.stop_gradient(source.features(images))
+            features = None if fine_tune else tf.stop_gradient(one_each(source.features(images), images))
             with tf.GradientTape() as tape:
-                logits = tf.matmul(source.features(images) if fine_tune else features, weights) + biases
+                logits = tf.matmul(one_each(source.features(images), images) if fine_tune else features,
+                                   weights) + biases
                 loss = objective.loss(logits, targets)
                 total = loss + tf.add_n([tf.cast(r(), tf.float32) for r in regularization]) if regularization else loss
             apply(tape.gradient(total, variables))
             return loss, objective.batch_metric(logits, targets), logits
 
         self._step, self._source = step, source
+        self._batch_flag = "--fine_tune_batch_size" if fine_tune else "--train_batch_size"
 
     def run(self, count: int, tick: Callable[[int], None]) -> Last:
         tf = import_tensorflow()
@@ -290,7 +297,8 @@ class ImageSteps(_Layer):
             except tf.errors.OpError as error:  # the module, on distorted or fine-tuned images (probe ZZM)
                 raise RetrainError(f"--tfhub_module {self._source.handle} failed during a training step on "
                                    f"{self.batch_size} images ({reason(error)}); expected an image feature-vector "
-                                   "module (one that fails only on large batches takes a smaller batch)") from None
+                                   f"module (one that fails only on large batches takes a smaller "
+                                   f"{self._batch_flag})") from None
             tick(1)
         loss, metric, logits = result
         return Last(loss=float(loss), metric=float(metric), logits=logits)
@@ -371,8 +379,8 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
             done = step + 1
             shown = schedule.first_step + step
             if not math.isfinite(last.loss) and step == 0 and steps.loss_before_step:  # (probe ZZM)
-                raise Diverged(f"training stopped at step {shown}: the cross-entropy of its first batch was "
-                               f"{last.loss}, before any step had changed the model: the batch's vectors hold NaN or "
+                raise Diverged(f"training stopped at step {shown}: the cross-entropy of the phase's first batch was "
+                               f"{last.loss} before its step changed anything: the batch's vectors hold NaN or "
                                "infinity (the module's output for those images); check --tfhub_module; nothing was "
                                "exported")
             if not math.isfinite(last.loss):

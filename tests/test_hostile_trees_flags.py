@@ -336,7 +336,7 @@ def test_a_module_that_fails_on_images_is_one_line_naming_its_cause(colour_tree:
     assert not outputs["output_graph"].exists()
 
 
-@pytest.mark.parametrize("kind", ["asserts", "nan"])
+@pytest.mark.parametrize("kind", ["asserts", "nan", "pools", "pools_multi_label"])
 def test_a_module_that_fails_only_on_distorted_images_is_one_line(colour_tree: Path, outputs, tmp_path: Path,
                                                                   kind: str) -> None:
     """Probe ZZM: a module refusing pixels above 1 (brightness distortions give them) ended in a traceback when
@@ -353,17 +353,24 @@ def test_a_module_that_fails_only_on_distorted_images_is_one_line(colour_tree: P
             if kind == "asserts":
                 tf.debugging.Assert(tf.logical_not(tf.reduce_any(bright)), ["pixel above 1"])
                 return features
+            if kind.startswith("pools"):  # one vector for a batch of distorted images (probe ZZN: a multi-label
+                return tf.cond(tf.reduce_any(bright), lambda: features[:1], lambda: features)  # loss broadcast it)
             return tf.where(bright, tf.fill(tf.shape(features), float("nan")), features)
 
     module = tmp_path / kind
     tf.saved_model.save(InRangeOnly(), str(module))
-    error = retrain(colour_tree, module, outputs, expect=1, random_brightness=60, distortion_mode="on_the_fly")
-    if kind == "asserts":
+    error = retrain(colour_tree, module, outputs, expect=1, random_brightness=60, distortion_mode="on_the_fly",
+                    multi_label=kind == "pools_multi_label")
+    if kind != "nan":
+        cause = "assertion failed: [pixel above 1]" if kind == "asserts" else \
+            "assertion failed: [the module gave another number of vectors than images]"
         assert error.startswith(f"retrain: error: --tfhub_module {module} failed during a training step on 100 "
-                                "images (assertion failed: [pixel above 1]); expected an image feature-vector "), error
+                                f"images ({cause}"), error
+        assert error.endswith("expected an image feature-vector module (one that fails only on large batches "
+                              "takes a smaller --train_batch_size)"), error
     else:
-        assert error == ("retrain: error: training stopped at step 0: the cross-entropy of its first batch was nan, "
-                         "before any step had changed the model: the batch's vectors hold NaN or infinity (the "
+        assert error == ("retrain: error: training stopped at step 0: the cross-entropy of the phase's first batch "
+                         "was nan before its step changed anything: the batch's vectors hold NaN or infinity (the "
                          "module's output for those images); check --tfhub_module; nothing was exported")
     assert not outputs["output_graph"].exists()
 

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from retrain.cli import label_image_command
+from retrain.errors import RetrainError
 from retrain.names import thresholds_path
 from tests.conftest import (COLOURS, PHOTOS, colour_photo, flags, invoke, make_colour_tree, require, retrain_cli,
                             run_script)
@@ -1159,6 +1160,17 @@ def test_a_thresholds_file_of_another_label_count_is_refused(tmp_path: Path, thr
     message = _error([*common, "--image", str(_colour_photos(tmp_path)["red"])], expect=1)
     count = thresholds.count("\n")
     assert f"{thresholds_path(tmp_path / 'labels.txt')} holds {count} thresholds for 3 labels" in message
+
+
+def test_a_model_that_gives_another_number_of_score_rows_is_one_line() -> None:
+    """Probe ZZN: a model whose module pools over the batch gave 3 rows for 32 images: a reshape traceback."""
+    from retrain.inference.command import _rows
+
+    assert [row.tolist() for row in _rows(np.float64([[[[0.2, 0.8]]], [[[0.6, 0.4]]]]), 2)] == [[0.2, 0.8],
+                                                                                               [0.6, 0.4]]
+    with pytest.raises(RetrainError, match=r"^the model gave scores of shape \[3, 1\] for 32 image\(s\), not one row "
+                                           r"per image \(its module mixes the images of a batch\?\); pass a model"):
+        _rows(np.zeros((3, 1), np.float32), 32)
 
 
 def test_top_k_keeps_class_order_among_equal_scores() -> None:

@@ -454,11 +454,15 @@ def test_a_threshold_that_would_name_a_label_on_every_image_is_not_chosen(caplog
     from retrain.objectives import Sigmoid
     from retrain.train import Head
 
-    probabilities = np.float32([[0.9, 0.0], [0.8, 0.3], [0.1, 0.2], [0.2, 0.4]])
-    truth = SparseLabels.from_lists([[0, 1], [0], [], []], num_labels=2)
-    head = Head(weights=np.zeros((3, 2), np.float32), biases=np.zeros(2, np.float32), objective=Sigmoid())
+    # b's positive scores 0.0 (the best threshold is 0); c's 0.3, below its negatives (the best is 0.15: every
+    # image too, probe ZZN); d is on every image, where every image is right.
+    probabilities = np.float32([[0.9, 0.0, 0.3, 0.7], [0.8, 0.3, 0.35, 0.8], [0.1, 0.2, 0.4, 0.9], [0.2, 0.4, 0.5, 0.6]])
+    truth = SparseLabels.from_lists([[0, 1, 2, 3], [0, 3], [3], [3]], num_labels=4)
+    head = Head(weights=np.zeros((3, 4), np.float32), biases=np.zeros(4, np.float32), objective=Sigmoid())
     with caplog.at_level(logging.WARNING, logger="retrain"):
-        chosen = Sigmoid().calibrate(head, [(probabilities, truth, np.arange(4))], training=truth, names=["a", "b"])
-    assert 0.2 < chosen.thresholds[0] <= 0.8 and chosen.thresholds[1] == 0.5
-    assert "1 label(s) would be named on every image at the threshold that maximises their F1 on validation" in \
-        caplog.text and "('b')" in caplog.text and "they get 0.5 instead" in caplog.text
+        chosen = Sigmoid().calibrate(head, [(probabilities, truth, np.arange(4))], training=truth,
+                                     names=["a", "b", "c", "d"])
+    assert 0.2 < chosen.thresholds[0] <= 0.8 and list(chosen.thresholds[1:3]) == [0.5, 0.5]
+    assert 0 < chosen.thresholds[3] <= 0.6
+    assert "2 label(s) would be named on every image at the threshold that maximises their F1 on validation" in \
+        caplog.text and "('b', 'c')" in caplog.text and "they get 0.5 instead" in caplog.text

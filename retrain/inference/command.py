@@ -185,8 +185,7 @@ def classify(model: Model, paths: Sequence[Path], *, prepare: Callable[[Path], n
 
     def flush() -> Iterator[ImageResult]:
         good = [(p, x) for p, x, _ in pending if x is not None]
-        # [N, C] whatever the output's rank (classic graphs may give [N, 1, 1, C])
-        scores = iter(np.asarray(model.predict(np.stack([x for _, x in good]))).reshape(len(good), -1) if good else [])
+        scores = _rows(model.predict(np.stack([x for _, x in good])), len(good)) if good else iter([])
         for path, image, reason in pending:
             yield ImageResult(path, next(scores) if image is not None else None, reason)
         pending.clear()
@@ -198,6 +197,16 @@ def classify(model: Model, paths: Sequence[Path], *, prepare: Callable[[Path], n
                 yield from flush()
         if pending:
             yield from flush()
+
+
+def _rows(output: Any, count: int) -> Iterator[np.ndarray]:
+    """The model's scores for `count` images, one row each, whatever the output's rank (classic graphs may give
+    [N, 1, 1, C]); a model that gives another number of rows is one line (probe ZZN: a reshape traceback)."""
+    output = np.asarray(output)
+    if not output.ndim or output.shape[0] != count:
+        raise RetrainError(f"the model gave scores of shape {list(output.shape)} for {count} image(s), not one row "
+                           "per image (its module mixes the images of a batch?); pass a model retrain exported")
+    return iter(output.reshape(count, -1))
 
 
 def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
