@@ -456,7 +456,8 @@ def test_a_threshold_that_would_name_a_label_on_every_image_is_not_chosen(caplog
 
     # b's positive scores 0.0 (the best threshold is 0); c's 0.3, below its negatives (the best is 0.15: every
     # image too, probe ZZN); d is on every image, where every image is right.
-    probabilities = np.float32([[0.9, 0.0, 0.3, 0.7], [0.8, 0.3, 0.35, 0.8], [0.1, 0.2, 0.4, 0.9], [0.2, 0.4, 0.5, 0.6]])
+    probabilities = np.float32([[0.9, 0.0, 0.3, 0.7], [0.8, 0.3, 0.35, 0.8], [0.1, 0.2, 0.4, 0.9],
+                                [0.2, 0.4, 0.5, 0.6]])
     truth = SparseLabels.from_lists([[0, 1, 2, 3], [0, 3], [3], [3]], num_labels=4)
     head = Head(weights=np.zeros((3, 4), np.float32), biases=np.zeros(4, np.float32), objective=Sigmoid())
     with caplog.at_level(logging.WARNING, logger="retrain"):
