@@ -62,20 +62,21 @@ class MemoryStore:
         pass
 
 
-NOT_FINITE = ("the module gave it a vector holding NaN or infinity (the module's fault, not the image's; nothing "
-              "was cached): check --tfhub_module")
-TOO_LARGE = ("the module gave it a vector with values beyond what --bottleneck_dtype {dtype} holds (its largest is "
-             "{largest:g}): the default, float32, holds them")
+NOT_FINITE = ("the module gave {what} a vector holding NaN or infinity (the module's fault, not the image's; "
+              "nothing was cached): check --tfhub_module")
+TOO_LARGE = ("the module gave {what} a vector with values beyond what --bottleneck_dtype {dtype} holds (its largest "
+             "is {largest:g}): the default, float32, holds them")
 
 
-def _unusable(vectors: np.ndarray, dtype: np.dtype) -> list[str]:
+def _unusable(vectors: np.ndarray, dtype: np.dtype, *, what: str = "it") -> list[str]:
     """Why each row of float32 `vectors` cannot be cached as `dtype`, or "" (NaN or infinity; a float16 cache
-    would make values over 65504 infinite)."""
+    would make values over 65504 infinite). `what` the row is of the image: it, or one of its distorted variants."""
     finite = np.isfinite(vectors).all(axis=1)
     with np.errstate(over="ignore"):
         fits = np.isfinite(vectors.astype(dtype, copy=False)).all(axis=1)
-    too_large = TOO_LARGE.format(dtype=dtype.name, largest=float(np.finfo(dtype).max))
-    return ["" if ok else NOT_FINITE if not number else too_large for ok, number in zip(finite & fits, finite)]
+    not_finite = NOT_FINITE.format(what=what)
+    too_large = TOO_LARGE.format(what=what, dtype=dtype.name, largest=float(np.finfo(dtype).max))
+    return ["" if ok else not_finite if not number else too_large for ok, number in zip(finite & fits, finite)]
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,8 @@ class ExtractionJob:
         def run_batch() -> None:
             with stops_after():
                 vectors = self._vectors(rows)
-            reasons = _unusable(vectors, self.store.dtype)  # a faulty module's NaN must not be cached, nor trained on
+            reasons = _unusable(vectors, self.store.dtype,  # a faulty module's NaN: not cached, nor trained on
+                                what="it" if self.distortions is None else "one of its distorted variants")
             for owner, reason in zip(owners, reasons):
                 if reason:
                     failed[owner] = reason
