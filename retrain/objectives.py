@@ -189,17 +189,14 @@ class Sigmoid:
 
         A label without a positive in `training` (the training targets) gets one above any probability:
         the layer never learned it, so validation cannot pick a meaningful threshold for it. One whose best
-        threshold is 0, which names it on every image whatever its score (its validation positives scored no
-        higher than anything), gets the default instead, said when `names` (the labels) are given.
+        threshold would name it on every validation image, those without it too (or is 0, every image whatever
+        its score), gets the default instead, said when `names` (the labels) are given.
         """
         from retrain.labels.multilabel import DEFAULT_THRESHOLD, UNTRAINED_THRESHOLD, LabelStats
 
-        labels = head.biases.shape[0]
-        stats, lowest, negatives = LabelStats(num_labels=labels), np.full(labels, np.inf, np.float32), np.zeros(labels)
+        stats = LabelStats(num_labels=head.biases.shape[0])
         for probabilities, truth, _rows in chunks:
             stats.add(probabilities, truth)
-            lowest = np.minimum(lowest, probabilities.min(axis=0, initial=np.inf))
-            negatives += len(truth) - truth.rows(np.arange(len(truth))).sum(axis=0)
         thresholds = stats.best_thresholds()
         if not stats.rows:  # said: each threshold was 0.5 without a word (probe PP)
             log.warning("no validation images to choose each label's threshold on: every label's is %g; give "
@@ -208,7 +205,9 @@ class Sigmoid:
         untrained = training.positives_per_label() == 0
         # Named on every validation image, negatives too (probes ZZM, ZZN: saturated or unlearnable scores), or on
         # every image whatever its score (0): not a threshold the scores chose.
-        everywhere = np.flatnonzero(((thresholds <= 0) | (thresholds <= lowest) & (negatives > 0)) & ~untrained)
+        chosen = stats.metrics(thresholds)  # exact at the grid thresholds best_thresholds chose
+        named_on_all = (chosen.predicted == stats.rows) & (chosen.support < stats.rows)
+        everywhere = np.flatnonzero(((thresholds <= 0) | named_on_all) & ~untrained)
         thresholds[everywhere] = DEFAULT_THRESHOLD
         if names and everywhere.size:
             log.warning("%d label(s) would be named on every image at the threshold that maximises their F1 on "

@@ -256,7 +256,8 @@ class ImageSteps(_Layer):
         apply = optimizer.updater(variables)
         active = distortions.active
 
-        def one_each(features: Any, images: Any) -> Any:  # a multi-label loss would broadcast others (probe ZZN)
+        def features_of(images: Any) -> Any:  # one vector per image: a multi-label loss would broadcast others (ZZN)
+            features = source.features(images)
             tf.debugging.Assert(tf.equal(tf.shape(features)[0], tf.shape(images)[0]),
                                 ["the module gave another number of vectors than images"])
             return features
@@ -271,10 +272,9 @@ class ImageSteps(_Layer):
                 images = distort_tensors(images, boxes, flip, brightness, height=height, width=width)
             # A frozen source runs outside the tape: no backward pass through it is ever built. A fine-tuned one
             # runs inside it, in inference mode like the frozen one (batch normalization keeps its statistics).
-            features = None if fine_tune else tf.stop_gradient(one_each(source.features(images), images))
+            features = None if fine_tune else tf.stop_gradient(features_of(images))
             with tf.GradientTape() as tape:
-                logits = tf.matmul(one_each(source.features(images), images) if fine_tune else features,
-                                   weights) + biases
+                logits = tf.matmul(features_of(images) if fine_tune else features, weights) + biases
                 loss = objective.loss(logits, targets)
                 total = loss + tf.add_n([tf.cast(r(), tf.float32) for r in regularization]) if regularization else loss
             apply(tape.gradient(total, variables))
