@@ -123,6 +123,9 @@ class Last:
     loss: float
     metric: float
     logits: Any
+    # Steps into the run at which the feature source gave NaN or infinity for a batch (the run stopped there), when
+    # that is the source's own doing (a frozen module, or a fine-tuned one before its first update), else None.
+    bad_vectors_at: int | None = None
 
 
 class Steps(Protocol):
@@ -152,7 +155,6 @@ class VectorSteps(_Layer):
     """Steps on cached vectors: many steps per compiled call, batches gathered from `data.vectors`."""
 
     slow = False
-    loss_before_step = False  # the loss `run` reports is the batch's after its step, as the classic lines print it
 
     def __init__(self, *, data: Split, head: Head, optimizer: Optimizer, batch_size: int,
                  random: np.random.Generator) -> None:
@@ -240,7 +242,6 @@ class ImageSteps(_Layer):
     """
 
     slow = True
-    loss_before_step = True  # the loss `run` reports is the batch's before its step changed the model
 
     def __init__(self, *, images: ImageSet, source: Any, head: Head, optimizer: Optimizer, batch_size: int,
                  random: np.random.Generator, distortions: Distortions, fine_tune: bool) -> None:
@@ -274,19 +275,20 @@ class ImageSteps(_Layer):
             # runs inside it, in inference mode like the frozen one (batch normalization keeps its statistics).
             features = None if fine_tune else tf.stop_gradient(features_of(images))
             with tf.GradientTape() as tape:
-                logits = tf.matmul(features_of(images) if fine_tune else features, weights) + biases
+                features = features_of(images) if fine_tune else features
+                logits = tf.matmul(features, weights) + biases
                 loss = objective.loss(logits, targets)
                 total = loss + tf.add_n([tf.cast(r(), tf.float32) for r in regularization]) if regularization else loss
             apply(tape.gradient(total, variables))
-            return loss, objective.batch_metric(logits, targets), logits
+            return loss, objective.batch_metric(logits, targets), logits, tf.reduce_all(tf.math.is_finite(features))
 
-        self._step, self._source = step, source
+        self._step, self._source, self._fine_tune, self._taken = step, source, fine_tune, 0
         self._batch_flag = "--fine_tune_batch_size" if fine_tune else "--train_batch_size"
 
     def run(self, count: int, tick: Callable[[int], None]) -> Last:
         tf = import_tensorflow()
         result = None
-        for _ in range(count):
+        for index in range(count):
             indices = self.images.targets.sample(self.random, self.batch_size)
             drawn = sample_parameters(self.distortions, count=self.batch_size, rng=self.random)
             try:
@@ -299,8 +301,12 @@ class ImageSteps(_Layer):
                                    f"{self.batch_size} images ({reason(error)}); expected an image feature-vector "
                                    f"module (one that fails only on large batches takes a smaller "
                                    f"{self._batch_flag})") from None
+            loss, metric, logits, finite = result
+            # A frozen module's NaN is its own (probes ZZM, ZZO); a fine-tuned one's after an update is the rate's.
+            if not finite and (not self._fine_tune or self._taken == 0):
+                return Last(loss=float(loss), metric=float(metric), logits=logits, bad_vectors_at=index)
+            self._taken += 1
             tick(1)
-        loss, metric, logits = result
         return Last(loss=float(loss), metric=float(metric), logits=logits)
 
 
@@ -376,13 +382,12 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
         for step in schedule.pauses():
             raise_if_stopped()  # a stop signal a finaliser dropped (TensorFlow's) stops here, not at the run's end
             last = steps.run(step + 1 - done, tick)
+            if last.bad_vectors_at is not None:  # (probe ZZM)
+                raise Diverged(f"training stopped at step {schedule.first_step + done + last.bad_vectors_at}: the "
+                               "module gave vectors holding NaN or infinity for that step's batch of training images; "
+                               "check --tfhub_module; nothing was exported")
             done = step + 1
             shown = schedule.first_step + step
-            if not math.isfinite(last.loss) and step == 0 and steps.loss_before_step:  # (probe ZZM)
-                raise Diverged(f"training stopped at step {shown}: the cross-entropy of the phase's first batch was "
-                               f"{last.loss} before its step changed anything: the batch's vectors hold NaN or "
-                               "infinity (the module's output for those images); check --tfhub_module; nothing was "
-                               "exported")
             if not math.isfinite(last.loss):
                 raise Diverged(f"training stopped at step {shown}: the cross-entropy became {last.loss} "
                                    f"(not a finite number), so the model is broken; lower {optimizer.flag} "
