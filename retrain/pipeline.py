@@ -246,15 +246,19 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
                 head, splits = tuned
                 last = Optimizer(learning_rate=config.fine_tune_learning_rate, flag="--fine_tune_learning_rate")
 
-        validation = splits["validation"]
-        head = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
-                                                      np.arange(len(validation))), training=splits["training"].targets,
-                                   names=labels.names)
-        evaluations = {name: evaluate(head, splits[name].vectors, splits[name].targets, batch_size=-1,
-                                      rng=eval_random) for name in ("training", "validation")}
-        training = splits["training"]
-        check_converged(evaluations["training"], evaluate(model.head, training.vectors, training.targets,
-                                                          batch_size=-1, rng=eval_random), last)
+        training, validation = splits["training"], splits["validation"]
+        trained = evaluate(head, training.vectors, training.targets, batch_size=-1, rng=eval_random)
+        check_converged(trained, evaluate(model.head, training.vectors, training.targets, batch_size=-1,
+                                          rng=eval_random), last)  # before calibrating says anything of labels
+        calibrated = objective.calibrate(head, score_chunks(head, validation.vectors, validation.targets,
+                                                            np.arange(len(validation))), training=training.targets,
+                                         names=labels.names)
+        evaluations = {"training": trained if calibrated is head else evaluate(calibrated, training.vectors,
+                                                                               training.targets, batch_size=-1,
+                                                                               rng=eval_random),
+                       "validation": evaluate(calibrated, validation.vectors, validation.targets, batch_size=-1,
+                                              rng=eval_random)}
+        head = calibrated
     except Diverged:
         IntermediateGraphs.remove(stored, why="training diverged")
         raise
