@@ -84,6 +84,14 @@ def shown(path: str | Path) -> str:
         return os.fsencode(text).decode("utf-8", errors="backslashreplace")
 
 
+def seeming(name: str) -> str:
+    """A name as a reader sees it: in its compatibility form (`é` as one character or two, a ligature as its
+    letters), without invisible characters (a zero-width space, a soft hyphen), its spaces as one (none at
+    either end). Names equal in it print alike."""
+    visible = "".join(c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf")
+    return " ".join(visible.split())
+
+
 def valid_name(name: str) -> bool:
     """Whether a file or folder name is valid UTF-8 (Python keeps undecodable bytes as surrogates)."""
     try:

@@ -263,9 +263,10 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
         IntermediateGraphs.remove(stored, why="training diverged")
         raise
     intermediate_graphs = [entry.path for entry in stored.entries]  # for the report, before keep() forgets them
-    if config.test_batch_size > len(splits["testing"]) > 0:  # the figures and the report count the repeats
-        log.warning("--test_batch_size %d is more than the %d test images: they are sampled with repeats, as the "
-                    "classic retrain.py did, and every figure counts the repeats; -1 evaluates each image once",
+    if config.test_batch_size > 0 and len(splits["testing"]):  # the figures and the report count the sample
+        log.warning("--test_batch_size %d draws that many of the %d test images, with repeats, each draw a class "
+                    "(every class alike) then one of its images, as the classic retrain.py did: every figure counts "
+                    "the draws and weighs the classes equally; -1 evaluates each image once",
                     config.test_batch_size, len(splits["testing"]))
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))

@@ -127,6 +127,20 @@ def test_the_folders_systems_and_nas_boxes_keep_beside_photos_are_neither_classe
     assert f"ignored 9 folder(s) systems and NAS boxes keep beside photos under {tmp_path}, e.g. " in caplog.text
 
 
+def test_a_hidden_folder_holding_images_is_no_class_but_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Probe ZZQ: a class folder `.NET` was dropped with its photos, exit 0, with nothing said. Hidden folders
+    stay no class (`.git`, a file manager's `.thumbnails`); one holding images is named in a warning."""
+    for name in (".NET/a.jpg", ".thumbnails/b.PNG", ".git/config", ".empty/notes.txt", "java/c.jpg", "go/d.jpg"):
+        touch(tmp_path / name)
+    touch(tmp_path / ".hidden.jpg")  # a hidden file: not a folder
+    with caplog.at_level(logging.INFO):
+        labels = scan(tmp_path, 0, 0)
+    assert labels.names == ("go", "java")
+    said = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
+    assert said == [f"2 folder(s) in --image_dir hold images but are hidden (their names start with '.'), so they "
+                    f"are not classes (e.g. {tmp_path / '.NET'}); rename one without the '.' to train it"], said
+
+
 def test_a_class_whose_validation_or_test_images_all_prove_unusable_is_said_to_have_none_left(
         tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """Probe NNN: 150 online-only placeholders (empty files) beside 10 photos gave the class all its validation

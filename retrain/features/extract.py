@@ -344,11 +344,14 @@ def file_vectors(paths: Sequence[Path], *, source: FeatureSource, stores: Sequen
                 if key not in store and key not in todo:
                     todo[key] = path
             name = _member_label(label, source, member)
-            found = len(set(keys.values())) - len(todo)  # identical files share one vector: counted once
+            distinct = len(set(keys.values()))
+            found = distinct - len(todo)  # identical files share one vector: counted once
             cached += found
             if not todo:
                 continue
-            log.info("%s: %d cached, %d to compute", name, found, len(todo))
+            log.info("%s: %d cached, %d to compute%s", name, found, len(todo),  # (probe ZZQ: units said)
+                     f" ({len(keys) - distinct} identical file(s) counted with the first)" if len(keys) > distinct
+                     else "")
             job = ExtractionJob(member, store, batch_size=batch_size, label=name, image_size=image_size)
             items = [WorkItem(path=path, keys=(key,), content=key) for key, path in todo.items()]
             failed = (runner or LocalRunner())(job, items, pool=pool)

@@ -19,6 +19,7 @@ import os
 import stat
 import unicodedata
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from retrain.images import to_rgb
 from retrain.insight.report import cut_middle
+from retrain.names import seeming
 from retrain.progress import Progress
 
 # Blues, as in most confusion-matrix plots: white for 0, dark blue for a whole row.
@@ -165,6 +167,16 @@ def _caption(name: str, suffix: str, font: ImageFont.ImageFont | ImageFont.FreeT
     return _elide(name, font, room) + suffix
 
 
+def _axis_names(labels: Sequence[str], font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+                max_width: float) -> list[str]:
+    """Each label within `max_width` pixels, followed by its line in the labels file (` #N`) when another would
+    show alike (probe ZZQ: two long names cut to one, `café` in its two Unicode forms, `dog` and `dog `)."""
+    names = [_elide(label, font, max_width) for label in labels]
+    alike = Counter(seeming(name) for name in names)
+    return [_caption(label, f" #{line}", font, max_width) if alike[seeming(name)] > 1 else name
+            for line, (label, name) in enumerate(zip(labels, names), 1)]
+
+
 def _row_colours(fractions: np.ndarray) -> np.ndarray:
     """Blues colour map: fractions in [0, 1] -> RGB uint8, interpolated between the stops."""
     positions = np.clip(fractions, 0.0, 1.0) * (len(_BLUES) - 1)
@@ -207,7 +219,7 @@ def confusion_matrix_image(*, labels: Sequence[str], matrix: np.ndarray, title: 
         raise ValueError(f"confusion matrix of shape {matrix.shape} for {k} labels")
     cell = int(np.clip(720 // max(k, 1), 20, 72))
     label_font = _font(int(np.clip(cell * 0.55, 11, 16)))
-    names = [_elide(label, label_font, MAX_LABEL_PIXELS) for label in labels]
+    names = _axis_names(labels, label_font, MAX_LABEL_PIXELS)
     name_width = int(math.ceil(max((_text_width(n, label_font) for n in names), default=0)))
     row_totals = matrix.sum(axis=1)
     fractions = np.divide(matrix, row_totals[:, None], out=np.zeros(matrix.shape), where=row_totals[:, None] > 0)

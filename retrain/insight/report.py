@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from retrain.errors import RetrainError
-from retrain.names import REPORT_FORMAT, REPORT_NAME
+from retrain.names import REPORT_FORMAT, REPORT_NAME, seeming
 from retrain.outputs import atomic_write_bytes
 
 FORMAT = REPORT_FORMAT
@@ -230,14 +230,15 @@ def cut_middle(text: str | Sequence[str], kept: int) -> str:
 def table_names(labels: Sequence[str], *, width: int | None = _TABLE_LABEL_WIDTH) -> dict[str, str]:
     """Each label as the table (or label-image, `width` None: whole) shows it: elided to `width` characters, and
     followed by its line in the labels file (`#N`) when another would show alike (probe NNN: two long names elided
-    to one, and `Café` in its two Unicode forms, gave two rows of one name, one of them confused with itself)."""
+    to one, and `Café` in its two Unicode forms, gave two rows of one name, one of them confused with itself;
+    probe ZZQ: `dog` and `dog ` or `dog` with a zero-width space)."""
     def elided(label: str, room: int) -> str:
         return label if width is None else _elide(label, room)
 
     shown = {label: elided(label, width or 0) for label in labels}
-    alike = Counter(unicodedata.normalize("NFC", name) for name in shown.values())
+    alike = Counter(seeming(name) for name in shown.values())
     for line, label in enumerate(labels, 1):
-        if alike[unicodedata.normalize("NFC", shown[label])] > 1:
+        if alike[seeming(shown[label])] > 1:
             shown[label] = f"{elided(label, (width or 0) - len(f' #{line}'))} #{line}"
     return shown
 

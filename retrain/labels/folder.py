@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrain.errors import RetrainError, UsageError
-from retrain.names import shown, spelt_otherwise, unreadable_name, valid_name
+from retrain.names import seeming, shown, spelt_otherwise, unreadable_name, valid_name
 from retrain.labels import Example, LabelSet, build
 from retrain.labels.split import scant_training, split_of
 
@@ -72,6 +72,17 @@ def _passed_over(entry: os.DirEntry, system: list[str]) -> bool:
     if entry.name.casefold() in _SYSTEM_FOLDERS:
         system.append(entry.path)
     return True
+
+
+def _holds_images(entry: os.DirEntry) -> bool:
+    """Whether a folder holds image files directly (a look at its own entries, not below)."""
+    try:
+        if not entry.is_dir():
+            return False
+        with os.scandir(entry.path) as inner:
+            return any(Path(found.name).suffix.lower() in IMAGE_EXTENSIONS for found in inner)
+    except OSError:
+        return False
 
 
 def _say_system(system: Sequence[str], root: Path) -> None:
@@ -286,8 +297,11 @@ class FolderSource:
         examples: list[Example] = []
         labels: list[str] = []
         loose: list[Path] = []
+        dotted: list[str] = []  # hidden folders holding images: never classes, but said (probe ZZQ: `.NET`)
         for entry in entries:
             if _passed_over(entry, walk.system):
+                if entry.name.startswith(".") and _holds_images(entry):
+                    dotted.append(entry.path)
                 continue
             class_dir = Path(entry.path)
             try:
@@ -328,6 +342,10 @@ class FolderSource:
         if loose:
             log.warning("%d image(s) directly in --image_dir belong to no class (e.g. %s); put them in a sub-folder "
                         "named after their class", len(loose), shown(loose[0]))
+        if dotted:
+            log.warning("%d folder(s) in --image_dir hold images but are hidden (their names start with '.'), so they "
+                        "are not classes (e.g. %s); rename one without the '.' to train it", len(dotted),
+                        shown(dotted[0]))
         if walk.broken:
             log.warning("skipped %d broken link(s) inside class folders (e.g. %s, to %s)", len(walk.broken),
                         shown(walk.broken[0]), _link_target(walk.broken[0]))
@@ -388,16 +406,16 @@ def _warn_case_collisions(labels: list[str]) -> None:
 
 
 def look_alikes(labels: Iterable[str]) -> Iterator[tuple[str, str, str]]:
-    """(earlier label, label, how they differ), each label quoted, for labels that differ only in what a reader
-    may not see: letter case, spaces, the Unicode form (an accented letter as one character or two, a ligature),
-    invisible characters. Quoted with escapes (`'cafe\\u0301'`) unless they differ by case only."""
-    seen: dict[str, str] = {}
+    """(earlier label, label, how they differ), each label quoted, for each pair of labels that differ only in
+    what a reader may not see: letter case, spaces, the Unicode form (an accented letter as one character or two,
+    a ligature), invisible characters. Quoted with escapes (`'cafe\\u0301'`) unless they differ by case only."""
+    alike: dict[str, list[str]] = {}
     for label in labels:
-        seeming = "".join(c for c in unicodedata.normalize("NFKC", label) if unicodedata.category(c) != "Cf")
-        other = seen.setdefault(" ".join(seeming.split()).casefold(), label)
-        if other == label:
-            continue
-        if len(other) == len(label) and all(a.casefold() == b.casefold() for a, b in zip(other, label)):
-            yield repr(other), repr(label), "by letter case"
-        else:  # escaped, as they may print the same
-            yield ascii(other), ascii(label), "in spaces, Unicode form or invisible characters"
+        group = alike.setdefault(seeming(label).casefold(), [])
+        for other in group:  # each earlier one (probe ZZQ: 'Dog' and 'dog' went unsaid after ' dog')
+            if len(other) == len(label) and all(a.casefold() == b.casefold() for a, b in zip(other, label)):
+                yield repr(other), repr(label), "by letter case"
+            else:  # escaped, as they may print the same
+                case = "" if seeming(other) == seeming(label) else "letter case, "
+                yield ascii(other), ascii(label), f"in {case}spaces, Unicode form or invisible characters"
+        group.append(label)
