@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATURE, SIGMOID_OPS,
-                           SOFTMAX_OPS, report_path)
+from retrain.names import FINAL_TENSOR_NAME, IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATURE, report_path
+from retrain.objectives import OBJECTIVES
 
 
 MAX_GRAPH_NODES = 2_000_000  # more than any real frozen graph holds: a file with more is judged not to be ours
@@ -105,9 +105,13 @@ def _const_shape(data: Any, node: tuple[int, int]) -> list[int] | None:
     return None
 
 
+# What a classifier's output node is, when it is not named: an objective's score op (probe ZZR: a new objective's
+# own graph was refused as another model's on a rerun).
+SCORE_OPS = tuple(dict.fromkeys(objective.output_op for objective in OBJECTIVES))
+_SCORE_OPS = tuple(op.encode() for op in SCORE_OPS)  # as graph_nodes reads them
+
 _PASSED = (b"Identity", b"FakeQuantWithMinMaxVars", b"FakeQuantWithMinMaxArgs")  # a read; a quantized layer's
-_LAYER_OPS = frozenset({*_PASSED, b"Add", b"AddV2", b"BiasAdd", b"Const", SOFTMAX_OPS[0].encode(),  # walked
-                        SIGMOID_OPS[0].encode()})
+_LAYER_OPS = frozenset({*_PASSED, b"Add", b"AddV2", b"BiasAdd", b"Const", *_SCORE_OPS})  # walked
 
 
 def graph_class_count(data: Any, final: str) -> int | None:
@@ -177,9 +181,6 @@ def is_saved_model_file(path: Path) -> bool:
     a frozen graph given that name starts with its first node."""
     return path.name == "saved_model.pb" and head(path, 1) == b"\x08"
 
-
-SCORE_OPS = (SOFTMAX_OPS[0], SIGMOID_OPS[0])  # what a classifier's output node is, when it is not named
-_SCORE_OPS = tuple(op.encode() for op in SCORE_OPS)  # as graph_nodes reads them
 
 
 def is_retrain_graph(data: Any, final: str, path: Path | None = None, report: Path | None = None) -> bool:

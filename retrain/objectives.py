@@ -244,6 +244,11 @@ def objective_for(*, multi_label: bool) -> Softmax | Sigmoid:
     return next(objective for objective in OBJECTIVES if objective.multi_label == multi_label)
 
 
+def is_multi_label(name: object) -> bool:
+    """Whether the objective a report names (its "objective" key) gives any set of labels per image."""
+    return any(objective.multi_label for objective in OBJECTIVES if objective.name == name)
+
+
 def objective_of(op: str) -> Softmax | Sigmoid | None:
     """The objective whose scores an exported model's output op computes (a graph's op, or a TFLite model's), or
     None (another model's output, logits)."""

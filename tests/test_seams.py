@@ -31,6 +31,8 @@ class OneVersusRest:
     name: str = "one_vs_rest"
     headline: str = "hits"
     output_op: str = "Sigmoid"
+    tflite_op: str = "LOGISTIC"
+    multi_label: bool = False
 
     def activation(self, logits: Any, *, name: str | None = None) -> Any:
         return import_tensorflow().math.sigmoid(logits, name=name)
@@ -58,7 +60,7 @@ class OneVersusRest:
                           headline=self.headline, count=len(predictions), predictions=predictions, indices=indices,
                           probabilities=probabilities)
 
-    def calibrate(self, head: Any, chunks: Any) -> Any:
+    def calibrate(self, head: Any, chunks: Any, *, training: Any, names: Any = ()) -> Any:
         return head
 
 
@@ -256,3 +258,32 @@ def test_a_second_stop_signal_during_a_held_call_is_raised_at_once() -> None:
                 cli._on_signal(signal.SIGINT, None)  # raised where the program is
     finally:
         errors.RECEIVED.clear()
+
+
+def test_every_objective_and_export_is_known_where_files_are_judged(colour_tree: Path, outputs) -> None:
+    """The contract a new objective or format meets (probe ZZR, adding some): each objective's score op is one
+    the file checks know as a classifier's, and no two objectives share an op (label-image and TF.js tell the
+    objective by it); each file an exporter declares has a kind the replace checks recognise (a kind they did
+    not know was a KeyError traceback on a rerun), and its flag is a path flag retrain writes at, made a Path
+    and checked up front; the thresholds are declared whatever the labels' source."""
+    from retrain import config as config_module
+    from retrain.config import RetrainConfig
+    from retrain.exporters import exporters
+    from retrain.filekinds import SCORE_OPS
+    from retrain.objectives import OBJECTIVES, objective_of
+    from retrain.outputs.checks import CONTENTS
+
+    ops = [op for objective in OBJECTIVES for op in (objective.output_op, objective.tflite_op)]
+    assert len(ops) == len(set(ops)) and {o.output_op for o in OBJECTIVES} <= set(SCORE_OPS)
+    assert all(objective_of(objective.output_op) is objective is objective_of(objective.tflite_op)
+               for objective in OBJECTIVES)
+    out = outputs["output_graph"].parent
+    config = RetrainConfig(colour_tree, **outputs, saved_model_dir=out / "sm", output_tflite=out / "m.tflite",
+                           output_tfjs=out / "js", intermediate_store_frequency=10)
+    declared = [output for exporter in exporters() for output in exporter.outputs(config)]
+    assert {output.content for output in declared} >= {"graph", "labels", "thresholds", "tflite", "checkpoint"}
+    for output in declared:
+        assert output.kind != "file" or output.content in CONTENTS, output
+        field = output.flag.removeprefix("--")
+        assert field in config_module._PATH_FIELDS and field in config_module._WRITTEN, output
+        assert isinstance(getattr(config, field), Path), output

@@ -18,6 +18,7 @@ from retrain.errors import UsageError
 from retrain.filekinds import CLASSIC_PAIRS, classic_pair, head, is_labels, is_one_of, is_tflite, read_report
 from retrain.insight import report as reports
 from retrain.names import SAVED_MODEL_LABELS, report_path, thresholds_path
+from retrain.objectives import is_multi_label
 from retrain.outputs import real, written_for
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def check_earlier_models(folders: Sequence[Path], labels: Sequence[str], *, outp
             data = read_report(report)
             earlier = data["labels"]
             same = list(earlier) == list(labels)
-            if same and not (thresholds and data.get("objective") == "sigmoid"):
+            if same and not (thresholds and is_multi_label(data.get("objective"))):
                 continue
             files = reports.files_now(report, data["run"])
             graphs = reports.files_now(report, data["run"], key="intermediate_graphs")

@@ -27,7 +27,7 @@ from retrain.errors import RetrainError
 from retrain.filekinds import file_sha256, read_report
 from retrain.insight import report as reports
 from retrain.names import FINAL_TENSOR_NAME, report_path, valid_name
-from retrain.objectives import KEEP_SCORES
+from retrain.objectives import KEEP_SCORES, is_multi_label
 from retrain.outputs import written_sha256
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,
         class_report = reports.class_report(labels=labels, truth=test.truth, predicted=test.predictions)
         data = {**reports.report_dict(class_report, extra=extra), "objective": objective}
     else:  # no test images: the same keys as with them (a multi-label report has no matrix), nothing in them
-        matrix = {} if objective == "sigmoid" else {"confusion_matrix": None}
+        matrix = {} if is_multi_label(objective) else {"confusion_matrix": None}
         data = {"format": reports.FORMAT, "version": reports.VERSION, "objective": objective, "labels": list(labels),
                 "overall": None, "classes": {}, **matrix, "run": extra}
     reports.write_report_json(path, data)
