@@ -463,10 +463,10 @@ def _check_retrain(config: RetrainConfig) -> None:
     for flag, value in (("--testing_percentage", config.testing_percentage),
                         ("--validation_percentage", config.validation_percentage)):
         if not 0 <= value < 100:
-            raise UsageError(f"{flag} must be between 0 and 100, got {value}")
+            raise UsageError(f"{flag} must be at least 0 and below 100, got {value:g}")
     if config.testing_percentage + config.validation_percentage >= 100:
-        raise UsageError(f"--testing_percentage {config.testing_percentage} + --validation_percentage "
-                         f"{config.validation_percentage} leave no images for training; keep their sum below 100")
+        raise UsageError(f"--testing_percentage {config.testing_percentage:g} + --validation_percentage "
+                         f"{config.validation_percentage:g} leave no images for training; keep their sum below 100")
     _rate("--learning_rate", config.learning_rate)
     if config.intermediate_store_frequency < 0:
         raise UsageError(f"--intermediate_store_frequency must be 0 (never) or positive, got "

@@ -164,9 +164,10 @@ def test_folders_differing_only_by_case(tmp_path: Path, tiny_module: Path, outpu
 
 @pytest.mark.parametrize("values, message", [
     ({"testing_percentage": 50, "validation_percentage": 50},
-     "--testing_percentage 50.0 + --validation_percentage 50.0 leave no images for training; keep their sum below 100"),
+     "--testing_percentage 50 + --validation_percentage 50 leave no images for training; keep their sum below 100"),
     ({"testing_percentage": 60, "validation_percentage": 45}, "leave no images for training"),
-    ({"testing_percentage": -5}, "--testing_percentage must be between 0 and 100, got -5.0"),
+    ({"testing_percentage": -5}, "--testing_percentage must be at least 0 and below 100, got -5"),
+    ({"validation_percentage": 100}, "--validation_percentage must be at least 0 and below 100, got 100"),
     ({"how_many_training_steps": 0}, "--how_many_training_steps must be positive, got 0"),
     ({"how_many_training_steps": -10}, "--how_many_training_steps must be positive, got -10"),
     ({"train_batch_size": 0}, "--train_batch_size must be positive, got 0"),

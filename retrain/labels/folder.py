@@ -298,6 +298,7 @@ class FolderSource:
         labels: list[str] = []
         loose: list[Path] = []
         dotted: list[str] = []  # hidden folders holding images: never classes, but said (probe ZZQ: `.NET`)
+        nested: list[Path] = []  # images in folders inside class folders, which the classic script left out
         for entry in entries:
             if _passed_over(entry, walk.system):
                 if entry.name.startswith(".") and _holds_images(entry):
@@ -334,6 +335,7 @@ class FolderSource:
                             ", ".join(sorted(IMAGE_EXTENSIONS)), _what_else(walk.ignored[ignored_before:]))
                 continue
             labels.append(entry.name)
+            nested += [path for path in files if len(path.relative_to(class_dir).parts) > 1]
             for path in files:
                 split = split_of(path.relative_to(image_dir).as_posix(),
                                  validation_percentage=self.validation_percentage,
@@ -342,6 +344,10 @@ class FolderSource:
         if loose:
             log.warning("%d image(s) directly in --image_dir belong to no class (e.g. %s); put them in a sub-folder "
                         "named after their class", len(loose), shown(loose[0]))
+        if nested:  # (probe ZZP: a classic user's `roses/rejected` trained as roses, unsaid)
+            log.info("%d image(s) in folders inside class folders are trained as their class (e.g. %s); the classic "
+                     "retrain.py left such folders out, so move out any you keep apart", len(nested),
+                     shown(nested[0].parent))
         if dotted:
             log.warning("%d folder(s) in --image_dir hold images but are hidden (their names start with '.'), so they "
                         "are not classes (e.g. %s); rename one without the '.' to train it", len(dotted),
