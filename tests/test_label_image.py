@@ -1017,6 +1017,29 @@ def _colour_photos(folder: Path) -> dict[str, Path]:
             for i, (name, rgb) in enumerate(PRIMARIES.items())}
 
 
+def test_the_input_found_is_one_the_output_is_computed_from(tmp_path: Path) -> None:
+    """Probe ZZP: a graph holding two models (a classic one fed at `Mul` from a JPEG string, and another with its
+    own float Placeholder): label-image paired the other's Placeholder with --output_layer final_result, then
+    failed running the graph. The inputs looked for are those the output is computed from."""
+    def two(tf: Any) -> None:
+        jpeg = tf.compat.v1.placeholder(tf.string, [], name="DecodeJpeg/contents")
+        image = tf.expand_dims(tf.cast(tf.image.decode_jpeg(jpeg, channels=3), tf.float32), 0)
+        mul = tf.multiply(tf.image.resize(image, [32, 32]) - 128.0, 1 / 128.0, name="Mul")
+        weights = tf.constant(10 * np.eye(3, dtype=np.float32))
+        tf.nn.softmax(tf.matmul(tf.reduce_mean(mul, [1, 2]), weights), name="final_result")
+        other = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name="Placeholder")
+        tf.nn.softmax(tf.matmul(tf.reduce_mean(other, [1, 2]), weights), name="other_result")
+
+    graph, labels = _write_graph(tmp_path / "two.pb", two), tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    photo = _colour_photos(tmp_path)["red"]
+    common = ["--graph", str(graph), "--labels", str(labels), "--image", str(photo)]
+    message = _error([*common, "--output_layer", "final_result"], expect=1)
+    assert message.startswith(f"label-image: error: --graph {graph} has 0 float [N, H, W, 3] Placeholders that "
+                              "--output_layer final_result is computed from, expected one; pass --input_layer"), message
+    assert invoke(label_image_command, [*common, "--output_layer", "other_result"]).stdout.startswith("red ")
+
+
 def test_an_input_layer_that_cannot_take_rgb_batches_is_one_error_line(trained: Trained, tmp_path: Path) -> None:
     """An input layer of another shape than [N, H, W, 3]: one line naming its shape, before any image is read."""
 

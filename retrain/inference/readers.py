@@ -107,6 +107,17 @@ def _shape_text(dims: Sequence[int | None] | None) -> str:
     return "[?]" if dims is None else "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
+def _ancestors(name: str, nodes: dict[str, Any]) -> set[str]:
+    """The names of the nodes the node `name` is computed from, itself included."""
+    found, todo = set(), [name]
+    while todo:
+        node = todo.pop()
+        if node not in found and node in nodes:
+            found.add(node)
+            todo.extend(given.lstrip("^").split(":")[0] for given in nodes[node].input)
+    return found
+
+
 def _size_of(dims: Sequence[int | None] | None) -> tuple[int | None, int | None, int | None]:
     """(height, width, batch) of a [N, H, W, C] shape; None where unknown."""
     if dims is None or len(dims) != 4:
@@ -165,13 +176,6 @@ class _FrozenGraph(Model):
         outputs = softmaxes + [n for n in sinks if n.op not in SCORE_OPS]
         listing = (f"{_candidates('input', map(describe, placeholders))}; "
                    f"{_candidates('output', map(describe, outputs))}")
-        if input_layer is None:
-            images = [n for n in placeholders if n.attr["dtype"].type == tf.float32.as_datatype_enum
-                      and _is_image_input(self._tensor_dims(n.name + ":0"))]
-            if len(images) != 1:
-                raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders, expected one; "
-                                   f"pass --input_layer ({listing})")
-            input_layer = images[0].name
         if output_layer is None:
             # retrain's own name first; else the one softmax (a graph may end in Identity nodes after it)
             softmax_sinks = [n for n in softmaxes if n.name not in consumed]
@@ -182,6 +186,16 @@ class _FrozenGraph(Model):
             else:
                 raise fail(f"--graph {path} has no node {FINAL_TENSOR_NAME} and {len(softmaxes)} Softmax or Sigmoid nodes, "
                                    f"expected one; pass --output_layer ({listing})")
+        if input_layer is None:
+            images = [n for n in placeholders if n.attr["dtype"].type == tf.float32.as_datatype_enum
+                      and _is_image_input(self._tensor_dims(n.name + ":0"))]
+            output_node = output_layer.removeprefix("import/").split(":")[0]
+            if output_node in nodes:  # those the output is computed from (probe ZZP: another path's was taken)
+                images = [n for n in images if n.name in _ancestors(output_node, nodes)]
+            if len(images) != 1:
+                raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders that --output_layer "
+                           f"{output_layer} is computed from, expected one; pass --input_layer ({listing})")
+            input_layer = images[0].name
         try:
             self.input = self._tensor(input_layer, nodes, flag="--input_layer", path=path, listing=listing)
             self.output = self._tensor(output_layer, nodes, flag="--output_layer", path=path, listing=listing)
