@@ -164,6 +164,12 @@ class RetrainConfig:
                                if path is not None and not path.is_absolute()})
 
     @property
+    def may_be_multi_label(self) -> bool:
+        """Whether the labels' source may make the run multi-label (known once it is read): a CSV may, a folder
+        tree only with --multi_label. A new label source says here whether it may."""
+        return self.labels_csv is not None or self.multi_label
+
+    @property
     def modules(self) -> tuple[str, ...]:
         """The --tfhub_module members, in order: one, or several comma-separated."""
         return module_list(self.tfhub_module)

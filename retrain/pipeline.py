@@ -35,7 +35,7 @@ from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
 from retrain.insight.report import pad
 from retrain.insight.earlier import check_classic_labels_left, check_earlier_models, warn_if_another_models_report
-from retrain.insight.run import draw_pictures, print_table, report_run
+from retrain.insight.run import draw_pictures, print_table, report_run, say_untested
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
 from retrain.insight.tensorboard import picture_steps
 from retrain.labels import LabelSet, label_source, warn_identical_files
@@ -264,14 +264,14 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
         raise
     intermediate_graphs = [entry.path for entry in stored.entries]  # for the report, before keep() forgets them
     if config.test_batch_size > 0 and len(splits["testing"]):  # the figures and the report count the sample
-        log.warning("--test_batch_size %d draws that many of the %d test images, with repeats, each draw a class "
-                    "(every class alike) then one of its images, as the classic retrain.py did: every figure counts "
-                    "the draws and weighs the classes equally; -1 evaluates each image once",
-                    config.test_batch_size, len(splits["testing"]))
+        log.warning("--test_batch_size %d draws that many of the %d test images, with repeats, each draw %s, as the "
+                    "classic retrain.py did: every figure counts the draws; -1 evaluates each image once",
+                    config.test_batch_size, len(splits["testing"]), splits["testing"].targets.DRAW)
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))
     _print_test_figures(test, objective, labels, config)
     print_table(test, labels.names)
+    say_untested(labels.names, splits["testing"].targets, multi_label=objective.multi_label)
     if config.print_misclassified_test_images and test.count:
         _print_misclassified(test, splits["testing"], labels.names)
 

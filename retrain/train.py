@@ -124,8 +124,10 @@ class Last:
     metric: float
     logits: Any
     # Steps into the run at which the feature source gave NaN or infinity for a batch (the run stopped there), when
-    # that is the source's own doing (a frozen module, or a fine-tuned one before its first update), else None.
+    # that is the source's own doing (a frozen module, or a fine-tuned one before its first update), else None;
+    # and the member that gave them.
     bad_vectors_at: int | None = None
+    bad_member: str = ""
 
 
 class Steps(Protocol):
@@ -280,7 +282,7 @@ class ImageSteps(_Layer):
                 loss = objective.loss(logits, targets)
                 total = loss + tf.add_n([tf.cast(r(), tf.float32) for r in regularization]) if regularization else loss
             apply(tape.gradient(total, variables))
-            return loss, objective.batch_metric(logits, targets), logits, tf.reduce_all(tf.math.is_finite(features))
+            return loss, objective.batch_metric(logits, targets), logits, tf.reduce_all(tf.math.is_finite(features), 0)
 
         self._step, self._source, self._fine_tune, self._taken = step, source, fine_tune, 0
         self._batch_flag = "--fine_tune_batch_size" if fine_tune else "--train_batch_size"
@@ -302,12 +304,18 @@ class ImageSteps(_Layer):
                                    f"module (one that fails only on large batches takes a smaller "
                                    f"{self._batch_flag})") from None
             loss, metric, logits, finite = result
-            # A frozen module's NaN is its own (probes ZZM, ZZO); a fine-tuned one's after an update is the rate's.
-            if not finite and (not self._fine_tune or self._taken == 0):
-                return Last(loss=float(loss), metric=float(metric), logits=logits, bad_vectors_at=index)
+            # A frozen module's NaN is its own (probes ZZM, ZZS); a fine-tuned one's after an update is the rate's.
+            if not bool(tf.reduce_all(finite)) and (not self._fine_tune or self._taken == 0):
+                return Last(loss=float(loss), metric=float(metric), logits=logits, bad_vectors_at=index,
+                            bad_member=self._member_of(np.flatnonzero(~finite.numpy())[0]))
             self._taken += 1
             tick(1)
         return Last(loss=float(loss), metric=float(metric), logits=logits)
+
+    def _member_of(self, column: int) -> str:
+        """The handle of the member whose vectors hold `column` (the source's vectors are its members' side by side)."""
+        ends = np.cumsum([member.feature_dim for member in self._source.members])
+        return self._source.members[int(np.searchsorted(ends, column, side="right"))].handle
 
 
 class Diverged(RetrainError):
@@ -383,9 +391,9 @@ def train(*, steps: Steps, schedule: Schedule, optimizer: Optimizer, validate: C
             raise_if_stopped()  # a stop signal a finaliser dropped (TensorFlow's) stops here, not at the run's end
             last = steps.run(step + 1 - done, tick)
             if last.bad_vectors_at is not None:  # (probe ZZM)
-                raise Diverged(f"training stopped at step {schedule.first_step + done + last.bad_vectors_at}: the "
-                               "module gave vectors holding NaN or infinity for that step's batch of training images; "
-                               "check --tfhub_module; nothing was exported")
+                raise Diverged(f"training stopped at step {schedule.first_step + done + last.bad_vectors_at}: "
+                               f"--tfhub_module {last.bad_member} gave vectors holding NaN or infinity for that step's "
+                               "batch of training images; check the module; nothing was exported")
             done = step + 1
             shown = schedule.first_step + step
             if not math.isfinite(last.loss):

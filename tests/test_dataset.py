@@ -130,15 +130,18 @@ def test_the_folders_systems_and_nas_boxes_keep_beside_photos_are_neither_classe
 def test_a_hidden_folder_holding_images_is_no_class_but_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """Probe ZZQ: a class folder `.NET` was dropped with its photos, exit 0, with nothing said. Hidden folders
     stay no class (`.git`, a file manager's `.thumbnails`); one holding images is named in a warning."""
-    for name in (".NET/a.jpg", ".thumbnails/b.PNG", ".git/config", ".empty/notes.txt", "java/c.jpg", "go/d.jpg"):
+    for name in (".NET/a.jpg", ".my thumbs/b.PNG", ".git/config", ".empty/notes.txt", "java/c.jpg", "go/d.jpg",
+                 ".AppleDouble/c.jpg", ".@__thumb/c.jpg", ".Trash-1000/e.jpg", "java/.AppleDouble/c.jpg"):
         touch(tmp_path / name)
     touch(tmp_path / ".hidden.jpg")  # a hidden file: not a folder
     with caplog.at_level(logging.INFO):
         labels = scan(tmp_path, 0, 0)
-    assert labels.names == ("go", "java")
-    said = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
+    assert labels.names == ("go", "java") and [p.name for p in files_of(labels, "java")] == ["c.jpg"]
+    said = [r.getMessage() for r in caplog.records if "are hidden" in r.getMessage()]
     assert said == [f"2 folder(s) in --image_dir hold images but are hidden (their names start with '.'), so they "
                     f"are not classes (e.g. {tmp_path / '.NET'}); rename one without the '.' to train it"], said
+    # The systems' own (probe ZZS: netatalk's, QNAP's, a desktop's trash) are counted with the other system folders.
+    assert f"ignored 4 folder(s) systems and NAS boxes keep beside photos under {tmp_path}" in caplog.text
 
 
 def test_a_class_whose_validation_or_test_images_all_prove_unusable_is_said_to_have_none_left(

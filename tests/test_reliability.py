@@ -1777,6 +1777,10 @@ def test_what_a_run_does_not_write_and_file_manager_clutter_never_block_it(colou
     thresholds.write_text("my tuned thresholds: red 0.3\n")
     retrain(colour_tree, tiny_module, outputs, labels_csv=table)
     assert thresholds.read_text() == "my tuned thresholds: red 0.3\n"
+    thresholds.unlink()  # a folder run writes none either (probe ZZS: a link of that name into the photos refused)
+    thresholds.symlink_to(next(colour_tree.rglob("*.jpg")))
+    retrain(colour_tree, tiny_module, outputs)
+    assert thresholds.is_symlink()
     folder = tmp_path / "web"
     replace_folder(folder, lambda tmp: (tmp.mkdir(), (tmp / "model.json").write_text("{}")), flag="--output_tfjs")
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")

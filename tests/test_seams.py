@@ -265,7 +265,7 @@ def test_every_objective_and_export_is_known_where_files_are_judged(colour_tree:
     the file checks know as a classifier's, and no two objectives share an op (label-image and TF.js tell the
     objective by it); each file an exporter declares has a kind the replace checks recognise (a kind they did
     not know was a KeyError traceback on a rerun), and its flag is a path flag retrain writes at, made a Path
-    and checked up front; the thresholds are declared whatever the labels' source."""
+    and checked up front."""
     from retrain import config as config_module
     from retrain.config import RetrainConfig
     from retrain.exporters import exporters
@@ -279,7 +279,7 @@ def test_every_objective_and_export_is_known_where_files_are_judged(colour_tree:
                for objective in OBJECTIVES)
     out = outputs["output_graph"].parent
     config = RetrainConfig(colour_tree, **outputs, saved_model_dir=out / "sm", output_tflite=out / "m.tflite",
-                           output_tfjs=out / "js", intermediate_store_frequency=10)
+                           output_tfjs=out / "js", intermediate_store_frequency=10, multi_label=True)
     declared = [output for exporter in exporters() for output in exporter.outputs(config)]
     assert {output.content for output in declared} >= {"graph", "labels", "thresholds", "tflite", "checkpoint"}
     for output in declared:

@@ -32,12 +32,12 @@ def thresholds_text(thresholds: Any) -> bytes:
 
 class Labels(Exporter):
     def outputs(self, config: RetrainConfig) -> list[Output]:
-        # The thresholds are declared whatever the labels' source: whether the run is multi-label is known once
-        # they are read (probe ZZR: a label source of a plugin wrote them over a photo, unchecked).
-        return [Output("--output_labels", config.output_labels, content="labels", graph=config.output_graph,
-                       detail=config.final_tensor_name),
-                Output("--output_labels", thresholds_path(config.output_labels), content="thresholds",
-                       role="the thresholds beside --output_labels")]
+        outputs = [Output("--output_labels", config.output_labels, content="labels", graph=config.output_graph,
+                          detail=config.final_tensor_name)]
+        if config.may_be_multi_label:  # (probe ZZS: declared for a folder run, a link of that name was refused)
+            outputs.append(Output("--output_labels", thresholds_path(config.output_labels), content="thresholds",
+                                  role="the thresholds beside --output_labels"))
+        return outputs
 
     def check(self, config: RetrainConfig) -> None:
         check_writable_file(config.output_labels, flag="--output_labels")

@@ -189,9 +189,9 @@ class _FrozenGraph(Model):
         if input_layer is None:
             images = [n for n in placeholders if n.attr["dtype"].type == tf.float32.as_datatype_enum
                       and _is_image_input(self._tensor_dims(n.name + ":0"))]
-            output_node = output_layer.removeprefix("import/").split(":")[0]
-            if output_node in nodes:  # those the output is computed from (probe ZZP: another path's was taken)
-                images = [n for n in images if n.name in _ancestors(output_node, nodes)]
+            feeding = _ancestors(output_layer.removeprefix("import/").split(":")[0], nodes)
+            if any(n.name in feeding for n in placeholders):  # those the output is computed from (probe ZZP: another
+                images = [n for n in images if n.name in feeding]  # path's was taken; a Const's has none: said later)
             if len(images) != 1:
                 raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders that --output_layer "
                            f"{output_layer} is computed from, expected one; pass --input_layer ({listing})")

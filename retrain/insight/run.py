@@ -74,13 +74,21 @@ def print_table(test: Any, labels: Sequence[str]) -> None:
     if test.details is not None:
         print(_label_table(test.details, labels), flush=True)
     elif test.count:
-        report = reports.class_report(labels=labels, truth=test.truth, predicted=test.predictions)
-        print(reports.format_table(report), flush=True)
-        absent = [repr(c.label) for c in report.classes if not c.support]
-        if absent:  # (probe ZZQ: 100 % said of two classes, one never tested, far below its warning of the split)
-            log.warning("the test figures leave out %d of the %d classes, which have no test image (%s%s); add images "
-                        "of them for a fair test", len(absent), len(labels), ", ".join(absent[:3]),
-                        ", ..." if len(absent) > 3 else "")
+        print(reports.format_table(reports.class_report(labels=labels, truth=test.truth, predicted=test.predictions)),
+              flush=True)
+
+
+def say_untested(labels: Sequence[str], testing: Any, *, multi_label: bool) -> None:
+    """A warning after the table naming the labels no test image has (`testing`: the test split's targets), as
+    the table shows them (probe ZZQ: 100 % said of two classes, one never tested, far below the split's warning;
+    probe ZZS: not those a --test_batch_size sample missed)."""
+    absent = testing.absent() if len(testing) else []
+    if absent:
+        shown = reports.table_names(labels, width=None)
+        kind = "labels, which no test image has" if multi_label else "classes, which have no test image"
+        log.warning("the test figures leave out %d of the %d %s (%s%s); add images of them for a fair test",
+                    len(absent), len(labels), kind, ", ".join(repr(shown[labels[j]]) for j in absent[:3]),
+                    ", ..." if len(absent) > 3 else "")
 
 
 def report_run(*, config: Any, labels: Sequence[str], test: Any, split: Any,

@@ -41,6 +41,8 @@ class Example:
 class Targets(Protocol):
     """The labels of a split's rows, as the training loop and the objective use them."""
 
+    DRAW: str  # what one draw of `sample` picks, as messages say it
+
     def __len__(self) -> int: ...
 
     def take(self, indices: np.ndarray) -> "Targets": ...
@@ -54,9 +56,14 @@ class Targets(Protocol):
     def untaught(self) -> list[int]:
         """The labels these rows, as a training split, could not teach the model."""
 
+    def absent(self) -> list[int]:
+        """The labels no row has (a class with no image, a label no image carries)."""
+
 
 class ClassIds:
     """One class index per row (single-label). Sampling is the classic class-uniform draw."""
+
+    DRAW = "a class (every class alike), then one of its images"
 
     def __init__(self, ids: np.ndarray, *, class_count: int) -> None:
         self.ids = np.asarray(ids, np.int64)
@@ -88,6 +95,9 @@ class ClassIds:
 
     def untaught(self) -> list[int]:
         """Classes with no row: a softmax never learns to predict them."""
+        return self.absent()
+
+    def absent(self) -> list[int]:
         return np.flatnonzero(np.bincount(self.ids, minlength=self.class_count) == 0).tolist()
 
 

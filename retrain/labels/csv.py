@@ -592,9 +592,9 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 def _warn_case_collisions(source: Path, labels: tuple[str, ...]) -> None:
     """Labels that look alike stay separate; say so, since that surprises people."""
-    for other, label, how in look_alikes(labels):
-        log.warning("%s %s: labels %s and %s differ only %s; they are trained as two labels", FLAG, shown(source),
-                    other, label, how)
+    for names, count, how in look_alikes(labels):
+        log.warning("%s %s: labels %s differ only %s; they are trained as %s labels", FLAG, shown(source), names, how,
+                    "two" if count == 2 else count)
 
 
 @dataclass(frozen=True)

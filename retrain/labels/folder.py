@@ -56,7 +56,12 @@ WALK_NOTE_SECONDS = 10.0  # how often a long walk of the image folders says how 
 _SYSTEM_FILES = frozenset(name.casefold() for name in ("Thumbs.db", "desktop.ini"))
 _SYSTEM_FOLDERS = frozenset(name.casefold() for name in (
     "__MACOSX", "$RECYCLE.BIN", "System Volume Information", "lost+found", "@eaDir", "#recycle", "#snapshot",
-    "@Recycle", "@Recently-Snapshot", "@__thumb"))
+    "@Recycle", "@Recently-Snapshot", "@__thumb",
+    # hidden ones (probe ZZS: netatalk's copies named as the photos, QNAP's thumbnails were said to be classes
+    # to rename): counted with the others, never said to hold photos
+    ".AppleDouble", ".@__thumb", ".@__qini", ".Trashes", ".Trash", ".Spotlight-V100", ".fseventsd",
+    ".TemporaryItems", ".DocumentRevisions-V100", ".thumbnails", ".picasaoriginals", ".dtrash", ".streams"))
+_TRASH = re.compile(r"\.trash-\d+")  # a Linux desktop's trash on another disk, per user: .Trash-1000
 _SYSTEM_NAMES = _SYSTEM_FILES | _SYSTEM_FOLDERS
 
 
@@ -69,9 +74,13 @@ def _passed_over(entry: os.DirEntry, system: list[str]) -> bool:
     line (`_say_system`)."""
     if not _is_hidden(entry.name):
         return False
-    if entry.name.casefold() in _SYSTEM_FOLDERS:
+    if _is_system(entry.name):
         system.append(entry.path)
     return True
+
+
+def _is_system(name: str) -> bool:
+    return name.casefold() in _SYSTEM_FOLDERS or bool(_TRASH.fullmatch(name.casefold()))
 
 
 def _holds_images(entry: os.DirEntry) -> bool:
@@ -301,7 +310,7 @@ class FolderSource:
         nested: list[Path] = []  # images in folders inside class folders, which the classic script left out
         for entry in entries:
             if _passed_over(entry, walk.system):
-                if entry.name.startswith(".") and _holds_images(entry):
+                if entry.name.startswith(".") and not _is_system(entry.name) and _holds_images(entry):
                     dotted.append(entry.path)
                 continue
             class_dir = Path(entry.path)
@@ -407,21 +416,25 @@ def _warn_split_folders(image_dir: Path, labels: list[str]) -> None:
 
 def _warn_case_collisions(labels: list[str]) -> None:
     """Folders that look alike stay separate classes; say so, since that surprises people."""
-    for other, label, how in look_alikes(labels):
-        log.warning("class folders %s and %s differ only %s; they are trained as two classes", other, label, how)
+    for names, count, how in look_alikes(labels):
+        log.warning("class folders %s differ only %s; they are trained as %s classes", names, how,
+                    "two" if count == 2 else count)
 
 
-def look_alikes(labels: Iterable[str]) -> Iterator[tuple[str, str, str]]:
-    """(earlier label, label, how they differ), each label quoted, for each pair of labels that differ only in
-    what a reader may not see: letter case, spaces, the Unicode form (an accented letter as one character or two,
-    a ligature), invisible characters. Quoted with escapes (`'cafe\\u0301'`) unless they differ by case only."""
+def look_alikes(labels: Iterable[str]) -> Iterator[tuple[str, int, str]]:
+    """(the labels quoted, how many, how they differ) for each group of labels that differ only in what a reader
+    may not see: letter case, spaces, the Unicode form (an accented letter as one character or two, a ligature),
+    invisible characters (probe ZZS: one line a pair flooded the log). Quoted with escapes (`'cafe\\u0301'`)
+    unless they differ by case only."""
     alike: dict[str, list[str]] = {}
-    for label in labels:
-        group = alike.setdefault(seeming(label).casefold(), [])
-        for other in group:  # each earlier one (probe ZZQ: 'Dog' and 'dog' went unsaid after ' dog')
-            if len(other) == len(label) and all(a.casefold() == b.casefold() for a, b in zip(other, label)):
-                yield repr(other), repr(label), "by letter case"
-            else:  # escaped, as they may print the same
-                case = "" if seeming(other) == seeming(label) else "letter case, "
-                yield ascii(other), ascii(label), f"in {case}spaces, Unicode form or invisible characters"
-        group.append(label)
+    for label in labels:  # (lower case, not casefold: `straße` and `strasse` do not print alike)
+        alike.setdefault(seeming(label).lower(), []).append(label)
+    for group in (group for group in alike.values() if len(group) > 1):
+        first = group[0]
+        if all(len(other) == len(first) and all(a.casefold() == b.casefold() for a, b in zip(other, first))
+               for other in group):
+            how, quoted = "by letter case", [repr(label) for label in group]
+        else:  # escaped, as they may print the same
+            case = "" if len({seeming(label) for label in group}) == 1 else "letter case, "
+            how, quoted = f"in {case}spaces, Unicode form or invisible characters", [ascii(label) for label in group]
+        yield f"{', '.join(quoted[:-1])} and {quoted[-1]}", len(group), how

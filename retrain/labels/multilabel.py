@@ -50,7 +50,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -83,6 +83,8 @@ class SparseLabels:
     ids sorted and distinct, in [0, num_labels). Build with `from_lists` or
     `from_names`; never densified whole.
     """
+
+    DRAW: ClassVar[str] = "an image, every image alike"
 
     offsets: np.ndarray
     ids: np.ndarray
@@ -198,6 +200,9 @@ class SparseLabels:
         """None: a label with no positive row is one whose threshold is never reached, as for a label seen only
         in validation or testing."""
         return []
+
+    def absent(self) -> list[int]:
+        return np.flatnonzero(self.positives_per_label() == 0).tolist()
 
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` row indices drawn uniformly with replacement (no class to balance in multi-label)."""
