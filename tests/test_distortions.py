@@ -74,6 +74,13 @@ def test_each_distortion_does_what_its_flag_says():
     assert np.abs(corner - image).mean() > 0.02
 
 
+def test_random_scale_draws_scales_up_to_its_percentage(tmp_path: Path) -> None:
+    """Probe ZZO: a --random_scale that drew no scale at all passed the tests."""
+    scales = sample_parameters(RetrainConfig(image_dir=tmp_path, random_scale=50).distortions, count=1000,
+                               rng=np.random.default_rng(0)).scale
+    assert 1.0 <= scales.min() < 1.02 and 1.48 < scales.max() <= 1.5
+
+
 def test_the_classic_largest_brightness_change_is_accepted(tmp_path: Path) -> None:
     """The classic script took --random_brightness 100 (brightness times 0 to 2); it was refused (probe EE)."""
     config = RetrainConfig(image_dir=tmp_path, random_brightness=100)

@@ -161,6 +161,23 @@ def test_a_fine_tuning_that_helps_or_ties_on_validation_is_kept(fine_tuned):
     assert "fine-tuning lowered" not in stderr
 
 
+def test_a_fine_tuning_that_ties_is_kept(tmp_path: Path) -> None:
+    """The README: only a fine-tuning that scores lower is undone (probe ZZO: undoing ties passed the tests). A rate
+    too small to change anything ties."""
+    tree = make_colour_tree(tmp_path / "photos", per_class=12)
+    out = tmp_path / "out"
+    out.mkdir()
+    config = RetrainConfig(image_dir=tree, tfhub_module=str(save_tunable_module(tmp_path / "tunable")),
+                           output_graph=out / "graph.pb", output_labels=out / "labels.txt",
+                           summaries_dir=out / "logs", bottleneck_dir=out / "bottlenecks", how_many_training_steps=20,
+                           fine_tune=True, fine_tune_steps=2, fine_tune_batch_size=8, fine_tune_learning_rate=1e-12,
+                           validation_percentage=25, testing_percentage=20)
+    _, stderr = run_capturing(config)
+    figures = re.search(r"fine-tuning: validation accuracy (\d+\.\d)% -> (\d+\.\d)% \(N=\d+\)", stderr)
+    assert figures and figures[1] == figures[2], stderr
+    assert "fine-tuning lowered" not in stderr
+
+
 def test_a_fine_tuning_that_wrecks_the_model_is_undone_and_said(tmp_path: Path) -> None:
     """A learning rate far too high kills the tiny module's features: the run keeps the model from before
     fine-tuning, the same as a run without --fine_tune, and says why in one warning."""

@@ -142,6 +142,19 @@ def test_16_bit_greyscale_keeps_one_scale_as_serving_decodes_it() -> None:
         decoded.append(rgb)
     assert np.abs(decoded[0].astype(int) - decoded[1].astype(int)).max() <= 1  # one count apart: alike
 
+def test_32_bit_greyscale_is_scaled_by_its_range() -> None:
+    """Mode I and F images do not say their range: values up to 255 are 8-bit, larger ones 16-bit (probe ZZO: read
+    as 8-bit whatever their values, a 16-bit scan came out white and passed the tests)."""
+    from retrain.images import to_rgb
+
+    wide = Image.fromarray(np.array([[0, 32768, 65535]], np.int32), mode="I")
+    narrow = Image.fromarray(np.array([[0, 128, 255]], np.int32), mode="I")
+    assert to_rgb(wide).getpixel((1, 0)) == (128, 128, 128) and to_rgb(wide).getpixel((2, 0)) == (255, 255, 255)
+    assert to_rgb(narrow).getpixel((1, 0)) == (128, 128, 128)
+    floats = Image.fromarray(np.array([[0.0, 1000.0, 65535.0]], np.float32), mode="F")
+    assert to_rgb(floats).getpixel((1, 0)) == (4, 4, 4)
+
+
 # --- files that must be refused with a reason -----------------------------------------------------
 
 def _truncated_jpeg(path: Path) -> Path:

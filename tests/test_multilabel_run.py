@@ -173,7 +173,8 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
         csv.writer(handle).writerows([["path", "labels"], *rows])
     result = invoke(retrain_command, flags(image_dir=image_dir, labels_csv=table, tfhub_module=tiny_module,
                                            how_many_training_steps=200, learning_rate=0.1,
-                                           intermediate_store_frequency=100, **outputs))
+                                           intermediate_store_frequency=100, saved_model_dir=tmp_path / "sm",
+                                           **outputs))
     assert re.search(r"Step 199: Train micro F1 = \d+\.\d%", result.stderr)
     assert re.search(r"^Final test micro F1 = \d+\.\d% \(N=\d+\)$", result.stdout, re.M)
     assert outputs["output_labels"].read_text() == "".join(f"{name}\n" for name in names)
@@ -194,6 +195,21 @@ def test_a_tiny_multi_label_run_exports_thresholds_and_label_image_reads_them(tm
     # (probe FFF: nothing was), and the final model's own are not.
     final = invoke(label_image_command, ["--graph", str(outputs["output_graph"]), str(photos[0])])
     assert "WARNING" not in final.stderr, final.stderr
+    # The model's own thresholds come first, in the graph and in the SavedModel's `thresholds` signature (probe
+    # ZZO: label-image reading only the file beside the labels, and a SavedModel without the signature, passed).
+    from retrain.tfenv import import_tensorflow
+
+    signature = import_tensorflow().saved_model.load(str(tmp_path / "sm")).signatures["thresholds"]
+    np.testing.assert_array_equal(next(iter(signature().values())).numpy(), thresholds)
+    beside = thresholds_path(outputs["output_labels"])
+    kept = beside.read_bytes()
+    beside.write_text("0.999\n" * 4)
+    for model in (outputs["output_graph"], tmp_path / "sm"):
+        again = json.loads(invoke(label_image_command, ["--graph", str(model), "--labels",
+                                                        str(outputs["output_labels"]), "--json",
+                                                        *map(str, photos)]).stdout)
+        assert [r["labels"] for r in again] == [r["labels"] for r in records], model
+    beside.write_bytes(kept)
     snapshot = outputs["intermediate_output_graphs_dir"] / "intermediate_100.pb"
     said = invoke(label_image_command, ["--graph", str(snapshot), str(photos[0])]).stderr
     assert (f"the thresholds in {thresholds_path(outputs['output_labels'])} were chosen on validation for the final "

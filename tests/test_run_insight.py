@@ -63,6 +63,10 @@ def test_pr_curves_misclassified_hparams_and_projector_are_there(run) -> None:
     tags = set(folders["test"].Tags()["tensors"])
     assert {f"{label}/pr_curves" for label in result.labels} <= tags
     assert "misclassified" in tags
+    test = result.evaluations["testing"]  # the grid holds the mistakes (probe ZZO: the right ones passed the tests)
+    mistakes = int(np.sum(test.predictions != test.truth))
+    assert folders["test"].SummaryMetadata("misclassified").summary_description.startswith(
+        f"{mistakes} misclassified test images, most confident first")
     hparams = [t for t in root.Tags()["tensors"] if t.startswith("_hparams_")]
     assert hparams and "test/accuracy" in root.Tags()["tensors"]
     from tensorflow.python.framework.tensor_util import MakeNdarray
@@ -385,3 +389,16 @@ def test_classes_with_no_test_image_are_said_beside_the_figures(caplog: pytest.L
         "'iris'); add images of them for a fair test",
         "the test figures leave out 1 of the 3 labels, which no test image has ('caf\u00e9'); add images of them "
         "for a fair test"]
+
+
+def test_the_misclassified_grid_shows_the_most_confident_mistakes_first(tmp_path: Path, monkeypatch) -> None:
+    """The README: most confident first, so the mistakes worth a look lead (probe ZZO: the least confident first
+    passed the tests)."""
+    from retrain.insight import pictures, tensorboard
+
+    drawn = []
+    monkeypatch.setattr(pictures, "misclassified_grid",
+                        lambda items, limit: drawn.extend(items) or np.zeros((8, 8, 3), np.uint8))
+    items = [(Path(f"{n}.jpg"), "cat", "dog", p) for n, p in enumerate([0.4, 0.9, float("nan"), 0.6])]
+    tensorboard.write_misclassified(tmp_path, items=items, step=1)
+    assert [path.name for path, *_ in drawn] == ["1.jpg", "3.jpg", "0.jpg", "2.jpg"]

@@ -287,3 +287,49 @@ def test_every_objective_and_export_is_known_where_files_are_judged(colour_tree:
         field = output.flag.removeprefix("--")
         assert field in config_module._PATH_FIELDS and field in config_module._WRITTEN, output
         assert isinstance(getattr(config, field), Path), output
+
+
+@pytest.mark.parametrize("validation_count", [7, 0])
+def test_the_loops_classic_lines_say_the_validation_figure_and_the_shown_step(caplog: pytest.LogCaptureFixture,
+                                                                              validation_count: int) -> None:
+    """Probe ZZO's survivors: the Validation line printing the training batch's figure, a phase's Train lines
+    numbered from 0 while its Validation lines go on (a fine-tuning after 100 steps), and a Validation line for
+    no validation image all passed the tests."""
+    import logging
+
+    from retrain.objectives import Softmax
+
+    vectors = np.eye(4, dtype=np.float32)[np.arange(40) % 4] + 0.01
+    data = Split(paths=tuple(Path(f"{i}.jpg") for i in range(40)), vectors=vectors,
+                 targets=ClassIds(np.arange(40) % 4, class_count=4))
+    head = initial_head(dim=4, classes=4, seed=0, objective=Softmax())
+    optimizer = Optimizer(learning_rate=0.5)
+    steps = VectorSteps(data=data, head=head, optimizer=optimizer, batch_size=8, random=rng(0, "training"))
+    known = Evaluation(metrics={"accuracy": 0.123, "cross_entropy": 1.0}, headline="accuracy",
+                       count=validation_count, predictions=None, indices=np.arange(validation_count),
+                       probabilities=None)
+    with caplog.at_level(logging.INFO, logger="retrain"):
+        train(steps=steps, schedule=Schedule(steps=20, eval_interval=10, first_step=100), optimizer=optimizer,
+              validate=lambda _head: known)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Step ")]
+    steps_said = sorted({int(line.split(":")[0].split()[1]) for line in lines})
+    assert steps_said == [100, 110, 119], lines  # the phase's steps shown after the first phase's 100
+    validation = [line for line in lines if "Validation" in line]
+    assert validation == ([f"Step {n}: Validation accuracy = 12.3% (N=7)" for n in (100, 110, 119)]
+                          if validation_count else []), lines
+    assert len([line for line in lines if "Train accuracy" in line]) == 3
+
+
+def test_training_batches_draw_every_class_alike_and_momentum_carries_the_last_step() -> None:
+    """Probe ZZO's survivors: uniform draws over images (not the classic class-uniform ones) and momentum 0 (the
+    README's "SGD (momentum 0.9)" for fine-tuning) passed the tests."""
+    ids = ClassIds(np.array([0] * 90 + [1] * 10), class_count=2)
+    drawn = ids.batch(ids.sample(np.random.default_rng(0), 20_000))
+    assert 0.48 < float(np.mean(drawn == 1)) < 0.52
+
+    tf = import_tensorflow()
+    variable = tf.Variable([0.0])
+    apply = Optimizer(learning_rate=0.1, kind="momentum").updater([variable])
+    apply([tf.constant([1.0])])
+    apply([tf.constant([1.0])])
+    np.testing.assert_allclose(variable.numpy(), [-(0.1 + 0.1 * 1.9)], rtol=1e-6)  # velocity 1, then 0.9 + 1
