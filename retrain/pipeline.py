@@ -211,7 +211,12 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
                         calibration=lambda count: _calibration_images(splits["training"], source, count, config.seed))
 
     def store_intermediate(step: int, head: Head) -> None:
-        IntermediateGraphs.store(model.with_head(head), config, step=step, writes=stored)
+        try:
+            IntermediateGraphs.store(model.with_head(head), config, step=step, writes=stored)
+        except (RetrainError, OSError, MemoryError):
+            raise
+        except Exception as error:  # noqa: BLE001 - (probe ZZS: freezing a module that assigns a variable)
+            raise _one_line(error, "--intermediate_output_graphs_dir") from None
 
     schedule = Schedule(steps=config.how_many_training_steps, eval_interval=config.eval_step_interval,
                         store_every=config.intermediate_store_frequency)
@@ -371,11 +376,15 @@ def _written_by(exporter: Any, model: ExportModel, config: RetrainConfig) -> Ite
     except (RetrainError, OSError, MemoryError):
         raise
     except Exception as error:  # noqa: BLE001 - TensorFlow and protobuf raise many kinds
-        log.debug("writing %s failed", type(exporter).__name__, exc_info=True)
         flags = dict.fromkeys(output.flag for output in exporter.outputs(config))
-        reason = (str(error).strip().splitlines() or [""])[-1] or type(error).__name__
-        raise RetrainError(f"cannot write {', '.join(flags) or type(exporter).__name__} ({type(error).__name__}: "
-                           f"{reason}); earlier outputs are kept") from None
+        raise _one_line(error, ", ".join(flags) or type(exporter).__name__) from None
+
+
+def _one_line(error: Exception, written: str) -> RetrainError:
+    """A failure of TensorFlow's own while writing `written`, as one line; its traceback at DEBUG."""
+    log.debug("writing %s failed", written, exc_info=error)
+    reason = (str(error).strip().splitlines() or [""])[-1] or type(error).__name__
+    return RetrainError(f"cannot write {written} ({type(error).__name__}: {reason}); earlier outputs are kept")
 
 
 def _print_test_figures(test: Evaluation, objective: object, labels: LabelSet, config: RetrainConfig) -> None:

@@ -386,6 +386,31 @@ def test_a_module_that_fails_only_on_distorted_images_is_one_line(colour_tree: P
     assert not outputs["output_graph"].exists()
 
 
+def test_a_module_that_cannot_be_frozen_stops_at_its_first_intermediate_graph_in_one_line(
+        colour_tree: Path, outputs, tmp_path: Path) -> None:
+    """Probe ZZS: a module that counts its calls in a variable cannot be frozen into a graph; the final export said
+    so in one line, but an intermediate graph's store ended the run in two tracebacks."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+
+    class Counting(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = tf.Variable(0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def __call__(self, images):
+            self.calls.assign_add(1)
+            return tf.concat([tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2])], axis=1)
+
+    module = tmp_path / "counting"
+    tf.saved_model.save(Counting(), str(module))
+    error = retrain(colour_tree, module, outputs, expect=1, intermediate_store_frequency=5)
+    assert error.startswith("retrain: error: cannot write --intermediate_output_graphs_dir (ValueError: "), error
+    assert not outputs["output_graph"].exists() and not list(outputs["intermediate_output_graphs_dir"].glob("*.pb"))
+
+
 def test_a_module_that_gives_one_vector_too_few_caches_nothing(colour_tree: Path, outputs, tmp_path: Path) -> None:
     """Probe ZZM: a module dropping a row of large batches had its vectors stored under the wrong images' keys
     (then a KeyError traceback); the rerun trained on them, exit 0."""
