@@ -513,3 +513,14 @@ def test_the_commands_leave_nothing_in_the_temporary_folder(colour_tree: Path, t
     run_script(console_script("label-image"), "--graph", str(outputs["output_graph"]),
                str(next((colour_tree / "red").iterdir())), env=env)
     assert not list(temporary.iterdir())
+
+
+@pytest.mark.parametrize(("signum", "word"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")])
+def test_a_signal_while_the_command_exits_is_its_line_and_status(signum: int, word: str) -> None:
+    """The README: a stop while the last output is flushed says so and exits with the signal's status (probe ZZO:
+    exit 1 there passed the tests: the integration test's signals never landed in that window)."""
+    code = ("import os, time; from retrain.entry import _on_the_way_out; _on_the_way_out('retrain'); "
+            f"os.kill(os.getpid(), {int(signum)}); time.sleep(30)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + signum
+    assert done.stderr.endswith(f"\nretrain: {word} as it was exiting; what it wrote is complete\n"), done.stderr
