@@ -33,7 +33,7 @@ from retrain.features.source import FeatureSource, load_feature_source
 from retrain.features.store import FOLDER_PATTERN, BottleneckStore
 from retrain.exporters.model import ExportModel
 from retrain.images import ImageError, load_image
-from retrain.insight.report import pad
+from retrain.insight.report import pad, table_names
 from retrain.insight.earlier import check_classic_labels_left, check_earlier_models, warn_if_another_models_report
 from retrain.insight.run import draw_pictures, print_table, report_run, say_untested
 from retrain.insight.summaries import Summaries, claim_run_dir, run_dir
@@ -414,6 +414,8 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
     if test.predictions is None:
         print("(too many test images and labels to list)")
         return
+    shown = table_names(names, width=None)  # `#N` after labels that print alike (probe ZZS)
+    names = [shown[name] for name in names]
     for row, index in enumerate(test.indices):
         predicted = test.predictions[row]
         if predicted.ndim == 0:  # one class per image
@@ -424,7 +426,6 @@ def _print_misclassified(test: Evaluation, split: Split, names: Sequence[str]) -
         if not np.array_equal(predicted, truth):
             given, true = (" | ".join(names[i] for i in np.flatnonzero(row)) or "(none)" for row in (predicted, truth))
             print(f"{pad(one_line(str(split.paths[index])), 70, right=True)}  {given}  (true: {true})")
-
 
 
 def _open_stores(config: RetrainConfig, source: FeatureSource, *, rows: int) -> tuple[list[BottleneckStore], bool]:

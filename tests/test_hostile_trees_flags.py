@@ -90,6 +90,16 @@ def test_a_misclassified_listing_keeps_one_line_per_image(tmp_path: Path, tiny_m
     assert listed and all("\\nsecond line.jpg" in line and line.split()[-1] in COLOURS for line in listed), listed
 
 
+def test_the_misclassified_listing_tells_look_alike_labels_apart(tmp_path: Path, tiny_module: Path, outputs) -> None:
+    """Probe ZZS: `dog` and `dog ` were listed alike, where the table said `dog #2` and `dog  #3`."""
+    tree = make_colour_tree(tmp_path / "photos", per_class=12, classes={"cat": COLOURS["blue"], "dog": COLOURS["red"],
+                                                                        "dog ": COLOURS["red"]})  # confused
+    result = retrain(tree, tiny_module, outputs, print_misclassified_test_images=True, testing_percentage=40)
+    listed = result.stdout.split("=== MISCLASSIFIED TEST IMAGES ===\n")[1].split("Wrote ")[0].strip().splitlines()
+    predicted = [name for line in listed for name in ("cat", "dog #2", "dog  #3") if line.endswith(f".jpg  {name}")]
+    assert listed and len(predicted) == len(listed) and {"dog #2", "dog  #3"} & set(predicted), listed
+
+
 def test_a_tilde_is_the_home_folder_even_where_the_shell_leaves_it(tmp_path: Path, tiny_module: Path, outputs,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
