@@ -84,11 +84,11 @@ def shown(path: str | Path) -> str:
         return os.fsencode(text).decode("utf-8", errors="backslashreplace")
 
 
-# Characters that print as nothing or as a blank but are neither format characters (Cf) nor spaces: the combining
-# grapheme joiner, variation selectors, Hangul fillers, Mongolian selectors, Khmer inherent vowels, a blank braille
-# cell (probe ZZS).
-_UNSEEN = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
-                     "\U000e0100-\U000e01ef]")
+# Characters that are neither format characters (Cf) nor spaces but print as nothing (the combining grapheme
+# joiner, variation selectors, Mongolian selectors, Khmer inherent vowels) or as a blank (Hangul fillers, a blank
+# braille cell): probes ZZS, ZZT.
+_UNSEEN = re.compile("[\u034f\u17b4\u17b5\u180b-\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+_BLANK = re.compile("[\u115f\u1160\u2800\u3164\uffa0]")
 
 
 def seeming(name: str) -> str:
@@ -96,7 +96,7 @@ def seeming(name: str) -> str:
     letters), without invisible characters (a zero-width space, a soft hyphen, a variation selector), its
     spaces as one (none at either end). Names equal in it print alike."""
     visible = "".join(c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf")
-    return " ".join(_UNSEEN.sub(" ", visible).split())
+    return " ".join(_BLANK.sub(" ", _UNSEEN.sub("", visible)).split())
 
 
 def valid_name(name: str) -> bool:

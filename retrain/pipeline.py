@@ -269,8 +269,8 @@ def _run(config: RetrainConfig, plan: Plan, *, stored: Writes) -> RetrainResult:
         raise
     intermediate_graphs = [entry.path for entry in stored.entries]  # for the report, before keep() forgets them
     if config.test_batch_size > 0 and len(splits["testing"]):  # the figures and the report count the sample
-        log.warning("--test_batch_size %d draws that many of the %d test images, with repeats, each draw %s, as the "
-                    "classic retrain.py did: every figure counts the draws; -1 evaluates each image once",
+        log.warning("--test_batch_size %d draws that many of the %d test images, with repeats, each draw %s: every "
+                    "figure counts the draws; -1 evaluates each image once",
                     config.test_batch_size, len(splits["testing"]), splits["testing"].targets.DRAW)
     evaluations["testing"] = test = evaluate(head, splits["testing"].vectors, splits["testing"].targets,
                                              batch_size=config.test_batch_size, rng=rng(config.seed, "testing"))

@@ -127,6 +127,21 @@ def test_the_folders_systems_and_nas_boxes_keep_beside_photos_are_neither_classe
     assert f"ignored 9 folder(s) systems and NAS boxes keep beside photos under {tmp_path}, e.g. " in caplog.text
 
 
+def test_a_class_folder_whose_name_prints_as_blank_is_skipped_and_said(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture):
+    """Probe ZZT: `' '` was refused as blank, but a blank braille cell or a zero-width space was trained, its row
+    and its line in the labels file empty to the eye."""
+    for name in ("\u2800", "\u200b", " ", "red", "blue"):
+        touch(tmp_path / name / "a.jpg")
+    with caplog.at_level(logging.WARNING):
+        labels = scan(tmp_path, 0, 0)
+    assert labels.names == ("blue", "red")
+    said = sorted(r.getMessage() for r in caplog.records if "skipping class folder" in r.getMessage())
+    assert said == [f"skipping class folder {name!r}: it {how}, and the labels file holds one label per line; rename "
+                    "it to use it" for name, how in ((" ", "is blank"), ("\u200b", "prints as blank"),
+                                                     ("\u2800", "prints as blank"))], said
+
+
 def test_a_hidden_folder_holding_images_is_no_class_but_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """Probe ZZQ: a class folder `.NET` was dropped with its photos, exit 0, with nothing said. Hidden folders
     stay no class (`.git`, a file manager's `.thumbnails`); one holding images is named in a warning."""

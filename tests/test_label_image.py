@@ -1040,6 +1040,54 @@ def test_the_input_found_is_one_the_output_is_computed_from(tmp_path: Path) -> N
     assert invoke(label_image_command, [*common, "--output_layer", "other_result"]).stdout.startswith("red ")
 
 
+
+def test_inputs_with_defaults_outputs_of_constants_and_names_that_start_with_import(tmp_path: Path) -> None:
+    """Probe ZZT: an output computed from a PlaceholderWithDefault, or from constants only, was paired with another
+    part's Placeholder and gave 1/3 for every image, exit 0; a graph imported once and frozen again (its nodes
+    `import/...`) could not be read, not even with the names its own error listed; 100,000 candidates made an error
+    line of 3.7 MB."""
+    from retrain.tfenv import import_tensorflow
+
+    tf = import_tensorflow()
+    weights = 10 * np.eye(3, dtype=np.float32)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    photo = str(_colour_photos(tmp_path)["red"])
+
+    def with_default(tf: Any) -> None:
+        source = tf.compat.v1.placeholder_with_default(tf.zeros([1, 32, 32, 3]), [None, 32, 32, 3], name="pwd")
+        tf.nn.softmax(tf.matmul(tf.reduce_mean(source, [1, 2]), weights), name="final_result")
+        tf.identity(tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name="other") * 2, name="other_out")
+
+    graph = _write_graph(tmp_path / "pwd.pb", with_default)
+    label, score = invoke(label_image_command, ["--graph", str(graph), "--labels", str(labels), photo]).stdout \
+        .splitlines()[0].split()
+    assert label == "red" and float(score) > 0.9  # the photo's own scores, not 1/3 each
+
+    def constants(tf: Any) -> None:
+        tf.nn.softmax(tf.matmul(tf.reduce_mean(tf.zeros([1, 32, 32, 3]), [1, 2]), weights), name="final_result")
+        for n in range(30):
+            tf.identity(tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name=f"other{n}"), name=f"out{n}")
+
+    graph = _write_graph(tmp_path / "constants.pb", constants)
+    message = _error(["--graph", str(graph), "--labels", str(labels), "--image", photo], expect=1)
+    assert message.startswith(f"label-image: error: --graph {graph} has 0 float [N, H, W, 3] Placeholders that "
+                              "--output_layer final_result is computed from"), message
+    assert message.count("(Placeholder [?, 32, 32, 3])") == 10 and ", ...;" in message, message
+
+    original = _write_colour_graph(tmp_path / "graph.pb")
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(original.read_bytes())
+    with tf.Graph().as_default() as imported:
+        tf.compat.v1.import_graph_def(graph_def)  # its nodes named import/...
+    again = tmp_path / "again.pb"
+    again.write_bytes(imported.as_graph_def().SerializeToString())
+    for named in ([], ["--input_layer", "import/Placeholder", "--output_layer", "import/final_result:0"]):
+        scores = invoke(label_image_command, ["--graph", str(again), "--labels", str(labels), *named, photo]).stdout
+        assert scores == invoke(label_image_command, ["--graph", str(original), "--labels", str(labels),
+                                                      photo]).stdout
+
+
 def test_an_input_layer_that_cannot_take_rgb_batches_is_one_error_line(trained: Trained, tmp_path: Path) -> None:
     """An input layer of another shape than [N, H, W, 3]: one line naming its shape, before any image is read."""
 

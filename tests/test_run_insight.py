@@ -294,6 +294,14 @@ def test_labels_apart_only_in_spaces_or_invisible_characters_are_told_apart_in_t
     # Characters that print as nothing though not format characters (probe ZZS): told apart too.
     for unseen in ("\u034f", "\ufe0f", "\u3164", "\u2800"):
         assert list(table_names(["dog", f"dog{unseen}"]).values()) == ["dog #1", f"dog{unseen} #2"], ascii(unseen)
+    # Inside a name, one that prints as nothing is no space, and one that prints as a blank is (probe ZZT).
+    assert [names for names, _, _ in look_alikes(["ab", "a\ufe0fb", "a b", "a\u2800b", "a\u034fb"])] == [
+        "'ab', 'a\\ufe0fb' and 'a\\u034fb'", "'a b' and 'a\\u2800b'"]
+    # A sign that looks like a letter is not that letter in another case (probe ZZT: 'Å' and 'Å' "by letter case").
+    assert list(look_alikes(["\u212b", "\u00c5", "\u212a", "K", "\u00b5m", "\u03bcm"])) == [
+        ("'\\u212b' and '\\xc5'", 2, "in spaces, Unicode form or invisible characters"),
+        ("'\\u212a' and 'K'", 2, "in spaces, Unicode form or invisible characters"),
+        ("'\\xb5m' and '\\u03bcm'", 2, "in spaces, Unicode form or invisible characters")]
 
 
 def test_the_multi_label_projector_joins_each_images_labels_with_a_bar(tmp_path: Path, tiny_module: Path,
@@ -385,10 +393,10 @@ def test_classes_with_no_test_image_are_said_beside_the_figures(caplog: pytest.L
         say_untested(labels[:2], ClassIds(np.array([], np.int64), class_count=2), multi_label=False)  # n/a said
         say_untested(labels[:3], SparseLabels.from_lists([[0, 2], [2]], num_labels=3), multi_label=True)
     assert [r.getMessage() for r in caplog.records] == [
-        "the test figures leave out 3 of the 5 classes, which have no test image ('caf\u00e9 #2', 'cafe\u0301 #4', "
-        "'iris'); add images of them for a fair test",
-        "the test figures leave out 1 of the 3 labels, which no test image has ('caf\u00e9'); add images of them "
-        "for a fair test"]
+        "3 of the 5 classes have no test image ('caf\u00e9 #2', 'cafe\u0301 #4', 'iris'), so the test figures cannot "
+        "tell how the model does on them; add images of them for a fair test",
+        "1 of the 3 labels no test image has ('caf\u00e9'), so the test figures cannot tell how the model does on "
+        "them; add images of them for a fair test"]
 
 
 def test_the_misclassified_grid_shows_the_most_confident_mistakes_first(tmp_path: Path, monkeypatch) -> None:

@@ -10,6 +10,7 @@ normalized, to scores [N, C].
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
@@ -107,6 +108,13 @@ def _shape_text(dims: Sequence[int | None] | None) -> str:
     return "[?]" if dims is None else "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
+def _node_name(layer: str, nodes: dict[str, Any]) -> str:
+    """The node a classic layer name means: `Mul`, `Mul:0` and `import/Mul` all mean `Mul`, unless the graph's own
+    node is named `import/Mul` (a graph imported once and frozen again: probe ZZT)."""
+    name = layer.split(":")[0]
+    return name if name in nodes else name.removeprefix("import/")
+
+
 def _ancestors(name: str, nodes: dict[str, Any]) -> set[str]:
     """The names of the nodes the node `name` is computed from, itself included."""
     found, todo = set(), [name]
@@ -129,8 +137,10 @@ def _is_image_input(dims: Sequence[int | None] | None) -> bool:
     return dims is not None and len(dims) == 4 and dims[3] in (3, None)
 
 
-def _candidates(kind: str, names: Iterable[str]) -> str:
-    listed = ", ".join(names)
+def _candidates(kind: str, names: Iterable[str], *, most: int = 10) -> str:
+    """The first `most` candidates, then `...` when there are more (probe ZZT: 100,000 made a line of 3.7 MB)."""
+    names = list(itertools.islice(names, most + 1))
+    listed = ", ".join(names[:most]) + (", ..." if len(names) > most else "")
     return f"its {kind} candidates: {listed}" if listed else f"it has no {kind} candidates"
 
 
@@ -166,7 +176,8 @@ class _FrozenGraph(Model):
                 raise fail(f"--graph {path} cannot be loaded: {_first_line(error)}") from None
         nodes = {node.name: node for node in graph_def.node}
         consumed = {name.lstrip("^").split(":")[0] for node in graph_def.node for name in node.input}
-        placeholders = [n for n in graph_def.node if n.op == "Placeholder"]  # the op type, any name
+        # The op type, any name; one with a default is an input too (probe ZZT: another one was fed instead)
+        placeholders = [n for n in graph_def.node if n.op in ("Placeholder", "PlaceholderWithDefault")]
         sinks = [n for n in graph_def.node if n.name not in consumed and n.op not in ("Const", "NoOp")]
 
         def describe(node: Any) -> str:
@@ -189,9 +200,10 @@ class _FrozenGraph(Model):
         if input_layer is None:
             images = [n for n in placeholders if n.attr["dtype"].type == tf.float32.as_datatype_enum
                       and _is_image_input(self._tensor_dims(n.name + ":0"))]
-            feeding = _ancestors(output_layer.removeprefix("import/").split(":")[0], nodes)
-            if any(n.name in feeding for n in placeholders):  # those the output is computed from (probe ZZP: another
-                images = [n for n in images if n.name in feeding]  # path's was taken; a Const's has none: said later)
+            output_node = nodes.get(_node_name(output_layer, nodes))
+            if output_node is not None and output_node.op != "Const":  # (a Const output is said below)
+                feeding = _ancestors(output_node.name, nodes)  # those it is computed from (probe ZZP: another path's
+                images = [n for n in images if n.name in feeding]  # input was taken; ZZT: none at all)
             if len(images) != 1:
                 raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders that --output_layer "
                            f"{output_layer} is computed from, expected one; pass --input_layer ({listing})")
@@ -240,12 +252,12 @@ class _FrozenGraph(Model):
 
     def _tensor(self, layer: str, nodes: dict[str, Any], *, flag: str, path: Path, listing: str) -> Any:
         """The tensor for a classic layer name: `Mul`, `Mul:0` and `import/Mul` all mean `import/Mul:0`."""
-        name = layer[len("import/"):] if layer.startswith("import/") else layer
-        node_name = name.split(":")[0]
+        node_name = _node_name(layer, nodes)
         if node_name not in nodes:
             raise RetrainError(f"{flag} {layer} is not in --graph {path}; {listing}")
+        output = layer.rpartition(":")[2] if ":" in layer else "0"
         try:
-            return self.graph.get_tensor_by_name("import/" + (name if ":" in name else name + ":0"))
+            return self.graph.get_tensor_by_name(f"import/{node_name}:{output}")
         except (KeyError, ValueError) as error:
             raise RetrainError(f"{flag} {layer}: {_first_line(error)}; {listing}") from None
 

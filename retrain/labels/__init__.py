@@ -63,7 +63,7 @@ class Targets(Protocol):
 class ClassIds:
     """One class index per row (single-label). Sampling is the classic class-uniform draw."""
 
-    DRAW = "a class (every class alike), then one of its images"
+    DRAW = "a class (every class alike), then one of its images, as the classic retrain.py did"
 
     def __init__(self, ids: np.ndarray, *, class_count: int) -> None:
         self.ids = np.asarray(ids, np.int64)

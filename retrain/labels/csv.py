@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from retrain import mounts
 from retrain.errors import RetrainError, UsageError
-from retrain.labels.folder import IMAGE_EXTENSIONS, label_problem, look_alikes
+from retrain.labels.folder import IMAGE_EXTENSIONS, count_words, label_problem, look_alikes
 from retrain.names import shown
 from retrain.labels.split import SPLITS, scant_training
 
@@ -594,7 +594,7 @@ def _warn_case_collisions(source: Path, labels: tuple[str, ...]) -> None:
     """Labels that look alike stay separate; say so, since that surprises people."""
     for names, count, how in look_alikes(labels):
         log.warning("%s %s: labels %s differ only %s; they are trained as %s labels", FLAG, shown(source), names, how,
-                    "two" if count == 2 else count)
+                    count_words(count))
 
 
 @dataclass(frozen=True)

@@ -104,8 +104,8 @@ def _say_system(system: Sequence[str], root: Path) -> None:
 
 def label_problem(label: str) -> str:
     """Why a name cannot be a label ('' when it can): the labels file holds one label per line."""
-    if not label.strip():
-        return "it is blank"
+    if not seeming(label):  # (probe ZZT: a blank braille cell, a zero-width space)
+        return "it is blank" if not label.strip() else "it prints as blank"
     for char in label:
         if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
             return f"it holds the control or line-break character {char!r}"
@@ -414,11 +414,24 @@ def _warn_split_folders(image_dir: Path, labels: list[str]) -> None:
                     "column", ", ".join(labels), image_dir)
 
 
+def _case_only(a: str, b: str) -> bool:
+    """Whether two characters are one letter in two cases: not a sign that only looks like one (the Kelvin sign,
+    the Angstrom sign, the micro sign: probe ZZT)."""
+    return a == b or (a.lower() == b.lower() or a.upper() == b.upper()) and all(
+        unicodedata.normalize("NFKC", c) == c for c in (a, b))
+
+
+def count_words(count: int) -> str:
+    """`count` as the messages say it: a word up to ten."""
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    return words[count] if 0 <= count < len(words) else str(count)
+
+
 def _warn_case_collisions(labels: list[str]) -> None:
     """Folders that look alike stay separate classes; say so, since that surprises people."""
     for names, count, how in look_alikes(labels):
         log.warning("class folders %s differ only %s; they are trained as %s classes", names, how,
-                    "two" if count == 2 else count)
+                    count_words(count))
 
 
 def look_alikes(labels: Iterable[str]) -> Iterator[tuple[str, int, str]]:
@@ -431,8 +444,7 @@ def look_alikes(labels: Iterable[str]) -> Iterator[tuple[str, int, str]]:
         alike.setdefault(seeming(label).lower(), []).append(label)
     for group in (group for group in alike.values() if len(group) > 1):
         first = group[0]
-        if all(len(other) == len(first) and all(a.casefold() == b.casefold() for a, b in zip(other, first))
-               for other in group):
+        if all(len(other) == len(first) and all(_case_only(a, b) for a, b in zip(other, first)) for other in group):
             how, quoted = "by letter case", [repr(label) for label in group]
         else:  # escaped, as they may print the same
             case = "" if len({seeming(label) for label in group}) == 1 else "letter case, "
