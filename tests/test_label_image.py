@@ -1075,6 +1075,23 @@ def test_inputs_with_defaults_outputs_of_constants_and_names_that_start_with_imp
                               "--output_layer final_result is computed from"), message
     assert message.count("(Placeholder [?, 32, 32, 3])") == 10 and ", ...;" in message, message
 
+    # An input named that the output is not computed from (probe ZZU: every image scored alike, exit 0); a
+    # Placeholder feeding the output through an override with a default (probe ZZU: refused as two inputs).
+    message = _error(["--graph", str(graph), "--labels", str(labels), "--input_layer", "other0", "--image", photo],
+                     expect=1)
+    assert message.startswith("label-image: error: --output_layer final_result is not computed from --input_layer "
+                              "other0, so every image would get the same scores; pass the input"), message
+
+    def override(tf: Any) -> None:
+        given = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name="Placeholder")
+        source = tf.compat.v1.placeholder_with_default(given * 1.0, [None, 32, 32, 3], name="input_override")
+        tf.nn.softmax(tf.matmul(tf.reduce_mean(source, [1, 2]), weights), name="final_result")
+
+    graph = _write_graph(tmp_path / "override.pb", override)
+    label, score = invoke(label_image_command, ["--graph", str(graph), "--labels", str(labels), photo]).stdout \
+        .splitlines()[0].split()
+    assert label == "red" and float(score) > 0.9
+
     original = _write_colour_graph(tmp_path / "graph.pb")
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(original.read_bytes())

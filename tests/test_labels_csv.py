@@ -216,6 +216,19 @@ def test_blank_labels_and_delimiters(tmp_path: Path, image_dir: Path, caplog: py
     assert table.skipped.blank_labels == 1 and table.skipped.rows == 0
 
 
+def test_labels_that_print_as_blank_are_ignored_as_blank_ones(tmp_path: Path, image_dir: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Probe ZZU: a label of a zero-width space (or a blank braille cell) was trained, its row in the table and its
+    line in the labels file empty to the eye, where a class folder of that name is refused."""
+    content = "path,labels\na.jpg,cat \u200b\nb.jpg,\u2800 dog\nc.png,dog\n"
+    table = read_labels_csv(write(tmp_path, content), image_dir=image_dir)
+    assert table.labels == ("cat", "dog") and [row.labels for row in table.rows] == [("cat",), ("dog",), ("dog",)]
+    messages = [m for m in warnings_of(caplog) if "prints as blank" in m]
+    assert len(messages) == 2 and "line 2: label '\\u200b' prints as blank (only invisible or blank characters); " \
+        "ignored" in messages[0], messages
+    assert table.skipped.blank_labels == 2
+
+
 def test_labels_with_control_characters_skip_the_row(tmp_path: Path, image_dir: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     content = "path,labels\na.jpg,cat\nb.jpg,do\x07g\nc.png,dog\nd.JPEG,dog;\x00\ng.gif,cat;\x1b[31mred\n"

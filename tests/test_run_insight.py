@@ -395,7 +395,7 @@ def test_classes_with_no_test_image_are_said_beside_the_figures(caplog: pytest.L
     assert [r.getMessage() for r in caplog.records] == [
         "3 of the 5 classes have no test image ('caf\u00e9 #2', 'cafe\u0301 #4', 'iris'), so the test figures cannot "
         "tell how the model does on them; add images of them for a fair test",
-        "1 of the 3 labels no test image has ('caf\u00e9'), so the test figures cannot tell how the model does on "
+        "1 of the 3 labels is on no test image ('caf\u00e9'), so the test figures cannot tell how the model does on "
         "them; add images of them for a fair test"]
 
 

@@ -204,6 +204,8 @@ class _FrozenGraph(Model):
             if output_node is not None and output_node.op != "Const":  # (a Const output is said below)
                 feeding = _ancestors(output_node.name, nodes)  # those it is computed from (probe ZZP: another path's
                 images = [n for n in images if n.name in feeding]  # input was taken; ZZT: none at all)
+                plain = [n for n in images if n.op == "Placeholder"]  # before one with a default that it may feed
+                images = plain if len(plain) == 1 else images  # (probe ZZU: an override input made two)
             if len(images) != 1:
                 raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders that --output_layer "
                            f"{output_layer} is computed from, expected one; pass --input_layer ({listing})")
@@ -225,6 +227,10 @@ class _FrozenGraph(Model):
                                      or any(d not in (1, None) for d in out_dims[1:-1])):  # e.g. the input image
             raise fail(f"--output_layer {output_layer} is {self.output.op.type} {_shape_text(out_dims)}, not scores "
                        f"per image [N, classes] ({listing})")
+        if self.input.op.name.removeprefix("import/") not in _ancestors(self.output.op.name.removeprefix("import/"),
+                                                                       nodes):  # (probe ZZU: all scored alike, exit 0)
+            raise fail(f"--output_layer {output_layer} is not computed from --input_layer {input_layer}, so every "
+                       f"image would get the same scores; pass the input it is computed from ({listing})")
         self.height, self.width, batch = _size_of(in_dims)
         self.max_batch = batch
         self.class_count = out_dims[-1] if out_dims else None

@@ -85,7 +85,9 @@ def say_untested(labels: Sequence[str], testing: Any, *, multi_label: bool) -> N
     absent = testing.absent() if len(testing) else []
     if absent:
         shown = reports.table_names(labels, width=None)
-        kind = "labels no test image has" if multi_label else "classes have no test image"
+        verb = "is" if len(absent) == 1 else "are"
+        kind = f"labels {verb} on no test image" if multi_label else \
+            f"classes {'has' if len(absent) == 1 else 'have'} no test image"
         log.warning("%d of the %d %s (%s%s), so the test figures cannot tell how the model does on them; add images "
                     "of them for a fair test", len(absent), len(labels), kind,
                     ", ".join(repr(shown[labels[j]]) for j in absent[:3]), ", ..." if len(absent) > 3 else "")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from retrain import mounts
 from retrain.errors import RetrainError, UsageError
 from retrain.labels.folder import IMAGE_EXTENSIONS, count_words, label_problem, look_alikes
-from retrain.names import shown
+from retrain.names import seeming, shown
 from retrain.labels.split import SPLITS, scant_training
 
 if TYPE_CHECKING:
@@ -470,6 +470,10 @@ def _split_labels(notes: _Notes, *, line: int, text: str, delimiter: str,
             if piece:
                 notes.warn("blank_labels", line, "a label is blank (only spaces between delimiters %r); ignored",
                            delimiter)
+            continue
+        if not seeming(label):  # (probe ZZU: a zero-width space was a label, its line in the labels file empty)
+            notes.warn("blank_labels", line, "label %s prints as blank (only invisible or blank characters); ignored",
+                       ascii(label))
             continue
         if _CONTROL.search(label):
             notes.warn("bad_labels", line, "label %r cannot be used: %s, and the labels file has one label per "
