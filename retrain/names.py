@@ -88,6 +88,8 @@ def shown(path: str | Path) -> str:
 # joiner, variation selectors, Mongolian selectors, Khmer inherent vowels) or as a blank (Hangul fillers, a blank
 # braille cell): probes ZZS, ZZT.
 _UNSEEN = re.compile("[\u034f\u17b4\u17b5\u180b-\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# Format characters that print as a sign (the Arabic number sign and end of ayah, the Syriac abbreviation mark...)
+_SHOWN_FORMAT = frozenset("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u08e2\U000110bd\U000110cd")
 _BLANK = re.compile("[\u115f\u1160\u2800\u3164\uffa0]")
 
 
@@ -95,7 +97,8 @@ def seeming(name: str) -> str:
     """A name as a reader sees it: in its compatibility form (`é` as one character or two, a ligature as its
     letters), without invisible characters (a zero-width space, a soft hyphen, a variation selector), its
     spaces as one (none at either end). Names equal in it print alike."""
-    visible = "".join(c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf")
+    visible = "".join(c for c in unicodedata.normalize("NFKC", name)
+                      if unicodedata.category(c) != "Cf" or c in _SHOWN_FORMAT)
     return " ".join(_BLANK.sub(" ", _UNSEEN.sub("", visible)).split())
 
 

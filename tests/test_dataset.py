@@ -131,11 +131,11 @@ def test_a_class_folder_whose_name_prints_as_blank_is_skipped_and_said(tmp_path:
                                                                      caplog: pytest.LogCaptureFixture):
     """Probe ZZT: `' '` was refused as blank, but a blank braille cell or a zero-width space was trained, its row
     and its line in the labels file empty to the eye."""
-    for name in ("\u2800", "\u200b", " ", "red", "blue"):
+    for name in ("\u2800", "\u200b", " ", "red", "blue", "\u06dd"):  # (the end of ayah sign prints: probe ZZV)
         touch(tmp_path / name / "a.jpg")
     with caplog.at_level(logging.WARNING):
         labels = scan(tmp_path, 0, 0)
-    assert labels.names == ("blue", "red")
+    assert labels.names == ("blue", "red", "\u06dd")
     said = sorted(r.getMessage() for r in caplog.records if "skipping class folder" in r.getMessage())
     assert said == [f"skipping class folder {name!r}: it {how}, and the labels file holds one label per line; rename "
                     "it to use it" for name, how in ((" ", "is blank"), ("\u200b", "prints as blank"),

@@ -1092,6 +1092,16 @@ def test_inputs_with_defaults_outputs_of_constants_and_names_that_start_with_imp
         .splitlines()[0].split()
     assert label == "red" and float(score) > 0.9
 
+    def side_input(tf: Any) -> None:  # (probe ZZV: the side input was fed as the image)
+        image = tf.compat.v1.placeholder_with_default(tf.zeros([2, 32, 32, 3]), [None, 32, 32, 3], name="image")
+        background = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name="background")
+        tf.nn.softmax(tf.matmul(tf.reduce_mean(image - 0.5 * background, [1, 2]), weights), name="final_result")
+
+    graph = _write_graph(tmp_path / "side.pb", side_input)
+    message = _error(["--graph", str(graph), "--labels", str(labels), "--image", photo], expect=1)
+    assert message.startswith(f"label-image: error: --graph {graph} has 2 float [N, H, W, 3] Placeholders that "
+                              "--output_layer final_result is computed from, expected one"), message
+
     original = _write_colour_graph(tmp_path / "graph.pb")
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(original.read_bytes())

@@ -204,8 +204,10 @@ class _FrozenGraph(Model):
             if output_node is not None and output_node.op != "Const":  # (a Const output is said below)
                 feeding = _ancestors(output_node.name, nodes)  # those it is computed from (probe ZZP: another path's
                 images = [n for n in images if n.name in feeding]  # input was taken; ZZT: none at all)
-                plain = [n for n in images if n.op == "Placeholder"]  # before one with a default that it may feed
-                images = plain if len(plain) == 1 else images  # (probe ZZU: an override input made two)
+                plain = [n for n in images if n.op == "Placeholder"]  # before the ones with a default it feeds
+                fed = [_ancestors(n.name, nodes) for n in images if n not in plain]
+                if len(plain) == 1 and all(plain[0].name in ancestors for ancestors in fed):
+                    images = plain  # (probe ZZU: an override input made two; ZZV: not a side input beside the image)
             if len(images) != 1:
                 raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders that --output_layer "
                            f"{output_layer} is computed from, expected one; pass --input_layer ({listing})")
