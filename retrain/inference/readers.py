@@ -137,6 +137,22 @@ def _is_image_input(dims: Sequence[int | None] | None) -> bool:
     return dims is not None and len(dims) == 4 and dims[3] in (3, None)
 
 
+def _feeding(output_layer: str, nodes: dict[str, Any], images: list[Any]) -> list[Any]:
+    """Of the image inputs `images`, those `output_layer` is computed from (probe ZZP: another path's input was
+    taken; ZZT: none at all), the one plain Placeholder before the ones with a default that it feeds (probe ZZU:
+    an override input made two; ZZV: not a side input beside the image). All of them for an output not in the
+    graph or a Const: the checks that follow say what is wrong with it."""
+    output_node = nodes.get(_node_name(output_layer, nodes))
+    if output_node is None or output_node.op == "Const":
+        return images
+    ancestors = _ancestors(output_node.name, nodes)
+    feeding = [n for n in images if n.name in ancestors]
+    plain = [n for n in feeding if n.op == "Placeholder"]
+    if len(plain) == 1 and all(plain[0].name in _ancestors(n.name, nodes) for n in feeding if n not in plain):
+        return plain
+    return feeding
+
+
 def _candidates(kind: str, names: Iterable[str], *, most: int = 10) -> str:
     """The first `most` candidates, then `...` when there are more (probe ZZT: 100,000 made a line of 3.7 MB)."""
     names = list(itertools.islice(names, most + 1))
@@ -198,16 +214,9 @@ class _FrozenGraph(Model):
                 raise fail(f"--graph {path} has no node {FINAL_TENSOR_NAME} and {len(softmaxes)} Softmax or Sigmoid nodes, "
                                    f"expected one; pass --output_layer ({listing})")
         if input_layer is None:
-            images = [n for n in placeholders if n.attr["dtype"].type == tf.float32.as_datatype_enum
-                      and _is_image_input(self._tensor_dims(n.name + ":0"))]
-            output_node = nodes.get(_node_name(output_layer, nodes))
-            if output_node is not None and output_node.op != "Const":  # (a Const output is said below)
-                feeding = _ancestors(output_node.name, nodes)  # those it is computed from (probe ZZP: another path's
-                images = [n for n in images if n.name in feeding]  # input was taken; ZZT: none at all)
-                plain = [n for n in images if n.op == "Placeholder"]  # before the ones with a default it feeds
-                fed = [_ancestors(n.name, nodes) for n in images if n not in plain]
-                if len(plain) == 1 and all(plain[0].name in ancestors for ancestors in fed):
-                    images = plain  # (probe ZZU: an override input made two; ZZV: not a side input beside the image)
+            images = _feeding(output_layer, nodes, [n for n in placeholders
+                                                    if n.attr["dtype"].type == tf.float32.as_datatype_enum
+                                                    and _is_image_input(self._tensor_dims(n.name + ":0"))])
             if len(images) != 1:
                 raise fail(f"--graph {path} has {len(images)} float [N, H, W, 3] Placeholders that --output_layer "
                            f"{output_layer} is computed from, expected one; pass --input_layer ({listing})")
