@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrain.names import FINAL_TENSOR_NAME, IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATURE, report_path
-from retrain.objectives import OBJECTIVES
+from retrain.names import (FINAL_TENSOR_NAME, IMAGE_KEY, OUTPUT_KEY, REPORT_FORMAT, SERVING_SIGNATURE, SIGMOID_OPS,
+                           SOFTMAX_OPS, report_path)
 
 
 MAX_GRAPH_NODES = 2_000_000  # more than any real frozen graph holds: a file with more is judged not to be ours
@@ -105,9 +105,11 @@ def _const_shape(data: Any, node: tuple[int, int]) -> list[int] | None:
     return None
 
 
-# What a classifier's output node is, when it is not named: an objective's score op (probe ZZR: a new objective's
-# own graph was refused as another model's on a rerun).
-SCORE_OPS = tuple(dict.fromkeys(objective.output_op for objective in OBJECTIVES))
+# What a classifier's output node is, when it is not named: each objective's score op, from names.py as the
+# objectives take them (read here without importing numpy through objectives: probe ZZL). A new objective adds
+# its op here too; tests/test_seams.py checks every objective's is (probe ZZR: a new objective's own graph was
+# refused as another model's on a rerun).
+SCORE_OPS = (SOFTMAX_OPS[0], SIGMOID_OPS[0])
 _SCORE_OPS = tuple(op.encode() for op in SCORE_OPS)  # as graph_nodes reads them
 
 _PASSED = (b"Identity", b"FakeQuantWithMinMaxVars", b"FakeQuantWithMinMaxArgs")  # a read; a quantized layer's
