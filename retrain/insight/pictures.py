@@ -19,7 +19,6 @@ import os
 import stat
 import unicodedata
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,8 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from retrain.images import to_rgb
-from retrain.insight.report import cut_middle
-from retrain.names import seeming
+from retrain.insight.report import cut_middle, marked_alike
 from retrain.progress import Progress
 
 # Blues, as in most confusion-matrix plots: white for 0, dark blue for a whole row.
@@ -171,10 +169,7 @@ def _axis_names(labels: Sequence[str], font: ImageFont.ImageFont | ImageFont.Fre
                 max_width: float) -> list[str]:
     """Each label within `max_width` pixels, followed by its line in the labels file (` #N`) when another would
     show alike (probe ZZQ: two long names cut to one, `café` in its two Unicode forms, `dog` and `dog `)."""
-    names = [_elide(label, font, max_width) for label in labels]
-    alike = Counter(seeming(name) for name in names)
-    return [_caption(label, f" #{line}", font, max_width) if alike[seeming(name)] > 1 else name
-            for line, (label, name) in enumerate(zip(labels, names), 1)]
+    return marked_alike(labels, lambda label, suffix: _caption(label, suffix, font, max_width))
 
 
 def _row_colours(fractions: np.ndarray) -> np.ndarray:

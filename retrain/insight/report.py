@@ -55,7 +55,7 @@ import math
 import os
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,15 +232,20 @@ def table_names(labels: Sequence[str], *, width: int | None = _TABLE_LABEL_WIDTH
     followed by its line in the labels file (`#N`) when another would show alike (probe NNN: two long names elided
     to one, and `Café` in its two Unicode forms, gave two rows of one name, one of them confused with itself;
     probe ZZQ: `dog` and `dog ` or `dog` with a zero-width space)."""
-    def elided(label: str, room: int) -> str:
-        return label if width is None else _elide(label, room)
+    def shorten(label: str, suffix: str) -> str:
+        return (label if width is None else _elide(label, width - len(suffix))) + suffix
 
-    shown = {label: elided(label, width or 0) for label in labels}
-    alike = Counter(seeming(name) for name in shown.values())
-    for line, label in enumerate(labels, 1):
-        if alike[seeming(shown[label])] > 1:
-            shown[label] = f"{elided(label, (width or 0) - len(f' #{line}'))} #{line}"
-    return shown
+    return dict(zip(labels, marked_alike(labels, shorten)))
+
+
+def marked_alike(labels: Sequence[str], shorten: Callable[[str, str], str]) -> list[str]:
+    """Each label as `shorten(label, "")` shows it, or as `shorten(label, " #N")` (N: its line in the labels file)
+    when another would show alike (`names.seeming`); `shorten` cuts a label to leave room for the suffix. The
+    table's rule (`table_names`, in characters) and the pictures' (in pixels)."""
+    shown = [shorten(label, "") for label in labels]
+    alike = Counter(seeming(name) for name in shown)
+    return [shorten(label, f" #{line}") if alike[seeming(name)] > 1 else name
+            for line, (label, name) in enumerate(zip(labels, shown), 1)]
 
 
 def format_table(report: ClassReport) -> str:
